@@ -1,0 +1,73 @@
+"""The `boxd` command: run the daemon, or check a configuration file.
+
+Errors an installer can fix (not provisioned, bad configuration) end with one
+line on stderr and exit status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from boxd import __version__, config, sdnotify
+from boxd.errors import BoxdError
+
+DEFAULT_STATE = Path("/var/lib/boxd")
+DEFAULT_CONFIG = Path("/etc/boxd/boxd.toml")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="boxd", description="The Box supervisor daemon.")
+    p.add_argument("--version", action="version", version=f"boxd {__version__}")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="identity, queue (default %(default)s)")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="cmd")
+    sub.add_parser("run", help="run the daemon (the default)")
+    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    c.add_argument("file", type=Path, nargs="?", help="the file (default: --config)")
+    return p
+
+
+async def _run(state_dir: Path, config_path: Path) -> None:
+    from boxd.daemon import Daemon
+
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await Daemon(state_dir, config_path).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `boxd` command."""
+    args = _parser().parse_args(argv)
+    if args.cmd == "check-config":
+        path = args.file or args.config
+        try:
+            cfg = config.load(path)
+        except BoxdError as e:
+            print(f"boxd: {e}", file=sys.stderr)
+            return 2
+        points = sum(len(d.points) for d in cfg.modbus_tcp)
+        print(f"{path}: valid ({len(cfg.modbus_tcp)} Modbus TCP device(s), {points} point(s))")
+        return 0
+    sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        asyncio.run(_run(args.state_dir, args.config))
+    except BoxdError as e:
+        logging.getLogger("boxd").error("%s", e)
+        print(f"boxd: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The supervisor: runs the daemon's long-lived tasks, restarts one that fails.
+
+Each task is a coroutine factory with a name. A task that returns or raises is
+restarted after a backoff delay (capped, with jitter); the failure is logged here,
+at the top, with its traceback (the only `except Exception` of the daemon). A task
+that raises `Fatal` stops the whole daemon: systemd restarts it. Every task is owned
+by one `asyncio.TaskGroup`, so none outlives the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from boxd.backoff import Backoff
+from boxd.errors import BoxdError
+
+log = logging.getLogger("boxd.supervisor")
+
+TaskFactory = Callable[[], Awaitable[None]]
+
+
+class Fatal(BoxdError):
+    """Raised by a task when the daemon cannot go on (systemd will restart it)."""
+
+
+@dataclass
+class TaskStats:
+    """Per-task restart counters, for the heartbeat and `boxctl status`."""
+
+    restarts: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class Supervisor:
+    """Owns the daemon's tasks."""
+
+    tasks: dict[str, TaskFactory]
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    stats: dict[str, TaskStats] = field(default_factory=dict)
+
+    async def run(self) -> None:
+        """Run every task until cancelled, or until one raises `Fatal`."""
+        async with asyncio.TaskGroup() as tg:
+            for name, factory in self.tasks.items():
+                self.stats[name] = TaskStats()
+                tg.create_task(self._keep(name, factory), name=name)
+
+    async def _keep(self, name: str, factory: TaskFactory) -> None:
+        backoff = Backoff(self.backoff_base, self.backoff_cap)
+        stats = self.stats[name]
+        while True:
+            try:
+                await factory()
+                stats.last_error = "returned"
+                log.warning("task %s returned; restarting it", name)
+            except (asyncio.CancelledError, Fatal):
+                raise
+            except Exception as e:  # the supervisor's top: log, count, restart
+                stats.last_error = f"{type(e).__name__}: {e}"
+                log.exception("task %s failed; restarting it", name)
+            stats.restarts += 1
+            await asyncio.sleep(backoff.next())

@@ -1,0 +1,54 @@
+"""The one place that builds TLS contexts, for the Box and for the reference cloud.
+
+Verification is always on: there is no way to ask this module for an unverified
+context. TLS 1.2 is the floor. Clients always check the server's name.
+This module loads files; it opens no connection.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+MIN_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+def client_context(
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+) -> ssl.SSLContext:
+    """A context for connecting to a server that must chain to `ca_file`.
+
+    Args:
+        ca_file: the trust anchors (the platform CA shipped with the Box).
+        cert_file: our certificate chain, for mutual TLS; None before enrollment.
+        key_file: the private key of `cert_file`.
+
+    Raises:
+        ssl.SSLError, OSError: the files are missing or do not match.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
+    ctx.minimum_version = MIN_VERSION
+    ctx.load_verify_locations(cafile=str(ca_file))
+    if cert_file is not None:
+        ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    return ctx
+
+
+def server_context(
+    cert_file: Path, key_file: Path, client_ca_file: Path | None = None
+) -> ssl.SSLContext:
+    """A context for a server; with `client_ca_file`, clients must present a certificate.
+
+    Args:
+        cert_file: the server's certificate chain.
+        key_file: its private key.
+        client_ca_file: when given, client certificates are required and verified.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = MIN_VERSION
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    if client_ca_file is not None:
+        ctx.load_verify_locations(cafile=str(client_ca_file))
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

@@ -1,0 +1,226 @@
+"""The Box's MQTT link to the platform: MQTT 5 over mutual TLS, outbound only.
+
+One I/O thread runs paho-mqtt (connect, TLS handshake and socket I/O are blocking
+in paho); it hands events to the asyncio loop with `call_soon_threadsafe`, so the
+daemon's logic stays single-threaded. The thread reconnects by itself with
+capped exponential backoff and full jitter. The broker gets a Last Will
+(retained "offline") at connect, and a retained "online" once connected.
+
+This module knows topics and the MQTT session; it knows nothing about batches:
+it reports acknowledgements by message id and lets the daemon decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import socket
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from boxd import __version__, tls
+from boxd.backoff import Backoff
+from boxd.identity import Identity
+
+log = logging.getLogger("boxd.uplink")
+
+
+def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
+# paho builds its internal wake-up pipe from a TCP socket that LISTENs on 127.0.0.1
+# for a moment (a Windows work-around), and accepts whoever connects first. A Box
+# opens no listening socket, not even briefly: give paho a Unix socketpair instead.
+mqtt._socketpair_compat = _unix_socketpair  # type: ignore[attr-defined]  # noqa: SLF001
+
+TOPIC_ROOT = "boxes"
+SESSION_EXPIRY_S = 7 * 86400
+
+
+def topic(box_id: str, leaf: str) -> str:
+    """The uplink topic `leaf` (data, meta, status, events, replies) of a Box."""
+    return f"{TOPIC_ROOT}/{box_id}/up/{leaf}"
+
+
+def status_payload(online: bool, reason: str = "") -> bytes:
+    """The retained status message: small JSON, readable by an operator with mosquitto_sub."""
+    body: dict[str, object] = {"v": 1, "online": online, "ts": int(time.time() * 1000)}
+    if online:
+        body["version"] = __version__
+    if reason:
+        body["reason"] = reason
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+@dataclass(slots=True)
+class LinkState:
+    """What the uplink thread last saw, for status reports."""
+
+    connected: bool = False
+    since: float = 0.0
+    last_error: str = ""
+    connects: int = 0
+
+
+class Uplink:
+    """An MQTT session to the platform broker.
+
+    The constructor does no I/O; `start()` starts the I/O thread, `stop()` says
+    goodbye (retained "offline") and joins it.
+    """
+
+    def __init__(
+        self,
+        ident: Identity,
+        *,
+        on_connected: Callable[[], None],
+        on_disconnected: Callable[[], None],
+        on_ack: Callable[[int, bool], None],
+        keepalive_s: int = 60,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._ident = ident
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._on_ack = on_ack
+        self._keepalive = keepalive_s
+        self._backoff = backoff or Backoff(1.0, 300.0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.state = LinkState()
+
+    def topic(self, leaf: str) -> str:
+        """This Box's uplink topic `leaf`."""
+        return topic(self._ident.box_id, leaf)
+
+    async def start(self) -> None:
+        """Build the client and start the I/O thread."""
+        self._loop = asyncio.get_running_loop()
+        self._client = self._make_client()
+        self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Publish "offline" (if connected), disconnect and join the I/O thread."""
+        client = self._client
+        if client is not None and self.state.connected:
+            info = client.publish(self.topic("status"), status_payload(False, "stopped"), 1, True)
+            deadline = time.monotonic() + 2.0
+            while not info.is_published() and time.monotonic() < deadline and self.state.connected:
+                await asyncio.sleep(0.02)
+            client.disconnect()
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5.0)
+
+    def publish(self, leaf: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
+        """Queue a message for the broker; returns its message id, or None when not connected."""
+        client = self._client
+        if client is None or not self.state.connected:
+            return None
+        info = client.publish(self.topic(leaf), payload, qos, retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        return info.mid
+
+    # -- the I/O thread ---------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        ident = self._ident
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=ident.box_id,
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        client.tls_set_context(tls.client_context(ident.ca_file, ident.cert_file, ident.key_file))
+        client.will_set(self.topic("status"), status_payload(False, "connection lost"), 1, True)
+        client.max_inflight_messages_set(32)
+        client.on_connect = self._cb_connect
+        client.on_disconnect = self._cb_disconnect
+        client.on_publish = self._cb_publish
+        return client
+
+    def _run(self) -> None:
+        client = self._client
+        assert client is not None
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        while not self._stop.is_set():
+            try:
+                client.connect(
+                    self._ident.broker_host, self._ident.broker_port, self._keepalive,
+                    clean_start=False, properties=props,
+                )
+            except (OSError, ssl.SSLError, ValueError) as e:
+                self._note_error(f"cannot reach the broker: {e}")
+                self._stop.wait(self._backoff.next())
+                continue
+            started = time.monotonic()
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.5)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+            if self._stop.is_set():
+                # drain the DISCONNECT we may have queued in stop()
+                client.loop(timeout=0.2)
+                break
+            if time.monotonic() - started > 60:
+                self._backoff.reset()
+            self._stop.wait(self._backoff.next())
+
+    def _note_error(self, msg: str) -> None:
+        if msg != self.state.last_error:
+            log.warning("%s", msg)
+        self.state.last_error = msg
+
+    def _post(self, fn: Callable[..., None], *args: object) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _cb_connect(
+        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        if rc.is_failure:
+            self._note_error(f"the broker refused the connection: {rc}")
+            return
+        # The durable queue is the truth: forget what paho would resend, the daemon resends it.
+        client.drop_out_messages()
+        client.publish(self.topic("status"), status_payload(True), 1, True)
+        self.state = LinkState(True, time.time(), "", self.state.connects + 1)
+        log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
+        self._post(self._on_connected)
+
+    def _cb_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+    ) -> None:
+        was = self.state.connected
+        self.state.connected = False
+        if was:
+            self._note_error(f"connection to the broker lost: {rc}")
+            self._post(self._on_disconnected)
+
+    def _cb_publish(
+        self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object
+    ) -> None:
+        ok = not rc.is_failure
+        if not ok:
+            self._note_error(f"the broker rejected message {mid}: {rc}")
+        self._post(self._on_ack, mid, ok)

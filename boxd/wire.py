@@ -1,0 +1,223 @@
+"""The uplink wire format: what a Box publishes, encoded and decoded (pure code, no I/O).
+
+Every payload starts with one header byte: the high bit says the rest is
+raw-deflate compressed, the low 7 bits are the format version (1). The rest is CBOR.
+
+Point table (topic `.../up/meta`, retained), version 1::
+
+    [table_id, [[name, unit, kind], ...]]
+
+`table_id` is a 32-bit digest of the table, so a batch names the table it was
+made with, and a point is sent on the wire as its index in that table.
+
+Data batch (topic `.../up/data`), version 1::
+
+    [epoch, seq, table_id, base_ts_ms, [group, ...]]
+    group = [dt_ms, first_index, [value, ...]]                 # all good
+          | [dt_ms, first_index, [value, ...], {offset: code}] # some bad: value is null
+
+A group holds consecutive points of the table read at one instant
+(`base_ts_ms + dt_ms`). `epoch` is a random number fixed when the Box's queue was
+created and `seq` counts batches in it, so (Box, epoch, seq) names a batch for ever
+and the cloud can keep each one once. Values are CBOR integers, floats (the
+shortest float that is exact), booleans, text or null.
+
+Decoding takes untrusted bytes: sizes are bounded before and after inflation and
+every field is type-checked; anything else raises `WireError` saying what is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cbor2
+
+from boxd.errors import WireError
+from drivers import PointInfo, Quality, Value
+
+VERSION = 1
+_DEFLATE = 0x80
+MAX_PAYLOAD = 256 * 1024  # on the wire
+MAX_INFLATED = 4 * 1024 * 1024  # after inflation
+MAX_POINTS = 100_000
+_MIN_GAIN = 32  # compress only when it saves at least this many bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Consecutive points of one table read at one instant."""
+
+    dt_ms: int
+    first: int
+    values: list[Value]
+    faults: dict[int, int]  # offset in `values` -> Quality code
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A decoded data batch."""
+
+    epoch: int
+    seq: int
+    table_id: int
+    base_ts_ms: int
+    groups: list[Group]
+
+    def samples(self, table: Sequence[PointInfo]) -> Iterator[tuple[str, int, Value, int]]:
+        """Yield (point name, ts_ms, value, quality) using the batch's point table.
+
+        Raises:
+            WireError: a group points outside the table.
+        """
+        for g in self.groups:
+            if g.first + len(g.values) > len(table):
+                raise WireError(f"group at index {g.first} runs past the {len(table)}-point table")
+            ts = self.base_ts_ms + g.dt_ms
+            for i, v in enumerate(g.values):
+                yield table[g.first + i].name, ts, v, g.faults.get(i, Quality.GOOD)
+
+
+def _frame(body: bytes) -> bytes:
+    packed = zlib.compressobj(6, zlib.DEFLATED, -15)
+    small = packed.compress(body) + packed.flush()
+    if len(small) + _MIN_GAIN < len(body):
+        return bytes([VERSION | _DEFLATE]) + small
+    return bytes([VERSION]) + body
+
+
+def _unframe(payload: bytes) -> object:
+    if not payload:
+        raise WireError("empty payload")
+    if len(payload) > MAX_PAYLOAD:
+        raise WireError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    head, body = payload[0], payload[1:]
+    if head & 0x7F != VERSION:
+        raise WireError(f"unsupported format version {head & 0x7F} (this side speaks {VERSION})")
+    if head & _DEFLATE:
+        inflater = zlib.decompressobj(-15)
+        try:
+            body = inflater.decompress(body, MAX_INFLATED)
+        except zlib.error as e:
+            raise WireError(f"bad compressed data: {e}") from e
+        if inflater.unconsumed_tail:
+            raise WireError(f"inflated payload is over the {MAX_INFLATED}-byte limit")
+    try:
+        return cbor2.loads(body)
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as e:
+        raise WireError(f"bad CBOR: {e}") from e
+
+
+def table_id(points: Sequence[PointInfo]) -> int:
+    """The 32-bit digest naming a point table."""
+    body = cbor2.dumps([[p.name, p.unit, p.kind] for p in points])
+    return int.from_bytes(hashlib.sha256(body).digest()[:4], "big")
+
+
+def encode_table(points: Sequence[PointInfo]) -> bytes:
+    """Encode a point table for the `meta` topic."""
+    return _frame(cbor2.dumps([table_id(points), [[p.name, p.unit, p.kind] for p in points]]))
+
+
+def decode_table(payload: bytes) -> tuple[int, list[PointInfo]]:
+    """Decode and validate a point table.
+
+    Raises:
+        WireError: the payload is not a valid point table.
+    """
+    obj = _unframe(payload)
+    if not (isinstance(obj, list) and len(obj) == 2 and _is_uint32(obj[0])):
+        raise WireError("point table must be [table_id, points]")
+    rows = obj[1]
+    if not isinstance(rows, list) or len(rows) > MAX_POINTS:
+        raise WireError("point table's points must be a list of at most 100000 rows")
+    points = []
+    for n, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
+            raise WireError(f"point table row {n} must be [name, unit, kind] of text")
+        if not 0 < len(row[0]) <= 128 or len(row[1]) > 32 or len(row[2]) > 16:
+            raise WireError(f"point table row {n} has a field of the wrong length")
+        points.append(PointInfo(row[0], row[1], row[2]))
+    if table_id(points) != obj[0]:
+        raise WireError("point table's id does not match its content")
+    return obj[0], points
+
+
+def encode_group(dt_ms: int, first: int, values: Sequence[Value], faults: dict[int, int]) -> list[object]:
+    """The CBOR-ready form of one group (kept by the queue until it is batched)."""
+    return [dt_ms, first, list(values), faults] if faults else [dt_ms, first, list(values)]
+
+
+def encode_batch(
+    epoch: int, seq: int, table: int, base_ts_ms: int, groups: Sequence[list[object]]
+) -> bytes:
+    """Encode a batch from groups made by `encode_group`."""
+    return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, list(groups)]))
+
+
+def decode_batch(payload: bytes) -> Batch:
+    """Decode and validate a data batch.
+
+    Raises:
+        WireError: the payload is not a valid batch; the message says what is wrong.
+    """
+    obj = _unframe(payload)
+    if not (isinstance(obj, list) and len(obj) == 5):
+        raise WireError("batch must be [epoch, seq, table_id, base_ts_ms, groups]")
+    epoch, seq, tid, base, raw_groups = obj
+    for name, val in (("epoch", epoch), ("seq", seq), ("base_ts_ms", base)):
+        if not _is_uint64(val):
+            raise WireError(f"batch {name} must be an unsigned 64-bit integer")
+    if not _is_uint32(tid):
+        raise WireError("batch table_id must be an unsigned 32-bit integer")
+    if not isinstance(raw_groups, list):
+        raise WireError("batch groups must be a list")
+    groups, count = [], 0
+    for n, g in enumerate(raw_groups):
+        group = _decode_group(n, g)
+        count += len(group.values)
+        if count > MAX_POINTS:
+            raise WireError(f"batch holds more than {MAX_POINTS} samples")
+        groups.append(group)
+    return Batch(epoch, seq, tid, base, groups)
+
+
+def _decode_group(n: int, g: object) -> Group:
+    if not (isinstance(g, list) and len(g) in (3, 4)):
+        raise WireError(f"group {n} must be [dt_ms, first_index, values(, faults)]")
+    dt, first, values = g[0], g[1], g[2]
+    if not (isinstance(dt, int) and not isinstance(dt, bool) and -(2**40) < dt < 2**40):
+        raise WireError(f"group {n} dt_ms must be an integer")
+    if not (isinstance(first, int) and not isinstance(first, bool) and 0 <= first < MAX_POINTS):
+        raise WireError(f"group {n} first_index must be an integer 0..{MAX_POINTS - 1}")
+    if not isinstance(values, list):
+        raise WireError(f"group {n} values must be a list")
+    for v in values:
+        if not (v is None or isinstance(v, bool | int | float | str)) or (
+            isinstance(v, str) and len(v) > 256
+        ):
+            raise WireError(f"group {n} holds a value of type {type(v).__name__}")
+        if isinstance(v, int) and not isinstance(v, bool) and not -(2**63) <= v < 2**64:
+            raise WireError(f"group {n} holds an integer out of 64-bit range")
+    faults: dict[int, int] = {}
+    if len(g) == 4:
+        raw = g[3]
+        if not isinstance(raw, dict):
+            raise WireError(f"group {n} faults must be a map")
+        for k, code in raw.items():
+            if not (isinstance(k, int) and 0 <= k < len(values)):
+                raise WireError(f"group {n} fault offset {k!r} is outside the group")
+            if code not in Quality._value2member_map_:
+                raise WireError(f"group {n} fault code {code!r} is unknown")
+            faults[k] = code
+    return Group(dt, first, values, faults)
+
+
+def _is_uint64(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**64
+
+
+def _is_uint32(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32

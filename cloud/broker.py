@@ -1,0 +1,314 @@
+"""The platform's MQTT broker: a real Mosquitto, configured and started by the cloud.
+
+What the generated configuration enforces:
+  - one listener, TLS only (no plaintext listener), TLS 1.2 or newer;
+  - a client certificate is required, verified against the platform CA and the CRL;
+  - the certificate's CN is the MQTT username, and the client id is forced to it
+    (`use_username_as_clientid`), so a Box cannot take over another Box's session;
+  - authorisation by Mosquitto's dynamic-security plugin, default deny: each Box has
+    its own role that may publish only to `boxes/<id>/up/#` and subscribe only to
+    `boxes/<id>/down/#`; the receiver and the admin are roles of their own.
+
+Revocation: Mosquitto re-reads the CRL on SIGHUP, but only new TLS handshakes see it;
+a session that is already open goes on. So `revoke()` rewrites the CRL, reloads the
+broker, then deletes the Box's dynsec client, which kicks its live session at once
+and leaves it with no rights. This module starts processes and speaks to the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from boxd import tls
+from boxd.files import write_atomic
+from cloud.errors import BrokerError
+from cloud.pki import Pki
+from cloud.store import Store
+
+CONTROL = "$CONTROL/dynamic-security/v1"
+RECEIVER, ADMIN = "cloud:receiver", "cloud:admin"
+_PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib")
+
+
+def box_role(box_id: str) -> dict[str, object]:
+    """The dynsec role of one Box: its own uplink to publish, its own downlink to read."""
+    up, down = f"boxes/{box_id}/up/#", f"boxes/{box_id}/down/#"
+    return {
+        "rolename": f"box:{box_id}",
+        "acls": [
+            {"acltype": "publishClientSend", "topic": up, "allow": True},
+            {"acltype": "subscribePattern", "topic": down, "allow": True},
+            {"acltype": "publishClientReceive", "topic": down, "allow": True},
+        ],
+    }
+
+
+def _service_roles() -> list[dict[str, object]]:
+    ctl = "$CONTROL/dynamic-security/#"
+    return [
+        {"rolename": "receiver", "acls": [
+            {"acltype": "subscribePattern", "topic": "boxes/+/up/#", "allow": True},
+            {"acltype": "publishClientReceive", "topic": "boxes/+/up/#", "allow": True},
+            {"acltype": "publishClientSend", "topic": "boxes/+/down/#", "allow": True},
+        ]},
+        {"rolename": "admin", "acls": [
+            {"acltype": "publishClientSend", "topic": ctl, "allow": True},
+            {"acltype": "subscribePattern", "topic": ctl, "allow": True},
+            {"acltype": "publishClientReceive", "topic": ctl, "allow": True},
+        ]},
+    ]
+
+
+def _find_plugin() -> str:
+    for d in _PLUGIN_DIRS:
+        p = Path(d) / "mosquitto_dynamic_security.so"
+        if p.exists():
+            return str(p)
+    raise BrokerError("Mosquitto's dynamic-security plugin is not installed (package mosquitto)")
+
+
+class Broker:
+    """A Mosquitto process under `<home>/broker`. The constructor does no I/O."""
+
+    def __init__(self, home: Path, pki: Pki, store: Store, *, host: str, port: int, bind: str = "") -> None:
+        self.dir = home / "broker"
+        self.pki, self.store = pki, store
+        self.host, self.port, self.bind = host, port, bind
+        self.conf = self.dir / "mosquitto.conf"
+        self.dynsec = self.dir / "dynsec.json"
+        self.pid_file = self.dir / "mosquitto.pid"
+        self.log_file = self.dir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _run_as(self) -> str | None:
+        """Started as root, Mosquitto drops to the `mosquitto` user, if that user can reach our files."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("mosquitto")
+        except KeyError:
+            return "root"
+        for d in [self.dir.resolve(), *self.dir.resolve().parents]:
+            if d.exists() and not d.stat().st_mode & 0o001 and d != self.dir.resolve():
+                return "root"  # a parent directory the mosquitto user cannot traverse
+        return "mosquitto"
+
+    def write_config(self) -> None:
+        """Write mosquitto.conf and the dynsec file (from the database: the source of truth)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        user = self._run_as()
+        key = self.dir / "broker.key"
+        shutil.copyfile(self.pki.dir / "broker.key", key)
+        key.chmod(0o600)
+        roles = _service_roles()
+        clients: list[dict[str, object]] = [
+            {"username": RECEIVER, "roles": [{"rolename": "receiver"}]},
+            {"username": ADMIN, "roles": [{"rolename": "admin"}]},
+        ]
+        for b in self.store.boxes():
+            if b.revoked is None:
+                roles.append(box_role(b.box_id))
+                clients.append({"username": b.box_id, "roles": [{"rolename": f"box:{b.box_id}"}]})
+        dynsec = {
+            "defaultACLAccess": {
+                "publishClientSend": False, "publishClientReceive": False,
+                "subscribe": False, "unsubscribe": True,
+            },
+            "clients": clients, "groups": [], "roles": roles,
+        }
+        write_atomic(self.dynsec, json.dumps(dynsec, indent=1).encode(), 0o600)
+        lines = [
+            "# generated by boxcloud: do not edit, it is rewritten at every start",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"plugin {_find_plugin()}",
+            f"plugin_opt_config_file {self.dynsec}",
+            "persistence true",
+            f"persistence_location {self.dir / 'data'}/",
+            "autosave_interval 30",
+            "persistent_client_expiration 14d",
+            "max_queued_messages 100000",
+            "max_packet_size 1048576",
+            "max_keepalive 1200",
+            f"log_dest file {self.log_file}",
+            "log_type error", "log_type warning", "log_type notice", "log_type information",
+            "connection_messages true",
+            f"pid_file {self.pid_file}",
+            f"listener {self.port} {self.bind}".rstrip(),
+            f"cafile {self.pki.ca_bundle}",
+            f"certfile {self.pki.dir / 'broker.crt'}",
+            f"keyfile {key}",
+            f"crlfile {self.pki.crl}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "use_username_as_clientid true",
+            "tls_version tlsv1.2",
+        ]
+        if user:
+            lines.insert(3, f"user {user}")
+        write_atomic(self.conf, ("\n".join(lines) + "\n").encode(), 0o600)
+        if user and user != "root":
+            ent = pwd.getpwnam(user)
+            for p in [self.dir, self.dir / "data", key, self.dynsec, self.conf, *(self.dir / "data").iterdir()]:
+                os.chown(p, ent.pw_uid, ent.pw_gid)
+            for p in (self.log_file, self.pid_file):
+                if p.exists():
+                    os.chown(p, ent.pw_uid, ent.pw_gid)
+
+    # -- process --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Write the configuration, start Mosquitto and wait until it accepts TLS."""
+        if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self.write_config()
+        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self._proc = subprocess.Popen(
+            [exe, "-c", str(self.conf)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+                raise BrokerError(f"mosquitto exited at start: {err.strip() or self._log_tail()}")
+            if self._handshake_ok():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"mosquitto did not accept TLS on port {self.port} within {timeout:.0f} s")
+
+    def _handshake_ok(self) -> bool:
+        ctx = tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as s, ctx.wrap_socket(
+                s, server_hostname=self.host
+            ):
+                return True
+        except (OSError, ssl.SSLError):
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace").strip().splitlines()[-1]
+        except (OSError, IndexError):
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop the Mosquitto we started."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """Kill Mosquitto abruptly (tests: a broker crash)."""
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    def running_pid(self) -> int | None:
+        """The pid of the running broker (ours or another boxcloud process's), or None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        return pid
+
+    def reload(self) -> None:
+        """Make the broker re-read its CRL (SIGHUP); a no-op when it is not running."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+
+    # -- administration -------------------------------------------------------------------
+
+    def admin(self, commands: list[dict[str, object]], timeout: float = 10.0) -> list[dict[str, object]]:
+        """Send dynamic-security commands as cloud:admin and return the broker's answers.
+
+        Raises:
+            BrokerError: the broker cannot be reached or does not answer in time.
+        """
+        corr = uuid.uuid4().hex
+        for i, c in enumerate(commands):
+            c["correlationData"] = f"{corr}-{i}"
+        answers: list[dict[str, object]] = []
+        done, subscribed = threading.Event(), threading.Event()
+
+        def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            try:
+                body = json.loads(msg.payload)
+            except ValueError:
+                return
+            for r in body.get("responses", []):
+                if str(r.get("correlationData", "")).startswith(corr):
+                    answers.append(r)
+            if len(answers) >= len(commands):
+                done.set()
+
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
+        client.tls_set_context(
+            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+        )
+        client.on_message = on_message
+        client.on_subscribe = lambda *_a: subscribed.set()
+        try:
+            client.connect(self.host, self.port, 30)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
+        client.loop_start()
+        try:
+            client.subscribe(f"{CONTROL}/response", 1)
+            if not subscribed.wait(timeout):
+                raise BrokerError("the broker did not confirm the admin subscription")
+            client.publish(CONTROL, json.dumps({"commands": commands}), 1)
+            if not done.wait(timeout):
+                raise BrokerError("the broker did not answer the admin command in time")
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return answers
+
+    def add_box(self, box_id: str) -> None:
+        """Give a newly enrolled Box its role and client in the running broker."""
+        role = box_role(box_id)
+        answers = self.admin([
+            {"command": "deleteClient", "username": box_id},
+            {"command": "deleteRole", "rolename": role["rolename"]},
+            {"command": "createRole", **role},
+            {"command": "createClient", "username": box_id, "roles": [{"rolename": role["rolename"]}]},
+        ])
+        errors = [a for a in answers[2:] if a.get("error")]
+        if errors:
+            raise BrokerError(f"the broker refused to add Box {box_id}: {errors[0]['error']}")
+
+    def cut_off(self, box_id: str) -> None:
+        """End a Box's live session and remove its rights (call after the CRL reload)."""
+        self.admin([
+            {"command": "deleteClient", "username": box_id},
+            {"command": "deleteRole", "rolename": f"box:{box_id}"},
+        ])

@@ -1,0 +1,174 @@
+"""The `boxcloud` command: the reference cloud and its administration.
+
+    boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--name NAME ...]
+    boxcloud run                      broker + receiver + enrollment, until Ctrl-C
+    boxcloud box add SERIAL [--ttl 72h]
+    boxcloud box list
+    boxcloud box show BOX_ID [--history N]
+    boxcloud box revoke BOX_ID
+
+Every command takes `--home DIR` (default $BOXCLOUD_HOME or /var/lib/boxcloud).
+Errors end with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cloud.errors import CloudError
+from cloud.platform import Cloud, Settings
+from drivers import Quality
+
+DEFAULT_HOME = Path(os.environ.get("BOXCLOUD_HOME", "/var/lib/boxcloud"))
+
+
+def _duration(text: str) -> float:
+    m = re.fullmatch(r"(\d+)\s*([smhd]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30m, 72h, 7d)")
+    return int(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]]
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return int(text)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="boxcloud", description="The Box reference cloud.")
+    p.add_argument("--home", type=Path, default=DEFAULT_HOME, help="cloud state directory (default %(default)s)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("init", help="create the platform CA, server certificates and settings")
+    i.add_argument("--host", default="localhost", help="name Boxes use to reach the cloud (default %(default)s)")
+    i.add_argument("--broker-port", type=_port, default=8883)
+    i.add_argument("--enroll-port", type=_port, default=8443)
+    i.add_argument("--bind", default="", help="address to listen on (default: all)")
+    i.add_argument("--name", action="append", default=[], help="another DNS name or IP for the server certificates")
+    sub.add_parser("run", help="run the broker, the receiver and the enrollment endpoint until Ctrl-C")
+    box = sub.add_parser("box", help="manage Boxes").add_subparsers(dest="box_cmd", required=True)
+    a = box.add_parser("add", help="issue a single-use enrollment token for a Box serial")
+    a.add_argument("serial")
+    a.add_argument("--ttl", type=_duration, default=72 * 3600, help="token lifetime (default 72h)")
+    box.add_parser("list", help="list Boxes with their status")
+    s = box.add_parser("show", help="show a Box: identity, status, history and latest values")
+    s.add_argument("box_id")
+    s.add_argument("--history", type=int, default=5, help="status changes to show (default %(default)s)")
+    r = box.add_parser("revoke", help="revoke a Box's certificate and cut its session")
+    r.add_argument("box_id")
+    return p
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    s = max(0, int(time.time() - ts))
+    return f"{s} s ago" if s < 120 else f"{s // 60} min ago" if s < 7200 else f"{s // 3600} h ago"
+
+
+def cmd_run(cloud: Cloud) -> int:
+    """Run the services until SIGINT/SIGTERM."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    cloud.start()
+    s = cloud.settings
+    print(f"boxcloud: broker on {s.host}:{s.broker_port} (mTLS), enrollment on https://{s.host}:{s.enroll_port}")
+    print(f"boxcloud: platform CA for Boxes: {cloud.pki.root_cert}")
+    try:
+        stop.wait()
+    finally:
+        cloud.stop()
+    return 0
+
+
+def cmd_box(cloud: Cloud, args: argparse.Namespace) -> int:
+    """The `box` subcommands."""
+    if args.box_cmd == "add":
+        token, expires = cloud.add_box(args.serial, args.ttl)
+        s = cloud.settings
+        print(f"Enrollment token for Box {args.serial} (single use, valid until {_when(expires)}):\n\n    {token}\n")
+        print("On the Box, run:")
+        print(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token {token}")
+        return 0
+    if args.box_cmd == "list":
+        boxes = cloud.store.boxes()
+        if not boxes:
+            print("No Boxes yet: 'boxcloud box add SERIAL' issues an enrollment token.")
+            return 0
+        print(f"{'BOX':<24} {'STATUS':<9} {'SINCE':<16} {'LAST DATA':<16} {'CERT EXPIRES':<12}")
+        for b in boxes:
+            state = "revoked" if b.revoked else "online" if b.online else "offline"
+            print(f"{b.box_id:<24} {state:<9} {_ago(b.status_ts):<16} {_ago(b.last_seen):<16} "
+                  f"{datetime.fromtimestamp(b.cert_not_after, UTC):%Y-%m-%d}")
+        return 0
+    if args.box_cmd == "show":
+        return _show(cloud, args.box_id, args.history)
+    if args.box_cmd == "revoke":
+        cut = cloud.revoke(args.box_id)
+        print(f"Box {args.box_id}: certificate revoked"
+              + ("; its live session was ended." if cut else "; the broker is not running: it will refuse the Box when it starts."))
+        return 0
+    return 2
+
+
+def _show(cloud: Cloud, box_id: str, history: int) -> int:
+    b = cloud.store.box(box_id)
+    if b is None:
+        raise CloudError(f"no Box {box_id!r} (see 'boxcloud box list')")
+    state = "REVOKED" if b.revoked else "online" if b.online else "offline"
+    print(f"Box {b.box_id}  (serial {b.serial}, software {b.version or 'unknown'})")
+    print(f"  status:       {state}{f' ({b.status_reason})' if b.status_reason else ''}, since {_when(b.status_ts)}")
+    print(f"  last data:    {_ago(b.last_seen)}")
+    print(f"  certificate:  serial {b.cert_serial:x}, expires {_when(b.cert_not_after)}")
+    for ts, online, reason in cloud.store.status_history(box_id, history):
+        print(f"  {_when(ts)}  {'online ' if online else 'offline'} {reason}")
+    latest = cloud.store.latest(box_id)
+    if latest:
+        print(f"\n  {'POINT':<28} {'VALUE':>14} {'UNIT':<6} {'QUALITY':<16} TIME")
+    for point, ts, value, q, unit in latest:
+        v = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"  {point:<28} {v:>14} {unit:<6} {Quality(q).name.lower():<16} {_ago(ts / 1000)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `boxcloud` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cloud = Cloud(args.home)
+    try:
+        if args.cmd == "init":
+            cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind), args.name)
+            print(f"boxcloud: cloud created in {args.home}")
+            print(f"boxcloud: ship this platform CA with every Box: {cloud.pki.root_cert}")
+            print(f"boxcloud: move {cloud.pki.root_key} offline (it is only needed to sign a new issuing CA)")
+            return 0
+        if args.cmd == "run":
+            return cmd_run(cloud)
+        return cmd_box(cloud, args)
+    except CloudError as e:
+        print(f"boxcloud: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"boxcloud: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Enrollment: single-use tokens for a Box serial, and the HTTPS endpoint that signs a Box's CSR.
+
+`new_token()` makes a token an installer can type (24 base32 characters in groups
+of four, 120 bits); only its SHA-256 is stored. `POST /v1/enroll` with
+`{"token", "csr", "serial"?}` answers `{"box_id", "certificate", "ca", "broker"}`
+or `{"error"}` with 400/401/403/413/503. The Box's private key never travels: the
+Box sends a CSR, and the subject of the certificate is set by the cloud (CN = the
+serial the token was issued for), never taken from the CSR.
+
+The server is TLS-only (the Box checks it against the platform CA it ships with);
+it needs no client certificate since an enrolling Box has none yet: the token is
+the credential. Tokens never appear in logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import re
+import secrets
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from boxd import tls
+from boxd.identity import BOX_ID_RE
+from cloud.broker import Broker
+from cloud.errors import BrokerError, EnrollmentError, PkiError, StoreError
+from cloud.pki import Pki
+from cloud.store import Store
+
+log = logging.getLogger("boxcloud.enroll")
+
+MAX_BODY = 16 * 1024
+_TOKEN_RE = re.compile(r"^[A-Z2-7]{24}$")
+
+
+def new_token() -> str:
+    """A fresh enrollment token, e.g. "K7QD-3MZP-TX4A-9..." (shown once, never stored)."""
+    raw = base64.b32encode(secrets.token_bytes(15)).decode()
+    return "-".join(raw[i : i + 4] for i in range(0, 24, 4))
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a token; dashes, spaces and case do not matter.
+
+    Raises:
+        EnrollmentError: the text cannot be a token.
+    """
+    norm = re.sub(r"[\s-]", "", token).upper()
+    if not _TOKEN_RE.match(norm):
+        raise EnrollmentError("the enrollment token is malformed (24 letters and digits expected)", 401)
+    return hashlib.sha256(norm.encode()).hexdigest()
+
+
+def check_serial(serial: str) -> str:
+    """Validate a Box serial (it becomes the Box ID and part of its MQTT topics).
+
+    Raises:
+        EnrollmentError: the serial has characters or a length a Box ID cannot have.
+    """
+    if not BOX_ID_RE.match(serial):
+        raise EnrollmentError(
+            f"invalid serial {serial!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return serial
+
+
+@dataclass
+class Enroller:
+    """The enrollment logic, apart from HTTP."""
+
+    pki: Pki
+    store: Store
+    broker: Broker
+
+    def enroll(self, token: str, csr_pem: str, serial: str | None) -> dict[str, object]:
+        """Check the token, sign the CSR, give the Box its broker rights.
+
+        Raises:
+            EnrollmentError: refused; the message says why (and is safe to show the installer).
+        """
+        h = token_hash(token)
+        box_serial = self.store.claim_token(h)
+        try:
+            if serial is not None and serial != box_serial:
+                raise EnrollmentError(f"this token was issued for another Box (serial {box_serial})", 403)
+            try:
+                chain, leaf = self.pki.sign_box_csr(csr_pem.encode(), box_serial)
+            except PkiError as e:
+                raise EnrollmentError(str(e)) from e
+            try:
+                self.broker.add_box(box_serial)
+            except BrokerError as e:
+                log.error("enrollment of %s: %s", box_serial, e)
+                raise EnrollmentError("the platform broker is unavailable; try again in a minute", 503) from e
+        except EnrollmentError as e:
+            if e.status != 403:  # a token shown to the wrong Box stays spent
+                self.store.release_token(h)
+            raise
+        replaced = self.store.enroll_box(
+            box_serial, box_serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp()
+        )
+        if replaced is not None and replaced != leaf.serial_number:
+            self.pki.write_crl((s, _ts(t)) for s, t in self.store.revoked_certs())
+            self.broker.reload()
+        log.info("enrolled Box %s (certificate serial %x)", box_serial, leaf.serial_number)
+        return {
+            "box_id": box_serial,
+            "certificate": chain.decode(),
+            "ca": self.pki.root_cert.read_text(),
+            "broker": {"host": self.broker.host, "port": self.broker.port},
+        }
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "boxcloud"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+        log.debug("%s " + format, self.client_address[0], *args)
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+        if self.path == "/v1/health":
+            self._answer(200, {"ok": True})
+        else:
+            self._answer(404, {"error": "not found"})
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+        if self.path != "/v1/enroll":
+            self._answer(404, {"error": "not found"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._answer(411, {"error": "a Content-Length is required"})
+            return
+        if not 0 < length <= MAX_BODY:
+            self._answer(413, {"error": f"the request must be 1..{MAX_BODY} bytes"})
+            return
+        try:
+            req = json.loads(self.rfile.read(length))
+            token, csr, serial = req["token"], req["csr"], req.get("serial")
+            if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
+                raise TypeError("token, csr and serial must be text")  # noqa: TRY301
+            result = self.server.enroller.enroll(token, csr, serial)
+        except (ValueError, KeyError, TypeError) as e:
+            self._answer(400, {"error": f"malformed enrollment request: {e}"})
+            return
+        except EnrollmentError as e:
+            log.warning("enrollment refused from %s: %s", self.client_address[0], e)
+            self._answer(e.status, {"error": str(e)})
+            return
+        except (StoreError, PkiError) as e:
+            log.error("enrollment failed: %s", e)
+            self._answer(503, {"error": "the platform cannot enroll Boxes right now"})
+            return
+        self._answer(200, result)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64
+
+    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, enroller: Enroller) -> None:
+        super().__init__(addr, _Handler)
+        self.ctx, self.enroller = ctx, enroller
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        sock, addr = self.socket.accept()
+        sock.settimeout(10)  # a slow or silent client cannot hold a thread for long
+        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:  # type: ignore[override]
+        assert isinstance(request, ssl.SSLSocket)
+        try:
+            request.do_handshake()
+        except (ssl.SSLError, OSError) as e:
+            log.debug("TLS handshake with %s failed: %s", client_address, e)
+            return
+        super().finish_request(request, client_address)  # type: ignore[arg-type]
+
+
+class EnrollServer:
+    """The HTTPS enrollment endpoint, in its own thread. The constructor does no I/O."""
+
+    def __init__(self, enroller: Enroller, cert: Path, key: Path, bind: str, port: int) -> None:
+        self._enroller, self._cert, self._key = enroller, cert, key
+        self._addr = (bind, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        """Bind and serve in a thread."""
+        self._server = _Server(self._addr, tls.server_context(self._cert, self._key), self._enroller)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="enroll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)

@@ -1,0 +1,25 @@
+"""Errors of the reference cloud, split by whose fault they are."""
+
+
+class CloudError(Exception):
+    """Base of every error raised by the reference cloud."""
+
+
+class PkiError(CloudError):
+    """The CA cannot do what was asked (missing files, a CSR it will not sign)."""
+
+
+class EnrollmentError(CloudError):
+    """An enrollment request is refused; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BrokerError(CloudError):
+    """The broker cannot be started, configured or reached."""
+
+
+class StoreError(CloudError):
+    """The cloud's database refused an operation."""

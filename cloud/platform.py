@@ -1,0 +1,156 @@
+"""The reference cloud as one object: PKI, database, broker, receiver and enrollment endpoint.
+
+`Cloud.init()` creates a home directory once; `start()`/`stop()` run the services
+(used by `boxcloud run`, the demo and the tests). Box administration (`add_box`,
+`revoke`) works whether or not the services run in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from boxd.files import write_atomic
+from cloud.broker import Broker
+from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
+from cloud.errors import BrokerError, CloudError
+from cloud.pki import Pki
+from cloud.receiver import Receiver
+from cloud.store import Store
+
+log = logging.getLogger("boxcloud")
+
+CRL_REFRESH_S = 86400
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the cloud is reached; written by `init`, read by every command."""
+
+    host: str = "localhost"  # the name Boxes use for the broker and the enrollment endpoint
+    broker_port: int = 8883
+    enroll_port: int = 8443
+    bind: str = ""  # the address to listen on ("" = all)
+
+
+class Cloud:
+    """The reference cloud under one home directory. The constructor does no I/O."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.pki = Pki(home / "pki")
+        self.store = Store(home / "cloud.db")
+        self._settings: Settings | None = None
+        self._broker: Broker | None = None
+        self.receiver: Receiver | None = None
+        self.enroll: EnrollServer | None = None
+        self._stop = threading.Event()
+        self._crl_thread: threading.Thread | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def init(self, settings: Settings, extra_names: list[str] | None = None) -> None:
+        """Create the PKI, the server and service certificates and the settings file."""
+        if (self.home / "cloud.json").exists():
+            raise CloudError(f"a cloud already exists in {self.home}")
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.chmod(0o755)
+        self.pki.init()
+        names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
+        self.pki.issue_server("broker", names)
+        self.pki.issue_server("enroll", names)
+        for role in ("receiver", "admin"):
+            self.pki.issue_service(role)
+        write_atomic(self.home / "cloud.json", json.dumps(asdict(settings), indent=1).encode())
+
+    @property
+    def settings(self) -> Settings:
+        """The settings written by `init`."""
+        if self._settings is None:
+            try:
+                raw = json.loads((self.home / "cloud.json").read_text())
+                self._settings = Settings(**raw)
+            except FileNotFoundError:
+                raise CloudError(f"no cloud in {self.home}: run 'boxcloud init' first") from None
+            except (OSError, ValueError, TypeError) as e:
+                raise CloudError(f"the settings file in {self.home} is unreadable: {e}") from e
+        return self._settings
+
+    @property
+    def broker(self) -> Broker:
+        """The broker (started or not)."""
+        if self._broker is None:
+            s = self.settings
+            self._broker = Broker(self.home, self.pki, self.store, host=s.host, port=s.broker_port, bind=s.bind)
+        return self._broker
+
+    # -- services ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the broker, the receiver and the enrollment endpoint."""
+        s = self.settings
+        self.write_crl()
+        self.broker.start()
+        self.receiver = Receiver(self.pki, self.store, s.host, s.broker_port)
+        self.receiver.start()
+        self.enroll = EnrollServer(
+            Enroller(self.pki, self.store, self.broker),
+            self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
+        )
+        self.enroll.start()
+        self._stop.clear()
+        self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
+        self._crl_thread.start()
+        log.info("cloud up: broker %s:%d, enrollment https://%s:%d", s.host, s.broker_port, s.host, s.enroll_port)
+
+    def stop(self) -> None:
+        """Stop every service this object started."""
+        self._stop.set()
+        if self.enroll is not None:
+            self.enroll.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
+        if self._broker is not None:
+            self._broker.stop()
+        if self._crl_thread is not None:
+            self._crl_thread.join(5)
+
+    def _refresh_crl(self) -> None:
+        while not self._stop.wait(CRL_REFRESH_S):
+            self.write_crl()
+            self.broker.reload()
+
+    def write_crl(self) -> None:
+        """Rewrite the CRL from the database."""
+        self.pki.write_crl((s, datetime.fromtimestamp(t, UTC)) for s, t in self.store.revoked_certs())
+
+    # -- administration ------------------------------------------------------------------------
+
+    def add_box(self, serial: str, ttl_s: float) -> tuple[str, float]:
+        """Issue a single-use enrollment token for `serial`; returns (token, expiry time)."""
+        check_serial(serial)
+        self.settings  # noqa: B018 - fail early when there is no cloud here
+        token = new_token()
+        return token, self.store.add_token(token_hash(token), serial, ttl_s)
+
+    def revoke(self, box_id: str) -> bool:
+        """Revoke a Box: CRL, broker reload, then its live session is cut.
+
+        Returns:
+            whether the running broker confirmed the cut (False when no broker runs).
+        """
+        self.store.revoke(box_id)
+        self.write_crl()
+        self.store.set_status(box_id, False, datetime.now(UTC).timestamp(), "revoked", None)
+        if self.broker.running_pid() is None:
+            return False
+        self.broker.reload()  # new handshakes now see the CRL ...
+        try:
+            self.broker.cut_off(box_id)  # ... and the open session ends, with its rights
+        except BrokerError as e:
+            raise CloudError(f"Box {box_id} is revoked, but its live session could not be ended: {e}") from e
+        return True

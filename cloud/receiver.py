@@ -1,0 +1,174 @@
+"""The receiver: subscribes to every Box's uplink with its own certificate, validates and stores.
+
+Topics handled (`boxes/<id>/up/<leaf>`; the broker's ACL guarantees that only Box
+<id> can publish there): `meta` (point table), `data` (batches), `status` (retained
+online/offline, and the Last Will). A batch is stored before the receiver
+acknowledges it (paho sends PUBACK after `on_message` returns), and its session is
+persistent, so what arrives while the receiver is down waits in the broker.
+A malformed message is rejected with a logged reason and never stops the receiver.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from boxd import tls, wire
+from boxd.errors import WireError
+from cloud.broker import RECEIVER
+from cloud.errors import StoreError
+from cloud.pki import Pki
+from cloud.store import Store
+
+log = logging.getLogger("boxcloud.receiver")
+
+MAX_STATUS = 2048
+
+
+@dataclass
+class Counters:
+    """What the receiver has done, for logs, tests and benchmarks."""
+
+    batches: int = 0
+    samples: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    rejected: int = 0
+    last_rejection: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Receiver:
+    """The cloud's MQTT subscriber. The constructor does no I/O."""
+
+    def __init__(self, pki: Pki, store: Store, host: str, port: int) -> None:
+        self.pki, self.store = pki, store
+        self.host, self.port = host, port
+        self.counters = Counters()
+        self.connected = threading.Event()
+        self._client: mqtt.Client | None = None
+
+    def start(self) -> None:
+        """Connect (retrying in the background) and start receiving."""
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5)
+        c.tls_set_context(
+            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-receiver.crt", self.pki.dir / "svc-receiver.key")
+        )
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 14 * 86400
+        self._client = c
+        try:
+            c.connect(self.host, self.port, 30, clean_start=False, properties=props)
+        except (OSError, ssl.SSLError) as e:
+            log.warning("receiver cannot reach the broker yet (%s); retrying", e)
+            c.connect_async(self.host, self.port, 30, clean_start=False, properties=props)
+        c.loop_start()
+
+    def stop(self) -> None:
+        """Disconnect and stop the network thread."""
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+            self._client = None
+
+    def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
+        if getattr(rc, "is_failure", False):
+            log.error("the broker refused the receiver: %s", rc)
+            return
+        c.subscribe("boxes/+/up/#", 1)
+        self.connected.set()
+        log.info("receiver connected to %s:%s", self.host, self.port)
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
+        self.connected.clear()
+        log.warning("receiver disconnected from the broker: %s", rc)
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        if len(parts) != 4 or parts[0] != "boxes" or parts[2] != "up":
+            self._reject(msg.topic, "unexpected topic")
+            return
+        box_id, leaf = parts[1], parts[3]
+        try:
+            self.handle(box_id, leaf, msg.payload)
+        except WireError as e:
+            self._reject(msg.topic, str(e))
+        except StoreError:
+            log.exception("cannot store a message from %s; it will not be acknowledged twice", box_id)
+        except Exception:  # the receiver's top: one bad message never stops it
+            log.exception("unexpected failure on a message from %s", box_id)
+            self._reject(msg.topic, "internal error")
+
+    def _reject(self, topic: str, why: str) -> None:
+        with self.counters.lock:
+            self.counters.rejected += 1
+            self.counters.last_rejection = f"{topic}: {why}"
+        log.warning("rejected a message on %s: %s", topic, why)
+
+    def handle(self, box_id: str, leaf: str, payload: bytes) -> None:
+        """Process one uplink message (public for tests and benchmarks).
+
+        Raises:
+            WireError: the message is malformed.
+        """
+        if leaf == "data":
+            self._data(box_id, payload)
+        elif leaf == "meta":
+            tid, points = wire.decode_table(payload)
+            self.store.put_table(box_id, tid, points)
+            for parked in self.store.unpark(box_id, tid):
+                self._data(box_id, parked)
+        elif leaf == "status":
+            self._status(box_id, payload)
+        else:
+            log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
+
+    def _data(self, box_id: str, payload: bytes) -> None:
+        batch = wire.decode_batch(payload)
+        table = self.store.table(box_id, batch.table_id)
+        if table is None:
+            self.store.park(box_id, batch.table_id, payload)
+            with self.counters.lock:
+                self.counters.parked += 1
+            return
+        stored = self.store.store_batch(box_id, batch, table)
+        with self.counters.lock:
+            if stored:
+                self.counters.batches += 1
+                self.counters.samples += sum(len(g.values) for g in batch.groups)
+            else:
+                self.counters.duplicates += 1
+
+    def _status(self, box_id: str, payload: bytes) -> None:
+        if not payload:
+            return  # a retained status being cleared
+        if len(payload) > MAX_STATUS:
+            raise WireError(f"status of {len(payload)} bytes is over {MAX_STATUS}")
+        try:
+            body = json.loads(payload)
+        except ValueError as e:
+            raise WireError(f"status is not JSON: {e}") from e
+        if not (isinstance(body, dict) and body.get("v") == 1 and isinstance(body.get("online"), bool)):
+            raise WireError("status must be {\"v\": 1, \"online\": true|false, ...}")
+        reason = body.get("reason", "")
+        version = body.get("version")
+        if not isinstance(reason, str) or not (version is None or isinstance(version, str)):
+            raise WireError("status reason and version must be text")
+        if self.store.box(box_id) is None:
+            return
+        self.store.set_status(box_id, body["online"], time.time(), reason[:200], version[:40] if version else None)
+        log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")

@@ -1,0 +1,294 @@
+"""The reference cloud's storage (SQLite by default): Boxes, tokens, status, point tables, samples.
+
+Plain SQL through DB-API with one connection per thread, so that a PostgreSQL
+backend can take its place later (the statements are portable but for the
+`INSERT ... ON CONFLICT` upserts, which PostgreSQL also speaks). Each (Box, epoch,
+seq) batch is stored once: the batch row and its samples are written in one
+transaction, and a batch seen again is skipped. This module does no network I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from boxd.wire import Batch
+from cloud.errors import EnrollmentError, StoreError
+from drivers import PointInfo
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, serial TEXT NOT NULL, created REAL NOT NULL,
+    expires REAL NOT NULL, used REAL);
+CREATE TABLE IF NOT EXISTS boxes (
+    box_id TEXT PRIMARY KEY, serial TEXT NOT NULL, enrolled REAL NOT NULL,
+    cert_serial TEXT NOT NULL, cert_not_after REAL NOT NULL, revoked REAL,
+    online INTEGER NOT NULL DEFAULT 0, status_ts REAL, status_reason TEXT,
+    last_seen REAL, version TEXT);
+CREATE TABLE IF NOT EXISTS revoked_certs (
+    cert_serial TEXT PRIMARY KEY, box_id TEXT NOT NULL, revoked REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS status_history (
+    box_id TEXT NOT NULL, ts REAL NOT NULL, online INTEGER NOT NULL, reason TEXT);
+CREATE TABLE IF NOT EXISTS point_tables (
+    box_id TEXT NOT NULL, table_id INTEGER NOT NULL, points TEXT NOT NULL,
+    PRIMARY KEY (box_id, table_id));
+CREATE TABLE IF NOT EXISTS batches (
+    box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL,
+    n INTEGER NOT NULL, PRIMARY KEY (box_id, epoch, seq));
+CREATE TABLE IF NOT EXISTS parked_batches (
+    box_id TEXT NOT NULL, table_id INTEGER NOT NULL, payload BLOB NOT NULL, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
+    quality INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS samples_by_point ON samples (box_id, point, ts_ms);
+CREATE TABLE IF NOT EXISTS latest (
+    box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
+    quality INTEGER NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (box_id, point));
+"""
+
+
+@dataclass(frozen=True)
+class BoxRow:
+    """A Box as the cloud knows it."""
+
+    box_id: str
+    serial: str
+    enrolled: float
+    cert_serial: int
+    cert_not_after: float
+    revoked: float | None
+    online: bool
+    status_ts: float | None
+    status_reason: str | None
+    last_seen: float | None
+    version: str | None
+
+
+class Store:
+    """The cloud database. The constructor does no I/O; connections open on first use."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+            except sqlite3.Error as e:
+                raise StoreError(f"cannot open the cloud database {self.path}: {e}") from e
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- enrollment -----------------------------------------------------------------------
+
+    def add_token(self, token_hash: str, serial: str, ttl_s: float) -> float:
+        """Record a new enrollment token; returns its expiry time."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, NULL)", (token_hash, serial, now, now + ttl_s))
+        return now + ttl_s
+
+    def claim_token(self, token_hash: str) -> str:
+        """Check a token and mark it used; returns the Box serial it was issued for.
+
+        Raises:
+            EnrollmentError: the token is unknown, expired or already used.
+        """
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT serial, expires, used FROM tokens WHERE token_hash=?", (token_hash,)
+            ).fetchone()
+            if row is None:
+                raise EnrollmentError("the enrollment token is not valid", 401)
+            serial, expires, used = row
+            if used is not None:
+                raise EnrollmentError("the enrollment token has already been used", 401)
+            if expires < time.time():
+                raise EnrollmentError("the enrollment token has expired", 401)
+            db.execute("UPDATE tokens SET used=? WHERE token_hash=?", (time.time(), token_hash))
+        return str(serial)
+
+    def release_token(self, token_hash: str) -> None:
+        """Make a claimed token usable again (the enrollment failed on our side)."""
+        with self._tx() as db:
+            db.execute("UPDATE tokens SET used=NULL WHERE token_hash=?", (token_hash,))
+
+    def enroll_box(self, box_id: str, serial: str, cert_serial: int, not_after: float) -> int | None:
+        """Record a (re-)enrolled Box; returns the serial of the certificate it replaces, if any.
+
+        The replaced certificate is put on the revocation list: one Box, one valid certificate.
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
+            old = int(row[0]) if row else None
+            db.execute(
+                """INSERT INTO boxes (box_id, serial, enrolled, cert_serial, cert_not_after)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (box_id) DO UPDATE SET enrolled=excluded.enrolled,
+                     cert_serial=excluded.cert_serial, cert_not_after=excluded.cert_not_after,
+                     revoked=NULL""",
+                (box_id, serial, time.time(), str(cert_serial), not_after),
+            )
+            if old is not None and old != cert_serial:
+                db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (str(old), box_id, time.time()))
+        return old
+
+    # -- boxes ------------------------------------------------------------------------------
+
+    def boxes(self) -> list[BoxRow]:
+        """Every Box, by ID."""
+        return [self._row(r) for r in self._db().execute(f"SELECT {_BOX_COLS} FROM boxes ORDER BY box_id")]
+
+    def box(self, box_id: str) -> BoxRow | None:
+        """One Box, or None."""
+        r = self._db().execute(f"SELECT {_BOX_COLS} FROM boxes WHERE box_id=?", (box_id,)).fetchone()
+        return self._row(r) if r else None
+
+    @staticmethod
+    def _row(r: Sequence[object]) -> BoxRow:
+        vals = list(r)
+        vals[3] = int(str(vals[3]))
+        vals[6] = bool(vals[6])
+        return BoxRow(*vals)  # type: ignore[arg-type]
+
+    def revoke(self, box_id: str) -> int:
+        """Mark a Box revoked and its certificate on the revocation list; returns the cert serial."""
+        with self._tx() as db:
+            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no Box {box_id!r}")
+            now = time.time()
+            db.execute("UPDATE boxes SET revoked=? WHERE box_id=?", (now, box_id))
+            db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (row[0], box_id, now))
+        return int(row[0])
+
+    def revoked_certs(self) -> list[tuple[int, float]]:
+        """(certificate serial, revocation time) of every revoked certificate."""
+        return [(int(s), float(t)) for s, t in self._db().execute("SELECT cert_serial, revoked FROM revoked_certs")]
+
+    def set_status(self, box_id: str, online: bool, ts: float, reason: str, version: str | None) -> None:
+        """Record a Box's online/offline status and keep its history."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE boxes SET online=?, status_ts=?, status_reason=?, version=COALESCE(?, version) WHERE box_id=?",
+                (int(online), ts, reason, version, box_id),
+            )
+            db.execute("INSERT INTO status_history VALUES (?, ?, ?, ?)", (box_id, ts, int(online), reason))
+
+    def status_history(self, box_id: str, limit: int = 20) -> list[tuple[float, bool, str]]:
+        """The latest status changes of a Box, newest first."""
+        return [
+            (float(t), bool(o), r or "")
+            for t, o, r in self._db().execute(
+                "SELECT ts, online, reason FROM status_history WHERE box_id=? ORDER BY ts DESC LIMIT ?",
+                (box_id, limit),
+            )
+        ]
+
+    # -- data -------------------------------------------------------------------------------
+
+    def put_table(self, box_id: str, table_id: int, points: Sequence[PointInfo]) -> None:
+        """Remember a Box's point table."""
+        body = json.dumps([[p.name, p.unit, p.kind] for p in points])
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO point_tables VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (box_id, table_id, body)
+            )
+
+    def table(self, box_id: str, table_id: int) -> list[PointInfo] | None:
+        """A Box's point table, or None when it has not been received."""
+        r = self._db().execute(
+            "SELECT points FROM point_tables WHERE box_id=? AND table_id=?", (box_id, table_id)
+        ).fetchone()
+        return [PointInfo(*p) for p in json.loads(r[0])] if r else None
+
+    def park(self, box_id: str, table_id: int, payload: bytes) -> None:
+        """Keep a batch whose point table has not arrived yet."""
+        with self._tx() as db:
+            db.execute("INSERT INTO parked_batches VALUES (?, ?, ?, ?)", (box_id, table_id, payload, time.time()))
+
+    def unpark(self, box_id: str, table_id: int) -> list[bytes]:
+        """Take the parked batches of a table that has now arrived."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT payload FROM parked_batches WHERE box_id=? AND table_id=?", (box_id, table_id)
+            ).fetchall()
+            db.execute("DELETE FROM parked_batches WHERE box_id=? AND table_id=?", (box_id, table_id))
+        return [bytes(r[0]) for r in rows]
+
+    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo]) -> bool:
+        """Store a batch's samples once; returns False when (Box, epoch, seq) was already stored."""
+        rows = [(box_id, name, ts, json.dumps(v), q) for name, ts, v, q in batch.samples(table)]
+        units = {p.name: p.unit for p in table}
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (box_id, batch.epoch, batch.seq, now, len(rows)),
+            )
+            if cur.rowcount == 0:
+                return False
+            db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(
+                """INSERT INTO latest VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (box_id, point) DO UPDATE SET ts_ms=excluded.ts_ms,
+                     value=excluded.value, quality=excluded.quality, unit=excluded.unit
+                   WHERE excluded.ts_ms >= latest.ts_ms""",
+                [(*r, units.get(r[1], "")) for r in rows],
+            )
+            db.execute("UPDATE boxes SET last_seen=? WHERE box_id=?", (now, box_id))
+        return True
+
+    def latest(self, box_id: str) -> list[tuple[str, int, object, int, str]]:
+        """(point, ts_ms, value, quality, unit) of each point's latest sample."""
+        return [
+            (p, int(t), json.loads(v) if v is not None else None, int(q), u)
+            for p, t, v, q, u in self._db().execute(
+                "SELECT point, ts_ms, value, quality, unit FROM latest WHERE box_id=? ORDER BY point", (box_id,)
+            )
+        ]
+
+    def samples(self, box_id: str, point: str | None = None) -> list[tuple[str, int, object, int]]:
+        """Every stored sample of a Box (or of one point), oldest first."""
+        sql = "SELECT point, ts_ms, value, quality FROM samples WHERE box_id=?"
+        args: tuple[object, ...] = (box_id,)
+        if point is not None:
+            sql, args = sql + " AND point=?", (*args, point)
+        return [
+            (p, int(t), json.loads(v) if v is not None else None, int(q))
+            for p, t, v, q in self._db().execute(sql + " ORDER BY ts_ms, rowid", args)
+        ]
+
+    def batch_keys(self, box_id: str) -> list[tuple[int, int]]:
+        """(epoch, seq) of every batch stored for a Box."""
+        return [(int(e), int(s)) for e, s in self._db().execute(
+            "SELECT epoch, seq FROM batches WHERE box_id=? ORDER BY epoch, seq", (box_id,))]
+
+
+_BOX_COLS = (
+    "box_id, serial, enrolled, cert_serial, cert_not_after, revoked, online, status_ts,"
+    " status_reason, last_seen, version"
+)

@@ -1,0 +1,182 @@
+"""Enrollment from the Box's side: key, CSR, HTTPS to the platform, identity written atomically.
+
+The private key is generated here and never leaves the Box. The enrollment server
+is verified against the platform CA shipped with the Box (never against what the
+server sends). The identity directory is written whole to a temporary directory,
+synced, and renamed into place: a failure at any point leaves the previous state
+(none, or the old identity) untouched.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from boxd import tls
+from boxd.files import fsync_dir, write_atomic, write_secret
+from boxd.identity import BOX_ID_RE, IDENTITY_DIR
+from provisioning.errors import ProvisionError
+
+MAX_RESPONSE = 64 * 1024
+
+
+def explain_network_error(e: BaseException, where: str) -> str:
+    """Say in an installer's words why a connection to `where` failed."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (f"{where} presented a certificate that the platform CA does not vouch for "
+                f"({e.verify_message}): wrong server, or wrong CA file")
+    if isinstance(e, ssl.SSLError):
+        return f"the secure connection to {where} failed ({e.reason or e})"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the name of {where}: check DNS / the address, or is there no network?"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{where} refused the connection: wrong port, or the service is down"
+    if isinstance(e, TimeoutError | socket.timeout):
+        return f"{where} did not answer in time: no network, or a firewall in the way?"
+    if isinstance(e, OSError) and e.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH
+        return f"{where} is unreachable: no network route (is the WAN / 4G link up?)"
+    return f"cannot talk to {where}: {e}"
+
+
+def _parse_server(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if parts.scheme != "https" or not parts.hostname:
+        raise ProvisionError(f"the server must be an https:// address, not {url!r}")
+    try:
+        port = parts.port or 443
+    except ValueError:
+        raise ProvisionError(f"the server address {url!r} has an invalid port") from None
+    return parts.hostname, port
+
+
+def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout: float) -> dict[str, object]:
+    try:
+        ctx = tls.client_context(ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ProvisionError(f"cannot load the platform CA {ca_file}: {getattr(e, 'strerror', None) or e}") from e
+    where = f"https://{host}:{port}"
+    conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/enroll", json.dumps(body), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read(MAX_RESPONSE + 1)
+    except (OSError, http.client.HTTPException) as e:
+        raise ProvisionError(explain_network_error(e, where)) from e
+    finally:
+        conn.close()
+    if len(raw) > MAX_RESPONSE:
+        raise ProvisionError(f"{where} sent an oversized answer")
+    try:
+        answer = json.loads(raw)
+        if not isinstance(answer, dict):
+            raise ValueError("not an object")  # noqa: TRY301
+    except ValueError:
+        raise ProvisionError(f"{where} sent an answer that is not an enrollment response (HTTP {resp.status})") from None
+    if resp.status != 200:
+        raise ProvisionError(f"the platform refused the enrollment: {answer.get('error', f'HTTP {resp.status}')}")
+    return answer
+
+
+def _check_answer(answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca_file: Path) -> tuple[str, bytes, str, int]:
+    box_id, chain_pem, broker = answer.get("box_id"), answer.get("certificate"), answer.get("broker")
+    if not (isinstance(box_id, str) and BOX_ID_RE.match(box_id)):
+        raise ProvisionError("the platform's answer holds no valid Box ID")
+    if not (isinstance(broker, dict) and isinstance(broker.get("host"), str) and isinstance(broker.get("port"), int)):
+        raise ProvisionError("the platform's answer holds no valid broker address")
+    if not isinstance(chain_pem, str):
+        raise ProvisionError("the platform's answer holds no certificate")
+    try:
+        chain = x509.load_pem_x509_certificates(chain_pem.encode())
+        roots = x509.load_pem_x509_certificates(ca_file.read_bytes())
+    except ValueError as e:
+        raise ProvisionError(f"the platform sent an unreadable certificate: {e}") from e
+    leaf = chain[0]
+    if leaf.public_key() != key.public_key():
+        raise ProvisionError("the certificate the platform sent is not for this Box's key")
+    if leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != box_id:
+        raise ProvisionError("the certificate the platform sent does not name this Box")
+    try:  # the chain must lead to the platform CA shipped with the Box
+        for child, parent in zip(chain, chain[1:], strict=False):
+            child.verify_directly_issued_by(parent)
+        top = chain[-1]
+        if not any(_issued_by(top, r) for r in roots):
+            raise InvalidSignature  # noqa: TRY301
+    except (InvalidSignature, ValueError, TypeError):
+        raise ProvisionError("the certificate the platform sent does not chain to the platform CA") from None
+    return box_id, chain_pem.encode(), str(broker["host"]), int(broker["port"])
+
+
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    if cert == root:
+        return True
+    try:
+        cert.verify_directly_issued_by(root)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def enroll(
+    state_dir: Path, server: str, token: str, ca_file: Path, serial: str | None = None,
+    *, force: bool = False, timeout: float = 20.0,
+) -> str:
+    """Enroll this Box; returns its Box ID.
+
+    Raises:
+        ProvisionError: nothing was written; the message says why.
+    """
+    final = state_dir / IDENTITY_DIR
+    if final.exists() and not force:
+        raise ProvisionError(f"this Box is already provisioned ({final}); use --force to replace its identity")
+    if not ca_file.is_file():
+        raise ProvisionError(f"the platform CA file {ca_file} does not exist")
+    host, port = _parse_server(server)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, serial or "box")]))
+        .sign(key, hashes.SHA256())
+    )
+    body: dict[str, object] = {"token": token, "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
+    if serial:
+        body["serial"] = serial
+    answer = _post(host, port, ca_file, body, timeout)
+    box_id, chain, broker_host, broker_port = _check_answer(answer, key, ca_file)
+    _install(state_dir, key, chain, ca_file.read_bytes(), {
+        "box_id": box_id, "broker_host": broker_host, "broker_port": broker_port,
+        "enrolled_at": int(time.time()), "server": f"https://{host}:{port}",
+    })
+    return box_id
+
+
+def _install(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca: bytes, meta: dict[str, object]) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".identity-", dir=state_dir))
+    try:
+        tmp.chmod(0o700)
+        write_secret(tmp / "box.key", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        write_atomic(tmp / "box.crt", chain)
+        write_atomic(tmp / "ca.crt", ca)
+        write_atomic(tmp / "identity.json", json.dumps(meta, indent=1).encode())
+        final = state_dir / IDENTITY_DIR
+        if final.exists():
+            final.rename(state_dir / f"{IDENTITY_DIR}.old-{int(time.time())}")
+        tmp.rename(final)
+        fsync_dir(state_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ProvisionError(f"cannot write the identity in {state_dir}: {e.strerror or e}") from e

@@ -1,0 +1,1 @@
+"""Shared helpers of the test suite: deadlines, free ports, a real cloud, enrolled Boxes."""
