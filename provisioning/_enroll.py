@@ -39,7 +39,14 @@ def explain_network_error(e: BaseException, where: str) -> str:
         return (f"{where} presented a certificate that the platform CA does not vouch for "
                 f"({e.verify_message}): wrong server, or wrong CA file")
     if isinstance(e, ssl.SSLError):
-        return f"the secure connection to {where} failed ({e.reason or e})"
+        reason = str(e.reason or e)
+        if "REVOKED" in reason:
+            return f"{where} refused this Box: the platform has revoked its certificate (re-provision it)"
+        if "EXPIRED" in reason:
+            return f"{where} refused this Box: its certificate has expired (renew or re-provision it)"
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+            return f"{where} does not accept this Box's certificate (re-provision it)"
+        return f"the secure connection to {where} failed ({reason})"
     if isinstance(e, socket.gaierror):
         return f"cannot resolve the name of {where}: check DNS / the address, or is there no network?"
     if isinstance(e, ConnectionRefusedError):
