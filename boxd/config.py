@@ -7,6 +7,7 @@ Format (every key optional but the devices; the defaults are shown)::
     batch_delay_ms = 500        # how long fresh readings wait to share a batch, 0..60000
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
+    reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
 
     [[modbus_tcp]]              # one table per device; see drivers.modbus for the keys
     name = "ahu1"
@@ -40,6 +41,7 @@ class UplinkSettings:
     batch_delay_ms: int = 500
     max_batch_samples: int = 5000
     inflight_batches: int = 16
+    reconnect_max_s: int = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,7 @@ _UPLINK_LIMITS = {
     "batch_delay_ms": (0, 60000),
     "max_batch_samples": (1, 50000),
     "inflight_batches": (1, 256),
+    "reconnect_max_s": (1, 3600),
 }
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from boxd import config, identity, sdnotify, wire
+from boxd.backoff import Backoff
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
@@ -63,8 +64,11 @@ class Daemon:
             on_disconnected=self._wake.set,
             on_ack=self._acked,
             keepalive_s=cfg.uplink.keepalive_s,
+            backoff=Backoff(1.0, float(cfg.uplink.reconnect_max_s)),
         )
-        tasks = {"flush": self._flush_loop, "watchdog": self._watchdog, "runtime": self._runtime}
+        tasks: dict[str, TaskFactory] = {
+            "flush": self._flush_loop, "watchdog": self._watchdog, "runtime": self._runtime,
+        }
         first = 0
         for src in self.sources:
             tasks[f"poll:{src.name}"] = self._poller(src, first)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from boxd.backoff import Backoff
@@ -38,7 +38,7 @@ class TaskStats:
 class Supervisor:
     """Owns the daemon's tasks."""
 
-    tasks: dict[str, TaskFactory]
+    tasks: Mapping[str, TaskFactory]
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     stats: dict[str, TaskStats] = field(default_factory=dict)

@@ -13,20 +13,20 @@ it reports acknowledgements by message id and lets the daemon decide.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import socket
-
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from boxd import __version__, tls
@@ -46,7 +46,7 @@ def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
 # paho builds its internal wake-up pipe from a TCP socket that LISTENs on 127.0.0.1
 # for a moment (a Windows work-around), and accepts whoever connects first. A Box
 # opens no listening socket, not even briefly: give paho a Unix socketpair instead.
-mqtt._socketpair_compat = _unix_socketpair  # type: ignore[attr-defined]  # noqa: SLF001
+mqtt._socketpair_compat = _unix_socketpair
 
 TOPIC_ROOT = "boxes"
 SESSION_EXPIRY_S = 7 * 86400
@@ -55,6 +55,13 @@ SESSION_EXPIRY_S = 7 * 86400
 def topic(box_id: str, leaf: str) -> str:
     """The uplink topic `leaf` (data, meta, status, events, replies) of a Box."""
     return f"{TOPIC_ROOT}/{box_id}/up/{leaf}"
+
+
+def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
+    """CONNECT properties of a persistent MQTT 5 session that outlives `expiry_s` of absence."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = expiry_s
+    return props
 
 
 def status_payload(online: bool, reason: str = "") -> bytes:
@@ -122,9 +129,8 @@ class Uplink:
         client = self._client
         if client is not None and self.state.connected:
             info = client.publish(self.topic("status"), status_payload(False, "stopped"), 1, True)
-            deadline = time.monotonic() + 2.0
-            while not info.is_published() and time.monotonic() < deadline and self.state.connected:
-                await asyncio.sleep(0.02)
+            with contextlib.suppress(RuntimeError, ValueError):  # lost meanwhile: the Will says it
+                await asyncio.to_thread(info.wait_for_publish, 2.0)
             client.disconnect()
         self._stop.set()
         if self._thread is not None:
@@ -161,8 +167,7 @@ class Uplink:
     def _run(self) -> None:
         client = self._client
         assert client is not None
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props = session_properties()
         while not self._stop.is_set():
             try:
                 client.connect(

@@ -121,8 +121,8 @@ def cmd_box(cloud: Cloud, args: argparse.Namespace) -> int:
         return _show(cloud, args.box_id, args.history)
     if args.box_cmd == "revoke":
         cut = cloud.revoke(args.box_id)
-        print(f"Box {args.box_id}: certificate revoked"
-              + ("; its live session was ended." if cut else "; the broker is not running: it will refuse the Box when it starts."))
+        after = "its live session was ended." if cut else "the broker is not running; it will refuse the Box."
+        print(f"Box {args.box_id}: certificate revoked; {after}")
         return 0
     return 2
 

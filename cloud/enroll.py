@@ -129,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "boxcloud"
     sys_version = ""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("%s " + format, self.client_address[0], *args)
 
     def _answer(self, status: int, body: dict[str, object]) -> None:
@@ -141,13 +141,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib's name
+    def do_GET(self) -> None:
         if self.path == "/v1/health":
             self._answer(200, {"ok": True})
         else:
             self._answer(404, {"error": "not found"})
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib's name
+    def do_POST(self) -> None:
         if self.path != "/v1/enroll":
             self._answer(404, {"error": "not found"})
             return
@@ -163,7 +163,7 @@ class _Handler(BaseHTTPRequestHandler):
             req = json.loads(self.rfile.read(length))
             token, csr, serial = req["token"], req["csr"], req.get("serial")
             if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
-                raise TypeError("token, csr and serial must be text")  # noqa: TRY301
+                raise TypeError("token, csr and serial must be text")
             result = self.server.enroller.enroll(token, csr, serial)
         except (ValueError, KeyError, TypeError) as e:
             self._answer(400, {"error": f"malformed enrollment request: {e}"})
@@ -192,14 +192,14 @@ class _Server(ThreadingHTTPServer):
         sock.settimeout(10)  # a slow or silent client cannot hold a thread for long
         return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
 
-    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:  # type: ignore[override]
+    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
         assert isinstance(request, ssl.SSLSocket)
         try:
             request.do_handshake()
         except (ssl.SSLError, OSError) as e:
             log.debug("TLS handshake with %s failed: %s", client_address, e)
             return
-        super().finish_request(request, client_address)  # type: ignore[arg-type]
+        super().finish_request(request, client_address)
 
 
 class EnrollServer:

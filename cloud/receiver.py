@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from boxd import tls, wire
 from boxd.errors import WireError
+from boxd.uplink import session_properties
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
 from cloud.pki import Pki
@@ -64,12 +63,11 @@ class Receiver:
             tls.client_context(self.pki.root_cert, self.pki.dir / "svc-receiver.crt", self.pki.dir / "svc-receiver.key")
         )
         c.max_queued_messages_set(0)
-        c.reconnect_delay_set(1, 30)
+        c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 14 * 86400
+        props = session_properties(14 * 86400)
         self._client = c
         try:
             c.connect(self.host, self.port, 30, clean_start=False, properties=props)
@@ -104,7 +102,7 @@ class Receiver:
             return
         box_id, leaf = parts[1], parts[3]
         try:
-            self.handle(box_id, leaf, msg.payload)
+            self.handle(box_id, leaf, bytes(msg.payload))
         except WireError as e:
             self._reject(msg.topic, str(e))
         except StoreError:

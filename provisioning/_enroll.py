@@ -10,7 +10,9 @@ synced, and renamed into place: a failure at any point leaves the previous state
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -89,15 +91,17 @@ def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout:
     try:
         answer = json.loads(raw)
         if not isinstance(answer, dict):
-            raise ValueError("not an object")  # noqa: TRY301
-    except ValueError:
-        raise ProvisionError(f"{where} sent an answer that is not an enrollment response (HTTP {resp.status})") from None
+            raise TypeError("not an object")
+    except (ValueError, TypeError):
+        raise ProvisionError(f"{where} answered HTTP {resp.status} with something that is not JSON") from None
     if resp.status != 200:
         raise ProvisionError(f"the platform refused the enrollment: {answer.get('error', f'HTTP {resp.status}')}")
     return answer
 
 
-def _check_answer(answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca_file: Path) -> tuple[str, bytes, str, int]:
+def _check_answer(
+    answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca_file: Path
+) -> tuple[str, bytes, str, int]:
     box_id, chain_pem, broker = answer.get("box_id"), answer.get("certificate"), answer.get("broker")
     if not (isinstance(box_id, str) and BOX_ID_RE.match(box_id)):
         raise ProvisionError("the platform's answer holds no valid Box ID")
@@ -116,11 +120,11 @@ def _check_answer(answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca
     if leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != box_id:
         raise ProvisionError("the certificate the platform sent does not name this Box")
     try:  # the chain must lead to the platform CA shipped with the Box
-        for child, parent in zip(chain, chain[1:], strict=False):
+        for child, parent in itertools.pairwise(chain):
             child.verify_directly_issued_by(parent)
         top = chain[-1]
         if not any(_issued_by(top, r) for r in roots):
-            raise InvalidSignature  # noqa: TRY301
+            raise InvalidSignature
     except (InvalidSignature, ValueError, TypeError):
         raise ProvisionError("the certificate the platform sent does not chain to the platform CA") from None
     return box_id, chain_pem.encode(), str(broker["host"]), int(broker["port"])
@@ -169,7 +173,18 @@ def enroll(
     return box_id
 
 
-def _install(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca: bytes, meta: dict[str, object]) -> None:
+def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:
+    """boxctl runs as root, boxd as its own user: the identity belongs to the state directory's owner."""
+    if os.geteuid() != 0:
+        return
+    st = state_dir.stat()
+    for p in (tmp, *tmp.iterdir()):
+        os.chown(p, st.st_uid, st.st_gid)
+
+
+def _install(
+    state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca: bytes, meta: dict[str, object]
+) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".identity-", dir=state_dir))
     try:
@@ -179,6 +194,7 @@ def _install(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca:
         write_atomic(tmp / "box.crt", chain)
         write_atomic(tmp / "ca.crt", ca)
         write_atomic(tmp / "identity.json", json.dumps(meta, indent=1).encode())
+        _give_to_owner_of(state_dir, tmp)
         final = state_dir / IDENTITY_DIR
         if final.exists():
             final.rename(state_dir / f"{IDENTITY_DIR}.old-{int(time.time())}")

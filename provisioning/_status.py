@@ -20,12 +20,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from boxd import tls
 from boxd.identity import Identity
-from boxd.uplink import SESSION_EXPIRY_S
+from boxd.uplink import session_properties
 from provisioning._enroll import explain_network_error
 
 
@@ -90,8 +88,7 @@ def mqtt_check(ident: Identity, timeout: float = 10.0) -> str:
         done.set()
 
     c.on_connect, c.on_disconnect = on_connect, on_disconnect
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_S  # keep the Box's session (and queued commands)
+    props = session_properties()  # boxd's expiry: the Box's session (and queued commands) stay
     c.connect(ident.broker_host, ident.broker_port, 30, clean_start=False, properties=props)
     c.loop_start()
     try:

@@ -1,0 +1,169 @@
+"""`make demo`: the reference cloud, a simulated building, a provisioned Box, live data.
+
+Starts, as separate processes (as they would run for real): `boxcloud run`, a Modbus
+TCP building-controller simulator, and `boxd`; provisions the Box through `boxctl
+provision` with a token from `boxcloud box add`; then shows the values as they arrive
+in the cloud. Ctrl-C (or `--duration`) stops every process it started, cleanly.
+
+Everything lives in `./demo-data` (made afresh at each run); logs are there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cloud.platform import Cloud, Settings
+from drivers import Quality
+from drivers.sim.modbus_building import building_points_toml
+
+SERIAL = "DEMO-BOX-1"
+PY = sys.executable
+
+
+def _port(preferred: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Demo:
+    """The demo's processes. The constructor does no I/O."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.root / f"{name}.log").open("wb")
+        p = subprocess.Popen([PY, "-m", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def stop(self) -> None:
+        for name, p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            print(f"demo: stopped {name} (exit {p.returncode})")
+
+    def check_alive(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                tail = (self.root / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError(f"{name} exited ({p.returncode}): " + " | ".join(tail))
+
+
+def _wait(cond: object, timeout: float, what: str, demo: Demo) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        demo.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _show(cloud: Cloud, started: float) -> int:
+    latest = cloud.store.latest(SERIAL)
+    box = cloud.store.box(SERIAL)
+    state = "online" if box and box.online else "offline"
+    lines = [f"Box {SERIAL}: {state}; {len(latest)} points in the cloud; "
+             f"{time.monotonic() - started:.0f} s since start",
+             f"{'POINT':<26} {'VALUE':>12} {'UNIT':<5} {'QUALITY':<10} AGE"]
+    now = time.time() * 1000
+    for point, ts, value, q, unit in latest:
+        v = f"{value:.2f}" if isinstance(value, float) else str(value)
+        lines.append(f"{point:<26} {v:>12} {unit:<5} {Quality(q).name.lower():<10} {(now - ts) / 1000:4.1f} s")
+    if sys.stdout.isatty():
+        print("\033[H\033[J", end="")
+    print("\n".join(lines), flush=True)
+    return len(latest)
+
+
+def run(root: Path, duration: float | None) -> int:
+    """Run the demo; returns the exit status (0 when data arrived)."""
+    started = time.monotonic()
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    demo = Demo(root)
+    home = root / "cloud"
+    cloud = Cloud(home)
+    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1"))
+    s = cloud.settings
+    sim_port = _port(15020)
+    try:
+        print(f"demo: starting the reference cloud (Mosquitto with mTLS on {s.broker_port}, "
+              f"enrollment on {s.enroll_port})")
+        demo.spawn("cloud", "cloud.cli", "--home", str(home), "run")
+        print(f"demo: starting the building simulator (Modbus TCP on {sim_port})")
+        demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
+        pid_file = home / "broker" / "mosquitto.pid"
+        _wait(pid_file.exists, 30, "the cloud", demo)
+        token, _ = cloud.add_box(SERIAL, 3600)
+        print(f"demo: boxcloud box add {SERIAL} -> enrollment token {token}")
+        box = root / "box"
+        _wait(lambda: _can_connect(s.enroll_port), 30, "the enrollment endpoint", demo)
+        r = subprocess.run([PY, "-m", "provisioning.cli", "--state-dir", str(box), "provision",
+                            "--server", f"https://localhost:{s.enroll_port}", "--token", token,
+                            "--ca", str(cloud.pki.root_cert), "--serial", SERIAL],
+                           capture_output=True, text=True, timeout=60)
+        print(f"demo: boxctl provision -> {(r.stdout or r.stderr).strip()}")
+        if r.returncode:
+            return 1
+        conf = box / "boxd.toml"
+        conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + building_points_toml("127.0.0.1", sim_port))
+        print("demo: starting boxd")
+        demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "run")
+        _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
+        print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
+        while duration is None or time.monotonic() - started < duration:
+            demo.check_alive()
+            _show(cloud, started)
+            time.sleep(2)
+        return 0 if _show(cloud, started) else 1
+    except KeyboardInterrupt:
+        print("\ndemo: stopping")
+        return 0
+    except RuntimeError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave orphans
+        demo.stop()
+        print(f"demo: logs and state are in {root}")
+
+
+def _can_connect(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m cloud.demo` (`make demo`)."""
+    p = argparse.ArgumentParser(prog="demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--dir", type=Path, default=Path(os.environ.get("DEMO_DIR", "demo-data")))
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    args = p.parse_args(argv)
+    return run(args.dir.resolve(), args.duration)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

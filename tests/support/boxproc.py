@@ -1,0 +1,96 @@
+"""boxd as a real process, the way systemd runs it, and what /proc says about its sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.wait import wait_for
+
+
+@dataclass
+class BoxProcess:
+    """A running `boxd`; its stderr goes to `log`."""
+
+    proc: subprocess.Popen[bytes]
+    state: Path
+    log: Path
+
+    @classmethod
+    def start(cls, state: Path, config: Path, *extra: str) -> BoxProcess:
+        log = state / "boxd.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config), *extra, "run"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        return cls(proc, state, log)
+
+    def status(self) -> dict[str, object]:
+        """The daemon's runtime status file ({} until it exists)."""
+        try:
+            st = json.loads((self.state / "run" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return st if st.get("pid") == self.proc.pid else {}
+
+    def wait_connected(self, timeout: float = 30) -> None:
+        wait_for(lambda: self.status().get("connected") or self._dead(), timeout, "boxd to connect")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def _dead(self) -> bool:
+        return self.proc.poll() is not None
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inodes of the sockets a process holds open."""
+    out = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            out.add(target[8:-1])
+    return out
+
+
+def listening_sockets(pid: int) -> list[str]:
+    """The process's sockets that accept connections or datagrams from anyone: must be none."""
+    mine = socket_inodes(pid)
+    found = []
+    for proto in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and f[9] in mine:  # 0A = TCP_LISTEN
+                found.append(f"{proto} LISTEN {f[1]}")
+    for proto in ("udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
+            f = line.split()
+            if f[9] in mine:
+                found.append(f"{proto} bound {f[1]}")
+    for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+        f = line.split()
+        if f[6] in mine and int(f[3], 16) & 0x10000:  # __SO_ACCEPTCON: a listening unix socket
+            found.append(f"unix LISTEN {f[-1] if len(f) > 7 else '(unnamed)'}")
+    return found
