@@ -1,0 +1,29 @@
+"""Errors of the field-bus drivers, split by whose fault they are.
+
+`ConfigError`: ours, a device or point configuration that cannot work; the message
+names the device, the point and the field. `DecodeError` and `EncodeError`: a value
+that does not fit its point's type (the peer's answer, or a value we were asked to
+write). `SimulatorError`: a simulator could not start. Device faults met while
+polling are not raised at all: `PointSource.read()` reports them as a sample's
+`Quality`.
+"""
+
+
+class DriverError(Exception):
+    """Base of every error raised by the drivers."""
+
+
+class ConfigError(DriverError):
+    """A device or point configuration is invalid; the message says which field and why."""
+
+
+class DecodeError(DriverError):
+    """Registers or bits could not be decoded into the point's type."""
+
+
+class EncodeError(DriverError):
+    """A value cannot be encoded into the point's type (wrong kind, out of range)."""
+
+
+class SimulatorError(DriverError):
+    """A simulator could not start (e.g. its address is in use)."""

@@ -1,0 +1,41 @@
+"""The building simulator on an event loop of its own thread, for tests that run boxd as a process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from drivers.sim.modbus_building import BuildingSimulator
+
+T = TypeVar("T")
+
+
+class SimThread:
+    """Owns a `BuildingSimulator` and the thread whose loop runs it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sim = BuildingSimulator(**kwargs)
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sim", daemon=True)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the simulator's loop and return its result."""
+        async def call() -> T:
+            return fn(*args)
+        return self._run(call())
+
+    def __enter__(self) -> SimThread:
+        self._thread.start()
+        self._run(self.sim.start())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._run(self.sim.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()

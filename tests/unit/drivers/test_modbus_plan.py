@@ -1,0 +1,150 @@
+"""The read planner: every point covered once, limits and gaps respected, responses sliced."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from drivers._types import Quality, Value
+from drivers.modbus import MAX_BITS, MAX_REGISTERS, ModbusPoint, PointCodec, ReadRequest, plan_reads
+from drivers.modbus._codec import DataType
+from drivers.modbus._config import TABLES, Table
+from drivers.modbus._plan import fail_request, limit_of, unpack_response
+
+
+def pt(name: str, address: int, kind: DataType = "uint16", table: Table = "holding", **kw: int) -> ModbusPoint:
+    return ModbusPoint(name=name, address=address, type=kind, table=table, **kw)  # type: ignore[arg-type]
+
+
+def spans(requests: tuple[ReadRequest, ...]) -> list[tuple[str, int, int]]:
+    return [(r.table, r.start, r.count) for r in requests]
+
+
+def test_neighbours_merge_within_the_gap() -> None:
+    points = [pt("a", 0, "float32"), pt("b", 2), pt("c", 20)]
+    assert spans(plan_reads(points, max_gap=8)) == [("holding", 0, 3), ("holding", 20, 1)]
+    assert spans(plan_reads(points, max_gap=17)) == [("holding", 0, 21)]
+    assert spans(plan_reads(points, max_gap=16)) == [("holding", 0, 3), ("holding", 20, 1)]
+    assert spans(plan_reads([pt("a", 0), pt("b", 1)], max_gap=0)) == [("holding", 0, 2)]
+
+
+def test_members_carry_offsets_in_any_input_order() -> None:
+    points = [pt("c", 14, "float32"), pt("a", 10), pt("b", 11, "bool", bit=3), pt("d", 11)]
+    (request,) = plan_reads(points, max_gap=8)
+    assert (request.start, request.count) == (10, 6)
+    assert sorted(request.members) == [(0, 4), (1, 0), (2, 1), (3, 1)]
+
+
+def test_tables_never_mix_and_come_in_a_fixed_order() -> None:
+    points = [
+        pt("h", 0), pt("i", 0, table="input"), pt("c", 0, "bool", "coil"),
+        pt("d", 0, "bool", "discrete"), pt("i2", 1, table="input"),
+    ]
+    assert spans(plan_reads(points, max_gap=8)) == [
+        ("coil", 0, 1), ("discrete", 0, 1), ("holding", 0, 1), ("input", 0, 2),
+    ]
+
+
+def test_register_limit() -> None:
+    points = [pt("s", 0, "string", length=125), pt("n", 125)]
+    assert spans(plan_reads(points, max_gap=8)) == [("holding", 0, 125), ("holding", 125, 1)]
+    points = [pt("a", 0), pt("b", 123, "float32"), pt("c", 125)]
+    assert spans(plan_reads(points, max_gap=125)) == [("holding", 0, 125), ("holding", 125, 1)]
+
+
+def test_bit_limit() -> None:
+    coils = [pt(f"c{i}", i, "bool", "coil") for i in range(0, 2001)]
+    requests = plan_reads(coils, max_gap=0)
+    assert spans(requests) == [("coil", 0, 2000), ("coil", 2000, 1)]
+    assert requests[0].bits and not plan_reads([pt("h", 0)], max_gap=0)[0].bits
+
+
+def test_empty() -> None:
+    assert plan_reads([], max_gap=8) == ()
+
+
+def test_unpack_registers_with_one_bad_point() -> None:
+    points = [pt("t", 0, "float32"), pt("s", 2, "string", length=1), pt("b", 3, "bool", bit=0)]
+    codecs = [PointCodec("float32"), PointCodec("string", length=1), PointCodec("bool", bit=0)]
+    (request,) = plan_reads(points, max_gap=8)
+    values: list[Value] = ["stale"] * 3
+    qualities = [Quality.NOT_CONNECTED] * 3
+    unpack_response(request, [0x3FC0, 0x0000, 0xFFFF, 0x0001], codecs, values, qualities)
+    assert values == [1.5, None, True]
+    assert qualities == [Quality.GOOD, Quality.DECODE_ERROR, Quality.GOOD]
+
+
+def test_unpack_bits_and_fail() -> None:
+    points = [pt("x", 5, "bool", "discrete"), pt("y", 7, "bool", "discrete")]
+    codecs = [PointCodec("bool"), PointCodec("bool")]
+    (request,) = plan_reads(points, max_gap=8)
+    values: list[Value] = [None, None]
+    qualities = [Quality.NOT_CONNECTED] * 2
+    unpack_response(request, [True, False, False, True, False, False, False, False], codecs, values, qualities)
+    assert (values, qualities) == ([True, False], [Quality.GOOD, Quality.GOOD])
+    fail_request(request, Quality.NO_ANSWER, values, qualities)
+    assert (values, qualities) == ([None, None], [Quality.NO_ANSWER, Quality.NO_ANSWER])
+
+
+# -- properties -------------------------------------------------------------------------
+
+SIZED: list[tuple[DataType, int]] = [
+    ("uint16", 1), ("int16", 1), ("float32", 2), ("uint32", 2), ("float64", 4), ("int64", 4),
+]
+
+
+@st.composite
+def point_lists(draw: st.DrawFn) -> list[ModbusPoint]:
+    n = draw(st.integers(0, 60))
+    base = draw(st.sampled_from([0, 1000, 65000]))
+    points = []
+    for i in range(n):
+        table = draw(st.sampled_from(TABLES))
+        if table in ("coil", "discrete"):
+            address = base + draw(st.integers(0, 4500))
+            points.append(pt(f"p{i}", min(address, 65535), "bool", table))
+            continue
+        shape = draw(st.sampled_from(["num", "num", "num", "string", "bit"]))
+        if shape == "string":
+            length = draw(st.integers(1, 125))
+            address = min(base + draw(st.integers(0, 400)), 65536 - length)
+            points.append(pt(f"p{i}", address, "string", table, length=length))
+        elif shape == "bit":
+            address = min(base + draw(st.integers(0, 400)), 65535)
+            points.append(pt(f"p{i}", address, "bool", table, bit=draw(st.integers(0, 15))))
+        else:
+            kind, size = draw(st.sampled_from(SIZED))
+            address = min(base + draw(st.integers(0, 400)), 65536 - size)
+            points.append(pt(f"p{i}", address, kind, table))
+    return points
+
+
+@given(points=point_lists(), max_gap=st.integers(0, 125))
+def test_plan_properties(points: list[ModbusPoint], max_gap: int) -> None:
+    requests = plan_reads(points, max_gap=max_gap)
+    covered = [m[0] for r in requests for m in r.members]
+    assert sorted(covered) == list(range(len(points)))  # every point exactly once
+    previous: ReadRequest | None = None
+    for r in requests:
+        assert 1 <= r.count <= limit_of(r.table)
+        assert r.count <= (MAX_BITS if r.bits else MAX_REGISTERS)
+        assert r.start >= 0 and r.start + r.count - 1 <= 65535
+        ranges = []
+        for index, offset in r.members:
+            p = points[index]
+            assert p.table == r.table and r.start + offset == p.address
+            assert offset >= 0 and offset + p.size <= r.count
+            ranges.append((p.address, p.address + p.size - 1))
+        ranges.sort()
+        assert ranges[0][0] == r.start  # no wasted registers at the edges
+        assert max(end for _, end in ranges) == r.start + r.count - 1
+        reach = ranges[0][1]
+        for first, last in ranges[1:]:  # no hole wider than max_gap
+            assert first - reach - 1 <= max_gap
+            reach = max(reach, last)
+        if previous is not None and previous.table == r.table:  # greedy: could not have merged
+            end = previous.start + previous.count - 1
+            gap = ranges[0][0] - end - 1
+            first_end = min(last for first, last in ranges if first == ranges[0][0])
+            assert gap > max_gap or max(end, first_end) - previous.start + 1 > limit_of(r.table)
+        previous = r
