@@ -11,6 +11,8 @@ Everything lives in `./demo-data` (made afresh at each run); logs are there too.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -30,6 +32,7 @@ PY = sys.executable
 
 def _port(preferred: int) -> int:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
         try:
             s.bind(("127.0.0.1", preferred))
         except OSError:
@@ -47,12 +50,13 @@ class Demo:
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}.log").open("wb")
         p = subprocess.Popen([PY, "-m", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+                             start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
         self.procs.append((name, p))
         return p
 
     def stop(self) -> None:
-        for name, p in reversed(self.procs):
+        """Stop the processes, the Box first, and say how each ended (even if stdout is gone)."""
+        for _name, p in reversed(self.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
@@ -60,13 +64,21 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
-            print(f"demo: stopped {name} (exit {p.returncode})")
+        for name, p in reversed(self.procs):
+            with contextlib.suppress(OSError):
+                print(f"demo: stopped {name} (exit {p.returncode})", flush=True)
 
     def check_alive(self) -> None:
         for name, p in self.procs:
             if p.poll() is not None:
                 tail = (self.root / f"{name}.log").read_text(errors="replace").strip().splitlines()[-3:]
                 raise RuntimeError(f"{name} exited ({p.returncode}): " + " | ".join(tail))
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the demo itself dies, so nothing is orphaned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _wait(cond: object, timeout: float, what: str, demo: Demo) -> None:
@@ -145,7 +157,8 @@ def run(root: Path, duration: float | None) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave orphans
         demo.stop()
-        print(f"demo: logs and state are in {root}")
+        with contextlib.suppress(OSError):
+            print(f"demo: logs and state are in {root}", flush=True)
 
 
 def _can_connect(port: int) -> bool:
