@@ -28,6 +28,16 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet mosquitto 2>/d
     systemctl disable --now mosquitto >/dev/null 2>&1 || true
 fi
 
+# pip, quietly; this machine's pip configuration warns about local index folders: not ours to show.
+pip_install() {
+    local log rc=0
+    log=$(mktemp)
+    "$VENV/bin/python" -m pip install -q "$@" >"$log" 2>&1 || rc=$?
+    grep -v "^WARNING: Location" "$log" >&2 || true
+    rm -f "$log"
+    return $rc
+}
+
 PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
     echo "bootstrap: creating $VENV"
@@ -36,7 +46,7 @@ fi
 want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing Python dependencies into $VENV"
-    "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[systemd,test,lint]"
+    pip_install --upgrade pip
+    pip_install -e ".[systemd,test,lint]"
     echo "$want" > "$STAMP"
 fi
