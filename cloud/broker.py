@@ -223,6 +223,14 @@ class Broker:
             proc.kill()
             proc.wait()
 
+    def exited(self) -> bool:
+        """Whether the Mosquitto we started has exited on its own."""
+        return self._proc is not None and self._proc.poll() is not None
+
+    def last_log_line(self) -> str:
+        """The broker log's last line (for error messages)."""
+        return self._log_tail()
+
     def kill(self) -> None:
         """Kill Mosquitto abruptly (tests: a broker crash)."""
         if self._proc is not None:

@@ -91,7 +91,8 @@ def cmd_run(cloud: Cloud) -> int:
     print(f"boxcloud: broker on {s.host}:{s.broker_port} (mTLS), enrollment on https://{s.host}:{s.enroll_port}")
     print(f"boxcloud: platform CA for Boxes: {cloud.pki.root_cert}")
     try:
-        stop.wait()
+        while not stop.wait(1.0):
+            cloud.supervise()
     finally:
         cloud.stop()
     return 0

@@ -119,6 +119,14 @@ class Cloud:
         if self._crl_thread is not None:
             self._crl_thread.join(5)
 
+    def supervise(self) -> None:
+        """Restart the broker if it died (called every second by `boxcloud run`)."""
+        broker = self._broker
+        if broker is not None and broker.exited():
+            log.error("the broker exited unexpectedly (%s); restarting it", broker.last_log_line())
+            self.write_crl()
+            broker.start()
+
     def _refresh_crl(self) -> None:
         while not self._stop.wait(CRL_REFRESH_S):
             self.write_crl()

@@ -31,6 +31,7 @@ from cloud.store import Store
 log = logging.getLogger("boxcloud.receiver")
 
 MAX_STATUS = 2048
+MAX_PARKED = 1000  # batches per Box waiting for their point table
 
 
 @dataclass
@@ -139,7 +140,8 @@ class Receiver:
         batch = wire.decode_batch(payload)
         table = self.store.table(box_id, batch.table_id)
         if table is None:
-            self.store.park(box_id, batch.table_id, payload)
+            if not self.store.park(box_id, batch.table_id, payload, MAX_PARKED):
+                raise WireError(f"batch for unknown point table {batch.table_id:08x}, and {MAX_PARKED} already wait")
             with self.counters.lock:
                 self.counters.parked += 1
             return

@@ -227,10 +227,14 @@ class Store:
         ).fetchone()
         return [PointInfo(*p) for p in json.loads(r[0])] if r else None
 
-    def park(self, box_id: str, table_id: int, payload: bytes) -> None:
-        """Keep a batch whose point table has not arrived yet."""
+    def park(self, box_id: str, table_id: int, payload: bytes, limit: int) -> bool:
+        """Keep a batch whose point table has not arrived yet; False when the Box already has `limit` parked."""
         with self._tx() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM parked_batches WHERE box_id=?", (box_id,)).fetchone()
+            if n >= limit:
+                return False
             db.execute("INSERT INTO parked_batches VALUES (?, ?, ?, ?)", (box_id, table_id, payload, time.time()))
+        return True
 
     def unpark(self, box_id: str, table_id: int) -> list[bytes]:
         """Take the parked batches of a table that has now arrived."""

@@ -33,7 +33,7 @@ pip_install() {
     local log rc=0
     log=$(mktemp)
     "$VENV/bin/python" -m pip install -q "$@" >"$log" 2>&1 || rc=$?
-    grep -v "^WARNING: Location" "$log" >&2 || true
+    if [ $rc != 0 ]; then grep -v "^WARNING: Location" "$log" >&2 || true; fi
     rm -f "$log"
     return $rc
 }

@@ -168,3 +168,27 @@ def test_malformed_batches_are_rejected_and_the_receiver_goes_on(
     reasons = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert any("empty payload" in r for r in reasons) and any("bad CBOR" in r for r in reasons)
     assert any("version 7" in r for r in reasons) and any("status is not JSON" in r for r in reasons)
+
+
+def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
+    cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloud.receiver as receiver_module
+
+    monkeypatch.setattr(receiver_module, "MAX_PARKED", 3)
+    ident = provision(cloud, tmp_path, "PARKER-1")
+    c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
+    wait_for(c.connected.is_set, 10, "the client")
+    table = [PointInfo("x.t", "degC", "float32")]
+    tid = wire.table_id(table)
+    rejected = cloud.receiver.counters.rejected
+    try:
+        for seq in range(1, 6):  # 5 batches before the table: 3 wait, 2 are refused
+            batch = wire.encode_batch(9, seq, tid, 1000 + seq, [wire.encode_group(0, 0, [float(seq)], {})])
+            c.client.publish(f"boxes/{ident.box_id}/up/data", batch, 1).wait_for_publish(5)
+        c.client.publish(f"boxes/{ident.box_id}/up/meta", wire.encode_table(table), 1).wait_for_publish(5)
+        wait_for(lambda: len(cloud.store.samples(ident.box_id)) == 3, 10, "the parked batches to be stored")
+    finally:
+        c.close()
+    assert [v for _, _, v, _ in cloud.store.samples(ident.box_id)] == [1.0, 2.0, 3.0]
+    assert cloud.receiver.counters.rejected - rejected == 2

@@ -155,3 +155,12 @@ def test_broker_files_and_keys_are_private(cloud: Cloud, boxes: dict[str, Path])
     assert len(keys) >= 8
     for k in keys:
         assert k.stat().st_mode & 0o777 == 0o600, k
+
+
+def test_boxcloud_run_restarts_a_broker_that_died(fresh_cloud: Cloud) -> None:
+    old_pid = fresh_cloud.broker.running_pid()
+    fresh_cloud.broker._proc.kill()  # a crash, not a stop
+    wait_for(fresh_cloud.broker.exited, 10, "the broker to die")
+    fresh_cloud.supervise()
+    assert fresh_cloud.broker.running_pid() not in (None, old_pid)
+    wait_for(fresh_cloud.receiver.connected.is_set, 15, "the receiver to reconnect")
