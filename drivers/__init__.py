@@ -4,6 +4,6 @@ pymodbus, bacpypes3 and pyserial are imported only inside the adapters in this
 package; the daemon sees `PointSource`, `Sample` and `PointInfo`.
 """
 
-from drivers._types import PointInfo, PointSource, Quality, Sample, Value
+from drivers._types import Emit, PointInfo, PointSource, Quality, Sample, Value
 
-__all__ = ["PointInfo", "PointSource", "Quality", "Sample", "Value"]
+__all__ = ["Emit", "PointInfo", "PointSource", "Quality", "Sample", "Value"]

@@ -7,7 +7,7 @@ bacpypes3 or pyserial object. This module holds data only, no I/O.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -44,21 +44,51 @@ class Sample:
     quality: Quality = Quality.GOOD
 
 
-class PointSource(Protocol):
-    """A device (or a bus) whose points the daemon polls.
+Emit = Callable[[Sequence[Sample]], None]
 
-    Constructors do no I/O; `start()` opens the link, `stop()` closes it. `read()`
-    never raises for a device fault: it returns samples whose quality says what went
-    wrong, so one failing device cannot stall the others.
+
+class PointSource(Protocol):
+    """A bus whose points the daemon receives: one Modbus TCP device, one serial line with
+    its devices, one BACnet/IP network.
+
+    The constructor does no I/O. `run()` owns the bus: it opens it, polls on its own
+    schedule (per-point intervals, staggered devices), takes COV notifications where
+    the bus has them, hands every reading to `emit` as soon as it has it, and closes
+    the bus when cancelled. It never raises for a device fault: the samples' quality
+    says what went wrong, for the affected points only, so one failing device cannot
+    stall the others. `emit` is called from the source's task and must not block.
     """
 
     name: str
-    poll_interval_s: float
 
-    def points(self) -> Sequence[PointInfo]: ...
+    def points(self) -> Sequence[PointInfo]:
+        """Every point of the bus, in a stable order (it defines their indexes on the wire)."""
+        ...
 
-    async def start(self) -> None: ...
+    async def run(self, emit: Emit) -> None:
+        """Poll (and listen) until cancelled."""
+        ...
 
-    async def read(self) -> list[Sample]: ...
+    async def read_now(self, points: Sequence[str]) -> list[Sample]:
+        """Read these points at once, ahead of the schedule (while `run()` goes on).
 
-    async def stop(self) -> None: ...
+        Raises:
+            UnknownPointError: a name is not a point of this bus.
+        """
+        ...
+
+    async def write(self, point: str, value: Value, priority: int | None = None) -> None:
+        """Write a value to a writable point (queued ahead of polls). `value=None` with a
+        `priority` relinquishes that priority (BACnet).
+
+        Raises:
+            UnknownPointError: not a point of this bus.
+            WriteError: the point is not writable, the value is out of its range or type,
+                or the device refused or did not answer; the message says which.
+        """
+        ...
+
+    def stats(self) -> Mapping[str, int]:
+        """Counters for health reports and benchmarks: at least "requests" (bus requests
+        sent), "errors" (requests that failed) and "cycles" (poll cycles completed)."""
+        ...

@@ -27,3 +27,11 @@ class EncodeError(DriverError):
 
 class SimulatorError(DriverError):
     """A simulator could not start (e.g. its address is in use)."""
+
+
+class UnknownPointError(DriverError):
+    """A point name that the bus does not have."""
+
+
+class WriteError(DriverError):
+    """A write was not done: not writable, out of range, wrong type, or refused by the device."""
