@@ -8,6 +8,10 @@ Format (every key optional but the devices; the defaults are shown)::
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
+    heartbeat_s = 60            # health report to the platform, 1..3600
+
+    [queue]
+    max_samples = 5000000       # the store-and-forward limit; beyond it the oldest are evicted, 1000..100000000
 
     [[modbus_tcp]]              # one table per device; see drivers.modbus for the keys
     name = "ahu1"
@@ -42,6 +46,14 @@ class UplinkSettings:
     max_batch_samples: int = 5000
     inflight_batches: int = 16
     reconnect_max_s: int = 300
+    heartbeat_s: int = 60
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """The store-and-forward queue."""
+
+    max_samples: int = 5_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +61,7 @@ class BoxConfig:
     """A validated configuration."""
 
     uplink: UplinkSettings = UplinkSettings()
+    queue: QueueSettings = QueueSettings()
     modbus_tcp: tuple[ModbusTcpDevice, ...] = field(default_factory=tuple)
 
 
@@ -58,7 +71,9 @@ _UPLINK_LIMITS = {
     "max_batch_samples": (1, 50000),
     "inflight_batches": (1, 256),
     "reconnect_max_s": (1, 3600),
+    "heartbeat_s": (1, 3600),
 }
+_QUEUE_LIMITS = {"max_samples": (1000, 100_000_000)}
 
 
 def load(path: Path) -> BoxConfig:
@@ -86,10 +101,11 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
     Raises:
         ConfigError: with every problem's place in the message.
     """
-    unknown = set(raw) - {"uplink", "modbus_tcp"}
+    unknown = set(raw) - {"uplink", "queue", "modbus_tcp"}
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
-    uplink = _parse_uplink(raw.get("uplink", {}))
+    uplink = UplinkSettings(**_parse_ints(raw.get("uplink", {}), "uplink", _UPLINK_LIMITS))
+    queue = QueueSettings(**_parse_ints(raw.get("queue", {}), "queue", _QUEUE_LIMITS))
     devices_raw = raw.get("modbus_tcp", [])
     if not isinstance(devices_raw, list):
         raise ConfigError("modbus_tcp must be a list of tables ([[modbus_tcp]])")
@@ -107,21 +123,21 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
             raise ConfigError(f'{where}: device name "{dev.name}" is used twice')
         seen.add(dev.name)
         devices.append(dev)
-    return BoxConfig(uplink, tuple(devices))
+    return BoxConfig(uplink, queue, tuple(devices))
 
 
-def _parse_uplink(raw: object) -> UplinkSettings:
+def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]) -> dict[str, int]:
     if not isinstance(raw, Mapping):
-        raise ConfigError("[uplink] must be a table")
-    unknown = set(raw) - set(_UPLINK_LIMITS)
+        raise ConfigError(f"[{section}] must be a table")
+    unknown = set(raw) - set(limits)
     if unknown:
-        raise ConfigError(f"[uplink]: unknown key(s): {', '.join(sorted(unknown))}")
+        raise ConfigError(f"[{section}]: unknown key(s): {', '.join(sorted(unknown))}")
     values: dict[str, int] = {}
-    for key, (lo, hi) in _UPLINK_LIMITS.items():
+    for key, (lo, hi) in limits.items():
         if key not in raw:
             continue
         v = raw[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ConfigError(f"[uplink] {key} must be an integer from {lo} to {hi}, not {v!r}")
+            raise ConfigError(f"[{section}] {key} must be an integer from {lo} to {hi}, not {v!r}")
         values[key] = v
-    return UplinkSettings(**values)
+    return values

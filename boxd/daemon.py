@@ -1,9 +1,12 @@
-"""The daemon's wiring: identity, configuration, queue, pollers and uplink under one supervisor.
+"""The daemon's wiring: identity, configuration, queue, buses and uplink under one supervisor.
 
 Tasks (each owned by the supervisor, restarted with backoff when it fails):
-  - ``poll:<device>``: reads one device every poll interval into the queue;
+  - ``bus:<name>``: one per field bus (a Modbus TCP device, a serial line, a BACnet
+    network): the bus runs its own schedule and emits readings into the queue;
   - ``flush``: seals queued readings into batches and publishes them, QoS 1, while
-    connected; a batch leaves the queue when the broker acknowledges it;
+    connected; a batch leaves the queue when the broker acknowledges it; a backlog
+    drains oldest first, with one slot of the window kept for the freshest batch;
+  - ``heartbeat``: a health report to the platform every `heartbeat_s`;
   - ``watchdog``: pings systemd's watchdog and reports STATUS;
   - ``runtime``: keeps ``<state>/run/status.json`` for ``boxctl status``.
 
@@ -17,17 +20,30 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import config, identity, sdnotify, wire
+from boxd import __version__, config, identity, sdnotify, wire
 from boxd.backoff import Backoff
+from boxd.clock import Clock
+from boxd.errors import WireError
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
-from drivers import PointInfo, PointSource, Quality
+from drivers import Emit, PointInfo, PointSource, Quality, Sample, Value
 from drivers.modbus import ModbusTcpSource
 
 log = logging.getLogger("boxd")
+
+
+def _ranges(seqs: Sequence[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for s in sorted(seqs):
+        if out and out[-1][1] + 1 == s:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
 
 
 class Daemon:
@@ -38,12 +54,17 @@ class Daemon:
         self.config_path = config_path
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
-        self._last_sent = 0
+        self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
         self._meta = b""
+        self._table_id = 0
         self.sources: list[PointSource] = []
         self.queue = Queue(state_dir / "queue.db")
         self.uplink: Uplink | None = None
         self._cfg = config.BoxConfig()
+        self.clock = Clock()
+        self._started = time.monotonic()
+        self._supervisor: Supervisor | None = None
+        self._ident: identity.Identity | None = None
 
     async def run(self) -> None:
         """Load everything, start the tasks, run until cancelled, stop cleanly.
@@ -51,8 +72,9 @@ class Daemon:
         Raises:
             IdentityError, ConfigError, QueueError: the Box cannot start; the message says why.
         """
-        ident = identity.load(self.state_dir)
+        self._ident = ident = identity.load(self.state_dir)
         self._cfg = cfg = config.load(self.config_path)
+        self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
         self.sources = [ModbusTcpSource(d) for d in cfg.modbus_tcp]
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
@@ -63,68 +85,100 @@ class Daemon:
             on_connected=self._connected,
             on_disconnected=self._wake.set,
             on_ack=self._acked,
+            on_message=self._downlink,
             keepalive_s=cfg.uplink.keepalive_s,
             backoff=Backoff(1.0, float(cfg.uplink.reconnect_max_s)),
+            relax_time_check=lambda: not self.clock.trusted(),
         )
         tasks: dict[str, TaskFactory] = {
-            "flush": self._flush_loop, "watchdog": self._watchdog, "runtime": self._runtime,
+            "flush": self._flush_loop, "heartbeat": self._heartbeat, "watchdog": self._watchdog,
+            "runtime": self._runtime,
         }
         first = 0
         for src in self.sources:
-            tasks[f"poll:{src.name}"] = self._poller(src, first)
+            tasks[f"bus:{src.name}"] = self._bus_task(src, first)
             first += len(src.points())
         await self.uplink.start()
+        if not self.clock.trusted():
+            log.warning("the clock reads before this software was built: readings are held until the "
+                        "platform's time is known")
         log.info(
-            "boxd started: Box %s, %d device(s), %d point(s), queue epoch %x",
-            ident.box_id, len(self.sources), len(table), self.queue.epoch,
+            "boxd started: Box %s, %d bus(es), %d point(s), queue epoch %x, %d sample(s) queued",
+            ident.box_id, len(self.sources), len(table), self.queue.epoch, self.queue.samples,
         )
         sdnotify.notify("READY=1")
+        self._supervisor = Supervisor(tasks)
         try:
-            await Supervisor(tasks).run()
+            await self._supervisor.run()
         finally:
             sdnotify.notify("STOPPING=1")
             await self.uplink.stop()
-            for src in self.sources:
-                await src.stop()
             self.queue.close()
             log.info("boxd stopped")
 
-    # -- polling --------------------------------------------------------------------------
+    # -- field buses --------------------------------------------------------------------
 
-    def _poller(self, src: PointSource, first: int) -> TaskFactory:
-        offsets = {p.name: i for i, p in enumerate(src.points())}
-        n = len(offsets)
+    def _bus_task(self, src: PointSource, first: int) -> TaskFactory:
+        emit = self._emitter(src, first)
 
-        async def poll() -> None:
-            await src.start()
-            interval = src.poll_interval_s
-            due = time.monotonic()
-            while True:
-                samples = await src.read()
-                values: list[object] = [None] * n
+        async def run() -> None:
+            await src.run(emit)
+
+        return run
+
+    def _emitter(self, src: PointSource, first: int) -> Emit:
+        """The callback a bus hands its readings to: they become groups in the durable queue.
+
+        Readings of one instant for points consecutive in the table make one group, so a
+        device read in full costs one group however many points it has.
+        """
+        index = {p.name: first + i for i, p in enumerate(src.points())}
+        clock = self.clock
+
+        def emit(samples: Sequence[Sample]) -> None:
+            by_ts: dict[int, list[tuple[int, Sample]]] = {}
+            for s in samples:
+                by_ts.setdefault(s.ts_ms, []).append((index[s.point], s))
+            groups: list[tuple[int, int, list[Value], dict[int, int]]] = []
+            for ts, items in by_ts.items():
+                items.sort(key=lambda item: item[0])
+                run_first = items[0][0]
+                values: list[Value] = []
                 faults: dict[int, int] = {}
-                for s in samples:
-                    i = offsets[s.point]
-                    values[i] = s.value
+                for idx, s in items:
+                    if idx != run_first + len(values):  # a hole: close the run
+                        groups.append((ts, run_first, values, faults))
+                        run_first, values, faults = idx, [], {}
                     if s.quality != Quality.GOOD:
-                        faults[i] = int(s.quality)
-                ts = samples[0].ts_ms if samples else int(time.time() * 1000)
-                self.queue.put(self._table_id, ts, first, values, faults)  # type: ignore[arg-type]
-                self._wake.set()
-                due += interval
-                now = time.monotonic()
-                if due < now:  # fell behind (slow device): skip the missed slots
-                    due = now + interval - (now - due) % interval
-                await asyncio.sleep(due - now)
+                        faults[len(values)] = int(s.quality)
+                    values.append(s.value)
+                groups.append((ts, run_first, values, faults))
+            stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
+            self.queue.put_many(self._table_id, stored, clock.timebase())
+            if self.queue.samples > self.queue.max_samples:
+                self._evict()
+            self._wake.set()
 
-        return poll
+        return emit
+
+    def _evict(self) -> None:
+        n, seqs = self.queue.enforce_limit(set(self._inflight.values()))
+        if not n:
+            return
+        total = self.queue.meta("evicted_total") + n
+        self.queue.set_meta("evicted_total", total)
+        log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
+        self.queue.put_event(wire.encode_doc({
+            "v": 1, "kind": "evicted", "ts": self.clock.now_ms(), "samples": n, "total": total,
+            "seqs": _ranges(seqs), "epoch": self.queue.epoch,
+        }))
 
     # -- uplink ---------------------------------------------------------------------------
 
     def _connected(self) -> None:
         assert self.uplink is not None
         self._inflight.clear()
-        self._last_sent = 0
+        self._inflight_events.clear()
         self.uplink.publish("meta", self._meta, qos=1, retain=True)
         self._wake.set()
 
@@ -132,7 +186,28 @@ class Daemon:
         seq = self._inflight.pop(mid, None)
         if seq is not None and ok:
             self.queue.ack(seq)
+        event = self._inflight_events.pop(mid, None)
+        if event is not None and ok:
+            self.queue.ack_event(event)
         self._wake.set()
+
+    def _downlink(self, leaf: str, payload: bytes) -> None:
+        """A message from the platform on `boxes/<id>/down/<leaf>` (untrusted input)."""
+        if leaf == "time":
+            try:
+                doc = json.loads(payload)
+                if not (isinstance(doc, dict) and isinstance(doc.get("ts"), int) and not isinstance(doc["ts"], bool)):
+                    raise WireError("time must be {\"ts\": <ms>}")
+            except (ValueError, WireError) as e:
+                log.warning("ignoring a malformed time message: %s", e)
+                return
+            was = self.clock.trusted()
+            self.clock.platform_time(doc["ts"])
+            if not was:
+                log.info("the platform's time is known: held readings are re-based and sent")
+                self._wake.set()
+            return
+        log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
 
     async def _flush_loop(self) -> None:
         up, settings = self.uplink, self._cfg.uplink
@@ -144,20 +219,67 @@ class Daemon:
                 continue
             if settings.batch_delay_ms:
                 await asyncio.sleep(settings.batch_delay_ms / 1000)  # let readings share a batch
-            self.queue.seal(settings.max_batch_samples)
-            room = settings.inflight_batches - len(self._inflight)
-            for seq, payload in self.queue.batches(self._last_sent, max(0, room)):
-                mid = up.publish("data", payload, qos=1)
-                if mid is None:
-                    break
-                self._inflight[mid] = seq
-                self._last_sent = seq
+            self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+            self._send_events()
+            self._send_batches(settings.inflight_batches)
+
+    def _send_events(self) -> None:
+        assert self.uplink is not None
+        busy = set(self._inflight_events.values())
+        for event_id, payload in self.queue.events(8 + len(busy)):
+            if event_id in busy:
+                continue
+            mid = self.uplink.publish("events", payload, qos=1)
+            if mid is None:
+                return
+            self._inflight_events[mid] = event_id
+
+    def _send_batches(self, window: int) -> None:
+        assert self.uplink is not None
+        room = window - len(self._inflight)
+        if room <= 0:
+            return
+        busy = set(self._inflight.values())
+        picks: list[tuple[int, bytes]] = []
+        if room >= 2 and self.queue.backlog() - len(busy) > room:
+            newest = self.queue.newest_batch()  # a backlog: the freshest data must not wait behind it
+            if newest is not None and newest[0] not in busy:
+                picks.append(newest)
+                busy.add(newest[0])
+                room -= 1
+        picks += self.queue.batches(0, room, busy)
+        for seq, payload in picks:
+            mid = self.uplink.publish("data", payload, qos=1)
+            if mid is None:
+                return
+            self._inflight[mid] = seq
 
     # -- health ---------------------------------------------------------------------------
 
+    def health(self) -> dict[str, object]:
+        """The heartbeat's content (see docs/architecture.md, "Health")."""
+        assert self._ident is not None
+        restarts = {n: s.restarts for n, s in self._supervisor.stats.items()} if self._supervisor else {}
+        return {
+            "v": 1, "ts": self.clock.now_ms(), "clock_ok": self.clock.trusted(), "version": __version__,
+            "hb_s": self._cfg.uplink.heartbeat_s,
+            "up_s": int(time.monotonic() - self._started), "epoch": self.queue.epoch,
+            "last_seq": self.queue.last_seq(), "oldest_seq": self.queue.oldest_seq(),
+            "queue": self.queue.samples, "evicted": self.queue.meta("evicted_total"),
+            "buses": {s.name: dict(s.stats()) for s in self.sources},
+            "cert_not_after": int(self._ident.not_after().timestamp()),
+            "restarts": {n: r for n, r in restarts.items() if r},
+        }
+
+    async def _heartbeat(self) -> None:
+        assert self.uplink is not None
+        while True:
+            if self.uplink.state.connected:
+                self.uplink.publish("health", wire.encode_doc(self.health()), qos=1)
+            await asyncio.sleep(self._cfg.uplink.heartbeat_s)
+
     def status(self) -> dict[str, object]:
         """What `boxctl status` and systemd's STATUS show."""
-        batched, pending = self.queue.depth()
         st = self.uplink.state if self.uplink else None
         return {
             "pid": os.getpid(),
@@ -165,8 +287,9 @@ class Daemon:
             "connected": bool(st and st.connected),
             "connected_since": st.since if st else 0,
             "last_error": st.last_error if st else "",
-            "queue_samples": batched + pending,
-            "devices": len(self.sources),
+            "queue_samples": self.queue.samples,
+            "clock_ok": self.clock.trusted(),
+            "buses": len(self.sources),
         }
 
     async def _watchdog(self) -> None:
@@ -185,7 +308,6 @@ class Daemon:
             while True:
                 tmp.write_text(json.dumps(self.status()))
                 tmp.replace(path)
-                await asyncio.sleep(2.0)
+                await asyncio.sleep(1.0)
         finally:
             path.unlink(missing_ok=True)
-

@@ -1,7 +1,9 @@
 """The one place that builds TLS contexts, for the Box and for the reference cloud.
 
 Verification is always on: there is no way to ask this module for an unverified
-context. TLS 1.2 is the floor. Clients always check the server's name.
+context. (One narrow exception lives in `boxd.uplink`: while the Box's clock is
+implausible, certificate *dates* are not checked; chain, name and CRL still are.)
+TLS 1.2 is the floor. Clients always check the server's name.
 This module loads files; it opens no connection.
 """
 
@@ -11,6 +13,7 @@ import ssl
 from pathlib import Path
 
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
+NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME; only boxd.uplink sets it, see boxd.clock
 
 
 def client_context(

@@ -98,13 +98,18 @@ class Uplink:
         on_connected: Callable[[], None],
         on_disconnected: Callable[[], None],
         on_ack: Callable[[int, bool], None],
+        on_message: Callable[[str, bytes], None] | None = None,
         keepalive_s: int = 60,
         backoff: Backoff | None = None,
+        relax_time_check: Callable[[], bool] = lambda: False,
     ) -> None:
         self._ident = ident
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_ack = on_ack
+        self._on_message = on_message
+        self._relax_time_check = relax_time_check
+        self._ctx: ssl.SSLContext | None = None
         self._keepalive = keepalive_s
         self._backoff = backoff or Backoff(1.0, 300.0)
         self._stop = threading.Event()
@@ -156,12 +161,14 @@ class Uplink:
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
-        client.tls_set_context(tls.client_context(ident.ca_file, ident.cert_file, ident.key_file))
+        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
+        client.tls_set_context(self._ctx)
         client.will_set(self.topic("status"), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
+        client.on_message = self._cb_message
         return client
 
     def _run(self) -> None:
@@ -169,6 +176,7 @@ class Uplink:
         assert client is not None
         props = session_properties()
         while not self._stop.is_set():
+            self._set_time_check()
             try:
                 client.connect(
                     self._ident.broker_host, self._ident.broker_port, self._keepalive,
@@ -191,6 +199,17 @@ class Uplink:
                 self._backoff.reset()
             self._stop.wait(self._backoff.next())
 
+    def _set_time_check(self) -> None:
+        """Check certificate dates unless the Box's clock cannot be believed (see boxd.clock)."""
+        assert self._ctx is not None
+        if self._relax_time_check():
+            if not self._ctx.verify_flags & tls.NO_CHECK_TIME:
+                log.warning("the clock is implausible: certificate dates are not checked until the platform's "
+                            "time is known (chain, name and revocation still are)")
+            self._ctx.verify_flags |= tls.NO_CHECK_TIME
+        else:
+            self._ctx.verify_flags &= ~tls.NO_CHECK_TIME
+
     def _note_error(self, msg: str) -> None:
         if msg != self.state.last_error:
             log.warning("%s", msg)
@@ -208,6 +227,7 @@ class Uplink:
             return
         # The durable queue is the truth: forget what paho would resend, the daemon resends it.
         client.drop_out_messages()
+        client.subscribe(f"{TOPIC_ROOT}/{self._ident.box_id}/down/#", 1)
         client.publish(self.topic("status"), status_payload(True), 1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
@@ -221,6 +241,11 @@ class Uplink:
         if was:
             self._note_error(f"connection to the broker lost: {rc}")
             self._post(self._on_disconnected)
+
+    def _cb_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        prefix = f"{TOPIC_ROOT}/{self._ident.box_id}/down/"
+        if self._on_message is not None and msg.topic.startswith(prefix):
+            self._post(self._on_message, msg.topic[len(prefix):], bytes(msg.payload))
 
     def _cb_publish(
         self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object

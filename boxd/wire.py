@@ -110,6 +110,32 @@ def _unframe(payload: bytes) -> object:
         raise WireError(f"bad CBOR: {e}") from e
 
 
+MAX_DOC = 16 * 1024
+
+
+def encode_doc(doc: dict[str, object]) -> bytes:
+    """Encode a small document (health report, event): a CBOR map with text keys."""
+    return _frame(cbor2.dumps(doc))
+
+
+def decode_doc(payload: bytes, required: dict[str, type | tuple[type, ...]]) -> dict[str, object]:
+    """Decode a small document and check the types of its required keys.
+
+    Raises:
+        WireError: not a map, too big, or a required key missing or of the wrong type.
+    """
+    if len(payload) > MAX_DOC:
+        raise WireError(f"document of {len(payload)} bytes is over the {MAX_DOC}-byte limit")
+    obj = _unframe(payload)
+    if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
+        raise WireError("document must be a map with text keys")
+    for key, kind in required.items():
+        v = obj.get(key)
+        if v is None or not isinstance(v, kind) or (isinstance(v, bool) and kind is int):
+            raise WireError(f"document field {key!r} is missing or not {kind}")
+    return obj
+
+
 def table_id(points: Sequence[PointInfo]) -> int:
     """The 32-bit digest naming a point table."""
     body = cbor2.dumps([[p.name, p.unit, p.kind] for p in points])

@@ -6,6 +6,7 @@
     boxcloud box list
     boxcloud box show BOX_ID [--history N]
     boxcloud box revoke BOX_ID
+    boxcloud alerts [--all] [--box BOX_ID]
 
 Every command takes `--home DIR` (default $BOXCLOUD_HOME or /var/lib/boxcloud).
 Errors end with one line on stderr and a non-zero exit, never a traceback.
@@ -65,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--history", type=int, default=5, help="status changes to show (default %(default)s)")
     r = box.add_parser("revoke", help="revoke a Box's certificate and cut its session")
     r.add_argument("box_id")
+    al = sub.add_parser("alerts", help="list alerts: Boxes offline, silent, gaps, clocks, devices")
+    al.add_argument("--all", action="store_true", help="closed alerts too")
+    al.add_argument("--box", help="only this Box")
     return p
 
 
@@ -128,6 +132,35 @@ def cmd_box(cloud: Cloud, args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_alerts(cloud: Cloud, box_id: str | None, include_closed: bool) -> int:
+    """List alerts, newest first."""
+    alerts = cloud.store.alerts(box_id, include_closed)
+    if not alerts:
+        print("No open alerts." if not include_closed else "No alerts.")
+        return 0
+    print(f"{'OPENED':<24} {'BOX':<20} {'KIND':<9} {'STATE':<7} MESSAGE")
+    for a in alerts:
+        state = "open" if a.closed is None else "closed"
+        print(f"{_when(a.opened):<24} {a.box_id:<20} {a.kind:<9} {state:<7} {a.message}")
+    return 0
+
+
+def _show_health(cloud: Cloud, box_id: str) -> None:
+    h = cloud.store.health(box_id)
+    if h is None:
+        return
+    received, doc = h
+    print(f"  heartbeat:    {_ago(received)}; up {doc.get('up_s', '?')} s; clock "
+          f"{'ok' if doc.get('clock_ok') else 'NOT TRUSTED'}")
+    print(f"  queue:        {doc.get('queue', '?')} sample(s) waiting; {doc.get('evicted', 0)} evicted in all")
+    buses = doc.get("buses")
+    if isinstance(buses, dict):
+        for name, st in sorted(buses.items()):
+            if isinstance(st, dict):
+                print(f"  bus {name:<10} {st.get('requests', 0)} requests, {st.get('errors', 0)} errors, "
+                      f"{st.get('cycles', 0)} cycles")
+
+
 def _show(cloud: Cloud, box_id: str, history: int) -> int:
     b = cloud.store.box(box_id)
     if b is None:
@@ -137,6 +170,9 @@ def _show(cloud: Cloud, box_id: str, history: int) -> int:
     print(f"  status:       {state}{f' ({b.status_reason})' if b.status_reason else ''}, since {_when(b.status_ts)}")
     print(f"  last data:    {_ago(b.last_seen)}")
     print(f"  certificate:  serial {b.cert_serial:x}, expires {_when(b.cert_not_after)}")
+    _show_health(cloud, box_id)
+    for a in cloud.store.alerts(box_id):
+        print(f"  ALERT {a.kind}: {a.message} (since {_when(a.opened)})")
     for ts, online, reason in cloud.store.status_history(box_id, history):
         print(f"  {_when(ts)}  {'online ' if online else 'offline'} {reason}")
     latest = cloud.store.latest(box_id)
@@ -162,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.cmd == "run":
             return cmd_run(cloud)
+        if args.cmd == "alerts":
+            return cmd_alerts(cloud, args.box, args.all)
         return cmd_box(cloud, args)
     except CloudError as e:
         print(f"boxcloud: {e}", file=sys.stderr)

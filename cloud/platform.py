@@ -120,7 +120,9 @@ class Cloud:
             self._crl_thread.join(5)
 
     def supervise(self) -> None:
-        """Restart the broker if it died (called every second by `boxcloud run`)."""
+        """Restart the broker if it died, run the monitor's checks (every second, by `boxcloud run`)."""
+        if self.receiver is not None:
+            self.receiver.monitor.check()
         broker = self._broker
         if broker is not None and broker.exited():
             log.error("the broker exited unexpectedly (%s); restarting it", broker.last_log_line())

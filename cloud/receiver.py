@@ -2,7 +2,9 @@
 
 Topics handled (`boxes/<id>/up/<leaf>`; the broker's ACL guarantees that only Box
 <id> can publish there): `meta` (point table), `data` (batches), `status` (retained
-online/offline, and the Last Will). A batch is stored before the receiver
+online/offline, and the Last Will), `health` (heartbeats), `events`. Monitoring
+rules live in `cloud.monitor`; the receiver answers a Box that comes online, or
+whose clock is off, with the platform's time on `boxes/<id>/down/time`. A batch is stored before the receiver
 acknowledges it (paho sends PUBACK after `on_message` returns), and its session is
 persistent, so what arrives while the receiver is down waits in the broker.
 A malformed message is rejected with a logged reason and never stops the receiver.
@@ -10,6 +12,7 @@ A malformed message is rejected with a logged reason and never stops the receive
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import ssl
@@ -25,6 +28,7 @@ from boxd.errors import WireError
 from boxd.uplink import session_properties
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
+from cloud.monitor import Monitor
 from cloud.pki import Pki
 from cloud.store import Store
 
@@ -54,6 +58,7 @@ class Receiver:
         self.pki, self.store = pki, store
         self.host, self.port = host, port
         self.counters = Counters()
+        self.monitor = Monitor(store)
         self.connected = threading.Event()
         self._client: mqtt.Client | None = None
 
@@ -83,6 +88,12 @@ class Receiver:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+
+    def send_time(self, box_id: str) -> None:
+        """Tell a Box the platform's time (it may have booted without a real-time clock)."""
+        if self._client is not None:
+            body = json.dumps({"ts": int(time.time() * 1000)}).encode()
+            self._client.publish(f"boxes/{box_id}/down/time", body, 1)
 
     def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
@@ -133,6 +144,16 @@ class Receiver:
                 self._data(box_id, parked)
         elif leaf == "status":
             self._status(box_id, payload)
+        elif leaf == "health":
+            doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
+            if self.store.box(box_id) is not None:
+                self.monitor.on_health(box_id, doc)
+                if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
+                    self.send_time(box_id)
+        elif leaf == "events":
+            doc = wire.decode_doc(payload, {"v": int, "kind": str})
+            log.info("event from %s: %s", box_id, doc.get("kind"))
+            self.monitor.on_event(box_id, doc)
         else:
             log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
 
@@ -145,7 +166,12 @@ class Receiver:
             with self.counters.lock:
                 self.counters.parked += 1
             return
+        if batch.base_ts_ms == 0:
+            log.warning("batch %d from %s has no trustworthy time: stored at its arrival time", batch.seq, box_id)
+            batch = dataclasses.replace(batch, base_ts_ms=int(time.time() * 1000))
         stored = self.store.store_batch(box_id, batch, table)
+        if stored:
+            self.monitor.on_samples(box_id, list(batch.samples(table)))
         with self.counters.lock:
             if stored:
                 self.counters.batches += 1
@@ -171,4 +197,7 @@ class Receiver:
         if self.store.box(box_id) is None:
             return
         self.store.set_status(box_id, body["online"], time.time(), reason[:200], version[:40] if version else None)
+        self.monitor.on_status(box_id, body["online"], reason[:200])
+        if body["online"]:
+            self.send_time(box_id)
         log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")

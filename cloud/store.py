@@ -47,6 +47,18 @@ CREATE TABLE IF NOT EXISTS samples (
     box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
     quality INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS samples_by_point ON samples (box_id, point, ts_ms);
+CREATE TABLE IF NOT EXISTS health (
+    box_id TEXT PRIMARY KEY, received REAL NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS evicted (
+    box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq_from INTEGER NOT NULL, seq_to INTEGER NOT NULL,
+    samples INTEGER NOT NULL, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    box_id TEXT NOT NULL, device TEXT NOT NULL, bad_since REAL, reason TEXT, last_good REAL,
+    PRIMARY KEY (box_id, device));
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
+    message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);
+CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
 CREATE TABLE IF NOT EXISTS latest (
     box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
     quality INTEGER NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (box_id, point));
@@ -268,6 +280,96 @@ class Store:
             db.execute("UPDATE boxes SET last_seen=? WHERE box_id=?", (now, box_id))
         return True
 
+    # -- health and alerts -------------------------------------------------------------------
+
+    def put_health(self, box_id: str, doc: dict[str, object]) -> dict[str, object] | None:
+        """Keep a Box's latest health report; returns the previous one."""
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM health WHERE box_id=?", (box_id,)).fetchone()
+            db.execute("INSERT INTO health VALUES (?, ?, ?) ON CONFLICT (box_id) DO UPDATE SET "
+                       "received=excluded.received, doc=excluded.doc", (box_id, time.time(), json.dumps(doc)))
+        return json.loads(row[0]) if row else None
+
+    def health(self, box_id: str) -> tuple[float, dict[str, object]] | None:
+        """(time received, report) of a Box's latest health report."""
+        row = self._db().execute("SELECT received, doc FROM health WHERE box_id=?", (box_id,)).fetchone()
+        return (float(row[0]), json.loads(row[1])) if row else None
+
+    def put_evicted(self, box_id: str, epoch: int, ranges: list[list[int]], samples: int) -> None:
+        """Remember batches a Box evicted (they are not gaps)."""
+        with self._tx() as db:
+            db.executemany("INSERT INTO evicted VALUES (?, ?, ?, ?, ?, ?)",
+                           [(box_id, epoch, a, b, samples, time.time()) for a, b in ranges])
+
+    def missing_seqs(self, box_id: str, epoch: int, below: int, limit: int = 20) -> list[int]:
+        """Sequence numbers under `below` that were neither stored nor reported evicted."""
+        have = {int(s) for (s,) in self._db().execute(
+            "SELECT seq FROM batches WHERE box_id=? AND epoch=? AND seq < ?", (box_id, epoch, below))}
+        for a, b in self._db().execute(
+                "SELECT seq_from, seq_to FROM evicted WHERE box_id=? AND epoch=?", (box_id, epoch)):
+            have.update(range(int(a), int(b) + 1))
+        out = []
+        for s in range(1, below):
+            if s not in have:
+                out.append(s)
+                if len(out) >= limit:
+                    break
+        return out
+
+    def first_seq(self, box_id: str, epoch: int) -> int:
+        """The lowest sequence number seen for a Box's epoch (0 when none)."""
+        row = self._db().execute("SELECT MIN(seq) FROM batches WHERE box_id=? AND epoch=?", (box_id, epoch)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def device_state(self, box_id: str, device: str, bad_reason: str | None, now: float) -> None:
+        """Record whether a device behind a Box answered (reason None) or not."""
+        with self._tx() as db:
+            if bad_reason is None:
+                db.execute("INSERT INTO devices VALUES (?, ?, NULL, NULL, ?) ON CONFLICT (box_id, device) DO UPDATE "
+                           "SET bad_since=NULL, reason=NULL, last_good=excluded.last_good", (box_id, device, now))
+            else:
+                db.execute("INSERT INTO devices VALUES (?, ?, ?, ?, NULL) ON CONFLICT (box_id, device) DO UPDATE "
+                           "SET bad_since=COALESCE(devices.bad_since, excluded.bad_since), reason=excluded.reason",
+                           (box_id, device, now, bad_reason))
+
+    def bad_devices(self, box_id: str) -> list[tuple[str, float, str]]:
+        """(device, bad since, reason) of a Box's devices that do not answer."""
+        return [(d, float(t), r) for d, t, r in self._db().execute(
+            "SELECT device, bad_since, reason FROM devices WHERE box_id=? AND bad_since IS NOT NULL", (box_id,))]
+
+    def open_alert(self, box_id: str, kind: str, subject: str, message: str) -> bool:
+        """Open an alert unless the same one is open; returns whether it is new."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM alerts WHERE box_id=? AND kind=? AND subject=? AND closed IS NULL",
+                          (box_id, kind, subject)).fetchone():
+                return False
+            db.execute("INSERT INTO alerts (box_id, kind, subject, message, opened) VALUES (?, ?, ?, ?, ?)",
+                       (box_id, kind, subject, message, time.time()))
+        return True
+
+    def close_alert(self, box_id: str, kind: str, subject: str | None = None) -> int:
+        """Close the open alerts of a kind (and subject); returns how many."""
+        sql = "UPDATE alerts SET closed=? WHERE box_id=? AND kind=? AND closed IS NULL"
+        args: tuple[object, ...] = (time.time(), box_id, kind)
+        if subject is not None:
+            sql, args = sql + " AND subject=?", (*args, subject)
+        with self._tx() as db:
+            return db.execute(sql, args).rowcount
+
+    def alerts(self, box_id: str | None = None, include_closed: bool = False) -> list[Alert]:
+        """Alerts, newest first."""
+        sql = "SELECT id, box_id, kind, subject, message, opened, closed FROM alerts WHERE 1=1"
+        args: tuple[object, ...] = ()
+        if box_id is not None:
+            sql, args = sql + " AND box_id=?", (box_id,)
+        if not include_closed:
+            sql += " AND closed IS NULL"
+        return [Alert(*r) for r in self._db().execute(sql + " ORDER BY opened DESC, id DESC", args)]
+
+    def set_offline(self, box_id: str, reason: str) -> None:
+        """Mark a Box offline by the platform's own judgement (missed heartbeats)."""
+        self.set_status(box_id, False, time.time(), reason, None)
+
     def latest(self, box_id: str) -> list[tuple[str, int, object, int, str]]:
         """(point, ts_ms, value, quality, unit) of each point's latest sample."""
         return [
@@ -292,6 +394,19 @@ class Store:
         """(epoch, seq) of every batch stored for a Box."""
         return [(int(e), int(s)) for e, s in self._db().execute(
             "SELECT epoch, seq FROM batches WHERE box_id=? ORDER BY epoch, seq", (box_id,))]
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert about a Box (or a device behind it)."""
+
+    id: int
+    box_id: str
+    kind: str
+    subject: str
+    message: str
+    opened: float
+    closed: float | None
 
 
 _BOX_COLS = (

@@ -67,3 +67,53 @@ def test_a_table_change_starts_a_new_batch(tmp_path: Path) -> None:
     q.put(2, 2, 0, [2], {})
     assert q.seal(100) == 2
     assert [wire.decode_batch(p).table_id for _, p in q.batches(0, 10)] == [1, 2]
+
+
+def test_the_oldest_are_evicted_beyond_the_limit_never_a_batch_in_flight(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db", max_samples=10)
+    q.open()
+    for i in range(5):
+        q.put(7, i, 0, [i, i], {})
+    q.seal(4)  # batches of 2 groups: seqs 1, 2, 3 (last has 1 group)
+    seqs = [s for s, _ in q.batches(0, 10)]
+    for i in range(5, 8):
+        q.put(7, i, 0, [i, i], {})
+    assert q.samples == 16
+    n, gone = q.enforce_limit(in_flight={seqs[0]})
+    assert n >= 6 and q.samples <= 10
+    assert seqs[0] not in gone and gone == [seqs[1], seqs[2]][: len(gone)]
+    assert seqs[0] in [s for s, _ in q.batches(0, 10)]
+    q.close()
+    q2 = Queue(tmp_path / "q.db", max_samples=10)
+    q2.open()
+    assert q2.samples == q.samples  # the count survives a restart
+
+
+def test_untrusted_readings_wait_then_are_rebased(tmp_path: Path) -> None:
+    from boxd.queue import TimeBase
+
+    q = opened(tmp_path / "q.db")
+    q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-1", False, 0))  # monotonic ms 5000
+    assert q.seal(100, TimeBase("boot-1", False, 0)) == 0  # time unknown yet: held
+    assert q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
+    b = wire.decode_batch(q.batches(0, 1)[0][1])
+    assert b.base_ts_ms == 1_790_000_005_000
+
+
+def test_untrusted_readings_of_an_earlier_boot_go_out_with_unknown_time(tmp_path: Path) -> None:
+    from boxd.queue import TimeBase
+
+    q = opened(tmp_path / "q.db")
+    q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-0", False, 0))
+    assert q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
+    assert wire.decode_batch(q.batches(0, 1)[0][1]).base_ts_ms == 0
+
+
+def test_events_are_durable_until_acknowledged(tmp_path: Path) -> None:
+    q = opened(tmp_path / "q.db")
+    q.put_event(b"one")
+    q.put_event(b"two")
+    (i1, p1), (i2, _) = q.events(10)
+    assert p1 == b"one"
+    q.ack_event(i1)
+    assert [i for i, _ in q.events(10)] == [i2]

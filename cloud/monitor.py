@@ -1,0 +1,152 @@
+"""Box status monitoring: online/offline, health, and the alerts an operator needs to see.
+
+Fed by the receiver (status, health, events, batches) and by a periodic `check()`.
+Alerts (kind, subject):
+
+- ``offline``: the Box's Last Will or its own "offline" arrived, or heartbeats stopped
+  (3 missed). One alert per Box: devices behind an offline Box raise nothing.
+- ``no_data``: the Box sends heartbeats but no data.
+- ``sequence``: its batch sequence went backwards (same queue epoch, lower sequence),
+  or the queue epoch changed (storage reset or replaced: worth a look, can mean tampering).
+- ``gap``: batches the Box has had acknowledged are neither stored nor reported evicted.
+- ``clock``: the Box's clock is more than `CLOCK_SKEW_S` off the platform's.
+- ``evicted``: the Box's queue overflowed during an outage and dropped its oldest samples.
+- ``device``, subject <device>: a field device behind an online Box stopped answering.
+
+An alert opens once and closes when its cause is gone. This module holds rules,
+not I/O: it reads and writes the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cloud.store import Store
+from drivers import Quality
+
+log = logging.getLogger("boxcloud.monitor")
+
+CLOCK_SKEW_S = 300
+DEVICE_GRACE_S = 60
+_COMM = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
+
+
+@dataclass
+class Monitor:
+    """The rules, over one store."""
+
+    store: Store
+    _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
+
+    def _alert(self, box_id: str, kind: str, subject: str, message: str) -> None:
+        if self.store.open_alert(box_id, kind, subject, message):
+            log.warning("ALERT %s %s%s: %s", box_id, kind, f" {subject}" if subject else "", message)
+
+    def _clear(self, box_id: str, kind: str, subject: str | None = None) -> None:
+        if self.store.close_alert(box_id, kind, subject):
+            log.info("resolved %s %s%s", box_id, kind, f" {subject}" if subject else "")
+
+    # -- fed by the receiver ----------------------------------------------------------------
+
+    def on_status(self, box_id: str, online: bool, reason: str) -> None:
+        """The retained status (or the Last Will) changed."""
+        if online:
+            self._clear(box_id, "offline")
+        else:
+            why = {"stopped": "boxd was stopped", "connection lost": "connection lost (Last Will)"}.get(reason, reason)
+            self._alert(box_id, "offline", "", f"Box went offline: {why}")
+
+    def on_health(self, box_id: str, doc: dict[str, object], now: float | None = None) -> None:
+        """A heartbeat: the Box is alive; check its clock and its sequence."""
+        now = now or time.time()
+        prev = self.store.put_health(box_id, doc)
+        box = self.store.box(box_id)
+        if box is not None and not box.online and not box.revoked:
+            self.store.set_status(box_id, True, now, "heartbeat", None)
+            self._clear(box_id, "offline")
+        ts = doc.get("ts")
+        if isinstance(ts, int) and doc.get("clock_ok") is True:
+            skew = ts / 1000 - now
+            if abs(skew) > CLOCK_SKEW_S:
+                self._alert(box_id, "clock", "", f"the Box's clock is {abs(skew):.0f} s "
+                                                 f"{'ahead' if skew > 0 else 'behind'}")
+            else:
+                self._clear(box_id, "clock")
+        self._check_sequence(box_id, doc, prev)
+
+    def _check_sequence(self, box_id: str, doc: dict[str, object], prev: dict[str, object] | None) -> None:
+        epoch, last, oldest = doc.get("epoch"), doc.get("last_seq"), doc.get("oldest_seq")
+        if not (isinstance(epoch, int) and isinstance(last, int) and isinstance(oldest, int)):
+            return
+        if prev is not None and isinstance(prev.get("last_seq"), int):
+            if prev.get("epoch") != epoch:
+                self._alert(box_id, "sequence", "", "the Box's queue was reset (new epoch): storage replaced?")
+            elif last < int(str(prev["last_seq"])):
+                self._alert(box_id, "sequence", "",
+                            f"the Box's batch sequence went backwards ({prev['last_seq']} -> {last})")
+        # everything below the oldest batch still waiting on the Box has been acknowledged
+        below = oldest if oldest else last + 1
+        start = self.store.first_seq(box_id, epoch)
+        missing = [s for s in self.store.missing_seqs(box_id, epoch, below) if s >= start] if start else []
+        if missing:
+            self._alert(box_id, "gap", str(epoch), f"batches acknowledged but never stored: {missing[:10]}")
+        else:
+            self._clear(box_id, "gap", str(epoch))
+
+    def on_event(self, box_id: str, doc: dict[str, object]) -> None:
+        """An event from the Box (today: evictions)."""
+        if doc.get("kind") == "evicted":
+            n, epoch, seqs = doc.get("samples"), doc.get("epoch"), doc.get("seqs", [])
+            if isinstance(n, int) and isinstance(epoch, int) and isinstance(seqs, list):
+                ranges = [r for r in seqs if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)]
+                self.store.put_evicted(box_id, epoch, ranges, n)
+                self._alert(box_id, "evicted", "", f"the Box's queue was full: {n} oldest samples dropped "
+                                                   f"({doc.get('total', n)} in all)")
+
+    def on_samples(self, box_id: str, samples: list[tuple[str, int, object, int]], now: float | None = None) -> None:
+        """A stored batch: which devices answered."""
+        now = now or time.time()
+        devices: dict[str, tuple[int, int]] = {}  # device -> (comm faults, samples)
+        for point, _, _, q in samples:
+            dev = point.split(".", 1)[0]
+            bad, n = devices.get(dev, (0, 0))
+            devices[dev] = (bad + (q in _COMM), n + 1)
+        if self._answering.get((box_id, "")) is None:  # first data since start: clear a stale no_data
+            self._clear(box_id, "no_data")
+            self._answering[(box_id, "")] = True
+        for dev, (bad, n) in devices.items():
+            answers = bad < n
+            if self._answering.get((box_id, dev)) == answers:
+                continue  # only changes touch the database
+            self._answering[(box_id, dev)] = answers
+            self.store.device_state(box_id, dev, None if answers else "no answer", now)
+            if answers:
+                self._clear(box_id, "device", dev)
+
+    # -- periodic -------------------------------------------------------------------------
+
+    def check(self, now: float | None = None) -> None:
+        """Missed heartbeats, silent Boxes, unreachable devices."""
+        now = now or time.time()
+        for box in self.store.boxes():
+            if box.revoked or not box.online:
+                continue
+            h = self.store.health(box.box_id)
+            if h is None:
+                continue
+            received, doc = h
+            hb = doc.get("hb_s")
+            hb_s = float(hb) if isinstance(hb, int | float) else 60.0
+            if now - received > 3 * hb_s + 5:
+                self.store.set_offline(box.box_id, "missed heartbeats")
+                self._alert(box.box_id, "offline", "", f"no heartbeat for {now - received:.0f} s")
+                continue
+            if box.last_seen is None or now - box.last_seen > 3 * hb_s + 5:
+                self._alert(box.box_id, "no_data", "", "the Box is online but sends no data")
+                self._answering.pop((box.box_id, ""), None)
+            for dev, since, reason in self.store.bad_devices(box.box_id):
+                if now - since > DEVICE_GRACE_S:
+                    self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "
+                                                           f"for {now - since:.0f} s")

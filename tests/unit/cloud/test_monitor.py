@@ -1,0 +1,117 @@
+"""The platform's monitoring rules: offline, silence, sequence, gaps, clocks, devices."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from boxd import wire
+from cloud.monitor import Monitor
+from cloud.store import Store
+from drivers import PointInfo, Quality
+
+TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
+
+
+@pytest.fixture
+def mon(tmp_path: Path) -> Monitor:
+    s = Store(tmp_path / "c.db")
+    s.enroll_box("B1", "B1", 1, 2e9)
+    s.put_table("B1", wire.table_id(TABLE), TABLE)
+    return Monitor(s)
+
+
+def kinds(mon: Monitor) -> list[str]:
+    return sorted(a.kind + (f":{a.subject}" if a.subject else "") for a in mon.store.alerts("B1"))
+
+
+def health(**kw: object) -> dict[str, object]:
+    doc: dict[str, object] = {"v": 1, "ts": int(time.time() * 1000), "clock_ok": True, "epoch": 7, "last_seq": 0,
+                              "oldest_seq": 0, "hb_s": 10}
+    doc.update(kw)
+    return doc
+
+
+def store(mon: Monitor, seq: int, q: int = 0) -> None:
+    b = wire.decode_batch(wire.encode_batch(7, seq, wire.table_id(TABLE), int(time.time() * 1000),
+                                            [wire.encode_group(0, 0, [1.0, None], {1: q} if q else {})]))
+    mon.store.store_batch("B1", b, TABLE)
+    mon.on_samples("B1", list(b.samples(TABLE)))
+
+
+def test_offline_is_one_alert_and_online_closes_it(mon: Monitor) -> None:
+    mon.store.set_status("B1", False, time.time(), "connection lost", None)
+    mon.on_status("B1", False, "connection lost")
+    mon.on_status("B1", False, "connection lost")
+    assert kinds(mon) == ["offline"]
+    mon.on_status("B1", True, "")
+    assert kinds(mon) == []
+
+
+def test_missed_heartbeats_mark_the_box_offline(mon: Monitor) -> None:
+    mon.store.set_status("B1", True, time.time(), "", None)
+    mon.on_health("B1", health())
+    store(mon, 1)
+    mon.check(now=time.time() + 5)
+    assert kinds(mon) == []
+    mon.check(now=time.time() + 60)
+    assert kinds(mon) == ["offline"] and not mon.store.box("B1").online
+    mon.on_health("B1", health())  # it speaks again
+    assert kinds(mon) == [] and mon.store.box("B1").online
+
+
+def test_heartbeats_without_data_raise_no_data(mon: Monitor) -> None:
+    mon.store.set_status("B1", True, time.time(), "", None)
+    mon.on_health("B1", health())
+    mon.check(now=time.time() + 20)  # heartbeat still fresh enough? no: 3*10+5 = 35 s
+    assert "no_data" in kinds(mon)
+    store(mon, 1)
+    assert "no_data" not in kinds(mon)
+
+
+def test_sequence_backwards_and_reset_are_alerts(mon: Monitor) -> None:
+    mon.on_health("B1", health(last_seq=10, oldest_seq=1))
+    mon.on_health("B1", health(last_seq=4, oldest_seq=1))
+    assert kinds(mon) == ["sequence"]
+    mon.store.close_alert("B1", "sequence")
+    mon.on_health("B1", health(epoch=8, last_seq=1, oldest_seq=1))
+    assert kinds(mon) == ["sequence"]
+
+
+def test_a_gap_is_an_alert_unless_the_batches_were_evicted(mon: Monitor) -> None:
+    for seq in (1, 2, 4):
+        store(mon, seq)
+    mon.on_health("B1", health(last_seq=4, oldest_seq=0))  # the Box says all 4 were acknowledged
+    assert kinds(mon) == ["gap:7"]
+    mon.on_event("B1", {"v": 1, "kind": "evicted", "samples": 2, "epoch": 7, "seqs": [[3, 3]], "total": 2})
+    mon.on_health("B1", health(last_seq=4, oldest_seq=0))
+    assert kinds(mon) == ["evicted"]
+
+
+def test_a_clock_far_off_is_an_alert(mon: Monitor) -> None:
+    mon.on_health("B1", health(ts=int(time.time() * 1000) + 3_600_000))
+    assert kinds(mon) == ["clock"]
+    mon.on_health("B1", health())
+    assert kinds(mon) == []
+
+
+def test_an_unreachable_device_is_its_own_alert_only_while_the_box_is_online(mon: Monitor) -> None:
+    mon.store.set_status("B1", True, time.time(), "", None)
+    mon.on_health("B1", health())
+    store(mon, 1, q=Quality.NO_ANSWER)  # meter.e does not answer, ahu.t does
+    mon.check(now=time.time() + 30)
+    assert kinds(mon) == []
+    mon.on_health("B1", health(ts=int(time.time() * 1000)))
+    mon.check(now=time.time() + 61 + 0)
+    # the heartbeat is older than 35 s by then: the Box is offline, and nothing is said per device
+    assert kinds(mon) == ["offline"]
+    mon.on_status("B1", True, "")
+    mon.on_health("B1", health())
+    mon.store.set_status("B1", True, time.time(), "", None)
+    mon.store._db().execute("UPDATE devices SET bad_since=bad_since-120")
+    mon.check()
+    assert kinds(mon) == ["device:meter"]
+    store(mon, 2)
+    assert kinds(mon) == []
