@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         except BoxdError as e:
             print(f"boxd: {e}", file=sys.stderr)
             return 2
-        points = sum(len(d.points) for d in cfg.modbus_tcp)
-        print(f"{path}: valid ({len(cfg.modbus_tcp)} Modbus TCP device(s), {points} point(s))")
+        buses = len(cfg.modbus_tcp) + len(cfg.modbus_rtu) + len(cfg.bacnet)
+        print(f"{path}: valid ({buses} bus(es): {len(cfg.modbus_tcp)} Modbus TCP, {len(cfg.modbus_rtu)} Modbus RTU, "
+              f"{len(cfg.bacnet)} BACnet/IP; {cfg.point_count()} point(s))")
         return 0
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:

@@ -18,23 +18,35 @@ Format (every key optional but the devices; the defaults are shown)::
     host = "192.168.10.20"
     ...
 
+    [[modbus_rtu]]              # one table per serial line, with its [[modbus_rtu.devices]]
+    [[bacnet]]                  # one table per BACnet/IP network, with its [[bacnet.devices]]
+
 Unknown keys are errors (a typo must not silently do nothing). Errors say where:
-`[[modbus_tcp]] #2 "meter1": ...`. Device names are unique, so point names
-("<device>.<point>") are unique in the Box.
+`[[modbus_tcp]] #2 "meter1": ...`. Device names are unique across all buses, so point
+names ("<device>.<point>") are unique in the Box; bus names are unique too.
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping
+from typing import Any
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from boxd.errors import ConfigError
+from drivers.bacnet import BacnetNetwork, parse_bacnet_network
 from drivers.errors import ConfigError as DriverConfigError
-from drivers.modbus import ModbusTcpDevice, parse_modbus_tcp_device
+from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+
+# section -> (parser of one table, names of the devices it holds)
+_BUSES: dict[str, tuple[Callable[[Mapping[str, object]], object], Callable[[Any], list[str]]]] = {
+    "modbus_tcp": (parse_modbus_tcp_device, lambda d: [d.name]),
+    "modbus_rtu": (parse_modbus_rtu_line, lambda line: [d.name for d in line.devices]),
+    "bacnet": (parse_bacnet_network, lambda net: [d.name for d in net.devices]),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +75,14 @@ class BoxConfig:
     uplink: UplinkSettings = UplinkSettings()
     queue: QueueSettings = QueueSettings()
     modbus_tcp: tuple[ModbusTcpDevice, ...] = field(default_factory=tuple)
+    modbus_rtu: tuple[ModbusRtuLine, ...] = field(default_factory=tuple)
+    bacnet: tuple[BacnetNetwork, ...] = field(default_factory=tuple)
+
+    def point_count(self) -> int:
+        """How many points the configuration names."""
+        return (sum(len(d.points) for d in self.modbus_tcp)
+                + sum(len(d.points) for line in self.modbus_rtu for d in line.devices)
+                + sum(len(d.points) for n in self.bacnet for d in n.devices))
 
 
 _UPLINK_LIMITS = {
@@ -101,29 +121,42 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
     Raises:
         ConfigError: with every problem's place in the message.
     """
-    unknown = set(raw) - {"uplink", "queue", "modbus_tcp"}
+    unknown = set(raw) - {"uplink", "queue", *_BUSES}
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
     uplink = UplinkSettings(**_parse_ints(raw.get("uplink", {}), "uplink", _UPLINK_LIMITS))
     queue = QueueSettings(**_parse_ints(raw.get("queue", {}), "queue", _QUEUE_LIMITS))
-    devices_raw = raw.get("modbus_tcp", [])
-    if not isinstance(devices_raw, list):
-        raise ConfigError("modbus_tcp must be a list of tables ([[modbus_tcp]])")
-    devices: list[ModbusTcpDevice] = []
-    seen: set[str] = set()
-    for n, d in enumerate(devices_raw, 1):
-        where = f"[[modbus_tcp]] #{n}"
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: must be a table")
-        try:
-            dev = parse_modbus_tcp_device(d)
-        except DriverConfigError as e:
-            raise ConfigError(f"{where}: {e}") from e
-        if dev.name in seen:
-            raise ConfigError(f'{where}: device name "{dev.name}" is used twice')
-        seen.add(dev.name)
-        devices.append(dev)
-    return BoxConfig(uplink, queue, tuple(devices))
+    parsed: dict[str, list[object]] = {}
+    bus_names: set[str] = set()
+    device_names: set[str] = set()
+    for section, (parse, devices_of) in _BUSES.items():
+        items = raw.get(section, [])
+        if not isinstance(items, list):
+            raise ConfigError(f"{section} must be a list of tables ([[{section}]])")
+        parsed[section] = []
+        for n, item in enumerate(items, 1):
+            where = f"[[{section}]] #{n}"
+            if not isinstance(item, Mapping):
+                raise ConfigError(f"{where}: must be a table")
+            try:
+                bus = parse(item)
+            except DriverConfigError as e:
+                raise ConfigError(f"{where}: {e}") from e
+            for dev in devices_of(bus):
+                if dev in device_names:
+                    raise ConfigError(f'{where}: device name "{dev}" is used twice')
+                device_names.add(dev)
+            name = str(getattr(bus, "name", ""))
+            if name in bus_names:
+                raise ConfigError(f'{where}: bus name "{name}" is used twice')
+            bus_names.add(name)
+            parsed[section].append(bus)
+    return BoxConfig(
+        uplink, queue,
+        tuple(parsed["modbus_tcp"]),  # type: ignore[arg-type]
+        tuple(parsed["modbus_rtu"]),  # type: ignore[arg-type]
+        tuple(parsed["bacnet"]),  # type: ignore[arg-type]
+    )
 
 
 def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]) -> dict[str, int]:

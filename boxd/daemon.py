@@ -31,7 +31,7 @@ from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
 from drivers import Emit, PointInfo, PointSource, Quality, Sample, Value
-from drivers.modbus import ModbusTcpSource
+from drivers.modbus import ModbusRtuSource, ModbusTcpSource
 
 log = logging.getLogger("boxd")
 
@@ -44,6 +44,17 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
         else:
             out.append([s, s])
     return out
+
+
+def make_sources(cfg: config.BoxConfig) -> list[PointSource]:
+    """One source per configured bus; BACnet's stack is imported only when a network is configured."""
+    sources: list[PointSource] = [ModbusTcpSource(d) for d in cfg.modbus_tcp]
+    sources += [ModbusRtuSource(line) for line in cfg.modbus_rtu]
+    if cfg.bacnet:
+        from drivers.bacnet import BacnetSource
+
+        sources += [BacnetSource(n) for n in cfg.bacnet]
+    return sources
 
 
 class Daemon:
@@ -76,7 +87,7 @@ class Daemon:
         self._cfg = cfg = config.load(self.config_path)
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
-        self.sources = [ModbusTcpSource(d) for d in cfg.modbus_tcp]
+        self.sources = make_sources(cfg)
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
         self._table_id = wire.table_id(table)
         self._meta = wire.encode_table(table)

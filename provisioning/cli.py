@@ -2,8 +2,13 @@
 
     boxctl provision --server https://HOST:PORT --token TOKEN [--ca FILE] [--serial S] [--force]
     boxctl status
+    boxctl scan modbus-tcp HOST[:PORT] [--units 1-247] [--table holding] [--addresses 0-99] [--export F]
+    boxctl scan modbus-rtu PORT [--baud 9600] [--parity N] [--stopbits 1] [--bytesize 8] [...same]
+    boxctl discover bacnet --interface IF [--timeout 3] [--objects] [--export F]
+    boxctl read POINT [--config /etc/boxd/boxd.toml]
+    boxctl import-points FILE [--config /etc/boxd/boxd.toml]
 
-Both take `--state-dir` (default /var/lib/boxd). Every failure is one line in an
+`provision` and `status` take `--state-dir` (default /var/lib/boxd). Every failure is one line in an
 installer's words and a non-zero exit; never a traceback.
 """
 
@@ -21,6 +26,7 @@ from provisioning.errors import ProvisionError
 
 DEFAULT_STATE = Path("/var/lib/boxd")
 DEFAULT_CA = Path("/usr/share/boxd/platform-ca.crt")  # shipped in the Box image
+DEFAULT_CONFIG = Path("/etc/boxd/boxd.toml")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,13 +40,65 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--serial", help="this Box's serial; the platform checks it matches the token")
     pr.add_argument("--force", action="store_true", help="replace an existing identity")
     sub.add_parser("status", help="identity, certificate expiry, daemon and live connectivity")
+    scan = sub.add_parser("scan", help="find Modbus units and registers").add_subparsers(dest="bus", required=True)
+    tcp = scan.add_parser("modbus-tcp", help="scan a Modbus TCP device or gateway")
+    tcp.add_argument("host", help="HOST or HOST:PORT (default port 502)")
+    rtu = scan.add_parser("modbus-rtu", help="scan a Modbus RTU serial line (stop boxd first: it owns the port)")
+    rtu.add_argument("port", help="the serial device, e.g. /dev/ttyUSB0")
+    rtu.add_argument("--baud", type=int, default=9600)
+    rtu.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    rtu.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    rtu.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    for s in (tcp, rtu):
+        s.add_argument("--units", default="1-247" if s is rtu else "1", help="unit ids to probe, e.g. 1-10,17")
+        s.add_argument("--table", choices=["holding", "input", "coil", "discrete"], default="holding")
+        s.add_argument("--addresses", default="0-99", help="address range to scan (default %(default)s)")
+        s.add_argument("--export", type=Path, help="write what was found as an editable point list (TOML)")
+        s.add_argument("--device", default="dev", help="device name in the export (default %(default)s)")
+    disc = sub.add_parser("discover", help="find BACnet/IP devices and objects")
+    disc = disc.add_subparsers(dest="bus", required=True)
+    bac = disc.add_parser("bacnet", help="Who-Is on the field-bus interface")
+    bac.add_argument("--interface", required=True, help="the field-bus network interface, e.g. eth1")
+    bac.add_argument("--timeout", type=float, default=3.0, help="seconds to collect I-Am answers")
+    bac.add_argument("--objects", action="store_true", help="also read each device's objects")
+    bac.add_argument("--export", type=Path, help="write devices and objects as an editable point list (TOML)")
+    rd = sub.add_parser("read", help="read one configured point now (check wiring and addressing)")
+    rd.add_argument("point", help="<device>.<point>, as in the configuration")
+    rd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    imp = sub.add_parser("import-points", help="append an exported point list to the configuration")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     return p
+
+
+def _field(args: argparse.Namespace) -> int:
+    from provisioning import _fieldtools as ft
+
+    if args.cmd == "read":
+        return ft.read_point(args.config, args.point)
+    if args.cmd == "import-points":
+        return ft.import_points(args.config, args.file)
+    if args.cmd == "discover":
+        return ft.discover_bacnet(args.interface, args.timeout, args.objects, args.export)
+    from drivers.modbus.scan import RtuTarget, TcpTarget
+
+    units = ft.parse_range(args.units, 0, 247, "unit ids")
+    addresses = ft.parse_range(args.addresses, 0, 65535, "addresses")
+    if args.bus == "modbus-tcp":
+        host, _, port = args.host.partition(":")
+        target: TcpTarget | RtuTarget = TcpTarget(host, int(ft.parse_range(port or "502", 1, 65535, "port")[0]))
+    else:
+        target = RtuTarget(args.port, args.baud, args.parity, args.stopbits, args.bytesize)
+    return ft.scan_modbus(target, units, args.table, addresses, export=args.export, device=args.device,
+                          rtu=args.bus == "modbus-rtu")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `boxctl` command."""
     args = _parser().parse_args(argv)
     try:
+        if args.cmd in ("scan", "discover", "read", "import-points"):
+            return _field(args)
         if args.cmd == "provision":
             box_id = enroll(args.state_dir, args.server, args.token, args.ca, args.serial, force=args.force)
             ident = identity.load(args.state_dir)

@@ -17,7 +17,7 @@ def test_check_config_accepts_a_good_file_and_explains_a_bad_one(tmp_path: Path)
     good = tmp_path / "good.toml"
     good.write_text(building_points_toml("127.0.0.1", 502))
     r = boxd("check-config", str(good))
-    assert r.returncode == 0 and "valid (3 Modbus TCP device(s), 25 point(s))" in r.stdout
+    assert r.returncode == 0 and "valid (3 bus(es): 3 Modbus TCP, 0 Modbus RTU, 0 BACnet/IP; 25 point(s))" in r.stdout
     bad = tmp_path / "bad.toml"
     bad.write_text(building_points_toml("127.0.0.1", 502).replace('type = "float32"', 'type = "float33"', 1))
     r = boxd("check-config", str(bad))
