@@ -22,11 +22,12 @@ class BoxProcess:
     log: Path
 
     @classmethod
-    def start(cls, state: Path, config: Path, *extra: str) -> BoxProcess:
+    def start(cls, state: Path, config: Path, *extra: str, prefix: list[str] | None = None) -> BoxProcess:
         log = state / "boxd.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config), *extra, "run"],
+                [*(prefix or []), sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config),
+                 *extra, "run"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         return cls(proc, state, log)
