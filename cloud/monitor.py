@@ -38,6 +38,7 @@ class Monitor:
     """The rules, over one store."""
 
     store: Store
+    device_grace_s: float = DEVICE_GRACE_S
     _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
 
     def _alert(self, box_id: str, kind: str, subject: str, message: str) -> None:
@@ -147,6 +148,6 @@ class Monitor:
                 self._alert(box.box_id, "no_data", "", "the Box is online but sends no data")
                 self._answering.pop((box.box_id, ""), None)
             for dev, since, reason in self.store.bad_devices(box.box_id):
-                if now - since > DEVICE_GRACE_S:
+                if now - since > self.device_grace_s:
                     self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "
                                                            f"for {now - since:.0f} s")
