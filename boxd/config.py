@@ -29,10 +29,10 @@ names ("<device>.<point>") are unique in the Box; bus names are unique too.
 from __future__ import annotations
 
 import tomllib
-from typing import Any
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from boxd.errors import ConfigError
 from drivers.bacnet import BacnetNetwork, parse_bacnet_network
