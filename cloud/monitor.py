@@ -41,8 +41,8 @@ class Monitor:
     device_grace_s: float = DEVICE_GRACE_S
     _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
 
-    def _alert(self, box_id: str, kind: str, subject: str, message: str) -> None:
-        if self.store.open_alert(box_id, kind, subject, message):
+    def _alert(self, box_id: str, kind: str, subject: str, message: str, *, refresh: bool = False) -> None:
+        if self.store.open_alert(box_id, kind, subject, message, refresh=refresh):
             log.warning("ALERT %s %s%s: %s", box_id, kind, f" {subject}" if subject else "", message)
 
     def _clear(self, box_id: str, kind: str, subject: str | None = None) -> None:
@@ -103,8 +103,8 @@ class Monitor:
             if isinstance(n, int) and isinstance(epoch, int) and isinstance(seqs, list):
                 ranges = [r for r in seqs if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)]
                 self.store.put_evicted(box_id, epoch, ranges, n)
-                self._alert(box_id, "evicted", "", f"the Box's queue was full: {n} oldest samples dropped "
-                                                   f"({doc.get('total', n)} in all)")
+                self._alert(box_id, "evicted", "", f"the Box's queue was full: {doc.get('total', n)} oldest "
+                                                   f"samples dropped in all (latest: {n})", refresh=True)
 
     def on_samples(self, box_id: str, samples: list[tuple[str, int, object, int]], now: float | None = None) -> None:
         """A stored batch: which devices answered."""

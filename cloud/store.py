@@ -337,11 +337,18 @@ class Store:
         return [(d, float(t), r) for d, t, r in self._db().execute(
             "SELECT device, bad_since, reason FROM devices WHERE box_id=? AND bad_since IS NOT NULL", (box_id,))]
 
-    def open_alert(self, box_id: str, kind: str, subject: str, message: str) -> bool:
-        """Open an alert unless the same one is open; returns whether it is new."""
+    def open_alert(self, box_id: str, kind: str, subject: str, message: str, *, refresh: bool = False) -> bool:
+        """Open an alert unless the same one is open (then, with `refresh`, update its message).
+
+        Returns:
+            whether the alert is new.
+        """
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM alerts WHERE box_id=? AND kind=? AND subject=? AND closed IS NULL",
-                          (box_id, kind, subject)).fetchone():
+            row = db.execute("SELECT id FROM alerts WHERE box_id=? AND kind=? AND subject=? AND closed IS NULL",
+                             (box_id, kind, subject)).fetchone()
+            if row:
+                if refresh:
+                    db.execute("UPDATE alerts SET message=? WHERE id=?", (message, row[0]))
                 return False
             db.execute("INSERT INTO alerts (box_id, kind, subject, message, opened) VALUES (?, ?, ?, ?, ?)",
                        (box_id, kind, subject, message, time.time()))
