@@ -50,6 +50,7 @@ def test_sigkill_at_random_moments_loses_nothing(fresh_cloud: Cloud, tmp_path: P
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(420)
 def test_broker_down_for_minutes_while_polling_goes_on(fresh_cloud: Cloud, tmp_path: Path) -> None:
     cloud = fresh_cloud
     provision(cloud, tmp_path, "LONG-1")

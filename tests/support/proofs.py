@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from cloud.store import Store
@@ -35,5 +36,5 @@ def assert_counters_monotonic(store: Store, box_id: str, point: str) -> int:
     """A counter point (e.g. an energy meter's kWh) never goes backwards in time order."""
     values = [v for _, _, v, q in store.samples(box_id, point) if q == 0]
     assert values, f"no good sample of {point}"
-    assert all(a <= b for a, b in zip(values, values[1:], strict=False)), f"{point} went backwards"
+    assert all(a <= b for a, b in itertools.pairwise(values)), f"{point} went backwards"
     return len(values)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -15,10 +17,22 @@ T = TypeVar("T")
 class SimThread:
     """Owns a `BuildingSimulator` and the thread whose loop runs it."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, netns: str | None = None, **kwargs: Any) -> None:
+        """With `netns`, the simulator's thread enters that network namespace first (its sockets live there)."""
         self.loop = asyncio.new_event_loop()
         self.sim = BuildingSimulator(**kwargs)
-        self._thread = threading.Thread(target=self.loop.run_forever, name="sim", daemon=True)
+        self._netns = netns
+        self._thread = threading.Thread(target=self._main, name="sim", daemon=True)
+
+    def _main(self) -> None:
+        if self._netns is not None:
+            fd = os.open(f"/run/netns/{self._netns}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                    raise OSError(ctypes.get_errno(), "setns failed")
+            finally:
+                os.close(fd)
+        self.loop.run_forever()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)

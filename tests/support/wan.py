@@ -26,13 +26,16 @@ def _ip(*args: str) -> None:
 class Wan:
     """The namespace and the link. Use as a context manager; cleans up on failure too."""
 
-    def __init__(self) -> None:
+    def __init__(self, namespace: str | None = None) -> None:
+        """A new namespace for the Box, or the WAN side of an existing one (e.g. a FieldNetwork's box)."""
         n = next(_n)
-        self.ns = f"boxw-{os.getpid()}-{n}"
+        self._own = namespace is None
+        self.ns = namespace or f"boxw-{os.getpid()}-{n}"
         self.cloud_if, self.box_if = f"wc{os.getpid() % 100000}{n}", f"wb{os.getpid() % 100000}{n}"
 
     def __enter__(self) -> Wan:
-        _ip("netns", "add", self.ns)
+        if self._own:
+            _ip("netns", "add", self.ns)
         try:
             _ip("link", "add", self.cloud_if, "type", "veth", "peer", "name", self.box_if)
             _ip("link", "set", self.box_if, "netns", self.ns)
@@ -48,7 +51,8 @@ class Wan:
 
     def __exit__(self, *_exc: object) -> None:
         subprocess.run(["ip", "link", "del", self.cloud_if], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=10)
+        if self._own:
+            subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, timeout=10)
 
     def prefix(self) -> list[str]:
         """The command prefix that runs a program inside the Box's namespace."""
