@@ -17,10 +17,13 @@ T = TypeVar("T")
 class SimThread:
     """Owns a `BuildingSimulator` and the thread whose loop runs it."""
 
-    def __init__(self, *, netns: str | None = None, **kwargs: Any) -> None:
-        """With `netns`, the simulator's thread enters that network namespace first (its sockets live there)."""
+    def __init__(self, *, netns: str | None = None, sim: Any = None, **kwargs: Any) -> None:
+        """A `BuildingSimulator(**kwargs)`, or `sim` (any simulator with async start/stop).
+
+        With `netns`, the simulator's thread enters that network namespace first (its sockets live there).
+        """
         self.loop = asyncio.new_event_loop()
-        self.sim = BuildingSimulator(**kwargs)
+        self.sim = sim if sim is not None else BuildingSimulator(**kwargs)
         self._netns = netns
         self._thread = threading.Thread(target=self._main, name="sim", daemon=True)
 
