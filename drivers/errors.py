@@ -35,3 +35,8 @@ class UnknownPointError(DriverError):
 
 class WriteError(DriverError):
     """A write was not done: not writable, out of range, wrong type, or refused by the device."""
+
+
+class ScanError(DriverError):
+    """An installer's scan could not run; the message says what to check, in the installer's
+    words (e.g. "connection refused by 10.0.0.5:502", "wrong baud rate or parity suspected")."""

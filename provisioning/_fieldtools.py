@@ -121,7 +121,11 @@ def discover_bacnet(interface: str, timeout_s: float, objects: bool, export: Pat
     if objects or export:
         for d in devices:
             progress = _progress(f"device {d.instance} objects")
-            objs = _run(read_objects(interface, d, on_progress=lambda i, n, _o, show=progress: show(i, n)))
+
+            def each(done: int, total: int, _obj: object, show: Callable[[int, int], None] = progress) -> None:
+                show(done, total)
+
+            objs = _run(read_objects(interface, d, on_progress=each))
             print(f"Device {d.instance}: {len(objs)} object(s)")
             for o in objs:
                 print(f"  {o.object:<26} {o.name:<28} {o.units:<20} {o.present_value!s:>10} {o.error}")

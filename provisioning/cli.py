@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     rtu.add_argument("--baud", type=int, default=9600)
     rtu.add_argument("--parity", choices=["N", "E", "O"], default="N")
     rtu.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
-    rtu.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    rtu.add_argument("--bytesize", type=int, choices=[8], default=8, help="always 8 for Modbus RTU")
     for s in (tcp, rtu):
         s.add_argument("--units", default="1-247" if s is rtu else "1", help="unit ids to probe, e.g. 1-10,17")
         s.add_argument("--table", choices=["holding", "input", "coil", "discrete"], default="holding")
@@ -56,8 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--export", type=Path, help="write what was found as an editable point list (TOML)")
         s.add_argument("--device", default="dev", help="device name in the export (default %(default)s)")
     disc = sub.add_parser("discover", help="find BACnet/IP devices and objects")
-    disc = disc.add_subparsers(dest="bus", required=True)
-    bac = disc.add_parser("bacnet", help="Who-Is on the field-bus interface")
+    bac = disc.add_subparsers(dest="bus", required=True).add_parser("bacnet", help="Who-Is on the field-bus interface")
     bac.add_argument("--interface", required=True, help="the field-bus network interface, e.g. eth1")
     bac.add_argument("--timeout", type=float, default=3.0, help="seconds to collect I-Am answers")
     bac.add_argument("--objects", action="store_true", help="also read each device's objects")

@@ -1,42 +1,16 @@
-"""Modbus TCP device and point configuration: typed values and strict validation (pure).
+"""Modbus device, line and point configuration as typed values, and their rules (pure).
 
-Does: turn one untrusted mapping (a ``[[modbus_tcp]]`` table of the Box's TOML file,
-as `tomllib` parses it) into frozen `ModbusTcpDevice` / `ModbusPoint` values, or raise
-`ConfigError` naming the device, the point and the field. Does not: read files, plan
-reads (`_plan`), decode values (`_codec`) or talk to devices (`_tcp`).
-
-Raw format; unknown keys are errors, integers must be TOML integers, floats may be
-either (`poll_interval_s = 1` is fine)::
-
-    [[modbus_tcp]]
-    name = "ahu1"              # required, ^[a-z0-9][a-z0-9_-]{0,31}$
-    host = "127.0.0.1"         # required, IP address or DNS name
-    port = 502                 # 1..65535
-    unit_id = 1                # 0..247
-    poll_interval_s = 1.0      # required, 0.1..86400
-    timeout_s = 1.0            # per try, 0.05..60
-    retries = 1                # tries after the first, 0..10
-    max_gap = 8                # unused registers (bits) read through to merge reads, 0..125
-    byte_order = "big"         # big | little: bytes within each register
-    word_order = "big"         # big | little: registers of a multi-register value
-
-    [[modbus_tcp.points]]      # 1..10000 per device
-    name = "supply_temp"       # required, same rule as device names, unique in the device
-    table = "holding"          # required: holding | input | coil | discrete
-    address = 0                # required, 0-based as on the wire; address+size-1 <= 65535
-    type = "float32"           # required for registers; coil/discrete are "bool"
-                               # bool int16 uint16 int32 uint32 int64 uint64 float32 float64 string
-    unit = "degC"              # "", up to 32 printable characters
-    scale = 1.0                # numbers read as raw * scale + offset; scale not 0
-    offset = 0.0
-    byte_order = "big"         # overrides the device's
-    word_order = "big"         # overrides the device's
-    bit = 3                    # bool in a holding/input register: required, 0..15
-    length = 8                 # string: required, size in registers, 1..125
+Does: define the frozen values a Box's configuration becomes (`ModbusPoint`,
+`ModbusTcpDevice`, `ModbusRtuDevice`, `ModbusRtuLine`) and check every rule on them,
+whether they were parsed (`_parse`, which documents the TOML format) or built in code;
+a broken rule is a `ConfigError` naming the device, the point and the field. Does not:
+parse raw tables (`_parse`), plan reads (`_plan`), decode values (`_codec`) or talk to
+devices.
 
 Points may overlap only when they cover the same registers and have the same type,
 or are bits of a 16-bit register read as int16/uint16 too (a status word and its
-flags); any other overlap is a configuration error.
+flags); any other overlap is a configuration error. So distinct register ranges of a
+table never overlap, which the planner's optimality relies on.
 """
 
 from __future__ import annotations
@@ -44,36 +18,35 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal, TypeVar, cast
+from typing import Final, Literal
 
 from drivers.errors import ConfigError
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order, PointCodec, register_count
 
 Table = Literal["holding", "input", "coil", "discrete"]
+Parity = Literal["N", "E", "O"]
 TABLES: Final[tuple[Table, ...]] = ("holding", "input", "coil", "discrete")
+PARITIES: Final[tuple[Parity, ...]] = ("N", "E", "O")
+BAUDRATES: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 BIT_TABLES: Final = frozenset({"coil", "discrete"})
+WRITABLE_TABLES: Final = frozenset({"holding", "coil"})
 MAX_POINTS: Final = 10000
+MAX_REGISTERS_PER_READ: Final = 125
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+PORT_RE: Final = re.compile(r"^/dev/[A-Za-z0-9._:+/-]{1,200}$")
 _HOST_RE: Final = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
-_DEVICE_KEYS: Final = frozenset({
-    "name", "host", "port", "unit_id", "poll_interval_s", "timeout_s", "retries", "max_gap",
-    "byte_order", "word_order", "points",
-})
-_POINT_KEYS: Final = frozenset({
-    "name", "table", "address", "type", "unit", "scale", "offset", "byte_order", "word_order",
-    "bit", "length",
-})
 _BIT_AND_WORD: Final = frozenset({"int16", "uint16"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModbusPoint:
-    """One point of a device: where it lives and how its registers make a value."""
+    """One point of a device: where it lives, how its registers make a value, how it is
+    polled and whether (and within which bounds) it may be written."""
 
     name: str
     address: int
@@ -86,6 +59,10 @@ class ModbusPoint:
     word_order: Order | None = None  # None: the device's
     bit: int | None = None  # bool in a holding/input register: which bit, 0..15
     length: int | None = None  # string: its size in registers
+    poll_interval_s: float | None = None  # None: the device's
+    writable: bool = False
+    min: float | None = None  # bounds of a write, in engineering units
+    max: float | None = None
 
     @property
     def size(self) -> int:
@@ -110,9 +87,51 @@ class ModbusTcpDevice:
     max_gap: int = 8
     byte_order: Order = "big"
     word_order: Order = "big"
+    write_multiple: bool = False  # always FC 15/16, for devices without FC 5/6
+    max_registers: int = MAX_REGISTERS_PER_READ  # largest read to try; lowered when refused
 
 
-def codec_for(device: ModbusTcpDevice, point: ModbusPoint) -> PointCodec:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModbusRtuDevice:
+    """One slave device on a serial line: its unit id and points."""
+
+    name: str
+    unit_id: int
+    poll_interval_s: float
+    points: tuple[ModbusPoint, ...]
+    timeout_s: float | None = None  # None: the line's
+    retries: int | None = None  # None: the line's
+    max_gap: int = 8
+    byte_order: Order = "big"
+    word_order: Order = "big"
+    write_multiple: bool = False
+    max_registers: int = MAX_REGISTERS_PER_READ
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModbusRtuLine:
+    """One serial line (RS-485) with its settings and slave devices: one bus."""
+
+    name: str
+    port: str
+    devices: tuple[ModbusRtuDevice, ...]
+    baudrate: int = 9600
+    parity: Parity = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+    timeout_s: float = 0.5
+    retries: int = 1
+
+    @property
+    def settings(self) -> str:
+        """The line settings as installers write them, e.g. "9600 8N1"."""
+        return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+ModbusDevice = ModbusTcpDevice | ModbusRtuDevice
+
+
+def codec_for(device: ModbusDevice, point: ModbusPoint) -> PointCodec:
     """The codec of a point, with the device's byte and word order where it has none."""
     return PointCodec(
         point.type,
@@ -125,164 +144,86 @@ def codec_for(device: ModbusTcpDevice, point: ModbusPoint) -> PointCodec:
     )
 
 
-# -- parsing ------------------------------------------------------------------------------
-
-
-def parse_modbus_tcp_device(raw: Mapping[str, object]) -> ModbusTcpDevice:
-    """Validate one raw device table into a `ModbusTcpDevice`.
-
-    Raises:
-        ConfigError: the first problem found, e.g. ``device "ahu1" point "supply_temp":
-            address 70000 is out of range 0..65535``.
-    """
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"device: must be a table, not {_kind(raw)}")
-    name = raw.get("name")
-    where = f'device "{name}"' if isinstance(name, str) and NAME_RE.match(name) else "device"
-    _reject_unknown(raw, _DEVICE_KEYS, where)
-    name = _req(raw, "name", where, _str)
-    points_raw = raw.get("points")
-    if not isinstance(points_raw, list):
-        raise ConfigError(f"{where}: points must be a list of tables, not {_kind(points_raw)}")
-    if len(points_raw) > MAX_POINTS:
-        raise ConfigError(f"{where}: {len(points_raw)} points, more than {MAX_POINTS}")
-    device = ModbusTcpDevice(
-        name=name,
-        host=_req(raw, "host", where, _str),
-        poll_interval_s=_req(raw, "poll_interval_s", where, _float),
-        points=tuple(_parse_point(p, i, where) for i, p in enumerate(points_raw, 1)),
-        port=_opt(raw, "port", where, _int, 502),
-        unit_id=_opt(raw, "unit_id", where, _int, 1),
-        timeout_s=_opt(raw, "timeout_s", where, _float, 1.0),
-        retries=_opt(raw, "retries", where, _int, 1),
-        max_gap=_opt(raw, "max_gap", where, _int, 8),
-        byte_order=_opt(raw, "byte_order", where, _order, "big"),
-        word_order=_opt(raw, "word_order", where, _order, "big"),
-    )
-    check_device(device)
-    return device
-
-
-def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
-    name = raw.get("name") if isinstance(raw, Mapping) else None
-    shown = f'"{name}"' if isinstance(name, str) and NAME_RE.match(name) else f"#{index}"
-    where = f"{device_where} point {shown}"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a table, not {_kind(raw)}")
-    _reject_unknown(raw, _POINT_KEYS, where)
-    table = _req(raw, "table", where, _table)
-    default_type: DataType | None = "bool" if table in BIT_TABLES else None
-    kind = _opt(raw, "type", where, _type, default_type)
-    if kind is None:
-        raise ConfigError(f'{where}: missing key "type"')
-    return ModbusPoint(
-        name=_req(raw, "name", where, _str),
-        address=_req(raw, "address", where, _int),
-        table=table,
-        type=kind,
-        unit=_opt(raw, "unit", where, _str, ""),
-        scale=_opt(raw, "scale", where, _float, 1.0),
-        offset=_opt(raw, "offset", where, _float, 0.0),
-        byte_order=_opt(raw, "byte_order", where, _order, None),
-        word_order=_opt(raw, "word_order", where, _order, None),
-        bit=_opt(raw, "bit", where, _int, None),
-        length=_opt(raw, "length", where, _int, None),
-    )
-
-
-T = TypeVar("T")
-D = TypeVar("D")
-
-
-def _req(raw: Mapping[str, object], key: str, where: str, conv: Callable[[object, str], T]) -> T:
-    if key not in raw:
-        raise ConfigError(f'{where}: missing key "{key}"')
-    return conv(raw[key], f"{where}: {key}")
-
-
-def _opt(
-    raw: Mapping[str, object], key: str, where: str, conv: Callable[[object, str], T], default: D
-) -> T | D:
-    if key not in raw:
-        return default
-    return conv(raw[key], f"{where}: {key}")
-
-
-def _reject_unknown(raw: Mapping[str, object], known: frozenset[str], where: str) -> None:
-    unknown = [k for k in raw if k not in known]
-    if unknown:
-        shown = ", ".join(_show(k) for k in unknown[:5])
-        raise ConfigError(f"{where}: unknown key(s) {shown} (known: {', '.join(sorted(known))})")
-
-
-def _str(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be a string, not {_kind(value)}")
-    return value
-
-
-def _int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{what} must be an integer, not {_kind(value)}")
-    return value
-
-
-def _float(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{what} must be a number, not {_kind(value)}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{what} must be finite, not {value!r}")
-    return float(value)
-
-
-def _choice(value: object, what: str, choices: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{what} must be one of {' | '.join(choices)}, not {_show(value)}")
-    return value
-
-
-def _order(value: object, what: str) -> Order:
-    return cast(Order, _choice(value, what, ORDERS))
-
-
-def _table(value: object, what: str) -> Table:
-    return cast(Table, _choice(value, what, TABLES))
-
-
-def _type(value: object, what: str) -> DataType:
-    return cast(DataType, _choice(value, what, TYPES))
-
-
-def _show(value: object) -> str:
+def show(value: object) -> str:
     """A short, printable rendering of an untrusted value for an error message."""
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _kind(value: object) -> str:
-    return f"{_show(value)} ({type(value).__name__})"
-
-
-# -- checking (also for devices built in code) --------------------------------------------
+# -- checking (also for values built in code) ---------------------------------------------
 
 
 def check_device(device: ModbusTcpDevice) -> None:
-    """Check the rules of the module docstring on a device built in code or parsed.
+    """Check the rules on a Modbus TCP device built in code or parsed.
 
     Raises:
         ConfigError: the first rule broken, naming the device, the point and the field.
     """
     where = f'device "{device.name}"'
-    if not NAME_RE.match(device.name):
-        raise ConfigError(f"device name {_show(device.name)} must match {NAME_RE.pattern}")
+    _check_name(device.name, "device")
     if not _valid_host(device.host):
-        raise ConfigError(f"{where}: host {_show(device.host)} is not an IP address or a DNS name")
+        raise ConfigError(f"{where}: host {show(device.host)} is not an IP address or a DNS name")
     _check_range(where, "port", device.port, 1, 65535)
     _check_range(where, "unit_id", device.unit_id, 0, 247)
-    _check_range(where, "poll_interval_s", device.poll_interval_s, 0.1, 86400)
     _check_range(where, "timeout_s", device.timeout_s, 0.05, 60)
     _check_range(where, "retries", device.retries, 0, 10)
+    _check_common(where, device)
+
+
+def check_rtu_line(line: ModbusRtuLine) -> None:
+    """Check the rules on a serial line and its devices, built in code or parsed.
+
+    Raises:
+        ConfigError: the first rule broken, naming the line, the device, the point and the
+            field.
+    """
+    where = f'line "{line.name}"'
+    _check_name(line.name, "line")
+    if not isinstance(line.port, str) or not PORT_RE.match(line.port) or ".." in line.port.split("/"):
+        raise ConfigError(f"{where}: port {show(line.port)} must be a device path like /dev/ttyUSB0")
+    if line.baudrate not in BAUDRATES:
+        raise ConfigError(f"{where}: baudrate {show(line.baudrate)} is not one of {BAUDRATES}")
+    if line.parity not in PARITIES:
+        raise ConfigError(f"{where}: parity {show(line.parity)} must be N, E or O")
+    if line.stopbits not in (1, 2):
+        raise ConfigError(f"{where}: stopbits {show(line.stopbits)} must be 1 or 2")
+    if line.bytesize != 8:
+        raise ConfigError(f"{where}: bytesize {show(line.bytesize)}: Modbus RTU frames need 8 data bits "
+                          "(7 is Modbus ASCII, which the Box does not speak)")
+    _check_range(where, "timeout_s", line.timeout_s, 0.05, 60)
+    _check_range(where, "retries", line.retries, 0, 10)
+    if not line.devices:
+        raise ConfigError(f"{where}: has no devices")
+    names: set[str] = set()
+    units: dict[int, str] = {}
+    for device in line.devices:
+        dwhere = f'{where} device "{device.name}"'
+        _check_name(device.name, f"{where} device")
+        if device.name in names:
+            raise ConfigError(f"{dwhere}: name is used twice on the line")
+        names.add(device.name)
+        _check_range(dwhere, "unit_id", device.unit_id, 1, 247)
+        if device.unit_id in units:
+            raise ConfigError(
+                f'{dwhere}: unit_id {device.unit_id} is already device "{units[device.unit_id]}"'
+            )
+        units[device.unit_id] = device.name
+        if device.timeout_s is not None:
+            _check_range(dwhere, "timeout_s", device.timeout_s, 0.05, 60)
+        if device.retries is not None:
+            _check_range(dwhere, "retries", device.retries, 0, 10)
+        _check_common(dwhere, device)
+
+
+def _check_name(name: object, what: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{what} name {show(name)} must match {NAME_RE.pattern}")
+
+
+def _check_common(where: str, device: ModbusDevice) -> None:
+    _check_range(where, "poll_interval_s", device.poll_interval_s, 0.1, 86400)
     _check_range(where, "max_gap", device.max_gap, 0, 125)
+    _check_range(where, "max_registers", device.max_registers, 1, MAX_REGISTERS_PER_READ)
     if device.byte_order not in ORDERS or device.word_order not in ORDERS:
         raise ConfigError(f"{where}: byte_order and word_order must be big or little")
     if not device.points:
@@ -295,18 +236,22 @@ def check_device(device: ModbusTcpDevice) -> None:
         if point.name in seen:
             raise ConfigError(f'{where} point "{point.name}": name is used twice')
         seen.add(point.name)
+        if point.table not in BIT_TABLES and point.size > device.max_registers:
+            raise ConfigError(
+                f'{where} point "{point.name}": {point.size} registers do not fit one read of '
+                f"max_registers {device.max_registers}"
+            )
     _check_overlaps(where, device.points)
 
 
 def _check_point(device_where: str, p: ModbusPoint) -> None:
     if not NAME_RE.match(p.name):
-        name = _show(p.name)
-        raise ConfigError(f"{device_where}: point name {name} must match {NAME_RE.pattern}")
+        raise ConfigError(f"{device_where}: point name {show(p.name)} must match {NAME_RE.pattern}")
     where = f'{device_where} point "{p.name}"'
     if p.table not in TABLES:
-        raise ConfigError(f"{where}: table {_show(p.table)} is not one of {' | '.join(TABLES)}")
+        raise ConfigError(f"{where}: table {show(p.table)} is not one of {' | '.join(TABLES)}")
     if p.type not in TYPES:
-        raise ConfigError(f"{where}: type {_show(p.type)} is not one of {' | '.join(TYPES)}")
+        raise ConfigError(f"{where}: type {show(p.type)} is not one of {' | '.join(TYPES)}")
     _check_range(where, "address", p.address, 0, 65535)
     _check_shape(where, p)
     if p.type in ("bool", "string") and (p.scale != 1 or p.offset != 0):
@@ -316,13 +261,32 @@ def _check_point(device_where: str, p: ModbusPoint) -> None:
     if (p.byte_order or "big") not in ORDERS or (p.word_order or "big") not in ORDERS:
         raise ConfigError(f"{where}: byte_order and word_order must be big or little")
     if len(p.unit) > 32 or not p.unit.isprintable():
-        raise ConfigError(f"{where}: unit {_show(p.unit)} must be at most 32 printable characters")
+        raise ConfigError(f"{where}: unit {show(p.unit)} must be at most 32 printable characters")
     end = p.address + p.size - 1
     if end > 65535:
         raise ConfigError(
             f"{where}: {p.type} at address {p.address} takes {p.size} registers and ends at "
             f"{end}, past 65535"
         )
+    if p.poll_interval_s is not None:
+        _check_range(where, "poll_interval_s", p.poll_interval_s, 0.1, 86400)
+    _check_write_rules(where, p)
+
+
+def _check_write_rules(where: str, p: ModbusPoint) -> None:
+    if p.writable and p.table not in WRITABLE_TABLES:
+        raise ConfigError(f"{where}: a {p.table} point cannot be writable (only holding and coil)")
+    bounds = [b for b in (p.min, p.max) if b is not None]
+    if not bounds:
+        return
+    if not p.writable:
+        raise ConfigError(f"{where}: min and max bound writes: set writable = true, or drop them")
+    if p.type in ("bool", "string"):
+        raise ConfigError(f"{where}: min and max are only for numbers, not {p.type}")
+    if not all(math.isfinite(b) for b in bounds):
+        raise ConfigError(f"{where}: min and max must be finite")
+    if p.min is not None and p.max is not None and p.min > p.max:
+        raise ConfigError(f"{where}: min {p.min!r} is above max {p.max!r}")
 
 
 def _check_shape(where: str, p: ModbusPoint) -> None:

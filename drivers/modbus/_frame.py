@@ -4,7 +4,7 @@ Does: walk the MBAP frames of a receive buffer and say whether they are well for
 answers to the requests we send (reads 1-4, writes 5, 6, 15, 16, or an exception
 for one of them). pymodbus 3.16 raises from inside the transport's
 ``data_received`` on some malformed answers (asyncio then logs a traceback and drops
-the connection) and waits forever on others (a non-zero protocol id); `_tcp` drops a
+the connection) and waits forever on others (a non-zero protocol id); `_link` drops a
 garbled buffer instead and reports BAD_FRAME. Does not: match transaction or unit
 ids (pymodbus does and skips strangers), decode values, or do any I/O.
 """

@@ -1,20 +1,30 @@
 """The read planner: which Modbus requests cover a device's points (pure).
 
 Does: group points by table, merge neighbours whose gap (unused registers or bits
-between them) is at most ``max_gap`` into one request, never past the protocol's
-limits (125 registers, 2000 bits per read); and slice a response back into the
-values of the points it covers. Does not: send anything (`_tcp`), check the
-configuration (`_config`: the planner trusts it, e.g. that no point is larger than
-one request).
+between them) is at most ``max_gap`` into one request, never past a request's limit
+(the protocol's 125 registers / 2000 bits, or a lower limit the device taught us);
+group points by poll interval (`interval_groups`) and plan any set of them
+(`ReadPlanner`, which caches a plan per set and forgets them when a limit changes);
+slice a response back into the values of the points it covers. Does not: send
+anything, decide when to poll (`_device`, `_sched`), or check the configuration
+(`_config`: the planner trusts it, e.g. that no point is larger than the limit).
 
 Every point belongs to exactly one request, at a fixed offset into its response;
 `ReadRequest.members` lists ``(point index, offset)`` pairs, the index being the
-point's position in the sequence given to `plan_reads`.
+point's position in the device's point list.
+
+Optimality. Within one table, the points' distinct register ranges are disjoint (the
+configuration allows overlaps only of identical ranges). Sort them by address: a
+request is a run of consecutive ranges whose holes are all at most ``max_gap`` and
+whose span is at most the limit. Both conditions hold for every sub-run of a valid
+run, so taking each run as long as possible (greedy) gives the fewest requests: by
+induction, the greedy k-th request ends at or after the k-th request of any valid
+plan. `tests/unit/drivers/test_modbus_plan.py` checks this against a brute force.
 """
 
 from __future__ import annotations
 
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Iterable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -42,26 +52,41 @@ class ReadRequest:
         """True for coils and discrete inputs (the response is bits, not registers)."""
         return self.table in BIT_TABLES
 
+    @property
+    def slots(self) -> int:
+        """How many distinct ranges (points, counting identical overlaps once) it covers."""
+        return len({offset for _, offset in self.members})
 
-def limit_of(table: str) -> int:
+
+def limit_of(table: str, max_registers: int = MAX_REGISTERS, max_bits: int = MAX_BITS) -> int:
     """The largest count one read of `table` may ask for."""
-    return MAX_BITS if table in BIT_TABLES else MAX_REGISTERS
+    return max_bits if table in BIT_TABLES else max_registers
 
 
-def plan_reads(points: Sequence[ModbusPoint], *, max_gap: int) -> tuple[ReadRequest, ...]:
-    """Plan the reads that cover every point, in table then address order.
+def plan_reads(
+    points: Sequence[ModbusPoint],
+    *,
+    max_gap: int,
+    max_registers: int = MAX_REGISTERS,
+    max_bits: int = MAX_BITS,
+    only: Iterable[int] | None = None,
+) -> tuple[ReadRequest, ...]:
+    """Plan the fewest reads that cover the points, in table then address order.
 
     Args:
         points: the device's points (already validated).
         max_gap: the most unused registers (bits) one request may read through.
+        max_registers: the largest register read (1..125).
+        max_bits: the largest coil or discrete input read (1..2000).
+        only: the indexes of the points to cover (default: all of them).
 
     Raises:
         ConfigError: a point is larger than one request can read (a validated
             configuration never has one).
     """
+    chosen = range(len(points)) if only is None else only
     order = sorted(
-        range(len(points)),
-        key=lambda i: (_TABLE_ORDER[points[i].table], points[i].address, points[i].size),
+        chosen, key=lambda i: (_TABLE_ORDER[points[i].table], points[i].address, points[i].size)
     )
     requests: list[ReadRequest] = []
     table: Table | None = None
@@ -70,7 +95,7 @@ def plan_reads(points: Sequence[ModbusPoint], *, max_gap: int) -> tuple[ReadRequ
     for i in order:
         p = points[i]
         size = p.size
-        limit = limit_of(p.table)
+        limit = limit_of(p.table, max_registers, max_bits)
         if size > limit:
             raise ConfigError(f'point "{p.name}": {size} registers do not fit one read of {limit}')
         last = p.address + size - 1
@@ -89,6 +114,72 @@ def plan_reads(points: Sequence[ModbusPoint], *, max_gap: int) -> tuple[ReadRequ
     if table is not None:
         requests.append(ReadRequest(table, start, end - start + 1, tuple(members)))
     return tuple(requests)
+
+
+def interval_groups(
+    points: Sequence[ModbusPoint], default_interval_s: float
+) -> dict[int, tuple[int, ...]]:
+    """Point indexes by poll interval in whole milliseconds (a point's own, or the default)."""
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(points):
+        interval = p.poll_interval_s if p.poll_interval_s is not None else default_interval_s
+        groups.setdefault(round(interval * 1000), []).append(i)
+    return {ms: tuple(indexes) for ms, indexes in sorted(groups.items())}
+
+
+class ReadPlanner:
+    """The plans of one device: per set of interval groups due together, under the limits
+    the device allows (which only ever go down, see `lower`)."""
+
+    def __init__(
+        self,
+        points: Sequence[ModbusPoint],
+        *,
+        max_gap: int,
+        max_registers: int = MAX_REGISTERS,
+        max_bits: int = MAX_BITS,
+    ) -> None:
+        self.points = points
+        self.max_gap = max_gap
+        self.max_registers = max_registers
+        self.max_bits = max_bits
+        self._cache: dict[frozenset[int], tuple[ReadRequest, ...]] = {}
+        self._largest = {
+            bits: max((p.size for p in points if (p.table in BIT_TABLES) == bits), default=1)
+            for bits in (False, True)
+        }
+
+    def plan(self, indexes: Iterable[int]) -> tuple[ReadRequest, ...]:
+        """The requests that read these points (cached until a limit changes)."""
+        key = frozenset(indexes)
+        plan = self._cache.get(key)
+        if plan is None:
+            plan = plan_reads(
+                self.points, max_gap=self.max_gap, max_registers=self.max_registers,
+                max_bits=self.max_bits, only=key,
+            )
+            self._cache[key] = plan
+        return plan
+
+    def limit(self, bits: bool) -> int:
+        """The current limit of register (False) or bit (True) reads."""
+        return self.max_bits if bits else self.max_registers
+
+    def floor(self, bits: bool) -> int:
+        """The lowest the limit can go: the largest point must still fit one read."""
+        return self._largest[bits]
+
+    def lower(self, bits: bool, limit: int) -> bool:
+        """Lower a limit (never below `floor`); True if it changed. Forgets cached plans."""
+        limit = max(limit, self.floor(bits))
+        if limit >= self.limit(bits):
+            return False
+        if bits:
+            self.max_bits = limit
+        else:
+            self.max_registers = limit
+        self._cache.clear()
+        return True
 
 
 def unpack_response(

@@ -1,14 +1,36 @@
 """Simulators of field devices, shared by the tests, the demo and the HIL target.
 
 - `drivers.sim.modbus_building.BuildingSimulator`: a Modbus TCP building controller
-  (units 1 ahu1, 2 meter1, 3 room1) on a real socket; also its CLI.
-- `building_points_toml(host, port)`: the matching Box configuration (TOML text), and
-  `building_devices(host, port)` the same as typed values.
+  (units 1 ahu1, 2 meter1, 3 room1) on a real socket, with fault injection; also its CLI.
+- `drivers.sim.modbus_rtu_building.RtuBuildingSimulator`: an RS-485 line (units 7
+  meter2, 8 meter3, 9 room2) on a pseudo-terminal pair, with the same faults; also its
+  CLI (``python -m drivers.sim.modbus_rtu_building``).
+- `building_points_toml(host, port)` / `building_rtu_points_toml(port_path)`: the
+  matching Box configuration (TOML text); `building_devices(host, port)` /
+  `building_rtu_line(port_path)` the same as typed values.
 
-This package's import stays light (no pymodbus): the server lives in
-`modbus_building`, which is also run as ``python -m drivers.sim.modbus_building``.
+This package's import stays light (no pymodbus, no pty): the servers live in
+`modbus_building` and `modbus_rtu_building`.
 """
 
-from drivers.sim._building import UNITS, WRITABLE, building_devices, building_points_toml
+from drivers.sim._building import (
+    RTU_UNITS,
+    TCP_UNITS,
+    UNITS,
+    WRITABLE,
+    building_devices,
+    building_points_toml,
+    building_rtu_line,
+    building_rtu_points_toml,
+)
 
-__all__ = ["UNITS", "WRITABLE", "building_devices", "building_points_toml"]
+__all__ = [
+    "RTU_UNITS",
+    "TCP_UNITS",
+    "UNITS",
+    "WRITABLE",
+    "building_devices",
+    "building_points_toml",
+    "building_rtu_line",
+    "building_rtu_points_toml",
+]

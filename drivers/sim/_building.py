@@ -1,129 +1,185 @@
 """The simulated building: its devices' point lists, their values over time, their registers.
 
-Pure code (no sockets, no pymodbus): `building_devices` is the layout (the same
-`ModbusTcpDevice` values a Box gets from `building_points_toml`), `BuildingState`
-holds the register images that the server in `modbus_building` serves and moves the
-values on (sine drift plus noise, an energy counter that only grows).
+Pure code (no sockets, no pymodbus): `building_devices` / `building_rtu_line` are the
+layouts (the same values a Box gets from `building_points_toml` /
+`building_rtu_points_toml`), `BuildingState` holds the register images that the
+servers in `modbus_building` (TCP) and `modbus_rtu_building` (RTU over a pty) serve,
+and moves the values on (sine drift plus noise, energy counters that only grow).
 
-Units: 1 "ahu1" an air-handling unit, 2 "meter1" a three-phase energy meter (word
-order little, as many meters have), 3 "room1" a room controller. Writable points
-(``ahu1.supply_setpoint``, ``room1.setpoint``) keep what a client writes; every
-other point is driven by the model. Bits of a status register are not driven
-themselves: they read the register the model writes.
+Device kinds: "ahu" an air-handling unit, "meter" a three-phase energy meter (word
+order little, as many meters have), "room" a room controller. The TCP building has
+units 1 "ahu1", 2 "meter1", 3 "room1"; the RS-485 line has units 7 "meter2", 8
+"meter3", 9 "room2". Writable points (``writable = true`` in the layout: the AHU's
+supply setpoint (FC 16), fan command coil (FC 5/15), the rooms' setpoint (FC 6), and the
+AHU's command word with its boost bit (FC 6), which `command_points` lists apart because
+the Box's demo configuration leaves them out) keep what a client writes and go back to
+their defaults on `reset` (a device restart); every other point is driven by the model.
+Bits of a status register are not driven themselves: they read the register.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from drivers._types import Value
 from drivers.modbus._codec import DataType, Order, PointCodec
-from drivers.modbus._config import BIT_TABLES, ModbusPoint, ModbusTcpDevice, Table, codec_for
+from drivers.modbus._config import (
+    BIT_TABLES,
+    ModbusPoint,
+    ModbusRtuDevice,
+    ModbusRtuLine,
+    ModbusTcpDevice,
+    Table,
+    codec_for,
+)
+from drivers.modbus._toml import point_lines, toml_value
 
-UNITS: Final[dict[int, str]] = {1: "ahu1", 2: "meter1", 3: "room1"}
-WRITABLE: Final = frozenset({"ahu1.supply_setpoint", "room1.setpoint"})
-_FC_TABLE: Final[dict[int, str]] = {
+TCP_UNITS: Final[dict[int, tuple[str, str]]] = {1: ("ahu1", "ahu"), 2: ("meter1", "meter"), 3: ("room1", "room")}
+RTU_UNITS: Final[dict[int, tuple[str, str]]] = {7: ("meter2", "meter"), 8: ("meter3", "meter"), 9: ("room2", "room")}
+UNITS: Final[dict[int, str]] = {unit: name for unit, (name, _) in TCP_UNITS.items()}
+_FC_TABLE: Final[dict[int, Table]] = {
     1: "coil", 5: "coil", 15: "coil", 2: "discrete",
     3: "holding", 6: "holding", 16: "holding", 22: "holding", 23: "holding", 4: "input",
+}
+_DEFAULTS: Final[dict[str, dict[str, Value]]] = {
+    "ahu": {"supply_setpoint": 18.0, "fan_running": True, "command_word": 0, "model": "AHU-3000"},
+    "meter": {},
+    "room": {"setpoint": 21.0},
 }
 
 
 def _p(
-    name: str,
-    table: Table,
-    address: int,
-    kind: DataType,
-    unit: str = "",
-    *,
-    scale: float = 1.0,
-    bit: int | None = None,
-    length: int | None = None,
-    byte_order: Order | None = None,
-    word_order: Order | None = None,
+    name: str, table: Table, address: int, kind: DataType, unit: str = "", *,
+    scale: float = 1.0, bit: int | None = None, length: int | None = None,
+    byte_order: Order | None = None, word_order: Order | None = None,
+    writable: bool = False, lo: float | None = None, hi: float | None = None,
+    poll_interval_s: float | None = None,
 ) -> ModbusPoint:
     return ModbusPoint(
         name=name, table=table, address=address, type=kind, unit=unit, scale=scale, bit=bit,
-        length=length, byte_order=byte_order, word_order=word_order,
+        length=length, byte_order=byte_order, word_order=word_order, writable=writable,
+        min=lo, max=hi, poll_interval_s=poll_interval_s,
     )
 
 
-def building_devices(
-    host: str, port: int, poll_interval_s: float = 1.0
-) -> tuple[ModbusTcpDevice, ...]:
-    """The three simulated devices, as a Box configured against `host`:`port` sees them."""
-    ahu = (
-        _p("supply_temp", "input", 0, "float32", "degC"),
-        _p("return_temp", "input", 2, "float32", "degC"),
-        _p("outdoor_temp", "input", 4, "float32", "degC"),
-        _p("fan_speed", "input", 6, "uint16", "%", scale=0.1),
-        _p("status_word", "input", 7, "uint16"),
-        _p("status_fan", "input", 7, "bool", bit=0),
-        _p("status_filter", "input", 7, "bool", bit=1),
-        _p("damper_position", "holding", 0, "uint16", "%"),
-        _p("supply_setpoint", "holding", 8, "float32", "degC"),
-        _p("model", "holding", 100, "string", length=8),
-        _p("fan_running", "coil", 0, "bool"),
-        _p("filter_alarm", "discrete", 0, "bool"),
+def command_points(kind: str) -> tuple[ModbusPoint, ...]:
+    """Points a device of `kind` has but the Box's configuration leaves out (the demo stays
+    small); tests add them: the AHU's command word (holding 10) and its boost bit (bit 3)."""
+    if kind != "ahu":
+        return ()
+    return (
+        _p("command_word", "holding", 10, "uint16", writable=True),
+        _p("cmd_boost", "holding", 10, "bool", bit=3, writable=True),
     )
-    meter = (
-        _p("voltage_l1", "input", 0, "float32", "V"),
-        _p("voltage_l2", "input", 2, "float32", "V"),
-        _p("voltage_l3", "input", 4, "float32", "V"),
-        _p("current", "input", 6, "float32", "A"),
-        _p("active_power", "input", 8, "float32", "kW"),
-        _p("energy_counter", "input", 10, "uint32", "kWh", word_order="big"),
-        _p("energy", "input", 12, "float64", "kWh"),
-        _p("power_factor", "input", 16, "int16", scale=0.001),
-    )
-    room = (
+
+
+def kind_points(kind: str) -> tuple[ModbusPoint, ...]:
+    """The point layout of a device kind ("ahu", "meter" or "room") as the Box configures it."""
+    if kind == "ahu":
+        return (
+            _p("supply_temp", "input", 0, "float32", "degC"),
+            _p("return_temp", "input", 2, "float32", "degC"),
+            _p("outdoor_temp", "input", 4, "float32", "degC"),
+            _p("fan_speed", "input", 6, "uint16", "%", scale=0.1),
+            _p("status_word", "input", 7, "uint16"),
+            _p("status_fan", "input", 7, "bool", bit=0),
+            _p("status_filter", "input", 7, "bool", bit=1),
+            _p("damper_position", "holding", 0, "uint16", "%"),
+            _p("supply_setpoint", "holding", 8, "float32", "degC", writable=True, lo=12.0, hi=28.0),
+            _p("model", "holding", 100, "string", length=8, poll_interval_s=60.0),
+            _p("fan_running", "coil", 0, "bool", writable=True),
+            _p("filter_alarm", "discrete", 0, "bool"),
+        )
+    if kind == "meter":
+        return (
+            _p("voltage_l1", "input", 0, "float32", "V"),
+            _p("voltage_l2", "input", 2, "float32", "V"),
+            _p("voltage_l3", "input", 4, "float32", "V"),
+            _p("current", "input", 6, "float32", "A"),
+            _p("active_power", "input", 8, "float32", "kW"),
+            _p("energy_counter", "input", 10, "uint32", "kWh", word_order="big"),
+            _p("energy", "input", 12, "float64", "kWh"),
+            _p("power_factor", "input", 16, "int16", scale=0.001),
+        )
+    return (
         _p("room_temp", "holding", 0, "int16", "degC", scale=0.1),
         _p("humidity", "holding", 1, "uint16", "%RH", scale=0.1),
-        _p("setpoint", "holding", 2, "int16", "degC", scale=0.1),
+        _p("setpoint", "holding", 2, "int16", "degC", scale=0.1, writable=True, lo=15.0, hi=28.0),
         _p("co2", "holding", 3, "uint16", "ppm", byte_order="little"),
         _p("occupancy", "discrete", 0, "bool"),
     )
-    def device(name: str, unit_id: int, points: tuple[ModbusPoint, ...]) -> ModbusTcpDevice:
-        return ModbusTcpDevice(
-            name=name, host=host, port=port, unit_id=unit_id, poll_interval_s=poll_interval_s,
-            points=points, word_order="little" if name == "meter1" else "big",
-        )
 
-    return (device("ahu1", 1, ahu), device("meter1", 2, meter), device("room1", 3, room))
+
+def _word_order(kind: str) -> Order:
+    return "little" if kind == "meter" else "big"
+
+
+WRITABLE: Final = frozenset(
+    f"{name}.{p.name}" for name, kind in TCP_UNITS.values()
+    for p in kind_points(kind) + command_points(kind) if p.writable
+)
+
+
+def building_devices(host: str, port: int, poll_interval_s: float = 1.0) -> tuple[ModbusTcpDevice, ...]:
+    """The three TCP devices, as a Box configured against `host`:`port` sees them."""
+    return tuple(
+        ModbusTcpDevice(name=name, host=host, port=port, unit_id=unit, poll_interval_s=poll_interval_s,
+                        points=kind_points(kind), word_order=_word_order(kind))
+        for unit, (name, kind) in TCP_UNITS.items()
+    )
+
+
+def building_rtu_line(port_path: str, poll_interval_s: float = 1.0, *, baudrate: int = 9600,
+                      timeout_s: float = 0.5) -> ModbusRtuLine:
+    """The RS-485 line (units 7, 8, 9), as a Box configured against `port_path` sees it."""
+    devices = tuple(
+        ModbusRtuDevice(name=name, unit_id=unit, poll_interval_s=poll_interval_s,
+                        points=kind_points(kind), word_order=_word_order(kind))
+        for unit, (name, kind) in RTU_UNITS.items()
+    )
+    return ModbusRtuLine(name="rs485-1", port=port_path, devices=devices, baudrate=baudrate,
+                         timeout_s=timeout_s)
 
 
 def building_points_toml(host: str, port: int, poll_interval_s: float = 1.0) -> str:
     """The ``[[modbus_tcp]]`` tables of the three devices, for a Box's configuration file."""
-    defaults = ModbusPoint(name="x", address=0)
     lines: list[str] = []
     for d in building_devices(host, port, poll_interval_s):
         lines += [
-            f"# unit {d.unit_id} of the simulated building",
-            "[[modbus_tcp]]",
-            f"name = {json.dumps(d.name)}",
-            f"host = {json.dumps(d.host)}",
-            f"port = {d.port}",
-            f"unit_id = {d.unit_id}",
-            f"poll_interval_s = {d.poll_interval_s!r}",
+            f"# unit {d.unit_id} of the simulated building", "[[modbus_tcp]]",
+            f"name = {toml_value(d.name)}", f"host = {toml_value(d.host)}", f"port = {d.port}",
+            f"unit_id = {d.unit_id}", f"poll_interval_s = {d.poll_interval_s!r}",
         ]
         if d.word_order != "big":
-            lines.append(f"word_order = {json.dumps(d.word_order)}")
-        if d.byte_order != "big":
-            lines.append(f"byte_order = {json.dumps(d.byte_order)}")
+            lines.append(f"word_order = {toml_value(d.word_order)}")
         for p in d.points:
-            lines += ["", "[[modbus_tcp.points]]", f"name = {json.dumps(p.name)}"]
-            lines += [f"table = {json.dumps(p.table)}", f"address = {p.address}"]
-            lines.append(f"type = {json.dumps(p.type)}")
-            for key in ("unit", "scale", "offset", "byte_order", "word_order", "bit", "length"):
-                value = getattr(p, key)
-                if value != getattr(defaults, key):
-                    shown = json.dumps(value) if isinstance(value, str) else repr(value)
-                    lines.append(f"{key} = {shown}")
+            lines += ["", *point_lines(p, "modbus_tcp.points")]
         lines.append("")
     return "\n".join(lines)
+
+
+def building_rtu_points_toml(port_path: str, poll_interval_s: float = 1.0, *, baudrate: int = 9600,
+                             timeout_s: float = 0.5) -> str:
+    """The ``[[modbus_rtu]]`` table of the simulated line at `port_path` (e.g. /dev/pts/3)."""
+    line = building_rtu_line(port_path, poll_interval_s, baudrate=baudrate, timeout_s=timeout_s)
+    lines = [
+        "# the simulated RS-485 line (units 7, 8, 9)", "[[modbus_rtu]]",
+        f"name = {toml_value(line.name)}", f"port = {toml_value(line.port)}",
+        f"baudrate = {line.baudrate}", f"parity = {toml_value(line.parity)}",
+        f"stopbits = {line.stopbits}", f"bytesize = {line.bytesize}",
+        f"timeout_s = {line.timeout_s!r}", f"retries = {line.retries}",
+    ]
+    for d in line.devices:
+        lines += ["", "[[modbus_rtu.devices]]", f"name = {toml_value(d.name)}",
+                  f"unit_id = {d.unit_id}", f"poll_interval_s = {d.poll_interval_s!r}"]
+        if d.word_order != "big":
+            lines.append(f"word_order = {toml_value(d.word_order)}")
+        for p in d.points:
+            lines += ["", *point_lines(p, "modbus_rtu.devices.points")]
+    return "\n".join(lines) + "\n"
 
 
 def _pack_bits(bits: Sequence[int]) -> list[int]:
@@ -136,24 +192,33 @@ def _pack_bits(bits: Sequence[int]) -> list[int]:
 
 
 class BuildingState:
-    """The register images of the three units and the model that moves them."""
+    """The register images of a set of units and the model that moves them."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.devices = {d.unit_id: d for d in building_devices("127.0.0.1", 502)}
+    def __init__(self, seed: int = 0, units: Mapping[int, tuple[str, str]] = TCP_UNITS) -> None:
+        self.units = dict(units)
+        self.devices = {
+            unit: ModbusTcpDevice(name=name, host="127.0.0.1", unit_id=unit, poll_interval_s=1.0,
+                                  points=kind_points(kind) + command_points(kind),
+                                  word_order=_word_order(kind))
+            for unit, (name, kind) in self.units.items()
+        }
         self._rng = random.Random(seed)  # noqa: S311 - simulated noise, not secrets
         self._points: dict[str, tuple[int, ModbusPoint, PointCodec]] = {}
         self._images: dict[tuple[int, str], list[int]] = {}  # bits as 0 / 1
+        self._writable: dict[tuple[int, str], set[int]] = {}
         for unit, d in self.devices.items():
             for table in ("coil", "discrete", "holding", "input"):
                 size = max((p.address + p.size for p in d.points if p.table == table), default=1)
                 self._images[unit, table] = [0] * size
+                self._writable[unit, table] = {
+                    a for p in d.points if p.table == table and p.writable
+                    for a in range(p.address, p.address + p.size)
+                }
             for p in d.points:
                 self._points[f"{d.name}.{p.name}"] = (unit, p, codec_for(d, p))
-        self._energy = 12345.6
+        self._energy = {unit: 12345.6 + 1000 * k for k, unit in enumerate(self.units)}
         self._last_t = 0.0
-        self._put("ahu1.supply_setpoint", 18.0)
-        self._put("room1.setpoint", 21.0)
-        self._put("ahu1.model", "AHU-3000")
+        self.reset()
         self.update(0.0)
 
     # -- what clients see -------------------------------------------------------------
@@ -161,6 +226,10 @@ class BuildingState:
     def names(self) -> list[str]:
         """Every point, as "<device>.<point>"."""
         return list(self._points)
+
+    def box_names(self) -> list[str]:
+        """The points of the Box's configuration (without `command_points`)."""
+        return [f"{name}.{p.name}" for name, kind in self.units.values() for p in kind_points(kind)]
 
     def value(self, name: str) -> Value:
         """The value a client reads now, decoded from the registers it would get.
@@ -186,24 +255,34 @@ class BuildingState:
             return _pack_bits(image)
         return list(image)
 
+    def read(self, unit: int, table: Table, address: int, count: int) -> list[int] | None:
+        """`count` registers (or 0/1 bits) from `address`; None if any is outside the image."""
+        image = self._images.get((unit, table))
+        if image is None or count < 1 or address + count > len(image):
+            return None
+        return image[address : address + count]
+
     def write(
         self, unit: int, function_code: int, address: int, values: Sequence[int] | Sequence[bool]
     ) -> bool:
         """Apply a client's write if it only touches writable points; False if refused."""
         table = _FC_TABLE.get(function_code)
-        device = self.devices.get(unit)
-        if table is None or device is None:
+        if table is None or unit not in self.devices:
             return False
-        allowed: set[int] = set()
-        for p in device.points:
-            if p.table == table and f"{device.name}.{p.name}" in WRITABLE:
-                allowed.update(range(p.address, p.address + p.size))
+        allowed = self._writable[unit, table]
         if not all(a in allowed for a in range(address, address + len(values))):
             return False
         image = self._images[unit, table]
         for i, v in enumerate(values):
             image[address + i] = int(v)
         return True
+
+    def reset(self, unit: int | None = None) -> None:
+        """Writable points back to their defaults (all units, or one): a device restart."""
+        for u, (name, kind) in self.units.items():
+            if unit is None or u == unit:
+                for point, value in _DEFAULTS[kind].items():
+                    self._put(f"{name}.{point}", value)
 
     # -- the model --------------------------------------------------------------------
 
@@ -220,41 +299,62 @@ class BuildingState:
 
     def update(self, t: float) -> None:
         """Move every driven point to its value at `t` seconds after the start."""
+        dt = max(0.0, t - self._last_t)
+        self._last_t = t
+        for unit, (name, kind) in self.units.items():
+            phase = 0.7 * unit
+            if kind == "ahu":
+                values = self._ahu(name, t)
+            elif kind == "meter":
+                values = self._meter(unit, t, dt, phase)
+            else:
+                values = self._room(name, t, phase)
+            for point, value in values.items():
+                self._put(f"{name}.{point}", value)
+
+    def _ahu(self, name: str, t: float) -> dict[str, Value]:
         def wave(period_s: float, phase: float = 0.0) -> float:
             return math.sin(2 * math.pi * t / period_s + phase)
 
-        setpoint = self.value("ahu1.supply_setpoint")
+        setpoint = self.value(f"{name}.supply_setpoint")
         assert isinstance(setpoint, float)
+        running = bool(self.value(f"{name}.fan_running"))
         filter_alarm = (t // 300) % 4 == 3
-        values: dict[str, Value] = {
-            "ahu1.supply_temp": setpoint + 0.4 * wave(120) + self._noise(0.05),
-            "ahu1.return_temp": 22.5 + 0.8 * wave(600, 1.0) + self._noise(0.05),
-            "ahu1.outdoor_temp": 8.0 + 5.0 * wave(900) + self._noise(0.05),
-            "ahu1.fan_speed": 60.0 + 15.0 * wave(300),
-            "ahu1.status_word": 1 | (2 if filter_alarm else 0),
-            "ahu1.damper_position": 30.0 + 20.0 * wave(450),
-            "ahu1.fan_running": True,
-            "ahu1.filter_alarm": filter_alarm,
+        return {
+            "supply_temp": setpoint + 0.4 * wave(120) + self._noise(0.05),
+            "return_temp": 22.5 + 0.8 * wave(600, 1.0) + self._noise(0.05),
+            "outdoor_temp": 8.0 + 5.0 * wave(900) + self._noise(0.05),
+            "fan_speed": 60.0 + 15.0 * wave(300) if running else 0.0,
+            "status_word": int(running) | (2 if filter_alarm else 0),
+            "damper_position": 30.0 + 20.0 * wave(450),
+            "filter_alarm": filter_alarm,
         }
+
+    def _meter(self, unit: int, t: float, dt: float, phase: float) -> dict[str, Value]:
+        def wave(period_s: float, shift: float = 0.0) -> float:
+            return math.sin(2 * math.pi * t / period_s + shift + phase)
+
         volts = [230.0 + 2.0 * wave(60, k) + self._noise(0.1) for k in (0.0, 2.1, 4.2)]
         amps = 12.0 + 4.0 * wave(200) + self._noise(0.05)
         pf = 0.95 + 0.02 * wave(500)
         kw = sum(volts) * amps * pf / 1000.0
-        self._energy += kw * max(0.0, t - self._last_t) / 3600.0
-        self._last_t = t
-        values.update({
-            "meter1.voltage_l1": volts[0], "meter1.voltage_l2": volts[1],
-            "meter1.voltage_l3": volts[2], "meter1.current": amps,
-            "meter1.active_power": kw, "meter1.energy_counter": int(self._energy),
-            "meter1.energy": self._energy, "meter1.power_factor": pf,
-        })
-        room_setpoint = self.value("room1.setpoint")
-        assert isinstance(room_setpoint, float)
-        values.update({
-            "room1.room_temp": room_setpoint + 0.5 + 0.8 * wave(400) + self._noise(0.05),
-            "room1.humidity": 45.0 + 5.0 * wave(700),
-            "room1.co2": 450.0 + 150.0 * (1 + wave(800)),
-            "room1.occupancy": (t // 60) % 2 == 0,
-        })
-        for name, value in values.items():
-            self._put(name, value)
+        self._energy[unit] += kw * dt / 3600.0
+        energy = self._energy[unit]
+        return {
+            "voltage_l1": volts[0], "voltage_l2": volts[1], "voltage_l3": volts[2],
+            "current": amps, "active_power": kw, "energy_counter": int(energy),
+            "energy": energy, "power_factor": pf,
+        }
+
+    def _room(self, name: str, t: float, phase: float) -> dict[str, Value]:
+        def wave(period_s: float) -> float:
+            return math.sin(2 * math.pi * t / period_s + phase)
+
+        setpoint = self.value(f"{name}.setpoint")
+        assert isinstance(setpoint, float)
+        return {
+            "room_temp": setpoint + 0.5 + 0.8 * wave(400) + self._noise(0.05),
+            "humidity": 45.0 + 5.0 * wave(700),
+            "co2": 450.0 + 150.0 * (1 + wave(800)),
+            "occupancy": (t // 60) % 2 == 0,
+        }

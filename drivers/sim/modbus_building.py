@@ -1,21 +1,27 @@
-"""A Modbus TCP simulator of a building controller, on pymodbus's server.
+"""A Modbus TCP simulator of a building controller, on pymodbus's server, with faults.
 
 Does: serve the three units of `drivers.sim._building` (1 ahu1, 2 meter1, 3 room1) on
 one TCP port, move their values in a task of its own, accept writes to the writable
-setpoints, and let a test take a unit offline (it stops answering) or pause the
-values. Also a CLI::
+points (FC 5, 6, 15, 16), and inject faults per unit (`drivers.sim._faults`): no
+answer (`set_offline`), slow answers (`set_delay`), an exception or silence for
+register reads over N (`set_read_limit`), garbled frames (`set_garbled`); and a
+device restart (`restart`: every connection closed, writable points back to their
+defaults). `pause` / `resume` freeze the values. Also a CLI::
 
     python -m drivers.sim.modbus_building --host 127.0.0.1 --port 15020
     python -m drivers.sim.modbus_building --port 15020 --print-toml   # the Box's config
 
-Does not: simulate serial lines, timing faults or garbled frames (yet).
+Does not: simulate serial lines (`modbus_rtu_building` does).
 
 pymodbus 3.16 notes: the server is built from ``SimDevice``/``SimData`` (the old
 ``ModbusServerContext`` datastores are deprecated shims); each unit's ``action`` hook
-runs before every access and copies our register image into pymodbus's, refuses
-writes outside the writable points, and raises ``NoSuchIdException`` for an offline
-unit, which a server with ``ignore_missing_devices=True`` answers with silence.
-Unknown unit ids fall on a catch-all device 0 that does the same.
+runs (and is awaited: it may sleep) before every access and copies our register image
+into pymodbus's, refuses writes outside the writable points, and raises
+``NoSuchIdException`` for a unit that must stay silent, which a server with
+``ignore_missing_devices=True`` answers with silence. pymodbus checks addresses
+against its blocks before the hook, so an address outside the image is exception 2
+even on an offline unit. Unknown unit ids fall on a catch-all device 0 that stays
+silent. Garbling is done on the way out, in the server's ``trace_packet`` hook.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import asyncio
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from types import TracebackType
 
@@ -37,17 +44,18 @@ from drivers._types import Value
 from drivers.errors import SimulatorError
 from drivers.modbus._config import BIT_TABLES
 from drivers.sim._building import UNITS, BuildingState, building_devices, building_points_toml
+from drivers.sim._faults import Action, FaultInjection
 
 __all__ = ["BuildingSimulator", "building_devices", "building_points_toml", "main"]
 
 _TABLES = ("coil", "discrete", "holding", "input")  # pymodbus's order of non-shared blocks
 
 
-class BuildingSimulator:
+class BuildingSimulator(FaultInjection):
     """The building's Modbus TCP server. The constructor does no I/O.
 
     Use ``async with BuildingSimulator(port=0) as sim:`` (or `start()` / `stop()`);
-    `port` is the bound port once started.
+    `port` is the bound port once started. Faults: see `FaultInjection`.
     """
 
     def __init__(
@@ -58,12 +66,14 @@ class BuildingSimulator:
         update_interval_s: float = 0.5,
         seed: int = 0,
     ) -> None:
+        super().__init__()
         self.host = host
         self._requested_port = port
         self._port = 0
         self._interval = update_interval_s
         self.state = BuildingState(seed)
-        self._offline: set[int] = set()
+        # accesses by (unit, function code): pymodbus calls the hook twice for some writes
+        self.calls: Counter[tuple[int, int]] = Counter()
         self._paused = False
         self._server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -82,19 +92,20 @@ class BuildingSimulator:
         return self.state.value(point)
 
     def values(self) -> dict[str, Value]:
-        """Every point's current value, by "<device>.<point>"."""
-        return {name: self.state.value(name) for name in self.state.names()}
+        """The current value of every point of the Box's configuration, by "<device>.<point>"."""
+        return {name: self.state.value(name) for name in self.state.box_names()}
 
     def points_toml(self, poll_interval_s: float = 1.0) -> str:
         """The Box configuration (``[[modbus_tcp]]`` tables) for this running simulator."""
         return building_points_toml(self.host, self._port, poll_interval_s)
 
-    def set_offline(self, unit_id: int, offline: bool = True) -> None:
-        """Make a unit stop answering (or answer again); the other units are unaffected."""
-        if offline:
-            self._offline.add(unit_id)
-        else:
-            self._offline.discard(unit_id)
+    def restart(self, unit_id: int | None = None) -> None:
+        """A device restart: close every client connection, writable points of the unit
+        (default: all units) back to their defaults. The server keeps listening."""
+        self.state.reset(unit_id)
+        if self._server is not None:
+            for connection in list(self._server.active_connections.values()):
+                connection.close()
 
     def pause(self) -> None:
         """Freeze the values (writes still apply), so a test can compare exactly."""
@@ -116,7 +127,8 @@ class BuildingSimulator:
         devices.append(SimDevice(0, simdata=[SimData(0, values=[0], datatype=DataType.REGISTERS)],
                                  action=_no_such_unit))
         server = ModbusTcpServer(
-            devices, address=(self.host, self._requested_port), ignore_missing_devices=True
+            devices, address=(self.host, self._requested_port), ignore_missing_devices=True,
+            trace_packet=self._garble,
         )
         try:
             await server.serve_forever(background=True)
@@ -180,19 +192,32 @@ class BuildingSimulator:
             unit, simdata=(blocks[0], blocks[1], blocks[2], blocks[3]), action=self._action(unit)
         )
 
-    def _action(self, unit: int) -> SimAction:
-        state, offline = self.state, self._offline
+    def _garble(self, sending: bool, data: bytes) -> bytes:
+        """The server's trace_packet hook: spoil the answers of a garbled unit (one byte
+        more than the frame says, so the byte count or the PDU length is wrong)."""
+        if not sending or len(data) < 8 or not self.faults(data[6]).garbled:
+            return data
+        length = int.from_bytes(data[4:6], "big") + 1
+        return data[:4] + length.to_bytes(2, "big") + data[6:] + b"\x00"
 
+    def _action(self, unit: int) -> SimAction:
         async def action(
             function_code: int,
             _start_address: int,
             address: int,
-            _count: int,
+            count: int,
             registers: list[int],
             set_values: list[int] | list[bool] | None,
         ) -> ExcCodes | None:
-            if unit in offline:
-                raise NoSuchIdException(f"unit {unit} is offline")
+            self.calls[unit, function_code] += 1
+            decision = self.decide(unit, function_code, count)
+            if decision.delay_s:
+                await asyncio.sleep(decision.delay_s)  # a slow device
+            if decision.action is Action.SILENT:
+                raise NoSuchIdException(f"unit {unit} does not answer")
+            if decision.action is Action.EXCEPTION:
+                return ExcCodes(decision.exception_code)
+            state = self.state
             if set_values is not None and not state.write(unit, function_code, address, set_values):
                 return ExcCodes.ILLEGAL_ADDRESS
             image = state.registers(unit, function_code)

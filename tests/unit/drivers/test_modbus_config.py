@@ -9,8 +9,17 @@ from typing import Any
 import pytest
 
 from drivers.errors import ConfigError
-from drivers.modbus import ModbusPoint, ModbusTcpDevice, check_device, parse_modbus_tcp_device
-from drivers.sim import building_devices, building_points_toml
+from drivers.modbus import (
+    ModbusPoint,
+    ModbusRtuDevice,
+    ModbusRtuLine,
+    ModbusTcpDevice,
+    check_device,
+    check_rtu_line,
+    parse_modbus_rtu_line,
+    parse_modbus_tcp_device,
+)
+from drivers.sim import building_devices, building_points_toml, building_rtu_line, building_rtu_points_toml
 
 EXAMPLE = """
 [[modbus_tcp]]
@@ -205,3 +214,166 @@ def test_devices_built_in_code_are_checked_too() -> None:
     )
     with pytest.raises(ConfigError, match='device "x" point "p": a bool in a holding register needs bit'):
         check_device(dev)
+
+
+# -- the keys added for scheduling and writes --------------------------------------------
+
+
+def test_point_write_and_interval_keys_parse() -> None:
+    raw = device(write_multiple=True, max_registers=64, points=[
+        {"name": "sp", "table": "holding", "address": 0, "type": "float32", "writable": True,
+         "min": 12, "max": 28.5, "poll_interval_s": 10},
+        {"name": "relay", "table": "coil", "address": 0, "writable": True},
+        {"name": "ro", "table": "input", "address": 0, "type": "uint16"},
+    ])
+    dev = parse_modbus_tcp_device(raw)
+    sp, relay, ro = dev.points
+    assert (dev.write_multiple, dev.max_registers) == (True, 64)
+    assert (sp.writable, sp.min, sp.max, sp.poll_interval_s) == (True, 12.0, 28.5, 10.0)
+    assert isinstance(sp.min, float)
+    assert relay.writable and (relay.min, relay.max) == (None, None)
+    assert (ro.writable, ro.poll_interval_s) == (False, None)
+
+
+NEW_BAD: list[tuple[str, Any, str]] = [
+    ("writable not bool", with_point(writable=1), "writable must be true or false, not 1 (int)"),
+    ("writable input", with_point(table="input", writable=True),
+     'point "p": a input point cannot be writable (only holding and coil)'),
+    ("writable discrete", with_point(table="discrete", type="bool", writable=True), "cannot be writable"),
+    ("bounds without writable", with_point(min=1), "min and max bound writes: set writable = true"),
+    ("bounds on bool", with_point(type="bool", bit=0, writable=True, max=1), "min and max are only for numbers"),
+    ("min above max", with_point(writable=True, min=5, max=4), "min 5.0 is above max 4.0"),
+    ("bound nan", with_point(writable=True, min=float("nan")), "min must be finite"),
+    ("point interval", with_point(poll_interval_s=0.01), 'point "p": poll_interval_s 0.01 is out of range'),
+    ("max registers", device(max_registers=126), "max_registers 126 is out of range 1..125"),
+    ("point over max registers", device(max_registers=1),
+     'point "supply_temp": 2 registers do not fit one read of max_registers 1'),
+    ("write multiple", device(write_multiple="yes"), "write_multiple must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), [(r, m) for _, r, m in NEW_BAD], ids=[c for c, _, _ in NEW_BAD])
+def test_invalid_new_keys_name_their_place(raw: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_modbus_tcp_device(raw)
+    assert message in str(info.value)
+
+
+# -- serial lines ---------------------------------------------------------------------------
+
+RTU_EXAMPLE = """
+[[modbus_rtu]]
+name = "rs485-1"            # bus name
+port = "/dev/ttyUSB0"
+baudrate = 9600
+parity = "N"                 # N | E | O
+stopbits = 1
+bytesize = 8
+timeout_s = 0.5
+[[modbus_rtu.devices]]
+name = "meter2"
+unit_id = 7
+poll_interval_s = 5.0
+[[modbus_rtu.devices.points]]
+name = "energy"
+table = "holding"
+address = 0
+type = "uint32"
+unit = "kWh"
+"""
+
+
+def rtu_line(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "rs485-1", "port": "/dev/ttyUSB0",
+        "devices": [rtu_device()],
+    }
+    raw.update(overrides)
+    return raw
+
+
+def rtu_device(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "name": "meter2", "unit_id": 7, "poll_interval_s": 5.0,
+        "points": [{"name": "energy", "table": "holding", "address": 0, "type": "uint32"}],
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_the_documented_rtu_example_parses() -> None:
+    line = parse_modbus_rtu_line(tomllib.loads(RTU_EXAMPLE)["modbus_rtu"][0])
+    assert line == ModbusRtuLine(
+        name="rs485-1", port="/dev/ttyUSB0", baudrate=9600, parity="N", stopbits=1, bytesize=8,
+        timeout_s=0.5,
+        devices=(ModbusRtuDevice(name="meter2", unit_id=7, poll_interval_s=5.0, points=(
+            ModbusPoint(name="energy", table="holding", address=0, type="uint32", unit="kWh"),
+        )),),
+    )
+    assert line.settings == "9600 8N1" and line.retries == 1
+    assert (line.devices[0].timeout_s, line.devices[0].retries) == (None, None)
+
+
+def test_every_rtu_key_parses() -> None:
+    line = parse_modbus_rtu_line(rtu_line(
+        baudrate=19200, parity="E", stopbits=2, bytesize=8, timeout_s=1, retries=0,
+        devices=[rtu_device(timeout_s=0.2, retries=3, max_gap=0, max_registers=16,
+                            byte_order="little", word_order="little", write_multiple=True),
+                 rtu_device(name="meter3", unit_id=247)],
+    ))
+    first, second = line.devices
+    assert (line.baudrate, line.parity, line.stopbits, line.bytesize, line.timeout_s) == (19200, "E", 2, 8, 1.0)
+    assert (first.timeout_s, first.retries, first.max_gap, first.max_registers) == (0.2, 3, 0, 16)
+    assert (first.byte_order, first.word_order, first.write_multiple) == ("little", "little", True)
+    assert second.unit_id == 247 and line.settings == "19200 8E2"
+
+
+def test_the_rtu_simulators_configuration_parses_to_its_line() -> None:
+    raw = tomllib.loads(building_rtu_points_toml("/dev/pts/7"))
+    (line_raw,) = raw["modbus_rtu"]
+    assert parse_modbus_rtu_line(line_raw) == building_rtu_line("/dev/pts/7")
+
+
+RTU_BAD: list[tuple[str, Any, str]] = [
+    ("not a table", 3, "line: must be a table"),
+    ("unknown key", rtu_line(baud=9600), 'line "rs485-1": unknown key(s) \'baud\''),
+    ("missing port", {k: v for k, v in rtu_line().items() if k != "port"}, 'line "rs485-1": missing key "port"'),
+    ("port relative", rtu_line(port="ttyUSB0"), "port 'ttyUSB0' must be a device path like /dev/ttyUSB0"),
+    ("port escape", rtu_line(port="/dev/../etc/passwd"), "must be a device path"),
+    ("baudrate", rtu_line(baudrate=9601), "baudrate 9601 is not one of"),
+    ("parity", rtu_line(parity="e"), "parity must be one of N | E | O, not 'e'"),
+    ("stopbits", rtu_line(stopbits=3), "stopbits 3 must be 1 or 2"),
+    ("bytesize", rtu_line(bytesize=7), "Modbus RTU frames need 8 data bits"),
+    ("line timeout", rtu_line(timeout_s=0), "timeout_s 0.0 is out of range 0.05..60"),
+    ("no devices", rtu_line(devices=[]), 'line "rs485-1": has no devices'),
+    ("devices type", rtu_line(devices={}), "devices must be a list of tables"),
+    ("device not a table", rtu_line(devices=["x"]), 'line "rs485-1" device #1: must be a table'),
+    ("device unknown key", rtu_line(devices=[rtu_device(host="x")]),
+     'line "rs485-1" device "meter2": unknown key(s) \'host\''),
+    ("device no unit", rtu_line(devices=[{k: v for k, v in rtu_device().items() if k != "unit_id"}]),
+     'device "meter2": missing key "unit_id"'),
+    ("unit 0", rtu_line(devices=[rtu_device(unit_id=0)]), 'device "meter2": unit_id 0 is out of range 1..247'),
+    ("unit twice", rtu_line(devices=[rtu_device(), rtu_device(name="meter3")]),
+     'device "meter3": unit_id 7 is already device "meter2"'),
+    ("name twice", rtu_line(devices=[rtu_device(), rtu_device(unit_id=8)]),
+     'device "meter2": name is used twice on the line'),
+    ("device timeout", rtu_line(devices=[rtu_device(timeout_s=100)]), "timeout_s 100.0 is out of range"),
+    ("device point", rtu_line(devices=[rtu_device(points=[{"name": "x", "table": "holding", "address": -1,
+                                                            "type": "uint16"}])]),
+     'line "rs485-1" device "meter2" point "x": address -1 is out of range 0..65535'),
+    ("bad line name", rtu_line(name="RS485"), "line name 'RS485' must match"),
+]
+
+
+@pytest.mark.parametrize(("raw", "message"), [(r, m) for _, r, m in RTU_BAD], ids=[c for c, _, _ in RTU_BAD])
+def test_invalid_lines_name_their_place(raw: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_modbus_rtu_line(raw)
+    assert message in str(info.value)
+
+
+def test_lines_built_in_code_are_checked_too() -> None:
+    line = building_rtu_line("/dev/pts/1")
+    check_rtu_line(line)
+    with pytest.raises(ConfigError, match="baudrate 1000 is not one of"):
+        check_rtu_line(ModbusRtuLine(name="l", port="/dev/x", devices=line.devices, baudrate=1000))

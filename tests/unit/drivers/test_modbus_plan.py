@@ -1,4 +1,5 @@
-"""The read planner: every point covered once, limits and gaps respected, responses sliced."""
+"""The read planner: every point covered once, limits and gaps respected, as few requests as the
+brute-force optimum, subsets and interval groups, learned limits, responses sliced."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers._types import Quality, Value
-from drivers.modbus import MAX_BITS, MAX_REGISTERS, ModbusPoint, PointCodec, ReadRequest, plan_reads
+from drivers.modbus import MAX_BITS, MAX_REGISTERS, ModbusPoint, PointCodec, ReadPlanner, ReadRequest, plan_reads
 from drivers.modbus._codec import DataType
 from drivers.modbus._config import TABLES, Table
-from drivers.modbus._plan import fail_request, limit_of, unpack_response
+from drivers.modbus._plan import fail_request, interval_groups, limit_of, unpack_response
 
 
 def pt(name: str, address: int, kind: DataType = "uint16", table: Table = "holding", **kw: int) -> ModbusPoint:
@@ -148,3 +149,85 @@ def test_plan_properties(points: list[ModbusPoint], max_gap: int) -> None:
             first_end = min(last for first, last in ranges if first == ranges[0][0])
             assert gap > max_gap or max(end, first_end) - previous.start + 1 > limit_of(r.table)
         previous = r
+
+
+# -- minimality against a brute force, subsets, interval groups, learned limits -------------
+
+
+@st.composite
+def valid_layouts(draw: st.DrawFn) -> tuple[list[ModbusPoint], int, int]:
+    """Points as a valid configuration has them: per table, disjoint ranges, some shared by
+    several points (same range, or bits of a word). Returns (points, max_gap, limit)."""
+    points: list[ModbusPoint] = []
+    for table in draw(st.lists(st.sampled_from(TABLES), min_size=1, max_size=2, unique=True)):
+        address = draw(st.integers(0, 30))
+        for _ in range(draw(st.integers(0, 7))):
+            n = len(points)
+            if table in ("coil", "discrete"):
+                points.append(pt(f"p{n}", address, "bool", table))
+                size = 1
+            else:
+                kind, size = draw(st.sampled_from(SIZED))
+                points.append(pt(f"p{n}", address, kind, table))
+                if kind == "uint16" and draw(st.booleans()):  # a flag in the same word
+                    points.append(pt(f"p{n}b", address, "bool", table, bit=draw(st.integers(0, 15))))
+            address += size + draw(st.integers(0, 12))
+    draw(st.randoms()).shuffle(points)
+    return points, draw(st.integers(0, 10)), draw(st.integers(4, 40))
+
+
+def brute_force_count(points: list[ModbusPoint], max_gap: int, limit: int) -> int:
+    """The fewest requests, trying every cut of each table's ranges into consecutive runs."""
+    total = 0
+    for table in TABLES:
+        ranges = sorted({(p.address, p.address + p.size - 1) for p in points if p.table == table})
+        n = len(ranges)
+        if not n:
+            continue
+
+        def ok(i: int, j: int, ranges: list[tuple[int, int]] = ranges) -> bool:  # ranges[i..j] in one read
+            gaps = all(ranges[k + 1][0] - ranges[k][1] - 1 <= max_gap for k in range(i, j))
+            return gaps and ranges[j][1] - ranges[i][0] + 1 <= limit
+
+        best = [0] + [n + 1] * n  # best[j]: fewest reads for the first j ranges
+        for j in range(1, n + 1):
+            best[j] = min(best[i] + 1 for i in range(j) if ok(i, j - 1))
+        total += best[n]
+    return total
+
+
+@given(layout=valid_layouts())
+def test_the_plan_is_as_short_as_the_brute_force_optimum(layout: tuple[list[ModbusPoint], int, int]) -> None:
+    points, max_gap, limit = layout
+    requests = plan_reads(points, max_gap=max_gap, max_registers=limit, max_bits=limit)
+    assert len(requests) == brute_force_count(points, max_gap, limit)
+    assert sorted(i for r in requests for i, _ in r.members) == list(range(len(points)))
+    assert all(r.count <= limit for r in requests)
+
+
+def test_a_subset_is_planned_on_its_own() -> None:
+    points = [pt("a", 0), pt("b", 1), pt("c", 50), pt("d", 51)]
+    assert spans(plan_reads(points, max_gap=8, only=[0, 3])) == [("holding", 0, 1), ("holding", 51, 1)]
+    assert [m for r in plan_reads(points, max_gap=8, only=[3, 2]) for m in r.members] == [(2, 0), (3, 1)]
+
+
+def test_interval_groups_use_the_point_interval_or_the_default() -> None:
+    points = [
+        pt("a", 0), ModbusPoint(name="b", address=1, poll_interval_s=10.0),
+        ModbusPoint(name="c", address=2, poll_interval_s=1.0), ModbusPoint(name="d", address=3, poll_interval_s=0.25),
+    ]
+    assert interval_groups(points, 1.0) == {250: (3,), 1000: (0, 2), 10000: (1,)}
+
+
+def test_the_planner_caches_and_lowers_its_limit_never_below_the_largest_point() -> None:
+    points = [pt("a", 0, "float64"), pt("b", 4), pt("c", 10), pt("c2", 20, "bool", "coil")]
+    planner = ReadPlanner(points, max_gap=8)
+    full = planner.plan(range(4))
+    assert planner.plan([0, 1, 2, 3]) is full  # cached
+    assert spans(full) == [("coil", 20, 1), ("holding", 0, 11)]
+    assert planner.lower(False, 5) and planner.max_registers == 5
+    assert spans(planner.plan(range(4))) == [("coil", 20, 1), ("holding", 0, 5), ("holding", 10, 1)]
+    assert not planner.lower(False, 5)  # not lower than it is
+    assert planner.lower(False, 1) and planner.max_registers == 4  # the float64 must still fit
+    assert not planner.lower(False, 2)
+    assert (planner.floor(False), planner.floor(True), planner.limit(True)) == (4, 1, MAX_BITS)
