@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tomllib
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from boxd import config as boxconfig
 from boxd.daemon import make_sources
 from boxd.errors import ConfigError
 from boxd.files import write_atomic
-from drivers import Quality
+from drivers import PointSource, Quality, Sample
 from drivers.errors import DriverError
 from provisioning.errors import ProvisionError
 
@@ -149,7 +149,7 @@ def read_point(config_path: Path, point: str) -> int:
         raise ProvisionError(str(e)) from e
     for src in make_sources(cfg):
         if any(p.name == point for p in src.points()):
-            (sample,) = _run(src.read_now([point]))
+            sample = _run(_first_reading(src, point))
             unit = next(p.unit for p in src.points() if p.name == point)
             if sample.quality == Quality.GOOD:
                 print(f"{point} = {sample.value} {unit}".rstrip())
@@ -159,6 +159,29 @@ def read_point(config_path: Path, point: str) -> int:
     names = sorted(p.name for s in make_sources(cfg) for p in s.points())
     hint = f" (e.g. {', '.join(names[:3])})" if names else ""
     raise ProvisionError(f"no point {point!r} in {config_path}{hint}")
+
+
+async def _first_reading(src: PointSource, point: str, timeout_s: float = 30.0) -> Sample:
+    """Run the bus until it reports `point` once (its first poll reads every point)."""
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[Sample] = loop.create_future()
+
+    def emit(samples: Sequence[Sample]) -> None:
+        for s in samples:
+            if s.point == point and not first.done():
+                first.set_result(s)
+
+    bus = asyncio.create_task(src.run(emit))
+    try:
+        done, _ = await asyncio.wait({first, bus}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if first.done():
+            return first.result()
+        if bus.done():
+            bus.result()  # the bus failed to open: raise its error
+        raise ProvisionError(f"{point}: no reading within {timeout_s:.0f} s")
+    finally:
+        bus.cancel()
+        await asyncio.gather(bus, return_exceptions=True)
 
 
 def _quality_words(q: Quality) -> str:
