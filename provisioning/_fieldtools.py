@@ -173,7 +173,8 @@ async def _first_reading(src: PointSource, point: str, timeout_s: float = 30.0) 
 
     bus = asyncio.create_task(src.run(emit))
     try:
-        done, _ = await asyncio.wait({first, bus}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[object]] = {first, bus}  # type: ignore[arg-type]
+        await asyncio.wait(waiting, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
         if first.done():
             return first.result()
         if bus.done():
