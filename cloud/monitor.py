@@ -7,7 +7,8 @@ Alerts (kind, subject):
   (3 missed). One alert per Box: devices behind an offline Box raise nothing.
 - ``no_data``: the Box sends heartbeats but no data.
 - ``sequence``: its batch sequence went backwards (same queue epoch, lower sequence),
-  or the queue epoch changed (storage reset or replaced: worth a look, can mean tampering).
+  the queue epoch changed (storage reset or replaced: worth a look, can mean tampering),
+  or a batch number came again with different content.
 - ``gap``: batches the Box has had acknowledged are neither stored nor reported evicted.
 - ``clock``: the Box's clock is more than `CLOCK_SKEW_S` off the platform's.
 - ``evicted``: the Box's queue overflowed during an outage and dropped its oldest samples.
@@ -95,6 +96,11 @@ class Monitor:
             self._alert(box_id, "gap", str(epoch), f"batches acknowledged but never stored: {missing[:10]}")
         else:
             self._clear(box_id, "gap", str(epoch))
+
+    def on_conflict(self, box_id: str, epoch: int, seq: int) -> None:
+        """A batch number came again with other content: the Box lost its queue state, or worse."""
+        self._alert(box_id, "sequence", f"conflict:{epoch}",
+                    f"batch {seq} of epoch {epoch:x} was sent again with different content", refresh=True)
 
     def on_event(self, box_id: str, doc: dict[str, object]) -> None:
         """An event from the Box (today: evictions)."""

@@ -13,6 +13,7 @@ A malformed message is rejected with a logged reason and never stops the receive
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import ssl
@@ -169,7 +170,7 @@ class Receiver:
         if batch.base_ts_ms == 0:
             log.warning("batch %d from %s has no trustworthy time: stored at its arrival time", batch.seq, box_id)
             batch = dataclasses.replace(batch, base_ts_ms=int(time.time() * 1000))
-        stored = self.store.store_batch(box_id, batch, table)
+        stored = self.store.store_batch(box_id, batch, table, hashlib.sha256(payload).digest()[:16])
         if stored:
             self.monitor.on_samples(box_id, list(batch.samples(table)))
         with self.counters.lock:
@@ -178,6 +179,8 @@ class Receiver:
                 self.counters.samples += sum(len(g.values) for g in batch.groups)
             else:
                 self.counters.duplicates += 1
+        if not stored and (batch.epoch, batch.seq) in self.store.conflicts(box_id):
+            self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
 
     def _status(self, box_id: str, payload: bytes) -> None:
         if not payload:

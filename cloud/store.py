@@ -40,7 +40,9 @@ CREATE TABLE IF NOT EXISTS point_tables (
     PRIMARY KEY (box_id, table_id));
 CREATE TABLE IF NOT EXISTS batches (
     box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL,
-    n INTEGER NOT NULL, PRIMARY KEY (box_id, epoch, seq));
+    n INTEGER NOT NULL, digest BLOB, PRIMARY KEY (box_id, epoch, seq));
+CREATE TABLE IF NOT EXISTS conflicts (
+    box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS parked_batches (
     box_id TEXT NOT NULL, table_id INTEGER NOT NULL, payload BLOB NOT NULL, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
@@ -257,17 +259,25 @@ class Store:
             db.execute("DELETE FROM parked_batches WHERE box_id=? AND table_id=?", (box_id, table_id))
         return [bytes(r[0]) for r in rows]
 
-    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo]) -> bool:
-        """Store a batch's samples once; returns False when (Box, epoch, seq) was already stored."""
+    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
+        """Store a batch's samples once; returns False when (Box, epoch, seq) was already stored.
+
+        A batch number seen again with a different `digest` (its payload's hash) is recorded as a
+        conflict: the Box re-used a sequence number for other data (lost state, or tampering).
+        """
         rows = [(box_id, name, ts, json.dumps(v), q) for name, ts, v, q in batch.samples(table)]
         units = {p.name: p.unit for p in table}
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO batches VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (box_id, batch.epoch, batch.seq, now, len(rows)),
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (box_id, batch.epoch, batch.seq, now, len(rows), digest),
             )
             if cur.rowcount == 0:
+                (old,) = db.execute("SELECT digest FROM batches WHERE box_id=? AND epoch=? AND seq=?",
+                                    (box_id, batch.epoch, batch.seq)).fetchone()
+                if digest and old and bytes(old) != digest:
+                    db.execute("INSERT INTO conflicts VALUES (?, ?, ?, ?)", (box_id, batch.epoch, batch.seq, now))
                 return False
             db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
             db.executemany(
@@ -396,6 +406,11 @@ class Store:
             (p, int(t), json.loads(v) if v is not None else None, int(q))
             for p, t, v, q in self._db().execute(sql + " ORDER BY ts_ms, rowid", args)
         ]
+
+    def conflicts(self, box_id: str) -> list[tuple[int, int]]:
+        """(epoch, seq) of batches that came again with different content."""
+        return [(int(e), int(s)) for e, s in self._db().execute(
+            "SELECT epoch, seq FROM conflicts WHERE box_id=? ORDER BY received", (box_id,))]
 
     def batch_keys(self, box_id: str) -> list[tuple[int, int]]:
         """(epoch, seq) of every batch stored for a Box."""

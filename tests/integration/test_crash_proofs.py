@@ -110,3 +110,46 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
     during = [t for _, t, _, _ in cloud.store.samples("FULL-1") if t > outage_ms]
     assert during, "nothing of the outage survived"
     print(f"\nqueue limit 1000 during an outage: {evicted} samples evicted and reported; {figures}")
+
+
+POWER_CUTS = 5
+
+
+@pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse for the power-loss file system")
+def test_power_loss_loses_nothing_that_was_kept(fresh_cloud: Cloud, tmp_path: Path) -> None:
+    """Power cuts, not just crashes: the Box's state directory is on a LazyFS-style file system that
+    drops every byte not fsync'ed when the power goes (tests.support.lazyfs)."""
+    from tests.support.lazyfs import LazyFS
+
+    cloud, rng = fresh_cloud, random.Random(4242)
+    backing = tmp_path / "disk"
+    provision(cloud, backing, "POWER-1")
+    with SimThread(update_interval_s=0.05) as building:
+        conf = tmp_path / "boxd.toml"
+        conf.write_text("[uplink]\nbatch_delay_ms = 20\nreconnect_max_s = 1\nmax_batch_samples = 200\n\n"
+                        + building.sim.points_toml(0.1))
+        for life in range(POWER_CUTS + 1):
+            fs = LazyFS(backing)
+            mnt = fs.mount()
+            before = len(cloud.store.batch_keys("POWER-1"))
+            box = BoxProcess.start(mnt, conf)
+            try:
+                box.wait_connected()
+                if life == POWER_CUTS:  # the last life: drain what the power cuts left, shut down cleanly
+                    wait_for(lambda b=box: int(b.status().get("queue_samples", 10**6)) < 60, 60, "the queue to drain")
+                    box.stop()
+                    fs.unmount()
+                    break
+                wait_for(lambda b=before: len(cloud.store.batch_keys("POWER-1")) > b, 30, "new batches")
+                time.sleep(rng.uniform(0.0, 0.5))  # the random moment of the power cut (fault injection)
+                fs.crash()  # the disk loses what was not synced ...
+                box.kill()  # ... and the Box dies with it
+            except BaseException:
+                box.kill()
+                if fs.mounted:
+                    fs.crash()
+                raise
+    figures = assert_exactly_once(cloud.store, "POWER-1")
+    assert figures["epochs"] == 1, "the queue itself was lost at a power cut"
+    assert assert_counters_monotonic(cloud.store, "POWER-1", "meter1.energy_counter") > 30
+    print(f"\npower cut x{POWER_CUTS}: {figures}")

@@ -21,6 +21,7 @@ from cloud.platform import Cloud
 from drivers.sim._building import building_points_toml
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
+from tests.support.faultproxy import FaultProxy
 from tests.support.proofs import assert_exactly_once
 from tests.support.wait import free_port, wait_for
 from tests.support.wan import CLOUD_IP, Wan, retarget
@@ -105,3 +106,70 @@ def test_bandwidth_cap(setup: Setup) -> None:
     recovered = setup.recover(time.monotonic())
     figures = assert_exactly_once(setup.cloud.store, BOX)
     print(f"\ntbf 4 kbit/s: {figures}, first batch {recovered:.1f} s after the cap was lifted")
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[Setup, FaultProxy]]:
+    """The same Box, reaching the broker through a fault-injecting proxy on the cloud's WAN address."""
+    cloud = make_cloud(tmp_path / "cloud", bind="", names=[CLOUD_IP])
+    cloud.start()
+    sim = None
+    try:
+        with Wan() as wan, FaultProxy("127.0.0.1", cloud.settings.broker_port, listen_host=CLOUD_IP) as proxy:
+            state = tmp_path / "box"
+            ident = provision(cloud, state, BOX)
+            retarget(ident.directory, CLOUD_IP, proxy.port)
+            port = free_port()
+            sim = subprocess.Popen([*wan.prefix(), sys.executable, "-m", "drivers.sim.modbus_building",
+                                    "--host", "127.0.0.1", "--port", str(port), "--update-interval", "0.1"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            conf = state / "boxd.toml"
+            conf.write_text("[uplink]\nkeepalive_s = 10\nreconnect_max_s = 4\nbatch_delay_ms = 100\n\n"
+                            + building_points_toml("127.0.0.1", port, 0.2))
+            box = BoxProcess.start(state, conf, prefix=wan.prefix())
+            try:
+                box.wait_connected()
+                s = Setup(cloud, wan, box, state)
+                s.flowing()
+                yield s, proxy
+            finally:
+                box.stop()
+    finally:
+        if sim is not None:
+            sim.terminate()
+            sim.wait(10)
+        cloud.stop()
+
+
+def test_a_poor_4g_cell(proxied: tuple[Setup, FaultProxy]) -> None:
+    setup, proxy = proxied
+    figures: dict[str, float] = {}
+    # 1-2 s of latency with jitter, both ways: slow, but the data keeps coming
+    proxy.set_latency(1.0, 1.0)
+    setup.flowing(timeout=60)
+    proxy.heal()
+    figures["latency 1-2 s"] = setup.recover(time.monotonic())
+    # a stall: the path goes silent with the connection open (half-open); keepalive must notice
+    proxy.stall()
+    wait_for(lambda: not setup.box.status().get("connected"), 60, "boxd to notice the half-open link")
+    proxy.resume()
+    figures["stall (half-open)"] = setup.recover(time.monotonic())
+    # resets, as a cell handover does
+    for _ in range(3):
+        proxy.reset_all()
+        setup.box.wait_connected(60)
+    figures["3 resets"] = setup.recover(time.monotonic())
+    # the platform refuses connections for a while, then a blackhole swallows everything
+    proxy.refuse(True)
+    proxy.reset_all()
+    wait_for(lambda: "refused" in setup.box.log.read_text(), 30, "boxd to meet the refusal")
+    proxy.refuse(False)
+    figures["refused"] = setup.recover(time.monotonic())
+    proxy.blackhole(True)
+    wait_for(lambda: not setup.box.status().get("connected"), 60, "boxd to notice the blackhole")
+    proxy.blackhole(False)
+    proxy.reset_all()  # connections accepted while blackholed stay dead: the cell drops them
+    figures["blackhole"] = setup.recover(time.monotonic())
+    result = assert_exactly_once(setup.cloud.store, BOX)
+    print(f"\npoor 4G cell: {result}; seconds to the first batch after each fault: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))

@@ -28,6 +28,8 @@ def assert_exactly_once(store: Store, box_id: str) -> dict[str, int]:
     samples = store.samples(box_id)
     dupes = [k for k, n in Counter((p, t) for p, t, _, _ in samples).items() if n > 1]
     assert not missing, f"batches lost: {missing[:10]}"
+    conflicts = store.conflicts(box_id)
+    assert not conflicts, f"batch numbers re-used for other data (lost queue state): {conflicts[:10]}"
     assert not dupes, f"samples stored twice: {dupes[:10]}"
     return {"batches": len(keys), "samples": len(samples), "epochs": len(by_epoch), "duplicates": 0, "lost": 0}
 
