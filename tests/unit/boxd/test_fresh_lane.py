@@ -35,9 +35,11 @@ def test_backlog_oldest_first_with_the_newest_batch_up_front(tmp_path: Path) -> 
     for mid, seq in list(d._inflight.items()):
         if seq in (1, 2, 3):
             d._acked(mid, True)
+    d.queue.put(7, 5000, 0, [99.0], {})  # fresh data arrives during the drain
+    d.queue.seal(1)
     d._send_batches(window=8)
-    # the freshest unsent (39) jumps the queue again; the backlog goes on with 8 and 9
-    assert sorted(d._inflight.values()) == [4, 5, 6, 7, 8, 9, 39, 40]
+    # the new freshest batch (41) jumps the backlog; the drain goes on in order with 8 and 9
+    assert sorted(d._inflight.values()) == [4, 5, 6, 7, 8, 9, 40, 41]
 
 
 def test_no_backlog_no_reordering(tmp_path: Path) -> None:
