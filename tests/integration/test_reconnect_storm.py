@@ -91,4 +91,5 @@ def test_a_fleet_reconnects_spread_out_after_a_broker_restart(fresh_cloud: Cloud
     assert busiest_second <= FLEET // 3, f"{busiest_second} of {FLEET} Boxes came back within one second"
     assert back[int(FLEET * 0.9)] - back[int(FLEET * 0.1)] >= 2.0, back
     print(f"\n{FLEET} Boxes after a 3 s broker restart: back within {back[-1]:.1f} s; "
-          f"p10 {back[int(FLEET * 0.1)]:.1f} s, p50 {back[FLEET // 2]:.1f} s, p90 {back[int(FLEET * 0.9)]:.1f} s; busiest second {busiest_second}")
+          f"p10 {back[int(FLEET * 0.1)]:.1f} s, p50 {back[FLEET // 2]:.1f} s, p90 {back[int(FLEET * 0.9)]:.1f} s; "
+          f"busiest second {busiest_second}")
