@@ -22,13 +22,15 @@ class BoxProcess:
     log: Path
 
     @classmethod
-    def start(cls, state: Path, config: Path, *extra: str, prefix: list[str] | None = None) -> BoxProcess:
+    def start(cls, state: Path, config: Path, *extra: str, prefix: list[str] | None = None,
+              env: dict[str, str] | None = None) -> BoxProcess:
         log = state / "boxd.log"
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 [*(prefix or []), sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config),
                  *extra, "run"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **env} if env else None,
             )
         return cls(proc, state, log)
 
