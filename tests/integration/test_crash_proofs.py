@@ -8,6 +8,7 @@ must hold every batch of the queue's epoch exactly once, and the values must mak
 from __future__ import annotations
 
 import random
+import statistics
 import time
 from pathlib import Path
 
@@ -30,11 +31,14 @@ def test_sigkill_at_random_moments_loses_nothing(fresh_cloud: Cloud, tmp_path: P
         conf = tmp_path / "boxd.toml"
         conf.write_text("[uplink]\nbatch_delay_ms = 20\nreconnect_max_s = 1\nmax_batch_samples = 200\n\n"
                         + building.sim.points_toml(0.1))
+        recovery = []  # seconds from the restart to new data stored in the cloud
         for _ in range(KILLS):
             before = len(cloud.store.batch_keys("CRASH-1"))
+            started = time.monotonic()
             box = BoxProcess.start(tmp_path, conf)
             box.wait_connected()
             wait_for(lambda b=before: len(cloud.store.batch_keys("CRASH-1")) > b, 30, "new batches")
+            recovery.append(time.monotonic() - started)
             time.sleep(rng.uniform(0.0, 0.5))  # the random moment of the crash (fault injection, not a wait)
             box.kill()
         box = BoxProcess.start(tmp_path, conf)  # the last life: drain what the crashes left
@@ -46,7 +50,8 @@ def test_sigkill_at_random_moments_loses_nothing(fresh_cloud: Cloud, tmp_path: P
     figures = assert_exactly_once(cloud.store, "CRASH-1")
     assert figures["epochs"] == 1  # one queue survived every crash
     assert assert_counters_monotonic(cloud.store, "CRASH-1", "meter1.energy_counter") > 50
-    print(f"\nSIGKILL x{KILLS}: {figures}")
+    print(f"\nSIGKILL x{KILLS}: {figures}; restart to new data stored: "
+          f"median {statistics.median(recovery):.2f} s, max {max(recovery):.2f} s")
 
 
 @pytest.mark.slow
@@ -95,9 +100,11 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
             wait_for(lambda: box.log.read_text().count("evicted the") >= 5, 60, "more evictions")
             assert int(box.status()["queue_samples"]) <= 1000
             cloud.broker.start()
+            back = time.monotonic()
             box.wait_connected(60)
             wait_for(lambda: any(a.kind == "evicted" for a in cloud.store.alerts("FULL-1")), 30, "the evicted alert")
             wait_for(lambda: int(box.status().get("queue_samples", 10**6)) < 150, 60, "the backlog to drain")
+            drained = time.monotonic() - back
             wait_for(lambda: (cloud.store.health("FULL-1") or (0, {}))[1].get("evicted"), 30, "a heartbeat after")
             assert box.proc.poll() is None, "boxd died"
         finally:
@@ -109,7 +116,8 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
     # the oldest went: what survived of the outage is its end, up to the broker's return
     during = [t for _, t, _, _ in cloud.store.samples("FULL-1") if t > outage_ms]
     assert during, "nothing of the outage survived"
-    print(f"\nqueue limit 1000 during an outage: {evicted} samples evicted and reported; {figures}")
+    print(f"\nqueue limit 1000 during an outage: {evicted} samples evicted and reported; {figures}; "
+          f"backlog drained {drained:.1f} s after the broker came back")
 
 
 POWER_CUTS = 5
@@ -128,7 +136,9 @@ def test_power_loss_loses_nothing_that_was_kept(fresh_cloud: Cloud, tmp_path: Pa
         conf = tmp_path / "boxd.toml"
         conf.write_text("[uplink]\nbatch_delay_ms = 20\nreconnect_max_s = 1\nmax_batch_samples = 200\n\n"
                         + building.sim.points_toml(0.1))
+        recovery = []  # seconds from power-on (mount) to new data stored in the cloud
         for life in range(POWER_CUTS + 1):
+            started = time.monotonic()
             fs = LazyFS(backing)
             mnt = fs.mount()
             before = len(cloud.store.batch_keys("POWER-1"))
@@ -141,6 +151,7 @@ def test_power_loss_loses_nothing_that_was_kept(fresh_cloud: Cloud, tmp_path: Pa
                     fs.unmount()
                     break
                 wait_for(lambda b=before: len(cloud.store.batch_keys("POWER-1")) > b, 30, "new batches")
+                recovery.append(time.monotonic() - started)
                 time.sleep(rng.uniform(0.0, 0.5))  # the random moment of the power cut (fault injection)
                 fs.crash()  # the disk loses what was not synced ...
                 box.kill()  # ... and the Box dies with it
@@ -152,4 +163,5 @@ def test_power_loss_loses_nothing_that_was_kept(fresh_cloud: Cloud, tmp_path: Pa
     figures = assert_exactly_once(cloud.store, "POWER-1")
     assert figures["epochs"] == 1, "the queue itself was lost at a power cut"
     assert assert_counters_monotonic(cloud.store, "POWER-1", "meter1.energy_counter") > 30
-    print(f"\npower cut x{POWER_CUTS}: {figures}")
+    print(f"\npower cut x{POWER_CUTS}: {figures}; power-on to new data stored: "
+          f"median {statistics.median(recovery):.2f} s, max {max(recovery):.2f} s")
