@@ -1,0 +1,83 @@
+"""The benchmark workload: D Modbus TCP controllers with P points each, laid out as real ones are.
+
+Pure code (no sockets): `layout` makes the devices, `boxd_toml` the Box configuration
+that polls them. The farm that serves them is `bench.farm`.
+
+A controller's points, in the proportions of the AHU and room controllers met on site:
+40 % uint16 and 20 % int16 measurements in input registers, 20 % float32 (two
+registers, big-endian words) in holding registers, 20 % coils. Points come in runs of
+`RUN` consecutive addresses separated by gaps of `GAP` unused registers (or coils), as
+vendors leave room between blocks. The first point of every device, input register 0,
+is the latency probe: a counter that moves on every read, whose serving times the farm
+logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from drivers.modbus._config import ModbusPoint
+from drivers.modbus._plan import plan_reads
+from drivers.modbus._toml import point_lines, toml_value
+
+RUN: Final = 10  # consecutive points in a run
+GAP: Final = 3  # unused addresses between runs: within the planner's default gap of 8
+PROBE: Final = "p000"  # input register 0 of every device
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """One simulated controller: its name, the TCP port it listens on and its points."""
+
+    name: str
+    port: int
+    points: tuple[ModbusPoint, ...]
+
+
+def _block(table: str, kind: str, count: int, first_index: int) -> list[ModbusPoint]:
+    size = 2 if kind == "float32" else 1
+    out, address = [], 0
+    for n in range(count):
+        if n and n % RUN == 0:
+            address += GAP
+        out.append(ModbusPoint(name=f"p{first_index + n:03d}", table=table, address=address, type=kind))
+        address += size
+    return out
+
+
+def device_points(points: int) -> tuple[ModbusPoint, ...]:
+    """The point list of one controller with `points` points (at least 5)."""
+    if points < 5:
+        raise ValueError("a benchmark device needs at least 5 points")
+    n_u16, n_i16, n_f32 = points * 2 // 5, points // 5, points // 5
+    n_coil = points - n_u16 - n_i16 - n_f32
+    inputs = _block("input", "uint16", n_u16 + n_i16, 0)
+    inputs = [p if n < n_u16 else ModbusPoint(name=p.name, table="input", address=p.address, type="int16")
+              for n, p in enumerate(inputs)]
+    floats = _block("holding", "float32", n_f32, n_u16 + n_i16)
+    coils = _block("coil", "bool", n_coil, n_u16 + n_i16 + n_f32)
+    return tuple(inputs + floats + coils)
+
+
+def layout(devices: int, points: int, base_port: int) -> list[Device]:
+    """`devices` controllers of `points` points each, listening on consecutive ports."""
+    shape = device_points(points)
+    return [Device(f"d{n:03d}", base_port + n, shape) for n in range(devices)]
+
+
+def minimum_requests(devices: list[Device], max_gap: int = 8) -> int:
+    """Requests per poll cycle that the planner proves minimal for the gap setting."""
+    return sum(len(plan_reads(d.points, max_gap=max_gap)) for d in devices)
+
+
+def boxd_toml(devices: list[Device], host: str, interval_s: float) -> str:
+    """The ``[[modbus_tcp]]`` tables polling every device every `interval_s`."""
+    lines: list[str] = []
+    for d in devices:
+        lines += ["[[modbus_tcp]]", f"name = {toml_value(d.name)}", f"host = {toml_value(host)}",
+                  f"port = {d.port}", f"poll_interval_s = {interval_s!r}"]
+        for p in d.points:
+            lines += ["", *point_lines(p, "modbus_tcp.points")]
+        lines.append("")
+    return "\n".join(lines)
