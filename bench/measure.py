@@ -105,6 +105,14 @@ class Farm:
             self.proc.kill()
             raise RuntimeError("the device farm did not start (ports in use?)")
 
+    def requests(self) -> int:
+        """Requests served so far, all devices together."""
+        snap = self.report_path.with_suffix(".snap")
+        snap.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR1)
+        wait_for(lambda: snap.exists() and snap.stat().st_size > 0, 10, "the farm's request count")
+        return sum(json.loads(snap.read_text()).values())
+
     def stop(self) -> dict[str, object]:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)

@@ -32,20 +32,30 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boxd.errors import ConfigError
-from drivers.bacnet import BacnetNetwork, parse_bacnet_network
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device
 
+if TYPE_CHECKING:
+    from drivers.bacnet import BacnetNetwork
+
 MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def _parse_bacnet_network(raw: Mapping[str, object]) -> object:
+    # bacpypes3 costs ~19 MB and ~0.2 s to import: only a Box with BACnet pays for it
+    from drivers.bacnet import parse_bacnet_network
+
+    return parse_bacnet_network(raw)
+
 
 # section -> (parser of one table, names of the devices it holds)
 _BUSES: dict[str, tuple[Callable[[Mapping[str, object]], object], Callable[[Any], list[str]]]] = {
     "modbus_tcp": (parse_modbus_tcp_device, lambda d: [d.name]),
     "modbus_rtu": (parse_modbus_rtu_line, lambda line: [d.name for d in line.devices]),
-    "bacnet": (parse_bacnet_network, lambda net: [d.name for d in net.devices]),
+    "bacnet": (_parse_bacnet_network, lambda net: [d.name for d in net.devices]),
 }
 
 

@@ -13,13 +13,12 @@ This module only reads and validates; it does not enroll.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-from cryptography import x509
 
 from boxd.errors import IdentityError
 
@@ -51,25 +50,74 @@ class Identity:
         """The platform CA."""
         return self.directory / "ca.crt"
 
-    def certificate(self) -> x509.Certificate:
-        """The Box's own (leaf) certificate.
+    def not_after(self) -> datetime:
+        """When the Box's own (leaf) certificate expires (UTC).
 
         Raises:
             IdentityError: the file is missing or not a certificate.
         """
         try:
-            return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+            return cert_not_after(self.cert_file.read_bytes())
         except (OSError, ValueError) as e:
             raise IdentityError(f"cannot read the Box certificate {self.cert_file}: {e}") from e
-
-    def not_after(self) -> datetime:
-        """When the Box's certificate expires (UTC)."""
-        return self.certificate().not_valid_after_utc
 
     def days_left(self, now: datetime | None = None) -> float:
         """Days until the certificate expires (negative once expired)."""
         now = now or datetime.now(UTC)
         return (self.not_after() - now).total_seconds() / 86400
+
+
+def _der(buf: bytes, at: int) -> tuple[int, int, int]:
+    """The (tag, start of content, end of content) of the DER element at `at`."""
+    if at + 2 > len(buf):
+        raise ValueError("truncated DER")
+    tag, n = buf[at], buf[at + 1]
+    at += 2
+    if n & 0x80:
+        size = n & 0x7F
+        if not 0 < size <= 4 or at + size > len(buf):
+            raise ValueError("bad DER length")
+        n, at = int.from_bytes(buf[at:at + size], "big"), at + size
+    if at + n > len(buf):
+        raise ValueError("truncated DER")
+    return tag, at, at + n
+
+
+def cert_not_after(pem: bytes) -> datetime:
+    """The notAfter of the first certificate in a PEM file.
+
+    A few lines of DER instead of the `cryptography` package, which the daemon would
+    otherwise load (a second OpenSSL, ~10 MB of memory) for this one date.
+
+    Raises:
+        ValueError: not a PEM certificate.
+    """
+    m = re.search(rb"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", pem, re.S)
+    if not m:
+        raise ValueError("no PEM certificate")
+    der = base64.b64decode(b"".join(m[1].split()), validate=True)
+    _, at, _ = _der(der, 0)  # Certificate
+    tag, at, end = _der(der, at)  # TBSCertificate
+    if tag != 0x30:
+        raise ValueError("not a certificate")
+    fields = []
+    while at < end and len(fields) < 5:
+        tag, start, stop = _der(der, at)
+        fields.append((tag, start, stop))
+        at = stop
+    if fields and fields[0][0] == 0xA0:  # [0] version
+        fields.pop(0)
+    if len(fields) < 4 or fields[3][0] != 0x30:
+        raise ValueError("certificate has no validity")
+    v_at = fields[3][1]  # serial, signature, issuer, validity
+    _, _, nb_end = _der(der, v_at)
+    tag, start, stop = _der(der, nb_end)
+    text = der[start:stop].decode("ascii")
+    if tag == 0x17:  # UTCTime YYMMDDHHMMSSZ: 50..99 are 19xx (RFC 5280)
+        text = ("19" if int(text[:2]) >= 50 else "20") + text
+    elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
+        raise ValueError("certificate notAfter has an unknown time type")
+    return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
 
 
 def load(state_dir: Path) -> Identity:

@@ -1,0 +1,233 @@
+"""The gateway benchmark: boxd and ThingsBoard IoT Gateway on the same Modbus TCP workload, side by side.
+
+    .venv/bin/python -m bench.gateway                      # both cases, both gateways, pinned and not
+    .venv/bin/python -m bench.gateway --case small --gateway boxd --seconds 10
+
+Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200, every
+point polled every second; each run once unpinned and once with the gateway pinned to
+one core (`taskset -c 1`, the farm on core 0), closer to a Box. Each gateway polls the
+farm (`bench.farm`, its own process), publishes through a counting TCP proxy to a real
+Mosquitto, and a cloud stores what arrives:
+
+- boxd: the reference cloud (Mosquitto with mutual TLS, the receiver storing into
+  SQLite), the Box provisioned through the real enrollment endpoint;
+- ThingsBoard IoT Gateway 3.8.5 from PyPI in its own venv (`bench.thingsboard`).
+
+Figures (`bench.measure.FIGURES`), measured over a window after start-up: points
+stored per second and the ratio to what the layout and interval promise; Modbus
+requests per poll cycle as counted by the farm, beside the planner's minimum; CPU
+seconds (user + sys, whole process tree) per 1,000 points stored; peak RSS; bytes
+crossing the proxy (both directions, TLS and MQTT included) per point stored; latency
+from the farm serving a new probe value to the cloud having stored it (p50, p99);
+start-up from process start to the first point stored. The table goes to stdout, the
+figures as JSON to `--json` (default bench/results/gateway.json). Figures, never
+assertions: CI runs a tiny case as a smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.measure import FIGURES, ROOT, Farm, Tree, free_port_block, latency_ms
+from bench.workload import PROBE, boxd_toml, layout, minimum_requests
+from boxd.wire import Batch
+from cloud.store import Store
+from drivers import PointInfo
+from tests.support.boxproc import BoxProcess
+from tests.support.cloudkit import make_cloud, provision
+from tests.support.tcpproxy import CountingProxy
+from tests.support.wait import wait_for
+
+CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200)}
+BOX = "BENCH-1"
+WARMUP_S = 2.0
+
+# boxd's settings for this benchmark: readings wait at most 50 ms to share a batch
+BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 50\n\n"
+
+
+class TimedStore(Store):
+    """The cloud's store, noting when each latency probe value was stored (after the commit)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.stored_probes: dict[str, dict[int, float]] = {}
+        self.probe_ts: dict[str, int] = {}  # device -> newest reading time (ms) of its probe stored
+        self.samples_stored = 0
+        self._probe_index: dict[int, dict[int, str]] = {}
+        self._lock = threading.Lock()
+
+    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
+        fresh = super().store_batch(box_id, batch, table, digest)
+        if fresh:
+            now = time.time()
+            probes = self._probe_index.get(batch.table_id)
+            if probes is None:
+                probes = {i: p.name.split(".")[0] for i, p in enumerate(table) if p.name.endswith("." + PROBE)}
+                self._probe_index[batch.table_id] = probes
+            with self._lock:
+                for g in batch.groups:
+                    self.samples_stored += len(g.values)
+                    for i in range(g.first, g.first + len(g.values)):
+                        device = probes.get(i)
+                        if device is not None and isinstance(value := g.values[i - g.first], int):
+                            self.stored_probes.setdefault(device, {})[value] = now
+                            ts = batch.base_ts_ms + g.dt_ms
+                            self.probe_ts[device] = max(ts, self.probe_ts.get(device, 0))
+        return fresh
+
+    def count_between(self, box_id: str, start_ms: int, end_ms: int) -> int:
+        """Samples stored with a reading time in [start_ms, end_ms)."""
+        with self._tx() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM samples WHERE box_id=? AND ts_ms>=? AND ts_ms<?",
+                              (box_id, start_ms, end_ms)).fetchone()
+        return int(n)
+
+
+def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
+    def run() -> None:
+        while not stop.wait(0.5):
+            tree.sample_rss()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
+             work: Path) -> dict[str, float]:
+    """One measured run of boxd; returns the figures."""
+    devs = layout(devices, points, free_port_block(devices))
+    configured = devices * points
+    cloud = make_cloud(work / "cloud")
+    store = TimedStore(work / "cloud" / "cloud.db")
+    cloud.store = store
+    cloud.start()
+    farm = Farm(devices, points, devs[0].port, work, "0" if cpus == "1" else None)
+    stop = threading.Event()
+    try:
+        with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
+            ident = provision(cloud, work / "box", BOX)
+            meta = ident.directory / "identity.json"
+            meta.write_text(meta.read_text().replace(f": {cloud.settings.broker_port}", f": {proxy.port}"))
+            conf = work / "box" / "boxd.toml"
+            conf.write_text(BOXD_UPLINK + boxd_toml(devs, "127.0.0.1", interval_s))
+            t0 = time.monotonic()
+            box = BoxProcess.start(work / "box", conf, prefix=["taskset", "-c", cpus] if cpus else None)
+            tree = Tree(box.proc.pid)
+            sampler = _sampler(tree, stop)
+            try:
+                wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
+                startup = time.monotonic() - t0
+                time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
+                cycles = max(1, round(seconds / interval_s))
+                window = cycles * interval_s
+                cpu0, wire0, req0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes, farm.requests()
+                start_ms = int(time.time() * 1000)
+                time.sleep(window)  # the measurement window: a whole number of poll cycles
+                cpu1, wire1, req1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes, farm.requests()
+                end_ms = start_ms + int(window * 1000)
+                # every reading of the window is in once each device's probe read after it is
+                wait_for(lambda: len(store.probe_ts) == devices and min(store.probe_ts.values()) >= end_ms,
+                         60, "the window's readings to be stored")
+                tree.sample_rss()
+            finally:
+                stop.set()
+                sampler.join()
+                box.stop()
+    finally:
+        report = farm.stop()
+        cloud.stop()
+    stored = store.count_between(BOX, start_ms, end_ms)
+    p50, p99, _ = latency_ms(report["probes"], store.stored_probes)  # type: ignore[arg-type]
+    return _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
+                    req1 - req0, minimum_requests(devs), p50, p99, startup)
+
+
+def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
+             wire: int, requests: int, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:
+    """The figures of a run: `stored` counts the samples read in a window of whole poll cycles,
+    `cpu`, `wire` and `requests` what was spent in the same window."""
+    cycles = window / interval_s
+    return {
+        "points_configured": configured,
+        "points_per_second": round(stored / window, 1),
+        "delivered_ratio": round(stored / (configured * cycles), 3),
+        "requests_per_cycle": round(requests / cycles, 1),
+        "minimum_requests_per_cycle": minimum,
+        "cpu_s_per_1000_points": round(1000 * cpu / max(stored, 1), 4),
+        "peak_rss_mb": round(rss, 1),
+        "wire_bytes_per_point": round(wire / max(stored, 1), 2),
+        "latency_p50_ms": p50,
+        "latency_p99_ms": p99,
+        "startup_s": round(startup, 3),
+    }
+
+
+def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float) -> dict[str, float]:
+    devices, points = CASES[case]
+    with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
+        if gateway == "boxd":
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+        from bench import thingsboard
+
+        return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float) and math.isnan(v):
+        return "-"
+    return f"{v:,}" if isinstance(v, int | float) else str(v)
+
+
+def table(results: dict[str, dict[str, float]]) -> str:
+    """The side-by-side table: one column per run."""
+    names = list(results)
+    label_w = max(len(v) for v in FIGURES.values())
+    col_w = max(14, *(len(n) for n in names))
+    lines = [" " * label_w + "  " + "  ".join(f"{n:>{col_w}}" for n in names)]
+    for key, label in FIGURES.items():
+        lines.append(f"{label:<{label_w}}  " + "  ".join(f"{_fmt(results[n].get(key, '-')):>{col_w}}" for n in names))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.gateway", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--case", choices=[*CASES, "both"], default="both", help="workload (default: small and large)")
+    p.add_argument("--gateway", choices=["boxd", "thingsboard", "both"], default="both")
+    p.add_argument("--pin", choices=["no", "yes", "both"], default="both", help="pin the gateway to one core")
+    p.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default %(default)s)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measurement window, s (default %(default)s)")
+    p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    args = p.parse_args(argv)
+    cases = ["small", "large"] if args.case == "both" else [args.case]
+    gateways = ["boxd", "thingsboard"] if args.gateway == "both" else [args.gateway]
+    pins = {"no": [False], "yes": [True], "both": [False, True]}[args.pin]
+    if "thingsboard" in gateways:
+        from bench import thingsboard
+
+        thingsboard.ensure_installed()
+    results: dict[str, dict[str, float]] = {}
+    for case in cases:
+        for pinned in pins:
+            for gw in gateways:
+                name = f"{gw} {case}{' 1cpu' if pinned else ''}"
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                results[name] = _run(gw, case, pinned, args.interval, args.seconds)
+    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nfigures as JSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
