@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check-config":
         path = args.file or args.config
         try:
-            cfg = config.load(path)
+            cfg = config.load(path, args.state_dir / config.CACHE_FILE)
         except BoxdError as e:
             print(f"boxd: {e}", file=sys.stderr)
             return 2

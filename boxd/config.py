@@ -28,6 +28,8 @@ names ("<device>.<point>") are unique in the Box; bus names are unique too.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boxd.errors import ConfigError
+from boxd.files import write_atomic
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device
 
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from drivers.bacnet import BacnetNetwork
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+CACHE_FILE = "config.cache.json"  # in the state directory (see `load`)
 
 
 def _parse_bacnet_network(raw: Mapping[str, object]) -> object:
@@ -106,8 +110,13 @@ _UPLINK_LIMITS = {
 _QUEUE_LIMITS = {"max_samples": (1000, 100_000_000)}
 
 
-def load(path: Path) -> BoxConfig:
+def load(path: Path, cache: Path | None = None) -> BoxConfig:
     """Read and validate a configuration file.
+
+    `cache`, when given, keeps the parsed TOML as JSON beside the digest of the file's
+    bytes: Python's TOML parser takes ~0.3 s for 10,000 points where JSON takes ~0.02 s,
+    and a Box mostly starts with the configuration it had. Only the parsing is cached
+    (never the validation), and only for exactly the same bytes.
 
     Raises:
         ConfigError: the file is missing, too big, not TOML or not valid.
@@ -118,11 +127,34 @@ def load(path: Path) -> BoxConfig:
         raise ConfigError(f"cannot read the configuration {path}: {e.strerror}") from e
     if len(data) > MAX_FILE_BYTES:
         raise ConfigError(f"the configuration {path} is over {MAX_FILE_BYTES} bytes")
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"the configuration {path} is not valid TOML: {e}") from e
+    digest = hashlib.sha256(data).hexdigest()
+    raw = _from_cache(cache, digest) if cache else None
+    if raw is None:
+        try:
+            raw = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"the configuration {path} is not valid TOML: {e}") from e
+        if cache:
+            _to_cache(cache, digest, raw)
     return parse(raw)
+
+
+def _from_cache(cache: Path, digest: str) -> dict[str, Any] | None:
+    try:
+        held = json.loads(cache.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(held, dict) and held.get("sha256") == digest):
+        return None
+    raw = held.get("toml")
+    return raw if isinstance(raw, dict) else None
+
+
+def _to_cache(cache: Path, digest: str, raw: dict[str, Any]) -> None:
+    try:
+        write_atomic(cache, json.dumps({"sha256": digest, "toml": raw}).encode(), 0o600)
+    except (OSError, TypeError, ValueError):  # read-only, or TOML values JSON cannot hold (dates)
+        return
 
 
 def parse(raw: Mapping[str, object]) -> BoxConfig:

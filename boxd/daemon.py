@@ -84,7 +84,7 @@ class Daemon:
             IdentityError, ConfigError, QueueError: the Box cannot start; the message says why.
         """
         self._ident = ident = identity.load(self.state_dir)
-        self._cfg = cfg = config.load(self.config_path)
+        self._cfg = cfg = config.load(self.config_path, self.state_dir / config.CACHE_FILE)
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
         self.sources = make_sources(cfg)

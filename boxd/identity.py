@@ -100,7 +100,7 @@ def cert_not_after(pem: bytes) -> datetime:
     tag, at, end = _der(der, at)  # TBSCertificate
     if tag != 0x30:
         raise ValueError("not a certificate")
-    fields = []
+    fields: list[tuple[int, int, int]] = []
     while at < end and len(fields) < 5:
         tag, start, stop = _der(der, at)
         fields.append((tag, start, stop))

@@ -55,3 +55,20 @@ def _binary(tmp_path: Path) -> Path:
     p = tmp_path / "bin.toml"
     p.write_bytes(b"\xff\xfe\x00garbage")
     return p
+
+
+def test_the_parse_cache_serves_only_the_same_bytes(tmp_path: Path) -> None:
+    conf, cache = tmp_path / "boxd.toml", tmp_path / config.CACHE_FILE
+    conf.write_text(building_points_toml("127.0.0.1", 1502))
+    first = config.load(conf, cache)
+    assert cache.exists() and cache.stat().st_mode & 0o777 == 0o600
+    assert config.load(conf, cache) == first  # from the cache
+    # an edited file is parsed anew: a stale cache never wins
+    conf.write_text(conf.read_text().replace("port = 1502", "port = 1503"))
+    assert {d.port for d in config.load(conf, cache).modbus_tcp} == {1503}
+    # a broken file is refused even though a cache exists, and a corrupt cache is ignored
+    cache.write_text("{not json")
+    assert {d.port for d in config.load(conf, cache).modbus_tcp} == {1503}
+    conf.write_text("[uplink]\nbatch_delay_ms = -1\n")
+    with pytest.raises(ConfigError, match="batch_delay_ms"):
+        config.load(conf, cache)
