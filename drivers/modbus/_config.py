@@ -15,6 +15,7 @@ table never overlap, which the planner's optimality relies on.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -133,7 +134,7 @@ ModbusDevice = ModbusTcpDevice | ModbusRtuDevice
 
 def codec_for(device: ModbusDevice, point: ModbusPoint) -> PointCodec:
     """The codec of a point, with the device's byte and word order where it has none."""
-    return PointCodec(
+    return _shared_codec(
         point.type,
         byte_order=point.byte_order or device.byte_order,
         word_order=point.word_order or device.word_order,
@@ -142,6 +143,10 @@ def codec_for(device: ModbusDevice, point: ModbusPoint) -> PointCodec:
         scale=point.scale,
         offset=point.offset,
     )
+
+
+# Codecs hold no state after construction: points alike share one (10,000 points, a few codecs).
+_shared_codec = functools.lru_cache(maxsize=1024)(PointCodec)
 
 
 def show(value: object) -> str:

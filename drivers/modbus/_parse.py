@@ -73,6 +73,7 @@ A serial line (one bus) and its slave devices::
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar, cast
 
@@ -225,7 +226,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
     if kind is None:
         raise ConfigError(f'{where}: missing key "type"')
     return ModbusPoint(
-        name=_req(raw, "name", where, _str),
+        name=sys.intern(_req(raw, "name", where, _str)),  # devices alike repeat their point names
         address=_req(raw, "address", where, _int),
         table=table,
         type=kind,
