@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window, s (default %(default)s)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
+    logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
     cases = ["small", "large"] if args.case == "both" else [args.case]
     gateways = ["boxd", "thingsboard"] if args.gateway == "both" else [args.gateway]
     pins = {"no": [False], "yes": [True], "both": [False, True]}[args.pin]
