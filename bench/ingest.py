@@ -37,7 +37,7 @@ from pathlib import Path
 
 import cbor2
 
-from bench.backlog import POINTS_PER_DEVICE, fill_queue, readings
+from bench.backlog import POINTS_PER_DEVICE, fill_queue
 from boxd import wire
 from boxd.queue import Queue
 from drivers import PointInfo

@@ -20,3 +20,27 @@ def test_gateway_benchmark_runs_boxd_and_reports_every_figure(tmp_path: Path) ->
     assert figures["points_per_second"] > 0
     assert figures["minimum_requests_per_cycle"] == 6  # 2 devices: input registers, holding registers, coils
     assert "bytes on the wire per point" in r.stdout  # the table
+
+
+def _run_bench(module: str, out: Path, *args: str) -> dict[str, object]:
+    r = subprocess.run([sys.executable, "-m", module, *args, "--json", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    figures: dict[str, object] = json.loads(out.read_text())
+    return figures
+
+
+def test_backlog_benchmark_drains_every_sample_once_and_reports_every_figure(tmp_path: Path) -> None:
+    figures = _run_bench("bench.backlog", tmp_path / "backlog.json", "--samples", "20000")
+    assert set(figures) >= {"drain_s", "connect_s", "points_per_second", "points_per_second_from_connect",
+                            "boxd_cpu_s", "receiver_cpu_s", "broker_cpu_s", "batches_stored"}
+    assert figures["stored"] == figures["stored_distinct"] == 20000 and figures["stored_exact"] is True
+
+
+def test_ingest_benchmark_stores_every_sample_once_both_ways(tmp_path: Path) -> None:
+    for mode in ("broker", "direct"):
+        figures = _run_bench("bench.ingest", tmp_path / f"ingest-{mode}.json", "--samples", "20000",
+                             "--mode", mode)
+        assert set(figures) >= {"seconds", "points_per_second", "cpu_s", "core_busy", "us_cpu_per_point"}
+        assert figures["mode"] == mode and figures["rejected"] == 0
+        assert figures["stored"] == 20000 and figures["stored_exact"] is True
