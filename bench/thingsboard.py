@@ -329,6 +329,8 @@ class PlatformStub:
 
     def _on_message(self, client: Any, _u: Any, msg: Any) -> None:
         topic = msg.topic
+        if "/response" in topic:  # our own answers
+            return
         kind = topic.rsplit("/", 1)[0] + "/N" if topic[-1:].isdigit() else topic
         self.topics[kind] = self.topics.get(kind, 0) + 1
         try:
@@ -491,6 +493,8 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         startup = stub.first_stored - t0
         time.sleep(WARMUP_S)
 
+        farm_tree, own0 = Tree(farm.proc.pid), time.process_time()
+        farm0 = farm_tree.cpu_seconds()
         stored0, cpu0, wire0 = stub.count(), tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
         m0, w0 = time.monotonic(), time.time()
         time.sleep(seconds)  # the measurement window
@@ -498,6 +502,7 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         cpu = tree.cpu_seconds() - cpu0
         wire = proxy.upstream_bytes + proxy.downstream_bytes - wire0
         window, w1 = time.monotonic() - m0, time.time()
+        others = f"farm {farm_tree.cpu_seconds() - farm0:.1f}, stub+proxy {time.process_time() - own0:.1f}"
         tree.sample_rss()
         rss = tree.peak_rss_mb()
 
@@ -510,8 +515,9 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
     in_window = {d: [(v, t) for v, t in s if w0 <= t <= w1] for d, s in served.items()}
     p50, p99, _n = latency_ms(in_window, stored_probes)
     requests_per_cycle = sum(n / max(1, len(served.get(d, []))) for d, n in farm_report["requests"].items())
-    print(f"bench.thingsboard: reads={reads} storage={storage} topics={topics} values of unconfigured keys={extra}",
-          file=sys.stderr)
+    print(f"bench.thingsboard: reads={reads}, storage={storage}; requests per cycle as configured "
+          f"{sum(len(timeseries(d, reads)) for d in devs)}; CPU s in the window: gateway {cpu:.1f}, {others}; "
+          f"topics {topics}; values of other keys {extra}", file=sys.stderr)
     figures: dict[str, Any] = {
         "points_per_second": round(stored / window, 1),
         "delivered_ratio": round(stored / (configured * window / interval_s), 3),
