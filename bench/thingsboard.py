@@ -48,6 +48,7 @@ import json
 import os
 import pwd
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -171,6 +172,13 @@ def modbus_json(devices: list[Device], host: str, interval_s: float, reads: str)
             "master": {"slaves": slaves}}
 
 
+STORAGE = {  # the shipped defaults of its two kinds of storage: memory (its default) and SQLite (durable)
+    "memory": {"type": "memory", "read_records_count": 100, "max_records_count": 100000},
+    "sqlite": {"type": "sqlite", "data_file_path": "./data/data.db", "messages_ttl_check_in_hours": 1,
+               "messages_ttl_in_days": 7, "max_read_records_count": 1000},
+}
+
+
 def gateway_json(port: int, storage: str = "memory") -> dict[str, Any]:
     """tb_gateway.json: the platform at 127.0.0.1:`port` over mTLS, the Modbus connector."""
     return {
@@ -188,9 +196,7 @@ def gateway_json(port: int, storage: str = "memory") -> dict[str, Any]:
             "reportStrategy": _ON_RECEIVED,
             "checkingDeviceActivity": {"checkDeviceInactivity": False},
         },
-        "storage": {"type": storage, "read_records_count": 100, "max_records_count": 100000,
-                    "data_folder_path": "./data/", "data_file_path": "./data/data.db",
-                    "messages_ttl_check_in_hours": 1, "messages_ttl_in_days": 7},
+        "storage": STORAGE[storage],
         "grpc": {"enabled": False},
         "connectors": [{"type": "modbus", "name": "Modbus", "configuration": "modbus.json"}],
     }
@@ -269,10 +275,13 @@ class Broker:
         def listening() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited at start, see {work / 'mosquitto.log'}")
-            import socket
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", self.port)) == 0
-        wait_for(listening, 15, "mosquitto")
+        try:
+            wait_for(listening, 15, "mosquitto")
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -433,6 +442,12 @@ class Gateway:
         self.out.close()
 
 
+def _kill(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 class _RssSampler(threading.Thread):
     def __init__(self, tree: Tree) -> None:
         super().__init__(daemon=True, name="rss")
@@ -469,7 +484,7 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         def stop_farm() -> None:
             if farm.proc.poll() is None:
                 farm_report.update(farm.stop())
-        stack.callback(lambda: farm.proc.poll() is None and farm.proc.kill())
+        stack.callback(_kill, farm.proc)
         for name in ("ca.crt", "gateway.crt", "gateway.key"):
             (gw_dir / name).write_bytes((pki / name).read_bytes())
         (gw_dir / "tb_gateway.json").write_text(json.dumps(gateway_json(proxy.port, storage), indent=1))
@@ -542,9 +557,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window (default %(default)s)")
     p.add_argument("--pin", action="store_true", help="pin the gateway to CPU 1 (the farm to the others)")
     p.add_argument("--reads", choices=READS, default="batch", help="Modbus read layout (default %(default)s)")
-    p.add_argument("--storage", choices=("memory", "sqlite", "file"), default="memory")
+    p.add_argument("--storage", choices=list(STORAGE), default="memory", help="its event storage (default %(default)s)")
     p.add_argument("--work", type=Path, help="keep the run's files here (default: a temporary directory)")
+    p.add_argument("--print-config", action="store_true", help="print the generated configuration and exit")
     args = p.parse_args(argv)
+    if args.print_config:
+        devs = layout(args.devices, args.points, 15020)
+        print(f"tb_gateway.json:\n{json.dumps(gateway_json(8883, args.storage), indent=1)}\n")
+        print(f"modbus.json:\n{json.dumps(modbus_json(devs, '127.0.0.1', args.interval, args.reads), indent=1)}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-tb-") as tmp:
         figures = run(args.devices, args.points, args.interval, args.seconds, "1" if args.pin else None,
                       args.work or Path(tmp), reads=args.reads, storage=args.storage)
