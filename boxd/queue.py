@@ -23,6 +23,7 @@ and each put/seal/ack is one transaction. This module does not talk to the netwo
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import sqlite3
 from collections.abc import Collection, Sequence
@@ -167,26 +168,32 @@ class Queue:
         return made
 
     def _seal_one(self, max_samples: int, time: TimeBase) -> bool:
-        rows = self._conn.execute(
+        # Step through the oldest groups only as far as the batch needs (a group may hold
+        # hundreds of samples: fetching `max_samples` rows would read a whole backlog's worth).
+        cur = self._conn.execute(
             "SELECT id, table_id, ts_ms, n, grp, boot, trusted FROM pending ORDER BY id LIMIT ?", (max_samples,)
-        ).fetchall()
-        if not rows:
-            return False
-        first_kind = _time_kind(rows[0][5], rows[0][6], time)
-        if first_kind == "wait":
-            return False
-        table = rows[0][1]
-        groups: list[list[object]] = []
-        stamps: list[int] = []
-        count, last_id = 0, rows[0][0]
-        for row_id, tid, ts, n, grp, boot, trusted in rows:
-            kind = _time_kind(boot, trusted, time)
-            if tid != table or kind != first_kind or (groups and count + n > max_samples):
-                break
-            stamps.append(ts + time.offset_ms if kind == "rebase" else ts)
-            first, values, *rest = cbor2.loads(grp)
-            groups.append([first, values, rest[0] if rest else {}])
-            count, last_id = count + n, row_id
+        )
+        try:
+            head = cur.fetchone()
+            if head is None:
+                return False
+            first_kind = _time_kind(head[5], head[6], time)
+            if first_kind == "wait":
+                return False
+            table = head[1]
+            groups: list[list[object]] = []
+            stamps: list[int] = []
+            count, last_id = 0, head[0]
+            for row_id, tid, ts, n, grp, boot, trusted in itertools.chain([head], cur):
+                kind = _time_kind(boot, trusted, time)
+                if tid != table or kind != first_kind or (groups and count + n > max_samples):
+                    break
+                stamps.append(ts + time.offset_ms if kind == "rebase" else ts)
+                first, values, *rest = cbor2.loads(grp)
+                groups.append([first, values, rest[0] if rest else {}])
+                count, last_id = count + n, row_id
+        finally:
+            cur.close()  # the read ends before the write transaction begins
         base = 0 if first_kind == "unknown" else stamps[0]
         encoded = [wire.encode_group(ts - base if base else 0, g[0], g[1], g[2])  # type: ignore[arg-type]
                    for ts, g in zip(stamps, groups, strict=True)]

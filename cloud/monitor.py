@@ -31,7 +31,7 @@ log = logging.getLogger("boxcloud.monitor")
 
 CLOCK_SKEW_S = 300
 DEVICE_GRACE_S = 60
-_COMM = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
+COMM_FAULTS = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
 
 
 @dataclass
@@ -113,13 +113,17 @@ class Monitor:
                                                    f"samples dropped in all (latest: {n})", refresh=True)
 
     def on_samples(self, box_id: str, samples: list[tuple[str, int, object, int]], now: float | None = None) -> None:
-        """A stored batch: which devices answered."""
-        now = now or time.time()
+        """A stored batch, as (point, ts_ms, value, quality): which devices answered."""
         devices: dict[str, tuple[int, int]] = {}  # device -> (comm faults, samples)
         for point, _, _, q in samples:
             dev = point.split(".", 1)[0]
             bad, n = devices.get(dev, (0, 0))
-            devices[dev] = (bad + (q in _COMM), n + 1)
+            devices[dev] = (bad + (q in COMM_FAULTS), n + 1)
+        self.on_devices(box_id, devices, now)
+
+    def on_devices(self, box_id: str, devices: dict[str, tuple[int, int]], now: float | None = None) -> None:
+        """A stored batch, summed up by device: (samples with a communication fault, samples)."""
+        now = now or time.time()
         if self._answering.get((box_id, "")) is None:  # first data since start: clear a stale no_data
             self._clear(box_id, "no_data")
             self._answering[(box_id, "")] = True

@@ -29,9 +29,9 @@ from boxd.errors import WireError
 from boxd.uplink import session_properties
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
-from cloud.monitor import Monitor
+from cloud.monitor import COMM_FAULTS, Monitor
 from cloud.pki import Pki
-from cloud.store import Store
+from cloud.store import PointTable, Store
 
 log = logging.getLogger("boxcloud.receiver")
 
@@ -172,7 +172,7 @@ class Receiver:
             batch = dataclasses.replace(batch, base_ts_ms=int(time.time() * 1000))
         stored = self.store.store_batch(box_id, batch, table, hashlib.sha256(payload).digest()[:16])
         if stored:
-            self.monitor.on_samples(box_id, list(batch.samples(table)))
+            self.monitor.on_devices(box_id, device_counts(batch, table))
         with self.counters.lock:
             if stored:
                 self.counters.batches += 1
@@ -204,3 +204,22 @@ class Receiver:
         if body["online"]:
             self.send_time(box_id)
         log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")
+
+
+def device_counts(batch: wire.Batch, table: PointTable) -> dict[str, tuple[int, int]]:
+    """(samples with a communication fault, samples) of each device in a stored batch.
+
+    A group is a run of consecutive points, mostly of one device: counted a device run at a
+    time, not a sample at a time.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    devices, run_end = table.devices, table.run_end
+    for g in batch.groups:
+        i, end = g.first, g.first + len(g.values)
+        while i < end:
+            j = min(run_end[i], end)
+            bad = sum(1 for k, code in g.faults.items() if i <= g.first + k < j and code in COMM_FAULTS)
+            was_bad, was_n = out.get(devices[i], (0, 0))
+            out[devices[i]] = (was_bad + bad, was_n + j - i)
+            i = j
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from boxd import wire
-from boxd.queue import Queue
+from boxd.queue import Queue, TimeBase
 
 
 def opened(path: Path) -> Queue:
@@ -117,3 +117,14 @@ def test_events_are_durable_until_acknowledged(tmp_path: Path) -> None:
     assert p1 == b"one"
     q.ack_event(i1)
     assert [i for i, _ in q.events(10)] == [i2]
+
+
+def test_a_backlog_of_large_groups_seals_into_full_batches_in_order(tmp_path: Path) -> None:
+    q = opened(tmp_path / "q.db")
+    q.put_many(7, [(1000 + i, 0, list(range(i, i + 100)), {}) for i in range(25)], TimeBase("", True, 0))
+    assert q.seal(max_samples=1000) == 3  # 10 + 10 + 5 groups of 100
+    batches = [wire.decode_batch(p) for _, p in q.batches(0, 10)]
+    assert [sum(len(g.values) for g in b.groups) for b in batches] == [1000, 1000, 500]
+    assert [b.base_ts_ms + g.dt_ms for b in batches for g in b.groups] == [1000 + i for i in range(25)]
+    assert [g.values[0] for b in batches for g in b.groups] == list(range(25))
+    assert q.depth() == (2500, 0)

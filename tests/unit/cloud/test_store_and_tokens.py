@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from boxd import wire
+from boxd.errors import WireError
 from cloud.enroll import check_serial, new_token, token_hash
 from cloud.errors import EnrollmentError
 from cloud.store import Store
@@ -64,3 +67,61 @@ def test_reenrollment_revokes_the_old_certificate(tmp_path: Path) -> None:
     assert s.enroll_box("SN-1", "SN-1", 1, 2e9) is None
     assert s.enroll_box("SN-1", "SN-1", 2, 2e9) == 1
     assert [serial for serial, _ in s.revoked_certs()] == [1]
+
+
+def _batch(seq: int, base: int, groups: list[list[object]], table: list[PointInfo] = TABLE) -> wire.Batch:
+    return wire.decode_batch(wire.encode_batch(5, seq, wire.table_id(table), base, groups))
+
+
+def test_every_value_is_stored_as_its_own_json_text(tmp_path: Path) -> None:
+    table = [PointInfo(f"d.p{i}", "", "x") for i in range(9)]
+    values: list[object] = [1, -2, 3.25, True, False, None, "a,b \"c\"", 2**64 - 1, float("inf")]
+    s = Store(tmp_path / "c.db")
+    s.put_table("SN-1", wire.table_id(table), table)
+    assert s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, values, {5: 1})], table), table)
+    assert s.store_batch("SN-1", _batch(2, 2000, [wire.encode_group(0, 0, values[:6], {})], table), table)
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        texts = [v for (v,) in db.execute("SELECT value FROM samples ORDER BY rowid")]
+    assert texts == [json.dumps(v) for v in values + values[:6]]
+    assert [(p, v, q) for p, _, v, q in s.samples("SN-1")][:9] == [
+        (f"d.p{i}", v, 1 if i == 5 else 0) for i, v in enumerate(values)]
+
+
+def test_latest_holds_each_points_newest_sample_whatever_the_order_of_groups(tmp_path: Path) -> None:
+    s = Store(tmp_path / "c.db")
+    groups = [wire.encode_group(20, 0, [3.0, True], {}), wire.encode_group(0, 0, [1.0, False], {}),
+              wire.encode_group(20, 0, [4.0], {}), wire.encode_group(10, 1, [None], {0: 5})]
+    assert s.store_batch("SN-1", _batch(1, 1000, groups), TABLE)
+    assert [(p, t, v, q, u) for p, t, v, q, u in s.latest("SN-1")] == [
+        ("a.on", 1020, True, 0, ""), ("a.t", 1020, 4.0, 0, "degC")]  # a tie: the later in the batch
+    assert s.store_batch("SN-1", _batch(2, 500, [wire.encode_group(0, 0, [9.0, False], {})]), TABLE)
+    assert {p: t for p, t, *_ in s.latest("SN-1")} == {"a.on": 1020, "a.t": 1020}  # an older batch
+    assert [t for _, t, _, _ in s.samples("SN-1")] == [500, 500, 1000, 1000, 1010, 1020, 1020, 1020]
+
+
+def test_a_group_past_the_table_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
+    s = Store(tmp_path / "c.db")
+    with pytest.raises(WireError, match="runs past"):
+        s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 1, [1.0, 2.0], {})]), TABLE)
+    assert s.samples("SN-1") == [] and s.batch_keys("SN-1") == []
+
+
+def test_point_tables_are_read_once_and_know_their_devices(tmp_path: Path) -> None:
+    table = [PointInfo("a.x", "", "bool"), PointInfo("a.y", "", "bool"), PointInfo("b.x", "", "bool"),
+             PointInfo("a.z", "", "bool")]
+    s = Store(tmp_path / "c.db")
+    s.put_table("SN-1", 7, table)
+    got = s.table("SN-1", 7)
+    assert got is not None and list(got) == table and s.table("SN-1", 7) is got and s.table("SN-1", 8) is None
+    assert got.devices == ("a", "a", "b", "a") and got.run_end == (2, 2, 3, 4)
+
+
+def test_an_old_database_loses_the_per_point_index_for_the_time_index(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        db.execute("CREATE TABLE samples (box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, "
+                   "value TEXT, quality INTEGER NOT NULL)")
+        db.execute("CREATE INDEX samples_by_point ON samples (box_id, point, ts_ms)")
+    Store(tmp_path / "c.db").boxes()
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "samples_by_time" in names and "samples_by_point" not in names
