@@ -10,9 +10,8 @@ value, for the latency from a value change to its storage in the cloud.
 
     python -m bench.farm --devices 10 --points 100 --base-port 15020 --report farm.json
 
-It prints "ready" once every port listens; on SIGUSR1 it writes the requests served so
-far per device to REPORT with the suffix .snap; on SIGTERM or SIGINT it writes the
-report (requests served per device, and the probe log) and exits.
+It prints "ready" once every port listens; on SIGTERM or SIGINT it writes the report
+(requests served per device, and the probe log) and exits.
 """
 
 from __future__ import annotations
@@ -131,9 +130,8 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def serve(devices: list[Device], host: str, snapshot: Path | None = None) -> dict[str, object]:
-    """Serve until SIGTERM or SIGINT; return the report. SIGUSR1 writes the requests served
-    so far per device to `snapshot` (to count requests over a measurement window)."""
+async def serve(devices: list[Device], host: str) -> dict[str, object]:
+    """Serve until SIGTERM or SIGINT; return the report."""
     loop = asyncio.get_running_loop()
     controllers = [Controller(d, n) for n, d in enumerate(devices)]
     servers = [await loop.create_server(lambda c=c: _Protocol(c), host, d.port, reuse_address=True)
@@ -141,14 +139,6 @@ async def serve(devices: list[Device], host: str, snapshot: Path | None = None) 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-    def write_snapshot() -> None:
-        if snapshot is not None:
-            tmp = snapshot.with_suffix(".tmp")
-            tmp.write_text(json.dumps({d.name: c.requests for d, c in zip(devices, controllers, strict=True)}))
-            tmp.replace(snapshot)
-
-    loop.add_signal_handler(signal.SIGUSR1, write_snapshot)
     print("ready", flush=True)
     await stop.wait()
     for s in servers:
@@ -168,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, help="write requests and probe times here on exit")
     args = p.parse_args(argv)
     try:
-        report = asyncio.run(serve(layout(args.devices, args.points, args.base_port), args.host,
-                                   args.report.with_suffix(".snap") if args.report else None))
+        report = asyncio.run(serve(layout(args.devices, args.points, args.base_port), args.host))
     except OSError as e:
         print(f"bench.farm: {e}", file=sys.stderr)
         return 1

@@ -38,7 +38,16 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.measure import FIGURES, ROOT, Farm, Tree, free_port_block, latency_ms
+from bench.measure import (
+    FIGURES,
+    ROOT,
+    Farm,
+    Tree,
+    device_windows,
+    free_port_block,
+    latency_ms,
+    requests_per_cycle,
+)
 from bench.workload import PROBE, boxd_toml, layout, minimum_requests
 from boxd.wire import Batch
 from cloud.store import Store
@@ -54,7 +63,7 @@ WARMUP_S = 2.0
 
 # boxd's settings for this benchmark: readings wait at most 20 ms to share a batch (the default, 500 ms,
 # trades latency for fewer bytes on a metered link: see docs/performance.md)
-BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 20\n\n"
+BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 50\n\n"
 
 
 class TimedStore(Store):
@@ -87,11 +96,12 @@ class TimedStore(Store):
                             self.probe_ts[device] = max(ts, self.probe_ts.get(device, 0))
         return fresh
 
-    def count_between(self, box_id: str, start_ms: int, end_ms: int) -> int:
-        """Samples stored with a reading time in [start_ms, end_ms)."""
+    def count_between(self, box_id: str, prefix: str, start_ms: int, end_ms: int) -> int:
+        """Samples of the points named `prefix`... stored with a reading time in [start_ms, end_ms)."""
         with self._tx() as db:
-            (n,) = db.execute("SELECT COUNT(*) FROM samples WHERE box_id=? AND ts_ms>=? AND ts_ms<?",
-                              (box_id, start_ms, end_ms)).fetchone()
+            (n,) = db.execute("SELECT COUNT(*) FROM samples WHERE box_id=? AND ts_ms>=? AND ts_ms<? "
+                              "AND substr(point, 1, ?)=?",
+                              (box_id, start_ms, end_ms, len(prefix), prefix)).fetchone()
         return int(n)
 
 
@@ -136,12 +146,12 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
                 cycles = max(1, round(seconds / interval_s))
                 window = cycles * interval_s
-                cpu0, wire0, req0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes, farm.requests()
-                start_ms = int(time.time() * 1000)
+                cpu0, wire0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
+                start = time.time()
                 time.sleep(window)  # the measurement window: a whole number of poll cycles
-                cpu1, wire1, req1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes, farm.requests()
-                end_ms = start_ms + int(window * 1000)
-                # every reading of the window is in once each device's probe read after it is
+                cpu1, wire1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
+                end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
+                # every reading of the windows is in once each device's probe read after them is
                 wait_for(lambda: len(store.probe_ts) == devices and min(store.probe_ts.values()) >= end_ms,
                          60, "the window's readings to be stored")
                 tree.sample_rss()
@@ -152,22 +162,27 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     finally:
         report = farm.stop()
         cloud.stop()
-    stored = store.count_between(BOX, start_ms, end_ms)
-    p50, p99, _ = latency_ms(report["probes"], store.stored_probes)  # type: ignore[arg-type]
+    served: dict[str, list[list[float]]] = report["probes"]  # type: ignore[assignment]
+    windows = device_windows(served, start, cycles, interval_s)
+    stored = sum(store.count_between(BOX, f"{d}.", lo, hi) for d, (lo, hi) in windows.items())
+    # latency in the steady state only: the probe values served in the windows
+    in_window = {d: [(v, t) for v, t in served[d] if lo <= t * 1000 < hi] for d, (lo, hi) in windows.items()}
+    p50, p99, _ = latency_ms(in_window, store.stored_probes)
     return _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
-                    req1 - req0, minimum_requests(devs), p50, p99, startup)
+                    requests_per_cycle(report), minimum_requests(devs), p50, p99, startup)
 
 
 def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
-             wire: int, requests: int, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:
-    """The figures of a run: `stored` counts the samples read in a window of whole poll cycles,
-    `cpu`, `wire` and `requests` what was spent in the same window."""
+             wire: int, requests: float, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:
+    """The figures of a run: `stored` counts the samples read in windows of whole poll cycles
+    (`bench.measure.device_windows`), `cpu` and `wire` what was spent in a window as long,
+    `requests` the requests per poll cycle (`bench.measure.requests_per_cycle`)."""
     cycles = window / interval_s
     return {
         "points_configured": configured,
         "points_per_second": round(stored / window, 1),
         "delivered_ratio": round(stored / (configured * cycles), 3),
-        "requests_per_cycle": round(requests / cycles, 1),
+        "requests_per_cycle": round(requests, 1),
         "minimum_requests_per_cycle": minimum,
         "cpu_s_per_1000_points": round(1000 * cpu / max(stored, 1), 4),
         "peak_rss_mb": round(rss, 1),

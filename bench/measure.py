@@ -105,19 +105,37 @@ class Farm:
             self.proc.kill()
             raise RuntimeError("the device farm did not start (ports in use?)")
 
-    def requests(self) -> int:
-        """Requests served so far, all devices together."""
-        snap = self.report_path.with_suffix(".snap")
-        snap.unlink(missing_ok=True)
-        self.proc.send_signal(signal.SIGUSR1)
-        wait_for(lambda: snap.exists() and snap.stat().st_size > 0, 10, "the farm's request count")
-        return sum(json.loads(snap.read_text()).values())
-
     def stop(self) -> dict[str, object]:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         wait_for(self.report_path.exists, 10, "the farm's report")
         return json.loads(self.report_path.read_text())
+
+
+def device_windows(probes: Mapping[str, Sequence[Sequence[float]]], start: float, cycles: int,
+                   interval_s: float) -> dict[str, tuple[int, int]]:
+    """Per device, a window of `cycles` whole poll intervals (ms) whose edges fall half an
+    interval away from its polls, so that jitter never moves a poll across an edge.
+
+    A device's polls are where the farm served its probe; its window starts half an interval
+    before its first poll at or after `start` (wall-clock seconds). Counting the samples
+    each device's window holds against `cycles` x its points gives the delivered ratio.
+    """
+    out = {}
+    for device, served in probes.items():
+        first = next((t for _, t in served if t >= start), None)
+        if first is not None:
+            lo = int((first - interval_s / 2) * 1000)
+            out[device] = (lo, lo + int(cycles * interval_s * 1000))
+    return out
+
+
+def requests_per_cycle(report: Mapping[str, object]) -> float:
+    """Modbus requests per poll cycle, from the farm's report: each device's requests divided
+    by the times its probe was read (once per poll), summed over the devices."""
+    requests: Mapping[str, int] = report["requests"]  # type: ignore[assignment]
+    probes: Mapping[str, Sequence[object]] = report["probes"]  # type: ignore[assignment]
+    return sum(n / max(1, len(probes.get(d, ()))) for d, n in requests.items())
 
 
 def percentile(values: Sequence[float], q: float) -> float:

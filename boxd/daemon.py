@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
 from drivers import Emit, PointInfo, PointSource, Quality, Sample, Value
-from drivers.modbus import ModbusRtuSource, ModbusTcpSource
+from drivers.modbus import ModbusRtuSource, ModbusTcpDevice, ModbusTcpSource
 
 log = logging.getLogger("boxd")
 
@@ -46,9 +47,29 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
     return out
 
 
+SLOT_POINTS = 2000  # the most readings that Modbus TCP devices polled at one instant may bring
+
+
+def tcp_phase_slots(devices: Sequence[ModbusTcpDevice]) -> int:
+    """In how many phases of the poll interval to spread the Modbus TCP devices (one bus each).
+
+    Devices in one phase are polled together: their timers fire at once and the event loop
+    serves them in the same wake-ups, which costs least CPU per reading. Too many readings at
+    one instant make a burst that every later stage (queue, batch, broker, cloud) queues
+    behind, so the devices are spread over as many phases as it takes to keep each phase
+    under `SLOT_POINTS` readings (measured: 10 x 100 points in one phase, 0.013 CPU s per
+    1,000 points; one phase each, 0.038; 50 x 200 in one phase, latency p99 161 ms, in five,
+    see docs/performance.md).
+    """
+    points = sum(len(d.points) for d in devices)
+    return max(1, min(len(devices), math.ceil(points / SLOT_POINTS)))
+
+
 def make_sources(cfg: config.BoxConfig) -> list[PointSource]:
     """One source per configured bus; BACnet's stack is imported only when a network is configured."""
-    sources: list[PointSource] = [ModbusTcpSource(d) for d in cfg.modbus_tcp]
+    tcp = cfg.modbus_tcp
+    slots = tcp_phase_slots(tcp)
+    sources: list[PointSource] = [ModbusTcpSource(d, phase=(k % slots) / slots) for k, d in enumerate(tcp)]
     sources += [ModbusRtuSource(line) for line in cfg.modbus_rtu]
     if cfg.bacnet:
         from drivers.bacnet import BacnetSource

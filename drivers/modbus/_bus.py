@@ -48,10 +48,10 @@ def _wall_ms() -> int:
 class ModbusBus:
     """One bus: its devices, their schedule and one link; see the module docstring."""
 
-    def __init__(self, name: str, specs: Sequence[DeviceSpec], link: Link) -> None:
+    def __init__(self, name: str, specs: Sequence[DeviceSpec], link: Link, phase: float = 0.0) -> None:
         self.name = name
         self._link = link
-        self._devices = tuple(DeviceRuntime(spec, k, len(specs)) for k, spec in enumerate(specs))
+        self._devices = tuple(DeviceRuntime(spec, k, len(specs), phase=phase) for k, spec in enumerate(specs))
         self._infos = tuple(info for d in self._devices for info in d.infos)
         self._index = {
             info.name: (k, i) for k, d in enumerate(self._devices) for i, info in enumerate(d.infos)

@@ -96,15 +96,20 @@ class Event:
 
 
 class DeviceRuntime:
-    """The polling state of one device, `index` of `count` on its bus."""
+    """The polling state of one device, `index` of `count` on its bus.
 
-    def __init__(self, spec: DeviceSpec, index: int, count: int, start: float = 0.0) -> None:
+    Its polls start `(index + phase) / count` of an interval into the bus's schedule: the
+    devices of a line are spread over the interval, and `phase` (0..1) spreads buses of one
+    device each (Modbus TCP) against each other.
+    """
+
+    def __init__(self, spec: DeviceSpec, index: int, count: int, start: float = 0.0, phase: float = 0.0) -> None:
         self.spec = spec
         self.infos = tuple(PointInfo(f"{spec.name}.{p.name}", p.unit, p.type) for p in spec.points)
         self.planner = ReadPlanner(spec.points, max_gap=spec.max_gap, max_registers=spec.max_registers)
         self.groups = interval_groups(spec.points, spec.poll_interval_s)
         self.fastest_s = min(self.groups) / 1000
-        self.offset_s = spec.poll_interval_s * index / max(count, 1)
+        self.offset_s = spec.poll_interval_s * (index + phase) / max(count, 1)
         self.anchor = start + self.offset_s
         self._slot = dict.fromkeys(self.groups, 0)  # next slot of each group
         self.values: list[Value] = [None] * len(spec.points)

@@ -33,8 +33,9 @@ def tcp_spec(device: ModbusTcpDevice) -> DeviceSpec:
 class ModbusTcpSource(ModbusBus):
     """One Modbus TCP device as a bus; the constructor does no I/O."""
 
-    def __init__(self, device: ModbusTcpDevice) -> None:
-        """Compile the device's plans and codecs.
+    def __init__(self, device: ModbusTcpDevice, phase: float = 0.0) -> None:
+        """Compile the device's plans and codecs; polls start `phase` (0..1) of an interval in,
+        so that the daemon spreads its TCP devices over the interval instead of bunching them.
 
         Raises:
             ConfigError: the device breaks a configuration rule.
@@ -43,7 +44,7 @@ class ModbusTcpSource(ModbusBus):
         self.device = device
         self.poll_interval_s = device.poll_interval_s
         link = TcpLink(device.host, device.port, f"modbus {device.name}")
-        super().__init__(device.name, [tcp_spec(device)], link)
+        super().__init__(device.name, [tcp_spec(device)], link, phase)
 
     def _poll_done(self, device: DeviceRuntime) -> None:
         if device.failures:
