@@ -249,8 +249,9 @@ class Daemon:
             self._wake.clear()
             if not up.state.connected:
                 continue
-            if settings.batch_delay_ms:
-                await asyncio.sleep(settings.batch_delay_ms / 1000)  # let readings share a batch
+            if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
+                # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
+                await asyncio.sleep(settings.batch_delay_ms / 1000)
             self.queue.seal(settings.max_batch_samples, self.clock.timebase())
             self._send_events()
             self._send_batches(settings.inflight_batches)
