@@ -29,11 +29,14 @@ measurement code (`bench.measure`) as boxd:
   attribute requests) and ingests `v1/gateway/telemetry` into SQLite, one transaction per
   message; the time each probe value (`p000`) was committed gives the latency.
 
-Figures: the keys of `bench.measure.FIGURES`, plus "points_configured" and "tls" (True).
-`requests_per_cycle` is, for each device, the farm's request count divided by the number of
-times it served that device's probe register (one per poll, whatever the read layout), summed
-over the devices: Modbus requests per full poll of all devices, over the whole run.
-Latency counts only probe values served during the measurement window.
+Figures: the keys of `bench.measure.FIGURES`, plus "points_configured" and "tls" (True), measured
+as `bench.gateway` measures boxd: over a window of whole poll cycles after start-up and 2 s of
+warm-up, the values stored with a reading time (the gateway's "ts": when it converted the poll)
+in each device's window (`bench.measure.device_windows`), once each device's next probe reading
+is in (what is not in 60 s later counts as not delivered); CPU and bytes spent in a window as
+long; `requests_per_cycle` from the farm's counts (`bench.measure.requests_per_cycle`: requests
+over probe reads, so an unfinished last poll lowers it by up to one poll's worth); latency from
+the probe values served in the windows.
 
     .venv/bin/python -m bench.thingsboard --devices 10 --points 100 --seconds 20 [--pin] [--reads per-point]
 """
@@ -58,7 +61,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.measure import FIGURES, ROOT, Farm, Tree, free_port_block, latency_ms
+from bench.measure import (
+    FIGURES,
+    ROOT,
+    Farm,
+    Tree,
+    device_windows,
+    free_port_block,
+    latency_ms,
+    requests_per_cycle,
+)
 from bench.workload import PROBE, Device, layout, minimum_requests
 from tests.support.tcpproxy import CountingProxy
 from tests.support.wait import free_port, wait_for
@@ -315,10 +327,11 @@ class PlatformStub:
         self.extra = 0  # values of keys that are no configured point
         self.first_stored: float | None = None  # time.monotonic()
         self.probes: dict[str, dict[int, float]] = {}  # device -> {probe value: wall time committed}
+        self.probe_ts: dict[str, int] = {}  # device -> newest reading time (ms) of its probe stored
         self.topics: dict[str, int] = {}
         self.db = sqlite3.connect(db, check_same_thread=False)
         self.db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-                              "CREATE TABLE samples (device TEXT, key TEXT, ts INTEGER, value);")
+                              "CREATE TABLE samples (device TEXT, key TEXT, ts INTEGER, value, point INTEGER);")
         self.subscribed = threading.Event()
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform-stub", protocol=mqtt.MQTTv5)
         c.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "stub.crt"), keyfile=str(pki / "stub.key"))
@@ -366,27 +379,38 @@ class PlatformStub:
                 ts, values = entry.get("ts"), entry.get("values", entry)
                 for key, value in values.items():
                     name = self.keys.get(key, key)
-                    rows.append((device, name, ts, value if not isinstance(value, (list, dict)) else json.dumps(value)))
-                    if name in self.points:
+                    point = name in self.points
+                    rows.append((device, name, ts, json.dumps(value) if isinstance(value, list | dict) else value,
+                                 point))
+                    if point:
                         stored += 1
                         if name == PROBE:
-                            probes.append((device, int(value)))
+                            probes.append((device, int(value), int(ts)))
                     else:
                         extra += 1
-        with self.db:
-            self.db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)", rows)
-        now, mono = time.time(), time.monotonic()
         with self.lock:
+            with self.db:
+                self.db.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?)", rows)
+            now, mono = time.time(), time.monotonic()
             self.stored += stored
             self.extra += extra
             if stored and self.first_stored is None:
                 self.first_stored = mono
-            for device, value in probes:
+            for device, value, ts in probes:
                 self.probes.setdefault(device, {}).setdefault(value, now)
+                self.probe_ts[device] = max(ts, self.probe_ts.get(device, 0))
 
-    def count(self) -> int:
+    def count_between(self, device: str, start_ms: int, end_ms: int) -> int:
+        """Values of configured points of `device` stored with a reading time in [start_ms, end_ms)."""
         with self.lock:
-            return self.stored
+            (n,) = self.db.execute("SELECT COUNT(*) FROM samples WHERE device=? AND point AND ts>=? AND ts<?",
+                                   (device, start_ms, end_ms)).fetchone()
+        return int(n)
+
+    def window_in(self, devices: list[Device], end_ms: int) -> bool:
+        """Whether every device's probe read at or after `end_ms` has been stored (and so all before it)."""
+        with self.lock:
+            return all(self.probe_ts.get(d.name, 0) >= end_ms for d in devices)
 
     def stop(self) -> None:
         self.client.disconnect()
@@ -506,37 +530,43 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         wait_for(started, 180, "the first point stored", step=0.02)
         assert stub.first_stored is not None
         startup = stub.first_stored - t0
-        time.sleep(WARMUP_S)
+        time.sleep(WARMUP_S)  # every device into its stride
 
+        cycles = max(1, round(seconds / interval_s))
+        window = cycles * interval_s
         farm_tree, own0 = Tree(farm.proc.pid), time.process_time()
         farm0 = farm_tree.cpu_seconds()
-        stored0, cpu0, wire0 = stub.count(), tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
-        m0, w0 = time.monotonic(), time.time()
-        time.sleep(seconds)  # the measurement window
-        stored = stub.count() - stored0
+        cpu0, wire0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
+        start = time.time()
+        time.sleep(window)  # the measurement window: a whole number of poll cycles
         cpu = tree.cpu_seconds() - cpu0
         wire = proxy.upstream_bytes + proxy.downstream_bytes - wire0
-        window, w1 = time.monotonic() - m0, time.time()
         others = f"farm {farm_tree.cpu_seconds() - farm0:.1f}, stub+proxy {time.process_time() - own0:.1f}"
+        # every reading of the windows is in once each device's probe read after them is; what is
+        # not in a minute later counts as not delivered
+        end_ms = int((start + window + interval_s) * 1000)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: stub.window_in(devs, end_ms), 60, "the window's readings to be stored")
         tree.sample_rss()
         rss = tree.peak_rss_mb()
-
         gateway.stop()
         stop_farm()
+        served: dict[str, list[list[float]]] = farm_report["probes"]
+        windows = device_windows(served, start, cycles, interval_s)
+        stored = sum(stub.count_between(d, lo, hi) for d, (lo, hi) in windows.items())
         with stub.lock:
             stored_probes = {d: dict(v) for d, v in stub.probes.items()}
             extra, topics = stub.extra, dict(stub.topics)
-    served = farm_report["probes"]
-    in_window = {d: [(v, t) for v, t in s if w0 <= t <= w1] for d, s in served.items()}
+    # latency in the steady state only: the probe values served in the windows
+    in_window = {d: [(v, t) for v, t in served[d] if lo <= t * 1000 < hi] for d, (lo, hi) in windows.items()}
     p50, p99, _n = latency_ms(in_window, stored_probes)
-    requests_per_cycle = sum(n / max(1, len(served.get(d, []))) for d, n in farm_report["requests"].items())
     print(f"bench.thingsboard: reads={reads}, storage={storage}; requests per cycle as configured "
           f"{sum(len(timeseries(d, reads)) for d in devs)}; CPU s in the window: gateway {cpu:.1f}, {others}; "
           f"topics {topics}; values of other keys {extra}", file=sys.stderr)
     figures: dict[str, Any] = {
         "points_per_second": round(stored / window, 1),
-        "delivered_ratio": round(stored / (configured * window / interval_s), 3),
-        "requests_per_cycle": round(requests_per_cycle, 1),
+        "delivered_ratio": round(stored / (configured * cycles), 3),
+        "requests_per_cycle": round(requests_per_cycle(farm_report), 1),
         "minimum_requests_per_cycle": minimum_requests(devs),
         "cpu_s_per_1000_points": round(1000 * cpu / max(stored, 1), 4),
         "peak_rss_mb": round(rss, 1),
