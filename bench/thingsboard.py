@@ -17,7 +17,7 @@ measurement code (`bench.measure`) as boxd:
   consecutive registers: the fewest requests its documented configuration allows without reading
   the unused registers between runs (a range over a gap would publish them as keys too). Each
   range needs a tag of its own (responses are grouped by tag), so keys are ``a0``, ``b13``...,
-  which the stub maps back to ``p000``...; as short as ours. Coils stay one entry per coil: in
+  which the stub maps back to ``p000``... (no longer than those). Coils stay one entry per coil: in
   3.8.5 a batch read of coils decodes every coil as false and publishes the 8-bit padding as
   extra keys (bits [1,0,1,1,0,0,0,0,1,1] -> co0..co15 all false).
 - Reporting: report strategy ON_RECEIVED at every level (every value of every poll is sent);
@@ -93,8 +93,9 @@ _ON_RECEIVED = {"type": "ON_RECEIVED"}
 def ensure_installed() -> Path:
     """The python of `.venv-tb` with thingsboard-gateway 3.8.5 (installed once, ~2 min)."""
     python = VENV / "bin" / "python"
-    probe = [str(python), "-c", "import importlib.metadata as m, pymodbus; "
-             "assert m.version('thingsboard-gateway') == '" + VERSION + "'"]
+    wanted = {"thingsboard-gateway": VERSION} | dict(e.split("==") for e in EXTRAS)
+    probe = [str(python), "-c",
+             f"import importlib.metadata as m; assert all(m.version(k) == v for k, v in {wanted!r}.items())"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     print(f"installing ThingsBoard IoT Gateway {VERSION} into .venv-tb (once, ~2 min)", file=sys.stderr)
