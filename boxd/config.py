@@ -201,6 +201,79 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
     )
 
 
+def problems(raw: Mapping[str, object]) -> list[str]:
+    """Every problem of a parsed configuration, each with its place; empty when it is valid.
+
+    `parse` stops at the first problem; this goes on: each section, each bus table, and
+    within a serial line or BACnet network each device on its own (a line-wide problem
+    is reported once), then the names used twice across what is valid. For a pushed
+    configuration, rejected "with every reason".
+    """
+    try:
+        parse(raw)
+    except ConfigError as e:
+        first = str(e)
+    else:
+        return []
+    found: list[str] = []
+    unknown = set(raw) - {"uplink", "queue", *_BUSES}
+    if unknown:
+        found.append(f"unknown section(s): {', '.join(sorted(unknown))}")
+    for section, limits in (("uplink", _UPLINK_LIMITS), ("queue", _QUEUE_LIMITS)):
+        try:
+            _parse_ints(raw.get(section, {}), section, limits)
+        except ConfigError as e:
+            found.append(str(e))
+    return found + _buses_problems(raw) or [first]
+
+
+def _buses_problems(raw: Mapping[str, object]) -> list[str]:
+    found: list[str] = []
+    bus_names: set[str] = set()
+    device_names: set[str] = set()
+    for section, (parse_bus, devices_of) in _BUSES.items():
+        items = raw.get(section, [])
+        if not isinstance(items, list):
+            found.append(f"{section} must be a list of tables ([[{section}]])")
+            continue
+        for n, item in enumerate(items, 1):
+            where = f"[[{section}]] #{n}"
+            if not isinstance(item, Mapping):
+                found.append(f"{where}: must be a table")
+                continue
+            try:
+                bus = parse_bus(item)
+            except DriverConfigError as e:
+                found.extend(f"{where}: {reason}" for reason in _bus_problems(parse_bus, item, str(e)))
+                continue
+            for dev in devices_of(bus):
+                if dev in device_names:
+                    found.append(f'{where}: device name "{dev}" is used twice')
+                device_names.add(dev)
+            name = str(getattr(bus, "name", ""))
+            if name in bus_names:
+                found.append(f'{where}: bus name "{name}" is used twice')
+            bus_names.add(name)
+    return found
+
+
+def _bus_problems(parse_bus: Callable[[Mapping[str, object]], object], raw: Mapping[str, object],
+                  first: str) -> list[str]:
+    """The problems of one bus table that failed: each of its devices tried alone."""
+    devices = raw.get("devices")
+    if not isinstance(devices, list) or len(devices) < 2:
+        return [first]
+    reasons: list[str] = []
+    for n, device in enumerate(devices, 1):
+        try:
+            parse_bus({**raw, "devices": [device]})
+        except DriverConfigError as e:
+            reason = str(e).replace("device #1", f"device #{n}", 1)  # alone, an unnamed device is #1
+            if reason not in reasons:
+                reasons.append(reason)
+    return reasons or [first]  # each device is fine alone: the problem is between them
+
+
 def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]) -> dict[str, int]:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"[{section}] must be a table")

@@ -88,26 +88,132 @@ def _frame(body: bytes) -> bytes:
     return bytes([VERSION]) + body
 
 
-def _unframe(payload: bytes) -> object:
+def _inflate(payload: bytes, max_payload: int, max_inflated: int) -> bytes:
+    """Check the header byte and the sizes; the CBOR body, inflated when it was deflated."""
     if not payload:
         raise WireError("empty payload")
-    if len(payload) > MAX_PAYLOAD:
-        raise WireError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+    if len(payload) > max_payload:
+        raise WireError(f"payload of {len(payload)} bytes is over the {max_payload}-byte limit")
     head, body = payload[0], payload[1:]
     if head & 0x7F != VERSION:
         raise WireError(f"unsupported format version {head & 0x7F} (this side speaks {VERSION})")
     if head & _DEFLATE:
         inflater = zlib.decompressobj(-15)
         try:
-            body = inflater.decompress(body, MAX_INFLATED)
+            body = inflater.decompress(body, max_inflated)
         except zlib.error as e:
             raise WireError(f"bad compressed data: {e}") from e
         if inflater.unconsumed_tail:
-            raise WireError(f"inflated payload is over the {MAX_INFLATED}-byte limit")
+            raise WireError(f"inflated payload is over the {max_inflated}-byte limit")
+    elif len(body) > max_inflated:
+        raise WireError(f"payload is over the {max_inflated}-byte limit")
+    return bytes(body)
+
+
+def _unframe(payload: bytes) -> object:
+    body = _inflate(payload, MAX_PAYLOAD, MAX_INFLATED)
     try:
         return cbor2.loads(body)
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as e:
         raise WireError(f"bad CBOR: {e}") from e
+
+
+# Tags cbor2 decodes by itself (found by trying every tag below 70000 in cbor2 6.3): all
+# refused by `unframe_untrusted`, as are the others (see `_scan`).
+_SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261,
+                  1004, 43000, 55799)
+
+
+def _refuse_tag(*_: object) -> object:
+    raise WireError("CBOR tags are not allowed")
+
+
+_NO_TAGS = dict.fromkeys(_SEMANTIC_TAGS, _refuse_tag)
+
+
+def unframe_untrusted(
+    payload: bytes, *, max_payload: int = MAX_PAYLOAD, max_inflated: int = MAX_INFLATED,
+    max_depth: int = 8, max_items: int = 10_000,
+) -> object:
+    """Decode a framed payload from a peer we do not trust (the platform's downlink).
+
+    Stricter than the uplink's decoding: on top of the size limits (on the wire and
+    inflated), the CBOR is first walked without building anything (`_scan`) and refused
+    when it nests more than `max_depth` containers, holds more than `max_items` data items
+    (a 4 MiB body of one-byte empty maps would otherwise become ~300 MB of dicts), uses a
+    tag (dates, bignums, shared references that make cycles...), an indefinite length, a
+    simple value other than false/true/null, or has bytes after its one item. Only then is
+    it decoded, by cbor2 with the same limits and duplicate map keys refused.
+
+    Raises:
+        WireError: what is wrong with the payload.
+    """
+    body = _inflate(payload, max_payload, max_inflated)
+    _scan(body, max_depth, max_items)
+    try:
+        return cbor2.loads(
+            body, max_depth=max_depth + 1, allow_indefinite=False, allow_duplicate_keys=False,
+            strict_hashable_types=True, semantic_decoders=_NO_TAGS, tag_hook=_refuse_tag,
+        )
+    except WireError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as e:
+        raise WireError(f"bad CBOR: {e}") from e
+
+
+_SIMPLE_OK = frozenset({20, 21, 22, 25, 26, 27})  # false, true, null, half/single/double float
+
+
+def _scan(body: bytes, max_depth: int, max_items: int) -> None:  # noqa: PLR0912 (one state machine)
+    """Walk the CBOR item heads of `body` iteratively (no recursion, nothing decoded)."""
+    pos, end, items = 0, len(body), 0
+    todo = [1]  # items still to read at each open level; the bottom is the one top item
+    while todo:
+        if todo[-1] == 0:
+            todo.pop()
+            continue
+        todo[-1] -= 1
+        if pos >= end:
+            raise WireError("bad CBOR: truncated")
+        head = body[pos]
+        pos += 1
+        major, info = head >> 5, head & 0x1F
+        items += 1
+        if items > max_items:
+            raise WireError(f"bad CBOR: more than {max_items} items")
+        if major == 7:
+            if info not in _SIMPLE_OK:
+                raise WireError(f"bad CBOR: simple value {info} is not allowed")
+            pos += (0, 2, 4, 8)[info - 24] if info >= 25 else 0
+            continue
+        if info < 24:
+            arg = info
+        elif info <= 27:
+            size = 1 << (info - 24)
+            if pos + size > end:
+                raise WireError("bad CBOR: truncated")
+            arg = int.from_bytes(body[pos:pos + size], "big")
+            pos += size
+        else:
+            raise WireError("bad CBOR: indefinite lengths are not allowed" if info == 31
+                            else f"bad CBOR: reserved additional information {info}")
+        if major == 6:
+            raise WireError(f"bad CBOR: tag {arg} is not allowed")
+        if major in (2, 3):  # byte and text strings
+            if arg > end - pos:
+                raise WireError("bad CBOR: truncated")
+            pos += arg
+        elif major in (4, 5):  # arrays and maps
+            count = arg * 2 if major == 5 else arg
+            if count > end - pos:  # every item takes at least one byte
+                raise WireError("bad CBOR: truncated")
+            todo.append(count)
+            if len(todo) - 1 > max_depth:
+                raise WireError(f"bad CBOR: nested more than {max_depth} deep")
+    if pos > end:
+        raise WireError("bad CBOR: truncated")
+    if pos != end:
+        raise WireError(f"bad CBOR: {end - pos} bytes after the item")
 
 
 MAX_DOC = 16 * 1024
