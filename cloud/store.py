@@ -9,7 +9,7 @@ transaction, and a batch seen again is skipped. This module does no network I/O.
 `samples` is indexed by (Box, time), not by (Box, point, time): batches arrive in time
 order, so each one appends to the index, where a per-point index took a write in a
 different page for nearly every sample (17 us a sample at a million, against 4; see
-docs/perf-backlog.md). A point's history is read through the time index (a time range,
+docs/performance.md). A point's history is read through the time index (a time range,
 then the point). The latest value of each point is kept in `latest`.
 """
 
