@@ -44,3 +44,16 @@ def test_ingest_benchmark_stores_every_sample_once_both_ways(tmp_path: Path) -> 
         assert set(figures) >= {"seconds", "points_per_second", "cpu_s", "core_busy", "us_cpu_per_point"}
         assert figures["mode"] == mode and figures["rejected"] == 0
         assert figures["stored"] == 20000 and figures["stored_exact"] is True
+
+
+def test_gateway_benchmark_runs_thingsboard_beside_it(tmp_path: Path) -> None:
+    """ThingsBoard IoT Gateway from PyPI in its own venv (installed once, ~2 min) on the same tiny case."""
+    out = tmp_path / "figures.json"
+    r = subprocess.run([sys.executable, "-m", "bench.gateway", "--case", "tiny", "--gateway", "thingsboard",
+                        "--pin", "no", "--seconds", "2", "--json", str(out)], capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (figures,) = json.loads(out.read_text()).values()
+    assert set(figures) >= set(FIGURES)
+    assert figures["points_per_second"] > 0
+    assert figures["requests_per_cycle"] > figures["minimum_requests_per_cycle"]  # one request per coil, at least
