@@ -24,7 +24,6 @@ Figures, never assertions: CI runs it only as a smoke test (`--samples 20000`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sqlite3
@@ -36,7 +35,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from bench.measure import free_port_block
+from bench.measure import free_port_block, print_figures
 from bench.workload import boxd_toml, layout
 from boxd import config, wire
 from boxd.daemon import make_sources
@@ -255,12 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     uplink = {"max_batch_samples": args.max_batch, "inflight_batches": args.inflight,
               "batch_delay_ms": args.batch_delay_ms}
     figures = run(args.samples, args.points, uplink)
-    width = max(len(k) for k in figures)
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures))
+    print_figures(figures, args.json)
     return 0
 
 

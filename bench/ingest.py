@@ -38,6 +38,7 @@ from pathlib import Path
 import cbor2
 
 from bench.backlog import POINTS_PER_DEVICE, fill_queue
+from bench.measure import print_figures
 from boxd import wire
 from boxd.queue import Queue
 from drivers import PointInfo
@@ -214,12 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(json.loads(args.child.read_text()))))
         return 0
     figures = run(args.samples, args.points, args.max_batch, args.mode, args.cpu)
-    width = max(len(k) for k in figures)
-    for k, v in figures.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=1))
-    print(json.dumps(figures))
+    print_figures(figures, args.json)
     return 0
 
 

@@ -162,6 +162,16 @@ def latency_ms(probes: Mapping[str, Sequence[Sequence[float]]],
     return round(percentile(lat, 0.5), 1), round(percentile(lat, 0.99), 1), len(lat)
 
 
+def print_figures(figures: Mapping[str, object], json_path: Path | None = None) -> None:
+    """Print one run's figures as a two-column table, then as JSON (also to `json_path`)."""
+    width = max(len(k) for k in figures)
+    for k, v in figures.items():
+        print(f"{k:<{width}}  {v}")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=1))
+    print(json.dumps(figures))
+
+
 def free_port_block(count: int, start: int = 20000) -> int:
     """The first of `count` consecutive free TCP ports on 127.0.0.1."""
     import socket
