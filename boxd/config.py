@@ -132,8 +132,8 @@ def load(path: Path, cache: Path | None = None) -> BoxConfig:
     if raw is None:
         try:
             raw = tomllib.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ConfigError(f"the configuration {path} is not valid TOML: {e}") from e
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError
+            raise ConfigError(f"the configuration {path} is not valid TOML: {str(e)[:200]}") from e
         if cache:
             _to_cache(cache, digest, raw)
     return parse(raw)
@@ -286,6 +286,14 @@ def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]
             continue
         v = raw[key]
         if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-            raise ConfigError(f"[{section}] {key} must be an integer from {lo} to {hi}, not {v!r}")
+            raise ConfigError(f"[{section}] {key} must be an integer from {lo} to {hi}, not {_show(v)}")
         values[key] = v
     return values
+
+
+def _show(value: object) -> str:
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
+        text = f"<{type(value).__name__} too big to show>"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -368,5 +368,5 @@ def _check_point(device_where: str, p: BacnetPoint) -> None:
 
 def _check_range(where: str, key: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key} {value!r} is out of range {lo}..{hi}")
+        raise ConfigError(f"{where}: {key} {show(value)} is out of range {lo}..{hi}")
 

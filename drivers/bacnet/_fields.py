@@ -80,6 +80,8 @@ def as_int(value: object, what: str) -> int:
 def as_float(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{what} must be a number, not {kind_of(value)}")
+    if isinstance(value, int) and value.bit_length() > 1000:  # float() would overflow
+        raise ConfigError(f"{what} must be a finite number, not {kind_of(value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{what} must be finite, not {value!r}")
     return float(value)
@@ -93,7 +95,10 @@ def as_cov(value: object, what: str) -> str:
 
 def show(value: object) -> str:
     """A short, printable rendering of an untrusted value for an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
+        text = f"<{type(value).__name__} too big to show>"
     return text if len(text) <= 40 else text[:37] + "..."
 
 

@@ -151,7 +151,10 @@ _shared_codec = functools.lru_cache(maxsize=1024)(PointCodec)
 
 def show(value: object) -> str:
     """A short, printable rendering of an untrusted value for an error message."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
+        text = f"<{type(value).__name__} too big to show>"
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -315,7 +318,7 @@ def _check_shape(where: str, p: ModbusPoint) -> None:
 
 def _check_range(where: str, key: str, value: float, lo: float, hi: float) -> None:
     if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key} {value!r} is out of range {lo}..{hi}")
+        raise ConfigError(f"{where}: {key} {show(value)} is out of range {lo}..{hi}")
 
 
 def _valid_host(host: str) -> bool:

@@ -286,6 +286,8 @@ def _int(value: object, what: str) -> int:
 def _float(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{what} must be a number, not {_kind(value)}")
+    if isinstance(value, int) and value.bit_length() > 1000:  # float() would overflow
+        raise ConfigError(f"{what} must be a finite number, not {_kind(value)}")
     if not math.isfinite(value):
         raise ConfigError(f"{what} must be finite, not {value!r}")
     return float(value)
