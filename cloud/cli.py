@@ -7,6 +7,14 @@
     boxcloud box show BOX_ID [--history N]
     boxcloud box revoke BOX_ID
     boxcloud alerts [--all] [--box BOX_ID]
+    boxcloud config push BOX_ID FILE [--no-check] [--wait 30s]
+    boxcloud config show BOX_ID [--history N]
+    boxcloud cmd BOX_ID NAME [KEY=VALUE ...] [--ttl 5m] [--wait 30s]
+    boxcloud cmd list BOX_ID
+
+`config push` and `cmd` queue what they send in the cloud's database; the running
+`boxcloud run` publishes it (a configuration retained, so a Box that is offline gets the
+latest one when it comes back) and stores the Box's answer, which they wait for and show.
 
 Every command takes `--home DIR` (default $BOXCLOUD_HOME or /var/lib/boxcloud).
 Errors end with one line on stderr and a non-zero exit, never a traceback.
@@ -15,6 +23,7 @@ Errors end with one line on stderr and a non-zero exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
@@ -22,11 +31,13 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cloud.errors import CloudError
 from cloud.platform import Cloud, Settings
+from cloud.store import CommandRow, ConfigRow
 from drivers import Quality
 
 DEFAULT_HOME = Path(os.environ.get("BOXCLOUD_HOME", "/var/lib/boxcloud"))
@@ -69,6 +80,25 @@ def _parser() -> argparse.ArgumentParser:
     al = sub.add_parser("alerts", help="list alerts: Boxes offline, silent, gaps, clocks, devices")
     al.add_argument("--all", action="store_true", help="closed alerts too")
     al.add_argument("--box", help="only this Box")
+    cf = sub.add_parser("config", help="push a configuration to a Box, show what it answered")
+    cf_sub = cf.add_subparsers(dest="config_cmd", required=True)
+    cp = cf_sub.add_parser("push", help="send a whole Box configuration (TOML, as boxd's file)")
+    cp.add_argument("box_id")
+    cp.add_argument("file", type=Path)
+    cp.add_argument("--no-check", action="store_true", help="send it even if it does not validate here")
+    cp.add_argument("--wait", type=_duration, default=30, help="wait this long for the Box's answer (0: don't)")
+    cs = cf_sub.add_parser("show", help="the configurations sent to a Box and its answers")
+    cs.add_argument("box_id")
+    cs.add_argument("--history", type=int, default=5)
+    c = sub.add_parser("cmd", help="send a command to a Box (write, read, restart, reboot, logs, renew_cert)",
+                       description="Send a command to a Box: write point=NAME value=V [priority=N relinquish=true], "
+                                   "read points=A,B, restart, reboot, logs [lines=N], renew_cert; "
+                                   "or 'cmd list BOX_ID' for the recent ones.")
+    c.add_argument("box_id", help="the Box (or 'list')")
+    c.add_argument("name", help="the command (or, after 'list', the Box)")
+    c.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments; values are JSON or text")
+    c.add_argument("--ttl", type=_duration, default=300, help="the command expires after this (default 5m)")
+    c.add_argument("--wait", type=_duration, default=30, help="wait this long for the Box's answer (0: don't)")
     return p
 
 
@@ -184,6 +214,105 @@ def _show(cloud: Cloud, box_id: str, history: int) -> int:
     return 0
 
 
+def _cmd_args(name: str, pairs: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise CloudError(f"argument {pair!r} is not KEY=VALUE")
+        try:
+            value: object = json.loads(text)
+        except ValueError:
+            value = text
+        if name == "read" and key == "points" and isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        out[key] = value
+    return out
+
+
+def _wait(what: str, wait_s: float, done: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.2)
+    print(f"No answer from the Box within {wait_s:.0f} s to {what}; it stays queued until it expires. "
+          "Is 'boxcloud run' running, and the Box online ('boxcloud box list')?")
+    return False
+
+
+def cmd_config(cloud: Cloud, args: argparse.Namespace) -> int:
+    """The `config` subcommands."""
+    if args.config_cmd == "show":
+        rows = cloud.store.configs(args.box_id, args.history)
+        if not rows:
+            print(f"No configuration was pushed to {args.box_id}.")
+        for r in rows:
+            state = r.status or ("sent, no answer yet" if r.published else "queued")
+            print(f"version {r.version}: {state} (created {_when(r.created)}, answered {_when(r.answered)})")
+            for reason in r.reasons:
+                print(f"    {reason}")
+        return 0
+    try:
+        text = args.file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CloudError(f"{args.file} is not UTF-8 text") from None
+    version = cloud.push_config(args.box_id, text, check=not args.no_check)
+    print(f"Configuration version {version} for {args.box_id} queued.")
+    if args.wait <= 0:
+        return 0
+    def answer() -> ConfigRow | None:
+        row = next((r for r in cloud.store.configs(args.box_id, 3) if r.version == version), None)
+        return row if row is not None and row.status is not None else None
+
+    if not _wait(f"configuration version {version}", args.wait, lambda: answer() is not None):
+        return 3
+    row = answer()
+    assert row is not None and row.status is not None
+    print(f"Box {args.box_id}: configuration version {version} {row.status.replace('_', ' ')}"
+          + (":" if row.reasons else "."))
+    for reason in row.reasons:
+        print(f"    {reason}")
+    return 0 if row.status == "applied" else 4
+
+
+def cmd_command(cloud: Cloud, args: argparse.Namespace) -> int:
+    """`cmd BOX NAME ...` and `cmd list BOX`."""
+    if args.box_id == "list":
+        rows = cloud.store.commands(args.name)
+        if not rows:
+            print(f"No commands were sent to {args.name}.")
+        for r in rows:
+            state = r.status or ("expired unsent" if not r.published and r.expires < time.time()
+                                 else "sent, no answer yet" if r.published else "queued")
+            print(f"{_when(r.created)}  {r.id}  {r.name} {json.dumps(r.args)}: {state}"
+                  + (f" ({r.detail})" if r.detail else ""))
+        return 0
+    cmd_id = cloud.send_command(args.box_id, args.name, _cmd_args(args.name, args.args), args.ttl)
+    print(f"Command {cmd_id} ({args.name}) for {args.box_id} queued.")
+    if args.wait <= 0:
+        return 0
+    def answer() -> CommandRow | None:
+        row = cloud.store.command(cmd_id)
+        return row if row is not None and row.status is not None else None
+
+    if not _wait(f"command {cmd_id}", args.wait, lambda: answer() is not None):
+        return 3
+    row = answer()
+    assert row is not None
+    print(f"Box {args.box_id}: {args.name} {row.status}" + (f": {row.detail}" if row.detail else ""))
+    for point, value in row.result.items():
+        print(f"    {point} = {value}")
+    faults = row.reply.get("faults")
+    if isinstance(faults, dict):
+        for point, code in faults.items():
+            why = Quality(code).name.lower() if code in Quality._value2member_map_ else code
+            print(f"    {point}: no value ({why})")
+    for line in row.lines:
+        print(f"    {line}")
+    return 0 if row.status == "ok" else 4
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `boxcloud` command."""
     args = _parser().parse_args(argv)
@@ -200,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(cloud)
         if args.cmd == "alerts":
             return cmd_alerts(cloud, args.box, args.all)
+        if args.cmd == "config":
+            return cmd_config(cloud, args)
+        if args.cmd == "cmd":
+            return cmd_command(cloud, args)
         return cmd_box(cloud, args)
     except CloudError as e:
         print(f"boxcloud: {e}", file=sys.stderr)

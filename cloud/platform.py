@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from boxd import downlink
 from boxd.files import write_atomic
+from boxd.wire import encode_doc
 from cloud.broker import Broker
 from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError
@@ -25,6 +29,7 @@ from cloud.store import Store
 log = logging.getLogger("boxcloud")
 
 CRL_REFRESH_S = 86400
+OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Cloud:
         self.enroll: EnrollServer | None = None
         self._stop = threading.Event()
         self._crl_thread: threading.Thread | None = None
+        self._outbox_thread: threading.Thread | None = None
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -105,6 +111,8 @@ class Cloud:
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
+        self._outbox_thread = threading.Thread(target=self._outbox, name="outbox", daemon=True)
+        self._outbox_thread.start()
         log.info("cloud up: broker %s:%d, enrollment https://%s:%d", s.host, s.broker_port, s.host, s.enroll_port)
 
     def stop(self) -> None:
@@ -116,8 +124,9 @@ class Cloud:
             self.receiver.stop()
         if self._broker is not None:
             self._broker.stop()
-        if self._crl_thread is not None:
-            self._crl_thread.join(5)
+        for t in (self._crl_thread, self._outbox_thread):
+            if t is not None:
+                t.join(5)
 
     def supervise(self) -> None:
         """Restart the broker if it died, run the monitor's checks (every second, by `boxcloud run`)."""
@@ -134,6 +143,30 @@ class Cloud:
             self.write_crl()
             self.broker.reload()
 
+    def _outbox(self) -> None:
+        """Send what `push_config` and `send_command` queued (from this or another process)."""
+        while not self._stop.wait(OUTBOX_S):
+            try:
+                self.flush_outbox()
+            except Exception:  # the thread must outlive a bad row or a database hiccup
+                log.exception("cannot send the queued configurations and commands")
+
+    def flush_outbox(self) -> None:
+        """Publish every queued configuration (retained: a Box that comes online gets the latest
+        meant for it) and every queued command that has not expired."""
+        rx = self.receiver
+        if rx is None:
+            return
+        for c in self.store.unpublished_configs():
+            if rx.publish_down(c.box_id, "config", encode_doc({"version": c.version, "toml": c.toml}), retain=True):
+                self.store.mark_config_published(c.box_id, c.version)
+                log.info("configuration version %d sent to %s", c.version, c.box_id)
+        for cmd in self.store.unpublished_commands(time.time()):
+            doc = {"id": cmd.id, "name": cmd.name, "expires": cmd.expires, "args": cmd.args}
+            if rx.publish_down(cmd.box_id, "cmd", encode_doc(doc)):
+                self.store.mark_command_published(cmd.id)
+                log.info("command %s (%s) sent to %s", cmd.id, cmd.name, cmd.box_id)
+
     def write_crl(self) -> None:
         """Rewrite the CRL from the database."""
         self.pki.write_crl((s, datetime.fromtimestamp(t, UTC)) for s, t in self.store.revoked_certs())
@@ -146,6 +179,48 @@ class Cloud:
         self.settings  # noqa: B018 - fail early when there is no cloud here
         token = new_token()
         return token, self.store.add_token(token_hash(token), serial, ttl_s)
+
+    def push_config(self, box_id: str, toml_text: str, *, check: bool = True) -> int:
+        """Queue a whole configuration for a Box; returns its version. The running cloud sends it.
+
+        Raises:
+            CloudError: unknown Box, too big, or (with `check`) not a valid configuration: the
+                message lists every reason (the Box validates it again in any case).
+        """
+        self._known_box(box_id)
+        payload = encode_doc({"version": 1, "toml": toml_text})
+        if len(payload) > downlink.MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > downlink.MAX_CONFIG_TEXT:
+            raise CloudError(f"the configuration is too big to send ({len(payload)} bytes compressed, at most "
+                             f"{downlink.MAX_CONFIG_PAYLOAD})")
+        if check:
+            try:
+                downlink.decode_config(payload)
+            except downlink.DownlinkError as e:
+                raise CloudError("; ".join(e.reasons) if e.reasons else str(e)) from None
+        return self.store.add_config(box_id, toml_text)
+
+    def send_command(self, box_id: str, name: str, args: dict[str, object], ttl_s: float = 300) -> str:
+        """Queue a command for a Box; returns its id. The running cloud sends it.
+
+        Raises:
+            CloudError: unknown Box, or a command the Box would refuse (name, arguments).
+        """
+        self._known_box(box_id)
+        cmd_id = f"c-{secrets.token_hex(8)}"
+        doc = {"id": cmd_id, "name": name, "expires": time.time() + ttl_s, "args": args}
+        try:
+            downlink.decode_command(encode_doc(doc))
+        except downlink.DownlinkError as e:
+            raise CloudError(str(e)) from None
+        self.store.add_command(cmd_id, box_id, name, args, float(doc["expires"]))  # type: ignore[arg-type]
+        return cmd_id
+
+    def _known_box(self, box_id: str) -> None:
+        row = self.store.box(box_id)
+        if row is None:
+            raise CloudError(f"no Box {box_id!r} here ('boxcloud box list' shows them)")
+        if row.revoked is not None:
+            raise CloudError(f"Box {box_id} is revoked")
 
     def revoke(self, box_id: str) -> bool:
         """Revoke a Box: CRL, broker reload, then its live session is cut.

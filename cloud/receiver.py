@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from boxd import tls, wire
+from boxd.downlink import DownlinkError, decode_reply
 from boxd.errors import WireError
 from boxd.uplink import session_properties
 from cloud.broker import RECEIVER
@@ -90,6 +91,13 @@ class Receiver:
             self._client.loop_stop()
             self._client = None
 
+    def publish_down(self, box_id: str, leaf: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish on `boxes/<id>/down/<leaf>` (QoS 1); False when not connected (try again later)."""
+        c = self._client
+        if c is None or not self.connected.is_set():
+            return False
+        return c.publish(f"boxes/{box_id}/down/{leaf}", payload, 1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
         if self._client is not None:
@@ -151,6 +159,8 @@ class Receiver:
                 self.monitor.on_health(box_id, doc)
                 if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
                     self.send_time(box_id)
+        elif leaf == "replies":
+            self._reply(box_id, payload)
         elif leaf == "events":
             doc = wire.decode_doc(payload, {"v": int, "kind": str})
             log.info("event from %s: %s", box_id, doc.get("kind"))
@@ -181,6 +191,23 @@ class Receiver:
                 self.counters.duplicates += 1
         if not stored and (batch.epoch, batch.seq) in self.store.conflicts(box_id):
             self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
+
+    def _reply(self, box_id: str, payload: bytes) -> None:
+        try:
+            doc = decode_reply(payload)
+        except DownlinkError as e:
+            raise WireError(str(e)) from None
+        if doc["kind"] == "config":
+            reasons = [str(r) for r in doc["reasons"]]  # type: ignore[attr-defined]
+            known = self.store.config_answered(box_id, int(doc["version"]), str(doc["status"]), reasons)  # type: ignore[call-overload]
+            log.info("Box %s: configuration version %s %s%s", box_id, doc["version"], doc["status"],
+                     f" ({'; '.join(reasons)[:300]})" if reasons else "")
+        else:
+            known = self.store.command_answered(box_id, str(doc["id"]), doc)
+            log.info("Box %s: command %s %s", box_id, doc["id"], doc["status"])
+        if not known:
+            log.warning("Box %s answered something it was not sent (%s %s)", box_id, doc["kind"],
+                        doc.get("id", doc.get("version")))
 
     def _status(self, box_id: str, payload: bytes) -> None:
         if not payload:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from boxd.errors import WireError
 from boxd.wire import Batch
@@ -72,10 +72,61 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);
 CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS configs (
+    box_id TEXT NOT NULL, version INTEGER NOT NULL, toml TEXT NOT NULL, created REAL NOT NULL,
+    published REAL, status TEXT, reasons TEXT, answered REAL, PRIMARY KEY (box_id, version));
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, box_id TEXT NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL,
+    expires REAL NOT NULL, created REAL NOT NULL, published REAL, status TEXT, reply TEXT, answered REAL);
+CREATE INDEX IF NOT EXISTS unsent_commands ON commands (created) WHERE published IS NULL;
 CREATE TABLE IF NOT EXISTS latest (
     box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
     quality INTEGER NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (box_id, point));
 """
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """A configuration pushed to a Box, and what the Box answered."""
+
+    box_id: str
+    version: int
+    toml: str
+    created: float
+    published: float | None
+    status: str | None  # None until the Box answers: "applied", "rejected", "rolled_back"
+    reasons: list[str]
+    answered: float | None
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """A command sent to a Box, and its reply (the Box's document: status, detail, result...)."""
+
+    id: str
+    box_id: str
+    name: str
+    args: dict[str, object]
+    expires: float
+    created: float
+    published: float | None
+    status: str | None  # None until the Box answers
+    reply: dict[str, object]
+    answered: float | None
+
+    @property
+    def detail(self) -> str:
+        return str(self.reply.get("detail", ""))
+
+    @property
+    def result(self) -> dict[str, object]:
+        r = self.reply.get("result")
+        return r if isinstance(r, dict) else {}
+
+    @property
+    def lines(self) -> list[str]:
+        r = self.reply.get("lines")
+        return [str(x) for x in r] if isinstance(r, list) else []
 
 
 @dataclass(frozen=True)
@@ -346,6 +397,89 @@ class Store:
             )
             db.execute("UPDATE boxes SET last_seen=? WHERE box_id=?", (now, box_id))
         return True
+
+    # -- configurations and commands to Boxes ----------------------------------------------------
+
+    def add_config(self, box_id: str, toml_text: str) -> int:
+        """Record a new configuration for a Box; returns its version (1, 2, ...)."""
+        with self._tx() as db:
+            (last,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM configs WHERE box_id=?", (box_id,)).fetchone()
+            db.execute("INSERT INTO configs (box_id, version, toml, created) VALUES (?, ?, ?, ?)",
+                       (box_id, int(last) + 1, toml_text, time.time()))
+        return int(last) + 1
+
+    def unpublished_configs(self) -> list[ConfigRow]:
+        """The newest configuration of each Box, when it is not published yet."""
+        rows = self._db().execute(
+            """SELECT * FROM configs c WHERE published IS NULL
+               AND version = (SELECT MAX(version) FROM configs WHERE box_id = c.box_id)""").fetchall()
+        return [self._config_row(r) for r in rows]
+
+    def mark_config_published(self, box_id: str, version: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE configs SET published=? WHERE box_id=? AND version=?", (time.time(), box_id, version))
+
+    def config_answered(self, box_id: str, version: int, status: str, reasons: list[str]) -> bool:
+        """The Box's answer to configuration `version`; False when there is no such version."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE configs SET status=?, reasons=?, answered=? WHERE box_id=? AND version=?",
+                             (status, json.dumps(reasons), time.time(), box_id, version))
+        return cur.rowcount > 0
+
+    def configs(self, box_id: str, limit: int = 10) -> list[ConfigRow]:
+        """A Box's configurations, newest first."""
+        rows = self._db().execute("SELECT * FROM configs WHERE box_id=? ORDER BY version DESC LIMIT ?",
+                                  (box_id, limit)).fetchall()
+        return [self._config_row(r) for r in rows]
+
+    def config_state(self, box_id: str) -> ConfigRow | None:
+        """The newest configuration pushed to a Box, with its answer if any."""
+        rows = self.configs(box_id, 1)
+        return rows[0] if rows else None
+
+    @staticmethod
+    def _config_row(r: Sequence[Any]) -> ConfigRow:
+        return ConfigRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else [], r[7])
+
+    def add_command(self, cmd_id: str, box_id: str, name: str, args: dict[str, object], expires: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO commands (id, box_id, name, args, expires, created) VALUES (?, ?, ?, ?, ?, ?)",
+                       (cmd_id, box_id, name, json.dumps(args), expires, time.time()))
+
+    def unpublished_commands(self, now: float) -> list[CommandRow]:
+        """Commands not sent yet and not expired, oldest first."""
+        rows = self._db().execute("SELECT * FROM commands WHERE published IS NULL AND expires > ? ORDER BY created",
+                                  (now,)).fetchall()
+        return [self._command_row(r) for r in rows]
+
+    def mark_command_published(self, cmd_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE commands SET published=? WHERE id=?", (time.time(), cmd_id))
+
+    def command_answered(self, box_id: str, cmd_id: str, reply: dict[str, object]) -> bool:
+        """Store the Box's reply to one of its commands; False when the id is not this Box's.
+
+        The first answer stays: a Box re-sending a reply (after a reconnection) changes nothing."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE commands SET status=?, reply=?, answered=? "
+                             "WHERE id=? AND box_id=? AND answered IS NULL",
+                             (str(reply.get("status")), json.dumps(reply), time.time(), cmd_id, box_id))
+        return cur.rowcount > 0
+
+    def command(self, cmd_id: str) -> CommandRow | None:
+        r = self._db().execute("SELECT * FROM commands WHERE id=?", (cmd_id,)).fetchone()
+        return self._command_row(r) if r else None
+
+    def commands(self, box_id: str, limit: int = 20) -> list[CommandRow]:
+        """A Box's commands, newest first."""
+        rows = self._db().execute("SELECT * FROM commands WHERE box_id=? ORDER BY created DESC LIMIT ?",
+                                  (box_id, limit)).fetchall()
+        return [self._command_row(r) for r in rows]
+
+    @staticmethod
+    def _command_row(r: Sequence[Any]) -> CommandRow:
+        return CommandRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7],
+                          json.loads(r[8]) if r[8] else {}, r[9])
 
     # -- health and alerts -------------------------------------------------------------------
 
