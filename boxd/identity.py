@@ -16,14 +16,18 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from boxd.errors import IdentityError
+from boxd.files import fsync_dir
 
 BOX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 IDENTITY_DIR = "identity"
+NEXT_DIR = "identity.next"  # a renewed identity, staged, not yet tried
+PREV_DIR = "identity.prev"  # the identity before the switch, kept until the new one works
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,57 @@ def cert_not_after(pem: bytes) -> datetime:
     elif tag != 0x18:  # GeneralizedTime YYYYMMDDHHMMSSZ
         raise ValueError("certificate notAfter has an unknown time type")
     return datetime.strptime(text, "%Y%m%d%H%M%SZ").replace(tzinfo=UTC)
+
+
+def activate_next(state_dir: Path) -> None:
+    """Switch to the staged renewed identity, keeping the current one as `identity.prev`.
+
+    Two renames, each atomic; `recover` finishes a switch that a power cut interrupted.
+    """
+    cur, nxt, prev = state_dir / IDENTITY_DIR, state_dir / NEXT_DIR, state_dir / PREV_DIR
+    if not nxt.is_dir():
+        raise IdentityError("no renewed identity is staged")
+    if prev.exists():
+        shutil.rmtree(prev)
+    cur.rename(prev)
+    nxt.rename(cur)
+    fsync_dir(state_dir)
+
+
+def commit(state_dir: Path) -> None:
+    """The new identity works: forget the previous one."""
+    shutil.rmtree(state_dir / PREV_DIR, ignore_errors=True)
+    fsync_dir(state_dir)
+
+
+def revert(state_dir: Path) -> None:
+    """The new identity does not work: go back to the previous one (the new one is dropped)."""
+    cur, prev = state_dir / IDENTITY_DIR, state_dir / PREV_DIR
+    if not prev.is_dir():
+        raise IdentityError("there is no previous identity to go back to")
+    failed = state_dir / f"{IDENTITY_DIR}.failed"
+    if failed.exists():
+        shutil.rmtree(failed)
+    if cur.exists():
+        cur.rename(failed)
+    prev.rename(cur)
+    fsync_dir(state_dir)
+
+
+def recover(state_dir: Path) -> str | None:
+    """At start: finish a switch that was cut between its two renames. Returns what was done."""
+    cur, nxt, prev = state_dir / IDENTITY_DIR, state_dir / NEXT_DIR, state_dir / PREV_DIR
+    if cur.exists():
+        return None
+    if nxt.is_dir() and prev.is_dir():
+        nxt.rename(cur)
+        fsync_dir(state_dir)
+        return "finished switching to the renewed identity"
+    if prev.is_dir():
+        prev.rename(cur)
+        fsync_dir(state_dir)
+        return "went back to the previous identity"
+    return None
 
 
 def load(state_dir: Path) -> Identity:

@@ -39,7 +39,7 @@ def client_context(
 
 
 def server_context(
-    cert_file: Path, key_file: Path, client_ca_file: Path | None = None
+    cert_file: Path, key_file: Path, client_ca_file: Path | None = None, *, client_optional: bool = False
 ) -> ssl.SSLContext:
     """A context for a server; with `client_ca_file`, clients must present a certificate.
 
@@ -47,11 +47,13 @@ def server_context(
         cert_file: the server's certificate chain.
         key_file: its private key.
         client_ca_file: when given, client certificates are required and verified.
+        client_optional: a client may also come without one (a certificate it sends is
+            still verified, and the handshake fails if it does not chain to `client_ca_file`).
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSION
     ctx.load_cert_chain(str(cert_file), str(key_file))
     if client_ca_file is not None:
         ctx.load_verify_locations(cafile=str(client_ca_file))
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_OPTIONAL if client_optional else ssl.CERT_REQUIRED
     return ctx

@@ -10,6 +10,13 @@ serial the token was issued for), never taken from the CSR.
 The server is TLS-only (the Box checks it against the platform CA it ships with);
 it needs no client certificate since an enrolling Box has none yet: the token is
 the credential. Tokens never appear in logs.
+
+`POST /v1/renew` with `{"csr"}` renews a Box's certificate before it expires: the
+credential is the Box's current certificate, presented in the TLS handshake (verified
+against the platform CA, then checked in the database: the Box's current certificate, or
+one it renewed away from that has not expired, and not revoked). The new certificate
+names the same Box; the answer has the shape of an enrollment's. The old certificate
+stays valid until it expires, so the Box keeps it until the new one works.
 """
 
 from __future__ import annotations
@@ -119,6 +126,41 @@ class Enroller:
         }
 
 
+    def renew(self, peer: dict[str, object], csr_pem: str) -> dict[str, object]:
+        """Sign a new certificate for the Box that presented `peer` (ssl's getpeercert()).
+
+        Raises:
+            EnrollmentError: no certificate, not a Box's, revoked or superseded, bad CSR.
+        """
+        box_id, serial = _peer_identity(peer)
+        try:
+            chain, leaf = self.pki.sign_box_csr(csr_pem.encode(), box_id)
+        except PkiError as e:
+            raise EnrollmentError(str(e)) from e
+        try:
+            self.store.renew_cert(box_id, serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp())
+        except StoreError as e:
+            raise EnrollmentError(f"renewal refused: {e}", 403) from e
+        log.info("renewed the certificate of Box %s (serial %x -> %x)", box_id, serial, leaf.serial_number)
+        return {
+            "box_id": box_id,
+            "certificate": chain.decode(),
+            "ca": self.pki.root_cert.read_text(),
+            "broker": {"host": self.broker.host, "port": self.broker.port},
+        }
+
+
+def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
+    """(Box ID, certificate serial) of a verified client certificate."""
+    if not peer:
+        raise EnrollmentError("a renewal needs the Box's current certificate in the TLS handshake", 401)
+    cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), None)  # type: ignore[attr-defined]
+    serial = peer.get("serialNumber")
+    if not (isinstance(cn, str) and BOX_ID_RE.match(cn)) or cn.startswith("cloud:") or not isinstance(serial, str):
+        raise EnrollmentError("the certificate presented is not a Box's", 403)
+    return cn, int(serial, 16)
+
+
 def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
@@ -148,7 +190,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        if self.path != "/v1/enroll":
+        if self.path not in ("/v1/enroll", "/v1/renew"):
             self._answer(404, {"error": "not found"})
             return
         try:
@@ -161,10 +203,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = json.loads(self.rfile.read(length))
-            token, csr, serial = req["token"], req["csr"], req.get("serial")
-            if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
-                raise TypeError("token, csr and serial must be text")
-            result = self.server.enroller.enroll(token, csr, serial)
+            if self.path == "/v1/renew":
+                csr = req["csr"]
+                if not isinstance(csr, str):
+                    raise TypeError("csr must be text")
+                peer = self.connection.getpeercert()
+                result = self.server.enroller.renew(peer or {}, csr)
+            else:
+                token, csr, serial = req["token"], req["csr"], req.get("serial")
+                if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
+                    raise TypeError("token, csr and serial must be text")
+                result = self.server.enroller.enroll(token, csr, serial)
         except (ValueError, KeyError, TypeError) as e:
             self._answer(400, {"error": f"malformed enrollment request: {e}"})
             return
@@ -205,8 +254,9 @@ class _Server(ThreadingHTTPServer):
 class EnrollServer:
     """The HTTPS enrollment endpoint, in its own thread. The constructor does no I/O."""
 
-    def __init__(self, enroller: Enroller, cert: Path, key: Path, bind: str, port: int) -> None:
-        self._enroller, self._cert, self._key = enroller, cert, key
+    def __init__(self, enroller: Enroller, cert: Path, key: Path, bind: str, port: int, *,
+                 client_ca: Path | None = None) -> None:
+        self._enroller, self._cert, self._key, self._client_ca = enroller, cert, key, client_ca
         self._addr = (bind, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -219,7 +269,8 @@ class EnrollServer:
 
     def start(self) -> None:
         """Bind and serve in a thread."""
-        self._server = _Server(self._addr, tls.server_context(self._cert, self._key), self._enroller)
+        ctx = tls.server_context(self._cert, self._key, self._client_ca, client_optional=True)
+        self._server = _Server(self._addr, ctx, self._enroller)
         self._thread = threading.Thread(target=self._server.serve_forever, name="enroll", daemon=True)
         self._thread.start()
 

@@ -106,6 +106,7 @@ class Cloud:
         self.enroll = EnrollServer(
             Enroller(self.pki, self.store, self.broker),
             self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
+            client_ca=self.pki.root_cert,
         )
         self.enroll.start()
         self._stop.clear()

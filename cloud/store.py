@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);
 CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS superseded_certs (
+    box_id TEXT NOT NULL, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, superseded REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
     box_id TEXT NOT NULL, version INTEGER NOT NULL, toml TEXT NOT NULL, created REAL NOT NULL,
     published REAL, status TEXT, reasons TEXT, answered REAL, PRIMARY KEY (box_id, version));
@@ -290,7 +292,8 @@ class Store:
         return BoxRow(*vals)  # type: ignore[arg-type]
 
     def revoke(self, box_id: str) -> int:
-        """Mark a Box revoked and its certificate on the revocation list; returns the cert serial."""
+        """Mark a Box revoked and its certificates (the current one, and any it renewed away from
+        that has not expired) on the revocation list; returns the current cert serial."""
         with self._tx() as db:
             row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
             if row is None:
@@ -298,7 +301,31 @@ class Store:
             now = time.time()
             db.execute("UPDATE boxes SET revoked=? WHERE box_id=?", (now, box_id))
             db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (row[0], box_id, now))
+            db.execute("""INSERT OR IGNORE INTO revoked_certs SELECT cert_serial, box_id, ? FROM superseded_certs
+                          WHERE box_id=? AND not_after > ?""", (now, box_id, now))
         return int(row[0])
+
+    def renew_cert(self, box_id: str, presented: int, new_serial: int, not_after: float) -> None:
+        """Record a Box's renewed certificate. The one it presented stays valid (superseded) until
+        it expires, so that the Box keeps it until the new one works; revoking the Box revokes both.
+
+        Raises:
+            StoreError: no such Box, revoked, or `presented` is neither its certificate nor one it
+                renewed away from (a certificate the platform no longer vouches for).
+        """
+        with self._tx() as db:
+            row = db.execute("SELECT cert_serial, cert_not_after, revoked FROM boxes WHERE box_id=?",
+                             (box_id,)).fetchone()
+            if row is None or row[2] is not None:
+                raise StoreError(f"Box {box_id!r} is not enrolled or is revoked")
+            known = {int(row[0])} | {int(s) for (s,) in db.execute(
+                "SELECT cert_serial FROM superseded_certs WHERE box_id=? AND not_after > ?", (box_id, time.time()))}
+            revoked = db.execute("SELECT 1 FROM revoked_certs WHERE cert_serial=?", (str(presented),)).fetchone()
+            if presented not in known or revoked:
+                raise StoreError(f"certificate {presented:x} is not a valid certificate of Box {box_id}")
+            db.execute("INSERT INTO superseded_certs VALUES (?, ?, ?, ?)", (box_id, row[0], row[1], time.time()))
+            db.execute("UPDATE boxes SET cert_serial=?, cert_not_after=? WHERE box_id=?",
+                       (str(new_serial), not_after, box_id))
 
     def revoked_certs(self) -> list[tuple[int, float]]:
         """(certificate serial, revocation time) of every revoked certificate."""

@@ -71,15 +71,16 @@ def _parse_server(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout: float) -> dict[str, object]:
+def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout: float, *,
+          path: str = "/v1/enroll", client: tuple[Path, Path] | None = None) -> dict[str, object]:
     try:
-        ctx = tls.client_context(ca_file)
+        ctx = tls.client_context(ca_file, *(client or (None, None)))
     except (OSError, ssl.SSLError) as e:
         raise ProvisionError(f"cannot load the platform CA {ca_file}: {getattr(e, 'strerror', None) or e}") from e
     where = f"https://{host}:{port}"
     conn = http.client.HTTPSConnection(host, port, context=ctx, timeout=timeout)
     try:
-        conn.request("POST", "/v1/enroll", json.dumps(body), {"Content-Type": "application/json"})
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
         resp = conn.getresponse()
         raw = resp.read(MAX_RESPONSE + 1)
     except (OSError, http.client.HTTPException) as e:
@@ -95,7 +96,8 @@ def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout:
     except (ValueError, TypeError):
         raise ProvisionError(f"{where} answered HTTP {resp.status} with something that is not JSON") from None
     if resp.status != 200:
-        raise ProvisionError(f"the platform refused the enrollment: {answer.get('error', f'HTTP {resp.status}')}")
+        what = "renewal" if path == "/v1/renew" else "enrollment"
+        raise ProvisionError(f"the platform refused the {what}: {answer.get('error', f'HTTP {resp.status}')}")
     return answer
 
 
@@ -173,6 +175,41 @@ def enroll(
     return box_id
 
 
+def renew(state_dir: Path, *, timeout: float = 20.0) -> Path:
+    """Get a new certificate for a new key, authenticated by the current certificate.
+
+    The new identity is staged whole in `identity.next/` beside the current one, which stays
+    in use: `boxd.identity.activate_next` switches to it once it is to be tried, and
+    `revert` goes back if it does not work. Returns the staged directory.
+
+    Raises:
+        ProvisionError: nothing was staged; the message says why.
+    """
+    from boxd import identity as box_identity
+    from boxd.errors import IdentityError
+
+    try:
+        ident = box_identity.load(state_dir)
+        meta = json.loads((ident.directory / "identity.json").read_text())
+    except (IdentityError, OSError, ValueError) as e:
+        raise ProvisionError(f"cannot renew: {e}") from e
+    server = meta.get("server")
+    if not isinstance(server, str):
+        raise ProvisionError("cannot renew: the identity does not say where the enrollment server is")
+    host, port = _parse_server(server)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ident.box_id)]))
+           .sign(key, hashes.SHA256()))
+    answer = _post(host, port, ident.ca_file, {"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
+                   timeout, path="/v1/renew", client=(ident.cert_file, ident.key_file))
+    box_id, chain, _, _ = _check_answer(answer, key, ident.ca_file)
+    if box_id != ident.box_id:
+        raise ProvisionError(f"the platform renewed another Box ({box_id}), not {ident.box_id}")
+    return _stage(state_dir, key, chain, ident.ca_file.read_bytes(), {**meta, "renewed_at": int(time.time())},
+                  name=box_identity.NEXT_DIR)
+
+
 def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:
     """boxctl runs as root, boxd as its own user: the identity belongs to the state directory's owner."""
     if os.geteuid() != 0:
@@ -185,6 +222,13 @@ def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:
 def _install(
     state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca: bytes, meta: dict[str, object]
 ) -> None:
+    _stage(state_dir, key, chain, ca, meta, name=IDENTITY_DIR, keep_old=True)
+
+
+def _stage(state_dir: Path, key: ec.EllipticCurvePrivateKey, chain: bytes, ca: bytes, meta: dict[str, object], *,
+           name: str, keep_old: bool = False) -> Path:
+    """Write a whole identity directory as `state_dir/name`, atomically (temporary directory,
+    fsync, rename); what was there is kept aside (`keep_old`) or replaced."""
     state_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".identity-", dir=state_dir))
     try:
@@ -195,11 +239,15 @@ def _install(
         write_atomic(tmp / "ca.crt", ca)
         write_atomic(tmp / "identity.json", json.dumps(meta, indent=1).encode())
         _give_to_owner_of(state_dir, tmp)
-        final = state_dir / IDENTITY_DIR
+        final = state_dir / name
         if final.exists():
-            final.rename(state_dir / f"{IDENTITY_DIR}.old-{int(time.time())}")
+            if keep_old:
+                final.rename(state_dir / f"{name}.old-{int(time.time())}")
+            else:
+                shutil.rmtree(final)
         tmp.rename(final)
         fsync_dir(state_dir)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ProvisionError(f"cannot write the identity in {state_dir}: {e.strerror or e}") from e
+    return final
