@@ -38,6 +38,7 @@ import atheris
 import cbor2
 
 with atheris.instrument_imports(include=["boxd", "drivers"]):
+    import drivers.bacnet  # noqa: F401 (imported lazily by boxd.config: instrumented here)
     from boxd import config, downlink
     from boxd.downlink import DownlinkError
     from boxd.errors import ConfigError
