@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -34,8 +35,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(state_dir: Path, config_path: Path) -> None:
+async def _run(state_dir: Path, config_path: Path) -> int:
+    from boxd import reconfig
     from boxd.daemon import Daemon
+
+    try:
+        probation_s = float(os.environ.get("BOXD_PROBATION_S", reconfig.DEFAULT_PROBATION_S))
+    except ValueError:
+        probation_s = reconfig.DEFAULT_PROBATION_S
+    daemon = Daemon(state_dir, config_path, probation_s=max(0.1, probation_s),
+                    reboot_command=os.environ.get("BOXD_REBOOT_COMMAND", "systemctl reboot"))
 
     task = asyncio.current_task()
     assert task is not None
@@ -43,7 +52,8 @@ async def _run(state_dir: Path, config_path: Path) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
     with contextlib.suppress(asyncio.CancelledError):
-        await Daemon(state_dir, config_path).run()
+        await daemon.run()
+    return daemon.exit_status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,12 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        asyncio.run(_run(args.state_dir, args.config))
+        return asyncio.run(_run(args.state_dir, args.config))
     except BoxdError as e:
         logging.getLogger("boxd").error("%s", e)
         print(f"boxd: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

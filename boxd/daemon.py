@@ -8,7 +8,10 @@ Tasks (each owned by the supervisor, restarted with backoff when it fails):
     drains oldest first, with one slot of the window kept for the freshest batch;
   - ``heartbeat``: a health report to the platform every `heartbeat_s`;
   - ``watchdog``: pings systemd's watchdog and reports STATUS;
-  - ``runtime``: keeps ``<state>/run/status.json`` for ``boxctl status``.
+  - ``runtime``: keeps ``<state>/run/status.json`` for ``boxctl status``;
+  - ``downlink``: configuration pushes and commands from the platform, one at a time
+    (`boxd.reconfig`, `boxd.commands`); a new configuration replaces the ``bus:*`` tasks
+    without a restart, and is rolled back by itself if none of its devices works.
 
 This module starts and stops things; the logic lives in the modules it wires.
 """
@@ -21,13 +24,17 @@ import logging
 import math
 import os
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import __version__, config, identity, sdnotify, wire
+from boxd import __version__, config, downlink, identity, reconfig, sdnotify, wire
 from boxd.backoff import Backoff
 from boxd.clock import Clock
-from boxd.errors import WireError
+from boxd.commands import CommandRunner, buses_of
+from boxd.downlink import DownlinkError
+from boxd.errors import ConfigError, WireError
+from boxd.logring import LogRing
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
@@ -45,6 +52,39 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
         else:
             out.append([s, s])
     return out
+
+
+DOWNLINK_BACKLOG = 64  # downlink messages waiting to be handled; beyond, they are dropped (logged)
+RESTART_STATUS = 75  # the exit status after a `restart` command (EX_TEMPFAIL): systemd starts boxd again
+
+
+def _peek(payload: bytes, key: str) -> object:
+    """A field of a refused downlink message, if it can be read at all (for the reply)."""
+    try:
+        doc = wire.unframe_untrusted(payload, max_payload=downlink.MAX_CONFIG_PAYLOAD,
+                                     max_inflated=downlink.MAX_CONFIG_TEXT, max_depth=downlink.MAX_DEPTH,
+                                     max_items=downlink.MAX_ITEMS)
+    except Exception:  # noqa: BLE001 - anything at all: there is no field to read
+        return None
+    return doc.get(key) if isinstance(doc, dict) else None
+
+
+def _peek_version(payload: bytes) -> int:
+    v = _peek(payload, "version")
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= downlink.MAX_VERSION else 0
+
+
+def _peek_id(payload: bytes) -> str:
+    v = _peek(payload, "id")
+    return v if isinstance(v, str) and downlink._ID_RE.fullmatch(v) else ""
+
+
+def _parse_text(text: bytes) -> config.BoxConfig:
+    """A configuration's text, parsed and validated (DownlinkError says why not)."""
+    try:
+        return config.parse(tomllib.loads(text.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError, RecursionError, ConfigError) as e:
+        raise DownlinkError(f"the last good configuration is not valid: {str(e)[:200]}") from e
 
 
 SLOT_POINTS = 2000  # the most readings that Modbus TCP devices polled at one instant may bring
@@ -81,9 +121,23 @@ def make_sources(cfg: config.BoxConfig) -> list[PointSource]:
 class Daemon:
     """One Box daemon. The constructor does no I/O; `run()` runs until cancelled."""
 
-    def __init__(self, state_dir: Path, config_path: Path) -> None:
+    def __init__(self, state_dir: Path, config_path: Path, *, probation_s: float = reconfig.DEFAULT_PROBATION_S,
+                 reboot_command: str = "systemctl reboot") -> None:
         self.state_dir = state_dir
         self.config_path = config_path
+        self.probation_s = probation_s
+        self.exit_status = 0  # non-zero after a `restart` command: systemd starts boxd again
+        self.log_ring = LogRing()
+        self.commands = CommandRunner(state_dir, self.log_ring, reboot_command)
+        self.files = reconfig.ConfigFiles(config_path, state_dir)
+        self._down: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_BACKLOG)
+        self._good = 0  # good readings since the running configuration started
+        self._faults: dict[int, int] = {}  # quality -> count, since the running configuration started
+        self._main: asyncio.Task[None] | None = None
+        self._probation: asyncio.Task[None] | None = None
+        self._generation = 0  # configurations run since start: a probation watches one of them
+        self._reconfiguring = asyncio.Lock()
+        self._reply_acks: dict[int, asyncio.Event] = {}
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
@@ -96,6 +150,7 @@ class Daemon:
         self.clock = Clock()
         self._started = time.monotonic()
         self._supervisor: Supervisor | None = None
+        self._buses = buses_of({}, [])
         self._ident: identity.Identity | None = None
 
     async def run(self) -> None:
@@ -104,14 +159,21 @@ class Daemon:
         Raises:
             IdentityError, ConfigError, QueueError: the Box cannot start; the message says why.
         """
+        self._main = asyncio.current_task()
+        logging.getLogger().addHandler(self.log_ring)
+        try:
+            await self._run()
+        finally:
+            logging.getLogger().removeHandler(self.log_ring)
+
+    async def _run(self) -> None:
         self._ident = ident = identity.load(self.state_dir)
-        self._cfg = cfg = config.load(self.config_path, self.state_dir / config.CACHE_FILE)
+        self.commands.load()
+        self._cfg, self.files.running = reconfig.load_at_start(self.config_path, self.state_dir)
+        cfg = self._cfg
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
-        self.sources = make_sources(cfg)
-        table: list[PointInfo] = [p for s in self.sources for p in s.points()]
-        self._table_id = wire.table_id(table)
-        self._meta = wire.encode_table(table)
+        bus_tasks = self._use_sources(make_sources(cfg))
         self.uplink = Uplink(
             ident,
             on_connected=self._connected,
@@ -124,19 +186,15 @@ class Daemon:
         )
         tasks: dict[str, TaskFactory] = {
             "flush": self._flush_loop, "heartbeat": self._heartbeat, "watchdog": self._watchdog,
-            "runtime": self._runtime,
+            "runtime": self._runtime, "downlink": self._downlink_loop, **bus_tasks,
         }
-        first = 0
-        for src in self.sources:
-            tasks[f"bus:{src.name}"] = self._bus_task(src, first)
-            first += len(src.points())
         await self.uplink.start()
         if not self.clock.trusted():
             log.warning("the clock reads before this software was built: readings are held until the "
                         "platform's time is known")
         log.info(
             "boxd started: Box %s, %d bus(es), %d point(s), queue epoch %x, %d sample(s) queued",
-            ident.box_id, len(self.sources), len(table), self.queue.epoch, self.queue.samples,
+            ident.box_id, len(self.sources), len(self._buses.source_of), self.queue.epoch, self.queue.samples,
         )
         sdnotify.notify("READY=1")
         self._supervisor = Supervisor(tasks)
@@ -149,6 +207,36 @@ class Daemon:
             log.info("boxd stopped")
 
     # -- field buses --------------------------------------------------------------------
+
+    def _use_sources(self, sources: list[PointSource]) -> dict[str, TaskFactory]:
+        """Make `sources` the Box's buses (point table, table id, what commands see); their tasks."""
+        self.sources = sources
+        table: list[PointInfo] = [p for s in sources for p in s.points()]
+        self._table_id = wire.table_id(table)
+        self._meta = wire.encode_table(table)
+        self._buses = buses_of(downlink.point_specs(self._cfg), sources)
+        self._good, self._faults = 0, {}
+        tasks: dict[str, TaskFactory] = {}
+        first = 0
+        for src in sources:
+            tasks[f"bus:{src.name}"] = self._bus_task(src, first)
+            first += len(src.points())
+        return tasks
+
+    async def reconfigure(self, cfg: config.BoxConfig) -> None:
+        """Run `cfg` from now on, without a restart: the bus tasks stop (each closes its bus),
+        new sources start with a new point table (published, retained, before their data);
+        the durable queue goes on (a batch never mixes table ids: `Queue.seal`)."""
+        assert self._supervisor is not None
+        await self._supervisor.stop([n for n in self._supervisor.names() if n.startswith("bus:")])
+        self._cfg = cfg
+        self.queue.max_samples = cfg.queue.max_samples
+        tasks = self._use_sources(make_sources(cfg))
+        if self.uplink is not None:
+            self.uplink.publish("meta", self._meta, qos=1, retain=True)
+        for name, factory in tasks.items():
+            self._supervisor.start(name, factory)
+        log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self._buses.source_of))
 
     def _bus_task(self, src: PointSource, first: int) -> TaskFactory:
         emit = self._emitter(src, first)
@@ -172,6 +260,7 @@ class Daemon:
             for s in samples:
                 by_ts.setdefault(s.ts_ms, []).append((index[s.point], s))
             groups: list[tuple[int, int, list[Value], dict[int, int]]] = []
+            good = 0
             for ts, items in by_ts.items():
                 items.sort(key=lambda item: item[0])
                 run_first = items[0][0]
@@ -183,8 +272,12 @@ class Daemon:
                         run_first, values, faults = idx, [], {}
                     if s.quality != Quality.GOOD:
                         faults[len(values)] = int(s.quality)
+                        self._faults[s.quality] = self._faults.get(s.quality, 0) + 1
+                    else:
+                        good += 1
                     values.append(s.value)
                 groups.append((ts, run_first, values, faults))
+            self._good += good
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
             self.queue.put_many(self._table_id, stored, clock.timebase())
             if self.queue.samples > self.queue.max_samples:
@@ -215,6 +308,9 @@ class Daemon:
         self._wake.set()
 
     def _acked(self, mid: int, ok: bool) -> None:
+        waiter = self._reply_acks.get(mid)
+        if waiter is not None:
+            waiter.set()
         seq = self._inflight.pop(mid, None)
         if seq is not None and ok:
             self.queue.ack(seq)
@@ -239,12 +335,142 @@ class Daemon:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._wake.set()
             return
-        log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
+        if leaf not in downlink.LEAVES:
+            log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
+            return
+        try:
+            self._down.put_nowait((leaf, payload))
+        except asyncio.QueueFull:
+            log.warning("ignoring a message on down/%s: %d downlink messages wait already", leaf, DOWNLINK_BACKLOG)
+
+    # -- configuration pushes and commands ---------------------------------------------------
+
+    def _reply(self, payload: bytes) -> int | None:
+        mid = self.uplink.publish("replies", payload, qos=1) if self.uplink else None
+        if mid is None:
+            log.warning("a reply to the platform is lost: not connected")
+        return mid
+
+    async def _wait_acked(self, mid: int, limit_s: float) -> None:
+        """Wait (at most `limit_s`) for the broker to acknowledge message `mid`."""
+        event = self._reply_acks.setdefault(mid, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), limit_s)
+        except TimeoutError:
+            log.warning("no acknowledgement of the reply within %.0f s", limit_s)
+        finally:
+            self._reply_acks.pop(mid, None)
+
+    async def _downlink_loop(self) -> None:
+        """Handle downlink messages one at a time; a message never takes this task down."""
+        while True:
+            leaf, payload = await self._down.get()
+            try:
+                if leaf == "config":
+                    await self._on_config(payload)
+                else:
+                    await self._on_command(payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # untrusted input: logged, and the daemon goes on
+                log.exception("a message on down/%s could not be handled", leaf)
+
+    async def _on_config(self, payload: bytes) -> None:
+        try:
+            push = await asyncio.to_thread(downlink.decode_config, payload)  # up to seconds of TOML
+        except DownlinkError as e:
+            version = _peek_version(payload)
+            if version and version <= self.files.handled_version():
+                log.info("configuration %d was handled before; ignored", version)
+                return
+            log.warning("configuration %s rejected: %s", version or "(no version)", "; ".join(e.reasons))
+            if version:
+                self._handled(version)
+            self._reply(downlink.config_reply(version or 0, "rejected", e.reasons))
+            return
+        if push.version <= self.files.handled_version():
+            log.info("configuration %d was handled before (the latest is %d); ignored", push.version,
+                     self.files.handled_version())
+            return
+        text = push.toml_text.encode("utf-8")
+        try:
+            async with self._reconfiguring:
+                had_good = self._good > 0
+                if text != self.files.running:
+                    self.files.install(text)
+                self._handled(push.version)
+                self._generation += 1
+                await self.reconfigure(push.config)
+        except OSError as e:
+            log.error("configuration %d not applied: %s", push.version, e)
+            self._reply(downlink.config_reply(push.version, "rejected", [f"cannot write the configuration: {e}"]))
+            return
+        log.info("configuration %d applied", push.version)
+        self._reply(downlink.config_reply(push.version, "applied"))
+        if had_good and self._buses.source_of and self.files.last_good.exists():
+            self._probation = asyncio.create_task(self._watch(push.version, self._generation), name="probation")
+
+    def _handled(self, version: int) -> None:
+        try:
+            self.files.set_handled(version)
+        except OSError as e:
+            log.warning("cannot keep the configuration version in %s: %s", self.files.version_file, e)
+
+    async def _watch(self, version: int, generation: int) -> None:
+        """Probation of a new configuration: if none of its points gives a good reading in
+        `probation_s` (while the previous one had), go back to the last good configuration."""
+        deadline = time.monotonic() + self.probation_s
+        while time.monotonic() < deadline:
+            if generation != self._generation:
+                return  # another configuration came meanwhile: its own probation watches
+            if self._good:
+                log.info("configuration %d works (good readings)", version)
+                return
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        if self._good or generation != self._generation:
+            return
+        seen = ", ".join(f"{Quality(q).name.lower()} x{n}" for q, n in sorted(self._faults.items())) or "no reading"
+        why = (f"no device of configuration {version} gave a good reading in {self.probation_s:g} s ({seen}); "
+               "back to the last good configuration")
+        log.error("%s", why)
+        try:
+            text = self.files.last_good.read_bytes()
+            cfg = await asyncio.to_thread(_parse_text, text)
+            async with self._reconfiguring:
+                if generation != self._generation or self._good:
+                    return
+                self.files.restore()
+                self._generation += 1
+                await self.reconfigure(cfg)
+        except (OSError, DownlinkError) as e:
+            log.error("cannot roll configuration %d back: %s", version, e)
+            return
+        self._reply(downlink.config_reply(version, "rolled_back", [why]))
+
+    async def _on_command(self, payload: bytes) -> None:
+        try:
+            cmd = downlink.decode_command(payload)
+        except DownlinkError as e:
+            cmd_id = _peek_id(payload)
+            log.warning("command %s rejected: %s", cmd_id or "(no id)", e)
+            if cmd_id:
+                self._reply(downlink.reply(cmd_id, "rejected", str(e)))
+            return
+        outcome = await self.commands.run(cmd, self._buses)
+        mid = self._reply(outcome.reply)
+        if outcome.then == "restart":
+            if mid is not None:
+                await self._wait_acked(mid, 5.0)
+            log.warning("restarting on the platform's command %s", cmd.id)
+            self.exit_status = RESTART_STATUS
+            assert self._main is not None
+            self._main.cancel()
 
     async def _flush_loop(self) -> None:
-        up, settings = self.uplink, self._cfg.uplink
+        up = self.uplink
         assert up is not None
         while True:
+            settings = self._cfg.uplink
             await self._wake.wait()
             self._wake.clear()
             if not up.state.connected:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -49,3 +50,36 @@ def test_fatal_stops_the_supervisor() -> None:
     with pytest.raises(ExceptionGroup) as e:
         asyncio.run(asyncio.wait_for(Supervisor({"doomed": doomed, "idle": idle}).run(), 10))
     assert e.group_contains(Fatal)
+
+
+def test_tasks_are_added_and_stopped_while_it_runs() -> None:
+    cleaned: list[str] = []
+    started: dict[str, asyncio.Event] = {}
+
+    def task(name: str) -> Callable[[], Awaitable[None]]:
+        started[name] = asyncio.Event()
+
+        async def run() -> None:
+            started[name].set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cleaned.append(name)
+        return run
+
+    async def main() -> None:
+        sup = Supervisor({"bus:a": task("a"), "flush": task("flush")})
+        runner = asyncio.create_task(sup.run())
+        await started["a"].wait()
+        await started["flush"].wait()
+        await sup.stop(["bus:a"])
+        assert cleaned == ["a"] and sup.names() == ["flush"] and "bus:a" not in sup.stats
+        sup.start("bus:b", task("b"))
+        await started["b"].wait()
+        assert sorted(sup.names()) == ["bus:b", "flush"]
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert sorted(cleaned) == ["a", "b", "flush"]

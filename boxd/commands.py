@@ -1,0 +1,182 @@
+"""Commands from the platform, run against the running configuration and buses.
+
+`CommandRunner.run` takes a decoded `downlink.Command` and returns the framed reply for
+``up/replies`` and what the daemon must do once the reply is out (``restart``), so that
+the platform hears "ok" before the daemon goes. In order:
+
+1. a repeated id (`downlink.SeenIds`, persisted in ``<state>/commands.seen.json`` before the
+   command runs: at most once, across restarts) -> "duplicate", nothing runs;
+2. an expired command -> "expired", nothing runs;
+3. the command: ``write`` (checked by `downlink.check_write` against the configuration's
+   points, then the bus's `write`, which checks again), ``read`` (`read_now` on each bus),
+   ``logs`` (the in-memory tail, `boxd.logring`), ``restart`` (the daemon exits non-zero
+   after the reply; systemd starts it again), ``reboot`` (the configured reboot command),
+   ``renew_cert`` ("rejected": not supported yet).
+
+A refusal is "rejected" with the reason; a failure of the bus or of the command "failed"
+with the reason. Nothing raised by a command escapes `run` (it is logged and replied as
+"failed"), and each command has a time limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from boxd import downlink
+from boxd.downlink import Command, DownlinkError
+from boxd.files import write_atomic
+from boxd.logring import LogRing
+from drivers import PointSource, Quality, Value
+from drivers.errors import DriverError
+
+log = logging.getLogger("boxd.commands")
+
+SEEN_FILE = "commands.seen.json"
+DEFAULT_REBOOT = "systemctl reboot"
+TIME_LIMIT_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Buses:
+    """What commands run against: the running configuration's points and the bus of each."""
+
+    specs: Mapping[str, downlink.PointSpec]
+    source_of: Mapping[str, PointSource]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A command's reply, and what the daemon does after sending it ("" or "restart")."""
+
+    reply: bytes
+    then: str = ""
+
+
+class CommandRunner:
+    """Runs commands. The constructor does no I/O; `load` reads the persisted seen ids."""
+
+    def __init__(self, state_dir: Path, ring: LogRing, reboot_command: str = DEFAULT_REBOOT,
+                 now: Callable[[], float] = time.time, time_limit_s: float = TIME_LIMIT_S) -> None:
+        self._seen_path = state_dir / SEEN_FILE
+        self._ring = ring
+        self._reboot = shlex.split(reboot_command) or shlex.split(DEFAULT_REBOOT)
+        self._now = now
+        self._time_limit = time_limit_s
+        self.seen = downlink.SeenIds()
+
+    def load(self) -> None:
+        """Read the persisted seen ids (an unreadable file: start empty, said in the log)."""
+        try:
+            self.seen = downlink.SeenIds.from_json(self._seen_path.read_bytes())
+        except OSError:
+            pass
+        except DownlinkError as e:
+            log.warning("%s: starting with no seen command ids", e)
+
+    async def run(self, cmd: Command, buses: Buses) -> Outcome:
+        """Run one command (never raises but for cancellation)."""
+        if cmd.id in self.seen:
+            log.info("command %s (%s): a repeated id, not run again", cmd.id, cmd.name)
+            return Outcome(downlink.reply(cmd.id, "duplicate", "this id was received before; not run again"))
+        self.seen.add(cmd.id)
+        try:
+            write_atomic(self._seen_path, self.seen.to_json(), 0o600)
+        except OSError as e:  # the command runs; a repeat after a restart could run it again
+            log.warning("cannot keep the seen command ids in %s: %s", self._seen_path, e)
+        if downlink.is_expired(cmd, self._now()):
+            log.info("command %s (%s): expired, not run", cmd.id, cmd.name)
+            return Outcome(downlink.reply(cmd.id, "expired", f"expired at {cmd.expires:.0f}; not run"))
+        log.info("command %s: %s", cmd.id, cmd.name)
+        try:
+            return await asyncio.wait_for(self._run(cmd, buses), self._time_limit)
+        except DownlinkError as e:
+            log.info("command %s (%s) rejected: %s", cmd.id, cmd.name, e)
+            return Outcome(downlink.reply(cmd.id, "rejected", str(e)))
+        except TimeoutError:
+            log.warning("command %s (%s): no result within %.0f s", cmd.id, cmd.name, self._time_limit)
+            return Outcome(downlink.reply(cmd.id, "failed", f"no result within {self._time_limit:.0f} s"))
+        except DriverError as e:
+            log.warning("command %s (%s) failed: %s", cmd.id, cmd.name, e)
+            return Outcome(downlink.reply(cmd.id, "failed", str(e) or type(e).__name__))
+        except Exception as e:  # untrusted input must never take the daemon down
+            log.exception("command %s (%s) failed", cmd.id, cmd.name)
+            return Outcome(downlink.reply(cmd.id, "failed", f"{type(e).__name__}: {e}"))
+
+    async def _run(self, cmd: Command, buses: Buses) -> Outcome:
+        if cmd.name == "write":
+            return Outcome(await self._write(cmd, buses))
+        if cmd.name == "read":
+            return Outcome(await self._read(cmd, buses))
+        if cmd.name == "logs":
+            lines = self._ring.tail(int(cmd.args["lines"]))  # type: ignore[call-overload]
+            return Outcome(downlink.reply(cmd.id, "ok", f"{len(lines)} line(s)", lines=lines))
+        if cmd.name == "restart":
+            return Outcome(downlink.reply(cmd.id, "ok", "restarting"), then="restart")
+        if cmd.name == "reboot":
+            return Outcome(await self._reboot_now(cmd))
+        if cmd.name == "renew_cert":
+            raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
+        raise DownlinkError(f"cmd {cmd.id}: unknown command {cmd.name!r}")  # decode refuses these first
+
+    async def _write(self, cmd: Command, buses: Buses) -> bytes:
+        downlink.check_write(cmd, buses.specs)
+        point = str(cmd.args["point"])
+        source = buses.source_of.get(point)
+        if source is None:  # a point of the configuration always has its bus: said rather than assumed
+            raise DownlinkError(f"cmd {cmd.id} (write): point {point!r} has no running bus")
+        relinquish = bool(cmd.args.get("relinquish"))
+        value: Value = None if relinquish else cmd.args.get("value")  # type: ignore[assignment]
+        priority = cmd.args.get("priority")
+        await source.write(point, value, int(priority) if isinstance(priority, int) else None)
+        what = f"relinquished priority {priority}" if relinquish else f"wrote {value!r}"
+        log.info("command %s: %s %s", cmd.id, what, point)
+        return downlink.reply(cmd.id, "ok", f"{what} to {point}")
+
+    async def _read(self, cmd: Command, buses: Buses) -> bytes:
+        names = [str(n) for n in cmd.args["points"]]  # type: ignore[attr-defined]
+        unknown = [n for n in names if n not in buses.source_of]
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+            raise DownlinkError(f"cmd {cmd.id} (read): not a point of this Box: {shown}")
+        by_source: dict[int, tuple[PointSource, list[str]]] = {}
+        for n in names:
+            src = buses.source_of[n]
+            by_source.setdefault(id(src), (src, []))[1].append(n)
+        result: dict[str, Value] = {}
+        faults: dict[str, int] = {}
+        for src, points in by_source.values():
+            for s in await src.read_now(points):
+                if s.quality == Quality.GOOD:
+                    result[s.point] = s.value
+                else:
+                    result[s.point] = None
+                    faults[s.point] = int(s.quality)
+        good = len(names) - len(faults)
+        return downlink.reply(cmd.id, "ok", f"{good} of {len(names)} point(s) read", result=result, faults=faults)
+
+    async def _reboot_now(self, cmd: Command) -> bytes:
+        shown = shlex.join(self._reboot)
+        try:
+            proc = await asyncio.create_subprocess_exec(*self._reboot, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.DEVNULL,
+                                                        stderr=asyncio.subprocess.PIPE)
+        except OSError as e:
+            return downlink.reply(cmd.id, "failed", f"cannot run {shown}: {e.strerror or e}")
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            tail = err.decode("utf-8", "replace").strip()[-300:]
+            return downlink.reply(cmd.id, "failed", f"{shown} exited with {proc.returncode}: {tail}")
+        log.warning("command %s: rebooting (%s)", cmd.id, shown)
+        return downlink.reply(cmd.id, "ok", "rebooting")
+
+
+def buses_of(specs: Mapping[str, downlink.PointSpec], sources: Sequence[PointSource]) -> Buses:
+    """The `Buses` of a configuration's point specs and its running sources."""
+    source_of = {p.name: s for s in sources for p in s.points()}
+    return Buses(specs, source_of)

@@ -1,0 +1,91 @@
+"""The Box's configuration files on disk: the running one, the last good one, the version handled.
+
+A pushed configuration is applied atomically (`boxd.files.write_atomic`: temporary file,
+fsync, rename, fsync of the directory). Before the new text replaces the configuration file,
+the text that was running is kept as ``<state>/config.last-good.toml``: a rollback (the
+new configuration fails at run time) writes it back the same way. ``<state>/config.version``
+holds the highest version the Box has handled (applied, rejected or rolled back): the
+platform's retained push comes again at every connection and must not be applied twice.
+
+At start, a configuration file that cannot be loaded falls back to the last good one
+(`load_at_start`), so a Box that lost power during a bad configuration's probation comes
+back with the configuration that worked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from boxd import config
+from boxd.errors import ConfigError
+from boxd.files import write_atomic
+
+log = logging.getLogger("boxd.reconfig")
+
+LAST_GOOD = "config.last-good.toml"
+VERSION_FILE = "config.version"
+DEFAULT_PROBATION_S = 60.0
+
+
+def load_at_start(config_path: Path, state_dir: Path) -> tuple[config.BoxConfig, bytes]:
+    """The configuration to start with, and its text: the configuration file, or the last
+    good one when the file cannot be loaded (said in the log).
+
+    Raises:
+        ConfigError: neither can be loaded (the message is the configuration file's problem).
+    """
+    cache = state_dir / config.CACHE_FILE
+    try:
+        cfg = config.load(config_path, cache)
+        return cfg, config_path.read_bytes()
+    except (ConfigError, OSError) as e:
+        first = e if isinstance(e, ConfigError) else ConfigError(f"cannot read the configuration {config_path}: {e}")
+    last = state_dir / LAST_GOOD
+    try:
+        cfg = config.load(last, cache)
+        text = last.read_bytes()
+    except (ConfigError, OSError):
+        raise first from None
+    log.warning("%s; starting with the last good configuration %s instead", first, last)
+    return cfg, text
+
+
+class ConfigFiles:
+    """The configuration file, its last good copy and the version handled, in one place."""
+
+    def __init__(self, config_path: Path, state_dir: Path, running: bytes = b"") -> None:
+        self.config_path = config_path
+        self.last_good = state_dir / LAST_GOOD
+        self.version_file = state_dir / VERSION_FILE
+        self.running = running  # the text of the configuration that runs now
+
+    def handled_version(self) -> int:
+        """The highest version handled so far (0: none, or the file is unreadable)."""
+        try:
+            v = int(self.version_file.read_text().strip())
+        except (OSError, ValueError):
+            return 0
+        return max(v, 0)
+
+    def set_handled(self, version: int) -> None:
+        """Remember that `version` was handled (durably)."""
+        write_atomic(self.version_file, f"{version}\n".encode(), 0o600)
+
+    def install(self, text: bytes) -> None:
+        """Make `text` the configuration file; what ran until now becomes the last good one."""
+        if self.running:
+            write_atomic(self.last_good, self.running, 0o600)
+        write_atomic(self.config_path, text, 0o600)
+        self.running = text
+
+    def restore(self) -> bytes:
+        """Write the last good configuration back as the configuration file; its text.
+
+        Raises:
+            OSError: there is no last good configuration.
+        """
+        text = self.last_good.read_bytes()
+        write_atomic(self.config_path, text, 0o600)
+        self.running = text
+        return text

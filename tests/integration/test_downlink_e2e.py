@@ -1,0 +1,246 @@
+"""Configurations and commands from the platform, end to end: the reference cloud pushes, a real
+boxd process (Modbus TCP simulator behind it) applies, rolls back, runs commands and answers."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from boxd import wire
+from cloud.platform import Cloud
+from drivers import Quality
+from tests.support.boxproc import BoxProcess
+from tests.support.cloudkit import provision
+from tests.support.simthread import SimThread
+from tests.support.wait import free_port, wait_for
+
+POLL_S = 0.5
+PROBATION_S = 3.0
+HEAD = "[uplink]\nbatch_delay_ms = 100\nreconnect_max_s = 2\nheartbeat_s = 5\n\n"
+
+
+@pytest.fixture(scope="module")
+def building() -> Iterator[SimThread]:
+    with SimThread(update_interval_s=0.2) as s:
+        yield s
+
+
+def full_config(sim: SimThread) -> str:
+    return HEAD + sim.sim.points_toml(POLL_S)
+
+
+def without_point(text: str, device: str, point: str) -> str:
+    """`text` without the point `device.point` (its [[modbus_tcp.points]] block)."""
+    start = text.index(f'name = "{device}"')
+    block = f'[[modbus_tcp.points]]\nname = "{point}"\n'
+    at = text.index(block, start)
+    end = text.find("\n\n", at)
+    return text[:at] + text[end + 2:]
+
+
+class Box:
+    """A provisioned boxd process and its id in the cloud."""
+
+    def __init__(self, cloud: Cloud, tmp: Path, serial: str, text: str, env: dict[str, str] | None = None) -> None:
+        self.cloud = cloud
+        self.box_id = provision(cloud, tmp, serial).box_id
+        self.config = tmp / "boxd.toml"
+        self.config.write_text(text)
+        self.env = {"BOXD_PROBATION_S": str(PROBATION_S), **(env or {})}
+        self.proc = BoxProcess.start(tmp, self.config, env=self.env)
+
+    def restart(self) -> None:
+        self.proc.stop()
+        self.proc = BoxProcess.start(self.proc.state, self.config, env=self.env)
+
+    def latest(self) -> dict[str, tuple[int, object, int]]:
+        return {p: (t, v, q) for p, t, v, q, _ in self.cloud.store.latest(self.box_id)}
+
+    def good_after(self, point: str, ts_ms: float) -> bool:
+        t, _, q = self.latest().get(point, (0, None, -1))
+        return q == Quality.GOOD and t > ts_ms
+
+    def config_answer(self, version: int, timeout: float = 30) -> tuple[str, list[str]]:
+        def answered() -> tuple[str, list[str]] | None:
+            row = next((r for r in self.cloud.store.configs(self.box_id, 50) if r.version == version), None)
+            return (row.status, row.reasons) if row is not None and row.status else None
+        return wait_for(answered, timeout, f"the Box's answer to configuration {version}")
+
+    def command_answer(self, cmd_id: str, timeout: float = 30) -> dict[str, object]:
+        def answered() -> dict[str, object] | None:
+            row = self.cloud.store.command(cmd_id)
+            return row.reply if row is not None and row.status else None
+        return wait_for(answered, timeout, f"the Box's answer to command {cmd_id}")
+
+    def log(self) -> str:
+        return self.proc.log.read_text()
+
+
+@pytest.fixture
+def make_box(cloud: Cloud, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[type[Box]]:
+    made: list[Box] = []
+    counter = iter(range(100))
+
+    def make(text: str, env: dict[str, str] | None = None) -> Box:
+        n = next(counter)
+        serial = f"DL-{request.node.name[5:28].replace('_', '-')}-{n}"
+        box = Box(cloud, tmp_path / f"box{n}", serial, text, env)
+        made.append(box)
+        return box
+
+    try:
+        yield make  # type: ignore[misc]
+    finally:
+        for b in made:
+            b.proc.stop()
+
+
+def test_a_new_configuration_adds_a_point_without_a_restart(building: SimThread, make_box: type[Box]) -> None:
+    full = full_config(building)
+    old = without_point(full, "ahu1", "outdoor_temp")
+    box = make_box(old)
+    box.proc.wait_connected()
+    wait_for(lambda: box.good_after("ahu1.supply_temp", 0), 30, "data of the first configuration")
+    assert "ahu1.outdoor_temp" not in box.latest()
+    pid = box.proc.proc.pid
+
+    version = box.cloud.push_config(box.box_id, full)
+    assert box.config_answer(version) == ("applied", [])
+    wait_for(lambda: box.good_after("ahu1.outdoor_temp", 0), 30, "the new point's data")
+    assert box.proc.proc.poll() is None and box.proc.proc.pid == pid
+    assert box.config.read_text() == full
+    assert (box.proc.state / "config.last-good.toml").read_text() == old
+    assert (box.proc.state / "config.version").read_text().strip() == str(version)
+    # the old points go on, under the new table
+    since = time.time() * 1000
+    wait_for(lambda: box.good_after("ahu1.supply_temp", since), 30, "the old points' data after the change")
+
+    # the retained push comes again at the next connection: handled once, not applied again
+    box.restart()
+    box.proc.wait_connected()
+    wait_for(lambda: f"configuration {version} was handled before" in box.proc.log.read_text(), 30,
+             "the retained push to be recognised")
+    since = time.time() * 1000
+    wait_for(lambda: box.good_after("ahu1.outdoor_temp", since), 30, "data after the restart")
+    assert box.cloud.store.config_state(box.box_id).status == "applied"  # type: ignore[union-attr]
+
+
+def test_a_broken_configuration_is_rejected_with_its_reasons_and_the_old_one_runs(
+    building: SimThread, make_box: type[Box]
+) -> None:
+    good = full_config(building)
+    box = make_box(good)
+    box.proc.wait_connected()
+    wait_for(lambda: box.good_after("ahu1.supply_temp", 0), 30, "data")
+    broken = good.replace('type = "float32"', 'type = "float99"', 1).replace('name = "meter1"', 'name = "room1"', 1)
+    version = box.cloud.push_config(box.box_id, broken, check=False)
+    status, reasons = box.config_answer(version)
+    assert status == "rejected"
+    assert any("float99" in r for r in reasons), reasons
+    assert any('"room1" is used twice' in r for r in reasons), reasons
+    assert box.config.read_text() == good
+    since = time.time() * 1000
+    wait_for(lambda: box.good_after("meter1.energy", since) or box.good_after("ahu1.supply_temp", since), 30,
+             "data after the rejection")
+    # not TOML at all, and a garbage payload on the topic: refused, the daemon goes on
+    version = box.cloud.push_config(box.box_id, "[[modbus_tcp]\nname = ", check=False)
+    status, reasons = box.config_answer(version)
+    assert status == "rejected" and "not valid TOML" in reasons[0]
+    assert box.cloud.receiver is not None
+    box.cloud.receiver.publish_down(box.box_id, "config", b"\x00garbage")
+    box.cloud.receiver.publish_down(box.box_id, "cmd", wire.encode_doc({"id": "x1", "name": "format_disk"}))
+    wait_for(lambda: "garbage" in box.log() or "rejected" in box.log(), 30, "the garbage to be refused")
+    since = time.time() * 1000
+    wait_for(lambda: box.good_after("ahu1.supply_temp", since), 30, "data after the garbage")
+    assert box.proc.proc.poll() is None
+
+
+def test_a_configuration_whose_devices_all_fail_is_rolled_back_by_the_box(
+    building: SimThread, make_box: type[Box]
+) -> None:
+    good = full_config(building)
+    box = make_box(good)
+    box.proc.wait_connected()
+    wait_for(lambda: box.good_after("ahu1.supply_temp", 0), 30, "data")
+    dead = re.sub(r"port = \d+", f"port = {free_port()}", good)  # valid, but nobody answers there
+    version = box.cloud.push_config(box.box_id, dead)
+    status, reasons = box.config_answer(version)
+    assert status == "applied"
+    status, reasons = wait_for(lambda: (s := box.config_answer(version)) and s[0] == "rolled_back" and s,
+                               PROBATION_S + 30, "the rollback")
+    assert "no device of configuration" in reasons[0] and "not_connected" in reasons[0], reasons
+    assert box.config.read_text() == good
+    since = time.time() * 1000
+    wait_for(lambda: box.good_after("ahu1.supply_temp", since), 30, "data after the rollback")
+    assert box.proc.proc.poll() is None
+    # the rolled back version is not applied again when it comes back (retained) after a restart
+    box.restart()
+    box.proc.wait_connected()
+    wait_for(lambda: f"configuration {version} was handled before" in box.proc.log.read_text(), 30,
+             "the retained push to be recognised")
+    assert box.config.read_text() == good
+
+
+def test_write_commands_run_once_within_the_configuration(building: SimThread, make_box: type[Box]) -> None:
+    box = make_box(full_config(building))
+    box.proc.wait_connected()
+    cloud = box.cloud
+    setpoint = "ahu1.supply_setpoint"
+
+    first = cloud.send_command(box.box_id, "write", {"point": setpoint, "value": 21.5})
+    assert box.command_answer(first)["status"] == "ok"
+    assert building.call(building.sim.value, setpoint) == 21.5
+
+    refused = cloud.send_command(box.box_id, "write", {"point": "ahu1.supply_temp", "value": 20.0})
+    answer = box.command_answer(refused)
+    assert answer["status"] == "rejected" and "not writable" in str(answer["detail"])
+    refused = cloud.send_command(box.box_id, "write", {"point": setpoint, "value": 40.0})
+    answer = box.command_answer(refused)
+    assert answer["status"] == "rejected" and "above its max" in str(answer["detail"])
+
+    second = cloud.send_command(box.box_id, "write", {"point": setpoint, "value": 19.0})
+    assert box.command_answer(second)["status"] == "ok"
+    assert building.call(building.sim.value, setpoint) == 19.0
+    # the first command again, same id: answered "duplicate", not run (the value stays 19.0)
+    row = cloud.store.command(first)
+    assert row is not None and cloud.receiver is not None
+    doc = {"id": row.id, "name": row.name, "expires": row.expires, "args": row.args}
+    assert cloud.receiver.publish_down(box.box_id, "cmd", wire.encode_doc(doc))
+    wait_for(lambda: f"command {first} (write): a repeated id" in box.log(), 30, "the repeat to be refused")
+    assert building.call(building.sim.value, setpoint) == 19.0
+
+    read = cloud.send_command(box.box_id, "read", {"points": [setpoint, "ahu1.supply_temp"]})
+    answer = box.command_answer(read)
+    assert answer["status"] == "ok" and answer["result"][setpoint] == 19.0  # type: ignore[index]
+
+    # a command that waits at the broker while the Box is down, past its expiry: not run
+    box.proc.stop()
+    late = cloud.send_command(box.box_id, "write", {"point": setpoint, "value": 25.0}, ttl_s=1.5)
+    wait_for(lambda: (r := cloud.store.command(late)) is not None and r.published, 10, "the command sent")
+    wait_for(lambda: time.time() > cloud.store.command(late).expires + 0.5, 10, "its expiry")  # type: ignore[union-attr]
+    box.restart()
+    answer = box.command_answer(late)
+    assert answer["status"] == "expired"
+    assert building.call(building.sim.value, setpoint) == 19.0
+
+
+def test_logs_reboot_and_restart_commands(building: SimThread, make_box: type[Box], tmp_path: Path) -> None:
+    mark = tmp_path / "rebooted"
+    box = make_box(full_config(building), env={"BOXD_REBOOT_COMMAND": f"touch {mark}"})
+    box.proc.wait_connected()
+    cloud = box.cloud
+    logs = cloud.send_command(box.box_id, "logs", {"lines": 5})
+    answer = box.command_answer(logs)
+    assert answer["status"] == "ok" and len(answer["lines"]) == 5  # type: ignore[arg-type]
+    reboot = cloud.send_command(box.box_id, "reboot", {})
+    assert box.command_answer(reboot)["status"] == "ok" and mark.exists()
+    renew = cloud.send_command(box.box_id, "renew_cert", {})
+    assert box.command_answer(renew)["status"] == "rejected"
+    restart = cloud.send_command(box.box_id, "restart", {})
+    assert box.command_answer(restart)["status"] == "ok"
+    wait_for(lambda: box.proc.proc.poll() is not None, 30, "boxd to exit")
+    assert box.proc.proc.returncode == 75  # non-zero: systemd (Restart=always) starts it again
