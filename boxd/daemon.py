@@ -393,21 +393,32 @@ class Daemon:
                      self.files.handled_version())
             return
         text = push.toml_text.encode("utf-8")
-        try:
-            async with self._reconfiguring:
-                had_good = self._good > 0
+        async with self._reconfiguring:
+            # the running configuration becomes the last good one only if it gave good readings;
+            # one still on probation leaves the last good one as it is (and the new one is watched)
+            worked = self._good > 0
+            on_probation = self._probation is not None and not self._probation.done()
+            previous, previous_text = self._cfg, self.files.running
+            try:
                 if text != self.files.running:
-                    self.files.install(text)
-                self._handled(push.version)
-                self._generation += 1
+                    self.files.install(text, keep_running=worked)
+            except OSError as e:
+                log.error("configuration %d not applied: %s", push.version, e)
+                self._reply(downlink.config_reply(push.version, "rejected", [f"cannot write the configuration: {e}"]))
+                return
+            self._handled(push.version)
+            self._generation += 1
+            try:
                 await self.reconfigure(push.config)
-        except OSError as e:
-            log.error("configuration %d not applied: %s", push.version, e)
-            self._reply(downlink.config_reply(push.version, "rejected", [f"cannot write the configuration: {e}"]))
-            return
+            except Exception as e:  # a bus that cannot even be built: back to what ran
+                log.exception("configuration %d cannot start; back to the one before", push.version)
+                self.files.install(previous_text, keep_running=False)
+                await self.reconfigure(previous)
+                self._reply(downlink.config_reply(push.version, "rejected", [f"cannot start it: {e}"]))
+                return
         log.info("configuration %d applied", push.version)
         self._reply(downlink.config_reply(push.version, "applied"))
-        if had_good and self._buses.source_of and self.files.last_good.exists():
+        if self._buses.source_of and self.files.last_good.exists() and (worked or on_probation):
             self._probation = asyncio.create_task(self._watch(push.version, self._generation), name="probation")
 
     def _handled(self, version: int) -> None:
@@ -444,6 +455,9 @@ class Daemon:
                 await self.reconfigure(cfg)
         except (OSError, DownlinkError) as e:
             log.error("cannot roll configuration %d back: %s", version, e)
+            return
+        except Exception:  # this task is not supervised: never lose an error silently
+            log.exception("cannot roll configuration %d back", version)
             return
         self._reply(downlink.config_reply(version, "rolled_back", [why]))
 

@@ -72,9 +72,10 @@ class ConfigFiles:
         """Remember that `version` was handled (durably)."""
         write_atomic(self.version_file, f"{version}\n".encode(), 0o600)
 
-    def install(self, text: bytes) -> None:
-        """Make `text` the configuration file; what ran until now becomes the last good one."""
-        if self.running:
+    def install(self, text: bytes, *, keep_running: bool = True) -> None:
+        """Make `text` the configuration file; with `keep_running`, what ran until now becomes
+        the last good one (without, the last good one stays as it was)."""
+        if keep_running and self.running:
             write_atomic(self.last_good, self.running, 0o600)
         write_atomic(self.config_path, text, 0o600)
         self.running = text

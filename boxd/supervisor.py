@@ -51,6 +51,7 @@ class Supervisor:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._group = tg
+                tg.create_task(asyncio.Event().wait(), name="supervisor")  # runs on with no task left
                 for name, factory in self.tasks.items():
                     self.start(name, factory)
         finally:

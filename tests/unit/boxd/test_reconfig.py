@@ -49,3 +49,10 @@ def test_a_broken_file_at_start_falls_back_to_the_last_good(tmp_path: Path, capl
     (tmp_path / reconfig.LAST_GOOD).write_bytes(b"also broken")
     with pytest.raises(ConfigError, match="not valid TOML"):
         reconfig.load_at_start(path, tmp_path)
+
+
+def test_a_configuration_that_never_worked_does_not_become_the_last_good(tmp_path: Path) -> None:
+    files = reconfig.ConfigFiles(tmp_path / "boxd.toml", tmp_path, GOOD)
+    files.install(OTHER)  # GOOD had worked
+    files.install(b"# third\n", keep_running=False)  # OTHER had not (yet): GOOD stays the last good
+    assert files.last_good.read_bytes() == GOOD
