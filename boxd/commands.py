@@ -11,7 +11,8 @@ the platform hears "ok" before the daemon goes. In order:
    points, then the bus's `write`, which checks again), ``read`` (`read_now` on each bus),
    ``logs`` (the in-memory tail, `boxd.logring`), ``restart`` (the daemon exits non-zero
    after the reply; systemd starts it again), ``reboot`` (the configured reboot command),
-   ``renew_cert`` ("rejected": not supported yet).
+   ``renew_cert`` (the daemon's renewal: new key and certificate, tried on the broker, kept
+   only if it works; "rejected" when the daemon gives none).
 
 A refusal is "rejected" with the reason; a failure of the bus or of the command "failed"
 with the reason. Nothing raised by a command escapes `run` (it is logged and replied as
@@ -24,12 +25,13 @@ import asyncio
 import logging
 import shlex
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from boxd import downlink
 from boxd.downlink import Command, DownlinkError
+from boxd.errors import BoxdError
 from boxd.files import write_atomic
 from boxd.logring import LogRing
 from drivers import PointSource, Quality, Value
@@ -40,6 +42,13 @@ log = logging.getLogger("boxd.commands")
 SEEN_FILE = "commands.seen.json"
 DEFAULT_REBOOT = "systemctl reboot"
 TIME_LIMIT_S = 60.0
+RENEW_TIME_LIMIT_S = 180.0  # HTTPS to the enrollment endpoint, then a trial connection, maybe a way back
+
+Renew = Callable[[], Awaitable[str]]
+
+
+class CommandFailed(BoxdError):
+    """A command ran and did not do what it should; the message says why (replied "failed")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +70,15 @@ class Outcome:
 class CommandRunner:
     """Runs commands. The constructor does no I/O; `load` reads the persisted seen ids."""
 
-    def __init__(self, state_dir: Path, ring: LogRing, reboot_command: str = DEFAULT_REBOOT,
-                 now: Callable[[], float] = time.time, time_limit_s: float = TIME_LIMIT_S) -> None:
+    def __init__(self, state_dir: Path, ring: LogRing, reboot_command: str = DEFAULT_REBOOT, *,
+                 now: Callable[[], float] = time.time, time_limit_s: float = TIME_LIMIT_S,
+                 renew: Renew | None = None) -> None:
         self._seen_path = state_dir / SEEN_FILE
         self._ring = ring
         self._reboot = shlex.split(reboot_command) or shlex.split(DEFAULT_REBOOT)
         self._now = now
         self._time_limit = time_limit_s
+        self._renew = renew
         self.seen = downlink.SeenIds()
 
     def load(self) -> None:
@@ -93,15 +104,16 @@ class CommandRunner:
             log.info("command %s (%s): expired, not run", cmd.id, cmd.name)
             return Outcome(downlink.reply(cmd.id, "expired", f"expired at {cmd.expires:.0f}; not run"))
         log.info("command %s: %s", cmd.id, cmd.name)
+        limit = max(self._time_limit, RENEW_TIME_LIMIT_S) if cmd.name == "renew_cert" else self._time_limit
         try:
-            return await asyncio.wait_for(self._run(cmd, buses), self._time_limit)
+            return await asyncio.wait_for(self._run(cmd, buses), limit)
         except DownlinkError as e:
             log.info("command %s (%s) rejected: %s", cmd.id, cmd.name, e)
             return Outcome(downlink.reply(cmd.id, "rejected", str(e)))
         except TimeoutError:
-            log.warning("command %s (%s): no result within %.0f s", cmd.id, cmd.name, self._time_limit)
-            return Outcome(downlink.reply(cmd.id, "failed", f"no result within {self._time_limit:.0f} s"))
-        except DriverError as e:
+            log.warning("command %s (%s): no result within %.0f s", cmd.id, cmd.name, limit)
+            return Outcome(downlink.reply(cmd.id, "failed", f"no result within {limit:.0f} s"))
+        except (DriverError, CommandFailed) as e:
             log.warning("command %s (%s) failed: %s", cmd.id, cmd.name, e)
             return Outcome(downlink.reply(cmd.id, "failed", str(e) or type(e).__name__))
         except Exception as e:  # untrusted input must never take the daemon down
@@ -121,7 +133,9 @@ class CommandRunner:
         if cmd.name == "reboot":
             return Outcome(await self._reboot_now(cmd))
         if cmd.name == "renew_cert":
-            raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
+            if self._renew is None:
+                raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
+            return Outcome(downlink.reply(cmd.id, "ok", await self._renew()))
         raise DownlinkError(f"cmd {cmd.id}: unknown command {cmd.name!r}")  # decode refuses these first
 
     async def _write(self, cmd: Command, buses: Buses) -> bytes:

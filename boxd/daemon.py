@@ -31,7 +31,7 @@ from pathlib import Path
 from boxd import __version__, config, downlink, identity, reconfig, sdnotify, wire
 from boxd.backoff import Backoff
 from boxd.clock import Clock
-from boxd.commands import CommandRunner, buses_of
+from boxd.commands import CommandFailed, CommandRunner, buses_of
 from boxd.downlink import DownlinkError
 from boxd.errors import ConfigError, WireError
 from boxd.logring import LogRing
@@ -55,6 +55,7 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 DOWNLINK_BACKLOG = 64  # downlink messages waiting to be handled; beyond, they are dropped (logged)
+RENEW_TRIAL_S = 45.0  # how long a renewed certificate has to connect before the previous one comes back
 RESTART_STATUS = 75  # the exit status after a `restart` command (EX_TEMPFAIL): systemd starts boxd again
 
 
@@ -128,7 +129,7 @@ class Daemon:
         self.probation_s = probation_s
         self.exit_status = 0  # non-zero after a `restart` command: systemd starts boxd again
         self.log_ring = LogRing()
-        self.commands = CommandRunner(state_dir, self.log_ring, reboot_command)
+        self.commands = CommandRunner(state_dir, self.log_ring, reboot_command, renew=self.renew_certificate)
         self.files = reconfig.ConfigFiles(config_path, state_dir)
         self._down: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_BACKLOG)
         self._good = 0  # good readings since the running configuration started
@@ -138,6 +139,7 @@ class Daemon:
         self._generation = 0  # configurations run since start: a probation watches one of them
         self._reconfiguring = asyncio.Lock()
         self._reply_acks: dict[int, asyncio.Event] = {}
+        self._link_up = asyncio.Event()  # set at each connection (a renewed certificate's trial)
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
@@ -167,23 +169,20 @@ class Daemon:
             logging.getLogger().removeHandler(self.log_ring)
 
     async def _run(self) -> None:
+        recovered = identity.recover(self.state_dir)  # a certificate switch cut by a power loss
+        if recovered:
+            log.warning("identity: %s", recovered)
         self._ident = ident = identity.load(self.state_dir)
+        if (self.state_dir / identity.PREV_DIR).is_dir():
+            log.warning("identity: a renewed certificate is in use and not yet proven; the previous one is kept "
+                        "until it connects")
         self.commands.load()
         self._cfg, self.files.running = reconfig.load_at_start(self.config_path, self.state_dir)
         cfg = self._cfg
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
         bus_tasks = self._use_sources(make_sources(cfg))
-        self.uplink = Uplink(
-            ident,
-            on_connected=self._connected,
-            on_disconnected=self._wake.set,
-            on_ack=self._acked,
-            on_message=self._downlink,
-            keepalive_s=cfg.uplink.keepalive_s,
-            backoff=Backoff(1.0, float(cfg.uplink.reconnect_max_s)),
-            relax_time_check=lambda: not self.clock.trusted(),
-        )
+        self.uplink = self._make_uplink(ident)
         tasks: dict[str, TaskFactory] = {
             "flush": self._flush_loop, "heartbeat": self._heartbeat, "watchdog": self._watchdog,
             "runtime": self._runtime, "downlink": self._downlink_loop, **bus_tasks,
@@ -205,6 +204,67 @@ class Daemon:
             await self.uplink.stop()
             self.queue.close()
             log.info("boxd stopped")
+
+    def _make_uplink(self, ident: identity.Identity) -> Uplink:
+        return Uplink(
+            ident,
+            on_connected=self._connected,
+            on_disconnected=self._wake.set,
+            on_ack=self._acked,
+            on_message=self._downlink,
+            keepalive_s=self._cfg.uplink.keepalive_s,
+            backoff=Backoff(1.0, float(self._cfg.uplink.reconnect_max_s)),
+            relax_time_check=lambda: not self.clock.trusted(),
+        )
+
+    # -- certificate renewal (the renew_cert command) ------------------------------------------
+
+    async def renew_certificate(self) -> str:
+        """A new key and certificate (`provisioning`'s renewal, authenticated by the current
+        certificate), tried on the broker: kept if the Box connects with it within
+        `RENEW_TRIAL_S`, otherwise the previous identity comes back. Returns what was done.
+
+        Raises:
+            CommandFailed: the renewal was refused or the new certificate did not work.
+        """
+        from provisioning._enroll import renew  # the cryptography package, only when renewing
+        from provisioning.errors import ProvisionError
+
+        try:
+            await asyncio.to_thread(renew, self.state_dir)
+        except ProvisionError as e:
+            raise CommandFailed(f"the renewal failed: {e}") from e
+        identity.activate_next(self.state_dir)
+        new = identity.load(self.state_dir)
+        log.info("identity: trying the renewed certificate (valid until %s)", f"{new.not_after():%Y-%m-%d}")
+        if await self._switch_uplink(new, RENEW_TRIAL_S):
+            identity.commit(self.state_dir)
+            self._ident = new
+            log.info("identity: the renewed certificate works; the previous one is dropped")
+            return f"renewed: the new certificate is valid until {new.not_after():%Y-%m-%d %H:%M} UTC"
+        error = self.uplink.state.last_error if self.uplink else ""
+        identity.revert(self.state_dir)
+        old = identity.load(self.state_dir)
+        log.error("identity: the renewed certificate did not connect (%s); back to the previous one", error)
+        await self._switch_uplink(old, 0)
+        raise CommandFailed(f"the new certificate did not connect within {RENEW_TRIAL_S:.0f} s ({error}); "
+                            "the previous one is in use again")
+
+    async def _switch_uplink(self, ident: identity.Identity, trial_s: float) -> bool:
+        """Replace the MQTT link by one with `ident`; whether it connected within `trial_s`."""
+        old, new = self.uplink, self._make_uplink(ident)
+        self._link_up.clear()
+        if old is not None:
+            await old.stop()
+        self.uplink = new
+        await new.start()
+        if trial_s <= 0:
+            return True
+        try:
+            await asyncio.wait_for(self._link_up.wait(), trial_s)
+        except TimeoutError:
+            return False
+        return True
 
     # -- field buses --------------------------------------------------------------------
 
@@ -302,6 +362,7 @@ class Daemon:
 
     def _connected(self) -> None:
         assert self.uplink is not None
+        self._link_up.set()
         self._inflight.clear()
         self._inflight_events.clear()
         self.uplink.publish("meta", self._meta, qos=1, retain=True)
@@ -481,13 +542,11 @@ class Daemon:
             self._main.cancel()
 
     async def _flush_loop(self) -> None:
-        up = self.uplink
-        assert up is not None
         while True:
             settings = self._cfg.uplink
             await self._wake.wait()
             self._wake.clear()
-            if not up.state.connected:
+            if self.uplink is None or not self.uplink.state.connected:
                 continue
             if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)

@@ -171,3 +171,20 @@ def test_a_command_that_hangs_fails_at_its_time_limit(tmp_path: Path) -> None:
     runner, _, _, _ = setup(tmp_path, time_limit_s=0.2)
     r = run(runner, cmd("read", {"points": ["ahu1.temp"]}), buses_of({}, [Hanging("ahu1", ["temp"])]))
     assert r["status"] == "failed" and "no result within" in str(r["detail"])
+
+
+def test_renew_cert_reports_what_the_daemon_did(tmp_path: Path) -> None:
+    from boxd.commands import CommandFailed
+
+    async def works() -> str:
+        return "renewed: valid until 2027-11-24"
+
+    async def fails() -> str:
+        raise CommandFailed("the new certificate did not connect within 45 s")
+
+    runner, _, buses, _ = setup(tmp_path, renew=works)
+    r = run(runner, cmd("renew_cert", {}), buses)
+    assert r["status"] == "ok" and "2027" in str(r["detail"])
+    runner, _, buses, _ = setup(tmp_path, renew=fails)
+    r = run(runner, cmd("renew_cert", {}, "c-2"), buses)
+    assert r["status"] == "failed" and "did not connect" in str(r["detail"])
