@@ -33,7 +33,7 @@ from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
 from boxd.downlink import DownlinkError
-from boxd.errors import ConfigError, WireError
+from boxd.errors import BoxdError, ConfigError, WireError
 from boxd.logring import LogRing
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
@@ -140,6 +140,7 @@ class Daemon:
         self._reconfiguring = asyncio.Lock()
         self._reply_acks: dict[int, asyncio.Event] = {}
         self._link_up = asyncio.Event()  # set at each connection (a renewed certificate's trial)
+        self._trial: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
@@ -173,7 +174,8 @@ class Daemon:
         if recovered:
             log.warning("identity: %s", recovered)
         self._ident = ident = identity.load(self.state_dir)
-        if (self.state_dir / identity.PREV_DIR).is_dir():
+        on_trial = (self.state_dir / identity.PREV_DIR).is_dir()
+        if on_trial:
             log.warning("identity: a renewed certificate is in use and not yet proven; the previous one is kept "
                         "until it connects")
         self.commands.load()
@@ -188,6 +190,8 @@ class Daemon:
             "runtime": self._runtime, "downlink": self._downlink_loop, **bus_tasks,
         }
         await self.uplink.start()
+        if on_trial:
+            self._trial = asyncio.create_task(self._trial_at_start(), name="certificate trial")
         if not self.clock.trusted():
             log.warning("the clock reads before this software was built: readings are held until the "
                         "platform's time is known")
@@ -249,6 +253,25 @@ class Daemon:
         await self._switch_uplink(old, 0)
         raise CommandFailed(f"the new certificate did not connect within {RENEW_TRIAL_S:.0f} s ({error}); "
                             "the previous one is in use again")
+
+    async def _trial_at_start(self) -> None:
+        """A renewed certificate not yet proven at start (the daemon stopped during its trial):
+        keep it if it connects within `RENEW_TRIAL_S`, otherwise go back to the previous one."""
+        try:
+            await asyncio.wait_for(self._link_up.wait(), RENEW_TRIAL_S)
+        except TimeoutError:
+            error = self.uplink.state.last_error if self.uplink else ""
+            log.error("identity: the renewed certificate did not connect (%s); back to the previous one", error)
+            try:
+                identity.revert(self.state_dir)
+                self._ident = old = identity.load(self.state_dir)
+            except BoxdError as e:
+                log.error("identity: cannot go back to the previous one: %s", e)
+                return
+            await self._switch_uplink(old, 0)
+            return
+        identity.commit(self.state_dir)
+        log.info("identity: the renewed certificate works; the previous one is dropped")
 
     async def _switch_uplink(self, ident: identity.Identity, trial_s: float) -> bool:
         """Replace the MQTT link by one with `ident`; whether it connected within `trial_s`."""

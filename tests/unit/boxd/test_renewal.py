@@ -66,3 +66,33 @@ def test_a_renewed_certificate_that_does_not_connect_is_reverted(tmp_path: Path,
     assert (tmp_path / identity.IDENTITY_DIR / "box.crt").read_bytes() == OLD
     assert not (tmp_path / identity.PREV_DIR).exists()
     shutil.rmtree(tmp_path / f"{identity.IDENTITY_DIR}.failed")
+
+
+def test_at_start_an_unproven_renewed_certificate_is_kept_if_it_connects_else_reverted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boxd.daemon
+
+    monkeypatch.setattr(boxd.daemon, "RENEW_TRIAL_S", 0.2)
+    for connects in (True, False):
+        state = tmp_path / str(connects)
+        fake_identity(state / identity.IDENTITY_DIR, NEW)
+        fake_identity(state / identity.PREV_DIR, OLD)
+        d = Daemon(state, state / "boxd.toml")
+        switched: list[bytes] = []
+
+        async def switch(ident: identity.Identity, trial_s: float, out: list[bytes] = switched) -> bool:
+            out.append(ident.cert_file.read_bytes())
+            return True
+
+        d._switch_uplink = switch  # type: ignore[method-assign]
+
+        async def main(d: Daemon = d, connects: bool = connects) -> None:
+            if connects:
+                d._link_up.set()
+            await d._trial_at_start()
+
+        asyncio.run(main())
+        assert not (state / identity.PREV_DIR).exists()
+        assert (state / identity.IDENTITY_DIR / "box.crt").read_bytes() == (NEW if connects else OLD)
+        assert switched == ([] if connects else [OLD])
