@@ -151,3 +151,46 @@ def test_a_push_whose_buses_cannot_be_built_is_refused_and_the_old_ones_run_agai
         await eventually(lambda: d._good > 0)
 
     run_daemon(tmp_path, first, body)
+
+
+def hostile_payloads(seed: int = 6) -> list[tuple[str, bytes]]:
+    """Garbage, and valid messages cut short, bit-flipped or with wrong fields."""
+    import random
+
+    rng = random.Random(seed)
+    good_cfg = push(9, device("a") + device("b"))
+    good_cmd = wire.encode_doc({"id": "c-9", "name": "write", "expires": 4e9, "args": {"point": "a.t", "value": 1}})
+    out: list[tuple[str, bytes]] = []
+    for leaf, good in (("config", good_cfg), ("cmd", good_cmd)):
+        out += [(leaf, b""), (leaf, b"\x00"), (leaf, b"\x01" + b"\x9f" * 5000), (leaf, rng.randbytes(300_000))]
+        for _ in range(60):
+            b = bytearray(good)
+            for _ in range(rng.randint(1, 4)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            out.append((leaf, bytes(b)))
+            out.append((leaf, good[: rng.randrange(len(good))]))
+    for doc in ({"id": "c-1", "name": "write", "expires": 4e9, "args": {"point": "a.t", "value": [1] * 5}},
+                {"id": "c-2", "name": "read", "expires": 4e9, "args": {"points": ["x"] * 1000}},
+                {"id": "c-3", "name": "write", "expires": 4e9, "args": {"point": "a.t", "value": 1, "extra": 1}},
+                {"id": "c-4", "name": "rm -rf", "expires": 4e9, "args": {}},
+                {"version": True, "toml": ""}, {"version": 10, "toml": "x" * 10}):
+        out.append(("cmd" if "id" in doc else "config", wire.encode_doc(doc)))
+    return out
+
+
+def test_hostile_messages_never_break_the_daemon(tmp_path: Path) -> None:
+    first = device("a")
+
+    async def body(d: Daemon, replies: list[dict[str, Any]]) -> None:
+        for leaf, payload in hostile_payloads():
+            if leaf == "config":
+                await d._on_config(payload)
+            else:
+                await d._on_command(payload)
+        assert replies  # refusals were answered (decode_reply checked each)
+        assert all(r["status"] in ("rejected", "ok", "failed", "applied", "duplicate") for r in replies)
+        assert any(n.startswith("bus:") for n in d._supervisor.names())  # type: ignore[union-attr]
+        d._good = 0
+        await eventually(lambda: d._good > 0)  # the buses still run
+
+    run_daemon(tmp_path, first, body)
