@@ -456,8 +456,13 @@ class Daemon:
                     await self._on_command(payload)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # untrusted input: logged, and the daemon goes on
+            except Exception as e:  # untrusted input: logged, answered if it can be, and the daemon goes on
                 log.exception("a message on down/%s could not be handled", leaf)
+                why = f"the Box could not handle it: {type(e).__name__}: {e}"
+                if leaf == "cmd" and (cmd_id := _peek_id(payload)):
+                    self._reply(downlink.reply(cmd_id, "failed", why))
+                elif leaf == "config" and (version := _peek_version(payload)):
+                    self._reply(downlink.config_reply(version, "rejected", [why]))
 
     async def _on_config(self, payload: bytes) -> None:
         try:

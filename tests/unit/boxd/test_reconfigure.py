@@ -194,3 +194,20 @@ def test_hostile_messages_never_break_the_daemon(tmp_path: Path) -> None:
         await eventually(lambda: d._good > 0)  # the buses still run
 
     run_daemon(tmp_path, first, body)
+
+
+def test_a_failure_inside_a_handler_is_answered_and_the_loop_goes_on(tmp_path: Path) -> None:
+    async def body(d: Daemon, replies: list[dict[str, Any]]) -> None:
+        async def boom(_payload: bytes) -> None:
+            raise KeyError("a bug")
+
+        d._on_command = boom  # type: ignore[method-assign]
+        runner = asyncio.create_task(d._downlink_loop())
+        cmd = wire.encode_doc({"id": "c-7", "name": "logs", "expires": 4e9, "args": {}})
+        d._downlink("cmd", cmd)
+        d._downlink("cmd", cmd)
+        await eventually(lambda: len(replies) == 2)
+        runner.cancel()
+        assert replies[0]["status"] == "failed" and "KeyError" in replies[0]["detail"]
+
+    run_daemon(tmp_path, device("a"), body)
