@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from boxd.errors import ConfigError
 from boxd.files import write_atomic
 from drivers.errors import ConfigError as DriverConfigError
+from drivers.errors import show as _show
 from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device
 
 if TYPE_CHECKING:
@@ -291,9 +292,3 @@ def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]
     return values
 
 
-def _show(value: object) -> str:
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
-        text = f"<{type(value).__name__} too big to show>"
-    return text if len(text) <= 40 else text[:37] + "..."

@@ -40,3 +40,12 @@ class WriteError(DriverError):
 class ScanError(DriverError):
     """An installer's scan could not run; the message says what to check, in the installer's
     words (e.g. "connection refused by 10.0.0.5:502", "wrong baud rate or parity suspected")."""
+
+
+def show(value: object) -> str:
+    """A short, printable rendering of an untrusted value for an error message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
+        text = f"<{type(value).__name__} too big to show>"
+    return text if len(text) <= 40 else text[:37] + "..."

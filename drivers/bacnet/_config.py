@@ -59,11 +59,10 @@ from drivers.bacnet._fields import (
     opt,
     reject_unknown,
     req,
-    show,
     table_list,
 )
 from drivers.bacnet._names import NUMERIC_KINDS, object_type_number, property_number, value_kind
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, show
 
 CovMode = Literal["auto", "off"]
 IFNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ - 1

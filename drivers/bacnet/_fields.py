@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar
 
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, show
 
 NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
@@ -91,15 +91,6 @@ def as_cov(value: object, what: str) -> str:
     if value not in ("auto", "off"):
         raise ConfigError(f"{what} must be one of auto | off, not {show(value)}")
     return str(value)
-
-
-def show(value: object) -> str:
-    """A short, printable rendering of an untrusted value for an error message."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
-        text = f"<{type(value).__name__} too big to show>"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def kind_of(value: object) -> str:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, show
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order, PointCodec, register_count
 
 Table = Literal["holding", "input", "coil", "discrete"]
@@ -147,15 +147,6 @@ def codec_for(device: ModbusDevice, point: ModbusPoint) -> PointCodec:
 
 # Codecs hold no state after construction: points alike share one (10,000 points, a few codecs).
 _shared_codec = functools.lru_cache(maxsize=1024)(PointCodec)
-
-
-def show(value: object) -> str:
-    """A short, printable rendering of an untrusted value for an error message."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
-        text = f"<{type(value).__name__} too big to show>"
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # -- checking (also for values built in code) ---------------------------------------------

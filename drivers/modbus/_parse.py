@@ -77,7 +77,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Final, TypeVar, cast
 
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, show
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order
 from drivers.modbus._config import (
     BIT_TABLES,
@@ -94,7 +94,6 @@ from drivers.modbus._config import (
     Table,
     check_device,
     check_rtu_line,
-    show,
 )
 
 MAX_DEVICES_PER_LINE: Final = 247
