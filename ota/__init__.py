@@ -1,4 +1,6 @@
-"""Over-the-air updates (TUF-verified, A/B with rollback). Not built yet: see issue 7.
+"""Over-the-air updates (TUF-verified, A/B with rollback): issue 7, in progress.
 
-Nothing here runs; the package exists so that the layout of the design card is in place.
+Built so far: `ota.repository`, the TUF repository of releases (keys, publishing, timestamp
+renewal, key rotation). Not yet: the Box-side client, A/B install, deployments (see
+docs/architecture.md, "OTA: the TUF repository").
 """

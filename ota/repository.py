@@ -1,0 +1,327 @@
+"""The TUF repository of Box software releases (issue 7, repository side).
+
+A repository is a directory::
+
+    metadata/1.root.json, 2.root.json ...   every root version (clients walk the chain)
+    metadata/root.json                       a copy of the newest root
+    metadata/timestamp.json                  short-lived, renewed by the cloud
+    metadata/N.snapshot.json, snapshot.json  consistent snapshots (+ a copy of the newest)
+    metadata/N.targets.json, targets.json
+    targets/<sha256>.<name>                  the bundles, hash-prefixed
+
+Keys are PEM (PKCS#8) files named after their TUF key id, mode 0600:
+``keys_dir/offline/<keyid>.pem`` for root (meant to be moved offline) and
+``keys_dir/online/<keyid>.pem`` for targets, snapshot and timestamp. Everything is
+built and signed with ``tuf.api.metadata``; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, Signer
+from tuf.api.metadata import (
+    Key,
+    Metadata,
+    MetaFile,
+    Root,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
+from tuf.api.serialization.json import JSONSerializer
+
+from boxd.files import fsync_dir, write_atomic, write_secret
+
+ROOT_EXPIRY = timedelta(days=365)
+TARGETS_EXPIRY = timedelta(days=91)
+SNAPSHOT_EXPIRY = timedelta(days=7)
+TIMESTAMP_EXPIRY = timedelta(days=1)
+EXPIRY = {
+    Root.type: ROOT_EXPIRY,
+    Targets.type: TARGETS_EXPIRY,
+    Snapshot.type: SNAPSHOT_EXPIRY,
+    Timestamp.type: TIMESTAMP_EXPIRY,
+}
+ROOT_KEYS = 3
+ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
+ROLES = (Root.type, *ONLINE_ROLES)
+
+_SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+)
+_HARDWARE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+
+_S = TypeVar("_S", Root, Timestamp, Snapshot, Targets)
+
+
+class RepositoryError(Exception):
+    """A repository operation refused (with the reason in words)."""
+
+
+# -- versions and hardware ids ------------------------------------------------
+
+
+def parse_version(version: str) -> tuple[tuple[int, int, int], tuple[tuple[int, int | str], ...] | None]:
+    """A semantic version as a sortable key; RepositoryError when it is not one."""
+    m = _SEMVER.match(version)
+    if m is None:
+        raise RepositoryError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRE])")
+    core = (int(m[1]), int(m[2]), int(m[3]))
+    if m[4] is None:
+        return core, None
+    pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in m[4].split("."))
+    return core, pre
+
+
+def version_greater(a: str, b: str) -> bool:
+    """True when semantic version `a` comes after `b` (a release after its pre-releases)."""
+    (ca, pa), (cb, pb) = parse_version(a), parse_version(b)
+    if ca != cb:
+        return ca > cb
+    if pa is None or pb is None:
+        return pa is None and pb is not None
+    return pa > pb
+
+
+# -- keys -----------------------------------------------------------------------
+
+
+def _key_dir(keys_dir: Path, role: str) -> Path:
+    return keys_dir / ("offline" if role == Root.type else "online")
+
+
+def _new_key(keys_dir: Path, role: str) -> Key:
+    signer = CryptoSigner.generate_ed25519()
+    directory = _key_dir(keys_dir, role)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_secret(directory / f"{signer.public_key.keyid}.pem", signer.private_bytes)
+    return signer.public_key
+
+
+def load_signer(keys_dir: Path, key: Key) -> Signer | None:
+    """The signer of `key` if its private key is in `keys_dir`, else None."""
+    for sub in ("offline", "online"):
+        path = keys_dir / sub / f"{key.keyid}.pem"
+        if path.exists():
+            private = load_pem_private_key(path.read_bytes(), password=None)
+            return CryptoSigner(private, key)  # type: ignore[arg-type]
+    return None
+
+
+def role_signers(keys_dir: Path, root: Root, role: str) -> list[Signer]:
+    """Every available signer among the keys `root` gives to `role`."""
+    signers = []
+    for keyid in root.roles[role].keyids:
+        signer = load_signer(keys_dir, root.keys[keyid])
+        if signer is not None:
+            signers.append(signer)
+    return signers
+
+
+# -- metadata files ---------------------------------------------------------------
+
+
+def _meta_dir(path: Path) -> Path:
+    return path / "metadata"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def load(path: Path, role: str, cls: type[_S]) -> Metadata[_S]:
+    """The newest metadata of `role` in the repository at `path`."""
+    md = Metadata.from_file(str(_meta_dir(path) / f"{role}.json"))
+    if not isinstance(md.signed, cls):
+        raise RepositoryError(f"{role}.json holds {md.signed.type} metadata")
+    return md
+
+
+def sign_and_write(path: Path, md: Metadata[Any], signers: list[Signer]) -> None:
+    """Replace `md`'s signatures with `signers`' and write it (versioned name too, but timestamp)."""
+    md.signatures.clear()
+    for signer in signers:
+        md.sign(signer, append=True)
+    data = md.to_bytes(JSONSerializer(compact=False))
+    role = md.signed.type
+    directory = _meta_dir(path)
+    if role != Timestamp.type:
+        write_atomic(directory / f"{md.signed.version}.{role}.json", data)
+    write_atomic(directory / f"{role}.json", data)
+
+
+def _bump(md: Metadata[Any]) -> None:
+    md.signed.version += 1
+    md.signed.expires = _now() + EXPIRY[md.signed.type]
+
+
+def _check_threshold(root: Root, role: str, signers: list[Signer]) -> None:
+    threshold = root.roles[role].threshold
+    if len(signers) < threshold:
+        raise RepositoryError(
+            f"{role}: {len(signers)} key(s) available, the threshold is {threshold}"
+        )
+
+
+def _write_role(path: Path, keys_dir: Path, root: Root, md: Metadata[Any]) -> None:
+    signers = role_signers(keys_dir, root, md.signed.type)
+    _check_threshold(root, md.signed.type, signers)
+    sign_and_write(path, md, signers)
+
+
+def _resnapshot(path: Path, keys_dir: Path, root: Root, targets_version: int) -> None:
+    snapshot = load(path, Snapshot.type, Snapshot)
+    snapshot.signed.meta["targets.json"] = MetaFile(version=targets_version)
+    _bump(snapshot)
+    _write_role(path, keys_dir, root, snapshot)
+    _retimestamp(path, keys_dir, root, snapshot.signed.version)
+
+
+def _retimestamp(path: Path, keys_dir: Path, root: Root, snapshot_version: int | None) -> None:
+    timestamp = load(path, Timestamp.type, Timestamp)
+    if snapshot_version is not None:
+        timestamp.signed.snapshot_meta = MetaFile(version=snapshot_version)
+    _bump(timestamp)
+    _write_role(path, keys_dir, root, timestamp)
+
+
+# -- operations -------------------------------------------------------------------
+
+
+def init_repository(path: Path, keys_dir: Path, *, root_threshold: int = 2) -> None:
+    """Create a repository with fresh keys: 3 root keys (threshold 2), one per online role."""
+    if not 1 <= root_threshold <= ROOT_KEYS:
+        raise RepositoryError(f"root threshold must be 1..{ROOT_KEYS}")
+    if (_meta_dir(path) / "1.root.json").exists():
+        raise RepositoryError(f"{path} already holds a repository")
+    _meta_dir(path).mkdir(parents=True, exist_ok=True)
+    (path / "targets").mkdir(exist_ok=True)
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    now = _now()
+    root = Root(expires=now + ROOT_EXPIRY, consistent_snapshot=True)
+    for _ in range(ROOT_KEYS):
+        root.add_key(_new_key(keys_dir, Root.type), Root.type)
+    root.roles[Root.type].threshold = root_threshold
+    for role in ONLINE_ROLES:
+        root.add_key(_new_key(keys_dir, role), role)
+    root_md = Metadata(root)
+    _write_role(path, keys_dir, root, root_md)
+
+    targets = Metadata(Targets(expires=now + TARGETS_EXPIRY))
+    _write_role(path, keys_dir, root, targets)
+    snapshot = Metadata(Snapshot(expires=now + SNAPSHOT_EXPIRY))
+    _write_role(path, keys_dir, root, snapshot)
+    timestamp = Metadata(Timestamp(expires=now + TIMESTAMP_EXPIRY))
+    _write_role(path, keys_dir, root, timestamp)
+
+
+def published_versions(path: Path) -> list[str]:
+    """The versions of every published release."""
+    targets = load(path, Targets.type, Targets).signed
+    versions = []
+    for target in targets.targets.values():
+        custom = target.custom
+        if isinstance(custom, dict) and isinstance(custom.get("version"), str):
+            versions.append(custom["version"])
+    return versions
+
+
+def publish_release(
+    path: Path, keys_dir: Path, bundle: Path, version: str, hardware: list[str]
+) -> TargetFile:
+    """Add `bundle` as a target (custom: version, hardware); new targets, snapshot, timestamp."""
+    parse_version(version)
+    if not hardware:
+        raise RepositoryError("a release must name the hardware it fits")
+    for hw in hardware:
+        if not isinstance(hw, str) or not _HARDWARE.match(hw):
+            raise RepositoryError(f"hardware id {hw!r}: lowercase letters, digits, '-', 1..32")
+    name = bundle.name
+    if not _TARGET_NAME.match(name):
+        raise RepositoryError(f"bundle name {name!r} is not a plain file name")
+    for published in published_versions(path):
+        if not version_greater(version, published):
+            raise RepositoryError(f"version {version} is not greater than published {published}")
+
+    root = load(path, Root.type, Root).signed
+    targets = load(path, Targets.type, Targets)
+    if name in targets.signed.targets:
+        raise RepositoryError(f"a target named {name} is already published")
+    target = TargetFile.from_file(name, str(bundle), ["sha256"])
+    target.unrecognized_fields["custom"] = {"version": version, "hardware": list(hardware)}
+
+    target_dir = path / "targets"
+    dest = target_dir / f"{target.hashes['sha256']}.{name}"
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(bundle, tmp)
+    with tmp.open("rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(dest)
+    fsync_dir(target_dir)
+
+    targets.signed.targets[name] = target
+    _bump(targets)
+    _write_role(path, keys_dir, root, targets)
+    _resnapshot(path, keys_dir, root, targets.signed.version)
+    return target
+
+
+def renew_timestamp(path: Path, keys_dir: Path) -> int:
+    """A new timestamp version with a fresh expiry; returns its version."""
+    root = load(path, Root.type, Root).signed
+    _retimestamp(path, keys_dir, root, None)
+    return load(path, Timestamp.type, Timestamp).signed.version
+
+
+def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = None) -> str:
+    """Replace a key of `role` (for root: `old_keyid`, default the first) by a new one.
+
+    The new root version is signed by the threshold of the old root and of the new one.
+    The role's metadata (and what depends on it) is re-signed with the new key.
+    Returns the new key id.
+    """
+    if role not in ROLES:
+        raise RepositoryError(f"unknown role {role!r}")
+    root_md = load(path, Root.type, Root)
+    old_root = copy.deepcopy(root_md.signed)
+    keyids = old_root.roles[role].keyids
+    old = old_keyid if old_keyid is not None else keyids[0]
+    if old not in keyids:
+        raise RepositoryError(f"key {old} is not a {role} key")
+
+    new_key = _new_key(keys_dir, role)
+    root = root_md.signed
+    root.revoke_key(old, role)
+    root.add_key(new_key, role)
+    _bump(root_md)
+    old_signers = role_signers(keys_dir, old_root, Root.type)
+    _check_threshold(old_root, Root.type, old_signers)
+    new_signers = role_signers(keys_dir, root, Root.type)
+    _check_threshold(root, Root.type, new_signers)
+    seen = {s.public_key.keyid for s in old_signers}
+    sign_and_write(path, root_md, old_signers + [s for s in new_signers if s.public_key.keyid not in seen])
+
+    if role == Targets.type:
+        targets = load(path, Targets.type, Targets)
+        _bump(targets)
+        _write_role(path, keys_dir, root, targets)
+        _resnapshot(path, keys_dir, root, targets.signed.version)
+    elif role == Snapshot.type:
+        snapshot = load(path, Snapshot.type, Snapshot)
+        _bump(snapshot)
+        _write_role(path, keys_dir, root, snapshot)
+        _retimestamp(path, keys_dir, root, snapshot.signed.version)
+    elif role == Timestamp.type:
+        _retimestamp(path, keys_dir, root, None)
+    return new_key.keyid
