@@ -288,8 +288,8 @@ def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = No
     """Replace a key of `role` (for root: `old_keyid`, default the first) by a new one.
 
     The new root version is signed by the threshold of the old root and of the new one.
-    The role's metadata (and what depends on it) is re-signed with the new key.
-    Returns the new key id.
+    The role's metadata (and what depends on it) is re-signed with the new key, and the
+    replaced private key is moved to `keys_dir/retired/`. Returns the new key id.
     """
     if role not in ROLES:
         raise RepositoryError(f"unknown role {role!r}")
@@ -324,4 +324,17 @@ def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = No
         _retimestamp(path, keys_dir, root, snapshot.signed.version)
     elif role == Timestamp.type:
         _retimestamp(path, keys_dir, root, None)
+    _retire_key(keys_dir, role, old)
     return new_key.keyid
+
+
+def _retire_key(keys_dir: Path, role: str, keyid: str) -> None:
+    """Move a replaced private key out of use to `keys_dir/retired/` (still 0600)."""
+    source = _key_dir(keys_dir, role) / f"{keyid}.pem"
+    if not source.exists():
+        return
+    retired = keys_dir / "retired"
+    retired.mkdir(exist_ok=True, mode=0o700)
+    source.replace(retired / source.name)
+    fsync_dir(retired)
+    fsync_dir(source.parent)

@@ -170,8 +170,14 @@ def test_rotated_key_works_for_the_client(env: tuple[Path, Path, Path], role: st
     box.updater().refresh()
     old = set(md_at(repo_dir, "root.json").signed.roles[role].keyids)
     new_keyid = repo.rotate_key(repo_dir, keys, role)
-    root = md_at(repo_dir, "2.root.json").signed
+    root_md = md_at(repo_dir, "2.root.json")
+    root = root_md.signed
     assert new_keyid in root.roles[role].keyids and not old <= set(root.roles[role].keyids)
+    (replaced,) = old - set(root.roles[role].keyids)
+    assert (keys / "retired" / f"{replaced}.pem").stat().st_mode & 0o777 == 0o600
+    assert not list(keys.glob(f"o*line/{replaced}.pem"))
+    if role == "root":  # signed by the old root's threshold and the new one's
+        assert replaced in root_md.signatures and new_keyid in root_md.signatures
     repo.publish_release(repo_dir, keys, bundle(tmp, "1.0.1"), "1.0.1", ["box-a1"])
     up = box.updater()
     up.refresh()
