@@ -195,6 +195,35 @@ def _retimestamp(path: Path, keys_dir: Path, root: Root, snapshot_version: int |
     _write_role(path, keys_dir, root, timestamp)
 
 
+def _valid(root: Root, md: Metadata[Any]) -> bool:
+    role = md.signed.type
+    return root.get_verification_result(role, md.signed_bytes, md.signatures).verified
+
+
+def repair(path: Path, keys_dir: Path) -> Root:
+    """Finish what an interrupted operation left (run first by every operation).
+
+    Files are written one by one (targets, snapshot, timestamp; a new root before the
+    metadata it re-keys): after a crash, metadata may be signed by a rotated-out key or not
+    yet referenced by the role above it. Clients only ever see a consistent set (they start
+    from the timestamp); this makes the repository whole again. Returns the current root.
+    """
+    root = load(path, Root.type, Root).signed
+    targets = load(path, Targets.type, Targets)
+    if not _valid(root, targets):
+        _bump(targets)
+        _write_role(path, keys_dir, root, targets)
+    snapshot = load(path, Snapshot.type, Snapshot)
+    if snapshot.signed.meta["targets.json"].version != targets.signed.version or not _valid(root, snapshot):
+        _resnapshot(path, keys_dir, root, targets.signed.version)
+        return root
+    timestamp = load(path, Timestamp.type, Timestamp)
+    snapshot_meta = timestamp.signed.snapshot_meta
+    if snapshot_meta.version != snapshot.signed.version or not _valid(root, timestamp):
+        _retimestamp(path, keys_dir, root, snapshot.signed.version)
+    return root
+
+
 # -- operations -------------------------------------------------------------------
 
 
@@ -254,7 +283,7 @@ def publish_release(
         if not version_greater(version, published):
             raise RepositoryError(f"version {version} is not greater than published {published}")
 
-    root = load(path, Root.type, Root).signed
+    root = repair(path, keys_dir)
     targets = load(path, Targets.type, Targets)
     if name in targets.signed.targets:
         raise RepositoryError(f"a target named {name} is already published")
@@ -279,7 +308,7 @@ def publish_release(
 
 def renew_timestamp(path: Path, keys_dir: Path) -> int:
     """A new timestamp version with a fresh expiry; returns its version."""
-    root = load(path, Root.type, Root).signed
+    root = repair(path, keys_dir)
     _retimestamp(path, keys_dir, root, None)
     return load(path, Timestamp.type, Timestamp).signed.version
 
@@ -293,6 +322,7 @@ def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = No
     """
     if role not in ROLES:
         raise RepositoryError(f"unknown role {role!r}")
+    repair(path, keys_dir)
     root_md = load(path, Root.type, Root)
     old_root = copy.deepcopy(root_md.signed)
     keyids = old_root.roles[role].keyids

@@ -293,3 +293,46 @@ def test_rolled_back_targets_refused(env: tuple[Path, Path, Path]) -> None:
     with pytest.raises(exceptions.BadVersionNumberError):
         box.updater().refresh()
     assert box.nothing_downloaded()
+
+
+# -- interrupted operations: the next operation finishes them ------------------------
+
+
+def _copies(repo_dir: Path, *names: str) -> dict[str, bytes]:
+    return {n: (repo_dir / "metadata" / n).read_bytes() for n in names}
+
+
+def _restore(repo_dir: Path, copies: dict[str, bytes]) -> None:
+    for name, data in copies.items():
+        (repo_dir / "metadata" / name).write_bytes(data)
+
+
+def test_publish_cut_after_targets_is_finished_by_the_next_operation(env: tuple[Path, Path, Path]) -> None:
+    repo_dir, keys, tmp = env
+    repo.publish_release(repo_dir, keys, bundle(tmp, "1.0.0"), "1.0.0", ["box-a1"])
+    before = _copies(repo_dir, "snapshot.json", "timestamp.json")
+    repo.publish_release(repo_dir, keys, bundle(tmp, "1.1.0"), "1.1.0", ["box-a1"])
+    _restore(repo_dir, before)  # as if power was lost right after targets.json was written
+    box = Box(repo_dir, tmp / "box")
+    up = box.updater()
+    up.refresh()
+    assert up.get_targetinfo("boxd-1.1.0.tar.gz") is None  # consistent, just not there yet
+    repo.renew_timestamp(repo_dir, keys)
+    up = box.updater()
+    up.refresh()
+    assert up.get_targetinfo("boxd-1.1.0.tar.gz") is not None
+
+
+def test_rotation_cut_after_root_is_finished_by_the_next_operation(env: tuple[Path, Path, Path]) -> None:
+    repo_dir, keys, tmp = env
+    repo.publish_release(repo_dir, keys, bundle(tmp, "1.0.0"), "1.0.0", ["box-a1"])
+    before = _copies(repo_dir, "targets.json", "snapshot.json", "timestamp.json")
+    repo.rotate_key(repo_dir, keys, "targets")
+    _restore(repo_dir, before)  # root 2 written, targets still signed by the old key
+    box = Box(repo_dir, tmp / "box")
+    repo.renew_timestamp(repo_dir, keys)
+    up = box.updater()
+    up.refresh()
+    info = up.get_targetinfo("boxd-1.0.0.tar.gz")
+    assert info is not None
+    up.download_target(info)
