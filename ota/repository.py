@@ -287,16 +287,15 @@ def publish_release(
     targets = load(path, Targets.type, Targets)
     if name in targets.signed.targets:
         raise RepositoryError(f"a target named {name} is already published")
-    target = TargetFile.from_file(name, str(bundle), ["sha256"])
-    target.unrecognized_fields["custom"] = {"version": version, "hardware": list(hardware)}
-
+    # Hash the copy that is served, not the source (which could change in between).
     target_dir = path / "targets"
-    dest = target_dir / f"{target.hashes['sha256']}.{name}"
-    tmp = dest.with_name(f".{dest.name}.tmp")
+    tmp = target_dir / f".{name}.tmp"
     shutil.copyfile(bundle, tmp)
     with tmp.open("rb+") as f:
         os.fsync(f.fileno())
-    tmp.replace(dest)
+    target = TargetFile.from_file(name, str(tmp), ["sha256"])
+    target.unrecognized_fields["custom"] = {"version": version, "hardware": list(hardware)}
+    tmp.replace(target_dir / f"{target.hashes['sha256']}.{name}")
     fsync_dir(target_dir)
 
     targets.signed.targets[name] = target
