@@ -37,6 +37,7 @@ from pathlib import Path
 
 from boxd import tls
 from boxd.identity import BOX_ID_RE
+from cloud import ota_server
 from cloud.broker import Broker
 from cloud.errors import BrokerError, EnrollmentError, PkiError, StoreError
 from cloud.pki import Pki
@@ -186,6 +187,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/v1/health":
             self._answer(200, {"ok": True})
+        elif self.path.startswith(ota_server.PREFIX) and self.server.tuf_repo is not None:
+            ota_server.serve(self, self.server.tuf_repo, self.connection.getpeercert() or {}, _peer_identity)
         else:
             self._answer(404, {"error": "not found"})
 
@@ -232,9 +235,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
-    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, enroller: Enroller) -> None:
+    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, enroller: Enroller,
+                 tuf_repo: Path | None) -> None:
         super().__init__(addr, _Handler)
-        self.ctx, self.enroller = ctx, enroller
+        self.ctx, self.enroller, self.tuf_repo = ctx, enroller, tuf_repo
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, addr = self.socket.accept()
@@ -255,8 +259,9 @@ class EnrollServer:
     """The HTTPS enrollment endpoint, in its own thread. The constructor does no I/O."""
 
     def __init__(self, enroller: Enroller, cert: Path, key: Path, bind: str, port: int, *,
-                 client_ca: Path | None = None) -> None:
+                 client_ca: Path | None = None, tuf_repo: Path | None = None) -> None:
         self._enroller, self._cert, self._key, self._client_ca = enroller, cert, key, client_ca
+        self._tuf_repo = tuf_repo  # served under /tuf/ to Boxes (cloud.ota_server)
         self._addr = (bind, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -270,7 +275,7 @@ class EnrollServer:
     def start(self) -> None:
         """Bind and serve in a thread."""
         ctx = tls.server_context(self._cert, self._key, self._client_ca, client_optional=True)
-        self._server = _Server(self._addr, ctx, self._enroller)
+        self._server = _Server(self._addr, ctx, self._enroller, self._tuf_repo)
         self._thread = threading.Thread(target=self._server.serve_forever, name="enroll", daemon=True)
         self._thread.start()
 

@@ -25,6 +25,7 @@ from cloud.errors import BrokerError, CloudError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
+from ota import repository as ota_repository
 
 log = logging.getLogger("boxcloud")
 
@@ -87,6 +88,22 @@ class Cloud:
         return self._settings
 
     @property
+    def ota_repo(self) -> Path:
+        """The TUF repository of Box software (served to Boxes under /tuf/ on the enrollment port)."""
+        return self.home / "ota" / "repo"
+
+    @property
+    def ota_keys(self) -> Path:
+        """The repository's keys (offline/ for root: to be moved off this machine; online/)."""
+        return self.home / "ota" / "keys"
+
+    def ensure_ota_repository(self) -> None:
+        """Create the TUF repository with fresh keys if this cloud has none yet."""
+        if not (self.ota_repo / "metadata" / "1.root.json").exists():
+            ota_repository.init_repository(self.ota_repo, self.ota_keys)
+            log.info("created the TUF repository in %s", self.ota_repo)
+
+    @property
     def broker(self) -> Broker:
         """The broker (started or not)."""
         if self._broker is None:
@@ -103,10 +120,11 @@ class Cloud:
         self.broker.start()
         self.receiver = Receiver(self.pki, self.store, s.host, s.broker_port)
         self.receiver.start()
+        self.ensure_ota_repository()
         self.enroll = EnrollServer(
             Enroller(self.pki, self.store, self.broker),
             self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
-            client_ca=self.pki.root_cert,
+            client_ca=self.pki.root_cert, tuf_repo=self.ota_repo,
         )
         self.enroll.start()
         self._stop.clear()
