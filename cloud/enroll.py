@@ -151,6 +151,18 @@ class Enroller:
         }
 
 
+    def box_of(self, peer: dict[str, object]) -> tuple[str, int]:
+        """(Box ID, serial) of a verified client certificate that is a Box's and not revoked.
+
+        Raises:
+            EnrollmentError: no certificate (401), not a Box's or revoked (403).
+        """
+        box_id, serial = _peer_identity(peer)
+        if any(s == serial for s, _ in self.store.revoked_certs()):
+            raise EnrollmentError("the certificate presented is revoked", 403)
+        return box_id, serial
+
+
 def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
     """(Box ID, certificate serial) of a verified client certificate."""
     if not peer:
@@ -188,7 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/health":
             self._answer(200, {"ok": True})
         elif self.path.startswith(ota_server.PREFIX) and self.server.tuf_repo is not None:
-            ota_server.serve(self, self.server.tuf_repo, self.connection.getpeercert() or {}, _peer_identity)
+            ota_server.serve(self, self.server.tuf_repo, self.connection.getpeercert() or {},
+                             self.server.enroller.box_of)
         else:
             self._answer(404, {"error": "not found"})
 

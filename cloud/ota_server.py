@@ -74,5 +74,9 @@ def serve(handler: Handler, repo_dir: Path, peer: dict[str, object],
         handler.send_header("Content-Length", str(size))
         handler.send_header("Connection", "close")
         handler.end_headers()
-        shutil.copyfileobj(f, handler.wfile, 64 * 1024)
+        try:
+            shutil.copyfileobj(f, handler.wfile, 64 * 1024)
+        except OSError as e:  # the Box hung up (it stops reading past the length TUF allows)
+            log.debug("%s stopped reading %s: %s", box_id, handler.path, e)
+            return
     log.debug("served %s to %s", handler.path, box_id)

@@ -65,9 +65,9 @@ def test_the_repository_is_only_for_boxes(fresh_cloud: Cloud, tmp_path: Path) ->
     cloud = fresh_cloud
     _state, ident = _box(cloud, tmp_path, "OTA-2")
 
-    def get(path: str, with_cert: bool) -> int:
-        ctx = (tls.client_context(ident.ca_file, ident.cert_file, ident.key_file) if with_cert
-               else tls.client_context(cloud.pki.root_cert))
+    def get(path: str, with_cert: bool, cert: tuple[Path, Path] | None = None) -> int:
+        cert = cert or (ident.cert_file, ident.key_file)
+        ctx = (tls.client_context(ident.ca_file, *cert) if with_cert else tls.client_context(cloud.pki.root_cert))
         conn = http.client.HTTPSConnection("localhost", cloud.settings.enroll_port, context=ctx, timeout=10)
         try:
             conn.request("GET", path)
@@ -79,10 +79,14 @@ def test_the_repository_is_only_for_boxes(fresh_cloud: Cloud, tmp_path: Path) ->
 
     assert get("/tuf/metadata/timestamp.json", False) == 401
     assert get("/tuf/metadata/timestamp.json", True) == 200
+    svc = (cloud.pki.dir / "svc-admin.crt", cloud.pki.dir / "svc-admin.key")  # a platform service is no Box
+    assert get("/tuf/metadata/timestamp.json", True, svc) == 403
     assert get("/tuf/metadata/absent.json", True) == 404
     for bad in ("/tuf/metadata/../../cloud.json", "/tuf/metadata/..", "/tuf/metadata/%2e%2e%2fcloud.json",
                 "/tuf/keys/x.pem", "/tuf/metadata/.hidden"):
         assert get(bad, True) == 404, bad
+    cloud.revoke("OTA-2")
+    assert get("/tuf/metadata/timestamp.json", True) == 403  # a revoked Box gets nothing
 
 
 def test_a_downgrade_instruction_is_refused(fresh_cloud: Cloud, tmp_path: Path) -> None:
