@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 
 from boxd import tls
 from boxd.errors import BoxdError
-from boxd.files import fsync_dir
+from boxd.files import fsync_dir, write_atomic
 from boxd.identity import Identity
 from ota.repository import RepositoryError, version_greater
 
@@ -46,6 +45,10 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 class OtaError(BoxdError):
     """An update refused or failed; the message says why in words."""
+
+
+class CapExceeded(exceptions.DownloadLengthMismatchError):
+    """The server sent more than the Box reads in one request (`MAX_BYTES`)."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,7 @@ class BoxFetcher(FetcherInterface):
                 raise exceptions.DownloadHTTPError(f"{url}: HTTP {resp.status} {detail}", resp.status)
             declared = resp.getheader("Content-Length")
             if declared is not None and declared.isdigit() and int(declared) > self._max:
-                raise exceptions.DownloadLengthMismatchError(
-                    f"{url}: {declared} bytes announced, at most {self._max} are read")
+                raise CapExceeded(f"{url}: {declared} bytes announced, at most {self._max} are read")
         except BaseException:
             conn.close()
             raise
@@ -95,7 +97,7 @@ class BoxFetcher(FetcherInterface):
                     return
                 total += len(data)
                 if total > self._max:
-                    raise exceptions.DownloadLengthMismatchError(f"{url}: more than {self._max} bytes")
+                    raise CapExceeded(f"{url}: more than {self._max} bytes")
                 yield data
         finally:
             conn.close()
@@ -103,7 +105,9 @@ class BoxFetcher(FetcherInterface):
 
 def _explain(e: Exception) -> str:
     """A TUF exception's meaning in words."""
-    if isinstance(e, exceptions.DownloadLengthMismatchError):
+    if isinstance(e, CapExceeded):
+        what = "the server sent more than the Box reads in one request (endless data)"
+    elif isinstance(e, exceptions.DownloadLengthMismatchError):
         what = "the server sent more data than the signed metadata allows (endless data)"
     elif isinstance(e, exceptions.LengthOrHashMismatchError):
         what = "a file does not match the length or hash in the signed metadata (tampered or mixed versions)"
@@ -146,7 +150,7 @@ def _updater(state_dir: Path, base_url: str, fetcher: FetcherInterface | None, i
     if not (meta / "root.json").exists():
         if not bootstrap.exists():
             raise OtaError(f"no trusted root: {bootstrap} (shipped in the Box image) is missing")
-        shutil.copyfile(bootstrap, meta / "root.json")
+        write_atomic(meta / "root.json", bootstrap.read_bytes())
     if fetcher is None:
         if ident is None:
             raise OtaError("a fetcher or the Box identity is needed")

@@ -117,6 +117,10 @@ def test_endless_data_is_refused(fresh_cloud: Cloud, tmp_path: Path) -> None:
     with pytest.raises(client.OtaError, match="more data than the signed metadata allows"):
         client.download(state, _url(cloud), "1.0.0", HW, bundle.name, ident=ident)
     assert _downloads(state) == []
+    # the Box's own cap per request holds whatever the metadata says
+    with pytest.raises(client.OtaError, match="more than the Box reads in one request"):
+        client.check_for_update(state, _url(cloud), "1.0.0", HW, bundle.name,
+                                fetcher=client.BoxFetcher(ident, max_bytes=100))
 
 
 def test_a_malicious_mirror_is_refused(fresh_cloud: Cloud, tmp_path: Path) -> None:
