@@ -20,6 +20,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from boxd import tls
+from boxd import identity, tls
 from boxd.errors import BoxdError
 from boxd.files import fsync_dir, write_atomic
 from boxd.identity import Identity
@@ -152,9 +153,10 @@ def _updater(state_dir: Path, base_url: str, fetcher: FetcherInterface | None, i
             raise OtaError(f"no trusted root: {bootstrap} (shipped in the Box image) is missing")
         write_atomic(meta / "root.json", bootstrap.read_bytes())
     if fetcher is None:
-        if ident is None:
-            raise OtaError("a fetcher or the Box identity is needed")
-        fetcher = BoxFetcher(ident)
+        try:
+            fetcher = BoxFetcher(ident if ident is not None else identity.load(state_dir))
+        except (BoxdError, OSError, ssl.SSLError) as e:
+            raise OtaError(f"cannot use the Box's TLS identity: {e}") from e
     base = base_url.rstrip("/")
     return Updater(str(meta), f"{base}/tuf/metadata/", str(downloads), f"{base}/tuf/targets/", fetcher=fetcher,
                    bootstrap=None)

@@ -55,7 +55,7 @@ def test_a_box_sees_and_downloads_a_release_over_https(fresh_cloud: Cloud, tmp_p
     assert client.check_for_update(state, _url(cloud), "1.0.0", HW, "absent.tar.gz", ident=ident) is None
 
     (state / "ota" / "downloads" / f".{bundle.name}.part").write_bytes(b"cut by a power loss")
-    got, path = client.download(state, _url(cloud), "1.0.0", HW, bundle.name, ident=ident)
+    got, path = client.download(state, _url(cloud), "1.0.0", HW, bundle.name)  # the identity in `state`
     assert path.read_bytes() == bundle.read_bytes()
     assert hashlib.sha256(path.read_bytes()).hexdigest() == got.sha256 == release.sha256
     assert _downloads(state) == [bundle.name]  # the leftover temporary file is gone
