@@ -17,6 +17,8 @@ against the platform CA, then checked in the database: the Box's current certifi
 one it renewed away from that has not expired, and not revoked). The new certificate
 names the same Box; the answer has the shape of an enrollment's. The old certificate
 stays valid until it expires, so the Box keeps it until the new one works.
+
+`GET /tuf/...` serves the TUF repository of Box software to Boxes (see `cloud.ota_server`).
 """
 
 from __future__ import annotations
@@ -149,7 +151,6 @@ class Enroller:
             "ca": self.pki.root_cert.read_text(),
             "broker": {"host": self.broker.host, "port": self.broker.port},
         }
-
 
     def box_of(self, peer: dict[str, object]) -> tuple[str, int]:
         """(Box ID, serial) of a verified client certificate that is a Box's and not revoked.
