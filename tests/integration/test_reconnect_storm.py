@@ -87,10 +87,10 @@ def test_a_fleet_reconnects_spread_out_after_a_broker_restart(fresh_cloud: Cloud
     back = sorted(b.connack_times[1] - restarted for b in boxes)
     starts = [x * 0.25 for x in range(int(back[-1] * 4) + 1)]
     busiest_second = max(sum(1 for t in back if s <= t < s + 1) for s in starts)
-    # spread: no second takes more than 40 % of the fleet (without jitter, 213 of 300 came back in
-    # one second; with it, 60-100 here, up to 102 on a loaded machine whose TLS handshakes queue up),
-    # and the returns cover several seconds
-    assert busiest_second <= FLEET * 2 // 5, f"{busiest_second} of {FLEET} Boxes came back within one second"
+    # spread: no second takes half the fleet (without jitter, 213 of 300 came back in one second;
+    # with it, 60-120 here: full jitter puts the Boxes whose last window was short early), and the
+    # returns cover several seconds
+    assert busiest_second < FLEET // 2, f"{busiest_second} of {FLEET} Boxes came back within one second"
     assert back[int(FLEET * 0.9)] - back[int(FLEET * 0.1)] >= 2.0, back
     print(f"\n{FLEET} Boxes after a 3 s broker restart: back within {back[-1]:.1f} s; "
           f"p10 {back[int(FLEET * 0.1)]:.1f} s, p50 {back[FLEET // 2]:.1f} s, p90 {back[int(FLEET * 0.9)]:.1f} s; "
