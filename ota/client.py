@@ -104,31 +104,30 @@ class BoxFetcher(FetcherInterface):
             conn.close()
 
 
+# What each failure means, most specific first (subclasses before their bases).
+_MEANINGS: tuple[tuple[type[Exception], str], ...] = (
+    (CapExceeded, "the server sent more than the Box reads in one request (endless data)"),
+    (exceptions.DownloadLengthMismatchError,
+     "the server sent more data than the signed metadata allows (endless data)"),
+    (exceptions.LengthOrHashMismatchError,
+     "a file does not match the length or hash in the signed metadata (tampered or mixed versions)"),
+    (exceptions.UnsignedMetadataError,
+     "metadata is not signed by enough trusted keys (forged, or from a malicious mirror)"),
+    (exceptions.BadVersionNumberError,
+     "metadata is older than what the Box already trusts, or versions do not match (rollback or mix-and-match)"),
+    (exceptions.ExpiredMetadataError, "metadata has expired (the repository is frozen or the Box's clock is wrong)"),
+    (exceptions.SlowRetrievalError, "the download was too slow"),
+    (exceptions.DownloadError, "the repository could not be reached or the download failed"),
+    (exceptions.RepositoryError, "the repository's metadata is invalid"),
+)
+
+
 def _explain(e: Exception) -> str:
     """A TUF exception's meaning in words."""
-    if isinstance(e, CapExceeded):
-        what = "the server sent more than the Box reads in one request (endless data)"
-    elif isinstance(e, exceptions.DownloadLengthMismatchError):
-        what = "the server sent more data than the signed metadata allows (endless data)"
-    elif isinstance(e, exceptions.LengthOrHashMismatchError):
-        what = "a file does not match the length or hash in the signed metadata (tampered or mixed versions)"
-    elif isinstance(e, exceptions.UnsignedMetadataError):
-        what = "metadata is not signed by enough trusted keys (forged, or from a malicious mirror)"
-    elif isinstance(e, exceptions.BadVersionNumberError):
-        what = ("metadata is older than what the Box already trusts, or versions do not match"
-                " (rollback or mix-and-match)")
-    elif isinstance(e, exceptions.ExpiredMetadataError):
-        what = "metadata has expired (the repository is frozen or the Box's clock is wrong)"
-    elif isinstance(e, exceptions.DownloadHTTPError):
+    if isinstance(e, exceptions.DownloadHTTPError):
         what = f"the repository answered HTTP {e.status_code}"
-    elif isinstance(e, exceptions.SlowRetrievalError):
-        what = "the download was too slow"
-    elif isinstance(e, exceptions.DownloadError):
-        what = "the repository could not be reached or the download failed"
-    elif isinstance(e, exceptions.RepositoryError):
-        what = "the repository's metadata is invalid"
     else:
-        what = "the update failed"
+        what = next((text for kind, text in _MEANINGS if isinstance(e, kind)), "the update failed")
     return f"{what}: {e}"
 
 
