@@ -23,6 +23,9 @@ Commands (``args`` per name; unknown names and unknown args are refused)::
     reboot      {}
     logs        {"lines"?: 1..1000}     default 200
     renew_cert  {}
+    update      {"deployment": str, "target": str, "version": str, "health_s"?: 10..3600}
+                install the named TUF target (a software bundle) A/B; default health_s 300
+    update_abort {"deployment": str}   stop that deployment's download; nothing is installed
 
 What is not decided here: whether a command already ran (`SeenIds`, kept by the daemon),
 whether it expired (`is_expired`, against the daemon's clock) and whether a write may go
@@ -69,6 +72,12 @@ MAX_VERSION: Final = 2**63 - 1
 MAX_EXPIRES: Final = 1e11  # unix seconds, year 5138: beyond is garbage
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _POINT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_DEPLOYMENT_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TARGET_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")  # a plain file name, as ota.client
+_VERSION_RE: Final = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]{1,32})?")
+DEFAULT_HEALTH_S: Final = 300
+MIN_HEALTH_S: Final = 10
+MAX_HEALTH_S: Final = 3600
 
 CmdStatus = Literal["ok", "rejected", "failed", "expired", "duplicate"]
 ConfigStatus = Literal["applied", "rejected", "rolled_back"]
@@ -271,6 +280,36 @@ def _args_none(where: str, args: dict[str, object]) -> dict[str, object]:
     return {}
 
 
+def _text(where: str, field: str, value: object, pattern: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise DownlinkError(f"{where}: {field} must be {what}, not {_show(value)}")
+    return value
+
+
+def _deployment(where: str, args: dict[str, object]) -> str:
+    return _text(where, "deployment", args["deployment"], _DEPLOYMENT_RE, "a deployment id (letters, digits, ._-)")
+
+
+def _args_update(where: str, args: dict[str, object]) -> dict[str, object]:
+    _check_keys(args, where, {"deployment", "target", "version"}, {"deployment", "target", "version", "health_s"})
+    out: dict[str, object] = {
+        "deployment": _deployment(where, args),
+        "target": _text(where, "target", args["target"], _TARGET_RE, "a plain file name"),
+        "version": _text(where, "version", args["version"], _VERSION_RE, "a version like 1.2.3"),
+    }
+    health_s = args.get("health_s", DEFAULT_HEALTH_S)
+    if not (_is_int(health_s) and MIN_HEALTH_S <= health_s <= MAX_HEALTH_S):
+        raise DownlinkError(f"{where}: health_s must be an integer from {MIN_HEALTH_S} to {MAX_HEALTH_S}, "
+                            f"not {_show(health_s)}")
+    out["health_s"] = health_s
+    return out
+
+
+def _args_update_abort(where: str, args: dict[str, object]) -> dict[str, object]:
+    _check_keys(args, where, {"deployment"}, {"deployment"})
+    return {"deployment": _deployment(where, args)}
+
+
 _COMMANDS: Final = {
     "write": _args_write,
     "read": _args_read,
@@ -278,6 +317,8 @@ _COMMANDS: Final = {
     "reboot": _args_none,
     "logs": _args_logs,
     "renew_cert": _args_none,
+    "update": _args_update,
+    "update_abort": _args_update_abort,
 }
 COMMANDS: Final = frozenset(_COMMANDS)
 
