@@ -13,17 +13,31 @@ versions, expiry, length, hashes), and refuses a target whose custom ``version``
 than the running one (a downgrade instruction) or whose ``hardware`` list lacks the Box's
 hardware id. A download is written to a temporary file, then renamed: a download cut by a power
 loss leaves a temporary file that the next call removes before it starts.
+
+A flaky link is retried: a refused, reset or timed-out connection, a TLS connection cut, HTTP 5xx,
+a slow retrieval or a body cut short is tried again (``attempts`` in all, exponential backoff with
+full jitter, capped at `BACKOFF_CAP_S`); each try starts over (metadata refresh, then the whole
+target, which TUF verifies as a whole). A verification refusal or an HTTP 4xx answer is final at
+once. An ``abort`` event, set from another thread, stops the work before the next request, between
+chunks, during a backoff wait, and (with `BoxFetcher`) in a blocked read: `OtaAborted`, nothing left.
+This module does not install anything, nor decide when to update (the caller's job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import logging
 import os
+import random
 import re
+import socket
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from tuf.api import exceptions
@@ -41,15 +55,37 @@ TIMEOUT_S = 30.0
 MAX_BYTES = 256 * 1024 * 1024  # hard cap per request, whatever TUF allows (a bundle is far smaller)
 CHUNK = 64 * 1024
 PART_SUFFIX = ".part"
+ATTEMPTS = 5
+BACKOFF_S = 2.0
+BACKOFF_CAP_S = 60.0
+PROGRESS_STEPS = 20  # progress is reported about every 5 %
+_POLL_S = 0.1  # how often the abort watcher looks at the download's end
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_TLS_GLITCHES = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+_rng = random.SystemRandom()
+log = logging.getLogger("ota.client")
+T = TypeVar("T")
+Progress = Callable[[int, int], None]
 
 
 class OtaError(BoxdError):
     """An update refused or failed; the message says why in words."""
 
 
+class OtaAborted(OtaError):
+    """The caller's abort event stopped the work ("aborted: ..."); no partial file is left."""
+
+
 class CapExceeded(exceptions.DownloadLengthMismatchError):
     """The server sent more than the Box reads in one request (`MAX_BYTES`)."""
+
+
+class LinkError(exceptions.DownloadError):
+    """The link failed (refused, reset, timed out, TLS cut, body cut short): worth another try."""
+
+
+class _Abort(exceptions.DownloadError):
+    """Raised through ngclient when the abort event is set; turned into `OtaAborted`."""
 
 
 @dataclass(frozen=True)
@@ -63,18 +99,47 @@ class Release:
     hardware: tuple[str, ...]
 
 
+def _glitch(e: BaseException) -> bool:
+    """Whether a network exception is a passing fault of the link (a TLS refusal is not)."""
+    if isinstance(e, ssl.SSLError):
+        return isinstance(e, _TLS_GLITCHES)
+    return isinstance(e, OSError | http.client.HTTPException)
+
+
+def _link_error(url: str, e: BaseException) -> exceptions.DownloadError:
+    kind = LinkError if _glitch(e) else exceptions.DownloadError
+    return kind(f"{url}: {e or type(e).__name__}")
+
+
 class BoxFetcher(FetcherInterface):
     """HTTPS GETs with the Box's client certificate; at most `max_bytes` read per request."""
 
     def __init__(self, ident: Identity, *, timeout: float = TIMEOUT_S, max_bytes: int = MAX_BYTES) -> None:
         self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
         self._timeout, self._max = timeout, max_bytes
+        self._lock = threading.Lock()
+        self._open: set[http.client.HTTPSConnection] = set()
+
+    def interrupt(self) -> None:
+        """Shut down the connections in flight (call from any thread): a read blocked on one ends now."""
+        with self._lock:
+            socks = [c.sock for c in self._open if c.sock is not None]
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket's: leaves the TLS object alone
+
+    def _close(self, conn: http.client.HTTPSConnection) -> None:
+        with self._lock:
+            self._open.discard(conn)
+        conn.close()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         u = urlsplit(url)
         if u.scheme != "https" or not u.hostname:
             raise exceptions.DownloadError(f"only https URLs are fetched, not {url!r}")
         conn = http.client.HTTPSConnection(u.hostname, u.port or 443, context=self._ctx, timeout=self._timeout)
+        with self._lock:
+            self._open.add(conn)
         try:
             conn.request("GET", u.path + (f"?{u.query}" if u.query else ""))
             resp = conn.getresponse()
@@ -82,26 +147,98 @@ class BoxFetcher(FetcherInterface):
                 detail = resp.read(512).decode(errors="replace")
                 raise exceptions.DownloadHTTPError(f"{url}: HTTP {resp.status} {detail}", resp.status)
             declared = resp.getheader("Content-Length")
-            if declared is not None and declared.isdigit() and int(declared) > self._max:
+            length = int(declared) if declared is not None and declared.isdigit() else None
+            if length is not None and length > self._max:
                 raise CapExceeded(f"{url}: {declared} bytes announced, at most {self._max} are read")
+        except (OSError, http.client.HTTPException) as e:
+            self._close(conn)
+            raise _link_error(url, e) from e
         except BaseException:
-            conn.close()
+            self._close(conn)
             raise
-        return self._chunks(conn, resp, url)
+        return self._chunks(conn, resp, url, length)
 
-    def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse, url: str) -> Iterator[bytes]:
+    def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse, url: str,
+                length: int | None) -> Iterator[bytes]:
+        total = 0
         try:
-            total = 0
-            while True:
-                data = resp.read(CHUNK)
-                if not data:
-                    return
+            while data := resp.read(CHUNK):
                 total += len(data)
                 if total > self._max:
                     raise CapExceeded(f"{url}: more than {self._max} bytes")
                 yield data
+        except (OSError, http.client.HTTPException) as e:
+            raise _link_error(url, e) from e
         finally:
-            conn.close()
+            self._close(conn)
+        if length is not None and total < length:
+            raise LinkError(f"{url}: cut short after {total} of {length} bytes")
+
+
+class _Guard(FetcherInterface):
+    """Wraps the fetcher: looks at the abort event before each request and chunk, counts the target's bytes."""
+
+    def __init__(self, inner: FetcherInterface, abort: threading.Event) -> None:
+        self._inner, self.abort = inner, abort
+        self.progress: Progress | None = None
+        self.total = 0
+
+    def _stop_if_aborted(self, url: str) -> None:
+        if self.abort.is_set():
+            raise _Abort(f"stopped while fetching {url}")
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        self._stop_if_aborted(url)
+        try:
+            chunks = self._inner.fetch(url)
+        except exceptions.DownloadError:
+            self._stop_if_aborted(url)  # an interrupted request is an abort, not a glitch
+            raise
+        return self._pass(chunks, url)
+
+    def _pass(self, chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
+        done, step = 0, max(1, self.total // PROGRESS_STEPS)
+        mark = step
+        try:
+            for chunk in chunks:
+                self._stop_if_aborted(url)
+                done += len(chunk)
+                if self.progress is not None and mark <= done < self.total:
+                    self.progress(done, self.total)
+                    mark = (done // step + 1) * step
+                yield chunk
+        except _Abort:
+            raise
+        except exceptions.DownloadError:
+            self._stop_if_aborted(url)
+            raise
+        except (OSError, http.client.HTTPException) as e:  # a foreign fetcher's broken stream
+            self._stop_if_aborted(url)
+            raise _link_error(url, e) from e
+        self._stop_if_aborted(url)
+
+
+@contextlib.contextmanager
+def _interrupting(abort: threading.Event | None, fetcher: FetcherInterface) -> Iterator[None]:
+    """While the body runs, shut down `fetcher`'s connections as soon as `abort` is set (blocked reads end)."""
+    if abort is None or not isinstance(fetcher, BoxFetcher):
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if abort.wait(_POLL_S):
+                fetcher.interrupt()  # again each poll: a connection opened meanwhile is shut down too
+                done.wait(_POLL_S)
+
+    watcher = threading.Thread(target=watch, name="ota-abort-watch", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 # What each failure means, most specific first (subclasses before their bases).
@@ -117,6 +254,7 @@ _MEANINGS: tuple[tuple[type[Exception], str], ...] = (
      "metadata is older than what the Box already trusts, or versions do not match (rollback or mix-and-match)"),
     (exceptions.ExpiredMetadataError, "metadata has expired (the repository is frozen or the Box's clock is wrong)"),
     (exceptions.SlowRetrievalError, "the download was too slow"),
+    (LinkError, "the link to the repository failed (refused, reset, timed out or cut short)"),
     (exceptions.DownloadError, "the repository could not be reached or the download failed"),
     (exceptions.RepositoryError, "the repository's metadata is invalid"),
 )
@@ -128,7 +266,50 @@ def _explain(e: Exception) -> str:
         what = f"the repository answered HTTP {e.status_code}"
     else:
         what = next((text for kind, text in _MEANINGS if isinstance(e, kind)), "the update failed")
-    return f"{what}: {e}"
+    cause = f" ({e.__cause__})" if type(e) is exceptions.DownloadError and e.__cause__ is not None else ""
+    return f"{what}: {e}{cause}"
+
+
+def _transient(e: Exception) -> bool:
+    """Whether a failure is a glitch of the link worth another try (never a verification refusal or a 4xx)."""
+    if isinstance(e, LinkError | exceptions.SlowRetrievalError):
+        return True
+    if isinstance(e, exceptions.DownloadHTTPError):
+        return e.status_code >= 500
+    if type(e) is exceptions.DownloadError:  # a foreign fetcher's failure, wrapped by FetcherInterface.fetch
+        return e.__cause__ is not None and _glitch(e.__cause__)
+    return False
+
+
+def backoff_delay(attempt: int, backoff_s: float, u: float) -> float:
+    """Seconds to wait after failed `attempt` (1, 2...): full jitter, ``u`` uniform in [0, 1)."""
+    return u * min(BACKOFF_CAP_S, backoff_s * 2.0 ** min(attempt - 1, 30))
+
+
+def _retrying(work: Callable[[], T], abort: threading.Event, attempts: int, backoff_s: float, what: str) -> T:
+    """Run `work` up to `attempts` times while it fails with a glitch; OtaError when it gives up or is refused."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            if abort.is_set():
+                raise _Abort(f"before {what}")
+            return work()
+        except _Abort as e:
+            raise OtaAborted(f"aborted: {what} was stopped ({e})") from None
+        except (exceptions.RepositoryError, exceptions.DownloadError) as e:
+            if not _transient(e):
+                raise OtaError(_explain(e)) from e
+            last = e
+        if attempt < attempts:
+            delay = backoff_delay(attempt, backoff_s, _rng.random())
+            log.warning("%s: attempt %d of %d failed, next in %.1f s: %s", what, attempt, attempts, delay,
+                        _explain(last))
+            if abort.wait(delay):
+                raise OtaAborted(f"aborted: {what} was stopped while waiting to try again") from None
+    assert last is not None
+    raise OtaError(f"{what}: gave up after {attempts} attempts; the last failure: {_explain(last)}") from last
 
 
 def _dirs(state_dir: Path) -> tuple[Path, Path, Path]:
@@ -142,7 +323,8 @@ def _clean_partial(downloads: Path) -> None:
         p.unlink(missing_ok=True)
 
 
-def _updater(state_dir: Path, base_url: str, fetcher: FetcherInterface | None, ident: Identity | None) -> Updater:
+def _prepare(state_dir: Path, fetcher: FetcherInterface | None, ident: Identity | None) -> FetcherInterface:
+    """Create the directories, install the bootstrap root, clean leftovers; the fetcher to use."""
     bootstrap, meta, downloads = _dirs(state_dir)
     meta.mkdir(parents=True, exist_ok=True)
     downloads.mkdir(parents=True, exist_ok=True)
@@ -151,14 +333,23 @@ def _updater(state_dir: Path, base_url: str, fetcher: FetcherInterface | None, i
         if not bootstrap.exists():
             raise OtaError(f"no trusted root: {bootstrap} (shipped in the Box image) is missing")
         write_atomic(meta / "root.json", bootstrap.read_bytes())
-    if fetcher is None:
-        try:
-            fetcher = BoxFetcher(ident if ident is not None else identity.load(state_dir))
-        except (BoxdError, OSError, ssl.SSLError) as e:
-            raise OtaError(f"cannot use the Box's TLS identity: {e}") from e
+    if fetcher is not None:
+        return fetcher
+    try:
+        return BoxFetcher(ident if ident is not None else identity.load(state_dir))
+    except (BoxdError, OSError, ssl.SSLError) as e:
+        raise OtaError(f"cannot use the Box's TLS identity: {e}") from e
+
+
+def _find(state_dir: Path, base_url: str, fetcher: FetcherInterface,
+          target_name: str) -> tuple[Updater, TargetFile | None]:
+    """A fresh Updater (from the trusted metadata on disk), refreshed, and the named target's info."""
+    _, meta, downloads = _dirs(state_dir)
     base = base_url.rstrip("/")
-    return Updater(str(meta), f"{base}/tuf/metadata/", str(downloads), f"{base}/tuf/targets/", fetcher=fetcher,
-                   bootstrap=None)
+    updater = Updater(str(meta), f"{base}/tuf/metadata/", str(downloads), f"{base}/tuf/targets/", fetcher=fetcher,
+                      bootstrap=None)
+    updater.refresh()
+    return updater, updater.get_targetinfo(target_name)
 
 
 def _check(info: TargetFile, current_version: str, hardware: str) -> Release:
@@ -178,53 +369,75 @@ def _check(info: TargetFile, current_version: str, hardware: str) -> Release:
     return Release(info.path, version, info.length, info.hashes.get("sha256", ""), tuple(hw))
 
 
-def _find(updater: Updater, target_name: str) -> TargetFile | None:
-    try:
-        updater.refresh()
-        return updater.get_targetinfo(target_name)
-    except (exceptions.RepositoryError, exceptions.DownloadError) as e:
-        raise OtaError(_explain(e)) from e
-
-
 def check_for_update(state_dir: Path, base_url: str, current_version: str, hardware: str, target_name: str,
-                     *, ident: Identity | None = None, fetcher: FetcherInterface | None = None) -> Release | None:
+                     *, ident: Identity | None = None, fetcher: FetcherInterface | None = None,
+                     abort: threading.Event | None = None, attempts: int = ATTEMPTS,
+                     backoff_s: float = BACKOFF_S) -> Release | None:
     """Refresh the metadata through TUF and return the named target if it fits; None if not offered.
 
+    Args:
+        abort: when set (from another thread), the work stops before its next request or chunk.
+        attempts: tries in all while the link fails (see the module docstring); backoff_s the first backoff.
+
     Raises:
-        OtaError: TUF refused the metadata, or the target is a downgrade or for other hardware.
+        OtaAborted: `abort` was set.
+        OtaError: TUF refused the metadata, the target is a downgrade or for other hardware, or the
+            repository stayed unreachable for `attempts` tries.
     """
-    info = _find(_updater(state_dir, base_url, fetcher, ident), target_name)
+    inner = _prepare(state_dir, fetcher, ident)
+    guard = _Guard(inner, abort if abort is not None else threading.Event())
+    with _interrupting(abort, inner):
+        _, info = _retrying(lambda: _find(state_dir, base_url, guard, target_name), guard.abort, attempts,
+                            backoff_s, "the update check")
     return None if info is None else _check(info, current_version, hardware)
 
 
 def download(state_dir: Path, base_url: str, current_version: str, hardware: str, target_name: str,
-             *, ident: Identity | None = None, fetcher: FetcherInterface | None = None) -> tuple[Release, Path]:
+             *, ident: Identity | None = None, fetcher: FetcherInterface | None = None,
+             abort: threading.Event | None = None, progress: Progress | None = None,
+             attempts: int = ATTEMPTS, backoff_s: float = BACKOFF_S) -> tuple[Release, Path]:
     """Download the named target, verified by TUF, into ``ota/downloads/<name>``.
 
+    Args:
+        abort: when set (from another thread), the download stops at once: `OtaAborted`.
+        progress: called with (bytes so far, the target's length in the signed metadata) about every
+            5 %, and once with (length, length) when the file is verified and in place; a retried
+            download starts over from 0.
+        attempts: tries in all while the link fails (see the module docstring); backoff_s the first backoff.
+
     Raises:
+        OtaAborted: `abort` was set (nothing is left in the download directory).
         OtaError: as `check_for_update`, the target is not offered, or its download failed
-            verification (nothing is left in the download directory then).
+            verification or kept failing (nothing is left in the download directory then).
     """
     if not _NAME.match(target_name):
         raise OtaError(f"{target_name!r} is not a plain file name")
-    updater = _updater(state_dir, base_url, fetcher, ident)
-    info = _find(updater, target_name)
-    if info is None:
-        raise OtaError(f"the repository offers no target named {target_name!r}")
-    release = _check(info, current_version, hardware)
+    inner = _prepare(state_dir, fetcher, ident)
+    guard = _Guard(inner, abort if abort is not None else threading.Event())
     downloads = _dirs(state_dir)[2]
-    final = downloads / info.path
-    part = downloads / f".{info.path}{PART_SUFFIX}"
-    try:
-        updater.download_target(info, str(part))
-        with part.open("rb+") as f:
-            os.fsync(f.fileno())
-        part.replace(final)
-        fsync_dir(downloads)
-    except (exceptions.RepositoryError, exceptions.DownloadError) as e:
-        part.unlink(missing_ok=True)
-        raise OtaError(_explain(e)) from e
-    except OSError as e:
-        part.unlink(missing_ok=True)
-        raise OtaError(f"cannot write the download {final}: {e}") from e
+
+    def attempt() -> tuple[Release, Path]:
+        updater, info = _find(state_dir, base_url, guard, target_name)
+        if info is None:
+            raise OtaError(f"the repository offers no target named {target_name!r}")
+        release = _check(info, current_version, hardware)
+        final, part = downloads / info.path, downloads / f".{info.path}{PART_SUFFIX}"
+        guard.total, guard.progress = info.length, progress
+        try:
+            updater.download_target(info, str(part))
+            with part.open("rb+") as f:
+                os.fsync(f.fileno())
+            part.replace(final)
+            fsync_dir(downloads)
+        except OSError as e:
+            raise OtaError(f"cannot write the download {final}: {e}") from e
+        finally:
+            guard.progress = None
+            part.unlink(missing_ok=True)  # gone after the rename; a failed try leaves nothing
+        return release, final
+
+    with _interrupting(abort, inner):
+        release, final = _retrying(attempt, guard.abort, attempts, backoff_s, f"the download of {target_name}")
+    if progress is not None:
+        progress(release.length, release.length)
     return release, final
