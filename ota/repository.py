@@ -13,14 +13,22 @@ Keys are PEM (PKCS#8) files named after their TUF key id, mode 0600:
 ``keys_dir/offline/<keyid>.pem`` for root (meant to be moved offline) and
 ``keys_dir/online/<keyid>.pem`` for targets, snapshot and timestamp. Everything is
 built and signed with ``tuf.api.metadata``; every file is written atomically.
+
+Every writing operation holds an exclusive ``fcntl.flock`` on ``<repo>/.lock``: `boxcloud
+release publish` (one process) and the running cloud's scheduled renewal (another) never
+interleave their writes. The lock is not reentrant: public operations take it, and the
+private helpers they share (``_repair``...) do not.
 """
 
 from __future__ import annotations
 
 import copy
+import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -160,9 +168,21 @@ def sign_and_write(path: Path, md: Metadata[Any], signers: list[Signer]) -> None
     write_atomic(directory / f"{role}.json", data)
 
 
-def _bump(md: Metadata[Any]) -> None:
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the repository's exclusive lock (``<repo>/.lock``) for a writing operation."""
+    path.mkdir(parents=True, exist_ok=True)
+    with (path / ".lock").open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _bump(md: Metadata[Any], now: datetime | None = None) -> None:
     md.signed.version += 1
-    md.signed.expires = _now() + EXPIRY[md.signed.type]
+    md.signed.expires = (now or _now()).replace(microsecond=0) + EXPIRY[md.signed.type]
 
 
 def _check_threshold(root: Root, role: str, signers: list[Signer]) -> None:
@@ -179,19 +199,21 @@ def _write_role(path: Path, keys_dir: Path, root: Root, md: Metadata[Any]) -> No
     sign_and_write(path, md, signers)
 
 
-def _resnapshot(path: Path, keys_dir: Path, root: Root, targets_version: int) -> None:
+def _resnapshot(path: Path, keys_dir: Path, root: Root, targets_version: int, now: datetime | None = None) -> None:
     snapshot = load(path, Snapshot.type, Snapshot)
     snapshot.signed.meta["targets.json"] = MetaFile(version=targets_version)
-    _bump(snapshot)
+    _bump(snapshot, now)
     _write_role(path, keys_dir, root, snapshot)
-    _retimestamp(path, keys_dir, root, snapshot.signed.version)
+    _retimestamp(path, keys_dir, root, snapshot.signed.version, now)
 
 
-def _retimestamp(path: Path, keys_dir: Path, root: Root, snapshot_version: int | None) -> None:
+def _retimestamp(
+    path: Path, keys_dir: Path, root: Root, snapshot_version: int | None, now: datetime | None = None
+) -> None:
     timestamp = load(path, Timestamp.type, Timestamp)
     if snapshot_version is not None:
         timestamp.signed.snapshot_meta = MetaFile(version=snapshot_version)
-    _bump(timestamp)
+    _bump(timestamp, now)
     _write_role(path, keys_dir, root, timestamp)
 
 
@@ -201,6 +223,12 @@ def _valid(root: Root, md: Metadata[Any]) -> bool:
 
 
 def repair(path: Path, keys_dir: Path) -> Root:
+    """Finish what an interrupted operation left (run first by every operation), under the lock."""
+    with _locked(path):
+        return _repair(path, keys_dir)
+
+
+def _repair(path: Path, keys_dir: Path) -> Root:
     """Finish what an interrupted operation left (run first by every operation).
 
     Files are written one by one (targets, snapshot, timestamp; a new root before the
@@ -231,6 +259,11 @@ def init_repository(path: Path, keys_dir: Path, *, root_threshold: int = 2) -> N
     """Create a repository with fresh keys: 3 root keys (threshold 2), one per online role."""
     if not 1 <= root_threshold <= ROOT_KEYS:
         raise RepositoryError(f"root threshold must be 1..{ROOT_KEYS}")
+    with _locked(path):
+        _init_repository(path, keys_dir, root_threshold)
+
+
+def _init_repository(path: Path, keys_dir: Path, root_threshold: int) -> None:
     if (_meta_dir(path) / "1.root.json").exists():
         raise RepositoryError(f"{path} already holds a repository")
     _meta_dir(path).mkdir(parents=True, exist_ok=True)
@@ -270,6 +303,11 @@ def publish_release(
     path: Path, keys_dir: Path, bundle: Path, version: str, hardware: list[str]
 ) -> TargetFile:
     """Add `bundle` as a target (custom: version, hardware); new targets, snapshot, timestamp."""
+    with _locked(path):
+        return _publish_release(path, keys_dir, bundle, version, hardware)
+
+
+def _publish_release(path: Path, keys_dir: Path, bundle: Path, version: str, hardware: list[str]) -> TargetFile:
     parse_version(version)
     if not hardware:
         raise RepositoryError("a release must name the hardware it fits")
@@ -283,7 +321,7 @@ def publish_release(
         if not version_greater(version, published):
             raise RepositoryError(f"version {version} is not greater than published {published}")
 
-    root = repair(path, keys_dir)
+    root = _repair(path, keys_dir)
     targets = load(path, Targets.type, Targets)
     if name in targets.signed.targets:
         raise RepositoryError(f"a target named {name} is already published")
@@ -305,11 +343,91 @@ def publish_release(
     return target
 
 
-def renew_timestamp(path: Path, keys_dir: Path) -> int:
-    """A new timestamp version with a fresh expiry; returns its version."""
-    root = repair(path, keys_dir)
-    _retimestamp(path, keys_dir, root, None)
-    return load(path, Timestamp.type, Timestamp).signed.version
+def renew_timestamp(path: Path, keys_dir: Path, now: datetime | None = None) -> int:
+    """A new timestamp version with a fresh expiry (from `now`, default the clock); returns its version."""
+    with _locked(path):
+        root = _repair(path, keys_dir)
+        _retimestamp(path, keys_dir, root, None, now)
+        return load(path, Timestamp.type, Timestamp).signed.version
+
+
+def renew_snapshot(path: Path, keys_dir: Path, now: datetime | None = None) -> int:
+    """A new snapshot version with a fresh expiry, and a new timestamp naming it; returns its version."""
+    with _locked(path):
+        root = _repair(path, keys_dir)
+        snapshot = load(path, Snapshot.type, Snapshot)
+        _bump(snapshot, now)
+        _write_role(path, keys_dir, root, snapshot)
+        _retimestamp(path, keys_dir, root, snapshot.signed.version, now)
+        return snapshot.signed.version
+
+
+def renew_targets(path: Path, keys_dir: Path, now: datetime | None = None) -> int:
+    """A new targets version with a fresh expiry (same targets), a snapshot and a timestamp; returns
+    the targets version."""
+    with _locked(path):
+        root = _repair(path, keys_dir)
+        targets = load(path, Targets.type, Targets)
+        _bump(targets, now)
+        _write_role(path, keys_dir, root, targets)
+        _resnapshot(path, keys_dir, root, targets.signed.version, now)
+        return targets.signed.version
+
+
+# Renew when less than this part of the role's lifetime is left.
+RENEW_WHEN_LEFT = {Timestamp.type: 1 / 2, Snapshot.type: 1 / 3, Targets.type: 1 / 3}
+
+
+def renew_expiring(path: Path, keys_dir: Path, now: datetime | None = None) -> list[str]:
+    """Re-sign the online roles close to expiry (the cloud runs this every minute).
+
+    Targets and snapshot when less than a third of their lifetime is left, the timestamp when
+    less than half. Renewing a role renews those below it (targets -> snapshot -> timestamp).
+
+    Returns:
+        the roles renewed, in that order (empty: nothing was due).
+    """
+    at = (now or _now()).replace(microsecond=0)
+
+    def due(role: str, cls: type[_S]) -> bool:
+        left = load(path, role, cls).signed.expires - at
+        return left < EXPIRY[role] * RENEW_WHEN_LEFT[role]
+
+    if due(Targets.type, Targets):
+        renew_targets(path, keys_dir, at)
+        return [Targets.type, Snapshot.type, Timestamp.type]
+    if due(Snapshot.type, Snapshot):
+        renew_snapshot(path, keys_dir, at)
+        return [Snapshot.type, Timestamp.type]
+    if due(Timestamp.type, Timestamp):
+        renew_timestamp(path, keys_dir, at)
+        return [Timestamp.type]
+    return []
+
+
+def expiries(path: Path) -> dict[str, datetime]:
+    """When each role's newest metadata expires."""
+    return {
+        Root.type: load(path, Root.type, Root).signed.expires,
+        Targets.type: load(path, Targets.type, Targets).signed.expires,
+        Snapshot.type: load(path, Snapshot.type, Snapshot).signed.expires,
+        Timestamp.type: load(path, Timestamp.type, Timestamp).signed.expires,
+    }
+
+
+def published_targets(path: Path) -> dict[str, tuple[str, list[str], int]]:
+    """Every published target: name -> (version, hardware ids, length in bytes)."""
+    out = {}
+    for name, target in load(path, Targets.type, Targets).signed.targets.items():
+        custom = target.custom if isinstance(target.custom, dict) else {}
+        version = custom.get("version")
+        hardware = custom.get("hardware")
+        out[name] = (
+            version if isinstance(version, str) else "",
+            [h for h in hardware if isinstance(h, str)] if isinstance(hardware, list) else [],
+            target.length,
+        )
+    return out
 
 
 def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = None) -> str:
@@ -321,7 +439,12 @@ def rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None = No
     """
     if role not in ROLES:
         raise RepositoryError(f"unknown role {role!r}")
-    repair(path, keys_dir)
+    with _locked(path):
+        return _rotate_key(path, keys_dir, role, old_keyid)
+
+
+def _rotate_key(path: Path, keys_dir: Path, role: str, old_keyid: str | None) -> str:
+    _repair(path, keys_dir)
     root_md = load(path, Root.type, Root)
     old_root = copy.deepcopy(root_md.signed)
     keyids = old_root.roles[role].keyids
