@@ -2,7 +2,10 @@
 
 `Cloud.init()` creates a home directory once; `start()`/`stop()` run the services
 (used by `boxcloud run`, the demo and the tests). Box administration (`add_box`,
-`revoke`) works whether or not the services run in this process.
+`revoke`, tags, deployments) works whether or not the services run in this process:
+the running cloud's threads publish what is queued in the database (outbox), advance the
+deployments (`cloud.deploy`, every half second) and renew the TUF metadata before it
+expires (checked every minute).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,18 +23,21 @@ from pathlib import Path
 from boxd import downlink
 from boxd.files import write_atomic
 from boxd.wire import encode_doc
+from cloud import deploy
 from cloud.broker import Broker
 from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
-from cloud.store import Store
+from cloud.store import DeploymentRow, Store
 from ota import repository as ota_repository
 
 log = logging.getLogger("boxcloud")
 
 CRL_REFRESH_S = 86400
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
+DEPLOY_S = 0.5  # how often the running cloud advances the deployments
+TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,10 @@ class Cloud:
         self._stop = threading.Event()
         self._crl_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
+        self._deploy_thread: threading.Thread | None = None
+        self.deployer = deploy.Deployments(self.store, self.ota_repo, self.send_command)
+        self.clock: Callable[[], float] = time.time  # the deployment and renewal thread's clock (tests move it)
+        self.tuf_renew_check_s = TUF_RENEW_CHECK_S
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -119,6 +130,7 @@ class Cloud:
         self.write_crl()
         self.broker.start()
         self.receiver = Receiver(self.pki, self.store, s.host, s.broker_port)
+        self.receiver.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
         self.receiver.start()
         self.ensure_ota_repository()
         self.enroll = EnrollServer(
@@ -132,6 +144,8 @@ class Cloud:
         self._crl_thread.start()
         self._outbox_thread = threading.Thread(target=self._outbox, name="outbox", daemon=True)
         self._outbox_thread.start()
+        self._deploy_thread = threading.Thread(target=self._deploy_loop, name="deploy", daemon=True)
+        self._deploy_thread.start()
         log.info("cloud up: broker %s:%d, enrollment https://%s:%d", s.host, s.broker_port, s.host, s.enroll_port)
 
     def stop(self) -> None:
@@ -143,7 +157,7 @@ class Cloud:
             self.receiver.stop()
         if self._broker is not None:
             self._broker.stop()
-        for t in (self._crl_thread, self._outbox_thread):
+        for t in (self._crl_thread, self._outbox_thread, self._deploy_thread):
             if t is not None:
                 t.join(5)
 
@@ -170,6 +184,35 @@ class Cloud:
             except Exception:  # the thread must outlive a bad row or a database hiccup
                 log.exception("cannot send the queued configurations and commands")
 
+    def _deploy_loop(self) -> None:
+        """Advance the deployments every DEPLOY_S; renew the TUF metadata when due (checked at start,
+        then every `tuf_renew_check_s`)."""
+        last_check: float | None = None
+        while True:
+            try:
+                if last_check is None or time.monotonic() - last_check >= self.tuf_renew_check_s:
+                    last_check = time.monotonic()
+                    self.renew_tuf_metadata(self.clock())
+            except Exception:  # the thread must outlive a broken repository; it is logged every check
+                log.exception("cannot renew the TUF metadata")
+            try:
+                self.deployer.tick(self.clock())
+            except Exception:  # ... and a bad row or a database hiccup
+                log.exception("cannot advance the deployments")
+            if self._stop.wait(DEPLOY_S):
+                return
+
+    def renew_tuf_metadata(self, now: float) -> list[str]:
+        """Re-sign the TUF roles close to expiry at time `now` (see `ota.repository.renew_expiring`).
+
+        Returns:
+            the roles renewed.
+        """
+        renewed = ota_repository.renew_expiring(self.ota_repo, self.ota_keys, datetime.fromtimestamp(now, UTC))
+        if renewed:
+            log.info("TUF metadata renewed: %s", ", ".join(renewed))
+        return renewed
+
     def flush_outbox(self) -> None:
         """Publish every queued configuration (retained: a Box that comes online gets the latest
         meant for it) and every queued command that has not expired."""
@@ -182,9 +225,12 @@ class Cloud:
                 log.info("configuration version %d sent to %s", c.version, c.box_id)
         for cmd in self.store.unpublished_commands(time.time()):
             doc = {"id": cmd.id, "name": cmd.name, "expires": cmd.expires, "args": cmd.args}
+            if not self.store.claim_command(cmd.id):  # cancelled meanwhile (a deployment stopped)
+                continue
             if rx.publish_down(cmd.box_id, "cmd", encode_doc(doc)):
-                self.store.mark_command_published(cmd.id)
                 log.info("command %s (%s) sent to %s", cmd.id, cmd.name, cmd.box_id)
+            else:
+                self.store.unclaim_command(cmd.id)
 
     def write_crl(self) -> None:
         """Rewrite the CRL from the database."""
@@ -258,3 +304,54 @@ class Cloud:
         except BrokerError as e:
             raise CloudError(f"Box {box_id} is revoked, but its live session could not be ended: {e}") from e
         return True
+
+    # -- tags and deployments --------------------------------------------------------------------
+
+    def tag(self, box_id: str, tags: Sequence[str]) -> None:
+        """Give a Box tags (deployments can target a tag).
+
+        Raises:
+            CloudError: unknown Box or a malformed tag.
+        """
+        self._require_box(box_id)
+        self.store.tag_box(box_id, [deploy.check_tag(t) for t in tags])
+
+    def untag(self, box_id: str, tags: Sequence[str]) -> int:
+        """Take tags off a Box; returns how many it had."""
+        self._require_box(box_id)
+        return self.store.untag_box(box_id, tags)
+
+    def tags(self, box_id: str) -> list[str]:
+        """A Box's tags, sorted."""
+        return self.store.tags().get(box_id, [])
+
+    def create_deployment(self, target: str, *, boxes: Sequence[str] = (), tag: str | None = None,
+                          version: str | None = None, waves: str = deploy.DEFAULT_WAVES,
+                          max_failures: str | int = 0, health_s: int = deploy.DEFAULT_HEALTH_S,
+                          box_timeout_s: float = deploy.DEFAULT_BOX_TIMEOUT_S) -> DeploymentRow:
+        """Create a deployment of a published release (see `cloud.deploy.Deployments.create`); the running
+        cloud sends it wave by wave.
+
+        Raises:
+            CloudError: why not (the message says).
+        """
+        self.settings  # noqa: B018 - fail early when there is no cloud here
+        return self.deployer.create(target, boxes=boxes, tag=tag, version=version, waves=waves,
+                                       max_failures=max_failures, health_s=health_s, box_timeout_s=box_timeout_s,
+                                       now=time.time())
+
+    def stop_deployment(self, dep_id: str, reason: str = "stopped by the operator") -> DeploymentRow:
+        """The emergency stop of a deployment (see `cloud.deploy.Deployments.stop`)."""
+        return self.deployer.stop(dep_id, reason, time.time())
+
+    def deployments(self) -> list[DeploymentRow]:
+        """Every deployment, newest first."""
+        return self.store.deployments()
+
+    def deployment(self, dep_id: str) -> DeploymentRow:
+        """One deployment; CloudError when there is none of this id."""
+        return self.deployer.get(dep_id)
+
+    def _require_box(self, box_id: str) -> None:
+        if self.store.box(box_id) is None:
+            raise CloudError(f"no Box {box_id!r} here ('boxcloud box list' shows them)")

@@ -3,8 +3,10 @@
 Topics handled (`boxes/<id>/up/<leaf>`; the broker's ACL guarantees that only Box
 <id> can publish there): `meta` (point table), `data` (batches), `status` (retained
 online/offline, and the Last Will), `health` (heartbeats), `events`. Monitoring
-rules live in `cloud.monitor`; the receiver answers a Box that comes online, or
-whose clock is off, with the platform's time on `boxes/<id>/down/time`. A batch is stored before the receiver
+rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
+it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
+receiver answers a Box that comes online, or whose clock is off, with the platform's
+time on `boxes/<id>/down/time`. A batch is stored before the receiver
 acknowledges it (paho sends PUBACK after `on_message` returns), and its session is
 persistent, so what arrives while the receiver is down waits in the broker.
 A malformed message is rejected with a logged reason and never stops the receiver.
@@ -19,6 +21,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
@@ -62,6 +65,7 @@ class Receiver:
         self.counters = Counters()
         self.monitor = Monitor(store)
         self.connected = threading.Event()
+        self.on_ota: Callable[[str, dict[str, object]], None] | None = None  # (Box, event document)
         self._client: mqtt.Client | None = None
 
     def start(self) -> None:
@@ -165,6 +169,8 @@ class Receiver:
             doc = wire.decode_doc(payload, {"v": int, "kind": str})
             log.info("event from %s: %s", box_id, doc.get("kind"))
             self.monitor.on_event(box_id, doc)
+            if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
+                self.on_ota(box_id, doc)
         else:
             log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
 

@@ -84,6 +84,21 @@ CREATE INDEX IF NOT EXISTS unsent_commands ON commands (created) WHERE published
 CREATE TABLE IF NOT EXISTS latest (
     box_id TEXT NOT NULL, point TEXT NOT NULL, ts_ms INTEGER NOT NULL, value TEXT,
     quality INTEGER NOT NULL, unit TEXT NOT NULL, PRIMARY KEY (box_id, point));
+CREATE TABLE IF NOT EXISTS box_tags (
+    box_id TEXT NOT NULL, tag TEXT NOT NULL, PRIMARY KEY (box_id, tag));
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY, target TEXT NOT NULL, version TEXT NOT NULL, selector TEXT NOT NULL,
+    waves TEXT NOT NULL, max_failures INTEGER NOT NULL, health_s INTEGER NOT NULL,
+    box_timeout_s REAL NOT NULL, status TEXT NOT NULL, reason TEXT, created REAL NOT NULL,
+    updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS deployment_boxes (
+    deployment TEXT NOT NULL, box_id TEXT NOT NULL, wave INTEGER NOT NULL, state TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '', cmd_id TEXT, sent REAL, updated REAL NOT NULL,
+    PRIMARY KEY (deployment, box_id));
+CREATE INDEX IF NOT EXISTS boxes_deployments ON deployment_boxes (box_id);
+CREATE TABLE IF NOT EXISTS ota_events (
+    deployment TEXT NOT NULL, box_id TEXT NOT NULL, received REAL NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (deployment, box_id));
 """
 
 
@@ -129,6 +144,38 @@ class CommandRow:
     def lines(self) -> list[str]:
         r = self.reply.get("lines")
         return [str(x) for x in r] if isinstance(r, list) else []
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    """A deployment of a software release to a set of Boxes, in waves."""
+
+    id: str
+    target: str  # the TUF target file name
+    version: str
+    selector: dict[str, object]  # {"boxes": [...]} or {"tag": "x"}
+    waves: list[int]  # cumulative Box counts, resolved at creation
+    max_failures: int  # more failures than this halts the deployment
+    health_s: int
+    box_timeout_s: float
+    status: str  # "running", "completed", "halted", "stopped"
+    reason: str | None
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class DeploymentBoxRow:
+    """One Box in a deployment: its wave and where it is (see cloud.deploy for the states)."""
+
+    deployment: str
+    box_id: str
+    wave: int  # 1, 2, ...
+    state: str
+    detail: str
+    cmd_id: str | None  # the update command
+    sent: float | None
+    updated: float
 
 
 @dataclass(frozen=True)
@@ -474,14 +521,37 @@ class Store:
                        (cmd_id, box_id, name, json.dumps(args), expires, time.time()))
 
     def unpublished_commands(self, now: float) -> list[CommandRow]:
-        """Commands not sent yet and not expired, oldest first."""
-        rows = self._db().execute("SELECT * FROM commands WHERE published IS NULL AND expires > ? ORDER BY created",
-                                  (now,)).fetchall()
+        """Commands not sent yet, not expired and not cancelled, oldest first."""
+        rows = self._db().execute("SELECT * FROM commands WHERE published IS NULL AND status IS NULL "
+                                  "AND expires > ? ORDER BY created", (now,)).fetchall()
         return [self._command_row(r) for r in rows]
 
     def mark_command_published(self, cmd_id: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE commands SET published=? WHERE id=?", (time.time(), cmd_id))
+
+    def claim_command(self, cmd_id: str) -> bool:
+        """Mark a queued command published before publishing it; False when it was cancelled (or
+        claimed) meanwhile: then it must not be published. `unclaim_command` when publishing fails."""
+        with self._tx() as db:
+            return db.execute("UPDATE commands SET published=? WHERE id=? AND published IS NULL AND status IS NULL",
+                              (time.time(), cmd_id)).rowcount > 0
+
+    def unclaim_command(self, cmd_id: str) -> None:
+        """A claimed command could not be published: queue it again."""
+        with self._tx() as db:
+            db.execute("UPDATE commands SET published=NULL WHERE id=? AND status IS NULL", (cmd_id,))
+
+    def cancel_command(self, cmd_id: str) -> bool:
+        """Cancel a queued command so that it is never published (status "cancelled").
+
+        Returns:
+            True when it was cancelled; False when it was already published (or is unknown).
+        """
+        with self._tx() as db:
+            return db.execute("UPDATE commands SET status='cancelled', answered=? "
+                              "WHERE id=? AND published IS NULL AND status IS NULL",
+                              (time.time(), cmd_id)).rowcount > 0
 
     def command_answered(self, box_id: str, cmd_id: str, reply: dict[str, object]) -> bool:
         """Store the Box's reply to one of its commands; False when the id is not this Box's.
@@ -507,6 +577,112 @@ class Store:
     def _command_row(r: Sequence[Any]) -> CommandRow:
         return CommandRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7],
                           json.loads(r[8]) if r[8] else {}, r[9])
+
+    # -- tags and deployments --------------------------------------------------------------------
+
+    def tag_box(self, box_id: str, tags: Iterable[str]) -> None:
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO box_tags VALUES (?, ?)", [(box_id, t) for t in tags])
+
+    def untag_box(self, box_id: str, tags: Iterable[str]) -> int:
+        """Remove tags from a Box; returns how many it had."""
+        with self._tx() as db:
+            return sum(db.execute("DELETE FROM box_tags WHERE box_id=? AND tag=?", (box_id, t)).rowcount
+                       for t in tags)
+
+    def tags(self) -> dict[str, list[str]]:
+        """Each tagged Box's tags, sorted."""
+        out: dict[str, list[str]] = {}
+        for box_id, tag in self._db().execute("SELECT box_id, tag FROM box_tags ORDER BY box_id, tag"):
+            out.setdefault(str(box_id), []).append(str(tag))
+        return out
+
+    def tagged(self, tag: str) -> list[str]:
+        """The Boxes with a tag (revoked or not), sorted."""
+        return [str(b) for (b,) in self._db().execute("SELECT box_id FROM box_tags WHERE tag=? ORDER BY box_id",
+                                                       (tag,))]
+
+    def add_deployment(self, d: DeploymentRow, boxes: Sequence[tuple[str, int]]) -> list[tuple[str, str]]:
+        """Record a new deployment and its (Box, wave)s, all pending, unless one of the Boxes is in
+        another running deployment (checked in the same transaction).
+
+        Returns:
+            (Box, deployment) of each such conflict; the deployment was not recorded when any.
+        """
+        with self._tx() as db:
+            conflicts: list[tuple[str, str]] = []
+            for box_id, _ in boxes:
+                conflicts += [(box_id, str(other)) for (other,) in db.execute(
+                    "SELECT b.deployment FROM deployment_boxes b JOIN deployments d ON d.id=b.deployment "
+                    "WHERE b.box_id=? AND d.status='running'", (box_id,))]
+            if conflicts:
+                return conflicts
+            db.execute("INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (d.id, d.target, d.version, json.dumps(d.selector), json.dumps(d.waves), d.max_failures,
+                        d.health_s, d.box_timeout_s, d.status, d.reason, d.created, d.updated))
+            db.executemany("INSERT INTO deployment_boxes VALUES (?, ?, ?, 'pending', '', NULL, NULL, ?)",
+                           [(d.id, b, wave, d.created) for b, wave in boxes])
+        return []
+
+    def deployments(self, status: str | None = None) -> list[DeploymentRow]:
+        """Deployments (of a status), newest first."""
+        sql, args = "SELECT * FROM deployments", tuple[str, ...]()
+        if status is not None:
+            sql, args = sql + " WHERE status=?", (status,)
+        return [self._deployment_row(r) for r in self._db().execute(sql + " ORDER BY created DESC, id", args)]
+
+    def deployment(self, dep_id: str) -> DeploymentRow | None:
+        r = self._db().execute("SELECT * FROM deployments WHERE id=?", (dep_id,)).fetchone()
+        return self._deployment_row(r) if r else None
+
+    @staticmethod
+    def _deployment_row(r: Sequence[Any]) -> DeploymentRow:
+        return DeploymentRow(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), int(r[5]), int(r[6]),
+                             float(r[7]), r[8], r[9], float(r[10]), float(r[11]))
+
+    def end_deployment(self, dep_id: str, status: str, reason: str | None, now: float) -> bool:
+        """Move a running deployment to `status`; False when it was not running."""
+        with self._tx() as db:
+            return db.execute("UPDATE deployments SET status=?, reason=?, updated=? WHERE id=? AND status='running'",
+                              (status, reason, now, dep_id)).rowcount > 0
+
+    def deployment_boxes(self, dep_id: str) -> list[DeploymentBoxRow]:
+        """The Boxes of a deployment, by wave then Box."""
+        rows = self._db().execute("SELECT * FROM deployment_boxes WHERE deployment=? ORDER BY wave, box_id",
+                                  (dep_id,)).fetchall()
+        return [DeploymentBoxRow(r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], float(r[7])) for r in rows]
+
+    def set_box_state(self, dep_id: str, box_id: str, state: str, detail: str | None, now: float, *,
+                      only_from: Iterable[str], cmd_id: str | None = None) -> bool:
+        """Move a Box of a deployment to `state` if it is in one of `only_from` (checked in the same
+        transaction: the cloud's threads and `boxcloud` processes share the table). With `cmd_id`, the
+        update command sent to it (and the time it was sent). `detail` None keeps the detail.
+
+        Returns:
+            whether the Box moved.
+        """
+        states = list(only_from)
+        marks = ",".join("?" * len(states))
+        sets, args = "state=?, updated=?", [state, now]
+        if detail is not None:
+            sets, args = sets + ", detail=?", [*args, detail]
+        if cmd_id is not None:
+            sets, args = sets + ", cmd_id=?, sent=?", [*args, cmd_id, now]
+        with self._tx() as db:
+            return db.execute(f"UPDATE deployment_boxes SET {sets} "  # noqa: S608 - constant fragments
+                              f"WHERE deployment=? AND box_id=? AND state IN ({marks})",
+                              (*args, dep_id, box_id, *states)).rowcount > 0
+
+    def put_ota_event(self, dep_id: str, box_id: str, doc: dict[str, object], now: float) -> None:
+        """Keep the latest `ota` event of a Box in a deployment."""
+        with self._tx() as db:
+            db.execute("INSERT INTO ota_events VALUES (?, ?, ?, ?) ON CONFLICT (deployment, box_id) DO UPDATE "
+                       "SET received=excluded.received, doc=excluded.doc", (dep_id, box_id, now, json.dumps(doc)))
+
+    def ota_events(self, dep_id: str) -> dict[str, tuple[float, dict[str, object]]]:
+        """Box -> (time received, document) of the latest `ota` event of each Box in a deployment."""
+        return {str(b): (float(t), json.loads(d)) for b, t, d in self._db().execute(
+            "SELECT box_id, received, doc FROM ota_events WHERE deployment=?", (dep_id,))}
 
     # -- health and alerts -------------------------------------------------------------------
 
