@@ -1,4 +1,5 @@
-"""The `boxd` command: run the daemon, or check a configuration file.
+"""The `boxd` command: run the daemon, launch it from its software slot (`ota.launcher`), or
+check a configuration file.
 
 Errors an installer can fix (not provisioned, bad configuration) end with one
 line on stderr and exit status 2; no traceback.
@@ -30,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="cmd")
     sub.add_parser("run", help="run the daemon (the default)")
+    sub.add_parser("launch", help="run the active software slot (A/B), roll back a new version that fails its "
+                                  "trial; what systemd starts on a Box with updates (image/README.md)")
     c = sub.add_parser("check-config", help="validate a configuration file and exit")
     c.add_argument("file", type=Path, nargs="?", help="the file (default: --config)")
     return p
@@ -71,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(cfg.bacnet)} BACnet/IP; {cfg.point_count()} point(s))")
         return 0
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    if args.cmd == "launch":
+        from ota import launcher
+
+        return launcher.main(args.state_dir, args.config, args.verbose)
     try:
         return asyncio.run(_run(args.state_dir, args.config))
     except BoxdError as e:

@@ -12,7 +12,9 @@ the platform hears "ok" before the daemon goes. In order:
    ``logs`` (the in-memory tail, `boxd.logring`), ``restart`` (the daemon exits non-zero
    after the reply; systemd starts it again), ``reboot`` (the configured reboot command),
    ``renew_cert`` (the daemon's renewal: new key and certificate, tried on the broker, kept
-   only if it works; "rejected" when the daemon gives none).
+   only if it works; "rejected" when the daemon gives none), ``update`` and ``update_abort``
+   (handed to the daemon's `Updates`, `ota.agent.UpdateAgent`: accepted at once, the outcome
+   follows as ``ota`` events).
 
 A refusal is "rejected" with the reason; a failure of the bus or of the command "failed"
 with the reason. Nothing raised by a command escapes `run` (it is logged and replied as
@@ -28,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from boxd import downlink
 from boxd.downlink import Command, DownlinkError
@@ -45,6 +48,15 @@ TIME_LIMIT_S = 60.0
 RENEW_TIME_LIMIT_S = 180.0  # HTTPS to the enrollment endpoint, then a trial connection, maybe a way back
 
 Renew = Callable[[], Awaitable[str]]
+
+
+class Updates(Protocol):
+    """What runs software updates (`ota.agent.UpdateAgent`); each returns the reply's detail
+    or raises `DownlinkError` to refuse."""
+
+    def start(self, cmd: Command) -> str: ...
+
+    def abort(self, cmd: Command) -> str: ...
 
 
 class CommandFailed(BoxdError):
@@ -72,13 +84,14 @@ class CommandRunner:
 
     def __init__(self, state_dir: Path, ring: LogRing, reboot_command: str = DEFAULT_REBOOT, *,
                  now: Callable[[], float] = time.time, time_limit_s: float = TIME_LIMIT_S,
-                 renew: Renew | None = None) -> None:
+                 renew: Renew | None = None, updates: Updates | None = None) -> None:
         self._seen_path = state_dir / SEEN_FILE
         self._ring = ring
         self._reboot = shlex.split(reboot_command) or shlex.split(DEFAULT_REBOOT)
         self._now = now
         self._time_limit = time_limit_s
         self._renew = renew
+        self.updates = updates
         self.seen = downlink.SeenIds()
 
     def load(self) -> None:
@@ -136,6 +149,11 @@ class CommandRunner:
             if self._renew is None:
                 raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
             return Outcome(downlink.reply(cmd.id, "ok", await self._renew()))
+        if cmd.name in ("update", "update_abort"):
+            if self.updates is None:
+                raise DownlinkError(f"cmd {cmd.id} ({cmd.name}): this Box does not take updates")
+            detail = self.updates.start(cmd) if cmd.name == "update" else self.updates.abort(cmd)
+            return Outcome(downlink.reply(cmd.id, "ok", detail))
         raise DownlinkError(f"cmd {cmd.id}: unknown command {cmd.name!r}")  # decode refuses these first
 
     async def _write(self, cmd: Command, buses: Buses) -> bytes:

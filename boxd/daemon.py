@@ -13,6 +13,12 @@ Tasks (each owned by the supervisor, restarted with backoff when it fails):
     (`boxd.reconfig`, `boxd.commands`); a new configuration replaces the ``bus:*`` tasks
     without a restart, and is rolled back by itself if none of its devices works.
 
+Updates (`ota.agent`): an ``update`` command downloads, installs and switches in a task of
+its own, then the daemon exits 75 and `boxd launch` starts the new version on trial; a
+version on trial commits itself once `health_missing()` is empty (connected to the broker,
+a good reading from every bus, a batch acknowledged), and says what it still lacks in
+``run/status.json`` for the launcher.
+
 This module starts and stops things; the logic lives in the modules it wires.
 """
 
@@ -40,6 +46,7 @@ from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
 from drivers import Emit, PointInfo, PointSource, Quality, Sample, Value
 from drivers.modbus import ModbusRtuSource, ModbusTcpDevice, ModbusTcpSource
+from ota.agent import UpdateAgent
 
 log = logging.getLogger("boxd")
 
@@ -78,6 +85,14 @@ def _peek_version(payload: bytes) -> int:
 def _peek_id(payload: bytes) -> str:
     v = _peek(payload, "id")
     return v if isinstance(v, str) and downlink._ID_RE.fullmatch(v) else ""
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value >= 0 else default
 
 
 def _parse_text(text: bytes) -> config.BoxConfig:
@@ -129,10 +144,17 @@ class Daemon:
         self.probation_s = probation_s
         self.exit_status = 0  # non-zero after a `restart` command: systemd starts boxd again
         self.log_ring = LogRing()
-        self.commands = CommandRunner(state_dir, self.log_ring, reboot_command, renew=self.renew_certificate)
+        self.updates = UpdateAgent(state_dir, __version__, self._put_ota_event, self._restart_for_update,
+                                   launched=os.environ.get("BOXD_LAUNCHED") == "1", backoff_s=_env_float(
+                                       "BOXD_OTA_BACKOFF_S", 2.0))
+        self.commands = CommandRunner(state_dir, self.log_ring, reboot_command, renew=self.renew_certificate,
+                                      updates=self.updates)
         self.files = reconfig.ConfigFiles(config_path, state_dir)
         self._down: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_BACKLOG)
         self._good = 0  # good readings since the running configuration started
+        self._polling: set[str] = set()  # buses with a good reading since the running configuration started
+        self._acked_batches = 0  # since start
+        self._ota_trial: asyncio.Task[None] | None = None
         self._faults: dict[int, int] = {}  # quality -> count, since the running configuration started
         self._main: asyncio.Task[None] | None = None
         self._probation: asyncio.Task[None] | None = None
@@ -183,6 +205,7 @@ class Daemon:
         cfg = self._cfg
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
+        self.updates.at_start()
         bus_tasks = self._use_sources(make_sources(cfg))
         self.uplink = self._make_uplink(ident)
         tasks: dict[str, TaskFactory] = {
@@ -192,6 +215,8 @@ class Daemon:
         await self.uplink.start()
         if on_trial:
             self._trial = asyncio.create_task(self._trial_at_start(), name="certificate trial")
+        if self.updates.trial is not None:
+            self._ota_trial = asyncio.create_task(self.updates.watch_trial(self.health_missing), name="update trial")
         if not self.clock.trusted():
             log.warning("the clock reads before this software was built: readings are held until the "
                         "platform's time is known")
@@ -205,6 +230,8 @@ class Daemon:
             await self._supervisor.run()
         finally:
             sdnotify.notify("STOPPING=1")
+            if self._ota_trial is not None:
+                self._ota_trial.cancel()
             await self.uplink.stop()
             self.queue.close()
             log.info("boxd stopped")
@@ -299,6 +326,7 @@ class Daemon:
         self._meta = wire.encode_table(table)
         self._buses = buses_of(downlink.point_specs(self._cfg), sources)
         self._good, self._faults = 0, {}
+        self._polling = set()
         tasks: dict[str, TaskFactory] = {}
         first = 0
         for src in sources:
@@ -361,6 +389,8 @@ class Daemon:
                     values.append(s.value)
                 groups.append((ts, run_first, values, faults))
             self._good += good
+            if good:
+                self._polling.add(src.name)
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
             self.queue.put_many(self._table_id, stored, clock.timebase())
             if self.queue.samples > self.queue.max_samples:
@@ -398,6 +428,7 @@ class Daemon:
         seq = self._inflight.pop(mid, None)
         if seq is not None and ok:
             self.queue.ack(seq)
+            self._acked_batches += 1
         event = self._inflight_events.pop(mid, None)
         if event is not None and ok:
             self.queue.ack_event(event)
@@ -614,6 +645,32 @@ class Daemon:
                 return
             self._inflight[mid] = seq
 
+    # -- updates (ota.agent) ----------------------------------------------------------------
+
+    def _put_ota_event(self, doc: dict[str, object]) -> None:
+        self.queue.put_event(wire.encode_doc({**doc, "ts": self.clock.now_ms()}))
+        self._wake.set()
+
+    def _restart_for_update(self) -> None:
+        log.warning("restarting into the new version")
+        self.exit_status = RESTART_STATUS
+        assert self._main is not None
+        self._main.cancel()
+
+    def health_missing(self) -> str:
+        """What keeps this daemon from being called healthy ("" when nothing does): connected
+        to the broker, a good reading from every field bus, a batch acknowledged."""
+        st = self.uplink.state if self.uplink else None
+        if st is None or not st.connected:
+            return f"not connected to the broker ({st.last_error if st and st.last_error else 'connecting'})"
+        silent = [s.name for s in self.sources if s.name not in self._polling]
+        if silent:
+            shown = ", ".join(silent[:5]) + (f" and {len(silent) - 5} more" if len(silent) > 5 else "")
+            return f"no good reading yet from {shown}"
+        if self.sources and not self._acked_batches:
+            return "no data acknowledged by the broker yet"
+        return ""
+
     # -- health ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, object]:
@@ -650,6 +707,8 @@ class Daemon:
             "queue_samples": self.queue.samples,
             "clock_ok": self.clock.trusted(),
             "buses": len(self.sources),
+            "version": __version__,
+            "health_missing": self.health_missing() if self.updates.trial is not None else "",
         }
 
     async def _watchdog(self) -> None:

@@ -199,3 +199,19 @@ def load(state_dir: Path) -> Identity:
         if not f.exists():
             raise IdentityError(f"the identity is incomplete: {f} is missing")
     return ident
+
+
+def server_url(state_dir: Path) -> str:
+    """The enrollment server's address (``https://host:port``), where renewals and updates come from.
+
+    Raises:
+        IdentityError: the identity does not say (or cannot be read).
+    """
+    try:
+        meta = json.loads((state_dir / IDENTITY_DIR / "identity.json").read_text())
+    except (OSError, ValueError) as e:
+        raise IdentityError(f"cannot read the identity in {state_dir}: {e}") from None
+    server = meta.get("server") if isinstance(meta, dict) else None
+    if not isinstance(server, str) or not server.startswith("https://"):
+        raise IdentityError("the identity does not say where the enrollment server is (provision again)")
+    return server

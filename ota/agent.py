@@ -1,0 +1,223 @@
+"""The daemon's side of an update: the ``update`` and ``update_abort`` commands, the trial's
+commit, and the ``ota`` events that tell the platform how it went (docs/architecture.md, "OTA").
+
+An ``update`` is answered at once ("ok": accepted; the outcome comes as events) and runs in
+the background, one at a time::
+
+    downloading  ota.client: TUF-verified download over the Box's mTLS identity, retried on a
+                 flaky link; refused: tampered, rolled back, frozen, mixed, under-signed
+                 metadata, downgrade, other hardware -> "failed", nothing installed
+    installing   ota.slots.install: unpacked into releases/<version>, file by file against the
+                 bundle's manifest -> "failed" on any mismatch, nothing switched
+    restarting   ota.slots.switch (the point of no return), then the daemon exits 75 and the
+                 launcher starts the new version on trial
+    committed    sent by the new version once healthy (`watch_trial`), or
+    rolled_back  sent by the previous version, from the launcher's report
+
+``update_abort`` stops a download (the file is removed, "aborted"); once the switch is
+under way it is "too late". Events go through the daemon's durable queue: none is lost
+across restarts or outages (one may come twice; the platform takes the first).
+
+The TUF client (and python-tuf) is imported only when an update runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from boxd import identity
+from boxd.downlink import Command, DownlinkError
+from boxd.errors import BoxdError
+from ota import bundle, slots
+
+log = logging.getLogger("boxd.ota")
+
+PutEvent = Callable[[dict[str, object]], None]
+TRIAL_POLL_S = 0.5
+PROGRESS_STEP = 0.25  # a "downloading" event at each quarter
+
+
+@dataclass
+class _Job:
+    deployment: str
+    version: str
+    abort: threading.Event
+    task: asyncio.Task[None] | None = None
+    switching: bool = False
+
+
+class UpdateAgent:
+    """Updates for one daemon. The constructor does no I/O."""
+
+    def __init__(self, state_dir: Path, running: str, put_event: PutEvent, restart: Callable[[], None], *,
+                 launched: bool, software: Path | None = None, hardware: str | None = None,
+                 attempts: int = 5, backoff_s: float = 2.0) -> None:
+        self.state_dir = state_dir
+        self.running = running
+        self.sw = software or slots.software_dir(state_dir)
+        self.launched = launched
+        self.hardware = hardware or bundle.hardware_id()
+        self._put = put_event
+        self._restart = restart
+        self._attempts, self._backoff_s = attempts, backoff_s
+        self._job: _Job | None = None
+        self._aborted: set[str] = set()
+        self.trial: slots.Trial | None = None
+
+    def event(self, deployment: str, version: str, state: str, detail: str, **extra: object) -> None:
+        """Queue an ``ota`` event (durable)."""
+        detail = detail[:1000]
+        log.log(logging.WARNING if state in ("failed", "rolled_back", "aborted") else logging.INFO,
+                "update %s to %s: %s: %s", deployment, version, state, detail)
+        self._put({"v": 1, "kind": "ota", "deployment": deployment, "version": version,
+                   "state": state, "detail": detail, "running": self.running, **extra})
+
+    # -- at start -------------------------------------------------------------------------
+
+    def at_start(self) -> None:
+        """Send what the launcher left (a rollback), and note whether this version is on trial."""
+        if not self.launched:
+            return
+        state = slots.load(self.sw)
+        if state.report is not None:
+            r = state.report
+            self.event(r.get("deployment", ""), r.get("version", ""), r.get("state", "rolled_back"),
+                       r.get("detail", ""))
+            slots.clear_report(self.sw)
+        if state.trial is not None and state.trial.version == state.active:
+            self.trial = state.trial
+            log.warning("version %s is on trial: it must be healthy within %d s or the previous version (%s) "
+                        "comes back", self.running, state.trial.health_s, state.trial.previous)
+
+    async def watch_trial(self, missing: Callable[[], str]) -> None:
+        """Commit the version on trial as soon as `missing()` says nothing is missing."""
+        trial = self.trial
+        if trial is None:
+            return
+        while missing():  # noqa: ASYNC110 - health is a condition over several parts, polled
+            await asyncio.sleep(TRIAL_POLL_S)
+        self.event(trial.deployment, trial.version, "committed",
+                   f"version {trial.version} is healthy (broker connected, field buses polling); "
+                   f"{trial.previous} is kept as the previous version")
+        await asyncio.to_thread(slots.commit, self.sw)
+        self.trial = None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def start(self, cmd: Command) -> str:
+        """Accept an ``update`` (returns the reply's detail); the work goes on in a task.
+
+        Raises:
+            DownlinkError: refused (the reply says why).
+        """
+        deployment, version = str(cmd.args["deployment"]), str(cmd.args["version"])
+        target, health_s = str(cmd.args["target"]), int(cmd.args["health_s"])  # type: ignore[call-overload]
+        where = f"cmd {cmd.id} (update)"
+        if not self.launched:
+            raise DownlinkError(f"{where}: this boxd was not started by 'boxd launch', so it cannot switch its "
+                                "software (image/README.md)")
+        job = self._job
+        if job is not None:
+            if job.deployment == deployment:
+                return f"deployment {deployment} is already in progress"
+            raise DownlinkError(f"{where}: busy with deployment {job.deployment} (version {job.version})")
+        if deployment in self._aborted:
+            raise DownlinkError(f"{where}: deployment {deployment} was aborted on this Box")
+        if self.trial is not None:
+            raise DownlinkError(f"{where}: version {self.running} is still on trial")
+        if version == self.running:
+            self.event(deployment, version, "committed", f"already running {version}")
+            return f"already running {version}"
+        job = _Job(deployment, version, threading.Event())
+        job.task = asyncio.get_running_loop().create_task(self._update(job, target, health_s),
+                                                          name=f"update {deployment}")
+        self._job = job
+        return f"updating to {version} ({target}): progress follows as ota events"
+
+    def abort(self, cmd: Command) -> str:
+        """Stop a deployment's download (returns the reply's detail).
+
+        Raises:
+            DownlinkError: too late, the new version is being switched to.
+        """
+        deployment = str(cmd.args["deployment"])
+        self._aborted.add(deployment)
+        job = self._job
+        if job is None or job.deployment != deployment:
+            return f"nothing of deployment {deployment} is in progress"
+        if job.switching:
+            raise DownlinkError(f"cmd {cmd.id} (update_abort): too late: version {job.version} is installed "
+                                "and being switched to")
+        job.abort.set()
+        return f"aborting the update to {job.version}"
+
+    # -- the update ---------------------------------------------------------------------------
+
+    async def _update(self, job: _Job, target: str, health_s: int) -> None:
+        download: Path | None = None
+        try:
+            self.event(job.deployment, job.version, "downloading", f"fetching {target}", progress=0.0)
+            download = await self._download(job, target)
+            if job.abort.is_set():
+                raise _Aborted("aborted before installing")
+            self.event(job.deployment, job.version, "installing", f"unpacking into releases/{job.version}")
+            manifest = await asyncio.to_thread(slots.install, self.sw, download, job.version, self.hardware)
+            if job.abort.is_set():
+                await asyncio.to_thread(slots.prune, self.sw)
+                raise _Aborted("aborted before the switch; the unpacked release is removed")
+            job.switching = True  # the point of no return
+            await asyncio.to_thread(slots.switch, self.sw, job.version, job.deployment, health_s)
+            self.event(job.deployment, job.version, "restarting",
+                       f"switched to {manifest.version} ({len(manifest.files)} files checked); restarting "
+                       f"on trial for {health_s} s, {self.running} kept to come back to")
+            self._restart()
+        except _Aborted as e:
+            self.event(job.deployment, job.version, "aborted", f"{e}; nothing installed")
+        except (BoxdError, slots.SlotError, OSError) as e:
+            self.event(job.deployment, job.version, "failed", f"{e}; nothing installed")
+        except Exception as e:  # a bug must not take the daemon down, and the platform must hear of it
+            log.exception("update %s failed", job.deployment)
+            self.event(job.deployment, job.version, "failed", f"{type(e).__name__}: {e}; nothing installed")
+        finally:
+            if download is not None:
+                download.unlink(missing_ok=True)
+            if not job.switching:
+                self._job = None
+
+    async def _download(self, job: _Job, target: str) -> Path:
+        from ota import client  # python-tuf: only when an update runs
+
+        ident = identity.load(self.state_dir)
+        base_url = identity.server_url(self.state_dir)
+        loop = asyncio.get_running_loop()
+        marks = [PROGRESS_STEP * i for i in range(1, int(1 / PROGRESS_STEP))]
+
+        def progress(done: int, total: int) -> None:
+            while marks and total and done / total >= marks[0]:
+                share = marks.pop(0)
+                loop.call_soon_threadsafe(functools.partial(
+                    self.event, job.deployment, job.version, "downloading",
+                    f"{int(share * 100)} % of {total} bytes", progress=share))
+
+        try:
+            release, path = await asyncio.to_thread(
+                client.download, self.state_dir, base_url, self.running, self.hardware, target, ident=ident,
+                abort=job.abort, progress=progress, attempts=self._attempts, backoff_s=self._backoff_s)
+        except client.OtaAborted as e:
+            raise _Aborted(str(e)) from e
+        if release.version != job.version:
+            path.unlink(missing_ok=True)
+            raise client.OtaError(f"{target} is version {release.version} in the signed metadata, the deployment "
+                                  f"says {job.version}")
+        return path
+
+
+class _Aborted(Exception):
+    pass
+

@@ -1,0 +1,152 @@
+"""Updates on one Box, end to end: a real cloud (TUF repository over HTTPS, Mosquitto with mTLS),
+a Modbus TCP simulator, and `boxd launch` running the daemon from its software slot. The
+platform sends the ``update`` command; the Box downloads through TUF, installs A/B, restarts on
+trial and commits, or rolls back by itself and says why."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import boxd
+from cloud.platform import Cloud
+from ota import slots
+from tests.support.otakit import BROKEN_START, HEAD, LaunchedBox, broken_bus, publish
+from tests.support.simthread import SimThread
+from tests.support.wait import wait_for
+
+FACTORY = boxd.__version__
+
+
+@pytest.fixture(scope="module")
+def building() -> Iterator[SimThread]:
+    with SimThread(update_interval_s=0.2) as s:
+        yield s
+
+
+@pytest.fixture
+def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
+             request: pytest.FixtureRequest) -> Iterator[type[LaunchedBox]]:
+    made: list[LaunchedBox] = []
+
+    def make() -> LaunchedBox:
+        n = len(made)
+        serial = f"OTA-{request.node.name[5:30].replace('_', '-')}-{n}"
+        box = LaunchedBox(cloud, tmp_path / f"box{n}", serial, HEAD + building.sim.points_toml(0.5))
+        made.append(box)
+        _BOXES[box.box_id] = box
+        return box
+
+    try:
+        yield make  # type: ignore[misc]
+    finally:
+        for b in made:
+            b.stop()
+
+
+_BOXES: dict[str, LaunchedBox] = {}
+
+
+def _events(cloud: Cloud, box_id: str) -> list[tuple[str, str, str]]:
+    """(deployment, state, detail) of the `ota` events the cloud received from the Box."""
+    import re
+    out = []
+    for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", _BOXES[box_id].text()):
+        out.append((m[1], m[2], m[3]))
+    return out
+
+
+def _update(cloud: Cloud, box: LaunchedBox, deployment: str, target: Path, version: str,
+            health_s: int = 30) -> dict[str, object]:
+    cmd = cloud.send_command(box.box_id, "update", {"deployment": deployment, "target": target.name,
+                                                   "version": version, "health_s": health_s})
+    return wait_for(lambda: (row := cloud.store.command(cmd)) is not None and row.status and row.reply, 30,
+                    f"the answer to the update {deployment}")  # type: ignore[return-value]
+
+
+def _terminal(cloud: Cloud, box_id: str, deployment: str, timeout: float = 120) -> tuple[str, str]:
+    def done() -> tuple[str, str] | None:
+        for d, state, detail in _events(cloud, box_id):
+            if d == deployment and state in ("committed", "rolled_back", "failed", "aborted"):
+                return state, detail
+        return None
+    return wait_for(done, timeout, f"the outcome of {deployment} on {box_id}")
+
+
+def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
+        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+    box = make_box()
+    box.wait_running(FACTORY)
+    good = publish(cloud, tmp_path / "out", "0.2.0")
+
+    reply = _update(cloud, box, "d-good", good, "0.2.0")
+    assert reply["status"] == "ok", reply
+    assert _terminal(cloud, box.box_id, "d-good")[0] == "committed", _events(cloud, box.box_id)
+    box.wait_committed("0.2.0")
+    states = [s for d, s, _ in _events(cloud, box.box_id) if d == "d-good"]
+    assert states[:1] == ["downloading"] and {"installing", "restarting", "committed"} <= set(states)
+    assert box.slot().previous == slots.FACTORY  # the factory software is B, kept to come back to
+    installed = box.software / "releases" / "0.2.0"
+    assert (installed / "boxd" / "__init__.py").read_text().count('__version__ = "0.2.0"') == 1
+    assert not list((box.state / "ota" / "downloads").iterdir())  # the bundle is not kept once unpacked
+    wait_for(lambda: (h := cloud.store.health(box.box_id)) is not None and h[1].get("version") == "0.2.0", 30,
+             "a heartbeat from version 0.2.0")
+
+    # A release whose daemon cannot start: the launcher takes 0.2.0 back and the platform hears why.
+    broken = publish(cloud, tmp_path / "out", "0.3.0", BROKEN_START)
+    assert _update(cloud, box, "d-broken", broken, "0.3.0")["status"] == "ok"
+    state, detail = _terminal(cloud, box.box_id, "d-broken")
+    assert state == "rolled_back", _events(cloud, box.box_id)
+    assert "exited with status 1 before it was healthy" in detail and "broken release" in detail
+    box.wait_committed("0.2.0")
+    assert box.releases() == ["0.2.0"]  # the failed release is gone; the factory software stays
+    assert box.slot().previous is None
+
+
+def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(
+        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+    box = make_box()
+    box.wait_running(FACTORY)
+    bad = publish(cloud, tmp_path / "out", "0.4.0", broken_bus())
+    assert _update(cloud, box, "d-nopoll", bad, "0.4.0", health_s=12)["status"] == "ok"
+    box.wait_running("0.4.0")  # it starts and connects ...
+    state, detail = _terminal(cloud, box.box_id, "d-nopoll")  # ... but never reads a good value
+    assert state == "rolled_back"
+    assert "not healthy within 12 s" in detail and "no good reading yet" in detail, detail
+    box.wait_running(FACTORY)
+    assert box.slot().active == slots.FACTORY and box.releases() == []
+
+
+def test_a_tampered_release_is_refused_and_nothing_is_installed(
+        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+    box = make_box()
+    box.wait_running(FACTORY)
+    good = publish(cloud, tmp_path / "out", "0.5.0")
+    digest = hashlib.sha256(good.read_bytes()).hexdigest()
+    served = cloud.ota_repo / "targets" / f"{digest}.{good.name}"
+    data = bytearray(served.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a mirror or an attacker changed one byte
+    served.write_bytes(bytes(data))
+
+    assert _update(cloud, box, "d-tampered", good, "0.5.0")["status"] == "ok"
+    state, detail = _terminal(cloud, box.box_id, "d-tampered")
+    assert state == "failed" and "does not match the length or hash" in detail, detail
+    assert "nothing installed" in detail
+    assert box.releases() == [] and box.slot().active == slots.FACTORY and box.slot().trial is None
+    assert box.running() == FACTORY
+
+
+def test_a_downgrade_and_a_box_not_launched_are_refused(cloud: Cloud, make_box: type[LaunchedBox],
+                                                        tmp_path: Path) -> None:
+    box = make_box()
+    box.wait_running(FACTORY)
+    # the Box runs 0.1.0: an update "to" the factory version is not a change; one to a version the
+    # repository does not hold is refused by TUF (not offered), nothing downloaded.
+    reply = _update(cloud, box, "d-absent", tmp_path / "boxd-9.9.9.tar.gz", "9.9.9")
+    assert reply["status"] == "ok"
+    state, detail = _terminal(cloud, box.box_id, "d-absent")
+    assert state == "failed" and "offers no target" in detail, detail
+    assert box.releases() == []

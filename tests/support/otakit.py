@@ -1,0 +1,115 @@
+"""Boxes that take updates, for the OTA tests: `boxd launch` as a real process tree (launcher,
+daemon child), provisioned against a real cloud, its TUF root shipped as the image would, and
+bundles built from this source tree (good ones, and broken ones on purpose)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from cloud.platform import Cloud
+from ota import bundle, slots
+from ota import repository as repo
+from tests.support.cloudkit import provision
+from tests.support.wait import wait_for
+
+SOURCE = Path(__file__).resolve().parents[2]
+HEAD = "[uplink]\nbatch_delay_ms = 100\nreconnect_max_s = 2\nheartbeat_s = 2\n\n"
+
+# A release whose daemon dies at start (an import-time error).
+BROKEN_START = {"boxd/daemon.py": b'raise RuntimeError("boxd cannot start: a broken release, built on purpose")\n'}
+
+
+def broken_bus() -> dict[str, bytes]:
+    """A release whose Modbus reads all fail (a decoding bug): it runs and connects, never healthy."""
+    path = "drivers/modbus/_link.py"
+    text = (SOURCE / path).read_text()
+    bad = text.replace("if response.function_code != _READ_CODES[table]:", "if True:  # the bug", 1)
+    assert bad != text, "drivers/modbus/_link.py changed: update tests/support/otakit.broken_bus"
+    return {path: bad.encode()}
+
+
+def publish(cloud: Cloud, out: Path, version: str, replace: dict[str, bytes] | None = None) -> Path:
+    """Build a bundle of this source tree as `version` and publish it in the cloud's TUF repository."""
+    path = bundle.build(SOURCE, out, version, [bundle.hardware_id()], replace=replace)
+    repo.publish_release(cloud.ota_repo, cloud.ota_keys, path, version, [bundle.hardware_id()])
+    return path
+
+
+class LaunchedBox:
+    """A provisioned Box run by `boxd launch` (its stderr, the daemon's included, goes to `log`)."""
+
+    def __init__(self, cloud: Cloud, state: Path, serial: str, config_text: str,
+                 env: dict[str, str] | None = None) -> None:
+        self.cloud = cloud
+        self.state = state
+        self.box_id = provision(cloud, state, serial).box_id
+        (state / "ota").mkdir(exist_ok=True)
+        shutil.copyfile(cloud.ota_repo / "metadata" / "1.root.json", state / "ota" / "root.json")  # the image's
+        self.config = state / "boxd.toml"
+        self.config.write_text(config_text)
+        self.log = state / "boxd.log"
+        self.env = {**os.environ, "BOXD_OTA_BACKOFF_S": "0.2", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    @property
+    def software(self) -> Path:
+        return self.state / "software"
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "boxd.cli", "--state-dir", str(self.state), "--config", str(self.config),
+                 "launch"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+
+    def status(self) -> dict[str, object]:
+        """The running daemon's status file ({} when there is none)."""
+        try:
+            doc = json.loads((self.state / "run" / "status.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return doc if isinstance(doc, dict) else {}
+
+    def slot(self) -> slots.SlotState:
+        return slots.load(self.software)
+
+    def releases(self) -> list[str]:
+        d = self.software / "releases"
+        return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+    def running(self) -> str:
+        """The version of the daemon that runs and is connected ("" if none is)."""
+        st = self.status()
+        alive = isinstance(st.get("pid"), int) and Path(f"/proc/{st['pid']}").exists()
+        return str(st.get("version", "")) if alive and st.get("connected") else ""
+
+    def wait_running(self, version: str, timeout: float = 60) -> None:
+        assert self.proc is not None
+        wait_for(lambda: self.running() == version or self.proc.poll() is not None, timeout,  # type: ignore[union-attr]
+                 f"Box {self.box_id} to run version {version}")
+        assert self.proc.poll() is None, self.log.read_text()[-3000:]
+
+    def wait_committed(self, version: str, timeout: float = 90) -> None:
+        wait_for(lambda: (s := self.slot()).active == version and s.trial is None and self.running() == version,
+                 timeout, f"Box {self.box_id} to commit version {version}")
+
+    def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
