@@ -6,6 +6,7 @@ trial and commits, or rolls back by itself and says why."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import pytest
 import boxd
 from cloud.platform import Cloud
 from ota import slots
+from tests.support.boxproc import BoxProcess
+from tests.support.cloudkit import provision
 from tests.support.otakit import BROKEN_START, HEAD, LaunchedBox, broken_bus, publish
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
@@ -51,12 +54,10 @@ _BOXES: dict[str, LaunchedBox] = {}
 
 
 def _events(cloud: Cloud, box_id: str) -> list[tuple[str, str, str]]:
-    """(deployment, state, detail) of the `ota` events the cloud received from the Box."""
-    import re
-    out = []
-    for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", _BOXES[box_id].text()):
-        out.append((m[1], m[2], m[3]))
-    return out
+    """(deployment, state, detail) of the `ota` events the Box queued for the platform, from its log
+    (outside a deployment the cloud only logs them; tests/integration/test_ota_deploy.py follows
+    them in the cloud)."""
+    return [(m[1], m[2], m[3]) for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", _BOXES[box_id].text())]
 
 
 def _update(cloud: Cloud, box: LaunchedBox, deployment: str, target: Path, version: str,
@@ -80,6 +81,7 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
         cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
+    older = publish(cloud, tmp_path / "out", "0.1.5")
     good = publish(cloud, tmp_path / "out", "0.2.0")
 
     reply = _update(cloud, box, "d-good", good, "0.2.0")
@@ -104,6 +106,12 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
     box.wait_committed("0.2.0")
     assert box.releases() == ["0.2.0"]  # the failed release is gone; the factory software stays
     assert box.slot().previous is None
+
+    # An instruction to go back to an older release, signed or not, is refused.
+    assert _update(cloud, box, "d-down", older, "0.1.5")["status"] == "ok"
+    state, detail = _terminal(cloud, box.box_id, "d-down")
+    assert state == "failed" and "a downgrade instruction" in detail and "nothing installed" in detail, detail
+    assert box.releases() == ["0.2.0"] and box.running() == "0.2.0"
 
 
 def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(
@@ -139,14 +147,29 @@ def test_a_tampered_release_is_refused_and_nothing_is_installed(
     assert box.running() == FACTORY
 
 
-def test_a_downgrade_and_a_box_not_launched_are_refused(cloud: Cloud, make_box: type[LaunchedBox],
-                                                        tmp_path: Path) -> None:
+def test_a_target_the_repository_does_not_hold_is_refused(cloud: Cloud, make_box: type[LaunchedBox],
+                                                            tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
-    # the Box runs 0.1.0: an update "to" the factory version is not a change; one to a version the
-    # repository does not hold is refused by TUF (not offered), nothing downloaded.
-    reply = _update(cloud, box, "d-absent", tmp_path / "boxd-9.9.9.tar.gz", "9.9.9")
-    assert reply["status"] == "ok"
+    assert _update(cloud, box, "d-absent", tmp_path / "boxd-9.9.9.tar.gz", "9.9.9")["status"] == "ok"
     state, detail = _terminal(cloud, box.box_id, "d-absent")
     assert state == "failed" and "offers no target" in detail, detail
-    assert box.releases() == []
+    assert box.releases() == [] and box.running() == FACTORY
+
+
+def test_a_daemon_not_started_by_the_launcher_refuses_updates(cloud: Cloud, building: SimThread,
+                                                              tmp_path: Path) -> None:
+    state = tmp_path / "plain"
+    box_id = provision(cloud, state, "OTA-plain-run").box_id
+    (state / "boxd.toml").write_text(HEAD + building.sim.points_toml(0.5))
+    proc = BoxProcess.start(state, state / "boxd.toml")
+    try:
+        proc.wait_connected()
+        cmd = cloud.send_command(box_id, "update", {"deployment": "d-plain", "target": "boxd-0.2.0.tar.gz",
+                                                    "version": "0.2.0"})
+        reply = wait_for(lambda: (row := cloud.store.command(cmd)) is not None and row.status and row.reply, 30,
+                         "the answer to the update")
+        assert reply["status"] == "rejected" and "boxd launch" in str(reply["detail"]), reply
+        assert proc.proc.poll() is None
+    finally:
+        proc.stop()
