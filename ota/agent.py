@@ -34,12 +34,14 @@ from pathlib import Path
 from boxd import identity
 from boxd.downlink import Command, DownlinkError
 from boxd.errors import BoxdError
+from boxd.files import write_atomic
 from ota import bundle, slots
 
 log = logging.getLogger("boxd.ota")
 
 PutEvent = Callable[[dict[str, object]], None]
 TRIAL_POLL_S = 0.5
+IMAGE_ROOT = Path("/usr/share/boxd/tuf-root.json")  # the TUF root shipped in the Box image
 PROGRESS_STEP = 0.25  # a "downloading" event at each quarter
 
 
@@ -194,6 +196,7 @@ class UpdateAgent:
         from ota import client  # python-tuf: only when an update runs
 
         ident = identity.load(self.state_dir)
+        await asyncio.to_thread(_trust_image_root, self.state_dir)
         base_url = identity.server_url(self.state_dir)
         loop = asyncio.get_running_loop()
         marks = [PROGRESS_STEP * i for i in range(1, int(1 / PROGRESS_STEP))]
@@ -216,6 +219,14 @@ class UpdateAgent:
             raise client.OtaError(f"{target} is version {release.version} in the signed metadata, the deployment "
                                   f"says {job.version}")
         return path
+
+
+def _trust_image_root(state_dir: Path) -> None:
+    """Before the first update: the TUF root the Box starts from is the one of its image."""
+    shipped = state_dir / "ota" / "root.json"
+    if not shipped.exists() and IMAGE_ROOT.exists():
+        shipped.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(shipped, IMAGE_ROOT.read_bytes())
 
 
 class _Aborted(Exception):
