@@ -6,15 +6,24 @@
     boxcloud box list
     boxcloud box show BOX_ID [--history N]
     boxcloud box revoke BOX_ID
+    boxcloud box tag BOX_ID TAG ...   /   boxcloud box untag BOX_ID TAG ...
     boxcloud alerts [--all] [--box BOX_ID]
     boxcloud config push BOX_ID FILE [--no-check] [--wait 30s]
     boxcloud config show BOX_ID [--history N]
     boxcloud cmd BOX_ID NAME [KEY=VALUE ...] [--ttl 5m] [--wait 30s]
     boxcloud cmd list BOX_ID
+    boxcloud release build --version V [--hardware H ...] [-o FILE]
+    boxcloud release publish BUNDLE
+    boxcloud release list
+    boxcloud deploy create TARGET (--box ID ... | --tag T) [--waves 1,10%,50%,100%]
+                   [--max-failures N|P%] [--health-s S] [--box-timeout-s S] [--version V]
+    boxcloud deploy list | show ID | watch ID [--timeout 30m] | stop ID [--reason TEXT]
 
 `config push` and `cmd` queue what they send in the cloud's database; the running
 `boxcloud run` publishes it (a configuration retained, so a Box that is offline gets the
 latest one when it comes back) and stores the Box's answer, which they wait for and show.
+Deployments are recorded the same way; the running cloud sends them wave by wave
+(see `cloud.deploy`) and keeps the TUF metadata from expiring.
 
 Every command takes `--home DIR` (default $BOXCLOUD_HOME or /var/lib/boxcloud).
 Errors end with one line on stderr and a non-zero exit, never a traceback.
@@ -35,6 +44,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud import _deploy_cli
 from cloud.errors import CloudError
 from cloud.platform import Cloud, Settings
 from cloud.store import CommandRow, ConfigRow
@@ -77,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--history", type=int, default=5, help="status changes to show (default %(default)s)")
     r = box.add_parser("revoke", help="revoke a Box's certificate and cut its session")
     r.add_argument("box_id")
+    _deploy_cli.add_tag_parsers(box)
     al = sub.add_parser("alerts", help="list alerts: Boxes offline, silent, gaps, clocks, devices")
     al.add_argument("--all", action="store_true", help="closed alerts too")
     al.add_argument("--box", help="only this Box")
@@ -99,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments; values are JSON or text")
     c.add_argument("--ttl", type=_duration, default=300, help="the command expires after this (default 5m)")
     c.add_argument("--wait", type=_duration, default=30, help="wait this long for the Box's answer (0: don't)")
+    _deploy_cli.add_parsers(sub, _duration)
     return p
 
 
@@ -146,12 +158,16 @@ def cmd_box(cloud: Cloud, args: argparse.Namespace) -> int:
         if not boxes:
             print("No Boxes yet: 'boxcloud box add SERIAL' issues an enrollment token.")
             return 0
-        print(f"{'BOX':<24} {'STATUS':<9} {'SINCE':<16} {'LAST DATA':<16} {'CERT EXPIRES':<12}")
+        tags = cloud.store.tags()
+        print(f"{'BOX':<24} {'STATUS':<9} {'SINCE':<16} {'LAST DATA':<16} {'CERT EXPIRES':<12} {'SOFTWARE':<10} TAGS")
         for b in boxes:
             state = "revoked" if b.revoked else "online" if b.online else "offline"
             print(f"{b.box_id:<24} {state:<9} {_ago(b.status_ts):<16} {_ago(b.last_seen):<16} "
-                  f"{datetime.fromtimestamp(b.cert_not_after, UTC):%Y-%m-%d}")
+                  f"{datetime.fromtimestamp(b.cert_not_after, UTC):%Y-%m-%d}   {b.version or '-':<10} "
+                  f"{','.join(tags.get(b.box_id, []))}")
         return 0
+    if args.box_cmd in ("tag", "untag"):
+        return _deploy_cli.cmd_tags(cloud, args)
     if args.box_cmd == "show":
         return _show(cloud, args.box_id, args.history)
     if args.box_cmd == "revoke":
@@ -200,6 +216,7 @@ def _show(cloud: Cloud, box_id: str, history: int) -> int:
     print(f"  status:       {state}{f' ({b.status_reason})' if b.status_reason else ''}, since {_when(b.status_ts)}")
     print(f"  last data:    {_ago(b.last_seen)}")
     print(f"  certificate:  serial {b.cert_serial:x}, expires {_when(b.cert_not_after)}")
+    print(f"  tags:         {', '.join(cloud.tags(box_id)) or '(none)'}")
     _show_health(cloud, box_id)
     for a in cloud.store.alerts(box_id):
         print(f"  ALERT {a.kind}: {a.message} (since {_when(a.opened)})")
@@ -333,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config(cloud, args)
         if args.cmd == "cmd":
             return cmd_command(cloud, args)
+        if args.cmd == "release":
+            return _deploy_cli.cmd_release(cloud, args)
+        if args.cmd == "deploy":
+            return _deploy_cli.cmd_deploy(cloud, args)
         return cmd_box(cloud, args)
     except CloudError as e:
         print(f"boxcloud: {e}", file=sys.stderr)
