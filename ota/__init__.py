@@ -1,6 +1,8 @@
-"""Over-the-air updates (TUF-verified, A/B with rollback): issue 7, in progress.
+"""Over-the-air updates: TUF-verified, installed A/B with automatic rollback.
 
-Built so far: `ota.repository`, the TUF repository of releases (keys, publishing, timestamp
-renewal, key rotation). Not yet: the Box-side client, A/B install, deployments (see
-docs/architecture.md, "OTA: the TUF repository").
+Cloud side: `repository` (the TUF repository of releases: keys, publishing, renewal, key
+rotation). Box side: `client` (python-tuf's ngclient over the Box's own mTLS identity),
+`bundle` (a release's format, built and unpacked), `slots` (the A/B software directories),
+`launcher` (`boxd launch`: runs the active slot, rolls a failed trial back), `agent` (the
+daemon's ``update``/``update_abort`` commands and ``ota`` events). docs/architecture.md, "OTA".
 """
