@@ -19,7 +19,8 @@ a slow retrieval or a body cut short is tried again (``attempts`` in all, expone
 full jitter, capped at `BACKOFF_CAP_S`); each try starts over (metadata refresh, then the whole
 target, which TUF verifies as a whole). A verification refusal or an HTTP 4xx answer is final at
 once. An ``abort`` event, set from another thread, stops the work before the next request, between
-chunks, during a backoff wait, and (with `BoxFetcher`) in a blocked read: `OtaAborted`, nothing left.
+chunks, during a backoff wait, and (with `BoxFetcher`, whose sockets a watcher thread shuts down) in a
+blocked read or TLS handshake: `OtaAborted`, nothing left. ``progress`` gets the target's bytes.
 This module does not install anything, nor decide when to update (the caller's job).
 """
 
@@ -111,6 +112,23 @@ def _link_error(url: str, e: BaseException) -> exceptions.DownloadError:
     return kind(f"{url}: {e or type(e).__name__}")
 
 
+class _Connection(http.client.HTTPSConnection):
+    """An HTTPS connection that reports its TLS socket before the handshake (so that it can be shut down)."""
+
+    def __init__(self, host: str, port: int, ctx: ssl.SSLContext, timeout: float,
+                 on_socket: Callable[[socket.socket], None]) -> None:
+        super().__init__(host, port, context=ctx, timeout=timeout)
+        self.tls_ctx, self.on_socket = ctx, on_socket
+        self.tls_sock: socket.socket | None = None
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)  # TCP only
+        self.tls_sock = self.tls_ctx.wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
+        self.sock = self.tls_sock
+        self.on_socket(self.tls_sock)
+        self.tls_sock.do_handshake()
+
+
 class BoxFetcher(FetcherInterface):
     """HTTPS GETs with the Box's client certificate; at most `max_bytes` read per request."""
 
@@ -118,28 +136,33 @@ class BoxFetcher(FetcherInterface):
         self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
         self._timeout, self._max = timeout, max_bytes
         self._lock = threading.Lock()
-        self._open: set[http.client.HTTPSConnection] = set()
+        self._socks: set[socket.socket] = set()  # of the requests in flight
 
     def interrupt(self) -> None:
         """Shut down the connections in flight (call from any thread): a read blocked on one ends now."""
         with self._lock:
-            socks = [c.sock for c in self._open if c.sock is not None]
+            socks = list(self._socks)
         for sock in socks:
             with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the raw socket's: leaves the TLS object alone
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the socket's own: leaves the TLS state alone
 
-    def _close(self, conn: http.client.HTTPSConnection) -> None:
+    def _track(self, sock: socket.socket) -> None:
         with self._lock:
-            self._open.discard(conn)
+            self._socks.add(sock)
+
+    def _close(self, conn: _Connection, resp: http.client.HTTPResponse | None = None) -> None:
+        if conn.tls_sock is not None:
+            with self._lock:
+                self._socks.discard(conn.tls_sock)
+        if resp is not None:
+            resp.close()
         conn.close()
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         u = urlsplit(url)
         if u.scheme != "https" or not u.hostname:
             raise exceptions.DownloadError(f"only https URLs are fetched, not {url!r}")
-        conn = http.client.HTTPSConnection(u.hostname, u.port or 443, context=self._ctx, timeout=self._timeout)
-        with self._lock:
-            self._open.add(conn)
+        conn = _Connection(u.hostname, u.port or 443, self._ctx, self._timeout, self._track)
         try:
             conn.request("GET", u.path + (f"?{u.query}" if u.query else ""))
             resp = conn.getresponse()
@@ -158,7 +181,7 @@ class BoxFetcher(FetcherInterface):
             raise
         return self._chunks(conn, resp, url, length)
 
-    def _chunks(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse, url: str,
+    def _chunks(self, conn: _Connection, resp: http.client.HTTPResponse, url: str,
                 length: int | None) -> Iterator[bytes]:
         total = 0
         try:
@@ -170,7 +193,7 @@ class BoxFetcher(FetcherInterface):
         except (OSError, http.client.HTTPException) as e:
             raise _link_error(url, e) from e
         finally:
-            self._close(conn)
+            self._close(conn, resp)
         if length is not None and total < length:
             raise LinkError(f"{url}: cut short after {total} of {length} bytes")
 
