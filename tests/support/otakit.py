@@ -45,7 +45,7 @@ class LaunchedBox:
     """A provisioned Box run by `boxd launch` (its stderr, the daemon's included, goes to `log`)."""
 
     def __init__(self, cloud: Cloud, state: Path, serial: str, config_text: str,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, *, start: bool = True) -> None:
         self.cloud = cloud
         self.state = state
         self.box_id = provision(cloud, state, serial).box_id
@@ -56,7 +56,8 @@ class LaunchedBox:
         self.log = state / "boxd.log"
         self.env = {**os.environ, "BOXD_OTA_BACKOFF_S": "0.2", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        if start:
+            self.start()
 
     @property
     def software(self) -> Path:
