@@ -296,9 +296,8 @@ class Deployments:
         """Advance every running deployment: timeouts, halt, next wave, completion."""
         for d in self.store.deployments("running"):
             self._tick_one(d, now)
-        for status in ("halted", "stopped"):  # their Boxes still time out, for the record
-            for d in self.store.deployments(status):
-                self._timeouts(d, self.store.deployment_boxes(d.id), now)
+        for d in self.store.ended_with_open_boxes():  # their Boxes still time out, for the record
+            self._timeouts(d, self.store.deployment_boxes(d.id), now)
 
     def _timeouts(self, d: DeploymentRow, boxes: list[DeploymentBoxRow], now: float) -> bool:
         changed = False

@@ -631,6 +631,14 @@ class Store:
             sql, args = sql + " WHERE status=?", (status,)
         return [self._deployment_row(r) for r in self._db().execute(sql + " ORDER BY created DESC, id", args)]
 
+    def ended_with_open_boxes(self) -> list[DeploymentRow]:
+        """Halted or stopped deployments with Boxes still under way (sent, downloading...)."""
+        rows = self._db().execute(
+            "SELECT * FROM deployments d WHERE status IN ('halted', 'stopped') AND EXISTS (SELECT 1 FROM "
+            "deployment_boxes b WHERE b.deployment=d.id AND b.state IN ('sent', 'downloading', 'installing', "
+            "'restarting'))").fetchall()
+        return [self._deployment_row(r) for r in rows]
+
     def deployment(self, dep_id: str) -> DeploymentRow | None:
         r = self._db().execute("SELECT * FROM deployments WHERE id=?", (dep_id,)).fetchone()
         return self._deployment_row(r) if r else None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ota import repository
 
@@ -40,3 +44,29 @@ def test_each_role_is_renewed_when_its_remaining_life_falls_under_its_share(tmp_
     assert repository.expiries(repo)["targets"] > much_later + timedelta(days=90)
     assert repository.repair(repo, keys) is not None  # still a whole, valid repository
     assert _versions(repo) == {"targets": 2, "snapshot": 3, "timestamp": 4}
+
+
+def test_a_writing_operation_holds_the_repository_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    repo, keys = tmp_path / "repo", tmp_path / "keys"
+    repository.init_repository(repo, keys)
+    seen: list[str] = []
+    write = repository.sign_and_write
+
+    def probing_write(path: Path, md: Any, signers: Any) -> None:
+        # what another process would see while this one writes: the lock taken
+        with (repo / ".lock").open("a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                seen.append("free")
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            except BlockingIOError:
+                seen.append("locked")
+        write(path, md, signers)
+
+    monkeypatch.setattr(repository, "sign_and_write", probing_write)
+    repository.renew_timestamp(repo, keys)
+    bundle = tmp_path / "boxd-1.0.0.tar.gz"
+    bundle.write_bytes(b"bundle")
+    repository.publish_release(repo, keys, bundle, "1.0.0", ["box-a1"])
+    repository.renew_expiring(repo, keys, datetime.now(UTC) + timedelta(days=80))
+    assert seen and set(seen) == {"locked"}
