@@ -139,8 +139,12 @@ def run(root: Path, duration: float | None) -> int:
             return 1
         conf = box / "boxd.toml"
         conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + building_points_toml("127.0.0.1", sim_port))
-        print("demo: starting boxd")
-        demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "run")
+        root_json = home / "ota" / "repo" / "metadata" / "1.root.json"
+        _wait(root_json.exists, 30, "the TUF repository", demo)
+        (box / "ota").mkdir(exist_ok=True)
+        shutil.copyfile(root_json, box / "ota" / "root.json")  # on a Box: shipped in the image
+        print("demo: starting boxd (boxd launch: it takes updates, A/B)")
+        demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
         _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
         print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
         while duration is None or time.monotonic() - started < duration:
