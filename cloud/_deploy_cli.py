@@ -109,7 +109,7 @@ def cmd_release(cloud: Cloud, args: argparse.Namespace) -> int:
         try:
             manifest = bundle_mod.read_manifest(args.bundle)
         except bundle_mod.BundleError as e:
-            raise CloudError(f"{args.bundle} is not a valid bundle: {e}") from None
+            raise CloudError(f"cannot publish {args.bundle}: {e}") from None
         cloud.ensure_ota_repository()
         try:
             target = repository.publish_release(cloud.ota_repo, cloud.ota_keys, args.bundle, manifest.version,
@@ -209,8 +209,8 @@ def _show(cloud: Cloud, d: DeploymentRow) -> int:
         print(f"  {b.wave:>4} {b.box_id:<24} {b.state:<12} {_when(b.sent):<19} {_when(b.updated):<19} {b.detail}")
         if b.box_id in events:
             received, doc = events[b.box_id]
-            print(f"       last event {_when(received)}: {doc.get('state')} {doc.get('detail', '')}; "
-                  f"running {doc.get('running')}")
+            detail = f" ({doc['detail']})" if doc.get("detail") else ""
+            print(f"       last event {_when(received)}: {doc.get('state')}{detail}; running {doc.get('running')}")
     return 0
 
 

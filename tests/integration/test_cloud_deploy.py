@@ -142,6 +142,21 @@ def test_waves_advance_on_the_boxes_events_and_a_failure_halts(fresh_cloud: Clou
         b.mqtt.close()
 
 
+def test_watch_exits_0_when_every_box_committed(fresh_cloud: Cloud, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    cloud, home = fresh_cloud, ["--home", str(fresh_cloud.home)]
+    target = _publish(cloud, tmp_path)
+    box = SimBox(cloud, tmp_path, "DONE-1")
+    assert boxcloud([*home, "deploy", "create", target, "--version", VERSION, "--box", box.box_id]) == 0
+    dep = cloud.deployments()[0].id
+    box.update()
+    box.event(dep, "committed", f"already running {VERSION}")
+    assert boxcloud([*home, "deploy", "watch", dep, "--timeout", "20"]) == 0
+    out = capsys.readouterr().out
+    assert f"Deployment {dep} completed: 1 of 1 Box(es) committed" in out
+    box.mqtt.close()
+
+
 def test_the_running_cloud_renews_the_timestamp_before_it_expires(fresh_cloud: Cloud) -> None:
     cloud = fresh_cloud
     before = repository.load(cloud.ota_repo, "timestamp", Timestamp).signed.version
