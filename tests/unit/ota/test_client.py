@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from tuf.api import exceptions
 
-from ota import client
+from ota import _fetch, client
 from ota import repository as repo
 from tests.support.wait import wait_for
 
@@ -53,10 +53,10 @@ class FaultyFetcher(client.FetcherInterface):
 
     @staticmethod
     def _chunks(data: bytes, fault: BaseException | None) -> Iterator[bytes]:
-        for i in range(0, len(data), client.CHUNK):
+        for i in range(0, len(data), _fetch.CHUNK):
             if fault is not None and i >= 256 * 1024:
                 raise fault
-            yield data[i : i + client.CHUNK]
+            yield data[i : i + _fetch.CHUNK]
 
     def target_requests(self) -> int:
         return sum("/tuf/targets/" in u for u in self.requests)
@@ -94,8 +94,8 @@ def test_glitches_mid_download_are_retried_and_progress_is_reported(setup: tuple
     restarts = [i for i in range(1, len(seen)) if seen[i] < seen[i - 1]]
     assert len(restarts) == 2  # each retry starts over from 0
     last_try = seen[restarts[-1] :]
-    assert last_try == sorted(last_try) and len(last_try) >= client.PROGRESS_STEPS // 2
-    assert len(seen) <= 3 * (client.PROGRESS_STEPS + 1) + 1  # about every 5 %, not every chunk
+    assert last_try == sorted(last_try) and len(last_try) >= _fetch.PROGRESS_STEPS // 2
+    assert len(seen) <= 3 * (_fetch.PROGRESS_STEPS + 1) + 1  # about every 5 %, not every chunk
 
 
 def test_a_refused_request_is_retried_before_anything_is_fetched(setup: tuple[Path, FaultyFetcher, Path]) -> None:
