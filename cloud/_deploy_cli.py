@@ -42,6 +42,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], durati
                                        "hardware from its manifest); Boxes can then be sent it with 'deploy create'.")
     p.add_argument("bundle", type=Path)
     rel_sub.add_parser("list", help="list the published releases and when the TUF metadata expires")
+    r = rel_sub.add_parser("rotate-key", help="replace a TUF role's key (a new root version signs the change)",
+                           description="Replace a key of a TUF role: a new root version, signed by the root "
+                                       "threshold (for a root key: of the old and the new root), names the new key; "
+                                       "the role's metadata is re-signed at once; the old private key moves to "
+                                       "<home>/ota/keys/retired/. Boxes follow the new root at their next update. "
+                                       "Rotating needs the offline root keys in <home>/ota/keys/offline/.")
+    r.add_argument("role", choices=sorted(repository.ROLES), help="the role whose key is replaced")
+    r.add_argument("--keyid", help="which key of the role (default: its first)")
 
     dep = sub.add_parser("deploy", help="deploy a release to Boxes in waves, watch it, stop it")
     dep_sub = dep.add_subparsers(dest="deploy_cmd", required=True)
@@ -119,6 +127,15 @@ def cmd_release(cloud: Cloud, args: argparse.Namespace) -> int:
         print(f"Published {target.path}: version {manifest.version} for {', '.join(manifest.hardware)} "
               f"({target.length} bytes).")
         print(f"Deploy it with: boxcloud deploy create {target.path} --box BOX_ID (or --tag TAG)")
+        return 0
+    if args.release_cmd == "rotate-key":
+        cloud.ensure_ota_repository()
+        try:
+            keyid = repository.rotate_key(cloud.ota_repo, cloud.ota_keys, args.role, args.keyid)
+        except repository.RepositoryError as e:
+            raise CloudError(f"cannot rotate the {args.role} key: {e}") from None
+        print(f"The {args.role} role now uses key {keyid[:16]}...; the replaced private key is in "
+              f"{cloud.ota_keys / 'retired'}.")
         return 0
     cloud.ensure_ota_repository()
     targets = repository.published_targets(cloud.ota_repo)

@@ -9,8 +9,8 @@ elsewhere); the cloud, the broker, its ACL and the TUF repository are real.
 
 from __future__ import annotations
 
-import importlib
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from boxd import downlink
 from boxd.wire import encode_doc
 from cloud.cli import main as boxcloud
 from cloud.platform import Cloud
-from ota import repository
+from ota import client, repository
 from tests.support.cloudkit import Client, mqtt_client, provision
 from tests.support.wait import wait_for
 
@@ -170,10 +170,6 @@ def test_the_running_cloud_renews_the_timestamp_before_it_expires(fresh_cloud: C
 
 def test_release_build_publish_and_list(fresh_cloud: Cloud, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        importlib.import_module("ota.bundle")
-    except ImportError:
-        pytest.skip("ota.bundle (the Box side of issue 7) is not in this tree yet: nothing to build bundles with")
     home = ["--home", str(fresh_cloud.home)]
     bundle = tmp_path / "boxd-2.0.0.tar.gz"
     assert boxcloud([*home, "release", "build", "--version", "2.0.0", "--hardware", "box-a1", "-o", str(bundle)]) == 0
@@ -192,3 +188,28 @@ def test_watch_of_an_unknown_deployment_is_an_error(fresh_cloud: Cloud, capsys: 
     assert "no deployment 'd-nothere'" in capsys.readouterr().err
 
 
+
+
+def test_a_rotated_key_is_followed_by_a_box_and_needs_the_offline_root_keys(
+        fresh_cloud: Cloud, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = ["--home", str(fresh_cloud.home)]
+    state = tmp_path / "box"
+    ident = provision(fresh_cloud, state, "ROTATE-1")
+    (state / "ota").mkdir()
+    shutil.copyfile(fresh_cloud.ota_repo / "metadata" / "1.root.json", state / "ota" / "root.json")  # the image's
+    target = _publish(fresh_cloud, tmp_path)
+    url = f"https://localhost:{fresh_cloud.settings.enroll_port}"
+    assert client.check_for_update(state, url, "0.0.1", "generic-x86-64", target, ident=ident) is not None
+
+    for role in ("targets", "timestamp", "root"):
+        assert boxcloud([*home, "release", "rotate-key", role]) == 0
+        assert f"The {role} role now uses key" in capsys.readouterr().out
+    # The Box walks from the root of its image to the new one and verifies the release with the new keys.
+    release = client.check_for_update(state, url, "0.0.1", "generic-x86-64", target, ident=ident)
+    assert release is not None and release.name == target
+    assert len(list((fresh_cloud.ota_keys / "retired").iterdir())) == 3
+
+    offline = fresh_cloud.ota_keys / "offline"
+    offline.rename(tmp_path / "usb-stick")  # the root keys live offline
+    assert boxcloud([*home, "release", "rotate-key", "snapshot"]) == 1
+    assert "cannot rotate the snapshot key" in capsys.readouterr().err
