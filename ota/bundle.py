@@ -120,6 +120,15 @@ def parse_manifest(raw: bytes) -> Manifest:
     return Manifest(version, tuple(hardware), checked)
 
 
+def _first_manifest(tar: tarfile.TarFile) -> Manifest:
+    first = tar.next()
+    if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST:
+        raise BundleError(f"the first member must be {MANIFEST} (at most {MAX_MANIFEST} bytes)")
+    f = tar.extractfile(first)
+    assert f is not None
+    return parse_manifest(f.read(MAX_MANIFEST + 1))
+
+
 def read_manifest(path: Path) -> Manifest:
     """The manifest of the bundle at `path` (the first member only is read).
 
@@ -128,12 +137,7 @@ def read_manifest(path: Path) -> Manifest:
     """
     try:
         with tarfile.open(path, "r:gz") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST:
-                raise BundleError(f"{path.name}: the first member must be {MANIFEST} (at most {MAX_MANIFEST} bytes)")
-            f = tar.extractfile(first)
-            assert f is not None
-            return parse_manifest(f.read(MAX_MANIFEST + 1))
+            return _first_manifest(tar)
     except (OSError, tarfile.TarError, EOFError, gzip.BadGzipFile) as e:
         raise BundleError(f"{path.name} is not a readable bundle: {e}") from None
 
@@ -220,12 +224,7 @@ def _extract(bundle: Path, dest: Path) -> Manifest:
     total = 0
     try:
         with tarfile.open(bundle, "r:gz") as tar:
-            first = tar.next()
-            if first is None or first.name != MANIFEST or not first.isfile() or first.size > MAX_MANIFEST:
-                raise BundleError(f"the first member must be {MANIFEST}")
-            f = tar.extractfile(first)
-            assert f is not None
-            manifest = parse_manifest(f.read(MAX_MANIFEST + 1))
+            manifest = _first_manifest(tar)
             while (member := tar.next()) is not None:
                 if not member.name.startswith(f"{PAYLOAD}/"):
                     raise BundleError(f"member {member.name!r} is outside {PAYLOAD}/")
