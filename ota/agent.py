@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -41,6 +42,7 @@ log = logging.getLogger("boxd.ota")
 
 PutEvent = Callable[[dict[str, object]], None]
 TRIAL_POLL_S = 0.5
+JOB_FILE = "job.json"  # the update under way: {"deployment", "version"}, until it is switched or ended
 IMAGE_ROOT = Path("/usr/share/boxd/tuf-root.json")  # the TUF root shipped in the Box image
 PROGRESS_STEP = 0.25  # a "downloading" event at each quarter
 
@@ -92,10 +94,37 @@ class UpdateAgent:
             self.event(r.get("deployment", ""), r.get("version", ""), r.get("state", "rolled_back"),
                        r.get("detail", ""))
             slots.clear_report(self.sw)
+        self._interrupted(state)
         if state.trial is not None and state.trial.version == state.active:
             self.trial = state.trial
             log.warning("version %s is on trial: it must be healthy within %d s or the previous version (%s) "
                         "comes back", self.running, state.trial.health_s, state.trial.previous)
+
+    @property
+    def _job_file(self) -> Path:
+        return self.state_dir / "ota" / JOB_FILE
+
+    def _interrupted(self, state: slots.SlotState) -> None:
+        """An update cut before its switch by a power loss or a crash: say so, clean up what it left."""
+        try:
+            doc = json.loads(self._job_file.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            doc = {}
+        if not isinstance(doc, dict):
+            doc = {}
+        switched = state.trial is not None and state.trial.deployment == doc.get("deployment")
+        if not switched and isinstance(doc.get("deployment"), str) and isinstance(doc.get("version"), str):
+            self.event(doc["deployment"], doc["version"], "failed",
+                       "the Box restarted before the update was switched to (a power loss or a crash); "
+                       "nothing installed: the update can be sent again")
+        downloads = self.state_dir / "ota" / "downloads"
+        if downloads.is_dir():
+            for leftover in downloads.iterdir():
+                leftover.unlink(missing_ok=True)
+        slots.prune(self.sw)
+        self._job_file.unlink(missing_ok=True)
 
     async def watch_trial(self, missing: Callable[[], str]) -> None:
         """Commit the version on trial as soon as `missing()` says nothing is missing."""
@@ -137,6 +166,8 @@ class UpdateAgent:
             self.event(deployment, version, "committed", f"already running {version}")
             return f"already running {version}"
         job = _Job(deployment, version, threading.Event())
+        self._job_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._job_file, json.dumps({"deployment": deployment, "version": version}).encode())
         job.task = asyncio.get_running_loop().create_task(self._update(job, target, health_s),
                                                           name=f"update {deployment}")
         self._job = job
@@ -189,6 +220,7 @@ class UpdateAgent:
         finally:
             if download is not None:
                 download.unlink(missing_ok=True)
+            self._job_file.unlink(missing_ok=True)  # switched (slot.json says so) or ended
             if not job.switching:
                 self._job = None
 

@@ -94,6 +94,7 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
     installed = box.software / "releases" / "0.2.0"
     assert (installed / "boxd" / "__init__.py").read_text().count('__version__ = "0.2.0"') == 1
     assert not list((box.state / "ota" / "downloads").iterdir())  # the bundle is not kept once unpacked
+    assert not (box.state / "ota" / "job.json").exists()  # no update under way
     wait_for(lambda: (h := cloud.store.health(box.box_id)) is not None and h[1].get("version") == "0.2.0", 30,
              "a heartbeat from version 0.2.0")
 
