@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,15 @@ def _rows(cloud: Cloud, dep_id: str) -> dict[str, DeploymentBoxRow]:
     return {r.box_id: r for r in cloud.store.deployment_boxes(dep_id)}
 
 
+def _when(cloud: Cloud, dep_id: str, cond: Callable[[dict[str, DeploymentBoxRow]], bool],
+          what: str) -> dict[str, DeploymentBoxRow]:
+    """The deployment's rows once `cond` holds for them."""
+    def check() -> dict[str, DeploymentBoxRow] | None:
+        rows = _rows(cloud, dep_id)
+        return rows if cond(rows) else None
+    return wait_for(check, 60, what)
+
+
 def _ended(cloud: Cloud, dep_id: str, timeout: float = 240) -> str:
     return wait_for(lambda: (d := cloud.deployment(dep_id)).status != "running" and d.status, timeout,
                     f"deployment {dep_id} to end")
@@ -94,10 +103,12 @@ def test_a_release_goes_out_in_waves_and_a_broken_one_stops_at_the_first_wave(
     publish(cloud, tmp_path, "0.3.0", BROKEN_START)
     bad = cloud.create_deployment("boxd-0.3.0.tar.gz", tag="site-a", health_s=HEALTH_S, box_timeout_s=300)
     assert _ended(cloud, bad.id) == "halted"
-    rows = _rows(cloud, bad.id)
+    # the halt cancels the Boxes not sent yet just after it marks the deployment halted
+    rows = _when(cloud, bad.id, lambda r: all(x.state == "cancelled" for x in r.values() if x.wave > 1),
+                 "the rest of the fleet to be cancelled")
     first = next(r for r in rows.values() if r.wave == 1)
     assert first.state == "rolled_back" and "before it was healthy" in first.detail, first
-    assert all(r.state == "cancelled" and r.sent is None for r in rows.values() if r.wave > 1), rows
+    assert all(r.sent is None for r in rows.values() if r.wave > 1), rows  # never sent
     assert first.box_id in (cloud.deployment(bad.id).reason or "")
     for box in fleet:  # every Box runs the good release; the one that tried the broken one came back to it
         box.wait_committed("0.2.0")
@@ -118,8 +129,9 @@ def test_the_emergency_stop_halts_a_rollout_mid_download(
         stopped = cloud.stop_deployment(dep.id, "emergency stop by the test")
         assert stopped.status == "stopped"
 
-        rows = wait_for(lambda: r if all((r := _rows(cloud, dep.id))[b.box_id].state in TERMINAL
-                                         for b in wave1) else None, 60, "the first wave to abort")
+        rows = _when(cloud, dep.id, lambda r: all(r[b.box_id].state in TERMINAL for b in wave1)
+                     and all(x.state == "cancelled" for x in r.values() if x.wave == 2),
+                     "the first wave to abort and the second to be cancelled")
         for b in wave1:
             assert rows[b.box_id].state == "aborted", rows[b.box_id]
         assert all(r.state == "cancelled" and r.sent is None for r in rows.values() if r.wave == 2), rows
