@@ -8,7 +8,6 @@ line on stderr and exit status 2; no traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -16,7 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
-from boxd import __version__, config, sdnotify
+from boxd import __version__, sdnotify
 from boxd.errors import BoxdError
 
 DEFAULT_STATE = Path("/var/lib/boxd")
@@ -39,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(state_dir: Path, config_path: Path) -> int:
+    import asyncio
+
     from boxd import reconfig
     from boxd.daemon import Daemon
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `boxd` command."""
     args = _parser().parse_args(argv)
     if args.cmd == "check-config":
+        from boxd import config  # pymodbus and the drivers: not for the launcher
+
         path = args.file or args.config
         try:
             cfg = config.load(path, args.state_dir / config.CACHE_FILE)
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return launcher.main(args.state_dir, args.config, args.verbose)
     try:
+        import asyncio  # not for the launcher, which stays small: its memory is spent on every Box
+
         return asyncio.run(_run(args.state_dir, args.config))
     except BoxdError as e:
         logging.getLogger("boxd").error("%s", e)
