@@ -57,3 +57,10 @@ def test_gateway_benchmark_runs_thingsboard_beside_it(tmp_path: Path) -> None:
     assert set(figures) >= set(FIGURES)
     assert figures["points_per_second"] > 0
     assert figures["requests_per_cycle"] > figures["minimum_requests_per_cycle"]  # one request per coil, at least
+
+
+def test_ota_benchmark_updates_one_box_and_reports_every_figure(tmp_path: Path) -> None:
+    figures = _run_bench("bench.ota", tmp_path / "ota.json")
+    assert figures["bundle files"] > 10
+    assert figures["bytes downloaded by the Box (TUF metadata + bundle, TLS), kB"] >= figures["bundle size, kB"]
+    assert all(isinstance(v, int | float) and v >= 0 for v in figures.values()), figures
