@@ -267,17 +267,15 @@ class Deployments:
             DeployError: no such deployment.
         """
         d = self.get(dep_id)
-        if self.store.end_deployment(dep_id, "stopped", reason, now):
+        if self.store.end_deployment(dep_id, "stopped", reason, now,
+                                     cancel_pending="deployment stopped before it was sent"):
             log.warning("deployment %s stopped: %s", dep_id, reason)
             self._abort_rest(d, "stopped", now)
         return self.get(dep_id)
 
     def _abort_rest(self, d: DeploymentRow, why: str, now: float) -> None:
-        for b in self.store.deployment_boxes(d.id):
-            if b.state == "pending":
-                self.store.set_box_state(d.id, b.box_id, "cancelled", f"deployment {why} before it was sent", now,
-                                         only_from=("pending",))
-            elif b.state in ABORTABLE:
+        for b in self.store.deployment_boxes(d.id):  # the pending ones were cancelled with the status change
+            if b.state in ABORTABLE:
                 if b.cmd_id is not None and b.state == "sent" and self.store.cancel_command(b.cmd_id):
                     self.store.set_box_state(d.id, b.box_id, "cancelled", f"deployment {why}: the queued update "
                                              "was withdrawn", now, only_from=("sent",))
@@ -317,7 +315,8 @@ class Deployments:
         if len(failed) > d.max_failures:
             reason = (f"{len(failed)} failure(s), more than the {d.max_failures} allowed: "
                       + "; ".join(f"{b.box_id} {b.state}" + (f" ({b.detail})" if b.detail else "") for b in failed))
-            if self.store.end_deployment(d.id, "halted", reason[:2000], now):
+            if self.store.end_deployment(d.id, "halted", reason[:2000], now,
+                                         cancel_pending="deployment halted before it was sent"):
                 log.error("deployment %s halted: %s", d.id, reason)
                 self._abort_rest(d, "halted", now)
             return

@@ -648,11 +648,18 @@ class Store:
         return DeploymentRow(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), int(r[5]), int(r[6]),
                              float(r[7]), r[8], r[9], float(r[10]), float(r[11]))
 
-    def end_deployment(self, dep_id: str, status: str, reason: str | None, now: float) -> bool:
-        """Move a running deployment to `status`; False when it was not running."""
+    def end_deployment(self, dep_id: str, status: str, reason: str | None, now: float,
+                       cancel_pending: str | None = None) -> bool:
+        """Move a running deployment to `status`; False when it was not running. With `cancel_pending`
+        (the detail), its Boxes not sent yet are cancelled in the same transaction: nobody sees the
+        deployment ended with Boxes still waiting to be sent."""
         with self._tx() as db:
-            return db.execute("UPDATE deployments SET status=?, reason=?, updated=? WHERE id=? AND status='running'",
-                              (status, reason, now, dep_id)).rowcount > 0
+            ended = db.execute("UPDATE deployments SET status=?, reason=?, updated=? WHERE id=? AND status='running'",
+                               (status, reason, now, dep_id)).rowcount > 0
+            if ended and cancel_pending is not None:
+                db.execute("UPDATE deployment_boxes SET state='cancelled', detail=?, updated=? "
+                           "WHERE deployment=? AND state='pending'", (cancel_pending, now, dep_id))
+            return ended
 
     def deployment_boxes(self, dep_id: str) -> list[DeploymentBoxRow]:
         """The Boxes of a deployment, by wave then Box."""

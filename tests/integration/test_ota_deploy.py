@@ -103,12 +103,10 @@ def test_a_release_goes_out_in_waves_and_a_broken_one_stops_at_the_first_wave(
     publish(cloud, tmp_path, "0.3.0", BROKEN_START)
     bad = cloud.create_deployment("boxd-0.3.0.tar.gz", tag="site-a", health_s=HEALTH_S, box_timeout_s=300)
     assert _ended(cloud, bad.id) == "halted"
-    # the halt cancels the Boxes not sent yet just after it marks the deployment halted
-    rows = _when(cloud, bad.id, lambda r: all(x.state == "cancelled" for x in r.values() if x.wave > 1),
-                 "the rest of the fleet to be cancelled")
+    rows = _rows(cloud, bad.id)  # halted and the rest cancelled in one transaction
     first = next(r for r in rows.values() if r.wave == 1)
     assert first.state == "rolled_back" and "before it was healthy" in first.detail, first
-    assert all(r.sent is None for r in rows.values() if r.wave > 1), rows  # never sent
+    assert all(r.state == "cancelled" and r.sent is None for r in rows.values() if r.wave > 1), rows  # never sent
     assert first.box_id in (cloud.deployment(bad.id).reason or "")
     for box in fleet:  # every Box runs the good release; the one that tried the broken one came back to it
         box.wait_committed("0.2.0")
@@ -128,6 +126,7 @@ def test_the_emergency_stop_halts_a_rollout_mid_download(
                          60, "both Boxes of the first wave to be downloading")
         stopped = cloud.stop_deployment(dep.id, "emergency stop by the test")
         assert stopped.status == "stopped"
+        assert all(r.state == "cancelled" for r in _rows(cloud, dep.id).values() if r.wave == 2)  # at once
 
         rows = _when(cloud, dep.id, lambda r: all(r[b.box_id].state in TERMINAL for b in wave1)
                      and all(x.state == "cancelled" for x in r.values() if x.wave == 2),
