@@ -8,8 +8,9 @@ through a counting proxy in front of the cloud's HTTPS endpoint. Prints:
 - the update on the Box, from the command: downloaded and unpacked (the release directory
   appears), switched (``slot.json`` says so), committed (the new version healthy);
 - bytes the Box downloaded (TUF metadata and the bundle, TLS included);
-- the memory of the launcher, of the daemon before the update, while it downloads (python-tuf
-  is imported then, and only then), and of the new daemon; the CPU of the process tree.
+- the memory of the launcher, of the daemon before the update and while it downloads, of the
+  download process (python-tuf runs there, not in the daemon), and of the new daemon; the CPU
+  of the process tree.
 
     .venv/bin/python -m bench.ota [--health-s 30]
 
@@ -80,14 +81,16 @@ def measure(work: Path, health_s: int) -> dict[str, object]:
                 figures["daemon RSS before the update, MB"] = round(_rss_mb(old_pid), 1)
                 publish(cloud, work / "out", "0.2.0")
                 cpu0, bytes0 = launcher.cpu_seconds(), proxy.downstream_bytes
-                peak_old = 0.0
+                peak_old = peak_fetch = 0.0
                 t0 = time.monotonic()
                 cloud.send_command(box.box_id, "update", {"deployment": "d-bench", "target": "boxd-0.2.0.tar.gz",
                                                          "version": "0.2.0", "health_s": health_s})
 
                 def installed() -> bool:
-                    nonlocal peak_old
+                    nonlocal peak_old, peak_fetch
                     peak_old = max(peak_old, _rss_mb(old_pid))
+                    for child in Tree(old_pid).pids()[1:]:  # the download process
+                        peak_fetch = max(peak_fetch, _rss_mb(child))
                     return (slots.release_dir(box.software, "0.2.0") / "manifest.json").exists()
 
                 wait_for(installed, 120, "the release to be unpacked", step=0.01)
@@ -104,7 +107,8 @@ def measure(work: Path, health_s: int) -> dict[str, object]:
                 figures["bytes downloaded by the Box (TUF metadata + bundle, TLS), kB"] = round(
                     (proxy.downstream_bytes - bytes0) / 1000, 1)
                 figures["CPU of launcher + daemons during the update, s"] = round(launcher.cpu_seconds() - cpu0, 2)
-                figures["daemon RSS while downloading (python-tuf loaded), MB"] = round(peak_old, 1)
+                figures["daemon RSS while it downloads, MB"] = round(peak_old, 1)
+                figures["download process (python-tuf) RSS, MB"] = round(peak_fetch, 1)
                 figures["new daemon RSS after commit, MB"] = round(_rss_mb(_daemon_pid(box)), 1)
             finally:
                 box.stop()

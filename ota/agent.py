@@ -18,15 +18,16 @@ the background, one at a time::
 under way it is "too late". Events go through the daemon's durable queue: none is lost
 across restarts or outages (one may come twice; the platform takes the first).
 
-The TUF client (and python-tuf) is imported only when an update runs.
+The TUF client runs as a process of its own (``python -m ota.client download``): python-tuf
+and its crypto never enter the daemon's memory, and a crash in them cannot take the daemon down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class _Job:
     version: str
     abort: threading.Event
     task: asyncio.Task[None] | None = None
+    proc: asyncio.subprocess.Process | None = None
     switching: bool = False
 
 
@@ -188,6 +190,8 @@ class UpdateAgent:
             raise DownlinkError(f"cmd {cmd.id} (update_abort): too late: version {job.version} is installed "
                                 "and being switched to")
         job.abort.set()
+        if job.proc is not None and job.proc.returncode is None:
+            job.proc.terminate()  # the download process stops and removes its partial file
         return f"aborting the update to {job.version}"
 
     # -- the update ---------------------------------------------------------------------------
@@ -225,32 +229,82 @@ class UpdateAgent:
                 self._job = None
 
     async def _download(self, job: _Job, target: str) -> Path:
-        from ota import client  # python-tuf: only when an update runs
-
-        ident = identity.load(self.state_dir)
+        """Run the download as a process of its own (``python -m ota.client download``): python-tuf
+        and its crypto never enter the daemon's memory, and nothing that happens in them can take
+        the daemon down. Its JSON lines give the progress and the outcome."""
+        identity.load(self.state_dir)  # fails in words before anything starts
         await asyncio.to_thread(_trust_image_root, self.state_dir)
-        base_url = identity.server_url(self.state_dir)
-        loop = asyncio.get_running_loop()
-        marks = [PROGRESS_STEP * i for i in range(1, int(1 / PROGRESS_STEP))]
+        argv = [sys.executable, "-m", "ota.client", "download", "--state-dir", str(self.state_dir),
+                "--base-url", identity.server_url(self.state_dir), "--running", self.running,
+                "--hardware", self.hardware, "--target", target, "--attempts", str(self._attempts),
+                "--backoff-s", str(self._backoff_s)]
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        job.proc = proc
+        if job.abort.is_set():  # the abort came while the process started
+            proc.terminate()
+        errors = asyncio.create_task(_tail(proc.stderr))
+        try:
+            outcome = await self._follow(job, proc)
+            status = await proc.wait()
+        finally:
+            if proc.returncode is None:  # cancelled: the daemon stops
+                proc.kill()
+                await proc.wait()
+            job.proc = None
+            stderr_tail = await errors
+        if "aborted" in outcome or job.abort.is_set():
+            raise _Aborted(str(outcome.get("aborted") or "aborted: the download was stopped"))
+        if "error" in outcome:
+            raise DownloadFailed(str(outcome["error"]))
+        release, path = outcome.get("release"), outcome.get("path")
+        if status != 0 or not isinstance(release, dict) or not isinstance(path, str):
+            why = f"signal {-status}" if status < 0 else f"status {status}"
+            raise DownloadFailed(f"the download process ended with {why}{': ' + stderr_tail if stderr_tail else ''}")
+        if release.get("version") != job.version:
+            await asyncio.to_thread(Path(path).unlink, missing_ok=True)
+            raise DownloadFailed(f"{target} is version {release.get('version')} in the signed metadata, the "
+                                 f"deployment says {job.version}")
+        return Path(path)
 
-        def progress(done: int, total: int) -> None:
+    async def _follow(self, job: _Job, proc: asyncio.subprocess.Process) -> dict[str, object]:
+        """Read the download process's lines: progress becomes events; returns its last other line."""
+        marks = [PROGRESS_STEP * i for i in range(1, int(1 / PROGRESS_STEP))]
+        outcome: dict[str, object] = {}
+        assert proc.stdout is not None
+        async for line in proc.stdout:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(doc, dict):
+                continue
+            step = doc.get("progress")
+            if not (isinstance(step, list) and len(step) == 2 and all(isinstance(n, int) for n in step)):
+                outcome = doc
+                continue
+            done, total = step
             while marks and total and done / total >= marks[0]:
                 share = marks.pop(0)
-                loop.call_soon_threadsafe(functools.partial(
-                    self.event, job.deployment, job.version, "downloading",
-                    f"{int(share * 100)} % of {total} bytes", progress=share))
+                self.event(job.deployment, job.version, "downloading", f"{int(share * 100)} % of {total} bytes",
+                           progress=share)
+        return outcome
 
-        try:
-            release, path = await asyncio.to_thread(
-                client.download, self.state_dir, base_url, self.running, self.hardware, target, ident=ident,
-                abort=job.abort, progress=progress, attempts=self._attempts, backoff_s=self._backoff_s)
-        except client.OtaAborted as e:
-            raise _Aborted(str(e)) from e
-        if release.version != job.version:
-            path.unlink(missing_ok=True)
-            raise client.OtaError(f"{target} is version {release.version} in the signed metadata, the deployment "
-                                  f"says {job.version}")
-        return path
+
+async def _tail(stream: asyncio.StreamReader | None, keep: int = 3) -> str:
+    """The last lines a process wrote (its stderr), for a report."""
+    lines: list[str] = []
+    if stream is None:
+        return ""
+    async for raw in stream:
+        text = raw.decode("utf-8", "replace").strip()
+        if text:
+            lines = [*lines[-(keep - 1):], text[-300:]]
+    return " | ".join(lines)
+
+
+class DownloadFailed(BoxdError):
+    """The download was refused or failed (TUF's words, or how the download process ended)."""
 
 
 def _trust_image_root(state_dir: Path) -> None:

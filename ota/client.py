@@ -287,3 +287,56 @@ def download(state_dir: Path, base_url: str, current_version: str, hardware: str
     if progress is not None:
         progress(release.length, release.length)
     return release, final
+
+
+# -- as a process of its own (what the daemon runs: `ota.agent`) ---------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ota.client download ...``: one download, reported as JSON lines on stdout.
+
+    Lines: ``{"progress": [done, total]}``, then ``{"release": {...}, "path": str}`` (exit 0),
+    ``{"error": str}`` (exit 1) or ``{"aborted": str}`` (exit 3, after SIGTERM). The daemon runs
+    downloads this way so that python-tuf and its crypto never live in the daemon's memory, and
+    whatever happens in them cannot take the daemon down.
+    """
+    import argparse
+    import json
+    import signal
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m ota.client", description="Download one OTA target through TUF.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("download")
+    d.add_argument("--state-dir", type=Path, required=True)
+    d.add_argument("--base-url", required=True)
+    d.add_argument("--running", required=True, help="the version the Box runs")
+    d.add_argument("--hardware", required=True)
+    d.add_argument("--target", required=True)
+    d.add_argument("--attempts", type=int, default=ATTEMPTS)
+    d.add_argument("--backoff-s", type=float, default=BACKOFF_S)
+    args = p.parse_args(argv)
+
+    def say(doc: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+
+    abort = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: abort.set())
+    try:
+        release, path = download(args.state_dir, args.base_url, args.running, args.hardware, args.target,
+                                 abort=abort, progress=lambda done, total: say({"progress": [done, total]}),
+                                 attempts=max(1, args.attempts), backoff_s=max(0.0, args.backoff_s))
+    except OtaAborted as e:
+        say({"aborted": str(e)})
+        return 3
+    except OtaError as e:
+        say({"error": str(e)})
+        return 1
+    say({"release": {"name": release.name, "version": release.version, "length": release.length,
+                     "sha256": release.sha256, "hardware": list(release.hardware)}, "path": str(path)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

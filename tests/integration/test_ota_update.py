@@ -17,7 +17,7 @@ from cloud.platform import Cloud
 from ota import slots
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import provision
-from tests.support.otakit import BROKEN_START, HEAD, LaunchedBox, broken_bus, publish
+from tests.support.otakit import BROKEN_START, HEAD, SOURCE, LaunchedBox, broken_bus, publish
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
 
@@ -174,3 +174,27 @@ def test_a_daemon_not_started_by_the_launcher_refuses_updates(cloud: Cloud, buil
         assert proc.proc.poll() is None
     finally:
         proc.stop()
+
+
+def test_a_crash_in_the_download_process_is_a_failed_update_not_a_dead_daemon(
+        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+    # A release whose TUF client aborts (SIGABRT, as a heap corruption in native code would) ...
+    text = (SOURCE / "ota" / "client.py").read_text()
+    crashing = text.replace('if __name__ == "__main__":\n    raise SystemExit(main())',
+                            'if __name__ == "__main__":\n    import os\n\n    os.abort()')
+    assert crashing != text
+    box = make_box()
+    box.wait_running(FACTORY)
+    fragile = publish(cloud, tmp_path / "out", "0.6.0", {"ota/client.py": crashing.encode()})
+    assert _update(cloud, box, "d-fragile", fragile, "0.6.0")["status"] == "ok"
+    assert _terminal(cloud, box.box_id, "d-fragile")[0] == "committed"
+    box.wait_committed("0.6.0")
+    pid = box.status()["pid"]
+
+    # ... takes the next update: the download process dies, the daemon says so and runs on.
+    nxt = publish(cloud, tmp_path / "out", "0.7.0")
+    assert _update(cloud, box, "d-after", nxt, "0.7.0")["status"] == "ok"
+    state, detail = _terminal(cloud, box.box_id, "d-after")
+    assert state == "failed" and "the download process ended with signal 6" in detail, detail
+    assert box.status()["pid"] == pid and box.running() == "0.6.0"
+    assert box.releases() == ["0.6.0"]
