@@ -119,7 +119,8 @@ class CommandRunner:
         log.info("command %s: %s", cmd.id, cmd.name)
         limit = max(self._time_limit, RENEW_TIME_LIMIT_S) if cmd.name == "renew_cert" else self._time_limit
         try:
-            return await asyncio.wait_for(self._run(cmd, buses), limit)
+            async with asyncio.timeout(limit):  # not wait_for: 3.11's can swallow a cancellation
+                return await self._run(cmd, buses)
         except DownlinkError as e:
             log.info("command %s (%s) rejected: %s", cmd.id, cmd.name, e)
             return Outcome(downlink.reply(cmd.id, "rejected", str(e)))

@@ -285,7 +285,8 @@ class Daemon:
         """A renewed certificate not yet proven at start (the daemon stopped during its trial):
         keep it if it connects within `RENEW_TRIAL_S`, otherwise go back to the previous one."""
         try:
-            await asyncio.wait_for(self._link_up.wait(), RENEW_TRIAL_S)
+            async with asyncio.timeout(RENEW_TRIAL_S):  # not wait_for: 3.11's can swallow a cancellation
+                await self._link_up.wait()
         except TimeoutError:
             error = self.uplink.state.last_error if self.uplink else ""
             log.error("identity: the renewed certificate did not connect (%s); back to the previous one", error)
@@ -311,7 +312,8 @@ class Daemon:
         if trial_s <= 0:
             return True
         try:
-            await asyncio.wait_for(self._link_up.wait(), trial_s)
+            async with asyncio.timeout(trial_s):
+                await self._link_up.wait()
         except TimeoutError:
             return False
         return True
@@ -470,7 +472,8 @@ class Daemon:
         """Wait (at most `limit_s`) for the broker to acknowledge message `mid`."""
         event = self._reply_acks.setdefault(mid, asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), limit_s)
+            async with asyncio.timeout(limit_s):
+                await event.wait()
         except TimeoutError:
             log.warning("no acknowledgement of the reply within %.0f s", limit_s)
         finally:
@@ -723,10 +726,15 @@ class Daemon:
         run = self.state_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
         path, tmp = run / "status.json", run / "status.json.tmp"
+        launcher = os.getppid() if self.updates.launched else 0
         try:
             while True:
                 tmp.write_text(json.dumps(self.status()))
                 tmp.replace(path)
+                if launcher and os.getppid() != launcher:  # killed: nobody would roll back or restart us
+                    log.error("the launcher (pid %d) is gone: stopping", launcher)
+                    assert self._main is not None
+                    self._main.cancel()
                 await asyncio.sleep(1.0)
         finally:
             path.unlink(missing_ok=True)

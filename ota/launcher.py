@@ -68,6 +68,16 @@ class Launcher:
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
+            timer = threading.Timer(STOP_GRACE_S, self._kill_if_alive, (child,))
+            timer.daemon = True
+            timer.start()
+
+    @staticmethod
+    def _kill_if_alive(child: subprocess.Popen[bytes]) -> None:
+        """A daemon that did not stop within `STOP_GRACE_S` of SIGTERM is killed (its queue is durable)."""
+        if child.poll() is None:
+            log.error("boxd did not stop within %.0f s: killing it", STOP_GRACE_S)
+            child.kill()
 
     def run(self) -> int:
         """Run children until stopped."""
@@ -151,6 +161,8 @@ class Launcher:
                 self._rollback(f"version {trial.version} could not be started: {e}")
             return 1
         self._child = child
+        if self._stopping.is_set():  # the stop came while it was being started
+            child.terminate()
         relay = threading.Thread(target=self._relay, args=(child.stderr,), daemon=True)
         relay.start()
         try:

@@ -80,8 +80,13 @@ class ModbusBus:
             device.restart(start)
         sched: BusScheduler[_Job] = BusScheduler(self._devices)
         self._sched, self._wake, self._emit = sched, asyncio.Event(), emit
+        task = asyncio.current_task()
         try:
             while True:
+                if task is not None and task.cancelling():
+                    # a cancellation swallowed below us (Python 3.11's wait_for, which pymodbus uses, loses
+                    # one that lands as its answer arrives): honour it, or the daemon would never stop
+                    raise asyncio.CancelledError
                 step = sched.next(time.monotonic())
                 if isinstance(step, Idle):
                     await self._idle(step.until)
@@ -188,8 +193,9 @@ class ModbusBus:
         if delay <= 0:
             return
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), delay)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation (a stop that hangs)
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
         except TimeoutError:
             pass
 

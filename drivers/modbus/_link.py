@@ -260,7 +260,8 @@ class TcpLink(Link):
         assert self._client is not None
         timeout = self._client.ctx.comm_params.timeout_connect
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: 3.11's can swallow a cancellation
+                _, writer = await asyncio.open_connection(self.host, self.port)
         except ConnectionRefusedError:
             return f"connection refused by {self.describe}: nothing listens on that port"
         except TimeoutError:

@@ -198,3 +198,21 @@ def test_a_crash_in_the_download_process_is_a_failed_update_not_a_dead_daemon(
     assert state == "failed" and "the download process ended with signal 6" in detail, detail
     assert box.status()["pid"] == pid and box.running() == "0.6.0"
     assert box.releases() == ["0.6.0"]
+
+
+def test_a_daemon_whose_launcher_was_killed_stops(make_box: type[LaunchedBox]) -> None:
+    box = make_box()
+    box.wait_running(FACTORY)
+    pid = box.status()["pid"]
+    assert box.proc is not None
+    box.proc.kill()  # nothing would roll a trial back or restart the daemon any more
+    box.proc.wait()
+    # it notices within a second or two and stops (its log went with the launcher's pipe)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in _state_of(pid), 20, "the daemon to stop")
+
+
+def _state_of(pid: object) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return ""
