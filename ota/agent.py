@@ -170,7 +170,7 @@ class UpdateAgent:
         job = _Job(deployment, version, threading.Event())
         self._job_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self._job_file, json.dumps({"deployment": deployment, "version": version}).encode())
-        job.task = asyncio.get_running_loop().create_task(self._update(job, target, health_s),
+        job.task = asyncio.get_running_loop().create_task(self._update(job, target, health_s),  # kept: a strong ref
                                                           name=f"update {deployment}")
         self._job = job
         return f"updating to {version} ({target}): progress follows as ota events"

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import IO
@@ -124,8 +125,7 @@ class Launcher:
                 state = slots.SlotState()
                 slots.save(self.sw, state)
         if trial is not None:
-            state = slots.SlotState(state.active, state.previous,
-                                    slots.Trial(**{**trial.__dict__, "starts": trial.starts + 1}), state.report)
+            state = replace(state, trial=replace(trial, starts=trial.starts + 1))
             slots.save(self.sw, state)
         return state
 

@@ -187,11 +187,6 @@ def rollback(sw: Path, reason: str) -> SlotState:
     return new
 
 
-def take_report(sw: Path) -> dict[str, str] | None:
-    """The outcome left for the platform, if any (call `clear_report` once it is queued)."""
-    return load(sw).report
-
-
 def clear_report(sw: Path) -> None:
     """Forget the report (it is in the daemon's durable queue now)."""
     state = load(sw)

@@ -48,7 +48,6 @@ A downgrade instruction is refused in tests/integration/test_ota_update.py.
 from __future__ import annotations
 
 import hashlib
-import re
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -62,7 +61,6 @@ from ota import bundle, slots
 from ota import repository as repo
 from tests.support.otakit import HEAD, LaunchedBox, publish
 from tests.support.simthread import SimThread
-from tests.support.wait import wait_for
 
 FACTORY = boxd.__version__
 HW = bundle.hardware_id()
@@ -136,31 +134,17 @@ def _online(cloud: Cloud, role: str) -> list[repo.Signer]:
 # -- the Box's side ---------------------------------------------------------------------------
 
 
-def _events(box: LaunchedBox) -> list[tuple[str, str, str]]:
-    """(deployment, state, detail) of the `ota` events the Box queued for the platform, from its log."""
-    return [(m[1], m[2], m[3]) for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", box.text())]
-
-
-def _outcome(cloud: Cloud, box: LaunchedBox, deployment: str, target: str, version: str,
+def _outcome(box: LaunchedBox, deployment: str, target: str, version: str,
              timeout: float = 60) -> tuple[str, str]:
     """Send the platform's `update` command; the Box's outcome (state, detail)."""
-    cmd = cloud.send_command(box.box_id, "update", {"deployment": deployment, "target": target,
-                                                   "version": version, "health_s": 30})
-    reply = wait_for(lambda: (row := cloud.store.command(cmd)) is not None and row.status and row.reply, 30,
-                     f"the answer to the update {deployment}")
+    reply = box.send_update(deployment, target, version)
     assert reply["status"] == "ok", reply
-
-    def done() -> tuple[str, str] | None:
-        for d, state, detail in _events(box):
-            if d == deployment and state in ("committed", "rolled_back", "failed", "aborted"):
-                return state, detail
-        return None
-    return wait_for(done, timeout, f"the outcome of {deployment}")
+    return box.outcome(deployment, timeout)
 
 
-def _refused(cloud: Cloud, box: LaunchedBox, deployment: str, release: Path, version: str) -> str:
+def _refused(box: LaunchedBox, deployment: str, release: Path, version: str) -> str:
     """The update of `release` is refused and nothing is installed; returns the Box's detail."""
-    state, detail = _outcome(cloud, box, deployment, release.name, version)
+    state, detail = _outcome(box, deployment, release.name, version)
     assert state == "failed" and "nothing installed" in detail, (state, detail)
     assert box.releases() == []
     assert box.slot().active == slots.FACTORY and box.slot().trial is None
@@ -189,7 +173,7 @@ def test_a_tampered_target_is_refused(cloud: Cloud, box: LaunchedBox, served: Ca
     data[len(data) // 2] ^= 0xFF  # same length, one byte changed
     path.write_bytes(bytes(data))
 
-    detail = _refused(cloud, box, "a-tampered", release, "0.2.0")
+    detail = _refused(box, "a-tampered", release, "0.2.0")
     assert TAMPERED in detail and "Observed hash" in detail, detail
 
 
@@ -200,7 +184,7 @@ def test_a_target_of_the_wrong_length_is_refused(cloud: Cloud, box: LaunchedBox,
     path = _served_target(cloud, release)
     path.write_bytes(path.read_bytes()[:-1000])  # truncated: served whole, with its own Content-Length
 
-    detail = _refused(cloud, box, "a-short", release, "0.3.0")
+    detail = _refused(box, "a-short", release, "0.3.0")
     assert TAMPERED in detail and "Observed length" in detail, detail
 
 
@@ -210,7 +194,7 @@ def test_endless_data_is_refused(cloud: Cloud, box: LaunchedBox, served: Callabl
     path = _served_target(cloud, release)
     path.write_bytes(path.read_bytes() + b"\0" * (2 << 20))  # far more than the signed length
 
-    detail = _refused(cloud, box, "a-endless", release, "0.4.0")
+    detail = _refused(box, "a-endless", release, "0.4.0")
     assert ENDLESS in detail, detail
 
 
@@ -221,7 +205,7 @@ def test_metadata_rolled_back_is_refused(cloud: Cloud, box: LaunchedBox, served:
     served()
     # The Box refreshes its metadata (the newest timestamp and snapshot) asking for a target the
     # repository does not hold ...
-    state, detail = _outcome(cloud, box, "a-look", "boxd-9.9.9.tar.gz", "9.9.9")
+    state, detail = _outcome(box, "a-look", "boxd-9.9.9.tar.gz", "9.9.9")
     assert state == "failed" and "offers no target" in detail, detail
     newest = repo.load(cloud.ota_repo, "timestamp", repo.Timestamp).signed.version
     assert (box.state / "ota" / "metadata" / "timestamp.json").read_bytes() == (
@@ -229,7 +213,7 @@ def test_metadata_rolled_back_is_refused(cloud: Cloud, box: LaunchedBox, served:
     # ... then a mirror serves the timestamp it saw before the release.
     (cloud.ota_repo / "metadata" / "timestamp.json").write_bytes(older)
 
-    detail = _refused(cloud, box, "a-rollback", release, "0.5.0")
+    detail = _refused(box, "a-rollback", release, "0.5.0")
     assert ROLLBACK in detail and f">= {newest}" in detail, detail
 
 
@@ -243,7 +227,7 @@ def test_an_expired_timestamp_is_refused(cloud: Cloud, box: LaunchedBox, served:
     ts.signed.expires = repo._now() - timedelta(hours=1)
     repo.sign_and_write(cloud.ota_repo, ts, _online(cloud, "timestamp"))
 
-    detail = _refused(cloud, box, "a-frozen", release, "0.6.0")
+    detail = _refused(box, "a-frozen", release, "0.6.0")
     assert FROZEN in detail and "timestamp.json is expired" in detail, detail
 
 
@@ -255,7 +239,7 @@ def test_mix_and_match_is_refused(cloud: Cloud, box: LaunchedBox, served: Callab
     # the snapshot names targets version N; the server gives version N-1's targets under that name
     shutil.copyfile(meta / f"{newest - 1}.targets.json", meta / f"{newest}.targets.json")
 
-    detail = _refused(cloud, box, "a-mixed", release, "0.7.0")
+    detail = _refused(box, "a-mixed", release, "0.7.0")
     assert ROLLBACK in detail and f"Expected targets v{newest}, got v{newest - 1}" in detail, detail
 
 
@@ -276,7 +260,7 @@ def test_a_root_signed_under_the_threshold_is_refused(cloud: Cloud, box: Launche
     repo.sign_and_write(cloud.ota_repo, root_md, one)
     assert (cloud.ota_repo / "metadata" / f"{root.version}.root.json").is_file()
 
-    detail = _refused(cloud, box, "a-root", release, "0.8.0")
+    detail = _refused(box, "a-root", release, "0.8.0")
     assert FORGED in detail and "root" in detail.split(FORGED)[1], detail
 
 
@@ -297,14 +281,14 @@ def test_a_malicious_mirror_is_refused(cloud: Cloud, box: LaunchedBox, served: C
         for p in (rogue / "repo" / sub).iterdir():
             shutil.copyfile(p, cloud.ota_repo / sub / p.name)
 
-    detail = _refused(cloud, box, "a-mirror", release, "0.9.0")
+    detail = _refused(box, "a-mirror", release, "0.9.0")
     assert FORGED in detail and "timestamp" in detail.split(FORGED)[1], detail
 
 
 def test_after_every_attack_the_box_takes_a_good_release(cloud: Cloud, box: LaunchedBox, out: Path) -> None:
     """The repository was put back each time and the Box's trust was not spoilt: a real release is taken."""
     release = publish(cloud, out, "0.10.0")
-    state, detail = _outcome(cloud, box, "a-good", release.name, "0.10.0", timeout=120)
-    assert state == "committed", (state, detail, _events(box))
+    state, detail = _outcome(box, "a-good", release.name, "0.10.0", timeout=120)
+    assert state == "committed", (state, detail, box.events())
     box.wait_committed("0.10.0")
     assert box.releases() == ["0.10.0"] and box.slot().previous == slots.FACTORY

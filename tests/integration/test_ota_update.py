@@ -6,7 +6,6 @@ trial and commits, or rolls back by itself and says why."""
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +39,6 @@ def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
         serial = f"OTA-{request.node.name[5:30].replace('_', '-')}-{n}"
         box = LaunchedBox(cloud, tmp_path / f"box{n}", serial, HEAD + building.sim.points_toml(0.5))
         made.append(box)
-        _BOXES[box.box_id] = box
         return box
 
     try:
@@ -50,33 +48,6 @@ def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
             b.stop()
 
 
-_BOXES: dict[str, LaunchedBox] = {}
-
-
-def _events(cloud: Cloud, box_id: str) -> list[tuple[str, str, str]]:
-    """(deployment, state, detail) of the `ota` events the Box queued for the platform, from its log
-    (outside a deployment the cloud only logs them; tests/integration/test_ota_deploy.py follows
-    them in the cloud)."""
-    return [(m[1], m[2], m[3]) for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", _BOXES[box_id].text())]
-
-
-def _update(cloud: Cloud, box: LaunchedBox, deployment: str, target: Path, version: str,
-            health_s: int = 30) -> dict[str, object]:
-    cmd = cloud.send_command(box.box_id, "update", {"deployment": deployment, "target": target.name,
-                                                   "version": version, "health_s": health_s})
-    return wait_for(lambda: (row := cloud.store.command(cmd)) is not None and row.status and row.reply, 30,
-                    f"the answer to the update {deployment}")  # type: ignore[return-value]
-
-
-def _terminal(cloud: Cloud, box_id: str, deployment: str, timeout: float = 120) -> tuple[str, str]:
-    def done() -> tuple[str, str] | None:
-        for d, state, detail in _events(cloud, box_id):
-            if d == deployment and state in ("committed", "rolled_back", "failed", "aborted"):
-                return state, detail
-        return None
-    return wait_for(done, timeout, f"the outcome of {deployment} on {box_id}")
-
-
 def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
         cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
     box = make_box()
@@ -84,11 +55,11 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
     older = publish(cloud, tmp_path / "out", "0.1.5")
     good = publish(cloud, tmp_path / "out", "0.2.0")
 
-    reply = _update(cloud, box, "d-good", good, "0.2.0")
+    reply = box.send_update("d-good", good.name, "0.2.0")
     assert reply["status"] == "ok", reply
-    assert _terminal(cloud, box.box_id, "d-good")[0] == "committed", _events(cloud, box.box_id)
+    assert box.outcome("d-good")[0] == "committed", box.events()
     box.wait_committed("0.2.0")
-    states = [s for d, s, _ in _events(cloud, box.box_id) if d == "d-good"]
+    states = [s for d, s, _ in box.events() if d == "d-good"]
     assert states[:1] == ["downloading"] and {"installing", "restarting", "committed"} <= set(states)
     assert box.slot().previous == slots.FACTORY  # the factory software is B, kept to come back to
     installed = box.software / "releases" / "0.2.0"
@@ -100,17 +71,17 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
 
     # A release whose daemon cannot start: the launcher takes 0.2.0 back and the platform hears why.
     broken = publish(cloud, tmp_path / "out", "0.3.0", BROKEN_START)
-    assert _update(cloud, box, "d-broken", broken, "0.3.0")["status"] == "ok"
-    state, detail = _terminal(cloud, box.box_id, "d-broken")
-    assert state == "rolled_back", _events(cloud, box.box_id)
+    assert box.send_update("d-broken", broken.name, "0.3.0")["status"] == "ok"
+    state, detail = box.outcome("d-broken")
+    assert state == "rolled_back", box.events()
     assert "exited with status 1 before it was healthy" in detail and "broken release" in detail
     box.wait_committed("0.2.0")
     assert box.releases() == ["0.2.0"]  # the failed release is gone; the factory software stays
     assert box.slot().previous is None
 
     # An instruction to go back to an older release, signed or not, is refused.
-    assert _update(cloud, box, "d-down", older, "0.1.5")["status"] == "ok"
-    state, detail = _terminal(cloud, box.box_id, "d-down")
+    assert box.send_update("d-down", older.name, "0.1.5")["status"] == "ok"
+    state, detail = box.outcome("d-down")
     assert state == "failed" and "a downgrade instruction" in detail and "nothing installed" in detail, detail
     assert box.releases() == ["0.2.0"] and box.running() == "0.2.0"
 
@@ -120,9 +91,9 @@ def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(
     box = make_box()
     box.wait_running(FACTORY)
     bad = publish(cloud, tmp_path / "out", "0.4.0", broken_bus())
-    assert _update(cloud, box, "d-nopoll", bad, "0.4.0", health_s=12)["status"] == "ok"
+    assert box.send_update("d-nopoll", bad.name, "0.4.0", health_s=12)["status"] == "ok"
     box.wait_running("0.4.0")  # it starts and connects ...
-    state, detail = _terminal(cloud, box.box_id, "d-nopoll")  # ... but never reads a good value
+    state, detail = box.outcome("d-nopoll")  # ... but never reads a good value
     assert state == "rolled_back"
     assert "not healthy within 12 s" in detail and "no good reading yet" in detail, detail
     box.wait_running(FACTORY)
@@ -140,8 +111,8 @@ def test_a_tampered_release_is_refused_and_nothing_is_installed(
     data[len(data) // 2] ^= 0xFF  # a mirror or an attacker changed one byte
     served.write_bytes(bytes(data))
 
-    assert _update(cloud, box, "d-tampered", good, "0.5.0")["status"] == "ok"
-    state, detail = _terminal(cloud, box.box_id, "d-tampered")
+    assert box.send_update("d-tampered", good.name, "0.5.0")["status"] == "ok"
+    state, detail = box.outcome("d-tampered")
     assert state == "failed" and "does not match the length or hash" in detail, detail
     assert "nothing installed" in detail
     assert box.releases() == [] and box.slot().active == slots.FACTORY and box.slot().trial is None
@@ -152,8 +123,8 @@ def test_a_target_the_repository_does_not_hold_is_refused(cloud: Cloud, make_box
                                                             tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
-    assert _update(cloud, box, "d-absent", tmp_path / "boxd-9.9.9.tar.gz", "9.9.9")["status"] == "ok"
-    state, detail = _terminal(cloud, box.box_id, "d-absent")
+    assert box.send_update("d-absent", "boxd-9.9.9.tar.gz", "9.9.9")["status"] == "ok"
+    state, detail = box.outcome("d-absent")
     assert state == "failed" and "offers no target" in detail, detail
     assert box.releases() == [] and box.running() == FACTORY
 
@@ -186,15 +157,15 @@ def test_a_crash_in_the_download_process_is_a_failed_update_not_a_dead_daemon(
     box = make_box()
     box.wait_running(FACTORY)
     fragile = publish(cloud, tmp_path / "out", "0.6.0", {"ota/client.py": crashing.encode()})
-    assert _update(cloud, box, "d-fragile", fragile, "0.6.0")["status"] == "ok"
-    assert _terminal(cloud, box.box_id, "d-fragile")[0] == "committed"
+    assert box.send_update("d-fragile", fragile.name, "0.6.0")["status"] == "ok"
+    assert box.outcome("d-fragile")[0] == "committed"
     box.wait_committed("0.6.0")
     pid = box.status()["pid"]
 
     # ... takes the next update: the download process dies, the daemon says so and runs on.
     nxt = publish(cloud, tmp_path / "out", "0.7.0")
-    assert _update(cloud, box, "d-after", nxt, "0.7.0")["status"] == "ok"
-    state, detail = _terminal(cloud, box.box_id, "d-after")
+    assert box.send_update("d-after", nxt.name, "0.7.0")["status"] == "ok"
+    state, detail = box.outcome("d-after")
     assert state == "failed" and "the download process ended with signal 6" in detail, detail
     assert box.status()["pid"] == pid and box.running() == "0.6.0"
     assert box.releases() == ["0.6.0"]

@@ -50,18 +50,23 @@ class BoxProcess:
         return self.proc.poll() is not None
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return stop_process(self.proc, 20)
 
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> int:
+    """SIGTERM, then SIGKILL after `grace_s`; the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
 
 
 def socket_inodes(pid: int) -> set[str]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +15,12 @@ from pathlib import Path
 from cloud.platform import Cloud
 from ota import bundle, slots
 from ota import repository as repo
+from tests.support.boxproc import stop_process
 from tests.support.cloudkit import provision
 from tests.support.wait import wait_for
 
 SOURCE = Path(__file__).resolve().parents[2]
+FINAL = ("committed", "rolled_back", "failed", "aborted")  # an update's last event
 HEAD = "[uplink]\nbatch_delay_ms = 100\nreconnect_max_s = 2\nheartbeat_s = 2\n\n"
 
 # A release whose daemon dies at start (an import-time error).
@@ -101,16 +103,26 @@ class LaunchedBox:
                  timeout, f"Box {self.box_id} to commit version {version}")
 
     def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return 0 if self.proc is None else stop_process(self.proc, 30)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """(deployment, state, detail) of the `ota` events the Box queued for the platform, from its log
+        (outside a deployment the cloud only logs them; test_ota_deploy.py follows them in the cloud)."""
+        return [(m[1], m[2], m[3]) for m in re.finditer(r"update (\S+) to \S+: (\w+): (.*)", self.text())]
+
+    def send_update(self, deployment: str, target: str, version: str, health_s: int = 30) -> dict[str, object]:
+        """The platform's `update` command; the Box's reply to it."""
+        cmd = self.cloud.send_command(self.box_id, "update", {"deployment": deployment, "target": target,
+                                                             "version": version, "health_s": health_s})
+        return wait_for(lambda: (row := self.cloud.store.command(cmd)) is not None and row.status and row.reply,
+                        30, f"the answer to the update {deployment}")  # type: ignore[return-value]
+
+    def outcome(self, deployment: str, timeout: float = 120) -> tuple[str, str]:
+        """The final (state, detail) the Box reported for `deployment`."""
+        def done() -> tuple[str, str] | None:
+            return next(((state, detail) for d, state, detail in self.events()
+                         if d == deployment and state in FINAL), None)
+        return wait_for(done, timeout, f"the outcome of {deployment} on {self.box_id}")
