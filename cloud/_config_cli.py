@@ -74,7 +74,7 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
                                              "boxcloud cmd list SN-0042 --json"], exits))
     c.add_argument("box_id", help="the Box (or 'list')")
     c.add_argument("name", help="the command (or, after 'list', the Box)")
-    c.add_argument("args", nargs="*", metavar="KEY=VALUE", help="arguments; values are JSON or text")
+    c.add_argument("args", nargs="*", default=[], metavar="KEY=VALUE", help="arguments; values are JSON or text")
     c.add_argument("--ttl", type=duration, default=300, help="the command expires after this (default 5m)")
     c.add_argument("--wait", type=duration, default=30, help="wait this long for the Box's answer (0: don't)")
     c.add_argument("--json", action="store_true", help="the answer (or the list) as JSON")

@@ -153,6 +153,8 @@ def _main(argv: list[str] | None) -> int:
         for r in reasons or []:
             print(f"  - {r}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # clikit.run_main: the reader went away
     except OSError as e:
         where = f" {e.filename}" if e.filename else ""
         print(f"boxcloud: {e.strerror or e}:{where}".rstrip(":"), file=sys.stderr)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import re
 import secrets
 import socket
 import threading
@@ -23,7 +22,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from boxd import downlink
+from boxd import clikit, downlink
 from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
@@ -60,18 +59,6 @@ def _local(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
-
-
-def _is_host(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return bool(_HOST_RE.fullmatch(name))
-    return True
-
-
 def check_settings(s: Settings, extra_names: list[str]) -> None:
     """Refuse at `init` what would only fail at `run` (or at the Boxes).
 
@@ -87,7 +74,7 @@ def check_settings(s: Settings, extra_names: list[str]) -> None:
         except ValueError:
             problems.append(f"--bind {s.bind!r} is not an IP address of this machine (e.g. 0.0.0.0, 127.0.0.1)")
     for what, name in [("--host", s.host), *(("--name", n) for n in extra_names)]:
-        if not _is_host(name):
+        if not clikit.is_host(name):
             problems.append(f"{what} {name!r} is not a DNS name or an IP address")
     if problems:
         raise CloudError("; ".join(problems))
