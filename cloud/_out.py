@@ -23,6 +23,8 @@ from rich.filesize import decimal
 from rich.table import Table
 
 _out = Console(highlight=False, soft_wrap=False)
+if not _out.is_terminal:  # into a file or a pipe: no terminal to fit, so no folding (grep finds whole rows)
+    _out = Console(highlight=False, soft_wrap=False, width=100_000)
 _err = Console(stderr=True, highlight=False)
 
 

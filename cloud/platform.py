@@ -351,7 +351,9 @@ class Cloud:
                 downlink.decode_config(payload)
             except downlink.DownlinkError as e:
                 reasons = list(e.reasons) or [str(e).removeprefix("config: ")]
-                err = CloudError(reasons[0] if len(reasons) == 1 else f"{len(reasons)} problems")
+                if len(reasons) == 1:
+                    raise CloudError(f"not sent: {reasons[0]}") from None
+                err = CloudError(f"not sent: {len(reasons)} problems")
                 err.reasons = reasons  # type: ignore[attr-defined]
                 raise err from None
         return self.store.add_config(box_id, toml_text, allow_empty)
