@@ -25,6 +25,7 @@ This module starts and stops things; the logic lives in the modules it wires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -178,6 +179,7 @@ class Daemon:
         self._buses = buses_of({}, [])
         self._ident: identity.Identity | None = None
         self._rebooting = False  # a reboot command succeeded: the stop that follows is planned
+        self._beat_now = asyncio.Event()  # a heartbeat is due now (connected, configuration changed)
 
     async def run(self) -> None:
         """Load everything, start the tasks, run until cancelled, stop cleanly.
@@ -352,6 +354,7 @@ class Daemon:
         for name, factory in tasks.items():
             self._supervisor.start(name, factory)
         log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self._buses.source_of))
+        self._beat_now.set()
 
     def _bus_task(self, src: PointSource, first: int) -> TaskFactory:
         emit = self._emitter(src, first)
@@ -424,6 +427,7 @@ class Daemon:
         self._inflight_events.clear()
         self.uplink.publish("meta", self._meta, qos=1, retain=True)
         self._wake.set()
+        self._beat_now.set()
 
     def _acked(self, mid: int, ok: bool) -> None:
         waiter = self._reply_acks.get(mid)
@@ -703,11 +707,15 @@ class Daemon:
         }
 
     async def _heartbeat(self) -> None:
-        assert self.uplink is not None
+        """A health report every `heartbeat_s`, and at once after each connection and each new
+        configuration (so the platform knows the configuration that runs without waiting)."""
         while True:
-            if self.uplink.state.connected:
+            if self.uplink is not None and self.uplink.state.connected:
                 self.uplink.publish("health", wire.encode_doc(self.health()), qos=1)
-            await asyncio.sleep(self._cfg.uplink.heartbeat_s)
+            self._beat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._cfg.uplink.heartbeat_s):
+                    await self._beat_now.wait()
 
     def status(self) -> dict[str, object]:
         """What `boxctl status` and systemd's STATUS show."""

@@ -150,8 +150,9 @@ def _show(cloud: Cloud, args: argparse.Namespace) -> int:
         received, h = health
         up = h.get("up_s")
         out.line(f"  heartbeat:    {out.ago(received)}; up {out.duration(up) if isinstance(up, int) else '?'}; "
-                 f"clock {'ok' if h.get('clock_ok') else 'NOT TRUSTED'}; configuration version "
-                 f"{h.get('config_version', '?')}")
+                 f"clock {'ok' if h.get('clock_ok') else 'NOT TRUSTED'}; configuration "
+                 + (f"version {h['config_version']}" if isinstance(h.get("config_version"), int) else
+                    "written on the Box" if "config_sha256" in h else "unknown (older software)"))
         out.line(f"  queue:        {h.get('queue', '?')} sample(s) waiting; {h.get('evicted', 0)} evicted in all")
         buses = h.get("buses")
         if isinstance(buses, dict):
