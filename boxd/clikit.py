@@ -41,6 +41,15 @@ def is_host(name: str) -> bool:
     return True
 
 
+def count(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from `lo` to `hi` (said in one short line when it is not)."""
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError(f"not a number from {lo} to {hi}: {text!r}")
+        return int(text)
+    return parse
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line; subparsers are of the same class."""
 

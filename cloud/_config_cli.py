@@ -50,7 +50,7 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
     s = clikit.subcommand(cs, "show", "the configurations sent to a Box and what it answered",
                           ["boxcloud config show SN-0042", "boxcloud config show SN-0042 --json"], exits=exits)
     s.add_argument("box_id")
-    s.add_argument("--history", type=int, default=5, choices=range(1, 1001), metavar="N",
+    s.add_argument("--history", type=clikit.count(1, 1000), default=5, metavar="N",
                    help="how many, 1..1000 (default %(default)s)")
     s.add_argument("--json", action="store_true", help="one JSON list")
     g = clikit.subcommand(cs, "get", "print the configuration a Box runs (as its heartbeat reports it)",

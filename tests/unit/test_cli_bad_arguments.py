@@ -116,6 +116,19 @@ def test_bad_arguments_are_one_line_and_a_non_zero_exit(prog: str, path: tuple[s
         status, err = _run(prog, argv, capsys)
         _one_line(prog, argv, status, err)
     assert not places["nowhere"].exists()
+    # a hostile value for each of its options that takes one (numbers, durations, choices, paths, hosts)
+    filler = ["127.0.0.1"] * len(positionals)
+    for action in _valued_options(parser):
+        argv = [*_globals(prog, places, True), *path, *filler, action.option_strings[-1], HOSTILE]
+        status, err = _run(prog, argv, capsys)
+        _one_line(prog, argv, status, err)
+        assert len(err) < 400, err  # one readable line, not a list of a thousand choices
+    assert not places["nowhere"].exists()
+
+
+def _valued_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    return [a for a in parser._actions if a.option_strings and a.nargs != 0 and not a.required
+            and not isinstance(a, argparse._HelpAction | argparse._VersionAction)]
 
 
 def _process(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
