@@ -40,7 +40,7 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
                           ["boxcloud box show SN-0042", "boxcloud box show SN-0042 --history 20",
                            "boxcloud box show SN-0042 --json"], exits=exits)
     s.add_argument("box_id")
-    s.add_argument("--history", type=int, default=5, choices=range(0, 1001), metavar="N",
+    s.add_argument("--history", type=clikit.count(0, 1000), default=5, metavar="N",
                    help="status changes to show, 0..1000 (default %(default)s)")
     s.add_argument("--json", action="store_true", help="one JSON object")
     r = clikit.subcommand(bs, "revoke", "revoke a Box's certificate and end its live session",

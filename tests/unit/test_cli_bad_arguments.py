@@ -119,10 +119,13 @@ def test_bad_arguments_are_one_line_and_a_non_zero_exit(prog: str, path: tuple[s
     # a hostile value for each of its options that takes one (numbers, durations, choices, paths, hosts)
     filler = ["127.0.0.1"] * len(positionals)
     for action in _valued_options(parser):
-        argv = [*_globals(prog, places, True), *path, *filler, action.option_strings[-1], HOSTILE]
-        status, err = _run(prog, argv, capsys)
-        _one_line(prog, argv, status, err)
-        assert len(err) < 400, err  # one readable line, not a list of a thousand choices
+        for value in (HOSTILE, "-1"):
+            argv = [*_globals(prog, places, True), *path, *filler, action.option_strings[-1], value]
+            status, err = _run(prog, argv, capsys)
+            if status == 0 and value == "-1":
+                continue  # free text ("--reason -1") is no bad argument
+            _one_line(prog, argv, status, err)
+            assert len(err) < 400, err  # one readable line, not a list of a thousand choices
     assert not places["nowhere"].exists()
 
 
