@@ -10,11 +10,9 @@ expires (checked every minute).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,10 +20,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from boxd import clikit, downlink
+from boxd import downlink
 from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
+from cloud._checks import check_port_free, check_settings
 from cloud.broker import Broker
 from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
@@ -57,39 +56,6 @@ def config_doc(version: int, toml_text: str, allow_empty: bool) -> dict[str, obj
 
 def _local(ts: float) -> str:
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
-
-
-def check_settings(s: Settings, extra_names: list[str]) -> None:
-    """Refuse at `init` what would only fail at `run` (or at the Boxes).
-
-    Raises:
-        CloudError: every problem, in one message.
-    """
-    problems = []
-    if s.broker_port == s.enroll_port:
-        problems.append(f"the broker and the enrollment endpoint cannot share port {s.broker_port}")
-    if s.bind:
-        try:
-            ipaddress.ip_address(s.bind)
-        except ValueError:
-            problems.append(f"--bind {s.bind!r} is not an IP address of this machine (e.g. 0.0.0.0, 127.0.0.1)")
-    for what, name in [("--host", s.host), *(("--name", n) for n in extra_names)]:
-        if not clikit.is_host(name):
-            problems.append(f"{what} {name!r} is not a DNS name or an IP address")
-    if problems:
-        raise CloudError("; ".join(problems))
-
-
-def check_port_free(bind: str, port: int, what: str) -> None:
-    """Raise CloudError naming the port when something already listens on it."""
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is no conflict
-        try:
-            sock.bind((bind, port))
-        except OSError as e:
-            raise CloudError(f"cannot listen for the {what} on {bind or '*'}:{port}: {e.strerror or e} "
-                             "(another program, or another 'boxcloud run', uses it)") from None
 
 
 @dataclass(frozen=True)
