@@ -170,6 +170,12 @@ class Uplink:
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
+        # Only the I/O thread touches the TLS socket. Without this, paho's publish() from the
+        # daemon's thread writes to it directly (it does so when it runs no thread of its own)
+        # while the I/O thread reads or writes too: two threads on one SSL object corrupt its
+        # records, and the broker drops the Box ("decryption failed or bad record mac"). With a
+        # write-registration callback, publish() only queues and wakes the I/O thread's select().
+        client.on_socket_register_write = lambda *_: None
         return client
 
     def _run(self) -> None:
