@@ -1,8 +1,11 @@
 """The `boxd` command: run the daemon, launch it from its software slot (`ota.launcher`), or
 check a configuration file.
 
-Errors an installer can fix (not provisioned, bad configuration) end with one
-line on stderr and exit status 2; no traceback.
+Errors an installer can fix (not provisioned, bad configuration, another boxd on the same
+state directory) end with one line on stderr (a configuration's problems each on a line of
+their own) and exit status 2; no traceback. One daemon per state directory: `run` and
+`launch` hold ``<state>/boxd.lock`` (a daemon started by its launcher runs under the
+launcher's lock).
 """
 
 from __future__ import annotations
@@ -15,26 +18,88 @@ import signal
 import sys
 from pathlib import Path
 
-from boxd import __version__, sdnotify
-from boxd.errors import BoxdError
+from boxd import __version__, clikit, sdnotify
+from boxd.errors import BoxdError, IdentityError
+from boxd.files import AlreadyRunning, lock_holder, pid_lock
 
 DEFAULT_STATE = Path("/var/lib/boxd")
 DEFAULT_CONFIG = Path("/etc/boxd/boxd.toml")
+LOCK_FILE = "boxd.lock"
+EXITS = """  0   stopped cleanly (run, launch); the file is valid (check-config)
+  2   cannot start or not valid: bad arguments, not provisioned, configuration invalid,
+      another boxd runs on this state directory
+  75  (run) stopped to be started again: a restart command or an update (systemd restarts it)
+  70  an unexpected error (a bug: please report it)"""
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="boxd", description="The Box supervisor daemon.")
+    p = clikit.Parser(prog="boxd", description="The Box supervisor daemon: reads the field buses, publishes to the "
+                                               "platform over MQTT with mutual TLS, takes configurations, commands "
+                                               "and updates.",
+                      epilog=clikit.epilog(["boxd launch                      # what systemd starts on a Box",
+                                            "boxd --state-dir demo-data/box --config demo-data/box/boxd.toml run",
+                                            "boxd check-config /etc/boxd/boxd.toml"], EXITS))
     p.add_argument("--version", action="version", version=f"boxd {__version__}")
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE, help="identity, queue (default %(default)s)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="configuration file (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = p.add_subparsers(dest="cmd")
-    sub.add_parser("run", help="run the daemon (the default)")
-    sub.add_parser("launch", help="run the active software slot (A/B), roll back a new version that fails its "
-                                  "trial; what systemd starts on a Box with updates (image/README.md)")
-    c = sub.add_parser("check-config", help="validate a configuration file and exit")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    clikit.subcommand(sub, "run", "run the daemon (the default)", ["boxd --state-dir /var/lib/boxd run"],
+                      exits=EXITS)
+    clikit.subcommand(sub, "launch", "run the active software slot (A/B), roll back a new version that fails its "
+                                     "trial; what systemd starts on a Box with updates (image/README.md)",
+                      ["boxd launch", "boxd --state-dir demo-data/box --config demo-data/box/boxd.toml launch"],
+                      exits=EXITS)
+    c = clikit.subcommand(sub, "check-config", "validate a configuration file and exit (every problem, each with "
+                                               "where it is)",
+                          ["boxd check-config /etc/boxd/boxd.toml", "boxd --config new.toml check-config"],
+                          exits="  0   valid\n  2   not valid (every problem is listed) or unreadable")
     c.add_argument("file", type=Path, nargs="?", help="the file (default: --config)")
     return p
+
+
+def _check_config(path: Path, state_dir: Path) -> int:
+    from boxd import config  # pymodbus and the drivers: not for the launcher
+
+    try:
+        cfg = config.load(path, state_dir / config.CACHE_FILE if state_dir.is_dir() else None)
+    except BoxdError as e:
+        reasons = config.file_problems(path) or [str(e)]
+        if len(reasons) == 1:
+            print(f"boxd: {reasons[0] if str(path) in reasons[0] else f'{path}: {reasons[0]}'}", file=sys.stderr)
+        else:
+            print(f"boxd: {path}: {len(reasons)} problems:", file=sys.stderr)
+            for r in reasons:
+                print(f"  - {r}", file=sys.stderr)
+        return 2
+    buses = len(cfg.modbus_tcp) + len(cfg.modbus_rtu) + len(cfg.bacnet)
+    print(f"{path}: valid ({buses} bus(es): {len(cfg.modbus_tcp)} Modbus TCP, {len(cfg.modbus_rtu)} Modbus RTU, "
+          f"{len(cfg.bacnet)} BACnet/IP; {cfg.point_count()} point(s))")
+    if not cfg.point_count():
+        print("note: no points: boxd would read nothing (a Box waits like this for its first configuration)")
+    return 0
+
+
+def _lock(state_dir: Path) -> int | None:
+    """One daemon per state directory; None when our launcher (the parent) holds the lock for us.
+
+    Raises:
+        IdentityError: no state directory (not provisioned).
+        BoxdError: another boxd holds it.
+    """
+    if not state_dir.is_dir():
+        raise IdentityError(f"this Box is not provisioned (no {state_dir}); run 'boxctl provision' "
+                            "(or give --state-dir)")
+    path = state_dir / LOCK_FILE
+    if os.environ.get("BOXD_LAUNCHED") == "1" and lock_holder(path) == os.getppid():
+        return None
+    try:
+        return pid_lock(path)
+    except AlreadyRunning as e:
+        raise BoxdError(f"boxd is already running on {state_dir} (pid {e.pid or '?'}); one daemon per state "
+                        "directory: stop it first (systemctl stop boxd)") from None
+    except OSError as e:
+        raise BoxdError(f"cannot lock {path}: {e.strerror}") from None
 
 
 async def _run(state_dir: Path, config_path: Path) -> int:
@@ -48,7 +113,7 @@ async def _run(state_dir: Path, config_path: Path) -> int:
     except ValueError:
         probation_s = reconfig.DEFAULT_PROBATION_S
     daemon = Daemon(state_dir, config_path, probation_s=max(0.1, probation_s),
-                    reboot_command=os.environ.get("BOXD_REBOOT_COMMAND", "systemctl reboot"))
+                    reboot_command=os.environ.get("BOXD_REBOOT_COMMAND", ""))
 
     task = asyncio.current_task()
     assert task is not None
@@ -60,22 +125,15 @@ async def _run(state_dir: Path, config_path: Path) -> int:
     return daemon.exit_status
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `boxd` command."""
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "check-config":
-        from boxd import config  # pymodbus and the drivers: not for the launcher
-
-        path = args.file or args.config
-        try:
-            cfg = config.load(path, args.state_dir / config.CACHE_FILE)
-        except BoxdError as e:
-            print(f"boxd: {e}", file=sys.stderr)
-            return 2
-        buses = len(cfg.modbus_tcp) + len(cfg.modbus_rtu) + len(cfg.bacnet)
-        print(f"{path}: valid ({buses} bus(es): {len(cfg.modbus_tcp)} Modbus TCP, {len(cfg.modbus_rtu)} Modbus RTU, "
-              f"{len(cfg.bacnet)} BACnet/IP; {cfg.point_count()} point(s))")
-        return 0
+        return _check_config(args.file or args.config, args.state_dir)
+    try:
+        lock = _lock(args.state_dir)  # noqa: F841 - held for the process's life
+    except BoxdError as e:
+        print(f"boxd: {e}", file=sys.stderr)
+        return 2
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     if args.cmd == "launch":
         from ota import launcher
@@ -86,9 +144,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(_run(args.state_dir, args.config))
     except BoxdError as e:
-        logging.getLogger("boxd").error("%s", e)
+        if os.environ.get("JOURNAL_STREAM"):  # under systemd: in the journal with the daemon's other lines
+            logging.getLogger("boxd").error("%s", e)
         print(f"boxd: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `boxd` command."""
+    return clikit.run_main("boxd", lambda: _main(argv))
 
 
 if __name__ == "__main__":

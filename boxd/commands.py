@@ -10,7 +10,9 @@ the platform hears "ok" before the daemon goes. In order:
 3. the command: ``write`` (checked by `downlink.check_write` against the configuration's
    points, then the bus's `write`, which checks again), ``read`` (`read_now` on each bus),
    ``logs`` (the in-memory tail, `boxd.logring`), ``restart`` (the daemon exits non-zero
-   after the reply; systemd starts it again), ``reboot`` (the configured reboot command),
+   after the reply; systemd starts it again), ``reboot`` (the configured reboot command; without
+   one, ``systemctl reboot`` only in a boxd that systemd started: never the machine of someone
+   trying boxd by hand or in the demo),
    ``renew_cert`` (the daemon's renewal: new key and certificate, tried on the broker, kept
    only if it works; "rejected" when the daemon gives none), ``update`` and ``update_abort``
    (handed to the daemon's `Updates`, `ota.agent.UpdateAgent`: accepted at once, the outcome
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -73,7 +76,8 @@ class Buses:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A command's reply, and what the daemon does after sending it ("" or "restart")."""
+    """A command's reply, and what the daemon does after sending it ("", "restart", or "reboot": the
+    machine is going down, so the stop that follows is planned)."""
 
     reply: bytes
     then: str = ""
@@ -87,7 +91,7 @@ class CommandRunner:
                  renew: Renew | None = None, updates: Updates | None = None) -> None:
         self._seen_path = state_dir / SEEN_FILE
         self._ring = ring
-        self._reboot = shlex.split(reboot_command) or shlex.split(DEFAULT_REBOOT)
+        self._reboot = shlex.split(reboot_command)  # empty: DEFAULT_REBOOT, under systemd only
         self._now = now
         self._time_limit = time_limit_s
         self._renew = renew
@@ -145,7 +149,8 @@ class CommandRunner:
         if cmd.name == "restart":
             return Outcome(downlink.reply(cmd.id, "ok", "restarting"), then="restart")
         if cmd.name == "reboot":
-            return Outcome(await self._reboot_now(cmd))
+            reply = await self._reboot_now(cmd)
+            return Outcome(reply, then="reboot" if downlink.decode_reply(reply).get("status") == "ok" else "")
         if cmd.name == "renew_cert":
             if self._renew is None:
                 raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
@@ -194,9 +199,15 @@ class CommandRunner:
         return downlink.reply(cmd.id, "ok", f"{good} of {len(names)} point(s) read", result=result, faults=faults)
 
     async def _reboot_now(self, cmd: Command) -> bytes:
-        shown = shlex.join(self._reboot)
+        argv = self._reboot
+        if not argv:
+            if not os.environ.get("INVOCATION_ID"):  # set by systemd for the services it starts
+                raise DownlinkError(f"cmd {cmd.id} (reboot): this boxd was not started by systemd, so it does not "
+                                    "reboot this machine (set BOXD_REBOOT_COMMAND to the command that reboots it)")
+            argv = shlex.split(DEFAULT_REBOOT)
+        shown = shlex.join(argv)
         try:
-            proc = await asyncio.create_subprocess_exec(*self._reboot, stdin=asyncio.subprocess.DEVNULL,
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                         stdout=asyncio.subprocess.DEVNULL,
                                                         stderr=asyncio.subprocess.PIPE)
         except OSError as e:

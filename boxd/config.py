@@ -246,6 +246,7 @@ def _buses_problems(raw: Mapping[str, object]) -> list[str]:
                 bus = parse_bus(item)
             except DriverConfigError as e:
                 found.extend(f"{where}: {reason}" for reason in _bus_problems(parse_bus, item, str(e)))
+                device_names.update(_raw_names(item))  # so a name used again later is still said
                 continue
             for dev in devices_of(bus):
                 if dev in device_names:
@@ -260,19 +261,65 @@ def _buses_problems(raw: Mapping[str, object]) -> list[str]:
 
 def _bus_problems(parse_bus: Callable[[Mapping[str, object]], object], raw: Mapping[str, object],
                   first: str) -> list[str]:
-    """The problems of one bus table that failed: each of its devices tried alone."""
+    """The problems of one bus table that failed: each of its devices tried alone, and within a
+    device each of its points alone (so four bad points are four reasons, not the first)."""
     devices = raw.get("devices")
-    if not isinstance(devices, list) or len(devices) < 2:
-        return [first]
+    if not isinstance(devices, list) or not devices:
+        return _table_problems(parse_bus, raw) or [first]
     reasons: list[str] = []
     for n, device in enumerate(devices, 1):
-        try:
-            parse_bus({**raw, "devices": [device]})
-        except DriverConfigError as e:
-            reason = str(e).replace("device #1", f"device #{n}", 1)  # alone, an unnamed device is #1
+        def alone(d: Mapping[str, object]) -> object:
+            return parse_bus({**raw, "devices": [d]})
+        for found in _table_problems(alone, device) if isinstance(device, Mapping) else [first]:
+            reason = found.replace("device #1", f"device #{n}", 1)  # alone, an unnamed device is #1
             if reason not in reasons:
                 reasons.append(reason)
     return reasons or [first]  # each device is fine alone: the problem is between them
+
+
+def _table_problems(parse_one: Callable[[Mapping[str, object]], object], raw: Mapping[str, object]) -> list[str]:
+    """The problems of one device's table: none, its first, or each of its points tried alone."""
+    try:
+        parse_one(raw)
+    except DriverConfigError as e:
+        first = str(e)
+    else:
+        return []
+    points = raw.get("points")
+    if not isinstance(points, list) or len(points) < 2:
+        return [first]
+    reasons: list[str] = []
+    for n, point in enumerate(points, 1):
+        try:
+            parse_one({**raw, "points": [point]})
+        except DriverConfigError as e:
+            reason = str(e).replace("point #1", f"point #{n}", 1)
+            if reason not in reasons:
+                reasons.append(reason)
+    if first not in reasons and not any(r.split(" point ", 1)[0] == first.split(" point ", 1)[0] and " point " in r
+                                        for r in reasons):
+        reasons.append(first)  # a problem between the points (a name used twice), or of the device itself
+    return reasons
+
+
+def _raw_names(raw: Mapping[str, object]) -> list[str]:
+    """The device names a bus table that failed validation gives (a Modbus TCP device's own, or
+    its devices')."""
+    devices = raw.get("devices")
+    tables = devices if isinstance(devices, list) else [raw] if "points" in raw else []
+    return [str(t["name"]) for t in tables if isinstance(t, Mapping) and isinstance(t.get("name"), str)]
+
+
+def file_problems(path: Path) -> list[str]:
+    """Every problem of a configuration file, each with where it is (empty: valid, or unreadable
+    in a way `load` says better)."""
+    try:
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        return [f"cannot read the configuration {path}: {e.strerror}"]
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return [f"the configuration {path} is not valid TOML: {str(e)[:200]}"]
+    return problems(raw)
 
 
 def _parse_ints(raw: object, section: str, limits: Mapping[str, tuple[int, int]]) -> dict[str, int]:

@@ -25,6 +25,7 @@ This module starts and stops things; the logic lives in the modules it wires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -138,7 +139,7 @@ class Daemon:
     """One Box daemon. The constructor does no I/O; `run()` runs until cancelled."""
 
     def __init__(self, state_dir: Path, config_path: Path, *, probation_s: float = reconfig.DEFAULT_PROBATION_S,
-                 reboot_command: str = "systemctl reboot") -> None:
+                 reboot_command: str = "") -> None:
         self.state_dir = state_dir
         self.config_path = config_path
         self.probation_s = probation_s
@@ -177,6 +178,8 @@ class Daemon:
         self._supervisor: Supervisor | None = None
         self._buses = buses_of({}, [])
         self._ident: identity.Identity | None = None
+        self._rebooting = False  # a reboot command succeeded: the stop that follows is planned
+        self._beat_now = asyncio.Event()  # a heartbeat is due now (connected, configuration changed)
 
     async def run(self) -> None:
         """Load everything, start the tasks, run until cancelled, stop cleanly.
@@ -232,7 +235,8 @@ class Daemon:
             sdnotify.notify("STOPPING=1")
             if self._ota_trial is not None:
                 self._ota_trial.cancel()
-            await self.uplink.stop()
+            await self.uplink.stop("restarting" if self.exit_status == RESTART_STATUS or self._rebooting
+                                   else "stopped")
             self.queue.close()
             log.info("boxd stopped")
 
@@ -306,7 +310,7 @@ class Daemon:
         old, new = self.uplink, self._make_uplink(ident)
         self._link_up.clear()
         if old is not None:
-            await old.stop()
+            await old.stop("restarting")  # a new certificate: back in a moment
         self.uplink = new
         await new.start()
         if trial_s <= 0:
@@ -350,6 +354,7 @@ class Daemon:
         for name, factory in tasks.items():
             self._supervisor.start(name, factory)
         log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self._buses.source_of))
+        self._beat_now.set()
 
     def _bus_task(self, src: PointSource, first: int) -> TaskFactory:
         emit = self._emitter(src, first)
@@ -422,6 +427,7 @@ class Daemon:
         self._inflight_events.clear()
         self.uplink.publish("meta", self._meta, qos=1, retain=True)
         self._wake.set()
+        self._beat_now.set()
 
     def _acked(self, mid: int, ok: bool) -> None:
         waiter = self._reply_acks.get(mid)
@@ -540,9 +546,14 @@ class Daemon:
                 self._reply(downlink.config_reply(push.version, "rejected", [f"cannot start it: {e}"]))
                 return
         log.info("configuration %d applied", push.version)
-        self._reply(downlink.config_reply(push.version, "applied"))
+        self.files.remember(text, push.version)
         if self._buses.source_of and self.files.last_good.exists() and (worked or on_probation):
+            self._reply(downlink.config_reply(push.version, "applied", [
+                f"{downlink.ON_PROBATION} for {self.probation_s:g} s: kept once a device gives a good reading, "
+                "else rolled back"]))
             self._probation = asyncio.create_task(self._watch(push.version, self._generation), name="probation")
+        else:
+            self._reply(downlink.config_reply(push.version, "applied"))
 
     def _handled(self, version: int) -> None:
         try:
@@ -558,7 +569,8 @@ class Daemon:
             if generation != self._generation:
                 return  # another configuration came meanwhile: its own probation watches
             if self._good:
-                log.info("configuration %d works (good readings)", version)
+                log.info("configuration %d works (good readings): kept", version)
+                self._reply(downlink.config_reply(version, "kept"))
                 return
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         if self._good or generation != self._generation:
@@ -594,6 +606,7 @@ class Daemon:
                 self._reply(downlink.reply(cmd_id, "rejected", str(e)))
             return
         outcome = await self.commands.run(cmd, self._buses)
+        self._rebooting = self._rebooting or outcome.then == "reboot"
         mid = self._reply(outcome.reply)
         if outcome.then == "restart":
             if mid is not None:
@@ -689,14 +702,20 @@ class Daemon:
             "buses": {s.name: dict(s.stats()) for s in self.sources},
             "cert_not_after": int(self._ident.not_after().timestamp()),
             "restarts": {n: r for n, r in restarts.items() if r},
+            "config_version": self.files.running_version(), "config_sha256": self.files.digest(),
+            "probation_s": self.probation_s,
         }
 
     async def _heartbeat(self) -> None:
-        assert self.uplink is not None
+        """A health report every `heartbeat_s`, and at once after each connection and each new
+        configuration (so the platform knows the configuration that runs without waiting)."""
         while True:
-            if self.uplink.state.connected:
+            if self.uplink is not None and self.uplink.state.connected:
                 self.uplink.publish("health", wire.encode_doc(self.health()), qos=1)
-            await asyncio.sleep(self._cfg.uplink.heartbeat_s)
+            self._beat_now.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._cfg.uplink.heartbeat_s):
+                    await self._beat_now.wait()
 
     def status(self) -> dict[str, object]:
         """What `boxctl status` and systemd's STATUS show."""
@@ -710,6 +729,12 @@ class Daemon:
             "queue_samples": self.queue.samples,
             "clock_ok": self.clock.trusted(),
             "buses": len(self.sources),
+            "bus_health": {src.name: {"points": len(src.points()), "polling": src.name in self._polling,
+                                      **{k: v for k, v in src.stats().items() if k in ("requests", "errors")}}
+                           for src in self.sources},
+            "points": len(self._buses.source_of),
+            "config_version": self.files.running_version(),
+            "config_sha256": self.files.digest(),
             "version": __version__,
             "health_missing": self.health_missing() if self.updates.trial is not None else "",
         }

@@ -80,9 +80,11 @@ MIN_HEALTH_S: Final = 10
 MAX_HEALTH_S: Final = 3600
 
 CmdStatus = Literal["ok", "rejected", "failed", "expired", "duplicate"]
-ConfigStatus = Literal["applied", "rejected", "rolled_back"]
+ConfigStatus = Literal["applied", "rejected", "rolled_back", "kept"]
 CMD_STATUSES: Final = frozenset({"ok", "rejected", "failed", "expired", "duplicate"})
-CONFIG_STATUSES: Final = frozenset({"applied", "rejected", "rolled_back"})
+# "applied" with a reason "on probation ..." is followed by "kept" (a good reading came) or "rolled_back"
+CONFIG_STATUSES: Final = frozenset({"applied", "rejected", "rolled_back", "kept"})
+ON_PROBATION = "on probation"  # how an "applied" reply's first reason starts when a probation follows
 
 
 class DownlinkError(BoxdError):
@@ -100,6 +102,7 @@ class ConfigPush:
     version: int
     toml_text: str
     config: box_config.BoxConfig
+    allow_empty: bool = False  # the operator meant a configuration without points (boxcloud --allow-empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,8 @@ def decode_config(payload: bytes) -> ConfigPush:
         DownlinkError: with every reason found in `reasons` (framing, fields, TOML, and
             each section's or device's configuration problem).
     """
-    doc = _document(payload, "config", MAX_CONFIG_PAYLOAD, MAX_CONFIG_TEXT, {"version", "toml"})
+    doc = _document(payload, "config", MAX_CONFIG_PAYLOAD, MAX_CONFIG_TEXT, {"version", "toml"},
+                    allowed={"version", "toml", "allow_empty"})
     version = doc["version"]
     if not _is_int(version) or not 1 <= version <= MAX_VERSION:
         raise DownlinkError(f"config: version must be an integer from 1 to {MAX_VERSION}, not {_show(version)}")
@@ -156,7 +160,13 @@ def decode_config(payload: bytes) -> ConfigPush:
         reasons = box_config.problems(raw)
         summary = reasons[0] if len(reasons) == 1 else f"{len(reasons)} problems, the first: {reasons[0]}"
         raise DownlinkError(f"config: {_clip(summary, MAX_REASON)}", reasons) from e
-    return ConfigPush(version, text, parsed)
+    allow_empty = doc.get("allow_empty", False)
+    if not isinstance(allow_empty, bool):
+        raise DownlinkError(f"config: allow_empty must be true or false, not {_kind(allow_empty)}")
+    if not parsed.point_count() and not allow_empty:
+        raise DownlinkError("config: it has no points: applied, it would silence every device of the Box "
+                            "(send it with allow_empty, 'boxcloud config push --allow-empty', if that is meant)")
+    return ConfigPush(version, text, parsed, allow_empty)
 
 
 def decode_command(payload: bytes) -> Command:
@@ -186,7 +196,8 @@ def decode_command(payload: bytes) -> Command:
     return Command(cmd_id, name, float(expires), check(f"{where} ({name})", args))
 
 
-def _document(payload: bytes, what: str, max_payload: int, max_inflated: int, keys: set[str]) -> dict[str, object]:
+def _document(payload: bytes, what: str, max_payload: int, max_inflated: int, keys: set[str], *,
+              allowed: set[str] | None = None) -> dict[str, object]:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise DownlinkError(f"{what}: payload must be bytes, not {type(payload).__name__}")
     try:
@@ -196,7 +207,7 @@ def _document(payload: bytes, what: str, max_payload: int, max_inflated: int, ke
         raise DownlinkError(f"{what}: {_clip(str(e), 300)}") from None
     if not isinstance(doc, dict):
         raise DownlinkError(f"{what}: the message must be a map, not {_kind(doc)}")
-    _check_keys(doc, what, keys, keys)
+    _check_keys(doc, what, keys, allowed or keys)
     return doc
 
 

@@ -14,6 +14,8 @@ back with the configuration that worked.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -25,6 +27,8 @@ log = logging.getLogger("boxd.reconfig")
 
 LAST_GOOD = "config.last-good.toml"
 VERSION_FILE = "config.version"
+VERSIONS_FILE = "config.versions.json"  # {sha256 of a pushed text: its version}, the last few applied
+KEEP_VERSIONS = 8
 DEFAULT_PROBATION_S = 60.0
 
 
@@ -59,6 +63,35 @@ class ConfigFiles:
         self.last_good = state_dir / LAST_GOOD
         self.version_file = state_dir / VERSION_FILE
         self.running = running  # the text of the configuration that runs now
+        self.versions_file = state_dir / VERSIONS_FILE
+        self._digest: tuple[int, str] = (-1, "")
+
+    def digest(self) -> str:
+        """The SHA-256 (hex) of the running configuration's text (computed once per text)."""
+        if self._digest[0] != id(self.running):
+            self._digest = (id(self.running), hashlib.sha256(self.running).hexdigest())
+        return self._digest[1]
+
+    def _versions(self) -> dict[str, int]:
+        try:
+            held = json.loads(self.versions_file.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in held.items() if isinstance(v, int)} if isinstance(held, dict) else {}
+
+    def remember(self, text: bytes, version: int) -> None:
+        """Note that `text` is the platform's configuration `version` (for status reports)."""
+        held = self._versions()
+        held.pop(hashlib.sha256(text).hexdigest(), None)
+        held[hashlib.sha256(text).hexdigest()] = version
+        try:
+            write_atomic(self.versions_file, json.dumps(dict(list(held.items())[-KEEP_VERSIONS:])).encode(), 0o600)
+        except OSError as e:
+            log.warning("cannot keep the configuration versions in %s: %s", self.versions_file, e)
+
+    def running_version(self) -> int | None:
+        """The platform's version of the running configuration; None for a file written on the Box."""
+        return self._versions().get(self.digest())
 
     def handled_version(self) -> int:
         """The highest version handled so far (0: none, or the file is unreadable)."""

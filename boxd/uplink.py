@@ -129,11 +129,12 @@ class Uplink:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
-    async def stop(self) -> None:
-        """Publish "offline" (if connected), disconnect and join the I/O thread."""
+    async def stop(self, reason: str = "stopped") -> None:
+        """Publish "offline" with `reason` (if connected; "restarting" for a planned restart, which
+        the platform does not alert on), disconnect and join the I/O thread."""
         client = self._client
         if client is not None and self.state.connected:
-            info = client.publish(self.topic("status"), status_payload(False, "stopped"), 1, True)
+            info = client.publish(self.topic("status"), status_payload(False, reason), 1, True)
             with contextlib.suppress(RuntimeError, ValueError):  # lost meanwhile: the Will says it
                 await asyncio.to_thread(info.wait_for_publish, 2.0)
             client.disconnect()
@@ -169,6 +170,12 @@ class Uplink:
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
+        # Only the I/O thread touches the TLS socket. Without this, paho's publish() from the
+        # daemon's thread writes to it directly (it does so when it runs no thread of its own)
+        # while the I/O thread reads or writes too: two threads on one SSL object corrupt its
+        # records, and the broker drops the Box ("decryption failed or bad record mac"). With a
+        # write-registration callback, publish() only queues and wakes the I/O thread's select().
+        client.on_socket_register_write = lambda *_: None
         return client
 
     def _run(self) -> None:
@@ -186,11 +193,13 @@ class Uplink:
                 self._note_error(f"cannot reach the broker: {e}")
                 self._stop.wait(self._backoff.next())
                 continue
-            started = time.monotonic()
+            started, connects = time.monotonic(), self.state.connects
             while not self._stop.is_set():
                 rc = client.loop(timeout=0.5)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
+            if not self._stop.is_set() and self.state.connects == connects:
+                self._note_error(self._refused_in_words("the broker closed the connection before accepting the Box"))
             if self._stop.is_set():
                 # drain the DISCONNECT we may have queued in stop()
                 client.loop(timeout=0.2)
@@ -211,9 +220,28 @@ class Uplink:
             self._ctx.verify_flags &= ~tls.NO_CHECK_TIME
 
     def _note_error(self, msg: str) -> None:
+        msg = self._refused_in_words(msg)
         if msg != self.state.last_error:
             log.warning("%s", msg)
         self.state.last_error = msg
+
+    def _refused_in_words(self, msg: str) -> str:
+        """A refusal of the Box's certificate, said with what it means and what to do."""
+        low = msg.lower()
+        redo = (f"provision the Box again: a new token from 'boxcloud box add {self._ident.box_id}', "
+                "then 'boxctl provision --force ...'")
+        if "what to do" in low:
+            return msg
+        if self._ident.days_left() < 0 or "certificate expired" in low:
+            return (f"{msg}: this Box's certificate EXPIRED on {self._ident.not_after():%Y-%m-%d}; "
+                    f"what to do: {redo}")
+        if "revoked" in low:
+            return f"{msg}: this Box's certificate was REVOKED by the platform; what to do: {redo}"
+        if "administrative action" in low or "before accepting" in low:
+            return (f"{msg}: the platform ended or refused this Box's session: its certificate was probably "
+                    f"revoked (or the Box enrolled again elsewhere); what to do: check 'boxcloud box show "
+                    f"{self._ident.box_id}', and if it is revoked, {redo}")
+        return msg
 
     def _post(self, fn: Callable[..., None], *args: object) -> None:
         if self._loop is not None and not self._loop.is_closed():

@@ -5,7 +5,10 @@ TCP building-controller simulator, and `boxd`; provisions the Box through `boxct
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
 in the cloud. Ctrl-C (or `--duration`) stops every process it started, cleanly.
 
-Everything lives in `./demo-data` (made afresh at each run); logs are there too.
+Everything lives in `./demo-data` (made afresh at each run); logs are there too. A demo that
+runs holds `demo-data/demo.lock`: a second `make demo` in the same checkout says so and leaves
+it alone. The demo's Box is not started by systemd, so its `reboot` command is refused rather
+than reboot this machine.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+from boxd.files import AlreadyRunning, pid_lock
 from cloud.platform import Cloud, Settings
 from drivers import Quality
 from drivers.sim.modbus_building import building_points_toml
 
 SERIAL = "DEMO-BOX-1"
+LOCK = "demo.lock"
 PY = sys.executable
 
 
@@ -90,7 +95,7 @@ def _wait(cond: object, timeout: float, what: str, demo: Demo) -> None:
         time.sleep(0.1)
 
 
-def _show(cloud: Cloud, started: float) -> int:
+def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = ()) -> int:
     latest = cloud.store.latest(SERIAL)
     box = cloud.store.box(SERIAL)
     state = "online" if box and box.online else "offline"
@@ -103,15 +108,60 @@ def _show(cloud: Cloud, started: float) -> int:
         lines.append(f"{point:<26} {v:>12} {unit:<5} {Quality(q).name.lower():<10} {(now - ts) / 1000:4.1f} s")
     if sys.stdout.isatty():
         print("\033[H\033[J", end="")
+        lines += ["", *hints]  # the screen is redrawn: say again how to look from another shell
     print("\n".join(lines), flush=True)
     return len(latest)
+
+
+def _take(root: Path) -> int:
+    """Lock the demo's directory, then empty it (but the lock): a running demo is never deleted.
+
+    Raises:
+        RuntimeError: another demo runs there.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = pid_lock(root / LOCK)
+    except AlreadyRunning as e:
+        raise RuntimeError(f"a demo is already running in {root} (pid {e.pid or '?'}): use it, stop it with "
+                           "Ctrl-C in its shell, or give another --dir") from None
+    for child in root.iterdir():
+        if child.name != LOCK:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+    return fd
+
+
+def _provision(cloud: Cloud, box: Path, demo: Demo) -> bool:
+    """`boxcloud box add` and `boxctl provision`, as an installer would; the TUF root as an image ships it."""
+    s = cloud.settings
+    token, _ = cloud.add_box(SERIAL, 3600)
+    print(f"demo: boxcloud box add {SERIAL} -> enrollment token {token}")
+    _wait(lambda: _can_connect(s.enroll_port), 30, "the enrollment endpoint", demo)
+    r = subprocess.run([PY, "-m", "provisioning.cli", "--state-dir", str(box), "provision",
+                        "--server", f"https://localhost:{s.enroll_port}", "--token", token,
+                        "--ca", str(cloud.pki.root_cert), "--serial", SERIAL],
+                       capture_output=True, text=True, timeout=60)
+    print(f"demo: boxctl provision -> {(r.stdout or r.stderr).strip()}")
+    if r.returncode:
+        return False
+    root_json = cloud.ota_repo / "metadata" / "1.root.json"
+    _wait(root_json.exists, 30, "the TUF repository", demo)
+    (box / "ota").mkdir(exist_ok=True)
+    shutil.copyfile(root_json, box / "ota" / "root.json")  # on a Box: shipped in the image
+    return True
 
 
 def run(root: Path, duration: float | None) -> int:
     """Run the demo; returns the exit status (0 when data arrived)."""
     started = time.monotonic()
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    try:
+        lock = _take(root)  # noqa: F841 - held while the demo runs
+    except RuntimeError as e:
+        print(f"demo: {e}", file=sys.stderr)
+        return 1
     demo = Demo(root)
     home = root / "cloud"
     cloud = Cloud(home)
@@ -126,30 +176,21 @@ def run(root: Path, duration: float | None) -> int:
         demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
         pid_file = home / "broker" / "mosquitto.pid"
         _wait(pid_file.exists, 30, "the cloud", demo)
-        token, _ = cloud.add_box(SERIAL, 3600)
-        print(f"demo: boxcloud box add {SERIAL} -> enrollment token {token}")
-        box = root / "box"
-        _wait(lambda: _can_connect(s.enroll_port), 30, "the enrollment endpoint", demo)
-        r = subprocess.run([PY, "-m", "provisioning.cli", "--state-dir", str(box), "provision",
-                            "--server", f"https://localhost:{s.enroll_port}", "--token", token,
-                            "--ca", str(cloud.pki.root_cert), "--serial", SERIAL],
-                           capture_output=True, text=True, timeout=60)
-        print(f"demo: boxctl provision -> {(r.stdout or r.stderr).strip()}")
-        if r.returncode:
+        box, conf = root / "box", root / "box" / "boxd.toml"
+        if not _provision(cloud, box, demo):
             return 1
-        conf = box / "boxd.toml"
         conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + building_points_toml("127.0.0.1", sim_port))
-        root_json = home / "ota" / "repo" / "metadata" / "1.root.json"
-        _wait(root_json.exists, 30, "the TUF repository", demo)
-        (box / "ota").mkdir(exist_ok=True)
-        shutil.copyfile(root_json, box / "ota" / "root.json")  # on a Box: shipped in the image
         print("demo: starting boxd (boxd launch: it takes updates, A/B)")
         demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
         _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
         print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
+        hints = (f"From another shell: .venv/bin/boxcloud --home {_rel(home)} box show {SERIAL}",
+                 f"                    .venv/bin/boxctl --state-dir {_rel(box)} status   (configuration: {_rel(conf)})",
+                 "Ctrl-C stops the demo.")
+        print("demo: " + "\ndemo: ".join(hints), flush=True)
         while duration is None or time.monotonic() - started < duration:
             demo.check_alive()
-            _show(cloud, started)
+            _show(cloud, started, hints)
             time.sleep(2)
         return 0 if _show(cloud, started) else 1
     except KeyboardInterrupt:
@@ -163,6 +204,14 @@ def run(root: Path, duration: float | None) -> int:
         demo.stop()
         with contextlib.suppress(OSError):
             print(f"demo: logs and state are in {root}", flush=True)
+
+
+def _rel(path: Path) -> str:
+    """A path as short as the user can type it from here."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _can_connect(port: int) -> bool:

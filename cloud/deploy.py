@@ -200,7 +200,8 @@ class Deployments:
             version: when given, must be the target's version.
             waves: cumulative counts or percents of the Boxes (see `parse_waves`).
             max_failures: more failures than this (a count or a percent) halts the deployment.
-            health_s: how long each Box must stay healthy on the new version before it commits.
+            health_s: the deadline for each Box to become healthy on the new version (connected, every bus
+                polling, data acknowledged) and commit it; past it, the Box rolls back by itself.
             box_timeout_s: a Box with no final answer this long after it was sent counts as failed.
             now: the time.
 

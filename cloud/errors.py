@@ -23,3 +23,11 @@ class BrokerError(CloudError):
 
 class StoreError(CloudError):
     """The cloud's database refused an operation."""
+
+
+class UnknownError(CloudError):
+    """An id (Box, deployment, alert) that this cloud does not have; the message is the one wording."""
+
+
+class NothingChanged(CloudError):
+    """What was asked is already so (a second revoke, stopping an ended deployment): nothing changed."""

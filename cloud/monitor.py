@@ -13,6 +13,12 @@ Alerts (kind, subject):
 - ``clock``: the Box's clock is more than `CLOCK_SKEW_S` off the platform's.
 - ``evicted``: the Box's queue overflowed during an outage and dropped its oldest samples.
 - ``device``, subject <device>: a field device behind an online Box stopped answering.
+- ``config``, subject <version>: the Box rolled a pushed configuration back (closed by an operator,
+  `boxcloud alerts ack`, or by a later configuration that is kept).
+
+A planned stop (the Box restarting for a `restart` command, an update or a certificate renewal:
+status reason "restarting") opens no ``offline`` alert unless the Box is not back within
+`PLANNED_GRACE_S` (or three heartbeats, if longer).
 
 An alert opens once and closes when its cause is gone. This module holds rules,
 not I/O: it reads and writes the store.
@@ -30,6 +36,8 @@ from drivers import Quality
 log = logging.getLogger("boxcloud.monitor")
 
 CLOCK_SKEW_S = 300
+PLANNED_GRACE_S = 120.0
+PLANNED = frozenset({"restarting"})  # status reasons of a stop the Box announced as planned
 DEVICE_GRACE_S = 60
 COMM_FAULTS = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
 
@@ -56,6 +64,9 @@ class Monitor:
         """The retained status (or the Last Will) changed."""
         if online:
             self._clear(box_id, "offline")
+        elif reason in PLANNED:
+            log.info("Box %s is %s (planned: no alert unless it is not back in %.0f s)", box_id, reason,
+                     PLANNED_GRACE_S)
         else:
             why = {"stopped": "boxd was stopped", "connection lost": "connection lost (Last Will)"}.get(reason, reason)
             self._alert(box_id, "offline", "", f"Box went offline: {why}")
@@ -96,6 +107,14 @@ class Monitor:
             self._alert(box_id, "gap", str(epoch), f"batches acknowledged but never stored: {missing[:10]}")
         else:
             self._clear(box_id, "gap", str(epoch))
+
+    def on_config_answer(self, box_id: str, version: int, status: str, reasons: list[str]) -> None:
+        """A Box's answer to a pushed configuration: a rollback is an alert; a later one kept closes it."""
+        if status == "rolled_back":
+            why = reasons[0] if reasons else "no reason given"
+            self._alert(box_id, "config", str(version), f"configuration version {version} was rolled back: {why}")
+        elif status == "kept" or (status == "applied" and not reasons):
+            self._clear(box_id, "config")
 
     def on_conflict(self, box_id: str, epoch: int, seq: int) -> None:
         """A batch number came again with other content: the Box lost its queue state, or worse."""
@@ -142,6 +161,8 @@ class Monitor:
         """Missed heartbeats, silent Boxes, unreachable devices."""
         now = now or time.time()
         for box in self.store.boxes():
+            if not box.revoked and not box.online and box.status_reason in PLANNED:
+                self._planned_stop(box.box_id, box.status_ts, now)
             if box.revoked or not box.online:
                 continue
             h = self.store.health(box.box_id)
@@ -161,3 +182,11 @@ class Monitor:
                 if now - since > self.device_grace_s:
                     self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "
                                                            f"for {now - since:.0f} s")
+
+    def _planned_stop(self, box_id: str, since: float | None, now: float) -> None:
+        """A Box that said it was restarting: an alert only once it has been away too long."""
+        h = self.store.health(box_id)
+        hb = h[1].get("hb_s") if h else None
+        grace = max(PLANNED_GRACE_S, 3 * float(hb) + 5 if isinstance(hb, int | float) else 0.0)
+        if since is not None and now - since > grace:
+            self._alert(box_id, "offline", "", f"Box went offline: restarting, and not back after {now - since:.0f} s")

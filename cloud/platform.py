@@ -24,12 +24,13 @@ from boxd import downlink
 from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
+from cloud._checks import check_port_free, check_settings
 from cloud.broker import Broker
 from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
-from cloud.errors import BrokerError, CloudError
+from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
-from cloud.store import DeploymentRow, Store
+from cloud.store import BoxRow, DeploymentRow, Store
 from ota import repository as ota_repository
 
 log = logging.getLogger("boxcloud")
@@ -38,6 +39,23 @@ CRL_REFRESH_S = 86400
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 DEPLOY_S = 0.5  # how often the running cloud advances the deployments
 TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
+
+
+def no_box(box_id: str) -> str:
+    """The one wording of an unknown Box id, for every command."""
+    return f"no Box {box_id!r} here ('boxcloud box list' shows them)"
+
+
+def config_doc(version: int, toml_text: str, allow_empty: bool) -> dict[str, object]:
+    """The `down/config` document (`allow_empty` only when set: older Boxes know no such field)."""
+    doc: dict[str, object] = {"version": version, "toml": toml_text}
+    if allow_empty:
+        doc["allow_empty"] = True
+    return doc
+
+
+def _local(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 @dataclass(frozen=True)
@@ -74,7 +92,8 @@ class Cloud:
     def init(self, settings: Settings, extra_names: list[str] | None = None) -> None:
         """Create the PKI, the server and service certificates and the settings file."""
         if (self.home / "cloud.json").exists():
-            raise CloudError(f"a cloud already exists in {self.home}")
+            raise CloudError(f"a cloud already exists in {self.home}: nothing changed (another --home for a new one)")
+        check_settings(settings, extra_names or [])
         self.home.mkdir(parents=True, exist_ok=True)
         self.home.chmod(0o755)
         self.pki.init()
@@ -83,7 +102,18 @@ class Cloud:
         self.pki.issue_server("enroll", names)
         for role in ("receiver", "admin"):
             self.pki.issue_service(role)
+        self.ensure_ota_repository()
         write_atomic(self.home / "cloud.json", json.dumps(asdict(settings), indent=1).encode())
+
+    def require(self) -> None:
+        """Refuse a home where `init` never ran (nothing is created there).
+
+        Raises:
+            CloudError: no cloud in this home, said with how to make one or find the right one.
+        """
+        if not (self.home / "cloud.json").is_file():
+            raise CloudError(f"no cloud in {self.home}: give the right --home (or BOXCLOUD_HOME), "
+                             f"or create one with 'boxcloud --home {self.home} init'")
 
     @property
     def settings(self) -> Settings:
@@ -125,7 +155,22 @@ class Cloud:
     # -- services ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the broker, the receiver and the enrollment endpoint."""
+        """Start the broker, the receiver and the enrollment endpoint; on a failure, stop what
+        was started and raise.
+
+        Raises:
+            CloudError: a port is taken (named), or a service cannot start.
+        """
+        s = self.settings
+        for what, port in (("broker", s.broker_port), ("enrollment", s.enroll_port)):
+            check_port_free(s.bind, port, what)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         s = self.settings
         self.write_crl()
         self.broker.start()
@@ -138,7 +183,12 @@ class Cloud:
             self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
             client_ca=self.pki.root_cert, tuf_repo=self.ota_repo,
         )
-        self.enroll.start()
+        try:
+            self.enroll.start()
+        except OSError as e:
+            self.enroll = None
+            raise CloudError(f"cannot listen for enrollment on {s.bind or '*'}:{s.enroll_port}: "
+                             f"{e.strerror or e}") from None
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -220,9 +270,14 @@ class Cloud:
         if rx is None:
             return
         for c in self.store.unpublished_configs():
-            if rx.publish_down(c.box_id, "config", encode_doc({"version": c.version, "toml": c.toml}), retain=True):
+            if rx.publish_down(c.box_id, "config", encode_doc(config_doc(c.version, c.toml, c.allow_empty)),
+                               retain=True):
                 self.store.mark_config_published(c.box_id, c.version)
                 log.info("configuration version %d sent to %s", c.version, c.box_id)
+        for box_id in self.store.retained_to_clear():
+            if rx.publish_down(box_id, "config", b"", retain=True):  # an empty retained message clears it
+                self.store.retained_cleared(box_id)
+                log.info("retained configuration of %s cleared", box_id)
         for cmd in self.store.unpublished_commands(time.time()):
             doc = {"id": cmd.id, "name": cmd.name, "expires": cmd.expires, "args": cmd.args}
             if not self.store.claim_command(cmd.id):  # cancelled meanwhile (a deployment stopped)
@@ -245,7 +300,7 @@ class Cloud:
         token = new_token()
         return token, self.store.add_token(token_hash(token), serial, ttl_s)
 
-    def push_config(self, box_id: str, toml_text: str, *, check: bool = True) -> int:
+    def push_config(self, box_id: str, toml_text: str, *, check: bool = True, allow_empty: bool = False) -> int:
         """Queue a whole configuration for a Box; returns its version. The running cloud sends it.
 
         Raises:
@@ -253,7 +308,7 @@ class Cloud:
                 message lists every reason (the Box validates it again in any case).
         """
         self._known_box(box_id)
-        payload = encode_doc({"version": 1, "toml": toml_text})
+        payload = encode_doc(config_doc(1, toml_text, allow_empty))
         if len(payload) > downlink.MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > downlink.MAX_CONFIG_TEXT:
             raise CloudError(f"the configuration is too big to send ({len(payload)} bytes compressed, at most "
                              f"{downlink.MAX_CONFIG_PAYLOAD})")
@@ -261,8 +316,13 @@ class Cloud:
             try:
                 downlink.decode_config(payload)
             except downlink.DownlinkError as e:
-                raise CloudError("; ".join(e.reasons) if e.reasons else str(e)) from None
-        return self.store.add_config(box_id, toml_text)
+                reasons = list(e.reasons) or [str(e).removeprefix("config: ")]
+                if len(reasons) == 1:
+                    raise CloudError(f"not sent: {reasons[0]}") from None
+                err = CloudError(f"not sent: {len(reasons)} problems")
+                err.reasons = reasons  # type: ignore[attr-defined]
+                raise err from None
+        return self.store.add_config(box_id, toml_text, allow_empty)
 
     def send_command(self, box_id: str, name: str, args: dict[str, object], ttl_s: float = 300) -> str:
         """Queue a command for a Box; returns its id. The running cloud sends it.
@@ -281,11 +341,9 @@ class Cloud:
         return cmd_id
 
     def _known_box(self, box_id: str) -> None:
-        row = self.store.box(box_id)
-        if row is None:
-            raise CloudError(f"no Box {box_id!r} here ('boxcloud box list' shows them)")
+        row = self._require_box(box_id)
         if row.revoked is not None:
-            raise CloudError(f"Box {box_id} is revoked")
+            raise CloudError(f"Box {box_id} is revoked: it can no longer be sent anything")
 
     def revoke(self, box_id: str) -> bool:
         """Revoke a Box: CRL, broker reload, then its live session is cut.
@@ -293,6 +351,9 @@ class Cloud:
         Returns:
             whether the running broker confirmed the cut (False when no broker runs).
         """
+        row = self._require_box(box_id)
+        if row.revoked is not None:
+            raise NothingChanged(f"Box {box_id} was already revoked (on {_local(row.revoked)}): nothing changed")
         self.store.revoke(box_id)
         self.write_crl()
         self.store.set_status(box_id, False, datetime.now(UTC).timestamp(), "revoked", None)
@@ -304,6 +365,40 @@ class Cloud:
         except BrokerError as e:
             raise CloudError(f"Box {box_id} is revoked, but its live session could not be ended: {e}") from e
         return True
+
+    def decommission(self, box_id: str, *, delete_data: bool = False) -> list[str]:
+        """Take a Box out of the fleet: revoked (its session ended), its retained configuration
+        cleared on the broker (by the running cloud), its tags and queued commands dropped, and
+        with `delete_data` everything stored about it. Returns what was done, in words.
+
+        Raises:
+            CloudError: unknown Box, or (without `delete_data`) it was decommissioned already.
+        """
+        row = self._require_box(box_id)
+        done = []
+        if row.revoked is None:
+            cut = self.revoke(box_id)
+            done.append("certificate revoked" + (", live session ended" if cut else ""))
+        elif not delete_data and not self.tags(box_id) and not self.store.configs(box_id, 1):
+            raise NothingChanged(f"Box {box_id} was already decommissioned: nothing changed "
+                                 "(--delete-data also deletes its data)")
+        else:
+            done.append("already revoked")
+        self.store.untag_box(box_id, self.tags(box_id))
+        for cmd in self.store.unpublished_commands(time.time()):
+            if cmd.box_id == box_id:
+                self.store.cancel_command(cmd.id)
+        self.store.request_clear_retained(box_id)
+        running = self.broker.running_pid() is not None
+        done.append("its retained configuration " + ("is being cleared" if running else
+                                                     "will be cleared when 'boxcloud run' runs"))
+        if delete_data:
+            self.store.delete_box(box_id)
+            done.append("its data deleted")
+        else:
+            done.append("its data kept ('--delete-data' deletes it)")
+        log.info("Box %s decommissioned (%s)", box_id, "data deleted" if delete_data else "data kept")
+        return done
 
     # -- tags and deployments --------------------------------------------------------------------
 
@@ -352,6 +447,13 @@ class Cloud:
         """One deployment; CloudError when there is none of this id."""
         return self.deployer.get(dep_id)
 
-    def _require_box(self, box_id: str) -> None:
-        if self.store.box(box_id) is None:
-            raise CloudError(f"no Box {box_id!r} here ('boxcloud box list' shows them)")
+    def _require_box(self, box_id: str) -> BoxRow:
+        """The Box, or the one wording of "no such Box" every command uses."""
+        row = self.store.box(box_id)
+        if row is None:
+            raise UnknownError(no_box(box_id))
+        return row
+
+    def box(self, box_id: str) -> BoxRow:
+        """One Box; `UnknownError` (the one wording) when there is none of this id."""
+        return self._require_box(box_id)

@@ -206,6 +206,8 @@ class Receiver:
         if doc["kind"] == "config":
             reasons = [str(r) for r in doc["reasons"]]  # type: ignore[attr-defined]
             known = self.store.config_answered(box_id, int(doc["version"]), str(doc["status"]), reasons)  # type: ignore[call-overload]
+            if known:
+                self.monitor.on_config_answer(box_id, int(doc["version"]), str(doc["status"]), reasons)  # type: ignore[call-overload]
             log.info("Box %s: configuration version %s %s%s", box_id, doc["version"], doc["status"],
                      f" ({'; '.join(reasons)[:300]})" if reasons else "")
         else:

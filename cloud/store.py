@@ -70,13 +70,14 @@ CREATE TABLE IF NOT EXISTS devices (
     PRIMARY KEY (box_id, device));
 CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
-    message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);
+    message TEXT NOT NULL, opened REAL NOT NULL, closed REAL, acked REAL);
 CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
 CREATE TABLE IF NOT EXISTS superseded_certs (
     box_id TEXT NOT NULL, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, superseded REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
     box_id TEXT NOT NULL, version INTEGER NOT NULL, toml TEXT NOT NULL, created REAL NOT NULL,
-    published REAL, status TEXT, reasons TEXT, answered REAL, PRIMARY KEY (box_id, version));
+    published REAL, status TEXT, reasons TEXT, answered REAL, allow_empty INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (box_id, version));
 CREATE TABLE IF NOT EXISTS commands (
     id TEXT PRIMARY KEY, box_id TEXT NOT NULL, name TEXT NOT NULL, args TEXT NOT NULL,
     expires REAL NOT NULL, created REAL NOT NULL, published REAL, status TEXT, reply TEXT, answered REAL);
@@ -96,10 +97,13 @@ CREATE TABLE IF NOT EXISTS deployment_boxes (
     detail TEXT NOT NULL DEFAULT '', cmd_id TEXT, sent REAL, updated REAL NOT NULL,
     PRIMARY KEY (deployment, box_id));
 CREATE INDEX IF NOT EXISTS boxes_deployments ON deployment_boxes (box_id);
+CREATE TABLE IF NOT EXISTS clear_retained (box_id TEXT PRIMARY KEY, requested REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ota_events (
     deployment TEXT NOT NULL, box_id TEXT NOT NULL, received REAL NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (deployment, box_id));
 """
+# columns added after a table's first release: (table, column, declaration), added to older databases
+_ADDED_COLUMNS = (("alerts", "acked", "REAL"), ("configs", "allow_empty", "INTEGER NOT NULL DEFAULT 0"))
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class ConfigRow:
     status: str | None  # None until the Box answers: "applied", "rejected", "rolled_back"
     reasons: list[str]
     answered: float | None
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,6 +253,9 @@ class Store:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
+                for table, column, decl in _ADDED_COLUMNS:
+                    if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open the cloud database {self.path}: {e}") from e
             self._local.db = db
@@ -474,12 +482,12 @@ class Store:
 
     # -- configurations and commands to Boxes ----------------------------------------------------
 
-    def add_config(self, box_id: str, toml_text: str) -> int:
+    def add_config(self, box_id: str, toml_text: str, allow_empty: bool = False) -> int:
         """Record a new configuration for a Box; returns its version (1, 2, ...)."""
         with self._tx() as db:
             (last,) = db.execute("SELECT COALESCE(MAX(version), 0) FROM configs WHERE box_id=?", (box_id,)).fetchone()
-            db.execute("INSERT INTO configs (box_id, version, toml, created) VALUES (?, ?, ?, ?)",
-                       (box_id, int(last) + 1, toml_text, time.time()))
+            db.execute("INSERT INTO configs (box_id, version, toml, created, allow_empty) VALUES (?, ?, ?, ?, ?)",
+                       (box_id, int(last) + 1, toml_text, time.time(), int(allow_empty)))
         return int(last) + 1
 
     def unpublished_configs(self) -> list[ConfigRow]:
@@ -513,7 +521,7 @@ class Store:
 
     @staticmethod
     def _config_row(r: Sequence[Any]) -> ConfigRow:
-        return ConfigRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else [], r[7])
+        return ConfigRow(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6]) if r[6] else [], r[7], bool(r[8]))
 
     def add_command(self, cmd_id: str, box_id: str, name: str, args: dict[str, object], expires: float) -> None:
         with self._tx() as db:
@@ -784,13 +792,47 @@ class Store:
 
     def alerts(self, box_id: str | None = None, include_closed: bool = False) -> list[Alert]:
         """Alerts, newest first."""
-        sql = "SELECT id, box_id, kind, subject, message, opened, closed FROM alerts WHERE 1=1"
+        sql = "SELECT id, box_id, kind, subject, message, opened, closed, acked FROM alerts WHERE 1=1"
         args: tuple[object, ...] = ()
         if box_id is not None:
             sql, args = sql + " AND box_id=?", (box_id,)
         if not include_closed:
             sql += " AND closed IS NULL"
         return [Alert(*r) for r in self._db().execute(sql + " ORDER BY opened DESC, id DESC", args)]
+
+    def alert(self, alert_id: int) -> Alert | None:
+        """One alert by its number."""
+        r = self._db().execute("SELECT id, box_id, kind, subject, message, opened, closed, acked FROM alerts "
+                               "WHERE id=?", (alert_id,)).fetchone()
+        return Alert(*r) if r else None
+
+    def ack_alert(self, alert_id: int, close: bool) -> bool:
+        """Acknowledge an open alert (and with `close`, close it); False when it was not open and unacknowledged."""
+        now = time.time()
+        with self._tx() as db:
+            return db.execute("UPDATE alerts SET acked=COALESCE(acked, ?), closed=CASE WHEN ? THEN ? ELSE closed END "
+                              "WHERE id=? AND closed IS NULL AND (acked IS NULL OR ?)",
+                              (now, int(close), now, alert_id, int(close))).rowcount > 0
+
+    def delete_box(self, box_id: str) -> None:
+        """Forget a Box and everything stored about it (its revoked certificates stay on the CRL)."""
+        with self._tx() as db:
+            for table in ("samples", "latest", "batches", "conflicts", "parked_batches", "point_tables", "health",
+                          "evicted", "devices", "alerts", "status_history", "configs", "commands", "box_tags",
+                          "superseded_certs", "boxes"):
+                db.execute(f"DELETE FROM {table} WHERE box_id=?", (box_id,))  # noqa: S608 - constant names
+
+    def request_clear_retained(self, box_id: str) -> None:
+        """Ask the running cloud to clear the retained configuration on a Box's downlink."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO clear_retained VALUES (?, ?)", (box_id, time.time()))
+
+    def retained_to_clear(self) -> list[str]:
+        return [str(b) for (b,) in self._db().execute("SELECT box_id FROM clear_retained")]
+
+    def retained_cleared(self, box_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM clear_retained WHERE box_id=?", (box_id,))
 
     def set_offline(self, box_id: str, reason: str) -> None:
         """Mark a Box offline by the platform's own judgement (missed heartbeats)."""
@@ -838,6 +880,7 @@ class Alert:
     message: str
     opened: float
     closed: float | None
+    acked: float | None = None
 
 
 _Row = tuple[str, str, int, str, int]

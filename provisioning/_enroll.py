@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from boxd import tls
+from boxd import clikit, tls
 from boxd.files import fsync_dir, write_atomic, write_secret
 from boxd.identity import BOX_ID_RE, IDENTITY_DIR
 from provisioning.errors import ProvisionError
@@ -62,8 +62,9 @@ def explain_network_error(e: BaseException, where: str) -> str:
 
 def _parse_server(url: str) -> tuple[str, int]:
     parts = urlsplit(url if "://" in url else f"https://{url}")
-    if parts.scheme != "https" or not parts.hostname:
-        raise ProvisionError(f"the server must be an https:// address, not {url!r}")
+    if parts.scheme != "https" or not parts.hostname or not clikit.is_host(parts.hostname):
+        raise ProvisionError(f"the server must be an https:// address, e.g. https://platform.example:8443, "
+                             f"not {url!r}")
     try:
         port = parts.port or 443
     except ValueError:

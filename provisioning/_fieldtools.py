@@ -12,6 +12,7 @@ in an installer's words.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import tomllib
 from collections.abc import Callable, Coroutine, Sequence
@@ -109,6 +110,8 @@ def discover_bacnet(interface: str, timeout_s: float, objects: bool, export: Pat
         print(f"  I-Am: device {dev.instance} at {dev.address} (vendor {dev.vendor_id}, {dev.segmentation})",
               file=sys.stderr, flush=True)
 
+    if not Path("/sys/class/net", interface).is_dir() or "/" in interface:
+        raise ProvisionError(f"field-bus interface {interface!r} does not exist on this machine ('ip link' lists them)")
     print(f"Who-Is on {interface}, listening {timeout_s:.0f} s ...", file=sys.stderr)
     devices = _run(discover_devices(interface, timeout_s=timeout_s, on_progress=seen))
     if not devices:
@@ -133,6 +136,21 @@ def discover_bacnet(interface: str, timeout_s: float, objects: bool, export: Pat
     if export:
         _write_export(export, "\n".join(exports))
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an export file that could not be written, before the work that fills it.
+
+    Raises:
+        ProvisionError: its directory is missing or not writable, or it is a directory.
+    """
+    parent = path.parent if str(path.parent) else Path()
+    if path.is_dir():
+        raise ProvisionError(f"--export {path} is a directory: give a file name, e.g. {path / 'points.toml'}")
+    if not parent.is_dir():
+        raise ProvisionError(f"--export {path}: there is no directory {parent}")
+    if not os.access(parent, os.W_OK):
+        raise ProvisionError(f"--export {path}: the directory {parent} is not writable")
 
 
 def _write_export(path: Path, text: str) -> None:
@@ -197,16 +215,24 @@ def _quality_words(q: Quality) -> str:
 
 def import_points(config_path: Path, export: Path) -> int:
     """Append an exported point list to the configuration, if the result is valid."""
+    if not config_path.is_file():
+        raise ProvisionError(f"there is no configuration {config_path}: give the right --config (a new one must "
+                             "exist first, even empty: nothing is created by mistake)")
     try:
         addition = export.read_text()
-        current = config_path.read_text() if config_path.exists() else ""
+        current = config_path.read_text()
     except OSError as e:
         raise ProvisionError(f"cannot read {e.filename}: {e.strerror}") from e
+    except UnicodeDecodeError:
+        raise ProvisionError(f"{export} is not a text file (an exported point list is TOML)") from None
     merged = current.rstrip() + "\n\n" + addition
     try:
         boxconfig.parse(tomllib.loads(merged))
     except (tomllib.TOMLDecodeError, ConfigError) as e:
         raise ProvisionError(f"not imported, the configuration would be invalid: {e}") from e
-    write_atomic(config_path, merged.encode())
+    try:
+        write_atomic(config_path, merged.encode(), config_path.stat().st_mode & 0o777)
+    except OSError as e:
+        raise ProvisionError(f"cannot write {config_path}: {e.strerror}") from e
     print(f"Imported {export} into {config_path}; boxd applies it at its next start.")
     return 0

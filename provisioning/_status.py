@@ -29,15 +29,18 @@ from provisioning._enroll import explain_network_error
 
 @dataclass
 class Report:
-    """Lines to show, and whether everything is fine."""
+    """Lines to show, the same for scripts (`doc`, `boxctl status --json`), and whether all is fine."""
 
     lines: list[str] = field(default_factory=list)
     ok: bool = True
+    doc: dict[str, object] = field(default_factory=dict)
 
-    def add(self, label: str, text: str, ok: bool = True) -> None:
-        """Add a line; a line that is not ok makes the report fail."""
+    def add(self, label: str, text: str, ok: bool = True, **fields: object) -> None:
+        """Add a line (and its fields for scripts); a line that is not ok makes the report fail."""
         self.lines.append(f"{label + ':':<14} {text}")
         self.ok = self.ok and ok
+        self.doc.update(fields)
+        self.doc["ok"] = self.ok
 
 
 def daemon_state(state_dir: Path, max_age_s: float = 15.0) -> dict[str, object] | None:
@@ -103,36 +106,67 @@ def mqtt_check(ident: Identity, timeout: float = 10.0) -> str:
 def status(state_dir: Path, ident: Identity) -> Report:
     """Build the status report."""
     r = Report()
-    r.add("Box ID", ident.box_id)
+    r.add("Box ID", ident.box_id, box_id=ident.box_id)
     days = ident.days_left()
     exp = ident.not_after().strftime("%Y-%m-%d")
+    r.doc["cert_expires"] = ident.not_after().strftime("%Y-%m-%dT%H:%M:%SZ")
     if days < 0:
         r.add("Certificate", f"EXPIRED on {exp}: the Box cannot connect; renew or re-provision it", False)
     elif days < 30:
         r.add("Certificate", f"valid until {exp}, only {days:.0f} days left: renew it soon")
     else:
         r.add("Certificate", f"valid until {exp} ({days:.0f} days left)")
-    r.add("Platform", f"{ident.broker_host}:{ident.broker_port}")
+    r.add("Platform", f"{ident.broker_host}:{ident.broker_port}", platform=f"{ident.broker_host}:{ident.broker_port}")
     where = f"the platform broker {ident.broker_host}:{ident.broker_port}"
     try:
         version = tls_check(ident)
-        r.add("TLS", f"OK ({version}), the platform's certificate is verified and the Box's accepted")
+        r.add("TLS", f"OK ({version}), the platform's certificate is verified and the Box's accepted", tls="ok")
     except (OSError, ssl.SSLError) as e:
-        r.add("TLS", explain_network_error(e, where), False)
+        r.add("TLS", explain_network_error(e, where), False, tls=explain_network_error(e, where))
+        _daemon_lines(r, daemon_state(state_dir))
         return r
     st = daemon_state(state_dir)
-    if st is not None:
-        if st.get("connected"):
-            since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(str(st.get("connected_since", 0)))))
-            r.add("boxd", f"running (pid {st['pid']}), connected to the platform since {since}")
-        else:
-            r.add("boxd", f"running (pid {st['pid']}), NOT connected: {st.get('last_error') or 'connecting'}", False)
-        r.add("Queue", f"{st.get('queue_samples', 0)} sample(s) waiting to be sent")
-        return r
-    try:
-        why = mqtt_check(ident)
-    except (OSError, ssl.SSLError) as e:
-        why = explain_network_error(e, where)
-    r.add("MQTT", why or "OK, the Box can log in to the platform", not why)
-    r.add("boxd", "not running")
+    if st is None:
+        try:
+            why = mqtt_check(ident)
+        except (OSError, ssl.SSLError) as e:
+            why = explain_network_error(e, where)
+        r.add("MQTT", why or "OK, the Box can log in to the platform", not why, mqtt=why or "ok")
+    _daemon_lines(r, st)
     return r
+
+
+def _daemon_lines(r: Report, st: dict[str, object] | None) -> None:
+    """What the running daemon says: its link, queue, configuration and each bus."""
+    if st is None:
+        r.add("boxd", "not running", daemon=None)
+        return
+    pid = st.get("pid")
+    if st.get("connected"):
+        since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(str(st.get("connected_since", 0)))))
+        r.add("boxd", f"running (pid {pid}), connected to the platform since {since}")
+    else:
+        r.add("boxd", f"running (pid {pid}), NOT connected: {st.get('last_error') or 'connecting'}", False)
+    r.add("Queue", f"{st.get('queue_samples', 0)} sample(s) waiting to be sent")
+    version = st.get("config_version")
+    digest = str(st.get("config_sha256") or "")[:12]
+    r.add("Configuration", (f"version {version} from the platform" if version is not None
+                            else "written on the Box (not pushed by the platform)")
+          + f", {st.get('points', '?')} point(s), {st.get('buses', '?')} bus(es)" + (f", sha256 {digest}" if digest
+                                                                                     else ""))
+    buses = st.get("bus_health")
+    silent = []
+    if isinstance(buses, dict):
+        for name, b in sorted(buses.items()):
+            if not isinstance(b, dict):
+                continue
+            state = "polling" if b.get("polling") else "NO GOOD READING YET"
+            if not b.get("polling"):
+                silent.append(name)
+            r.add(f"  bus {name}", f"{state}; {b.get('points', '?')} point(s), {b.get('requests', 0)} requests, "
+                                   f"{b.get('errors', 0)} errors")
+    r.doc["daemon"] = {k: st.get(k) for k in ("pid", "connected", "last_error", "queue_samples", "config_version",
+                                             "config_sha256", "points", "buses", "bus_health", "version")}
+    if silent:
+        r.lines.append(f"{'':<14} no good reading yet from {', '.join(silent)}: check wiring and addressing "
+                       f"('boxctl read DEVICE.POINT' says why)")

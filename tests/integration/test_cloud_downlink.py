@@ -7,6 +7,7 @@ tested in the end-to-end tests); the cloud, the broker and its ACL are real.
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def test_a_configuration_reaches_the_box_even_when_it_comes_online_later(fresh_c
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     cloud = fresh_cloud
     ident = provision(cloud, tmp_path / "CFG-1", "CFG-1")
-    version = cloud.push_config(ident.box_id, GOOD)  # the Box is offline
+    version = cloud.push_config(ident.box_id, GOOD, allow_empty=True)  # the Box is offline
     wait_for(lambda: cloud.store.config_state(ident.box_id).published is not None, 10,  # type: ignore[union-attr]
              "the configuration to be published")
     box = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
@@ -47,12 +48,17 @@ def test_a_configuration_reaches_the_box_even_when_it_comes_online_later(fresh_c
     wait_for(lambda: _downlinks(box, "config"), 10, "the retained configuration")
     (push,) = _downlinks(box, "config")
     assert isinstance(push, downlink.ConfigPush) and push.version == version and push.toml_text == GOOD
+    assert push.allow_empty  # the operator's deliberate choice travels with it
 
     # the Box answers; `boxcloud config show` tells the operator
     box.client.publish(f"boxes/{ident.box_id}/up/replies", downlink.config_reply(version, "applied"), 1)
     wait_for(lambda: cloud.store.config_state(ident.box_id).status == "applied", 10, "the answer")  # type: ignore[union-attr]
     assert boxcloud(["--home", str(cloud.home), "config", "show", ident.box_id]) == 0
-    assert f"version {version}: applied" in capsys.readouterr().out
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{version} "))
+    assert row.split()[1] == "applied"
+    assert boxcloud(["--home", str(cloud.home), "config", "show", ident.box_id, "--json"]) == 0
+    (doc,) = json.loads(capsys.readouterr().out)
+    assert doc["version"] == version and doc["status"] == "applied" and doc["allow_empty"] is True
     box.close()
 
 
@@ -102,8 +108,20 @@ def test_bad_requests_are_refused_before_anything_is_sent(fresh_cloud: Cloud, tm
     assert "batch_delay_ms" in err and "max_samples" in err  # every reason, not just the first
     good = tmp_path / "good.toml"
     good.write_text(GOOD)
-    assert boxcloud(["--home", str(cloud.home), "config", "push", ident.box_id, str(good), "--wait", "0"]) == 0
+    # no points: it would silence the Box's every device; refused without the deliberate option
+    assert boxcloud(["--home", str(cloud.home), "config", "push", ident.box_id, str(good), "--wait", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "no points" in err and "--allow-empty" in err and len(err.strip().splitlines()) == 1
+    assert boxcloud(["--home", str(cloud.home), "config", "push", ident.box_id, str(good), "--wait", "0",
+                     "--allow-empty"]) == 0
     assert "version 1 for BAD-1 queued" in capsys.readouterr().out
+    # a missing file, an unknown Box: one line, the same wording everywhere, nothing queued
+    assert boxcloud(["--home", str(cloud.home), "config", "push", ident.box_id, str(tmp_path / "nope.toml")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    for argv in (["config", "push", "NOPE", str(good)], ["config", "show", "NOPE"], ["cmd", "list", "NOPE"],
+                 ["box", "show", "NOPE"], ["box", "revoke", "NOPE"], ["alerts", "--box", "NOPE"]):
+        assert boxcloud(["--home", str(cloud.home), *argv]) == 1
+        assert capsys.readouterr().err == "boxcloud: no Box 'NOPE' here ('boxcloud box list' shows them)\n"
     # --no-check sends a broken configuration anyway: the Box decides (and says why)
     assert cloud.push_config(ident.box_id, "[uplink]\nbatch_delay_ms = -5\n", check=False) == 2
 

@@ -67,6 +67,16 @@ def test_installer_errors_are_words(tmp_path: Path) -> None:
     assert r.returncode == 1 and "not found" in r.stderr and "Traceback" not in r.stderr
     r = boxctl("scan", "modbus-tcp", "127.0.0.1", "--units", "300")
     assert r.returncode == 1 and "0..247" in r.stderr
+    # an export that could not be written is refused before the scan, not after it
+    r = boxctl("scan", "modbus-tcp", f"127.0.0.1:{free_port()}", "--export", str(tmp_path / "missing" / "x.toml"))
+    assert r.returncode == 1 and r.stderr == f"boxctl: --export {tmp_path / 'missing' / 'x.toml'}: there is no " \
+                                             f"directory {tmp_path / 'missing'}\n"
+    # a mistyped --config creates nothing: the points are not imported into a new file
+    points = tmp_path / "points.toml"
+    points.write_text('[[modbus_tcp]]\nname = "x"\nhost = "10.0.0.1"\npoll_interval_s = 1.0\n'
+                      '[[modbus_tcp.points]]\nname = "t"\ntable = "holding"\naddress = 0\ntype = "uint16"\n')
+    r = boxctl("import-points", str(points), "--config", str(tmp_path / "bxod.toml"))
+    assert r.returncode == 1 and "there is no configuration" in r.stderr and not (tmp_path / "bxod.toml").exists()
 
 
 def test_scan_an_rtu_line_and_spot_a_wrong_baud_rate(tmp_path: Path) -> None:

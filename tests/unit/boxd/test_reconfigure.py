@@ -89,8 +89,12 @@ def test_a_push_replaces_the_buses_and_the_table_without_a_restart(tmp_path: Pat
         assert set(d._buses.source_of) == {"a.t", "b.x", "b.y"} and d._table_id != table
         assert (tmp_path / "boxd.toml").read_text() == first + device("b", points=("x", "y"))
         assert (tmp_path / "config.last-good.toml").read_text() == first
+        assert replies[-1]["reasons"][0].startswith(downlink.ON_PROBATION)  # the platform waits for the outcome
+        await eventually(lambda: replies[-1]["status"] == "kept")  # a good reading came: the final answer
+        assert [r["status"] for r in replies] == ["applied", "kept"]
+        assert d.status()["config_version"] == 1 and d.status()["points"] == 3
         await d._on_config(push(1, first))  # the retained push again: ignored
-        assert len(replies) == 1
+        assert len(replies) == 2
 
     run_daemon(tmp_path, first, body)
 

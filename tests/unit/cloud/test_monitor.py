@@ -115,3 +115,43 @@ def test_an_unreachable_device_is_its_own_alert_only_while_the_box_is_online(mon
     assert kinds(mon) == ["device:meter"]
     store(mon, 2)
     assert kinds(mon) == []
+
+
+def test_a_planned_restart_is_no_alert_unless_the_box_stays_away(mon: Monitor) -> None:
+    mon.on_health("B1", health())
+    now = time.time()
+    mon.store.set_status("B1", False, now, "restarting", None)
+    mon.on_status("B1", False, "restarting")
+    mon.check(now + 60)
+    assert kinds(mon) == []
+    mon.check(now + 200)  # past the grace (2 min, or 3 heartbeats if longer)
+    assert kinds(mon) == ["offline"] and "not back" in mon.store.alerts("B1")[0].message
+    mon.store.set_status("B1", True, now + 201, "", None)
+    mon.on_status("B1", True, "")
+    assert kinds(mon) == []
+
+
+def test_a_rollback_is_an_alert_until_acknowledged_or_a_configuration_is_kept(mon: Monitor) -> None:
+    mon.on_config_answer("B1", 3, "applied", ["on probation for 60 s: ..."])
+    assert kinds(mon) == []
+    mon.on_config_answer("B1", 3, "rolled_back", ["no device of configuration 3 gave a good reading"])
+    assert kinds(mon) == ["config:3"] and "rolled back" in mon.store.alerts("B1")[0].message
+    mon.on_config_answer("B1", 4, "kept", [])
+    assert kinds(mon) == []
+    mon.on_config_answer("B1", 5, "rolled_back", ["..."])
+    (alert,) = mon.store.alerts("B1")
+    assert mon.store.ack_alert(alert.id, close=True) and kinds(mon) == []
+    assert not mon.store.ack_alert(alert.id, close=True)  # once only: "nothing changed"
+
+
+def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.executescript("CREATE TABLE alerts (id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, "
+                     "subject TEXT NOT NULL, message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);"
+                     "INSERT INTO alerts VALUES (1, 'B1', 'evicted', '', 'full', 1.0, NULL);")
+    db.close()
+    s = Store(tmp_path / "old.db")
+    (a,) = s.alerts("B1")
+    assert a.acked is None and s.ack_alert(1, close=False) and s.alert(1).acked is not None  # type: ignore[union-attr]
