@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import __version__, config, downlink, identity, reconfig, sdnotify, wire
+from boxd import __version__, config, downlink, files, identity, reconfig, sdnotify, wire
 from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
@@ -725,12 +725,11 @@ class Daemon:
     async def _runtime(self) -> None:
         run = self.state_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
-        path, tmp = run / "status.json", run / "status.json.tmp"
+        path = run / "status.json"
         launcher = os.getppid() if self.updates.launched else 0
         try:
             while True:
-                tmp.write_text(json.dumps(self.status()))
-                tmp.replace(path)
+                files.write_atomic(path, json.dumps(self.status()).encode(), durable=False)
                 if launcher and os.getppid() != launcher:  # killed: nobody would roll back or restart us
                     log.error("the launcher (pid %d) is gone: stopping", launcher)
                     assert self._main is not None

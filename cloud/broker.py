@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from boxd import tls
-from boxd.files import write_atomic
+from boxd.files import private_dir, write_atomic, write_secret
 from cloud.errors import BrokerError
 from cloud.pki import Pki
 from cloud.store import Store
@@ -73,6 +73,23 @@ def _service_roles() -> list[dict[str, object]]:
     ]
 
 
+def private_home(home: Path) -> None:
+    """Create the cloud's home directory closed to other users (it holds customers' data).
+
+    Run as root with a `mosquitto` user, the directory is 0710 with that user's group, so that the
+    broker, which drops to it, can reach its own files below without being able to list the home;
+    otherwise 0700.
+    """
+    private_dir(home)
+    if os.geteuid() == 0:
+        try:
+            gid = pwd.getpwnam("mosquitto").pw_gid
+        except KeyError:
+            return
+        os.chown(home, 0, gid)
+        home.chmod(0o710)
+
+
 def _find_plugin() -> str:
     for d in _PLUGIN_DIRS:
         p = Path(d) / "mosquitto_dynamic_security.so"
@@ -101,11 +118,12 @@ class Broker:
         if os.geteuid() != 0:
             return None
         try:
-            pwd.getpwnam("mosquitto")
+            ent = pwd.getpwnam("mosquitto")
         except KeyError:
             return "root"
-        for d in [self.dir.resolve(), *self.dir.resolve().parents]:
-            if d.exists() and not d.stat().st_mode & 0o001 and d != self.dir.resolve():
+        for d in self.dir.resolve().parents:
+            st = d.stat()
+            if not (st.st_mode & 0o001 or (st.st_mode & 0o010 and st.st_gid == ent.pw_gid)):
                 return "root"  # a parent directory the mosquitto user cannot traverse
         return "mosquitto"
 
@@ -115,8 +133,7 @@ class Broker:
         (self.dir / "data").mkdir(exist_ok=True)
         user = self._run_as()
         key = self.dir / "broker.key"
-        shutil.copyfile(self.pki.dir / "broker.key", key)
-        key.chmod(0o600)
+        write_secret(key, (self.pki.dir / "broker.key").read_bytes())  # 0600 from its first byte
         roles = _service_roles()
         clients: list[dict[str, object]] = [
             {"username": RECEIVER, "roles": [{"rolename": "receiver"}]},

@@ -48,7 +48,7 @@ from cloud.store import Store
 log = logging.getLogger("boxcloud.enroll")
 
 MAX_BODY = 16 * 1024
-_TOKEN_RE = re.compile(r"^[A-Z2-7]{24}$")
+_TOKEN_RE = re.compile(r"[A-Z2-7]{24}")
 
 
 def new_token() -> str:
@@ -64,7 +64,7 @@ def token_hash(token: str) -> str:
         EnrollmentError: the text cannot be a token.
     """
     norm = re.sub(r"[\s-]", "", token).upper()
-    if not _TOKEN_RE.match(norm):
+    if not _TOKEN_RE.fullmatch(norm):
         raise EnrollmentError("the enrollment token is malformed (24 letters and digits expected)", 401)
     return hashlib.sha256(norm.encode()).hexdigest()
 
@@ -75,7 +75,7 @@ def check_serial(serial: str) -> str:
     Raises:
         EnrollmentError: the serial has characters or a length a Box ID cannot have.
     """
-    if not BOX_ID_RE.match(serial):
+    if not BOX_ID_RE.fullmatch(serial):
         raise EnrollmentError(
             f"invalid serial {serial!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -170,7 +170,7 @@ def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
         raise EnrollmentError("a renewal needs the Box's current certificate in the TLS handshake", 401)
     cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), None)  # type: ignore[attr-defined]
     serial = peer.get("serialNumber")
-    if not (isinstance(cn, str) and BOX_ID_RE.match(cn)) or cn.startswith("cloud:") or not isinstance(serial, str):
+    if not (isinstance(cn, str) and BOX_ID_RE.fullmatch(cn)) or cn.startswith("cloud:") or not isinstance(serial, str):
         raise EnrollmentError("the certificate presented is not a Box's", 403)
     return cn, int(serial, 16)
 

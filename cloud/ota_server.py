@@ -23,7 +23,7 @@ from cloud.errors import EnrollmentError
 log = logging.getLogger("boxcloud.ota")
 
 PREFIX = "/tuf/"
-_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}$")  # no leading dot: no "." or ".."
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")  # no leading dot: no "." or ".."
 _DIRS = ("metadata", "targets")
 
 
@@ -42,7 +42,7 @@ class Handler(Protocol):
 def resolve(repo_dir: Path, url_path: str) -> Path | None:
     """The file `url_path` (under PREFIX) names in `repo_dir`, or None when it names none."""
     parts = url_path[len(PREFIX):].split("/")
-    if len(parts) != 2 or parts[0] not in _DIRS or not _NAME.match(parts[1]):
+    if len(parts) != 2 or parts[0] not in _DIRS or not _NAME.fullmatch(parts[1]):
         return None
     return repo_dir / parts[0] / parts[1]
 

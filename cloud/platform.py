@@ -24,7 +24,7 @@ from boxd import downlink
 from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
-from cloud.broker import Broker
+from cloud.broker import Broker, private_home
 from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError
 from cloud.pki import Pki
@@ -75,8 +75,7 @@ class Cloud:
         """Create the PKI, the server and service certificates and the settings file."""
         if (self.home / "cloud.json").exists():
             raise CloudError(f"a cloud already exists in {self.home}")
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o755)
+        private_home(self.home)
         self.pki.init()
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, overload
 
 from boxd.errors import WireError
+from boxd.files import private_db, private_dir
 from boxd.wire import Batch
 from cloud.errors import EnrollmentError, StoreError
 from drivers import PointInfo, Value
@@ -243,12 +244,14 @@ class Store:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.parent.exists():
+                    private_dir(self.path.parent)
+                private_db(self.path)  # customers' data: 0600, and so are the -wal and -shm files
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
                 raise StoreError(f"cannot open the cloud database {self.path}: {e}") from e
             self._local.db = db
         return db

@@ -105,7 +105,7 @@ def _check_answer(
     answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca_file: Path
 ) -> tuple[str, bytes, str, int]:
     box_id, chain_pem, broker = answer.get("box_id"), answer.get("certificate"), answer.get("broker")
-    if not (isinstance(box_id, str) and BOX_ID_RE.match(box_id)):
+    if not (isinstance(box_id, str) and BOX_ID_RE.fullmatch(box_id)):
         raise ProvisionError("the platform's answer holds no valid Box ID")
     if not (isinstance(broker, dict) and isinstance(broker.get("host"), str) and isinstance(broker.get("port"), int)):
         raise ProvisionError("the platform's answer holds no valid broker address")
