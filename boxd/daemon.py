@@ -272,6 +272,7 @@ class Daemon:
             identity.commit(self.state_dir)
             self._ident = new
             log.info("identity: the renewed certificate works; the previous one is dropped")
+            await self._confirm_renewal()
             return f"renewed: the new certificate is valid until {new.not_after():%Y-%m-%d %H:%M} UTC"
         error = self.uplink.state.last_error if self.uplink else ""
         identity.revert(self.state_dir)
@@ -300,6 +301,21 @@ class Daemon:
             return
         identity.commit(self.state_dir)
         log.info("identity: the renewed certificate works; the previous one is dropped")
+        await self._confirm_renewal()
+
+    async def _confirm_renewal(self) -> None:
+        """Tell the platform the renewed certificate is in use, so that it revokes the previous one.
+        A failure is only logged: the platform accepts both until the Box's next renewal."""
+        from provisioning._enroll import confirm
+        from provisioning.errors import ProvisionError
+
+        try:
+            await asyncio.to_thread(confirm, self.state_dir)
+        except ProvisionError as e:
+            log.warning("identity: the platform was not told that the renewed certificate is in use (%s); "
+                        "it keeps the previous one valid until the next renewal", e)
+            return
+        log.info("identity: the platform revoked the previous certificate")
 
     async def _switch_uplink(self, ident: identity.Identity, trial_s: float) -> bool:
         """Replace the MQTT link by one with `ident`; whether it connected within `trial_s`."""

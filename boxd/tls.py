@@ -13,6 +13,9 @@ import ssl
 from pathlib import Path
 
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
+# TLS 1.2 suites: forward-secret key exchange and AEAD ciphers only (no CBC, no SHA-1 MAC);
+# TLS 1.3 suites are all AEAD. The same list is the broker's (cloud.broker).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME; only boxd.uplink sets it, see boxd.clock
 
 
@@ -31,6 +34,7 @@ def client_context(
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
     ctx.minimum_version = MIN_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_verify_locations(cafile=str(ca_file))
     if cert_file is not None:
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
@@ -52,6 +56,7 @@ def server_context(
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_cert_chain(str(cert_file), str(key_file))
     if client_ca_file is not None:
         ctx.load_verify_locations(cafile=str(client_ca_file))

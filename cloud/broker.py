@@ -177,6 +177,8 @@ class Broker:
             "use_identity_as_username true",
             "use_username_as_clientid true",
             "tls_version tlsv1.2",
+            f"ciphers {tls.TLS12_CIPHERS}",  # TLS 1.2: ECDHE with AEAD only (no CBC, no SHA-1)
+            "ciphers_tls1.3 TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
         ]
         if user:
             lines.insert(3, f"user {user}")
@@ -264,11 +266,44 @@ class Broker:
             return None
         return pid
 
-    def reload(self) -> None:
-        """Make the broker re-read its CRL (SIGHUP); a no-op when it is not running."""
+    def reload(self, timeout: float = 10.0) -> None:
+        """Make the broker re-read its CRL and certificates (SIGHUP), and wait until it has: a
+        handshake started after this returns sees the new CRL. A no-op when it is not running.
+
+        Mosquitto handles SIGHUP in its main loop ("Reloading config." in its log, then the
+        reload, synchronously); one handshake after that line proves the loop went past it.
+
+        Raises:
+            BrokerError: the broker did not reload within `timeout`.
+        """
         pid = self.running_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
+        if pid is None:
+            return
+        offset = self._log_size()
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not self._logged_since(offset, b"Reloading config."):
+            if time.monotonic() > deadline or self.running_pid() is None:
+                raise BrokerError(f"the broker did not reload its configuration within {timeout:.0f} s")
+            time.sleep(0.02)
+        while not self._handshake_ok():
+            if time.monotonic() > deadline:
+                raise BrokerError("the broker does not accept TLS after reloading")
+            time.sleep(0.05)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def _logged_since(self, offset: int, text: bytes) -> bool:
+        try:
+            with self.log_file.open("rb") as f:
+                f.seek(offset)
+                return text in f.read()
+        except OSError:
+            return False
 
     # -- administration -------------------------------------------------------------------
 

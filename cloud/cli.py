@@ -2,11 +2,12 @@
 
     boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--name NAME ...]
     boxcloud run                      broker + receiver + enrollment, until Ctrl-C
-    boxcloud box add SERIAL [--ttl 72h]
+    boxcloud box add SERIAL [--ttl 72h] [--replace]
     boxcloud box list
     boxcloud box show BOX_ID [--history N]
     boxcloud box revoke BOX_ID
     boxcloud box tag BOX_ID TAG ...   /   boxcloud box untag BOX_ID TAG ...
+    boxcloud token list [--json]  /  boxcloud token cancel SERIAL
     boxcloud alerts [--all] [--box BOX_ID]
     boxcloud config push BOX_ID FILE [--no-check] [--wait 30s]
     boxcloud config show BOX_ID [--history N]
@@ -44,7 +45,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cloud import _deploy_cli
+from cloud import _deploy_cli, _security_cli
 from cloud.errors import CloudError
 from cloud.platform import Cloud, Settings
 from cloud.store import CommandRow, ConfigRow
@@ -81,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     a = box.add_parser("add", help="issue a single-use enrollment token for a Box serial")
     a.add_argument("serial")
     a.add_argument("--ttl", type=_duration, default=72 * 3600, help="token lifetime (default 72h)")
+    a.add_argument("--replace", action="store_true",
+                   help="the Box is enrolled: issue a token anyway (using it ends every certificate the Box has)")
     box.add_parser("list", help="list Boxes with their status")
     s = box.add_parser("show", help="show a Box: identity, status, history and latest values")
     s.add_argument("box_id")
@@ -111,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--ttl", type=_duration, default=300, help="the command expires after this (default 5m)")
     c.add_argument("--wait", type=_duration, default=30, help="wait this long for the Box's answer (0: don't)")
     _deploy_cli.add_parsers(sub, _duration)
+    _security_cli.add_parsers(sub)
     return p
 
 
@@ -147,11 +151,15 @@ def cmd_run(cloud: Cloud) -> int:
 def cmd_box(cloud: Cloud, args: argparse.Namespace) -> int:
     """The `box` subcommands."""
     if args.box_cmd == "add":
-        token, expires = cloud.add_box(args.serial, args.ttl)
+        cloud.settings  # noqa: B018 - fail early when there is no cloud here
+        earlier = [t for t in cloud.store.pending_tokens() if t.serial == args.serial]
+        token, expires = cloud.add_box(args.serial, args.ttl, replace=args.replace)
         s = cloud.settings
+        if earlier:
+            print(f"The earlier token for {args.serial} is cancelled (a Box has one live token at most).")
         print(f"Enrollment token for Box {args.serial} (single use, valid until {_when(expires)}):\n\n    {token}\n")
-        print("On the Box, run:")
-        print(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token {token}")
+        print("On the Box, run (and paste the token when asked; it never goes on a command line):")
+        print(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token -")
         return 0
     if args.box_cmd == "list":
         boxes = cloud.store.boxes()
@@ -354,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
             return _deploy_cli.cmd_release(cloud, args)
         if args.cmd == "deploy":
             return _deploy_cli.cmd_deploy(cloud, args)
+        if args.cmd == "token":
+            return _security_cli.cmd_token(cloud, args)
         return cmd_box(cloud, args)
     except CloudError as e:
         print(f"boxcloud: {e}", file=sys.stderr)

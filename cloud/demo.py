@@ -131,9 +131,9 @@ def run(root: Path, duration: float | None) -> int:
         box = root / "box"
         _wait(lambda: _can_connect(s.enroll_port), 30, "the enrollment endpoint", demo)
         r = subprocess.run([PY, "-m", "provisioning.cli", "--state-dir", str(box), "provision",
-                            "--server", f"https://localhost:{s.enroll_port}", "--token", token,
+                            "--server", f"https://localhost:{s.enroll_port}", "--token", "-",
                             "--ca", str(cloud.pki.root_cert), "--serial", SERIAL],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, input=token + "\n")
         print(f"demo: boxctl provision -> {(r.stdout or r.stderr).strip()}")
         if r.returncode:
             return 1

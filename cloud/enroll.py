@@ -32,8 +32,8 @@ import secrets
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -84,67 +84,110 @@ def check_serial(serial: str) -> str:
 
 @dataclass
 class Enroller:
-    """The enrollment logic, apart from HTTP."""
+    """The enrollment logic, apart from HTTP.
+
+    `revocations_changed` is called when certificates were put on the revocation list (the
+    platform rewrites its CRL, reloads the broker and tells the Boxes).
+    """
 
     pki: Pki
     store: Store
     broker: Broker
+    revocations_changed: Callable[[], None] = lambda: None
 
     def enroll(self, token: str, csr_pem: str, serial: str | None) -> dict[str, object]:
         """Check the token, sign the CSR, give the Box its broker rights.
+
+        Nothing is spent by a request that is malformed or whose token is not valid: the CSR is
+        checked first, then the token is only read; it is claimed (a write) once both are good.
+        Every certificate the Box had before ends here (re-enrolment replaces a Box).
 
         Raises:
             EnrollmentError: refused; the message says why (and is safe to show the installer).
         """
         h = token_hash(token)
-        box_serial = self.store.claim_token(h)
         try:
-            if serial is not None and serial != box_serial:
-                raise EnrollmentError(f"this token was issued for another Box (serial {box_serial})", 403)
-            try:
-                chain, leaf = self.pki.sign_box_csr(csr_pem.encode(), box_serial)
-            except PkiError as e:
-                raise EnrollmentError(str(e)) from e
+            self.pki.load_box_csr(csr_pem)
+        except PkiError as e:
+            raise EnrollmentError(str(e)) from e
+        box_serial = self.store.check_token(h)
+        if serial is not None and serial != box_serial:
+            self.store.claim_token(h)  # a token shown to the wrong Box is spent
+            raise EnrollmentError(f"this token was issued for another Box (serial {box_serial})", 403)
+        self.store.claim_token(h)
+        try:
+            chain, leaf = self.pki.sign_box_csr(csr_pem, box_serial)
+            ended = self.store.enroll_box(
+                box_serial, box_serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp())
+            if ended:  # the CRL first: a session of an old certificate kicked below cannot come back
+                self.revocations_changed()
             try:
                 self.broker.add_box(box_serial)
             except BrokerError as e:
                 log.error("enrollment of %s: %s", box_serial, e)
                 raise EnrollmentError("the platform broker is unavailable; try again in a minute", 503) from e
-        except EnrollmentError as e:
-            if e.status != 403:  # a token shown to the wrong Box stays spent
-                self.store.release_token(h)
+        except BaseException:
+            self.store.release_token(h)  # our failure: the installer may try again with the same token
             raise
-        replaced = self.store.enroll_box(
-            box_serial, box_serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp()
-        )
-        if replaced is not None and replaced != leaf.serial_number:
-            self.pki.write_crl((s, _ts(t)) for s, t in self.store.revoked_certs())
-            self.broker.reload()
-        log.info("enrolled Box %s (certificate serial %x)", box_serial, leaf.serial_number)
-        return {
-            "box_id": box_serial,
-            "certificate": chain.decode(),
-            "ca": self.pki.root_cert.read_text(),
-            "broker": {"host": self.broker.host, "port": self.broker.port},
-        }
-
+        log.info("enrolled Box %s (certificate serial %x%s)", box_serial, leaf.serial_number,
+                 f"; {len(ended)} earlier certificate(s) revoked" if ended else "")
+        return self._answer(box_serial, chain)
 
     def renew(self, peer: dict[str, object], csr_pem: str) -> dict[str, object]:
         """Sign a new certificate for the Box that presented `peer` (ssl's getpeercert()).
 
+        Only the Box's current certificate, or its pending one (which then becomes current), may
+        renew; the new certificate is pending until the Box uses it.
+
         Raises:
             EnrollmentError: no certificate, not a Box's, revoked or superseded, bad CSR.
         """
-        box_id, serial = _peer_identity(peer)
+        box_id, serial = self.box_of(peer)
         try:
-            chain, leaf = self.pki.sign_box_csr(csr_pem.encode(), box_id)
+            self.pki.load_box_csr(csr_pem)
+            chain, leaf = self.pki.sign_box_csr(csr_pem, box_id)
         except PkiError as e:
             raise EnrollmentError(str(e)) from e
         try:
-            self.store.renew_cert(box_id, serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp())
+            change = self.store.renew_cert(box_id, serial, leaf.serial_number, leaf.not_valid_after_utc.timestamp())
         except StoreError as e:
             raise EnrollmentError(f"renewal refused: {e}", 403) from e
-        log.info("renewed the certificate of Box %s (serial %x -> %x)", box_id, serial, leaf.serial_number)
+        if change.revoked:
+            self.revocations_changed()
+        log.info("renewed the certificate of Box %s (serial %x -> %x, pending until used)", box_id, serial,
+                 leaf.serial_number)
+        return self._answer(box_id, chain)
+
+    def confirm(self, peer: dict[str, object]) -> dict[str, object]:
+        """The Box uses the certificate it presents: a pending one becomes current (the one before
+        it is revoked).
+
+        Raises:
+            EnrollmentError: no certificate (401), not a Box's current or pending one (403).
+        """
+        box_id, serial = self.box_of(peer)
+        try:
+            change = self.store.confirm_cert(box_id, serial)
+        except StoreError as e:
+            raise EnrollmentError(f"confirmation refused: {e}", 403) from e
+        if change.revoked:
+            self.revocations_changed()
+            log.info("Box %s uses its renewed certificate %x; the previous one is revoked", box_id, serial)
+        return {"box_id": box_id, "certificate_serial": f"{serial:x}"}
+
+    def box_of(self, peer: dict[str, object]) -> tuple[str, int]:
+        """(Box ID, serial) of a verified client certificate that is a Box's current or pending one.
+
+        Raises:
+            EnrollmentError: no certificate (401); not a Box's, revoked, or one the Box no longer
+                uses (403).
+        """
+        box_id, serial = _peer_identity(peer)
+        if self.store.cert_state(box_id, serial) is None:
+            raise EnrollmentError("the certificate presented is revoked or no longer this Box's", 403)
+        return box_id, serial
+
+    def _answer(self, box_id: str, chain: bytes) -> dict[str, object]:
         return {
             "box_id": box_id,
             "certificate": chain.decode(),
@@ -152,31 +195,16 @@ class Enroller:
             "broker": {"host": self.broker.host, "port": self.broker.port},
         }
 
-    def box_of(self, peer: dict[str, object]) -> tuple[str, int]:
-        """(Box ID, serial) of a verified client certificate that is a Box's and not revoked.
-
-        Raises:
-            EnrollmentError: no certificate (401), not a Box's or revoked (403).
-        """
-        box_id, serial = _peer_identity(peer)
-        if any(s == serial for s, _ in self.store.revoked_certs()):
-            raise EnrollmentError("the certificate presented is revoked", 403)
-        return box_id, serial
-
 
 def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
     """(Box ID, certificate serial) of a verified client certificate."""
     if not peer:
-        raise EnrollmentError("a renewal needs the Box's current certificate in the TLS handshake", 401)
+        raise EnrollmentError("this request needs the Box's current certificate in the TLS handshake", 401)
     cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), None)  # type: ignore[attr-defined]
     serial = peer.get("serialNumber")
-    if not (isinstance(cn, str) and BOX_ID_RE.fullmatch(cn)) or cn.startswith("cloud:") or not isinstance(serial, str):
+    if not (isinstance(cn, str) and BOX_ID_RE.fullmatch(cn)) or not isinstance(serial, str):
         raise EnrollmentError("the certificate presented is not a Box's", 403)
     return cn, int(serial, 16)
-
-
-def _ts(t: float) -> datetime:
-    return datetime.fromtimestamp(t, UTC)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -207,7 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": "not found"})
 
     def do_POST(self) -> None:
-        if self.path not in ("/v1/enroll", "/v1/renew"):
+        if self.path not in ("/v1/enroll", "/v1/renew", "/v1/renew/confirm"):
             self._answer(404, {"error": "not found"})
             return
         try:
@@ -220,7 +248,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             req = json.loads(self.rfile.read(length))
-            if self.path == "/v1/renew":
+            if not isinstance(req, dict):
+                raise TypeError("the request must be a JSON object")
+            if self.path == "/v1/renew/confirm":
+                result = self.server.enroller.confirm(self.connection.getpeercert() or {})
+            elif self.path == "/v1/renew":
                 csr = req["csr"]
                 if not isinstance(csr, str):
                     raise TypeError("csr must be text")
@@ -231,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
                     raise TypeError("token, csr and serial must be text")
                 result = self.server.enroller.enroll(token, csr, serial)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             self._answer(400, {"error": f"malformed enrollment request: {e}"})
             return
         except EnrollmentError as e:

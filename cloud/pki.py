@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -180,7 +181,32 @@ class Pki:
         write_atomic(files.cert, cert)
         return files
 
-    def sign_box_csr(self, csr_pem: bytes, box_id: str) -> tuple[bytes, x509.Certificate]:
+    @staticmethod
+    def load_box_csr(csr_pem: str | bytes) -> x509.CertificateSigningRequest:
+        """Parse and check a Box's CSR (PEM) before anything is signed or spent.
+
+        Raises:
+            PkiError: the CSR is malformed, badly signed, or its key is not one a Box may have.
+        """
+        try:
+            raw = csr_pem.encode("ascii") if isinstance(csr_pem, str) else csr_pem
+            csr = x509.load_pem_x509_csr(raw)
+            if not csr.is_signature_valid:
+                raise PkiError("the certificate request's signature is invalid")
+            pub = csr.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # UnicodeError is a ValueError
+            raise PkiError("the certificate request is not a valid PEM CSR") from e
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            if pub.curve.key_size < 256:
+                raise PkiError("the Box key must be EC P-256 or stronger")
+        elif isinstance(pub, rsa.RSAPublicKey):
+            if not 3072 <= pub.key_size <= 8192:
+                raise PkiError("an RSA Box key must be 3072 to 8192 bits")
+        else:
+            raise PkiError("the Box key must be EC (P-256 or stronger) or RSA")
+        return csr
+
+    def sign_box_csr(self, csr_pem: str | bytes, box_id: str) -> tuple[bytes, x509.Certificate]:
         """Sign a Box's CSR: the subject is set from `box_id`, never taken from the CSR.
 
         Returns:
@@ -189,21 +215,8 @@ class Pki:
         Raises:
             PkiError: the CSR is malformed, badly signed, or its key is too weak.
         """
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as e:
-            raise PkiError("the certificate request is not a valid PEM CSR") from e
-        if not csr.is_signature_valid:
-            raise PkiError("the certificate request's signature is invalid")
-        pub = csr.public_key()
-        if isinstance(pub, ec.EllipticCurvePublicKey):
-            if pub.curve.key_size < 256:
-                raise PkiError("the Box key must be EC P-256 or stronger")
-        elif isinstance(pub, rsa.RSAPublicKey):
-            if pub.key_size < 3072:
-                raise PkiError("an RSA Box key must be at least 3072 bits")
-        else:
-            raise PkiError("the Box key must be EC (P-256 or stronger) or RSA")
+        pub = self.load_box_csr(csr_pem).public_key()
+        assert isinstance(pub, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
         chain = self._sign(box_id, pub, BOX_CERT_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH)
         leaf = x509.load_pem_x509_certificate(chain)
         return chain, leaf

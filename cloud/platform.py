@@ -133,7 +133,7 @@ class Cloud:
         self.receiver.start()
         self.ensure_ota_repository()
         self.enroll = EnrollServer(
-            Enroller(self.pki, self.store, self.broker),
+            Enroller(self.pki, self.store, self.broker, self.revocations_changed),
             self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
             client_ca=self.pki.root_cert, tuf_repo=self.ota_repo,
         )
@@ -235,14 +235,32 @@ class Cloud:
         """Rewrite the CRL from the database."""
         self.pki.write_crl((s, datetime.fromtimestamp(t, UTC)) for s, t in self.store.revoked_certs())
 
+    def revocations_changed(self) -> None:
+        """Certificates went on the revocation list: new CRL, and the broker re-reads it."""
+        self.write_crl()
+        self.broker.reload()
+
     # -- administration ------------------------------------------------------------------------
 
-    def add_box(self, serial: str, ttl_s: float) -> tuple[str, float]:
-        """Issue a single-use enrollment token for `serial`; returns (token, expiry time)."""
+    def add_box(self, serial: str, ttl_s: float, *, replace: bool = False) -> tuple[str, float]:
+        """Issue a single-use enrollment token for `serial` (its earlier live tokens are cancelled:
+        a Box has one live token at most); returns (token, expiry time).
+
+        Raises:
+            CloudError: the Box is enrolled (and not revoked) and `replace` is not set: enrolling
+                with the token ends every certificate the Box has now.
+        """
         check_serial(serial)
         self.settings  # noqa: B018 - fail early when there is no cloud here
+        row = self.store.box(serial)
+        if row is not None and row.revoked is None and not replace:
+            state = "online" if row.online else "offline"
+            raise CloudError(f"Box {serial} is enrolled and {state} (status since "
+                             f"{datetime.fromtimestamp(row.status_ts or row.enrolled, UTC):%Y-%m-%d %H:%M} UTC): "
+                             "enrolling it again ends every certificate it has now. To replace it, add --replace")
         token = new_token()
-        return token, self.store.add_token(token_hash(token), serial, ttl_s)
+        expires, _cancelled = self.store.add_token(token_hash(token), serial, ttl_s)
+        return token, expires
 
     def push_config(self, box_id: str, toml_text: str, *, check: bool = True) -> int:
         """Queue a whole configuration for a Box; returns its version. The running cloud sends it.

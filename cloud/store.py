@@ -30,7 +30,8 @@ from typing import Any, overload
 from boxd.errors import WireError
 from boxd.files import private_db, private_dir
 from boxd.wire import Batch
-from cloud.errors import EnrollmentError, StoreError
+from cloud._credentials import Credentials
+from cloud.errors import StoreError
 from drivers import PointInfo, Value
 
 _SCHEMA = """
@@ -73,6 +74,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     message TEXT NOT NULL, opened REAL NOT NULL, closed REAL);
 CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS pending_certs (
+    box_id TEXT PRIMARY KEY, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, issued REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS superseded_certs (
     box_id TEXT NOT NULL, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, superseded REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
@@ -232,7 +235,7 @@ class PointTable(Sequence[PointInfo]):
         return self.points[i]
 
 
-class Store:
+class Store(Credentials):
     """The cloud database. The constructor does no I/O; connections open on first use."""
 
     def __init__(self, path: Path) -> None:
@@ -267,60 +270,6 @@ class Store:
             raise
         db.execute("COMMIT")
 
-    # -- enrollment -----------------------------------------------------------------------
-
-    def add_token(self, token_hash: str, serial: str, ttl_s: float) -> float:
-        """Record a new enrollment token; returns its expiry time."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, NULL)", (token_hash, serial, now, now + ttl_s))
-        return now + ttl_s
-
-    def claim_token(self, token_hash: str) -> str:
-        """Check a token and mark it used; returns the Box serial it was issued for.
-
-        Raises:
-            EnrollmentError: the token is unknown, expired or already used.
-        """
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT serial, expires, used FROM tokens WHERE token_hash=?", (token_hash,)
-            ).fetchone()
-            if row is None:
-                raise EnrollmentError("the enrollment token is not valid", 401)
-            serial, expires, used = row
-            if used is not None:
-                raise EnrollmentError("the enrollment token has already been used", 401)
-            if expires < time.time():
-                raise EnrollmentError("the enrollment token has expired", 401)
-            db.execute("UPDATE tokens SET used=? WHERE token_hash=?", (time.time(), token_hash))
-        return str(serial)
-
-    def release_token(self, token_hash: str) -> None:
-        """Make a claimed token usable again (the enrollment failed on our side)."""
-        with self._tx() as db:
-            db.execute("UPDATE tokens SET used=NULL WHERE token_hash=?", (token_hash,))
-
-    def enroll_box(self, box_id: str, serial: str, cert_serial: int, not_after: float) -> int | None:
-        """Record a (re-)enrolled Box; returns the serial of the certificate it replaces, if any.
-
-        The replaced certificate is put on the revocation list: one Box, one valid certificate.
-        """
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
-            old = int(row[0]) if row else None
-            db.execute(
-                """INSERT INTO boxes (box_id, serial, enrolled, cert_serial, cert_not_after)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (box_id) DO UPDATE SET enrolled=excluded.enrolled,
-                     cert_serial=excluded.cert_serial, cert_not_after=excluded.cert_not_after,
-                     revoked=NULL""",
-                (box_id, serial, time.time(), str(cert_serial), not_after),
-            )
-            if old is not None and old != cert_serial:
-                db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (str(old), box_id, time.time()))
-        return old
-
     # -- boxes ------------------------------------------------------------------------------
 
     def boxes(self) -> list[BoxRow]:
@@ -340,46 +289,6 @@ class Store:
         vals[3] = int(str(vals[3]))
         vals[6] = bool(vals[6])
         return BoxRow(*vals)  # type: ignore[arg-type]
-
-    def revoke(self, box_id: str) -> int:
-        """Mark a Box revoked and its certificates (the current one, and any it renewed away from
-        that has not expired) on the revocation list; returns the current cert serial."""
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no Box {box_id!r}")
-            now = time.time()
-            db.execute("UPDATE boxes SET revoked=? WHERE box_id=?", (now, box_id))
-            db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (row[0], box_id, now))
-            db.execute("""INSERT OR IGNORE INTO revoked_certs SELECT cert_serial, box_id, ? FROM superseded_certs
-                          WHERE box_id=? AND not_after > ?""", (now, box_id, now))
-        return int(row[0])
-
-    def renew_cert(self, box_id: str, presented: int, new_serial: int, not_after: float) -> None:
-        """Record a Box's renewed certificate. The one it presented stays valid (superseded) until
-        it expires, so that the Box keeps it until the new one works; revoking the Box revokes both.
-
-        Raises:
-            StoreError: no such Box, revoked, or `presented` is neither its certificate nor one it
-                renewed away from (a certificate the platform no longer vouches for).
-        """
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial, cert_not_after, revoked FROM boxes WHERE box_id=?",
-                             (box_id,)).fetchone()
-            if row is None or row[2] is not None:
-                raise StoreError(f"Box {box_id!r} is not enrolled or is revoked")
-            known = {int(row[0])} | {int(s) for (s,) in db.execute(
-                "SELECT cert_serial FROM superseded_certs WHERE box_id=? AND not_after > ?", (box_id, time.time()))}
-            revoked = db.execute("SELECT 1 FROM revoked_certs WHERE cert_serial=?", (str(presented),)).fetchone()
-            if presented not in known or revoked:
-                raise StoreError(f"certificate {presented:x} is not a valid certificate of Box {box_id}")
-            db.execute("INSERT INTO superseded_certs VALUES (?, ?, ?, ?)", (box_id, row[0], row[1], time.time()))
-            db.execute("UPDATE boxes SET cert_serial=?, cert_not_after=? WHERE box_id=?",
-                       (str(new_serial), not_after, box_id))
-
-    def revoked_certs(self) -> list[tuple[int, float]]:
-        """(certificate serial, revocation time) of every revoked certificate."""
-        return [(int(s), float(t)) for s, t in self._db().execute("SELECT cert_serial, revoked FROM revoked_certs")]
 
     def set_status(self, box_id: str, online: bool, ts: float, reason: str, version: str | None) -> None:
         """Record a Box's online/offline status and keep its history."""

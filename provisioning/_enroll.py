@@ -96,7 +96,7 @@ def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout:
     except (ValueError, TypeError):
         raise ProvisionError(f"{where} answered HTTP {resp.status} with something that is not JSON") from None
     if resp.status != 200:
-        what = "renewal" if path == "/v1/renew" else "enrollment"
+        what = "renewal" if path.startswith("/v1/renew") else "enrollment"
         raise ProvisionError(f"the platform refused the {what}: {answer.get('error', f'HTTP {resp.status}')}")
     return answer
 
@@ -208,6 +208,24 @@ def renew(state_dir: Path, *, timeout: float = 20.0) -> Path:
         raise ProvisionError(f"the platform renewed another Box ({box_id}), not {ident.box_id}")
     return _stage(state_dir, key, chain, ident.ca_file.read_bytes(), {**meta, "renewed_at": int(time.time())},
                   name=box_identity.NEXT_DIR)
+
+
+def confirm(state_dir: Path, *, timeout: float = 20.0) -> None:
+    """Tell the platform that this Box now uses its renewed certificate (authenticated by it): the
+    platform then revokes the one before. Until then both stay valid.
+
+    Raises:
+        ProvisionError: the platform could not be told; the message says why.
+    """
+    from boxd import identity as box_identity
+    from boxd.errors import IdentityError
+
+    try:
+        ident = box_identity.load(state_dir)
+        host, port = _parse_server(box_identity.server_url(state_dir))
+    except IdentityError as e:
+        raise ProvisionError(f"cannot confirm the renewal: {e}") from e
+    _post(host, port, ident.ca_file, {}, timeout, path="/v1/renew/confirm", client=(ident.cert_file, ident.key_file))
 
 
 def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:

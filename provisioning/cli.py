@@ -1,6 +1,7 @@
 """The `boxctl` command: the installer's tool on the Box.
 
-    boxctl provision --server https://HOST:PORT --token TOKEN [--ca FILE] [--serial S] [--force]
+    boxctl provision --server https://HOST:PORT (--token - | --token-file F | --token T) [--ca FILE]
+                     [--serial S] [--force]
     boxctl status
     boxctl scan modbus-tcp HOST[:PORT] [--units 1-247] [--table holding] [--addresses 0-99] [--export F]
     boxctl scan modbus-rtu PORT [--baud 9600] [--parity N] [--stopbits 1] [--bytesize 8] [...same]
@@ -15,6 +16,7 @@ installer's words and a non-zero exit; never a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 
@@ -35,7 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     pr = sub.add_parser("provision", help="give this Box its identity: key, certificate, platform address")
     pr.add_argument("--server", required=True, help="the enrollment address, e.g. https://platform.example:8443")
-    pr.add_argument("--token", required=True, help="the enrollment token from 'boxcloud box add'")
+    tok = pr.add_mutually_exclusive_group(required=True)
+    tok.add_argument("--token", help="the enrollment token from 'boxcloud box add'; '-' reads it from standard "
+                                     "input (asked for on a terminal), so that it never shows in the process list")
+    tok.add_argument("--token-file", type=Path, help="read the enrollment token from this file")
     pr.add_argument("--ca", type=Path, default=DEFAULT_CA, help="the platform CA (default %(default)s)")
     pr.add_argument("--serial", help="this Box's serial; the platform checks it matches the token")
     pr.add_argument("--force", action="store_true", help="replace an existing identity")
@@ -92,6 +97,24 @@ def _field(args: argparse.Namespace) -> int:
                           rtu=args.bus == "modbus-rtu")
 
 
+def _token(args: argparse.Namespace) -> str:
+    """The enrollment token: from --token-file, standard input (--token -), or --token itself."""
+    text: str
+    if args.token_file is not None:
+        try:
+            text = args.token_file.read_text(encoding="utf-8", errors="replace")[:1024]
+        except OSError as e:
+            raise ProvisionError(f"cannot read the token file {args.token_file}: {e.strerror or e}") from None
+    elif args.token == "-":  # noqa: S105 - "read it from standard input", not a secret
+        text = getpass.getpass("Enrollment token: ") if sys.stdin.isatty() else sys.stdin.readline(1024)
+    else:
+        text = args.token
+    token = text.strip()
+    if not token:
+        raise ProvisionError("no enrollment token was given")
+    return token
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `boxctl` command."""
     args = _parser().parse_args(argv)
@@ -99,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("scan", "discover", "read", "import-points"):
             return _field(args)
         if args.cmd == "provision":
-            box_id = enroll(args.state_dir, args.server, args.token, args.ca, args.serial, force=args.force)
+            box_id = enroll(args.state_dir, args.server, _token(args), args.ca, args.serial, force=args.force)
             ident = identity.load(args.state_dir)
             print(f"Provisioned: this Box is {box_id}; certificate valid until "
                   f"{ident.not_after():%Y-%m-%d}; platform {ident.broker_host}:{ident.broker_port}.")
