@@ -62,6 +62,7 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 DOWNLINK_BACKLOG = 64  # downlink messages waiting to be handled; beyond, they are dropped (logged)
+REFUSED_BASE_S, REFUSED_MAX_S = 1.0, 60.0  # pause before resending what the broker refused
 RENEW_TRIAL_S = 45.0  # how long a renewed certificate has to connect before the previous one comes back
 RESTART_STATUS = 75  # the exit status after a `restart` command (EX_TEMPFAIL): systemd starts boxd again
 
@@ -166,6 +167,8 @@ class Daemon:
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
+        self._refused = Backoff(REFUSED_BASE_S, REFUSED_MAX_S)  # the broker refused a message: wait, then resend
+        self._hold_until = 0.0  # monotonic time before which nothing is sent again
         self._meta = b""
         self._table_id = 0
         self.sources: list[PointSource] = []
@@ -443,6 +446,12 @@ class Daemon:
         waiter = self._reply_acks.get(mid)
         if waiter is not None:
             waiter.set()
+        if ok:
+            self._refused.reset()
+        elif mid in self._inflight or mid in self._inflight_events:
+            # refused (over the Box's rate at the broker, or not allowed): it stays queued and is sent
+            # again after a pause that grows while refusals go on, not at once in a loop
+            self._hold_until = time.monotonic() + self._refused.next()
         seq = self._inflight.pop(mid, None)
         if seq is not None and ok:
             self.queue.ack(seq)
@@ -626,6 +635,9 @@ class Daemon:
             self._wake.clear()
             if self.uplink is None or not self.uplink.state.connected:
                 continue
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(hold)
             if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
                 await asyncio.sleep(settings.batch_delay_ms / 1000)

@@ -13,6 +13,8 @@ Alerts (kind, subject):
 - ``clock``: the Box's clock is more than `CLOCK_SKEW_S` off the platform's.
 - ``evicted``: the Box's queue overflowed during an outage and dropped its oldest samples.
 - ``device``, subject <device>: a field device behind an online Box stopped answering.
+- ``rate``: the Box sends more messages or bytes than its limits (the broker refused some, or
+  the receiver put some aside to decode later); closes after `RATE_QUIET_S` without excess.
 
 An alert opens once and closes when its cause is gone. This module holds rules,
 not I/O: it reads and writes the store.
@@ -32,6 +34,7 @@ log = logging.getLogger("boxcloud.monitor")
 CLOCK_SKEW_S = 300
 DEVICE_GRACE_S = 60
 COMM_FAULTS = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
+RATE_QUIET_S = 600
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Monitor:
     store: Store
     device_grace_s: float = DEVICE_GRACE_S
     _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
+    _over_rate: dict[str, float] = field(default_factory=dict)  # Box -> when it was last over its rate
 
     def _alert(self, box_id: str, kind: str, subject: str, message: str, *, refresh: bool = False) -> None:
         if self.store.open_alert(box_id, kind, subject, message, refresh=refresh):
@@ -112,6 +116,11 @@ class Monitor:
                 self._alert(box_id, "evicted", "", f"the Box's queue was full: {doc.get('total', n)} oldest "
                                                    f"samples dropped in all (latest: {n})", refresh=True)
 
+    def on_limits(self, box_id: str, refused: int, reason: str, now: float | None = None) -> None:
+        """The Box went over its rate: `refused` messages refused or put aside, and why."""
+        self._over_rate[box_id] = now or time.time()
+        self._alert(box_id, "rate", "", f"the Box sends too much: {refused} message(s) {reason}", refresh=True)
+
     def on_samples(self, box_id: str, samples: list[tuple[str, int, object, int]], now: float | None = None) -> None:
         """A stored batch, as (point, ts_ms, value, quality): which devices answered."""
         devices: dict[str, tuple[int, int]] = {}  # device -> (comm faults, samples)
@@ -141,6 +150,10 @@ class Monitor:
     def check(self, now: float | None = None) -> None:
         """Missed heartbeats, silent Boxes, unreachable devices."""
         now = now or time.time()
+        for box_id, when in list(self._over_rate.items()):
+            if now - when > RATE_QUIET_S:
+                del self._over_rate[box_id]
+                self._clear(box_id, "rate")
         for box in self.store.boxes():
             if box.revoked or not box.online:
                 continue

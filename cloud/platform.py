@@ -318,6 +318,7 @@ class Cloud:
         self.broker.reload()  # new handshakes now see the CRL ...
         try:
             self.broker.cut_off(box_id)  # ... and the open session ends, with its rights
+            self.broker.clear_retained(box_id)  # ... and what it left retained ("online") goes
         except BrokerError as e:
             raise CloudError(f"Box {box_id} is revoked, but its live session could not be ended: {e}") from e
         return True

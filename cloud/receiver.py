@@ -148,31 +148,36 @@ class Receiver:
         Raises:
             WireError: the message is malformed.
         """
-        if leaf == "data":
-            self._data(box_id, payload)
-        elif leaf == "meta":
-            tid, points = wire.decode_table(payload)
-            self.store.put_table(box_id, tid, points)
-            for parked in self.store.unpark(box_id, tid):
-                self._data(box_id, parked)
-        elif leaf == "status":
-            self._status(box_id, payload)
-        elif leaf == "health":
-            doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
-            if self.store.box(box_id) is not None:
-                self.monitor.on_health(box_id, doc)
-                if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
-                    self.send_time(box_id)
-        elif leaf == "replies":
-            self._reply(box_id, payload)
-        elif leaf == "events":
-            doc = wire.decode_doc(payload, {"v": int, "kind": str})
-            log.info("event from %s: %s", box_id, doc.get("kind"))
-            self.monitor.on_event(box_id, doc)
-            if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
-                self.on_ota(box_id, doc)
-        else:
+        handler = {
+            "data": self._data, "meta": self._meta, "status": self._status, "health": self._health,
+            "replies": self._reply, "events": self._event, "limits": self._limits,
+        }.get(leaf)
+        if handler is None:
             log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
+            return
+        handler(box_id, payload)
+
+    def _meta(self, box_id: str, payload: bytes) -> None:
+        if not payload:
+            return  # a retained point table being cleared (the Box was revoked)
+        tid, points = wire.decode_table(payload)
+        self.store.put_table(box_id, tid, points)
+        for parked in self.store.unpark(box_id, tid):
+            self._data(box_id, parked)
+
+    def _health(self, box_id: str, payload: bytes) -> None:
+        doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
+        if self.store.box(box_id) is not None:
+            self.monitor.on_health(box_id, doc)
+            if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
+                self.send_time(box_id)
+
+    def _event(self, box_id: str, payload: bytes) -> None:
+        doc = wire.decode_doc(payload, {"v": int, "kind": str})
+        log.info("event from %s: %s", box_id, doc.get("kind"))
+        self.monitor.on_event(box_id, doc)
+        if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
+            self.on_ota(box_id, doc)
 
     def _data(self, box_id: str, payload: bytes) -> None:
         batch = wire.decode_batch(payload)
@@ -215,6 +220,16 @@ class Receiver:
             log.warning("Box %s answered something it was not sent (%s %s)", box_id, doc["kind"],
                         doc.get("id", doc.get("version")))
 
+    def _limits(self, box_id: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload) if len(payload) <= MAX_STATUS else None
+        except ValueError:
+            doc = None
+        if not (isinstance(doc, dict) and isinstance(doc.get("refused"), int) and isinstance(doc.get("reason"), str)):
+            raise WireError("a limits notice must be {\"v\": 1, \"refused\": n, \"reason\": text}")
+        if self.store.box(box_id) is not None:
+            self.monitor.on_limits(box_id, doc["refused"], f"refused by the broker: {doc['reason'][:100]}")
+
     def _status(self, box_id: str, payload: bytes) -> None:
         if not payload:
             return  # a retained status being cleared
@@ -230,8 +245,9 @@ class Receiver:
         version = body.get("version")
         if not isinstance(reason, str) or not (version is None or isinstance(version, str)):
             raise WireError("status reason and version must be text")
-        if self.store.box(box_id) is None:
-            return
+        box = self.store.box(box_id)
+        if box is None or box.revoked is not None:
+            return  # e.g. a revoked Box's retained "online", delivered again to a restarted receiver
         self.store.set_status(box_id, body["online"], time.time(), reason[:200], version[:40] if version else None)
         self.monitor.on_status(box_id, body["online"], reason[:200])
         if body["online"]:

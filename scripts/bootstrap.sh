@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
+DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
 VENV=.venv
 STAMP=$VENV/.installed
 
