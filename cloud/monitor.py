@@ -26,6 +26,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from cloud.pacing import Lru
 from cloud.store import Store
 from drivers import Quality
 
@@ -35,6 +36,7 @@ CLOCK_SKEW_S = 300
 DEVICE_GRACE_S = 60
 COMM_FAULTS = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
 RATE_QUIET_S = 600
+MAX_TRACKED_DEVICES = 200_000
 
 
 @dataclass
@@ -43,7 +45,9 @@ class Monitor:
 
     store: Store
     device_grace_s: float = DEVICE_GRACE_S
-    _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
+    # (box, device) -> answers; only a way to write changes alone, so bounded (a Box whose tables
+    # name a million devices costs database writes, not memory)
+    _answering: Lru[tuple[str, str], bool] = field(default_factory=lambda: Lru(MAX_TRACKED_DEVICES))
     _over_rate: dict[str, float] = field(default_factory=dict)  # Box -> when it was last over its rate
 
     def _alert(self, box_id: str, kind: str, subject: str, message: str, *, refresh: bool = False) -> None:
@@ -135,12 +139,12 @@ class Monitor:
         now = now or time.time()
         if self._answering.get((box_id, "")) is None:  # first data since start: clear a stale no_data
             self._clear(box_id, "no_data")
-            self._answering[(box_id, "")] = True
+            self._answering.put((box_id, ""), True)
         for dev, (bad, n) in devices.items():
             answers = bad < n
             if self._answering.get((box_id, dev)) == answers:
                 continue  # only changes touch the database
-            self._answering[(box_id, dev)] = answers
+            self._answering.put((box_id, dev), answers)
             self.store.device_state(box_id, dev, None if answers else "no answer", now)
             if answers:
                 self._clear(box_id, "device", dev)
@@ -169,7 +173,7 @@ class Monitor:
                 continue
             if box.last_seen is None or now - box.last_seen > 3 * hb_s + 5:
                 self._alert(box.box_id, "no_data", "", "the Box is online but sends no data")
-                self._answering.pop((box.box_id, ""), None)
+                self._answering.pop((box.box_id, ""))
             for dev, since, reason in self.store.bad_devices(box.box_id):
                 if now - since > self.device_grace_s:
                     self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "

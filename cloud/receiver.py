@@ -31,6 +31,7 @@ from boxd import tls, wire
 from boxd.downlink import DownlinkError, decode_reply
 from boxd.errors import WireError
 from boxd.uplink import session_properties
+from cloud._pacer import Pacer
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
 from cloud.monitor import COMM_FAULTS, Monitor
@@ -66,6 +67,7 @@ class Receiver:
         self.monitor = Monitor(store)
         self.connected = threading.Event()
         self.on_ota: Callable[[str, dict[str, object]], None] | None = None  # (Box, event document)
+        self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
         self._client: mqtt.Client | None = None
 
     def start(self) -> None:
@@ -81,6 +83,7 @@ class Receiver:
         c.on_message = self._on_message
         props = session_properties(14 * 86400)
         self._client = c
+        self.pacer.start(self._dispatch)
         try:
             c.connect(self.host, self.port, 30, clean_start=False, properties=props)
         except (OSError, ssl.SSLError) as e:
@@ -94,6 +97,7 @@ class Receiver:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+        self.pacer.stop()
 
     def publish_down(self, box_id: str, leaf: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish on `boxes/<id>/down/<leaf>` (QoS 1); False when not connected (try again later)."""
@@ -148,6 +152,10 @@ class Receiver:
         Raises:
             WireError: the message is malformed.
         """
+        if self.pacer.admit(box_id, leaf, payload):
+            self._dispatch(box_id, leaf, payload)
+
+    def _dispatch(self, box_id: str, leaf: str, payload: bytes) -> None:
         handler = {
             "data": self._data, "meta": self._meta, "status": self._status, "health": self._health,
             "replies": self._reply, "events": self._event, "limits": self._limits,

@@ -32,7 +32,11 @@ from boxd.files import private_db, private_dir
 from boxd.wire import Batch
 from cloud._credentials import Credentials
 from cloud.errors import StoreError
+from cloud.pacing import Lru
 from drivers import PointInfo, Value
+
+MAX_CACHED_POINTS = 500_000  # parsed point tables kept in memory, in points (about 100 MB at most)
+MAX_TABLES_PER_BOX = 2  # a Box has one table, two while it is reconfigured
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -55,6 +59,10 @@ CREATE TABLE IF NOT EXISTS batches (
     n INTEGER NOT NULL, digest BLOB, PRIMARY KEY (box_id, epoch, seq));
 CREATE TABLE IF NOT EXISTS conflicts (
     box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS deferred (
+    id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, leaf TEXT NOT NULL, payload BLOB NOT NULL,
+    received REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS deferred_by_box ON deferred (box_id, id);
 CREATE TABLE IF NOT EXISTS parked_batches (
     box_id TEXT NOT NULL, table_id INTEGER NOT NULL, payload BLOB NOT NULL, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
@@ -241,7 +249,11 @@ class Store(Credentials):
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._tables: dict[tuple[str, int], PointTable] = {}  # a table id names its content: never stale
+        # parsed point tables, per Box: a table id names its content, so never stale; at most
+        # MAX_TABLES_PER_BOX a Box (its newest) and MAX_CACHED_POINTS in all (a Box sending huge
+        # tables evicts its own, then the least recently used, it does not grow the cloud)
+        self._tables: Lru[str, dict[int, PointTable]] = Lru(MAX_CACHED_POINTS, lambda d: sum(map(len, d.values())))
+        self._tables_lock = threading.Lock()
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -318,11 +330,12 @@ class Store(Credentials):
             db.execute(
                 "INSERT INTO point_tables VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (box_id, table_id, body)
             )
+        self._cache_table(box_id, table_id, PointTable(points))
 
     def table(self, box_id: str, table_id: int) -> PointTable | None:
         """A Box's point table, or None when it has not been received."""
-        key = (box_id, table_id)
-        cached = self._tables.get(key)
+        with self._tables_lock:
+            cached = (self._tables.get(box_id) or {}).get(table_id)
         if cached is not None:
             return cached
         r = self._db().execute(
@@ -330,8 +343,49 @@ class Store(Credentials):
         ).fetchone()
         if r is None:
             return None
-        table = self._tables[key] = PointTable(PointInfo(*p) for p in json.loads(r[0]))
+        table = PointTable(PointInfo(*p) for p in json.loads(r[0]))
+        self._cache_table(box_id, table_id, table)
         return table
+
+    def _cache_table(self, box_id: str, table_id: int, table: PointTable) -> None:
+        with self._tables_lock:
+            tables = dict(self._tables.get(box_id) or {})
+            tables.pop(table_id, None)
+            tables[table_id] = table  # the newest last
+            while len(tables) > MAX_TABLES_PER_BOX:
+                del tables[next(iter(tables))]
+            self._tables.put(box_id, tables)
+
+    def cached_points(self) -> int:
+        """Points held by the point-table cache (at most MAX_CACHED_POINTS)."""
+        return self._tables.size
+
+    # -- messages put aside (a Box over its decoding budget, see cloud.receiver) ------------------
+
+    def defer(self, box_id: str, leaf: str, payload: bytes, limit: int) -> bool:
+        """Keep a message to decode later; False when the Box already has `limit` put aside."""
+        with self._tx() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM deferred WHERE box_id=?", (box_id,)).fetchone()
+            if n >= limit:
+                return False
+            db.execute("INSERT INTO deferred (box_id, leaf, payload, received) VALUES (?, ?, ?, ?)",
+                       (box_id, leaf, payload, time.time()))
+        return True
+
+    def deferred_counts(self) -> dict[str, int]:
+        """Box -> messages put aside."""
+        return {str(b): int(n) for b, n in self._db().execute("SELECT box_id, COUNT(*) FROM deferred GROUP BY box_id")}
+
+    def next_deferred(self, box_id: str) -> tuple[int, str, bytes] | None:
+        """(id, leaf, payload) of a Box's oldest message put aside."""
+        r = self._db().execute("SELECT id, leaf, payload FROM deferred WHERE box_id=? ORDER BY id LIMIT 1",
+                               (box_id,)).fetchone()
+        return (int(r[0]), str(r[1]), bytes(r[2])) if r else None
+
+    def drop_deferred(self, row_id: int) -> None:
+        """Forget a message put aside (it was handled)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deferred WHERE id=?", (row_id,))
 
     def park(self, box_id: str, table_id: int, payload: bytes, limit: int) -> bool:
         """Keep a batch whose point table has not arrived yet; False when the Box already has `limit` parked."""

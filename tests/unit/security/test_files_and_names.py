@@ -108,6 +108,8 @@ def test_every_name_pattern_in_the_code_base_is_matched_whole() -> None:
         for f in (ROOT / package).rglob("*.py"):
             text = f.read_text()
             for n, line in enumerate(text.splitlines(), 1):
+                if "a prefix match, not a name" in line:
+                    continue
                 if re.search(r"\b[A-Z_]+(?:_RE|_NAME|_PATTERN)?\.match\(|\bre\.match\(", line) or (re.search(
                         r"re\.compile\(r?[\"']\^", line) and "re.M" not in line):
                     offenders.append(f"{f.relative_to(ROOT)}:{n}: {line.strip()}")
