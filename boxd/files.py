@@ -70,16 +70,22 @@ def private_dir(path: Path) -> None:
 def private_db(path: Path) -> None:
     """Make a database file (created empty if missing) and its -wal/-shm companions 0600.
 
-    Called before SQLite opens it: SQLite creates the companions with the database's mode.
+    Called before SQLite opens it: SQLite creates the companions with the database's mode. An
+    existing file is changed by name, never opened: closing any descriptor of a file drops every
+    POSIX lock this process holds on it, SQLite's included.
+
+    Raises:
+        OSError: the path is a symbolic link, or cannot be created or changed.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-    for suffix in ("-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            path.with_name(path.name + suffix).chmod(0o600)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except FileExistsError:
+        for p in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+            if p.is_symlink():
+                raise OSError(f"{p} is a symbolic link: refusing to use it as a database") from None
+            with contextlib.suppress(FileNotFoundError):
+                if p.stat().st_mode & 0o077:
+                    p.chmod(0o600)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -123,13 +123,21 @@ TABLE_BOUNDS = (3, 4 * MAX_POINTS + 3)  # [table_id, [[name, unit, kind], ...]]
 DOC_BOUNDS = (5, 10_000)  # health reports, events
 
 
-def inflated_size(payload: bytes) -> int:
-    """How many bytes a payload's body takes once inflated (what decoding it costs, at most).
+def inflated_size(payload: bytes, at_most: int = MAX_INFLATED) -> int:
+    """How many bytes a payload's body takes once inflated (what decoding it costs, at most), or
+    `at_most` + 1 when it is more: only that much is inflated.
 
     Raises:
         WireError: bad framing, or over the size limits.
     """
-    return len(_inflate(payload, MAX_PAYLOAD, MAX_INFLATED))
+    if len(payload) > 1 and payload[0] & _DEFLATE and at_most < MAX_INFLATED:
+        if len(payload) > MAX_PAYLOAD:
+            raise WireError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+        try:
+            return len(zlib.decompressobj(-15).decompress(payload[1:], at_most + 1))
+        except zlib.error as e:
+            raise WireError(f"bad compressed data: {e}") from e
+    return min(len(_inflate(payload, MAX_PAYLOAD, MAX_INFLATED)), at_most + 1)
 
 
 # Tags cbor2 decodes by itself (found by trying every tag below 70000 in cbor2 6.3): all

@@ -3,7 +3,9 @@
 Before a message is decoded, the Box is charged its cost (`cloud.pacing.Budgets`: the bytes
 the body inflates to, weighted by kind). Over budget, the message is *put aside* in the store
 (one small write, nothing decoded) and decoded later by the pacer's own thread, at the Box's
-rate, oldest first; while a Box has messages put aside, its new ones queue behind them, so its
+rate, oldest first. So is any message costing more than `INLINE_MAX` (a big point table, a
+payload that inflates to megabytes): the MQTT thread, which serves every Box in turn, never
+spends long on one message; while a Box has messages put aside, its new ones queue behind them, so its
 order is kept. Nothing a Box sends is lost for being sent fast: a Box that keeps going over
 its budget raises a `rate` alert, and only beyond `MAX_DEFERRED` messages put aside are its
 messages dropped (a Box does not do that unless broken or hostile; the broker's own per-Box
@@ -34,6 +36,7 @@ BURST = 8 * 1024 * 1024
 WEIGHTS = {"meta": 4}  # a point table costs ~4 times a batch per byte (rows become objects, JSON)
 DEFERRABLE = frozenset({"data", "meta", "events", "replies"})
 PACED = DEFERRABLE | {"health"}
+INLINE_MAX = 512 * 1024  # a message costing more is always decoded by the pacer's thread, never the MQTT one
 MAX_DEFERRED = 5000  # messages put aside per Box; beyond, dropped (and said so)
 NOTICE_S = 10.0  # the monitor hears of a Box over its budget at most this often
 DRAIN_S = 0.1
@@ -84,19 +87,22 @@ class Pacer:
         if self.budgets is None or leaf not in PACED:
             return True
         now = time.monotonic()
-        if not self.waiting(box_id) and self.budgets.admit(box_id, _cost(leaf, payload), now):
+        cost, waiting = _cost(leaf, payload, INLINE_MAX), self.waiting(box_id)
+        if not waiting and cost <= INLINE_MAX and self.budgets.admit(box_id, cost, now):
             return True
+        excess = bool(waiting) or not self.budgets.ready(box_id, now)  # else: only big, decoded soon
         if leaf not in DEFERRABLE:
             self._tell(box_id, "dropped (heartbeats over the Box's decoding budget)", now)
             return False
-        if self.store.defer(box_id, leaf, payload, MAX_DEFERRED):
-            with self._lock:
-                self._waiting[box_id] = self._waiting.get(box_id, 0) + 1
-                self.deferred += 1
-            self._tell(box_id, "put aside by the receiver, over the Box's decoding budget (decoded later)", now)
-        else:
+        if not self.store.defer(box_id, leaf, payload, MAX_DEFERRED):
             self.dropped += 1
             self._tell(box_id, f"dropped: {MAX_DEFERRED} already put aside", now)
+            return False
+        with self._lock:
+            self._waiting[box_id] = self._waiting.get(box_id, 0) + 1
+            self.deferred += 1
+        if excess:
+            self._tell(box_id, "put aside by the receiver, over the Box's decoding budget (decoded later)", now)
         return False
 
     def _tell(self, box_id: str, what: str, now: float) -> None:
@@ -145,6 +151,10 @@ class Pacer:
                 log.exception("unexpected failure decoding the messages put aside")
 
 
-def _cost(leaf: str, payload: bytes) -> int:
-    """What decoding a message costs, in budget units (the framing is checked: WireError)."""
-    return wire.inflated_size(payload) * WEIGHTS.get(leaf, 1) if payload else 1
+def _cost(leaf: str, payload: bytes, at_most: int = wire.MAX_INFLATED * 4) -> int:
+    """What decoding a message costs, in budget units (the framing is checked: WireError); past
+    `at_most`, only that it is more (so that a bomb is not inflated by the MQTT thread)."""
+    if not payload:
+        return 1
+    weight = WEIGHTS.get(leaf, 1)
+    return wire.inflated_size(payload, min(wire.MAX_INFLATED, at_most // weight)) * weight

@@ -83,7 +83,7 @@ class Receiver:
         c.on_message = self._on_message
         props = session_properties(14 * 86400)
         self._client = c
-        self.pacer.start(self._dispatch)
+        self.pacer.start(self._dispatch_aside)
         try:
             c.connect(self.host, self.port, 30, clean_start=False, properties=props)
         except (OSError, ssl.SSLError) as e:
@@ -154,6 +154,13 @@ class Receiver:
         """
         if self.pacer.admit(box_id, leaf, payload):
             self._dispatch(box_id, leaf, payload)
+
+    def _dispatch_aside(self, box_id: str, leaf: str, payload: bytes) -> None:
+        """Decode a message the pacer put aside (in its thread); a malformed one is rejected as any."""
+        try:
+            self._dispatch(box_id, leaf, payload)
+        except WireError as e:
+            self._reject(f"boxes/{box_id}/up/{leaf}", str(e))
 
     def _dispatch(self, box_id: str, leaf: str, payload: bytes) -> None:
         handler = {
