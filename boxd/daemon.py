@@ -25,6 +25,7 @@ This module starts and stops things; the logic lives in the modules it wires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from boxd import __version__, config, downlink, files, identity, reconfig, sdnot
 from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
+from boxd.crl import CrlKeeper
 from boxd.downlink import DownlinkError
 from boxd.errors import BoxdError, ConfigError, WireError
 from boxd.logring import LogRing
@@ -167,6 +169,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
+        self.crl = CrlKeeper(state_dir, lambda path: self.uplink.add_crl(path) if self.uplink else None)
         self._refused = Backoff(REFUSED_BASE_S, REFUSED_MAX_S)  # the broker refused a message: wait, then resend
         self._hold_until = 0.0  # monotonic time before which nothing is sent again
         self._meta = b""
@@ -477,6 +480,10 @@ class Daemon:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._wake.set()
             return
+        if leaf == "crl":  # the platform's revocation list, checked and kept by the downlink task
+            with contextlib.suppress(asyncio.QueueFull):
+                self._down.put_nowait((leaf, payload))
+            return
         if leaf not in downlink.LEAVES:
             log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
             return
@@ -511,6 +518,8 @@ class Daemon:
             try:
                 if leaf == "config":
                     await self._on_config(payload)
+                elif leaf == "crl":
+                    await self.crl.take(payload)
                 else:
                     await self._on_command(payload)
             except asyncio.CancelledError:

@@ -54,6 +54,11 @@ class Identity:
         """The platform CA."""
         return self.directory / "ca.crt"
 
+    @property
+    def crl_file(self) -> Path:
+        """The platform's revocation list (`boxd.crl`), beside the identity: it outlives renewals."""
+        return self.directory.parent / "crl.pem"
+
     def not_after(self) -> datetime:
         """When the Box's own (leaf) certificate expires (UTC).
 

@@ -2,7 +2,8 @@
 
 Verification is always on: there is no way to ask this module for an unverified
 context. (One narrow exception lives in `boxd.uplink`: while the Box's clock is
-implausible, certificate *dates* are not checked; chain, name and CRL still are.)
+implausible, certificate *dates* are not checked; chain, name and CRL still are.) A Box's
+contexts carry the platform's CRL (`boxd.crl`): a revoked server certificate is refused.
 TLS 1.2 is the floor. Clients always check the server's name.
 This module loads files; it opens no connection.
 """
@@ -20,7 +21,7 @@ NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME; only boxd.uplin
 
 
 def client_context(
-    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None, *, crl_file: Path | None = None
 ) -> ssl.SSLContext:
     """A context for connecting to a server that must chain to `ca_file`.
 
@@ -28,6 +29,8 @@ def client_context(
         ca_file: the trust anchors (the platform CA shipped with the Box).
         cert_file: our certificate chain, for mutual TLS; None before enrollment.
         key_file: the private key of `cert_file`.
+        crl_file: the platform's revocation list (PEM); when the file exists, the server's
+            certificate is checked against it in every handshake (a revoked one is refused).
 
     Raises:
         ssl.SSLError, OSError: the files are missing or do not match.
@@ -38,8 +41,16 @@ def client_context(
     ctx.load_verify_locations(cafile=str(ca_file))
     if cert_file is not None:
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    if crl_file is not None and crl_file.exists():
+        add_crl(ctx, crl_file)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     return ctx
+
+
+def add_crl(ctx: ssl.SSLContext, crl_file: Path) -> None:
+    """Check servers against the CRL in this PEM file from now on (OpenSSL uses the newest it holds)."""
+    ctx.load_verify_locations(cafile=str(crl_file))
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def server_context(

@@ -202,6 +202,11 @@ class Credentials:
         with self._tx() as db:
             return CertChange(self._promote_if_pending(db, box_id, presented, time.time()))
 
+    def revoke_cert(self, cert_serial: int, owner: str) -> None:
+        """Put one certificate on the revocation list (e.g. a server's: owner "server:broker")."""
+        with self._tx() as db:
+            self._revoke_serials(db, owner, {cert_serial}, time.time())
+
     def revoked_certs(self) -> list[tuple[int, float]]:
         """(certificate serial, revocation time) of every revoked certificate."""
         return [(int(s), float(t)) for s, t in self._db().execute("SELECT cert_serial, revoked FROM revoked_certs")]

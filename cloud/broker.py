@@ -257,7 +257,7 @@ class Broker:
         raise BrokerError(f"mosquitto did not accept TLS on port {self.port} within {timeout:.0f} s")
 
     def _handshake_ok(self) -> bool:
-        ctx = tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+        ctx = self.pki.service_context("admin")
         try:
             with socket.create_connection((self.host, self.port), timeout=1.0) as s, ctx.wrap_socket(
                 s, server_hostname=self.host
@@ -374,7 +374,7 @@ class Broker:
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
         client.tls_set_context(
-            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+            self.pki.service_context("admin")
         )
         client.on_message = on_message
         client.on_subscribe = lambda *_a: subscribed.set()
@@ -416,7 +416,7 @@ class Broker:
         """
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
         client.tls_set_context(
-            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+            self.pki.service_context("admin")
         )
         try:
             client.connect(self.host, self.port, 30)

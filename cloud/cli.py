@@ -8,6 +8,7 @@
     boxcloud box revoke BOX_ID
     boxcloud box tag BOX_ID TAG ...   /   boxcloud box untag BOX_ID TAG ...
     boxcloud token list [--json]  /  boxcloud token cancel SERIAL
+    boxcloud pki reissue broker|enroll
     boxcloud alerts [--all] [--box BOX_ID]
     boxcloud config push BOX_ID FILE [--no-check] [--wait 30s]
     boxcloud config show BOX_ID [--history N]
@@ -364,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             return _deploy_cli.cmd_deploy(cloud, args)
         if args.cmd == "token":
             return _security_cli.cmd_token(cloud, args)
+        if args.cmd == "pki":
+            return _security_cli.cmd_pki(cloud, args)
         return cmd_box(cloud, args)
     except CloudError as e:
         print(f"boxcloud: {e}", file=sys.stderr)

@@ -193,6 +193,7 @@ class Enroller:
             "certificate": chain.decode(),
             "ca": self.pki.root_cert.read_text(),
             "broker": {"host": self.broker.host, "port": self.broker.port},
+            "crl": self.pki.crl.read_text(),  # the Box checks the platform's servers against it
         }
 
 

@@ -35,6 +35,8 @@ from ota import repository as ota_repository
 log = logging.getLogger("boxcloud")
 
 CRL_REFRESH_S = 86400
+CRL_WATCH_S = 2.0  # how often the running cloud looks whether the CRL changed (to give it to the Boxes)
+SERVER_CERTS = ("broker", "enroll")
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 DEPLOY_S = 0.5  # how often the running cloud advances the deployments
 TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
@@ -171,9 +173,31 @@ class Cloud:
             broker.start()
 
     def _refresh_crl(self) -> None:
-        while not self._stop.wait(CRL_REFRESH_S):
-            self.write_crl()
-            self.broker.reload()
+        """Rewrite the CRL every CRL_REFRESH_S; whenever it changed (here or by a `boxcloud` command in
+        another process), give it to every online Box."""
+        last_write, seen = time.monotonic(), self._crl_stamp()
+        while not self._stop.wait(CRL_WATCH_S):
+            try:
+                if time.monotonic() - last_write >= CRL_REFRESH_S:
+                    last_write = time.monotonic()
+                    self.write_crl()
+                    self.broker.reload()
+                stamp = self._crl_stamp()
+                if stamp != seen and self.receiver is not None:
+                    seen = stamp
+                    self.receiver.crl_changed()
+                    for b in self.store.boxes():
+                        if b.online and b.revoked is None:
+                            self.receiver.send_crl(b.box_id)
+            except Exception:  # the thread must outlive a bad moment; it is logged every time
+                log.exception("cannot refresh or send the CRL")
+
+    def _crl_stamp(self) -> tuple[int, int]:
+        try:
+            st = self.pki.crl.stat()
+        except OSError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
 
     def _outbox(self) -> None:
         """Send what `push_config` and `send_command` queued (from this or another process)."""
@@ -234,6 +258,26 @@ class Cloud:
     def write_crl(self) -> None:
         """Rewrite the CRL from the database."""
         self.pki.write_crl((s, datetime.fromtimestamp(t, UTC)) for s, t in self.store.revoked_certs())
+
+    def reissue_server_cert(self, name: str) -> int:
+        """Issue a new server certificate `name` ("broker" or "enroll") and revoke the one it replaces
+        (its key is lost, or it was shown somewhere it should not have been); the broker re-reads
+        its certificate and the CRL, the Boxes get the CRL. Returns the revoked serial.
+
+        Raises:
+            CloudError: not a server certificate of this cloud.
+        """
+        if name not in SERVER_CERTS:
+            raise CloudError(f"no server certificate {name!r}: one of {', '.join(SERVER_CERTS)}")
+        current = self.pki.dir / f"{name}.crt"
+        old = self.pki.cert_serial(current)
+        names = sorted({self.settings.host, "localhost", "127.0.0.1", *self.pki.cert_names(current)})
+        self.pki.issue_server(name, names)
+        self.store.revoke_cert(old, f"server:{name}")
+        if name == "broker" and self.broker.running_pid() is not None:
+            self.broker.write_config()  # its copy of the new key
+        self.revocations_changed()
+        return old
 
     def revocations_changed(self) -> None:
         """Certificates went on the revocation list: new CRL, and the broker re-reads it."""

@@ -69,13 +69,13 @@ class Receiver:
         self.on_ota: Callable[[str, dict[str, object]], None] | None = None  # (Box, event document)
         self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
         self._client: mqtt.Client | None = None
+        self._ctx: ssl.SSLContext | None = None
 
     def start(self) -> None:
         """Connect (retrying in the background) and start receiving."""
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5)
-        c.tls_set_context(
-            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-receiver.crt", self.pki.dir / "svc-receiver.key")
-        )
+        self._ctx = self.pki.service_context("receiver")
+        c.tls_set_context(self._ctx)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
@@ -105,6 +105,21 @@ class Receiver:
         if c is None or not self.connected.is_set():
             return False
         return c.publish(f"boxes/{box_id}/down/{leaf}", payload, 1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def crl_changed(self) -> None:
+        """The platform's CRL changed: this client checks the broker against it from now on."""
+        if self._ctx is not None:
+            tls.add_crl(self._ctx, self.pki.crl)
+
+    def send_crl(self, box_id: str) -> None:
+        """Give a Box the platform's revocation list (it checks the servers' certificates against it)."""
+        if self._client is not None:
+            try:
+                crl = self.pki.crl.read_bytes()
+            except OSError as e:
+                log.error("cannot read the CRL to send it to %s: %s", box_id, e)
+                return
+            self._client.publish(f"boxes/{box_id}/down/crl", crl, 1)
 
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
@@ -267,6 +282,7 @@ class Receiver:
         self.monitor.on_status(box_id, body["online"], reason[:200])
         if body["online"]:
             self.send_time(box_id)
+            self.send_crl(box_id)
         log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")
 
 
