@@ -1,45 +1,29 @@
-"""Enrollment: single-use tokens for a Box serial, and the HTTPS endpoint that signs a Box's CSR.
+"""Enrollment and renewal: single-use tokens for a Box serial, and the rules that sign a Box's CSR.
 
 `new_token()` makes a token an installer can type (24 base32 characters in groups
-of four, 120 bits); only its SHA-256 is stored. `POST /v1/enroll` with
-`{"token", "csr", "serial"?}` answers `{"box_id", "certificate", "ca", "broker"}`
-or `{"error"}` with 400/401/403/413/503. The Box's private key never travels: the
-Box sends a CSR, and the subject of the certificate is set by the cloud (CN = the
-serial the token was issued for), never taken from the CSR.
+of four, 120 bits); only its SHA-256 is stored. An enrollment (`Enroller.enroll`, served as
+`POST /v1/enroll` by `cloud.endpoint`) takes `{"token", "csr", "serial"?}` and answers
+`{"box_id", "certificate", "ca", "broker", "crl"}`. The Box's private key never travels: the
+Box sends a CSR, and the subject of the certificate is set by the cloud (CN = the serial the
+token was issued for), never taken from the CSR. Tokens never appear in logs.
 
-The server is TLS-only (the Box checks it against the platform CA it ships with);
-it needs no client certificate since an enrolling Box has none yet: the token is
-the credential. Tokens never appear in logs.
-
-`POST /v1/renew` with `{"csr"}` renews a Box's certificate before it expires: the
-credential is the Box's current certificate, presented in the TLS handshake (verified
-against the platform CA, then checked in the database: the Box's current certificate, or
-one it renewed away from that has not expired, and not revoked). The new certificate
-names the same Box; the answer has the shape of an enrollment's. The old certificate
-stays valid until it expires, so the Box keeps it until the new one works.
-
-`GET /tuf/...` serves the TUF repository of Box software to Boxes (see `cloud.ota_server`).
+A renewal (`POST /v1/renew`, `{"csr"}`) is authenticated by the Box's current certificate (or
+the pending one of a rotation) in the TLS handshake; the new certificate is pending until the
+Box uses it (`POST /v1/renew/confirm`), and the one it replaces is then revoked. The rules about
+which certificate may do what are in `cloud._credentials`. This module does no HTTP.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import re
 import secrets
-import socket
-import ssl
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
-from boxd import tls
 from boxd.identity import BOX_ID_RE
-from cloud import ota_server
 from cloud.broker import Broker
 from cloud.errors import BrokerError, EnrollmentError, PkiError, StoreError
 from cloud.pki import Pki
@@ -47,7 +31,6 @@ from cloud.store import Store
 
 log = logging.getLogger("boxcloud.enroll")
 
-MAX_BODY = 16 * 1024
 _TOKEN_RE = re.compile(r"[A-Z2-7]{24}")
 
 
@@ -206,130 +189,3 @@ def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
     if not (isinstance(cn, str) and BOX_ID_RE.fullmatch(cn)) or not isinstance(serial, str):
         raise EnrollmentError("the certificate presented is not a Box's", 403)
     return cn, int(serial, 16)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
-    server_version = "boxcloud"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: object) -> None:
-        log.debug("%s " + format, self.client_address[0], *args)
-
-    def _answer(self, status: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path == "/v1/health":
-            self._answer(200, {"ok": True})
-        elif self.path.startswith(ota_server.PREFIX) and self.server.tuf_repo is not None:
-            ota_server.serve(self, self.server.tuf_repo, self.connection.getpeercert() or {},
-                             self.server.enroller.box_of)
-        else:
-            self._answer(404, {"error": "not found"})
-
-    def do_POST(self) -> None:
-        if self.path not in ("/v1/enroll", "/v1/renew", "/v1/renew/confirm"):
-            self._answer(404, {"error": "not found"})
-            return
-        try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._answer(411, {"error": "a Content-Length is required"})
-            return
-        if not 0 < length <= MAX_BODY:
-            self._answer(413, {"error": f"the request must be 1..{MAX_BODY} bytes"})
-            return
-        try:
-            req = json.loads(self.rfile.read(length))
-            if not isinstance(req, dict):
-                raise TypeError("the request must be a JSON object")
-            if self.path == "/v1/renew/confirm":
-                result = self.server.enroller.confirm(self.connection.getpeercert() or {})
-            elif self.path == "/v1/renew":
-                csr = req["csr"]
-                if not isinstance(csr, str):
-                    raise TypeError("csr must be text")
-                peer = self.connection.getpeercert()
-                result = self.server.enroller.renew(peer or {}, csr)
-            else:
-                token, csr, serial = req["token"], req["csr"], req.get("serial")
-                if not (isinstance(token, str) and isinstance(csr, str) and isinstance(serial, str | None)):
-                    raise TypeError("token, csr and serial must be text")
-                result = self.server.enroller.enroll(token, csr, serial)
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            self._answer(400, {"error": f"malformed enrollment request: {e}"})
-            return
-        except EnrollmentError as e:
-            log.warning("enrollment refused from %s: %s", self.client_address[0], e)
-            self._answer(e.status, {"error": str(e)})
-            return
-        except (StoreError, PkiError) as e:
-            log.error("enrollment failed: %s", e)
-            self._answer(503, {"error": "the platform cannot enroll Boxes right now"})
-            return
-        self._answer(200, result)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def __init__(self, addr: tuple[str, int], ctx: ssl.SSLContext, enroller: Enroller,
-                 tuf_repo: Path | None) -> None:
-        super().__init__(addr, _Handler)
-        self.ctx, self.enroller, self.tuf_repo = ctx, enroller, tuf_repo
-
-    def get_request(self) -> tuple[socket.socket, object]:
-        sock, addr = self.socket.accept()
-        sock.settimeout(10)  # a slow or silent client cannot hold a thread for long
-        return self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
-
-    def finish_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
-        assert isinstance(request, ssl.SSLSocket)
-        try:
-            request.do_handshake()
-        except (ssl.SSLError, OSError) as e:
-            log.debug("TLS handshake with %s failed: %s", client_address, e)
-            return
-        super().finish_request(request, client_address)
-
-
-class EnrollServer:
-    """The HTTPS enrollment endpoint, in its own thread. The constructor does no I/O."""
-
-    def __init__(self, enroller: Enroller, cert: Path, key: Path, bind: str, port: int, *,
-                 client_ca: Path | None = None, tuf_repo: Path | None = None) -> None:
-        self._enroller, self._cert, self._key, self._client_ca = enroller, cert, key, client_ca
-        self._tuf_repo = tuf_repo  # served under /tuf/ to Boxes (cloud.ota_server)
-        self._addr = (bind, port)
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port (useful with port 0)."""
-        assert self._server is not None
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        """Bind and serve in a thread."""
-        ctx = tls.server_context(self._cert, self._key, self._client_ca, client_optional=True)
-        self._server = _Server(self._addr, ctx, self._enroller, self._tuf_repo)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="enroll", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)

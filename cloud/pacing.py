@@ -89,6 +89,10 @@ class Budgets:
         b.at = now
         return b
 
+    def tokens(self, key: Hashable, now: float) -> float:
+        """The key's tokens now (negative: in debt)."""
+        return self._fill(key, now).tokens
+
     def ready(self, key: Hashable, now: float) -> bool:
         """Whether the key may spend now (its bucket is not in debt)."""
         return self._fill(key, now).tokens >= 0

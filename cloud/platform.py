@@ -25,7 +25,8 @@ from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
 from cloud.broker import Broker, private_home
-from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
+from cloud.endpoint import EnrollServer
+from cloud.enroll import Enroller, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError
 from cloud.pki import Pki
 from cloud.receiver import Receiver

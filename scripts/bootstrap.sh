@@ -47,6 +47,6 @@ want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing Python dependencies into $VENV"
     pip_install --upgrade pip
-    pip_install -e ".[systemd,test,lint]"
+    pip_install -e ".[systemd,cloud,test,lint]"
     echo "$want" > "$STAMP"
 fi
