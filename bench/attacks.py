@@ -23,7 +23,6 @@ these commands, so the same script measured the code before the fix.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sqlite3
@@ -39,6 +38,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.measure import print_phases
 from boxd import tls, wire
 from drivers import PointInfo
 
@@ -199,13 +199,9 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=10.0, help="seconds measured after each attack (default 10)")
     args = p.parse_args()
     figures = run(args.settle)
-    phases = [k for k in figures if k != "alerts"]
-    rows = list(figures[phases[0]])
-    print(f"| figure | {' | '.join(phases)} |\n|---|{'---:|' * len(phases)}")
-    for r in rows:
-        print(f"| {r} | {' | '.join(str(figures[ph][r]) for ph in phases)} |")
-    print(", ".join(f"{k}: {v:g}" for k, v in figures["alerts"].items()))
-    print(json.dumps(figures))
+    alerts = figures.pop("alerts")
+    print(", ".join(f"{k}: {v:g}" for k, v in alerts.items()))
+    print_phases(figures)
 
 
 if __name__ == "__main__":

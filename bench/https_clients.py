@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import math
 import resource
 import signal
@@ -32,6 +31,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from bench.measure import print_phases
 
 
 def _free_port() -> int:
@@ -177,12 +178,7 @@ def main() -> None:
     p.add_argument("--idle", type=int, default=2000)
     p.add_argument("--hold", type=float, default=20.0, help="seconds after an attack starts to measure (default 20)")
     args = p.parse_args()
-    figures = run(args.slow, args.idle, args.hold)
-    cols = list(figures)
-    print(f"| figure | {' | '.join(cols)} |\n|---|{'---:|' * len(cols)}")
-    for row in figures[cols[0]]:
-        print(f"| {row} | {' | '.join(str(figures[c][row]) for c in cols)} |")
-    print(json.dumps(figures))
+    print_phases(run(args.slow, args.idle, args.hold))
 
 
 if __name__ == "__main__":

@@ -372,17 +372,7 @@ class Broker:
             if len(answers) >= len(commands):
                 done.set()
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
-        client.tls_set_context(
-            self.pki.service_context("admin")
-        )
-        client.on_message = on_message
-        client.on_subscribe = lambda *_a: subscribed.set()
-        try:
-            client.connect(self.host, self.port, 30)
-        except (OSError, ssl.SSLError) as e:
-            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
-        client.loop_start()
+        client = self._admin_client(on_message=on_message, on_subscribe=lambda *_a: subscribed.set())
         try:
             client.subscribe(f"{CONTROL}/response", 1)
             if not subscribed.wait(timeout):
@@ -408,21 +398,30 @@ class Broker:
         if errors:
             raise BrokerError(f"the broker refused to add Box {box_id}: {errors[0]['error']}")
 
+    def _admin_client(self, **callbacks: object) -> mqtt.Client:
+        """A connected MQTT client as cloud:admin, its network loop started (disconnect and stop it).
+
+        Raises:
+            BrokerError: the broker cannot be reached.
+        """
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
+        client.tls_set_context(self.pki.service_context("admin"))
+        for name, fn in callbacks.items():
+            setattr(client, name, fn)
+        try:
+            client.connect(self.host, self.port, 30)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
+        client.loop_start()
+        return client
+
     def clear_retained(self, box_id: str, timeout: float = 10.0) -> None:
         """Remove what a Box left retained (its status and point table), as the admin.
 
         Raises:
             BrokerError: the broker cannot be reached or did not take the messages.
         """
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
-        client.tls_set_context(
-            self.pki.service_context("admin")
-        )
-        try:
-            client.connect(self.host, self.port, 30)
-        except (OSError, ssl.SSLError) as e:
-            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
-        client.loop_start()
+        client = self._admin_client()
         try:
             for leaf in RETAINED_LEAVES:
                 info = client.publish(f"boxes/{box_id}/up/{leaf}", b"", 1, retain=True)
