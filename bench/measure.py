@@ -191,3 +191,12 @@ def free_port_block(count: int, start: int = 20000) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no block of free ports")
+
+
+def print_phases(figures: Mapping[str, Mapping[str, object]]) -> None:
+    """Print figures by phase as a Markdown table (a column a phase, a row a figure), then as JSON."""
+    cols = list(figures)
+    print(f"| figure | {' | '.join(cols)} |\n|---|{'---:|' * len(cols)}")
+    for row in figures[cols[0]]:
+        print(f"| {row} | {' | '.join(str(figures[c].get(row, '')) for c in cols)} |")
+    print(json.dumps(figures))

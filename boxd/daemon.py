@@ -35,10 +35,11 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import __version__, config, downlink, identity, reconfig, sdnotify, wire
+from boxd import __version__, config, downlink, files, identity, reconfig, sdnotify, wire
 from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
+from boxd.crl import CrlKeeper
 from boxd.downlink import DownlinkError
 from boxd.errors import BoxdError, ConfigError, WireError
 from boxd.logring import LogRing
@@ -63,6 +64,7 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 DOWNLINK_BACKLOG = 64  # downlink messages waiting to be handled; beyond, they are dropped (logged)
+REFUSED_BASE_S, REFUSED_MAX_S = 1.0, 60.0  # pause before resending what the broker refused
 RENEW_TRIAL_S = 45.0  # how long a renewed certificate has to connect before the previous one comes back
 RESTART_STATUS = 75  # the exit status after a `restart` command (EX_TEMPFAIL): systemd starts boxd again
 
@@ -167,6 +169,9 @@ class Daemon:
         self._wake = asyncio.Event()
         self._inflight: dict[int, int] = {}  # MQTT message id -> batch seq
         self._inflight_events: dict[int, int] = {}  # MQTT message id -> event id
+        self.crl = CrlKeeper(state_dir, lambda path: self.uplink.add_crl(path) if self.uplink else None)
+        self._refused = Backoff(REFUSED_BASE_S, REFUSED_MAX_S)  # the broker refused a message: wait, then resend
+        self._hold_until = 0.0  # monotonic time before which nothing is sent again
         self._meta = b""
         self._table_id = 0
         self.sources: list[PointSource] = []
@@ -276,6 +281,7 @@ class Daemon:
             identity.commit(self.state_dir)
             self._ident = new
             log.info("identity: the renewed certificate works; the previous one is dropped")
+            await self._confirm_renewal()
             return f"renewed: the new certificate is valid until {new.not_after():%Y-%m-%d %H:%M} UTC"
         error = self.uplink.state.last_error if self.uplink else ""
         identity.revert(self.state_dir)
@@ -304,6 +310,21 @@ class Daemon:
             return
         identity.commit(self.state_dir)
         log.info("identity: the renewed certificate works; the previous one is dropped")
+        await self._confirm_renewal()
+
+    async def _confirm_renewal(self) -> None:
+        """Tell the platform the renewed certificate is in use, so that it revokes the previous one.
+        A failure is only logged: the platform accepts both until the Box's next renewal."""
+        from provisioning._enroll import confirm
+        from provisioning.errors import ProvisionError
+
+        try:
+            await asyncio.to_thread(confirm, self.state_dir)
+        except ProvisionError as e:
+            log.warning("identity: the platform was not told that the renewed certificate is in use (%s); "
+                        "it keeps the previous one valid until the next renewal", e)
+            return
+        log.info("identity: the platform revoked the previous certificate")
 
     async def _switch_uplink(self, ident: identity.Identity, trial_s: float) -> bool:
         """Replace the MQTT link by one with `ident`; whether it connected within `trial_s`."""
@@ -433,6 +454,12 @@ class Daemon:
         waiter = self._reply_acks.get(mid)
         if waiter is not None:
             waiter.set()
+        if ok:
+            self._refused.reset()
+        elif mid in self._inflight or mid in self._inflight_events:
+            # refused (over the Box's rate at the broker, or not allowed): it stays queued and is sent
+            # again after a pause that grows while refusals go on, not at once in a loop
+            self._hold_until = time.monotonic() + self._refused.next()
         seq = self._inflight.pop(mid, None)
         if seq is not None and ok:
             self.queue.ack(seq)
@@ -457,6 +484,10 @@ class Daemon:
             if not was:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._wake.set()
+            return
+        if leaf == "crl":  # the platform's revocation list, checked and kept by the downlink task
+            with contextlib.suppress(asyncio.QueueFull):
+                self._down.put_nowait((leaf, payload))
             return
         if leaf not in downlink.LEAVES:
             log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
@@ -492,6 +523,8 @@ class Daemon:
             try:
                 if leaf == "config":
                     await self._on_config(payload)
+                elif leaf == "crl":
+                    await self.crl.take(payload)
                 else:
                     await self._on_command(payload)
             except asyncio.CancelledError:
@@ -623,6 +656,9 @@ class Daemon:
             self._wake.clear()
             if self.uplink is None or not self.uplink.state.connected:
                 continue
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                await asyncio.sleep(hold)
             if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
                 await asyncio.sleep(settings.batch_delay_ms / 1000)
@@ -750,12 +786,11 @@ class Daemon:
     async def _runtime(self) -> None:
         run = self.state_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
-        path, tmp = run / "status.json", run / "status.json.tmp"
+        path = run / "status.json"
         launcher = os.getppid() if self.updates.launched else 0
         try:
             while True:
-                tmp.write_text(json.dumps(self.status()))
-                tmp.replace(path)
+                files.write_atomic(path, json.dumps(self.status()).encode(), durable=False)
                 if launcher and os.getppid() != launcher:  # killed: nobody would roll back or restart us
                     log.error("the launcher (pid %d) is gone: stopping", launcher)
                     assert self._main is not None

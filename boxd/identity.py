@@ -24,7 +24,7 @@ from pathlib import Path
 from boxd.errors import IdentityError
 from boxd.files import fsync_dir
 
-BOX_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+BOX_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 IDENTITY_DIR = "identity"
 NEXT_DIR = "identity.next"  # a renewed identity, staged, not yet tried
 PREV_DIR = "identity.prev"  # the identity before the switch, kept until the new one works
@@ -53,6 +53,11 @@ class Identity:
     def ca_file(self) -> Path:
         """The platform CA."""
         return self.directory / "ca.crt"
+
+    @property
+    def crl_file(self) -> Path:
+        """The platform's revocation list (`boxd.crl`), beside the identity: it outlives renewals."""
+        return self.directory.parent / "crl.pem"
 
     def not_after(self) -> datetime:
         """When the Box's own (leaf) certificate expires (UTC).
@@ -190,7 +195,7 @@ def load(state_dir: Path) -> Identity:
         box_id, host, port = raw["box_id"], raw["broker_host"], raw["broker_port"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise IdentityError(f"the identity file {meta} is unreadable: {e}") from e
-    if not (isinstance(box_id, str) and BOX_ID_RE.match(box_id)):
+    if not (isinstance(box_id, str) and BOX_ID_RE.fullmatch(box_id)):
         raise IdentityError(f"the identity file {meta} holds an invalid Box ID")
     if not (isinstance(host, str) and host and isinstance(port, int) and 0 < port < 65536):
         raise IdentityError(f"the identity file {meta} holds an invalid broker address")

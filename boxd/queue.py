@@ -34,6 +34,7 @@ import cbor2
 
 from boxd import wire
 from boxd.errors import QueueError
+from boxd.files import private_db, private_dir
 from drivers import Value
 
 _SCHEMA = """
@@ -83,7 +84,9 @@ class Queue:
             QueueError: the file cannot be opened or is not a queue.
         """
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            if not self._path.parent.exists():
+                private_dir(self._path.parent)
+            private_db(self._path)  # 0600, and so are the -wal and -shm files SQLite makes beside it
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -96,7 +99,7 @@ class Queue:
                 epoch = int(row[0])
             b = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()[0]
             p = db.execute("SELECT COALESCE(SUM(n), 0) FROM pending").fetchone()[0]
-        except sqlite3.Error as e:
+        except (sqlite3.Error, OSError) as e:
             raise QueueError(f"cannot open queue {self._path}: {e}") from e
         self._db, self.epoch, self._count = db, epoch, int(b) + int(p)
 

@@ -2,7 +2,8 @@
 
 Verification is always on: there is no way to ask this module for an unverified
 context. (One narrow exception lives in `boxd.uplink`: while the Box's clock is
-implausible, certificate *dates* are not checked; chain, name and CRL still are.)
+implausible, certificate *dates* are not checked; chain, name and CRL still are.) A Box's
+contexts carry the platform's CRL (`boxd.crl`): a revoked server certificate is refused.
 TLS 1.2 is the floor. Clients always check the server's name.
 This module loads files; it opens no connection.
 """
@@ -13,11 +14,14 @@ import ssl
 from pathlib import Path
 
 MIN_VERSION = ssl.TLSVersion.TLSv1_2
+# TLS 1.2 suites: forward-secret key exchange and AEAD ciphers only (no CBC, no SHA-1 MAC);
+# TLS 1.3 suites are all AEAD. The same list is the broker's (cloud.broker).
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME; only boxd.uplink sets it, see boxd.clock
 
 
 def client_context(
-    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None, *, crl_file: Path | None = None
 ) -> ssl.SSLContext:
     """A context for connecting to a server that must chain to `ca_file`.
 
@@ -25,17 +29,28 @@ def client_context(
         ca_file: the trust anchors (the platform CA shipped with the Box).
         cert_file: our certificate chain, for mutual TLS; None before enrollment.
         key_file: the private key of `cert_file`.
+        crl_file: the platform's revocation list (PEM); when the file exists, the server's
+            certificate is checked against it in every handshake (a revoked one is refused).
 
     Raises:
         ssl.SSLError, OSError: the files are missing or do not match.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
     ctx.minimum_version = MIN_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_verify_locations(cafile=str(ca_file))
     if cert_file is not None:
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    if crl_file is not None and crl_file.exists():
+        add_crl(ctx, crl_file)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     return ctx
+
+
+def add_crl(ctx: ssl.SSLContext, crl_file: Path) -> None:
+    """Check servers against the CRL in this PEM file from now on (OpenSSL uses the newest it holds)."""
+    ctx.load_verify_locations(cafile=str(crl_file))
+    ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
 
 
 def server_context(
@@ -52,6 +67,7 @@ def server_context(
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = MIN_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_cert_chain(str(cert_file), str(key_file))
     if client_ca_file is not None:
         ctx.load_verify_locations(cafile=str(client_ca_file))

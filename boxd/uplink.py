@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -142,6 +143,11 @@ class Uplink:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
 
+    def add_crl(self, crl_file: Path) -> None:
+        """A newer platform CRL: checked from the next handshake on (the open session was checked)."""
+        if self._ctx is not None:
+            tls.add_crl(self._ctx, crl_file)
+
     def publish(self, leaf: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
         """Queue a message for the broker; returns its message id, or None when not connected."""
         client = self._client
@@ -162,7 +168,7 @@ class Uplink:
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
-        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
+        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
         client.tls_set_context(self._ctx)
         client.will_set(self.topic("status"), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)

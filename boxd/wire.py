@@ -22,13 +22,17 @@ created and `seq` counts batches in it, so (Box, epoch, seq) names a batch for e
 and the cloud can keep each one once. Values are CBOR integers, floats (the
 shortest float that is exact), booleans, text or null.
 
-Decoding takes untrusted bytes: sizes are bounded before and after inflation and
-every field is type-checked; anything else raises `WireError` saying what is wrong.
+Decoding takes untrusted bytes, in both directions (the cloud decodes what a Box sends with the
+same `unframe_untrusted` the Box uses for its downlink): sizes are bounded before and after
+inflation, the CBOR is walked before anything is built (depth and item count bounded per message
+kind, no tags, no indefinite lengths, no duplicate keys), then every field is type-checked;
+anything else raises `WireError` saying what is wrong.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -110,12 +114,30 @@ def _inflate(payload: bytes, max_payload: int, max_inflated: int) -> bytes:
     return bytes(body)
 
 
-def _unframe(payload: bytes) -> object:
-    body = _inflate(payload, MAX_PAYLOAD, MAX_INFLATED)
-    try:
-        return cbor2.loads(body)
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, OverflowError) as e:
-        raise WireError(f"bad CBOR: {e}") from e
+# Bounds of the uplink's messages, decoded by the cloud with `unframe_untrusted` (the platform does
+# not trust a Box any more than a Box trusts the platform): depth, then CBOR data items.
+# A batch: [epoch, seq, table, base, [[dt, first, [values], {faults}], ...]]: depth 4, at most
+# 8 items a sample (a one-value group with a fault) for MAX_POINTS samples.
+BATCH_BOUNDS = (4, 8 * MAX_POINTS + 8)
+TABLE_BOUNDS = (3, 4 * MAX_POINTS + 3)  # [table_id, [[name, unit, kind], ...]]
+DOC_BOUNDS = (5, 10_000)  # health reports, events
+
+
+def inflated_size(payload: bytes, at_most: int = MAX_INFLATED) -> int:
+    """How many bytes a payload's body takes once inflated (what decoding it costs, at most), or
+    `at_most` + 1 when it is more: only that much is inflated.
+
+    Raises:
+        WireError: bad framing, or over the size limits.
+    """
+    if len(payload) > 1 and payload[0] & _DEFLATE and at_most < MAX_INFLATED:
+        if len(payload) > MAX_PAYLOAD:
+            raise WireError(f"payload of {len(payload)} bytes is over the {MAX_PAYLOAD}-byte limit")
+        try:
+            return len(zlib.decompressobj(-15).decompress(payload[1:], at_most + 1))
+        except zlib.error as e:
+            raise WireError(f"bad compressed data: {e}") from e
+    return min(len(_inflate(payload, MAX_PAYLOAD, MAX_INFLATED)), at_most + 1)
 
 
 # Tags cbor2 decodes by itself (found by trying every tag below 70000 in cbor2 6.3): all
@@ -133,7 +155,7 @@ _NO_TAGS = dict.fromkeys(_SEMANTIC_TAGS, _refuse_tag)
 
 def unframe_untrusted(
     payload: bytes, *, max_payload: int = MAX_PAYLOAD, max_inflated: int = MAX_INFLATED,
-    max_depth: int = 8, max_items: int = 10_000,
+    max_depth: int = 8, max_items: int = 10_000, text_keys: bool = True,
 ) -> object:
     """Decode a framed payload from a peer we do not trust (the platform's downlink).
 
@@ -143,7 +165,8 @@ def unframe_untrusted(
     (a 4 MiB body of one-byte empty maps would otherwise become ~300 MB of dicts), uses a
     tag (dates, bignums, shared references that make cycles...), an indefinite length, a
     simple value other than false/true/null, or has bytes after its one item. Only then is
-    it decoded, by cbor2 with the same limits and duplicate map keys refused.
+    it decoded, by cbor2 with the same limits and duplicate map keys refused; map keys must be
+    text unless `text_keys` is False (a batch's fault maps are keyed by integers).
 
     Raises:
         WireError: what is wrong with the payload.
@@ -153,7 +176,7 @@ def unframe_untrusted(
     try:
         return cbor2.loads(
             body, max_depth=max_depth + 1, allow_indefinite=False, allow_duplicate_keys=False,
-            strict_hashable_types=True, semantic_decoders=_NO_TAGS, tag_hook=_refuse_tag,
+            strict_hashable_types=text_keys, semantic_decoders=_NO_TAGS, tag_hook=_refuse_tag,
         )
     except WireError:
         raise
@@ -162,15 +185,27 @@ def unframe_untrusted(
 
 
 _SIMPLE_OK = frozenset({20, 21, 22, 25, 26, 27})  # false, true, null, half/single/double float
+# One-byte items: small integers, empty strings and containers, false/true/null. A run of them is
+# counted at C speed (a body of four million empty maps is refused in milliseconds, not seconds).
+_ONE_BYTE_RUN = re.compile(rb"[\x00-\x17\x20-\x37\x40\x60\x80\xa0\xf4-\xf6]+")
+_ONE_BYTE = frozenset(b"\x40\x60\x80\xa0\xf4\xf5\xf6" + bytes(range(0x18)) + bytes(range(0x20, 0x38)))
 
 
-def _scan(body: bytes, max_depth: int, max_items: int) -> None:  # noqa: PLR0912 (one state machine)
+def _scan(body: bytes, max_depth: int, max_items: int) -> None:  # noqa: PLR0912, PLR0915 (one state machine)
     """Walk the CBOR item heads of `body` iteratively (no recursion, nothing decoded)."""
     pos, end, items = 0, len(body), 0
     todo = [1]  # items still to read at each open level; the bottom is the one top item
     while todo:
         if todo[-1] == 0:
             todo.pop()
+            continue
+        if pos < end and body[pos] in _ONE_BYTE and todo[-1] > 1:
+            m = _ONE_BYTE_RUN.match(body, pos, min(end, pos + todo[-1]))  # a prefix match, not a name
+            assert m is not None
+            run = m.end() - pos
+            items, pos, todo[-1] = items + run, pos + run, todo[-1] - run
+            if items > max_items:
+                raise WireError(f"bad CBOR: more than {max_items} items")
             continue
         todo[-1] -= 1
         if pos >= end:
@@ -232,7 +267,7 @@ def decode_doc(payload: bytes, required: dict[str, type | tuple[type, ...]]) -> 
     """
     if len(payload) > MAX_DOC:
         raise WireError(f"document of {len(payload)} bytes is over the {MAX_DOC}-byte limit")
-    obj = _unframe(payload)
+    obj = unframe_untrusted(payload, max_depth=DOC_BOUNDS[0], max_items=DOC_BOUNDS[1])
     if not isinstance(obj, dict) or not all(isinstance(k, str) for k in obj):
         raise WireError("document must be a map with text keys")
     for key, kind in required.items():
@@ -259,18 +294,21 @@ def decode_table(payload: bytes) -> tuple[int, list[PointInfo]]:
     Raises:
         WireError: the payload is not a valid point table.
     """
-    obj = _unframe(payload)
+    obj = unframe_untrusted(payload, max_depth=TABLE_BOUNDS[0], max_items=TABLE_BOUNDS[1])
     if not (isinstance(obj, list) and len(obj) == 2 and _is_uint32(obj[0])):
         raise WireError("point table must be [table_id, points]")
     rows = obj[1]
     if not isinstance(rows, list) or len(rows) > MAX_POINTS:
         raise WireError("point table's points must be a list of at most 100000 rows")
-    points = []
+    points, names = [], set()
     for n, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
             raise WireError(f"point table row {n} must be [name, unit, kind] of text")
         if not 0 < len(row[0]) <= 128 or len(row[1]) > 32 or len(row[2]) > 16:
             raise WireError(f"point table row {n} has a field of the wrong length")
+        if row[0] in names:
+            raise WireError(f"point table row {n} repeats the name {row[0][:128]!r}")
+        names.add(row[0])
         points.append(PointInfo(row[0], row[1], row[2]))
     if table_id(points) != obj[0]:
         raise WireError("point table's id does not match its content")
@@ -295,7 +333,7 @@ def decode_batch(payload: bytes) -> Batch:
     Raises:
         WireError: the payload is not a valid batch; the message says what is wrong.
     """
-    obj = _unframe(payload)
+    obj = unframe_untrusted(payload, max_depth=BATCH_BOUNDS[0], max_items=BATCH_BOUNDS[1], text_keys=False)
     if not (isinstance(obj, list) and len(obj) == 5):
         raise WireError("batch must be [epoch, seq, table_id, base_ts_ms, groups]")
     epoch, seq, tid, base, raw_groups = obj

@@ -30,9 +30,12 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
                          epilog=clikit.epilog(["boxcloud box add SN-0042", "boxcloud box list --json"], exits))
     bs = box.add_subparsers(dest="box_cmd", required=True, metavar="COMMAND")
     a = clikit.subcommand(bs, "add", "issue a single-use enrollment token for a Box serial",
-                          ["boxcloud box add SN-0042", "boxcloud box add SN-0042 --ttl 7d"], exits=exits)
+                          ["boxcloud box add SN-0042", "boxcloud box add SN-0042 --ttl 7d",
+                           "boxcloud box add SN-0042 --replace   # a replaced or compromised Box"], exits=exits)
     a.add_argument("serial", help="the Box's serial (it becomes its id): A-Z a-z 0-9 . _ -")
     a.add_argument("--ttl", type=duration, default=72 * 3600, help="how long the token is valid (default 72h)")
+    a.add_argument("--replace", action="store_true",
+                   help="the Box is enrolled: issue a token anyway (using it ends every certificate the Box has)")
     ls = clikit.subcommand(bs, "list", "list Boxes with their status, last data, certificate expiry and software",
                            ["boxcloud box list", "boxcloud box list --json | jq -r '.[].box_id'"], exits=exits)
     ls.add_argument("--json", action="store_true", help="one JSON list (see the README for the fields)")
@@ -91,11 +94,14 @@ def run(cloud: Cloud, args: argparse.Namespace) -> int:
 
 
 def _add(cloud: Cloud, args: argparse.Namespace) -> int:
-    token, expires = cloud.add_box(args.serial, args.ttl)
+    earlier = [t for t in cloud.store.pending_tokens() if t.serial == args.serial]
+    token, expires = cloud.add_box(args.serial, args.ttl, replace=args.replace)
     s = cloud.settings
+    if earlier:
+        out.line(f"The earlier token for {args.serial} is cancelled (a Box has one live token at most).")
     out.line(f"Enrollment token for Box {args.serial} (single use, valid until {out.when(expires)}):\n\n    {token}\n")
-    out.line("On the Box, run:")
-    out.line(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token {token}")
+    out.line("On the Box, run (and paste the token when asked; it never goes on a command line):")
+    out.line(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token -")
     return 0
 
 

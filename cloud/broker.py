@@ -17,6 +17,7 @@ and leaves it with no rights. This module starts processes and speaks to the bro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
@@ -34,12 +35,17 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from boxd import tls
-from boxd.files import write_atomic
+from boxd.files import private_dir, temp_path, write_atomic, write_secret
 from cloud.errors import BrokerError
 from cloud.pki import Pki
 from cloud.store import Store
 
 CONTROL = "$CONTROL/dynamic-security/v1"
+GUARD_SOURCE = Path(__file__).with_name("boxguard.c")
+RETAINED_LEAVES = ("status", "meta")  # the only uplink topics a Box may retain on
+# Per-Box publish rates the broker enforces (boxguard): far above what a Box sends, even draining a
+# backlog of days; a Box over them gets its messages refused (it keeps and resends them).
+BOX_LIMITS = {"msgs_per_s": 50.0, "msgs_burst": 500.0, "bytes_per_s": 1024.0 * 1024, "bytes_burst": 16.0 * 1024 * 1024}
 RECEIVER, ADMIN = "cloud:receiver", "cloud:admin"
 _PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib")
 
@@ -59,6 +65,9 @@ def box_role(box_id: str) -> dict[str, object]:
 
 def _service_roles() -> list[dict[str, object]]:
     ctl = "$CONTROL/dynamic-security/#"
+    # the admin clears what a revoked Box left retained (cloud.broker.Broker.clear_retained)
+    retained = [{"acltype": "publishClientSend", "topic": f"boxes/+/up/{leaf}", "allow": True}
+                for leaf in RETAINED_LEAVES]
     return [
         {"rolename": "receiver", "acls": [
             {"acltype": "subscribePattern", "topic": "boxes/+/up/#", "allow": True},
@@ -69,8 +78,54 @@ def _service_roles() -> list[dict[str, object]]:
             {"acltype": "publishClientSend", "topic": ctl, "allow": True},
             {"acltype": "subscribePattern", "topic": ctl, "allow": True},
             {"acltype": "publishClientReceive", "topic": ctl, "allow": True},
+            *retained,
         ]},
     ]
+
+
+def private_home(home: Path) -> None:
+    """Create the cloud's home directory closed to other users (it holds customers' data).
+
+    Run as root with a `mosquitto` user, the directory is 0710 with that user's group, so that the
+    broker, which drops to it, can reach its own files below without being able to list the home;
+    otherwise 0700.
+    """
+    private_dir(home)
+    if os.geteuid() == 0:
+        try:
+            gid = pwd.getpwnam("mosquitto").pw_gid
+        except KeyError:
+            return
+        os.chown(home, 0, gid)
+        home.chmod(0o710)
+
+
+def build_guard(out_dir: Path) -> Path:
+    """The boxguard plugin (`cloud/boxguard.c`), compiled for this source if not done yet.
+
+    Raises:
+        BrokerError: it cannot be built (gcc or Debian's mosquitto-dev missing).
+    """
+    source = GUARD_SOURCE.read_bytes()
+    lib = out_dir / f"boxguard-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    if lib.exists():
+        return lib
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None or not Path("/usr/include/mosquitto_broker.h").exists():
+        raise BrokerError("cannot build the broker's boxguard plugin: gcc and the mosquitto-dev headers are "
+                          "needed (scripts/bootstrap.sh installs them)")
+    tmp = temp_path(lib)
+    r = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
+                        str(GUARD_SOURCE)], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise BrokerError(f"cannot build the broker's boxguard plugin: {r.stderr.strip()[-500:]}")
+    tmp.chmod(0o755)
+    tmp.replace(lib)
+    for old in out_dir.glob("boxguard-*.so"):
+        if old != lib:
+            old.unlink(missing_ok=True)
+    return lib
 
 
 def _find_plugin() -> str:
@@ -93,6 +148,7 @@ class Broker:
         self.pid_file = self.dir / "mosquitto.pid"
         self.log_file = self.dir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.limits: dict[str, float] = dict(BOX_LIMITS)  # boxguard's per-Box rates (see cloud/boxguard.c)
 
     # -- configuration --------------------------------------------------------------------
 
@@ -101,11 +157,12 @@ class Broker:
         if os.geteuid() != 0:
             return None
         try:
-            pwd.getpwnam("mosquitto")
+            ent = pwd.getpwnam("mosquitto")
         except KeyError:
             return "root"
-        for d in [self.dir.resolve(), *self.dir.resolve().parents]:
-            if d.exists() and not d.stat().st_mode & 0o001 and d != self.dir.resolve():
+        for d in self.dir.resolve().parents:
+            st = d.stat()
+            if not (st.st_mode & 0o001 or (st.st_mode & 0o010 and st.st_gid == ent.pw_gid)):
                 return "root"  # a parent directory the mosquitto user cannot traverse
         return "mosquitto"
 
@@ -114,9 +171,9 @@ class Broker:
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)
         user = self._run_as()
+        guard = build_guard(self.dir)
         key = self.dir / "broker.key"
-        shutil.copyfile(self.pki.dir / "broker.key", key)
-        key.chmod(0o600)
+        write_secret(key, (self.pki.dir / "broker.key").read_bytes())  # 0600 from its first byte
         roles = _service_roles()
         clients: list[dict[str, object]] = [
             {"username": RECEIVER, "roles": [{"rolename": "receiver"}]},
@@ -138,6 +195,8 @@ class Broker:
             "# generated by boxcloud: do not edit, it is rewritten at every start",
             "per_listener_settings false",
             "allow_anonymous false",
+            f"plugin {guard}",  # first: it refuses what dynsec cannot see (retain, size, rate)
+            *(f"plugin_opt_{k} {v:g}" for k, v in self.limits.items()),
             f"plugin {_find_plugin()}",
             f"plugin_opt_config_file {self.dynsec}",
             "persistence true",
@@ -160,6 +219,8 @@ class Broker:
             "use_identity_as_username true",
             "use_username_as_clientid true",
             "tls_version tlsv1.2",
+            f"ciphers {tls.TLS12_CIPHERS}",  # TLS 1.2: ECDHE with AEAD only (no CBC, no SHA-1)
+            "ciphers_tls1.3 TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256",
         ]
         if user:
             lines.insert(3, f"user {user}")
@@ -196,7 +257,7 @@ class Broker:
         raise BrokerError(f"mosquitto did not accept TLS on port {self.port} within {timeout:.0f} s")
 
     def _handshake_ok(self) -> bool:
-        ctx = tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
+        ctx = self.pki.service_context("admin")
         try:
             with socket.create_connection((self.host, self.port), timeout=1.0) as s, ctx.wrap_socket(
                 s, server_hostname=self.host
@@ -247,11 +308,44 @@ class Broker:
             return None
         return pid
 
-    def reload(self) -> None:
-        """Make the broker re-read its CRL (SIGHUP); a no-op when it is not running."""
+    def reload(self, timeout: float = 10.0) -> None:
+        """Make the broker re-read its CRL and certificates (SIGHUP), and wait until it has: a
+        handshake started after this returns sees the new CRL. A no-op when it is not running.
+
+        Mosquitto handles SIGHUP in its main loop ("Reloading config." in its log, then the
+        reload, synchronously); one handshake after that line proves the loop went past it.
+
+        Raises:
+            BrokerError: the broker did not reload within `timeout`.
+        """
         pid = self.running_pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
+        if pid is None:
+            return
+        offset = self._log_size()
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while not self._logged_since(offset, b"Reloading config."):
+            if time.monotonic() > deadline or self.running_pid() is None:
+                raise BrokerError(f"the broker did not reload its configuration within {timeout:.0f} s")
+            time.sleep(0.02)
+        while not self._handshake_ok():
+            if time.monotonic() > deadline:
+                raise BrokerError("the broker does not accept TLS after reloading")
+            time.sleep(0.05)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def _logged_since(self, offset: int, text: bytes) -> bool:
+        try:
+            with self.log_file.open("rb") as f:
+                f.seek(offset)
+                return text in f.read()
+        except OSError:
+            return False
 
     # -- administration -------------------------------------------------------------------
 
@@ -278,17 +372,7 @@ class Broker:
             if len(answers) >= len(commands):
                 done.set()
 
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
-        client.tls_set_context(
-            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-admin.crt", self.pki.dir / "svc-admin.key")
-        )
-        client.on_message = on_message
-        client.on_subscribe = lambda *_a: subscribed.set()
-        try:
-            client.connect(self.host, self.port, 30)
-        except (OSError, ssl.SSLError) as e:
-            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
-        client.loop_start()
+        client = self._admin_client(on_message=on_message, on_subscribe=lambda *_a: subscribed.set())
         try:
             client.subscribe(f"{CONTROL}/response", 1)
             if not subscribed.wait(timeout):
@@ -313,6 +397,42 @@ class Broker:
         errors = [a for a in answers[2:] if a.get("error")]
         if errors:
             raise BrokerError(f"the broker refused to add Box {box_id}: {errors[0]['error']}")
+
+    def _admin_client(self, **callbacks: object) -> mqtt.Client:
+        """A connected MQTT client as cloud:admin, its network loop started (disconnect and stop it).
+
+        Raises:
+            BrokerError: the broker cannot be reached.
+        """
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ADMIN, protocol=mqtt.MQTTv5)
+        client.tls_set_context(self.pki.service_context("admin"))
+        for name, fn in callbacks.items():
+            setattr(client, name, fn)
+        try:
+            client.connect(self.host, self.port, 30)
+        except (OSError, ssl.SSLError) as e:
+            raise BrokerError(f"cannot reach the broker at {self.host}:{self.port}: {e}") from e
+        client.loop_start()
+        return client
+
+    def clear_retained(self, box_id: str, timeout: float = 10.0) -> None:
+        """Remove what a Box left retained (its status and point table), as the admin.
+
+        Raises:
+            BrokerError: the broker cannot be reached or did not take the messages.
+        """
+        client = self._admin_client()
+        try:
+            for leaf in RETAINED_LEAVES:
+                info = client.publish(f"boxes/{box_id}/up/{leaf}", b"", 1, retain=True)
+                info.wait_for_publish(timeout)
+                if not info.is_published():
+                    raise BrokerError(f"the broker did not take the clearing of {box_id}'s retained {leaf}")
+        except (RuntimeError, ValueError) as e:
+            raise BrokerError(f"cannot clear {box_id}'s retained messages: {e}") from e
+        finally:
+            client.disconnect()
+            client.loop_stop()
 
     def cut_off(self, box_id: str) -> None:
         """End a Box's live session and remove its rights (call after the CRL reload)."""

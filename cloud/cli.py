@@ -3,6 +3,7 @@
     boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--bind ADDR] [--name NAME ...]
     boxcloud run                      broker + receiver + enrollment, until Ctrl-C
     boxcloud box add|list|show|revoke|decommission|tag|untag ...      (cloud._box_cli)
+    boxcloud token list|cancel ...  /  boxcloud pki reissue broker|enroll  (cloud._security_cli)
     boxcloud alerts [list] [--all] [--box ID] | alerts ack ID ...       (cloud._box_cli)
     boxcloud config push|show|get|diff ...  /  boxcloud cmd ...          (cloud._config_cli)
     boxcloud release build|publish|list|rotate-key  /  deploy create|list|show|watch|stop  (cloud._deploy_cli)
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from boxd import __version__, clikit
 from boxd.files import AlreadyRunning, pid_lock
-from cloud import _box_cli, _config_cli, _deploy_cli
+from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli
 from cloud import _out as out
 from cloud.errors import CloudError, NothingChanged
 from cloud.platform import Cloud, Settings
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     _box_cli.add_parsers(sub, duration, EXITS)
     _config_cli.add_parsers(sub, duration, EXITS)
     _deploy_cli.add_parsers(sub, duration, EXITS)
+    _security_cli.add_parsers(sub, EXITS)
     return p
 
 
@@ -131,6 +133,10 @@ def _dispatch(cloud: Cloud, args: argparse.Namespace) -> int:
         return _box_cli.run(cloud, args)
     if args.cmd in ("config", "cmd"):
         return _config_cli.run(cloud, args)
+    if args.cmd == "token":
+        return _security_cli.cmd_token(cloud, args)
+    if args.cmd == "pki":
+        return _security_cli.cmd_pki(cloud, args)
     if args.cmd == "release":
         return _deploy_cli.cmd_release(cloud, args)
     return _deploy_cli.cmd_deploy(cloud, args)

@@ -141,9 +141,9 @@ def _provision(cloud: Cloud, box: Path, demo: Demo) -> bool:
     print(f"demo: boxcloud box add {SERIAL} -> enrollment token {token}")
     _wait(lambda: _can_connect(s.enroll_port), 30, "the enrollment endpoint", demo)
     r = subprocess.run([PY, "-m", "provisioning.cli", "--state-dir", str(box), "provision",
-                        "--server", f"https://localhost:{s.enroll_port}", "--token", token,
+                        "--server", f"https://localhost:{s.enroll_port}", "--token", "-",
                         "--ca", str(cloud.pki.root_cert), "--serial", SERIAL],
-                       capture_output=True, text=True, timeout=60)
+                       capture_output=True, text=True, timeout=60, input=token + "\n")
     print(f"demo: boxctl provision -> {(r.stdout or r.stderr).strip()}")
     if r.returncode:
         return False

@@ -15,6 +15,8 @@ Alerts (kind, subject):
 - ``device``, subject <device>: a field device behind an online Box stopped answering.
 - ``config``, subject <version>: the Box rolled a pushed configuration back (closed by an operator,
   `boxcloud alerts ack`, or by a later configuration that is kept).
+- ``rate``: the Box sends more messages or bytes than its limits (the broker refused some, or
+  the receiver put some aside to decode later); closes after `RATE_QUIET_S` without excess.
 
 A planned stop (the Box restarting for a `restart` command, an update or a certificate renewal:
 status reason "restarting") opens no ``offline`` alert unless the Box is not back within
@@ -30,6 +32,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from cloud.pacing import Lru
 from cloud.store import Store
 from drivers import Quality
 
@@ -40,6 +43,8 @@ PLANNED_GRACE_S = 120.0
 PLANNED = frozenset({"restarting"})  # status reasons of a stop the Box announced as planned
 DEVICE_GRACE_S = 60
 COMM_FAULTS = frozenset({Quality.NO_ANSWER, Quality.NOT_CONNECTED, Quality.BAD_FRAME})
+RATE_QUIET_S = 600
+MAX_TRACKED_DEVICES = 200_000
 
 
 @dataclass
@@ -48,7 +53,10 @@ class Monitor:
 
     store: Store
     device_grace_s: float = DEVICE_GRACE_S
-    _answering: dict[tuple[str, str], bool] = field(default_factory=dict)  # (box, device) -> answers
+    # (box, device) -> answers; only a way to write changes alone, so bounded (a Box whose tables
+    # name a million devices costs database writes, not memory)
+    _answering: Lru[tuple[str, str], bool] = field(default_factory=lambda: Lru(MAX_TRACKED_DEVICES))
+    _over_rate: dict[str, float] = field(default_factory=dict)  # Box -> when it was last over its rate
 
     def _alert(self, box_id: str, kind: str, subject: str, message: str, *, refresh: bool = False) -> None:
         if self.store.open_alert(box_id, kind, subject, message, refresh=refresh):
@@ -131,6 +139,11 @@ class Monitor:
                 self._alert(box_id, "evicted", "", f"the Box's queue was full: {doc.get('total', n)} oldest "
                                                    f"samples dropped in all (latest: {n})", refresh=True)
 
+    def on_limits(self, box_id: str, refused: int, reason: str, now: float | None = None) -> None:
+        """The Box went over its rate: `refused` messages refused or put aside, and why."""
+        self._over_rate[box_id] = now or time.time()
+        self._alert(box_id, "rate", "", f"the Box sends too much: {refused} message(s) {reason}", refresh=True)
+
     def on_samples(self, box_id: str, samples: list[tuple[str, int, object, int]], now: float | None = None) -> None:
         """A stored batch, as (point, ts_ms, value, quality): which devices answered."""
         devices: dict[str, tuple[int, int]] = {}  # device -> (comm faults, samples)
@@ -145,12 +158,12 @@ class Monitor:
         now = now or time.time()
         if self._answering.get((box_id, "")) is None:  # first data since start: clear a stale no_data
             self._clear(box_id, "no_data")
-            self._answering[(box_id, "")] = True
+            self._answering.put((box_id, ""), True)
         for dev, (bad, n) in devices.items():
             answers = bad < n
             if self._answering.get((box_id, dev)) == answers:
                 continue  # only changes touch the database
-            self._answering[(box_id, dev)] = answers
+            self._answering.put((box_id, dev), answers)
             self.store.device_state(box_id, dev, None if answers else "no answer", now)
             if answers:
                 self._clear(box_id, "device", dev)
@@ -160,6 +173,10 @@ class Monitor:
     def check(self, now: float | None = None) -> None:
         """Missed heartbeats, silent Boxes, unreachable devices."""
         now = now or time.time()
+        for box_id, when in list(self._over_rate.items()):
+            if now - when > RATE_QUIET_S:
+                del self._over_rate[box_id]
+                self._clear(box_id, "rate")
         for box in self.store.boxes():
             if not box.revoked and not box.online and box.status_reason in PLANNED:
                 self._planned_stop(box.box_id, box.status_ts, now)
@@ -177,7 +194,7 @@ class Monitor:
                 continue
             if box.last_seen is None or now - box.last_seen > 3 * hb_s + 5:
                 self._alert(box.box_id, "no_data", "", "the Box is online but sends no data")
-                self._answering.pop((box.box_id, ""), None)
+                self._answering.pop((box.box_id, ""))
             for dev, since, reason in self.store.bad_devices(box.box_id):
                 if now - since > self.device_grace_s:
                     self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "

@@ -19,20 +19,27 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from boxd import tls
 from boxd.files import write_atomic, write_secret
 from cloud.errors import PkiError
 
 BOX_CERT_DAYS = 365
 SERVER_CERT_DAYS = 825
+# The CRL is re-signed every day and at every revocation; its nextUpdate is far, because Boxes
+# check it in every handshake and one that expired would lock out a Box offline that long (see
+# docs/architecture.md, "Trust chain"): longer than a Box certificate lives.
+CRL_DAYS = 400
 _SKEW = dt.timedelta(minutes=5)  # backdate notBefore a little for Boxes with a slow clock
 
 
@@ -69,6 +76,12 @@ class Pki:
         self.issuing_key = directory / "issuing.key"
         self.ca_bundle = directory / "ca-bundle.crt"  # root + issuing, for the broker
         self.crl = directory / "crl.pem"
+
+    def service_context(self, role: str) -> ssl.SSLContext:
+        """The TLS context of a cloud service ("receiver", "admin") connecting to the broker: its own
+        identity, the platform CA, and the CRL (a revoked broker certificate is refused here too)."""
+        return tls.client_context(self.root_cert, self.dir / f"svc-{role}.crt", self.dir / f"svc-{role}.key",
+                                  crl_file=self.crl)
 
     def exists(self) -> bool:
         """Whether `init()` has been run."""
@@ -180,7 +193,32 @@ class Pki:
         write_atomic(files.cert, cert)
         return files
 
-    def sign_box_csr(self, csr_pem: bytes, box_id: str) -> tuple[bytes, x509.Certificate]:
+    @staticmethod
+    def load_box_csr(csr_pem: str | bytes) -> x509.CertificateSigningRequest:
+        """Parse and check a Box's CSR (PEM) before anything is signed or spent.
+
+        Raises:
+            PkiError: the CSR is malformed, badly signed, or its key is not one a Box may have.
+        """
+        try:
+            raw = csr_pem.encode("ascii") if isinstance(csr_pem, str) else csr_pem
+            csr = x509.load_pem_x509_csr(raw)
+            if not csr.is_signature_valid:
+                raise PkiError("the certificate request's signature is invalid")
+            pub = csr.public_key()
+        except (ValueError, TypeError, UnsupportedAlgorithm) as e:  # UnicodeError is a ValueError
+            raise PkiError("the certificate request is not a valid PEM CSR") from e
+        if isinstance(pub, ec.EllipticCurvePublicKey):
+            if pub.curve.key_size < 256:
+                raise PkiError("the Box key must be EC P-256 or stronger")
+        elif isinstance(pub, rsa.RSAPublicKey):
+            if not 3072 <= pub.key_size <= 8192:
+                raise PkiError("an RSA Box key must be 3072 to 8192 bits")
+        else:
+            raise PkiError("the Box key must be EC (P-256 or stronger) or RSA")
+        return csr
+
+    def sign_box_csr(self, csr_pem: str | bytes, box_id: str) -> tuple[bytes, x509.Certificate]:
         """Sign a Box's CSR: the subject is set from `box_id`, never taken from the CSR.
 
         Returns:
@@ -189,21 +227,8 @@ class Pki:
         Raises:
             PkiError: the CSR is malformed, badly signed, or its key is too weak.
         """
-        try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-        except ValueError as e:
-            raise PkiError("the certificate request is not a valid PEM CSR") from e
-        if not csr.is_signature_valid:
-            raise PkiError("the certificate request's signature is invalid")
-        pub = csr.public_key()
-        if isinstance(pub, ec.EllipticCurvePublicKey):
-            if pub.curve.key_size < 256:
-                raise PkiError("the Box key must be EC P-256 or stronger")
-        elif isinstance(pub, rsa.RSAPublicKey):
-            if pub.key_size < 3072:
-                raise PkiError("an RSA Box key must be at least 3072 bits")
-        else:
-            raise PkiError("the Box key must be EC (P-256 or stronger) or RSA")
+        pub = self.load_box_csr(csr_pem).public_key()
+        assert isinstance(pub, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
         chain = self._sign(box_id, pub, BOX_CERT_DAYS, ExtendedKeyUsageOID.CLIENT_AUTH)
         leaf = x509.load_pem_x509_certificate(chain)
         return chain, leaf
@@ -221,18 +246,40 @@ class Pki:
         cert = self._build(subject, issuing.subject, public_key, key, days, ca_path_len=None, eku=eku, sans=sans)
         return _pem(cert) + _pem(issuing)
 
+    @staticmethod
+    def cert_serial(path: Path) -> int:
+        """The serial number of the (first) certificate in a PEM file."""
+        return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+    @staticmethod
+    def cert_names(path: Path) -> list[str]:
+        """The DNS names and IP addresses a server certificate is for."""
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return []
+        return [*sans.get_values_for_type(x509.DNSName), *(str(ip) for ip in sans.get_values_for_type(x509.IPAddress))]
+
     # -- revocation -----------------------------------------------------------------------
 
-    def write_crl(self, revoked: Iterable[tuple[int, dt.datetime]], days: int = 30) -> None:
+    def write_crl(self, revoked: Iterable[tuple[int, dt.datetime]], days: int = CRL_DAYS) -> None:
         """Write the CRL listing `revoked` (serial, revocation time), valid for `days`."""
         if not self.issuing_key.exists():
             raise PkiError(f"no issuing CA in {self.dir}")
         issuing, key = self._issuer()
         now = _now()
+        last = now - _SKEW
+        try:  # strictly later than the list before (to the second: X.509 times have no less), so that
+            # a Box keeps the newest (it refuses an older one) and OpenSSL uses the newest it holds
+            prev = x509.load_pem_x509_crl(self.crl.read_bytes()).last_update_utc
+            last = max(last, prev + dt.timedelta(seconds=1))
+        except (OSError, ValueError):
+            pass
         b = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(issuing.subject)
-            .last_update(now - _SKEW)
+            .last_update(last)
             .next_update(now + dt.timedelta(days=days))
         )
         for serial, when in revoked:

@@ -25,8 +25,9 @@ from boxd.files import write_atomic
 from boxd.wire import encode_doc
 from cloud import deploy
 from cloud._checks import check_port_free, check_settings
-from cloud.broker import Broker
-from cloud.enroll import Enroller, EnrollServer, check_serial, new_token, token_hash
+from cloud.broker import Broker, private_home
+from cloud.endpoint import EnrollServer
+from cloud.enroll import Enroller, check_serial, new_token, token_hash
 from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
@@ -36,6 +37,8 @@ from ota import repository as ota_repository
 log = logging.getLogger("boxcloud")
 
 CRL_REFRESH_S = 86400
+CRL_WATCH_S = 2.0  # how often the running cloud looks whether the CRL changed (to give it to the Boxes)
+SERVER_CERTS = ("broker", "enroll")
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 DEPLOY_S = 0.5  # how often the running cloud advances the deployments
 TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
@@ -94,8 +97,7 @@ class Cloud:
         if (self.home / "cloud.json").exists():
             raise CloudError(f"a cloud already exists in {self.home}: nothing changed (another --home for a new one)")
         check_settings(settings, extra_names or [])
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.home.chmod(0o755)
+        private_home(self.home)
         self.pki.init()
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)
@@ -179,7 +181,7 @@ class Cloud:
         self.receiver.start()
         self.ensure_ota_repository()
         self.enroll = EnrollServer(
-            Enroller(self.pki, self.store, self.broker),
+            Enroller(self.pki, self.store, self.broker, self.revocations_changed),
             self.pki.dir / "enroll.crt", self.pki.dir / "enroll.key", s.bind, s.enroll_port,
             client_ca=self.pki.root_cert, tuf_repo=self.ota_repo,
         )
@@ -222,9 +224,31 @@ class Cloud:
             broker.start()
 
     def _refresh_crl(self) -> None:
-        while not self._stop.wait(CRL_REFRESH_S):
-            self.write_crl()
-            self.broker.reload()
+        """Rewrite the CRL every CRL_REFRESH_S; whenever it changed (here or by a `boxcloud` command in
+        another process), give it to every online Box."""
+        last_write, seen = time.monotonic(), self._crl_stamp()
+        while not self._stop.wait(CRL_WATCH_S):
+            try:
+                if time.monotonic() - last_write >= CRL_REFRESH_S:
+                    last_write = time.monotonic()
+                    self.write_crl()
+                    self.broker.reload()
+                stamp = self._crl_stamp()
+                if stamp != seen and self.receiver is not None:
+                    seen = stamp
+                    self.receiver.crl_changed()
+                    for b in self.store.boxes():
+                        if b.online and b.revoked is None:
+                            self.receiver.send_crl(b.box_id)
+            except Exception:  # the thread must outlive a bad moment; it is logged every time
+                log.exception("cannot refresh or send the CRL")
+
+    def _crl_stamp(self) -> tuple[int, int]:
+        try:
+            st = self.pki.crl.stat()
+        except OSError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
 
     def _outbox(self) -> None:
         """Send what `push_config` and `send_command` queued (from this or another process)."""
@@ -291,14 +315,52 @@ class Cloud:
         """Rewrite the CRL from the database."""
         self.pki.write_crl((s, datetime.fromtimestamp(t, UTC)) for s, t in self.store.revoked_certs())
 
+    def reissue_server_cert(self, name: str) -> int:
+        """Issue a new server certificate `name` ("broker" or "enroll") and revoke the one it replaces
+        (its key is lost, or it was shown somewhere it should not have been); the broker re-reads
+        its certificate and the CRL, the Boxes get the CRL. Returns the revoked serial.
+
+        Raises:
+            CloudError: not a server certificate of this cloud.
+        """
+        if name not in SERVER_CERTS:
+            raise CloudError(f"no server certificate {name!r}: one of {', '.join(SERVER_CERTS)}")
+        current = self.pki.dir / f"{name}.crt"
+        old = self.pki.cert_serial(current)
+        names = sorted({self.settings.host, "localhost", "127.0.0.1", *self.pki.cert_names(current)})
+        self.pki.issue_server(name, names)
+        self.store.revoke_cert(old, f"server:{name}")
+        if name == "broker" and self.broker.running_pid() is not None:
+            self.broker.write_config()  # its copy of the new key
+        self.revocations_changed()
+        return old
+
+    def revocations_changed(self) -> None:
+        """Certificates went on the revocation list: new CRL, and the broker re-reads it."""
+        self.write_crl()
+        self.broker.reload()
+
     # -- administration ------------------------------------------------------------------------
 
-    def add_box(self, serial: str, ttl_s: float) -> tuple[str, float]:
-        """Issue a single-use enrollment token for `serial`; returns (token, expiry time)."""
+    def add_box(self, serial: str, ttl_s: float, *, replace: bool = False) -> tuple[str, float]:
+        """Issue a single-use enrollment token for `serial` (its earlier live tokens are cancelled:
+        a Box has one live token at most); returns (token, expiry time).
+
+        Raises:
+            CloudError: the Box is enrolled (and not revoked) and `replace` is not set: enrolling
+                with the token ends every certificate the Box has now.
+        """
         check_serial(serial)
         self.settings  # noqa: B018 - fail early when there is no cloud here
+        row = self.store.box(serial)
+        if row is not None and row.revoked is None and not replace:
+            state = "online" if row.online else "offline"
+            raise CloudError(f"Box {serial} is enrolled and {state} (status since "
+                             f"{datetime.fromtimestamp(row.status_ts or row.enrolled, UTC):%Y-%m-%d %H:%M} UTC): "
+                             "enrolling it again ends every certificate it has now. To replace it, add --replace")
         token = new_token()
-        return token, self.store.add_token(token_hash(token), serial, ttl_s)
+        expires, _cancelled = self.store.add_token(token_hash(token), serial, ttl_s)
+        return token, expires
 
     def push_config(self, box_id: str, toml_text: str, *, check: bool = True, allow_empty: bool = False) -> int:
         """Queue a whole configuration for a Box; returns its version. The running cloud sends it.
@@ -362,6 +424,7 @@ class Cloud:
         self.broker.reload()  # new handshakes now see the CRL ...
         try:
             self.broker.cut_off(box_id)  # ... and the open session ends, with its rights
+            self.broker.clear_retained(box_id)  # ... and what it left retained ("online") goes
         except BrokerError as e:
             raise CloudError(f"Box {box_id} is revoked, but its live session could not be ended: {e}") from e
         return True

@@ -31,6 +31,7 @@ from boxd import tls, wire
 from boxd.downlink import DownlinkError, decode_reply
 from boxd.errors import WireError
 from boxd.uplink import session_properties
+from cloud._pacer import Pacer
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
 from cloud.monitor import COMM_FAULTS, Monitor
@@ -66,14 +67,15 @@ class Receiver:
         self.monitor = Monitor(store)
         self.connected = threading.Event()
         self.on_ota: Callable[[str, dict[str, object]], None] | None = None  # (Box, event document)
+        self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
         self._client: mqtt.Client | None = None
+        self._ctx: ssl.SSLContext | None = None
 
     def start(self) -> None:
         """Connect (retrying in the background) and start receiving."""
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5)
-        c.tls_set_context(
-            tls.client_context(self.pki.root_cert, self.pki.dir / "svc-receiver.crt", self.pki.dir / "svc-receiver.key")
-        )
+        self._ctx = self.pki.service_context("receiver")
+        c.tls_set_context(self._ctx)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
@@ -81,6 +83,7 @@ class Receiver:
         c.on_message = self._on_message
         props = session_properties(14 * 86400)
         self._client = c
+        self.pacer.start(self._dispatch_aside)
         try:
             c.connect(self.host, self.port, 30, clean_start=False, properties=props)
         except (OSError, ssl.SSLError) as e:
@@ -94,6 +97,7 @@ class Receiver:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+        self.pacer.stop()
 
     def publish_down(self, box_id: str, leaf: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish on `boxes/<id>/down/<leaf>` (QoS 1); False when not connected (try again later)."""
@@ -101,6 +105,21 @@ class Receiver:
         if c is None or not self.connected.is_set():
             return False
         return c.publish(f"boxes/{box_id}/down/{leaf}", payload, 1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+
+    def crl_changed(self) -> None:
+        """The platform's CRL changed: this client checks the broker against it from now on."""
+        if self._ctx is not None:
+            tls.add_crl(self._ctx, self.pki.crl)
+
+    def send_crl(self, box_id: str) -> None:
+        """Give a Box the platform's revocation list (it checks the servers' certificates against it)."""
+        if self._client is not None:
+            try:
+                crl = self.pki.crl.read_bytes()
+            except OSError as e:
+                log.error("cannot read the CRL to send it to %s: %s", box_id, e)
+                return
+            self._client.publish(f"boxes/{box_id}/down/crl", crl, 1)
 
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
@@ -148,31 +167,47 @@ class Receiver:
         Raises:
             WireError: the message is malformed.
         """
-        if leaf == "data":
-            self._data(box_id, payload)
-        elif leaf == "meta":
-            tid, points = wire.decode_table(payload)
-            self.store.put_table(box_id, tid, points)
-            for parked in self.store.unpark(box_id, tid):
-                self._data(box_id, parked)
-        elif leaf == "status":
-            self._status(box_id, payload)
-        elif leaf == "health":
-            doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
-            if self.store.box(box_id) is not None:
-                self.monitor.on_health(box_id, doc)
-                if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
-                    self.send_time(box_id)
-        elif leaf == "replies":
-            self._reply(box_id, payload)
-        elif leaf == "events":
-            doc = wire.decode_doc(payload, {"v": int, "kind": str})
-            log.info("event from %s: %s", box_id, doc.get("kind"))
-            self.monitor.on_event(box_id, doc)
-            if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
-                self.on_ota(box_id, doc)
-        else:
+        if self.pacer.admit(box_id, leaf, payload):
+            self._dispatch(box_id, leaf, payload)
+
+    def _dispatch_aside(self, box_id: str, leaf: str, payload: bytes) -> None:
+        """Decode a message the pacer put aside (in its thread); a malformed one is rejected as any."""
+        try:
+            self._dispatch(box_id, leaf, payload)
+        except WireError as e:
+            self._reject(f"boxes/{box_id}/up/{leaf}", str(e))
+
+    def _dispatch(self, box_id: str, leaf: str, payload: bytes) -> None:
+        handler = {
+            "data": self._data, "meta": self._meta, "status": self._status, "health": self._health,
+            "replies": self._reply, "events": self._event, "limits": self._limits,
+        }.get(leaf)
+        if handler is None:
             log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
+            return
+        handler(box_id, payload)
+
+    def _meta(self, box_id: str, payload: bytes) -> None:
+        if not payload:
+            return  # a retained point table being cleared (the Box was revoked)
+        tid, points = wire.decode_table(payload)
+        self.store.put_table(box_id, tid, points)
+        for parked in self.store.unpark(box_id, tid):
+            self._data(box_id, parked)
+
+    def _health(self, box_id: str, payload: bytes) -> None:
+        doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
+        if self.store.box(box_id) is not None:
+            self.monitor.on_health(box_id, doc)
+            if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
+                self.send_time(box_id)
+
+    def _event(self, box_id: str, payload: bytes) -> None:
+        doc = wire.decode_doc(payload, {"v": int, "kind": str})
+        log.info("event from %s: %s", box_id, doc.get("kind"))
+        self.monitor.on_event(box_id, doc)
+        if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
+            self.on_ota(box_id, doc)
 
     def _data(self, box_id: str, payload: bytes) -> None:
         batch = wire.decode_batch(payload)
@@ -217,6 +252,16 @@ class Receiver:
             log.warning("Box %s answered something it was not sent (%s %s)", box_id, doc["kind"],
                         doc.get("id", doc.get("version")))
 
+    def _limits(self, box_id: str, payload: bytes) -> None:
+        try:
+            doc = json.loads(payload) if len(payload) <= MAX_STATUS else None
+        except ValueError:
+            doc = None
+        if not (isinstance(doc, dict) and isinstance(doc.get("refused"), int) and isinstance(doc.get("reason"), str)):
+            raise WireError("a limits notice must be {\"v\": 1, \"refused\": n, \"reason\": text}")
+        if self.store.box(box_id) is not None:
+            self.monitor.on_limits(box_id, doc["refused"], f"refused by the broker: {doc['reason'][:100]}")
+
     def _status(self, box_id: str, payload: bytes) -> None:
         if not payload:
             return  # a retained status being cleared
@@ -232,12 +277,14 @@ class Receiver:
         version = body.get("version")
         if not isinstance(reason, str) or not (version is None or isinstance(version, str)):
             raise WireError("status reason and version must be text")
-        if self.store.box(box_id) is None:
-            return
+        box = self.store.box(box_id)
+        if box is None or box.revoked is not None:
+            return  # e.g. a revoked Box's retained "online", delivered again to a restarted receiver
         self.store.set_status(box_id, body["online"], time.time(), reason[:200], version[:40] if version else None)
         self.monitor.on_status(box_id, body["online"], reason[:200])
         if body["online"]:
             self.send_time(box_id)
+            self.send_crl(box_id)
         log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")
 
 

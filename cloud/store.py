@@ -28,9 +28,15 @@ from pathlib import Path
 from typing import Any, overload
 
 from boxd.errors import WireError
+from boxd.files import private_db, private_dir
 from boxd.wire import Batch
-from cloud.errors import EnrollmentError, StoreError
+from cloud._credentials import Credentials
+from cloud.errors import StoreError
+from cloud.pacing import Lru
 from drivers import PointInfo, Value
+
+MAX_CACHED_POINTS = 500_000  # parsed point tables kept in memory, in points (about 100 MB at most)
+MAX_TABLES_PER_BOX = 2  # a Box has one table, two while it is reconfigured
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -53,6 +59,10 @@ CREATE TABLE IF NOT EXISTS batches (
     n INTEGER NOT NULL, digest BLOB, PRIMARY KEY (box_id, epoch, seq));
 CREATE TABLE IF NOT EXISTS conflicts (
     box_id TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, received REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS deferred (
+    id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, leaf TEXT NOT NULL, payload BLOB NOT NULL,
+    received REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS deferred_by_box ON deferred (box_id, id);
 CREATE TABLE IF NOT EXISTS parked_batches (
     box_id TEXT NOT NULL, table_id INTEGER NOT NULL, payload BLOB NOT NULL, received REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
@@ -72,6 +82,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     id INTEGER PRIMARY KEY, box_id TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL,
     message TEXT NOT NULL, opened REAL NOT NULL, closed REAL, acked REAL);
 CREATE INDEX IF NOT EXISTS open_alerts ON alerts (box_id, kind, subject) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS pending_certs (
+    box_id TEXT PRIMARY KEY, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, issued REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS superseded_certs (
     box_id TEXT NOT NULL, cert_serial TEXT NOT NULL, not_after REAL NOT NULL, superseded REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS configs (
@@ -236,19 +248,25 @@ class PointTable(Sequence[PointInfo]):
         return self.points[i]
 
 
-class Store:
+class Store(Credentials):
     """The cloud database. The constructor does no I/O; connections open on first use."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
-        self._tables: dict[tuple[str, int], PointTable] = {}  # a table id names its content: never stale
+        # parsed point tables, per Box: a table id names its content, so never stale; at most
+        # MAX_TABLES_PER_BOX a Box (its newest) and MAX_CACHED_POINTS in all (a Box sending huge
+        # tables evicts its own, then the least recently used, it does not grow the cloud)
+        self._tables: Lru[str, dict[int, PointTable]] = Lru(MAX_CACHED_POINTS, lambda d: sum(map(len, d.values())))
+        self._tables_lock = threading.Lock()
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if not self.path.parent.exists():
+                    private_dir(self.path.parent)
+                private_db(self.path)  # customers' data: 0600, and so are the -wal and -shm files
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -256,7 +274,7 @@ class Store:
                 for table, column, decl in _ADDED_COLUMNS:
                     if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
-            except sqlite3.Error as e:
+            except (sqlite3.Error, OSError) as e:
                 raise StoreError(f"cannot open the cloud database {self.path}: {e}") from e
             self._local.db = db
         return db
@@ -271,60 +289,6 @@ class Store:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-
-    # -- enrollment -----------------------------------------------------------------------
-
-    def add_token(self, token_hash: str, serial: str, ttl_s: float) -> float:
-        """Record a new enrollment token; returns its expiry time."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, NULL)", (token_hash, serial, now, now + ttl_s))
-        return now + ttl_s
-
-    def claim_token(self, token_hash: str) -> str:
-        """Check a token and mark it used; returns the Box serial it was issued for.
-
-        Raises:
-            EnrollmentError: the token is unknown, expired or already used.
-        """
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT serial, expires, used FROM tokens WHERE token_hash=?", (token_hash,)
-            ).fetchone()
-            if row is None:
-                raise EnrollmentError("the enrollment token is not valid", 401)
-            serial, expires, used = row
-            if used is not None:
-                raise EnrollmentError("the enrollment token has already been used", 401)
-            if expires < time.time():
-                raise EnrollmentError("the enrollment token has expired", 401)
-            db.execute("UPDATE tokens SET used=? WHERE token_hash=?", (time.time(), token_hash))
-        return str(serial)
-
-    def release_token(self, token_hash: str) -> None:
-        """Make a claimed token usable again (the enrollment failed on our side)."""
-        with self._tx() as db:
-            db.execute("UPDATE tokens SET used=NULL WHERE token_hash=?", (token_hash,))
-
-    def enroll_box(self, box_id: str, serial: str, cert_serial: int, not_after: float) -> int | None:
-        """Record a (re-)enrolled Box; returns the serial of the certificate it replaces, if any.
-
-        The replaced certificate is put on the revocation list: one Box, one valid certificate.
-        """
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
-            old = int(row[0]) if row else None
-            db.execute(
-                """INSERT INTO boxes (box_id, serial, enrolled, cert_serial, cert_not_after)
-                   VALUES (?, ?, ?, ?, ?)
-                   ON CONFLICT (box_id) DO UPDATE SET enrolled=excluded.enrolled,
-                     cert_serial=excluded.cert_serial, cert_not_after=excluded.cert_not_after,
-                     revoked=NULL""",
-                (box_id, serial, time.time(), str(cert_serial), not_after),
-            )
-            if old is not None and old != cert_serial:
-                db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (str(old), box_id, time.time()))
-        return old
 
     # -- boxes ------------------------------------------------------------------------------
 
@@ -345,46 +309,6 @@ class Store:
         vals[3] = int(str(vals[3]))
         vals[6] = bool(vals[6])
         return BoxRow(*vals)  # type: ignore[arg-type]
-
-    def revoke(self, box_id: str) -> int:
-        """Mark a Box revoked and its certificates (the current one, and any it renewed away from
-        that has not expired) on the revocation list; returns the current cert serial."""
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial FROM boxes WHERE box_id=?", (box_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no Box {box_id!r}")
-            now = time.time()
-            db.execute("UPDATE boxes SET revoked=? WHERE box_id=?", (now, box_id))
-            db.execute("INSERT OR IGNORE INTO revoked_certs VALUES (?, ?, ?)", (row[0], box_id, now))
-            db.execute("""INSERT OR IGNORE INTO revoked_certs SELECT cert_serial, box_id, ? FROM superseded_certs
-                          WHERE box_id=? AND not_after > ?""", (now, box_id, now))
-        return int(row[0])
-
-    def renew_cert(self, box_id: str, presented: int, new_serial: int, not_after: float) -> None:
-        """Record a Box's renewed certificate. The one it presented stays valid (superseded) until
-        it expires, so that the Box keeps it until the new one works; revoking the Box revokes both.
-
-        Raises:
-            StoreError: no such Box, revoked, or `presented` is neither its certificate nor one it
-                renewed away from (a certificate the platform no longer vouches for).
-        """
-        with self._tx() as db:
-            row = db.execute("SELECT cert_serial, cert_not_after, revoked FROM boxes WHERE box_id=?",
-                             (box_id,)).fetchone()
-            if row is None or row[2] is not None:
-                raise StoreError(f"Box {box_id!r} is not enrolled or is revoked")
-            known = {int(row[0])} | {int(s) for (s,) in db.execute(
-                "SELECT cert_serial FROM superseded_certs WHERE box_id=? AND not_after > ?", (box_id, time.time()))}
-            revoked = db.execute("SELECT 1 FROM revoked_certs WHERE cert_serial=?", (str(presented),)).fetchone()
-            if presented not in known or revoked:
-                raise StoreError(f"certificate {presented:x} is not a valid certificate of Box {box_id}")
-            db.execute("INSERT INTO superseded_certs VALUES (?, ?, ?, ?)", (box_id, row[0], row[1], time.time()))
-            db.execute("UPDATE boxes SET cert_serial=?, cert_not_after=? WHERE box_id=?",
-                       (str(new_serial), not_after, box_id))
-
-    def revoked_certs(self) -> list[tuple[int, float]]:
-        """(certificate serial, revocation time) of every revoked certificate."""
-        return [(int(s), float(t)) for s, t in self._db().execute("SELECT cert_serial, revoked FROM revoked_certs")]
 
     def set_status(self, box_id: str, online: bool, ts: float, reason: str, version: str | None) -> None:
         """Record a Box's online/offline status and keep its history."""
@@ -414,11 +338,12 @@ class Store:
             db.execute(
                 "INSERT INTO point_tables VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (box_id, table_id, body)
             )
+        self._cache_table(box_id, table_id, PointTable(points))
 
     def table(self, box_id: str, table_id: int) -> PointTable | None:
         """A Box's point table, or None when it has not been received."""
-        key = (box_id, table_id)
-        cached = self._tables.get(key)
+        with self._tables_lock:
+            cached = (self._tables.get(box_id) or {}).get(table_id)
         if cached is not None:
             return cached
         r = self._db().execute(
@@ -426,8 +351,49 @@ class Store:
         ).fetchone()
         if r is None:
             return None
-        table = self._tables[key] = PointTable(PointInfo(*p) for p in json.loads(r[0]))
+        table = PointTable(PointInfo(*p) for p in json.loads(r[0]))
+        self._cache_table(box_id, table_id, table)
         return table
+
+    def _cache_table(self, box_id: str, table_id: int, table: PointTable) -> None:
+        with self._tables_lock:
+            tables = dict(self._tables.get(box_id) or {})
+            tables.pop(table_id, None)
+            tables[table_id] = table  # the newest last
+            while len(tables) > MAX_TABLES_PER_BOX:
+                del tables[next(iter(tables))]
+            self._tables.put(box_id, tables)
+
+    def cached_points(self) -> int:
+        """Points held by the point-table cache (at most MAX_CACHED_POINTS)."""
+        return self._tables.size
+
+    # -- messages put aside (a Box over its decoding budget, see cloud.receiver) ------------------
+
+    def defer(self, box_id: str, leaf: str, payload: bytes, limit: int) -> bool:
+        """Keep a message to decode later; False when the Box already has `limit` put aside."""
+        with self._tx() as db:
+            (n,) = db.execute("SELECT COUNT(*) FROM deferred WHERE box_id=?", (box_id,)).fetchone()
+            if n >= limit:
+                return False
+            db.execute("INSERT INTO deferred (box_id, leaf, payload, received) VALUES (?, ?, ?, ?)",
+                       (box_id, leaf, payload, time.time()))
+        return True
+
+    def deferred_counts(self) -> dict[str, int]:
+        """Box -> messages put aside."""
+        return {str(b): int(n) for b, n in self._db().execute("SELECT box_id, COUNT(*) FROM deferred GROUP BY box_id")}
+
+    def next_deferred(self, box_id: str) -> tuple[int, str, bytes] | None:
+        """(id, leaf, payload) of a Box's oldest message put aside."""
+        r = self._db().execute("SELECT id, leaf, payload FROM deferred WHERE box_id=? ORDER BY id LIMIT 1",
+                               (box_id,)).fetchone()
+        return (int(r[0]), str(r[1]), bytes(r[2])) if r else None
+
+    def drop_deferred(self, row_id: int) -> None:
+        """Forget a message put aside (it was handled)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM deferred WHERE id=?", (row_id,))
 
     def park(self, box_id: str, table_id: int, payload: bytes, limit: int) -> bool:
         """Keep a batch whose point table has not arrived yet; False when the Box already has `limit` parked."""

@@ -74,7 +74,7 @@ class BoxFetcher(FetcherInterface):
     """HTTPS GETs with the Box's client certificate; at most `max_bytes` read per request."""
 
     def __init__(self, ident: Identity, *, timeout: float = TIMEOUT_S, max_bytes: int = MAX_BYTES) -> None:
-        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
+        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
         self._timeout, self._max = timeout, max_bytes
         self._lock = threading.Lock()
         self._socks: set[socket.socket] = set()  # of the requests in flight

@@ -34,7 +34,7 @@ from typing import IO
 from zlib import error as zlib_error  # a corrupt gzip stream
 
 from boxd.errors import BoxdError
-from boxd.files import fsync_dir
+from boxd.files import create_new, fsync_dir, temp_path
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -43,11 +43,11 @@ PACKAGES = ("boxd", "drivers", "ota")
 MAX_MANIFEST = 1024 * 1024
 MAX_FILES = 5_000
 MAX_UNPACKED = 64 * 1024 * 1024
-_VERSION_LINE = re.compile(r'^__version__ = "[^"]*"$', re.M)
-_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]{1,32})?$")
-_HARDWARE = re.compile(r"^[a-z0-9-]{1,32}$")
-_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION_LINE = re.compile(r'^__version__ = "[^"]*"$', re.M)  # a search, line by line
+_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:-[0-9A-Za-z.-]{1,32})?")
+_HARDWARE = re.compile(r"[a-z0-9-]{1,32}")
+_PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class BundleError(BoxdError):
@@ -83,7 +83,7 @@ def hardware_id() -> str:
 
 def _check_path(name: str) -> str:
     parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or any(not _PATH_PART.match(p) for p in parts):
+    if not parts or name.startswith("/") or any(not _PATH_PART.fullmatch(p) for p in parts):
         raise BundleError(f"{name!r} is not an acceptable file name in a bundle")
     return "/".join(parts)
 
@@ -103,16 +103,16 @@ def parse_manifest(raw: bytes) -> Manifest:
     if doc.get("format") != FORMAT or doc.get("name") != "boxd":
         raise BundleError(f"{MANIFEST}: not a boxd bundle of format {FORMAT}")
     version, hardware, files = doc.get("version"), doc.get("hardware"), doc.get("files")
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
         raise BundleError(f"{MANIFEST}: version must look like 1.2.3, not {version!r}")
     if (not isinstance(hardware, list) or not hardware
-            or not all(isinstance(h, str) and _HARDWARE.match(h) for h in hardware)):
+            or not all(isinstance(h, str) and _HARDWARE.fullmatch(h) for h in hardware)):
         raise BundleError(f"{MANIFEST}: hardware must be a list of ids (a-z, 0-9, -)")
     if not isinstance(files, dict) or not 0 < len(files) <= MAX_FILES:
         raise BundleError(f"{MANIFEST}: files must map 1 to {MAX_FILES} paths to SHA-256 digests")
     checked: dict[str, str] = {}
     for name, digest in files.items():
-        if not isinstance(digest, str) or not _HEX64.match(digest):
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise BundleError(f"{MANIFEST}: the digest of {name!r} is not a SHA-256 in hex")
         checked[_check_path(name)] = digest
     if "boxd/__init__.py" not in checked:
@@ -168,9 +168,9 @@ def build(source_root: Path, out_dir: Path, version: str, hardware: list[str],
     Raises:
         BundleError: bad version or hardware, or `source_root` is not a boxd source tree.
     """
-    if not _VERSION.match(version):
+    if not _VERSION.fullmatch(version):
         raise BundleError(f"version must look like 1.2.3, not {version!r}")
-    if not hardware or not all(_HARDWARE.match(h) for h in hardware):
+    if not hardware or not all(_HARDWARE.fullmatch(h) for h in hardware):
         raise BundleError(f"hardware ids: a-z, 0-9 and '-', 1 to 32 characters, not {hardware!r}")
     contents: dict[str, bytes] = {rel: p.read_bytes() for rel, p in _source_files(source_root)}
     contents["boxd/__init__.py"] = _set_version(contents["boxd/__init__.py"].decode(), version).encode()
@@ -180,8 +180,8 @@ def build(source_root: Path, out_dir: Path, version: str, hardware: list[str],
                                                    for rel, data in sorted(contents.items())})
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"boxd-{version}.tar.gz"
-    tmp = out_dir / f".{out.name}.tmp"
-    with tmp.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+    tmp = temp_path(out)
+    with os.fdopen(create_new(tmp), "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, MANIFEST, manifest.to_json())
         dirs = sorted({str(PurePosixPath(rel).parent) for rel in contents})

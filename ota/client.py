@@ -62,7 +62,7 @@ PART_SUFFIX = ".part"
 ATTEMPTS = 5
 BACKOFF_S = 2.0
 BACKOFF_CAP_S = 60.0
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _rng = random.SystemRandom()
 log = logging.getLogger("ota.client")
 T = TypeVar("T")
@@ -256,7 +256,7 @@ def download(state_dir: Path, base_url: str, current_version: str, hardware: str
         OtaError: as `check_for_update`, the target is not offered, or its download failed
             verification or kept failing (nothing is left in the download directory then).
     """
-    if not _NAME.match(target_name):
+    if not _NAME.fullmatch(target_name):
         raise OtaError(f"{target_name!r} is not a plain file name")
     inner = _prepare(state_dir, fetcher, ident)
     guard = _Guard(inner, abort if abort is not None else threading.Event())

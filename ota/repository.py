@@ -47,7 +47,7 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from boxd.files import fsync_dir, write_atomic, write_secret
+from boxd.files import create_new, fsync_dir, temp_path, write_atomic, write_secret
 
 ROOT_EXPIRY = timedelta(days=365)
 TARGETS_EXPIRY = timedelta(days=91)
@@ -64,10 +64,10 @@ ONLINE_ROLES = (Targets.type, Snapshot.type, Timestamp.type)
 ROLES = (Root.type, *ONLINE_ROLES)
 
 _SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?$"
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
 )
-_HARDWARE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_HARDWARE = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 
 _S = TypeVar("_S", Root, Timestamp, Snapshot, Targets)
 
@@ -81,7 +81,7 @@ class RepositoryError(Exception):
 
 def parse_version(version: str) -> tuple[tuple[int, int, int], tuple[tuple[int, int | str], ...] | None]:
     """A semantic version as a sortable key; RepositoryError when it is not one."""
-    m = _SEMVER.match(version)
+    m = _SEMVER.fullmatch(version)
     if m is None:
         raise RepositoryError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRE])")
     core = (int(m[1]), int(m[2]), int(m[3]))
@@ -312,10 +312,10 @@ def _publish_release(path: Path, keys_dir: Path, bundle: Path, version: str, har
     if not hardware:
         raise RepositoryError("a release must name the hardware it fits")
     for hw in hardware:
-        if not isinstance(hw, str) or not _HARDWARE.match(hw):
+        if not isinstance(hw, str) or not _HARDWARE.fullmatch(hw):
             raise RepositoryError(f"hardware id {hw!r}: lowercase letters, digits, '-', 1..32")
     name = bundle.name
-    if not _TARGET_NAME.match(name):
+    if not _TARGET_NAME.fullmatch(name):
         raise RepositoryError(f"bundle name {name!r} is not a plain file name")
     for published in published_versions(path):
         if not version_greater(version, published):
@@ -327,9 +327,10 @@ def _publish_release(path: Path, keys_dir: Path, bundle: Path, version: str, har
         raise RepositoryError(f"a target named {name} is already published")
     # Hash the copy that is served, not the source (which could change in between).
     target_dir = path / "targets"
-    tmp = target_dir / f".{name}.tmp"
-    shutil.copyfile(bundle, tmp)
-    with tmp.open("rb+") as f:
+    tmp = temp_path(target_dir / name)
+    with bundle.open("rb") as src, os.fdopen(create_new(tmp), "wb") as f:
+        shutil.copyfileobj(src, f, 1 << 20)
+        f.flush()
         os.fsync(f.fileno())
     target = TargetFile.from_file(name, str(tmp), ["sha256"])
     target.unrecognized_fields["custom"] = {"version": version, "hardware": list(hardware)}

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from boxd import clikit, tls
+from boxd import clikit, crl, tls
+from boxd.crl import CRL_FILE
 from boxd.files import fsync_dir, write_atomic, write_secret
 from boxd.identity import BOX_ID_RE, IDENTITY_DIR
 from provisioning.errors import ProvisionError
@@ -73,9 +74,10 @@ def _parse_server(url: str) -> tuple[str, int]:
 
 
 def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout: float, *,
-          path: str = "/v1/enroll", client: tuple[Path, Path] | None = None) -> dict[str, object]:
+          path: str = "/v1/enroll", client: tuple[Path, Path] | None = None,
+          crl_file: Path | None = None) -> dict[str, object]:
     try:
-        ctx = tls.client_context(ca_file, *(client or (None, None)))
+        ctx = tls.client_context(ca_file, *(client or (None, None)), crl_file=crl_file)
     except (OSError, ssl.SSLError) as e:
         raise ProvisionError(f"cannot load the platform CA {ca_file}: {getattr(e, 'strerror', None) or e}") from e
     where = f"https://{host}:{port}"
@@ -97,7 +99,7 @@ def _post(host: str, port: int, ca_file: Path, body: dict[str, object], timeout:
     except (ValueError, TypeError):
         raise ProvisionError(f"{where} answered HTTP {resp.status} with something that is not JSON") from None
     if resp.status != 200:
-        what = "renewal" if path == "/v1/renew" else "enrollment"
+        what = "renewal" if path.startswith("/v1/renew") else "enrollment"
         raise ProvisionError(f"the platform refused the {what}: {answer.get('error', f'HTTP {resp.status}')}")
     return answer
 
@@ -106,7 +108,7 @@ def _check_answer(
     answer: dict[str, object], key: ec.EllipticCurvePrivateKey, ca_file: Path
 ) -> tuple[str, bytes, str, int]:
     box_id, chain_pem, broker = answer.get("box_id"), answer.get("certificate"), answer.get("broker")
-    if not (isinstance(box_id, str) and BOX_ID_RE.match(box_id)):
+    if not (isinstance(box_id, str) and BOX_ID_RE.fullmatch(box_id)):
         raise ProvisionError("the platform's answer holds no valid Box ID")
     if not (isinstance(broker, dict) and isinstance(broker.get("host"), str) and isinstance(broker.get("port"), int)):
         raise ProvisionError("the platform's answer holds no valid broker address")
@@ -167,8 +169,9 @@ def enroll(
     body: dict[str, object] = {"token": token, "csr": csr.public_bytes(serialization.Encoding.PEM).decode()}
     if serial:
         body["serial"] = serial
-    answer = _post(host, port, ca_file, body, timeout)
+    answer = _post(host, port, ca_file, body, timeout, crl_file=state_dir / CRL_FILE)
     box_id, chain, broker_host, broker_port = _check_answer(answer, key, ca_file)
+    _keep_crl(state_dir, answer.get("crl"), ca_file, chain)
     _install(state_dir, key, chain, ca_file.read_bytes(), {
         "box_id": box_id, "broker_host": broker_host, "broker_port": broker_port,
         "enrolled_at": int(time.time()), "server": f"https://{host}:{port}",
@@ -203,12 +206,50 @@ def renew(state_dir: Path, *, timeout: float = 20.0) -> Path:
            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ident.box_id)]))
            .sign(key, hashes.SHA256()))
     answer = _post(host, port, ident.ca_file, {"csr": csr.public_bytes(serialization.Encoding.PEM).decode()},
-                   timeout, path="/v1/renew", client=(ident.cert_file, ident.key_file))
+                   timeout, path="/v1/renew", client=(ident.cert_file, ident.key_file), crl_file=ident.crl_file)
     box_id, chain, _, _ = _check_answer(answer, key, ident.ca_file)
     if box_id != ident.box_id:
         raise ProvisionError(f"the platform renewed another Box ({box_id}), not {ident.box_id}")
     return _stage(state_dir, key, chain, ident.ca_file.read_bytes(), {**meta, "renewed_at": int(time.time())},
                   name=box_identity.NEXT_DIR)
+
+
+def confirm(state_dir: Path, *, timeout: float = 20.0) -> None:
+    """Tell the platform that this Box now uses its renewed certificate (authenticated by it): the
+    platform then revokes the one before. Until then both stay valid.
+
+    Raises:
+        ProvisionError: the platform could not be told; the message says why.
+    """
+    from boxd import identity as box_identity
+    from boxd.errors import IdentityError
+
+    try:
+        ident = box_identity.load(state_dir)
+        host, port = _parse_server(box_identity.server_url(state_dir))
+    except IdentityError as e:
+        raise ProvisionError(f"cannot confirm the renewal: {e}") from e
+    _post(host, port, ident.ca_file, {}, timeout, path="/v1/renew/confirm", client=(ident.cert_file, ident.key_file),
+          crl_file=ident.crl_file)
+
+
+def _keep_crl(state_dir: Path, pem: object, ca_file: Path, chain: bytes) -> None:
+    """Keep the platform's CRL from the enrollment answer (`boxd.crl`): checked before it is kept."""
+    if not isinstance(pem, str):
+        return  # an older platform: the Box gets it at its first connection
+    current = state_dir / CRL_FILE
+    if current.exists() and current.read_text() == pem:
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=state_dir) as tmp:
+        candidate, chain_file = Path(tmp) / "crl.pem", Path(tmp) / "chain.pem"
+        candidate.write_text(pem)
+        chain_file.write_bytes(chain)
+        try:
+            crl.verify(candidate, ca_file, chain_file, current if current.exists() else None)
+        except ValueError as e:
+            raise ProvisionError(f"the platform sent a revocation list that is not valid: {e}") from None
+        write_atomic(current, pem.encode())
 
 
 def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:

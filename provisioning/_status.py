@@ -61,7 +61,7 @@ def tls_check(ident: Identity, timeout: float = 10.0) -> str:
     Raises:
         OSError, ssl.SSLError: the handshake failed.
     """
-    ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file)
+    ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
     with socket.create_connection((ident.broker_host, ident.broker_port), timeout=timeout) as raw, \
             ctx.wrap_socket(raw, server_hostname=ident.broker_host) as s:
         # In TLS 1.3 the server judges our certificate after the client's side of the
@@ -79,7 +79,7 @@ def mqtt_check(ident: Identity, timeout: float = 10.0) -> str:
     result: list[str] = []
     done = threading.Event()
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=ident.box_id, protocol=mqtt.MQTTv5, manual_ack=True)
-    c.tls_set_context(tls.client_context(ident.ca_file, ident.cert_file, ident.key_file))
+    c.tls_set_context(tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file))
 
     def on_connect(_c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         result.append("" if not getattr(rc, "is_failure", True) else f"the broker refused the Box: {rc}")

@@ -1,6 +1,7 @@
 """The `boxctl` command: the installer's tool on the Box.
 
-    boxctl provision --server https://HOST:PORT --token TOKEN [--ca FILE] [--serial S] [--force]
+    boxctl provision --server https://HOST:PORT (--token - | --token-file F | --token T) [--ca FILE]
+                     [--serial S] [--force]
     boxctl status [--json]
     boxctl scan modbus-tcp HOST[:PORT] [--units 1-247] [--table holding] [--addresses 0-99] [--export F]
     boxctl scan modbus-rtu PORT [--baud 9600] [--parity N] [--stopbits 1] [--bytesize 8] [...same]
@@ -17,6 +18,7 @@ field tools): this runs on a small Box.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -48,7 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                             "boxctl provision --server https://10.0.0.5:8443 --token K7QD-... --ca ./platform-ca.crt"],
                            exits=EXITS)
     pr.add_argument("--server", required=True, help="the enrollment address, e.g. https://platform.example:8443")
-    pr.add_argument("--token", required=True, help="the enrollment token from 'boxcloud box add'")
+    tok = pr.add_mutually_exclusive_group(required=True)
+    tok.add_argument("--token", help="the enrollment token from 'boxcloud box add'; '-' reads it from standard "
+                                     "input (asked for on a terminal), so that it never shows in the process list")
+    tok.add_argument("--token-file", type=Path, help="read the enrollment token from this file")
     pr.add_argument("--ca", type=Path, default=DEFAULT_CA, help="the platform CA (default %(default)s)")
     pr.add_argument("--serial", help="this Box's serial; the platform checks it matches the token")
     pr.add_argument("--force", action="store_true", help="replace an existing identity")
@@ -145,6 +150,24 @@ def _field(args: argparse.Namespace) -> int:
                           rtu=args.bus == "modbus-rtu")
 
 
+def _token(args: argparse.Namespace) -> str:
+    """The enrollment token: from --token-file, standard input (--token -), or --token itself."""
+    text: str
+    if args.token_file is not None:
+        try:
+            text = args.token_file.read_text(encoding="utf-8", errors="replace")[:1024]
+        except OSError as e:
+            raise ProvisionError(f"cannot read the token file {args.token_file}: {e.strerror or e}") from None
+    elif args.token == "-":  # noqa: S105 - "read it from standard input", not a secret
+        text = getpass.getpass("Enrollment token: ") if sys.stdin.isatty() else sys.stdin.readline(1024)
+    else:
+        text = args.token
+    token = text.strip()
+    if not token:
+        raise ProvisionError("no enrollment token was given")
+    return token
+
+
 def _status(args: argparse.Namespace) -> int:
     from provisioning._status import status  # paho: only for the status check
 
@@ -164,7 +187,7 @@ def _main(argv: list[str] | None) -> int:
         if args.cmd == "provision":
             from provisioning._enroll import enroll  # the cryptography package: only to enroll
 
-            box_id = enroll(args.state_dir, args.server, args.token, args.ca, args.serial, force=args.force)
+            box_id = enroll(args.state_dir, args.server, _token(args), args.ca, args.serial, force=args.force)
             ident = identity.load(args.state_dir)
             print(f"Provisioned: this Box is {box_id}; certificate valid until "
                   f"{ident.not_after():%Y-%m-%d}; platform {ident.broker_host}:{ident.broker_port}.")

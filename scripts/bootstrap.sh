@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
+DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
 VENV=.venv
 STAMP=$VENV/.installed
 
@@ -47,6 +47,6 @@ want=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "bootstrap: installing Python dependencies into $VENV"
     pip_install --upgrade pip
-    pip_install -e ".[systemd,test,lint]"
+    pip_install -e ".[systemd,cloud,test,lint]"
     echo "$want" > "$STAMP"
 fi

@@ -65,7 +65,7 @@ from drivers.bacnet._names import NUMERIC_KINDS, object_type_number, property_nu
 from drivers.errors import ConfigError, show
 
 CovMode = Literal["auto", "off"]
-IFNAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # Linux IFNAMSIZ - 1
+IFNAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")  # Linux IFNAMSIZ - 1
 MAX_INSTANCE: Final = 4194302  # 4194303 is the wildcard
 MAX_DEVICES: Final = 1000
 MAX_POINTS: Final = 10000
@@ -80,7 +80,7 @@ _DEVICE_KEYS: Final = frozenset({
 _POINT_KEYS: Final = frozenset({
     "name", "object", "property", "unit", "writable", "priority", "min", "max",
 })
-_OBJECT_RE: Final = re.compile(r"^([a-z][a-z-]*),([0-9]{1,7})$")
+_OBJECT_RE: Final = re.compile(r"([a-z][a-z-]*),([0-9]{1,7})")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -147,7 +147,7 @@ class BacnetNetwork:
 
 def parse_object(text: str) -> ObjectRef | None:
     """ "analog-input,1" -> ObjectRef("analog-input", 1); None if malformed or not standard."""
-    match = _OBJECT_RE.match(text)
+    match = _OBJECT_RE.fullmatch(text)
     if not match or object_type_number(match[1]) is None or int(match[2]) > MAX_INSTANCE:
         return None
     return ObjectRef(match[1], int(match[2]))
@@ -255,10 +255,10 @@ def check_network(network: BacnetNetwork) -> None:
             and the field.
     """
     n = network
-    if not NAME_RE.match(n.name):
+    if not NAME_RE.fullmatch(n.name):
         raise ConfigError(f"bacnet name {show(n.name)} must match {NAME_RE.pattern}")
     where = f'bacnet "{n.name}"'
-    if not IFNAME_RE.match(n.interface):
+    if not IFNAME_RE.fullmatch(n.interface):
         raise ConfigError(f"{where}: interface {show(n.interface)} is not a network interface name")
     _check_range(where, "port", n.port, 1, 65535)
     _check_range(where, "device_instance", n.device_instance, 0, MAX_INSTANCE)
@@ -290,7 +290,7 @@ def check_network(network: BacnetNetwork) -> None:
 
 
 def _check_device(network: BacnetNetwork, network_where: str, d: BacnetDevice) -> None:
-    if not NAME_RE.match(d.name):
+    if not NAME_RE.fullmatch(d.name):
         raise ConfigError(f"{network_where}: device name {show(d.name)} must match {NAME_RE.pattern}")
     where = f'{network_where} device "{d.name}"'
     _check_range(where, "device_instance", d.device_instance, 0, MAX_INSTANCE)
@@ -338,7 +338,7 @@ def _check_address(where: str, address: str) -> None:
 
 
 def _check_point(device_where: str, p: BacnetPoint) -> None:
-    if not NAME_RE.match(p.name):
+    if not NAME_RE.fullmatch(p.name):
         raise ConfigError(f"{device_where}: point name {show(p.name)} must match {NAME_RE.pattern}")
     where = f'{device_where} point "{p.name}"'
     if object_type_number(p.object.type) is None:

@@ -15,14 +15,14 @@ from typing import Final, TypeVar
 
 from drivers.errors import ConfigError, show
 
-NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 
 T = TypeVar("T")
 D = TypeVar("D")
 
 
 def label(what: str, name: object, index: int | None = None) -> str:
-    if isinstance(name, str) and NAME_RE.match(name):
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
         return f'{what} "{name}"'
     return f"{what} #{index}" if index is not None else what
 

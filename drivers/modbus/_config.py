@@ -35,11 +35,11 @@ BIT_TABLES: Final = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: Final = frozenset({"holding", "coil"})
 MAX_POINTS: Final = 10000
 MAX_REGISTERS_PER_READ: Final = 125
-NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-PORT_RE: Final = re.compile(r"^/dev/[A-Za-z0-9._:+/-]{1,200}$")
+NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+PORT_RE: Final = re.compile(r"/dev/[A-Za-z0-9._:+/-]{1,200}")
 _HOST_RE: Final = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
 _BIT_AND_WORD: Final = frozenset({"int16", "uint16"})
 
@@ -178,7 +178,7 @@ def check_rtu_line(line: ModbusRtuLine) -> None:
     """
     where = f'line "{line.name}"'
     _check_name(line.name, "line")
-    if not isinstance(line.port, str) or not PORT_RE.match(line.port) or ".." in line.port.split("/"):
+    if not isinstance(line.port, str) or not PORT_RE.fullmatch(line.port) or ".." in line.port.split("/"):
         raise ConfigError(f"{where}: port {show(line.port)} must be a device path like /dev/ttyUSB0")
     if line.baudrate not in BAUDRATES:
         raise ConfigError(f"{where}: baudrate {show(line.baudrate)} is not one of {BAUDRATES}")
@@ -215,7 +215,7 @@ def check_rtu_line(line: ModbusRtuLine) -> None:
 
 
 def _check_name(name: object, what: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ConfigError(f"{what} name {show(name)} must match {NAME_RE.pattern}")
 
 
@@ -244,7 +244,7 @@ def _check_common(where: str, device: ModbusDevice) -> None:
 
 
 def _check_point(device_where: str, p: ModbusPoint) -> None:
-    if not NAME_RE.match(p.name):
+    if not NAME_RE.fullmatch(p.name):
         raise ConfigError(f"{device_where}: point name {show(p.name)} must match {NAME_RE.pattern}")
     where = f'{device_where} point "{p.name}"'
     if p.table not in TABLES:
@@ -316,7 +316,7 @@ def _valid_host(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:
-        return bool(_HOST_RE.match(host))
+        return bool(_HOST_RE.fullmatch(host))
     return True
 
 

@@ -198,7 +198,7 @@ def _rtu_device(raw: object, index: int, line_where: str) -> ModbusRtuDevice:
 
 def _where(what: str, raw: Mapping[str, object], index: int | None = None) -> str:
     name = raw.get("name")
-    if isinstance(name, str) and NAME_RE.match(name):
+    if isinstance(name, str) and NAME_RE.fullmatch(name):
         return f'{what} "{name}"'
     return f"{what} #{index}" if index is not None else what
 
@@ -214,7 +214,7 @@ def _points(raw: Mapping[str, object], where: str) -> tuple[ModbusPoint, ...]:
 
 def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
     name = raw.get("name") if isinstance(raw, Mapping) else None
-    shown = f'"{name}"' if isinstance(name, str) and NAME_RE.match(name) else f"#{index}"
+    shown = f'"{name}"' if isinstance(name, str) and NAME_RE.fullmatch(name) else f"#{index}"
     where = f"{device_where} point {shown}"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: must be a table, not {_kind(raw)}")

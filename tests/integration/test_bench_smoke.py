@@ -64,3 +64,25 @@ def test_ota_benchmark_updates_one_box_and_reports_every_figure(tmp_path: Path) 
     assert figures["bundle files"] > 10
     assert figures["bytes downloaded by the Box (TUF metadata + bundle, TLS), kB"] >= figures["bundle size, kB"]
     assert all(isinstance(v, int | float) and v >= 0 for v in figures.values()), figures
+
+
+def _last_json(stdout: str) -> dict[str, dict[str, float]]:
+    figures: dict[str, dict[str, float]] = json.loads(stdout.strip().splitlines()[-1])
+    return figures
+
+
+def test_attacks_benchmark_runs_every_phase() -> None:
+    r = subprocess.run([sys.executable, "-m", "bench.attacks", "--settle", "1"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    figures = _last_json(r.stdout)
+    assert set(figures) == {"baseline", "bombs", "tables"}
+    assert all(f["victim batches"] > 0 for f in figures.values())
+
+
+def test_https_clients_benchmark_runs_both_attacks() -> None:
+    r = subprocess.run([sys.executable, "-m", "bench.https_clients", "--slow", "5", "--idle", "20", "--hold", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    figures = _last_json(r.stdout)
+    assert len(figures) == 5 and all("threads" in f for f in figures.values())

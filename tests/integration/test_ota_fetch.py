@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from boxd import identity, tls
-from cloud.enroll import Enroller, EnrollServer
+from cloud.endpoint import EnrollServer
+from cloud.enroll import Enroller
 from cloud.platform import Cloud
 from ota import client
 from ota import repository as repo

@@ -11,17 +11,18 @@ from cloud.platform import Cloud
 from tests.support.wait import free_port
 
 
-def boxctl(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def boxctl(state: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "provisioning.cli", "--state-dir", str(state), *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, input=stdin,
     )
 
 
 def provision(cloud: Cloud, state: Path, token: str, *extra: str, server: str | None = None,
               ca: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`boxctl provision --token -`, the token on standard input (never on the command line)."""
     return boxctl(state, "provision", "--server", server or f"https://localhost:{cloud.settings.enroll_port}",
-                  "--token", token, "--ca", str(ca or cloud.pki.root_cert), *extra)
+                  "--token", "-", "--ca", str(ca or cloud.pki.root_cert), *extra, stdin=token + "\n")
 
 
 def assert_clean_failure(r: subprocess.CompletedProcess[str], state: Path, words: str) -> None:
@@ -115,10 +116,25 @@ def test_existing_identity_is_kept_without_force(cloud: Cloud, tmp_path: Path) -
     token, _ = cloud.add_box("SN-PROV-8", 600)
     assert provision(cloud, tmp_path, token).returncode == 0
     before = (tmp_path / "identity" / "box.key").read_bytes()
-    token2, _ = cloud.add_box("SN-PROV-8", 600)
+    token2, _ = cloud.add_box("SN-PROV-8", 600, replace=True)
     r = provision(cloud, tmp_path, token2)
     assert r.returncode != 0 and "--force" in r.stderr
     assert (tmp_path / "identity" / "box.key").read_bytes() == before
     r = provision(cloud, tmp_path, token2, "--force")
     assert r.returncode == 0
     assert (tmp_path / "identity" / "box.key").read_bytes() != before
+
+
+def test_the_token_can_come_from_a_file_and_never_from_the_command_line(cloud: Cloud, tmp_path: Path) -> None:
+    token, _ = cloud.add_box("SN-PROV-9", 600)
+    f = tmp_path / "token.txt"
+    f.write_text(f"  {token}\n")
+    f.chmod(0o600)
+    state = tmp_path / "box"
+    r = boxctl(state, "provision", "--server", f"https://localhost:{cloud.settings.enroll_port}",
+               "--token-file", str(f), "--ca", str(cloud.pki.root_cert))
+    assert r.returncode == 0, r.stderr
+    assert "SN-PROV-9" in r.stdout
+    r = boxctl(tmp_path / "b2", "provision", "--server", "https://localhost:1", "--token", "-",
+               "--ca", str(cloud.pki.root_cert), stdin="")
+    assert r.returncode != 0 and "no enrollment token" in r.stderr and "Traceback" not in r.stderr

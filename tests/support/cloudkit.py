@@ -45,6 +45,7 @@ class Client:
     disconnected: threading.Event = field(default_factory=threading.Event)
     refused: list[str] = field(default_factory=list)
     subacks: list[list[int]] = field(default_factory=list)
+    acks: dict[int, int] = field(default_factory=dict)  # message id -> PUBACK reason code (0: accepted)
 
     def topics(self) -> list[str]:
         return [t for t, _ in self.messages]
@@ -74,6 +75,7 @@ def mqtt_client(
     c.on_disconnect = lambda *_a: w.disconnected.set()
     c.on_message = lambda _c, _u, m: w.messages.append((m.topic, m.payload))
     c.on_subscribe = lambda _c, _u, _m, rcs, _p: w.subacks.append([r.value for r in rcs])
+    c.on_publish = lambda _c, _u, mid, rc, _p: w.acks.__setitem__(mid, rc.value)
     if connect:
         c.connect("localhost", cloud.settings.broker_port, 30)
         c.loop_start()

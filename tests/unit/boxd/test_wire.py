@@ -65,7 +65,7 @@ def test_a_poll_of_many_points_is_compact() -> None:
     (b"\x01" + cbor2.dumps({"a": 1}), "must be"),
     (b"\x01" + cbor2.dumps([1, -2, 3, 4, []]), "seq"),
     (b"\x01" + cbor2.dumps([1, 2, 2**33, 4, []]), "table_id"),
-    (b"\x01" + cbor2.dumps([1, 2, 3, 4, [[0, 0, [[1]]]]]), "value of type list"),
+    (b"\x01" + cbor2.dumps([1, 2, 3, 4, [[0, 0, [[1]]]]]), "value of type list|nested more than"),
     (b"\x01" + cbor2.dumps([1, 2, 3, 4, [[0, 0, [1], {5: 1}]]]), "outside the group"),
     (b"\x01" + cbor2.dumps([1, 2, 3, 4, [[0, 0, [1], {0: 99}]]]), "unknown"),
     (b"\x01" + b"\x00" * (wire.MAX_PAYLOAD + 1), "over"),

@@ -62,11 +62,34 @@ def test_each_batch_is_stored_once(tmp_path: Path) -> None:
     assert {p: v for p, _, v, _, _ in s.latest("SN-1")} == {"a.t": 22.0, "a.on": False}
 
 
-def test_reenrollment_revokes_the_old_certificate(tmp_path: Path) -> None:
+def test_reenrollment_revokes_every_earlier_certificate(tmp_path: Path) -> None:
     s = Store(tmp_path / "c.db")
-    assert s.enroll_box("SN-1", "SN-1", 1, 2e9) is None
-    assert s.enroll_box("SN-1", "SN-1", 2, 2e9) == 1
-    assert [serial for serial, _ in s.revoked_certs()] == [1]
+    assert s.enroll_box("SN-1", "SN-1", 1, 2e9) == []
+    s.renew_cert("SN-1", 1, 2, 2e9)  # 2 pending
+    s.confirm_cert("SN-1", 2)  # 2 current, 1 revoked
+    s.renew_cert("SN-1", 2, 3, 2e9)  # 3 pending
+    assert s.enroll_box("SN-1", "SN-1", 4, 2e9) == [2, 3]
+    assert sorted(serial for serial, _ in s.revoked_certs()) == [1, 2, 3]
+    assert s.cert_state("SN-1", 4) == "current"
+    assert all(s.cert_state("SN-1", n) is None for n in (1, 2, 3))
+
+
+def test_a_new_token_cancels_the_earlier_one_and_a_guess_takes_no_write_lock(tmp_path: Path) -> None:
+    s = Store(tmp_path / "c.db")
+    first, second = new_token(), new_token()
+    assert s.add_token(token_hash(first), "SN-1", 60)[1] == 0
+    assert s.add_token(token_hash(second), "SN-1", 60)[1] == 1
+    assert [t.serial for t in s.pending_tokens()] == ["SN-1"]
+    with pytest.raises(EnrollmentError, match="not valid"):
+        s.claim_token(token_hash(first))
+    lock = sqlite3.connect(tmp_path / "c.db", isolation_level=None, timeout=0)
+    lock.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        with pytest.raises(EnrollmentError, match="not valid"):
+            s.claim_token(token_hash(new_token()))  # answered without waiting for the lock
+    finally:
+        lock.execute("ROLLBACK")
+    assert s.cancel_tokens("SN-1") == 1 and s.pending_tokens() == []
 
 
 def _batch(seq: int, base: int, groups: list[list[object]], table: list[PointInfo] = TABLE) -> wire.Batch:

@@ -1,0 +1,222 @@
+"""The cloud's HTTPS server: an ASGI app (FastAPI) over uvicorn's HTTP/1.1 protocol, with limits.
+
+Why not `uvicorn.Server` as it is (0.54.0, read in its source): it has no connection cap at
+accept (`limit_concurrency` answers 503 only once a request is complete: a client that never
+completes one holds its connection for ever), no deadline for receiving a request
+(`timeout_keep_alive` applies between requests; a client trickling a byte every few seconds is
+never closed), a TLS handshake timeout of asyncio's 60 s, and it does not give the application
+the verified client certificate (the ASGI TLS extension is an open pull request). So this module
+keeps uvicorn's protocol (`H11Protocol`, h11 underneath) and its `Config`, and replaces the
+server around them:
+
+- its own accept loop: at most `MAX_CONNECTIONS` connections at once (beyond, it stops accepting:
+  the kernel's bounded backlog holds the rest) and `MAX_PER_SOURCE` per client address (beyond,
+  closed at once); the TLS handshake must finish within `HANDSHAKE_S`;
+- a deadline per request: the request line, headers and body must have arrived `REQUEST_S` after
+  the handshake (or after the previous response), else the connection is closed; a connection
+  lives at most `LIFETIME_S` (a download included);
+- the verified client certificate (ssl's `getpeercert()` dict, {} when none was presented) in
+  `scope["extensions"]["tls"]["client_cert_dict"]`, as uvicorn's pending TLS extension names it;
+- no log line per connection or malformed request (uvicorn's warnings go to a logger at ERROR).
+
+Everything runs in one asyncio loop in a thread of its own: slow or idle clients cost a small
+protocol object each, never a thread. The constructor does no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import h11
+from uvicorn.config import Config
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.server import ServerState
+
+log = logging.getLogger("boxcloud.https")
+
+# Each TLS connection costs ~270 KB in asyncio (its SSL protocol's 256 KiB read buffer): 128 at most
+MAX_CONNECTIONS = 128
+MAX_PER_SOURCE = 32
+HANDSHAKE_S = 5.0
+REQUEST_S = 10.0
+LIFETIME_S = 1800.0
+BACKLOG = 128
+
+Scope = MutableMapping[str, Any]
+Asgi = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+_quiet = logging.getLogger("boxcloud.https.protocol")
+_quiet.setLevel(logging.ERROR)  # "Invalid HTTP request received." would be a line per hostile request
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline per request and the client certificate in the scope."""
+
+    def __init__(self, config: Config, server_state: ServerState, closed: asyncio.Future[None]) -> None:
+        super().__init__(config, server_state, {})
+        self.logger = _quiet
+        self._closed = closed
+        self._deadline: asyncio.TimerHandle | None = None
+        self._lifetime: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peercert") or {}
+        self.app = _with_client_cert(self.app, peer)
+        self._arm()
+        self._lifetime = self.loop.call_later(LIFETIME_S, self._expire, "its lifetime is over")
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED) and self._deadline is not None:
+            self._deadline.cancel()  # the whole request is in: the answer may take its time
+            self._deadline = None
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # a next request on the connection has its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for timer in (self._deadline, self._lifetime):
+            if timer is not None:
+                timer.cancel()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(REQUEST_S, self._expire, "the request did not arrive in time")
+
+    def _expire(self, why: str) -> None:
+        log.debug("closing a connection from %s: %s", self.client, why)
+        self.transport.abort()
+
+
+def _with_client_cert(app: Asgi, peer: dict[str, Any]) -> Asgi:
+    async def with_cert(scope: Scope, receive: Callable[[], Awaitable[Any]],
+                        send: Callable[[Any], Awaitable[None]]) -> None:
+        scope.setdefault("extensions", {})["tls"] = {"client_cert_dict": peer}
+        await app(scope, receive, send)
+    return with_cert
+
+
+class HttpsServer:
+    """An ASGI app served over TLS on (bind, port) in a thread. The constructor does no I/O."""
+
+    def __init__(self, app: Asgi, ctx: ssl.SSLContext, bind: str, port: int) -> None:
+        self._config = Config(app, http=_Protocol, ws="none", lifespan="off", proxy_headers=False,
+                              server_header=False, date_header=True, access_log=False, log_config=None,
+                              timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+        self._ctx, self._addr = ctx, (bind, port)
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self.connections = 0  # open now (for tests and benchmarks)
+        self._per_source: dict[str, int] = {}
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        assert self._sock is not None
+        return int(self._sock.getsockname()[1])
+
+    def start(self) -> None:
+        """Bind, then serve in a thread."""
+        self._config.load()
+        family = socket.AF_INET6 if ":" in self._addr[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(self._addr)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._run, name="https", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection, join the thread."""
+        loop, main = self._loop, self._main
+        if loop is not None and main is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(main.cancel)
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._sock is not None:
+            self._sock.close()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._main = loop.create_task(self._serve())
+            self._ready.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                loop.run_until_complete(self._main)
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        state = ServerState()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        async with asyncio.TaskGroup() as tasks:
+            try:
+                while True:
+                    await slots.acquire()  # at the cap, nothing more is accepted: the backlog waits
+                    try:
+                        conn, addr = await loop.sock_accept(self._sock)
+                    except OSError as e:
+                        slots.release()
+                        log.warning("accept failed: %s", e)
+                        await asyncio.sleep(0.1)
+                        continue
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as asyncio's own servers do
+                    source = str(addr[0])
+                    if self._per_source.get(source, 0) >= MAX_PER_SOURCE:
+                        slots.release()
+                        conn.close()
+                        continue
+                    self._per_source[source] = self._per_source.get(source, 0) + 1
+                    self.connections += 1
+                    tasks.create_task(self._connection(conn, source, state, slots))
+            finally:
+                for proto in list(state.connections):
+                    proto.shutdown()
+                await asyncio.sleep(0)
+                for task in list(state.tasks):
+                    task.cancel()
+
+    async def _connection(self, conn: socket.socket, source: str, state: ServerState,
+                          slots: asyncio.Semaphore) -> None:
+        """One connection, from the handshake to its end (this task holds its slot)."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+        try:
+            await loop.connect_accepted_socket(
+                lambda: _Protocol(self._config, state, closed), conn, ssl=self._ctx,
+                ssl_handshake_timeout=HANDSHAKE_S)
+            await closed
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as e:
+            log.debug("connection from %s ended: %s", source, e)
+            conn.close()
+        finally:
+            slots.release()
+            self.connections -= 1
+            left = self._per_source.get(source, 1) - 1
+            if left:
+                self._per_source[source] = left
+            else:
+                self._per_source.pop(source, None)
