@@ -65,7 +65,7 @@ elapsed() { local d=$((($(now) - $1) / 100000000)); printf '%d.%d' $((d / 10)) $
 preflight() {
     [ "$(id -u)" = 0 ] || die "needs root (chroot into the image tree, file ownership); run 'sudo make image'"
     local t missing=()
-    for t in mmdebstrap mkfs.ext4 tune2fs mkfs.vfat mcopy sfdisk git; do
+    for t in mmdebstrap mkfs.ext4 tune2fs debugfs dumpe2fs mkfs.vfat mcopy sfdisk git; do
         command -v "$t" >/dev/null || missing+=("$t")
     done
     ((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (scripts/bootstrap.sh installs them)"
@@ -241,6 +241,13 @@ mkext4() {  # $1 image, $2 size MiB, $3 label, $4 uuid, $5 source dir, $6 extra 
     # shellcheck disable=SC2086
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L "$3" -U "$4" -T default $6 \
         -E "root_owner=0:0,hash_seed=$4,lazy_itable_init=0" -d "$5" "$1"
+    # mke2fs 1.47.0 copies each inode's access and change times from the build tree (the times of
+    # this build): set them to the commit's time, so that two builds of one commit are identical
+    local used
+    used=$(dumpe2fs -h "$1" 2>/dev/null | awk -F: '/^Inode count/ {c = $2} /^Free inodes/ {f = $2} END {print c - f}')
+    seq 1 $((used + 16)) | awk -v t="@$SOURCE_DATE_EPOCH" \
+        '{printf "sif <%d> atime %s\nsif <%d> ctime %s\nsif <%d> crtime %s\n", $1, t, $1, t, $1, t}' \
+        | E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f - "$1" >/dev/null 2>&1
 }
 
 make_esp() {  # $1 image
@@ -367,7 +374,7 @@ log "making the file systems and the disk"
 mkext4 "$WORK/root.img" "$ROOT_MIB" root "$ROOT_A_UUID" "$ROOTFS" "-m 0 -O ^has_journal,metadata_csum_seed"
 # slot B: the same file system under its own UUID (the seed keeps the checksums valid)
 cp --sparse=always "$WORK/root.img" "$WORK/root-b.img"
-tune2fs -U "$ROOT_B_UUID" "$WORK/root-b.img" >/dev/null
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH tune2fs -U "$ROOT_B_UUID" "$WORK/root-b.img" >/dev/null
 mkext4 "$WORK/data.img" "$DATA_MIB" data "$DATA_UUID" "$WORK/var" "-O metadata_csum_seed"
 make_esp "$WORK/esp.img"
 DISK_S=$(elapsed "$T2")

@@ -1,6 +1,6 @@
 """First-boot enrollment of a Box image from the `boxd.enroll` system credential (boxd-enroll.service).
 
-The credential (SMBIOS type 11 / QEMU fw_cfg, imported by systemd into the system's credential
+The credential (an SMBIOS type 11 string, imported by systemd into the system's credential
 store, handed to this service in $CREDENTIALS_DIRECTORY) is a JSON object:
 ``{"server": "https://HOST:PORT", "token": "...", "serial": "..."}`` (serial optional).
 

@@ -1,10 +1,11 @@
 """The Box image's own checks (box-selftest.service), run inside the booted image.
 
 Started only when the machine passes the ``boxd.selftest`` system credential: a JSON object
-``{"mode": "full" | "boot", "box_id": "...", "knock_port": 7070}``. Each check prints one line
+``{"mode": "full" | "ready" | "boot", "box_id": "...", "knock_port": 7070}``. Each check prints one line
 ``BOXTEST {"check": ..., "ok": ..., ...}`` on the console (the test rig reads the serial port;
 there is no login to scrape) and in the journal; all of them end up in
-``/var/lib/box-selftest/result.json``. ``boot`` mode reports only which boot entry came up.
+``/var/lib/box-selftest/result.json``. ``boot`` mode reports only which boot entry came up,
+``ready`` also when boxd is up (bench/image.py).
 
 The checks, in order (``full``): boot (entry, boot counting, read-only root), ready (boxd is
 active under systemd, Type=notify, and connected), watchdog_fed, security (`systemd-analyze
@@ -243,6 +244,8 @@ def main() -> int:
         print(f"box-selftest: unusable boxd.selftest credential: {e}", file=sys.stderr)
         return 2
     checks: list[tuple[str, Callable[[], Result]]] = [("boot", check_boot)]
+    if spec.get("mode") == "ready":
+        checks.append(("ready", check_ready))
     if spec.get("mode") == "full":
         checks += [
             ("ready", check_ready), ("watchdog_fed", check_watchdog_fed), ("security", check_security),

@@ -48,7 +48,9 @@ def _wait_boots(vm: Vm, n: int, timeout: float) -> list[dict[str, Any]]:
         boots = [r for r in vm.results() if r.get("check") == "boot"]
         return boots[:n] if len(boots) >= n else None
     try:
-        return wait_for(enough, timeout, f"{n} boot(s) reported on the console", step=0.5)
+        boots = wait_for(enough, timeout, f"{n} boot(s) reported on the console", step=0.5)
+        assert boots is not None
+        return boots
     except AssertionError as e:
         raise AssertionError(f"{e}\n--- console (tail) ---\n{vm.console()[-3000:]}") from None
 

@@ -158,11 +158,11 @@ class Vm:
 
     def wait_console(self, text: str, timeout: float) -> float:
         """Wait until `text` is on the console; fails early (with the console's tail) if QEMU ended."""
-        def check() -> float | None:
+        def check() -> float:
             if not self.alive():
                 raise AssertionError(f"QEMU ended before {text!r}:\n{self.console()[-3000:]}")
-            return self.seen(text)
+            return self.seen(text) or 0.0
         try:
-            return float(wait_for(check, timeout, f"{text!r} on the VM's console", step=0.2))
+            return wait_for(check, timeout, f"{text!r} on the VM's console", step=0.2)
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- console (tail) ---\n{self.console()[-3000:]}") from None
