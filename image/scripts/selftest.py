@@ -9,11 +9,12 @@ there is no login to scrape) and in the journal; all of them end up in
 
 The checks, in order (``full``): boot (entry, boot counting, read-only root), ready (boxd is
 active under systemd, Type=notify, and connected), watchdog_fed, security (`systemd-analyze
-security`), listeners (`ss -ltnu`), firewall (a listener here, a connection attempt from the
-host, the firewall's log of the drop), journal (boxd's structured fields, no secret), trial
-(on a boot that systemd-boot counts: boot-complete.target reached, the entry blessed),
-watchdog_restart (SIGSTOP: systemd's watchdog restarts boxd), crash_restart (SIGSEGV:
-Restart= brings it back). The last two stop and crash boxd on purpose; nothing else changes.
+security`), listeners (`ss -ltnu`), polkit (boxd, and only boxd, may reboot), firewall (a
+listener here, a connection attempt from the host, the firewall's log of the drop), journal
+(boxd's structured fields, no secret), trial (on a boot that systemd-boot counts:
+boot-complete.target reached, the entry blessed), watchdog_restart (SIGSTOP: systemd's
+watchdog restarts boxd), crash_restart (SIGSEGV: Restart= brings it back). The last two stop
+and crash boxd on purpose; nothing else changes.
 Standard library only.
 """
 
@@ -164,6 +165,16 @@ def check_listeners() -> Result:
     return report("listeners", True, listening=found)
 
 
+def check_polkit() -> Result:
+    """logind lets boxd reboot the Box (50-boxd-reboot.rules), and not another unprivileged user."""
+    def can_reboot(user: str) -> str:
+        out = run("runuser", "-u", user, "--", "busctl", "call", "org.freedesktop.login1", "/org/freedesktop/login1",
+                  "org.freedesktop.login1.Manager", "CanReboot")
+        return out.strip().removeprefix("s ").strip('"')
+    boxd, nobody = can_reboot("boxd"), can_reboot("nobody")
+    return report("polkit", boxd == "yes" and nobody != "yes", boxd=boxd, nobody=nobody)
+
+
 def check_firewall(port: int) -> Result:
     """Listen on `port`; the host tries to connect; the firewall must drop it, and say so in its log."""
     since = run("date", "+%Y-%m-%d %H:%M:%S").strip()
@@ -224,7 +235,9 @@ def _secrets() -> dict[str, str]:
 
 def check_restart(name: str, sig: signal.Signals, evidence: str) -> Result:
     """Send `sig` to boxd; systemd must bring up a new one (READY again) by itself."""
-    pid, restarts = running_pid(), int(unit("NRestarts") or 0)
+    pid, restarts = wait(running_pid, 300), int(unit("NRestarts") or 0)
+    if not pid:  # never kill(0): that is this process's own group
+        return report(name, False, error="boxd is not running", state=unit("ActiveState"))
     since = run("date", "+%Y-%m-%d %H:%M:%S").strip()
     t0 = time.monotonic()
     os.kill(pid, sig)
@@ -249,7 +262,7 @@ def main() -> int:
     if spec.get("mode") == "full":
         checks += [
             ("ready", check_ready), ("watchdog_fed", check_watchdog_fed), ("security", check_security),
-            ("listeners", check_listeners),
+            ("listeners", check_listeners), ("polkit", check_polkit),
             ("firewall", lambda: check_firewall(int(spec.get("knock_port", 7070)))),
             ("journal", lambda: check_journal(str(spec.get("box_id", "")))),
             *([("trial", check_trial)] if efi_string("LoaderBootCountPath") else []),

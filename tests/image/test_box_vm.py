@@ -189,6 +189,11 @@ def test_nothing_listens_on_the_box_but_what_the_image_documents(booted: Booted)
     assert {(s["proto"], s["port"], s["process"]) for s in listening} <= DOCUMENTED_LISTENERS, listening
 
 
+def test_boxd_may_reboot_the_box_and_no_other_user_may(booted: Booted) -> None:
+    r = booted.result("polkit")  # what logind answers each of them (CanReboot), polkit deciding
+    assert r["boxd"] == "yes" and r["nobody"] in ("challenge", "no"), r
+
+
 def test_the_firewall_drops_a_connection_attempt_from_the_host(booted: Booted) -> None:
     r = booted.result("firewall")
     assert r["accepted"] == [], r  # the listener behind the firewall saw nothing
