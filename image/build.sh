@@ -205,7 +205,8 @@ EOF
     ln -sf ../run/systemd/resolve/resolv.conf "$ROOTFS/etc/resolv.conf"
 
     # users (boxd), units
-    systemd-sysusers --root="$ROOTFS" >/dev/null
+    local out
+    out=$(systemd-sysusers --root="$ROOTFS" 2>&1) || die "systemd-sysusers: $out"
     local sc=(systemctl --root="$ROOTFS" --quiet)
     "${sc[@]}" enable boxd.service boxd-enroll.service boxd-boot-check.service box-selftest.service \
         nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
