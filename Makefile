@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-unit test-integration lint bootstrap clean
+.PHONY: demo test test-unit test-integration lint bootstrap clean image image-if-root
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -10,18 +10,28 @@ bootstrap:
 demo: bootstrap
 	@$(PY) -m cloud.demo
 
-test: bootstrap lint
+test: bootstrap lint image-if-root
 	@$(PY) -m pytest tests -q
 
 test-unit: bootstrap
 	@$(PY) -m pytest tests/unit -q
 
-test-integration: bootstrap
-	@$(PY) -m pytest tests/integration tests/hil -q
+test-integration: bootstrap image-if-root
+	@$(PY) -m pytest tests/integration tests/hil tests/image -q
+
+# The Box image (image/README.md): build/image/box.img. Cached: a rebuild does only what changed.
+image: bootstrap
+	@image/build.sh
+
+# `make test` boots the image under QEMU (tests/image) when it can be built here (as root).
+image-if-root: bootstrap
+	@if [ "$$(id -u)" = 0 ]; then image/build.sh; \
+	else echo "make: not root: the Box image is not built and its VM tests are skipped"; fi
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check boxd drivers provisioning cloud ota tests bench
+	@$(VENV)/bin/ruff check boxd drivers provisioning cloud ota tests bench image
 	@$(VENV)/bin/mypy
+	@$(VENV)/bin/mypy --strict image/scripts
 
 clean:
-	rm -rf run demo-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf run demo-data build .pytest_cache .mypy_cache .ruff_cache

@@ -173,7 +173,7 @@ class CommandRunner:
         priority = cmd.args.get("priority")
         await source.write(point, value, int(priority) if isinstance(priority, int) else None)
         what = f"relinquished priority {priority}" if relinquish else f"wrote {value!r}"
-        log.info("command %s: %s %s", cmd.id, what, point)
+        log.info("command %s: %s %s", cmd.id, what, point, extra={"point": point})
         return downlink.reply(cmd.id, "ok", f"{what} to {point}")
 
     async def _read(self, cmd: Command, buses: Buses) -> bytes:

@@ -17,7 +17,8 @@ Updates (`ota.agent`): an ``update`` command downloads, installs and switches in
 its own, then the daemon exits 75 and `boxd launch` starts the new version on trial; a
 version on trial commits itself once `health_missing()` is empty (connected to the broker,
 a good reading from every bus, a batch acknowledged), and says what it still lacks in
-``run/status.json`` for the launcher.
+``run/status.json`` for the launcher (and for the Box image's boot trial,
+image/scripts/boot_check.py).
 
 This module starts and stops things; the logic lives in the modules it wires.
 """
@@ -204,6 +205,7 @@ class Daemon:
         if recovered:
             log.warning("identity: %s", recovered)
         self._ident = ident = identity.load(self.state_dir)
+        sdnotify.set_box_id(ident.box_id)
         on_trial = (self.state_dir / identity.PREV_DIR).is_dir()
         if on_trial:
             log.warning("identity: a renewed certificate is in use and not yet proven; the previous one is kept "
@@ -772,7 +774,8 @@ class Daemon:
             "config_version": self.files.running_version(),
             "config_sha256": self.files.digest(),
             "version": __version__,
-            "health_missing": self.health_missing() if self.updates.trial is not None else "",
+            # always (not only on an update's trial): the Box image's boot trial reads it too
+            "health_missing": self.health_missing(),
         }
 
     async def _watchdog(self) -> None:

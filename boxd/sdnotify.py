@@ -3,6 +3,20 @@
 Uses systemd-python when it is installed (on a Box); elsewhere, and when not run by
 systemd (no NOTIFY_SOCKET), every call is a no-op. Logging goes to the journal when
 stderr is connected to it (JOURNAL_STREAM), else to stderr.
+
+Journal records carry boxd's structured fields beside MESSAGE and PRIORITY, so that support
+filters with ``journalctl BOX_POINT=ahu1.supply_setpoint`` rather than grep:
+
+- ``BOX_ID``: the Box (its certificate's name), once the daemon has loaded its identity
+  (`set_box_id`);
+- ``BOX_COMPONENT``: what logged: the supervised task when the call says so
+  (``extra={"component": "bus:plant"}``), else the logger's last name (``uplink``,
+  ``commands``, ``modbus``, ...; ``daemon`` for boxd's own);
+- ``BOX_POINT``: the point a record is about (``extra={"point": name}``), when there is one.
+
+Only these, the message and the code location are sent: never a record's arguments or other
+attributes (systemd-python's own handler sends them all), so nothing reaches the journal that
+the message did not say.
 """
 
 from __future__ import annotations
@@ -37,12 +51,52 @@ def watchdog_interval() -> float | None:
         return None
 
 
+_box_id = ""
+_PRIORITY = ((logging.DEBUG, 7), (logging.INFO, 6), (logging.WARNING, 4), (logging.ERROR, 3))
+
+
+def set_box_id(box_id: str) -> None:
+    """Tag every journal record from now on with this Box's id (BOX_ID)."""
+    global _box_id  # noqa: PLW0603 - one process, one Box: set once its identity is loaded
+    _box_id = box_id
+
+
+def journal_fields(record: logging.LogRecord) -> dict[str, str | int]:
+    """The journal fields of a record besides its message (see the module's docstring)."""
+    priority = next((p for level, p in _PRIORITY if record.levelno <= level), 2)
+    component = getattr(record, "component", None)
+    if not isinstance(component, str) or not component:
+        component = "daemon" if record.name == "boxd" else record.name.rsplit(".", 1)[-1]
+    fields: dict[str, str | int] = {
+        "PRIORITY": str(priority), "SYSLOG_IDENTIFIER": "boxd", "LOGGER": record.name,
+        "CODE_FILE": record.pathname, "CODE_LINE": record.lineno, "CODE_FUNC": record.funcName,
+        "BOX_COMPONENT": component,
+    }
+    if _box_id:
+        fields["BOX_ID"] = _box_id
+    point = getattr(record, "point", None)
+    if isinstance(point, str) and point:
+        fields["BOX_POINT"] = point
+    return fields
+
+
+class JournalHandler(logging.Handler):
+    """Logging records to the journal, with boxd's structured fields."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            assert _sd_journal is not None
+            _sd_journal.send(self.format(record), **journal_fields(record))
+        except Exception:  # noqa: BLE001 - logging must never take the daemon down
+            self.handleError(record)
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log to the journal under systemd, to stderr elsewhere."""
     root = logging.getLogger()
     root.setLevel(level)
     if _sd_journal is not None and os.environ.get("JOURNAL_STREAM"):
-        root.addHandler(_sd_journal.JournalHandler(SYSLOG_IDENTIFIER="boxd"))
+        root.addHandler(JournalHandler())
     else:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -87,11 +87,11 @@ class Supervisor:
             try:
                 await factory()
                 stats.last_error = "returned"
-                log.warning("task %s returned; restarting it", name)
+                log.warning("task %s returned; restarting it", name, extra={"component": name})
             except (asyncio.CancelledError, Fatal):
                 raise
             except Exception as e:  # the supervisor's top: log, count, restart
                 stats.last_error = f"{type(e).__name__}: {e}"
-                log.exception("task %s failed; restarting it", name)
+                log.exception("task %s failed; restarting it", name, extra={"component": name})
             stats.restarts += 1
             await asyncio.sleep(backoff.next())

@@ -14,7 +14,7 @@ from tests.support.cloudkit import make_cloud
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "/integration/" in str(item.fspath) or "/hil/" in str(item.fspath):
+        if any(f"/{d}/" in str(item.fspath) for d in ("integration", "hil", "image")):
             item.add_marker(pytest.mark.integration)
 
 

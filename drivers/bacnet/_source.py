@@ -147,7 +147,7 @@ class BacnetSource:
         except DeviceRefusedError as e:
             raise WriteError(f"{where}: device {task.device.name} refused it: {e}") from None
         action = "relinquished" if value is None else f"wrote {value!r}"
-        log.info("bacnet %s: %s at priority %d", point, action, prio)
+        log.info("bacnet %s: %s at priority %d", point, action, prio, extra={"point": point})
         readings = await task.read([i])
         emit = self._emit
         if emit is not None:
