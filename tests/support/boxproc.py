@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tests.support.wait import wait_for
 
+_REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class BoxProcess:
@@ -23,11 +25,16 @@ class BoxProcess:
 
     @classmethod
     def start(cls, state: Path, config: Path, *extra: str, prefix: list[str] | None = None,
-              env: dict[str, str] | None = None) -> BoxProcess:
+              env: dict[str, str] | None = None, crashpoint: str | None = None) -> BoxProcess:
+        """Start `boxd run`; with `crashpoint`, under `tests.support.crashpoint` (it freezes itself there)."""
         log = state / "boxd.log"
+        module = "boxd.cli"
+        if crashpoint is not None:
+            module, env = "tests.support.crashpoint", {**(env or {}), "BOXD_TEST_CRASHPOINT": crashpoint,
+                                                       "PYTHONPATH": str(_REPO)}
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [*(prefix or []), sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config),
+                [*(prefix or []), sys.executable, "-m", module, "--state-dir", str(state), "--config", str(config),
                  *extra, "run"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **env} if env else None,
@@ -55,6 +62,10 @@ class BoxProcess:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops at once, every thread (the first instant of a crash or power cut)."""
+        self.proc.send_signal(signal.SIGSTOP)
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> int:
