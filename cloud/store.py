@@ -246,7 +246,7 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
             except sqlite3.Error as e:
                 raise StoreError(f"cannot open the cloud database {self.path}: {e}") from e
