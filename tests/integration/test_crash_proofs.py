@@ -90,7 +90,7 @@ def test_broker_down_for_minutes_while_polling_goes_on(fresh_cloud: Cloud, tmp_p
             drained = time.monotonic() - back
         finally:
             box.stop()
-        figures = assert_nothing_lost(cloud.store, "LONG-1", reads, served=building.sim.served.reads())
+        figures = assert_nothing_lost(cloud.store, "LONG-1", reads, log=building.sim.served)
     print(f"\nbroker down {outage:.0f} s: {figures}; every owed sample stored {drained:.1f} s after the broker "
           "came back")
 
@@ -125,7 +125,7 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
         finally:
             box.stop()
         figures = assert_nothing_lost(cloud.store, "FULL-1", reads, evicted=evicted,
-                                      served=building.sim.served.reads())
+                                      log=building.sim.served)
     alert = next(a for a in cloud.store.alerts("FULL-1") if a.kind == "evicted")
     assert str(evicted) in alert.message
     assert figures["lost"] == evicted, f"{figures['lost']} samples missing, the Box reported {evicted} evicted"

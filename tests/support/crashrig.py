@@ -141,7 +141,7 @@ class Rig:
         if self._fs is not None:
             self._fs.unmount()
         figures = assert_nothing_lost(self.cloud.store, self.box_id, reads,
-                                      served=self.building.sim.served.reads())
+                                      log=self.building.sim.served)
         resent = self.cloud.receiver.counters.duplicates if self.cloud.receiver else 0
         assert resent >= self.expected_resends, f"{resent} batches resent, {self.expected_resends} expected"
         figures["resent"] = resent

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cloud.store import Store
-from drivers.sim._served import Served
+from drivers.sim._served import Served, ServedLog
 
 
 def assert_exactly_once(store: Store, box_id: str) -> dict[str, int]:
@@ -163,11 +163,12 @@ def tally(reads: Sequence[Served], samples: Iterable[tuple[str, int, object, int
 
 
 def assert_every_sample(store: Store, box_id: str, reads: Sequence[Served], *, evicted: int = 0,
-                        served: Sequence[Served] | None = None) -> dict[str, int]:
-    """Every sample owed in `reads` stored, none stored more often than served (in `served`, by
-    default `reads`); with `evicted` (the samples the Box reported evicting), the losses must be no
-    more than that. Returns the figures."""
-    t = tally(reads, store.samples(box_id), served)
+                        log: ServedLog | None = None) -> dict[str, int]:
+    """Every sample owed in `reads` stored, none stored more often than served (by the time the
+    samples were read, in `log`, by default in `reads`); with `evicted` (the samples the Box reported
+    evicting), the losses must be no more than that. Returns the figures."""
+    samples = store.samples(box_id)  # first: every value stored was served before the log is read
+    t = tally(reads, samples, log.reads() if log is not None else None)
     total = t.total
     assert total.owed > 0, "the simulator served nothing the Box owed: the proof proved nothing"
     if evicted:
@@ -179,10 +180,10 @@ def assert_every_sample(store: Store, box_id: str, reads: Sequence[Served], *, e
 
 
 def assert_nothing_lost(store: Store, box_id: str, reads: Sequence[Served], *, evicted: int = 0,
-                        served: Sequence[Served] | None = None) -> dict[str, int]:
+                        log: ServedLog | None = None) -> dict[str, int]:
     """Both levels: samples (`assert_every_sample`) and batches (`assert_exactly_once`). Returns the
     figures: samples served, owed, stored, lost and duplicated; batches and epochs stored."""
-    figures = assert_every_sample(store, box_id, reads, evicted=evicted, served=served)
+    figures = assert_every_sample(store, box_id, reads, evicted=evicted, log=log)
     batches = assert_exactly_once(store, box_id)
     return {**figures, "batches": batches["batches"], "epochs": batches["epochs"]}
 
