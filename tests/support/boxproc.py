@@ -1,4 +1,4 @@
-"""boxd as a real process, the way systemd runs it, and what /proc says about its sockets."""
+"""boxd as a real process, the way systemd runs it (sockets it holds: tests.support.sockwatch)."""
 
 from __future__ import annotations
 
@@ -78,38 +78,3 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> int:
             proc.kill()
             proc.wait()
     return int(proc.returncode)
-
-
-def socket_inodes(pid: int) -> set[str]:
-    """Inodes of the sockets a process holds open."""
-    out = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
-
-
-def listening_sockets(pid: int) -> list[str]:
-    """The process's sockets that accept connections or datagrams from anyone: must be none."""
-    mine = socket_inodes(pid)
-    found = []
-    for proto in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in mine:  # 0A = TCP_LISTEN
-                found.append(f"{proto} LISTEN {f[1]}")
-    for proto in ("udp", "udp6"):
-        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[9] in mine:
-                found.append(f"{proto} bound {f[1]}")
-    for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
-        f = line.split()
-        if f[6] in mine and int(f[3], 16) & 0x10000:  # __SO_ACCEPTCON: a listening unix socket
-            found.append(f"unix LISTEN {f[-1] if len(f) > 7 else '(unnamed)'}")
-    return found
