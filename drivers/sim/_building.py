@@ -256,11 +256,7 @@ class BuildingState:
         return [f"{name}.{p.name}" for name, kind in self.units.values() for p in box_points(kind, self.counters)]
 
     def box_points(self, unit: int) -> list[tuple[str, ModbusPoint]]:
-        """("<device>.<point>", point) of a unit's points in the Box's configuration.
-
-        Raises:
-            KeyError: no such unit.
-        """
+        """("<device>.<point>", point) of a unit's points in the Box's configuration (KeyError: no such unit)."""
         name, kind = self.units[unit]
         return [(f"{name}.{p.name}", p) for p in box_points(kind, self.counters)]
 

@@ -114,7 +114,7 @@ class Rig:
         else:
             wait_for(lambda: is_stopped(box.proc.pid) or box.proc.poll() is not None, 30, f"the crash point {aim}")
             assert box.proc.poll() is None, box.log.read_text()[-2000:]
-            if aim.startswith("ack-"):
+            if aim.startswith("ack-before"):  # acknowledged by the broker, still in the queue: sent again
                 self.expected_resends += 1
         self._crash(box)
 
