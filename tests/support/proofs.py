@@ -16,8 +16,11 @@ of the Box (a poll never repeats a request, so the device's next poll had begun,
 before was emitted). The last poll of each request before a crash is served but not owed: the
 Box may have died before its reply arrived or before the emission was committed. Everything
 owed must be stored (else *lost*); nothing may be stored more often than it was served (else
-*duplicated*). Values are compared as multisets per point; the "reads" counter points
-(`BuildingSimulator(counters=True)`) serve each value once, which makes the check exact.
+*duplicated*). Values are compared as multisets per point. The "reads" counter points
+(`BuildingSimulator(counters=True)`) serve each value once, which makes the check exact: a poll
+lost or stored twice shows in its device's counter, and the counter of each stored poll tells
+whether the Box owed that poll, so that a repeated value (a setpoint, a status bit) of a poll
+it did not owe cannot hide the loss of the same value in one it owed.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cloud.store import Store
 from drivers.sim._served import Served, ServedLog
+
+COUNTER = ".reads"  # the simulator's counter point of each device (`drivers.sim._building.counter_point`)
 
 
 def assert_exactly_once(store: Store, box_id: str) -> dict[str, int]:
@@ -131,30 +136,48 @@ def owed_reads(reads: Sequence[Served]) -> list[bool]:
     return owed
 
 
-def tally(reads: Sequence[Served], samples: Iterable[tuple[str, int, object, int]],
+def tally(reads: Sequence[Served], samples: Sequence[tuple[str, int, object, int]],
           served_reads: Sequence[Served] | None = None) -> Tally:
     """Count the values owed in `reads` and served in `served_reads` (default: the same reads; a
-    later, longer log of the same simulator) against the samples stored, per point."""
+    later, longer log of the same simulator) against the samples stored, per point.
+
+    Losses are counted against the stored polls the Box owed: a stored poll (one device, one time)
+    whose counter value is not an owed read is left out of that side (the last poll before a crash,
+    a poll after `reads` ended), so that a value repeated there cannot stand in for a lost one.
+    Duplicates are counted against every stored sample.
+    """
     served: dict[str, Counter[object]] = {}
     owed: dict[str, Counter[object]] = {}
+    owed_polls: set[tuple[str, object]] = set()  # (device, counter value) of the polls owed
     for r, is_owed in zip(reads, owed_reads(reads), strict=True):
         for name, value in r.values:
             if is_owed:
                 owed.setdefault(name, Counter())[value] += 1
+                if name.endswith(COUNTER):
+                    owed_polls.add((name[: -len(COUNTER)], value))
     for r in reads if served_reads is None else served_reads:
         for name, value in r.values:
             served.setdefault(name, Counter())[value] += 1
-    stored: dict[str, Counter[object]] = {}
+    poll_of: dict[tuple[str, int], object] = {}  # (device, time) -> the counter value stored in that poll
+    for point, ts, value, quality in samples:
+        if point.endswith(COUNTER) and not quality:
+            poll_of[point[: -len(COUNTER)], ts] = value
+    stored: dict[str, Counter[object]] = {}  # every good sample
+    kept: dict[str, Counter[object]] = {}  # the good samples of owed polls
     faults: Counter[str] = Counter()
-    for point, _, value, quality in samples:
+    for point, ts, value, quality in samples:
         if quality:
             faults[point] += 1
-        else:
-            stored.setdefault(point, Counter())[value] += 1
+            continue
+        stored.setdefault(point, Counter())[value] += 1
+        device = point.partition(".")[0]
+        counter = poll_of.get((device, ts))
+        if counter is None or (device, counter) in owed_polls:
+            kept.setdefault(point, Counter())[value] += 1
     out = Tally()
     for point in sorted(served.keys() | stored.keys() | faults.keys()):
         s, o, k = served.get(point, Counter()), owed.get(point, Counter()), stored.get(point, Counter())
-        missing, extra = o - k, k - s
+        missing, extra = o - kept.get(point, Counter()), k - s
         out.points[point] = PointTally(s.total(), o.total(), k.total(), missing.total(), extra.total(),
                                        faults[point])
         out.missing[point] = list(missing.elements())

@@ -64,3 +64,12 @@ def test_the_served_log_records_the_points_a_read_covers_and_the_counter_counts_
     assert [name for name, _ in reads[3].values] == ["meter1.voltage_l1"]
     assert (reads[4].life, reads[4].values) == (1, (("ahu1.fan_running", True),))
     assert "meter1.energy_counter" in dict(reads[0].values)
+
+
+def test_a_repeated_value_of_a_poll_not_owed_does_not_hide_a_lost_one() -> None:
+    # three polls of a fan that is always on; the second poll is lost, the third (the last: not owed) stored
+    reads = [read(0, 1, IN, reads=1, fan=True), read(0, 1, IN, reads=2, fan=True), read(0, 1, IN, reads=3, fan=True)]
+    stored = [("u1.reads", 10, 1, 0), ("u1.fan", 10, True, 0), ("u1.reads", 30, 3, 0), ("u1.fan", 30, True, 0)]
+    t = tally(reads, stored)
+    assert t.missing == {"u1.fan": [True], "u1.reads": [2]}
+    assert t.figures() == {"served": 6, "owed": 4, "stored": 4, "lost": 2, "duplicated": 0}
