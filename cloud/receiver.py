@@ -6,18 +6,27 @@ online/offline, and the Last Will), `health` (heartbeats), `events`. Monitoring
 rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
 it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
 receiver answers a Box that comes online, or whose clock is off, with the platform's
-time on `boxes/<id>/down/time`. A batch is stored before the receiver
-acknowledges it (paho sends PUBACK after `on_message` returns), and its session is
-persistent, so what arrives while the receiver is down waits in the broker.
-A malformed message is rejected with a logged reason and never stops the receiver.
+time on `boxes/<id>/down/time`.
+
+Acknowledgement: the receiver acknowledges a message (PUBACK, paho's `manual_ack`) only once it
+is handled: a batch only once its transaction committed. A message the store could not take is
+not acknowledged: the receiver ends the connection (not the session), and the broker sends every
+unacknowledged message again when paho reconnects (1-5 s later); until then the receiver takes
+nothing more from that connection, so acknowledgements stay in order. Its session is persistent,
+so what arrives while the receiver is down waits in the broker. A malformed message is rejected
+with a logged reason, acknowledged (sending it again would not mend it), and never stops the
+receiver.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
+import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -53,6 +62,7 @@ class Counters:
     duplicates: int = 0
     parked: int = 0
     rejected: int = 0
+    store_errors: int = 0  # messages not acknowledged because the store failed
     last_rejection: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -70,10 +80,11 @@ class Receiver:
         self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
         self._client: mqtt.Client | None = None
         self._ctx: ssl.SSLContext | None = None
+        self._holding = False  # a message of this connection could not be stored: take nothing more from it
 
     def start(self) -> None:
         """Connect (retrying in the background) and start receiving."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5, manual_ack=True)
         self._ctx = self.pki.service_context("receiver")
         c.tls_set_context(self._ctx)
         c.max_queued_messages_set(0)
@@ -131,6 +142,7 @@ class Receiver:
         if getattr(rc, "is_failure", False):
             log.error("the broker refused the receiver: %s", rc)
             return
+        self._holding = False
         c.subscribe("boxes/+/up/#", 1)
         self.connected.set()
         log.info("receiver connected to %s:%s", self.host, self.port)
@@ -139,21 +151,39 @@ class Receiver:
         self.connected.clear()
         log.warning("receiver disconnected from the broker: %s", rc)
 
-    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self._holding:
+            return  # not acknowledged: the broker sends it again after the reconnection
+        if self._take(msg):
+            c.ack(msg.mid, msg.qos)
+            return
+        self._holding = True
+        sock = c.socket()
+        if isinstance(sock, socket.socket):  # end the connection, keep the session: paho reconnects, the broker resends
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _take(self, msg: mqtt.MQTTMessage) -> bool:
+        """Handle one message; False when the store could not take it (it must not be acknowledged)."""
         parts = msg.topic.split("/")
         if len(parts) != 4 or parts[0] != "boxes" or parts[2] != "up":
             self._reject(msg.topic, "unexpected topic")
-            return
+            return True
         box_id, leaf = parts[1], parts[3]
         try:
             self.handle(box_id, leaf, bytes(msg.payload))
         except WireError as e:
             self._reject(msg.topic, str(e))
-        except StoreError:
-            log.exception("cannot store a message from %s; it will not be acknowledged twice", box_id)
+        except (StoreError, sqlite3.Error) as e:
+            log.error("cannot store a message from %s (%s): not acknowledged, the broker will send it again",
+                      box_id, e)
+            with self.counters.lock:
+                self.counters.store_errors += 1
+            return False
         except Exception:  # the receiver's top: one bad message never stops it
             log.exception("unexpected failure on a message from %s", box_id)
             self._reject(msg.topic, "internal error")
+        return True
 
     def _reject(self, topic: str, why: str) -> None:
         with self.counters.lock:

@@ -269,7 +269,7 @@ class Store(Credentials):
                 private_db(self.path)  # customers' data: 0600, and so are the -wal and -shm files
                 db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA synchronous=FULL")
                 db.executescript(_SCHEMA)
                 for table, column, decl in _ADDED_COLUMNS:
                     if column not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:

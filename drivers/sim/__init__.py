@@ -9,6 +9,10 @@
   matching Box configuration (TOML text); `building_devices(host, port)` /
   `building_rtu_line(port_path)` the same as typed values.
 
+For loss proofs the TCP building can add a "reads" counter point to every unit and record every
+read it answers with the values in it (`BuildingSimulator(counters=True, record=True)`, the log
+in `drivers.sim._served`).
+
 This package's import stays light (no pymodbus, no pty): the servers live in
 `modbus_building` and `modbus_rtu_building`.
 """

@@ -15,6 +15,10 @@ AHU's command word with its boost bit (FC 6), which `command_points` lists apart
 the Box's demo configuration leaves them out) keep what a client writes and go back to
 their defaults on `reset` (a device restart); every other point is driven by the model.
 Bits of a status register are not driven themselves: they read the register.
+
+Counters (``counters=True``, for loss proofs): every unit gets one more point, "reads", a
+uint32 input register right after its other input registers, that counts the reads which
+covered it. Each value is served once, so a sample stored twice or never is seen exactly.
 """
 
 from __future__ import annotations
@@ -113,6 +117,17 @@ def kind_points(kind: str) -> tuple[ModbusPoint, ...]:
     )
 
 
+def counter_point(kind: str) -> ModbusPoint:
+    """The "reads" counter of a device kind (see the module docstring): after its input registers."""
+    after = max((p.address + p.size for p in kind_points(kind) if p.table == "input"), default=0)
+    return _p("reads", "input", after, "uint32")
+
+
+def box_points(kind: str, counters: bool = False) -> tuple[ModbusPoint, ...]:
+    """The points of a device kind in the Box's configuration, with the counter if asked."""
+    return kind_points(kind) + ((counter_point(kind),) if counters else ())
+
+
 def _word_order(kind: str) -> Order:
     return "little" if kind == "meter" else "big"
 
@@ -123,11 +138,14 @@ WRITABLE: Final = frozenset(
 )
 
 
-def building_devices(host: str, port: int, poll_interval_s: float = 1.0) -> tuple[ModbusTcpDevice, ...]:
-    """The three TCP devices, as a Box configured against `host`:`port` sees them."""
+def building_devices(host: str, port: int, poll_interval_s: float = 1.0, *, counters: bool = False,
+                     timeout_s: float = 1.0, retries: int = 1) -> tuple[ModbusTcpDevice, ...]:
+    """The three TCP devices, as a Box configured against `host`:`port` sees them (with the
+    "reads" counters when `counters`; `timeout_s` and `retries` as the Box should use them)."""
     return tuple(
         ModbusTcpDevice(name=name, host=host, port=port, unit_id=unit, poll_interval_s=poll_interval_s,
-                        points=kind_points(kind), word_order=_word_order(kind))
+                        points=box_points(kind, counters), word_order=_word_order(kind),
+                        timeout_s=timeout_s, retries=retries)
         for unit, (name, kind) in TCP_UNITS.items()
     )
 
@@ -144,15 +162,18 @@ def building_rtu_line(port_path: str, poll_interval_s: float = 1.0, *, baudrate:
                          timeout_s=timeout_s)
 
 
-def building_points_toml(host: str, port: int, poll_interval_s: float = 1.0) -> str:
+def building_points_toml(host: str, port: int, poll_interval_s: float = 1.0, *, counters: bool = False,
+                         timeout_s: float = 1.0, retries: int = 1) -> str:
     """The ``[[modbus_tcp]]`` tables of the three devices, for a Box's configuration file."""
     lines: list[str] = []
-    for d in building_devices(host, port, poll_interval_s):
+    for d in building_devices(host, port, poll_interval_s, counters=counters, timeout_s=timeout_s, retries=retries):
         lines += [
             f"# unit {d.unit_id} of the simulated building", "[[modbus_tcp]]",
             f"name = {toml_value(d.name)}", f"host = {toml_value(d.host)}", f"port = {d.port}",
             f"unit_id = {d.unit_id}", f"poll_interval_s = {d.poll_interval_s!r}",
         ]
+        if (d.timeout_s, d.retries) != (1.0, 1):
+            lines += [f"timeout_s = {d.timeout_s!r}", f"retries = {d.retries}"]
         if d.word_order != "big":
             lines.append(f"word_order = {toml_value(d.word_order)}")
         for p in d.points:
@@ -194,11 +215,13 @@ def _pack_bits(bits: Sequence[int]) -> list[int]:
 class BuildingState:
     """The register images of a set of units and the model that moves them."""
 
-    def __init__(self, seed: int = 0, units: Mapping[int, tuple[str, str]] = TCP_UNITS) -> None:
+    def __init__(self, seed: int = 0, units: Mapping[int, tuple[str, str]] = TCP_UNITS, *,
+                 counters: bool = False) -> None:
         self.units = dict(units)
+        self.counters = counters
         self.devices = {
             unit: ModbusTcpDevice(name=name, host="127.0.0.1", unit_id=unit, poll_interval_s=1.0,
-                                  points=kind_points(kind) + command_points(kind),
+                                  points=box_points(kind, counters) + command_points(kind),
                                   word_order=_word_order(kind))
             for unit, (name, kind) in self.units.items()
         }
@@ -217,6 +240,7 @@ class BuildingState:
             for p in d.points:
                 self._points[f"{d.name}.{p.name}"] = (unit, p, codec_for(d, p))
         self._energy = {unit: 12345.6 + 1000 * k for k, unit in enumerate(self.units)}
+        self._reads = dict.fromkeys(self.units, 0)
         self._last_t = 0.0
         self.reset()
         self.update(0.0)
@@ -229,7 +253,23 @@ class BuildingState:
 
     def box_names(self) -> list[str]:
         """The points of the Box's configuration (without `command_points`)."""
-        return [f"{name}.{p.name}" for name, kind in self.units.values() for p in kind_points(kind)]
+        return [f"{name}.{p.name}" for name, kind in self.units.values() for p in box_points(kind, self.counters)]
+
+    def box_points(self, unit: int) -> list[tuple[str, ModbusPoint]]:
+        """("<device>.<point>", point) of a unit's points in the Box's configuration (KeyError: no such unit)."""
+        name, kind = self.units[unit]
+        return [(f"{name}.{p.name}", p) for p in box_points(kind, self.counters)]
+
+    def count_read(self, unit: int, function_code: int, address: int, count: int) -> None:
+        """A read of `count` registers from `address` is being answered: move the unit's
+        "reads" counter on if the read covers it (nothing without `counters`)."""
+        if not self.counters or _FC_TABLE.get(function_code) != "input" or unit not in self.units:
+            return
+        name, kind = self.units[unit]
+        at = counter_point(kind).address
+        if address <= at and at + 2 <= address + count:
+            self._reads[unit] += 1
+            self._put(f"{name}.reads", self._reads[unit])
 
     def value(self, name: str) -> Value:
         """The value a client reads now, decoded from the registers it would get.

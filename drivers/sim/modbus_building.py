@@ -6,7 +6,9 @@ points (FC 5, 6, 15, 16), and inject faults per unit (`drivers.sim._faults`): no
 answer (`set_offline`), slow answers (`set_delay`), an exception or silence for
 register reads over N (`set_read_limit`), garbled frames (`set_garbled`); and a
 device restart (`restart`: every connection closed, writable points back to their
-defaults). `pause` / `resume` freeze the values. Also a CLI::
+defaults). `pause` / `resume` freeze the values. For loss proofs, `counters=True` adds a
+"reads" counter point to every unit and `record=True` keeps `served`, every read answered
+with the values in it (`drivers.sim._served`). Also a CLI::
 
     python -m drivers.sim.modbus_building --host 127.0.0.1 --port 15020
     python -m drivers.sim.modbus_building --port 15020 --print-toml   # the Box's config
@@ -45,6 +47,7 @@ from drivers.errors import SimulatorError
 from drivers.modbus._config import BIT_TABLES
 from drivers.sim._building import UNITS, BuildingState, building_devices, building_points_toml
 from drivers.sim._faults import Action, FaultInjection
+from drivers.sim._served import ServedLog
 
 __all__ = ["BuildingSimulator", "building_devices", "building_points_toml", "main"]
 
@@ -65,13 +68,16 @@ class BuildingSimulator(FaultInjection):
         *,
         update_interval_s: float = 0.5,
         seed: int = 0,
+        counters: bool = False,
+        record: bool = False,
     ) -> None:
         super().__init__()
         self.host = host
         self._requested_port = port
         self._port = 0
         self._interval = update_interval_s
-        self.state = BuildingState(seed)
+        self.state = BuildingState(seed, counters=counters)
+        self.served = ServedLog(self.state) if record else None
         # accesses by (unit, function code): pymodbus calls the hook twice for some writes
         self.calls: Counter[tuple[int, int]] = Counter()
         self._paused = False
@@ -95,9 +101,14 @@ class BuildingSimulator(FaultInjection):
         """The current value of every point of the Box's configuration, by "<device>.<point>"."""
         return {name: self.state.value(name) for name in self.state.box_names()}
 
-    def points_toml(self, poll_interval_s: float = 1.0) -> str:
+    def points_toml(self, poll_interval_s: float = 1.0, *, timeout_s: float = 1.0, retries: int = 1) -> str:
         """The Box configuration (``[[modbus_tcp]]`` tables) for this running simulator."""
-        return building_points_toml(self.host, self._port, poll_interval_s)
+        return building_points_toml(self.host, self._port, poll_interval_s, counters=self.state.counters,
+                                    timeout_s=timeout_s, retries=retries)
+
+    def connections(self) -> int:
+        """Client connections open now (call on the simulator's loop)."""
+        return len(self._server.active_connections) if self._server is not None else 0
 
     def restart(self, unit_id: int | None = None) -> None:
         """A device restart: close every client connection, writable points of the unit
@@ -220,8 +231,11 @@ class BuildingSimulator(FaultInjection):
             state = self.state
             if set_values is not None and not state.write(unit, function_code, address, set_values):
                 return ExcCodes.ILLEGAL_ADDRESS
+            state.count_read(unit, function_code, address, count)
             image = state.registers(unit, function_code)
             registers[: len(image)] = image
+            if self.served is not None and set_values is None and decision.action is Action.ANSWER:
+                self.served.record(unit, function_code, address, count)
             return None
 
         return action

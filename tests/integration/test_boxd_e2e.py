@@ -16,7 +16,7 @@ import pytest
 from boxd import wire
 from cloud.platform import Cloud
 from drivers import PointInfo, Quality
-from tests.support.boxproc import BoxProcess, listening_sockets
+from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import mqtt_client, provision
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
@@ -86,11 +86,6 @@ def test_every_point_arrives_with_its_value_type_and_unit(cloud: Cloud, building
     assert {p: u for p, _, _, _, u in latest} == expected_units
     for point, _, value, _, _ in latest:  # types survive the trip: no float turned int or bool turned 0/1
         assert type(value) is type(frozen[point]) or (isinstance(frozen[point], float) and isinstance(value, float))
-
-
-def test_boxd_opens_no_listening_socket(box: BoxProcess) -> None:
-    box.wait_connected()
-    assert listening_sockets(box.proc.pid) == []
 
 
 def test_status_goes_offline_with_the_reason(cloud: Cloud, box: BoxProcess) -> None:

@@ -18,6 +18,7 @@ from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import provision
 from tests.support.otakit import BROKEN_START, HEAD, SOURCE, LaunchedBox, broken_bus, publish
 from tests.support.simthread import SimThread
+from tests.support.sockwatch import SockWatch
 from tests.support.wait import wait_for
 
 FACTORY = boxd.__version__
@@ -34,10 +35,10 @@ def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
              request: pytest.FixtureRequest) -> Iterator[type[LaunchedBox]]:
     made: list[LaunchedBox] = []
 
-    def make() -> LaunchedBox:
+    def make(env: dict[str, str] | None = None) -> LaunchedBox:
         n = len(made)
         serial = f"OTA-{request.node.name[5:30].replace('_', '-')}-{n}"
-        box = LaunchedBox(cloud, tmp_path / f"box{n}", serial, HEAD + building.sim.points_toml(0.5))
+        box = LaunchedBox(cloud, tmp_path / f"box{n}", serial, HEAD + building.sim.points_toml(0.5), env)
         made.append(box)
         return box
 
@@ -50,7 +51,12 @@ def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
 
 def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
         cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
-    box = make_box()
+    # the whole tree (launcher, daemons old and new, OTA download children) is watched for listening
+    # sockets from its start to the end (tests.support.sockwatch)
+    watch = SockWatch(0)
+    box = make_box(watch.env())  # type: ignore[call-arg]
+    assert box.proc is not None
+    watch.start(box.proc.pid)
     box.wait_running(FACTORY)
     older = publish(cloud, tmp_path / "out", "0.1.5")
     good = publish(cloud, tmp_path / "out", "0.2.0")
@@ -84,6 +90,12 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
     state, detail = box.outcome("d-down")
     assert state == "failed" and "a downgrade instruction" in detail and "nothing installed" in detail, detail
     assert box.releases() == ["0.2.0"] and box.running() == "0.2.0"
+    box.stop()
+    watch.check()
+    commands = watch.commands()
+    assert sum("ota.client download" in c for c in commands) >= 3, commands  # each update's download child
+    assert sum("boxd.cli" in c and " run" in c for c in commands) >= 3, commands  # daemons: factory, 0.2.0, ...
+    assert any(c.endswith(" launch") for c in commands), commands
 
 
 def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(

@@ -1,4 +1,4 @@
-"""boxd as a real process, the way systemd runs it, and what /proc says about its sockets."""
+"""boxd as a real process, the way systemd runs it (sockets it holds: tests.support.sockwatch)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tests.support.wait import wait_for
 
+_REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass
 class BoxProcess:
@@ -23,11 +25,16 @@ class BoxProcess:
 
     @classmethod
     def start(cls, state: Path, config: Path, *extra: str, prefix: list[str] | None = None,
-              env: dict[str, str] | None = None) -> BoxProcess:
+              env: dict[str, str] | None = None, crashpoint: str | None = None) -> BoxProcess:
+        """Start `boxd run`; with `crashpoint`, under `tests.support.crashpoint` (it freezes itself there)."""
         log = state / "boxd.log"
+        module = "boxd.cli"
+        if crashpoint is not None:
+            module, env = "tests.support.crashpoint", {**(env or {}), "BOXD_TEST_CRASHPOINT": crashpoint,
+                                                       "PYTHONPATH": str(_REPO)}
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [*(prefix or []), sys.executable, "-m", "boxd.cli", "--state-dir", str(state), "--config", str(config),
+                [*(prefix or []), sys.executable, "-m", module, "--state-dir", str(state), "--config", str(config),
                  *extra, "run"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **env} if env else None,
@@ -56,6 +63,10 @@ class BoxProcess:
         self.proc.kill()
         self.proc.wait()
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops at once, every thread (the first instant of a crash or power cut)."""
+        self.proc.send_signal(signal.SIGSTOP)
+
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> int:
     """SIGTERM, then SIGKILL after `grace_s`; the exit status."""
@@ -67,38 +78,3 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> int:
             proc.kill()
             proc.wait()
     return int(proc.returncode)
-
-
-def socket_inodes(pid: int) -> set[str]:
-    """Inodes of the sockets a process holds open."""
-    out = set()
-    fd_dir = Path(f"/proc/{pid}/fd")
-    for fd in fd_dir.iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            out.add(target[8:-1])
-    return out
-
-
-def listening_sockets(pid: int) -> list[str]:
-    """The process's sockets that accept connections or datagrams from anyone: must be none."""
-    mine = socket_inodes(pid)
-    found = []
-    for proto in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[3] == "0A" and f[9] in mine:  # 0A = TCP_LISTEN
-                found.append(f"{proto} LISTEN {f[1]}")
-    for proto in ("udp", "udp6"):
-        for line in Path(f"/proc/{pid}/net/{proto}").read_text().splitlines()[1:]:
-            f = line.split()
-            if f[9] in mine:
-                found.append(f"{proto} bound {f[1]}")
-    for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
-        f = line.split()
-        if f[6] in mine and int(f[3], 16) & 0x10000:  # __SO_ACCEPTCON: a listening unix socket
-            found.append(f"unix LISTEN {f[-1] if len(f) > 7 else '(unnamed)'}")
-    return found

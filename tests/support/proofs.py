@@ -1,11 +1,40 @@
-"""What "nothing lost, nothing twice" means, checked on the cloud's storage of one Box."""
+"""What "nothing lost, nothing twice" means, checked on the cloud's storage of one Box.
+
+Two levels, both on what the cloud stored:
+
+- **batches** (`assert_exactly_once`): every batch number of the queue's epoch present from 1 up
+  (or reported evicted), no batch number re-used for other content, no sample twice at one time;
+- **samples** (`tally`, `assert_every_sample`): every value the simulator served
+  (`drivers.sim._served.ServedLog`), point by point, against the samples the cloud stored.
+
+What the Box owes. The promise is "a reading acknowledged to a bus is on disk": a bus hands a
+finished device poll to the daemon (`emit`), which returns only once the readings are committed
+to the queue, and only then does the bus go on to its next request. Modbus has no
+acknowledgement on the wire, so the proof reads it from the bus's behaviour: a read is *owed*
+once the same request (unit, function, address, count) was served again later in the same life
+of the Box (a poll never repeats a request, so the device's next poll had begun, so the one
+before was emitted). The last poll of each request before a crash is served but not owed: the
+Box may have died before its reply arrived or before the emission was committed. Everything
+owed must be stored (else *lost*); nothing may be stored more often than it was served (else
+*duplicated*). Values are compared as multisets per point. The "reads" counter points
+(`BuildingSimulator(counters=True)`) serve each value once, which makes the check exact: a poll
+lost or stored twice shows in its device's counter, and the counter of each stored poll tells
+whether the Box owed that poll, so that a repeated value (a setpoint, a status bit) of a poll
+it did not owe cannot hide the loss of the same value in one it owed.
+"""
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from cloud.store import Store
+from drivers.sim._served import Served, ServedLog
+
+COUNTER = ".reads"  # the simulator's counter point of each device (`drivers.sim._building.counter_point`)
 
 
 def assert_exactly_once(store: Store, box_id: str) -> dict[str, int]:
@@ -40,3 +69,154 @@ def assert_counters_monotonic(store: Store, box_id: str, point: str) -> int:
     assert values, f"no good sample of {point}"
     assert all(a <= b for a, b in itertools.pairwise(values)), f"{point} went backwards"
     return len(values)
+
+
+# -- samples ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PointTally:
+    """One point's (or all points') samples: served by the simulator, owed by the Box, stored by
+    the cloud, and the differences."""
+
+    served: int = 0
+    owed: int = 0
+    stored: int = 0  # good samples
+    lost: int = 0  # owed, not stored
+    duplicated: int = 0  # stored more often than served
+    faults: int = 0  # samples stored with a fault quality (no answer, not connected, ...)
+
+    def add(self, other: PointTally) -> None:
+        for name in ("served", "owed", "stored", "lost", "duplicated", "faults"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Tally:
+    """The sample accounting of one Box, per point."""
+
+    points: dict[str, PointTally] = field(default_factory=dict)
+    missing: dict[str, list[object]] = field(default_factory=dict)  # owed values not stored, per point
+    extra: dict[str, list[object]] = field(default_factory=dict)  # values stored more often than served
+
+    @property
+    def total(self) -> PointTally:
+        out = PointTally()
+        for t in self.points.values():
+            out.add(t)
+        return out
+
+    def figures(self) -> dict[str, int]:
+        t = self.total
+        return {"served": t.served, "owed": t.owed, "stored": t.stored, "lost": t.lost,
+                "duplicated": t.duplicated}
+
+    def describe(self, limit: int = 6, *, lost_only: bool = False) -> str:
+        """The points with lost (or duplicated) samples, worst first, with examples of the values."""
+        bad = sorted(((t.lost + (0 if lost_only else t.duplicated), p, t) for p, t in self.points.items()),
+                     key=lambda x: (-x[0], x[1]))
+        bad = [b for b in bad if b[0]]
+        lines = [f"{p}: {t.lost} lost {sorted(self.missing[p], key=str)[:5]}"
+                 + ("" if lost_only else f", {t.duplicated} duplicated {sorted(self.extra[p], key=str)[:5]}")
+                 + f" (served {t.served}, owed {t.owed}, stored {t.stored})"
+                 for _, p, t in bad[:limit]]
+        return "; ".join(lines) + (f"; and {len(bad) - limit} more points" if len(bad) > limit else "")
+
+
+def owed_reads(reads: Sequence[Served]) -> list[bool]:
+    """For each read, whether the Box owes it: the same request was served again later in the same
+    life of the Box (see the module docstring)."""
+    owed = [False] * len(reads)
+    seen: set[tuple[int, int, tuple[int, int, int]]] = set()
+    for i in range(len(reads) - 1, -1, -1):
+        r = reads[i]
+        k = (r.life, r.unit, r.key)
+        owed[i] = k in seen
+        seen.add(k)
+    return owed
+
+
+def tally(reads: Sequence[Served], samples: Sequence[tuple[str, int, object, int]],
+          served_reads: Sequence[Served] | None = None) -> Tally:
+    """Count the values owed in `reads` and served in `served_reads` (default: the same reads; a
+    later, longer log of the same simulator) against the samples stored, per point.
+
+    Losses are counted against the stored polls the Box owed: a stored poll (one device, one time)
+    whose counter value is not an owed read is left out of that side (the last poll before a crash,
+    a poll after `reads` ended), so that a value repeated there cannot stand in for a lost one.
+    Duplicates are counted against every stored sample.
+    """
+    served: dict[str, Counter[object]] = {}
+    owed: dict[str, Counter[object]] = {}
+    owed_polls: set[tuple[str, object]] = set()  # (device, counter value) of the polls owed
+    for r, is_owed in zip(reads, owed_reads(reads), strict=True):
+        for name, value in r.values:
+            if is_owed:
+                owed.setdefault(name, Counter())[value] += 1
+                if name.endswith(COUNTER):
+                    owed_polls.add((name[: -len(COUNTER)], value))
+    for r in reads if served_reads is None else served_reads:
+        for name, value in r.values:
+            served.setdefault(name, Counter())[value] += 1
+    poll_of: dict[tuple[str, int], object] = {}  # (device, time) -> the counter value stored in that poll
+    for point, ts, value, quality in samples:
+        if point.endswith(COUNTER) and not quality:
+            poll_of[point[: -len(COUNTER)], ts] = value
+    stored: dict[str, Counter[object]] = {}  # every good sample
+    kept: dict[str, Counter[object]] = {}  # the good samples of owed polls
+    faults: Counter[str] = Counter()
+    for point, ts, value, quality in samples:
+        if quality:
+            faults[point] += 1
+            continue
+        stored.setdefault(point, Counter())[value] += 1
+        device = point.partition(".")[0]
+        counter = poll_of.get((device, ts))
+        if counter is None or (device, counter) in owed_polls:
+            kept.setdefault(point, Counter())[value] += 1
+    out = Tally()
+    for point in sorted(served.keys() | stored.keys() | faults.keys()):
+        s, o, k = served.get(point, Counter()), owed.get(point, Counter()), stored.get(point, Counter())
+        missing, extra = o - kept.get(point, Counter()), k - s
+        out.points[point] = PointTally(s.total(), o.total(), k.total(), missing.total(), extra.total(),
+                                       faults[point])
+        out.missing[point] = list(missing.elements())
+        out.extra[point] = list(extra.elements())
+    return out
+
+
+def assert_every_sample(store: Store, box_id: str, reads: Sequence[Served], *, evicted: int = 0,
+                        log: ServedLog | None = None) -> dict[str, int]:
+    """Every sample owed in `reads` stored, none stored more often than served (by the time the
+    samples were read, in `log`, by default in `reads`); with `evicted` (the samples the Box reported
+    evicting), the losses must be no more than that. Returns the figures."""
+    samples = store.samples(box_id)  # first: every value stored was served before the log is read
+    t = tally(reads, samples, log.reads() if log is not None else None)
+    total = t.total
+    assert total.owed > 0, "the simulator served nothing the Box owed: the proof proved nothing"
+    if evicted:
+        assert total.lost <= evicted, f"{total.lost} samples lost, {evicted} evicted: {t.describe()}"
+    else:
+        assert total.lost == 0, f"{total.lost} samples lost: {t.describe()}"
+    assert total.duplicated == 0, f"{total.duplicated} samples duplicated: {t.describe()}"
+    return t.figures()
+
+
+def assert_nothing_lost(store: Store, box_id: str, reads: Sequence[Served], *, evicted: int = 0,
+                        log: ServedLog | None = None) -> dict[str, int]:
+    """Both levels: samples (`assert_every_sample`) and batches (`assert_exactly_once`). Returns the
+    figures: samples served, owed, stored, lost and duplicated; batches and epochs stored."""
+    figures = assert_every_sample(store, box_id, reads, evicted=evicted, log=log)
+    batches = assert_exactly_once(store, box_id)
+    return {**figures, "batches": batches["batches"], "epochs": batches["epochs"]}
+
+
+def wait_stored(store: Store, box_id: str, reads: Sequence[Served], timeout: float = 60.0,
+                evicted: int = 0) -> Tally:
+    """Wait until the cloud holds every sample owed in `reads` (all but `evicted`); fail with the
+    accounting after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (t := tally(reads, store.samples(box_id))).total.lost > evicted:
+        assert time.monotonic() < deadline, f"{t.total.lost} owed samples never arrived: {t.describe(lost_only=True)}"
+        time.sleep(0.2)
+    return t

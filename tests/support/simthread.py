@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from drivers.sim.modbus_building import BuildingSimulator
+from tests.support.wait import wait_for
 
 T = TypeVar("T")
 
@@ -45,6 +46,18 @@ class SimThread:
         async def call() -> T:
             return fn(*args)
         return self._run(call())
+
+    def end_life(self, timeout: float = 15.0) -> None:
+        """The Box process that polled the simulator is dead: once its connections are closed and
+        every request it had sent is answered, what is served next belongs to its next life."""
+        wait_for(lambda: self.call(self.sim.connections) == 0, timeout, "the dead Box's connections to close")
+
+        async def answered() -> None:  # pymodbus answers a request a few loop iterations after reading it
+            for _ in range(8):
+                await asyncio.sleep(0)
+
+        self._run(answered())
+        self.sim.served.new_life()
 
     def __enter__(self) -> SimThread:
         self._thread.start()

@@ -3,7 +3,9 @@ brute-force optimum, subsets and interval groups, learned limits, responses slic
 
 from __future__ import annotations
 
-from hypothesis import given
+import itertools
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers._types import Quality, Value
@@ -231,3 +233,111 @@ def test_the_planner_caches_and_lowers_its_limit_never_below_the_largest_point()
     assert planner.lower(False, 1) and planner.max_registers == 4  # the float64 must still fit
     assert not planner.lower(False, 2)
     assert (planner.floor(False), planner.floor(True), planner.limit(True)) == (4, 1, MAX_BITS)
+
+
+# -- at the protocol's limits, against a search of its own ----------------------------------------
+
+
+@st.composite
+def layouts_at_the_limits(draw: st.DrawFn) -> tuple[list[ModbusPoint], int, int, int]:
+    """Points as a device of the field has them, at the protocol's limits: runs of hundreds of coils or
+    discrete inputs spread over thousands of addresses, registers in clusters with strings up to 125
+    registers, dense runs and wide holes. Returns (points, max_gap, max_registers, max_bits): the
+    limits are the protocol's (125, 2000) most of the time, or lower ones a device taught."""
+    points: list[ModbusPoint] = []
+    max_gap = draw(st.sampled_from([0, 1, 8, 8, 30, 125]))
+    for table in draw(st.lists(st.sampled_from(TABLES), min_size=1, max_size=3, unique=True)):
+        address = draw(st.integers(0, 40000))
+        for _ in range(draw(st.integers(1, 6))):  # clusters
+            if table in ("coil", "discrete"):
+                stride = draw(st.sampled_from([1, 1, 2, 3, max_gap + 1, max_gap + 2, 17]))
+                for _ in range(draw(st.integers(1, 250))):
+                    points.append(pt(f"p{len(points)}", address, "bool", table))
+                    address += stride
+            else:
+                for _ in range(draw(st.integers(1, 40))):
+                    n = len(points)
+                    kind, size = draw(st.sampled_from([*SIZED, ("string", 0)]))
+                    if kind == "string":
+                        size = draw(st.sampled_from([8, 16, 60, 124, 125]))
+                        points.append(pt(f"p{n}", address, "string", table, length=size))
+                    else:
+                        points.append(pt(f"p{n}", address, kind, table))
+                        if kind == "uint16" and draw(st.booleans()):  # a flag in the same word
+                            points.append(pt(f"p{n}b", address, "bool", table, bit=draw(st.integers(0, 15))))
+                    address += size + draw(st.sampled_from([0, 0, 0, 1, 2, 5, 8, 9, 30, 124, 126]))
+            address += draw(st.integers(0, 3000))
+    draw(st.randoms()).shuffle(points)
+    registers = draw(st.sampled_from([MAX_REGISTERS, MAX_REGISTERS, MAX_REGISTERS, 64, 13]))
+    bits = draw(st.sampled_from([MAX_BITS, MAX_BITS, MAX_BITS, 999, 16]))
+    registers = max(registers, max((p.size for p in points if p.table in ("holding", "input")), default=1))
+    return points, max_gap, registers, bits
+
+
+def fewest_reads_by_search(points: list[ModbusPoint], max_gap: int, max_registers: int, max_bits: int) -> int:
+    """The fewest reads, found on the table's address map rather than on the planner's terms: a shortest
+    path whose states are "the first address not read yet" and whose steps are every read [x, e] that is
+    allowed (at most the limit, no point cut in two, no hole between two used addresses wider than
+    max_gap), trying every end address e, not only the ends of points."""
+    total = 0
+    for table in TABLES:
+        ranges = {(p.address, p.address + p.size - 1) for p in points if p.table == table}
+        if not ranges:
+            continue
+        limit = max_bits if table in ("coil", "discrete") else max_registers
+        base = min(first for first, _ in ranges)
+        top = max(last for _, last in ranges) - base + 1
+        end_of = [-1] * top  # for a used address (offset from base): the last address of its point
+        for first, last in ranges:
+            for a in range(first - base, last - base + 1):
+                end_of[a] = last - base
+        next_start = [-1] * (top + 1)  # the first point start at or after an address
+        starts = {first - base for first, _ in ranges}
+        for a in range(top - 1, -1, -1):
+            next_start[a] = a if a in starts else next_start[a + 1]
+        best = {0: 0}
+        for x in sorted(starts):  # increasing: every step goes forward
+            if x not in best:
+                continue
+            hole, reach = 0, x - 1  # reach: the last used address read so far
+            for e in range(x, min(x + limit, top)):
+                if end_of[e] >= 0:
+                    if hole > max_gap:
+                        break  # a hole too wide between two used addresses
+                    hole, reach = 0, max(reach, end_of[e])
+                else:
+                    hole += 1
+                if reach > e:
+                    continue  # a point would be cut in two at e
+                nxt = next_start[e + 1]
+                best[nxt] = min(best.get(nxt, len(ranges) + 1), best[x] + 1)
+                if nxt == -1:
+                    break
+        total += best[-1]
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(layout=layouts_at_the_limits())
+def test_at_the_protocol_limits_the_plan_is_valid_and_as_short_as_a_search_finds(
+        layout: tuple[list[ModbusPoint], int, int, int]) -> None:
+    points, max_gap, max_registers, max_bits = layout
+    requests = plan_reads(points, max_gap=max_gap, max_registers=max_registers, max_bits=max_bits)
+    assert sorted(i for r in requests for i, _ in r.members) == list(range(len(points)))  # each point once
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for r in requests:  # checked on the address map, not on the planner's terms
+        assert 1 <= r.count <= (max_bits if r.bits else max_registers)
+        used: set[int] = set()
+        for index, offset in r.members:
+            p = points[index]
+            assert p.table == r.table and r.start + offset == p.address and offset + p.size <= r.count
+            used.update(range(p.address, p.address + p.size))
+        inside = [a in used for a in range(r.start, r.start + r.count)]
+        assert inside[0] and inside[-1]  # nothing read beyond the first and last point
+        holes = "".join("x" if u else "." for u in inside).split("x")
+        assert max(map(len, holes)) <= max_gap
+        spans.setdefault(r.table, []).append((r.start, r.start + r.count - 1))
+    for table_spans in spans.values():  # no two reads of a table overlap
+        table_spans.sort()
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(table_spans))
+    assert len(requests) == fewest_reads_by_search(points, max_gap, max_registers, max_bits)
