@@ -74,10 +74,11 @@ class Settings:
 class Cloud:
     """The reference cloud under one home directory. The constructor does no I/O."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, *, database: Path | None = None) -> None:
+        """`database`: the cloud's database file, if not `<home>/cloud.db` (e.g. on another disk)."""
         self.home = home
         self.pki = Pki(home / "pki")
-        self.store = Store(home / "cloud.db")
+        self.store = Store(database or home / "cloud.db")
         self._settings: Settings | None = None
         self._broker: Broker | None = None
         self.receiver: Receiver | None = None

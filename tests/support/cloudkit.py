@@ -21,9 +21,10 @@ from provisioning._enroll import enroll
 from tests.support.wait import free_port, wait_for
 
 
-def make_cloud(home: Path, *, bind: str = "127.0.0.1", names: list[str] | None = None) -> Cloud:
-    """Create (not start) a cloud on free ports under `home`."""
-    c = Cloud(home)
+def make_cloud(home: Path, *, bind: str = "127.0.0.1", names: list[str] | None = None,
+               database: Path | None = None) -> Cloud:
+    """Create (not start) a cloud on free ports under `home` (its database elsewhere if `database`)."""
+    c = Cloud(home, database=database)
     c.init(Settings("localhost", free_port(), free_port(), bind), names)
     return c
 
