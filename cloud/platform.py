@@ -431,8 +431,9 @@ class Cloud:
         return True
 
     def decommission(self, box_id: str, *, delete_data: bool = False) -> list[str]:
-        """Take a Box out of the fleet: revoked (its session ended), its retained configuration
-        cleared on the broker (by the running cloud), its tags and queued commands dropped, and
+        """Take a Box out of the fleet: revoked (its session ended, its retained status and point
+        table cleared), its retained configuration cleared on the broker (by the running cloud),
+        its tags and queued commands dropped, and
         with `delete_data` everything stored about it. Returns what was done, in words.
 
         Raises:
@@ -442,7 +443,8 @@ class Cloud:
         done = []
         if row.revoked is None:
             cut = self.revoke(box_id)
-            done.append("certificate revoked" + (", live session ended" if cut else ""))
+            done.append("certificate revoked" + (", live session ended" if cut else "")
+                        + ", its retained status and point table cleared")
         elif not delete_data and not self.tags(box_id) and not self.store.configs(box_id, 1):
             raise NothingChanged(f"Box {box_id} was already decommissioned: nothing changed "
                                  "(--delete-data also deletes its data)")
