@@ -39,8 +39,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.measure import print_phases
-from boxd import tls, wire
 from drivers import PointInfo
+from proto import wire
+from trust import tls
 
 VICTIM = "CALM-1"
 ATTACKERS = {"bombs": "FLOOD-1", "tables": "FLOOD-2"}  # one per attack: each starts with a full budget

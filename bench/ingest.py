@@ -39,9 +39,9 @@ import cbor2
 
 from bench.backlog import POINTS_PER_DEVICE, fill_queue
 from bench.measure import print_figures
-from boxd import wire
 from boxd.queue import Queue
 from drivers import PointInfo
+from proto import wire
 
 BOX_ID = "INGEST-1"
 ROOT = Path(__file__).resolve().parent.parent

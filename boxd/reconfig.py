@@ -19,9 +19,9 @@ import json
 import logging
 from pathlib import Path
 
-from boxd import config
-from boxd.errors import ConfigError
-from boxd.files import write_atomic
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from boxkit.files import write_atomic
 
 log = logging.getLogger("boxd.reconfig")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.platform import Cloud
 from drivers import PointInfo, Quality
+from proto import wire
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import mqtt_client, provision
 from tests.support.simthread import SimThread

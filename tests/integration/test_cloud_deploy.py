@@ -18,10 +18,11 @@ import pytest
 from tuf.api.metadata import Timestamp
 
 from boxd import downlink
-from boxd.wire import encode_doc
+from cloud import tufrepo as repository
 from cloud.cli import main as boxcloud
 from cloud.platform import Cloud
-from ota import client, repository
+from ota import client
+from proto.wire import encode_doc
 from tests.support.cloudkit import Client, mqtt_client, provision
 from tests.support.wait import wait_for
 

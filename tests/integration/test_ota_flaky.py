@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from cloud import tufrepo as repo
 from cloud.platform import Cloud
 from ota import client
-from ota import repository as repo
 from tests.support.cloudkit import provision
 from tests.support.faultproxy import Direction, FaultProxy
 from tests.support.wait import wait_for
@@ -98,7 +98,7 @@ def test_a_link_refused_longer_than_all_attempts(fresh_cloud: Cloud, proxy: Faul
     proxy.refuse()
     with pytest.raises(client.OtaError, match=r"gave up after 3 attempts.*refused") as info:
         client.download(state, _url(proxy), "1.0.0", HW, bundle.name, attempts=3, **FAST)
-    assert not isinstance(info.value, client.OtaAborted)
+    assert not isinstance(info.value, client.OtaAbortedError)
     assert _downloads(state) == []
     proxy.refuse(False)  # the link is back: nothing the failure left gets in the way
     _, path = client.download(state, _url(proxy), "1.0.0", HW, bundle.name, **FAST)
@@ -127,7 +127,7 @@ def test_an_abort_ends_a_stalled_download(fresh_cloud: Cloud, proxy: FaultProxy,
     abort.set()
     worker.join(60)
     assert not worker.is_alive(), "the abort did not end the stalled download"
-    assert len(outcome) == 1 and isinstance(outcome[0], client.OtaAborted), outcome
+    assert len(outcome) == 1 and isinstance(outcome[0], client.OtaAbortedError), outcome
     assert str(outcome[0]).startswith("aborted: ")
     assert _downloads(state) == []
 

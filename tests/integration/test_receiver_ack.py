@@ -19,11 +19,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from boxd import wire
 from cloud.errors import StoreError
 from cloud.platform import Cloud
 from cloud.store import Store
 from drivers._types import PointInfo
+from proto import wire
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
 from tests.support.lazyfs import LazyFS
 from tests.support.wait import wait_for

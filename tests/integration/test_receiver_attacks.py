@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.platform import Cloud
 from cloud.store import MAX_TABLES_PER_BOX
 from drivers import PointInfo
+from proto import wire
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
 from tests.support.wait import wait_for
 

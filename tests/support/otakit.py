@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cloud import tufrepo as repo
 from cloud.platform import Cloud
 from ota import bundle, slots
-from ota import repository as repo
 from tests.support.boxproc import stop_process
 from tests.support.cloudkit import provision
 from tests.support.wait import wait_for

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from boxd import clikit, config
+import boxconfig as config
+from boxkit import clikit
+from proto import names
 
 
 def test_a_usage_error_is_one_line_naming_where_to_read_more(capsys: pytest.CaptureFixture[str]) -> None:
@@ -37,8 +39,8 @@ def test_an_unexpected_error_is_one_line_and_exit_70(capsys: pytest.CaptureFixtu
 
 
 def test_hosts(tmp_path: Path) -> None:
-    assert all(map(clikit.is_host, ["10.0.0.5", "::1", "platform.example", "box-1"]))
-    assert not any(map(clikit.is_host, ["", "a b", "nope/../x", "-x", "a" * 300, "x..y"]))
+    assert all(map(names.is_host, ["10.0.0.5", "::1", "platform.example", "box-1"]))
+    assert not any(map(names.is_host, ["", "a b", "nope/../x", "-x", "a" * 300, "x..y"]))
 
 
 FOUR = """

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from boxd import config
-from boxd.errors import ConfigError
+import boxconfig as config
+from boxconfig.errors import ConfigError
 from drivers.sim._building import building_points_toml
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from boxd import config
-from boxd.errors import ConfigError
+import boxconfig as config
+from boxconfig.errors import ConfigError
 
 HUGE = 16**4000  # TOML hex literals are not bound by Python's 4300-digit int-to-text limit
 

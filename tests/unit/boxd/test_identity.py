@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from boxd.identity import cert_not_after
+from trust.identity import cert_not_after
 
 
 def _pem(not_after: dt.datetime, serial: int = 1) -> bytes:

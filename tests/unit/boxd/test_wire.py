@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boxd import wire
-from boxd.errors import WireError
 from drivers import PointInfo, Quality
+from proto import wire
+from proto.errors import WireError
 
 TABLE = [PointInfo(f"dev.p{i}", "degC", "float32") for i in range(50)]
 values = st.one_of(

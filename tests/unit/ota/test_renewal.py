@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ota import repository
+from cloud import tufrepo as repository
+from cloud.tufrepo import _meta
 
 
 def _versions(repo: Path) -> dict[str, int]:
@@ -63,7 +64,7 @@ def test_a_writing_operation_holds_the_repository_lock(tmp_path: Path, monkeypat
                 seen.append("locked")
         write(path, md, signers)
 
-    monkeypatch.setattr(repository, "sign_and_write", probing_write)
+    monkeypatch.setattr(_meta, "sign_and_write", probing_write)  # what every role write goes through
     repository.renew_timestamp(repo, keys)
     bundle = tmp_path / "boxd-1.0.0.tar.gz"
     bundle.write_bytes(b"bundle")

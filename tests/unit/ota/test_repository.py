@@ -17,7 +17,9 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Timestamp
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from ota import repository as repo
+from cloud import tufrepo as repo
+from cloud.tufrepo import _meta as repo_meta
+from proto import names
 
 BASE = "https://updates.test/"
 
@@ -141,9 +143,9 @@ def test_publish_refusals(env: tuple[Path, Path, Path]) -> None:
     for hardware in ([], ["Box A1"], ["../x"], ["a" * 40]):
         with pytest.raises(repo.RepositoryError):
             repo.publish_release(repo_dir, keys, bundle(tmp, "2.0.0"), "2.0.0", hardware)
-    assert repo.version_greater("1.3.0", "1.3.0-rc.2")
-    assert repo.version_greater("1.3.0-rc.10", "1.3.0-rc.2")
-    assert repo.version_greater("1.10.0", "1.9.9")
+    assert names.version_greater("1.3.0", "1.3.0-rc.2")
+    assert names.version_greater("1.3.0-rc.10", "1.3.0-rc.2")
+    assert names.version_greater("1.10.0", "1.9.9")
     assert repo.published_versions(repo_dir) == ["1.2.0"]
 
 
@@ -214,7 +216,7 @@ def test_root_under_threshold_refused(env: tuple[Path, Path, Path]) -> None:
     root_md = md_at(repo_dir, "root.json")
     root = root_md.signed
     one = repo.role_signers(keys, root, "root")[:1]
-    evil_targets = repo._new_key(tmp / "evil", "targets")
+    evil_targets = repo_meta._new_key(tmp / "evil", "targets")
     root.revoke_key(root.roles["targets"].keyids[0], "targets")
     root.add_key(evil_targets, "targets")
     root.version = 2
@@ -231,7 +233,7 @@ def test_expired_timestamp_refused(env: tuple[Path, Path, Path]) -> None:
     ts_md = md_at(repo_dir, "timestamp.json")
     root = md_at(repo_dir, "root.json").signed
     ts_md.signed.version += 1
-    ts_md.signed.expires = repo._now() - timedelta(hours=1)  # a frozen mirror
+    ts_md.signed.expires = repo_meta._now() - timedelta(hours=1)  # a frozen mirror
     repo.sign_and_write(repo_dir, ts_md, repo.role_signers(keys, root, "timestamp"))
     box = Box(repo_dir, tmp / "box")
     up = box.updater()

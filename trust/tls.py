@@ -3,13 +3,14 @@
 Verification is always on: there is no way to ask this module for an unverified
 context. (One narrow exception lives in `boxd.uplink`: while the Box's clock is
 implausible, certificate *dates* are not checked; chain, name and CRL still are.) A Box's
-contexts carry the platform's CRL (`boxd.crl`): a revoked server certificate is refused.
-TLS 1.2 is the floor. Clients always check the server's name.
-This module loads files; it opens no connection.
+contexts carry the platform's CRL (`trust.crl`): a revoked server certificate is refused.
+TLS 1.2 is the floor. Clients always check the server's name. `explain` says in a person's
+words why a connection failed. This module loads files; it opens no connection.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
@@ -73,3 +74,29 @@ def server_context(
         ctx.load_verify_locations(cafile=str(client_ca_file))
         ctx.verify_mode = ssl.CERT_OPTIONAL if client_optional else ssl.CERT_REQUIRED
     return ctx
+
+
+def explain(e: BaseException, where: str) -> str:
+    """Say in an installer's words why a connection to `where` failed (`e`: the root cause, an
+    `ssl.SSLError` or `OSError`; `trust.https.root_cause` digs it out of an HTTP client's)."""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return (f"{where} presented a certificate that the platform CA does not vouch for "
+                f"({e.verify_message}): wrong server, or wrong CA file")
+    if isinstance(e, ssl.SSLError):
+        reason = str(e.reason or e)
+        if "REVOKED" in reason:
+            return f"{where} refused this Box: the platform has revoked its certificate (re-provision it)"
+        if "EXPIRED" in reason:
+            return f"{where} refused this Box: its certificate has expired (renew or re-provision it)"
+        if "UNKNOWN_CA" in reason or "BAD_CERTIFICATE" in reason:
+            return f"{where} does not accept this Box's certificate (re-provision it)"
+        return f"the secure connection to {where} failed ({reason})"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the name of {where}: check DNS / the address, or is there no network?"
+    if isinstance(e, ConnectionRefusedError):
+        return f"{where} refused the connection: wrong port, or the service is down"
+    if isinstance(e, TimeoutError | socket.timeout):
+        return f"{where} did not answer in time: no network, or a firewall in the way?"
+    if isinstance(e, OSError) and e.errno in (101, 113):  # ENETUNREACH, EHOSTUNREACH
+        return f"{where} is unreachable: no network route (is the WAN / 4G link up?)"
+    return f"cannot talk to {where}: {e}"

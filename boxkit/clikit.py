@@ -15,9 +15,7 @@ It does not format tables or colours (the cloud does that with rich, `cloud._out
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
-import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,19 +24,6 @@ EXIT_USAGE = 2
 EXIT_BUG = 70  # EX_SOFTWARE: an error this program did not expect (a bug)
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # what a shell shows for a command ended by SIGPIPE
-
-
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_RE = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
-
-
-def is_host(name: str) -> bool:
-    """Whether `name` is an IP address or a DNS name (what a person may give as a host)."""
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return bool(_HOST_RE.fullmatch(name))
-    return True
 
 
 def count(lo: int, hi: int) -> Callable[[str], int]:

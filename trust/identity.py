@@ -7,24 +7,28 @@ Layout, under the state directory (`/var/lib/boxd` on a Box)::
     identity/box.crt         its certificate chain, issued by the platform
     identity/ca.crt          the platform CA (trust anchor for the broker)
 
-`provisioning` writes it (atomically, as a whole directory); the daemon reads it.
-This module only reads and validates; it does not enroll.
+`trust.enroll` writes it (`stage`: atomically, as a whole directory, the key 0600 from its first
+byte); the daemon reads it (`load`), switches to a renewed one and back (`activate_next`,
+`commit`, `revert`, `recover`). This module does not speak to the platform.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from boxd.errors import IdentityError
-from boxd.files import fsync_dir
+from boxkit.files import fsync_dir, write_atomic, write_secret
+from proto import names
+from trust.errors import IdentityError
 
-BOX_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 IDENTITY_DIR = "identity"
 NEXT_DIR = "identity.next"  # a renewed identity, staged, not yet tried
 PREV_DIR = "identity.prev"  # the identity before the switch, kept until the new one works
@@ -56,7 +60,7 @@ class Identity:
 
     @property
     def crl_file(self) -> Path:
-        """The platform's revocation list (`boxd.crl`), beside the identity: it outlives renewals."""
+        """The platform's revocation list (`trust.crl`), beside the identity: it outlives renewals."""
         return self.directory.parent / "crl.pem"
 
     def not_after(self) -> datetime:
@@ -195,9 +199,9 @@ def load(state_dir: Path) -> Identity:
         box_id, host, port = raw["box_id"], raw["broker_host"], raw["broker_port"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise IdentityError(f"the identity file {meta} is unreadable: {e}") from e
-    if not (isinstance(box_id, str) and BOX_ID_RE.fullmatch(box_id)):
+    if not names.BOX_ID.fullmatch(box_id):
         raise IdentityError(f"the identity file {meta} holds an invalid Box ID")
-    if not (isinstance(host, str) and host and isinstance(port, int) and 0 < port < 65536):
+    if not (isinstance(host, str) and names.is_host(host) and isinstance(port, int) and 0 < port < 65536):
         raise IdentityError(f"the identity file {meta} holds an invalid broker address")
     ident = Identity(box_id, host, port, d)
     for f in (ident.key_file, ident.cert_file, ident.ca_file):
@@ -220,3 +224,43 @@ def server_url(state_dir: Path) -> str:
     if not isinstance(server, str) or not server.startswith("https://"):
         raise IdentityError("the identity does not say where the enrollment server is (provision again)")
     return server
+
+
+def _give_to_owner_of(state_dir: Path, tmp: Path) -> None:
+    """boxctl runs as root, boxd as its own user: the identity belongs to the state directory's owner."""
+    if os.geteuid() != 0:
+        return
+    st = state_dir.stat()
+    for p in (tmp, *tmp.iterdir()):
+        os.chown(p, st.st_uid, st.st_gid)
+
+
+def stage(state_dir: Path, key_pem: bytes, chain: bytes, ca: bytes, meta: dict[str, object], *,
+          name: str, keep_old: bool = False) -> Path:
+    """Write a whole identity directory as `state_dir/name`, atomically (temporary directory,
+    fsync, rename); what was there is kept aside (`keep_old`) or replaced. Returns it.
+
+    Raises:
+        IdentityError: it cannot be written (nothing was changed).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".identity-", dir=state_dir))
+    try:
+        tmp.chmod(0o700)
+        write_secret(tmp / "box.key", key_pem)
+        write_atomic(tmp / "box.crt", chain)
+        write_atomic(tmp / "ca.crt", ca)
+        write_atomic(tmp / "identity.json", json.dumps(meta, indent=1).encode())
+        _give_to_owner_of(state_dir, tmp)
+        final = state_dir / name
+        if final.exists():
+            if keep_old:
+                final.rename(state_dir / f"{name}.old-{int(time.time())}")
+            else:
+                shutil.rmtree(final)
+        tmp.rename(final)
+        fsync_dir(state_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise IdentityError(f"cannot write the identity in {state_dir}: {e.strerror or e}") from e
+    return final

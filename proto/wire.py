@@ -39,13 +39,16 @@ from dataclasses import dataclass
 
 import cbor2
 
-from boxd.errors import WireError
-from drivers import PointInfo, Quality, Value
+from proto import names
+from proto.errors import WireError
+from proto.points import PointInfo, Quality, Value
 
 VERSION = 1
 _DEFLATE = 0x80
-MAX_PAYLOAD = 256 * 1024  # on the wire
+MAX_PAYLOAD = 256 * 1024  # on the wire: a batch, a point table, a reply
 MAX_INFLATED = 4 * 1024 * 1024  # after inflation
+MAX_DOC = 16 * 1024  # a heartbeat, an event, on the wire
+MAX_STATUS = 2 * 1024  # the retained status (JSON)
 MAX_POINTS = 100_000
 _MIN_GAIN = 32  # compress only when it saves at least this many bytes
 
@@ -251,9 +254,6 @@ def _scan(body: bytes, max_depth: int, max_items: int) -> None:  # noqa: PLR0912
         raise WireError(f"bad CBOR: {end - pos} bytes after the item")
 
 
-MAX_DOC = 16 * 1024
-
-
 def encode_doc(doc: dict[str, object]) -> bytes:
     """Encode a small document (health report, event): a CBOR map with text keys."""
     return _frame(cbor2.dumps(doc))
@@ -300,15 +300,17 @@ def decode_table(payload: bytes) -> tuple[int, list[PointInfo]]:
     rows = obj[1]
     if not isinstance(rows, list) or len(rows) > MAX_POINTS:
         raise WireError("point table's points must be a list of at most 100000 rows")
-    points, names = [], set()
+    points, seen = [], set()
     for n, row in enumerate(rows):
         if not (isinstance(row, list) and len(row) == 3 and all(isinstance(x, str) for x in row)):
             raise WireError(f"point table row {n} must be [name, unit, kind] of text")
-        if not 0 < len(row[0]) <= 128 or len(row[1]) > 32 or len(row[2]) > 16:
+        if not names.POINT.fullmatch(row[0]):
+            raise WireError(f"point table row {n}: {row[0][:80]!r} is not a point name (<device>.<point>)")
+        if len(row[1]) > 32 or len(row[2]) > 16:
             raise WireError(f"point table row {n} has a field of the wrong length")
-        if row[0] in names:
+        if row[0] in seen:
             raise WireError(f"point table row {n} repeats the name {row[0][:128]!r}")
-        names.add(row[0])
+        seen.add(row[0])
         points.append(PointInfo(row[0], row[1], row[2]))
     if table_id(points) != obj[0]:
         raise WireError("point table's id does not match its content")

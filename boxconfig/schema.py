@@ -1,4 +1,4 @@
-"""The Box's configuration file (TOML): parsed and validated into typed values (pure code).
+"""The Box's configuration (TOML): parsed and validated into typed values, on the Box and in the cloud.
 
 Format (every key optional but the devices; the defaults are shown)::
 
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from boxd.errors import ConfigError
-from boxd.files import write_atomic
+from boxconfig.errors import ConfigError
+from boxkit.files import write_atomic
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.errors import show as _show
 from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device

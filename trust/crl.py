@@ -7,7 +7,7 @@ OpenSSL's leaf CRL check). The CRL comes with the enrollment answer, then on
 itself (signed by the platform's issuing CA), so the channel does not matter; it is kept only if
 its signature verifies against the issuing CA of the Box's own chain, that CA chains to the
 platform root the Box ships with, and it is newer than the one kept (a replayed older list would
-un-revoke). The check runs in a child process (`python -m boxd.crl verify ...`): the
+un-revoke). The check runs in a child process (`python -m trust.crl verify ...`): the
 `cryptography` package never enters the daemon (see "Start-up and memory").
 
 Files: `<state>/crl.pem` (the CRL in use). This module does I/O on those files and runs the
@@ -23,13 +23,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from boxd.files import temp_path, write_atomic
+from boxkit.files import temp_path, write_atomic
+from proto.downlink import MAX_CRL, decode_crl
+from proto.errors import WireError
+from trust.errors import CrlError
 
 log = logging.getLogger("boxd.crl")
 
 CRL_FILE = "crl.pem"
-MAX_CRL = 1024 * 1024
-PEM_HEAD = b"-----BEGIN X509 CRL-----"
 CHECK_TIMEOUT_S = 60.0
 
 
@@ -43,7 +44,9 @@ class CrlKeeper:
 
     async def take(self, pem: bytes) -> bool:
         """Check a CRL from the platform and keep it if it is valid and newer; whether it was kept."""
-        if len(pem) > MAX_CRL or not pem.lstrip().startswith(PEM_HEAD):
+        try:
+            pem = decode_crl(pem)
+        except WireError:
             log.warning("ignoring a revocation list that is not a PEM CRL of at most %d bytes", MAX_CRL)
             return False
         if self.path.exists() and self.path.read_bytes() == pem:
@@ -51,7 +54,7 @@ class CrlKeeper:
         candidate = temp_path(self.path)
         write_atomic(candidate, pem)
         try:
-            args = [sys.executable, "-m", "boxd.crl", "verify", str(candidate), str(self._identity / "ca.crt"),
+            args = [sys.executable, "-m", "trust.crl", "verify", str(candidate), str(self._identity / "ca.crt"),
                     str(self._identity / "box.crt")]
             if self.path.exists():
                 args.append(str(self.path))
@@ -72,8 +75,16 @@ def verify(candidate: Path, root_file: Path, chain_file: Path, current: Path | N
     """Check a CRL (see the module's docstring); returns a line about it.
 
     Raises:
-        ValueError: why it must not be used.
+        CrlError: why it must not be used.
+        OSError: a file cannot be read.
     """
+    try:
+        return _verify(candidate, root_file, chain_file, current)
+    except ValueError as e:  # cryptography's: not PEM, not a CRL, not certificates
+        raise CrlError(str(e)) from e
+
+
+def _verify(candidate: Path, root_file: Path, chain_file: Path, current: Path | None) -> str:
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
@@ -87,11 +98,11 @@ def verify(candidate: Path, root_file: Path, chain_file: Path, current: Path | N
         if crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
             break
     else:
-        raise ValueError("its signature does not verify against the platform's CA")
+        raise CrlError("its signature does not verify against the platform's CA")
     if current is not None:
         kept = x509.load_pem_x509_crl(current.read_bytes())
         if crl.last_update_utc <= kept.last_update_utc:
-            raise ValueError(f"it is not newer than the one kept (issued {crl.last_update_utc:%Y-%m-%d %H:%M:%S}, "
+            raise CrlError(f"it is not newer than the one kept (issued {crl.last_update_utc:%Y-%m-%d %H:%M:%S}, "
                              f"kept {kept.last_update_utc:%Y-%m-%d %H:%M:%S})")
     return f"issued {crl.last_update_utc:%Y-%m-%d %H:%M:%S} UTC, {len(crl)} revoked certificate(s)"
 
@@ -105,13 +116,13 @@ def _issued_by(cert: object, root: object, invalid: type[Exception]) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m boxd.crl verify CANDIDATE ROOT CHAIN [CURRENT]`: exit 0 and a line, or 1 and why."""
+    """`python -m trust.crl verify CANDIDATE ROOT CHAIN [CURRENT]`: exit 0 and a line, or 1 and why."""
     if len(argv) not in (4, 5) or argv[0] != "verify":
-        print("usage: python -m boxd.crl verify CANDIDATE ROOT CHAIN [CURRENT]", file=sys.stderr)
+        print("usage: python -m trust.crl verify CANDIDATE ROOT CHAIN [CURRENT]", file=sys.stderr)
         return 2
     try:
         print(verify(Path(argv[1]), Path(argv[2]), Path(argv[3]), Path(argv[4]) if len(argv) == 5 else None))
-    except (OSError, ValueError) as e:
+    except (OSError, CrlError) as e:
         print(str(e), file=sys.stderr)
         return 1
     return 0

@@ -15,6 +15,8 @@ import os
 import secrets
 from pathlib import Path
 
+from boxkit.errors import AlreadyRunningError
+
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -98,14 +100,6 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class AlreadyRunning(Exception):
-    """Another process holds the lock; `pid` is the one it recorded (0 if unknown)."""
-
-    def __init__(self, path: Path, pid: int) -> None:
-        super().__init__(f"{path} is held by pid {pid or '?'}")
-        self.path, self.pid = path, pid
-
-
 def lock_holder(path: Path) -> int:
     """The pid recorded in a lock file (0 when none can be read)."""
     try:
@@ -122,7 +116,7 @@ def pid_lock(path: Path) -> int:
     file never blocks anyone. Returns the open descriptor (keep it; closing drops the lock).
 
     Raises:
-        AlreadyRunning: another process holds it.
+        AlreadyRunningError: another process holds it.
         OSError: the file cannot be opened (a read-only or missing directory).
     """
     import fcntl  # not on every platform; only those that lock need it
@@ -132,7 +126,7 @@ def pid_lock(path: Path) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise AlreadyRunning(path, lock_holder(path)) from None
+        raise AlreadyRunningError(path, lock_holder(path)) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
