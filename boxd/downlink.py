@@ -47,6 +47,11 @@ class ValidConfig:
         """Its TOML text, as sent."""
         return self.push.toml_text
 
+    @property
+    def allow_empty(self) -> bool:
+        """Whether the operator meant a configuration without points."""
+        return self.push.allow_empty
+
 
 def decode(leaf: str, payload: bytes) -> ValidConfig | Command:
     """Decode (and, a configuration, validate) what arrived on ``boxes/<id>/down/<leaf>``.

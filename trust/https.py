@@ -8,9 +8,8 @@ connection's context, take proxies, CA files and credentials from the environmen
 redirects and ask for compressed answers: the adapter loads nothing into the context, and the
 session ignores the environment, follows no redirect and asks for the bytes as they are.
 Connections are kept open between requests (one TLS handshake for a TUF refresh and its
-download). `Sockets` keeps a duplicate of each connection's socket, so that another thread can
-shut every connection down at once (`interrupt`): a read or handshake blocked on one ends there
-and then. `read_capped` reads an answer's body up to a limit. `root_cause` finds the socket or TLS
+download). `Sockets` follows each connection's socket, so that another thread can shut every
+connection down at once (`interrupt`): a read or handshake blocked on one ends there and then. `read_capped` reads an answer's body up to a limit. `root_cause` finds the socket or TLS
 error under an exception of requests or urllib3 (for `tls.explain` and for retry decisions).
 
 The `requests` package costs the process that imports it about 10 MB: the resident daemon never
@@ -23,6 +22,7 @@ import contextlib
 import socket
 import ssl
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,57 +34,68 @@ from urllib3.connectionpool import HTTPSConnectionPool
 
 
 class Sockets:
-    """The sockets of a session's open connections (duplicates), for `interrupt` from any thread."""
+    """The sockets of a session's connections, for `interrupt` from any thread.
+
+    While a connection is being made (TCP, then the TLS handshake) a duplicate of its socket is
+    kept (the handshake replaces the socket object); once made, the TLS socket itself, weakly:
+    nothing here keeps a connection open after its owners let it go.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._socks: dict[int, socket.socket] = {}
+        self._connecting: dict[int, socket.socket] = {}
+        self._open: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
-    def add(self, sock: socket.socket) -> int:
-        """Keep a duplicate of `sock` (shutting it down shuts the connection); returns its key."""
+    def connecting(self, sock: socket.socket) -> int:
+        """A connection is being made on `sock`: keep a duplicate until `connected`; returns its key."""
         dup = sock.dup()
         with self._lock:
-            self._socks[dup.fileno()] = dup
+            self._connecting[dup.fileno()] = dup
         return dup.fileno()
 
-    def drop(self, key: int) -> None:
-        """The connection closed: close its duplicate."""
+    def connected(self, key: int, sock: socket.socket | None) -> None:
+        """The connection is made (`sock`, its TLS socket) or failed (None)."""
         with self._lock:
-            dup = self._socks.pop(key, None)
+            dup = self._connecting.pop(key, None)
+            if sock is not None:
+                self._open.add(sock)
         if dup is not None:
             dup.close()
 
     def interrupt(self) -> None:
         """Shut down every connection now (a blocked read, write or TLS handshake on one ends)."""
         with self._lock:
-            socks = list(self._socks.values())
+            socks = [*self._connecting.values(), *self._open]
         for sock in socks:
             with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the socket's own: leaves the TLS state alone
 
     def __len__(self) -> int:
+        """Connections being made or open."""
         with self._lock:
-            return len(self._socks)
+            return len(self._connecting) + sum(1 for s in self._open if s.fileno() != -1)
 
 
 def _tracked_pool(sockets: Sockets) -> type[HTTPSConnectionPool]:
     """An HTTPS pool class whose connections register their sockets with `sockets`."""
 
     class Connection(HTTPSConnection):
-        _watch: int | None = None
+        _key: int | None = None
 
         def _new_conn(self) -> socket.socket:
             sock = super()._new_conn()
-            self._watch = sockets.add(sock)  # before the handshake: an abort ends a blocked one too
+            self._key = sockets.connecting(sock)  # before the handshake: an abort ends a blocked one too
             return sock
 
-        def close(self) -> None:
+        def connect(self) -> None:
+            made = False
             try:
-                super().close()
+                super().connect()
+                made = True
             finally:
-                if self._watch is not None:
-                    sockets.drop(self._watch)
-                    self._watch = None
+                if self._key is not None:
+                    sockets.connected(self._key, self.sock if made else None)
+                    self._key = None
 
     class Pool(HTTPSConnectionPool):
         ConnectionCls = Connection

@@ -56,15 +56,16 @@ from pathlib import Path
 import pytest
 
 import boxd
+from boxkit.machine import hardware_id
 from cloud import tufrepo as repo
 from cloud.platform import Cloud
 from cloud.tufrepo import _meta as repo_meta
-from ota import bundle, slots
+from ota import slots
 from tests.support.otakit import HEAD, LaunchedBox, publish
 from tests.support.simthread import SimThread
 
 FACTORY = boxd.__version__
-HW = bundle.hardware_id()
+HW = hardware_id()
 
 
 @pytest.fixture(scope="module")

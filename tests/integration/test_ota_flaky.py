@@ -144,15 +144,27 @@ def test_403_and_404_are_answers_not_glitches(fresh_cloud: Cloud, proxy: FaultPr
         for served in (fresh_cloud.ota_repo / "targets").glob(f"*.{bundle.name}"):
             served.unlink()  # the metadata names it, the server has no such file
 
-    def connections(attempts: int) -> int:
-        before = proxy.connections
-        with pytest.raises(client.OtaError, match=f"HTTP {answer}"):
-            client.download(state, _url(proxy), "1.0.0", HW, bundle.name, attempts=attempts, **FAST)
-        return proxy.connections - before
+    ident = client.identity.load(state)
 
-    one_try = connections(1)
+    class Counting(client.BoxFetcher):
+        """The Box's fetcher, counting its requests (it keeps its connection open between them)."""
+
+        requests = 0
+
+        def _fetch(self, url: str) -> Iterator[bytes]:
+            Counting.requests += 1
+            return super()._fetch(url)
+
+    def requests(attempts: int) -> int:
+        before = Counting.requests
+        with pytest.raises(client.OtaError, match=f"HTTP {answer}"):
+            client.download(state, _url(proxy), "1.0.0", HW, bundle.name, attempts=attempts,
+                            fetcher=Counting(ident), **FAST)
+        return Counting.requests - before
+
+    one_try = requests(1)
     # 403: the root-chain probe (a 403 ends the chain) and timestamp.json (final);
     # 404: the root-chain probe (404: no newer root), timestamp.json, the target (final)
     assert one_try == {403: 2, 404: 3}[answer]
-    assert connections(5) == one_try
+    assert requests(5) == one_try
     assert _downloads(state) == []

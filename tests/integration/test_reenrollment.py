@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from cloud.platform import Cloud
+from proto import topics
+from proto.topics import Up
 from tests.support.cloudkit import connect_fails, mqtt_client, provision
 from tests.support.wait import wait_for
 from trust import identity, tls
@@ -148,7 +150,7 @@ def test_a_token_for_an_enrolled_box_needs_replace_and_a_box_has_one_live_token(
     provision(cloud, tmp_path / "box", "TOKENS-1")
     live = mqtt_client(cloud, "TOKENS-1", tmp_path / "box/identity/box.crt", tmp_path / "box/identity/box.key")
     wait_for(live.connected.is_set, 10, "the Box to connect")
-    live.client.publish("boxes/TOKENS-1/up/status", b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
+    live.client.publish(topics.up("TOKENS-1", Up.STATUS), b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
     wait_for(lambda: cloud.store.box("TOKENS-1").online, 10, "the cloud to see the Box online")
     try:
         r = _boxcloud(cloud, "box", "add", "TOKENS-1")
