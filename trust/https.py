@@ -9,8 +9,9 @@ redirects and ask for compressed answers: the adapter loads nothing into the con
 session ignores the environment, follows no redirect and asks for the bytes as they are.
 Connections are kept open between requests (one TLS handshake for a TUF refresh and its
 download). `Sockets` follows each connection's socket, so that another thread can shut every
-connection down at once (`interrupt`): a read or handshake blocked on one ends there and then. `read_capped` reads an answer's body up to a limit. `root_cause` finds the socket or TLS
-error under an exception of requests or urllib3 (for `tls.explain` and for retry decisions).
+connection down at once (`interrupt`): a read or handshake blocked on one ends there and then.
+`read_capped` reads an answer's body up to a limit. `root_cause` finds the socket or TLS error
+under an exception of requests or urllib3 (for `tls.explain` and for retry decisions).
 
 The `requests` package costs the process that imports it about 10 MB: the resident daemon never
 does (renewal runs as `python -m trust.enroll`, downloads as `python -m ota.client`).
