@@ -272,7 +272,7 @@ class Cloud:
                 return
 
     def renew_tuf_metadata(self, now: float) -> list[str]:
-        """Re-sign the TUF roles close to expiry at time `now` (see `ota.repository.renew_expiring`).
+        """Re-sign the TUF roles close to expiry at time `now` (see `cloud.tufrepo.renew_expiring`).
 
         Returns:
             the roles renewed.

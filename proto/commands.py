@@ -75,10 +75,9 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
-class Restart:
-    """Restart the daemon (it exits non-zero; systemd starts it again)."""
+class _Bare:
+    """A command without arguments."""
 
-    name: ClassVar[str] = "restart"
     id: str
     expires: float
 
@@ -88,16 +87,24 @@ class Restart:
 
 
 @dataclass(frozen=True, slots=True)
-class Reboot:
+class Restart(_Bare):
+    """Restart the daemon (it exits non-zero; systemd starts it again)."""
+
+    name: ClassVar[str] = "restart"
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot(_Bare):
     """Reboot the Box."""
 
     name: ClassVar[str] = "reboot"
-    id: str
-    expires: float
 
-    def args(self) -> dict[str, object]:
-        """No arguments."""
-        return {}
+
+@dataclass(frozen=True, slots=True)
+class RenewCert(_Bare):
+    """A new key and certificate."""
+
+    name: ClassVar[str] = "renew_cert"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +119,6 @@ class Logs:
     def args(self) -> dict[str, object]:
         """The arguments as sent."""
         return {"lines": self.lines}
-
-
-@dataclass(frozen=True, slots=True)
-class RenewCert:
-    """A new key and certificate."""
-
-    name: ClassVar[str] = "renew_cert"
-    id: str
-    expires: float
-
-    def args(self) -> dict[str, object]:
-        """No arguments."""
-        return {}
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,9 +102,9 @@ def decode_status(payload: bytes) -> Status:
 
 # -- health ----------------------------------------------------------------------------------
 
-_HEALTH_INTS: Final = ("hb_s", "up_s", "oldest_seq", "queue", "evicted", "cert_not_after")
-_HEALTH_KEYS: Final = frozenset({"v", "ts", "epoch", "last_seq", "clock_ok", "version", "config_version",
-                                 "config_sha256", "probation_s", "buses", "restarts", *_HEALTH_INTS})
+_HEALTH_KEYS: Final = frozenset({"v", "ts", "epoch", "last_seq", "clock_ok", "version", "hb_s", "up_s", "oldest_seq",
+                                 "queue", "evicted", "cert_not_after", "config_version", "config_sha256",
+                                 "probation_s", "buses", "restarts"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,8 @@ class Health:
     def to_doc(self) -> dict[str, object]:
         """The report as a map (what is encoded, and what the platform stores)."""
         doc: dict[str, object] = {"v": V, "ts": self.ts_ms, "epoch": self.epoch, "last_seq": self.last_seq}
-        for key in ("clock_ok", "version", *_HEALTH_INTS, "config_version", "config_sha256", "probation_s"):
+        for key in ("clock_ok", "version", "hb_s", "up_s", "oldest_seq", "queue", "evicted", "cert_not_after",
+                    "config_version", "config_sha256", "probation_s"):
             value = getattr(self, key)
             if value is not None:
                 doc[key] = value
@@ -147,16 +148,21 @@ class Health:
         return wire.encode_doc(self.to_doc())
 
 
-def _int_map(v: object, key: str, depth: int) -> dict[str, object]:
+def _int_map(v: object, key: str) -> dict[str, int]:
     if not isinstance(v, dict) or not all(isinstance(k, str) and len(k) <= 128 for k in v):
         raise WireError(f"health field {key!r} must be a map with text keys")
     for k, x in v.items():
-        ok = isinstance(x, int) and not isinstance(x, bool) if depth == 1 else isinstance(x, dict)
-        if not ok:
+        if not isinstance(x, int) or isinstance(x, bool):
             raise WireError(f"health field {key!r}: {show(k)} is {show(x)}")
-        if depth == 2:
-            _int_map(x, f"{key}.{k}", 1)
     return v
+
+
+def _opt_int(doc: Mapping[str, object], key: str, lo: int = -(2**63)) -> int | None:
+    return _int(doc, key, lo) if doc.get(key) is not None else None
+
+
+def _opt_text(doc: Mapping[str, object], key: str) -> str | None:
+    return _text(doc, key, 64) if key in doc else None
 
 
 def decode_health(payload: bytes) -> Health:
@@ -167,28 +173,24 @@ def decode_health(payload: bytes) -> Health:
     """
     doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
     _known(doc, "health", _HEALTH_KEYS)
-    opt: dict[str, object] = {}
-    for key in _HEALTH_INTS:
-        if key in doc:
-            opt[key] = _int(doc, key, -(2**63))
-    if "config_version" in doc and doc["config_version"] is not None:
-        opt["config_version"] = _int(doc, "config_version", 1)
-    for key, limit in (("version", 64), ("config_sha256", 64)):
-        if key in doc:
-            opt[key] = _text(doc, key, limit)
-    if "clock_ok" in doc:
-        if not isinstance(doc["clock_ok"], bool):
-            raise WireError("health field 'clock_ok' must be true or false")
-        opt["clock_ok"] = doc["clock_ok"]
-    if "probation_s" in doc:
-        p = doc["probation_s"]
-        if isinstance(p, bool) or not isinstance(p, int | float):
-            raise WireError("health field 'probation_s' must be a number")
-        opt["probation_s"] = float(p)
-    buses = _int_map(doc.get("buses", {}), "buses", 2)
-    restarts = _int_map(doc.get("restarts", {}), "restarts", 1)
-    return Health(_int(doc, "ts", -(2**63)), _int(doc, "epoch"), _int(doc, "last_seq"), buses=buses,  # type: ignore[arg-type]
-                  restarts=restarts, **opt)  # type: ignore[arg-type]
+    clock_ok, probation = doc.get("clock_ok"), doc.get("probation_s")
+    if clock_ok is not None and not isinstance(clock_ok, bool):
+        raise WireError("health field 'clock_ok' must be true or false")
+    if probation is not None and (isinstance(probation, bool) or not isinstance(probation, int | float)):
+        raise WireError("health field 'probation_s' must be a number")
+    buses_raw = doc.get("buses", {})
+    if not isinstance(buses_raw, dict) or not all(isinstance(k, str) and len(k) <= 128 for k in buses_raw):
+        raise WireError("health field 'buses' must be a map with text keys")
+    buses = {name: _int_map(stats, f"buses.{name}") for name, stats in buses_raw.items()}
+    return Health(
+        ts_ms=_int(doc, "ts", -(2**63)), epoch=_int(doc, "epoch"), last_seq=_int(doc, "last_seq"),
+        clock_ok=clock_ok, version=_opt_text(doc, "version"), hb_s=_opt_int(doc, "hb_s"),
+        up_s=_opt_int(doc, "up_s"), oldest_seq=_opt_int(doc, "oldest_seq"), queue=_opt_int(doc, "queue"),
+        evicted=_opt_int(doc, "evicted"), cert_not_after=_opt_int(doc, "cert_not_after"),
+        config_version=_opt_int(doc, "config_version", 1), config_sha256=_opt_text(doc, "config_sha256"),
+        probation_s=None if probation is None else float(probation), buses=buses,
+        restarts=_int_map(doc.get("restarts", {}), "restarts"),
+    )
 
 
 # -- events ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ python-tuf's own message):
    "metadata is not signed by enough trusted keys (forged, or from a malicious mirror): root was
    signed by 1/2 keys"
 8. a malicious mirror (test_a_malicious_mirror_is_refused): the served metadata and targets
-   replaced by another repository (ota.repository.init_repository, other keys) holding a release
+   replaced by another repository (cloud.tufrepo.init_repository, other keys) holding a release
    of the same name.
    "metadata is not signed by enough trusted keys (forged, or from a malicious mirror): timestamp
    was signed by 0/1 keys"

@@ -2,7 +2,7 @@
 survives a power cut of the cloud's host.
 
 A Box here is a scripted mTLS MQTT client with a provisioned Box identity, publishing the batches
-a Box makes (`boxd.wire`), QoS 1: the promise under test is the cloud's, between the broker and the
+a Box makes (`proto.wire`), QoS 1: the promise under test is the cloud's, between the broker and the
 store (the Box's side is proven in test_crash_proofs.py).
 """
 

@@ -1,4 +1,4 @@
-"""What the three commands share (`boxd.clikit`): one-line usage errors, a quiet end on a closed pipe,
+"""What the three commands share (`boxkit.clikit`): one-line usage errors, a quiet end on a closed pipe,
 one line for an unexpected error; and a configuration's every problem with where it is."""
 
 from __future__ import annotations

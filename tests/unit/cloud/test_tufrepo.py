@@ -1,4 +1,4 @@
-"""The TUF repository (ota/repository.py) against python-tuf's own client, ngclient.
+"""The TUF repository (cloud/tufrepo) against python-tuf's own client, ngclient.
 
 The client reads the repository through a *local* fetcher (URLs mapped to files in the
 repository directory); the HTTPS fetcher with the Box's mTLS identity comes with the Box side.

@@ -1,6 +1,6 @@
 """The Box's TUF client's retry, abort and progress logic (ota/client.py), without sockets.
 
-A local fetcher serves a real signed repository (ota.repository) from files and injects faults
+A local fetcher serves a real signed repository (cloud.tufrepo) from files and injects faults
 per request; the retry decision (`_transient`) and the backoff are checked with literals.
 """
 
