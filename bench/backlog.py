@@ -35,12 +35,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import boxconfig as config
 from bench.measure import free_port_block, print_figures
 from bench.workload import boxd_toml, layout
-from boxd import config, wire
 from boxd.daemon import make_sources
 from boxd.queue import Group, Queue, TimeBase
 from drivers import PointInfo, Quality, Value
+from proto import wire
 
 POINTS_PER_DEVICE = 100
 POLL_S = 10  # the outage's poll interval: 100 polls are 1,000 s of data

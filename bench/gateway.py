@@ -49,9 +49,9 @@ from bench.measure import (
     requests_per_cycle,
 )
 from bench.workload import PROBE, boxd_toml, layout, minimum_requests
-from boxd.wire import Batch
 from cloud.store import Store
 from drivers import PointInfo
+from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.tcpproxy import CountingProxy

@@ -39,9 +39,10 @@ import cbor2
 
 from bench.backlog import POINTS_PER_DEVICE, fill_queue
 from bench.measure import print_figures
-from boxd import wire
 from boxd.queue import Queue
 from drivers import PointInfo
+from proto import topics, wire
+from proto.topics import Up
 
 BOX_ID = "INGEST-1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,8 +185,8 @@ def _through_broker(work: Path, spec: dict[str, object], meta: bytes, batches: l
         box = mqtt_client(cloud, BOX_ID, ident.cert_file, ident.key_file)
         try:
             wait_for(box.connected.is_set, 30, "the Box to connect")
-            infos = [box.client.publish(f"boxes/{BOX_ID}/up/meta", meta, 1, True)]
-            infos += [box.client.publish(f"boxes/{BOX_ID}/up/data", p, 1) for p in batches]
+            infos = [box.client.publish(topics.up(BOX_ID, Up.META), meta, 1, True)]
+            infos += [box.client.publish(topics.up(BOX_ID, Up.DATA), p, 1) for p in batches]
             for info in infos:
                 info.wait_for_publish(60)
         finally:

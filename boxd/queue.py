@@ -32,10 +32,10 @@ from pathlib import Path
 
 import cbor2
 
-from boxd import wire
 from boxd.errors import QueueError
-from boxd.files import private_db, private_dir
+from boxkit.files import private_db, private_dir
 from drivers import Value
+from proto import wire
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);

@@ -30,12 +30,12 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from boxd import tls
 from cloud import ota_server
 from cloud.enroll import Enroller
 from cloud.errors import EnrollmentError, PkiError, StoreError
 from cloud.https import HttpsServer
 from cloud.pacing import Budgets, Lru
+from trust import tls
 
 log = logging.getLogger("boxcloud.enroll")
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 from cloud.pacing import Lru
 from cloud.store import Store
-from drivers import Quality
+from proto.points import Quality
+from proto.uplink import Evicted
 
 log = logging.getLogger("boxcloud.monitor")
 
@@ -129,15 +130,11 @@ class Monitor:
         self._alert(box_id, "sequence", f"conflict:{epoch}",
                     f"batch {seq} of epoch {epoch:x} was sent again with different content", refresh=True)
 
-    def on_event(self, box_id: str, doc: dict[str, object]) -> None:
-        """An event from the Box (today: evictions)."""
-        if doc.get("kind") == "evicted":
-            n, epoch, seqs = doc.get("samples"), doc.get("epoch"), doc.get("seqs", [])
-            if isinstance(n, int) and isinstance(epoch, int) and isinstance(seqs, list):
-                ranges = [r for r in seqs if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)]
-                self.store.put_evicted(box_id, epoch, ranges, n)
-                self._alert(box_id, "evicted", "", f"the Box's queue was full: {doc.get('total', n)} oldest "
-                                                   f"samples dropped in all (latest: {n})", refresh=True)
+    def on_evicted(self, box_id: str, ev: Evicted) -> None:
+        """The Box's queue overflowed: what it dropped (the batches too), and an alert."""
+        self.store.put_evicted(box_id, ev.epoch, [list(r) for r in ev.seqs], ev.samples)
+        self._alert(box_id, "evicted", "", f"the Box's queue was full: {ev.total} oldest "
+                                           f"samples dropped in all (latest: {ev.samples})", refresh=True)
 
     def on_limits(self, box_id: str, refused: int, reason: str, now: float | None = None) -> None:
         """The Box went over its rate: `refused` messages refused or put aside, and why."""

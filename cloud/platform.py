@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from boxd import downlink
-from boxd.files import write_atomic
-from boxd.wire import encode_doc
+import boxconfig
+from boxkit.files import write_atomic
 from cloud import deploy
+from cloud import tufrepo as ota_repository
 from cloud._checks import check_port_free, check_settings
 from cloud.broker import Broker, private_home
 from cloud.endpoint import EnrollServer
@@ -32,7 +32,10 @@ from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import BoxRow, DeploymentRow, Store
-from ota import repository as ota_repository
+from proto.commands import DEFAULT_HEALTH_S
+from proto.downlink import MAX_CONFIG_PAYLOAD, MAX_CONFIG_TEXT, ConfigPush, command, encode_command
+from proto.errors import RejectedError, WireError
+from proto.topics import Down
 
 log = logging.getLogger("boxcloud")
 
@@ -47,14 +50,6 @@ TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
 def no_box(box_id: str) -> str:
     """The one wording of an unknown Box id, for every command."""
     return f"no Box {box_id!r} here ('boxcloud box list' shows them)"
-
-
-def config_doc(version: int, toml_text: str, allow_empty: bool) -> dict[str, object]:
-    """The `down/config` document (`allow_empty` only when set: older Boxes know no such field)."""
-    doc: dict[str, object] = {"version": version, "toml": toml_text}
-    if allow_empty:
-        doc["allow_empty"] = True
-    return doc
 
 
 def _local(ts: float) -> str:
@@ -278,7 +273,7 @@ class Cloud:
                 return
 
     def renew_tuf_metadata(self, now: float) -> list[str]:
-        """Re-sign the TUF roles close to expiry at time `now` (see `ota.repository.renew_expiring`).
+        """Re-sign the TUF roles close to expiry at time `now` (see `cloud.tufrepo.renew_expiring`).
 
         Returns:
             the roles renewed.
@@ -295,19 +290,24 @@ class Cloud:
         if rx is None:
             return
         for c in self.store.unpublished_configs():
-            if rx.publish_down(c.box_id, "config", encode_doc(config_doc(c.version, c.toml, c.allow_empty)),
+            if rx.publish_down(c.box_id, Down.CONFIG, ConfigPush(c.version, c.toml, c.allow_empty).encode(),
                                retain=True):
                 self.store.mark_config_published(c.box_id, c.version)
                 log.info("configuration version %d sent to %s", c.version, c.box_id)
         for box_id in self.store.retained_to_clear():
-            if rx.publish_down(box_id, "config", b"", retain=True):  # an empty retained message clears it
+            if rx.publish_down(box_id, Down.CONFIG, b"", retain=True):  # an empty retained message clears it
                 self.store.retained_cleared(box_id)
                 log.info("retained configuration of %s cleared", box_id)
         for cmd in self.store.unpublished_commands(time.time()):
-            doc = {"id": cmd.id, "name": cmd.name, "expires": cmd.expires, "args": cmd.args}
+            try:
+                payload = encode_command(command(cmd.id, cmd.name, cmd.expires, cmd.args))
+            except WireError as e:  # checked when it was queued: a row from elsewhere
+                log.error("command %s for %s is not a valid command, not sent: %s", cmd.id, cmd.box_id, e)
+                self.store.cancel_command(cmd.id)
+                continue
             if not self.store.claim_command(cmd.id):  # cancelled meanwhile (a deployment stopped)
                 continue
-            if rx.publish_down(cmd.box_id, "cmd", encode_doc(doc)):
+            if rx.publish_down(cmd.box_id, Down.CMD, payload):
                 log.info("command %s (%s) sent to %s", cmd.id, cmd.name, cmd.box_id)
             else:
                 self.store.unclaim_command(cmd.id)
@@ -371,14 +371,15 @@ class Cloud:
                 message lists every reason (the Box validates it again in any case).
         """
         self._known_box(box_id)
-        payload = encode_doc(config_doc(1, toml_text, allow_empty))
-        if len(payload) > downlink.MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > downlink.MAX_CONFIG_TEXT:
+        push = ConfigPush(1, toml_text, allow_empty)
+        payload = push.encode()
+        if len(payload) > MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > MAX_CONFIG_TEXT:
             raise CloudError(f"the configuration is too big to send ({len(payload)} bytes compressed, at most "
-                             f"{downlink.MAX_CONFIG_PAYLOAD})")
+                             f"{MAX_CONFIG_PAYLOAD})")
         if check:
             try:
-                downlink.decode_config(payload)
-            except downlink.DownlinkError as e:
+                boxconfig.check_push(push)
+            except RejectedError as e:
                 reasons = list(e.reasons) or [str(e).removeprefix("config: ")]
                 if len(reasons) == 1:
                     raise CloudError(f"not sent: {reasons[0]}") from None
@@ -395,12 +396,12 @@ class Cloud:
         """
         self._known_box(box_id)
         cmd_id = f"c-{secrets.token_hex(8)}"
-        doc = {"id": cmd_id, "name": name, "expires": time.time() + ttl_s, "args": args}
+        expires = time.time() + ttl_s
         try:
-            downlink.decode_command(encode_doc(doc))
-        except downlink.DownlinkError as e:
+            command(cmd_id, name, expires, args)
+        except WireError as e:
             raise CloudError(str(e)) from None
-        self.store.add_command(cmd_id, box_id, name, args, float(doc["expires"]))  # type: ignore[arg-type]
+        self.store.add_command(cmd_id, box_id, name, args, expires)
         return cmd_id
 
     def _known_box(self, box_id: str) -> None:
@@ -488,7 +489,7 @@ class Cloud:
 
     def create_deployment(self, target: str, *, boxes: Sequence[str] = (), tag: str | None = None,
                           version: str | None = None, waves: str = deploy.DEFAULT_WAVES,
-                          max_failures: str | int = 0, health_s: int = deploy.DEFAULT_HEALTH_S,
+                          max_failures: str | int = 0, health_s: int = DEFAULT_HEALTH_S,
                           box_timeout_s: float = deploy.DEFAULT_BOX_TIMEOUT_S) -> DeploymentRow:
         """Create a deployment of a published release (see `cloud.deploy.Deployments.create`); the running
         cloud sends it wave by wave.

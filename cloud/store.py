@@ -27,13 +27,13 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, overload
 
-from boxd.errors import WireError
-from boxd.files import private_db, private_dir
-from boxd.wire import Batch
+from boxkit.files import private_db, private_dir
 from cloud._credentials import Credentials
 from cloud.errors import StoreError
 from cloud.pacing import Lru
-from drivers import PointInfo, Value
+from proto.errors import WireError
+from proto.points import PointInfo, Value
+from proto.wire import Batch
 
 MAX_CACHED_POINTS = 500_000  # parsed point tables kept in memory, in points (about 100 MB at most)
 MAX_TABLES_PER_BOX = 2  # a Box has one table, two while it is reconfigured

@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from boxd import config as boxconfig
+import boxconfig
+from boxconfig.errors import ConfigError
 from boxd.daemon import make_sources
-from boxd.errors import ConfigError
-from boxd.files import write_atomic
+from boxkit.files import write_atomic
 from drivers import PointSource, Quality, Sample
 from drivers.errors import DriverError
 from provisioning.errors import ProvisionError

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boxd import wire
 from boxd.daemon import Daemon
 from drivers import Quality, Sample
+from proto import wire
 from tests.support.fakebus import FakeBus
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boxd import wire
 from boxd.queue import Queue, TimeBase
+from proto import wire
 
 
 def opened(path: Path) -> Queue:

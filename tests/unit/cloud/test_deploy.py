@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
+from cloud import tufrepo as repository
 from cloud.deploy import DeployError, Deployments, parse_max_failures, parse_waves
 from cloud.errors import CloudError
 from cloud.store import Store
-from ota import repository
+from proto.errors import WireError
+from proto.uplink import decode_event
+from proto.wire import encode_doc
 
 T0 = 1_800_000_000.0
 VERSION = "1.2.0"
@@ -61,7 +63,7 @@ class Fleet:
     def event(self, box_id: str, dep: str, state: str, detail: str = "", **extra: object) -> None:
         doc: dict[str, object] = {"v": 1, "kind": "ota", "ts": int(self.now * 1000), "deployment": dep,
                                   "version": VERSION, "state": state, "detail": detail, "running": "1.1.0", **extra}
-        self.rules.on_event(box_id, doc, self.now)
+        self.rules.on_event(box_id, decode_event(encode_doc(doc)), self.now)
 
     def states(self, dep: str) -> dict[str, str]:
         return {b.box_id: b.state for b in self.store.deployment_boxes(dep)}
@@ -218,17 +220,15 @@ def test_repeated_late_and_backwards_events_are_ignored(tmp_path: Path, repo: Pa
     {"state": "exploded"}, {"ts": "yesterday"}, {"ts": True}, {"deployment": 7}, {"version": None},
     {"detail": ["x"]}, {"running": ""}, {"progress": 1.5}, {"progress": "half"}, {"v": 2},
 ])
-def test_bad_event_documents_are_ignored_with_a_log(tmp_path: Path, repo: Path, bad: dict[str, object],
-                                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_bad_event_documents_are_refused(tmp_path: Path, repo: Path, bad: dict[str, object]) -> None:
     f = Fleet(tmp_path, repo, 1)
     d = f.rules.create(TARGET, boxes=f.boxes, now=f.now)
     f.tick()
     doc: dict[str, object] = {"v": 1, "kind": "ota", "ts": 1, "deployment": d.id, "version": VERSION,
                               "state": "failed", "detail": "", "running": "1.1.0"}
     doc.update(bad)
-    with caplog.at_level(logging.WARNING, "boxcloud.deploy"):
-        f.rules.on_event("box-00", doc, f.now)
-    assert "ignoring an ota event from box-00" in caplog.text
+    with pytest.raises(WireError):  # the receiver refuses it (logged there): the rules never see it
+        decode_event(encode_doc(doc))
     assert f.states(d.id)["box-00"] == "sent"
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.monitor import Monitor
 from cloud.store import Store
 from drivers import PointInfo, Quality
+from proto import wire
+from proto.uplink import Evicted
 
 TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
 
@@ -85,7 +86,7 @@ def test_a_gap_is_an_alert_unless_the_batches_were_evicted(mon: Monitor) -> None
         store(mon, seq)
     mon.on_health("B1", health(last_seq=4, oldest_seq=0))  # the Box says all 4 were acknowledged
     assert kinds(mon) == ["gap:7"]
-    mon.on_event("B1", {"v": 1, "kind": "evicted", "samples": 2, "epoch": 7, "seqs": [[3, 3]], "total": 2})
+    mon.on_evicted("B1", Evicted(ts_ms=0, samples=2, total=2, seqs=[(3, 3)], epoch=7))
     mon.on_health("B1", health(last_seq=4, oldest_seq=0))
     assert kinds(mon) == ["evicted"]
 

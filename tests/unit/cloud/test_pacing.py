@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boxd import wire
 from cloud.pacing import Budgets, Lru
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import PointTable, Store
 from drivers import PointInfo
+from proto import wire
 
 TABLE = [PointInfo("d.x", "", "float32")]
 

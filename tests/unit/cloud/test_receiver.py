@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
-from boxd.errors import WireError
 from cloud.monitor import COMM_FAULTS
 from cloud.pki import Pki
 from cloud.receiver import Receiver, device_counts
 from cloud.store import PointTable, Store
 from drivers import PointInfo, Quality
+from proto import wire
+from proto.errors import WireError
 
 TABLE = [PointInfo("a.x", "", "float32"), PointInfo("a.y", "", "float32"), PointInfo("b.x", "", "bool"),
          PointInfo("a.z", "", "uint16")]

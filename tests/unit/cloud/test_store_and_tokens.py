@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
-from boxd.errors import WireError
 from cloud.enroll import check_serial, new_token, token_hash
 from cloud.errors import EnrollmentError
 from cloud.store import Store
 from drivers import PointInfo
+from proto import wire
+from proto.errors import WireError
 
 TABLE = [PointInfo("a.t", "degC", "float32"), PointInfo("a.on", "", "bool")]
 

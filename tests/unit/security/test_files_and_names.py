@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from boxd import identity
-from boxd.files import write_atomic, write_secret
 from boxd.queue import Queue
+from boxkit.files import write_atomic, write_secret
 from cloud.enroll import check_serial
 from cloud.errors import EnrollmentError
 from cloud.store import Store
+from trust import identity
 
 ROOT = Path(__file__).resolve().parents[3]
 
