@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -174,7 +173,7 @@ class Receiver:
             self.handle(box_id, leaf, bytes(msg.payload))
         except WireError as e:
             self._reject(msg.topic, str(e))
-        except (StoreError, sqlite3.Error) as e:
+        except StoreError as e:
             log.error("cannot store a message from %s (%s): not acknowledged, the broker will send it again",
                       box_id, e)
             with self.counters.lock:

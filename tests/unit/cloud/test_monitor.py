@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from boxd import wire
 from cloud.monitor import Monitor
@@ -110,7 +111,8 @@ def test_an_unreachable_device_is_its_own_alert_only_while_the_box_is_online(mon
     mon.on_status("B1", True, "")
     mon.on_health("B1", health())
     mon.store.set_status("B1", True, time.time(), "", None)
-    mon.store._db().execute("UPDATE devices SET bad_since=bad_since-120")
+    with mon.store.engine.begin() as db:  # the device went quiet two minutes ago
+        db.execute(sa.text("UPDATE devices SET bad_since=bad_since-120"))
     mon.check()
     assert kinds(mon) == ["device:meter"]
     store(mon, 2)
