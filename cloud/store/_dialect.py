@@ -51,7 +51,10 @@ def engine(where: Path | str) -> Engine:
     # each thread of the store holds its connection (cloud.store._base): no pool to wait for;
     # each connection ends its transactions itself (no rollback on return)
     if isinstance(where, str):
-        return sa.create_engine(where, poolclass=NullPool, pool_reset_on_return=None)
+        url = sa.make_url(where)
+        # a writer waits for the write lock (an advisory lock) as long as SQLite's busy timeout
+        options = {"options": f"-c lock_timeout={BUSY_TIMEOUT_S}s"} if url.get_backend_name() == "postgresql" else {}
+        return sa.create_engine(url, poolclass=NullPool, pool_reset_on_return=None, connect_args=options)
     path = where
     eng = sa.create_engine(
         sa.URL.create("sqlite", database=str(path)), poolclass=NullPool, pool_reset_on_return=None,

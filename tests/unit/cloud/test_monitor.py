@@ -12,13 +12,14 @@ from boxd import wire
 from cloud.monitor import Monitor
 from cloud.store import Store
 from drivers import PointInfo, Quality
+from tests.support.storedb import sqlite_only
 
 TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
 
 
 @pytest.fixture
-def mon(tmp_path: Path) -> Monitor:
-    s = Store(tmp_path / "c.db")
+def mon(store: Store) -> Monitor:
+    s = store
     s.enroll_box("B1", "B1", 1, 2e9)
     s.put_table("B1", wire.table_id(TABLE), TABLE)
     return Monitor(s)
@@ -146,6 +147,7 @@ def test_a_rollback_is_an_alert_until_acknowledged_or_a_configuration_is_kept(mo
     assert not mon.store.ack_alert(alert.id, close=True)  # once only: "nothing changed"
 
 
+@sqlite_only
 def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 

@@ -51,20 +51,19 @@ def make_old(path: Path, origin: str) -> None:
     db.close()
 
 
-def dump(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table (of `columns`' tables and columns only, when given), sorted."""
-    with sqlite3.connect(path) as db:
-        if columns is None:
-            names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            columns = {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in names}
-        return {t: sorted(db.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall(), key=repr)  # noqa: S608
-                for t, cols in columns.items()}
-
-
 def columns_of(path: Path) -> dict[str, list[str]]:
+    """Each table's columns."""
     with sqlite3.connect(path) as db:
         names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
         return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in names}
+
+
+def dump(path: Path, columns: dict[str, list[str]] | None = None) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table (of `columns`' tables and columns only, when given), sorted."""
+    columns = columns_of(path) if columns is None else columns
+    with sqlite3.connect(path) as db:
+        return {t: sorted(db.execute(f"SELECT {', '.join(cols)} FROM {t}").fetchall(), key=repr)
+                for t, cols in columns.items()}
 
 
 def schema_differences(where: Path | str, *, made_before_versions: bool = False) -> list[object]:
@@ -214,7 +213,7 @@ def test_two_processes_upgrading_at_once_take_turns(tmp_path: Path) -> None:
         start.wait()
         try:
             done.append(Store(path, migrate=False).migrate())
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:  # reported below
             errors.append(e)
 
     threads = [threading.Thread(target=upgrade) for _ in range(2)]
