@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from boxd import wire
 from boxd.errors import WireError
 from cloud.enroll import check_serial, new_token, token_hash
-from cloud.errors import EnrollmentError
+from cloud.errors import EnrollmentError, StoreError
 from cloud.store import Store, _dialect, metadata
 from drivers import PointInfo
 from tests.support.storedb import sqlite_only
@@ -92,6 +93,42 @@ def test_a_new_token_cancels_the_earlier_one_and_a_guess_takes_no_write_lock(sto
         with pytest.raises(EnrollmentError, match="not valid"):
             s.claim_token(token_hash(new_token()))  # answered without waiting for the lock
     assert s.cancel_tokens("SN-1") == 1 and s.pending_tokens() == []
+
+
+def test_a_write_the_database_cannot_take_is_a_store_error_and_the_store_goes_on(
+        store_db: Path | str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the receiver counts on: a batch not stored raises StoreError (it is then not acknowledged)."""
+    monkeypatch.setattr(_dialect, "BUSY_TIMEOUT_S", 1)  # instead of 30 s
+    s = Store(store_db)
+    s.put_table("SN-1", wire.table_id(TABLE), TABLE)
+    with s.engine.connect() as other, other.begin():
+        _dialect.begin_write(other)  # another writer holds the lock longer than the store waits
+        with pytest.raises(StoreError, match="the cloud database"):
+            s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, [1.0, True], {})]), TABLE)
+    assert s.batch_keys("SN-1") == []
+    assert s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, [1.0, True], {})]), TABLE)
+
+
+def test_writers_at_once_take_turns(store_db: Path | str) -> None:
+    """Two processes pushing configurations to one Box at once get a version each (the next version
+    is read and written under the write lock)."""
+    errors: list[BaseException] = []
+
+    def push(n: int) -> None:
+        s = Store(store_db)  # a store of its own, as another boxcloud process has
+        try:
+            for i in range(25):
+                s.add_config("SN-1", f"# {n}.{i}")
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=push, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(c.version for c in Store(store_db).configs("SN-1", 100)) == list(range(1, 51))
 
 
 def _batch(seq: int, base: int, groups: list[list[object]], table: list[PointInfo] = TABLE) -> wire.Batch:
