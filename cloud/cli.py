@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--home", type=Path, default=DEFAULT_HOME,
                    help="the cloud's state directory (default $BOXCLOUD_HOME or /var/lib/boxcloud; now %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    i = clikit.subcommand(sub, "init", "create the platform CA, server certificates, TUF repository and settings",
+    i = clikit.subcommand(sub, "init", "create the platform CA, server certificates, TUF repository, settings "
+                                       "and database",
                           ["boxcloud --home /srv/cloud init --host cloud.example.com",
                            "boxcloud --home /tmp/c init --broker-port 18883 --enroll-port 18443 --bind 127.0.0.1"],
                           exits=EXITS)
@@ -91,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--enroll-port", type=_port, default=8443, help="HTTPS enrollment and updates (default %(default)s)")
     i.add_argument("--bind", default="", help="the IP address to listen on (default: all)")
     i.add_argument("--name", action="append", default=[], help="another DNS name or IP for the server certificates")
-    clikit.subcommand(sub, "run", "run the broker, the receiver and the enrollment endpoint until Ctrl-C",
+    clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
+                                 "the enrollment endpoint until Ctrl-C",
                       ["boxcloud --home /srv/cloud run"], exits=EXITS)
     _box_cli.add_parsers(sub, duration, EXITS)
     _config_cli.add_parsers(sub, duration, EXITS)

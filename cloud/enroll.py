@@ -10,7 +10,7 @@ token was issued for), never taken from the CSR. Tokens never appear in logs.
 A renewal (`POST /v1/renew`, `{"csr"}`) is authenticated by the Box's current certificate (or
 the pending one of a rotation) in the TLS handshake; the new certificate is pending until the
 Box uses it (`POST /v1/renew/confirm`), and the one it replaces is then revoked. The rules about
-which certificate may do what are in `cloud._credentials`. This module does no HTTP.
+which certificate may do what are in `cloud.store._credentials`. This module does no HTTP.
 """
 
 from __future__ import annotations

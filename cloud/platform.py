@@ -73,7 +73,7 @@ class Cloud:
         """`database`: the cloud's database file, if not `<home>/cloud.db` (e.g. on another disk)."""
         self.home = home
         self.pki = Pki(home / "pki")
-        self.store = Store(database or home / "cloud.db")
+        self.store = Store(database or home / "cloud.db", migrate=False)  # upgraded by init and start only
         self._settings: Settings | None = None
         self._broker: Broker | None = None
         self.receiver: Receiver | None = None
@@ -94,6 +94,7 @@ class Cloud:
             raise CloudError(f"a cloud already exists in {self.home}: nothing changed (another --home for a new one)")
         check_settings(settings, extra_names or [])
         private_home(self.home)
+        self.upgrade_store()
         self.pki.init()
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)
@@ -112,6 +113,17 @@ class Cloud:
         if not (self.home / "cloud.json").is_file():
             raise CloudError(f"no cloud in {self.home}: give the right --home (or BOXCLOUD_HOME), "
                              f"or create one with 'boxcloud --home {self.home} init'")
+
+    def upgrade_store(self) -> None:
+        """Create the database, or bring its schema up to this code's (in place, every row kept).
+
+        Raises:
+            SchemaError: it was made by a newer boxcloud (nothing changed).
+        """
+        before, after = self.store.migrate()
+        if before != after:
+            log.info("cloud database %s: schema upgraded from %s to %s", self.store.path,
+                     before or "none (new, or made before schema versions)", after)
 
     @property
     def settings(self) -> Settings:
@@ -153,15 +165,17 @@ class Cloud:
     # -- services ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the broker, the receiver and the enrollment endpoint; on a failure, stop what
-        was started and raise.
+        """Upgrade the database's schema, start the broker, the receiver and the enrollment
+        endpoint; on a failure, stop what was started and raise.
 
         Raises:
-            CloudError: a port is taken (named), or a service cannot start.
+            CloudError: a port is taken (named), a service cannot start, or the database was
+                made by a newer boxcloud.
         """
         s = self.settings
         for what, port in (("broker", s.broker_port), ("enrollment", s.enroll_port)):
             check_port_free(s.bind, port, what)
+        self.upgrade_store()
         try:
             self._start()
         except BaseException:

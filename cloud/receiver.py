@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import logging
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -182,7 +181,7 @@ class Receiver:
             self.handle(box_id, leaf, bytes(msg.payload))
         except WireError as e:
             self._reject(msg.topic, str(e))
-        except (StoreError, sqlite3.Error) as e:
+        except StoreError as e:
             log.error("cannot store a message from %s (%s): not acknowledged, the broker will send it again",
                       box_id, e)
             with self.counters.lock:

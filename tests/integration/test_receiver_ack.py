@@ -158,7 +158,8 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
     mnt = after.mount()
     try:
         store = Store(mnt / "cloud.db")
-        assert store._db().execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        with store.engine.connect() as db:
+            assert db.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         kept = {seq for _, seq in store.batch_keys(box_id)}
     finally:
         after.unmount()

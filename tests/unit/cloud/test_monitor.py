@@ -6,19 +6,21 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cloud.monitor import Monitor
 from cloud.store import Store
 from drivers import PointInfo, Quality
 from proto import wire
 from proto.uplink import Evicted
+from tests.support.storedb import sqlite_only
 
 TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
 
 
 @pytest.fixture
-def mon(tmp_path: Path) -> Monitor:
-    s = Store(tmp_path / "c.db")
+def mon(store: Store) -> Monitor:
+    s = store
     s.enroll_box("B1", "B1", 1, 2e9)
     s.put_table("B1", wire.table_id(TABLE), TABLE)
     return Monitor(s)
@@ -111,7 +113,8 @@ def test_an_unreachable_device_is_its_own_alert_only_while_the_box_is_online(mon
     mon.on_status("B1", True, "")
     mon.on_health("B1", health())
     mon.store.set_status("B1", True, time.time(), "", None)
-    mon.store._db().execute("UPDATE devices SET bad_since=bad_since-120")
+    with mon.store.engine.begin() as db:  # the device went quiet two minutes ago
+        db.execute(sa.text("UPDATE devices SET bad_since=bad_since-120"))
     mon.check()
     assert kinds(mon) == ["device:meter"]
     store(mon, 2)
@@ -145,6 +148,7 @@ def test_a_rollback_is_an_alert_until_acknowledged_or_a_configuration_is_kept(mo
     assert not mon.store.ack_alert(alert.id, close=True)  # once only: "nothing changed"
 
 
+@sqlite_only
 def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 
