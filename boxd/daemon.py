@@ -388,7 +388,8 @@ class Daemon:
         return run
 
     def _emitter(self, src: PointSource, first: int) -> Emit:
-        """The callback a bus hands its readings to: they become groups in the durable queue.
+        """The callback a bus hands its readings to: they become groups in the durable queue,
+        and it returns once they are on disk (the bus waits for it before its next request).
 
         Readings of one instant for points consecutive in the table make one group, so a
         device read in full costs one group however many points it has.
@@ -396,7 +397,7 @@ class Daemon:
         index = {p.name: first + i for i, p in enumerate(src.points())}
         clock = self.clock
 
-        def emit(samples: Sequence[Sample]) -> None:
+        async def emit(samples: Sequence[Sample]) -> None:
             by_ts: dict[int, list[tuple[int, Sample]]] = {}
             for s in samples:
                 by_ts.setdefault(s.ts_ms, []).append((index[s.point], s))
@@ -422,24 +423,24 @@ class Daemon:
             if good:
                 self._polling.add(src.name)
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
-            self.queue.put_many(self._table_id, stored, clock.timebase())
+            # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
+            await self.queue.put_many(self._table_id, stored, clock.timebase())
             if self.queue.samples > self.queue.max_samples:
-                self._evict()
+                await self._evict()
             self._wake.set()
 
         return emit
 
-    def _evict(self) -> None:
-        n, seqs = self.queue.enforce_limit(set(self._inflight.values()))
-        if not n:
-            return
-        total = self.queue.meta("evicted_total") + n
-        self.queue.set_meta("evicted_total", total)
-        log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
-        self.queue.put_event(wire.encode_doc({
-            "v": 1, "kind": "evicted", "ts": self.clock.now_ms(), "samples": n, "total": total,
-            "seqs": _ranges(seqs), "epoch": self.queue.epoch,
-        }))
+    async def _evict(self) -> None:
+        ts, epoch = self.clock.now_ms(), self.queue.epoch
+
+        def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
+            return wire.encode_doc({"v": 1, "kind": "evicted", "ts": ts, "samples": n, "total": total,
+                                    "seqs": _ranges(seqs), "epoch": epoch})
+
+        n, _ = await self.queue.enforce_limit(self._inflight.values, event)
+        if n:
+            log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
 
     # -- uplink ---------------------------------------------------------------------------
 
@@ -664,7 +665,7 @@ class Daemon:
             if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
                 await asyncio.sleep(settings.batch_delay_ms / 1000)
-            self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+            await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
             self._send_events()
             self._send_batches(settings.inflight_batches)
 
@@ -702,7 +703,9 @@ class Daemon:
     # -- updates (ota.agent) ----------------------------------------------------------------
 
     def _put_ota_event(self, doc: dict[str, object]) -> None:
-        self.queue.put_event(wire.encode_doc({**doc, "ts": self.clock.now_ms()}))
+        # waited for (one transaction on the loop, a few per update): the agent forgets its own
+        # record of an outcome right after, and that record must not go before the event is on disk
+        self.queue.put_event_now(wire.encode_doc({**doc, "ts": self.clock.now_ms()}))
         self._wake.set()
 
     def _restart_for_update(self) -> None:
