@@ -169,11 +169,13 @@ class Queue:
         time = time or TimeBase("", True, 0)
         size, epoch = max(1, max_samples), self.epoch
         made = 0
-        while True:
+        # nothing committed waits: no job (readings being written wake the flush task once committed)
+        while self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]:
             step = await self._w.submit("seal a batch", lambda db: sql.seal(db, epoch, size, time, SEAL_STEP))
             made += step
             if step < SEAL_STEP:
-                return made
+                break
+        return made
 
     def batches(self, after_seq: int, limit: int, skip: Collection[int] = ()) -> list[tuple[int, bytes]]:
         """The oldest sealed batches with a sequence number above `after_seq`, not in `skip`."""

@@ -6,8 +6,10 @@ write is a *job* (a function of the connection) that `GroupWriter.submit` hands 
 thread; the loop gets a future and goes on. The thread runs jobs in the order they were
 submitted, and every job that waits when it is free goes into the same transaction: one
 COMMIT, one fsync for all of them (*group commit*: a dozen buses emitting at once cost one
-fsync, not twelve in a row). Each job runs in a savepoint, so a job that fails fails
-alone; a failed COMMIT (or an error that ends the transaction) fails every job of the group.
+fsync, not twelve in a row). A job that fails fails alone: the group is run again with
+each job in a savepoint of its own (savepoints only then: they cost statements, and every
+statement hands the interpreter's lock back and forth with the loop). A failed COMMIT (or
+an error that ends the transaction) fails every job of the group.
 
 A job's outcome reaches the loop only after its transaction committed (durable) or failed:
 first its `settle` callback, which keeps the owner's bookkeeping right even when nobody
@@ -150,31 +152,44 @@ class GroupWriter:
             self._db.close()
 
     def _commit(self, group: list[_Job[Any]]) -> None:
-        db = self._db
         self.groups += 1
         self.jobs += len(group)
+        if not self._transaction(group, isolated=len(group) == 1):
+            self._transaction(group, isolated=True)  # a job failed and undid the group: again, one savepoint each
+
+    def _transaction(self, group: list[_Job[Any]], isolated: bool) -> bool:
+        """Run the group in one transaction and commit it; every job's outcome is set. Not
+        `isolated` (the common case: no savepoints, fewer statements), a failing job rolls the
+        whole group back and this returns False, outcomes unset, for the caller to run it again."""
+        db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
             self._fail(group, e)
-            return
+            return True
         for k, job in enumerate(group):
             try:
-                db.execute("SAVEPOINT job")
+                if isolated:
+                    db.execute("SAVEPOINT job")
                 job.result = job.work(db)
-                db.execute("RELEASE job")
+                if isolated:
+                    db.execute("RELEASE job")
             except Exception as e:  # noqa: BLE001 - the job's outcome, delivered to its waiter (see the docstring)
+                if not isolated:
+                    _rollback(db)
+                    return False
                 job.result, job.error = None, _wrap(job.what, e)
-                if not self._undo_job(db):  # the error ended the whole transaction (disk full, I/O)
+                if len(group) == 1:
+                    _rollback(db)
+                elif not self._undo_job(db):  # the error ended the whole transaction (disk full, I/O)
                     self._fail(group[:k] + group[k + 1:], e)
-                    return
+                    return True
         try:
             db.execute("COMMIT")
         except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+            _rollback(db)
             self._fail([j for j in group if j.error is None], e)
+        return True
 
     @staticmethod
     def _undo_job(db: sqlite3.Connection) -> bool:
@@ -185,9 +200,7 @@ class GroupWriter:
             db.execute("ROLLBACK TO job")
             db.execute("RELEASE job")
         except sqlite3.Error:
-            with contextlib.suppress(sqlite3.Error):
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
+            _rollback(db)
             return False
         return True
 
@@ -198,12 +211,21 @@ class GroupWriter:
 
     @staticmethod
     def _deliver(group: list[_Job[Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
         for job in group:
             if job.done is not None:
                 job.done.set()
             elif job.loop is not None:
-                with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
-                    job.loop.call_soon_threadsafe(_settle, job)
+                by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():  # one wake-up of the loop per group
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+                loop.call_soon_threadsafe(_settle_all, loop, jobs)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
 
 def _wrap(what: str, error: BaseException) -> BaseException:
@@ -212,6 +234,14 @@ def _wrap(what: str, error: BaseException) -> BaseException:
         wrapped.__cause__ = error
         return wrapped
     return error
+
+
+def _settle_all(loop: asyncio.AbstractEventLoop, jobs: list[_Job[Any]]) -> None:
+    for job in jobs:
+        try:
+            _settle(job)
+        except Exception as e:  # noqa: BLE001 - a callback's top: reported as the loop would, the others go on
+            loop.call_exception_handler({"message": f"settling a write ({job.what}) failed", "exception": e})
 
 
 def _settle(job: _Job[Any]) -> None:
