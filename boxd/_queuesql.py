@@ -58,13 +58,20 @@ def setup(db: sqlite3.Connection, new_epoch: int) -> tuple[int, int]:
     return epoch, int(b) + int(p)
 
 
-def insert_groups(db: sqlite3.Connection, table_id: int, groups: Sequence[Group], time: TimeBase) -> None:
-    """Write readings as pending groups (see `boxd.queue.Queue.put_many`)."""
-    rows = [
+PendingRow = tuple[int, int, int, bytes, str, int]
+
+
+def pending_rows(table_id: int, groups: Sequence[Group], time: TimeBase) -> list[PendingRow]:
+    """Readings encoded as rows of `pending` (see `boxd.queue.Queue.put_many`)."""
+    return [
         (table_id, ts, len(values), cbor2.dumps([first, list(values), faults] if faults else [first, list(values)]),
          time.boot, int(time.trusted))
         for ts, first, values, faults in groups
     ]
+
+
+def insert_pending(db: sqlite3.Connection, rows: Sequence[PendingRow]) -> None:
+    """Write readings as pending groups."""
     db.executemany("INSERT INTO pending (table_id, ts_ms, n, grp, boot, trusted) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 

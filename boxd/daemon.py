@@ -424,10 +424,11 @@ class Daemon:
                 self._polling.add(src.name)
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
             # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
-            await self.queue.put_many(self._table_id, stored, clock.timebase())
+            written = self.queue.put_many(self._table_id, stored, clock.timebase())
+            self._wake.set()  # the flush task's seal is a later write of the same thread: it takes these
+            await written
             if self.queue.samples > self.queue.max_samples:
                 await self._evict()
-            self._wake.set()
 
         return emit
 
@@ -441,6 +442,7 @@ class Daemon:
         n, _ = await self.queue.enforce_limit(self._inflight.values, event)
         if n:
             log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
+            self._wake.set()  # its event is queued
 
     # -- uplink ---------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class Queue:
         self._count = 0  # samples held in committed transactions (batches + pending)
         self._hidden: dict[int, int] = {}  # batch seq -> samples: removal asked for, not committed yet
         self._hidden_events: set[int] = set()
+        self._writing = 0  # readings asked to be written, not yet committed
         self._evicting: asyncio.Lock | None = None
 
     def open(self) -> None:
@@ -147,13 +148,17 @@ class Queue:
         monotonic ms of boot `time.boot`, to be re-based when the clock is trusted.
         The future raises `QueueError` if they could not be written.
         """
-        n = sum(len(values) for _, _, values, _ in groups)
+        rows = sql.pending_rows(table_id, groups, time)  # encoded here: the writer thread only writes
+        n = sum(row[2] for row in rows)
 
         def settle(_: object, error: BaseException | None) -> None:
+            self._writing -= 1
             if error is None:
                 self._count += n
 
-        return self._w.submit("write to queue", lambda db: sql.insert_groups(db, table_id, groups, time), settle)
+        future = self._w.submit("write to queue", lambda db: sql.insert_pending(db, rows), settle)
+        self._writing += 1
+        return future
 
     # -- batches out ------------------------------------------------------------------------
 
@@ -169,8 +174,8 @@ class Queue:
         time = time or TimeBase("", True, 0)
         size, epoch = max(1, max_samples), self.epoch
         made = 0
-        # nothing committed waits: no job (readings being written wake the flush task once committed)
-        while self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]:
+        # nothing waits, committed or being written: no job (a job would see what is being written)
+        while self._writing or self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]:
             step = await self._w.submit("seal a batch", lambda db: sql.seal(db, epoch, size, time, SEAL_STEP))
             made += step
             if step < SEAL_STEP:
