@@ -24,6 +24,7 @@ Figures, never assertions: CI runs it only as a smoke test (`--samples 20000`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import sqlite3
@@ -112,16 +113,20 @@ def readings(table: Sequence[PointInfo], polls: int, end_ms: int, seed: int = 1)
 
 
 def fill_queue(path: Path, table: Sequence[PointInfo], polls: int, end_ms: int) -> int:
-    """Fill a Box queue file with an outage's readings, one transaction per poll; returns the samples."""
-    q = Queue(path, max_samples=100_000_000)
-    q.open()
-    try:
-        tid = wire.table_id(table)
-        for groups in readings(table, polls, end_ms):
-            q.put_many(tid, groups, TimeBase("", True, 0))
-        return q.samples
-    finally:
-        q.close()
+    """Fill a Box queue file with an outage's readings, one write per poll; returns the samples."""
+
+    async def fill() -> int:
+        q = Queue(path, max_samples=100_000_000)
+        q.open()
+        try:
+            tid = wire.table_id(table)
+            for groups in readings(table, polls, end_ms):
+                await q.put_many(tid, groups, TimeBase("", True, 0))
+            return q.samples
+        finally:
+            q.close()
+
+    return asyncio.run(fill())
 
 
 # -- measurement ------------------------------------------------------------------------------

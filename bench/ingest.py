@@ -26,6 +26,7 @@ Figures, never assertions: CI runs it only as a smoke test (small `--samples`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sqlite3
@@ -65,14 +66,17 @@ def make_batches(work: Path, samples: int, points: int, max_batch: int) -> tuple
     table = make_table(points)
     path = work / "box-queue.db"
     fill_queue(path, table, samples // points, int(time.time() * 1000) - 1000)
-    q = Queue(path, max_samples=100_000_000)
-    q.open()
-    try:
-        q.seal(max_batch)
-        payloads = [p for _, p in q.batches(0, 10**9)]
-    finally:
-        q.close()
-    return wire.encode_table(table), payloads
+
+    async def seal() -> list[bytes]:
+        q = Queue(path, max_samples=100_000_000)
+        q.open()
+        try:
+            await q.seal(max_batch)
+            return [p for _, p in q.batches(0, 10**9)]
+        finally:
+            q.close()
+
+    return wire.encode_table(table), asyncio.run(seal())
 
 
 # -- the child: the receiver on one core ------------------------------------------------------

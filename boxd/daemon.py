@@ -381,7 +381,8 @@ class Daemon:
         return run
 
     def _emitter(self, src: PointSource, first: int) -> Emit:
-        """The callback a bus hands its readings to: they become groups in the durable queue.
+        """The callback a bus hands its readings to: they become groups in the durable queue,
+        and it returns once they are on disk (the bus waits for it before its next request).
 
         Readings of one instant for points consecutive in the table make one group, so a
         device read in full costs one group however many points it has.
@@ -389,7 +390,7 @@ class Daemon:
         index = {p.name: first + i for i, p in enumerate(src.points())}
         clock = self.clock
 
-        def emit(samples: Sequence[Sample]) -> None:
+        async def emit(samples: Sequence[Sample]) -> None:
             by_ts: dict[int, list[tuple[int, Sample]]] = {}
             for s in samples:
                 by_ts.setdefault(s.ts_ms, []).append((index[s.point], s))
@@ -415,21 +416,25 @@ class Daemon:
             if good:
                 self._polling.add(src.name)
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
-            self.queue.put_many(self._table_id, stored, clock.timebase())
+            # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
+            written = self.queue.put_many(self._table_id, stored, clock.timebase())
+            self._wake.set()  # the flush task's seal is a later write of the same thread: it takes these
+            await written
             if self.queue.samples > self.queue.max_samples:
-                self._evict()
-            self._wake.set()
+                await self._evict()
 
         return emit
 
-    def _evict(self) -> None:
-        n, seqs = self.queue.enforce_limit(set(self._inflight.values()))
-        if not n:
-            return
-        total = self.queue.meta("evicted_total") + n
-        self.queue.set_meta("evicted_total", total)
-        log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
-        self.queue.put_event(Evicted(self.clock.now_ms(), n, total, _ranges(seqs), self.queue.epoch).encode())
+    async def _evict(self) -> None:
+        ts, epoch = self.clock.now_ms(), self.queue.epoch
+
+        def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
+            return Evicted(ts, n, total, _ranges(seqs), epoch).encode()
+
+        n, _ = await self.queue.enforce_limit(self._inflight.values, event)
+        if n:
+            log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
+            self._wake.set()  # its event is queued
 
     # -- uplink ---------------------------------------------------------------------------
 
@@ -652,7 +657,7 @@ class Daemon:
             if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
                 await asyncio.sleep(settings.batch_delay_ms / 1000)
-            self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+            await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
             self._send_events()
             self._send_batches(settings.inflight_batches)
 
@@ -690,7 +695,9 @@ class Daemon:
     # -- updates (ota.agent) ----------------------------------------------------------------
 
     def _put_ota_event(self, event: OtaEvent) -> None:
-        self.queue.put_event(dataclasses.replace(event, ts_ms=self.clock.now_ms()).encode())
+        # waited for (one transaction on the loop, a few per update): the agent forgets its own
+        # record of an outcome right after, and that record must not go before the event is on disk
+        self.queue.put_event_now(dataclasses.replace(event, ts_ms=self.clock.now_ms()).encode())
         self._wake.set()
 
     def _restart_for_update(self) -> None:

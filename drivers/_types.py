@@ -7,7 +7,7 @@ wire's (`proto.points`), re-exported here. This module holds data only, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,7 +25,10 @@ class Sample:
     quality: Quality = Quality.GOOD
 
 
-Emit = Callable[[Sequence[Sample]], None]
+Emit = Callable[[Sequence[Sample]], Awaitable[None]]
+"""Where a bus hands its readings. Awaited: it returns once the readings are safe (the daemon's
+queue has them on disk), and only then may the bus send its next request or acknowledge a
+notification: a reading acknowledged to a bus is never lost. It does not hold up the other buses."""
 
 
 class PointSource(Protocol):
@@ -37,7 +40,8 @@ class PointSource(Protocol):
     the bus has them, hands every reading to `emit` as soon as it has it, and closes
     the bus when cancelled. It never raises for a device fault: the samples' quality
     says what went wrong, for the affected points only, so one failing device cannot
-    stall the others. `emit` is called from the source's task and must not block.
+    stall the others. `emit` is awaited from the source's own tasks, before the next request
+    to the device it read (and before a confirmed notification is acknowledged).
     """
 
     name: str

@@ -184,7 +184,7 @@ async def _first_reading(src: PointSource, point: str, timeout_s: float = 30.0) 
     loop = asyncio.get_running_loop()
     first: asyncio.Future[Sample] = loop.create_future()
 
-    def emit(samples: Sequence[Sample]) -> None:
+    async def emit(samples: Sequence[Sample]) -> None:
         for s in samples:
             if s.point == point and not first.done():
                 first.set_result(s)
