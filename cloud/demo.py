@@ -166,7 +166,7 @@ def run(root: Path, duration: float | None) -> int:
     demo = Demo(root)
     home = root / "cloud"
     cloud = Cloud(home)
-    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1"))
+    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1", _port(9443)))
     s = cloud.settings
     sim_port = _port(15020)
     try:
