@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from cloud.api._auth import Caller
-from cloud.api.app import Ctx, Cursor, Limit, after, page
+from cloud.api.app import Auth, Ctx, Cursor, Limit, after, page
 from cloud.api.errors import ApiError
 from cloud.store import BoxRow
 
@@ -63,7 +63,7 @@ def _csv(header: list[str], rows: list[list[object]]) -> Response:
     return Response(buf.getvalue(), media_type="text/csv; charset=utf-8")
 
 
-def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - one route after the other
+def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route after the other
     store = ctx.store
 
     def reach(caller: Caller, box_id: str, permission: str) -> None:
@@ -76,14 +76,14 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     BoxId = Annotated[str, Query(pattern=BOX_ID)]
 
     @app.get("/v1/boxes", tags=["boxes"], summary="the Boxes the caller may see (box.read)")
-    def list_boxes(caller: auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def list_boxes(caller: Auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
         ids = store.visible_boxes(caller.grants.scope("box.read"), after(cursor, ""), limit + 1)
         tags = store.tags()
         rows = [_box(r, tags.get(r.box_id, [])) for r in (store.box(i) for i in ids) if r is not None]
         return page(rows, limit, lambda b: b["id"])
 
     @app.get("/v1/boxes/{box_id}", tags=["boxes"], summary="a Box: status, tags, certificate (box.read)")
-    def get_box(caller: auth, box_id: str) -> dict[str, object]:
+    def get_box(caller: Auth, box_id: str) -> dict[str, object]:
         reach(caller, box_id, "box.read")
         row = store.box(box_id)
         if row is None:
@@ -91,21 +91,21 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return _box(row, store.tags().get(box_id, []), full=True)
 
     @app.post("/v1/boxes/{box_id}/tags", tags=["boxes"], summary="tag a Box (box.manage)")
-    def tag_box(caller: auth, box_id: str, body: Tags) -> dict[str, object]:
+    def tag_box(caller: Auth, box_id: str, body: Tags) -> dict[str, object]:
         reach(caller, box_id, "box.manage")
         ctx.fleet.tag(box_id, body.tags)
         ctx.audit(caller, "box.tag", f"box:{box_id}", tags=body.tags)
         return {"id": box_id, "tags": store.tags().get(box_id, [])}
 
     @app.delete("/v1/boxes/{box_id}/tags/{tag}", tags=["boxes"], summary="untag a Box (box.manage)")
-    def untag_box(caller: auth, box_id: str, tag: str) -> dict[str, object]:
+    def untag_box(caller: Auth, box_id: str, tag: str) -> dict[str, object]:
         reach(caller, box_id, "box.manage")
         ctx.fleet.untag(box_id, [tag])
         ctx.audit(caller, "box.untag", f"box:{box_id}", tag=tag)
         return {"id": box_id, "tags": store.tags().get(box_id, [])}
 
     @app.post("/v1/boxes/{box_id}/revoke", tags=["boxes"], summary="revoke a Box's certificate (box.manage)")
-    def revoke_box(caller: auth, box_id: str) -> dict[str, object]:
+    def revoke_box(caller: Auth, box_id: str) -> dict[str, object]:
         reach(caller, box_id, "box.manage")
         cut = ctx.fleet.revoke(box_id)
         ctx.audit(caller, "box.revoke", f"box:{box_id}", session_cut=cut)
@@ -113,7 +113,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.get("/v1/boxes/{box_id}/latest", tags=["data"], summary="each point's latest value (box.data.read)",
              responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    def latest(caller: auth, box_id: str, format: Literal["json", "csv"] = "json") -> Any:
+    def latest(caller: Auth, box_id: str, format: Literal["json", "csv"] = "json") -> Any:
         reach(caller, box_id, "box.data.read")
         rows = store.latest(box_id)
         if format == "csv":
@@ -124,7 +124,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     @app.get("/v1/boxes/{box_id}/history", tags=["data"],
              summary="points' samples over a time range, paged; with `bucket_s`, aggregates (box.data.read)",
              responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
-    def history(caller: auth, box_id: str,  # noqa: PLR0917 - the query's parameters
+    def history(caller: Auth, box_id: str,  # noqa: PLR0917 - the query's parameters
                 point: Annotated[list[Annotated[str, Field(pattern=POINT)]], Query(max_length=MAX_POINTS)] = [],  # noqa: B006
                 since: datetime | None = None, until: datetime | None = None,
                 bucket_s: Annotated[int | None, Query(ge=1, le=86400 * 31)] = None,
@@ -158,7 +158,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.get("/v1/boxes/{box_id}/config", tags=["configuration"],
              summary="a Box's configurations, newest first, and what it answered (box.config.read)")
-    def configs(caller: auth, box_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, object]:
+    def configs(caller: Auth, box_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, object]:
         reach(caller, box_id, "box.config.read")
         return {"box": box_id, "items": [
             {"version": c.version, "toml": c.toml, "created": c.created, "published": c.published,
@@ -167,7 +167,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.post("/v1/boxes/{box_id}/config", tags=["configuration"], status_code=202,
               summary="push a whole configuration; the Box answers later (box.config.write)")
-    def push_config(caller: auth, box_id: str, body: Annotated[ConfigIn, Body()]) -> dict[str, object]:
+    def push_config(caller: Auth, box_id: str, body: Annotated[ConfigIn, Body()]) -> dict[str, object]:
         reach(caller, box_id, "box.config.write")
         version = ctx.fleet.push_config(box_id, body.toml, allow_empty=body.allow_empty)
         ctx.audit(caller, "config.push", f"box:{box_id}", version=version, bytes=len(body.toml))
@@ -175,7 +175,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.post("/v1/boxes/{box_id}/commands", tags=["commands"], status_code=202,
               summary="send a command; its result comes later (box.command.send)")
-    def send(caller: auth, box_id: str, body: CommandIn) -> dict[str, object]:
+    def send(caller: Auth, box_id: str, body: CommandIn) -> dict[str, object]:
         reach(caller, box_id, "box.command.send")
         cmd_id = ctx.fleet.send_command(box_id, body.name, body.args, body.ttl_s)
         ctx.audit(caller, "command.send", f"box:{box_id}", command=cmd_id, name=body.name)
@@ -187,13 +187,13 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
                 "answered": c.answered}
 
     @app.get("/v1/boxes/{box_id}/commands", tags=["commands"], summary="a Box's latest commands (box.command.send)")
-    def commands(caller: auth, box_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, object]:
+    def commands(caller: Auth, box_id: str, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> dict[str, object]:
         reach(caller, box_id, "box.command.send")
         return {"box": box_id, "items": [_cmd(c) for c in store.commands(box_id, limit)]}
 
     @app.get("/v1/boxes/{box_id}/commands/{cmd_id}", tags=["commands"],
              summary="a command and its result (box.command.send)")
-    def command(caller: auth, box_id: str, cmd_id: str) -> dict[str, object]:
+    def command(caller: Auth, box_id: str, cmd_id: str) -> dict[str, object]:
         reach(caller, box_id, "box.command.send")
         c = store.command(cmd_id)
         if c is None or c.box_id != box_id:
@@ -201,7 +201,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return _cmd(c)
 
     @app.get("/v1/alerts", tags=["alerts"], summary="alerts of the Boxes the caller may see (box.read)")
-    def alerts(caller: auth, include_closed: bool = False, limit: Limit = 100,
+    def alerts(caller: Auth, include_closed: bool = False, limit: Limit = 100,
                cursor: Cursor = None) -> dict[str, object]:
         rows = store.alerts_in(caller.grants.scope("box.read"), include_closed, after(cursor, 0), limit + 1)
         items = [{"id": int(r.id), "box": r.box_id, "kind": r.kind, "subject": r.subject, "message": r.message,

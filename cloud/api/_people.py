@@ -10,7 +10,7 @@ What changes credentials or rights needs a person (Basic, with 2FA when they hav
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import FastAPI, Path, Response
 from pydantic import BaseModel, Field
@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from cloud.api import _secrets
 from cloud.api._auth import Caller
 from cloud.api._authz import BUILTIN_ROLES, PERMISSIONS, SCOPE_KINDS, role_permissions, unknown_permissions
-from cloud.api.app import Ctx, Cursor, Limit, after, page
+from cloud.api.app import Auth, Ctx, Cursor, Limit, after, page
 from cloud.api.errors import ApiError
 from cloud.errors import StoreError
 from cloud.store import KeyRow, UserRow
@@ -75,7 +75,7 @@ def _key(k: KeyRow) -> dict[str, object]:
             "expires": k.expires, "revoked": k.revoked}
 
 
-def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - one route after the other
+def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route after the other
     store = ctx.store
 
     def need(caller: Caller, permission: str) -> None:
@@ -105,7 +105,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- me ------------------------------------------------------------------------------------
 
     @app.get("/v1/me", tags=["me"], summary="who I am and what I may do")
-    def me(caller: auth) -> dict[str, object]:
+    def me(caller: Auth) -> dict[str, object]:
         account = store.account(caller.account_id)
         return {"user": _user(caller.user),
                 "account": {"id": caller.account_id, "name": account.name if account else "",
@@ -114,7 +114,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
                 "must_enrol_2fa": caller.must_enrol_2fa}
 
     @app.post("/v1/me/password", tags=["me"], status_code=204, summary="change my password")
-    def password(caller: auth, body: PasswordIn) -> Response:
+    def password(caller: Auth, body: PasswordIn) -> Response:
         person(caller, "changing a password")
         if not _secrets.check_password(caller.user.pw_hash, body.current):
             raise ApiError(403, "the current password is wrong")
@@ -123,7 +123,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return Response(status_code=204)
 
     @app.post("/v1/me/2fa", tags=["me"], summary="begin TOTP enrolment: the seed and otpauth URI, shown once")
-    def enrol(caller: auth) -> dict[str, object]:
+    def enrol(caller: Auth) -> dict[str, object]:
         person(caller, "enrolling 2FA")
         if caller.user.totp is not None:
             raise ApiError(409, "you have 2FA already (a lost device: the operator resets it with "
@@ -135,7 +135,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
                 "next": "POST /v1/me/2fa/confirm with a code from the app"}
 
     @app.post("/v1/me/2fa/confirm", tags=["me"], summary="confirm enrolment with a code: recovery codes, shown once")
-    def confirm(caller: auth, body: CodeIn) -> dict[str, object]:
+    def confirm(caller: Auth, body: CodeIn) -> dict[str, object]:
         person(caller, "enrolling 2FA")
         fresh = store.user(caller.user.id)
         seed = ctx.seeds.open(fresh.totp_pending) if fresh and fresh.totp_pending else None
@@ -152,7 +152,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- the account ---------------------------------------------------------------------------
 
     @app.patch("/v1/account", tags=["account"], summary="the account's settings (account.manage)")
-    def account(caller: auth, body: AccountIn) -> dict[str, object]:
+    def account(caller: Auth, body: AccountIn) -> dict[str, object]:
         need(caller, "account.manage")
         person(caller, "changing the account's settings")
         store.set_require_2fa(caller.account_id, body.require_2fa)
@@ -162,13 +162,13 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- users -----------------------------------------------------------------------------------
 
     @app.get("/v1/users", tags=["users"], summary="the account's users and service accounts (user.read)")
-    def users(caller: auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def users(caller: Auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
         need(caller, "user.read")
         rows = store.users(caller.account_id, after(cursor, 0), limit + 1)
         return page([_user(u) for u in rows], limit, lambda u: u["id"])
 
     @app.post("/v1/users", tags=["users"], status_code=201, summary="a new user or service account (user.manage)")
-    def add_user(caller: auth, body: UserIn) -> dict[str, object]:
+    def add_user(caller: Auth, body: UserIn) -> dict[str, object]:
         need(caller, "user.manage")
         person(caller, "creating users")
         if (body.kind == "user") != (body.password is not None):
@@ -186,14 +186,14 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return _user(u)
 
     @app.get("/v1/users/{user_id}", tags=["users"], summary="a user and its role bindings (user.read)")
-    def get_user(caller: auth, user_id: int) -> dict[str, object]:
+    def get_user(caller: Auth, user_id: int) -> dict[str, object]:
         need(caller, "user.read")
         u = member(caller, user_id)
         return _user(u) | {"bindings": [b.__dict__ for b in store.bindings(caller.account_id, u.id)]}
 
     @app.delete("/v1/users/{user_id}", tags=["users"], status_code=204,
                 summary="delete a user: its keys stop working at once (user.manage)")
-    def delete_user(caller: auth, user_id: int) -> Response:
+    def delete_user(caller: Auth, user_id: int) -> Response:
         need(caller, "user.manage")
         person(caller, "deleting users")
         u = member(caller, user_id)
@@ -206,7 +206,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- API keys ------------------------------------------------------------------------------
 
     @app.get("/v1/keys", tags=["keys"], summary="my keys; with user.manage, a user's (never their secrets)")
-    def keys(caller: auth, user_id: int | None = None, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def keys(caller: Auth, user_id: int | None = None, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
         if user_id is not None and user_id != caller.user.id:
             need(caller, "user.manage")
             member(caller, user_id)
@@ -215,7 +215,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.post("/v1/keys", tags=["keys"], status_code=201,
               summary="a new API key, shown once; scopes within its owner's and mine")
-    def add_key(caller: auth, body: KeyIn) -> dict[str, object]:
+    def add_key(caller: Auth, body: KeyIn) -> dict[str, object]:
         person(caller, "creating API keys")
         owner = caller.user
         if body.user_id is not None and body.user_id != caller.user.id:
@@ -242,7 +242,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
 
     @app.delete("/v1/keys/{key_id}", tags=["keys"], status_code=204,
                 summary="revoke a key: refused from the next request on")
-    def revoke_key(caller: auth, key_id: str) -> Response:
+    def revoke_key(caller: Auth, key_id: str) -> Response:
         row = store.key(key_id)
         if row is None:
             raise ApiError(404, f"no key {key_id!r} here")
@@ -257,13 +257,13 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- roles and bindings --------------------------------------------------------------------
 
     @app.get("/v1/roles", tags=["roles"], summary="the permissions, built-in and custom roles")
-    def roles(caller: auth) -> dict[str, object]:
+    def roles(caller: Auth) -> dict[str, object]:
         custom = store.custom_roles(caller.account_id)
         return {"permissions": PERMISSIONS, "builtin": {r: sorted(p) for r, p in BUILTIN_ROLES.items()},
                 "custom": {r: list(p) for r, p in custom.items()}}
 
     @app.put("/v1/roles/{name}", tags=["roles"], summary="define a custom role (role.manage)")
-    def put_role(caller: auth, name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$")],
+    def put_role(caller: Auth, name: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,63}$")],
                  body: RoleIn) -> dict[str, object]:
         need(caller, "role.manage")
         if name in BUILTIN_ROLES:
@@ -274,13 +274,13 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return {"name": name, "permissions": sorted(body.permissions)}
 
     @app.get("/v1/bindings", tags=["roles"], summary="the account's role bindings (user.read)")
-    def bindings(caller: auth) -> dict[str, object]:
+    def bindings(caller: Auth) -> dict[str, object]:
         need(caller, "user.read")
         return {"items": [b.__dict__ for b in store.bindings(caller.account_id)]}
 
     @app.post("/v1/bindings", tags=["roles"], status_code=201,
               summary="give a user a role over the account, a tag or a Box (role.manage)")
-    def bind(caller: auth, body: BindingIn) -> dict[str, object]:
+    def bind(caller: Auth, body: BindingIn) -> dict[str, object]:
         need(caller, "role.manage")
         person(caller, "granting roles")
         member(caller, body.user_id)
@@ -298,7 +298,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
         return {"id": bid, **body.model_dump()}
 
     @app.delete("/v1/bindings/{binding_id}", tags=["roles"], status_code=204, summary="unbind a role (role.manage)")
-    def unbind(caller: auth, binding_id: int) -> Response:
+    def unbind(caller: Auth, binding_id: int) -> Response:
         need(caller, "role.manage")
         if not store.unbind(caller.account_id, binding_id):
             raise ApiError(404, f"no binding {binding_id} here")
@@ -308,7 +308,7 @@ def add_routes(app: FastAPI, ctx: Ctx, auth: Any) -> None:  # noqa: PLR0915 - on
     # -- audit ---------------------------------------------------------------------------------
 
     @app.get("/v1/audit", tags=["audit"], summary="the account's audit trail, oldest first (audit.read)")
-    def audit(caller: auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def audit(caller: Auth, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
         need(caller, "audit.read")
         rows = store.audit_records(caller.account_id, after(cursor, 0), limit + 1)
         return page([r.public() for r in rows], limit, lambda r: r["seq"])

@@ -111,18 +111,24 @@ def make_app(ctx: Ctx) -> FastAPI:
         log.exception("unexpected error in the API")
         return problem(500, "an unexpected error: it was logged")
 
-    def caller(request: Request) -> Caller:
-        source = request.client.host if request.client else "?"
-        who = ctx.auth.authenticate(request.headers.get("authorization"), request.headers.get(OTP_HEADER), source)
-        if who.must_enrol_2fa and not request.url.path.startswith("/v1/me"):
-            raise ApiError(403, "your account requires two-factor authentication: enrol first "
-                                "(POST /v1/me/2fa, then POST /v1/me/2fa/confirm)")
-        return who
-
-    auth = Annotated[Caller, Depends(caller)]
-    _boxes.add_routes(app, ctx, auth)
-    _people.add_routes(app, ctx, auth)
+    app.state.ctx = ctx
+    _boxes.add_routes(app, ctx)
+    _people.add_routes(app, ctx)
     return app
+
+
+def _caller(request: Request) -> Caller:
+    """The dependency of every route but the docs: who calls (or 401/429), and the 2FA an account requires."""
+    ctx: Ctx = request.app.state.ctx
+    source = request.client.host if request.client else "?"
+    who = ctx.auth.authenticate(request.headers.get("authorization"), request.headers.get(OTP_HEADER), source)
+    if who.must_enrol_2fa and not request.url.path.startswith("/v1/me"):
+        raise ApiError(403, "your account requires two-factor authentication: enrol first "
+                            "(POST /v1/me/2fa, then POST /v1/me/2fa/confirm)")
+    return who
+
+
+Auth = Annotated[Caller, Depends(_caller)]
 
 
 # -- paging ---------------------------------------------------------------------------------------
