@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -202,7 +203,7 @@ def test_history_pages_cover_every_sample_once_in_json_and_csv_and_aggregates(ap
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((NOW_MS - 3_600_000) / 1000))
     seen, cursor, pages = [], None, 0
     while True:
-        params = {"point": ["temp", "flow"], "since": since, "limit": 300, **({"cursor": cursor} if cursor else {})}
+        params = _q(point=["temp", "flow"], since=since, limit=300, **({"cursor": cursor} if cursor else {}))
         r = s.get(api.url + "/v1/boxes/BOX-X/history", params=params)
         assert r.status_code == 200
         seen += [(i["point"], i["ts_ms"]) for i in r.json()["items"]]
@@ -211,15 +212,18 @@ def test_history_pages_cover_every_sample_once_in_json_and_csv_and_aggregates(ap
         if cursor is None:
             break
     assert pages == 4 and len(seen) == len(set(seen)) == 1000
-    r = s.get(api.url + "/v1/boxes/BOX-X/history", params={"point": "temp", "since": since, "format": "csv",
-                                                           "limit": 10})
+    r = s.get(api.url + "/v1/boxes/BOX-X/history", params=_q(point="temp", since=since, format="csv", limit=10))
     assert r.headers["content-type"].startswith("text/csv") and r.text.splitlines()[0] == "point,ts_ms,value,quality"
     assert len(r.text.splitlines()) == 11 and "X-Next-Cursor" in r.headers
-    r = s.get(api.url + "/v1/boxes/BOX-X/history", params={"point": "temp", "since": since, "bucket_s": 100})
+    r = s.get(api.url + "/v1/boxes/BOX-X/history", params=_q(point="temp", since=since, bucket_s=100))
     buckets = r.json()["items"]
     assert sum(b["count"] for b in buckets) == 500 and buckets[0]["min"] <= buckets[0]["mean"] <= buckets[0]["max"]
     r = s.get(api.url + "/v1/boxes/BOX-X/history", params={"since": "2020-01-01T00:00:00Z"})
     assert r.status_code == 400 and "366 days" in r.json()["detail"]
+
+
+def _q(**params: Any) -> dict[str, Any]:
+    return params
 
 
 def test_bad_requests_are_problems_that_say_what_was_wrong(api: Api) -> None:
