@@ -1,5 +1,5 @@
-"""The permission matrix: every operation of the users' API's OpenAPI schema × the built-in roles
-× bound over the account or over one Box × a Box in scope, in the account out of scope, and of
+"""The permission matrix: every operation of the users' API's OpenAPI schema x the built-in roles
+x bound over the account or over one Box x a Box in scope, in the account out of scope, and of
 another account. Each cell's expected answer comes from the permission the operation names in its
 summary (the schema is the source: a new route joins the matrix by itself) and the role's
 permissions; every cell is asserted: no unexpected allow, no unexpected denial, never a 5xx.
