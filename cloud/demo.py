@@ -4,7 +4,8 @@ Starts, as separate processes (as they would run for real): `boxcloud run`, a Mo
 TCP building-controller simulator, and `boxd`; provisions the Box through `boxctl
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
 in the cloud. It also makes an account of the users' API owning the Box, and prints the API's
-URL and an API key (in `api-url` and `api-key`, the owner's password in `api-password`). Ctrl-C (or `--duration`) stops every process it started, cleanly.
+URL and an API key (in `api-url` and `api-key`, the owner's password in `api-password`).
+Ctrl-C (or `--duration`) stops every process it started, cleanly.
 
 Everything lives in `./demo-data` (made afresh at each run); logs are there too. A demo that
 runs holds `demo-data/demo.lock`: a second `make demo` in the same checkout says so and leaves
