@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Path, Response
+from fastapi import FastAPI, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from cloud.api import _secrets
@@ -26,6 +26,9 @@ from cloud.store import KeyRow, UserRow
 NAME = r"^[A-Za-z0-9][A-Za-z0-9@._+-]{0,127}$"
 MIN_PASSWORD = 12
 MAX_KEY_DAYS = 365
+MAX_ID = 2**53  # ids are 64-bit in the database; beyond, a request is malformed (not a database error)
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 class UserIn(BaseModel):
@@ -48,7 +51,7 @@ class KeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     scopes: list[str] = Field(min_length=1, max_length=len(PERMISSIONS))
     expires_in_days: int = Field(90, ge=1, le=MAX_KEY_DAYS, description="mandatory: a key always expires")
-    user_id: int | None = Field(None, description="a service account of the account (user.manage); default: me")
+    user_id: RowId | None = Field(None, description="a service account of the account (user.manage); default: me")
 
 
 class RoleIn(BaseModel):
@@ -56,7 +59,7 @@ class RoleIn(BaseModel):
 
 
 class BindingIn(BaseModel):
-    user_id: int
+    user_id: RowId
     role: str = Field(min_length=1, max_length=64)
     scope_kind: Literal["account", "tag", "box"] = "account"
     scope: str = Field("", max_length=64, description="the tag or the Box id ('' for the account)")
@@ -186,14 +189,14 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         return _user(u)
 
     @app.get("/v1/users/{user_id}", tags=["users"], summary="a user and its role bindings (user.read)")
-    def get_user(caller: Auth, user_id: int) -> dict[str, object]:
+    def get_user(caller: Auth, user_id: PathId) -> dict[str, object]:
         need(caller, "user.read")
         u = member(caller, user_id)
         return _user(u) | {"bindings": [b.__dict__ for b in store.bindings(caller.account_id, u.id)]}
 
     @app.delete("/v1/users/{user_id}", tags=["users"], status_code=204,
                 summary="delete a user: its keys stop working at once (user.manage)")
-    def delete_user(caller: Auth, user_id: int) -> Response:
+    def delete_user(caller: Auth, user_id: PathId) -> Response:
         need(caller, "user.manage")
         person(caller, "deleting users")
         u = member(caller, user_id)
@@ -206,7 +209,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     # -- API keys ------------------------------------------------------------------------------
 
     @app.get("/v1/keys", tags=["keys"], summary="my keys; with user.manage, a user's (never their secrets)")
-    def keys(caller: Auth, user_id: int | None = None, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def keys(caller: Auth, user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
         if user_id is not None and user_id != caller.user.id:
             need(caller, "user.manage")
             member(caller, user_id)
@@ -298,7 +301,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         return {"id": bid, **body.model_dump()}
 
     @app.delete("/v1/bindings/{binding_id}", tags=["roles"], status_code=204, summary="unbind a role (role.manage)")
-    def unbind(caller: Auth, binding_id: int) -> Response:
+    def unbind(caller: Auth, binding_id: PathId) -> Response:
         need(caller, "role.manage")
         if not store.unbind(caller.account_id, binding_id):
             raise ApiError(404, f"no binding {binding_id} here")

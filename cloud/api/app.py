@@ -114,7 +114,42 @@ def make_app(ctx: Ctx) -> FastAPI:
     app.state.ctx = ctx
     _boxes.add_routes(app, ctx)
     _people.add_routes(app, ctx)
+    app.openapi = lambda: _schema(app)  # type: ignore[method-assign]
     return app
+
+
+_PROBLEMS = {400: "malformed request", 401: "no or wrong credentials", 403: "not allowed",
+             404: "not found, or outside the caller's reach", 409: "conflicts with the present state",
+             411: "no Content-Length", 413: "body too large", 422: "refused (the detail says why)",
+             429: "too many failed logins: wait Retry-After seconds", 503: "the platform cannot do it now"}
+
+
+def _schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with what every operation may answer: problem documents (RFC 9457) and
+    its basic or bearer security; FastAPI's own 422 (a bad parameter) is a 400 problem here."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    problem_schema = {"type": "object", "required": ["type", "title", "status", "detail"], "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+        "detail": {"type": "string"}}, "additionalProperties": True}
+    comps = doc.setdefault("components", {})
+    comps.setdefault("schemas", {})["Problem"] = problem_schema
+    comps["securitySchemes"] = {"basic": {"type": "http", "scheme": "basic"},
+                                "apiKey": {"type": "http", "scheme": "bearer", "bearerFormat": "boxk_..."}}
+    for methods in doc.get("paths", {}).values():
+        for op in methods.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, what in _PROBLEMS.items():
+                responses.setdefault(str(status), {"description": what, "content": {
+                    PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+            op["security"] = [{"basic": []}, {"apiKey": []}]
+    comps["schemas"].pop("HTTPValidationError", None)
+    comps["schemas"].pop("ValidationError", None)
+    app.openapi_schema = doc
+    return doc
 
 
 def _caller(request: Request) -> Caller:
@@ -153,6 +188,17 @@ def after(cursor: str | None, default: Any) -> Any:
         value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise ApiError(400, "malformed cursor: pass the `next` of the page before, unchanged") from None
-    if type(value) is not type(default) or (isinstance(value, list) and len(value) != len(default)):
+    if not _alike(value, default):
         raise ApiError(400, "malformed cursor: pass the `next` of the page before, unchanged")
     return value
+
+
+def _alike(value: Any, default: Any) -> bool:
+    """The same shape as the default: its type, ints within 53 bits, lists of the same types."""
+    if type(value) is not type(default):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 2**53
+    if isinstance(value, list):
+        return len(value) == len(default) and all(_alike(v, d) for v, d in zip(value, default, strict=True))
+    return True
