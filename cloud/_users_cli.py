@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from boxkit import clikit
@@ -69,7 +70,8 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> N
     kc.add_argument("--name", required=True, help="what the key is for")
     kc.add_argument("--scope", action="append", required=True, choices=sorted(PERMISSIONS), metavar="PERMISSION",
                     help=f"a permission the key carries (repeat): {', '.join(sorted(PERMISSIONS))}")
-    kc.add_argument("--days", type=int, default=90, help="it expires after this many days, 1..365 (default 90)")
+    kc.add_argument("--days", type=_count(1, 365), default=90,
+                    help="it expires after this many days, 1..365 (default 90)")
     kc.add_argument("--json", action="store_true", help="one JSON object: id, key, expires")
 
     aud = sub.add_parser("audit", help="verify or read the hash-chained audit trail",
@@ -82,10 +84,19 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> N
     al = clikit.subcommand(aud_sub, "list", "the records, oldest first", ["boxcloud audit list --account acme"],
                            exits=exits)
     al.add_argument("--account", help="only this account's")
-    al.add_argument("--after", type=int, default=0, help="records after this sequence number")
-    al.add_argument("--limit", type=int, default=100, choices=range(1, 10_001), metavar="N",
+    al.add_argument("--after", type=_count(0, 2**53), default=0, help="records after this sequence number")
+    al.add_argument("--limit", type=_count(1, 10_000), default=100, metavar="N",
                     help="at most N records (1..10000, default 100)")
     al.add_argument("--json", action="store_true", help="one JSON list of records")
+
+
+def _count(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in lo..hi."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or not lo <= int(text) <= hi:
+            raise argparse.ArgumentTypeError(f"not a number in {lo}..{hi}: {text!r}")
+        return int(text)
+    return parse
 
 
 def _password_args(p: argparse.ArgumentParser) -> None:

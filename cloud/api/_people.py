@@ -209,7 +209,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     # -- API keys ------------------------------------------------------------------------------
 
     @app.get("/v1/keys", tags=["keys"], summary="my keys; with user.manage, a user's (never their secrets)")
-    def keys(caller: Auth, user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, limit: Limit = 100, cursor: Cursor = None) -> dict[str, object]:
+    def keys(caller: Auth, user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, limit: Limit = 100,
+             cursor: Cursor = None) -> dict[str, object]:
         if user_id is not None and user_id != caller.user.id:
             need(caller, "user.manage")
             member(caller, user_id)
