@@ -37,7 +37,7 @@ from cloud.store import KeyRow, Store, UserRow
 CACHE_S = 60.0
 FREE_FAILURES = 5
 MAX_LOCK_S = 900.0
-SOURCE_RATE, SOURCE_BURST = 1.0, 20
+SOURCE_RATE, SOURCE_BURST = 1.0, 100
 OTP_HEADER = "X-Box-OTP"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="boxcloud", charset="UTF-8", Bearer'}
 

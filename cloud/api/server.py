@@ -20,6 +20,7 @@ from boxkit.files import write_atomic
 from cloud.api._auth import Authenticator
 from cloud.api._secrets import Seeds
 from cloud.api.app import PROBLEM, Ctx, Fleet, make_app
+from cloud.api.errors import title
 from cloud.https import Asgi, HttpsServer
 from cloud.store import Store
 from trust import tls
@@ -54,7 +55,7 @@ def guarded(app: Asgi) -> Asgi:
 
         if refusal is not None:
             status, detail = refusal
-            body = json.dumps({"type": "about:blank", "title": "Bad request", "status": status,
+            body = json.dumps({"type": "about:blank", "title": title(status), "status": status,
                                "detail": detail}).encode()
             await secured({"type": "http.response.start", "status": status, "headers": [
                 (b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode()),
