@@ -135,7 +135,8 @@ def run(settle: float) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory(prefix="bench-attacks-") as tmp:
         home = Path(tmp) / "cloud"
         broker_port, enroll_port = _free_port(), _free_port()
-        _cli(home, "init", "--broker-port", str(broker_port), "--enroll-port", str(enroll_port))
+        _cli(home, "init", "--broker-port", str(broker_port), "--enroll-port", str(enroll_port),
+             "--api-port", str(_free_port()))
         cloud = subprocess.Popen([sys.executable, "-m", "cloud.cli", "--home", str(home), "run"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         clients: list[mqtt.Client] = []

@@ -134,7 +134,8 @@ def run(slow: int, idle: int, hold: float) -> dict[str, dict[str, float]]:
         home = Path(tmp) / "cloud"
         port = _free_port()
         subprocess.run([sys.executable, "-m", "cloud.cli", "--home", str(home), "init", "--broker-port",
-                        str(_free_port()), "--enroll-port", str(port)], check=True, capture_output=True)
+                        str(_free_port()), "--enroll-port", str(port), "--api-port", str(_free_port())],
+                       check=True, capture_output=True)
         cloud = subprocess.Popen([sys.executable, "-m", "cloud.cli", "--home", str(home), "run"],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ctx = ssl.create_default_context(cafile=str(home / "pki" / "root.crt"))

@@ -22,8 +22,10 @@ def check_settings(s: Settings, extra_names: list[str]) -> None:
         CloudError: every problem, in one message.
     """
     problems = []
-    if s.broker_port == s.enroll_port:
-        problems.append(f"the broker and the enrollment endpoint cannot share port {s.broker_port}")
+    ports = {"the broker": s.broker_port, "the enrollment endpoint": s.enroll_port, "the users' API": s.api_port}
+    if len(set(ports.values())) < len(ports):
+        problems.append("the broker, the enrollment endpoint and the users' API need a port each: "
+                        + ", ".join(f"{k} {v}" for k, v in ports.items()))
     if s.bind:
         try:
             ipaddress.ip_address(s.bind)

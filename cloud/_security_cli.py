@@ -40,7 +40,8 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> N
                                        "put the old one on the CRL. The running broker takes the new one at once "
                                        "and the Boxes get the new CRL; 'enroll' needs 'boxcloud run' restarted.",
                            exits=exits)
-    re.add_argument("name", choices=["broker", "enroll"], help="which server certificate: broker or enroll")
+    re.add_argument("name", choices=["broker", "enroll", "api"],
+                    help="which server certificate: broker, enroll or api (the users' API)")
 
 
 def cmd_token(cloud: Cloud, args: argparse.Namespace) -> int:

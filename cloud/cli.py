@@ -7,6 +7,8 @@
     boxcloud alerts [list] [--all] [--box ID] | alerts ack ID ...       (cloud._box_cli)
     boxcloud config push|show|get|diff ...  /  boxcloud cmd ...          (cloud._config_cli)
     boxcloud release build|publish|list|rotate-key  /  deploy create|list|show|watch|stop  (cloud._deploy_cli)
+    boxcloud account create|list|assign / user list|password|reset-2fa / key create / audit verify|list
+                                                                          (cloud._users_cli: the users' API)
 
 `config push` and `cmd` queue what they send in the cloud's database; the running
 `boxcloud run` publishes it (a configuration retained, so a Box that is offline gets the
@@ -34,7 +36,7 @@ from pathlib import Path
 from boxkit import clikit
 from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock
-from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli
+from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli, _users_cli
 from cloud import _out as out
 from cloud.errors import CloudError, NothingChanged
 from cloud.platform import Cloud, Settings
@@ -90,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--host", default="localhost", help="the name Boxes use to reach the cloud (default %(default)s)")
     i.add_argument("--broker-port", type=_port, default=8883, help="MQTT over TLS (default %(default)s)")
     i.add_argument("--enroll-port", type=_port, default=8443, help="HTTPS enrollment and updates (default %(default)s)")
+    i.add_argument("--api-port", type=_port, default=9443,
+                   help="the users' API, HTTPS with Basic or API keys (default %(default)s)")
     i.add_argument("--bind", default="", help="the IP address to listen on (default: all)")
     i.add_argument("--name", action="append", default=[], help="another DNS name or IP for the server certificates")
     clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
@@ -99,12 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     _config_cli.add_parsers(sub, duration, EXITS)
     _deploy_cli.add_parsers(sub, duration, EXITS)
     _security_cli.add_parsers(sub, EXITS)
+    _users_cli.add_parsers(sub, EXITS)
     return p
 
 
 def cmd_init(cloud: Cloud, args: argparse.Namespace) -> int:
     """Create a cloud in --home."""
-    cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind), args.name)
+    cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind, args.api_port), args.name)
     out.line(f"Cloud created in {args.home}.")
     out.line(f"Ship this platform CA with every Box: {cloud.pki.root_cert}")
     out.line(f"Move {cloud.pki.root_key} and {cloud.ota_keys / 'offline'} offline (needed only to sign a new "
@@ -127,6 +132,8 @@ def cmd_run(cloud: Cloud) -> int:
     print(f"boxcloud: broker on {s.host}:{s.broker_port} (mTLS), enrollment on https://{s.host}:{s.enroll_port}",
           flush=True)
     print(f"boxcloud: platform CA for Boxes: {cloud.pki.root_cert}", flush=True)
+    print(f"boxcloud: users' API on https://{s.host}:{s.api_port}/v1 (docs: /v1/docs; its certificate is signed by "
+          f"the platform CA {cloud.pki.root_cert}: give it to API clients, e.g. curl --cacert)", flush=True)
     try:
         while not stop.wait(1.0):
             cloud.supervise()
@@ -149,6 +156,8 @@ def _dispatch(cloud: Cloud, args: argparse.Namespace) -> int:
         return _security_cli.cmd_token(cloud, args)
     if args.cmd == "pki":
         return _security_cli.cmd_pki(cloud, args)
+    if args.cmd in ("account", "user", "key", "audit"):
+        return _users_cli.run(cloud, args)
     if args.cmd == "release":
         return _deploy_cli.cmd_release(cloud, args)
     return _deploy_cli.cmd_deploy(cloud, args)

@@ -3,7 +3,9 @@
 Starts, as separate processes (as they would run for real): `boxcloud run`, a Modbus
 TCP building-controller simulator, and `boxd`; provisions the Box through `boxctl
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
-in the cloud. Ctrl-C (or `--duration`) stops every process it started, cleanly.
+in the cloud. It also makes an account of the users' API owning the Box, and prints the API's
+URL and an API key (in `api-url` and `api-key`, the owner's password in `api-password`).
+Ctrl-C (or `--duration`) stops every process it started, cleanly.
 
 Everything lives in `./demo-data` (made afresh at each run); logs are there too. A demo that
 runs holds `demo-data/demo.lock`: a second `make demo` in the same checkout says so and leaves
@@ -17,6 +19,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -26,7 +29,8 @@ import time
 from pathlib import Path
 
 from boxkit.errors import AlreadyRunningError
-from boxkit.files import pid_lock
+from boxkit.files import pid_lock, write_atomic
+from cloud.api import operator
 from cloud.platform import Cloud, Settings
 from drivers.sim.modbus_building import building_points_toml
 from proto.points import Quality
@@ -166,12 +170,12 @@ def run(root: Path, duration: float | None) -> int:
     demo = Demo(root)
     home = root / "cloud"
     cloud = Cloud(home)
-    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1"))
+    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1", _port(9443)))
     s = cloud.settings
     sim_port = _port(15020)
     try:
         print(f"demo: starting the reference cloud (Mosquitto with mTLS on {s.broker_port}, "
-              f"enrollment on {s.enroll_port})")
+              f"enrollment on {s.enroll_port}, the users' API on {s.api_port})")
         demo.spawn("cloud", "cloud.cli", "--home", str(home), "run")
         print(f"demo: starting the building simulator (Modbus TCP on {sim_port})")
         demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
@@ -180,6 +184,7 @@ def run(root: Path, duration: float | None) -> int:
         box, conf = root / "box", root / "box" / "boxd.toml"
         if not _provision(cloud, box, demo):
             return 1
+        _api_account(cloud, root)
         conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + building_points_toml("127.0.0.1", sim_port))
         print("demo: starting boxd (boxd launch: it takes updates, A/B)")
         demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
@@ -205,6 +210,25 @@ def run(root: Path, duration: float | None) -> int:
         demo.stop()
         with contextlib.suppress(OSError):
             print(f"demo: logs and state are in {root}", flush=True)
+
+
+def _api_account(cloud: Cloud, root: Path) -> None:
+    """The users' API for the demo: an account owning the Box, its owner (password in a 0600 file),
+    and an API key (printed, and in a 0600 file) to paste into the README's curl calls."""
+    password = secrets.token_urlsafe(18)
+    write_atomic(root / "api-password", password.encode() + b"\n", 0o600)
+    operator.create_account(cloud.store, "demo", "demo@example.com", password)
+    operator.assign_box(cloud.store, SERIAL, "demo")
+    _, key, _ = operator.create_key(cloud.store, "demo@example.com", "demo", [
+        "box.read", "box.data.read", "box.command.send", "box.config.read"], 7)
+    write_atomic(root / "api-key", key.encode() + b"\n", 0o600)
+    s = cloud.settings
+    write_atomic(root / "api-url", f"https://localhost:{s.api_port}/v1\n".encode())
+    print(f"demo: users' API: https://localhost:{s.api_port}/v1 (docs at /v1/docs; CA: {_rel(cloud.pki.root_cert)})")
+    print(f"demo: API key of the demo account (also in {_rel(root / 'api-key')}): {key}")
+    print(f"demo: its owner demo@example.com, password in {_rel(root / 'api-password')}")
+    print(f"demo: try: curl --cacert {_rel(cloud.pki.root_cert)} -H \"Authorization: Bearer $(cat "
+          f"{_rel(root / 'api-key')})\" \"$(cat {_rel(root / 'api-url')})/boxes/{SERIAL}/latest\"")
 
 
 def _rel(path: Path) -> str:

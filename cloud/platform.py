@@ -25,6 +25,7 @@ from boxkit.files import write_atomic
 from cloud import deploy
 from cloud import tufrepo as ota_repository
 from cloud._checks import check_port_free, check_settings
+from cloud.api import ApiServer
 from cloud.broker import Broker, private_home
 from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller, check_serial, new_token, token_hash
@@ -41,7 +42,7 @@ log = logging.getLogger("boxcloud")
 
 CRL_REFRESH_S = 86400
 CRL_WATCH_S = 2.0  # how often the running cloud looks whether the CRL changed (to give it to the Boxes)
-SERVER_CERTS = ("broker", "enroll")
+SERVER_CERTS = ("broker", "enroll", "api")
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 DEPLOY_S = 0.5  # how often the running cloud advances the deployments
 TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
@@ -64,6 +65,7 @@ class Settings:
     broker_port: int = 8883
     enroll_port: int = 8443
     bind: str = ""  # the address to listen on ("" = all)
+    api_port: int = 9443  # the users' API (HTTPS, Basic or API keys; cloud.api)
 
 
 class Cloud:
@@ -78,6 +80,7 @@ class Cloud:
         self._broker: Broker | None = None
         self.receiver: Receiver | None = None
         self.enroll: EnrollServer | None = None
+        self.api: ApiServer | None = None
         self._stop = threading.Event()
         self._crl_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
@@ -99,6 +102,7 @@ class Cloud:
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)
         self.pki.issue_server("enroll", names)
+        self.pki.issue_server("api", names)
         for role in ("receiver", "admin"):
             self.pki.issue_service(role)
         self.ensure_ota_repository()
@@ -173,7 +177,7 @@ class Cloud:
                 made by a newer boxcloud.
         """
         s = self.settings
-        for what, port in (("broker", s.broker_port), ("enrollment", s.enroll_port)):
+        for what, port in (("broker", s.broker_port), ("enrollment", s.enroll_port), ("users' API", s.api_port)):
             check_port_free(s.bind, port, what)
         self.upgrade_store()
         try:
@@ -201,6 +205,7 @@ class Cloud:
             self.enroll = None
             raise CloudError(f"cannot listen for enrollment on {s.bind or '*'}:{s.enroll_port}: "
                              f"{e.strerror or e}") from None
+        self._start_api()
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -208,11 +213,31 @@ class Cloud:
         self._outbox_thread.start()
         self._deploy_thread = threading.Thread(target=self._deploy_loop, name="deploy", daemon=True)
         self._deploy_thread.start()
-        log.info("cloud up: broker %s:%d, enrollment https://%s:%d", s.host, s.broker_port, s.host, s.enroll_port)
+        log.info("cloud up: broker %s:%d, enrollment https://%s:%d, users' API https://%s:%d/v1", s.host, s.broker_port,
+                 s.host, s.enroll_port, s.host, s.api_port)
+
+    def _start_api(self) -> None:
+        """The users' API on its own port, with its own server certificate (made here for a cloud
+        created before it had one)."""
+        s = self.settings
+        cert, key = self.pki.dir / "api.crt", self.pki.dir / "api.key"
+        if not cert.exists():
+            self.pki.issue_server("api", sorted({s.host, "localhost", "127.0.0.1",
+                                                 *self.pki.cert_names(self.pki.dir / "enroll.crt")}))
+        self.api = ApiServer(self.store, self, cert, key, seeds_file=self.home / "api-seeds.key", bind=s.bind,
+                             port=s.api_port)
+        try:
+            self.api.start()
+        except OSError as e:
+            self.api = None
+            raise CloudError(f"cannot listen for the users' API on {s.bind or '*'}:{s.api_port}: "
+                             f"{e.strerror or e}") from None
 
     def stop(self) -> None:
         """Stop every service this object started."""
         self._stop.set()
+        if self.api is not None:
+            self.api.stop()
         if self.enroll is not None:
             self.enroll.stop()
         if self.receiver is not None:

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
+# the README's calls of the users' API (tests/integration/test_readme.py runs them)
+DEB_PACKAGES+=(curl)
 # The Box image (image/build.sh) and its VM tests (tests/image): mmdebstrap, file systems and a
 # partition table on plain files, QEMU with UEFI firmware.
 DEB_PACKAGES+=(mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-system-x86 qemu-utils ovmf)

@@ -1,6 +1,6 @@
 """`Store`: the cloud's database, the sum of its concerns, and what spans all of them.
 
-Each concern (fleet, credentials, telemetry, outbox, deployments, alerts) is a part of `Store`
+Each concern (fleet, credentials, telemetry, outbox, deployments, alerts, history, users, audit) is a part of `Store`
 in its own module, with its tables; what touches every one of them, forgetting a Box, is here.
 No network I/O.
 """
@@ -10,18 +10,21 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from cloud.store._alerts import Alerts, alerts, devices, health
+from cloud.store._audit import Audit
 from cloud.store._credentials import Credentials, superseded_certs
 from cloud.store._deployments import Deployments
 from cloud.store._fleet import Fleet, box_tags, boxes, status_history
+from cloud.store._history import History
 from cloud.store._outbox import Outbox, commands, configs
 from cloud.store._telemetry import Telemetry, batches, conflicts, evicted, latest, parked_batches, point_tables, samples
+from cloud.store._users import Users, box_accounts
 
 # what `delete_box` deletes (revoked certificates stay on the CRL; deployments keep their history)
 _A_BOXS_DATA = (samples, latest, batches, conflicts, parked_batches, point_tables, health, evicted, devices, alerts,
-                status_history, configs, commands, box_tags, superseded_certs, boxes)
+                status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
 
 
-class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts):
+class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit):
     """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
     a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ def test_demo_shows_live_values_and_stops_everything(tmp_path: Path) -> None:
     assert "Provisioned: this Box is DEMO-BOX-1" in r.stdout
     assert "Box DEMO-BOX-1: online; 25 points in the cloud" in r.stdout
     assert "ahu1.supply_temp" in r.stdout and "degC" in r.stdout
+    # the users' API: its URL and a key for the demo account (the README's curl calls use them)
+    assert re.search(r"demo: users' API: https://localhost:\d+/v1", r.stdout)
+    key = (tmp_path / "demo" / "api-key").read_text().strip()
+    assert f"API key of the demo account (also in {tmp_path / 'demo' / 'api-key'}): {key}" in r.stdout
+    assert (tmp_path / "demo" / "api-key").stat().st_mode & 0o077 == 0
     for name in ("boxd", "building", "cloud"):
         assert f"demo: stopped {name} (exit 0)" in r.stdout
     # nothing left behind: the demo's broker is gone with it

@@ -25,7 +25,7 @@ def walkthrough() -> list[tuple[str, int]]:
     block = text.split("<!-- walkthrough -->", 1)[1].split("<!-- /walkthrough -->", 1)[0]
     commands = []
     for line in block.splitlines():
-        if line.startswith(".venv/bin/"):
+        if line.startswith((".venv/bin/", "curl ")):
             m = re.search(r"#\s*exit (\d+)", line)
             commands.append((line, int(m[1]) if m else 0))
     return commands
@@ -46,7 +46,7 @@ def test_the_readme_walkthrough_runs_as_written_against_a_running_demo(tmp_path:
                  120, "the demo's first values")
         assert demo.poll() is None, (tmp_path / "demo.out").read_text()[-2000:]
         for line, expected in walkthrough():
-            command = line.split("#", 1)[0].replace(".venv/bin/", f"{bin_dir}/")
+            command = line.split("  #", 1)[0].replace(".venv/bin/", f"{bin_dir}/")
             r = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=180)
             shown = f"{line}\n--- exit {r.returncode}\n{r.stdout[-1500:]}\n--- stderr\n{r.stderr[-1500:]}"
             assert r.returncode == expected, shown

@@ -146,7 +146,8 @@ def vm_platform(image: Image, home: Path, address: str) -> Cloud:
     shutil.copytree(dev, home, symlinks=True)
     for stale in ("cloud.db", "cloud.db-wal", "cloud.db-shm"):
         (home / stale).unlink(missing_ok=True)
-    settings = Settings(host=address, broker_port=free_port(), enroll_port=free_port(), bind=address)
+    settings = Settings(host=address, broker_port=free_port(), enroll_port=free_port(), bind=address,
+                        api_port=free_port())
     (home / "cloud.json").write_text(json.dumps(asdict(settings), indent=1))
     cloud = Cloud(home)
     names = [address, "localhost", "127.0.0.1"]

@@ -25,7 +25,7 @@ def make_cloud(home: Path, *, bind: str = "127.0.0.1", names: list[str] | None =
                database: Path | None = None) -> Cloud:
     """Create (not start) a cloud on free ports under `home` (its database elsewhere if `database`)."""
     c = Cloud(home, database=database)
-    c.init(Settings("localhost", free_port(), free_port(), bind), names)
+    c.init(Settings("localhost", free_port(), free_port(), bind, api_port=free_port()), names)
     return c
 
 

@@ -62,7 +62,7 @@ def test_the_walk_finds_every_subcommand() -> None:
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cli")
     home = root / "cloud"
-    Cloud(home).init(Settings("localhost", 18883, 18443, "127.0.0.1"))
+    Cloud(home).init(Settings("localhost", 18883, 18443, "127.0.0.1", 18444))
     (root / "a-file").write_text("not a directory\n")
     (root / "state").mkdir()
     return {"root": root, "home": home, "state": root / "state", "nowhere": root / "nowhere",

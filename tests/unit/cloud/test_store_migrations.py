@@ -230,8 +230,8 @@ FAILING_REVISION = '''"""A revision that fails half-way (a test's)."""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "{head}"
 branch_labels = None
 depends_on = None
 
@@ -246,9 +246,9 @@ def upgrade() -> None:
 def test_an_upgrade_that_fails_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     migrations = tmp_path / "migrations"
     shutil.copytree(_migrate.MIGRATIONS, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_fails.py").write_text(FAILING_REVISION)
+    (migrations / "versions" / "9999_fails.py").write_text(FAILING_REVISION.replace("{head}", _migrate.HEAD))
     monkeypatch.setattr(_migrate, "MIGRATIONS", migrations)
-    monkeypatch.setattr(_migrate, "HEAD", "0002")
+    monkeypatch.setattr(_migrate, "HEAD", "9999")
     path = tmp_path / "cloud.db"
     make_old(path, "c69b057")
     before = dump(path)

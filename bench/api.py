@@ -1,0 +1,147 @@
+"""Measure the users' API (issue 18): the cost of a login, and requests per second with p50/p99
+latency for the reads users make, over real HTTPS on a real store.
+
+The API serves in this process (`cloud.api.ApiServer`, its thread pool); the clients are
+`--clients` processes (spawned: no GIL shared with the server), each with one keep-alive
+connection, sending requests one after the other for `--seconds`. Measured:
+
+- a login: Argon2id's check of a password (OWASP's parameters), and SHA-256 of an API key's secret;
+- `GET /v1/boxes/ID/latest` (25 points) with Basic cold (one client, the cache of good checks
+  emptied before each request: every one runs Argon2), Basic cached, and an API key;
+- `GET /v1/boxes/ID/history` of one point over the last hour of 1-second data (1000 a page), with
+  an API key;
+- one point's history over 7 days of 1-second data (604,800 samples): the whole walk page by page,
+  and its hourly aggregates in one request.
+
+    .venv/bin/python -m bench.api [--clients 4] [--seconds 10]
+
+Figures, never assertions (docs/performance.md has a table of them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from bench.measure import percentile
+from cloud.api import _secrets, operator
+from tests.support.apikit import PASSWORD, add_box, add_samples, basic, serving
+
+DAY_MS = 86_400_000
+POINTS = 25
+
+
+def _client(args: tuple[str, str, dict[str, str], float]) -> list[float]:
+    url, ca, headers, seconds = args
+    s = requests.Session()
+    s.trust_env, s.verify = False, ca
+    s.headers.update(headers)
+    out: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.perf_counter()
+        r = s.get(url, timeout=30)
+        out.append(time.perf_counter() - t)
+        if r.status_code != 200:
+            raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
+    return out
+
+
+def load(url: str, ca: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
+    """Requests/s and latency of `clients` clients asking `url` for `seconds`."""
+    with multiprocessing.get_context("spawn").Pool(clients) as pool:
+        t = time.monotonic()
+        results = pool.map(_client, [(url, ca, headers, seconds)] * clients)
+        took = time.monotonic() - t
+    lat = [x for r in results for x in r]
+    return {"requests": len(lat), "rps": len(lat) / seconds, "p50_ms": percentile(lat, 0.5) * 1000,
+            "p99_ms": percentile(lat, 0.99) * 1000, "wall_s": took}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="bench.api", description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args()
+
+    stored = _secrets.hash_password(PASSWORD)
+    t = time.perf_counter()
+    for _ in range(20):
+        _secrets.check_password(stored, PASSWORD)
+    argon = (time.perf_counter() - t) / 20
+    key = _secrets.new_key()[1]
+    t = time.perf_counter()
+    for _ in range(10_000):
+        _secrets.key_hash(key.split("_")[2][:32])
+    sha = (time.perf_counter() - t) / 10_000
+    print(f"login cost: Argon2id check {argon * 1000:.1f} ms (m=19 MiB, t=2, p=1); API key SHA-256 "
+          f"{sha * 1e6:.1f} us", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp, serving(Path(tmp)) as api:
+        st = api.cloud.store
+        operator.create_account(st, "bench", "bench@example.com", PASSWORD)
+        add_box(api.cloud, "BOX-1", "bench")
+        now = int(time.time() * 1000) // 1000 * 1000
+        t = time.monotonic()
+        add_samples(api.cloud, "BOX-1", ["ahu1.supply_temp"], now - 7 * DAY_MS, 7 * 86_400)
+        add_samples(api.cloud, "BOX-1", [f"p{i:02}" for i in range(POINTS - 1)], now - 60_000, 60)
+        print(f"stored 7 days of 1-second data of one point (604,800 samples) in {time.monotonic() - t:.0f} s",
+              flush=True)
+        key = operator.create_key(st, "bench@example.com", "bench", ["box.read", "box.data.read"], 1)[1]
+        ca = str(api.cloud.pki.root_cert)
+        latest, hist = f"{api.url}/v1/boxes/BOX-1/latest", f"{api.url}/v1/boxes/BOX-1/history"
+        hour = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 3600))
+        bearer = {"Authorization": f"Bearer {key}"}
+        rows = []
+        # cold Basic: one client, the cache emptied before each request
+        s = api.session("bench@example.com")
+        cold = []
+        for _ in range(30):
+            assert api.server.auth is not None
+            api.server.auth.forget()
+            t0 = time.perf_counter()
+            s.get(latest).raise_for_status()
+            cold.append(time.perf_counter() - t0)
+        rows.append(("latest values, Basic cold (1 client, serial)", {
+            "requests": len(cold), "rps": 1 / statistics.mean(cold), "p50_ms": percentile(cold, 0.5) * 1000,
+            "p99_ms": percentile(cold, 0.99) * 1000}))
+        rows.append(("latest values, Basic cached", load(latest, ca, {"Authorization": basic("bench@example.com")},
+                                                         args.clients, args.seconds)))
+        rows.append(("latest values, API key", load(latest, ca, bearer, args.clients, args.seconds)))
+        rows.append(("history, 1 point, last hour (1000 a page), API key",
+                     load(f"{hist}?point=ahu1.supply_temp&since={hour}&limit=1000", ca, bearer, args.clients,
+                          args.seconds)))
+        print(f"\n{'request':<55} {'n':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        for name, f in rows:
+            print(f"{name:<55} {f['requests']:>7} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f}")
+
+        k = api.session(key=key)
+        week = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 7 * 86_400))
+        until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 + 1))
+        t = time.monotonic()
+        n, pages, cursor = 0, 0, None
+        while True:
+            page = f"{hist}?point=ahu1.supply_temp&since={week}&until={until}&limit=1000"
+            doc = k.get(page + (f"&cursor={quote(cursor)}" if cursor else "")).json()
+            n, pages, cursor = n + len(doc["items"]), pages + 1, doc["next"]
+            if not cursor:
+                break
+        walk = time.monotonic() - t
+        t = time.monotonic()
+        agg = k.get(f"{hist}?point=ahu1.supply_temp&since={week}&until={until}&bucket_s=3600&limit=1000").json()
+        took = time.monotonic() - t
+        print(f"\n7 days of 1-second data, one point: {n} samples in {pages} pages of 1000 in {walk:.1f} s "
+              f"({walk / pages * 1000:.0f} ms a page); hourly aggregates ({len(agg['items'])} buckets) in "
+              f"{took * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
