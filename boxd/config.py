@@ -98,7 +98,7 @@ class BoxConfig:
     modbus_rtu: tuple[ModbusRtuLine, ...] = field(default_factory=tuple)
     bacnet: tuple[BacnetNetwork, ...] = field(default_factory=tuple)
     modem: ModemSettings | None = None
-    wan: WanSettings = WanSettings()
+    wan: WanSettings = field(default_factory=WanSettings)
 
     def point_count(self) -> int:
         """How many points the configuration names."""
