@@ -309,6 +309,8 @@ class AtModem:
         """AT+CFUN=1,1: the modem restarts; its port goes away for a while (USB re-enumeration)."""
         try:
             await self.command("AT+CFUN=1,1", limit_s=max(self.timeout_s, 15.0))
+        except ModemGone:
+            pass  # gone at once: restarting, which was asked
         finally:
             await self.close()
 
