@@ -11,16 +11,24 @@ nobody announced (the caller reads the counters just before every reset it does 
 
 The billing period starts on `billing_day` of each month (local time). `budget_state` says whether
 the soft budget asks the Box to save data: over 80 % of it, or on pace to exceed it (projected over
-the whole period once two days of it have passed).
+the whole period once two days of it have passed). `slowed` is what saving data does to the
+configuration that runs: points that are not critical are polled less often.
 """
 
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from drivers.modem import ByteCounters
+
+if TYPE_CHECKING:
+    from boxd.config import BoxConfig
+    from drivers.modbus._config import ModbusPoint
 
 DEGRADE_AT = 0.8  # of the budget: save data from here on
 ALERT_AT = 0.9  # of the budget: the report says "near the limit"
@@ -130,3 +138,26 @@ def budget_state(usage: Usage, budget_mb: int, now: dt.datetime, billing_day: in
     projected = int(usage.total * length / elapsed) if elapsed >= MIN_PACE_DAYS * 86400 else 0
     save = usage.total >= DEGRADE_AT * budget or projected > budget
     return BudgetState(budget, usage.total, projected, save, usage.total >= ALERT_AT * budget)
+
+
+def slowed(cfg: BoxConfig, factor: int, critical: Callable[[str], bool]) -> BoxConfig:
+    """`cfg` with every point that is not critical polled `factor` times less often (saving data):
+    Modbus points one by one, a BACnet device as a whole when none of its points is critical (its
+    COV subscriptions, the BACnet way of alarms, go on as they are)."""
+    if factor <= 1:
+        return cfg
+
+    def points(device: str, interval: float, pts: tuple[ModbusPoint, ...]) -> tuple[ModbusPoint, ...]:
+        return tuple(p if critical(f"{device}.{p.name}") else
+                     dataclasses.replace(p, poll_interval_s=min(86400.0, (p.poll_interval_s or interval) * factor))
+                     for p in pts)
+
+    tcp = tuple(dataclasses.replace(d, points=points(d.name, d.poll_interval_s, d.points)) for d in cfg.modbus_tcp)
+    rtu = tuple(dataclasses.replace(line, devices=tuple(
+        dataclasses.replace(d, points=points(d.name, d.poll_interval_s, d.points)) for d in line.devices))
+        for line in cfg.modbus_rtu)
+    bacnet = tuple(dataclasses.replace(n, devices=tuple(
+        d if any(critical(f"{d.name}.{p.name}") for p in d.points)
+        else dataclasses.replace(d, poll_interval_s=min(86400.0, d.poll_interval_s * factor)) for d in n.devices))
+        for n in cfg.bacnet)
+    return dataclasses.replace(cfg, modbus_tcp=tcp, modbus_rtu=rtu, bacnet=bacnet)

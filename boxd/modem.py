@@ -30,13 +30,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from boxd import _wan
 from boxd._modem_config import ModemSettings, WanSettings
 from boxd._modem_ladder import Action, Evidence, Ladder, Recovery
 from boxd._modem_report import Reporter, fault_words, grade, pin_digest, pin_verdict, signal_doc
 from boxd._modem_store import ModemStore
-from boxd._modem_usage import BudgetState, Usage, budget_state, period_start
+from boxd._modem_usage import BudgetState, Usage, budget_state, period_start, slowed
 from drivers.modem import (
     Bearer,
     ModemBackend,
@@ -53,6 +54,9 @@ from drivers.modem import (
     make_backend,
 )
 from drivers.modem import _netif as netif
+
+if TYPE_CHECKING:
+    from boxd.config import BoxConfig
 
 log = logging.getLogger("boxd.modem")
 UplinkView = Callable[[], tuple[bool, int, int]]  # (connected, publishes owed an acknowledgement, acknowledgements)
@@ -106,6 +110,7 @@ class ModemManagerTask:
         self._reported: Recovery | None = None
         self._pending_backend = False
         self._reconnect_needed = False
+        self._apn_up = ""  # the APN of the bearer this task brought up
 
     def _make_backend(self) -> ModemBackend:
         s = self.settings
@@ -256,7 +261,7 @@ class ModemManagerTask:
             return
         if self.fault == "apn_rejected":
             self._set_fault("", "")
-        self._apn_pause = APN_RETRY_S
+        self._apn_pause, self._apn_up = APN_RETRY_S, apn
         log.info("modem: data bearer up with APN %s (%s)", apn, self.bearer_now.address or "no address yet")
 
     # -- evidence, ladder, uplink choice ---------------------------------------------------------
@@ -422,6 +427,14 @@ class ModemManagerTask:
                 "fault_text": self.fault_text, "note": self.note, "answers": self.answers,
                 "sim": self.sim_state.value, "tech": self.reg.tech or self.signal.tech,
                 "ladder": self.ladder.state(), "model": f"{self.identity.manufacturer} {self.identity.model}".strip()}
+
+    def shape(self, cfg: BoxConfig) -> BoxConfig:
+        """The configuration to run: while saving data, points that are not critical are polled less often."""
+        return slowed(cfg, self.settings.slow_factor, self.settings.is_critical) if self.saving else cfg
+
+    def settled(self) -> bool:
+        """Whether the modem has tried the configured APN (connected with it, or a fault said why not)."""
+        return bool(self.fault) or (self.bearer_now.connected and self._apn_up == self.settings.apn)
 
     def batch_delay_ms(self, configured: int) -> int:
         """How long readings wait to share a batch (longer while saving data)."""
