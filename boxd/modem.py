@@ -66,6 +66,7 @@ PROBE_TIMEOUT_S = 5.0
 APN_RETRY_S, APN_RETRY_MAX_S = 60.0, 3600.0
 SAVE_BATCH_DELAY_MS = 30_000  # "bigger batches": readings wait this long to share one while saving data
 DEFAULT_POWER_COMMAND = "systemctl start --no-block boxd-modem-power.service"
+DEFAULT_REBOOT_COMMAND = "systemctl reboot"
 
 
 class ModemManagerTask:
@@ -74,13 +75,14 @@ class ModemManagerTask:
     def __init__(self, settings: ModemSettings, wan: WanSettings, state_dir: Path, *, uplink: UplinkView,
                  platform: Callable[[], tuple[str, int]], put_event: Callable[[dict[str, object]], None],
                  wake_heartbeat: Callable[[], None] = lambda: None,
-                 on_save: Callable[[bool], Awaitable[None]] | None = None, reboot_command: str = "",
+                 on_save: Callable[[bool], Awaitable[None]] | None = None,
                  backend: ModemBackend | None = None) -> None:
         self.settings, self.wan_settings, self.state_dir = settings, wan, state_dir
         self._uplink, self._platform, self._put_event, self._wake = uplink, platform, put_event, wake_heartbeat
         self._on_save = on_save
-        self.reboot_command = reboot_command or os.environ.get("BOXD_REBOOT_COMMAND", "") or "systemctl reboot"
-        self.power_command = os.environ.get("BOXD_MODEM_POWER_COMMAND", DEFAULT_POWER_COMMAND)
+        # without them, the systemd defaults, and only in a boxd that systemd started (never a developer's machine)
+        self.reboot_command = os.environ.get("BOXD_REBOOT_COMMAND", "")
+        self.power_command = os.environ.get("BOXD_MODEM_POWER_COMMAND", "")
         self.route_command = os.environ.get("BOXD_ROUTE_COMMAND", _wan.DEFAULT_ROUTE_COMMAND)
         self._given_backend = backend
         self.backend: ModemBackend = backend or self._make_backend()
@@ -111,6 +113,7 @@ class ModemManagerTask:
         self._pending_backend = False
         self._reconnect_needed = False
         self._apn_up = ""  # the APN of the bearer this task brought up
+        self._link_now = (True, 0.0)  # the uplink's state at this check
 
     def _make_backend(self) -> ModemBackend:
         s = self.settings
@@ -277,7 +280,7 @@ class ModemManagerTask:
         return False, now - self._silent_since
 
     async def _evidence(self, now: float) -> Evidence:
-        link_ok, silent = self._link(now)
+        link_ok, silent = self._link_now = self._link(now)
         if self.wan.active != "cellular":  # on standby: the modem's own state is the evidence
             ready = self.answers and self.bearer_now.connected and self.reg.state.registered
             self._standby_since = None if ready else self._standby_since or now
@@ -292,7 +295,7 @@ class ModemManagerTask:
         """Whether the platform's host answers a TCP handshake (a refusal is an answer too)."""
         host, port = self._platform()
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
+            async with asyncio.timeout(min(PROBE_TIMEOUT_S, float(self.settings.ladder.silent_s))):
                 _, writer = await asyncio.open_connection(host, port)
             writer.close()
             with contextlib.suppress(OSError):
@@ -322,9 +325,9 @@ class ModemManagerTask:
             elif action.rung == "power_cycle":
                 self.is_open = False
                 await self.backend.close()
-                await _run(self.power_command, "power-cycle the modem")
+                await _run(self.power_command, DEFAULT_POWER_COMMAND, "power-cycle the modem")
             elif action.rung == "reboot":
-                await _run(self.reboot_command, "reboot the Box")
+                await _run(self.reboot_command, DEFAULT_REBOOT_COMMAND, "reboot the Box")
         except ModemError as e:
             log.warning("modem: %s failed: %s", action.rung, e)
 
@@ -342,7 +345,7 @@ class ModemManagerTask:
         if not prefer:
             return
         up = netif.running(prefer) and bool(netif.address(prefer))
-        link_ok, silent = self._link(now) if self.wan.active == "preferred" else (True, 0.0)
+        link_ok, silent = self._link_now if self.wan.active == "preferred" else (True, 0.0)
         switch = self.wan.step(now, up, link_ok, silent)
         if switch is None:
             return
@@ -441,13 +444,21 @@ class ModemManagerTask:
         return max(configured, SAVE_BATCH_DELAY_MS) if self.saving else configured
 
 
-async def _run(command: str, what: str) -> None:
-    """Run a configured command (words split like a shell's; no shell)."""
+async def _run(command: str, default: str, what: str) -> None:
+    """Run a command from the environment (words split like a shell's; no shell), else `default`
+    under systemd only."""
     import shlex
 
+    if not command:
+        if not os.environ.get("INVOCATION_ID"):
+            log.error("modem: this boxd was not started by systemd: it does not %s (set the command in the "
+                      "environment: BOXD_MODEM_POWER_COMMAND, BOXD_REBOOT_COMMAND)", what)
+            return
+        command = default
     argv = shlex.split(command)
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.DEVNULL)
         async with asyncio.timeout(60):
             status = await proc.wait()
     except (OSError, TimeoutError) as e:

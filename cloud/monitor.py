@@ -17,6 +17,8 @@ Alerts (kind, subject):
   `boxcloud alerts ack`, or by a later configuration that is kept).
 - ``rate``: the Box sends more messages or bytes than its limits (the broker refused some, or
   the receiver put some aside to decode later); closes after `RATE_QUIET_S` without excess.
+- ``modem_config``, ``sim_changed``, ``roaming``, ``signal``, ``data_budget``, ``modem_recovery``,
+  ``wan_failover``: the Box's 4G modem (`cloud._modem_alerts`).
 
 A planned stop (the Box restarting for a `restart` command, an update or a certificate renewal:
 status reason "restarting") opens no ``offline`` alert unless the Box is not back within
@@ -32,6 +34,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from cloud import _modem_alerts
 from cloud.pacing import Lru
 from cloud.store import Store
 from drivers import Quality
@@ -96,6 +99,8 @@ class Monitor:
             else:
                 self._clear(box_id, "clock")
         self._check_sequence(box_id, doc, prev)
+        if isinstance(modem := doc.get("modem"), dict):
+            _modem_alerts.on_report(self, box_id, modem)
 
     def _check_sequence(self, box_id: str, doc: dict[str, object], prev: dict[str, object] | None) -> None:
         epoch, last, oldest = doc.get("epoch"), doc.get("last_seq"), doc.get("oldest_seq")
@@ -130,7 +135,9 @@ class Monitor:
                     f"batch {seq} of epoch {epoch:x} was sent again with different content", refresh=True)
 
     def on_event(self, box_id: str, doc: dict[str, object]) -> None:
-        """An event from the Box (today: evictions)."""
+        """An event from the Box (evictions; the modem's and the uplink choice's)."""
+        if doc.get("kind") in ("modem", "wan"):
+            _modem_alerts.on_event(self, box_id, doc)
         if doc.get("kind") == "evicted":
             n, epoch, seqs = doc.get("samples"), doc.get("epoch"), doc.get("seqs", [])
             if isinstance(n, int) and isinstance(epoch, int) and isinstance(seqs, list):

@@ -110,6 +110,8 @@ CREATE TABLE IF NOT EXISTS deployment_boxes (
     PRIMARY KEY (deployment, box_id));
 CREATE INDEX IF NOT EXISTS boxes_deployments ON deployment_boxes (box_id);
 CREATE TABLE IF NOT EXISTS clear_retained (box_id TEXT PRIMARY KEY, requested REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS modem (
+    box_id TEXT PRIMARY KEY, received REAL NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ota_events (
     deployment TEXT NOT NULL, box_id TEXT NOT NULL, received REAL NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (deployment, box_id));
@@ -688,6 +690,19 @@ class Store(Credentials):
         row = self._db().execute("SELECT received, doc FROM health WHERE box_id=?", (box_id,)).fetchone()
         return (float(row[0]), json.loads(row[1])) if row else None
 
+    def put_modem(self, box_id: str, doc: dict[str, object]) -> dict[str, object] | None:
+        """Keep a Box's latest modem report (it comes only when something changed); returns the previous one."""
+        with self._tx() as db:
+            row = db.execute("SELECT doc FROM modem WHERE box_id=?", (box_id,)).fetchone()
+            db.execute("INSERT INTO modem VALUES (?, ?, ?) ON CONFLICT (box_id) DO UPDATE SET "
+                       "received=excluded.received, doc=excluded.doc", (box_id, time.time(), json.dumps(doc)))
+        return json.loads(row[0]) if row else None
+
+    def modem(self, box_id: str) -> tuple[float, dict[str, object]] | None:
+        """(time received, report) of a Box's latest modem report."""
+        row = self._db().execute("SELECT received, doc FROM modem WHERE box_id=?", (box_id,)).fetchone()
+        return (float(row[0]), json.loads(row[1])) if row else None
+
     def put_evicted(self, box_id: str, epoch: int, ranges: list[list[int]], samples: int) -> None:
         """Remember batches a Box evicted (they are not gaps)."""
         with self._tx() as db:
@@ -784,7 +799,7 @@ class Store(Credentials):
         """Forget a Box and everything stored about it (its revoked certificates stay on the CRL)."""
         with self._tx() as db:
             for table in ("samples", "latest", "batches", "conflicts", "parked_batches", "point_tables", "health",
-                          "evicted", "devices", "alerts", "status_history", "configs", "commands", "box_tags",
+                          "modem", "evicted", "devices", "alerts", "status_history", "configs", "commands", "box_tags",
                           "superseded_certs", "boxes"):
                 db.execute(f"DELETE FROM {table} WHERE box_id=?", (box_id,))  # noqa: S608 - constant names
 
