@@ -27,7 +27,7 @@ Format (every key optional but ``apn``; the defaults are shown)::
     reset_timeout_s = 120
     power_timeout_s = 180
     backoff_s = 10              # the jittered pause before the next rung, 1..3600
-    resets_per_hour = 2         # modem resets, power-cycles and reboots, together, 0..60
+    resets_per_hour = 3         # modem resets, power-cycles and reboots, together, 0..60
     resets_per_day = 6          # 0..1000
     reboots_per_day = 1         # 0..24
 
@@ -69,7 +69,7 @@ class LadderSettings:
     reset_timeout_s: int = 120
     power_timeout_s: int = 180
     backoff_s: int = 10
-    resets_per_hour: int = 2
+    resets_per_hour: int = 3
     resets_per_day: int = 6
     reboots_per_day: int = 1
 
@@ -152,7 +152,7 @@ def modem_problems(raw: object) -> list[str]:
         found.append("[modem.ladder] must be a table")
     else:
         found += _unknown(ladder, "modem.ladder", set(_LADDER_INTS)) + _ints(ladder, "modem.ladder", _LADDER_INTS)
-        if not found and ladder.get("resets_per_hour", 2) > ladder.get("resets_per_day", 6):
+        if not found and ladder.get("resets_per_hour", 3) > ladder.get("resets_per_day", 6):
             found.append("[modem.ladder] resets_per_hour must not be more than resets_per_day")
     return found
 
