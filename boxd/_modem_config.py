@@ -140,13 +140,10 @@ def modem_problems(raw: object) -> list[str]:
     if not isinstance(raw, Mapping):
         return ["[modem] must be a table"]
     found = _unknown(raw, "modem", {*_MODEM_INTS, *_MODEM_TEXTS, "critical", "ladder"})
-    typed = _ints(raw, "modem", _MODEM_INTS)
-    for key in _MODEM_TEXTS & set(raw):
-        if not isinstance(raw[key], str):
-            typed.append(f"[modem] {key} must be text, not {show(raw[key])}")
-    if typed:
-        return found + typed
-    found += _modem_values(raw)
+    found += _ints(raw, "modem", _MODEM_INTS)
+    mistyped = {k for k in _MODEM_TEXTS & set(raw) if not isinstance(raw[k], str)}
+    found += [f"[modem] {key} must be text, not {show(raw[key])}" for key in sorted(mistyped)]
+    found += _modem_values({k: v for k, v in raw.items() if k not in mistyped})
     ladder = raw.get("ladder", {})
     if not isinstance(ladder, Mapping):
         found.append("[modem.ladder] must be a table")

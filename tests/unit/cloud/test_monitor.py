@@ -155,3 +155,38 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     s = Store(tmp_path / "old.db")
     (a,) = s.alerts("B1")
     assert a.acked is None and s.ack_alert(1, close=False) and s.alert(1).acked is not None  # type: ignore[union-attr]
+
+
+def modem(**kw: object) -> dict[str, object]:
+    doc: dict[str, object] = {"state": "connected", "reg": "home", "operator": "Sim Telecom", "iccid": "8949001",
+                              "signal": {"grade": "good", "rsrp": -85}, "weak": False, "fault": "", "wan": "cellular",
+                              "usage": {"rx": 1, "tx": 1, "budget": 0, "near": False}}
+    doc.update(kw)
+    return doc
+
+
+def test_the_modem_report_raises_sim_change_roaming_weak_signal_and_budget_alerts(mon: Monitor) -> None:
+    mon.on_health("B1", health(modem=modem()))
+    assert kinds(mon) == []
+    mon.on_health("B1", health(modem=modem(iccid="8949002", reg="roaming", weak=True,
+                                           signal={"grade": "poor", "rsrp": -118},
+                                           usage={"rx": 460_000_000, "tx": 0, "budget": 500_000_000, "near": True})))
+    assert kinds(mon) == ["data_budget", "roaming", "signal", "sim_changed"]
+    assert "8949001 -> 8949002" in next(a.message for a in mon.store.alerts("B1") if a.kind == "sim_changed")
+    mon.on_health("B1", health())  # a heartbeat without the modem's part changes nothing
+    mon.on_health("B1", health(modem=modem(iccid="8949002")))
+    assert kinds(mon) == ["sim_changed"]  # closed by an operator only
+    assert mon.store.modem("B1") is not None
+
+
+def test_modem_events_raise_configuration_recovery_and_failover_alerts(mon: Monitor) -> None:
+    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "fault", "cause": "apn_rejected",
+                        "words": "the network refused the APN 'x'"})
+    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "recovery", "rung": "reconnect", "why": "silent"})
+    assert kinds(mon) == ["modem_config:apn_rejected"]  # a soft rung is no alert
+    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "recovery", "rung": "power_cycle", "why": "no answer"})
+    mon.on_event("B1", {"v": 1, "kind": "wan", "active": "cellular", "why": "eth0 is down"})
+    assert kinds(mon) == ["modem_config:apn_rejected", "modem_recovery:power_cycle", "wan_failover"]
+    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "fault_cleared"})
+    mon.on_event("B1", {"v": 1, "kind": "wan", "active": "preferred", "why": "eth0 is up"})
+    assert kinds(mon) == ["modem_recovery:power_cycle"]
