@@ -58,9 +58,9 @@ def on_report(m: _Alerts, box_id: str, doc: dict[str, object]) -> None:
     elif doc.get("weak") is False:
         m._clear(box_id, "signal")
     usage = doc.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("budget"), int) and usage["budget"]:
+    if isinstance(usage, dict):
         used = sum(v for k, v in usage.items() if k in ("rx", "tx") and isinstance(v, int))
-        if usage.get("near") is True:
+        if usage.get("near") is True and isinstance(usage.get("budget"), int) and usage["budget"]:
             m._alert(box_id, "data_budget", "", f"{used / 1e6:.1f} MB of the {usage['budget'] / 1e6:.0f} MB data "
                                                 "budget used this period: the Box is saving data", refresh=True)
         else:
