@@ -631,12 +631,12 @@ class Daemon:
         while time.monotonic() < deadline:
             if generation != self._generation:
                 return  # another configuration came meanwhile: its own probation watches
+            if self.modem is not None and self.modem.fault == "apn_rejected":
+                break
             if self._good and (self.modem is None or self.modem.settled()):
                 log.info("configuration %d works (good readings): kept", version)
                 self._reply(downlink.config_reply(version, "kept"))
                 return
-            if self.modem is not None and self.modem.fault == "apn_rejected":
-                break
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         refused = self.modem.fault_text if self.modem is not None and self.modem.fault == "apn_rejected" else ""
         if (self._good and not refused) or generation != self._generation:

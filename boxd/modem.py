@@ -198,6 +198,8 @@ class ModemManagerTask:
             log.info("modem: %s %s (IMEI %s), SIM %s", self.identity.manufacturer, self.identity.model,
                      self.identity.imei, self.identity.iccid or "none")
         sim = await b.sim()
+        if sim.state == SimState.READY and self.sim_state not in (SimState.READY, SimState.UNKNOWN):
+            self.identity = await b.identity()  # a SIM back (perhaps another one: its ICCID is reported)
         self.sim_state = sim.state
         if sim.state == SimState.MISSING:
             return self._set_fault("sim_missing", fault_words("sim_missing"))

@@ -276,9 +276,10 @@ class AtResponder:
 
     # -- what the shell and the control socket do ---------------------------------------------
 
-    def restart(self, *, power: bool) -> None:
+    def restart(self, *, power: bool, count: bool = True) -> None:
         """The modem restarts (AT+CFUN=1,1 once it has answered, or its power cut): the bearer is
-        gone, the SIM asks for its PIN again; a power-cycle also ends a hang."""
+        gone, the SIM asks for its PIN again; a power-cycle also ends a hang (and is counted, unless
+        it came with a reboot of the Box)."""
         m = self.m
         self._drop()
         m.echo, m.unlocked, m.cops_auto, m.apn = True, False, True, ""
@@ -286,7 +287,7 @@ class AtResponder:
         if power:
             m.stuck = False
             m.silent_until = 0.0
-            m.counts["power_cycles"] += 1
+            m.counts["power_cycles"] += count
 
     def fault(self, name: str, now: float, value: float = 0.0) -> None:
         """Inject a fault (see the module's docstring)."""

@@ -237,14 +237,15 @@ class AtModemSimulator:
         def power(box: bool) -> Callable[[list[str]], None]:
             def act(_: list[str]) -> None:
                 self.box_reboots += box
-                self._spawn(self._away(self.boot_s, lambda: r.restart(power=True)))
+                self._spawn(self._away(self.boot_s, lambda: r.restart(power=True, count=not box)))
             return act
 
         def signal(a: list[str]) -> None:
             m.rsrp, m.rsrq, m.sinr, m.rssi = (int(v) for v in a[:4])
 
-        def pin(a: list[str]) -> None:
-            m.pin_enabled, m.unlocked, m.pin_attempts = True, False, int(a[0])
+        def pin(a: list[str]) -> None:  # another SIM, with a PIN, as after a swap
+            r.set_sim(False)
+            m.pin_enabled, m.unlocked, m.pin_attempts, m.sim_present = True, False, int(a[0]), True
 
         return {
             "power-cycle": power(False), "reboot-box": power(True),

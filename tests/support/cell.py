@@ -133,11 +133,14 @@ class Cell:
         """Cut the wired uplink beyond the Box (or mend it)."""
         _ip("link", "set", self.wired_root, "up" if up else "down")
 
-    def modem_toml(self, *, apn: str = "internet.test", extra: str = "", ladder: str = "") -> str:
-        """The Box's [modem] section for this modem, with compressed ladder timings."""
+    def modem_toml(self, *, apn: str = "internet.test", extra: str = "", ladder: str = "",
+                   timeouts: tuple[int, int, int, int] = (5, 5, 8, 8)) -> str:
+        """The Box's [modem] section for this modem, with compressed ladder timings (`timeouts`: bearer,
+        register, reset, power)."""
         budgets = ladder or "resets_per_hour = 10\nresets_per_day = 20\nreboots_per_day = 1"
+        bearer, register, reset, power = timeouts
         return (f'[modem]\nbackend = "at"\nport = "{self.port}"\ninterface = "wwan0"\napn = "{apn}"\n'
                 f"signal_s = 1\nreport_s = 10\nweak_signal_s = 10\n{extra}\n"
-                "[modem.ladder]\nsilent_s = 4\ncheck_s = 1\nat_timeout_s = 1\nbearer_timeout_s = 6\n"
-                "register_timeout_s = 6\nreset_timeout_s = 8\npower_timeout_s = 10\nbackoff_s = 1\n"
-                f"{budgets}\n")
+                "[modem.ladder]\nsilent_s = 3\ncheck_s = 1\nat_timeout_s = 1\n"
+                f"bearer_timeout_s = {bearer}\nregister_timeout_s = {register}\nreset_timeout_s = {reset}\n"
+                f"power_timeout_s = {power}\nbackoff_s = 1\n{budgets}\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from boxd._modem_config import LadderSettings
@@ -31,7 +32,7 @@ def test_a_silent_link_climbs_every_rung_in_order_each_after_its_timeout() -> No
     assert names == ["reconnect", "reregister", "reset", "power_cycle", "reboot"]
     times = [t for t, _ in rungs][:5]
     assert times[0] == s.silent_s  # the first rung as soon as the uplink is silent long enough
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     for gap, timeout in zip(gaps, (s.bearer_timeout_s, s.register_timeout_s, s.reset_timeout_s, s.power_timeout_s),
                             strict=True):
         assert timeout <= gap <= timeout + s.backoff_s + 5  # the rung's timeout, its jitter, one check
