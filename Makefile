@@ -28,10 +28,12 @@ image-if-root: bootstrap
 	@if [ "$$(id -u)" = 0 ]; then image/build.sh; \
 	else echo "make: not root: the Box image is not built and its VM tests are skipped"; fi
 
+# ruff, mypy --strict, and the layering contract (.importlinter, docs/architecture.md "Layers")
 lint: bootstrap
-	@$(VENV)/bin/ruff check boxd drivers provisioning cloud ota tests bench image
+	@$(VENV)/bin/ruff check proto boxkit trust drivers boxconfig boxd ota provisioning cloud tests bench image
 	@$(VENV)/bin/mypy
 	@$(VENV)/bin/mypy --strict image/scripts
+	@$(VENV)/bin/lint-imports --no-cache --no-logo .importlinter
 
 clean:
 	rm -rf run demo-data build .pytest_cache .mypy_cache .ruff_cache

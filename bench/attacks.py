@@ -39,8 +39,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.measure import print_phases
-from boxd import tls, wire
 from drivers import PointInfo
+from proto import topics, wire
+from proto.topics import Up
+from trust import tls
 
 VICTIM = "CALM-1"
 ATTACKERS = {"bombs": "FLOOD-1", "tables": "FLOOD-2"}  # one per attack: each starts with a full budget
@@ -95,17 +97,17 @@ class Victim(threading.Thread):
     def __init__(self, client: mqtt.Client) -> None:
         super().__init__(daemon=True)
         self.client, self.seq, self.stop = client, 0, threading.Event()
-        client.publish(f"boxes/{VICTIM}/up/status", b'{"v":1,"online":true}', 1, retain=True)
-        client.publish(f"boxes/{VICTIM}/up/meta", wire.encode_table(TABLE), 1, retain=True)
+        client.publish(topics.up(VICTIM, Up.STATUS), b'{"v":1,"online":true}', 1, retain=True)
+        client.publish(topics.up(VICTIM, Up.META), wire.encode_table(TABLE), 1, retain=True)
 
     def run(self) -> None:
         tid = wire.table_id(TABLE)
         while not self.stop.wait(0.25):
             self.seq += 1
             now = int(time.time() * 1000)
-            self.client.publish(f"boxes/{VICTIM}/up/data", wire.encode_batch(
+            self.client.publish(topics.up(VICTIM, Up.DATA), wire.encode_batch(
                 42, self.seq, tid, now, [wire.encode_group(0, 0, [1.5, float(self.seq)], {})]), 1)
-            self.client.publish(f"boxes/{VICTIM}/up/health", wire.encode_doc(
+            self.client.publish(topics.up(VICTIM, Up.HEALTH), wire.encode_doc(
                 {"v": 1, "ts": now, "epoch": 42, "last_seq": self.seq, "oldest_seq": self.seq, "hb_s": 1,
                  "clock_ok": True}), 1)
 
@@ -169,7 +171,7 @@ def run(settle: float) -> dict[str, dict[str, float]]:
                 cpu0 = _proc_figures(cloud.pid)[2]
                 for leaf, payload in messages:
                     box = ATTACKERS[name]
-                    by_box[box].publish(f"boxes/{box}/up/{leaf}", payload, 1)
+                    by_box[box].publish(topics.up(box, Up(leaf)), payload, 1)
                 time.sleep(settle)
                 t1 = int(time.time() * 1000)
                 time.sleep(2)  # the last victim batches of the phase reach the database

@@ -24,6 +24,7 @@ Figures, never assertions: CI runs it only as a smoke test (`--samples 20000`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import sqlite3
@@ -35,12 +36,13 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import boxconfig as config
 from bench.measure import free_port_block, print_figures
 from bench.workload import boxd_toml, layout
-from boxd import config, wire
 from boxd.daemon import make_sources
 from boxd.queue import Group, Queue, TimeBase
 from drivers import PointInfo, Quality, Value
+from proto import wire
 
 POINTS_PER_DEVICE = 100
 POLL_S = 10  # the outage's poll interval: 100 polls are 1,000 s of data
@@ -111,16 +113,20 @@ def readings(table: Sequence[PointInfo], polls: int, end_ms: int, seed: int = 1)
 
 
 def fill_queue(path: Path, table: Sequence[PointInfo], polls: int, end_ms: int) -> int:
-    """Fill a Box queue file with an outage's readings, one transaction per poll; returns the samples."""
-    q = Queue(path, max_samples=100_000_000)
-    q.open()
-    try:
-        tid = wire.table_id(table)
-        for groups in readings(table, polls, end_ms):
-            q.put_many(tid, groups, TimeBase("", True, 0))
-        return q.samples
-    finally:
-        q.close()
+    """Fill a Box queue file with an outage's readings, one write per poll; returns the samples."""
+
+    async def fill() -> int:
+        q = Queue(path, max_samples=100_000_000)
+        q.open()
+        try:
+            tid = wire.table_id(table)
+            for groups in readings(table, polls, end_ms):
+                await q.put_many(tid, groups, TimeBase("", True, 0))
+            return q.samples
+        finally:
+            q.close()
+
+    return asyncio.run(fill())
 
 
 # -- measurement ------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from bench.measure import (
     FIGURES,
     ROOT,
@@ -49,9 +51,9 @@ from bench.measure import (
     requests_per_cycle,
 )
 from bench.workload import PROBE, boxd_toml, layout, minimum_requests
-from boxd.wire import Batch
 from cloud.store import Store
 from drivers import PointInfo
+from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.tcpproxy import CountingProxy
@@ -98,11 +100,11 @@ class TimedStore(Store):
 
     def count_between(self, box_id: str, prefix: str, start_ms: int, end_ms: int) -> int:
         """Samples of the points named `prefix`... stored with a reading time in [start_ms, end_ms)."""
-        with self._tx() as db:
-            (n,) = db.execute("SELECT COUNT(*) FROM samples WHERE box_id=? AND ts_ms>=? AND ts_ms<? "
-                              "AND substr(point, 1, ?)=?",
-                              (box_id, start_ms, end_ms, len(prefix), prefix)).fetchone()
-        return int(n)
+        with self.engine.connect() as db:
+            n = db.execute(sa.text("SELECT COUNT(*) FROM samples WHERE box_id=:box AND ts_ms>=:start AND ts_ms<:end "
+                                   "AND substr(point, 1, :n)=:prefix"),
+                           {"box": box_id, "start": start_ms, "end": end_ms, "n": len(prefix), "prefix": prefix})
+            return int(n.scalar_one())
 
 
 def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 from bench.measure import Tree, print_figures
+from boxkit.machine import hardware_id
+from cloud import release
 from ota import bundle, slots
 from tests.support.cloudkit import make_cloud
 from tests.support.faultproxy import FaultProxy
@@ -52,9 +54,9 @@ def _daemon_pid(box: LaunchedBox) -> int:
 def measure(work: Path, health_s: int) -> dict[str, object]:
     figures: dict[str, object] = {}
     t = time.perf_counter()
-    built = bundle.build(SOURCE, work / "build", "0.2.0", [bundle.hardware_id()])
+    built = release.build(SOURCE, work / "build", "0.2.0", [hardware_id()])
     figures["bundle build, s"] = round(time.perf_counter() - t, 3)
-    manifest = bundle.read_manifest(built)
+    manifest = release.read_manifest(built)
     figures["bundle size, kB"] = round(built.stat().st_size / 1000, 1)
     figures["bundle files"] = len(manifest.files)
     t = time.perf_counter()

@@ -27,7 +27,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from boxd._modem_config import LadderSettings
+from boxconfig.modem import LadderSettings
 
 RUNGS = ("reconnect", "reregister", "reset", "power_cycle", "reboot")
 HARDWARE = frozenset({"reset", "power_cycle", "reboot"})

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from drivers.modem import Signal, SimState, SimStatus
+from proto.modem import GRADES, SIGNAL_KEYS, SignalReport
 
-GRADES = ("none", "poor", "fair", "good", "excellent")
 DEADBAND_DB = 6.0
-SIGNAL_KEYS = ("rssi", "rsrp", "rsrq", "sinr")
 REFRESH_S = 3600.0
 
 
@@ -42,14 +41,18 @@ def grade(signal: Signal) -> str:
     return GRADES[_grade_of(signal.rssi_dbm, (-65, -75, -85))]
 
 
-def signal_doc(signal: Signal) -> dict[str, object]:
+def signal_report(signal: Signal) -> SignalReport:
     """The measurements for a report (whole dB: the deadband is coarser), and the grade."""
-    doc: dict[str, object] = {"tech": signal.tech, "grade": grade(signal)}
-    for key, value in zip(SIGNAL_KEYS, (signal.rssi_dbm, signal.rsrp_dbm, signal.rsrq_db, signal.sinr_db),
-                          strict=True):
-        if value is not None:
-            doc[key] = round(value)
-    return doc
+    def whole(value: float | None) -> int | None:
+        return None if value is None else max(-200, min(100, round(value)))
+
+    return SignalReport(signal.tech[:16], grade(signal), whole(signal.rssi_dbm), whole(signal.rsrp_dbm),
+                        whole(signal.rsrq_db), whole(signal.sinr_db))
+
+
+def signal_doc(signal: Signal) -> dict[str, object]:
+    """`signal_report` as a map (what `boxctl modem watch` and the installer's tool show)."""
+    return signal_report(signal).to_doc()
 
 
 def fault_words(cause: str, *, apn: str = "", attempts: int | None = None, detail: str = "") -> str:

@@ -18,9 +18,9 @@ import os
 import stat
 from pathlib import Path
 
-from boxd import files
 from boxd._modem_ladder import Ledger
 from boxd._modem_usage import Usage
+from boxkit import files
 from drivers.modem import PIN_RE
 
 log = logging.getLogger("boxd.modem")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from drivers.modem import ByteCounters
 
 if TYPE_CHECKING:
-    from boxd.config import BoxConfig
+    from boxconfig import BoxConfig
     from drivers.modbus._config import ModbusPoint
 
 DEGRADE_AT = 0.8  # of the budget: save data from here on

@@ -20,7 +20,7 @@ import asyncio
 import shlex
 from dataclasses import dataclass
 
-from boxd._modem_config import WanSettings
+from boxconfig.modem import WanSettings
 from drivers.modem._netif import IFNAME_RE
 
 PREFERRED_METRIC, CELLULAR_METRIC, DEMOTED_METRIC = 100, 700, 2000

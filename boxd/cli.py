@@ -18,9 +18,12 @@ import signal
 import sys
 from pathlib import Path
 
-from boxd import __version__, clikit, sdnotify
-from boxd.errors import BoxdError, IdentityError
-from boxd.files import AlreadyRunning, lock_holder, pid_lock
+from boxd import __version__, sdnotify
+from boxd.errors import BoxdError
+from boxkit import clikit
+from boxkit.errors import AlreadyRunningError
+from boxkit.files import lock_holder, pid_lock
+from trust.errors import IdentityError, TrustError
 
 DEFAULT_STATE = Path("/var/lib/boxd")
 DEFAULT_CONFIG = Path("/etc/boxd/boxd.toml")
@@ -59,11 +62,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check_config(path: Path, state_dir: Path) -> int:
-    from boxd import config  # pymodbus and the drivers: not for the launcher
+    import boxconfig as config  # pymodbus and the drivers: not for the launcher
 
     try:
         cfg = config.load(path, state_dir / config.CACHE_FILE if state_dir.is_dir() else None)
-    except BoxdError as e:
+    except config.ConfigError as e:
         reasons = config.file_problems(path) or [str(e)]
         if len(reasons) == 1:
             print(f"boxd: {reasons[0] if str(path) in reasons[0] else f'{path}: {reasons[0]}'}", file=sys.stderr)
@@ -95,7 +98,7 @@ def _lock(state_dir: Path) -> int | None:
         return None
     try:
         return pid_lock(path)
-    except AlreadyRunning as e:
+    except AlreadyRunningError as e:
         raise BoxdError(f"boxd is already running on {state_dir} (pid {e.pid or '?'}); one daemon per state "
                         "directory: stop it first (systemctl stop boxd)") from None
     except OSError as e:
@@ -131,7 +134,7 @@ def _main(argv: list[str] | None) -> int:
         return _check_config(args.file or args.config, args.state_dir)
     try:
         lock = _lock(args.state_dir)  # noqa: F841 - held for the process's life
-    except BoxdError as e:
+    except (BoxdError, TrustError) as e:
         print(f"boxd: {e}", file=sys.stderr)
         return 2
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
@@ -139,11 +142,13 @@ def _main(argv: list[str] | None) -> int:
         from ota import launcher
 
         return launcher.main(args.state_dir, args.config, args.verbose)
-    try:
-        import asyncio  # not for the launcher, which stays small: its memory is spent on every Box
+    import asyncio  # not for the launcher, which stays small: its memory is spent on every Box
 
+    from boxconfig.errors import ConfigError
+
+    try:
         return asyncio.run(_run(args.state_dir, args.config))
-    except BoxdError as e:
+    except (BoxdError, TrustError, ConfigError) as e:
         if os.environ.get("JOURNAL_STREAM"):  # under systemd: in the journal with the daemon's other lines
             logging.getLogger("boxd").error("%s", e)
         print(f"boxd: {e}", file=sys.stderr)

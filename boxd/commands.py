@@ -1,6 +1,6 @@
 """Commands from the platform, run against the running configuration and buses.
 
-`CommandRunner.run` takes a decoded `downlink.Command` and returns the framed reply for
+`CommandRunner.run` takes a decoded command (`proto.commands`, one dataclass each) and returns the framed reply for
 ``up/replies`` and what the daemon must do once the reply is out (``restart``), so that
 the platform hears "ok" before the daemon goes. In order:
 
@@ -36,12 +36,14 @@ from pathlib import Path
 from typing import Protocol
 
 from boxd import downlink
-from boxd.downlink import Command, DownlinkError
 from boxd.errors import BoxdError
-from boxd.files import write_atomic
 from boxd.logring import LogRing
+from boxkit.files import write_atomic
 from drivers import PointSource, Quality, Value
 from drivers.errors import DriverError
+from proto.commands import Command, Logs, Read, Reboot, RenewCert, Restart, Update, UpdateAbort, Write
+from proto.errors import RejectedError
+from proto.replies import decode_reply, reply
 
 log = logging.getLogger("boxd.commands")
 
@@ -55,11 +57,11 @@ Renew = Callable[[], Awaitable[str]]
 
 class Updates(Protocol):
     """What runs software updates (`ota.agent.UpdateAgent`); each returns the reply's detail
-    or raises `DownlinkError` to refuse."""
+    or raises `RejectedError` to refuse."""
 
-    def start(self, cmd: Command) -> str: ...
+    def start(self, cmd: Update) -> str: ...
 
-    def abort(self, cmd: Command) -> str: ...
+    def abort(self, cmd: UpdateAbort) -> str: ...
 
 
 class CommandFailed(BoxdError):
@@ -104,14 +106,14 @@ class CommandRunner:
             self.seen = downlink.SeenIds.from_json(self._seen_path.read_bytes())
         except OSError:
             pass
-        except DownlinkError as e:
+        except RejectedError as e:
             log.warning("%s: starting with no seen command ids", e)
 
     async def run(self, cmd: Command, buses: Buses) -> Outcome:
         """Run one command (never raises but for cancellation)."""
         if cmd.id in self.seen:
             log.info("command %s (%s): a repeated id, not run again", cmd.id, cmd.name)
-            return Outcome(downlink.reply(cmd.id, "duplicate", "this id was received before; not run again"))
+            return Outcome(reply(cmd.id, "duplicate", "this id was received before; not run again"))
         self.seen.add(cmd.id)
         try:
             write_atomic(self._seen_path, self.seen.to_json(), 0o600)
@@ -119,69 +121,67 @@ class CommandRunner:
             log.warning("cannot keep the seen command ids in %s: %s", self._seen_path, e)
         if downlink.is_expired(cmd, self._now()):
             log.info("command %s (%s): expired, not run", cmd.id, cmd.name)
-            return Outcome(downlink.reply(cmd.id, "expired", f"expired at {cmd.expires:.0f}; not run"))
+            return Outcome(reply(cmd.id, "expired", f"expired at {cmd.expires:.0f}; not run"))
         log.info("command %s: %s", cmd.id, cmd.name)
-        limit = max(self._time_limit, RENEW_TIME_LIMIT_S) if cmd.name == "renew_cert" else self._time_limit
+        limit = max(self._time_limit, RENEW_TIME_LIMIT_S) if isinstance(cmd, RenewCert) else self._time_limit
         try:
             async with asyncio.timeout(limit):  # not wait_for: 3.11's can swallow a cancellation
                 return await self._run(cmd, buses)
-        except DownlinkError as e:
+        except RejectedError as e:
             log.info("command %s (%s) rejected: %s", cmd.id, cmd.name, e)
-            return Outcome(downlink.reply(cmd.id, "rejected", str(e)))
+            return Outcome(reply(cmd.id, "rejected", str(e)))
         except TimeoutError:
             log.warning("command %s (%s): no result within %.0f s", cmd.id, cmd.name, limit)
-            return Outcome(downlink.reply(cmd.id, "failed", f"no result within {limit:.0f} s"))
+            return Outcome(reply(cmd.id, "failed", f"no result within {limit:.0f} s"))
         except (DriverError, CommandFailed) as e:
             log.warning("command %s (%s) failed: %s", cmd.id, cmd.name, e)
-            return Outcome(downlink.reply(cmd.id, "failed", str(e) or type(e).__name__))
+            return Outcome(reply(cmd.id, "failed", str(e) or type(e).__name__))
         except Exception as e:  # untrusted input must never take the daemon down
             log.exception("command %s (%s) failed", cmd.id, cmd.name)
-            return Outcome(downlink.reply(cmd.id, "failed", f"{type(e).__name__}: {e}"))
+            return Outcome(reply(cmd.id, "failed", f"{type(e).__name__}: {e}"))
 
     async def _run(self, cmd: Command, buses: Buses) -> Outcome:
-        if cmd.name == "write":
-            return Outcome(await self._write(cmd, buses))
-        if cmd.name == "read":
-            return Outcome(await self._read(cmd, buses))
-        if cmd.name == "logs":
-            lines = self._ring.tail(int(cmd.args["lines"]))  # type: ignore[call-overload]
-            return Outcome(downlink.reply(cmd.id, "ok", f"{len(lines)} line(s)", lines=lines))
-        if cmd.name == "restart":
-            return Outcome(downlink.reply(cmd.id, "ok", "restarting"), then="restart")
-        if cmd.name == "reboot":
-            reply = await self._reboot_now(cmd)
-            return Outcome(reply, then="reboot" if downlink.decode_reply(reply).get("status") == "ok" else "")
-        if cmd.name == "renew_cert":
-            if self._renew is None:
-                raise DownlinkError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
-            return Outcome(downlink.reply(cmd.id, "ok", await self._renew()))
-        if cmd.name in ("update", "update_abort"):
-            if self.updates is None:
-                raise DownlinkError(f"cmd {cmd.id} ({cmd.name}): this Box does not take updates")
-            detail = self.updates.start(cmd) if cmd.name == "update" else self.updates.abort(cmd)
-            return Outcome(downlink.reply(cmd.id, "ok", detail))
-        raise DownlinkError(f"cmd {cmd.id}: unknown command {cmd.name!r}")  # decode refuses these first
+        match cmd:
+            case Write():
+                return Outcome(await self._write(cmd, buses))
+            case Read():
+                return Outcome(await self._read(cmd, buses))
+            case Logs():
+                lines = self._ring.tail(cmd.lines)
+                return Outcome(reply(cmd.id, "ok", f"{len(lines)} line(s)", lines=lines))
+            case Restart():
+                return Outcome(reply(cmd.id, "ok", "restarting"), then="restart")
+            case Reboot():
+                answer = await self._reboot_now(cmd)
+                return Outcome(answer, then="reboot" if decode_reply(answer).status == "ok" else "")
+            case RenewCert():
+                if self._renew is None:
+                    raise RejectedError(f"cmd {cmd.id} (renew_cert): not supported yet by this Box")
+                return Outcome(reply(cmd.id, "ok", await self._renew()))
+            case Update() | UpdateAbort():
+                if self.updates is None:
+                    raise RejectedError(f"cmd {cmd.id} ({cmd.name}): this Box does not take updates")
+                detail = self.updates.start(cmd) if isinstance(cmd, Update) else self.updates.abort(cmd)
+                return Outcome(reply(cmd.id, "ok", detail))
 
-    async def _write(self, cmd: Command, buses: Buses) -> bytes:
+    async def _write(self, cmd: Write, buses: Buses) -> bytes:
         downlink.check_write(cmd, buses.specs)
-        point = str(cmd.args["point"])
+        point = cmd.point
         source = buses.source_of.get(point)
         if source is None:  # a point of the configuration always has its bus: said rather than assumed
-            raise DownlinkError(f"cmd {cmd.id} (write): point {point!r} has no running bus")
-        relinquish = bool(cmd.args.get("relinquish"))
-        value: Value = None if relinquish else cmd.args.get("value")  # type: ignore[assignment]
-        priority = cmd.args.get("priority")
-        await source.write(point, value, int(priority) if isinstance(priority, int) else None)
-        what = f"relinquished priority {priority}" if relinquish else f"wrote {value!r}"
+            raise RejectedError(f"cmd {cmd.id} (write): point {point!r} has no running bus")
+        value: Value = None if cmd.relinquish else cmd.value
+        await source.write(point, value, cmd.priority)
+        what = f"relinquished priority {cmd.priority}" if cmd.relinquish else f"wrote {value!r}"
         log.info("command %s: %s %s", cmd.id, what, point, extra={"point": point})
-        return downlink.reply(cmd.id, "ok", f"{what} to {point}")
+        return reply(cmd.id, "ok", f"{what} to {point}")
 
-    async def _read(self, cmd: Command, buses: Buses) -> bytes:
-        names = [str(n) for n in cmd.args["points"]]  # type: ignore[attr-defined]
+    async def _read(self, cmd: Read, buses: Buses) -> bytes:
+        names = list(cmd.points)
         unknown = [n for n in names if n not in buses.source_of]
         if unknown:
             shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-            raise DownlinkError(f"cmd {cmd.id} (read): not a point of this Box: {shown}")
+            raise RejectedError(f"cmd {cmd.id} (read): not a point of this Box: {shown}")
         by_source: dict[int, tuple[PointSource, list[str]]] = {}
         for n in names:
             src = buses.source_of[n]
@@ -196,13 +196,13 @@ class CommandRunner:
                     result[s.point] = None
                     faults[s.point] = int(s.quality)
         good = len(names) - len(faults)
-        return downlink.reply(cmd.id, "ok", f"{good} of {len(names)} point(s) read", result=result, faults=faults)
+        return reply(cmd.id, "ok", f"{good} of {len(names)} point(s) read", result=result, faults=faults)
 
-    async def _reboot_now(self, cmd: Command) -> bytes:
+    async def _reboot_now(self, cmd: Reboot) -> bytes:
         argv = self._reboot
         if not argv:
             if not os.environ.get("INVOCATION_ID"):  # set by systemd for the services it starts
-                raise DownlinkError(f"cmd {cmd.id} (reboot): this boxd was not started by systemd, so it does not "
+                raise RejectedError(f"cmd {cmd.id} (reboot): this boxd was not started by systemd, so it does not "
                                     "reboot this machine (set BOXD_REBOOT_COMMAND to the command that reboots it)")
             argv = shlex.split(DEFAULT_REBOOT)
         shown = shlex.join(argv)
@@ -211,13 +211,13 @@ class CommandRunner:
                                                         stdout=asyncio.subprocess.DEVNULL,
                                                         stderr=asyncio.subprocess.PIPE)
         except OSError as e:
-            return downlink.reply(cmd.id, "failed", f"cannot run {shown}: {e.strerror or e}")
+            return reply(cmd.id, "failed", f"cannot run {shown}: {e.strerror or e}")
         _, err = await proc.communicate()
         if proc.returncode != 0:
             tail = err.decode("utf-8", "replace").strip()[-300:]
-            return downlink.reply(cmd.id, "failed", f"{shown} exited with {proc.returncode}: {tail}")
+            return reply(cmd.id, "failed", f"{shown} exited with {proc.returncode}: {tail}")
         log.warning("command %s: rebooting (%s)", cmd.id, shown)
-        return downlink.reply(cmd.id, "ok", "rebooting")
+        return reply(cmd.id, "ok", "rebooting")
 
 
 def buses_of(specs: Mapping[str, downlink.PointSpec], sources: Sequence[PointSource]) -> Buses:

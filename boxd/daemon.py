@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -36,33 +37,43 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import __version__, config, downlink, files, identity, reconfig, sdnotify, wire
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from boxd import __version__, downlink, reconfig, sdnotify
 from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
-from boxd.crl import CrlKeeper
-from boxd.downlink import DownlinkError
-from boxd.errors import BoxdError, ConfigError, WireError
 from boxd.logring import LogRing
 from boxd.modem import ModemManagerTask
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
+from boxkit import files
 from drivers import Emit, PointInfo, PointSource, Quality, Sample, Value
 from drivers.modbus import ModbusRtuSource, ModbusTcpDevice, ModbusTcpSource
 from ota.agent import UpdateAgent
+from proto import names, wire
+from proto.downlink import MAX_VERSION, decode_command, decode_time, peek
+from proto.errors import RejectedError, WireError
+from proto.modem import ModemEvent, WanEvent
+from proto.replies import ON_PROBATION, config_reply, reply
+from proto.topics import Down, Up
+from proto.uplink import Evicted, Health, OtaEvent
+from trust import identity, renewal
+from trust.crl import CrlKeeper
+from trust.errors import EnrollError, IdentityError
 
 log = logging.getLogger("boxd")
 
 
-def _ranges(seqs: Sequence[int]) -> list[list[int]]:
+def _ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
     out: list[list[int]] = []
     for s in sorted(seqs):
         if out and out[-1][1] + 1 == s:
             out[-1][1] = s
         else:
             out.append([s, s])
-    return out
+    return [(a, b) for a, b in out]
 
 
 DOWNLINK_BACKLOG = 64  # downlink messages waiting to be handled; beyond, they are dropped (logged)
@@ -71,25 +82,14 @@ RENEW_TRIAL_S = 45.0  # how long a renewed certificate has to connect before the
 RESTART_STATUS = 75  # the exit status after a `restart` command (EX_TEMPFAIL): systemd starts boxd again
 
 
-def _peek(payload: bytes, key: str) -> object:
-    """A field of a refused downlink message, if it can be read at all (for the reply)."""
-    try:
-        doc = wire.unframe_untrusted(payload, max_payload=downlink.MAX_CONFIG_PAYLOAD,
-                                     max_inflated=downlink.MAX_CONFIG_TEXT, max_depth=downlink.MAX_DEPTH,
-                                     max_items=downlink.MAX_ITEMS)
-    except Exception:  # noqa: BLE001 - anything at all: there is no field to read
-        return None
-    return doc.get(key) if isinstance(doc, dict) else None
-
-
 def _peek_version(payload: bytes) -> int:
-    v = _peek(payload, "version")
-    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= downlink.MAX_VERSION else 0
+    v = peek(payload, "version")
+    return v if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_VERSION else 0
 
 
 def _peek_id(payload: bytes) -> str:
-    v = _peek(payload, "id")
-    return v if isinstance(v, str) and downlink._ID_RE.fullmatch(v) else ""
+    v = peek(payload, "id")
+    return v if names.COMMAND_ID.fullmatch(v) else ""
 
 
 def _env_float(name: str, default: float) -> float:
@@ -101,11 +101,11 @@ def _env_float(name: str, default: float) -> float:
 
 
 def _parse_text(text: bytes) -> config.BoxConfig:
-    """A configuration's text, parsed and validated (DownlinkError says why not)."""
+    """A configuration's text, parsed and validated (RejectedError says why not)."""
     try:
         return config.parse(tomllib.loads(text.decode("utf-8")))
     except (UnicodeDecodeError, ValueError, RecursionError, ConfigError) as e:
-        raise DownlinkError(f"the last good configuration is not valid: {str(e)[:200]}") from e
+        raise RejectedError(f"the last good configuration is not valid: {str(e)[:200]}") from e
 
 
 SLOT_POINTS = 2000  # the most readings that Modbus TCP devices polled at one instant may bring
@@ -267,19 +267,16 @@ class Daemon:
     # -- certificate renewal (the renew_cert command) ------------------------------------------
 
     async def renew_certificate(self) -> str:
-        """A new key and certificate (`provisioning`'s renewal, authenticated by the current
-        certificate), tried on the broker: kept if the Box connects with it within
+        """A new key and certificate (`trust.renewal`, in a process of its own, authenticated by the
+        current certificate), tried on the broker: kept if the Box connects with it within
         `RENEW_TRIAL_S`, otherwise the previous identity comes back. Returns what was done.
 
         Raises:
             CommandFailed: the renewal was refused or the new certificate did not work.
         """
-        from provisioning._enroll import renew  # the cryptography package, only when renewing
-        from provisioning.errors import ProvisionError
-
         try:
-            await asyncio.to_thread(renew, self.state_dir)
-        except ProvisionError as e:
+            await renewal.renew(self.state_dir)
+        except EnrollError as e:
             raise CommandFailed(f"the renewal failed: {e}") from e
         identity.activate_next(self.state_dir)
         new = identity.load(self.state_dir)
@@ -310,7 +307,7 @@ class Daemon:
             try:
                 identity.revert(self.state_dir)
                 self._ident = old = identity.load(self.state_dir)
-            except BoxdError as e:
+            except IdentityError as e:
                 log.error("identity: cannot go back to the previous one: %s", e)
                 return
             await self._switch_uplink(old, 0)
@@ -322,12 +319,9 @@ class Daemon:
     async def _confirm_renewal(self) -> None:
         """Tell the platform the renewed certificate is in use, so that it revokes the previous one.
         A failure is only logged: the platform accepts both until the Box's next renewal."""
-        from provisioning._enroll import confirm
-        from provisioning.errors import ProvisionError
-
         try:
-            await asyncio.to_thread(confirm, self.state_dir)
-        except ProvisionError as e:
+            await renewal.confirm(self.state_dir)
+        except EnrollError as e:
             log.warning("identity: the platform was not told that the renewed certificate is in use (%s); "
                         "it keeps the previous one valid until the next renewal", e)
             return
@@ -385,7 +379,7 @@ class Daemon:
                 self._supervisor.start("modem", self.modem.run)
         tasks = self._use_sources(make_sources(self.modem.shape(cfg) if self.modem else cfg))
         if self.uplink is not None:
-            self.uplink.publish("meta", self._meta, qos=1, retain=True)
+            self.uplink.publish(Up.META, self._meta, qos=1, retain=True)
         for name, factory in tasks.items():
             self._supervisor.start(name, factory)
         log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self._buses.source_of))
@@ -397,8 +391,17 @@ class Daemon:
         return ModemManagerTask(cfg.modem, cfg.wan, self.state_dir, platform=lambda: platform,
                                 uplink=lambda: (bool(self.uplink and self.uplink.state.connected),
                                                 len(self._inflight) + len(self._inflight_events), self._acks),
-                                put_event=self._put_ota_event, wake_heartbeat=self._beat_now.set,
+                                put_event=self._put_modem_event, wake_heartbeat=self._beat_now.set,
                                 on_save=self._save_data)
+
+    def _put_modem_event(self, event: ModemEvent | WanEvent) -> None:
+        """The modem's events go through the writer, not waited for (sent once on disk; a failure is logged)."""
+        def done(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("modem: cannot queue its %s event: %s", event.to_doc().get("kind"), fut.exception())
+            self._wake.set()
+
+        self.queue.put_event(dataclasses.replace(event, ts_ms=self.clock.now_ms()).encode()).add_done_callback(done)
 
     async def _save_data(self, saving: bool) -> None:
         """The modem's data budget asks to save data (or no longer): the buses poll at the new pace."""
@@ -414,7 +417,8 @@ class Daemon:
         return run
 
     def _emitter(self, src: PointSource, first: int) -> Emit:
-        """The callback a bus hands its readings to: they become groups in the durable queue.
+        """The callback a bus hands its readings to: they become groups in the durable queue,
+        and it returns once they are on disk (the bus waits for it before its next request).
 
         Readings of one instant for points consecutive in the table make one group, so a
         device read in full costs one group however many points it has.
@@ -422,7 +426,7 @@ class Daemon:
         index = {p.name: first + i for i, p in enumerate(src.points())}
         clock = self.clock
 
-        def emit(samples: Sequence[Sample]) -> None:
+        async def emit(samples: Sequence[Sample]) -> None:
             by_ts: dict[int, list[tuple[int, Sample]]] = {}
             for s in samples:
                 by_ts.setdefault(s.ts_ms, []).append((index[s.point], s))
@@ -448,24 +452,25 @@ class Daemon:
             if good:
                 self._polling.add(src.name)
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in groups]
-            self.queue.put_many(self._table_id, stored, clock.timebase())
+            # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
+            written = self.queue.put_many(self._table_id, stored, clock.timebase())
+            self._wake.set()  # the flush task's seal is a later write of the same thread: it takes these
+            await written
             if self.queue.samples > self.queue.max_samples:
-                self._evict()
-            self._wake.set()
+                await self._evict()
 
         return emit
 
-    def _evict(self) -> None:
-        n, seqs = self.queue.enforce_limit(set(self._inflight.values()))
-        if not n:
-            return
-        total = self.queue.meta("evicted_total") + n
-        self.queue.set_meta("evicted_total", total)
-        log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
-        self.queue.put_event(wire.encode_doc({
-            "v": 1, "kind": "evicted", "ts": self.clock.now_ms(), "samples": n, "total": total,
-            "seqs": _ranges(seqs), "epoch": self.queue.epoch,
-        }))
+    async def _evict(self) -> None:
+        ts, epoch = self.clock.now_ms(), self.queue.epoch
+
+        def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
+            return Evicted(ts, n, total, _ranges(seqs), epoch).encode()
+
+        n, _ = await self.queue.enforce_limit(self._inflight.values, event)
+        if n:
+            log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
+            self._wake.set()  # its event is queued
 
     # -- uplink ---------------------------------------------------------------------------
 
@@ -474,7 +479,7 @@ class Daemon:
         self._link_up.set()
         self._inflight.clear()
         self._inflight_events.clear()
-        self.uplink.publish("meta", self._meta, qos=1, retain=True)
+        self.uplink.publish(Up.META, self._meta, qos=1, retain=True)
         self._wake.set()
         self._beat_now.set()
 
@@ -500,25 +505,23 @@ class Daemon:
 
     def _downlink(self, leaf: str, payload: bytes) -> None:
         """A message from the platform on `boxes/<id>/down/<leaf>` (untrusted input)."""
-        if leaf == "time":
+        if leaf == Down.TIME:
             try:
-                doc = json.loads(payload)
-                if not (isinstance(doc, dict) and isinstance(doc.get("ts"), int) and not isinstance(doc["ts"], bool)):
-                    raise WireError("time must be {\"ts\": <ms>}")
-            except (ValueError, WireError) as e:
+                notice = decode_time(payload)
+            except WireError as e:
                 log.warning("ignoring a malformed time message: %s", e)
                 return
             was = self.clock.trusted()
-            self.clock.platform_time(doc["ts"])
+            self.clock.platform_time(notice.ts_ms)
             if not was:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._wake.set()
             return
-        if leaf == "crl":  # the platform's revocation list, checked and kept by the downlink task
+        if leaf == Down.CRL:  # the platform's revocation list, checked and kept by the downlink task
             with contextlib.suppress(asyncio.QueueFull):
                 self._down.put_nowait((leaf, payload))
             return
-        if leaf not in downlink.LEAVES:
+        if leaf not in (Down.CONFIG, Down.CMD):
             log.info("ignoring %d bytes on down/%s (not handled by this version)", len(payload), leaf)
             return
         try:
@@ -529,7 +532,7 @@ class Daemon:
     # -- configuration pushes and commands ---------------------------------------------------
 
     def _reply(self, payload: bytes) -> int | None:
-        mid = self.uplink.publish("replies", payload, qos=1) if self.uplink else None
+        mid = self.uplink.publish(Up.REPLIES, payload, qos=1) if self.uplink else None
         if mid is None:
             log.warning("a reply to the platform is lost: not connected")
         return mid
@@ -550,9 +553,9 @@ class Daemon:
         while True:
             leaf, payload = await self._down.get()
             try:
-                if leaf == "config":
+                if leaf == Down.CONFIG:
                     await self._on_config(payload)
-                elif leaf == "crl":
+                elif leaf == Down.CRL:
                     await self.crl.take(payload)
                 else:
                     await self._on_command(payload)
@@ -561,15 +564,15 @@ class Daemon:
             except Exception as e:  # untrusted input: logged, answered if it can be, and the daemon goes on
                 log.exception("a message on down/%s could not be handled", leaf)
                 why = f"the Box could not handle it: {type(e).__name__}: {e}"
-                if leaf == "cmd" and (cmd_id := _peek_id(payload)):
-                    self._reply(downlink.reply(cmd_id, "failed", why))
-                elif leaf == "config" and (version := _peek_version(payload)):
-                    self._reply(downlink.config_reply(version, "rejected", [why]))
+                if leaf == Down.CMD and (cmd_id := _peek_id(payload)):
+                    self._reply(reply(cmd_id, "failed", why))
+                elif leaf == Down.CONFIG and (version := _peek_version(payload)):
+                    self._reply(config_reply(version, "rejected", [why]))
 
     async def _on_config(self, payload: bytes) -> None:
         try:
             push = await asyncio.to_thread(downlink.decode_config, payload)  # up to seconds of TOML
-        except DownlinkError as e:
+        except RejectedError as e:
             version = _peek_version(payload)
             if version and version <= self.files.handled_version():
                 log.info("configuration %d was handled before; ignored", version)
@@ -577,7 +580,7 @@ class Daemon:
             log.warning("configuration %s rejected: %s", version or "(no version)", "; ".join(e.reasons))
             if version:
                 self._handled(version)
-            self._reply(downlink.config_reply(version or 0, "rejected", e.reasons))
+            self._reply(config_reply(version or 0, "rejected", e.reasons))
             return
         if push.version <= self.files.handled_version():
             log.info("configuration %d was handled before (the latest is %d); ignored", push.version,
@@ -595,7 +598,7 @@ class Daemon:
                     self.files.install(text, keep_running=worked)
             except OSError as e:
                 log.error("configuration %d not applied: %s", push.version, e)
-                self._reply(downlink.config_reply(push.version, "rejected", [f"cannot write the configuration: {e}"]))
+                self._reply(config_reply(push.version, "rejected", [f"cannot write the configuration: {e}"]))
                 return
             self._handled(push.version)
             self._generation += 1
@@ -605,17 +608,17 @@ class Daemon:
                 log.exception("configuration %d cannot start; back to the one before", push.version)
                 self.files.install(previous_text, keep_running=False)
                 await self.reconfigure(previous)
-                self._reply(downlink.config_reply(push.version, "rejected", [f"cannot start it: {e}"]))
+                self._reply(config_reply(push.version, "rejected", [f"cannot start it: {e}"]))
                 return
         log.info("configuration %d applied", push.version)
         self.files.remember(text, push.version)
         if self._buses.source_of and self.files.last_good.exists() and (worked or on_probation):
-            self._reply(downlink.config_reply(push.version, "applied", [
-                f"{downlink.ON_PROBATION} for {self.probation_s:g} s: kept once a device gives a good reading, "
+            self._reply(config_reply(push.version, "applied", [
+                f"{ON_PROBATION} for {self.probation_s:g} s: kept once a device gives a good reading, "
                 "else rolled back"]))
             self._probation = asyncio.create_task(self._watch(push.version, self._generation), name="probation")
         else:
-            self._reply(downlink.config_reply(push.version, "applied"))
+            self._reply(config_reply(push.version, "applied"))
 
     def _handled(self, version: int) -> None:
         try:
@@ -635,7 +638,7 @@ class Daemon:
                 break
             if self._good and (self.modem is None or self.modem.settled()):
                 log.info("configuration %d works (good readings): kept", version)
-                self._reply(downlink.config_reply(version, "kept"))
+                self._reply(config_reply(version, "kept"))
                 return
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         refused = self.modem.fault_text if self.modem is not None and self.modem.fault == "apn_rejected" else ""
@@ -655,7 +658,7 @@ class Daemon:
                 self.files.restore()
                 self._generation += 1
                 await self.reconfigure(cfg)
-        except (OSError, DownlinkError) as e:
+        except (OSError, RejectedError) as e:
             log.error("cannot roll configuration %d back: %s", version, e)
             return
         except Exception:  # this task is not supervised: never lose an error silently
@@ -667,16 +670,16 @@ class Daemon:
                 async with asyncio.timeout(300):
                     while self._acks == acks or not (self.uplink and self.uplink.state.connected):  # noqa: ASYNC110 - two conditions set from the uplink thread
                         await asyncio.sleep(0.5)
-        self._reply(downlink.config_reply(version, "rolled_back", [why]))
+        self._reply(config_reply(version, "rolled_back", [why]))
 
     async def _on_command(self, payload: bytes) -> None:
         try:
-            cmd = downlink.decode_command(payload)
-        except DownlinkError as e:
+            cmd = decode_command(payload)
+        except WireError as e:
             cmd_id = _peek_id(payload)
             log.warning("command %s rejected: %s", cmd_id or "(no id)", e)
             if cmd_id:
-                self._reply(downlink.reply(cmd_id, "rejected", str(e)))
+                self._reply(reply(cmd_id, "rejected", str(e)))
             return
         outcome = await self.commands.run(cmd, self._buses)
         self._rebooting = self._rebooting or outcome.then == "reboot"
@@ -703,7 +706,7 @@ class Daemon:
             if delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
                 await asyncio.sleep(delay_ms / 1000)
-            self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+            await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
             self._send_events()
             self._send_batches(settings.inflight_batches)
 
@@ -713,7 +716,7 @@ class Daemon:
         for event_id, payload in self.queue.events(8 + len(busy)):
             if event_id in busy:
                 continue
-            mid = self.uplink.publish("events", payload, qos=1)
+            mid = self.uplink.publish(Up.EVENTS, payload, qos=1)
             if mid is None:
                 return
             self._inflight_events[mid] = event_id
@@ -733,15 +736,17 @@ class Daemon:
                 room -= 1
         picks += self.queue.batches(0, room, busy)
         for seq, payload in picks:
-            mid = self.uplink.publish("data", payload, qos=1)
+            mid = self.uplink.publish(Up.DATA, payload, qos=1)
             if mid is None:
                 return
             self._inflight[mid] = seq
 
     # -- updates (ota.agent) ----------------------------------------------------------------
 
-    def _put_ota_event(self, doc: dict[str, object]) -> None:
-        self.queue.put_event(wire.encode_doc({**doc, "ts": self.clock.now_ms()}))
+    def _put_ota_event(self, event: OtaEvent) -> None:
+        # waited for (one transaction on the loop, a few per update): the agent forgets its own
+        # record of an outcome right after, and that record must not go before the event is on disk
+        self.queue.put_event_now(dataclasses.replace(event, ts_ms=self.clock.now_ms()).encode())
         self._wake.set()
 
     def _restart_for_update(self) -> None:
@@ -766,29 +771,28 @@ class Daemon:
 
     # -- health ---------------------------------------------------------------------------
 
-    def health(self) -> dict[str, object]:
+    def health(self) -> Health:
         """The heartbeat's content (see docs/architecture.md, "Health")."""
         assert self._ident is not None
         restarts = {n: s.restarts for n, s in self._supervisor.stats.items()} if self._supervisor else {}
-        return {
-            "v": 1, "ts": self.clock.now_ms(), "clock_ok": self.clock.trusted(), "version": __version__,
-            "hb_s": self._cfg.uplink.heartbeat_s,
-            "up_s": int(time.monotonic() - self._started), "epoch": self.queue.epoch,
-            "last_seq": self.queue.last_seq(), "oldest_seq": self.queue.oldest_seq(),
-            "queue": self.queue.samples, "evicted": self.queue.meta("evicted_total"),
-            "buses": {s.name: dict(s.stats()) for s in self.sources},
-            "cert_not_after": int(self._ident.not_after().timestamp()),
-            "restarts": {n: r for n, r in restarts.items() if r},
-            "config_version": self.files.running_version(), "config_sha256": self.files.digest(),
-            "probation_s": self.probation_s, **(self.modem.health() if self.modem else {}),
-        }
+        return Health(
+            ts_ms=self.clock.now_ms(), epoch=self.queue.epoch, last_seq=self.queue.last_seq(),
+            clock_ok=self.clock.trusted(), version=__version__, hb_s=self._cfg.uplink.heartbeat_s,
+            up_s=int(time.monotonic() - self._started), oldest_seq=self.queue.oldest_seq(),
+            queue=self.queue.samples, evicted=self.queue.meta("evicted_total"),
+            buses={s.name: dict(s.stats()) for s in self.sources},
+            cert_not_after=int(self._ident.not_after().timestamp()),
+            restarts={n: r for n, r in restarts.items() if r},
+            config_version=self.files.running_version(), config_sha256=self.files.digest(),
+            probation_s=self.probation_s, modem=self.modem.health() if self.modem else None,
+        )
 
     async def _heartbeat(self) -> None:
         """A health report every `heartbeat_s`, and at once after each connection and each new
         configuration (so the platform knows the configuration that runs without waiting)."""
         while True:
             if self.uplink is not None and self.uplink.state.connected:
-                self.uplink.publish("health", wire.encode_doc(self.health()), qos=1)
+                self.uplink.publish(Up.HEALTH, self.health().encode(), qos=1)
             self._beat_now.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._cfg.uplink.heartbeat_s):

@@ -1,6 +1,8 @@
 """Errors of the daemon, split by whose fault they are.
 
-`LocalError`: ours (bad configuration, a broken state directory).
+The configuration's, the identity's and the wire's errors are their packages' (`boxconfig.errors`,
+`trust.errors`, `proto.errors`).
+`LocalError`: ours (a broken state directory).
 `RemoteError`: the peer's (the broker refused us, sent garbage).
 `TransientError` may go away by retrying; the others need a person.
 """
@@ -20,18 +22,6 @@ class RemoteError(BoxdError):
 
 class TransientError(BoxdError):
     """A failure that retrying may cure (network down, broker restarting)."""
-
-
-class ConfigError(LocalError):
-    """The configuration file is invalid; the message says where and why."""
-
-
-class IdentityError(LocalError):
-    """The Box has no usable identity (not provisioned, files missing or unreadable)."""
-
-
-class WireError(RemoteError):
-    """A message could not be decoded: bad version, bad structure, over a size limit."""
 
 
 class QueueError(LocalError):

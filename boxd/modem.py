@@ -32,10 +32,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from boxconfig.modem import ModemSettings, WanSettings
 from boxd import _wan
-from boxd._modem_config import ModemSettings, WanSettings
 from boxd._modem_ladder import Action, Evidence, Ladder, Recovery
-from boxd._modem_report import Reporter, fault_words, grade, pin_digest, pin_verdict, signal_doc
+from boxd._modem_report import Reporter, fault_words, grade, pin_digest, pin_verdict, signal_report
 from boxd._modem_store import ModemStore
 from boxd._modem_usage import BudgetState, Usage, budget_state, period_start, slowed
 from drivers.modem import (
@@ -54,9 +54,10 @@ from drivers.modem import (
     make_backend,
 )
 from drivers.modem import _netif as netif
+from proto.modem import ModemEvent, ModemReport, UsageReport, WanEvent
 
 if TYPE_CHECKING:
-    from boxd.config import BoxConfig
+    from boxconfig import BoxConfig
 
 log = logging.getLogger("boxd.modem")
 UplinkView = Callable[[], tuple[bool, int, int]]  # (connected, publishes owed an acknowledgement, acknowledgements)
@@ -73,7 +74,7 @@ class ModemManagerTask:
     """Owns the modem. `run()` is the supervised task."""
 
     def __init__(self, settings: ModemSettings, wan: WanSettings, state_dir: Path, *, uplink: UplinkView,
-                 platform: Callable[[], tuple[str, int]], put_event: Callable[[dict[str, object]], None],
+                 platform: Callable[[], tuple[str, int]], put_event: Callable[[ModemEvent | WanEvent], None],
                  wake_heartbeat: Callable[[], None] = lambda: None,
                  on_save: Callable[[bool], Awaitable[None]] | None = None,
                  backend: ModemBackend | None = None) -> None:
@@ -197,22 +198,8 @@ class ModemManagerTask:
             self.identity = await b.identity()
             log.info("modem: %s %s (IMEI %s), SIM %s", self.identity.manufacturer, self.identity.model,
                      self.identity.imei, self.identity.iccid or "none")
-        sim = await b.sim()
-        if sim.state == SimState.READY and self.sim_state not in (SimState.READY, SimState.UNKNOWN):
-            self.identity = await b.identity()  # a SIM back (perhaps another one: its ICCID is reported)
-        self.sim_state = sim.state
-        if sim.state == SimState.MISSING:
-            return self._set_fault("sim_missing", fault_words("sim_missing"))
-        if sim.state == SimState.FAILURE:
-            return self._set_fault("sim_failure", fault_words("sim_failure"))
-        if sim.state in (SimState.PIN_REQUIRED, SimState.PUK_REQUIRED):
-            if not await self._unlock(sim):
-                return None
-            sim = await b.sim()
-            self.sim_state = sim.state
-            self.identity = await b.identity()
-        if self.fault in ("sim_missing", "sim_failure", "pin_required", "pin_wrong", "pin_unsafe", "puk_required"):
-            self._set_fault("", "")
+        if not await self._sim_ready():
+            return None
         self.reg = await b.registration()
         if self.reg.state == RegState.DENIED:
             return self._set_fault("registration_denied", fault_words("registration_denied"))
@@ -234,6 +221,29 @@ class ModemManagerTask:
         if not self.bearer_now.connected and now >= self._apn_retry_at:
             await self._connect(now)
         return None
+
+    async def _sim_ready(self) -> bool:
+        """Whether the SIM is there and unlocked (else its configuration fault is set)."""
+        b = self.backend
+        sim = await b.sim()
+        if sim.state == SimState.READY and self.sim_state not in (SimState.READY, SimState.UNKNOWN):
+            self.identity = await b.identity()  # a SIM back (perhaps another one: its ICCID is reported)
+        self.sim_state = sim.state
+        if sim.state == SimState.MISSING:
+            self._set_fault("sim_missing", fault_words("sim_missing"))
+            return False
+        if sim.state == SimState.FAILURE:
+            self._set_fault("sim_failure", fault_words("sim_failure"))
+            return False
+        if sim.state in (SimState.PIN_REQUIRED, SimState.PUK_REQUIRED):
+            if not await self._unlock(sim):
+                return False
+            sim = await b.sim()
+            self.sim_state = sim.state
+            self.identity = await b.identity()
+        if self.fault in ("sim_missing", "sim_failure", "pin_required", "pin_wrong", "pin_unsafe", "puk_required"):
+            self._set_fault("", "")
+        return True
 
     async def _unlock(self, sim: SimStatus) -> bool:
         pin, problem = self.store.read_pin(self.settings.pin_file)
@@ -311,7 +321,7 @@ class ModemManagerTask:
     async def _climb(self, action: Action) -> None:
         log.warning("modem: %s", action.words)
         self._say(f"the modem does not answer: {action.words.split(': ')[0]}" if not self.answers else action.words)
-        self._put_event({"v": 1, "kind": "modem", "event": "recovery", "rung": action.rung, "why": action.why})
+        self._put_event(ModemEvent("recovery", rung=action.rung, why=action.why))
         self._count(durable=True)
         self.store.save_ladder(self.ladder.ledger)
         try:
@@ -338,8 +348,7 @@ class ModemManagerTask:
         if r is not None and self._reported is not r:
             self._reported = r
             log.info("modem: the link is back (%s, after %.0f s)", r.rung or "by itself", r.took_s)
-            self._put_event({"v": 1, "kind": "modem", "event": "recovered", "rung": r.rung, "why": r.why,
-                             "took_s": round(r.took_s, 1)})
+            self._put_event(ModemEvent("recovered", rung=r.rung, why=r.why, took_s=r.took_s))
             self._say(f"the link came back after {r.took_s:.0f} s" + (f" ({r.rung})" if r.rung else ""))
 
     async def _choose_wan(self, now: float, ev: Evidence) -> None:
@@ -355,8 +364,7 @@ class ModemManagerTask:
         error = await _wan.set_metric(self.route_command, prefer, metric)
         interface = prefer if switch.to == "preferred" else (self.settings.interface or "the modem")
         log.warning("wan: the uplink moves to %s: %s%s", interface, switch.why, f" ({error})" if error else "")
-        self._put_event({"v": 1, "kind": "wan", "active": switch.to, "interface": interface, "why": switch.why,
-                         **({"error": error} if error else {})})
+        self._put_event(WanEvent(switch.to, interface, switch.why, error=error))
         self._silent_since = None
 
     # -- data used -----------------------------------------------------------------------------
@@ -396,34 +404,37 @@ class ModemManagerTask:
         if cause:
             log.error("modem: %s", words)
             self._say(words)
-            self._put_event({"v": 1, "kind": "modem", "event": "fault", "cause": cause, "words": words})
+            self._put_event(ModemEvent("fault", cause=cause, words=words))
         else:
             log.info("modem: the configuration fault is cleared")
-            self._put_event({"v": 1, "kind": "modem", "event": "fault_cleared"})
+            self._put_event(ModemEvent("fault_cleared"))
         self._wake()
 
     def _say(self, text: str) -> None:
         if text != self.note:
             self.note = text
 
-    def _doc(self) -> dict[str, object]:
-        b, u = self.budget(), self.usage
+    def report(self) -> ModemReport:
+        """The modem now, as the heartbeat carries it (text from the modem cut to the report's bounds)."""
+        b, u = self.budget(), self.usage or Usage()
         weak = self._poor_since is not None and time.monotonic() - self._poor_since >= self.settings.weak_signal_s
-        doc: dict[str, object] = {
-            "state": "fault" if self.fault else "connected" if self.bearer_now.connected else
-            "registered" if self.reg.state.registered else "searching" if self.answers else "no answer",
-            "reg": self.reg.state.value, "operator": self.reg.operator, "plmn": self.reg.plmn, "cell": self.reg.cell,
-            "band": self.reg.band, "iccid": self.identity.iccid, "imei": self.identity.imei,
-            "signal": signal_doc(self.signal), "weak": weak, "wan": self.wan.active, "fault": self.fault,
-            "usage": {"period": u.period if u else "", "rx": u.rx if u else 0, "tx": u.tx if u else 0,
-                      "budget": b.budget, "near": b.near, "saving": b.save},
-        }
-        return doc
+        reg, ident = self.reg, self.identity
+        return ModemReport(
+            state="fault" if self.fault else "connected" if self.bearer_now.connected else
+            "registered" if reg.state.registered else "searching" if self.answers else "no answer",
+            reg=reg.state.value, operator=reg.operator[:64], plmn=reg.plmn[:8], cell=reg.cell[:32],
+            band=reg.band[:32], iccid=ident.iccid[:24], imei=ident.imei[:20], signal=signal_report(self.signal),
+            weak=weak, wan=self.wan.active, fault=self.fault,
+            usage=UsageReport(u.period[:40], u.rx, u.tx, b.budget, b.near, b.save),
+        )
 
-    def health(self) -> dict[str, object]:
-        """{"modem": {...}} when the modem's report is due, else {} (see `Reporter`)."""
-        report = self.reporter.take(self._doc(), time.monotonic())
-        return {"modem": report} if report is not None else {}
+    def _doc(self) -> dict[str, object]:
+        return self.report().to_doc()
+
+    def health(self) -> ModemReport | None:
+        """The modem's part of the heartbeat when it is due, else None (see `Reporter`)."""
+        report = self.report()
+        return report if self.reporter.take(report.to_doc(), time.monotonic()) is not None else None
 
     def status(self) -> dict[str, object]:
         """Everything, for ``run/status.json`` and `boxctl modem status`."""

@@ -5,11 +5,28 @@ Readings go in as *pending groups* (one row per run of points read at one instan
 ready for the wire. A batch leaves the queue only when `ack()` says the broker has
 it (QoS 1), so nothing is lost while the broker is unreachable, and a batch sent
 again after a crash carries the same (epoch, seq) and the same bytes, so the cloud
-keeps it once. Small *events* (evictions, later alarms) are queued the same way.
+keeps it once. Small *events* (evictions, updates) are queued the same way.
+
+Who writes: one thread (`boxd.sqlwriter.GroupWriter`), never the event loop. Every
+write is a job of that thread, run in the order it was asked for; jobs that wait
+together share one transaction and one fsync (group commit). `put_many` returns a
+future that resolves once the readings are committed: the daemon's `emit` awaits it,
+so a reading acknowledged to its bus is on disk. `seal` is a job too, so it sees
+exactly what was written before it, and a batch becomes readable for sending only
+once the transaction that made it committed: nothing sent is made of groups that
+are not durable. `ack` and `ack_event` are written without anyone waiting: the batch
+or event is hidden from the readers at once (never sent again, never counted) and
+removed when its job commits (a failed removal shows it again, and it is resent).
+`enforce_limit` picks the batches to evict on the loop, among those not in flight,
+and hides them at once (so they cannot be sent meanwhile); its job deletes them,
+evicts pending groups if needed, adds to the "evicted_total" counter and queues the
+`evicted` event, all in one transaction. The reads (`batches`, `events`, `depth`...)
+run on the loop on a read-only connection of their own: short queries that wait for
+no fsync, and see only committed (durable) transactions (WAL).
 
 Size limit: when the queue holds more than `max_samples`, the oldest samples are
 evicted (oldest batches first, then the oldest pending groups; never a batch in
-flight), and the count is kept for an event to the cloud.
+flight), and the count goes to the cloud in an event.
 
 Time: a group carries the wall-clock time of its reading when the Box's clock is
 trusted; otherwise it carries the monotonic time and the boot it belongs to, and is
@@ -17,68 +34,56 @@ sealed only once the clock is trusted (re-based then). A group from an earlier b
 whose clock was never trusted is sealed with `base_ts_ms = 0`: "time unknown".
 
 SQLite settings, chosen for power loss: WAL journal (a torn write never corrupts
-committed data), synchronous=FULL (a transaction that returned is on the disk),
-and each put/seal/ack is one transaction. This module does not talk to the network.
+committed data), synchronous=FULL (a committed transaction is on the disk). This
+module does not talk to the network.
 """
 
 from __future__ import annotations
 
-import itertools
+import asyncio
+import json
+import logging
 import secrets
 import sqlite3
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-import cbor2
-
-from boxd import wire
+from boxd import _queuesql as sql
+from boxd._queuesql import Group, TimeBase
 from boxd.errors import QueueError
-from boxd.files import private_db, private_dir
+from boxd.sqlwriter import GroupWriter
+from boxkit.files import private_db, private_dir
 from drivers import Value
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS pending (
-    id INTEGER PRIMARY KEY, table_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
-    n INTEGER NOT NULL, grp BLOB NOT NULL, boot TEXT NOT NULL DEFAULT '', trusted INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS batches (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, payload BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
-"""
+__all__ = ["Group", "Queue", "TimeBase"]
 
-Group = tuple[int, int, Sequence[Value], dict[int, int]]  # (ts_ms or mono_ms, first, values, faults)
+log = logging.getLogger("boxd.queue")
 
-
-@dataclass(frozen=True, slots=True)
-class TimeBase:
-    """How to turn a group's stored time into wall-clock time at sealing.
-
-    `trusted` says whether the Box's clock can be believed now; `offset_ms` is
-    wall-clock minus monotonic time (ms) for this boot; `boot` names this boot.
-    """
-
-    boot: str
-    trusted: bool
-    offset_ms: int
+SEAL_STEP = 64  # batches sealed per job at most: readings of the buses are written between two steps
+EventDoc = Callable[[int, int, list[int]], bytes]  # (samples evicted, evicted in all, batch seqs) -> payload
 
 
 class Queue:
     """A durable queue of samples, batches and events in one SQLite file.
 
-    The constructor does no I/O; call `open()` first and `close()` at the end.
+    The constructor does no I/O; call `open()` first and `close()` at the end. Writes are
+    asked for from the event loop's thread.
     """
 
     def __init__(self, path: Path, max_samples: int = 10_000_000) -> None:
         self._path = path
-        self._db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # the loop's, read-only
+        self._writer: GroupWriter | None = None
         self.epoch = 0
         self.max_samples = max_samples
-        self._count = 0  # samples held (batches + pending), kept in step with the file
-        self.evicted_unreported = 0
+        self._count = 0  # samples held in committed transactions (batches + pending)
+        self._hidden: dict[int, int] = {}  # batch seq -> samples: removal asked for, not committed yet
+        self._hidden_events: set[int] = set()
+        self._writing = 0  # readings asked to be written, not yet committed
+        self._evicting: asyncio.Lock | None = None
 
     def open(self) -> None:
-        """Open (or create) the queue file.
+        """Open (or create) the queue file and start its writer.
 
         Raises:
             QueueError: the file cannot be opened or is not a queue.
@@ -87,27 +92,35 @@ class Queue:
             if not self._path.parent.exists():
                 private_dir(self._path.parent)
             private_db(self._path)  # 0600, and so are the -wal and -shm files SQLite makes beside it
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            row = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-            if row is None:
-                epoch = secrets.randbits(63)
-                db.execute("INSERT INTO meta VALUES ('epoch', ?)", (epoch,))
-            else:
-                epoch = int(row[0])
-            b = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()[0]
-            p = db.execute("SELECT COALESCE(SUM(n), 0) FROM pending").fetchone()[0]
+            db = self._connect()
+            try:
+                epoch, count = sql.setup(db, secrets.randbits(63))
+                reader = sqlite3.connect(self._path, isolation_level=None)
+                reader.execute("PRAGMA query_only=1")
+            except BaseException:
+                db.close()
+                raise
         except (sqlite3.Error, OSError) as e:
             raise QueueError(f"cannot open queue {self._path}: {e}") from e
-        self._db, self.epoch, self._count = db, epoch, int(b) + int(p)
+        self._db, self.epoch, self._count = reader, epoch, count
+        self._writer = GroupWriter(db)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        """The writer's connection (its thread uses it alone once started)."""
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
 
     def close(self) -> None:
-        """Close the file; safe to call twice."""
+        """Commit every write asked for, then close the file; safe to call twice."""
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._writer is not None:
+            self._writer.stop()  # the last connection closed checkpoints the WAL: in the writer's thread
+            self._writer = None
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -115,139 +128,105 @@ class Queue:
             raise QueueError("queue is not open")
         return self._db
 
-    def _write(self, sql_rows: Sequence[tuple[str, Sequence[object]]], what: str) -> None:
-        db = self._conn
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            for sql, args in sql_rows:
-                db.execute(sql, args)
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise QueueError(f"cannot {what}: {e}") from e
+    @property
+    def _w(self) -> GroupWriter:
+        if self._writer is None:
+            raise QueueError("queue is not open")
+        return self._writer
 
     # -- readings in ------------------------------------------------------------------------
 
-    def put(self, table_id: int, ts_ms: int, first: int, values: Sequence[Value], faults: dict[int, int]) -> None:
-        """Store one group of readings durably, with a trusted wall-clock time."""
-        self.put_many(table_id, [(ts_ms, first, values, faults)], TimeBase("", True, 0))
+    def put(self, table_id: int, ts_ms: int, first: int, values: Sequence[Value],
+            faults: dict[int, int]) -> asyncio.Future[None]:
+        """Store one group of readings, with a trusted wall-clock time (see `put_many`)."""
+        return self.put_many(table_id, [(ts_ms, first, values, faults)], TimeBase("", True, 0))
 
-    def put_many(self, table_id: int, groups: Sequence[Group], time: TimeBase) -> None:
-        """Store several groups in one transaction (returns once they are on disk).
+    def put_many(self, table_id: int, groups: Sequence[Group], time: TimeBase) -> asyncio.Future[None]:
+        """Store several groups in one job; the future resolves once they are on disk.
 
         With a trusted `time`, each group's time is wall-clock ms; otherwise it is
         monotonic ms of boot `time.boot`, to be re-based when the clock is trusted.
+        The future raises `QueueError` if they could not be written.
         """
-        rows = [
-            (table_id, ts, len(values), cbor2.dumps([first, list(values), faults] if faults else [first, list(values)]),
-             time.boot, int(time.trusted))
-            for ts, first, values, faults in groups
-        ]
-        db = self._conn
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT INTO pending (table_id, ts_ms, n, grp, boot, trusted) VALUES (?, ?, ?, ?, ?, ?)",
-                           rows)
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise QueueError(f"cannot write to queue: {e}") from e
-        self._count += sum(r[2] for r in rows)
+        rows = sql.pending_rows(table_id, groups, time)  # encoded here: the writer thread only writes
+        n = sum(row[2] for row in rows)
+
+        def settle(_: object, error: BaseException | None) -> None:
+            self._writing -= 1
+            if error is None:
+                self._count += n
+
+        future = self._w.submit("write to queue", lambda db: sql.insert_pending(db, rows), settle)
+        self._writing += 1
+        return future
 
     # -- batches out ------------------------------------------------------------------------
 
-    def seal(self, max_samples: int, time: TimeBase | None = None) -> int:
+    async def seal(self, max_samples: int, time: TimeBase | None = None) -> int:
         """Turn the oldest pending groups into batches of at most `max_samples` samples each.
 
         Groups whose time cannot be known yet (this boot, clock not trusted) and all that
         follow them wait. Returns the number of batches made.
+
+        Raises:
+            QueueError: a batch could not be written.
         """
         time = time or TimeBase("", True, 0)
+        size, epoch = max(1, max_samples), self.epoch
         made = 0
-        while self._seal_one(max(1, max_samples), time):
-            made += 1
+        # nothing waits, committed or being written: no job (a job would see what is being written)
+        while self._writing or self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]:
+            step = await self._w.submit("seal a batch", lambda db: sql.seal(db, epoch, size, time, SEAL_STEP))
+            made += step
+            if step < SEAL_STEP:
+                break
         return made
-
-    def _seal_one(self, max_samples: int, time: TimeBase) -> bool:
-        # Step through the oldest groups only as far as the batch needs (a group may hold
-        # hundreds of samples: fetching `max_samples` rows would read a whole backlog's worth).
-        cur = self._conn.execute(
-            "SELECT id, table_id, ts_ms, n, grp, boot, trusted FROM pending ORDER BY id LIMIT ?", (max_samples,)
-        )
-        try:
-            head = cur.fetchone()
-            if head is None:
-                return False
-            first_kind = _time_kind(head[5], head[6], time)
-            if first_kind == "wait":
-                return False
-            table = head[1]
-            groups: list[list[object]] = []
-            stamps: list[int] = []
-            count, last_id = 0, head[0]
-            for row_id, tid, ts, n, grp, boot, trusted in itertools.chain([head], cur):
-                kind = _time_kind(boot, trusted, time)
-                if tid != table or kind != first_kind or (groups and count + n > max_samples):
-                    break
-                stamps.append(ts + time.offset_ms if kind == "rebase" else ts)
-                first, values, *rest = cbor2.loads(grp)
-                groups.append([first, values, rest[0] if rest else {}])
-                count, last_id = count + n, row_id
-        finally:
-            cur.close()  # the read ends before the write transaction begins
-        base = 0 if first_kind == "unknown" else stamps[0]
-        encoded = [wire.encode_group(ts - base if base else 0, g[0], g[1], g[2])  # type: ignore[arg-type]
-                   for ts, g in zip(stamps, groups, strict=True)]
-        db = self._conn
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            cur = db.execute("INSERT INTO batches (n, payload) VALUES (?, x'')", (count,))
-            seq = int(cur.lastrowid or 0)
-            payload = wire.encode_batch(self.epoch, seq, table, base, encoded)
-            db.execute("UPDATE batches SET payload=? WHERE seq=?", (payload, seq))
-            db.execute("DELETE FROM pending WHERE id <= ?", (last_id,))
-            db.execute("COMMIT")
-        except sqlite3.Error as e:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise QueueError(f"cannot seal a batch: {e}") from e
-        return True
 
     def batches(self, after_seq: int, limit: int, skip: Collection[int] = ()) -> list[tuple[int, bytes]]:
         """The oldest sealed batches with a sequence number above `after_seq`, not in `skip`."""
         out: list[tuple[int, bytes]] = []
-        for s, p in self._conn.execute(
-            "SELECT seq, payload FROM batches WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit + len(skip))
-        ):
-            if s not in skip and len(out) < limit:
+        for s, p in self._conn.execute("SELECT seq, payload FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                                       (after_seq, limit + len(skip) + len(self._hidden))):
+            if s not in skip and s not in self._hidden and len(out) < limit:
                 out.append((int(s), bytes(p)))
         return out
 
     def newest_batch(self) -> tuple[int, bytes] | None:
         """The most recently sealed batch (the fresh-data lane of a backlog drain)."""
-        row = self._conn.execute("SELECT seq, payload FROM batches ORDER BY seq DESC LIMIT 1").fetchone()
+        where, args = self._live()
+        row = self._conn.execute(f"SELECT seq, payload FROM batches{where} ORDER BY seq DESC LIMIT 1",  # noqa: S608
+                                 args).fetchone()
         return (int(row[0]), bytes(row[1])) if row else None
 
     def ack(self, seq: int) -> None:
-        """The broker has batch `seq`: forget it."""
-        db = self._conn
-        row = db.execute("SELECT n FROM batches WHERE seq=?", (seq,)).fetchone()
+        """The broker has batch `seq`: forget it (hidden now, removed by the writer)."""
+        if seq in self._hidden:
+            return
+        row = self._conn.execute("SELECT n FROM batches WHERE seq=?", (seq,)).fetchone()
         if row is None:
             return
-        self._write([("DELETE FROM batches WHERE seq=?", (seq,))], "remove an acknowledged batch")
-        self._count -= int(row[0])
+        n = self._hidden[seq] = int(row[0])
+
+        def settle(_: object, error: BaseException | None) -> None:
+            del self._hidden[seq]
+            if error is None:
+                self._count -= n
+            else:  # it shows again and is sent again: the cloud keeps it once
+                log.warning("%s; batch %d stays queued", error, seq)
+
+        self._w.post("remove an acknowledged batch", lambda db: sql.delete_batch(db, seq), settle)
 
     def depth(self) -> tuple[int, int]:
         """(samples waiting in batches, samples waiting to be batched)."""
-        b = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()[0]
+        where, args = self._live()
+        b = self._conn.execute(f"SELECT COALESCE(SUM(n), 0) FROM batches{where}", args).fetchone()[0]  # noqa: S608
         p = self._conn.execute("SELECT COALESCE(SUM(n), 0) FROM pending").fetchone()[0]
         return int(b), int(p)
 
     def backlog(self) -> int:
         """How many sealed batches wait for the broker."""
-        return int(self._conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+        where, args = self._live()
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM batches{where}", args).fetchone()[0])  # noqa: S608
 
     def last_seq(self) -> int:
         """The highest sequence number ever sealed in this epoch (0 before the first)."""
@@ -256,87 +235,101 @@ class Queue:
 
     def oldest_seq(self) -> int:
         """The lowest sequence number still waiting for the broker (0 when none waits)."""
-        row = self._conn.execute("SELECT MIN(seq) FROM batches").fetchone()
+        where, args = self._live()
+        row = self._conn.execute(f"SELECT MIN(seq) FROM batches{where}", args).fetchone()  # noqa: S608
         return int(row[0]) if row and row[0] is not None else 0
 
     @property
     def samples(self) -> int:
-        """Samples held (batches and pending)."""
-        return self._count
+        """Samples held (batches and pending), less those whose removal is being written."""
+        return self._count - sum(self._hidden.values())
+
+    def _live(self) -> tuple[str, tuple[str, ...]]:
+        """A WHERE clause that leaves out the hidden batches (exact even once their removal committed)."""
+        if not self._hidden:
+            return "", ()
+        return " WHERE seq NOT IN (SELECT value FROM json_each(?))", (json.dumps(list(self._hidden)),)
 
     # -- the size limit ---------------------------------------------------------------------
 
-    def enforce_limit(self, in_flight: Collection[int] = ()) -> tuple[int, list[int]]:
+    async def enforce_limit(self, in_flight: Callable[[], Collection[int]],
+                            event: EventDoc | None = None) -> tuple[int, list[int]]:
         """Evict the oldest samples until at most `max_samples` remain.
+
+        Batches handed to the broker (`in_flight()`, asked when the victims are chosen)
+        are never evicted: they may be delivered. `event(samples, total, seqs)` makes the
+        payload of the event that reports it, queued in the same transaction.
 
         Returns:
             how many samples went, and the sequence numbers of the batches that went.
 
-        Batches handed to the broker (`in_flight`) are never evicted: they may be delivered.
+        Raises:
+            QueueError: the eviction could not be written (nothing was evicted).
         """
-        evicted, seqs = 0, []
-        db = self._conn
-        while self._count > self.max_samples:
-            excess = self._count - self.max_samples
-            victims = [
-                (s, n) for s, n in db.execute("SELECT seq, n FROM batches ORDER BY seq LIMIT 64") if s not in in_flight
-            ]
-            if victims:
-                chosen, total = [], 0
-                for s, n in victims:
-                    chosen.append(s)
-                    total += n
-                    if total >= excess:
+        self._evicting = self._evicting or asyncio.Lock()
+        async with self._evicting:  # one at a time: each counts what the one before removed
+            excess = self.samples - self.max_samples
+            if excess <= 0:
+                return 0, []
+            busy = set(in_flight())
+            victims: dict[int, int] = {}
+            for s, n in self._conn.execute("SELECT seq, n FROM batches ORDER BY seq"):
+                if s not in busy and s not in self._hidden:
+                    victims[int(s)] = int(n)
+                    if sum(victims.values()) >= excess:
                         break
-                marks = ",".join("?" * len(chosen))
-                self._write([(f"DELETE FROM batches WHERE seq IN ({marks})", chosen)], "evict batches")  # noqa: S608
-                seqs += chosen
-            else:
-                rows = db.execute("SELECT id, n FROM pending ORDER BY id LIMIT 256").fetchall()
-                if not rows:
-                    break
-                total, last = 0, rows[0][0]
-                for row_id, n in rows:
-                    total += n
-                    last = row_id
-                    if total >= excess:
-                        break
-                self._write([("DELETE FROM pending WHERE id <= ?", (last,))], "evict readings")
-            self._count -= total
-            evicted += total
-        self.evicted_unreported += evicted
-        return evicted, seqs
+            self._hidden.update(victims)  # from now on they are never sent
+            from_batches = sum(victims.values())
+            seqs = list(victims)
+
+            def settle(result: int | None, error: BaseException | None) -> None:
+                for s in seqs:
+                    del self._hidden[s]
+                if error is None:
+                    self._count -= from_batches + (result or 0)
+
+            job = self._w.submit("evict the oldest samples",
+                                 lambda db: sql.evict(db, seqs, max(0, excess - from_batches), event), settle)
+            from_pending = await asyncio.shield(job)  # a cancelled caller leaves it to finish, counted
+        return from_batches + from_pending, seqs
 
     # -- events -----------------------------------------------------------------------------
 
-    def put_event(self, payload: bytes) -> None:
-        """Queue an event durably (sent on `.../up/events`)."""
-        self._write([("INSERT INTO events (payload) VALUES (?)", (payload,))], "queue an event")
+    def put_event(self, payload: bytes) -> asyncio.Future[None]:
+        """Queue an event (sent on `.../up/events`); the future resolves once it is on disk."""
+        return self._w.submit("queue an event", lambda db: sql.insert_event(db, payload))
+
+    def put_event_now(self, payload: bytes) -> None:
+        """Queue an event and wait until it is on disk, holding up the caller's thread (the
+        event loop, if called there) for one transaction: for the rare caller that must not
+        go on before (the update agent forgets its own record of an outcome once its event
+        is queued).
+
+        Raises:
+            QueueError: it could not be written.
+        """
+        self._w.call("queue an event", lambda db: sql.insert_event(db, payload))
 
     def events(self, limit: int) -> list[tuple[int, bytes]]:
         """The oldest queued events."""
-        return [(int(i), bytes(p)) for i, p in
-                self._conn.execute("SELECT id, payload FROM events ORDER BY id LIMIT ?", (limit,))]
+        rows = self._conn.execute("SELECT id, payload FROM events ORDER BY id LIMIT ?",
+                                  (limit + len(self._hidden_events),))
+        return [(int(i), bytes(p)) for i, p in rows if i not in self._hidden_events][:limit]
 
     def ack_event(self, event_id: int) -> None:
-        """The broker has the event: forget it."""
-        self._write([("DELETE FROM events WHERE id=?", (event_id,))], "remove an acknowledged event")
+        """The broker has the event: forget it (hidden now, removed by the writer)."""
+        if event_id in self._hidden_events:
+            return
+        self._hidden_events.add(event_id)
+
+        def settle(_: object, error: BaseException | None) -> None:
+            self._hidden_events.discard(event_id)
+            if error is not None:
+                log.warning("%s; event %d stays queued", error, event_id)
+
+        self._w.post("remove an acknowledged event", lambda db: sql.delete_event(db, event_id), settle)
 
     def meta(self, key: str, default: int = 0) -> int:
         """A persistent counter (e.g. "evicted_total")."""
         row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return int(row[0]) if row else default
-
-    def set_meta(self, key: str, value: int) -> None:
-        """Set a persistent counter."""
-        self._write([("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
-                      (key, value))], "update a counter")
-
-
-def _time_kind(boot: str, trusted: int, time: TimeBase) -> str:
-    """How a stored group's time becomes wall-clock time now: as is, re-based, unknown, or wait."""
-    if trusted:
-        return "wall"
-    if boot == time.boot:
-        return "rebase" if time.trusted else "wait"
-    return "unknown"

@@ -1,6 +1,6 @@
 """The Box's configuration files on disk: the running one, the last good one, the version handled.
 
-A pushed configuration is applied atomically (`boxd.files.write_atomic`: temporary file,
+A pushed configuration is applied atomically (`boxkit.files.write_atomic`: temporary file,
 fsync, rename, fsync of the directory). Before the new text replaces the configuration file,
 the text that was running is kept as ``<state>/config.last-good.toml``: a rollback (the
 new configuration fails at run time) writes it back the same way. ``<state>/config.version``
@@ -19,9 +19,9 @@ import json
 import logging
 from pathlib import Path
 
-from boxd import config
-from boxd.errors import ConfigError
-from boxd.files import write_atomic
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from boxkit.files import write_atomic
 
 log = logging.getLogger("boxd.reconfig")
 

@@ -6,15 +6,14 @@ daemon's logic stays single-threaded. The thread reconnects by itself with
 capped exponential backoff and full jitter. The broker gets a Last Will
 (retained "offline") at connect, and a retained "online" once connected.
 
-This module knows topics and the MQTT session; it knows nothing about batches:
-it reports acknowledgements by message id and lets the daemon decide.
+This module knows the MQTT session (the topic names are `proto.topics`'); it knows nothing about
+batches: it reports acknowledgements by message id and lets the daemon decide.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import ssl
@@ -30,9 +29,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from boxd import __version__, tls
+from boxd import __version__
 from boxd.backoff import Backoff
-from boxd.identity import Identity
+from proto import topics
+from proto.topics import Up
+from proto.uplink import Status
+from trust import tls
+from trust.identity import Identity
 
 log = logging.getLogger("boxd.uplink")
 
@@ -49,13 +52,7 @@ def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
 # opens no listening socket, not even briefly: give paho a Unix socketpair instead.
 mqtt._socketpair_compat = _unix_socketpair
 
-TOPIC_ROOT = "boxes"
 SESSION_EXPIRY_S = 7 * 86400
-
-
-def topic(box_id: str, leaf: str) -> str:
-    """The uplink topic `leaf` (data, meta, status, events, replies) of a Box."""
-    return f"{TOPIC_ROOT}/{box_id}/up/{leaf}"
 
 
 def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
@@ -66,13 +63,8 @@ def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
 
 
 def status_payload(online: bool, reason: str = "") -> bytes:
-    """The retained status message: small JSON, readable by an operator with mosquitto_sub."""
-    body: dict[str, object] = {"v": 1, "online": online, "ts": int(time.time() * 1000)}
-    if online:
-        body["version"] = __version__
-    if reason:
-        body["reason"] = reason
-    return json.dumps(body, separators=(",", ":")).encode()
+    """The retained status message (`proto.uplink.Status`): online with this version, or offline and why."""
+    return Status(online, int(time.time() * 1000), __version__ if online else None, reason).encode()
 
 
 @dataclass(slots=True)
@@ -119,9 +111,9 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.state = LinkState()
 
-    def topic(self, leaf: str) -> str:
+    def topic(self, leaf: Up) -> str:
         """This Box's uplink topic `leaf`."""
-        return topic(self._ident.box_id, leaf)
+        return topics.up(self._ident.box_id, leaf)
 
     async def start(self) -> None:
         """Build the client and start the I/O thread."""
@@ -135,7 +127,7 @@ class Uplink:
         the platform does not alert on), disconnect and join the I/O thread."""
         client = self._client
         if client is not None and self.state.connected:
-            info = client.publish(self.topic("status"), status_payload(False, reason), 1, True)
+            info = client.publish(self.topic(Up.STATUS), status_payload(False, reason), 1, True)
             with contextlib.suppress(RuntimeError, ValueError):  # lost meanwhile: the Will says it
                 await asyncio.to_thread(info.wait_for_publish, 2.0)
             client.disconnect()
@@ -148,7 +140,7 @@ class Uplink:
         if self._ctx is not None:
             tls.add_crl(self._ctx, crl_file)
 
-    def publish(self, leaf: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
+    def publish(self, leaf: Up, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
         """Queue a message for the broker; returns its message id, or None when not connected."""
         client = self._client
         if client is None or not self.state.connected:
@@ -170,7 +162,7 @@ class Uplink:
         )
         self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
         client.tls_set_context(self._ctx)
-        client.will_set(self.topic("status"), status_payload(False, "connection lost"), 1, True)
+        client.will_set(self.topic(Up.STATUS), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
@@ -261,8 +253,8 @@ class Uplink:
             return
         # The durable queue is the truth: forget what paho would resend, the daemon resends it.
         client.drop_out_messages()
-        client.subscribe(f"{TOPIC_ROOT}/{self._ident.box_id}/down/#", 1)
-        client.publish(self.topic("status"), status_payload(True), 1, True)
+        client.subscribe(topics.down_filter(self._ident.box_id), 1)
+        client.publish(self.topic(Up.STATUS), status_payload(True), 1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
         self._post(self._on_connected)
@@ -277,9 +269,12 @@ class Uplink:
             self._post(self._on_disconnected)
 
     def _cb_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        prefix = f"{TOPIC_ROOT}/{self._ident.box_id}/down/"
-        if self._on_message is not None and msg.topic.startswith(prefix):
-            self._post(self._on_message, msg.topic[len(prefix):], bytes(msg.payload))
+        try:
+            where = topics.parse(msg.topic)
+        except topics.TopicError:
+            return
+        if self._on_message is not None and where.box_id == self._ident.box_id and where.direction == topics.DOWN:
+            self._post(self._on_message, where.raw_leaf, bytes(msg.payload))
 
     def _cb_publish(
         self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object

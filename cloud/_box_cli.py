@@ -12,12 +12,12 @@ import argparse
 import time
 from collections.abc import Callable
 
-from boxd import clikit
+from boxkit import clikit
 from cloud import _out as out
 from cloud.errors import NothingChanged, UnknownError
 from cloud.platform import Cloud
 from cloud.store import Alert, BoxRow
-from drivers import Quality
+from proto.points import Quality
 
 # alerts whose cause does not go away by itself: an acknowledgement closes them
 CLOSED_BY_OPERATOR = frozenset({"sequence", "evicted", "config"})

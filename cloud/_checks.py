@@ -8,8 +8,8 @@ import ipaddress
 import socket
 from typing import TYPE_CHECKING
 
-from boxd import clikit
 from cloud.errors import CloudError
+from proto import names
 
 if TYPE_CHECKING:
     from cloud.platform import Settings
@@ -30,7 +30,7 @@ def check_settings(s: Settings, extra_names: list[str]) -> None:
         except ValueError:
             problems.append(f"--bind {s.bind!r} is not an IP address of this machine (e.g. 0.0.0.0, 127.0.0.1)")
     for what, name in [("--host", s.host), *(("--name", n) for n in extra_names)]:
-        if not clikit.is_host(name):
+        if not names.is_host(name):
             problems.append(f"{what} {name!r} is not a DNS name or an IP address")
     if problems:
         raise CloudError("; ".join(problems))

@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from boxd import clikit, downlink
+from boxkit import clikit
 from cloud import _out as out
 from cloud.errors import CloudError
 from cloud.platform import Cloud
 from cloud.store import CommandRow, ConfigRow
-from drivers import Quality
+from proto.points import Quality
+from proto.replies import ON_PROBATION
 
 EXIT_NO_ANSWER, EXIT_REFUSED, EXIT_DIFFERENT = 3, 4, 5
 
@@ -135,7 +136,7 @@ def _push(cloud: Cloud, args: argparse.Namespace) -> int:
     if not _wait(f"configuration version {version}", args.wait, lambda: row().status is not None):
         return _no_answer(f"configuration version {version}", args.wait)
     r = row()
-    on_probation = r.status == "applied" and bool(r.reasons) and r.reasons[0].startswith(downlink.ON_PROBATION)
+    on_probation = r.status == "applied" and bool(r.reasons) and r.reasons[0].startswith(ON_PROBATION)
     if on_probation:
         out.line(f"Box {args.box_id}: configuration version {version} applied, {r.reasons[0]}.")
         left = max(0.0, deadline - time.monotonic())

@@ -7,22 +7,24 @@ not `boxcloud run` runs: the database is shared, and the running cloud sends the
 from __future__ import annotations
 
 import argparse
-import importlib
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
-from boxd import clikit
+from boxkit import clikit
+from boxkit.machine import hardware_id
 from cloud import _out as out
-from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_HEALTH_S, DEFAULT_WAVES, ENDED
+from cloud import release
+from cloud import tufrepo as repository
+from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_WAVES, ENDED
 from cloud.errors import CloudError, NothingChanged
 from cloud.platform import Cloud
 from cloud.store import DeploymentBoxRow, DeploymentRow
-from ota import repository
+from proto import names
+from proto.commands import DEFAULT_HEALTH_S
 
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 Duration = Callable[[str], float]
@@ -116,10 +118,9 @@ def cmd_release(cloud: Cloud, args: argparse.Namespace) -> int:
     if args.release_cmd == "publish":
         if not args.bundle.is_file():
             raise CloudError(f"cannot publish {args.bundle}: no such file ('boxcloud release build' makes one)")
-        bundle_mod = _bundle_module()
         try:
-            manifest = bundle_mod.read_manifest(args.bundle)
-        except bundle_mod.BundleError as e:
+            manifest = release.read_manifest(args.bundle)
+        except release.ReleaseError as e:
             raise CloudError(f"cannot publish {args.bundle}: {e}") from None
         cloud.ensure_ota_repository()
         try:
@@ -151,7 +152,7 @@ def _list_releases(cloud: Cloud, as_json: bool) -> int:
     else:
         targets = {k: (v[0], list(v[1]), v[2]) for k, v in repository.published_targets(cloud.ota_repo).items()}
         expiries = dict(repository.expiries(cloud.ota_repo))
-    ordered = sorted(targets.items(), key=lambda t: repository.parse_version(t[1][0]))
+    ordered = sorted(targets.items(), key=lambda t: names.version_key(t[1][0]))
     if as_json:
         out.emit_json({"releases": [{"target": n, "version": v, "hardware": hw, "bytes": length}
                                     for n, (v, hw, length) in ordered],
@@ -169,22 +170,11 @@ def _list_releases(cloud: Cloud, as_json: bool) -> int:
     return 0
 
 
-def _bundle_module() -> ModuleType:
-    """`ota.bundle` (build, read_manifest, hardware_id, BundleError), imported when a command needs it."""
-    try:
-        return importlib.import_module("ota.bundle")
-    except ImportError as e:
-        raise CloudError(f"bundles are not supported by this version (ota.bundle: {e})") from None
-
-
 def _build(version: str, hardware: list[str], output: Path | None) -> int:
-    bundle_mod = _bundle_module()
-    hw = hardware or [bundle_mod.hardware_id()]
+    hw = hardware or [hardware_id()]
     out_file = (output or Path(f"boxd-{version}.tar.gz")).resolve()
-    try:
-        repository.parse_version(version)
-    except repository.RepositoryError as e:
-        raise CloudError(str(e)) from None
+    if not names.VERSION.fullmatch(version):
+        raise CloudError(f"{version!r} is not a semantic version (MAJOR.MINOR.PATCH[-PRE])")
     if not out_file.parent.is_dir():
         raise CloudError(f"cannot write {out_file}: no directory {out_file.parent}")
     if out_file.is_dir():
@@ -192,8 +182,8 @@ def _build(version: str, hardware: list[str], output: Path | None) -> int:
     with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
         try:
             with out.waiting(f"building boxd {version}"):
-                built = Path(bundle_mod.build(SOURCE_ROOT, Path(tmp), version, hw))
-        except bundle_mod.BundleError as e:
+                built = release.build(SOURCE_ROOT, Path(tmp), version, hw)
+        except release.ReleaseError as e:
             raise CloudError(f"cannot build the bundle: {e}") from None
         shutil.move(built, out_file)
     out.line(f"Built {out_file}: boxd {version} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from cloud.store import Store
+from proto.modem import ModemEvent, ModemReport, WanEvent
 
 
 class _Alerts(Protocol):
@@ -32,58 +33,47 @@ class _Alerts(Protocol):
     def _clear(self, box_id: str, kind: str, subject: str | None = None) -> None: ...
 
 
-def _text(doc: dict[str, object], key: str, limit: int = 200) -> str:
-    value = doc.get(key)
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def on_report(m: _Alerts, box_id: str, doc: dict[str, object]) -> None:
-    """The modem's part of a heartbeat."""
-    prev = m.store.put_modem(box_id, doc)
-    iccid, before = _text(doc, "iccid", 32), _text(prev or {}, "iccid", 32)
-    if iccid and before and iccid != before:
-        m._alert(box_id, "sim_changed", "", f"the SIM card changed ({before} -> {iccid}): a swap, or tampering",
-                 refresh=True)
-    reg = doc.get("reg")
-    if reg == "roaming":
-        m._alert(box_id, "roaming", "", f"the modem is roaming on {_text(doc, 'operator', 64) or 'a visited network'}")
-    elif reg == "home":
+def on_report(m: _Alerts, box_id: str, report: ModemReport) -> None:
+    """The modem's part of a heartbeat (decoded and checked by `proto.modem`)."""
+    prev = m.store.put_modem(box_id, report.to_doc())
+    before = prev.get("iccid") if prev else None
+    if report.iccid and isinstance(before, str) and before and report.iccid != before:
+        m._alert(box_id, "sim_changed", "", f"the SIM card changed ({before[:24]} -> {report.iccid}): a swap, "
+                                            "or tampering", refresh=True)
+    if report.reg == "roaming":
+        m._alert(box_id, "roaming", "", f"the modem is roaming on {report.operator or 'a visited network'}")
+    elif report.reg == "home":
         m._clear(box_id, "roaming")
-    signal = doc.get("signal")
-    if doc.get("weak") is True and isinstance(signal, dict):
-        shown = ", ".join(f"{k.upper()} {v}" for k, v in signal.items() if k in ("rsrp", "rsrq", "sinr", "rssi")
-                          and isinstance(v, int))
+    if report.weak:
+        sig = report.signal
+        shown = ", ".join(f"{k.upper()} {v}" for k, v in (("rsrp", sig.rsrp), ("rsrq", sig.rsrq), ("sinr", sig.sinr),
+                                                          ("rssi", sig.rssi)) if v is not None)
         m._alert(box_id, "signal", "", f"weak 4G signal for a while ({shown or 'no measurement'}): check the "
                                        "antenna and its place", refresh=True)
-    elif doc.get("weak") is False:
+    else:
         m._clear(box_id, "signal")
-    usage = doc.get("usage")
-    if isinstance(usage, dict):
-        used = sum(v for k, v in usage.items() if k in ("rx", "tx") and isinstance(v, int))
-        if usage.get("near") is True and isinstance(usage.get("budget"), int) and usage["budget"]:
-            m._alert(box_id, "data_budget", "", f"{used / 1e6:.1f} MB of the {usage['budget'] / 1e6:.0f} MB data "
-                                                "budget used this period: the Box is saving data", refresh=True)
+    usage = report.usage
+    if usage.near and usage.budget:
+        m._alert(box_id, "data_budget", "", f"{(usage.rx + usage.tx) / 1e6:.1f} MB of the {usage.budget / 1e6:.0f} "
+                                            "MB data budget used this period: the Box is saving data", refresh=True)
+    else:
+        m._clear(box_id, "data_budget")
+    if not report.fault:
+        m._clear(box_id, "modem_config")
+
+
+def on_event(m: _Alerts, box_id: str, event: ModemEvent | WanEvent) -> None:
+    """A ``modem`` or ``wan`` event (decoded and checked by `proto.modem`)."""
+    if isinstance(event, WanEvent):
+        if event.active == "cellular":
+            m._alert(box_id, "wan_failover", "", f"the Box runs on 4G: {event.why}", refresh=True)
         else:
-            m._clear(box_id, "data_budget")
-    if doc.get("fault") == "":
-        m._clear(box_id, "modem_config")
-
-
-def on_event(m: _Alerts, box_id: str, doc: dict[str, object]) -> None:
-    """A ``modem`` or ``wan`` event."""
-    if doc.get("kind") == "wan":
-        if doc.get("active") == "cellular":
-            m._alert(box_id, "wan_failover", "", f"the Box runs on 4G: {_text(doc, 'why')}", refresh=True)
-        elif doc.get("active") == "preferred":
             m._clear(box_id, "wan_failover")
-        return
-    event = doc.get("event")
-    if event == "fault":
-        cause = _text(doc, "cause", 32)
-        m._alert(box_id, "modem_config", cause, f"modem: {_text(doc, 'words', 300) or cause}", refresh=True)
-    elif event == "fault_cleared":
+    elif event.event == "fault":
+        m._alert(box_id, "modem_config", event.cause, f"modem: {event.words or event.cause}", refresh=True)
+    elif event.event == "fault_cleared":
         m._clear(box_id, "modem_config")
-    elif event == "recovery" and doc.get("rung") in ("power_cycle", "reboot"):
-        what = "power-cycled the modem" if doc["rung"] == "power_cycle" else "rebooted the Box"
-        m._alert(box_id, "modem_recovery", str(doc["rung"]), f"the 4G link failed and the Box {what} "
-                                                             f"({_text(doc, 'why')})", refresh=True)
+    elif event.event == "recovery" and event.rung in ("power_cycle", "reboot"):
+        what = "power-cycled the modem" if event.rung == "power_cycle" else "rebooted the Box"
+        m._alert(box_id, "modem_recovery", event.rung, f"the 4G link failed and the Box {what} ({event.why})",
+                 refresh=True)

@@ -22,20 +22,21 @@ import threading
 import time
 from collections.abc import Callable
 
-from boxd import wire
-from boxd.errors import WireError
 from cloud.errors import StoreError
 from cloud.monitor import Monitor
 from cloud.pacing import Budgets
 from cloud.store import Store
+from proto import wire
+from proto.errors import WireError
+from proto.topics import Up
 
 log = logging.getLogger("boxcloud.receiver")
 
 RATE = 1024 * 1024  # cost units (inflated bytes, weighted) a Box may use a second
 BURST = 8 * 1024 * 1024
-WEIGHTS = {"meta": 4}  # a point table costs ~4 times a batch per byte (rows become objects, JSON)
-DEFERRABLE = frozenset({"data", "meta", "events", "replies"})
-PACED = DEFERRABLE | {"health"}
+WEIGHTS: dict[str, int] = {Up.META: 4}  # a point table costs ~4 times a batch per byte (rows become objects, JSON)
+DEFERRABLE = frozenset({Up.DATA, Up.META, Up.EVENTS, Up.REPLIES})
+PACED = DEFERRABLE | {Up.HEALTH}
 INLINE_MAX = 512 * 1024  # a message costing more is always decoded by the pacer's thread, never the MQTT one
 MAX_DEFERRED = 5000  # messages put aside per Box; beyond, dropped (and said so)
 NOTICE_S = 10.0  # the monitor hears of a Box over its budget at most this often

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from boxd import clikit
+from boxkit import clikit
 from cloud import _out as out
 from cloud.enroll import check_serial
 from cloud.errors import NothingChanged

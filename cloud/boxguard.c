@@ -18,7 +18,9 @@
  * publishes allowed here: dynsec still checks the Box's own role.
  *
  * Options (plugin_opt_<name>): msgs_per_s, msgs_burst, bytes_per_s, bytes_burst, notice_s.
- * Built by cloud.broker with gcc and Debian's mosquitto-dev headers.
+ * Built by cloud.broker with gcc and Debian's mosquitto-dev headers, and with "boxguard_rules.h",
+ * which cloud.broker generates from proto.topics (guard_header): the topic root, the uplink
+ * leaves a Box may publish with their sizes and retain rules, the limits leaf, the longest Box id.
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,23 +33,11 @@
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
 
-#define MAX_ID 64
+#include "boxguard_rules.h"  /* TOPIC_ROOT, TOPIC_UP, LIMITS_LEAF, MAX_ID, struct leaf_rule, RULES[] */
+
 #define BUCKETS 4096
-
-struct leaf_rule {
-	const char *name;
-	uint32_t max_bytes;
-	bool retain;
-};
-
-static const struct leaf_rule RULES[] = {
-	{"data", 256 * 1024, false},
-	{"meta", 256 * 1024, true},
-	{"status", 2 * 1024, true},
-	{"health", 16 * 1024, false},
-	{"events", 16 * 1024, false},
-	{"replies", 256 * 1024, false},
-};
+#define PREFIX TOPIC_ROOT "/"
+#define UP_PART "/" TOPIC_UP "/"
 
 struct box_state {
 	struct box_state *next;
@@ -101,13 +91,13 @@ static struct box_state *state_of(const char *id)
 
 static const struct leaf_rule *rule_of(const char *topic, const char *id)
 {
-	size_t n = strlen(id);
+	size_t n = strlen(id), p = strlen(PREFIX), u = strlen(UP_PART);
 	size_t i;
-	if(strncmp(topic, "boxes/", 6) || strncmp(topic + 6, id, n) || strncmp(topic + 6 + n, "/up/", 4)){
+	if(strncmp(topic, PREFIX, p) || strncmp(topic + p, id, n) || strncmp(topic + p + n, UP_PART, u)){
 		return NULL;
 	}
 	for(i = 0; i < sizeof(RULES) / sizeof(RULES[0]); i++){
-		if(!strcmp(topic + 6 + n + 4, RULES[i].name)) return &RULES[i];
+		if(!strcmp(topic + p + n + u, RULES[i].name)) return &RULES[i];
 	}
 	return NULL;
 }
@@ -121,7 +111,7 @@ static void notice(struct box_state *b, const char *why, double t)
 	b->last_notice = t;
 	mosquitto_log_printf(MOSQ_LOG_WARNING, "boxguard: refused %llu message(s) from %s: %s",
 			(unsigned long long)b->refused, b->id, why);
-	snprintf(topic, sizeof(topic), "boxes/%s/up/limits", b->id);
+	snprintf(topic, sizeof(topic), PREFIX "%s" UP_PART LIMITS_LEAF, b->id);
 	len = snprintf(body, sizeof(body), "{\"v\":1,\"refused\":%llu,\"reason\":\"%s\"}",
 			(unsigned long long)b->refused, why);
 	mosquitto_broker_publish_copy(NULL, topic, len, body, 1, false, NULL);

@@ -7,7 +7,11 @@ What the generated configuration enforces:
     (`use_username_as_clientid`), so a Box cannot take over another Box's session;
   - authorisation by Mosquitto's dynamic-security plugin, default deny: each Box has
     its own role that may publish only to `boxes/<id>/up/#` and subscribe only to
-    `boxes/<id>/down/#`; the receiver and the admin are roles of their own.
+    `boxes/<id>/down/#` (`proto.topics` builds every pattern); the receiver and the admin are
+    roles of their own;
+  - the `boxguard` plugin (`cloud/boxguard.c`), compiled here with a header generated from
+    `proto.topics` (the leaves, their sizes and retain rules): nothing of the namespace is
+    written twice.
 
 Revocation: Mosquitto re-reads the CRL on SIGHUP, but only new TLS handshakes see it;
 a session that is already open goes on. So `revoke()` rewrites the CRL, reloads the
@@ -34,15 +38,16 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from boxd import tls
-from boxd.files import private_dir, temp_path, write_atomic, write_secret
+from boxkit.files import private_dir, temp_path, write_atomic, write_secret
 from cloud.errors import BrokerError
 from cloud.pki import Pki
 from cloud.store import Store
+from proto import topics
+from trust import tls
 
 CONTROL = "$CONTROL/dynamic-security/v1"
 GUARD_SOURCE = Path(__file__).with_name("boxguard.c")
-RETAINED_LEAVES = ("status", "meta")  # the only uplink topics a Box may retain on
+GUARD_HEADER = "boxguard_rules.h"  # generated from proto.topics beside the compiled plugin
 # Per-Box publish rates the broker enforces (boxguard): far above what a Box sends, even draining a
 # backlog of days; a Box over them gets its messages refused (it keeps and resends them).
 BOX_LIMITS = {"msgs_per_s": 50.0, "msgs_burst": 500.0, "bytes_per_s": 1024.0 * 1024, "bytes_burst": 16.0 * 1024 * 1024}
@@ -52,7 +57,7 @@ _PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr
 
 def box_role(box_id: str) -> dict[str, object]:
     """The dynsec role of one Box: its own uplink to publish, its own downlink to read."""
-    up, down = f"boxes/{box_id}/up/#", f"boxes/{box_id}/down/#"
+    up, down = topics.up_filter(box_id), topics.down_filter(box_id)
     return {
         "rolename": f"box:{box_id}",
         "acls": [
@@ -66,13 +71,13 @@ def box_role(box_id: str) -> dict[str, object]:
 def _service_roles() -> list[dict[str, object]]:
     ctl = "$CONTROL/dynamic-security/#"
     # the admin clears what a revoked Box left retained (cloud.broker.Broker.clear_retained)
-    retained = [{"acltype": "publishClientSend", "topic": f"boxes/+/up/{leaf}", "allow": True}
-                for leaf in RETAINED_LEAVES]
+    retained = [{"acltype": "publishClientSend", "topic": topics.up(topics.ANY, leaf), "allow": True}
+                for leaf in topics.RETAINED_UP]
     return [
         {"rolename": "receiver", "acls": [
-            {"acltype": "subscribePattern", "topic": "boxes/+/up/#", "allow": True},
-            {"acltype": "publishClientReceive", "topic": "boxes/+/up/#", "allow": True},
-            {"acltype": "publishClientSend", "topic": "boxes/+/down/#", "allow": True},
+            {"acltype": "subscribePattern", "topic": topics.up_filter(), "allow": True},
+            {"acltype": "publishClientReceive", "topic": topics.up_filter(), "allow": True},
+            {"acltype": "publishClientSend", "topic": topics.down_filter(), "allow": True},
         ]},
         {"rolename": "admin", "acls": [
             {"acltype": "publishClientSend", "topic": ctl, "allow": True},
@@ -101,13 +106,14 @@ def private_home(home: Path) -> None:
 
 
 def build_guard(out_dir: Path) -> Path:
-    """The boxguard plugin (`cloud/boxguard.c`), compiled for this source if not done yet.
+    """The boxguard plugin (`cloud/boxguard.c` with the header `proto.topics.guard_header` makes),
+    compiled for this source and header if not done yet.
 
     Raises:
-        BrokerError: it cannot be built (gcc or Debian's mosquitto-dev missing).
+        BrokerError: it cannot be built (gcc and Debian's mosquitto-dev missing).
     """
-    source = GUARD_SOURCE.read_bytes()
-    lib = out_dir / f"boxguard-{hashlib.sha256(source).hexdigest()[:12]}.so"
+    source, header = GUARD_SOURCE.read_bytes(), topics.guard_header().encode()
+    lib = out_dir / f"boxguard-{hashlib.sha256(source + header).hexdigest()[:12]}.so"
     if lib.exists():
         return lib
     gcc = shutil.which("gcc") or shutil.which("cc")
@@ -115,8 +121,10 @@ def build_guard(out_dir: Path) -> Path:
         raise BrokerError("cannot build the broker's boxguard plugin: gcc and the mosquitto-dev headers are "
                           "needed (scripts/bootstrap.sh installs them)")
     tmp = temp_path(lib)
-    r = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(tmp),
-                        str(GUARD_SOURCE)], capture_output=True, text=True, timeout=120)
+    include = out_dir / GUARD_HEADER
+    write_atomic(include, header)
+    r = subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror", "-I", str(out_dir), "-o",
+                        str(tmp), str(GUARD_SOURCE)], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise BrokerError(f"cannot build the broker's boxguard plugin: {r.stderr.strip()[-500:]}")
@@ -423,8 +431,8 @@ class Broker:
         """
         client = self._admin_client()
         try:
-            for leaf in RETAINED_LEAVES:
-                info = client.publish(f"boxes/{box_id}/up/{leaf}", b"", 1, retain=True)
+            for leaf in topics.RETAINED_UP:
+                info = client.publish(topics.up(box_id, leaf), b"", 1, retain=True)
                 info.wait_for_publish(timeout)
                 if not info.is_published():
                     raise BrokerError(f"the broker did not take the clearing of {box_id}'s retained {leaf}")

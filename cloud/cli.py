@@ -22,6 +22,7 @@ non-zero exit (`EXITS`), never a traceback; list and show commands take `--json`
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import os
 import re
@@ -30,8 +31,9 @@ import sys
 import threading
 from pathlib import Path
 
-from boxd import __version__, clikit
-from boxd.files import AlreadyRunning, pid_lock
+from boxkit import clikit
+from boxkit.errors import AlreadyRunningError
+from boxkit.files import pid_lock
 from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli
 from cloud import _out as out
 from cloud.errors import CloudError, NothingChanged
@@ -61,6 +63,14 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _version() -> str:
+    """The installed release's version (the cloud never imports the Box's `boxd`, whose it is)."""
+    try:
+        return importlib.metadata.version("boxd")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = clikit.Parser(prog="boxcloud", description="The Box reference cloud: CA and enrollment, a Mosquitto broker "
                                                    "with per-Box ACL and CRL, receiver and storage, configurations, "
@@ -68,11 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                       epilog=clikit.epilog(["boxcloud --home /srv/cloud init --host cloud.example.com",
                                             "boxcloud --home /srv/cloud run",
                                             "boxcloud --home demo-data/cloud box list"], EXITS))
-    p.add_argument("--version", action="version", version=f"boxcloud {__version__}")
+    p.add_argument("--version", action="version", version=f"boxcloud {_version()}")
     p.add_argument("--home", type=Path, default=DEFAULT_HOME,
                    help="the cloud's state directory (default $BOXCLOUD_HOME or /var/lib/boxcloud; now %(default)s)")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    i = clikit.subcommand(sub, "init", "create the platform CA, server certificates, TUF repository and settings",
+    i = clikit.subcommand(sub, "init", "create the platform CA, server certificates, TUF repository, settings "
+                                       "and database",
                           ["boxcloud --home /srv/cloud init --host cloud.example.com",
                            "boxcloud --home /tmp/c init --broker-port 18883 --enroll-port 18443 --bind 127.0.0.1"],
                           exits=EXITS)
@@ -81,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--enroll-port", type=_port, default=8443, help="HTTPS enrollment and updates (default %(default)s)")
     i.add_argument("--bind", default="", help="the IP address to listen on (default: all)")
     i.add_argument("--name", action="append", default=[], help="another DNS name or IP for the server certificates")
-    clikit.subcommand(sub, "run", "run the broker, the receiver and the enrollment endpoint until Ctrl-C",
+    clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
+                                 "the enrollment endpoint until Ctrl-C",
                       ["boxcloud --home /srv/cloud run"], exits=EXITS)
     _box_cli.add_parsers(sub, duration, EXITS)
     _config_cli.add_parsers(sub, duration, EXITS)
@@ -105,7 +117,7 @@ def cmd_run(cloud: Cloud) -> int:
     """Run the services until SIGINT/SIGTERM; one `run` per home."""
     try:
         lock = pid_lock(cloud.home / "run.lock")  # noqa: F841 - held for the process's life
-    except AlreadyRunning as e:
+    except AlreadyRunningError as e:
         raise CloudError(f"boxcloud is already running on {cloud.home} (pid {e.pid or '?'})") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -25,10 +25,11 @@ import sys
 import time
 from pathlib import Path
 
-from boxd.files import AlreadyRunning, pid_lock
+from boxkit.errors import AlreadyRunningError
+from boxkit.files import pid_lock
 from cloud.platform import Cloud, Settings
-from drivers import Quality
 from drivers.sim.modbus_building import building_points_toml
+from proto.points import Quality
 
 SERIAL = "DEMO-BOX-1"
 LOCK = "demo.lock"
@@ -122,7 +123,7 @@ def _take(root: Path) -> int:
     root.mkdir(parents=True, exist_ok=True)
     try:
         fd = pid_lock(root / LOCK)
-    except AlreadyRunning as e:
+    except AlreadyRunningError as e:
         raise RuntimeError(f"a demo is already running in {root} (pid {e.pid or '?'}): use it, stop it with "
                            "Ctrl-C in its shell, or give another --dir") from None
     for child in root.iterdir():

@@ -22,52 +22,35 @@ import math
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from cloud import tufrepo as repository
 from cloud.errors import CloudError
 from cloud.store import DeploymentBoxRow, DeploymentRow, Store
-from ota import repository
+from proto.commands import DEFAULT_HEALTH_S, MAX_HEALTH_S, MIN_HEALTH_S
+from proto.uplink import OtaEvent
 
 log = logging.getLogger("boxcloud.deploy")
 
 Send = Callable[[str, str, dict[str, object], float], str]
 
 DEFAULT_WAVES = "1,10%,50%,100%"
-DEFAULT_HEALTH_S = 300
 DEFAULT_BOX_TIMEOUT_S = 3600.0
-MIN_HEALTH_S, MAX_HEALTH_S = 10, 3600  # what the Box accepts (boxd.downlink)
 MIN_BOX_TIMEOUT_S = 60.0
-MAX_DETAIL = 1024
 
 # The per-Box states, in order: an event never moves a Box back.
 PROGRESS = ("downloading", "installing", "restarting")
 BOX_TERMINAL = frozenset({"committed", "rolled_back", "failed", "aborted", "timeout", "cancelled"})
 FAILURES = frozenset({"rolled_back", "failed", "timeout"})
-EVENT_STATES = frozenset({*PROGRESS, "committed", "rolled_back", "failed", "aborted"})
 _RANK = {"pending": 0, "sent": 1, "downloading": 2, "installing": 3, "restarting": 4}
 ABORTABLE = ("sent", "downloading")  # where update_abort can still stop a Box
 ENDED = frozenset({"completed", "halted", "stopped"})
 
-_DEP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class DeployError(CloudError):
     """A deployment refused or not found (the operator's input; the message says why)."""
-
-
-@dataclass(frozen=True)
-class OtaEvent:
-    """An `ota` event from a Box, validated."""
-
-    deployment: str
-    version: str
-    state: str
-    detail: str
-    running: str
-    ts_ms: int
-    progress: float | None
 
 
 def check_tag(tag: str) -> str:
@@ -145,38 +128,6 @@ def find_target(repo: Path, target: str, version: str | None) -> tuple[str, str]
         return by_version[0], target
     known = ", ".join(f"{n} ({v})" for n, (v, _, _) in sorted(published.items())) or "none yet"
     raise DeployError(f"no published release {target!r} (published: {known}; 'boxcloud release publish' adds one)")
-
-
-def validate_event(doc: dict[str, object]) -> OtaEvent:
-    """An `ota` event document from a Box, checked field by field.
-
-    Raises:
-        ValueError: a field is missing or of the wrong type or range (the message says which).
-    """
-    def text(key: str, limit: int) -> str:
-        v = doc.get(key)
-        if not isinstance(v, str) or not v or len(v) > limit:
-            raise ValueError(f"{key} must be text of 1 to {limit} characters, not {str(v)[:40]!r}")
-        return v
-
-    if doc.get("v") != 1 or doc.get("kind") != "ota":
-        raise ValueError("not an ota event of version 1")
-    ts = doc.get("ts")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts < 0:
-        raise ValueError("ts must be milliseconds (an integer)")
-    deployment, version, running = text("deployment", 64), text("version", 64), text("running", 64)
-    state = doc.get("state")
-    if state not in EVENT_STATES:
-        raise ValueError(f"unknown state {str(state)[:40]!r}")
-    detail = doc.get("detail", "")
-    if not isinstance(detail, str) or len(detail) > 4 * MAX_DETAIL:
-        raise ValueError("detail must be text of at most 1 KiB")
-    progress = doc.get("progress")
-    if progress is not None and (isinstance(progress, bool) or not isinstance(progress, int | float)
-                                 or not 0 <= progress <= 1):
-        raise ValueError("progress must be a number from 0 to 1")
-    return OtaEvent(deployment, version, str(state), detail[:MAX_DETAIL], running, ts,
-                    None if progress is None else float(progress))
 
 
 class Deployments:
@@ -349,19 +300,15 @@ class Deployments:
                                      only_from=("cancelled",), cmd_id=cmd_id)
             self._send_abort(d, b)
 
-    def on_event(self, box_id: str, doc: dict[str, object], now: float) -> None:
-        """An `ota` event from a Box: moves the Box forward in its deployment. Never raises."""
+    def on_event(self, box_id: str, ev: OtaEvent, now: float) -> None:
+        """An `ota` event from a Box (decoded and checked by `proto.uplink`): moves the Box forward in
+        its deployment. Never raises."""
         try:
-            self._on_event(box_id, doc, now)
+            self._on_event(box_id, ev, now)
         except Exception:  # a Box's message never breaks the receiver
             log.exception("cannot handle an ota event from %s", box_id)
 
-    def _on_event(self, box_id: str, doc: dict[str, object], now: float) -> None:
-        try:
-            ev = validate_event(doc)
-        except ValueError as e:
-            log.warning("ignoring an ota event from %s: %s", box_id, e)
-            return
+    def _on_event(self, box_id: str, ev: OtaEvent, now: float) -> None:
         d = self.store.deployment(ev.deployment)
         row = next((b for b in self.store.deployment_boxes(ev.deployment) if b.box_id == box_id), None)
         if d is None or row is None:
@@ -372,7 +319,7 @@ class Deployments:
             log.warning("ignoring an ota event from %s: version %s, deployment %s is of %s", box_id, ev.version,
                         d.id, d.version)
             return
-        self.store.put_ota_event(d.id, box_id, doc, now)
+        self.store.put_ota_event(d.id, box_id, ev.to_doc(), now)
         before = [s for s, r in _RANK.items() if 0 < r < _RANK.get(ev.state, 99)]
         detail = ev.detail if ev.progress is None else f"{ev.progress:.0%}" + (f" {ev.detail}" if ev.detail else "")
         if self.store.set_box_state(d.id, box_id, ev.state, detail, now, only_from=before):

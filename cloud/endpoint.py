@@ -10,7 +10,7 @@ Errors are `{"error": "..."}` with 400/401/403/404/411/413/429/503. Served by `c
 (connection cap, deadlines, the client certificate in the scope). What is not authenticated
 is kept cheap: a request body is at most 16 KiB, read under the request deadline, parsed as
 JSON with nesting refused (no traceback, no crash: a 400); a token is only read from the
-database, never written, until it is known to be good (`cloud._credentials`); failed
+database, never written, until it is known to be good (`cloud.store._credentials`); failed
 enrollments are limited per client address (`FAILED_RATE` a second, `FAILED_BURST` in a row,
 then 429) and logged as one line per address per minute, not one per request. The database
 and the broker are used from a small thread pool (`WORKERS`), never from the event loop.
@@ -30,12 +30,12 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from boxd import tls
 from cloud import ota_server
 from cloud.enroll import Enroller
 from cloud.errors import EnrollmentError, PkiError, StoreError
 from cloud.https import HttpsServer
 from cloud.pacing import Budgets, Lru
+from trust import tls
 
 log = logging.getLogger("boxcloud.enroll")
 

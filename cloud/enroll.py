@@ -10,7 +10,7 @@ token was issued for), never taken from the CSR. Tokens never appear in logs.
 A renewal (`POST /v1/renew`, `{"csr"}`) is authenticated by the Box's current certificate (or
 the pending one of a rotation) in the TLS handshake; the new certificate is pending until the
 Box uses it (`POST /v1/renew/confirm`), and the one it replaces is then revoked. The rules about
-which certificate may do what are in `cloud._credentials`. This module does no HTTP.
+which certificate may do what are in `cloud.store._credentials`. This module does no HTTP.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from boxd.identity import BOX_ID_RE
 from cloud.broker import Broker
 from cloud.errors import BrokerError, EnrollmentError, PkiError, StoreError
 from cloud.pki import Pki
 from cloud.store import Store
+from proto import names
 
 log = logging.getLogger("boxcloud.enroll")
 
@@ -58,7 +58,7 @@ def check_serial(serial: str) -> str:
     Raises:
         EnrollmentError: the serial has characters or a length a Box ID cannot have.
     """
-    if not BOX_ID_RE.fullmatch(serial):
+    if not names.BOX_ID.fullmatch(serial):
         raise EnrollmentError(
             f"invalid serial {serial!r}: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -186,6 +186,6 @@ def _peer_identity(peer: dict[str, object]) -> tuple[str, int]:
         raise EnrollmentError("this request needs the Box's current certificate in the TLS handshake", 401)
     cn = next((v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName"), None)  # type: ignore[attr-defined]
     serial = peer.get("serialNumber")
-    if not (isinstance(cn, str) and BOX_ID_RE.fullmatch(cn)) or not isinstance(serial, str):
+    if not names.BOX_ID.fullmatch(cn) or not isinstance(serial, str):
         raise EnrollmentError("the certificate presented is not a Box's", 403)
     return cn, int(serial, 16)

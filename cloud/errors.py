@@ -31,3 +31,7 @@ class UnknownError(CloudError):
 
 class NothingChanged(CloudError):
     """What was asked is already so (a second revoke, stopping an ended deployment): nothing changed."""
+
+
+class RepositoryError(CloudError):
+    """A TUF repository operation refused (with the reason in words)."""

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from cloud import _modem_alerts
 from cloud.pacing import Lru
 from cloud.store import Store
-from drivers import Quality
+from proto.modem import ModemEvent, ModemReport, WanEvent
+from proto.points import Quality
+from proto.uplink import Evicted
 
 log = logging.getLogger("boxcloud.monitor")
 
@@ -99,8 +101,6 @@ class Monitor:
             else:
                 self._clear(box_id, "clock")
         self._check_sequence(box_id, doc, prev)
-        if isinstance(modem := doc.get("modem"), dict):
-            _modem_alerts.on_report(self, box_id, modem)
 
     def _check_sequence(self, box_id: str, doc: dict[str, object], prev: dict[str, object] | None) -> None:
         epoch, last, oldest = doc.get("epoch"), doc.get("last_seq"), doc.get("oldest_seq")
@@ -134,17 +134,19 @@ class Monitor:
         self._alert(box_id, "sequence", f"conflict:{epoch}",
                     f"batch {seq} of epoch {epoch:x} was sent again with different content", refresh=True)
 
-    def on_event(self, box_id: str, doc: dict[str, object]) -> None:
-        """An event from the Box (evictions; the modem's and the uplink choice's)."""
-        if doc.get("kind") in ("modem", "wan"):
-            _modem_alerts.on_event(self, box_id, doc)
-        if doc.get("kind") == "evicted":
-            n, epoch, seqs = doc.get("samples"), doc.get("epoch"), doc.get("seqs", [])
-            if isinstance(n, int) and isinstance(epoch, int) and isinstance(seqs, list):
-                ranges = [r for r in seqs if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)]
-                self.store.put_evicted(box_id, epoch, ranges, n)
-                self._alert(box_id, "evicted", "", f"the Box's queue was full: {doc.get('total', n)} oldest "
-                                                   f"samples dropped in all (latest: {n})", refresh=True)
+    def on_evicted(self, box_id: str, ev: Evicted) -> None:
+        """The Box's queue overflowed: what it dropped (the batches too), and an alert."""
+        self.store.put_evicted(box_id, ev.epoch, [list(r) for r in ev.seqs], ev.samples)
+        self._alert(box_id, "evicted", "", f"the Box's queue was full: {ev.total} oldest "
+                                           f"samples dropped in all (latest: {ev.samples})", refresh=True)
+
+    def on_modem(self, box_id: str, report: ModemReport) -> None:
+        """The modem's part of a heartbeat (`cloud._modem_alerts`)."""
+        _modem_alerts.on_report(self, box_id, report)
+
+    def on_modem_event(self, box_id: str, event: ModemEvent | WanEvent) -> None:
+        """A ``modem`` or ``wan`` event (`cloud._modem_alerts`)."""
+        _modem_alerts.on_event(self, box_id, event)
 
     def on_limits(self, box_id: str, refused: int, reason: str, now: float | None = None) -> None:
         """The Box went over its rate: `refused` messages refused or put aside, and why."""

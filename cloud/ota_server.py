@@ -1,7 +1,7 @@
 """Serving the TUF repository (issue 7) on the cloud's HTTPS endpoint (`cloud.endpoint`).
 
 `GET /tuf/metadata/<file>` and `GET /tuf/targets/<file>` answer files of the repository
-directory (see `ota.repository`), only to a client that presented the current (or, during a
+directory (see `cloud.tufrepo`), only to a client that presented the current (or, during a
 rotation, the pending) certificate of an enrolled Box in the TLS handshake (401 without one,
 403 with one that is not a Box's or no longer valid). File names are plain names
 (`[A-Za-z0-9._-]`, no path), so nothing outside the repository can be named; a missing file is

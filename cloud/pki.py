@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from boxd import tls
-from boxd.files import write_atomic, write_secret
+from boxkit.files import write_atomic, write_secret
 from cloud.errors import PkiError
+from trust import tls
 
 BOX_CERT_DAYS = 365
 SERVER_CERT_DAYS = 825

@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from boxd import downlink
-from boxd.files import write_atomic
-from boxd.wire import encode_doc
+import boxconfig
+from boxkit.files import write_atomic
 from cloud import deploy
+from cloud import tufrepo as ota_repository
 from cloud._checks import check_port_free, check_settings
 from cloud.broker import Broker, private_home
 from cloud.endpoint import EnrollServer
@@ -32,7 +32,10 @@ from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import BoxRow, DeploymentRow, Store
-from ota import repository as ota_repository
+from proto.commands import DEFAULT_HEALTH_S
+from proto.downlink import MAX_CONFIG_PAYLOAD, MAX_CONFIG_TEXT, ConfigPush, command, encode_command
+from proto.errors import RejectedError, WireError
+from proto.topics import Down
 
 log = logging.getLogger("boxcloud")
 
@@ -47,14 +50,6 @@ TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
 def no_box(box_id: str) -> str:
     """The one wording of an unknown Box id, for every command."""
     return f"no Box {box_id!r} here ('boxcloud box list' shows them)"
-
-
-def config_doc(version: int, toml_text: str, allow_empty: bool) -> dict[str, object]:
-    """The `down/config` document (`allow_empty` only when set: older Boxes know no such field)."""
-    doc: dict[str, object] = {"version": version, "toml": toml_text}
-    if allow_empty:
-        doc["allow_empty"] = True
-    return doc
 
 
 def _local(ts: float) -> str:
@@ -78,7 +73,7 @@ class Cloud:
         """`database`: the cloud's database file, if not `<home>/cloud.db` (e.g. on another disk)."""
         self.home = home
         self.pki = Pki(home / "pki")
-        self.store = Store(database or home / "cloud.db")
+        self.store = Store(database or home / "cloud.db", migrate=False)  # upgraded by init and start only
         self._settings: Settings | None = None
         self._broker: Broker | None = None
         self.receiver: Receiver | None = None
@@ -99,6 +94,7 @@ class Cloud:
             raise CloudError(f"a cloud already exists in {self.home}: nothing changed (another --home for a new one)")
         check_settings(settings, extra_names or [])
         private_home(self.home)
+        self.upgrade_store()
         self.pki.init()
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)
@@ -117,6 +113,17 @@ class Cloud:
         if not (self.home / "cloud.json").is_file():
             raise CloudError(f"no cloud in {self.home}: give the right --home (or BOXCLOUD_HOME), "
                              f"or create one with 'boxcloud --home {self.home} init'")
+
+    def upgrade_store(self) -> None:
+        """Create the database, or bring its schema up to this code's (in place, every row kept).
+
+        Raises:
+            SchemaError: it was made by a newer boxcloud (nothing changed).
+        """
+        before, after = self.store.migrate()
+        if before != after:
+            log.info("cloud database %s: schema upgraded from %s to %s", self.store.path,
+                     before or "none (new, or made before schema versions)", after)
 
     @property
     def settings(self) -> Settings:
@@ -158,15 +165,17 @@ class Cloud:
     # -- services ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the broker, the receiver and the enrollment endpoint; on a failure, stop what
-        was started and raise.
+        """Upgrade the database's schema, start the broker, the receiver and the enrollment
+        endpoint; on a failure, stop what was started and raise.
 
         Raises:
-            CloudError: a port is taken (named), or a service cannot start.
+            CloudError: a port is taken (named), a service cannot start, or the database was
+                made by a newer boxcloud.
         """
         s = self.settings
         for what, port in (("broker", s.broker_port), ("enrollment", s.enroll_port)):
             check_port_free(s.bind, port, what)
+        self.upgrade_store()
         try:
             self._start()
         except BaseException:
@@ -278,7 +287,7 @@ class Cloud:
                 return
 
     def renew_tuf_metadata(self, now: float) -> list[str]:
-        """Re-sign the TUF roles close to expiry at time `now` (see `ota.repository.renew_expiring`).
+        """Re-sign the TUF roles close to expiry at time `now` (see `cloud.tufrepo.renew_expiring`).
 
         Returns:
             the roles renewed.
@@ -295,19 +304,24 @@ class Cloud:
         if rx is None:
             return
         for c in self.store.unpublished_configs():
-            if rx.publish_down(c.box_id, "config", encode_doc(config_doc(c.version, c.toml, c.allow_empty)),
+            if rx.publish_down(c.box_id, Down.CONFIG, ConfigPush(c.version, c.toml, c.allow_empty).encode(),
                                retain=True):
                 self.store.mark_config_published(c.box_id, c.version)
                 log.info("configuration version %d sent to %s", c.version, c.box_id)
         for box_id in self.store.retained_to_clear():
-            if rx.publish_down(box_id, "config", b"", retain=True):  # an empty retained message clears it
+            if rx.publish_down(box_id, Down.CONFIG, b"", retain=True):  # an empty retained message clears it
                 self.store.retained_cleared(box_id)
                 log.info("retained configuration of %s cleared", box_id)
         for cmd in self.store.unpublished_commands(time.time()):
-            doc = {"id": cmd.id, "name": cmd.name, "expires": cmd.expires, "args": cmd.args}
+            try:
+                payload = encode_command(command(cmd.id, cmd.name, cmd.expires, cmd.args))
+            except WireError as e:  # checked when it was queued: a row from elsewhere
+                log.error("command %s for %s is not a valid command, not sent: %s", cmd.id, cmd.box_id, e)
+                self.store.cancel_command(cmd.id)
+                continue
             if not self.store.claim_command(cmd.id):  # cancelled meanwhile (a deployment stopped)
                 continue
-            if rx.publish_down(cmd.box_id, "cmd", encode_doc(doc)):
+            if rx.publish_down(cmd.box_id, Down.CMD, payload):
                 log.info("command %s (%s) sent to %s", cmd.id, cmd.name, cmd.box_id)
             else:
                 self.store.unclaim_command(cmd.id)
@@ -371,14 +385,15 @@ class Cloud:
                 message lists every reason (the Box validates it again in any case).
         """
         self._known_box(box_id)
-        payload = encode_doc(config_doc(1, toml_text, allow_empty))
-        if len(payload) > downlink.MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > downlink.MAX_CONFIG_TEXT:
+        push = ConfigPush(1, toml_text, allow_empty)
+        payload = push.encode()
+        if len(payload) > MAX_CONFIG_PAYLOAD or len(toml_text.encode()) > MAX_CONFIG_TEXT:
             raise CloudError(f"the configuration is too big to send ({len(payload)} bytes compressed, at most "
-                             f"{downlink.MAX_CONFIG_PAYLOAD})")
+                             f"{MAX_CONFIG_PAYLOAD})")
         if check:
             try:
-                downlink.decode_config(payload)
-            except downlink.DownlinkError as e:
+                boxconfig.check_push(push)
+            except RejectedError as e:
                 reasons = list(e.reasons) or [str(e).removeprefix("config: ")]
                 if len(reasons) == 1:
                     raise CloudError(f"not sent: {reasons[0]}") from None
@@ -395,12 +410,12 @@ class Cloud:
         """
         self._known_box(box_id)
         cmd_id = f"c-{secrets.token_hex(8)}"
-        doc = {"id": cmd_id, "name": name, "expires": time.time() + ttl_s, "args": args}
+        expires = time.time() + ttl_s
         try:
-            downlink.decode_command(encode_doc(doc))
-        except downlink.DownlinkError as e:
+            command(cmd_id, name, expires, args)
+        except WireError as e:
             raise CloudError(str(e)) from None
-        self.store.add_command(cmd_id, box_id, name, args, float(doc["expires"]))  # type: ignore[arg-type]
+        self.store.add_command(cmd_id, box_id, name, args, expires)
         return cmd_id
 
     def _known_box(self, box_id: str) -> None:
@@ -488,7 +503,7 @@ class Cloud:
 
     def create_deployment(self, target: str, *, boxes: Sequence[str] = (), tag: str | None = None,
                           version: str | None = None, waves: str = deploy.DEFAULT_WAVES,
-                          max_failures: str | int = 0, health_s: int = deploy.DEFAULT_HEALTH_S,
+                          max_failures: str | int = 0, health_s: int = DEFAULT_HEALTH_S,
                           box_timeout_s: float = deploy.DEFAULT_BOX_TIMEOUT_S) -> DeploymentRow:
         """Create a deployment of a published release (see `cloud.deploy.Deployments.create`); the running
         cloud sends it wave by wave.

@@ -1,8 +1,9 @@
 """The receiver: subscribes to every Box's uplink with its own certificate, validates and stores.
 
-Topics handled (`boxes/<id>/up/<leaf>`; the broker's ACL guarantees that only Box
+Topics handled (`boxes/<id>/up/<leaf>`, `proto.topics`; the broker's ACL guarantees that only Box
 <id> can publish there): `meta` (point table), `data` (batches), `status` (retained
-online/offline, and the Last Will), `health` (heartbeats), `events`. Monitoring
+online/offline, and the Last Will), `health` (heartbeats), `events`, `replies`, and the broker's
+`limits` notices; each decoded by `proto` into its typed message, strictly. Monitoring
 rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
 it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
 receiver answers a Box that comes online, or whose clock is off, with the platform's
@@ -23,10 +24,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import json
 import logging
 import socket
-import sqlite3
 import ssl
 import threading
 import time
@@ -35,21 +34,27 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from boxd import tls, wire
-from boxd.downlink import DownlinkError, decode_reply
-from boxd.errors import WireError
-from boxd.uplink import session_properties
 from cloud._pacer import Pacer
 from cloud.broker import RECEIVER
 from cloud.errors import StoreError
 from cloud.monitor import COMM_FAULTS, Monitor
 from cloud.pki import Pki
 from cloud.store import PointTable, Store
+from proto import topics, wire
+from proto.downlink import TimeNotice
+from proto.errors import WireError
+from proto.modem import ModemEvent, WanEvent
+from proto.replies import CmdReply, decode_reply
+from proto.topics import Down, Up
+from proto.uplink import Evicted, OtaEvent, decode_event, decode_health, decode_limits, decode_status
+from trust import tls
 
 log = logging.getLogger("boxcloud.receiver")
 
-MAX_STATUS = 2048
+SESSION_EXPIRY_S = 14 * 86400  # the receiver's persistent session outlives two weeks of absence
 MAX_PARKED = 1000  # batches per Box waiting for their point table
 
 
@@ -76,7 +81,7 @@ class Receiver:
         self.counters = Counters()
         self.monitor = Monitor(store)
         self.connected = threading.Event()
-        self.on_ota: Callable[[str, dict[str, object]], None] | None = None  # (Box, event document)
+        self.on_ota: Callable[[str, OtaEvent], None] | None = None  # (Box, event)
         self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
         self._client: mqtt.Client | None = None
         self._ctx: ssl.SSLContext | None = None
@@ -92,7 +97,8 @@ class Receiver:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
-        props = session_properties(14 * 86400)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
         self._client = c
         self.pacer.start(self._dispatch_aside)
         try:
@@ -110,12 +116,12 @@ class Receiver:
             self._client = None
         self.pacer.stop()
 
-    def publish_down(self, box_id: str, leaf: str, payload: bytes, *, retain: bool = False) -> bool:
+    def publish_down(self, box_id: str, leaf: Down, payload: bytes, *, retain: bool = False) -> bool:
         """Publish on `boxes/<id>/down/<leaf>` (QoS 1); False when not connected (try again later)."""
         c = self._client
         if c is None or not self.connected.is_set():
             return False
-        return c.publish(f"boxes/{box_id}/down/{leaf}", payload, 1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
+        return c.publish(topics.down(box_id, leaf), payload, 1, retain=retain).rc == mqtt.MQTT_ERR_SUCCESS
 
     def crl_changed(self) -> None:
         """The platform's CRL changed: this client checks the broker against it from now on."""
@@ -130,20 +136,19 @@ class Receiver:
             except OSError as e:
                 log.error("cannot read the CRL to send it to %s: %s", box_id, e)
                 return
-            self._client.publish(f"boxes/{box_id}/down/crl", crl, 1)
+            self._client.publish(topics.down(box_id, Down.CRL), crl, 1)
 
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
         if self._client is not None:
-            body = json.dumps({"ts": int(time.time() * 1000)}).encode()
-            self._client.publish(f"boxes/{box_id}/down/time", body, 1)
+            self._client.publish(topics.down(box_id, Down.TIME), TimeNotice(int(time.time() * 1000)).encode(), 1)
 
     def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
             log.error("the broker refused the receiver: %s", rc)
             return
         self._holding = False
-        c.subscribe("boxes/+/up/#", 1)
+        c.subscribe(topics.up_filter(), 1)
         self.connected.set()
         log.info("receiver connected to %s:%s", self.host, self.port)
 
@@ -165,16 +170,19 @@ class Receiver:
 
     def _take(self, msg: mqtt.MQTTMessage) -> bool:
         """Handle one message; False when the store could not take it (it must not be acknowledged)."""
-        parts = msg.topic.split("/")
-        if len(parts) != 4 or parts[0] != "boxes" or parts[2] != "up":
+        try:
+            where = topics.parse(msg.topic)
+        except WireError:
+            where = None
+        if where is None or where.direction != topics.UP:
             self._reject(msg.topic, "unexpected topic")
             return True
-        box_id, leaf = parts[1], parts[3]
+        box_id, leaf = where.box_id, where.raw_leaf
         try:
             self.handle(box_id, leaf, bytes(msg.payload))
         except WireError as e:
             self._reject(msg.topic, str(e))
-        except (StoreError, sqlite3.Error) as e:
+        except StoreError as e:
             log.error("cannot store a message from %s (%s): not acknowledged, the broker will send it again",
                       box_id, e)
             with self.counters.lock:
@@ -205,13 +213,13 @@ class Receiver:
         try:
             self._dispatch(box_id, leaf, payload)
         except WireError as e:
-            self._reject(f"boxes/{box_id}/up/{leaf}", str(e))
+            self._reject(topics.up(box_id, Up(leaf)), str(e))
 
     def _dispatch(self, box_id: str, leaf: str, payload: bytes) -> None:
         handler = {
-            "data": self._data, "meta": self._meta, "status": self._status, "health": self._health,
-            "replies": self._reply, "events": self._event, "limits": self._limits,
-        }.get(leaf)
+            Up.DATA: self._data, Up.META: self._meta, Up.STATUS: self._status, Up.HEALTH: self._health,
+            Up.REPLIES: self._reply, Up.EVENTS: self._event, Up.LIMITS: self._limits,
+        }.get(leaf)  # type: ignore[call-overload]
         if handler is None:
             log.info("ignoring %d bytes on %s's '%s' topic (not handled yet)", len(payload), box_id, leaf)
             return
@@ -226,18 +234,24 @@ class Receiver:
             self._data(box_id, parked)
 
     def _health(self, box_id: str, payload: bytes) -> None:
-        doc = wire.decode_doc(payload, {"v": int, "ts": int, "epoch": int, "last_seq": int})
+        health = decode_health(payload)
         if self.store.box(box_id) is not None:
-            self.monitor.on_health(box_id, doc)
-            if doc.get("clock_ok") is not True or abs(int(str(doc["ts"])) / 1000 - time.time()) > 2:
+            self.monitor.on_health(box_id, health.to_doc())
+            if health.modem is not None:
+                self.monitor.on_modem(box_id, health.modem)
+            if health.clock_ok is not True or abs(health.ts_ms / 1000 - time.time()) > 2:
                 self.send_time(box_id)
 
     def _event(self, box_id: str, payload: bytes) -> None:
-        doc = wire.decode_doc(payload, {"v": int, "kind": str})
-        log.info("event from %s: %s", box_id, doc.get("kind"))
-        self.monitor.on_event(box_id, doc)
-        if doc.get("kind") == "ota" and self.on_ota is not None and self.store.box(box_id) is not None:
-            self.on_ota(box_id, doc)
+        event = decode_event(payload)
+        log.info("event from %s: %s", box_id, type(event).__name__)
+        if isinstance(event, Evicted):
+            self.monitor.on_evicted(box_id, event)
+        elif isinstance(event, ModemEvent | WanEvent):
+            if self.store.box(box_id) is not None:
+                self.monitor.on_modem_event(box_id, event)
+        elif self.on_ota is not None and self.store.box(box_id) is not None:
+            self.on_ota(box_id, event)
 
     def _data(self, box_id: str, payload: bytes) -> None:
         batch = wire.decode_batch(payload)
@@ -264,58 +278,41 @@ class Receiver:
             self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
 
     def _reply(self, box_id: str, payload: bytes) -> None:
-        try:
-            doc = decode_reply(payload)
-        except DownlinkError as e:
-            raise WireError(str(e)) from None
-        if doc["kind"] == "config":
-            reasons = [str(r) for r in doc["reasons"]]  # type: ignore[attr-defined]
-            known = self.store.config_answered(box_id, int(doc["version"]), str(doc["status"]), reasons)  # type: ignore[call-overload]
-            if known:
-                self.monitor.on_config_answer(box_id, int(doc["version"]), str(doc["status"]), reasons)  # type: ignore[call-overload]
-            log.info("Box %s: configuration version %s %s%s", box_id, doc["version"], doc["status"],
-                     f" ({'; '.join(reasons)[:300]})" if reasons else "")
+        answer = decode_reply(payload)
+        if isinstance(answer, CmdReply):
+            known = self.store.command_answered(box_id, answer.id, answer.to_doc())
+            log.info("Box %s: command %s %s", box_id, answer.id, answer.status)
+            what = f"cmd {answer.id}"
         else:
-            known = self.store.command_answered(box_id, str(doc["id"]), doc)
-            log.info("Box %s: command %s %s", box_id, doc["id"], doc["status"])
+            reasons = answer.reasons
+            known = self.store.config_answered(box_id, answer.version, answer.status, reasons)
+            if known:
+                self.monitor.on_config_answer(box_id, answer.version, answer.status, reasons)
+            log.info("Box %s: configuration version %s %s%s", box_id, answer.version, answer.status,
+                     f" ({'; '.join(reasons)[:300]})" if reasons else "")
+            what = f"config {answer.version}"
         if not known:
-            log.warning("Box %s answered something it was not sent (%s %s)", box_id, doc["kind"],
-                        doc.get("id", doc.get("version")))
+            log.warning("Box %s answered something it was not sent (%s)", box_id, what)
 
     def _limits(self, box_id: str, payload: bytes) -> None:
-        try:
-            doc = json.loads(payload) if len(payload) <= MAX_STATUS else None
-        except ValueError:
-            doc = None
-        if not (isinstance(doc, dict) and isinstance(doc.get("refused"), int) and isinstance(doc.get("reason"), str)):
-            raise WireError("a limits notice must be {\"v\": 1, \"refused\": n, \"reason\": text}")
+        notice = decode_limits(payload)
         if self.store.box(box_id) is not None:
-            self.monitor.on_limits(box_id, doc["refused"], f"refused by the broker: {doc['reason'][:100]}")
+            self.monitor.on_limits(box_id, notice.refused, f"refused by the broker: {notice.reason}")
 
     def _status(self, box_id: str, payload: bytes) -> None:
         if not payload:
             return  # a retained status being cleared
-        if len(payload) > MAX_STATUS:
-            raise WireError(f"status of {len(payload)} bytes is over {MAX_STATUS}")
-        try:
-            body = json.loads(payload)
-        except ValueError as e:
-            raise WireError(f"status is not JSON: {e}") from e
-        if not (isinstance(body, dict) and body.get("v") == 1 and isinstance(body.get("online"), bool)):
-            raise WireError("status must be {\"v\": 1, \"online\": true|false, ...}")
-        reason = body.get("reason", "")
-        version = body.get("version")
-        if not isinstance(reason, str) or not (version is None or isinstance(version, str)):
-            raise WireError("status reason and version must be text")
+        status = decode_status(payload)
         box = self.store.box(box_id)
         if box is None or box.revoked is not None:
             return  # e.g. a revoked Box's retained "online", delivered again to a restarted receiver
-        self.store.set_status(box_id, body["online"], time.time(), reason[:200], version[:40] if version else None)
-        self.monitor.on_status(box_id, body["online"], reason[:200])
-        if body["online"]:
+        self.store.set_status(box_id, status.online, time.time(), status.reason, status.version)
+        self.monitor.on_status(box_id, status.online, status.reason)
+        if status.online:
             self.send_time(box_id)
             self.send_crl(box_id)
-        log.info("Box %s is %s%s", box_id, "online" if body["online"] else "offline", f" ({reason})" if reason else "")
+        log.info("Box %s is %s%s", box_id, "online" if status.online else "offline",
+                 f" ({status.reason})" if status.reason else "")
 
 
 def device_counts(batch: wire.Batch, table: PointTable) -> dict[str, tuple[int, int]]:

@@ -1,38 +1,19 @@
 """Values that cross the boundary between the field-bus drivers and the daemon.
 
 Drivers turn bus traffic into `Sample` values; the daemon never sees a pymodbus,
-bacpypes3 or pyserial object. This module holds data only, no I/O.
+bacpypes3 or pyserial object. A point's row in the table, its value and its `Quality` are the
+wire's (`proto.points`), re-exported here. This module holds data only, no I/O.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-Value = bool | int | float | str | None
+from proto.points import PointInfo, Quality, Value
 
-
-class Quality(enum.IntEnum):
-    """Why a sample has (or lacks) a value; 0 is good, the rest say whose fault."""
-
-    GOOD = 0
-    NO_ANSWER = 1  # the device did not answer in time
-    DEVICE_EXCEPTION = 2  # the device answered with a Modbus/BACnet error
-    BAD_FRAME = 3  # the answer was garbled (CRC, length, framing)
-    DECODE_ERROR = 4  # the answer was well formed but could not be decoded to the point's type
-    NOT_CONNECTED = 5  # no link to the device (TCP refused, serial port missing)
-
-
-@dataclass(frozen=True, slots=True)
-class PointInfo:
-    """What the cloud needs to know about a point: its name, unit and type."""
-
-    name: str  # unique within the Box, "<device>.<point>", e.g. "ahu1.supply_temp"
-    unit: str  # e.g. "degC", "kWh", "" when dimensionless
-    kind: str  # the point's configured data type, e.g. "float32", "bool"
-
+__all__ = ["Emit", "PointInfo", "PointSource", "Quality", "Sample", "Value"]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
@@ -44,7 +25,10 @@ class Sample:
     quality: Quality = Quality.GOOD
 
 
-Emit = Callable[[Sequence[Sample]], None]
+Emit = Callable[[Sequence[Sample]], Awaitable[None]]
+"""Where a bus hands its readings. Awaited: it returns once the readings are safe (the daemon's
+queue has them on disk), and only then may the bus send its next request or acknowledge a
+notification: a reading acknowledged to a bus is never lost. It does not hold up the other buses."""
 
 
 class PointSource(Protocol):
@@ -56,7 +40,8 @@ class PointSource(Protocol):
     the bus has them, hands every reading to `emit` as soon as it has it, and closes
     the bus when cancelled. It never raises for a device fault: the samples' quality
     says what went wrong, for the affected points only, so one failing device cannot
-    stall the others. `emit` is called from the source's task and must not block.
+    stall the others. `emit` is awaited from the source's own tasks, before the next request
+    to the device it read (and before a confirmed notification is acknowledged).
     """
 
     name: str

@@ -348,7 +348,7 @@ DEV_PLATFORM=""
 KEY=$( {
     cat "$0" "$HERE/packages.txt" "$HERE/requirements.txt" "$CA_FILE" "$TUF_FILE"
     echo "$ARCH $SOURCE_DATE_EPOCH"
-    cd "$TREE" && git ls-files -z --cached --others --exclude-standard -- boxd drivers ota provisioning image setup.cfg pyproject.toml \
+    cd "$TREE" && git ls-files -z --cached --others --exclude-standard -- proto boxkit trust drivers boxconfig boxd ota provisioning image setup.cfg pyproject.toml \
         | xargs -0 sha256sum 2>/dev/null
 } | digest)
 if [ -f "$OUT/box.img" ] && grep -q "\"key\": \"$KEY\"" "$OUT/box.json" 2>/dev/null; then

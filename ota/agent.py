@@ -33,15 +33,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from boxd import identity
-from boxd.downlink import Command, DownlinkError
-from boxd.errors import BoxdError
-from boxd.files import write_atomic
-from ota import bundle, slots
+from boxkit.files import write_atomic
+from boxkit.machine import hardware_id
+from ota import slots
+from ota.errors import DownloadFailedError, OtaError
+from proto.commands import Update, UpdateAbort
+from proto.errors import RejectedError
+from proto.uplink import OtaEvent
+from trust import identity
+from trust.errors import IdentityError
 
 log = logging.getLogger("boxd.ota")
 
-PutEvent = Callable[[dict[str, object]], None]
+PutEvent = Callable[[OtaEvent], None]  # the daemon stamps its time and queues it durably
 TRIAL_POLL_S = 0.5
 JOB_FILE = "job.json"  # the update under way: {"deployment", "version"}, until it is switched or ended
 IMAGE_ROOT = Path("/usr/share/boxd/tuf-root.json")  # the TUF root shipped in the Box image
@@ -68,7 +72,7 @@ class UpdateAgent:
         self.running = running
         self.sw = software or slots.software_dir(state_dir)
         self.launched = launched
-        self.hardware = hardware or bundle.hardware_id()
+        self.hardware = hardware or hardware_id()
         self._put = put_event
         self._restart = restart
         self._attempts, self._backoff_s = attempts, backoff_s
@@ -76,13 +80,12 @@ class UpdateAgent:
         self._aborted: set[str] = set()
         self.trial: slots.Trial | None = None
 
-    def event(self, deployment: str, version: str, state: str, detail: str, **extra: object) -> None:
+    def event(self, deployment: str, version: str, state: str, detail: str, progress: float | None = None) -> None:
         """Queue an ``ota`` event (durable)."""
         detail = detail[:1000]
         log.log(logging.WARNING if state in ("failed", "rolled_back", "aborted") else logging.INFO,
                 "update %s to %s: %s: %s", deployment, version, state, detail)
-        self._put({"v": 1, "kind": "ota", "deployment": deployment, "version": version,
-                   "state": state, "detail": detail, "running": self.running, **extra})
+        self._put(OtaEvent(deployment, version, state, detail, self.running, 0, progress))
 
     # -- at start -------------------------------------------------------------------------
 
@@ -143,27 +146,26 @@ class UpdateAgent:
 
     # -- commands ---------------------------------------------------------------------------
 
-    def start(self, cmd: Command) -> str:
+    def start(self, cmd: Update) -> str:
         """Accept an ``update`` (returns the reply's detail); the work goes on in a task.
 
         Raises:
-            DownlinkError: refused (the reply says why).
+            RejectedError: refused (the reply says why).
         """
-        deployment, version = str(cmd.args["deployment"]), str(cmd.args["version"])
-        target, health_s = str(cmd.args["target"]), int(cmd.args["health_s"])  # type: ignore[call-overload]
+        deployment, version, target, health_s = cmd.deployment, cmd.version, cmd.target, cmd.health_s
         where = f"cmd {cmd.id} (update)"
         if not self.launched:
-            raise DownlinkError(f"{where}: this boxd was not started by 'boxd launch', so it cannot switch its "
+            raise RejectedError(f"{where}: this boxd was not started by 'boxd launch', so it cannot switch its "
                                 "software (image/README.md)")
         job = self._job
         if job is not None:
             if job.deployment == deployment:
                 return f"deployment {deployment} is already in progress"
-            raise DownlinkError(f"{where}: busy with deployment {job.deployment} (version {job.version})")
+            raise RejectedError(f"{where}: busy with deployment {job.deployment} (version {job.version})")
         if deployment in self._aborted:
-            raise DownlinkError(f"{where}: deployment {deployment} was aborted on this Box")
+            raise RejectedError(f"{where}: deployment {deployment} was aborted on this Box")
         if self.trial is not None:
-            raise DownlinkError(f"{where}: version {self.running} is still on trial")
+            raise RejectedError(f"{where}: version {self.running} is still on trial")
         if version == self.running:
             self.event(deployment, version, "committed", f"already running {version}")
             return f"already running {version}"
@@ -175,19 +177,19 @@ class UpdateAgent:
         self._job = job
         return f"updating to {version} ({target}): progress follows as ota events"
 
-    def abort(self, cmd: Command) -> str:
+    def abort(self, cmd: UpdateAbort) -> str:
         """Stop a deployment's download (returns the reply's detail).
 
         Raises:
-            DownlinkError: too late, the new version is being switched to.
+            RejectedError: too late, the new version is being switched to.
         """
-        deployment = str(cmd.args["deployment"])
+        deployment = cmd.deployment
         self._aborted.add(deployment)
         job = self._job
         if job is None or job.deployment != deployment:
             return f"nothing of deployment {deployment} is in progress"
         if job.switching:
-            raise DownlinkError(f"cmd {cmd.id} (update_abort): too late: version {job.version} is installed "
+            raise RejectedError(f"cmd {cmd.id} (update_abort): too late: version {job.version} is installed "
                                 "and being switched to")
         job.abort.set()
         if job.proc is not None and job.proc.returncode is None:
@@ -216,7 +218,7 @@ class UpdateAgent:
             self._restart()
         except _Aborted as e:
             self.event(job.deployment, job.version, "aborted", f"{e}; nothing installed")
-        except (BoxdError, slots.SlotError, OSError) as e:
+        except (OtaError, IdentityError, OSError) as e:
             self.event(job.deployment, job.version, "failed", f"{e}; nothing installed")
         except Exception as e:  # a bug must not take the daemon down, and the platform must hear of it
             log.exception("update %s failed", job.deployment)
@@ -256,14 +258,15 @@ class UpdateAgent:
         if "aborted" in outcome or job.abort.is_set():
             raise _Aborted(str(outcome.get("aborted") or "aborted: the download was stopped"))
         if "error" in outcome:
-            raise DownloadFailed(str(outcome["error"]))
+            raise DownloadFailedError(str(outcome["error"]))
         release, path = outcome.get("release"), outcome.get("path")
         if status != 0 or not isinstance(release, dict) or not isinstance(path, str):
             why = f"signal {-status}" if status < 0 else f"status {status}"
-            raise DownloadFailed(f"the download process ended with {why}{': ' + stderr_tail if stderr_tail else ''}")
+            tail = f": {stderr_tail}" if stderr_tail else ""
+            raise DownloadFailedError(f"the download process ended with {why}{tail}")
         if release.get("version") != job.version:
             await asyncio.to_thread(Path(path).unlink, missing_ok=True)
-            raise DownloadFailed(f"{target} is version {release.get('version')} in the signed metadata, the "
+            raise DownloadFailedError(f"{target} is version {release.get('version')} in the signed metadata, the "
                                  f"deployment says {job.version}")
         return Path(path)
 
@@ -301,10 +304,6 @@ async def _tail(stream: asyncio.StreamReader | None, keep: int = 3) -> str:
         if text:
             lines = [*lines[-(keep - 1):], text[-300:]]
     return " | ".join(lines)
-
-
-class DownloadFailed(BoxdError):
-    """The download was refused or failed (TUF's words, or how the download process ended)."""
 
 
 def _trust_image_root(state_dir: Path) -> None:

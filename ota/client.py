@@ -1,4 +1,5 @@
-"""The Box side of OTA (issue 7): python-tuf's ngclient over HTTPS with the Box's own TLS identity.
+"""The Box side of OTA (issue 7): python-tuf's ngclient over HTTPS (requests, `ota._fetch`) with the
+Box's own TLS identity.
 
 Files under the state directory::
 
@@ -20,7 +21,7 @@ full jitter, capped at `BACKOFF_CAP_S`); each try starts over (metadata refresh,
 target, which TUF verifies as a whole). A verification refusal or an HTTP 4xx answer is final at
 once. An ``abort`` event, set from another thread, stops the work before the next request, between
 chunks, during a backoff wait, and (with `BoxFetcher`, whose sockets a watcher thread shuts down) in a
-blocked read or TLS handshake: `OtaAborted`, nothing left. ``progress`` gets the target's bytes.
+blocked read or TLS handshake: `OtaAbortedError`, nothing left. ``progress`` gets the target's bytes.
 This module does not install anything, nor decide when to update (the caller's job).
 """
 
@@ -29,7 +30,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import re
 import ssl
 import threading
 from collections.abc import Callable
@@ -42,10 +42,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import Updater
 from tuf.ngclient.fetcher import FetcherInterface
 
-from boxd import identity
-from boxd.errors import BoxdError
-from boxd.files import fsync_dir, write_atomic
-from boxd.identity import Identity
+from boxkit.files import fsync_dir, write_atomic
 from ota._fetch import (
     BoxFetcher,
     CapExceeded,
@@ -56,24 +53,23 @@ from ota._fetch import (
     _Guard,
     _interrupting,
 )
-from ota.repository import RepositoryError, version_greater
+from ota.errors import OtaAbortedError, OtaError
+from proto import names
+from trust import identity
+from trust.errors import IdentityError
+from trust.identity import Identity
 
 PART_SUFFIX = ".part"
 ATTEMPTS = 5
 BACKOFF_S = 2.0
 BACKOFF_CAP_S = 60.0
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
 _rng = random.SystemRandom()
 log = logging.getLogger("ota.client")
 T = TypeVar("T")
 
 
-class OtaError(BoxdError):
-    """An update refused or failed; the message says why in words."""
-
-
-class OtaAborted(OtaError):
-    """The caller's abort event stopped the work ("aborted: ..."); no partial file is left."""
+__all__ = ["ATTEMPTS", "BACKOFF_S", "BoxFetcher", "OtaAbortedError", "OtaError", "Release", "check_for_update",
+           "download", "main"]
 
 
 @dataclass(frozen=True)
@@ -143,7 +139,7 @@ def _retrying(work: Callable[[], T], abort: threading.Event, attempts: int, back
                 raise _Abort(f"before {what}")
             return work()
         except _Abort as e:
-            raise OtaAborted(f"aborted: {what} was stopped ({e})") from None
+            raise OtaAbortedError(f"aborted: {what} was stopped ({e})") from None
         except (exceptions.RepositoryError, exceptions.DownloadError) as e:
             if not _transient(e):
                 raise OtaError(_explain(e)) from e
@@ -153,7 +149,7 @@ def _retrying(work: Callable[[], T], abort: threading.Event, attempts: int, back
             log.warning("%s: attempt %d of %d failed, next in %.1f s: %s", what, attempt, attempts, delay,
                         _explain(last))
             if abort.wait(delay):
-                raise OtaAborted(f"aborted: {what} was stopped while waiting to try again") from None
+                raise OtaAbortedError(f"aborted: {what} was stopped while waiting to try again") from None
     assert last is not None
     raise OtaError(f"{what}: gave up after {attempts} attempts; the last failure: {_explain(last)}") from last
 
@@ -183,7 +179,7 @@ def _prepare(state_dir: Path, fetcher: FetcherInterface | None, ident: Identity 
         return fetcher
     try:
         return BoxFetcher(ident if ident is not None else identity.load(state_dir))
-    except (BoxdError, OSError, ssl.SSLError) as e:
+    except (IdentityError, OSError, ssl.SSLError) as e:
         raise OtaError(f"cannot use the Box's TLS identity: {e}") from e
 
 
@@ -204,8 +200,8 @@ def _check(info: TargetFile, current_version: str, hardware: str) -> Release:
     if not isinstance(version, str) or not isinstance(hw, list):
         raise OtaError(f"target {info.path} has no version and hardware in its metadata")
     try:
-        newer = version_greater(version, current_version)
-    except RepositoryError as e:
+        newer = names.version_greater(version, current_version)
+    except ValueError as e:
         raise OtaError(f"target {info.path}: {e}") from e
     if not newer:
         raise OtaError(f"refused: target {info.path} is version {version}, not newer than the running "
@@ -226,7 +222,7 @@ def check_for_update(state_dir: Path, base_url: str, current_version: str, hardw
         attempts: tries in all while the link fails (see the module docstring); backoff_s the first backoff.
 
     Raises:
-        OtaAborted: `abort` was set.
+        OtaAbortedError: `abort` was set.
         OtaError: TUF refused the metadata, the target is a downgrade or for other hardware, or the
             repository stayed unreachable for `attempts` tries.
     """
@@ -245,18 +241,18 @@ def download(state_dir: Path, base_url: str, current_version: str, hardware: str
     """Download the named target, verified by TUF, into ``ota/downloads/<name>``.
 
     Args:
-        abort: when set (from another thread), the download stops at once: `OtaAborted`.
+        abort: when set (from another thread), the download stops at once: `OtaAbortedError`.
         progress: called with (bytes so far, the target's length in the signed metadata) about every
             5 %, and once with (length, length) when the file is verified and in place; a retried
             download starts over from 0.
         attempts: tries in all while the link fails (see the module docstring); backoff_s the first backoff.
 
     Raises:
-        OtaAborted: `abort` was set (nothing is left in the download directory).
+        OtaAbortedError: `abort` was set (nothing is left in the download directory).
         OtaError: as `check_for_update`, the target is not offered, or its download failed
             verification or kept failing (nothing is left in the download directory then).
     """
-    if not _NAME.fullmatch(target_name):
+    if not names.TARGET.fullmatch(target_name):
         raise OtaError(f"{target_name!r} is not a plain file name")
     inner = _prepare(state_dir, fetcher, ident)
     guard = _Guard(inner, abort if abort is not None else threading.Event())
@@ -327,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         release, path = download(args.state_dir, args.base_url, args.running, args.hardware, args.target,
                                  abort=abort, progress=lambda done, total: say({"progress": [done, total]}),
                                  attempts=max(1, args.attempts), backoff_s=max(0.0, args.backoff_s))
-    except OtaAborted as e:
+    except OtaAbortedError as e:
         say({"aborted": str(e)})
         return 3
     except OtaError as e:

@@ -39,7 +39,8 @@ from types import FrameType
 from typing import IO
 
 from ota import slots
-from ota.bundle import BundleError, verify
+from ota.bundle import verify
+from ota.errors import BundleError
 
 log = logging.getLogger("boxd.launch")
 

@@ -32,18 +32,16 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from boxd.files import fsync_dir, write_atomic
-from ota.bundle import BundleError, Manifest, extract, verify
+from boxkit.files import fsync_dir, write_atomic
+from ota.bundle import Manifest, extract, verify
+from ota.errors import BundleError, SlotError
+from proto import names
 
 log = logging.getLogger("boxd.ota")
 
 FACTORY = "factory"
 SLOT_FILE = "slot.json"
 MAX_STARTS = 3  # starts on trial without a commit (power cuts, watchdog kills) before a rollback
-
-
-class SlotError(Exception):
-    """The software directory cannot be used as asked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +98,9 @@ def load(sw: Path) -> SlotState:
 
 
 def _name(value: object) -> str:
-    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+    if not (value == FACTORY or names.VERSION.fullmatch(value)):
         raise ValueError(f"not a release name: {value!r}")
-    return value
+    return str(value)
 
 
 def save(sw: Path, state: SlotState) -> None:

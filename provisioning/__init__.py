@@ -1,4 +1,5 @@
 """Provisioning: `boxctl`, the installer's CLI on the Box (identity, enrollment, status).
 
-Public face: `provisioning.cli.main`; `enroll()` and `check_link()` for tests.
+Public face: `provisioning.cli.main`. Enrollment itself is `trust.enroll` (shared with the
+daemon's renewal).
 """

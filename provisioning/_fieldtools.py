@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from boxd import config as boxconfig
+import boxconfig
+from boxconfig.errors import ConfigError
 from boxd.daemon import make_sources
-from boxd.errors import ConfigError
-from boxd.files import write_atomic
+from boxkit.files import write_atomic
 from drivers import PointSource, Quality, Sample
 from drivers.errors import DriverError
 from provisioning.errors import ProvisionError
@@ -184,7 +184,7 @@ async def _first_reading(src: PointSource, point: str, timeout_s: float = 30.0) 
     loop = asyncio.get_running_loop()
     first: asyncio.Future[Sample] = loop.create_future()
 
-    def emit(samples: Sequence[Sample]) -> None:
+    async def emit(samples: Sequence[Sample]) -> None:
         for s in samples:
             if s.point == point and not first.done():
                 first.set_result(s)

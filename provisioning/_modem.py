@@ -32,8 +32,8 @@ def _daemon(state_dir: Path) -> dict[str, object] | None:
 
 
 def _settings(config: Path) -> object:
-    from boxd import config as boxd_config
-    from boxd.errors import ConfigError
+    import boxconfig as boxd_config
+    from boxconfig.errors import ConfigError
 
     try:
         cfg = boxd_config.load(config)
@@ -46,7 +46,7 @@ def _settings(config: Path) -> object:
 
 async def _query(settings: object, signal_only: bool = False) -> dict[str, object]:
     """Ask the modem itself (boxd is not running)."""
-    from boxd._modem_config import ModemSettings
+    from boxconfig.modem import ModemSettings
     from boxd._modem_report import signal_doc
     from drivers.modem import ModemError, ModemGone, ModemTimeout, make_backend
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from boxd import tls
-from boxd.identity import Identity
 from boxd.uplink import session_properties
-from provisioning._enroll import explain_network_error
+from trust import tls
+from trust.identity import Identity
 
 
 @dataclass
@@ -122,7 +121,7 @@ def status(state_dir: Path, ident: Identity) -> Report:
         version = tls_check(ident)
         r.add("TLS", f"OK ({version}), the platform's certificate is verified and the Box's accepted", tls="ok")
     except (OSError, ssl.SSLError) as e:
-        r.add("TLS", explain_network_error(e, where), False, tls=explain_network_error(e, where))
+        r.add("TLS", tls.explain(e, where), False, tls=tls.explain(e, where))
         _daemon_lines(r, daemon_state(state_dir))
         return r
     st = daemon_state(state_dir)
@@ -130,7 +129,7 @@ def status(state_dir: Path, ident: Identity) -> Report:
         try:
             why = mqtt_check(ident)
         except (OSError, ssl.SSLError) as e:
-            why = explain_network_error(e, where)
+            why = tls.explain(e, where)
         r.add("MQTT", why or "OK, the Box can log in to the platform", not why, mqtt=why or "ok")
     _daemon_lines(r, st)
     return r

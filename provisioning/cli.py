@@ -25,9 +25,12 @@ import json
 import sys
 from pathlib import Path
 
-from boxd import __version__, clikit, identity
-from boxd.errors import IdentityError
+from boxd import __version__
+from boxkit import clikit
+from proto import names
 from provisioning.errors import ProvisionError
+from trust import identity
+from trust.errors import EnrollError, IdentityError
 
 DEFAULT_STATE = Path("/var/lib/boxd")
 DEFAULT_CA = Path("/usr/share/boxd/platform-ca.crt")  # shipped in the Box image
@@ -160,7 +163,7 @@ def _field(args: argparse.Namespace) -> int:
     addresses = ft.parse_range(args.addresses, 0, 65535, "addresses")
     if args.bus == "modbus-tcp":
         host, _, port = args.host.partition(":")
-        if not clikit.is_host(host):
+        if not names.is_host(host):
             raise ProvisionError(f"{args.host!r} is not a host: give an IP address or a name, e.g. 192.168.10.20 "
                                  "or 192.168.10.20:502")
         target: TcpTarget | RtuTarget = TcpTarget(host, int(ft.parse_range(port or "502", 1, 65535, "port")[0]))
@@ -211,7 +214,7 @@ def _main(argv: list[str] | None) -> int:
                 return _modem.watch(args.state_dir, args.config, args.count)
             return _modem.status(args.state_dir, args.config, args.json)
         if args.cmd == "provision":
-            from provisioning._enroll import enroll  # the cryptography package: only to enroll
+            from trust.enroll import enroll  # the cryptography package: only to enroll
 
             box_id = enroll(args.state_dir, args.server, _token(args), args.ca, args.serial, force=args.force)
             ident = identity.load(args.state_dir)
@@ -219,7 +222,7 @@ def _main(argv: list[str] | None) -> int:
                   f"{ident.not_after():%Y-%m-%d}; platform {ident.broker_host}:{ident.broker_port}.")
             return 0
         return _status(args)
-    except (ProvisionError, IdentityError) as e:
+    except (ProvisionError, EnrollError, IdentityError) as e:
         print(f"boxctl: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,7 +73,7 @@ class Reading:
     detail: str = ""  # why, when the quality is not GOOD
 
 
-CovCallback = Callable[[str, int, Ref, list[tuple[str, Reading]]], bool]
+CovCallback = Callable[[str, int, Ref, list[tuple[str, Reading]]], Awaitable[bool]]
 IAmCallback = Callable[[IAm], None]
 
 
@@ -182,7 +182,7 @@ class App(Application):  # type: ignore[misc]  # bacpypes3 is untyped
             await self.device_info_cache.set_device_info(apdu)
             self._stack.on_i_am(i_am)
 
-    def _notified(self, apdu: Any) -> bool:
+    async def _notified(self, apdu: Any) -> bool:
         if self._stack.on_cov is None:
             return False
         obj = apdu.monitoredObjectIdentifier
@@ -191,12 +191,13 @@ class App(Application):  # type: ignore[misc]  # bacpypes3 is untyped
         for pv in apdu.listOfValues:
             prop = str(pv.propertyIdentifier)
             values.append((prop, decode(pv.value, Ref(ref.object_type, ref.instance, prop))))
-        return self._stack.on_cov(address_key(apdu.pduSource), int(apdu.subscriberProcessIdentifier), ref, values)
+        return await self._stack.on_cov(address_key(apdu.pduSource), int(apdu.subscriberProcessIdentifier), ref,
+                                        values)
 
     async def do_ConfirmedCOVNotificationRequest(self, apdu: Any) -> None:
-        if not self._notified(apdu):
+        if not await self._notified(apdu):
             raise ServicesError(errorCode="unknownSubscription")
-        await self.response(SimpleAckPDU(context=apdu))
+        await self.response(SimpleAckPDU(context=apdu))  # the readings are on disk: acknowledged
 
     async def do_UnconfirmedCOVNotificationRequest(self, apdu: Any) -> None:
-        self._notified(apdu)
+        await self._notified(apdu)

@@ -47,13 +47,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal, cast
 
-from drivers.bacnet._fields import (
-    NAME_RE,
+from drivers._fields import (
     as_bool,
-    as_cov,
     as_float,
     as_int,
     as_str,
+    check_name,
+    check_range,
+    choice,
     kind_of,
     label,
     opt,
@@ -145,6 +146,10 @@ class BacnetNetwork:
         return self.apdu_timeout_s * (self.apdu_retries + 1)
 
 
+def _as_cov(value: object, what: str) -> str:
+    return choice(value, what, ("auto", "off"))
+
+
 def parse_object(text: str) -> ObjectRef | None:
     """ "analog-input,1" -> ObjectRef("analog-input", 1); None if malformed or not standard."""
     match = _OBJECT_RE.fullmatch(text)
@@ -208,7 +213,7 @@ def _parse_device(raw: object, index: int, network_where: str) -> BacnetDevice:
         points=tuple(_parse_point(p, i, where) for i, p in enumerate(points_raw, 1)),
         address=opt(raw, "address", where, as_str, None),
         poll_interval_s=opt(raw, "poll_interval_s", where, as_float, 10.0),
-        cov=cast(CovMode, opt(raw, "cov", where, as_cov, "auto")),
+        cov=cast(CovMode, opt(raw, "cov", where, _as_cov, "auto")),
         cov_lifetime_s=opt(raw, "cov_lifetime_s", where, as_int, 300),
         cov_confirmed=opt(raw, "cov_confirmed", where, as_bool, True),
     )
@@ -255,15 +260,14 @@ def check_network(network: BacnetNetwork) -> None:
             and the field.
     """
     n = network
-    if not NAME_RE.fullmatch(n.name):
-        raise ConfigError(f"bacnet name {show(n.name)} must match {NAME_RE.pattern}")
+    check_name(n.name, "bacnet")
     where = f'bacnet "{n.name}"'
     if not IFNAME_RE.fullmatch(n.interface):
         raise ConfigError(f"{where}: interface {show(n.interface)} is not a network interface name")
-    _check_range(where, "port", n.port, 1, 65535)
-    _check_range(where, "device_instance", n.device_instance, 0, MAX_INSTANCE)
-    _check_range(where, "apdu_timeout_s", n.apdu_timeout_s, 0.1, 60)
-    _check_range(where, "apdu_retries", n.apdu_retries, 0, 5)
+    check_range(where, "port", n.port, 1, 65535)
+    check_range(where, "device_instance", n.device_instance, 0, MAX_INSTANCE)
+    check_range(where, "apdu_timeout_s", n.apdu_timeout_s, 0.1, 60)
+    check_range(where, "apdu_retries", n.apdu_retries, 0, 5)
     if not n.devices:
         raise ConfigError(f"{where}: has no devices")
     names: dict[str, str] = {}
@@ -290,16 +294,15 @@ def check_network(network: BacnetNetwork) -> None:
 
 
 def _check_device(network: BacnetNetwork, network_where: str, d: BacnetDevice) -> None:
-    if not NAME_RE.fullmatch(d.name):
-        raise ConfigError(f"{network_where}: device name {show(d.name)} must match {NAME_RE.pattern}")
+    check_name(d.name, f"{network_where}: device")
     where = f'{network_where} device "{d.name}"'
-    _check_range(where, "device_instance", d.device_instance, 0, MAX_INSTANCE)
+    check_range(where, "device_instance", d.device_instance, 0, MAX_INSTANCE)
     if d.address is not None:
         _check_address(where, d.address)
-    _check_range(where, "poll_interval_s", d.poll_interval_s, 0.5, 86400)
+    check_range(where, "poll_interval_s", d.poll_interval_s, 0.5, 86400)
     if d.cov not in ("auto", "off"):
         raise ConfigError(f"{where}: cov must be one of auto | off, not {show(d.cov)}")
-    _check_range(where, "cov_lifetime_s", d.cov_lifetime_s, 2, 86400)
+    check_range(where, "cov_lifetime_s", d.cov_lifetime_s, 2, 86400)
     if d.cov == "auto" and d.cov_lifetime_s < 2 * network.request_time_s:
         raise ConfigError(
             f"{where}: cov_lifetime_s {d.cov_lifetime_s} is too short: a renewal may take "
@@ -338,12 +341,11 @@ def _check_address(where: str, address: str) -> None:
 
 
 def _check_point(device_where: str, p: BacnetPoint) -> None:
-    if not NAME_RE.fullmatch(p.name):
-        raise ConfigError(f"{device_where}: point name {show(p.name)} must match {NAME_RE.pattern}")
+    check_name(p.name, f"{device_where}: point")
     where = f'{device_where} point "{p.name}"'
     if object_type_number(p.object.type) is None:
         raise ConfigError(f"{where}: object type {show(p.object.type)} is not a standard BACnet object type")
-    _check_range(where, "object instance", p.object.instance, 0, MAX_INSTANCE)
+    check_range(where, "object instance", p.object.instance, 0, MAX_INSTANCE)
     if property_number(p.property) is None:
         raise ConfigError(f"{where}: property {show(p.property)} is not a standard BACnet property")
     kind = value_kind(p.object.type, p.property)
@@ -354,7 +356,7 @@ def _check_point(device_where: str, p: BacnetPoint) -> None:
         )
     if p.unit is not None and (len(p.unit) > 32 or not p.unit.isprintable()):
         raise ConfigError(f"{where}: unit {show(p.unit)} must be at most 32 printable characters")
-    _check_range(where, "priority", p.priority, 1, 16)
+    check_range(where, "priority", p.priority, 1, 16)
     if p.priority == RESERVED_PRIORITY:
         raise ConfigError(f"{where}: priority 6 is reserved for minimum on/off; use 1..5 or 7..16")
     if (p.min is not None or p.max is not None) and kind not in NUMERIC_KINDS:
@@ -364,8 +366,4 @@ def _check_point(device_where: str, p: BacnetPoint) -> None:
     if not p.writable and (p.min is not None or p.max is not None):
         raise ConfigError(f"{where}: min and max are write bounds, only for a writable point")
 
-
-def _check_range(where: str, key: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key} {show(value)} is out of range {lo}..{hi}")
 

@@ -100,7 +100,7 @@ class DeviceTask:
             if self.address is None or not self._who_is_sent:
                 await self._locate()
                 if self.address is None:
-                    self._set_all(Quality.NO_ANSWER, emit)
+                    await self._set_all(Quality.NO_ANSWER, emit)
                     await self._sleep(self.device.poll_interval_s)
                     continue
             if not self._units_done:
@@ -166,7 +166,7 @@ class DeviceTask:
         if indexes:
             readings = await self.read(indexes)
             ts = now_ms()
-            emit([Sample(self.names[i], ts, r.value, r.quality) for i, r in zip(indexes, readings, strict=True)])
+            await emit([Sample(self.names[i], ts, r.value, r.quality) for i, r in zip(indexes, readings, strict=True)])
             if all(r.quality is Quality.NO_ANSWER for r in readings):
                 self._silent += 1
                 if self._silent == 1:
@@ -261,11 +261,11 @@ class DeviceTask:
                 self.units[i] = unit_symbol(units_name(r.value))
         self._units_done = any(r.quality is not Quality.NO_ANSWER for r in readings)
 
-    def _set_all(self, quality: Quality, emit: Emit) -> None:
+    async def _set_all(self, quality: Quality, emit: Emit) -> None:
         ts = now_ms()
         self.values = [None] * len(self.names)
         self.qualities = [quality] * len(self.names)
-        emit([Sample(name, ts, None, quality) for name in self.names])
+        await emit([Sample(name, ts, None, quality) for name in self.names])
         self.cycles += 1
 
     # -- COV --------------------------------------------------------------------------
@@ -303,8 +303,9 @@ class DeviceTask:
     def _obj(ref: Ref) -> str:
         return f"{ref.object_type},{ref.instance}"
 
-    def notified(self, address: str, process_id: int, values: list[tuple[str, Reading]], emit: Emit) -> bool:
-        """A COV notification for one of our subscriptions; False if it is not ours."""
+    async def notified(self, address: str, process_id: int, values: list[tuple[str, Reading]], emit: Emit) -> bool:
+        """A COV notification for one of our subscriptions; False if it is not ours. Returns once
+        its readings are emitted (a confirmed notification is acknowledged only then)."""
         sub = self.cov.subscriptions.get(process_id)
         if sub is None or address != self.address:
             return False
@@ -318,7 +319,7 @@ class DeviceTask:
                 self.values[i], self.qualities[i] = r.value, r.quality
                 samples.append(Sample(self.names[i], ts, r.value, r.quality))
         if samples:
-            emit(samples)
+            await emit(samples)
         return True
 
 

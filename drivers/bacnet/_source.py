@@ -151,7 +151,7 @@ class BacnetSource:
         readings = await task.read([i])
         emit = self._emit
         if emit is not None:
-            emit([Sample(point, now_ms(), readings[0].value, readings[0].quality)])
+            await emit([Sample(point, now_ms(), readings[0].value, readings[0].quality)])
 
     def stats(self) -> Mapping[str, int]:
         """"requests", "errors", "cycles", plus "cov_notifications" and "cov_active" (active
@@ -179,12 +179,12 @@ class BacnetSource:
         if task is not None:
             task.i_am(i_am)
 
-    def _cov(self, address: str, process_id: int, _ref: Ref, values: list[tuple[str, Reading]]) -> bool:
+    async def _cov(self, address: str, process_id: int, _ref: Ref, values: list[tuple[str, Reading]]) -> bool:
         task = self._by_pid.get(process_id)
         emit = self._emit
         if task is None or emit is None:
             return False
-        return task.notified(address, process_id, values, emit)
+        return await task.notified(address, process_id, values, emit)
 
 
 def _unit(point: BacnetPoint, learned: str | None) -> str:

@@ -111,7 +111,7 @@ class ModbusBus:
         done = sched.record(outcome, time.monotonic(), _wall_ms())
         self._log_events(step.device)
         if done is not None:
-            emit(done[1])
+            await emit(done[1])  # on disk before the bus's next request
             self._poll_done(done[0])
 
     async def _urgent(self, job: _Job) -> None:
@@ -275,5 +275,5 @@ class ModbusBus:
             raise WriteError(f'point "{job.name}": {whose}: {outcome.describe()}')
         samples = await self._read(k, [i])
         if self._emit is not None:
-            self._emit(samples)
+            await self._emit(samples)
         return samples

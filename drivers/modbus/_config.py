@@ -16,15 +16,16 @@ table never overlap, which the planner's optimality relies on.
 from __future__ import annotations
 
 import functools
-import ipaddress
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from drivers._fields import check_name, check_range
 from drivers.errors import ConfigError, show
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order, PointCodec, register_count
+from proto import names
 
 Table = Literal["holding", "input", "coil", "discrete"]
 Parity = Literal["N", "E", "O"]
@@ -35,12 +36,7 @@ BIT_TABLES: Final = frozenset({"coil", "discrete"})
 WRITABLE_TABLES: Final = frozenset({"holding", "coil"})
 MAX_POINTS: Final = 10000
 MAX_REGISTERS_PER_READ: Final = 125
-NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 PORT_RE: Final = re.compile(r"/dev/[A-Za-z0-9._:+/-]{1,200}")
-_HOST_RE: Final = re.compile(
-    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
-)
 _BIT_AND_WORD: Final = frozenset({"int16", "uint16"})
 
 
@@ -159,13 +155,13 @@ def check_device(device: ModbusTcpDevice) -> None:
         ConfigError: the first rule broken, naming the device, the point and the field.
     """
     where = f'device "{device.name}"'
-    _check_name(device.name, "device")
-    if not _valid_host(device.host):
+    check_name(device.name, "device")
+    if not names.is_host(device.host):
         raise ConfigError(f"{where}: host {show(device.host)} is not an IP address or a DNS name")
-    _check_range(where, "port", device.port, 1, 65535)
-    _check_range(where, "unit_id", device.unit_id, 0, 247)
-    _check_range(where, "timeout_s", device.timeout_s, 0.05, 60)
-    _check_range(where, "retries", device.retries, 0, 10)
+    check_range(where, "port", device.port, 1, 65535)
+    check_range(where, "unit_id", device.unit_id, 0, 247)
+    check_range(where, "timeout_s", device.timeout_s, 0.05, 60)
+    check_range(where, "retries", device.retries, 0, 10)
     _check_common(where, device)
 
 
@@ -177,7 +173,7 @@ def check_rtu_line(line: ModbusRtuLine) -> None:
             field.
     """
     where = f'line "{line.name}"'
-    _check_name(line.name, "line")
+    check_name(line.name, "line")
     if not isinstance(line.port, str) or not PORT_RE.fullmatch(line.port) or ".." in line.port.split("/"):
         raise ConfigError(f"{where}: port {show(line.port)} must be a device path like /dev/ttyUSB0")
     if line.baudrate not in BAUDRATES:
@@ -189,40 +185,36 @@ def check_rtu_line(line: ModbusRtuLine) -> None:
     if line.bytesize != 8:
         raise ConfigError(f"{where}: bytesize {show(line.bytesize)}: Modbus RTU frames need 8 data bits "
                           "(7 is Modbus ASCII, which the Box does not speak)")
-    _check_range(where, "timeout_s", line.timeout_s, 0.05, 60)
-    _check_range(where, "retries", line.retries, 0, 10)
+    check_range(where, "timeout_s", line.timeout_s, 0.05, 60)
+    check_range(where, "retries", line.retries, 0, 10)
     if not line.devices:
         raise ConfigError(f"{where}: has no devices")
     names: set[str] = set()
     units: dict[int, str] = {}
     for device in line.devices:
         dwhere = f'{where} device "{device.name}"'
-        _check_name(device.name, f"{where} device")
+        check_name(device.name, f"{where} device")
         if device.name in names:
             raise ConfigError(f"{dwhere}: name is used twice on the line")
         names.add(device.name)
-        _check_range(dwhere, "unit_id", device.unit_id, 1, 247)
+        check_range(dwhere, "unit_id", device.unit_id, 1, 247)
         if device.unit_id in units:
             raise ConfigError(
                 f'{dwhere}: unit_id {device.unit_id} is already device "{units[device.unit_id]}"'
             )
         units[device.unit_id] = device.name
         if device.timeout_s is not None:
-            _check_range(dwhere, "timeout_s", device.timeout_s, 0.05, 60)
+            check_range(dwhere, "timeout_s", device.timeout_s, 0.05, 60)
         if device.retries is not None:
-            _check_range(dwhere, "retries", device.retries, 0, 10)
+            check_range(dwhere, "retries", device.retries, 0, 10)
         _check_common(dwhere, device)
 
 
-def _check_name(name: object, what: str) -> None:
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ConfigError(f"{what} name {show(name)} must match {NAME_RE.pattern}")
-
 
 def _check_common(where: str, device: ModbusDevice) -> None:
-    _check_range(where, "poll_interval_s", device.poll_interval_s, 0.1, 86400)
-    _check_range(where, "max_gap", device.max_gap, 0, 125)
-    _check_range(where, "max_registers", device.max_registers, 1, MAX_REGISTERS_PER_READ)
+    check_range(where, "poll_interval_s", device.poll_interval_s, 0.1, 86400)
+    check_range(where, "max_gap", device.max_gap, 0, 125)
+    check_range(where, "max_registers", device.max_registers, 1, MAX_REGISTERS_PER_READ)
     if device.byte_order not in ORDERS or device.word_order not in ORDERS:
         raise ConfigError(f"{where}: byte_order and word_order must be big or little")
     if not device.points:
@@ -244,14 +236,13 @@ def _check_common(where: str, device: ModbusDevice) -> None:
 
 
 def _check_point(device_where: str, p: ModbusPoint) -> None:
-    if not NAME_RE.fullmatch(p.name):
-        raise ConfigError(f"{device_where}: point name {show(p.name)} must match {NAME_RE.pattern}")
+    check_name(p.name, f"{device_where}: point")
     where = f'{device_where} point "{p.name}"'
     if p.table not in TABLES:
         raise ConfigError(f"{where}: table {show(p.table)} is not one of {' | '.join(TABLES)}")
     if p.type not in TYPES:
         raise ConfigError(f"{where}: type {show(p.type)} is not one of {' | '.join(TYPES)}")
-    _check_range(where, "address", p.address, 0, 65535)
+    check_range(where, "address", p.address, 0, 65535)
     _check_shape(where, p)
     if p.type in ("bool", "string") and (p.scale != 1 or p.offset != 0):
         raise ConfigError(f"{where}: scale and offset are only for numbers, not {p.type}")
@@ -268,7 +259,7 @@ def _check_point(device_where: str, p: ModbusPoint) -> None:
             f"{end}, past 65535"
         )
     if p.poll_interval_s is not None:
-        _check_range(where, "poll_interval_s", p.poll_interval_s, 0.1, 86400)
+        check_range(where, "poll_interval_s", p.poll_interval_s, 0.1, 86400)
     _check_write_rules(where, p)
 
 
@@ -296,28 +287,17 @@ def _check_shape(where: str, p: ModbusPoint) -> None:
     if p.type == "bool" and not bit_table:
         if p.bit is None:
             raise ConfigError(f"{where}: a bool in a {p.table} register needs bit (0..15)")
-        _check_range(where, "bit", p.bit, 0, 15)
+        check_range(where, "bit", p.bit, 0, 15)
     elif p.bit is not None:
         raise ConfigError(f"{where}: bit is only for a bool in a holding or input register")
     if p.type == "string":
         if p.length is None:
             raise ConfigError(f"{where}: a string needs length (registers, 1..125)")
-        _check_range(where, "length", p.length, 1, 125)
+        check_range(where, "length", p.length, 1, 125)
     elif p.length is not None:
         raise ConfigError(f"{where}: length is only for a string")
 
 
-def _check_range(where: str, key: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:
-        raise ConfigError(f"{where}: {key} {show(value)} is out of range {lo}..{hi}")
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return bool(_HOST_RE.fullmatch(host))
-    return True
 
 
 def _check_overlaps(where: str, points: Sequence[ModbusPoint]) -> None:

@@ -72,18 +72,28 @@ A serial line (one bus) and its slave devices::
 
 from __future__ import annotations
 
-import math
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Final, TypeVar, cast
 
-from drivers.errors import ConfigError, show
+from drivers._fields import (
+    as_bool,
+    as_float,
+    as_int,
+    as_str,
+    choice,
+    kind_of,
+    label,
+    opt,
+    reject_unknown,
+    req,
+)
+from drivers.errors import ConfigError
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order
 from drivers.modbus._config import (
     BIT_TABLES,
     MAX_POINTS,
     MAX_REGISTERS_PER_READ,
-    NAME_RE,
     PARITIES,
     TABLES,
     ModbusPoint,
@@ -123,23 +133,23 @@ def parse_modbus_tcp_device(raw: Mapping[str, object]) -> ModbusTcpDevice:
             address 70000 is out of range 0..65535``.
     """
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"device: must be a table, not {_kind(raw)}")
-    where = _where("device", raw)
-    _reject_unknown(raw, _TCP_DEVICE_KEYS, where)
+        raise ConfigError(f"device: must be a table, not {kind_of(raw)}")
+    where = label("device", raw.get("name"))
+    reject_unknown(raw, _TCP_DEVICE_KEYS, where)
     device = ModbusTcpDevice(
-        name=_req(raw, "name", where, _str),
-        host=_req(raw, "host", where, _str),
-        poll_interval_s=_req(raw, "poll_interval_s", where, _float),
+        name=req(raw, "name", where, as_str),
+        host=req(raw, "host", where, as_str),
+        poll_interval_s=req(raw, "poll_interval_s", where, as_float),
         points=_points(raw, where),
-        port=_opt(raw, "port", where, _int, 502),
-        unit_id=_opt(raw, "unit_id", where, _int, 1),
-        timeout_s=_opt(raw, "timeout_s", where, _float, 1.0),
-        retries=_opt(raw, "retries", where, _int, 1),
-        max_gap=_opt(raw, "max_gap", where, _int, 8),
-        byte_order=_opt(raw, "byte_order", where, _order, "big"),
-        word_order=_opt(raw, "word_order", where, _order, "big"),
-        write_multiple=_opt(raw, "write_multiple", where, _bool, False),
-        max_registers=_opt(raw, "max_registers", where, _int, MAX_REGISTERS_PER_READ),
+        port=opt(raw, "port", where, as_int, 502),
+        unit_id=opt(raw, "unit_id", where, as_int, 1),
+        timeout_s=opt(raw, "timeout_s", where, as_float, 1.0),
+        retries=opt(raw, "retries", where, as_int, 1),
+        max_gap=opt(raw, "max_gap", where, as_int, 8),
+        byte_order=opt(raw, "byte_order", where, _order, "big"),
+        word_order=opt(raw, "word_order", where, _order, "big"),
+        write_multiple=opt(raw, "write_multiple", where, as_bool, False),
+        max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
     )
     check_device(device)
     return device
@@ -153,24 +163,24 @@ def parse_modbus_rtu_line(raw: Mapping[str, object]) -> ModbusRtuLine:
             unit_id 248 is out of range 1..247``.
     """
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"line: must be a table, not {_kind(raw)}")
-    where = _where("line", raw)
-    _reject_unknown(raw, _LINE_KEYS, where)
+        raise ConfigError(f"line: must be a table, not {kind_of(raw)}")
+    where = label("line", raw.get("name"))
+    reject_unknown(raw, _LINE_KEYS, where)
     devices_raw = raw.get("devices")
     if not isinstance(devices_raw, list):
-        raise ConfigError(f"{where}: devices must be a list of tables, not {_kind(devices_raw)}")
+        raise ConfigError(f"{where}: devices must be a list of tables, not {kind_of(devices_raw)}")
     if len(devices_raw) > MAX_DEVICES_PER_LINE:
         raise ConfigError(f"{where}: {len(devices_raw)} devices, more than {MAX_DEVICES_PER_LINE}")
     line = ModbusRtuLine(
-        name=_req(raw, "name", where, _str),
-        port=_req(raw, "port", where, _str),
+        name=req(raw, "name", where, as_str),
+        port=req(raw, "port", where, as_str),
         devices=tuple(_rtu_device(d, i, where) for i, d in enumerate(devices_raw, 1)),
-        baudrate=_opt(raw, "baudrate", where, _int, 9600),
-        parity=_opt(raw, "parity", where, _parity, "N"),
-        stopbits=_opt(raw, "stopbits", where, _int, 1),
-        bytesize=_opt(raw, "bytesize", where, _int, 8),
-        timeout_s=_opt(raw, "timeout_s", where, _float, 0.5),
-        retries=_opt(raw, "retries", where, _int, 1),
+        baudrate=opt(raw, "baudrate", where, as_int, 9600),
+        parity=opt(raw, "parity", where, _parity, "N"),
+        stopbits=opt(raw, "stopbits", where, as_int, 1),
+        bytesize=opt(raw, "bytesize", where, as_int, 8),
+        timeout_s=opt(raw, "timeout_s", where, as_float, 0.5),
+        retries=opt(raw, "retries", where, as_int, 1),
     )
     check_rtu_line(line)
     return line
@@ -178,35 +188,28 @@ def parse_modbus_rtu_line(raw: Mapping[str, object]) -> ModbusRtuLine:
 
 def _rtu_device(raw: object, index: int, line_where: str) -> ModbusRtuDevice:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{line_where} device #{index}: must be a table, not {_kind(raw)}")
-    where = _where(f"{line_where} device", raw, index)
-    _reject_unknown(raw, _COMMON_DEVICE_KEYS, where)
+        raise ConfigError(f"{line_where} device #{index}: must be a table, not {kind_of(raw)}")
+    where = label(f"{line_where} device", raw.get("name"), index)
+    reject_unknown(raw, _COMMON_DEVICE_KEYS, where)
     return ModbusRtuDevice(
-        name=_req(raw, "name", where, _str),
-        unit_id=_req(raw, "unit_id", where, _int),
-        poll_interval_s=_req(raw, "poll_interval_s", where, _float),
+        name=req(raw, "name", where, as_str),
+        unit_id=req(raw, "unit_id", where, as_int),
+        poll_interval_s=req(raw, "poll_interval_s", where, as_float),
         points=_points(raw, where),
-        timeout_s=_opt(raw, "timeout_s", where, _float, None),
-        retries=_opt(raw, "retries", where, _int, None),
-        max_gap=_opt(raw, "max_gap", where, _int, 8),
-        byte_order=_opt(raw, "byte_order", where, _order, "big"),
-        word_order=_opt(raw, "word_order", where, _order, "big"),
-        write_multiple=_opt(raw, "write_multiple", where, _bool, False),
-        max_registers=_opt(raw, "max_registers", where, _int, MAX_REGISTERS_PER_READ),
+        timeout_s=opt(raw, "timeout_s", where, as_float, None),
+        retries=opt(raw, "retries", where, as_int, None),
+        max_gap=opt(raw, "max_gap", where, as_int, 8),
+        byte_order=opt(raw, "byte_order", where, _order, "big"),
+        word_order=opt(raw, "word_order", where, _order, "big"),
+        write_multiple=opt(raw, "write_multiple", where, as_bool, False),
+        max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
     )
-
-
-def _where(what: str, raw: Mapping[str, object], index: int | None = None) -> str:
-    name = raw.get("name")
-    if isinstance(name, str) and NAME_RE.fullmatch(name):
-        return f'{what} "{name}"'
-    return f"{what} #{index}" if index is not None else what
 
 
 def _points(raw: Mapping[str, object], where: str) -> tuple[ModbusPoint, ...]:
     points_raw = raw.get("points")
     if not isinstance(points_raw, list):
-        raise ConfigError(f"{where}: points must be a list of tables, not {_kind(points_raw)}")
+        raise ConfigError(f"{where}: points must be a list of tables, not {kind_of(points_raw)}")
     if len(points_raw) > MAX_POINTS:
         raise ConfigError(f"{where}: {len(points_raw)} points, more than {MAX_POINTS}")
     return tuple(_parse_point(p, i, where) for i, p in enumerate(points_raw, 1))
@@ -214,105 +217,45 @@ def _points(raw: Mapping[str, object], where: str) -> tuple[ModbusPoint, ...]:
 
 def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
     name = raw.get("name") if isinstance(raw, Mapping) else None
-    shown = f'"{name}"' if isinstance(name, str) and NAME_RE.fullmatch(name) else f"#{index}"
-    where = f"{device_where} point {shown}"
+    where = f"{device_where} {label('point', name, index)}"
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: must be a table, not {_kind(raw)}")
-    _reject_unknown(raw, _POINT_KEYS, where)
-    table = _req(raw, "table", where, _table)
+        raise ConfigError(f"{where}: must be a table, not {kind_of(raw)}")
+    reject_unknown(raw, _POINT_KEYS, where)
+    table = req(raw, "table", where, _table)
     default_type: DataType | None = "bool" if table in BIT_TABLES else None
-    kind = _opt(raw, "type", where, _type, default_type)
+    kind = opt(raw, "type", where, _type, default_type)
     if kind is None:
         raise ConfigError(f'{where}: missing key "type"')
     return ModbusPoint(
-        name=sys.intern(_req(raw, "name", where, _str)),  # devices alike repeat their point names
-        address=_req(raw, "address", where, _int),
+        name=sys.intern(req(raw, "name", where, as_str)),  # devices alike repeat their point names
+        address=req(raw, "address", where, as_int),
         table=table,
         type=kind,
-        unit=_opt(raw, "unit", where, _str, ""),
-        scale=_opt(raw, "scale", where, _float, 1.0),
-        offset=_opt(raw, "offset", where, _float, 0.0),
-        byte_order=_opt(raw, "byte_order", where, _order, None),
-        word_order=_opt(raw, "word_order", where, _order, None),
-        bit=_opt(raw, "bit", where, _int, None),
-        length=_opt(raw, "length", where, _int, None),
-        poll_interval_s=_opt(raw, "poll_interval_s", where, _float, None),
-        writable=_opt(raw, "writable", where, _bool, False),
-        min=_opt(raw, "min", where, _float, None),
-        max=_opt(raw, "max", where, _float, None),
+        unit=opt(raw, "unit", where, as_str, ""),
+        scale=opt(raw, "scale", where, as_float, 1.0),
+        offset=opt(raw, "offset", where, as_float, 0.0),
+        byte_order=opt(raw, "byte_order", where, _order, None),
+        word_order=opt(raw, "word_order", where, _order, None),
+        bit=opt(raw, "bit", where, as_int, None),
+        length=opt(raw, "length", where, as_int, None),
+        poll_interval_s=opt(raw, "poll_interval_s", where, as_float, None),
+        writable=opt(raw, "writable", where, as_bool, False),
+        min=opt(raw, "min", where, as_float, None),
+        max=opt(raw, "max", where, as_float, None),
     )
 
 
-def _req(raw: Mapping[str, object], key: str, where: str, conv: Callable[[object, str], T]) -> T:
-    if key not in raw:
-        raise ConfigError(f'{where}: missing key "{key}"')
-    return conv(raw[key], f"{where}: {key}")
-
-
-def _opt(
-    raw: Mapping[str, object], key: str, where: str, conv: Callable[[object, str], T], default: D
-) -> T | D:
-    if key not in raw:
-        return default
-    return conv(raw[key], f"{where}: {key}")
-
-
-def _reject_unknown(raw: Mapping[str, object], known: frozenset[str], where: str) -> None:
-    unknown = [k for k in raw if k not in known]
-    if unknown:
-        shown = ", ".join(show(k) for k in unknown[:5])
-        raise ConfigError(f"{where}: unknown key(s) {shown} (known: {', '.join(sorted(known))})")
-
-
-def _str(value: object, what: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{what} must be a string, not {_kind(value)}")
-    return value
-
-
-def _bool(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{what} must be true or false, not {_kind(value)}")
-    return value
-
-
-def _int(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{what} must be an integer, not {_kind(value)}")
-    return value
-
-
-def _float(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{what} must be a number, not {_kind(value)}")
-    if isinstance(value, int) and value.bit_length() > 1000:  # float() would overflow
-        raise ConfigError(f"{what} must be a finite number, not {_kind(value)}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{what} must be finite, not {value!r}")
-    return float(value)
-
-
-def _choice(value: object, what: str, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{what} must be one of {' | '.join(choices)}, not {show(value)}")
-    return value
-
-
 def _order(value: object, what: str) -> Order:
-    return cast(Order, _choice(value, what, ORDERS))
+    return cast(Order, choice(value, what, ORDERS))
 
 
 def _table(value: object, what: str) -> Table:
-    return cast(Table, _choice(value, what, TABLES))
+    return cast(Table, choice(value, what, TABLES))
 
 
 def _type(value: object, what: str) -> DataType:
-    return cast(DataType, _choice(value, what, TYPES))
+    return cast(DataType, choice(value, what, TYPES))
 
 
 def _parity(value: object, what: str) -> Parity:
-    return cast(Parity, _choice(value, what, PARITIES))
-
-
-def _kind(value: object) -> str:
-    return f"{show(value)} ({type(value).__name__})"
+    return cast(Parity, choice(value, what, PARITIES))

@@ -37,7 +37,7 @@ FINAL_CODES = frozenset({"OK", "ERROR", "NO CARRIER", "NO DIALTONE", "BUSY", "NO
 URC_WORDS = frozenset({"RING", "RDY", "POWERED DOWN", "NORMAL POWER DOWN", "UNDER_VOLTAGE POWER DOWN",
                        "OVER_VOLTAGE POWER DOWN", "+CPIN: NOT READY", "SMS DONE", "PB DONE", "+CFUN: 1"})
 _COMMAND_RE = re.compile(rf"AT[\x20-\x7e]{{0,{MAX_COMMAND - 2}}}", re.IGNORECASE)
-_PREFIX_RE = re.compile(r"AT([+$%^#][A-Z0-9]+)", re.IGNORECASE)
+_PREFIX_RE = re.compile(r"AT([+$%^#][A-Z0-9]+).*", re.IGNORECASE | re.DOTALL)  # the command's name, then anything
 _ERROR_RE = re.compile(r"\+CM[ES] ERROR:\s*(.*)")
 
 
@@ -106,7 +106,7 @@ class AtCommandError(ValueError):
 
 def prefix_of(command: str) -> str:
     """The answer prefix of a command: ``AT+CEREG?`` -> ``+CEREG``; "" for basic commands (``ATE0``)."""
-    m = _PREFIX_RE.match(command)
+    m = _PREFIX_RE.fullmatch(command)
     return m.group(1).upper() if m else ""
 
 

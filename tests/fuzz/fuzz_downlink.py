@@ -19,7 +19,7 @@ Each input's first byte picks a target:
     4  `downlink.decode("config", ...)`        the TOML text of a valid configuration with
                                                 bytes of the input spliced in
 
-The only exceptions allowed are `DownlinkError` (decode) and `ConfigError` (parse);
+The only exceptions allowed are `RejectedError` (decode) and `ConfigError` (parse);
 anything else, or an input running longer than -timeout, is a finding.
 """
 
@@ -37,11 +37,12 @@ from typing import Any
 import atheris
 import cbor2
 
-with atheris.instrument_imports(include=["boxd", "drivers"]):
-    import drivers.bacnet  # noqa: F401 (imported lazily by boxd.config: instrumented here)
-    from boxd import config, downlink
-    from boxd.downlink import DownlinkError
-    from boxd.errors import ConfigError
+with atheris.instrument_imports(include=["boxd", "boxconfig", "proto", "drivers"]):
+    import boxconfig as config
+    import drivers.bacnet  # noqa: F401 (imported lazily by boxconfig: instrumented here)
+    from boxconfig.errors import ConfigError
+    from boxd import downlink
+    from proto.errors import RejectedError
 
 HERE = Path(__file__).resolve().parent
 GOOD_TOML = (HERE / "good.toml").read_text()
@@ -178,7 +179,7 @@ def test_one(data: bytes) -> None:
 def _decode(leaf: str, payload: bytes) -> None:
     try:
         downlink.decode(leaf, payload)
-    except DownlinkError as e:
+    except RejectedError as e:
         assert str(e) and e.reasons and all(isinstance(r, str) and r for r in e.reasons)
 
 

@@ -86,7 +86,7 @@ class Running:
         self.samples: list[Sample] = []
         self.latest: dict[str, Sample] = {}
 
-    def emit(self, samples: Any) -> None:
+    async def emit(self, samples: Any) -> None:
         self.samples.extend(samples)
         self.latest.update((s.point, s) for s in samples)
 
@@ -384,14 +384,18 @@ def test_a_silent_device_degrades_only_its_own_points_and_is_found_again(net: ne
         spare.command("answer")
 
 
+async def _ignore(_samples: Any) -> None:
+    pass
+
+
 def test_missing_interface_and_busy_port_are_clear_errors(net: netns.FieldNetwork) -> None:
     async def scenario() -> None:
         with pytest.raises(InterfaceError, match="'fbx9' does not exist"):
-            await BacnetSource(network(device("ahu", AHU), interface="fbx9")).run(lambda _s: None)
+            await BacnetSource(network(device("ahu", AHU), interface="fbx9")).run(_ignore)
         async with running(device("ahu", AHU, poll=3600, objects=1)) as run:
             await eventually(lambda: run.all("ahu", Quality.GOOD), "the first source")
             with pytest.raises(BindError, match="port 47808 on fbt0"):
-                await BacnetSource(network(device("ahu", AHU))).run(lambda _s: None)
+                await BacnetSource(network(device("ahu", AHU))).run(_ignore)
 
     net.run_in_box(scenario)
 

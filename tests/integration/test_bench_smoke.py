@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.measure import FIGURES
 
 
@@ -35,6 +37,14 @@ def test_backlog_benchmark_drains_every_sample_once_and_reports_every_figure(tmp
     assert set(figures) >= {"drain_s", "connect_s", "points_per_second", "points_per_second_from_connect",
                             "boxd_cpu_s", "receiver_cpu_s", "broker_cpu_s", "batches_stored"}
     assert figures["stored"] == figures["stored_distinct"] == 20000 and figures["stored_exact"] is True
+
+
+@pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse for the slow-disk file system")
+def test_loop_stall_benchmark_measures_the_loop_on_a_slow_disk(tmp_path: Path) -> None:
+    figures = _run_bench("bench.loop_stall", tmp_path / "stall.json", "--case", "tiny", "--seconds", "2")
+    (run,) = figures.values()
+    assert isinstance(run, dict) and set(run) >= {"loop_stall_max_ms", "loop_stall_p99_ms", "probe_wakeups"}
+    assert run["probe_wakeups"] > 50 and run["points_stored_per_second"] > 0
 
 
 def test_ingest_benchmark_stores_every_sample_once_both_ways(tmp_path: Path) -> None:

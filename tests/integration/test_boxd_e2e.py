@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.platform import Cloud
 from drivers import PointInfo, Quality
+from proto import topics, wire
+from proto.topics import Up
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import mqtt_client, provision
 from tests.support.simthread import SimThread
@@ -163,10 +164,10 @@ def test_malformed_batches_are_rejected_and_the_receiver_goes_on(
     caplog.set_level(logging.WARNING, "boxcloud.receiver")
     try:
         for garbage in (b"", b"\x01\xff", b"\x07hello", b"\x81" + b"\x00" * 50, b"\x01" + b"\x9f" * 2000):
-            c.client.publish(f"boxes/{ident.box_id}/up/data", garbage, 1).wait_for_publish(5)
-        c.client.publish(f"boxes/{ident.box_id}/up/status", b"{not json", 1).wait_for_publish(5)
-        c.client.publish(f"boxes/{ident.box_id}/up/meta", wire.encode_table(table), 1).wait_for_publish(5)
-        c.client.publish(f"boxes/{ident.box_id}/up/data", good, 1).wait_for_publish(5)
+            c.client.publish(topics.up(ident.box_id, Up.DATA), garbage, 1).wait_for_publish(5)
+        c.client.publish(topics.up(ident.box_id, Up.STATUS), b"{not json", 1).wait_for_publish(5)
+        c.client.publish(topics.up(ident.box_id, Up.META), wire.encode_table(table), 1).wait_for_publish(5)
+        c.client.publish(topics.up(ident.box_id, Up.DATA), good, 1).wait_for_publish(5)
         wait_for(lambda: cloud.store.samples(ident.box_id), 10, "the good batch after the bad ones")
     finally:
         c.close()
@@ -192,8 +193,8 @@ def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
     try:
         for seq in range(1, 6):  # 5 batches before the table: 3 wait, 2 are refused
             batch = wire.encode_batch(9, seq, tid, 1000 + seq, [wire.encode_group(0, 0, [float(seq)], {})])
-            c.client.publish(f"boxes/{ident.box_id}/up/data", batch, 1).wait_for_publish(5)
-        c.client.publish(f"boxes/{ident.box_id}/up/meta", wire.encode_table(table), 1).wait_for_publish(5)
+            c.client.publish(topics.up(ident.box_id, Up.DATA), batch, 1).wait_for_publish(5)
+        c.client.publish(topics.up(ident.box_id, Up.META), wire.encode_table(table), 1).wait_for_publish(5)
         wait_for(lambda: len(cloud.store.samples(ident.box_id)) == 3, 10, "the parked batches to be stored")
     finally:
         c.close()

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from cloud.platform import Cloud
+from proto import topics
+from proto.topics import Down, Up
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision, service_client
 from tests.support.wait import wait_for
 
@@ -44,10 +46,10 @@ def _retained(cloud: Cloud, name: str, box_id: str) -> list[str]:
     """The topics a newcomer subscribing to a Box's subtree gets as (non-empty) retained messages."""
     w = service_client(cloud, "receiver", name)
     try:
-        w.client.subscribe(f"boxes/{box_id}/up/#", 1)
+        w.client.subscribe(topics.up_filter(box_id), 1)
         wait_for(lambda: w.subacks == [[1]], 5, "the SUBACK")
         # retained messages are queued at the subscription: the PUBACK of a later publish comes after them
-        w.client.publish(f"boxes/{box_id}/down/marker", b"m", 1).wait_for_publish(5)
+        w.client.publish(topics.down(box_id, Down.TIME), b"m", 1).wait_for_publish(5)  # the Box is not connected
         return sorted(t for t, p in w.messages if p)
     finally:
         w.close()
@@ -55,15 +57,15 @@ def _retained(cloud: Cloud, name: str, box_id: str) -> list[str]:
 
 def test_a_box_may_publish_only_the_documented_uplink_topics(cloud: Cloud, box: Path) -> None:
     watcher = service_client(cloud, "receiver", "guard-watch")
-    watcher.client.subscribe("boxes/GUARD-1/up/#", 1)
+    watcher.client.subscribe(topics.up_filter("GUARD-1"), 1)
     wait_for(lambda: watcher.subacks == [[1]], 5, "the watcher's subscription")
     b = _box(cloud, box, "GUARD-1")
     try:
         for leaf in ("anything", "data/x", "limits", "status/extra"):
-            assert _publish(b, f"boxes/GUARD-1/up/{leaf}", b"x") == NOT_AUTHORIZED, leaf
-        assert _publish(b, "boxes/GUARD-1/up/events", b"fine") == 0
-        wait_for(lambda: ("boxes/GUARD-1/up/events", b"fine") in watcher.messages, 5, "the allowed event")
-        assert watcher.topics() == ["boxes/GUARD-1/up/events"]
+            assert _publish(b, topics.up("GUARD-1", Up(leaf)), b"x") == NOT_AUTHORIZED, leaf
+        assert _publish(b, topics.up("GUARD-1", Up.EVENTS), b"fine") == 0
+        wait_for(lambda: (topics.up("GUARD-1", Up.EVENTS), b"fine") in watcher.messages, 5, "the allowed event")
+        assert watcher.topics() == [topics.up("GUARD-1", Up.EVENTS)]
     finally:
         b.close()
         watcher.close()
@@ -74,15 +76,15 @@ def test_a_box_may_retain_only_its_status_and_point_table_within_size_limits(clo
     try:
         big = b"\x00" * (512 * 1024)
         for leaf in ("data", "events", "health", "replies"):
-            assert _publish(b, f"boxes/GUARD-1/up/{leaf}", b"x", retain=True) == NOT_AUTHORIZED, leaf
+            assert _publish(b, topics.up("GUARD-1", Up(leaf)), b"x", retain=True) == NOT_AUTHORIZED, leaf
         for _ in range(5):  # the attack: megabytes parked in the broker under the Box's name
-            assert _publish(b, "boxes/GUARD-1/up/meta", big, retain=True) == NOT_AUTHORIZED
-        assert _publish(b, "boxes/GUARD-1/up/status", b"{" + b" " * 3000 + b"}", retain=True) == NOT_AUTHORIZED
-        assert _publish(b, "boxes/GUARD-1/up/data", b"\x01" + b"\x00" * (300 * 1024)) == NOT_AUTHORIZED
-        assert _publish(b, "boxes/GUARD-1/up/status", b'{"v":1,"online":true}', retain=True) == 0
+            assert _publish(b, topics.up("GUARD-1", Up.META), big, retain=True) == NOT_AUTHORIZED
+        assert _publish(b, topics.up("GUARD-1", Up.STATUS), b"{" + b" " * 3000 + b"}", retain=True) == NOT_AUTHORIZED
+        assert _publish(b, topics.up("GUARD-1", Up.DATA), b"\x01" + b"\x00" * (300 * 1024)) == NOT_AUTHORIZED
+        assert _publish(b, topics.up("GUARD-1", Up.STATUS), b'{"v":1,"online":true}', retain=True) == 0
     finally:
         b.close()
-    assert _retained(cloud, "guard-retained", "GUARD-1") == ["boxes/GUARD-1/up/status"]
+    assert _retained(cloud, "guard-retained", "GUARD-1") == [topics.up("GUARD-1", Up.STATUS)]
 
 
 def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_revoked(
@@ -92,8 +94,8 @@ def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_rev
     try:
         provision(cloud, tmp_path / "box", "GUARD-REV")
         b = _box(cloud, tmp_path / "box" / "identity", "GUARD-REV")
-        assert _publish(b, "boxes/GUARD-REV/up/status", b'{"v":1,"online":true}', retain=True) == 0
-        assert _publish(b, "boxes/GUARD-REV/up/meta", b"\x01\x82\x00\x80", retain=True) == 0
+        assert _publish(b, topics.up("GUARD-REV", Up.STATUS), b'{"v":1,"online":true}', retain=True) == 0
+        assert _publish(b, topics.up("GUARD-REV", Up.META), b"\x01\x82\x00\x80", retain=True) == 0
         wait_for(lambda: cloud.store.box("GUARD-REV").online, 10, "the cloud to see the Box online")
         cloud.revoke("GUARD-REV")
         wait_for(b.disconnected.is_set, 10, "the revoked Box's session to end")
@@ -122,7 +124,7 @@ def test_a_box_over_its_rate_is_refused_and_the_platform_raises_an_alert(
         provision(cloud, tmp_path / "box", "GUARD-FLOOD")
         b = _box(cloud, tmp_path / "box" / "identity", "GUARD-FLOOD")
         try:
-            codes = [_publish(b, "boxes/GUARD-FLOOD/up/events", b"\x01\xa0") for _ in range(40)]
+            codes = [_publish(b, topics.up("GUARD-FLOOD", Up.EVENTS), b"\x01\xa0") for _ in range(40)]
         finally:
             b.close()
         assert codes[:20] == [0] * 20 and NOT_AUTHORIZED in codes[20:]

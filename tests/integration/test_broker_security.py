@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from cloud.platform import Cloud
+from proto import topics
+from proto.topics import Down, Up
 from tests.support.cloudkit import connect_fails, forge_cert, mqtt_client, provision, service_client
 from tests.support.wait import wait_for
 
@@ -38,17 +40,17 @@ def box_client(cloud: Cloud, state: Path, client_id: str) -> object:
 
 def test_a_box_cannot_publish_to_another_box_topics(cloud: Cloud, boxes: dict[str, Path]) -> None:
     watcher = service_client(cloud, "receiver", "watch-pub")
-    watcher.client.subscribe("boxes/+/up/#", 1)
+    watcher.client.subscribe(topics.up_filter(), 1)
     wait_for(lambda: watcher.subacks == [[1]], 5, "the watcher's subscription")
     b = box_client(cloud, boxes["BOX-B"], "BOX-B")
-    b.client.subscribe("boxes/BOX-B/down/#", 1)
+    b.client.subscribe(topics.down_filter("BOX-B"), 1)
     wait_for(lambda: b.subacks == [[1]], 5, "B's subscription")
     a = box_client(cloud, boxes["BOX-A"], "BOX-A")
     try:
-        a.client.publish("boxes/BOX-B/up/data", b"forged", 1).wait_for_publish(5)
-        a.client.publish("boxes/BOX-B/down/cmd", b"forged", 1).wait_for_publish(5)
-        a.client.publish("boxes/BOX-A/up/events", b"mine", 1).wait_for_publish(5)
-        wait_for(lambda: ("boxes/BOX-A/up/events", b"mine") in watcher.messages, 5, "A's own message")
+        a.client.publish(topics.up("BOX-B", Up.DATA), b"forged", 1).wait_for_publish(5)
+        a.client.publish(topics.down("BOX-B", Down.CMD), b"forged", 1).wait_for_publish(5)
+        a.client.publish(topics.up("BOX-A", Up.EVENTS), b"mine", 1).wait_for_publish(5)
+        wait_for(lambda: (topics.up("BOX-A", Up.EVENTS), b"mine") in watcher.messages, 5, "A's own message")
         # Mosquitto routes a QoS 1 message before it acknowledges it, and A waited for each
         # acknowledgement: had a forged message passed, it was on its way before A's own.
         assert not [t for t in watcher.topics() if "BOX-B" in t], "A's forged uplink was delivered"
@@ -64,15 +66,15 @@ def test_a_box_cannot_subscribe_to_another_box_topics(cloud: Cloud, boxes: dict[
     receiver = service_client(cloud, "receiver", "sender")
     wait_for(receiver.connected.is_set, 5, "the sender")
     try:
-        a.client.subscribe([("boxes/BOX-B/down/#", 1), ("boxes/BOX-B/up/#", 1), ("boxes/#", 1),
-                            ("boxes/BOX-A/down/#", 1)])
+        a.client.subscribe([(topics.down_filter("BOX-B"), 1), (topics.up_filter("BOX-B"), 1), ("boxes/#", 1),
+                            (topics.down_filter("BOX-A"), 1)])
         wait_for(lambda: a.subacks, 5, "the SUBACK")
         assert a.subacks[0][:3] == [0x87, 0x87, 0x87]  # not authorised
         assert a.subacks[0][3] == 1  # its own downlink: granted QoS 1
-        receiver.client.publish("boxes/BOX-B/down/cmd", b"for B only", 1).wait_for_publish(5)
-        receiver.client.publish("boxes/BOX-A/down/cmd", b"for A", 1).wait_for_publish(5)
+        receiver.client.publish(topics.down("BOX-B", Down.CMD), b"for B only", 1).wait_for_publish(5)
+        receiver.client.publish(topics.down("BOX-A", Down.CMD), b"for A", 1).wait_for_publish(5)
         wait_for(lambda: a.messages, 5, "A's own command")
-        assert a.topics() == ["boxes/BOX-A/down/cmd"]
+        assert a.topics() == [topics.down("BOX-A", Down.CMD)]
     finally:
         a.close()
         receiver.close()
@@ -83,7 +85,7 @@ def test_client_id_of_another_box_does_not_take_over_its_session(cloud: Cloud, b
     try:
         intruder = box_client(cloud, boxes["BOX-A"], "BOX-B")  # A's certificate, B's client id
         # the broker forces the client id to the certificate's identity: B stays connected
-        b.client.publish("boxes/BOX-B/up/events", b"still here", 1).wait_for_publish(5)
+        b.client.publish(topics.up("BOX-B", Up.EVENTS), b"still here", 1).wait_for_publish(5)
         assert not b.disconnected.is_set()
         intruder.close()
     finally:
@@ -115,7 +117,7 @@ def test_platform_certificate_for_an_unenrolled_name_gets_no_rights(cloud: Cloud
     ghost = mqtt_client(cloud, "GHOST", cert, key)
     try:
         wait_for(ghost.connected.is_set, 10, "the ghost to connect")
-        ghost.client.subscribe("boxes/GHOST/down/#", 1)
+        ghost.client.subscribe(topics.down_filter("GHOST"), 1)
         wait_for(lambda: ghost.subacks, 5, "the SUBACK")
         assert ghost.subacks[0] == [0x87]  # default deny
     finally:

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from boxd import identity, tls
 from cloud.platform import Cloud
-from provisioning._enroll import renew
-from provisioning.errors import ProvisionError
 from tests.support.cloudkit import connect_fails, mqtt_client, provision
 from tests.support.wait import wait_for
+from trust import identity, tls
+from trust.enroll import renew
+from trust.errors import EnrollError
 
 
 def _connects(cloud: Cloud, ident: identity.Identity) -> bool:
@@ -57,7 +57,7 @@ def test_renew_switch_commit_and_revoke(fresh_cloud: Cloud, tmp_path: Path) -> N
         pem = (d / "box.crt").read_bytes()
         assert x509.load_pem_x509_certificate(pem).serial_number in revoked  # on the CRL, both
         assert not connect_fails(cloud, "RENEW-1", d / "box.crt", d / "box.key").startswith("connected")
-    with pytest.raises(ProvisionError, match=r"revoked|refused"):
+    with pytest.raises(EnrollError, match=r"revoked|refused"):
         renew(tmp_path)
 
 

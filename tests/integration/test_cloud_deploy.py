@@ -18,10 +18,15 @@ import pytest
 from tuf.api.metadata import Timestamp
 
 from boxd import downlink
-from boxd.wire import encode_doc
+from cloud import tufrepo as repository
 from cloud.cli import main as boxcloud
 from cloud.platform import Cloud
-from ota import client, repository
+from ota import client
+from proto import topics
+from proto.commands import Command
+from proto.replies import reply
+from proto.topics import Down, Up
+from proto.wire import encode_doc
 from tests.support.cloudkit import Client, mqtt_client, provision
 from tests.support.wait import wait_for
 
@@ -36,32 +41,32 @@ class SimBox:
         self.box_id = ident.box_id
         self.mqtt: Client = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
         wait_for(self.mqtt.connected.is_set, 10, f"{serial} to connect")
-        self.mqtt.client.subscribe(f"boxes/{ident.box_id}/down/cmd", 1)
+        self.mqtt.client.subscribe(topics.down(ident.box_id, Down.CMD), 1)
         wait_for(lambda: self.mqtt.subacks, 10, f"{serial}'s subscription")
 
-    def commands(self) -> list[downlink.Command]:
+    def commands(self) -> list[Command]:
         out = []
         for topic, payload in list(self.mqtt.messages):
-            if topic.endswith("/down/cmd"):
+            if topics.parse(topic).leaf == Down.CMD:
                 cmd = downlink.decode("cmd", payload)
-                assert isinstance(cmd, downlink.Command)
+                assert isinstance(cmd, Command)
                 out.append(cmd)
         return out
 
     def names(self) -> list[str]:
         return [c.name for c in self.commands()]
 
-    def update(self) -> downlink.Command:
+    def update(self) -> Command:
         """Wait for the update command and accept it (the reply is not the result)."""
         cmd = wait_for(lambda: next((c for c in self.commands() if c.name == "update"), None), 15,
                        f"{self.box_id}'s update command")
-        self.mqtt.client.publish(f"boxes/{self.box_id}/up/replies", downlink.reply(cmd.id, "ok"), 1)
+        self.mqtt.client.publish(topics.up(self.box_id, Up.REPLIES), reply(cmd.id, "ok"), 1)
         return cmd
 
     def event(self, deployment: str, state: str, detail: str = "", **extra: object) -> None:
         doc: dict[str, object] = {"v": 1, "kind": "ota", "ts": int(time.time() * 1000), "deployment": deployment,
                                   "version": VERSION, "state": state, "detail": detail, "running": "1.1.0", **extra}
-        self.mqtt.client.publish(f"boxes/{self.box_id}/up/events", encode_doc(doc), 1)
+        self.mqtt.client.publish(topics.up(self.box_id, Up.EVENTS), encode_doc(doc), 1)
 
 
 def _publish(cloud: Cloud, tmp_path: Path) -> str:
@@ -94,7 +99,7 @@ def test_waves_advance_on_the_boxes_events_and_a_failure_halts(fresh_cloud: Clou
     first, second, *rest = sorted(boxes, key=lambda b: b.box_id)  # a tag's Boxes go in id order
 
     cmd = first.update()
-    assert cmd.args == {"deployment": dep, "target": target, "version": VERSION, "health_s": 300}
+    assert cmd.args() == {"deployment": dep, "target": target, "version": VERSION, "health_s": 300}
     first.event(dep, "downloading", progress=0.5)
     first.event(dep, "restarting", "switching to slot b")
     wait_for(lambda: _state(cloud, dep, first.box_id) == "restarting", 10, "the Box's progress")
@@ -133,7 +138,7 @@ def test_waves_advance_on_the_boxes_events_and_a_failure_halts(fresh_cloud: Clou
     for b in rest:
         abort = wait_for(lambda b=b: next((c for c in b.commands() if c.name == "update_abort"), None), 15,
                          f"{b.box_id}'s update_abort")
-        assert abort.args == {"deployment": dep2}
+        assert abort.args() == {"deployment": dep2}
     rest[0].event(dep2, "aborted", "aborted the download of " + target)
     wait_for(lambda: _state(cloud, dep2, rest[0].box_id) == "aborted", 10, "the abort")
     assert boxcloud([*home, "deploy", "watch", dep2, "--timeout", "5"]) == 4

@@ -17,6 +17,10 @@ from boxd import downlink
 from cloud.cli import main as boxcloud
 from cloud.errors import CloudError
 from cloud.platform import Cloud
+from proto import topics
+from proto.commands import Command
+from proto.replies import config_reply, reply
+from proto.topics import Up
 from tests.support.cloudkit import mqtt_client, provision
 from tests.support.wait import wait_for
 
@@ -27,12 +31,12 @@ def _box(cloud: Cloud, tmp_path: Path, serial: str):  # type: ignore[no-untyped-
     ident = provision(cloud, tmp_path / serial, serial)
     box = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
     wait_for(box.connected.is_set, 10, "the Box to connect")
-    box.client.subscribe(f"boxes/{ident.box_id}/down/#", 1)
+    box.client.subscribe(topics.down_filter(ident.box_id), 1)
     return ident, box
 
 
 def _downlinks(box, leaf: str) -> list[object]:  # type: ignore[no-untyped-def]
-    return [downlink.decode(leaf, p) for t, p in list(box.messages) if t.endswith(f"/down/{leaf}")]
+    return [downlink.decode(leaf, p) for t, p in list(box.messages) if topics.parse(t).raw_leaf == leaf]
 
 
 def test_a_configuration_reaches_the_box_even_when_it_comes_online_later(fresh_cloud: Cloud, tmp_path: Path,
@@ -44,14 +48,14 @@ def test_a_configuration_reaches_the_box_even_when_it_comes_online_later(fresh_c
              "the configuration to be published")
     box = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
     wait_for(box.connected.is_set, 10, "the Box to connect")
-    box.client.subscribe(f"boxes/{ident.box_id}/down/#", 1)
+    box.client.subscribe(topics.down_filter(ident.box_id), 1)
     wait_for(lambda: _downlinks(box, "config"), 10, "the retained configuration")
     (push,) = _downlinks(box, "config")
-    assert isinstance(push, downlink.ConfigPush) and push.version == version and push.toml_text == GOOD
+    assert isinstance(push, downlink.ValidConfig) and push.version == version and push.toml_text == GOOD
     assert push.allow_empty  # the operator's deliberate choice travels with it
 
     # the Box answers; `boxcloud config show` tells the operator
-    box.client.publish(f"boxes/{ident.box_id}/up/replies", downlink.config_reply(version, "applied"), 1)
+    box.client.publish(topics.up(ident.box_id, Up.REPLIES), config_reply(version, "applied"), 1)
     wait_for(lambda: cloud.store.config_state(ident.box_id).status == "applied", 10, "the answer")  # type: ignore[union-attr]
     assert boxcloud(["--home", str(cloud.home), "config", "show", ident.box_id]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{version} "))
@@ -70,9 +74,9 @@ def test_a_command_and_its_reply_through_boxcloud(fresh_cloud: Cloud, tmp_path: 
     def play_the_box() -> None:  # answers the read command as the daemon would
         wait_for(lambda: _downlinks(box, "cmd"), 20, "the command")
         (cmd,) = _downlinks(box, "cmd")
-        assert isinstance(cmd, downlink.Command)
-        box.client.publish(f"boxes/{ident.box_id}/up/replies",
-                           downlink.reply(cmd.id, "ok", result={"ahu1.supply_temp": 18.5}), 1)
+        assert isinstance(cmd, Command)
+        box.client.publish(topics.up(ident.box_id, Up.REPLIES),
+                           reply(cmd.id, "ok", result={"ahu1.supply_temp": 18.5}), 1)
 
     t = threading.Thread(target=play_the_box)
     t.start()
@@ -133,8 +137,8 @@ def test_a_reply_for_a_command_of_another_box_changes_nothing(fresh_cloud: Cloud
     cmd_id = cloud.send_command(a.box_id, "restart", {})
     wait_for(lambda: _downlinks(box_a, "cmd"), 10, "A's command")
     assert not _downlinks(box_b, "cmd")  # only A's downlink carries it
-    box_b.client.publish(f"boxes/{b.box_id}/up/replies", downlink.reply(cmd_id, "failed", "forged"), 1)
-    box_a.client.publish(f"boxes/{a.box_id}/up/replies", downlink.reply(cmd_id, "ok"), 1)
+    box_b.client.publish(topics.up(b.box_id, Up.REPLIES), reply(cmd_id, "failed", "forged"), 1)
+    box_a.client.publish(topics.up(a.box_id, Up.REPLIES), reply(cmd_id, "ok"), 1)
     wait_for(lambda: cloud.store.command(cmd_id).status is not None, 10, "A's reply")  # type: ignore[union-attr]
     assert cloud.store.command(cmd_id).status == "ok"  # type: ignore[union-attr]
     box_a.close()

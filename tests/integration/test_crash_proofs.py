@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cloud.platform import Cloud
 from tests.support.boxproc import BoxProcess
@@ -133,9 +134,10 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
     assert str(evicted) in alert.message
     # Exactly the samples the Box reported evicted are missing, but for evicted batches that had reached the
     # cloud anyway (the broker took them and stopped before its PUBACK: the Box could not know).
-    (arrived,) = cloud.store._db().execute(
-        "SELECT COALESCE(SUM(b.n), 0) FROM batches b JOIN evicted e ON b.box_id = e.box_id AND b.epoch = e.epoch"
-        " AND b.seq BETWEEN e.seq_from AND e.seq_to WHERE b.box_id = ?", ("FULL-1",)).fetchone()
+    with cloud.store.engine.connect() as db:
+        arrived = db.execute(sa.text(
+            "SELECT COALESCE(SUM(b.n), 0) FROM batches b JOIN evicted e ON b.box_id = e.box_id AND b.epoch = e.epoch"
+            " AND b.seq BETWEEN e.seq_from AND e.seq_to WHERE b.box_id = :box"), {"box": "FULL-1"}).scalar_one()
     assert figures["lost"] == evicted - arrived, f"{figures['lost']} samples missing; the Box reported {evicted} " \
         f"evicted, of which {arrived} had reached the cloud"
     # the oldest went: what survived of the outage is its end, up to the broker's return

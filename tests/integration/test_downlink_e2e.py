@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.platform import Cloud
 from drivers import Quality
+from proto import wire
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import provision
 from tests.support.simthread import SimThread

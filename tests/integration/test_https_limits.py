@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from boxd import tls
 from cloud import https
 from cloud.platform import Cloud
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.wait import wait_for
+from trust import tls
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boxd import config
+import boxconfig as config
 from drivers.sim.modbus_rtu_building import RtuBuildingSimulator
 from tests.support.simthread import SimThread
 from tests.support.wait import free_port

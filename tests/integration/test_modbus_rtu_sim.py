@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -71,8 +71,11 @@ class Running:
 
         await eventually(done, f"{prefix or 'every point'} to be {quality.name}", within)
 
+    async def _emit(self, samples: Sequence[Sample]) -> None:
+        self.batches.append(list(samples))
+
     async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.source.run(lambda samples: self.batches.append(list(samples))))
+        self.task = asyncio.create_task(self.source.run(self._emit))
         await eventually(lambda: self.batches, "the first poll")
         return self
 

@@ -67,8 +67,8 @@ class Rig:
         wait_for(lambda: self.batches() > n + 3 and self.box.status().get("connected"), timeout, "data to flow")
 
     def boxctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "provisioning.cli", "--state-dir", str(self.state), "modem", *args],
-                              capture_output=True, text=True, timeout=60)
+        argv = [sys.executable, "-m", "provisioning.cli", "--state-dir", str(self.state), "modem", *args]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
     def config(self, ladder: str = LADDER, apn: str = "internet.test",
                timeouts: tuple[int, int, int, int] = (5, 5, 8, 8)) -> str:

@@ -37,7 +37,7 @@ python-tuf's own message):
    "metadata is not signed by enough trusted keys (forged, or from a malicious mirror): root was
    signed by 1/2 keys"
 8. a malicious mirror (test_a_malicious_mirror_is_refused): the served metadata and targets
-   replaced by another repository (ota.repository.init_repository, other keys) holding a release
+   replaced by another repository (cloud.tufrepo.init_repository, other keys) holding a release
    of the same name.
    "metadata is not signed by enough trusted keys (forged, or from a malicious mirror): timestamp
    was signed by 0/1 keys"
@@ -56,14 +56,16 @@ from pathlib import Path
 import pytest
 
 import boxd
+from boxkit.machine import hardware_id
+from cloud import tufrepo as repo
 from cloud.platform import Cloud
-from ota import bundle, slots
-from ota import repository as repo
+from cloud.tufrepo import _meta as repo_meta
+from ota import slots
 from tests.support.otakit import HEAD, LaunchedBox, publish
 from tests.support.simthread import SimThread
 
 FACTORY = boxd.__version__
-HW = bundle.hardware_id()
+HW = hardware_id()
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +128,8 @@ def _served_target(cloud: Cloud, release: Path) -> Path:
     return path
 
 
-def _online(cloud: Cloud, role: str) -> list[repo.Signer]:
-    root = repo.load(cloud.ota_repo, "root", repo.Root).signed
+def _online(cloud: Cloud, role: str) -> list[repo_meta.Signer]:
+    root = repo.load(cloud.ota_repo, "root", repo_meta.Root).signed
     return repo.role_signers(cloud.ota_keys, root, role)
 
 
@@ -207,7 +209,7 @@ def test_metadata_rolled_back_is_refused(cloud: Cloud, box: LaunchedBox, served:
     # repository does not hold ...
     state, detail = _outcome(box, "a-look", "boxd-9.9.9.tar.gz", "9.9.9")
     assert state == "failed" and "offers no target" in detail, detail
-    newest = repo.load(cloud.ota_repo, "timestamp", repo.Timestamp).signed.version
+    newest = repo.load(cloud.ota_repo, "timestamp", repo_meta.Timestamp).signed.version
     assert (box.state / "ota" / "metadata" / "timestamp.json").read_bytes() == (
         cloud.ota_repo / "metadata" / "timestamp.json").read_bytes()
     # ... then a mirror serves the timestamp it saw before the release.
@@ -222,9 +224,9 @@ def test_an_expired_timestamp_is_refused(cloud: Cloud, box: LaunchedBox, served:
     release = publish(cloud, out, "0.6.0")
     served()
     # A frozen repository: a timestamp signed by the right (online) key, but out of date.
-    ts = repo.load(cloud.ota_repo, "timestamp", repo.Timestamp)
+    ts = repo.load(cloud.ota_repo, "timestamp", repo_meta.Timestamp)
     ts.signed.version += 1
-    ts.signed.expires = repo._now() - timedelta(hours=1)
+    ts.signed.expires = repo_meta._now() - timedelta(hours=1)
     repo.sign_and_write(cloud.ota_repo, ts, _online(cloud, "timestamp"))
 
     detail = _refused(box, "a-frozen", release, "0.6.0")
@@ -235,7 +237,7 @@ def test_mix_and_match_is_refused(cloud: Cloud, box: LaunchedBox, served: Callab
     release = publish(cloud, out, "0.7.0")  # targets N, which the Box has not seen yet
     served()
     meta = cloud.ota_repo / "metadata"
-    newest = repo.load(cloud.ota_repo, "targets", repo.Targets).signed.version
+    newest = repo.load(cloud.ota_repo, "targets", repo_meta.Targets).signed.version
     # the snapshot names targets version N; the server gives version N-1's targets under that name
     shutil.copyfile(meta / f"{newest - 1}.targets.json", meta / f"{newest}.targets.json")
 
@@ -250,12 +252,12 @@ def test_a_root_signed_under_the_threshold_is_refused(cloud: Cloud, box: Launche
     served()
     # An attacker holding one root key (the threshold is 2) makes the next root, with a targets
     # key of its own.
-    root_md = repo.load(cloud.ota_repo, "root", repo.Root)
+    root_md = repo.load(cloud.ota_repo, "root", repo_meta.Root)
     root = root_md.signed
     one = repo.role_signers(cloud.ota_keys, root, "root")[:1]
     assert root.roles["root"].threshold == 2 and len(one) == 1
     root.revoke_key(root.roles["targets"].keyids[0], "targets")
-    root.add_key(repo._new_key(tmp_path / "evil-keys", "targets"), "targets")
+    root.add_key(repo_meta._new_key(tmp_path / "evil-keys", "targets"), "targets")
     root.version += 1
     repo.sign_and_write(cloud.ota_repo, root_md, one)
     assert (cloud.ota_repo / "metadata" / f"{root.version}.root.json").is_file()

@@ -2,7 +2,7 @@
 survives a power cut of the cloud's host.
 
 A Box here is a scripted mTLS MQTT client with a provisioned Box identity, publishing the batches
-a Box makes (`boxd.wire`), QoS 1: the promise under test is the cloud's, between the broker and the
+a Box makes (`proto.wire`), QoS 1: the promise under test is the cloud's, between the broker and the
 store (the Box's side is proven in test_crash_proofs.py).
 """
 
@@ -19,11 +19,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from boxd import wire
 from cloud.errors import StoreError
 from cloud.platform import Cloud
 from cloud.store import Store
 from drivers._types import PointInfo
+from proto import topics, wire
+from proto.topics import Up
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
 from tests.support.lazyfs import LazyFS
 from tests.support.wait import wait_for
@@ -41,7 +42,7 @@ def scripted_box(cloud: Cloud, state: Path, serial: str) -> tuple[str, Client]:
     ident = provision(cloud, state, serial)
     c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
     wait_for(c.connected.is_set, 10, f"{serial} to connect")
-    c.client.publish(f"boxes/{ident.box_id}/up/meta", wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
+    c.client.publish(topics.up(ident.box_id, Up.META), wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
     return ident.box_id, c
 
 
@@ -75,7 +76,7 @@ def test_a_batch_the_store_cannot_take_is_not_acknowledged_and_is_stored_when_se
     caplog.set_level(logging.ERROR, "boxcloud.receiver")
     try:
         for seq in (1, 2, 3):
-            c.client.publish(f"boxes/{box_id}/up/data", batch(seq), 1).wait_for_publish(5)
+            c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1).wait_for_publish(5)
         wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 3, 30, "every batch stored, the refused one too")
     finally:
         c.close()
@@ -91,8 +92,8 @@ def test_a_malformed_batch_is_acknowledged_once_and_not_sent_again(cloud: Cloud,
     assert cloud.receiver is not None
     rejected = cloud.receiver.counters.rejected
     try:
-        c.client.publish(f"boxes/{box_id}/up/data", b"\x01\xff", 1).wait_for_publish(5)
-        c.client.publish(f"boxes/{box_id}/up/data", batch(1), 1).wait_for_publish(5)
+        c.client.publish(topics.up(box_id, Up.DATA), b"\x01\xff", 1).wait_for_publish(5)
+        c.client.publish(topics.up(box_id, Up.DATA), batch(1), 1).wait_for_publish(5)
         wait_for(lambda: cloud.store.batch_keys(box_id), 15, "the good batch")
     finally:
         c.close()
@@ -137,13 +138,13 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
     def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         in_call.acked = False
         real_on_message(client, userdata, msg)  # type: ignore[misc]
-        if in_call.acked and msg.topic.endswith("/up/data"):
+        if in_call.acked and topics.parse(msg.topic).leaf == Up.DATA:
             acked.append(wire.decode_batch(msg.payload).seq)
 
     rx.ack, rx.on_message = ack, on_message  # type: ignore[method-assign]
     try:
         for seq in range(1, 401):
-            c.client.publish(f"boxes/{box_id}/up/data", batch(seq), 1)
+            c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1)
         wait_for(lambda: len(acked) >= 60, 60, "batches stored and acknowledged")
         fs.crash()  # the power goes: the disk keeps what was synced ...
         pid = cloud.broker.running_pid()
@@ -157,7 +158,8 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
     mnt = after.mount()
     try:
         store = Store(mnt / "cloud.db")
-        assert store._db().execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        with store.engine.connect() as db:
+            assert db.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
         kept = {seq for _, seq in store.batch_keys(box_id)}
     finally:
         after.unmount()

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
 from cloud.platform import Cloud
 from cloud.store import MAX_TABLES_PER_BOX
 from drivers import PointInfo
+from proto import topics, wire
+from proto.topics import Up
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
 from tests.support.wait import wait_for
 
@@ -56,8 +57,8 @@ class Victim:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         c = client.client
-        c.publish(f"boxes/{VICTIM}/up/status", b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
-        c.publish(f"boxes/{VICTIM}/up/meta", wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
+        c.publish(topics.up(VICTIM, Up.STATUS), b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
+        c.publish(topics.up(VICTIM, Up.META), wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
 
     def _run(self) -> None:
         tid = wire.table_id(TABLE)
@@ -65,10 +66,10 @@ class Victim:
             self.seq += 1
             now = int(time.time() * 1000)
             batch = wire.encode_batch(42, self.seq, tid, now, [wire.encode_group(0, 0, [1.5, float(self.seq)], {})])
-            self.client.client.publish(f"boxes/{VICTIM}/up/data", batch, 1)
+            self.client.client.publish(topics.up(VICTIM, Up.DATA), batch, 1)
             health = wire.encode_doc({"v": 1, "ts": now, "epoch": 42, "last_seq": self.seq,
                                       "oldest_seq": self.seq, "hb_s": 1, "clock_ok": True})
-            self.client.client.publish(f"boxes/{VICTIM}/up/health", health, 1)
+            self.client.client.publish(topics.up(VICTIM, Up.HEALTH), health, 1)
             self.cloud.receiver.monitor.check()  # what `boxcloud run` does every second
 
     def run_while(self, attack: Callable[[], None], seconds: float) -> None:
@@ -100,7 +101,7 @@ def test_payloads_of_four_million_empty_maps_stall_nobody(arena: tuple[Cloud, Cl
 
     def attack() -> None:
         for _ in range(60):
-            attacker.client.publish(f"boxes/{ATTACKER}/up/data", bomb, 1)
+            attacker.client.publish(topics.up(ATTACKER, Up.DATA), bomb, 1)
 
     victim.run_while(attack, 8)
     counters = cloud.receiver.counters
@@ -116,7 +117,7 @@ def test_a_flood_of_huge_point_tables_grows_no_cache_and_stalls_nobody(arena: tu
 
     def attack() -> None:
         for t in tables:
-            attacker.client.publish(f"boxes/{ATTACKER}/up/meta", t, 1)
+            attacker.client.publish(topics.up(ATTACKER, Up.META), t, 1)
 
     victim.run_while(attack, 8)
     assert cloud.store.cached_points() <= MAX_TABLES_PER_BOX * wire.MAX_POINTS + len(TABLE)

@@ -13,10 +13,10 @@ import ssl
 import time
 from pathlib import Path
 
-from boxd import tls
 from boxd.backoff import Backoff
 from cloud.platform import Cloud
 from tests.support.cloudkit import forge_cert
+from trust import tls
 
 FLEET = 300
 

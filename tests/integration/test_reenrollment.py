@@ -17,12 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from boxd import identity, tls
 from cloud.platform import Cloud
-from provisioning._enroll import confirm, enroll, renew
-from provisioning.errors import ProvisionError
+from proto import topics
+from proto.topics import Up
 from tests.support.cloudkit import connect_fails, mqtt_client, provision
 from tests.support.wait import wait_for
+from trust import identity, tls
+from trust.enroll import confirm, enroll, renew
+from trust.errors import EnrollError
 
 
 def _keep(src: Path, dst: Path) -> Path:
@@ -76,7 +78,7 @@ def test_reenrolment_ends_every_certificate_the_box_ever_had(fresh_cloud: Cloud,
     for old in (cert1, cert2):
         assert not _connects(cloud, old, "REENROL-1"), f"{old.name} still connects to the broker"
         assert _https(cloud, "GET", "/tuf/metadata/timestamp.json", old) == 403, f"{old.name} is served updates"
-        with pytest.raises(ProvisionError, match="refused"):
+        with pytest.raises(EnrollError, match="refused"):
             _renew_with(tmp_path, old)
     assert _connects(cloud, cert3, "REENROL-1")
     assert _https(cloud, "GET", "/tuf/metadata/timestamp.json", cert3) == 200
@@ -113,7 +115,7 @@ def test_only_the_current_or_pending_certificate_renews(fresh_cloud: Cloud, tmp_
     confirm(state)  # the Box says it uses cert 2: cert 1 ends
     assert not _connects(cloud, cert1, "ROTATE-1")
     assert _https(cloud, "GET", "/tuf/metadata/timestamp.json", cert1) == 403
-    with pytest.raises(ProvisionError, match="refused"):
+    with pytest.raises(EnrollError, match="refused"):
         _renew_with(tmp_path, cert1)  # a superseded certificate can never renew itself into a fresh one
     assert _connects(cloud, cert2, "ROTATE-1")
     assert cloud.store.box("ROTATE-1").cert_serial == _serial(cert2)
@@ -148,7 +150,7 @@ def test_a_token_for_an_enrolled_box_needs_replace_and_a_box_has_one_live_token(
     provision(cloud, tmp_path / "box", "TOKENS-1")
     live = mqtt_client(cloud, "TOKENS-1", tmp_path / "box/identity/box.crt", tmp_path / "box/identity/box.key")
     wait_for(live.connected.is_set, 10, "the Box to connect")
-    live.client.publish("boxes/TOKENS-1/up/status", b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
+    live.client.publish(topics.up("TOKENS-1", Up.STATUS), b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
     wait_for(lambda: cloud.store.box("TOKENS-1").online, 10, "the cloud to see the Box online")
     try:
         r = _boxcloud(cloud, "box", "add", "TOKENS-1")
@@ -163,7 +165,7 @@ def test_a_token_for_an_enrolled_box_needs_replace_and_a_box_has_one_live_token(
         listed = json.loads(_boxcloud(cloud, "token", "list", "--json").stdout)
         assert [t["serial"] for t in listed] == ["TOKENS-1"]
         first_token = next(w for w in first.stdout.split() if w.count("-") == 5)
-        with pytest.raises(ProvisionError, match="not valid"):  # the first token was cancelled
+        with pytest.raises(EnrollError, match="not valid"):  # the first token was cancelled
             enroll(tmp_path / "other", f"https://localhost:{cloud.settings.enroll_port}", first_token,
                    cloud.pki.root_cert)
 

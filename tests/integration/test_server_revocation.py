@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from boxd import tls
 from cloud.platform import Cloud
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
+from trust import tls
 
 
 class Impostor:

@@ -8,8 +8,8 @@ import ssl
 
 import pytest
 
-from boxd import tls
 from cloud.platform import Cloud
+from trust import tls
 
 CBC_SHA1 = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES128-SHA:AES128-SHA:AES256-SHA"
 CBC_SHA2 = "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384"

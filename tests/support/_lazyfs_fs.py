@@ -1,8 +1,11 @@
 """The LazyFS daemon: a FUSE file system (fusepy, libfuse 2) serving `_lazyfs_model.Volume` on a mount point.
 
-Run as ``python -m tests.support._lazyfs_fs BACKING MOUNTPOINT`` by :class:`tests.support.lazyfs.LazyFS`,
-which talks to it over stdin/stdout: it prints ``ready`` once mounted, and answers ``sync`` with ``synced``
-once everything is on the backing directory. Killing it is the power cut: its memory, all that was not synced, is gone.
+Run as ``python -m tests.support._lazyfs_fs BACKING MOUNTPOINT [FSYNC_DELAY_MS]`` by
+:class:`tests.support.lazyfs.LazyFS`, which talks to it over stdin/stdout: it prints ``ready`` once mounted, and
+answers ``sync`` with ``synced`` once everything is on the backing directory. Killing it is the power cut: its
+memory, all that was not synced, is gone. With a delay, every fsync of a file or directory takes that much
+longer, as on a slow disk (SD card, eMMC), and the file system serves requests on several threads so that the
+thread waiting for its fsync holds up nobody else (the model is still used by one thread at a time).
 
 Mounted with libfuse's defaults for caching (no direct_io, so the kernel's page cache serves reads and a
 shared writable mmap works, as SQLite's WAL index needs), ``use_ino`` (stable inode numbers: SQLite keys its
@@ -19,6 +22,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from functools import update_wrapper
 from pathlib import Path
@@ -52,9 +56,10 @@ class LazyOps(Operations):  # type: ignore[misc]
     # Not offered: libfuse answers ENOSYS, which the kernel remembers (no getxattr before every write).
     getxattr = setxattr = listxattr = removexattr = None
 
-    def __init__(self, backing: Path, mountpoint: str) -> None:
+    def __init__(self, backing: Path, mountpoint: str, fsync_delay_s: float = 0.0) -> None:
         self.vol = Volume(backing)
         self.mountpoint = mountpoint
+        self.fsync_delay_s = fsync_delay_s
         self._mutex = threading.RLock()
         self._fhs: dict[int, Node] = {}
         self._next_fh = 1
@@ -126,9 +131,10 @@ class LazyOps(Operations):  # type: ignore[misc]
         self._fhs.pop(fh, None)
         return 0
 
-    @_locked
     def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
-        self.vol.fsync(self._node(path, fh))
+        self._slow_disk()
+        with self._mutex:
+            self.vol.fsync(self._node(path, fh))
         return 0
 
     @_locked
@@ -202,10 +208,16 @@ class LazyOps(Operations):  # type: ignore[misc]
         self.vol.truncate(self._file(path, fh), length)
         return 0
 
-    @_locked
     def fsync(self, path: str | None, datasync: int, fh: int) -> int:
-        self.vol.fsync(self._file(path, fh))
+        self._slow_disk()
+        with self._mutex:
+            self.vol.fsync(self._file(path, fh))
         return 0
+
+    def _slow_disk(self) -> None:
+        """The slow disk's fsync: the caller waits, the other requests go on (outside the lock)."""
+        if self.fsync_delay_s > 0:
+            time.sleep(self.fsync_delay_s)
 
     def link(self, target: str, source: str) -> int:
         raise FuseOSError(errno.EPERM)
@@ -219,7 +231,8 @@ class LazyOps(Operations):  # type: ignore[misc]
 
 def main(argv: list[str]) -> int:
     backing, mountpoint = Path(argv[1]).resolve(), argv[2]
-    FUSE(LazyOps(backing, mountpoint), mountpoint, foreground=True, nothreads=True, use_ino=True,
+    delay_s = int(argv[3]) / 1000 if len(argv) > 3 else 0.0
+    FUSE(LazyOps(backing, mountpoint, delay_s), mountpoint, foreground=True, nothreads=delay_s == 0, use_ino=True,
          hard_remove=True, big_writes=True, max_write=131072, fsname="lazyfs", subtype="lazyfs")
     return 0
 

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 
-from boxd import identity, tls
 from cloud.platform import Cloud, Settings
-from provisioning._enroll import enroll
 from tests.support.wait import free_port, wait_for
+from trust import identity, tls
+from trust.enroll import enroll
 
 
 def make_cloud(home: Path, *, bind: str = "127.0.0.1", names: list[str] | None = None,

@@ -8,9 +8,12 @@ Run instead of ``python -m boxd.cli`` (`BoxProcess.start(..., crashpoint="seal-b
 <kind> is the queue transaction: ``put`` (a bus's readings written), ``seal`` (pending readings
 made into a batch), ``ack`` (a batch removed once the broker acknowledged it); <when> is
 ``before`` (its statements done, its COMMIT not) or ``after`` (committed, nothing else done yet);
-<n> counts that kind's transactions since the start. The test sees the process stopped
-(`is_stopped`). Nothing of this is in the daemon: this wrapper replaces the queue's SQLite
-connection with one that watches the statements, and then runs boxd's own entry point.
+<n> counts the transactions holding that kind since the start (the queue's writer commits
+several writes at once: a transaction may hold puts, a seal and acknowledgements together).
+The freeze stops every thread of the process at once. The test sees the process stopped
+(`is_stopped`). Nothing of this is in the daemon: this wrapper replaces the queue's writer
+connection (`Queue._connect`) with one that watches the statements, and then runs boxd's own
+entry point.
 """
 
 from __future__ import annotations
@@ -84,13 +87,12 @@ def install(spec: str) -> None:
     kind, _, when = point.partition("-")
     if kind not in KINDS.values() or when not in ("before", "after") or not n.isdigit():
         raise SystemExit(f"{ENV}: expected <put|seal|ack>-<before|after>:<n>, got {spec!r}")
-    opened: Callable[[queue.Queue], None] = queue.Queue.open
+    connect: Callable[[queue.Queue], sqlite3.Connection] = queue.Queue._connect
 
-    def open_watched(self: queue.Queue) -> None:
-        opened(self)
-        self._db = _Watched(self._db, kind, when, int(n))  # type: ignore[arg-type, assignment]
+    def connect_watched(self: queue.Queue) -> sqlite3.Connection:
+        return _Watched(connect(self), kind, when, int(n))  # type: ignore[return-value]
 
-    queue.Queue.open = open_watched  # type: ignore[method-assign]
+    queue.Queue._connect = connect_watched  # type: ignore[method-assign]
 
 
 def main() -> int:

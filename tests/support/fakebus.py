@@ -34,7 +34,7 @@ class FakeBus:
     async def run(self, emit: Emit) -> None:
         ts = 1_700_000_000_000
         while True:
-            emit(self._samples([p.name for p in self._points], ts))
+            await emit(self._samples([p.name for p in self._points], ts))
             self.cycles += 1
             ts += int(self.interval_s * 1000)
             await asyncio.sleep(self.interval_s)

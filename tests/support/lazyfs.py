@@ -16,6 +16,9 @@ Usage::
         ...                  # use files under mnt
         fs.crash()           # or leave the block: clean unmount; on an exception: crash-style teardown
 
+``LazyFS(backing, fsync_delay_ms=20)`` makes every fsync that much slower, as on a slow disk (the loop-stall
+benchmark, `bench.loop_stall`).
+
 What it does not: run without root or ``fusermount`` (libfuse 2 mounts directly as root), or model anything
 below fsync (torn pages, reordered writes inside one fsync). Needs the Debian package libfuse2 and fusepy.
 """
@@ -66,8 +69,10 @@ def detach(path: Path) -> None:
 class LazyFS:
     """A LazyFS mount of `backing` on `mountpoint` (a fresh temporary directory when None)."""
 
-    def __init__(self, backing: Path, mountpoint: Path | None = None, start_timeout: float = 15.0) -> None:
+    def __init__(self, backing: Path, mountpoint: Path | None = None, start_timeout: float = 15.0,
+                 fsync_delay_ms: int = 0) -> None:
         self.backing = Path(backing)
+        self.fsync_delay_ms = fsync_delay_ms
         self._given_mountpoint = mountpoint
         self.mountpoint: Path | None = None
         self.start_timeout = start_timeout
@@ -84,7 +89,7 @@ class LazyFS:
         self.mountpoint = mnt
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.support._lazyfs_fs", str(self.backing), str(mnt)],
+            [sys.executable, "-m", "tests.support._lazyfs_fs", str(self.backing), str(mnt), str(self.fsync_delay_ms)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         try:
             if self._read_line(self.start_timeout) != "ready" or not is_mounted(mnt):

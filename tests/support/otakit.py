@@ -12,9 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from boxkit.machine import hardware_id
+from cloud import release
+from cloud import tufrepo as repo
 from cloud.platform import Cloud
-from ota import bundle, slots
-from ota import repository as repo
+from ota import slots
 from tests.support.boxproc import stop_process
 from tests.support.cloudkit import provision
 from tests.support.wait import wait_for
@@ -38,8 +40,8 @@ def broken_bus() -> dict[str, bytes]:
 
 def publish(cloud: Cloud, out: Path, version: str, replace: dict[str, bytes] | None = None) -> Path:
     """Build a bundle of this source tree as `version` and publish it in the cloud's TUF repository."""
-    path = bundle.build(SOURCE, out, version, [bundle.hardware_id()], replace=replace)
-    repo.publish_release(cloud.ota_repo, cloud.ota_keys, path, version, [bundle.hardware_id()])
+    path = release.build(SOURCE, out, version, [hardware_id()], replace=replace)
+    repo.publish_release(cloud.ota_repo, cloud.ota_keys, path, version, [hardware_id()])
     return path
 
 

@@ -49,9 +49,8 @@ def assert_exactly_once(store: Store, box_id: str) -> dict[str, int]:
     missing = []
     for e, seqs in by_epoch.items():
         evicted: set[int] = set()  # batches the Box evicted (and said so) are not lost
-        for a, b in store._db().execute("SELECT seq_from, seq_to FROM evicted WHERE box_id=? AND epoch=?",
-                                        (box_id, e)):
-            evicted.update(range(int(a), int(b) + 1))
+        for a, b in store.evicted_ranges(box_id, e):
+            evicted.update(range(a, b + 1))
         have = set(seqs)
         missing += [(e, s) for s in range(1, max(seqs) + 1) if s not in have and s not in evicted]
     samples = store.samples(box_id)

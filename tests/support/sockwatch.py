@@ -114,8 +114,11 @@ class SockWatch:
         owners: dict[str, int] = {}  # socket inode -> pid
         namespaces: dict[str, int] = {}  # network namespace -> a pid in it
         for pid in self._tree():
-            if pid not in self.seen:
-                self.seen[pid] = _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
+            # read again at each poll: a child first seen between its fork and its exec still shows
+            # its parent's command line (a download child would then be counted as a daemon)
+            cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ").strip()
+            if cmdline:
+                self.seen[pid] = cmdline
             try:
                 fds = os.listdir(f"/proc/{pid}/fd")
                 namespaces.setdefault(os.readlink(f"/proc/{pid}/ns/net"), pid)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -19,6 +21,22 @@ def wait_for(cond: Callable[[], T], timeout: float = 15.0, what: str = "conditio
         time.sleep(step)
         last = cond()
     return last
+
+
+def in_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop, bounded by 30 s (the suite has no asyncio plugin)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(test(*args, **kwargs), 30))
+
+    return run
+
+
+async def until(cond: Callable[[], object], step: float = 0.01) -> None:
+    """Poll `cond` on the loop until it is truthy (the caller's deadline, e.g. `in_loop`'s, bounds it)."""
+    while not cond():  # noqa: ASYNC110 - a condition over state of several owners, polled
+        await asyncio.sleep(step)
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from boxd import cli as boxd_cli
-from boxd import clikit
+from boxkit import clikit
 from cloud import cli as cloud_cli
 from cloud.platform import Cloud, Settings
 from provisioning import cli as boxctl_cli

@@ -9,12 +9,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from boxd import downlink, wire
+from boxd import downlink
 from boxd.commands import SEEN_FILE, Buses, CommandRunner, Outcome, buses_of
 from boxd.downlink import Command, Spec
 from boxd.logring import LogRing
 from drivers import Quality, Sample, Value
 from drivers.errors import WriteError
+from proto import wire
 from tests.support.fakebus import FakeBus
 
 

@@ -1,4 +1,6 @@
-"""Downlink messages: good ones decode, each kind of bad one is refused with its reason."""
+"""Downlink messages: good ones decode (`proto.downlink`, `proto.commands`; a configuration's content by
+`boxconfig` through `boxd.downlink`), each kind of bad one is refused with its reason; writes checked
+against the configuration; replies bounded (`proto.replies`)."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ from typing import Any
 import cbor2
 import pytest
 
-from boxd import downlink, wire
-from boxd.downlink import Command, ConfigPush, DownlinkError, SeenIds, Spec
+from boxd import downlink
+from boxd.downlink import SeenIds, Spec, ValidConfig
+from proto import replies, topics, wire
+from proto.commands import Command, Write
+from proto.downlink import decode_command
+from proto.errors import RejectedError, WireError
 
 GOOD_TOML = """
 [uplink]
@@ -84,8 +90,8 @@ def cmd(name: str = "restart", args: dict[str, Any] | None = None, **fields: Any
 
 @pytest.mark.parametrize("deflate", [False, True])
 def test_config_push_decodes(deflate: bool) -> None:
-    push = downlink.decode("config", frame({"version": 7, "toml": GOOD_TOML}, deflate=deflate))
-    assert isinstance(push, ConfigPush)
+    push = downlink.decode_config(frame({"version": 7, "toml": GOOD_TOML}, deflate=deflate))
+    assert isinstance(push, ValidConfig)
     assert push.version == 7 and push.toml_text == GOOD_TOML
     assert push.config.uplink.keepalive_s == 30
     assert push.config.point_count() == 5
@@ -110,8 +116,8 @@ def test_config_push_decodes(deflate: bool) -> None:
 ])
 def test_commands_decode(doc: dict[str, Any], name: str, args: dict[str, Any]) -> None:
     for deflate in (False, True):
-        c = downlink.decode("cmd", frame(doc, deflate=deflate))
-        assert c == Command("c-1", name, 1_800_000_000.0, args)
+        c = decode_command(frame(doc, deflate=deflate))
+        assert (c.id, c.name, c.expires, c.args()) == ("c-1", name, 1_800_000_000.0, args)
 
 
 # -- bad messages --------------------------------------------------------------------------
@@ -184,8 +190,8 @@ BAD_CMD: list[tuple[str, bytes, str]] = [
 
 @pytest.mark.parametrize(("payload", "reason"), [(p, r) for _, p, r in BAD_CMD], ids=[n for n, _, _ in BAD_CMD])
 def test_bad_commands_are_refused(payload: bytes, reason: str) -> None:
-    with pytest.raises(DownlinkError) as info:
-        downlink.decode("cmd", payload)
+    with pytest.raises(WireError) as info:
+        decode_command(payload)
     assert reason in str(info.value)
 
 
@@ -208,8 +214,8 @@ BAD_CONFIG: list[tuple[str, bytes, str]] = [
 @pytest.mark.parametrize(("payload", "reason"), [(p, r) for _, p, r in BAD_CONFIG],
                          ids=[n for n, _, _ in BAD_CONFIG])
 def test_bad_configs_are_refused(payload: bytes, reason: str) -> None:
-    with pytest.raises(DownlinkError) as info:
-        downlink.decode("config", payload)
+    with pytest.raises(RejectedError) as info:
+        downlink.decode_config(payload)
     assert reason in str(info.value)
 
 
@@ -241,8 +247,8 @@ unit_id = 2
 poll_interval_s = 1.0
 points = []
 """
-    with pytest.raises(DownlinkError) as info:
-        downlink.decode("config", frame({"version": 2, "toml": toml}))
+    with pytest.raises(RejectedError) as info:
+        downlink.decode_config(frame({"version": 2, "toml": toml}))
     reasons = info.value.reasons
     assert any("[uplink]: unknown key(s): bogus" in r for r in reasons)
     assert any("[queue] max_samples" in r for r in reasons)
@@ -254,21 +260,22 @@ points = []
 
 def test_config_names_used_twice_across_buses() -> None:
     toml = GOOD_TOML.replace('name = "ahu2"', 'name = "ahu1"')
-    with pytest.raises(DownlinkError, match='device name "ahu1" is used twice'):
-        downlink.decode("config", frame({"version": 2, "toml": toml}))
+    with pytest.raises(RejectedError, match='device name "ahu1" is used twice'):
+        downlink.decode_config(frame({"version": 2, "toml": toml}))
 
 
 def test_unknown_leaf() -> None:
-    with pytest.raises(DownlinkError, match="unknown downlink topic leaf 'ota'"):
-        downlink.decode("ota", frame(cmd()))
+    where = topics.parse("boxes/B-1/down/ota")
+    assert where.leaf is None and where.raw_leaf == "ota"  # not handled by this version: ignored
+    with pytest.raises(WireError, match="unexpected topic"):
+        topics.parse("boxes/B-1/sideways/cmd")
 
 
 # -- expiry and repeated ids -----------------------------------------------------------------
 
 
 def test_expiry() -> None:
-    c = downlink.decode_command(frame(cmd(expires=1000.5)))
-    assert isinstance(c, Command)
+    c: Command = decode_command(frame(cmd(expires=1000.5)))
     assert not downlink.is_expired(c, 1000.0)
     assert downlink.is_expired(c, 1000.5)
     assert downlink.is_expired(c, 2000)
@@ -288,7 +295,7 @@ def test_repeated_id_runs_once() -> None:
 @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"v": 2, "ids": []}', b'{"v": 1, "ids": [1]}',
                                   b'{"v": 1, "ids": ["a/b"]}', b"[" * 100_000])
 def test_seen_ids_refuses_garbage(data: bytes) -> None:
-    with pytest.raises(DownlinkError, match="seen command ids"):
+    with pytest.raises(RejectedError, match="seen command ids"):
         SeenIds.from_json(data)
 
 
@@ -300,8 +307,10 @@ def specs() -> dict[str, Spec]:
     return downlink.point_specs(push.config)
 
 
-def write(args: dict[str, Any]) -> Command:
-    return downlink.decode_command(frame(cmd("write", args)))
+def write(args: dict[str, Any]) -> Write:
+    c = decode_command(frame(cmd("write", args)))
+    assert isinstance(c, Write)
+    return c
 
 
 def test_point_specs_from_both_drivers() -> None:
@@ -339,7 +348,7 @@ def test_allowed_writes(args: dict[str, Any]) -> None:
     ({"point": "ahu2.sp", "value": 20, "priority": 6}, "priority 6 is reserved"),
 ])
 def test_refused_writes(args: dict[str, Any], reason: str) -> None:
-    with pytest.raises(DownlinkError) as info:
+    with pytest.raises(RejectedError) as info:
         downlink.check_write(write(args), specs())
     assert reason in str(info.value)
     assert str(info.value).startswith("cmd c-1 (write): point")
@@ -348,55 +357,55 @@ def test_refused_writes(args: dict[str, Any], reason: str) -> None:
 def test_check_write_of_text_point() -> None:
     points = {"d.label": Spec("string", writable=True)}
     downlink.check_write(write({"point": "d.label", "value": "hello"}), points)
-    with pytest.raises(DownlinkError, match="is text"):
+    with pytest.raises(RejectedError, match="is text"):
         downlink.check_write(write({"point": "d.label", "value": 5}), points)
-
-
-def test_check_write_only_for_writes() -> None:
-    with pytest.raises(ValueError, match="restart"):
-        downlink.check_write(downlink.decode_command(frame(cmd())), specs())
 
 
 # -- replies -----------------------------------------------------------------------------------
 
 
 def test_command_reply_round_trip() -> None:
-    payload = downlink.reply("c-1", "ok", "read 2 points", result={"a.b": 1.5, "a.c": None}, faults={"a.c": 1})
-    doc = downlink.decode_reply(payload)
+    payload = replies.reply("c-1", "ok", "read 2 points", result={"a.b": 1.5, "a.c": None}, faults={"a.c": 1})
+    doc = replies.decode_reply(payload).to_doc()
     assert doc == {"kind": "cmd", "id": "c-1", "status": "ok", "detail": "read 2 points",
                    "result": {"a.b": 1.5, "a.c": None}, "faults": {"a.c": 1}}
     assert wire.decode_doc(payload, {"id": str, "status": str})["status"] == "ok"
 
 
 def test_reply_detail_is_bounded() -> None:
-    doc = downlink.decode_reply(downlink.reply("c-1", "failed", "é" * 5000))
-    detail = doc["detail"]
-    assert isinstance(detail, str) and len(detail.encode()) <= downlink.MAX_DETAIL
+    doc = replies.decode_reply(replies.reply("c-1", "failed", "é" * 5000))
+    assert isinstance(doc, replies.CmdReply)
+    detail = doc.detail
+    assert isinstance(detail, str) and len(detail.encode()) <= replies.MAX_DETAIL
     assert detail.endswith("...")
 
 
 def test_logs_reply_is_bounded() -> None:
     lines = [f"line {i} " + "x" * 2000 for i in range(1000)]
-    payload = downlink.reply("c-1", "ok", lines=lines)
+    payload = replies.reply("c-1", "ok", lines=lines)
     assert len(payload) <= wire.MAX_PAYLOAD
-    kept = downlink.decode_reply(payload)["lines"]
+    answer = replies.decode_reply(payload)
+    assert isinstance(answer, replies.CmdReply)
+    kept = answer.lines
     assert isinstance(kept, list) and 50 < len(kept) < 1000
     assert kept[-1].startswith("line 999 ")  # the newest are kept
 
 
 def test_config_reply_round_trip() -> None:
-    doc = downlink.decode_reply(downlink.config_reply(3, "rejected", ["a", "b" * 2000]))
-    assert doc["version"] == 3 and doc["status"] == "rejected"
-    reasons = doc["reasons"]
-    assert isinstance(reasons, list) and reasons[0] == "a" and len(reasons[1]) <= downlink.MAX_REASON
-    many = downlink.decode_reply(downlink.config_reply(3, "rejected", [str(i) for i in range(500)]))["reasons"]
-    assert isinstance(many, list) and len(many) == downlink.MAX_REASONS and many[-1] == "... and 401 more"
+    doc = replies.decode_reply(replies.config_reply(3, "rejected", ["a", "b" * 2000]))
+    assert isinstance(doc, replies.ConfigReply) and doc.version == 3 and doc.status == "rejected"
+    reasons = doc.reasons
+    assert isinstance(reasons, list) and reasons[0] == "a" and len(reasons[1]) <= replies.MAX_REASON
+    answer = replies.decode_reply(replies.config_reply(3, "rejected", [str(i) for i in range(500)]))
+    assert isinstance(answer, replies.ConfigReply)
+    many = answer.reasons
+    assert isinstance(many, list) and len(many) == replies.MAX_REASONS and many[-1] == "... and 401 more"
 
 
 def test_reply_statuses_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown command status"):
-        downlink.reply("c-1", "maybe")  # type: ignore[arg-type]
+        replies.reply("c-1", "maybe")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown configuration status"):
-        downlink.config_reply(1, "ok")  # type: ignore[arg-type]
-    with pytest.raises(DownlinkError, match="is not a reply"):
-        downlink.decode_reply(wire.encode_doc({"kind": "cmd", "status": "bogus", "id": "x"}))
+        replies.config_reply(1, "ok")  # type: ignore[arg-type]
+    with pytest.raises(WireError, match="is not a reply"):
+        replies.decode_reply(wire.encode_doc({"kind": "cmd", "status": "bogus", "id": "x"}))

@@ -1,4 +1,4 @@
-"""Property tests of the downlink decoder: whatever arrives, a valid message or a DownlinkError.
+"""Property tests of the downlink decoder: whatever arrives, a valid message or a RejectedError.
 
 Never another exception, never a hang (each example has a deadline; sizes are bounded by
 the decoder's limits, which some strategies go past on purpose).
@@ -18,9 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from boxd import config, downlink
-from boxd.downlink import Command, ConfigPush, DownlinkError
-from boxd.errors import ConfigError
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from boxd import downlink
+from boxd.downlink import ValidConfig
+from proto.commands import NAMES, Command
+from proto.errors import RejectedError
 
 GOOD_TOML = (Path(__file__).parents[2] / "fuzz" / "good.toml").read_text()
 GOOD_CMDS: list[dict[str, Any]] = [
@@ -52,10 +55,10 @@ def frame(doc: object, deflate: bool) -> bytes:
     return b"\x01" + body
 
 
-def decodes_or_refuses(leaf: str, payload: bytes) -> ConfigPush | Command | None:
+def decodes_or_refuses(leaf: str, payload: bytes) -> ValidConfig | Command | None:
     try:
         return downlink.decode(leaf, payload)
-    except DownlinkError as e:
+    except RejectedError as e:
         assert str(e) and e.reasons
         return None
 
@@ -86,7 +89,7 @@ def test_commands_with_one_field_changed(base: dict[str, Any], data: st.DataObje
         target.pop(key, None)
     got = decodes_or_refuses("cmd", frame(doc, data.draw(st.booleans())))
     if got is not None:  # what passed is what the schema allows
-        assert isinstance(got, Command) and got.name in downlink.COMMANDS
+        assert isinstance(got, Command) and got.name in NAMES
         assert isinstance(got.expires, float) and math.isfinite(got.expires)
 
 
@@ -113,9 +116,9 @@ def test_mutated_command_bytes(payload: bytes, data: st.DataObject) -> None:
        st.sampled_from([b"\x81", b"\xa1\x60", b"\xd8\x1c\x81"]))  # lists, maps, shared lists
 def test_deep_nesting(leaf: str, depth: int, opener: bytes) -> None:
     body = opener * depth + b"\x00"
-    with pytest.raises(DownlinkError):
+    with pytest.raises(RejectedError):
         downlink.decode(leaf, b"\x01" + body)
-    with pytest.raises(DownlinkError):
+    with pytest.raises(RejectedError):
         downlink.decode(leaf, b"\x81" + zlib.compress(body)[2:-4])
 
 
@@ -128,7 +131,7 @@ def test_deep_nesting(leaf: str, depth: int, opener: bytes) -> None:
 ])
 def test_huge_inputs_are_refused_quickly(body: bytes) -> None:
     start = time.monotonic()
-    with pytest.raises(DownlinkError):
+    with pytest.raises(RejectedError):
         downlink.decode("config", b"\x81" + zlib.compress(body, 9)[2:-4])
     assert time.monotonic() - start < 5
 
@@ -139,7 +142,7 @@ def test_config_text_spliced(at: int, cut: int, insert: str) -> None:
     text = GOOD_TOML[:at] + insert + GOOD_TOML[at + cut:]
     got = decodes_or_refuses("config", frame({"version": 1, "toml": text}, False))
     if got is not None:
-        assert isinstance(got, ConfigPush) and got.toml_text == text
+        assert isinstance(got, ValidConfig) and got.toml_text == text
 
 
 toml_values = st.recursive(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from boxd.daemon import Daemon
+from tests.support.wait import in_loop
 
 
 class FakeUplink:
@@ -18,12 +19,13 @@ class FakeUplink:
         return len(self.sent)
 
 
-def test_backlog_oldest_first_with_the_newest_batch_up_front(tmp_path: Path) -> None:
+@in_loop
+async def test_backlog_oldest_first_with_the_newest_batch_up_front(tmp_path: Path) -> None:
     d = Daemon(tmp_path, tmp_path / "unused.toml")
     d.queue.open()
     for i in range(40):  # an outage's worth of readings, one batch each
-        d.queue.put(7, 1000 + i, 0, [float(i)], {})
-        d.queue.seal(1)
+        await d.queue.put(7, 1000 + i, 0, [float(i)], {})
+        await d.queue.seal(1)
     up = FakeUplink()
     d.uplink = up  # type: ignore[assignment]
     d._send_batches(window=8)
@@ -35,19 +37,22 @@ def test_backlog_oldest_first_with_the_newest_batch_up_front(tmp_path: Path) -> 
     for mid, seq in list(d._inflight.items()):
         if seq in (1, 2, 3):
             d._acked(mid, True)
-    d.queue.put(7, 5000, 0, [99.0], {})  # fresh data arrives during the drain
-    d.queue.seal(1)
+    await d.queue.put(7, 5000, 0, [99.0], {})  # fresh data arrives during the drain
+    await d.queue.seal(1)
     d._send_batches(window=8)
     # the new freshest batch (41) jumps the backlog; the drain goes on in order with 8 and 9
     assert sorted(d._inflight.values()) == [4, 5, 6, 7, 8, 9, 40, 41]
+    d.queue.close()
 
 
-def test_no_backlog_no_reordering(tmp_path: Path) -> None:
+@in_loop
+async def test_no_backlog_no_reordering(tmp_path: Path) -> None:
     d = Daemon(tmp_path, tmp_path / "unused.toml")
     d.queue.open()
     for i in range(3):
-        d.queue.put(7, 1000 + i, 0, [float(i)], {})
-        d.queue.seal(1)
+        await d.queue.put(7, 1000 + i, 0, [float(i)], {})
+        await d.queue.seal(1)
     d.uplink = FakeUplink()  # type: ignore[assignment]
     d._send_batches(window=8)
     assert [s for _, s in sorted(d._inflight.items())] == [1, 2, 3]
+    d.queue.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from boxd._modem_config import LadderSettings
+from boxconfig.modem import LadderSettings
 from boxd._modem_ladder import HOUR_S, Evidence, Ladder, Ledger
 
 WALL0 = 1_800_000_000.0

@@ -7,12 +7,12 @@ import datetime as dt
 
 import pytest
 
-from boxd import config
-from boxd._modem_config import WanSettings
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from boxconfig.modem import WanSettings
 from boxd._modem_report import Reporter, grade, pin_digest, pin_verdict, signal_doc
 from boxd._modem_usage import Usage, budget_state, period_end, period_start, slowed
 from boxd._wan import WanChooser
-from boxd.errors import ConfigError
 from drivers.modem import ByteCounters, Signal, SimState, SimStatus
 from drivers.sim import building_points_toml
 

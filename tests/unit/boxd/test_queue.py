@@ -2,129 +2,211 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
-from boxd import wire
 from boxd.queue import Queue, TimeBase
+from proto import wire
+from tests.support.wait import in_loop
 
 
-def opened(path: Path) -> Queue:
-    q = Queue(path)
+def opened(path: Path, max_samples: int = 10_000_000) -> Queue:
+    q = Queue(path, max_samples)
     q.open()
     return q
 
 
-def test_batches_keep_order_and_leave_only_when_acked(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def writes_held(path: Path) -> Iterator[None]:
+    """Another connection holds the database's write lock: the queue's writer waits for it (as
+    for a slow disk), so what the loop sees before a write commits can be looked at."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def settled() -> None:
+    """Let the writer's outcomes reach the loop (an acknowledgement is written without a waiter)."""
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+
+
+@in_loop
+async def test_batches_keep_order_and_leave_only_when_acked(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
     for i in range(10):
-        q.put(7, 1000 + i, 0, [i, i + 0.5], {})
+        await q.put(7, 1000 + i, 0, [i, i + 0.5], {})
     assert q.depth() == (0, 20)
-    assert q.seal(max_samples=6) == 4  # 3 groups of 2 per batch, then the last group
+    assert await q.seal(max_samples=6) == 4  # 3 groups of 2 per batch, then the last group
     seqs = [s for s, _ in q.batches(0, 100)]
     assert seqs == sorted(seqs) and len(seqs) == 4
     first = wire.decode_batch(q.batches(0, 1)[0][1])
     assert [g.values for g in first.groups] == [[0, 0.5], [1, 1.5], [2, 2.5]]
     assert [g.dt_ms for g in first.groups] == [0, 1, 2] and first.base_ts_ms == 1000
-    q.ack(seqs[0])
-    assert [s for s, _ in q.batches(0, 100)] == seqs[1:]
-    assert q.depth() == (14, 0)
-
-
-def test_everything_survives_a_reopen_with_the_same_epoch(tmp_path: Path) -> None:
+    with writes_held(tmp_path / "q.db"):
+        q.ack(seqs[0])
+        # gone for the readers at once, before its removal is committed ...
+        assert [s for s, _ in q.batches(0, 100)] == seqs[1:]
+        assert q.depth() == (14, 0) and q.samples == 14 and q.backlog() == 3 and q.oldest_seq() == seqs[1]
+    q.close()  # ... and the removal is on disk once the queue is closed
     q = opened(tmp_path / "q.db")
-    q.put(7, 1, 0, [1], {})
-    q.seal(100)
-    q.put(7, 2, 0, [2], {0: 1})
+    assert [s for s, _ in q.batches(0, 100)] == seqs[1:] and q.samples == 14
+    q.close()
+
+
+@in_loop
+async def test_everything_survives_a_reopen_with_the_same_epoch(tmp_path: Path) -> None:
+    q = opened(tmp_path / "q.db")
+    await q.put(7, 1, 0, [1], {})
+    await q.seal(100)
+    await q.put(7, 2, 0, [2], {0: 1})
     before = (q.epoch, q.batches(0, 10))
     q.close()  # as after a crash: nothing but the file remains
     q2 = opened(tmp_path / "q.db")
     assert (q2.epoch, q2.batches(0, 10)) == before
     assert q2.depth() == (1, 1)
-    q2.seal(100)
+    await q2.seal(100)
     seqs = [s for s, _ in q2.batches(0, 10)]
     assert seqs == [before[1][0][0], before[1][0][0] + 1]  # numbering goes on
+    q2.close()
 
 
-def test_sequence_numbers_are_never_reused_after_acks(tmp_path: Path) -> None:
+@in_loop
+async def test_sequence_numbers_are_never_reused_after_acks(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put(7, 1, 0, [1], {})
-    q.seal(10)
+    await q.put(7, 1, 0, [1], {})
+    await q.seal(10)
     (s1, _), = q.batches(0, 10)
     q.ack(s1)
-    q.put(7, 2, 0, [2], {})
-    q.seal(10)
+    await q.put(7, 2, 0, [2], {})
+    await q.seal(10)
     (s2, _), = q.batches(0, 10)
     assert s2 > s1
+    q.close()
 
 
 def test_a_new_queue_gets_a_new_epoch(tmp_path: Path) -> None:
-    assert opened(tmp_path / "a.db").epoch != opened(tmp_path / "b.db").epoch
+    a, b = opened(tmp_path / "a.db"), opened(tmp_path / "b.db")
+    assert a.epoch != b.epoch
+    a.close()
+    b.close()
 
 
-def test_a_table_change_starts_a_new_batch(tmp_path: Path) -> None:
+@in_loop
+async def test_a_table_change_starts_a_new_batch(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put(1, 1, 0, [1], {})
-    q.put(2, 2, 0, [2], {})
-    assert q.seal(100) == 2
+    await q.put(1, 1, 0, [1], {})
+    await q.put(2, 2, 0, [2], {})
+    assert await q.seal(100) == 2
     assert [wire.decode_batch(p).table_id for _, p in q.batches(0, 10)] == [1, 2]
+    q.close()
 
 
-def test_the_oldest_are_evicted_beyond_the_limit_never_a_batch_in_flight(tmp_path: Path) -> None:
-    q = Queue(tmp_path / "q.db", max_samples=10)
-    q.open()
+@in_loop
+async def test_the_oldest_are_evicted_beyond_the_limit_never_a_batch_in_flight(tmp_path: Path) -> None:
+    q = opened(tmp_path / "q.db", max_samples=10)
     for i in range(5):
-        q.put(7, i, 0, [i, i], {})
-    q.seal(4)  # batches of 2 groups: seqs 1, 2, 3 (last has 1 group)
+        await q.put(7, i, 0, [i, i], {})
+    await q.seal(4)  # batches of 2 groups: seqs 1, 2, 3 (last has 1 group)
     seqs = [s for s, _ in q.batches(0, 10)]
     for i in range(5, 8):
-        q.put(7, i, 0, [i, i], {})
+        await q.put(7, i, 0, [i, i], {})
     assert q.samples == 16
-    n, gone = q.enforce_limit(in_flight={seqs[0]})
+
+    def event(n: int, total: int, gone: list[int]) -> bytes:
+        return wire.encode_doc({"samples": n, "total": total, "seqs": gone})
+
+    n, gone = await q.enforce_limit(lambda: {seqs[0]}, event)
     assert n >= 6 and q.samples <= 10
     assert seqs[0] not in gone and gone == [seqs[1], seqs[2]][: len(gone)]
     assert seqs[0] in [s for s, _ in q.batches(0, 10)]
+    # the counter and the event are written with the eviction
+    assert q.meta("evicted_total") == n
+    ((_, payload),) = q.events(10)
+    assert wire.decode_doc(payload, {}) == {"samples": n, "total": n, "seqs": gone}
     q.close()
-    q2 = Queue(tmp_path / "q.db", max_samples=10)
-    q2.open()
+    q2 = opened(tmp_path / "q.db", max_samples=10)
     assert q2.samples == q.samples  # the count survives a restart
+    q2.close()
 
 
-def test_untrusted_readings_wait_then_are_rebased(tmp_path: Path) -> None:
-    from boxd.queue import TimeBase
+@in_loop
+async def test_a_batch_chosen_for_eviction_is_never_handed_out_meanwhile(tmp_path: Path) -> None:
+    q = opened(tmp_path / "q.db", max_samples=2)
+    for i in range(3):
+        await q.put(7, i, 0, [i, i], {})
+    await q.seal(2)  # three batches of 2
+    seqs = [s for s, _ in q.batches(0, 10)]
+    with writes_held(tmp_path / "q.db"):
+        eviction = asyncio.ensure_future(q.enforce_limit(lambda: {seqs[0]}))
+        await asyncio.sleep(0)  # it has chosen (and hidden) its victims; its write waits for the lock
+        assert not eviction.done()
+        assert [s for s, _ in q.batches(0, 10)] == [seqs[0]] and q.newest_batch() == q.batches(0, 1)[0]
+    n, gone = await eviction
+    assert (n, gone) == (4, seqs[1:]) and q.samples == 2 and q.backlog() == 1
+    q.close()
 
+
+@in_loop
+async def test_untrusted_readings_wait_then_are_rebased(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-1", False, 0))  # monotonic ms 5000
-    assert q.seal(100, TimeBase("boot-1", False, 0)) == 0  # time unknown yet: held
-    assert q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
+    await q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-1", False, 0))  # monotonic ms 5000
+    assert await q.seal(100, TimeBase("boot-1", False, 0)) == 0  # time unknown yet: held
+    assert await q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
     b = wire.decode_batch(q.batches(0, 1)[0][1])
     assert b.base_ts_ms == 1_790_000_005_000
+    q.close()
 
 
-def test_untrusted_readings_of_an_earlier_boot_go_out_with_unknown_time(tmp_path: Path) -> None:
-    from boxd.queue import TimeBase
-
+@in_loop
+async def test_untrusted_readings_of_an_earlier_boot_go_out_with_unknown_time(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-0", False, 0))
-    assert q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
+    await q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-0", False, 0))
+    assert await q.seal(100, TimeBase("boot-1", True, 1_790_000_000_000)) == 1
     assert wire.decode_batch(q.batches(0, 1)[0][1]).base_ts_ms == 0
+    q.close()
 
 
-def test_events_are_durable_until_acknowledged(tmp_path: Path) -> None:
+@in_loop
+async def test_events_are_durable_until_acknowledged(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put_event(b"one")
-    q.put_event(b"two")
+    await q.put_event(b"one")
+    q.put_event_now(b"two")
     (i1, p1), (i2, _) = q.events(10)
     assert p1 == b"one"
     q.ack_event(i1)
     assert [i for i, _ in q.events(10)] == [i2]
+    await settled()
+    assert [i for i, _ in q.events(10)] == [i2]
+    q.close()
 
 
-def test_a_backlog_of_large_groups_seals_into_full_batches_in_order(tmp_path: Path) -> None:
+@in_loop
+async def test_a_backlog_of_large_groups_seals_into_full_batches_in_order(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
-    q.put_many(7, [(1000 + i, 0, list(range(i, i + 100)), {}) for i in range(25)], TimeBase("", True, 0))
-    assert q.seal(max_samples=1000) == 3  # 10 + 10 + 5 groups of 100
+    await q.put_many(7, [(1000 + i, 0, list(range(i, i + 100)), {}) for i in range(25)], TimeBase("", True, 0))
+    assert await q.seal(max_samples=1000) == 3  # 10 + 10 + 5 groups of 100
     batches = [wire.decode_batch(p) for _, p in q.batches(0, 10)]
     assert [sum(len(g.values) for g in b.groups) for b in batches] == [1000, 1000, 500]
     assert [b.base_ts_ms + g.dt_ms for b in batches for g in b.groups] == [1000 + i for i in range(25)]
     assert [g.values[0] for b in batches for g in b.groups] == list(range(25))
     assert q.depth() == (2500, 0)
+    q.close()
+
+
+@in_loop
+async def test_a_long_backlog_is_sealed_in_steps_with_readings_written_between(tmp_path: Path) -> None:
+    from boxd.queue import SEAL_STEP
+
+    q = opened(tmp_path / "q.db")
+    await q.put_many(7, [(1000 + i, 0, [i], {}) for i in range(3 * SEAL_STEP + 5)], TimeBase("", True, 0))
+    assert await q.seal(max_samples=1) == 3 * SEAL_STEP + 5
+    assert [s for s, _ in q.batches(0, 1000)] == list(range(1, 3 * SEAL_STEP + 6))
+    q.close()

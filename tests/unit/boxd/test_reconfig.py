@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from boxconfig.errors import ConfigError
 from boxd import reconfig
-from boxd.errors import ConfigError
 
 GOOD = (b'[[modbus_tcp]]\nname = "a"\nhost = "127.0.0.1"\npoll_interval_s = 1.0\n'
         b'[[modbus_tcp.points]]\nname = "t"\ntable = "holding"\naddress = 0\ntype = "uint16"\n')

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from boxd import config, daemon, downlink, wire
+import boxconfig as config
+from boxd import daemon
 from boxd.daemon import Daemon
 from boxd.supervisor import Supervisor
 from drivers import PointSource, Quality
+from proto import wire
+from proto.replies import ON_PROBATION, decode_reply
 from tests.support.fakebus import FakeBus
 
 DEAD_HOST = "10.0.0.99"  # the fake buses of a device at this host never answer
@@ -57,7 +60,7 @@ def run_daemon(tmp_path: Path, first: str, body: Callable[[Daemon, list[dict[str
     async def main() -> None:
         d = Daemon(tmp_path, path, probation_s=probation_s)
         replies: list[dict[str, Any]] = []
-        d._reply = lambda payload: replies.append(downlink.decode_reply(payload)) or None  # type: ignore[method-assign]
+        d._reply = lambda payload: replies.append(decode_reply(payload).to_doc()) or None  # type: ignore[method-assign]
         d.queue.open()
         d._cfg, d.files.running = daemon.reconfig.load_at_start(path, tmp_path)
         d._supervisor = Supervisor(d._use_sources(daemon.make_sources(d._cfg)))
@@ -89,7 +92,7 @@ def test_a_push_replaces_the_buses_and_the_table_without_a_restart(tmp_path: Pat
         assert set(d._buses.source_of) == {"a.t", "b.x", "b.y"} and d._table_id != table
         assert (tmp_path / "boxd.toml").read_text() == first + device("b", points=("x", "y"))
         assert (tmp_path / "config.last-good.toml").read_text() == first
-        assert replies[-1]["reasons"][0].startswith(downlink.ON_PROBATION)  # the platform waits for the outcome
+        assert replies[-1]["reasons"][0].startswith(ON_PROBATION)  # the platform waits for the outcome
         await eventually(lambda: replies[-1]["status"] == "kept")  # a good reading came: the final answer
         assert [r["status"] for r in replies] == ["applied", "kept"]
         assert d.status()["config_version"] == 1 and d.status()["points"] == 3

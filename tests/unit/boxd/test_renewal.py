@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from boxd import identity
 from boxd.commands import CommandFailed
 from boxd.daemon import Daemon
+from trust import identity
 
 
 def pem(name: str) -> bytes:
@@ -47,11 +47,11 @@ def test_a_renewed_certificate_that_does_not_connect_is_reverted(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     fake_identity(tmp_path / identity.IDENTITY_DIR, OLD)
 
-    def renew(state_dir: Path, *, timeout: float = 20.0) -> Path:
+    async def renew(state_dir: Path) -> str:  # what `python -m trust.enroll renew` leaves
         fake_identity(state_dir / identity.NEXT_DIR, NEW)
-        return state_dir / identity.NEXT_DIR
+        return f"staged in {state_dir / identity.NEXT_DIR}"
 
-    monkeypatch.setattr("provisioning._enroll.renew", renew)
+    monkeypatch.setattr("trust.renewal.renew", renew)
     d = Daemon(tmp_path, tmp_path / "boxd.toml")
     tried: list[bytes] = []
 

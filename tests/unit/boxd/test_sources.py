@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import boxconfig as config
 from bench.workload import layout
-from boxd import config
 from boxd.daemon import SLOT_POINTS, make_sources, tcp_phase_slots
 from drivers.modbus import ModbusTcpDevice
 

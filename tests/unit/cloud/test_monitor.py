@@ -6,18 +6,24 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from boxd import wire
 from cloud.monitor import Monitor
 from cloud.store import Store
 from drivers import PointInfo, Quality
+from proto import wire
+from proto.errors import WireError
+from proto.modem import ModemEvent, ModemReport, WanEvent, decode_report
+from proto.uplink import Evicted, Health, decode_event, decode_health
+from proto.wire import encode_doc
+from tests.support.storedb import sqlite_only
 
 TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
 
 
 @pytest.fixture
-def mon(tmp_path: Path) -> Monitor:
-    s = Store(tmp_path / "c.db")
+def mon(store: Store) -> Monitor:
+    s = store
     s.enroll_box("B1", "B1", 1, 2e9)
     s.put_table("B1", wire.table_id(TABLE), TABLE)
     return Monitor(s)
@@ -85,7 +91,7 @@ def test_a_gap_is_an_alert_unless_the_batches_were_evicted(mon: Monitor) -> None
         store(mon, seq)
     mon.on_health("B1", health(last_seq=4, oldest_seq=0))  # the Box says all 4 were acknowledged
     assert kinds(mon) == ["gap:7"]
-    mon.on_event("B1", {"v": 1, "kind": "evicted", "samples": 2, "epoch": 7, "seqs": [[3, 3]], "total": 2})
+    mon.on_evicted("B1", Evicted(ts_ms=0, samples=2, total=2, seqs=[(3, 3)], epoch=7))
     mon.on_health("B1", health(last_seq=4, oldest_seq=0))
     assert kinds(mon) == ["evicted"]
 
@@ -110,7 +116,8 @@ def test_an_unreachable_device_is_its_own_alert_only_while_the_box_is_online(mon
     mon.on_status("B1", True, "")
     mon.on_health("B1", health())
     mon.store.set_status("B1", True, time.time(), "", None)
-    mon.store._db().execute("UPDATE devices SET bad_since=bad_since-120")
+    with mon.store.engine.begin() as db:  # the device went quiet two minutes ago
+        db.execute(sa.text("UPDATE devices SET bad_since=bad_since-120"))
     mon.check()
     assert kinds(mon) == ["device:meter"]
     store(mon, 2)
@@ -144,6 +151,7 @@ def test_a_rollback_is_an_alert_until_acknowledged_or_a_configuration_is_kept(mo
     assert not mon.store.ack_alert(alert.id, close=True)  # once only: "nothing changed"
 
 
+@sqlite_only
 def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 
@@ -157,36 +165,55 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     assert a.acked is None and s.ack_alert(1, close=False) and s.alert(1).acked is not None  # type: ignore[union-attr]
 
 
-def modem(**kw: object) -> dict[str, object]:
+def modem(**kw: object) -> ModemReport:
+    """A modem report as the platform decodes it from a heartbeat."""
     doc: dict[str, object] = {"state": "connected", "reg": "home", "operator": "Sim Telecom", "iccid": "8949001",
                               "signal": {"grade": "good", "rsrp": -85}, "weak": False, "fault": "", "wan": "cellular",
                               "usage": {"rx": 1, "tx": 1, "budget": 0, "near": False}}
     doc.update(kw)
-    return doc
+    return decode_health(Health(ts_ms=1, epoch=1, last_seq=0, modem=decode_report(doc)).encode()).modem or \
+        ModemReport()
+
+
+def event(ev: ModemEvent | WanEvent) -> ModemEvent | WanEvent:
+    """An event as the platform decodes it."""
+    decoded = decode_event(ev.encode())
+    assert isinstance(decoded, ModemEvent | WanEvent)
+    return decoded
 
 
 def test_the_modem_report_raises_sim_change_roaming_weak_signal_and_budget_alerts(mon: Monitor) -> None:
-    mon.on_health("B1", health(modem=modem()))
+    mon.on_modem("B1", modem())
     assert kinds(mon) == []
-    mon.on_health("B1", health(modem=modem(iccid="8949002", reg="roaming", weak=True,
-                                           signal={"grade": "poor", "rsrp": -118},
-                                           usage={"rx": 460_000_000, "tx": 0, "budget": 500_000_000, "near": True})))
+    mon.on_modem("B1", modem(iccid="8949002", reg="roaming", weak=True, signal={"grade": "poor", "rsrp": -118},
+                             usage={"rx": 460_000_000, "tx": 0, "budget": 500_000_000, "near": True}))
     assert kinds(mon) == ["data_budget", "roaming", "signal", "sim_changed"]
     assert "8949001 -> 8949002" in next(a.message for a in mon.store.alerts("B1") if a.kind == "sim_changed")
     mon.on_health("B1", health())  # a heartbeat without the modem's part changes nothing
-    mon.on_health("B1", health(modem=modem(iccid="8949002")))
+    assert kinds(mon) == ["data_budget", "roaming", "signal", "sim_changed"]
+    mon.on_modem("B1", modem(iccid="8949002"))
     assert kinds(mon) == ["sim_changed"]  # closed by an operator only
     assert mon.store.modem("B1") is not None
 
 
 def test_modem_events_raise_configuration_recovery_and_failover_alerts(mon: Monitor) -> None:
-    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "fault", "cause": "apn_rejected",
-                        "words": "the network refused the APN 'x'"})
-    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "recovery", "rung": "reconnect", "why": "silent"})
+    mon.on_modem_event("B1", event(ModemEvent("fault", cause="apn_rejected", words="the network refused the APN 'x'")))
+    mon.on_modem_event("B1", event(ModemEvent("recovery", rung="reconnect", why="silent")))
     assert kinds(mon) == ["modem_config:apn_rejected"]  # a soft rung is no alert
-    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "recovery", "rung": "power_cycle", "why": "no answer"})
-    mon.on_event("B1", {"v": 1, "kind": "wan", "active": "cellular", "why": "eth0 is down"})
+    mon.on_modem_event("B1", event(ModemEvent("recovery", rung="power_cycle", why="no answer")))
+    mon.on_modem_event("B1", event(WanEvent("cellular", "wwan0", "eth0 is down")))
     assert kinds(mon) == ["modem_config:apn_rejected", "modem_recovery:power_cycle", "wan_failover"]
-    mon.on_event("B1", {"v": 1, "kind": "modem", "event": "fault_cleared"})
-    mon.on_event("B1", {"v": 1, "kind": "wan", "active": "preferred", "why": "eth0 is up"})
+    mon.on_modem_event("B1", event(ModemEvent("fault_cleared")))
+    mon.on_modem_event("B1", event(WanEvent("preferred", "eth0", "eth0 is up")))
     assert kinds(mon) == ["modem_recovery:power_cycle"]
+
+
+def test_a_modem_report_or_event_out_of_bounds_is_refused_with_what_is_wrong() -> None:
+    for bad, words in (({"reg": "elsewhere"}, "'reg' must be one of"), ({"iccid": "8" * 99}, "'iccid' must be text"),
+                       ({"signal": {"rsrp": "-80"}}, "'rsrp' must be an integer"), ({"x": 1}, "unknown field"),
+                       ({"usage": {"rx": -1}}, "'rx' must be an integer")):
+        with pytest.raises(WireError, match=words):
+            decode_report(bad)
+    doc = ModemEvent("fault", 5, "apn_rejected", "x").to_doc() | {"cause": "format_the_disk"}
+    with pytest.raises(WireError, match="'cause' must be one of"):
+        decode_event(encode_doc(doc))

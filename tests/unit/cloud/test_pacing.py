@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from boxd import wire
 from cloud.pacing import Budgets, Lru
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import PointTable, Store
 from drivers import PointInfo
+from proto import wire
 
 TABLE = [PointInfo("d.x", "", "float32")]
 
@@ -36,8 +36,7 @@ def _batch(seq: int) -> bytes:
     return wire.encode_batch(7, seq, wire.table_id(TABLE), 1000 + seq, [wire.encode_group(0, 0, [float(seq)], {})])
 
 
-def test_a_box_over_its_budget_waits_and_loses_nothing_and_the_others_pass(tmp_path: Path) -> None:
-    store = Store(tmp_path / "c.db")
+def test_a_box_over_its_budget_waits_and_loses_nothing_and_the_others_pass(tmp_path: Path, store: Store) -> None:
     for box in ("FAST", "CALM"):
         store.enroll_box(box, box, hash(box) & 0xFFFF, 2e9)
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
@@ -56,22 +55,21 @@ def test_a_box_over_its_budget_waits_and_loses_nothing_and_the_others_pass(tmp_p
     assert r.pacer.waiting("FAST") == 0 and store.deferred_counts() == {}
 
 
-def test_what_was_put_aside_survives_a_restart(tmp_path: Path) -> None:
-    store = Store(tmp_path / "c.db")
+def test_what_was_put_aside_survives_a_restart(tmp_path: Path, store_db: Path | str) -> None:
+    store = Store(store_db)
     store.enroll_box("B", "B", 1, 2e9)
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
     r.pacer.budgets = Budgets(rate=1, burst=1)
     r.handle("B", "meta", wire.encode_table(TABLE))
     r.handle("B", "data", _batch(1))
-    again = Receiver(Pki(tmp_path / "pki"), Store(tmp_path / "c.db"), "localhost", 1)
+    again = Receiver(Pki(tmp_path / "pki"), Store(store_db), "localhost", 1)
     again.pacer.budgets = None
     again.pacer._waiting = again.store.deferred_counts()  # what start() does
     again.pacer.drain(again._dispatch)
     assert [v for _, _, v, _ in again.store.samples("B")] == [1.0]
 
 
-def test_point_tables_are_cached_within_a_bound(tmp_path: Path) -> None:
-    store = Store(tmp_path / "c.db")
+def test_point_tables_are_cached_within_a_bound(store: Store) -> None:
     store._tables.capacity = 1000
     for n in range(20):  # 20 tables of 300 points: 6000 points sent, the Box's newest 2 kept
         points = [PointInfo(f"t{n}.p{i}", "", "f") for i in range(300)]

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from boxd import wire
-from boxd.errors import WireError
 from cloud.monitor import COMM_FAULTS
 from cloud.pki import Pki
 from cloud.receiver import Receiver, device_counts
 from cloud.store import PointTable, Store
 from drivers import PointInfo, Quality
+from proto import wire
+from proto.errors import WireError
 
 TABLE = [PointInfo("a.x", "", "float32"), PointInfo("a.y", "", "float32"), PointInfo("b.x", "", "bool"),
          PointInfo("a.z", "", "uint16")]
@@ -38,8 +38,7 @@ def test_device_counts_are_those_of_the_samples(groups: list[list[object]]) -> N
     assert device_counts(batch, PointTable(TABLE)) == _per_sample(batch)
 
 
-def test_a_stored_batch_is_counted_once_and_its_devices_reach_the_monitor(tmp_path: Path) -> None:
-    store = Store(tmp_path / "c.db")
+def test_a_stored_batch_is_counted_once_and_its_devices_reach_the_monitor(tmp_path: Path, store: Store) -> None:
     store.enroll_box("B1", "B1", 1, 2e9)
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
     payload = wire.encode_batch(1, 1, wire.table_id(TABLE), 1000,
@@ -52,8 +51,7 @@ def test_a_stored_batch_is_counted_once_and_its_devices_reach_the_monitor(tmp_pa
     assert [d for d, _, _ in store.bad_devices("B1")] == ["b"]
 
 
-def test_a_batch_past_its_table_is_rejected(tmp_path: Path) -> None:
-    store = Store(tmp_path / "c.db")
+def test_a_batch_past_its_table_is_rejected(tmp_path: Path, store: Store) -> None:
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
     r.handle("B1", "meta", wire.encode_table(TABLE))
     with pytest.raises(WireError, match="runs past"):

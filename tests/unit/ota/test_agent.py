@@ -9,19 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from boxd.downlink import Command, DownlinkError
 from ota import agent, slots
+from proto.commands import Update, UpdateAbort
+from proto.errors import RejectedError
+from proto.uplink import OtaEvent
 
 HW = "generic-test"
 
 
-def _agent(tmp_path: Path, events: list[dict[str, object]], *, launched: bool = True) -> agent.UpdateAgent:
+def _agent(tmp_path: Path, events: list[OtaEvent], *, launched: bool = True) -> agent.UpdateAgent:
     return agent.UpdateAgent(tmp_path, "0.1.0", events.append, lambda: None, launched=launched,
                              software=tmp_path / "software", hardware=HW)
 
 
-def _cmd(name: str, **args: object) -> Command:
-    return Command(id="c-1", name=name, expires=time.time() + 60, args=args)
+def _update(deployment: str, target: str, version: str, health_s: int) -> Update:
+    return Update("c-1", time.time() + 60, deployment, target, version, health_s)
 
 
 def test_an_update_cut_by_a_power_loss_is_reported_failed_and_its_leftovers_removed(tmp_path: Path) -> None:
@@ -30,10 +32,10 @@ def test_an_update_cut_by_a_power_loss_is_reported_failed_and_its_leftovers_remo
     (ota_dir / "downloads" / "boxd-0.2.0.tar.gz").write_bytes(b"half")  # downloaded, not unpacked yet
     (tmp_path / "software" / "releases" / ".0.2.0.tmp").mkdir(parents=True)  # unpacking cut short
     (ota_dir / agent.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
-    events: list[dict[str, object]] = []
+    events: list[OtaEvent] = []
     _agent(tmp_path, events).at_start()
-    assert [(e["deployment"], e["version"], e["state"]) for e in events] == [("d-1", "0.2.0", "failed")]
-    assert "power loss" in str(events[0]["detail"]) and "nothing installed" in str(events[0]["detail"])
+    assert [(e.deployment, e.version, e.state) for e in events] == [("d-1", "0.2.0", "failed")]
+    assert "power loss" in events[0].detail and "nothing installed" in events[0].detail
     assert list((ota_dir / "downloads").iterdir()) == []
     assert list((tmp_path / "software" / "releases").iterdir()) == []
     assert not (ota_dir / agent.JOB_FILE).exists()
@@ -45,7 +47,7 @@ def test_an_update_switched_just_before_the_power_loss_is_not_called_failed(tmp_
     slots.save(sw, slots.SlotState("0.2.0", slots.FACTORY, slots.Trial("0.2.0", slots.FACTORY, "d-1", 60, 1, 0.0)))
     (tmp_path / "ota").mkdir()
     (tmp_path / "ota" / agent.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
-    events: list[dict[str, object]] = []
+    events: list[OtaEvent] = []
     a = agent.UpdateAgent(tmp_path, "0.2.0", events.append, lambda: None, launched=True, software=sw, hardware=HW)
     a.at_start()
     assert events == [] and a.trial is not None and a.trial.deployment == "d-1"
@@ -53,14 +55,13 @@ def test_an_update_switched_just_before_the_power_loss_is_not_called_failed(tmp_
 
 
 def test_updates_are_refused_in_words_when_they_cannot_run(tmp_path: Path) -> None:
-    events: list[dict[str, object]] = []
-    update = _cmd("update", deployment="d-1", target="boxd-0.2.0.tar.gz", version="0.2.0", health_s=60)
-    with pytest.raises(DownlinkError, match="not started by 'boxd launch'"):
+    events: list[OtaEvent] = []
+    update = _update("d-1", "boxd-0.2.0.tar.gz", "0.2.0", 60)
+    with pytest.raises(RejectedError, match="not started by 'boxd launch'"):
         _agent(tmp_path, events, launched=False).start(update)
     a = _agent(tmp_path, events)
-    assert "nothing of deployment d-9" in a.abort(_cmd("update_abort", deployment="d-9"))
-    with pytest.raises(DownlinkError, match="was aborted on this Box"):  # an abort that overtook its update
-        a.start(_cmd("update", deployment="d-9", target="boxd-0.2.0.tar.gz", version="0.2.0", health_s=60))
-    assert a.start(_cmd("update", deployment="d-2", target="boxd-0.1.0.tar.gz", version="0.1.0",
-                        health_s=60)) == "already running 0.1.0"
-    assert [(e["deployment"], e["state"]) for e in events] == [("d-2", "committed")]
+    assert "nothing of deployment d-9" in a.abort(UpdateAbort("c-1", time.time() + 60, "d-9"))
+    with pytest.raises(RejectedError, match="was aborted on this Box"):  # an abort that overtook its update
+        a.start(_update("d-9", "boxd-0.2.0.tar.gz", "0.2.0", 60))
+    assert a.start(_update("d-2", "boxd-0.1.0.tar.gz", "0.1.0", 60)) == "already running 0.1.0"
+    assert [(e.deployment, e.state) for e in events] == [("d-2", "committed")]

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from cloud import release
 from ota import bundle, slots
 from ota.launcher import Launcher
+from proto.release import MANIFEST
 
 SOURCE = Path(__file__).resolve().parents[3]
 HW = "generic-test"
@@ -21,7 +23,7 @@ HW = "generic-test"
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return bundle.build(SOURCE, tmp_path_factory.mktemp("b"), "1.2.0", [HW])
+    return release.build(SOURCE, tmp_path_factory.mktemp("b"), "1.2.0", [HW])
 
 
 def _tar(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], manifest: dict[str, object]) -> Path:
@@ -29,7 +31,7 @@ def _tar(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], ma
     with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
         data = json.dumps(manifest).encode()
-        info = tarfile.TarInfo(bundle.MANIFEST)
+        info = tarfile.TarInfo(MANIFEST)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
         for info, content in members:
@@ -49,7 +51,7 @@ def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 
 def test_a_bundle_is_reproducible_and_unpacks_to_what_its_manifest_lists(good: Path, tmp_path: Path) -> None:
-    again = bundle.build(SOURCE, tmp_path, "1.2.0", [HW])
+    again = release.build(SOURCE, tmp_path, "1.2.0", [HW])
     assert again.read_bytes() == good.read_bytes()  # same tree, same bytes: a release can be rebuilt and checked
     m = bundle.read_manifest(good)
     assert m.version == "1.2.0" and m.hardware == (HW,) and "boxd/__init__.py" in m.files
@@ -108,7 +110,7 @@ def test_install_switch_and_commit_keep_the_previous_version(good: Path, tmp_pat
 
     with pytest.raises(slots.SlotError, match="the one running"):
         slots.install(sw, good, "1.2.0", HW)
-    other = bundle.build(SOURCE, tmp_path / "o", "1.3.0", ["other-hw"])
+    other = release.build(SOURCE, tmp_path / "o", "1.3.0", ["other-hw"])
     with pytest.raises(slots.SlotError, match=f"the bundle is for other-hw, this Box is {HW}"):
         slots.install(sw, other, "1.3.0", HW)
     assert sorted(p.name for p in (sw / "releases").iterdir()) == ["1.2.0"]  # no half install left

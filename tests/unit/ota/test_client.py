@@ -1,6 +1,6 @@
 """The Box's TUF client's retry, abort and progress logic (ota/client.py), without sockets.
 
-A local fetcher serves a real signed repository (ota.repository) from files and injects faults
+A local fetcher serves a real signed repository (cloud.tufrepo) from files and injects faults
 per request; the retry decision (`_transient`) and the backoff are checked with literals.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from tuf.api import exceptions
 
+from cloud import tufrepo as repo
 from ota import _fetch, client
-from ota import repository as repo
 from tests.support.wait import wait_for
 
 HW = "boxd-x86"
@@ -140,7 +140,7 @@ def test_an_abort_set_before_the_start_fetches_nothing(setup: tuple[Path, Faulty
     state, fetcher, bundle = setup
     abort = threading.Event()
     abort.set()
-    with pytest.raises(client.OtaAborted, match=r"^aborted: "):
+    with pytest.raises(client.OtaAbortedError, match=r"^aborted: "):
         client.download(state, BASE, "1.0.0", HW, bundle.name, fetcher=fetcher, abort=abort)
     assert fetcher.requests == []
 
@@ -153,7 +153,7 @@ def test_an_abort_between_chunks_leaves_nothing(setup: tuple[Path, FaultyFetcher
         if done > SIZE // 2:
             abort.set()
 
-    with pytest.raises(client.OtaAborted, match=r"^aborted: "):
+    with pytest.raises(client.OtaAbortedError, match=r"^aborted: "):
         client.download(state, BASE, "1.0.0", HW, bundle.name, fetcher=fetcher, abort=abort, progress=progress)
     assert fetcher.target_requests() == 1
     assert _leftovers(state) == []
@@ -177,7 +177,7 @@ def test_an_abort_ends_a_backoff_wait(setup: tuple[Path, FaultyFetcher, Path]) -
     abort.set()
     worker.join(30)
     assert not worker.is_alive()
-    assert len(outcome) == 1 and isinstance(outcome[0], client.OtaAborted), outcome
+    assert len(outcome) == 1 and isinstance(outcome[0], client.OtaAbortedError), outcome
     assert len(fetcher.requests) == 1
 
 

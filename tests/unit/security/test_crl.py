@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from boxd import tls
-from boxd.crl import CrlKeeper
 from cloud.pki import Pki
+from trust import tls
+from trust.crl import CrlKeeper
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_every_tls_context_of_the_box_is_given_the_crl() -> None:
     """Each place where the Box (daemon, OTA client, boxctl) builds a client context passes its CRL."""
     root = Path(__file__).resolve().parents[3]
     calls = []
-    for package in ("boxd", "ota", "provisioning"):
+    for package in ("boxd", "trust", "ota", "provisioning"):
         for f in (root / package).rglob("*.py"):
             text = f.read_text()
             start = 0

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from boxd import identity
-from boxd.files import write_atomic, write_secret
 from boxd.queue import Queue
+from boxkit.files import write_atomic, write_secret
 from cloud.enroll import check_serial
 from cloud.errors import EnrollmentError
 from cloud.store import Store
+from trust import identity
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -71,7 +71,7 @@ def test_the_box_queue_and_its_wal_are_private(tmp_path: Path) -> None:
     q = Queue(tmp_path / "state" / "queue.db")
     q.open()
     try:
-        q.set_meta("x", 1)
+        q.put_event_now(b"x")  # a write: the WAL and SHM files exist now
         for name in ("queue.db", "queue.db-wal", "queue.db-shm"):
             _private(tmp_path / "state" / name)
         _private(tmp_path / "state")

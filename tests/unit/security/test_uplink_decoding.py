@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from boxd import wire
-from boxd.errors import WireError
 from drivers import PointInfo
+from proto import wire
+from proto.errors import WireError
 
 
 def _deflated(body: bytes) -> bytes:

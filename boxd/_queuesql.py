@@ -1,0 +1,176 @@
+"""The queue's tables and the statements that change them (`boxd.queue` is the public face).
+
+Each write function runs inside a transaction that its caller owns (the writer thread's
+group: `boxd.sqlwriter`); none begins or commits one. Pure SQL and encoding: no thread,
+no event loop, no bookkeeping of counts (the caller keeps those once a commit is known).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cbor2
+
+from drivers import Value
+from proto import wire
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY, table_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+    n INTEGER NOT NULL, grp BLOB NOT NULL, boot TEXT NOT NULL DEFAULT '', trusted INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL, payload BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
+"""
+
+Group = tuple[int, int, Sequence[Value], dict[int, int]]  # (ts_ms or mono_ms, first, values, faults)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBase:
+    """How to turn a group's stored time into wall-clock time at sealing.
+
+    `trusted` says whether the Box's clock can be believed now; `offset_ms` is
+    wall-clock minus monotonic time (ms) for this boot; `boot` names this boot.
+    """
+
+    boot: str
+    trusted: bool
+    offset_ms: int
+
+
+def setup(db: sqlite3.Connection, new_epoch: int) -> tuple[int, int]:
+    """Create the tables if missing (a new queue gets `new_epoch`); (epoch, samples held)."""
+    db.executescript(SCHEMA)
+    row = db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+    if row is None:
+        db.execute("INSERT INTO meta VALUES ('epoch', ?)", (new_epoch,))
+        epoch = new_epoch
+    else:
+        epoch = int(row[0])
+    b = db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()[0]
+    p = db.execute("SELECT COALESCE(SUM(n), 0) FROM pending").fetchone()[0]
+    return epoch, int(b) + int(p)
+
+
+PendingRow = tuple[int, int, int, bytes, str, int]
+
+
+def pending_rows(table_id: int, groups: Sequence[Group], time: TimeBase) -> list[PendingRow]:
+    """Readings encoded as rows of `pending` (see `boxd.queue.Queue.put_many`)."""
+    return [
+        (table_id, ts, len(values), cbor2.dumps([first, list(values), faults] if faults else [first, list(values)]),
+         time.boot, int(time.trusted))
+        for ts, first, values, faults in groups
+    ]
+
+
+def insert_pending(db: sqlite3.Connection, rows: Sequence[PendingRow]) -> None:
+    """Write readings as pending groups."""
+    db.executemany("INSERT INTO pending (table_id, ts_ms, n, grp, boot, trusted) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+
+def seal(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase, most: int) -> int:
+    """Make up to `most` batches of the oldest pending groups; how many were made."""
+    made = 0
+    while made < most and _seal_one(db, epoch, max_samples, time):
+        made += 1
+    return made
+
+
+def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase) -> bool:
+    # Step through the oldest groups only as far as the batch needs (a group may hold
+    # hundreds of samples: fetching `max_samples` rows would read a whole backlog's worth).
+    with contextlib.closing(db.execute(
+        "SELECT id, table_id, ts_ms, n, grp, boot, trusted FROM pending ORDER BY id LIMIT ?", (max_samples,)
+    )) as cur:
+        head = cur.fetchone()
+        if head is None:
+            return False
+        first_kind = _time_kind(head[5], head[6], time)
+        if first_kind == "wait":
+            return False
+        table = head[1]
+        groups: list[list[object]] = []
+        stamps: list[int] = []
+        count, last_id = 0, head[0]
+        for row_id, tid, ts, n, grp, boot, trusted in itertools.chain([head], cur):
+            kind = _time_kind(boot, trusted, time)
+            if tid != table or kind != first_kind or (groups and count + n > max_samples):
+                break
+            stamps.append(ts + time.offset_ms if kind == "rebase" else ts)
+            first, values, *rest = cbor2.loads(grp)
+            groups.append([first, values, rest[0] if rest else {}])
+            count, last_id = count + n, row_id
+    base = 0 if first_kind == "unknown" else stamps[0]
+    encoded = [wire.encode_group(ts - base if base else 0, g[0], g[1], g[2])  # type: ignore[arg-type]
+               for ts, g in zip(stamps, groups, strict=True)]
+    # the batch, its number and the removal of its groups: one transaction (a crash keeps all or none)
+    seq = int(db.execute("INSERT INTO batches (n, payload) VALUES (?, x'')", (count,)).lastrowid or 0)
+    db.execute("UPDATE batches SET payload=? WHERE seq=?", (wire.encode_batch(epoch, seq, table, base, encoded), seq))
+    db.execute("DELETE FROM pending WHERE id <= ?", (last_id,))
+    return True
+
+
+def _time_kind(boot: str, trusted: int, time: TimeBase) -> str:
+    """How a stored group's time becomes wall-clock time now: as is, re-based, unknown, or wait."""
+    if trusted:
+        return "wall"
+    if boot == time.boot:
+        return "rebase" if time.trusted else "wait"
+    return "unknown"
+
+
+def delete_batch(db: sqlite3.Connection, seq: int) -> None:
+    """Remove a batch the broker acknowledged."""
+    db.execute("DELETE FROM batches WHERE seq=?", (seq,))
+
+
+def evict(db: sqlite3.Connection, seqs: Sequence[int], pending_samples: int,
+          event: Callable[[int, int, list[int]], bytes] | None) -> int:
+    """Remove batches `seqs` and at least `pending_samples` samples of the oldest pending groups
+    (whole groups; fewer if there are not so many), add the samples removed to the counter
+    "evicted_total", and queue `event(samples, total, seqs)`. Returns the pending samples removed."""
+    from_batches = 0
+    if seqs:
+        marks = ",".join("?" * len(seqs))
+        from_batches = db.execute(f"SELECT COALESCE(SUM(n), 0) FROM batches WHERE seq IN ({marks})",  # noqa: S608
+                                  list(seqs)).fetchone()[0]
+        db.execute(f"DELETE FROM batches WHERE seq IN ({marks})", list(seqs))  # noqa: S608
+    from_pending, last = 0, None
+    if pending_samples > 0:
+        with contextlib.closing(db.execute("SELECT id, n FROM pending ORDER BY id")) as cur:
+            for row_id, n in cur:
+                from_pending, last = from_pending + int(n), row_id
+                if from_pending >= pending_samples:
+                    break
+    if last is not None:
+        db.execute("DELETE FROM pending WHERE id <= ?", (last,))
+    evicted = int(from_batches) + from_pending
+    if evicted:
+        total = add_meta(db, "evicted_total", evicted)
+        if event is not None:
+            insert_event(db, event(evicted, total, list(seqs)))
+    return from_pending
+
+
+def add_meta(db: sqlite3.Connection, key: str, delta: int) -> int:
+    """Add to a persistent counter; its new value."""
+    db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=value+excluded.value",
+               (key, delta))
+    return int(db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0])
+
+
+def insert_event(db: sqlite3.Connection, payload: bytes) -> None:
+    """Queue an event."""
+    db.execute("INSERT INTO events (payload) VALUES (?)", (payload,))
+
+
+def delete_event(db: sqlite3.Connection, event_id: int) -> None:
+    """Remove an event the broker acknowledged."""
+    db.execute("DELETE FROM events WHERE id=?", (event_id,))

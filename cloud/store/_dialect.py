@@ -1,0 +1,205 @@
+"""The dialect seam: what differs between SQLite and PostgreSQL, and nothing else.
+
+Everything else in the store is SQLAlchemy Core that both databases speak. Here:
+
+- `engine`: for a file path, SQLite with the file and its -wal/-shm 0600 in a 0700 directory,
+  WAL, `synchronous=FULL` (a commit is on the disk), a 30 s busy timeout, and the driver's own
+  transaction handling off (the store says BEGIN itself); for a URL (``postgresql+psycopg://...``),
+  an engine on it as given.
+- `begin_write`: a write transaction holds the database's one write lock from its start, as
+  SQLite's ``BEGIN IMMEDIATE`` does (PostgreSQL: a transaction-level advisory lock), so that a
+  read-then-write (the next configuration version, a token claimed, a deployment's conflicts)
+  never interleaves with another writer. Reads take no lock.
+- `SECONDS`, `BIGINT`: column types of the same size on both;
+- `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
+- `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
+  many rows a statement on SQLite: the hot path, a batch's samples, without SQLAlchemy's work
+  per execution.
+
+No network I/O but the database's; `engine` creates nothing until a connection opens.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine.interfaces import DBAPICursor
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.sql.dml import Insert, UpdateBase
+
+from boxkit.files import private_db, private_dir
+
+# Column types that mean the same on both. SQLite's REAL and INTEGER are 8 bytes, and a database
+# made before schema versions declares them so: new ones do too. PostgreSQL's REAL and INTEGER are
+# 4 bytes: a time there is DOUBLE PRECISION, and a number beyond 32 bits BIGINT.
+SECONDS: sa.types.TypeEngine[float] = sa.Double().with_variant(sa.REAL(), "sqlite")  # seconds since the epoch
+BIGINT: sa.types.TypeEngine[int] = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # epochs, seqs, ms, keys
+
+BUSY_TIMEOUT_S = 30  # a writer waits this long for another's transaction before failing
+_PG_WRITE_LOCK = 0x626F7863  # "boxc": the key of the advisory lock every write transaction takes
+
+
+def engine(where: Path | str) -> Engine:
+    """An engine on a SQLite file (a path) or on a database URL. No I/O until a connection opens."""
+    # each thread of the store holds its connection (cloud.store._base): no pool to wait for;
+    # each connection ends its transactions itself (no rollback on return)
+    if isinstance(where, str):
+        url = sa.make_url(where)
+        # a writer waits for the write lock (an advisory lock) as long as SQLite's busy timeout
+        options = {"options": f"-c lock_timeout={BUSY_TIMEOUT_S}s"} if url.get_backend_name() == "postgresql" else {}
+        return sa.create_engine(url, poolclass=NullPool, pool_reset_on_return=None, connect_args=options)
+    path = where
+    eng = sa.create_engine(
+        sa.URL.create("sqlite", database=str(path)), poolclass=NullPool, pool_reset_on_return=None,
+        connect_args={"timeout": BUSY_TIMEOUT_S, "isolation_level": None, "check_same_thread": False})
+
+    @sa.event.listens_for(eng, "do_connect")
+    def _private(*_: object) -> None:  # before SQLite opens it: it makes -wal and -shm with the file's mode
+        if not path.parent.exists():
+            private_dir(path.parent)
+        private_db(path)
+
+    @sa.event.listens_for(eng, "connect")
+    def _pragmas(dbapi: sqlite3.Connection, _: ConnectionPoolEntry) -> None:
+        dbapi.execute("PRAGMA journal_mode=WAL")
+        dbapi.execute("PRAGMA synchronous=FULL")
+
+    return eng
+
+
+def begin_write(conn: Connection) -> None:
+    """Take the database's write lock at the start of the transaction `conn` has just begun."""
+    if conn.dialect.name == "sqlite":
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    elif conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+
+
+def _insert(dialect: Dialect, table: sa.Table) -> Any:
+    if dialect.name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported when used: 25 ms of every command's start
+
+        return postgresql.insert(table)
+    raise NotImplementedError(f"no upsert for the {dialect.name} dialect")
+
+
+class Upsert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE SET ... [WHERE ...]``, or ``DO NOTHING`` without `set_`.
+
+    `set_` and `where` receive the dialect's ``excluded`` (the row that was not inserted) and
+    return the assignments and the condition. Built once per dialect; execute it with the row
+    as parameters: ``conn.execute(UPSERT(conn), {"box_id": ..., ...})``.
+    """
+
+    def __init__(self, table: sa.Table, keys: Sequence[str] = (),
+                 set_: Callable[[Any], Mapping[str, Any]] | None = None,
+                 where: Callable[[Any], sa.ColumnElement[bool]] | None = None) -> None:
+        self.table, self.keys, self.set_, self.where = table, list(keys), set_, where
+        self._built: dict[str, Insert] = {}
+
+    def __call__(self, conn: Connection) -> Insert:
+        stmt = self._built.get(conn.dialect.name)
+        if stmt is None:
+            ins = _insert(conn.dialect, self.table)
+            if self.set_ is None:
+                stmt = ins.on_conflict_do_nothing(index_elements=self.keys or None)
+            else:
+                stmt = ins.on_conflict_do_update(index_elements=self.keys, set_=dict(self.set_(ins.excluded)),
+                                                 where=self.where(ins.excluded) if self.where else None)
+            self._built[conn.dialect.name] = stmt
+        return stmt
+
+
+class Prepared:
+    """A Core statement compiled once per dialect, run on the driver's cursor with a row as a tuple.
+
+    `params` names the statement's bind parameters in the order of the row's values. For the hot
+    path only: SQLAlchemy does no work per execution (no type processing: the values must be what
+    the driver takes: str, int, float, bytes, None), and the driver's errors are its own
+    (`StoreBase._tx` wraps them).
+    """
+
+    def __init__(self, build: Callable[[Connection], UpdateBase], params: Sequence[str]) -> None:
+        self.build, self.params = build, tuple(params)
+        self._compiled: dict[str, tuple[str, bool]] = {}
+
+    def _sql(self, conn: Connection) -> tuple[str, bool]:
+        got = self._compiled.get(conn.dialect.name)
+        if got is None:
+            got = self._compiled[conn.dialect.name] = _compile(self.build(conn), conn.dialect, self.params)
+        return got
+
+    def run(self, conn: Connection, row: tuple[object, ...]) -> int:
+        """Execute with one row; returns the rows it changed."""
+        sql, positional = self._sql(conn)
+        cur = _cursor(conn)
+        cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
+        return int(cur.rowcount)
+
+
+class BulkInsert:
+    """An INSERT (or upsert) of many rows given as tuples, in the columns' order: the hot path's.
+
+    On SQLite, `ROWS` rows a statement (``INSERT ... VALUES (...), (...), ...``, compiled once) run
+    as one ``executemany`` on the driver's cursor, the rest one row a statement: a third less work
+    a row than a row a statement (docs/performance.md). Elsewhere, SQLAlchemy's own batched
+    ``executemany`` (insertmanyvalues). The rows of one call must not repeat an upsert's key.
+    """
+
+    ROWS = 100
+
+    def __init__(self, build: Callable[[Connection], Insert], columns: Sequence[str]) -> None:
+        self.build, self.columns = build, tuple(columns)
+        self._compiled: dict[int, str] = {}  # SQLite: rows a statement -> SQL
+
+    def _sql(self, conn: Connection, rows: int) -> str:
+        sql = self._compiled.get(rows)
+        if sql is None:
+            stmt = self.build(conn).values([{c: sa.bindparam(f"{c}_{i}") for c in self.columns} for i in range(rows)])
+            params = [f"{c}_{i}" for i in range(rows) for c in self.columns]
+            sql = self._compiled[rows] = _compile(stmt, conn.dialect, params)[0]
+        return sql
+
+    def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+        """Insert every row (nothing for none)."""
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.build(conn), [dict(zip(self.columns, r, strict=True)) for r in rows])
+            return
+        n = self.ROWS
+        whole = len(rows) - len(rows) % n
+        cur = _cursor(conn)
+        if whole:
+            cur.executemany(self._sql(conn, n), [list(chain.from_iterable(rows[k:k + n])) for k in range(0, whole, n)])
+        if whole < len(rows):
+            cur.executemany(self._sql(conn, 1), rows[whole:])
+
+
+def _compile(stmt: UpdateBase, dialect: Dialect, params: Sequence[str]) -> tuple[str, bool]:
+    """(SQL, positional) of `stmt`, checked to take exactly `params` (in that order when positional)."""
+    compiled = stmt.compile(dialect=dialect)
+    names = tuple(compiled.positiontup or compiled.params)
+    if sorted(names) != sorted(params) or (compiled.positional and names != tuple(params)):
+        raise AssertionError(f"bind parameters {names[:12]} are not {tuple(params)[:12]}")
+    return str(compiled), compiled.positional
+
+
+def _cursor(conn: Connection) -> DBAPICursor:
+    """The driver's cursor of `conn`'s connection, made once: it runs in whatever transaction the
+    connection has begun."""
+    info = conn.connection.info
+    cur: DBAPICursor | None = info.get("prepared_cursor")
+    if cur is None:
+        cur = info["prepared_cursor"] = conn.connection.cursor()
+    return cur

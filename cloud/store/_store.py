@@ -1,0 +1,32 @@
+"""`Store`: the cloud's database, the sum of its concerns, and what spans all of them.
+
+Each concern (fleet, credentials, telemetry, outbox, deployments, alerts) is a part of `Store`
+in its own module, with its tables; what touches every one of them, forgetting a Box, is here.
+No network I/O.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cloud.store._alerts import Alerts, alerts, devices, health, modem
+from cloud.store._credentials import Credentials, superseded_certs
+from cloud.store._deployments import Deployments
+from cloud.store._fleet import Fleet, box_tags, boxes, status_history
+from cloud.store._outbox import Outbox, commands, configs
+from cloud.store._telemetry import Telemetry, batches, conflicts, evicted, latest, parked_batches, point_tables, samples
+
+# what `delete_box` deletes (revoked certificates stay on the CRL; deployments keep their history)
+_A_BOXS_DATA = (samples, latest, batches, conflicts, parked_batches, point_tables, health, modem, evicted, devices,
+                alerts, status_history, configs, commands, box_tags, superseded_certs, boxes)
+
+
+class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts):
+    """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
+    a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""
+
+    def delete_box(self, box_id: str) -> None:
+        """Forget a Box and everything stored about it (its revoked certificates stay on the CRL)."""
+        with self._tx() as db:
+            for table in _A_BOXS_DATA:
+                db.execute(sa.delete(table).where(table.c.box_id == box_id))

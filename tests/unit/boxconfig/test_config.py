@@ -1,0 +1,74 @@
+"""The Box configuration file: defaults, limits, and errors that say where."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import boxconfig as config
+from boxconfig.errors import ConfigError
+from drivers.sim._building import building_points_toml
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "boxd.toml"
+    p.write_text(text)
+    return p
+
+
+def test_the_demo_building_parses(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, building_points_toml("127.0.0.1", 15020)))
+    assert [d.name for d in cfg.modbus_tcp] == ["ahu1", "meter1", "room1"]
+    assert cfg.uplink == config.UplinkSettings()
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("[uplink]\nkeepalive_s = 5\n", "keepalive_s must be an integer from 10 to 1200"),
+    ("[uplink]\nbatch_delay_ms = true\n", "batch_delay_ms must be an integer"),
+    ("[uplink]\nkeepalive = 60\n", "unknown key(s): keepalive"),
+    ("[uplinks]\n", "unknown section(s): uplinks"),
+    ("modbus_tcp = 3\n", "must be a list of tables"),
+    ("[uplink\n", "not valid TOML"),
+    ("[[modbus_tcp]]\nname = \"a\"\n", "[[modbus_tcp]] #1"),
+])
+def test_bad_configurations_say_what_and_where(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert words in str(e.value)
+
+
+def test_duplicate_device_names_are_refused(tmp_path: Path) -> None:
+    one = building_points_toml("127.0.0.1", 15020)
+    with pytest.raises(ConfigError, match='device name "ahu1" is used twice'):
+        config.load(write(tmp_path, one + one))
+
+
+def test_missing_or_binary_files_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(_binary(tmp_path))
+
+
+def _binary(tmp_path: Path) -> Path:
+    p = tmp_path / "bin.toml"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    return p
+
+
+def test_the_parse_cache_serves_only_the_same_bytes(tmp_path: Path) -> None:
+    conf, cache = tmp_path / "boxd.toml", tmp_path / config.CACHE_FILE
+    conf.write_text(building_points_toml("127.0.0.1", 1502))
+    first = config.load(conf, cache)
+    assert cache.exists() and cache.stat().st_mode & 0o777 == 0o600
+    assert config.load(conf, cache) == first  # from the cache
+    # an edited file is parsed anew: a stale cache never wins
+    conf.write_text(conf.read_text().replace("port = 1502", "port = 1503"))
+    assert {d.port for d in config.load(conf, cache).modbus_tcp} == {1503}
+    # a broken file is refused even though a cache exists, and a corrupt cache is ignored
+    cache.write_text("{not json")
+    assert {d.port for d in config.load(conf, cache).modbus_tcp} == {1503}
+    conf.write_text("[uplink]\nbatch_delay_ms = -1\n")
+    with pytest.raises(ConfigError, match="batch_delay_ms"):
+        config.load(conf, cache)

@@ -1,0 +1,55 @@
+"""A queue write that fails (the disk is full) reaches the bus that emitted: its task fails and the
+supervisor restarts it with backoff, the daemon goes on, and readings are written again once there
+is room. The disk is a real one: a small tmpfs, grown while the daemon runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from boxd.daemon import Daemon
+from boxd.supervisor import Supervisor
+from tests.support.fakebus import FakeBus
+from tests.support.wait import in_loop, until
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "state"
+    mnt.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_fails_the_bus_task_which_comes_back_once_there_is_room(small_disk: Path) -> None:
+    @in_loop
+    async def scenario() -> None:
+        d = Daemon(small_disk, small_disk / "unused.toml")
+        d.queue.open()
+        bus = FakeBus("ahu", [f"p{i}" for i in range(100)], interval_s=0.005)
+        sup = d._supervisor = Supervisor(d._use_sources([bus]), backoff_base=0.05, backoff_cap=0.2)
+        runner = asyncio.create_task(sup.run())
+        try:
+            await until(lambda: "bus:ahu" in sup.stats and sup.stats["bus:ahu"].restarts >= 2)
+            assert "QueueError" in sup.stats["bus:ahu"].last_error
+            assert "database or disk is full" in sup.stats["bus:ahu"].last_error
+            full = d.queue.samples
+            assert full > 0
+            await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+            await until(lambda: d.queue.samples >= full + 2000)  # the bus writes again
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+            d.queue.close()
+
+    scenario()
