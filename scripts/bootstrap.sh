@@ -57,7 +57,7 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$STAMP"
 fi
 
-# python-dbusmock (pinned), beside the venv: tests/support/fakemm.py runs it with Debian's python3
+# python-dbusmock (pinned), beside the venv: drivers/sim/fake_mm.py runs it with Debian's python3
 DBUSMOCK=python-dbusmock==0.38.1
 if [ "$(cat "$VENV/dbusmock/.version" 2>/dev/null)" != "$DBUSMOCK" ]; then
     rm -rf "$VENV/dbusmock"
