@@ -7,8 +7,8 @@ Box's ``modem`` and ``wan`` events (durable on the Box: they arrive even after a
 - ``modem_config`` (subject: the cause): the Box reports a configuration fault (no SIM, a PIN it will
   not try or that was refused, a locked SIM, the APN refused, registration denied); closed when the
   Box reports it cleared.
-- ``sim_changed``: the SIM's ICCID differs from the last one reported (a swap, or tampering); closed
-  by an operator.
+- ``sim_changed``: the SIM's ICCID differs from the last one reported, also across reports without a
+  SIM (a swap, or tampering); closed by an operator.
 - ``roaming``: registered on a visited network (cost); closed when home again.
 - ``signal``: the Box reports its signal poor for longer than its ``weak_signal_s``; closed when better.
 - ``data_budget``: the period's data at 90 % of the budget (the Box saves data); closed in a new period.
@@ -35,9 +35,13 @@ class _Alerts(Protocol):
 
 def on_report(m: _Alerts, box_id: str, report: ModemReport) -> None:
     """The modem's part of a heartbeat (decoded and checked by `proto.modem`)."""
-    prev = m.store.put_modem(box_id, report.to_doc())
-    before = prev.get("iccid") if prev else None
-    if report.iccid and isinstance(before, str) and before and report.iccid != before:
+    # the last ICCID seen is kept across reports without one (a SIM taken out): a SIM swapped for
+    # another is a change even when the Box reported no SIM in between
+    prev = m.store.modem(box_id)
+    known = prev[1].get("known_iccid") or prev[1].get("iccid") if prev else None
+    before = known if isinstance(known, str) else ""
+    m.store.put_modem(box_id, {**report.to_doc(), "known_iccid": report.iccid or before})
+    if report.iccid and before and report.iccid != before:
         m._alert(box_id, "sim_changed", "", f"the SIM card changed ({before[:24]} -> {report.iccid}): a swap, "
                                             "or tampering", refresh=True)
     if report.reg == "roaming":

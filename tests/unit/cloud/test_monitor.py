@@ -196,6 +196,14 @@ def test_the_modem_report_raises_sim_change_roaming_weak_signal_and_budget_alert
     assert mon.store.modem("B1") is not None
 
 
+def test_a_sim_swapped_while_the_box_reported_no_sim_is_a_change(mon: Monitor) -> None:
+    mon.on_modem("B1", modem())
+    mon.on_modem("B1", modem(iccid="", state="fault", fault="sim_missing"))  # the SIM taken out
+    assert kinds(mon) == []
+    mon.on_modem("B1", modem(iccid="8949002"))  # another one put in
+    assert kinds(mon) == ["sim_changed"]
+
+
 def test_modem_events_raise_configuration_recovery_and_failover_alerts(mon: Monitor) -> None:
     mon.on_modem_event("B1", event(ModemEvent("fault", cause="apn_rejected", words="the network refused the APN 'x'")))
     mon.on_modem_event("B1", event(ModemEvent("recovery", rung="reconnect", why="silent")))
