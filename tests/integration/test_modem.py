@@ -75,7 +75,8 @@ class Rig:
         return ("[uplink]\nkeepalive_s = 10\nreconnect_max_s = 2\nbatch_delay_ms = 100\nheartbeat_s = 5\n\n"
                 + self.cell.modem_toml(apn=apn, extra='pin_file = "sim.pin"', ladder=ladder, timeouts=timeouts)
                 + "\n"
-                + self.building.sim.points_toml(0.5, timeout_s=5.0, retries=0))
+                # no retry, a long timeout (as the crash proofs): a read the Box gave up on would count as lost
+                + self.building.sim.points_toml(0.5, timeout_s=10.0, retries=0))
 
     def start(self) -> None:
         self.box = BoxProcess.start(self.state, self.conf, prefix=self.cell.prefix(),
@@ -242,6 +243,9 @@ def test_configuration_faults_are_said_in_words_and_never_reset_the_modem(rig: R
     r = rig.boxctl("status", "--json")
     doc = json.loads(r.stdout)
     assert doc["reg"] == "roaming" and doc["signal"]["grade"] == "poor" and doc["iccid"].endswith("9999")
+    r = rig.boxctl("watch", "--count", "2")  # for placing the antenna: a line a second with the grade
+    lines = [line for line in r.stdout.splitlines() if "RSRP" in line]
+    assert r.returncode == 0 and len(lines) == 2 and all("poor" in line for line in lines), r
     rig.cell.control("network home")
     rig.cell.control("signal -85 -9 15 -60")
     # a pushed configuration whose APN the network refuses is rolled back, with the reason
