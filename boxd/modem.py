@@ -54,7 +54,7 @@ from drivers.modem import (
     make_backend,
 )
 from drivers.modem import _netif as netif
-from proto.modem import ModemEvent, ModemReport, UsageReport, WanEvent
+from proto.modem import MAX_TEXT, ModemEvent, ModemReport, UsageReport, WanEvent
 
 if TYPE_CHECKING:
     from boxconfig import BoxConfig
@@ -321,7 +321,7 @@ class ModemManagerTask:
     async def _climb(self, action: Action) -> None:
         log.warning("modem: %s", action.words)
         self._say(f"the modem does not answer: {action.words.split(': ')[0]}" if not self.answers else action.words)
-        self._put_event(ModemEvent("recovery", rung=action.rung, why=action.why))
+        self._put_event(ModemEvent("recovery", rung=action.rung, why=action.why[:MAX_TEXT]))
         self._count(durable=True)
         self.store.save_ladder(self.ladder.ledger)
         try:
@@ -348,7 +348,7 @@ class ModemManagerTask:
         if r is not None and self._reported is not r:
             self._reported = r
             log.info("modem: the link is back (%s, after %.0f s)", r.rung or "by itself", r.took_s)
-            self._put_event(ModemEvent("recovered", rung=r.rung, why=r.why, took_s=r.took_s))
+            self._put_event(ModemEvent("recovered", rung=r.rung, why=r.why[:MAX_TEXT], took_s=r.took_s))
             self._say(f"the link came back after {r.took_s:.0f} s" + (f" ({r.rung})" if r.rung else ""))
 
     async def _choose_wan(self, now: float, ev: Evidence) -> None:
@@ -364,7 +364,7 @@ class ModemManagerTask:
         error = await _wan.set_metric(self.route_command, prefer, metric)
         interface = prefer if switch.to == "preferred" else (self.settings.interface or "the modem")
         log.warning("wan: the uplink moves to %s: %s%s", interface, switch.why, f" ({error})" if error else "")
-        self._put_event(WanEvent(switch.to, interface, switch.why, error=error))
+        self._put_event(WanEvent(switch.to, interface, switch.why[:MAX_TEXT], error=error[:MAX_TEXT]))
         self._silent_since = None
 
     # -- data used -----------------------------------------------------------------------------
@@ -404,7 +404,7 @@ class ModemManagerTask:
         if cause:
             log.error("modem: %s", words)
             self._say(words)
-            self._put_event(ModemEvent("fault", cause=cause, words=words))
+            self._put_event(ModemEvent("fault", cause=cause, words=words[:MAX_TEXT]))
         else:
             log.info("modem: the configuration fault is cleared")
             self._put_event(ModemEvent("fault_cleared"))

@@ -30,6 +30,7 @@ FAULTS: Final = ("", "sim_missing", "sim_failure", "pin_required", "pin_wrong", 
 MODEM_EVENTS: Final = ("fault", "fault_cleared", "recovery", "recovered")
 RUNGS: Final = ("", "reconnect", "reregister", "reset", "power_cycle", "reboot")
 SIGNAL_KEYS: Final = ("rssi", "rsrp", "rsrq", "sinr")
+MAX_TEXT: Final = 400  # an event's words, why and error, in characters
 _U64: Final = 2**64
 
 
@@ -240,8 +241,8 @@ def decode_modem_event(doc: Mapping[str, object], ts_ms: int) -> ModemEvent:
     if isinstance(took, bool) or not isinstance(took, int | float) or not 0 <= took < 1e9:
         raise WireError(f"{what}: field 'took_s' must be seconds, not {show(took)}")
     return ModemEvent(_one_of(doc, "event", what, MODEM_EVENTS), ts_ms, _one_of(doc, "cause", what, FAULTS),
-                      _text(doc, "words", what, 400), _one_of(doc, "rung", what, RUNGS), _text(doc, "why", what, 400),
-                      float(took))
+                      _text(doc, "words", what, MAX_TEXT), _one_of(doc, "rung", what, RUNGS),
+                      _text(doc, "why", what, MAX_TEXT), float(took))
 
 
 def decode_wan_event(doc: Mapping[str, object], ts_ms: int) -> WanEvent:
@@ -252,5 +253,5 @@ def decode_wan_event(doc: Mapping[str, object], ts_ms: int) -> WanEvent:
     """
     what = "wan event"
     _known(doc, what, frozenset({"v", "kind", "ts", "active", "interface", "why", "error"}))
-    return WanEvent(_one_of(doc, "active", what, WANS), _text(doc, "interface", what, 32), _text(doc, "why", what, 400),
-                    ts_ms, _text(doc, "error", what, 400))
+    return WanEvent(_one_of(doc, "active", what, WANS), _text(doc, "interface", what, 32),
+                    _text(doc, "why", what, MAX_TEXT), ts_ms, _text(doc, "error", what, MAX_TEXT))
