@@ -13,6 +13,10 @@ Format (every key optional but the devices; the defaults are shown)::
     [queue]
     max_samples = 5000000       # the store-and-forward limit; beyond it the oldest are evicted, 1000..100000000
 
+    [modem]                     # the 4G modem, its recovery ladder, data budget (boxconfig.modem)
+    apn = "internet"
+    [wan]                       # a wired or Wi-Fi uplink preferred to 4G (boxconfig.modem)
+
     [[modbus_tcp]]              # one table per device; see drivers.modbus for the keys
     name = "ahu1"
     host = "192.168.10.20"
@@ -37,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from boxconfig.errors import ConfigError
+from boxconfig.modem import ModemSettings, WanSettings, modem_problems, parse_modem, parse_wan, wan_problems
 from boxkit.files import write_atomic
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.errors import show as _show
@@ -92,6 +97,8 @@ class BoxConfig:
     modbus_tcp: tuple[ModbusTcpDevice, ...] = field(default_factory=tuple)
     modbus_rtu: tuple[ModbusRtuLine, ...] = field(default_factory=tuple)
     bacnet: tuple[BacnetNetwork, ...] = field(default_factory=tuple)
+    modem: ModemSettings | None = None
+    wan: WanSettings = field(default_factory=WanSettings)
 
     def point_count(self) -> int:
         """How many points the configuration names."""
@@ -109,6 +116,7 @@ _UPLINK_LIMITS = {
     "heartbeat_s": (1, 3600),
 }
 _QUEUE_LIMITS = {"max_samples": (1000, 100_000_000)}
+_SECTIONS = {"uplink", "queue", "modem", "wan"}
 
 
 def load(path: Path, cache: Path | None = None) -> BoxConfig:
@@ -164,11 +172,13 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
     Raises:
         ConfigError: with every problem's place in the message.
     """
-    unknown = set(raw) - {"uplink", "queue", *_BUSES}
+    unknown = set(raw) - {*_SECTIONS, *_BUSES}
     if unknown:
         raise ConfigError(f"unknown section(s): {', '.join(sorted(unknown))}")
     uplink = UplinkSettings(**_parse_ints(raw.get("uplink", {}), "uplink", _UPLINK_LIMITS))
     queue = QueueSettings(**_parse_ints(raw.get("queue", {}), "queue", _QUEUE_LIMITS))
+    modem = parse_modem(raw["modem"]) if "modem" in raw else None
+    wan = parse_wan(raw.get("wan", {}), modem)
     parsed: dict[str, list[object]] = {}
     bus_names: set[str] = set()
     device_names: set[str] = set()
@@ -199,6 +209,7 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
         tuple(parsed["modbus_tcp"]),  # type: ignore[arg-type]
         tuple(parsed["modbus_rtu"]),  # type: ignore[arg-type]
         tuple(parsed["bacnet"]),  # type: ignore[arg-type]
+        modem, wan,
     )
 
 
@@ -217,7 +228,7 @@ def problems(raw: Mapping[str, object]) -> list[str]:
     else:
         return []
     found: list[str] = []
-    unknown = set(raw) - {"uplink", "queue", *_BUSES}
+    unknown = set(raw) - {*_SECTIONS, *_BUSES}
     if unknown:
         found.append(f"unknown section(s): {', '.join(sorted(unknown))}")
     for section, limits in (("uplink", _UPLINK_LIMITS), ("queue", _QUEUE_LIMITS)):
@@ -225,6 +236,10 @@ def problems(raw: Mapping[str, object]) -> list[str]:
             _parse_ints(raw.get(section, {}), section, limits)
         except ConfigError as e:
             found.append(str(e))
+    modem = raw.get("modem")
+    found += modem_problems(modem) if modem is not None else []
+    interface = str(modem.get("interface", "wwan0")) if isinstance(modem, Mapping) else None
+    found += wan_problems(raw.get("wan", {}), interface)
     return found + _buses_problems(raw) or [first]
 
 

@@ -44,6 +44,7 @@ from boxd.backoff import Backoff
 from boxd.clock import Clock
 from boxd.commands import CommandFailed, CommandRunner, buses_of
 from boxd.logring import LogRing
+from boxd.modem import ModemManagerTask
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from boxd.uplink import Uplink
@@ -54,6 +55,7 @@ from ota.agent import UpdateAgent
 from proto import names, wire
 from proto.downlink import MAX_VERSION, decode_command, decode_time, peek
 from proto.errors import RejectedError, WireError
+from proto.modem import ModemEvent, WanEvent
 from proto.replies import ON_PROBATION, config_reply, reply
 from proto.topics import Down, Up
 from proto.uplink import Evicted, Health, OtaEvent
@@ -185,6 +187,8 @@ class Daemon:
         self._ident: identity.Identity | None = None
         self._rebooting = False  # a reboot command succeeded: the stop that follows is planned
         self._beat_now = asyncio.Event()  # a heartbeat is due now (connected, configuration changed)
+        self.modem: ModemManagerTask | None = None  # the 4G modem's owner, when the configuration has a [modem]
+        self._acks = 0  # acknowledgements from the broker since start (the modem's evidence of a working uplink)
 
     async def run(self) -> None:
         """Load everything, start the tasks, run until cancelled, stop cleanly.
@@ -215,11 +219,13 @@ class Daemon:
         self.queue.max_samples = cfg.queue.max_samples
         self.queue.open()
         self.updates.at_start()
-        bus_tasks = self._use_sources(make_sources(cfg))
+        self.modem = self._modem_of(cfg) if cfg.modem else None
+        bus_tasks = self._use_sources(make_sources(self.modem.shape(cfg) if self.modem else cfg))
         self.uplink = self._make_uplink(ident)
         tasks: dict[str, TaskFactory] = {
             "flush": self._flush_loop, "heartbeat": self._heartbeat, "watchdog": self._watchdog,
             "runtime": self._runtime, "downlink": self._downlink_loop, **bus_tasks,
+            **({"modem": self.modem.run} if self.modem else {}),
         }
         await self.uplink.start()
         if on_trial:
@@ -364,13 +370,43 @@ class Daemon:
         await self._supervisor.stop([n for n in self._supervisor.names() if n.startswith("bus:")])
         self._cfg = cfg
         self.queue.max_samples = cfg.queue.max_samples
-        tasks = self._use_sources(make_sources(cfg))
+        if cfg.modem and self.modem:
+            self.modem.reconfigure(cfg.modem, cfg.wan)
+        elif cfg.modem or self.modem:  # a modem added or removed
+            await self._supervisor.stop(["modem"])
+            self.modem = self._modem_of(cfg) if cfg.modem else None
+            if self.modem:
+                self._supervisor.start("modem", self.modem.run)
+        tasks = self._use_sources(make_sources(self.modem.shape(cfg) if self.modem else cfg))
         if self.uplink is not None:
             self.uplink.publish(Up.META, self._meta, qos=1, retain=True)
         for name, factory in tasks.items():
             self._supervisor.start(name, factory)
         log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self._buses.source_of))
         self._beat_now.set()
+
+    def _modem_of(self, cfg: config.BoxConfig) -> ModemManagerTask:
+        assert cfg.modem is not None and self._ident is not None
+        platform = (self._ident.broker_host, self._ident.broker_port)
+        return ModemManagerTask(cfg.modem, cfg.wan, self.state_dir, platform=lambda: platform,
+                                uplink=lambda: (bool(self.uplink and self.uplink.state.connected),
+                                                len(self._inflight) + len(self._inflight_events), self._acks),
+                                put_event=self._put_modem_event, wake_heartbeat=self._beat_now.set,
+                                on_save=self._save_data)
+
+    def _put_modem_event(self, event: ModemEvent | WanEvent) -> None:
+        """The modem's events go through the writer, not waited for (sent once on disk; a failure is logged)."""
+        def done(fut: asyncio.Future[None]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("modem: cannot queue its %s event: %s", event.to_doc().get("kind"), fut.exception())
+            self._wake.set()
+
+        self.queue.put_event(dataclasses.replace(event, ts_ms=self.clock.now_ms()).encode()).add_done_callback(done)
+
+    async def _save_data(self, saving: bool) -> None:
+        """The modem's data budget asks to save data (or no longer): the buses poll at the new pace."""
+        async with self._reconfiguring:
+            await self.reconfigure(self._cfg)
 
     def _bus_task(self, src: PointSource, first: int) -> TaskFactory:
         emit = self._emitter(src, first)
@@ -448,6 +484,7 @@ class Daemon:
         self._beat_now.set()
 
     def _acked(self, mid: int, ok: bool) -> None:
+        self._acks += 1
         waiter = self._reply_acks.get(mid)
         if waiter is not None:
             waiter.set()
@@ -591,27 +628,32 @@ class Daemon:
 
     async def _watch(self, version: int, generation: int) -> None:
         """Probation of a new configuration: if none of its points gives a good reading in
-        `probation_s` (while the previous one had), go back to the last good configuration."""
+        `probation_s` (while the previous one had), or the network refuses its APN, go back to the
+        last good configuration."""
         deadline = time.monotonic() + self.probation_s
         while time.monotonic() < deadline:
             if generation != self._generation:
                 return  # another configuration came meanwhile: its own probation watches
-            if self._good:
+            if self.modem is not None and self.modem.fault == "apn_rejected":
+                break
+            if self._good and (self.modem is None or self.modem.settled()):
                 log.info("configuration %d works (good readings): kept", version)
                 self._reply(config_reply(version, "kept"))
                 return
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        if self._good or generation != self._generation:
+        refused = self.modem.fault_text if self.modem is not None and self.modem.fault == "apn_rejected" else ""
+        if (self._good and not refused) or generation != self._generation:
             return
         seen = ", ".join(f"{Quality(q).name.lower()} x{n}" for q, n in sorted(self._faults.items())) or "no reading"
-        why = (f"no device of configuration {version} gave a good reading in {self.probation_s:g} s ({seen}); "
+        why = (f"{refused}; back to the last good configuration" if refused else
+               f"no device of configuration {version} gave a good reading in {self.probation_s:g} s ({seen}); "
                "back to the last good configuration")
         log.error("%s", why)
         try:
             text = self.files.last_good.read_bytes()
             cfg = await asyncio.to_thread(_parse_text, text)
             async with self._reconfiguring:
-                if generation != self._generation or self._good:
+                if generation != self._generation or (self._good and not refused):
                     return
                 self.files.restore()
                 self._generation += 1
@@ -622,6 +664,12 @@ class Daemon:
         except Exception:  # this task is not supervised: never lose an error silently
             log.exception("cannot roll configuration %d back", version)
             return
+        if refused:  # the link was down: answer once the broker acknowledges something again
+            acks = self._acks
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(300):
+                    while self._acks == acks or not (self.uplink and self.uplink.state.connected):  # noqa: ASYNC110 - two conditions set from the uplink thread
+                        await asyncio.sleep(0.5)
         self._reply(config_reply(version, "rolled_back", [why]))
 
     async def _on_command(self, payload: bytes) -> None:
@@ -654,9 +702,10 @@ class Daemon:
             hold = self._hold_until - time.monotonic()
             if hold > 0:
                 await asyncio.sleep(hold)
-            if settings.batch_delay_ms and self.queue.backlog() <= len(self._inflight):
+            delay_ms = self.modem.batch_delay_ms(settings.batch_delay_ms) if self.modem else settings.batch_delay_ms
+            if delay_ms and self.queue.backlog() <= len(self._inflight):
                 # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
-                await asyncio.sleep(settings.batch_delay_ms / 1000)
+                await asyncio.sleep(delay_ms / 1000)
             await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
             self._send_events()
             self._send_batches(settings.inflight_batches)
@@ -735,7 +784,7 @@ class Daemon:
             cert_not_after=int(self._ident.not_after().timestamp()),
             restarts={n: r for n, r in restarts.items() if r},
             config_version=self.files.running_version(), config_sha256=self.files.digest(),
-            probation_s=self.probation_s,
+            probation_s=self.probation_s, modem=self.modem.health() if self.modem else None,
         )
 
     async def _heartbeat(self) -> None:
@@ -770,6 +819,7 @@ class Daemon:
             "version": __version__,
             # always (not only on an update's trial): the Box image's boot trial reads it too
             "health_missing": self.health_missing(),
+            "modem": self.modem.status() if self.modem else None,
         }
 
     async def _watchdog(self) -> None:

@@ -137,9 +137,11 @@ def _show(cloud: Cloud, args: argparse.Namespace) -> int:
     alerts = cloud.store.alerts(b.box_id)
     history = cloud.store.status_history(b.box_id, args.history)
     latest = cloud.store.latest(b.box_id)
+    modem = cloud.store.modem(b.box_id)
     if args.json:
         doc = box_doc(b, cloud.tags(b.box_id))
         doc["health"] = {"received": out.iso(health[0]), **health[1]} if health else None
+        doc["modem"] = {"received": out.iso(modem[0]), **modem[1]} if modem else None
         doc["alerts"] = [alert_doc(a) for a in alerts]
         doc["history"] = [{"time": out.iso(ts), "online": online, "reason": why} for ts, online, why in history]
         doc["points"] = [{"point": p, "value": v, "unit": u, "quality": Quality(q).name.lower(),
@@ -166,6 +168,8 @@ def _show(cloud: Cloud, args: argparse.Namespace) -> int:
                 if isinstance(st, dict):
                     out.line(f"  bus {name:<10} {st.get('requests', 0)} requests, {st.get('errors', 0)} errors, "
                              f"{st.get('cycles', 0)} cycles")
+    if modem:
+        out.line(f"  modem:        {modem_line(modem[1])} (reported {out.ago(modem[0])})")
     for a in alerts:
         out.line(f"  ALERT #{a.id} {a.kind}: {a.message} (for {out.duration(time.time() - a.opened)})")
     for ts, online, why in history:
@@ -249,3 +253,16 @@ def _ack(cloud: Cloud, ids: list[int]) -> int:
         raise NothingChanged("nothing changed")
     return 0
 
+
+def modem_line(m: dict[str, object]) -> str:
+    """A Box's modem report in one line: state, network, signal, data used."""
+    sig = m.get("signal") if isinstance(m.get("signal"), dict) else {}
+    assert isinstance(sig, dict)
+    values = ", ".join(f"{k.upper()} {sig[k]}" for k in ("rsrp", "rsrq", "sinr", "rssi") if isinstance(sig.get(k), int))
+    use = m.get("usage") if isinstance(m.get("usage"), dict) else {}
+    assert isinstance(use, dict)
+    used = sum(v for k, v in use.items() if k in ("rx", "tx") and isinstance(v, int)) / 1e6
+    budget = use.get("budget")
+    return (f"{m.get('state', '?')}, {m.get('reg', '?')} on {m.get('operator') or '?'} ({m.get('wan', '?')} uplink); "
+            f"signal {sig.get('grade', '?')} ({values or 'no measurement'}); {used:.1f} MB used this period"
+            + (f" of {budget / 1e6:.0f} MB" if isinstance(budget, int) and budget else ""))

@@ -1,11 +1,14 @@
 """`make demo`: the reference cloud, a simulated building, a provisioned Box, live data.
 
 Starts, as separate processes (as they would run for real): `boxcloud run`, a Modbus
-TCP building-controller simulator, and `boxd`; provisions the Box through `boxctl
+TCP building-controller simulator, a 4G modem simulator on a pty (`drivers.sim.at_modem`:
+boxd's modem owner talks AT to it; the data itself goes over loopback, since a data path
+needs a network namespace, i.e. root), and `boxd`; provisions the Box through `boxctl
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
-in the cloud. It also makes an account of the users' API owning the Box, and prints the API's
-URL and an API key (in `api-url` and `api-key`, the owner's password in `api-password`).
-Ctrl-C (or `--duration`) stops every process it started, cleanly.
+in the cloud, and the modem's report (state, network, signal and its grade). It also makes an
+account of the users' API owning the Box, and prints the API's URL and an API key (in `api-url`
+and `api-key`, the owner's password in `api-password`). Ctrl-C (or `--duration`) stops every
+process it started, cleanly.
 
 Everything lives in `./demo-data` (made afresh at each run); logs are there too. A demo that
 runs holds `demo-data/demo.lock`: a second `make demo` in the same checkout says so and leaves
@@ -30,12 +33,16 @@ from pathlib import Path
 
 from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock, write_atomic
+from cloud._box_cli import modem_line
 from cloud.api import operator
 from cloud.platform import Cloud, Settings
 from drivers.sim.modbus_building import building_points_toml
 from proto.points import Quality
 
 SERIAL = "DEMO-BOX-1"
+# the simulated modem: no interface of its own (the data goes over loopback), reports every 10 s
+_MODEM_TOML = ('[modem]\nbackend = "at"\nport = "{port}"\ninterface = ""\napn = "internet.test"\n'
+               "signal_s = 2\nreport_s = 10\n\n")
 LOCK = "demo.lock"
 PY = sys.executable
 
@@ -111,6 +118,8 @@ def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = ()) -> int:
     for point, ts, value, q, unit in latest:
         v = f"{value:.2f}" if isinstance(value, float) else str(value)
         lines.append(f"{point:<26} {v:>12} {unit:<5} {Quality(q).name.lower():<10} {(now - ts) / 1000:4.1f} s")
+    modem = cloud.store.modem(SERIAL)
+    lines.append(f"4G modem: {modem_line(modem[1]) if modem else 'no report yet'}")
     if sys.stdout.isatty():
         print("\033[H\033[J", end="")
         lines += ["", *hints]  # the screen is redrawn: say again how to look from another shell
@@ -179,19 +188,25 @@ def run(root: Path, duration: float | None) -> int:
         demo.spawn("cloud", "cloud.cli", "--home", str(home), "run")
         print(f"demo: starting the building simulator (Modbus TCP on {sim_port})")
         demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
+        print("demo: starting the 4G modem simulator (AT commands on a pty)")
+        demo.spawn("modem", "drivers.sim.at_modem", "serve", "--link", str(root / "modem"),
+                   "--control", str(root / "modem.sock"))
         pid_file = home / "broker" / "mosquitto.pid"
         _wait(pid_file.exists, 30, "the cloud", demo)
         box, conf = root / "box", root / "box" / "boxd.toml"
         if not _provision(cloud, box, demo):
             return 1
         _api_account(cloud, root)
-        conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + building_points_toml("127.0.0.1", sim_port))
+        _wait((root / "modem").exists, 30, "the modem simulator", demo)
+        conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + _MODEM_TOML.format(port=root / "modem")
+                        + building_points_toml("127.0.0.1", sim_port))
         print("demo: starting boxd (boxd launch: it takes updates, A/B)")
         demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
         _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
         print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
         hints = (f"From another shell: .venv/bin/boxcloud --home {_rel(home)} box show {SERIAL}",
                  f"                    .venv/bin/boxctl --state-dir {_rel(box)} status   (configuration: {_rel(conf)})",
+                 f"                    .venv/bin/boxctl --state-dir {_rel(box)} modem watch",
                  "Ctrl-C stops the demo.")
         print("demo: " + "\ndemo: ".join(hints), flush=True)
         while duration is None or time.monotonic() - started < duration:

@@ -17,6 +17,8 @@ Alerts (kind, subject):
   `boxcloud alerts ack`, or by a later configuration that is kept).
 - ``rate``: the Box sends more messages or bytes than its limits (the broker refused some, or
   the receiver put some aside to decode later); closes after `RATE_QUIET_S` without excess.
+- ``modem_config``, ``sim_changed``, ``roaming``, ``signal``, ``data_budget``, ``modem_recovery``,
+  ``wan_failover``: the Box's 4G modem (`cloud._modem_alerts`).
 
 A planned stop (the Box restarting for a `restart` command, an update or a certificate renewal:
 status reason "restarting") opens no ``offline`` alert unless the Box is not back within
@@ -32,8 +34,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from cloud import _modem_alerts
 from cloud.pacing import Lru
 from cloud.store import Store
+from proto.modem import ModemEvent, ModemReport, WanEvent
 from proto.points import Quality
 from proto.uplink import Evicted
 
@@ -135,6 +139,14 @@ class Monitor:
         self.store.put_evicted(box_id, ev.epoch, [list(r) for r in ev.seqs], ev.samples)
         self._alert(box_id, "evicted", "", f"the Box's queue was full: {ev.total} oldest "
                                            f"samples dropped in all (latest: {ev.samples})", refresh=True)
+
+    def on_modem(self, box_id: str, report: ModemReport) -> None:
+        """The modem's part of a heartbeat (`cloud._modem_alerts`)."""
+        _modem_alerts.on_report(self, box_id, report)
+
+    def on_modem_event(self, box_id: str, event: ModemEvent | WanEvent) -> None:
+        """A ``modem`` or ``wan`` event (`cloud._modem_alerts`)."""
+        _modem_alerts.on_event(self, box_id, event)
 
     def on_limits(self, box_id: str, refused: int, reason: str, now: float | None = None) -> None:
         """The Box went over its rate: `refused` messages refused or put aside, and why."""

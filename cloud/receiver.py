@@ -46,6 +46,7 @@ from cloud.store import PointTable, Store
 from proto import topics, wire
 from proto.downlink import TimeNotice
 from proto.errors import WireError
+from proto.modem import ModemEvent, WanEvent
 from proto.replies import CmdReply, decode_reply
 from proto.topics import Down, Up
 from proto.uplink import Evicted, OtaEvent, decode_event, decode_health, decode_limits, decode_status
@@ -236,14 +237,19 @@ class Receiver:
         health = decode_health(payload)
         if self.store.box(box_id) is not None:
             self.monitor.on_health(box_id, health.to_doc())
+            if health.modem is not None:
+                self.monitor.on_modem(box_id, health.modem)
             if health.clock_ok is not True or abs(health.ts_ms / 1000 - time.time()) > 2:
                 self.send_time(box_id)
 
     def _event(self, box_id: str, payload: bytes) -> None:
         event = decode_event(payload)
-        log.info("event from %s: %s", box_id, "evicted" if isinstance(event, Evicted) else "ota")
+        log.info("event from %s: %s", box_id, type(event).__name__)
         if isinstance(event, Evicted):
             self.monitor.on_evicted(box_id, event)
+        elif isinstance(event, ModemEvent | WanEvent):
+            if self.store.box(box_id) is not None:
+                self.monitor.on_modem_event(box_id, event)
         elif self.on_ota is not None and self.store.box(box_id) is not None:
             self.on_ota(box_id, event)
 

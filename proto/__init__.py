@@ -8,6 +8,7 @@
   host), each defined once and matched whole; the order of versions;
 - `points`: `Quality`, `PointInfo`, `Value`: what a point is on the wire;
 - `uplink`: `Status`, `Health`, the events (`Evicted`, `OtaEvent`), the broker's `LimitsNotice`;
+- `modem`: the 4G modem's report in the heartbeat (`ModemReport`) and its events (`ModemEvent`, `WanEvent`);
 - `replies`: a Box's answers to commands and configurations;
 - `downlink`: `ConfigPush`, `TimeNotice`, the CRL, and the way in for commands;
 - `commands`: one dataclass per command, the tagged union `Command`;

@@ -38,7 +38,7 @@ class Up(enum.StrEnum):
     META = "meta"  # the point table, retained
     STATUS = "status"  # online/offline, retained, and the Last Will
     HEALTH = "health"  # heartbeats
-    EVENTS = "events"  # evictions, updates
+    EVENTS = "events"  # evictions, updates, the modem's and the uplink choice's (`proto.modem`)
     REPLIES = "replies"  # answers to commands and configurations
     LIMITS = "limits"  # published by the broker (never by a Box): the Box went over its rate
 

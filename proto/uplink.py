@@ -2,7 +2,7 @@
 
     up/status   `Status`        JSON, retained (readable with mosquitto_sub); the Last Will too
     up/health   `Health`        CBOR map, every `heartbeat_s`
-    up/events   `Evicted`, `OtaEvent`   CBOR map with "kind"
+    up/events   `Evicted`, `OtaEvent`, `ModemEvent`, `WanEvent`   CBOR map with "kind"
     up/limits   `LimitsNotice`  JSON, published by the broker's guard plugin, never by a Box
 
 Replies to commands and configurations are in `proto.replies`. Decoding is strict: the CBOR
@@ -20,6 +20,7 @@ from typing import Final
 
 from proto import names, wire
 from proto.errors import WireError
+from proto.modem import ModemEvent, ModemReport, WanEvent, decode_modem_event, decode_report, decode_wan_event
 from proto.text import show
 
 V: Final = 1
@@ -104,7 +105,7 @@ def decode_status(payload: bytes) -> Status:
 
 _HEALTH_KEYS: Final = frozenset({"v", "ts", "epoch", "last_seq", "clock_ok", "version", "hb_s", "up_s", "oldest_seq",
                                  "queue", "evicted", "cert_not_after", "config_version", "config_sha256",
-                                 "probation_s", "buses", "restarts"})
+                                 "probation_s", "buses", "restarts", "modem"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class Health:
     probation_s: float | None = None
     buses: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     restarts: Mapping[str, int] = field(default_factory=dict)
+    modem: ModemReport | None = None  # the 4G modem's report (`proto.modem`), when it is due
 
     def to_doc(self) -> dict[str, object]:
         """The report as a map (what is encoded, and what the platform stores)."""
@@ -141,6 +143,8 @@ class Health:
             doc["buses"] = {name: dict(stats) for name, stats in self.buses.items()}
         if self.restarts:
             doc["restarts"] = dict(self.restarts)
+        if self.modem is not None:
+            doc["modem"] = self.modem.to_doc()
         return doc
 
     def encode(self) -> bytes:
@@ -190,6 +194,7 @@ def decode_health(payload: bytes) -> Health:
         config_version=_opt_int(doc, "config_version", 1), config_sha256=_opt_text(doc, "config_sha256"),
         probation_s=None if probation is None else float(probation), buses=buses,
         restarts=_int_map(doc.get("restarts", {}), "restarts"),
+        modem=decode_report(doc["modem"]) if doc.get("modem") is not None else None,
     )
 
 
@@ -243,7 +248,7 @@ class OtaEvent:
         return wire.encode_doc(self.to_doc())
 
 
-Event = Evicted | OtaEvent
+Event = Evicted | OtaEvent | ModemEvent | WanEvent
 
 
 def decode_event(payload: bytes) -> Event:
@@ -260,6 +265,10 @@ def decode_event(payload: bytes) -> Event:
         return _evicted(doc)
     if kind == "ota":
         return _ota(doc)
+    if kind == "modem":
+        return decode_modem_event(doc, _int(doc, "ts"))
+    if kind == "wan":
+        return decode_wan_event(doc, _int(doc, "ts"))
     raise WireError(f"unknown event kind {show(kind)}")
 
 

@@ -8,6 +8,8 @@
     boxctl discover bacnet --interface IF [--timeout 3] [--objects] [--export F]
     boxctl read POINT [--config /etc/boxd/boxd.toml]
     boxctl import-points FILE [--config /etc/boxd/boxd.toml]
+    boxctl modem status [--json] [--config /etc/boxd/boxd.toml]
+    boxctl modem watch [--count N] [--config /etc/boxd/boxd.toml]
 
 `provision` and `status` take `--state-dir` (default /var/lib/boxd). Every failure is one line in an
 installer's words and a non-zero exit (`EXITS`); never a traceback. Only what a subcommand needs
@@ -110,6 +112,24 @@ def _parser() -> argparse.ArgumentParser:
                                                   "the result is valid",
                             ["boxctl import-points found.toml", "boxctl import-points found.toml --config ./boxd.toml"],
                             exits=EXITS)
+    modem = sub.add_parser("modem", help="the 4G modem: status, and the signal for placing the antenna",
+                           description="The 4G modem: status, and the signal for placing the antenna.",
+                           epilog=clikit.epilog(["boxctl modem status", "boxctl modem watch"], EXITS))
+    msub = modem.add_subparsers(dest="modem_cmd", required=True, metavar="ACTION")
+    ms = clikit.subcommand(msub, "status", "SIM, registration, operator, signal with its grade, data used, the last "
+                                          "recovery and why",
+                           ["boxctl modem status", "boxctl --state-dir demo-data/box modem status --json"],
+                           exits=EXITS.replace("done; everything checked is fine", "the modem carries data")
+                           .replace("it did not work, or a check found a problem", "the modem carries no data, or a "
+                                    "problem"))
+    ms.add_argument("--json", action="store_true", help="one JSON object")
+    mw = clikit.subcommand(msub, "watch", "the signal once a second with a grade (excellent, good, fair, poor), "
+                                         "for placing the antenna; Ctrl-C ends",
+                           ["boxctl modem watch", "boxctl modem watch --count 10"], exits=EXITS)
+    mw.add_argument("--count", type=clikit.count(1, 86400), help="stop after this many lines, 1..86400")
+    for m in (ms, mw):
+        m.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
+                       help="the configuration, when boxd is not running (default %(default)s)")
     imp.add_argument("file", type=Path)
     imp.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                      help="the configuration to add to; it must exist (default %(default)s)")
@@ -187,6 +207,12 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.cmd in ("scan", "discover", "read", "import-points"):
             return _field(args)
+        if args.cmd == "modem":
+            from provisioning import _modem  # the drivers: only for the modem commands
+
+            if args.modem_cmd == "watch":
+                return _modem.watch(args.state_dir, args.config, args.count)
+            return _modem.status(args.state_dir, args.config, args.json)
         if args.cmd == "provision":
             from trust.enroll import enroll  # the cryptography package: only to enroll
 

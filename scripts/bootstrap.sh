@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
 # the README's calls of the users' API (tests/integration/test_readme.py runs them)
 DEB_PACKAGES+=(curl)
+# The fake ModemManager of the modem's tests (issue 16): a private D-Bus (dbus-daemon) and
+# python-dbusmock, which runs under Debian's python3 with its dbus-python and GLib bindings.
+DEB_PACKAGES+=(dbus-daemon python3-dbus python3-gi)
 # The Box image (image/build.sh) and its VM tests (tests/image): mmdebstrap, file systems and a
 # partition table on plain files, QEMU with UEFI firmware.
 DEB_PACKAGES+=(mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-system-x86 qemu-utils ovmf)
@@ -54,4 +57,12 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     pip_install --upgrade pip
     pip_install -e ".[systemd,cloud,test,lint]"
     echo "$want" > "$STAMP"
+fi
+
+# python-dbusmock (pinned), beside the venv: drivers/sim/fake_mm.py runs it with Debian's python3
+DBUSMOCK=python-dbusmock==0.38.1
+if [ "$(cat "$VENV/dbusmock/.version" 2>/dev/null)" != "$DBUSMOCK" ]; then
+    rm -rf "$VENV/dbusmock"
+    pip_install --no-deps --target "$VENV/dbusmock" "$DBUSMOCK"
+    echo "$DBUSMOCK" > "$VENV/dbusmock/.version"
 fi

@@ -1,9 +1,9 @@
 """Alerts about Boxes, and what the monitor watches to open and close them: each Box's latest
-health report and which devices behind it answer.
+health report, its 4G modem's latest report, and which devices behind it answer.
 
 The rules are `cloud.monitor`'s; here, the rows. An alert is open until closed; at most one
 alert of a (Box, kind, subject) is open at a time (checked in the write transaction that opens
-it). Tables `alerts`, `health`, `devices`. No network I/O.
+it). Tables `alerts`, `health`, `modem`, `devices`. No network I/O.
 """
 
 from __future__ import annotations
@@ -36,6 +36,12 @@ health = sa.Table(
     sa.Column("received", SECONDS, nullable=False),
     sa.Column("doc", sa.Text, nullable=False),  # JSON: the Box's report
 )
+modem = sa.Table(
+    "modem", metadata,
+    sa.Column("box_id", sa.Text, primary_key=True),
+    sa.Column("received", SECONDS, nullable=False),
+    sa.Column("doc", sa.Text, nullable=False),  # JSON: the modem's report (`proto.modem.ModemReport`)
+)
 devices = sa.Table(
     "devices", metadata,
     sa.Column("box_id", sa.Text, primary_key=True),
@@ -45,6 +51,7 @@ devices = sa.Table(
     sa.Column("last_good", SECONDS),
 )
 _HEALTH = Upsert(health, ["box_id"], lambda new: {"received": new.received, "doc": new.doc})
+_MODEM = Upsert(modem, ["box_id"], lambda new: {"received": new.received, "doc": new.doc})
 _DEVICE_GOOD = Upsert(devices, ["box_id", "device"], lambda new: {
     "bad_since": None, "reason": None, "last_good": new.last_good})
 _DEVICE_BAD = Upsert(devices, ["box_id", "device"], lambda new: {
@@ -85,6 +92,19 @@ class Alerts(StoreBase):
         """(time received, report) of a Box's latest health report."""
         with self._read() as db:
             row = db.execute(sa.select(health.c.received, health.c.doc).where(health.c.box_id == box_id)).first()
+        return (float(row.received), json.loads(row.doc)) if row else None
+
+    def put_modem(self, box_id: str, doc: dict[str, object]) -> dict[str, object] | None:
+        """Keep a Box's latest modem report (it comes only when something changed); returns the previous one."""
+        with self._tx() as db:
+            before = db.execute(sa.select(modem.c.doc).where(modem.c.box_id == box_id)).scalar()
+            db.execute(_MODEM(db), {"box_id": box_id, "received": time.time(), "doc": json.dumps(doc)})
+        return json.loads(before) if before else None
+
+    def modem(self, box_id: str) -> tuple[float, dict[str, object]] | None:
+        """(time received, report) of a Box's latest modem report."""
+        with self._read() as db:
+            row = db.execute(sa.select(modem.c.received, modem.c.doc).where(modem.c.box_id == box_id)).first()
         return (float(row.received), json.loads(row.doc)) if row else None
 
     def device_state(self, box_id: str, device: str, bad_reason: str | None, now: float) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from cloud.store._alerts import Alerts, alerts, devices, health
+from cloud.store._alerts import Alerts, alerts, devices, health, modem
 from cloud.store._audit import Audit
 from cloud.store._credentials import Credentials, superseded_certs
 from cloud.store._deployments import Deployments
@@ -20,8 +20,8 @@ from cloud.store._telemetry import Telemetry, batches, conflicts, evicted, lates
 from cloud.store._users import Users, box_accounts
 
 # what `delete_box` deletes (revoked certificates stay on the CRL; deployments keep their history)
-_A_BOXS_DATA = (samples, latest, batches, conflicts, parked_batches, point_tables, health, evicted, devices, alerts,
-                status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
+_A_BOXS_DATA = (samples, latest, batches, conflicts, parked_batches, point_tables, health, modem, evicted, devices,
+                alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
 
 
 class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit):

@@ -51,7 +51,10 @@ def test_the_readme_walkthrough_runs_as_written_against_a_running_demo(tmp_path:
             shown = f"{line}\n--- exit {r.returncode}\n{r.stdout[-1500:]}\n--- stderr\n{r.stderr[-1500:]}"
             assert r.returncode == expected, shown
             assert "Traceback" not in r.stderr + r.stdout, shown
-            if "status" in command and "boxctl" in command:  # right after make demo, the Box is found and well
+            if "boxctl" in line and " modem " in line:  # the demo's simulated modem, through boxd
+                assert ("Signal:" in r.stdout and "connected" in r.stdout) if "status" in command else \
+                    r.stdout.count("RSRP") == 3, shown
+            elif "status" in command and "boxctl" in command:  # right after make demo, the Box is found and well
                 assert "boxd:" in r.stdout and "running" in r.stdout and "bus ahu1" in r.stdout, shown
     finally:
         demo.send_signal(signal.SIGINT)

@@ -12,7 +12,10 @@ from cloud.monitor import Monitor
 from cloud.store import Store
 from drivers import PointInfo, Quality
 from proto import wire
-from proto.uplink import Evicted
+from proto.errors import WireError
+from proto.modem import ModemEvent, ModemReport, WanEvent, decode_report
+from proto.uplink import Evicted, Health, decode_event, decode_health
+from proto.wire import encode_doc
 from tests.support.storedb import sqlite_only
 
 TABLE = [PointInfo("ahu.t", "degC", "float32"), PointInfo("meter.e", "kWh", "uint32")]
@@ -160,3 +163,65 @@ def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     s = Store(tmp_path / "old.db")
     (a,) = s.alerts("B1")
     assert a.acked is None and s.ack_alert(1, close=False) and s.alert(1).acked is not None  # type: ignore[union-attr]
+
+
+def modem(**kw: object) -> ModemReport:
+    """A modem report as the platform decodes it from a heartbeat."""
+    doc: dict[str, object] = {"state": "connected", "reg": "home", "operator": "Sim Telecom", "iccid": "8949001",
+                              "signal": {"grade": "good", "rsrp": -85}, "weak": False, "fault": "", "wan": "cellular",
+                              "usage": {"rx": 1, "tx": 1, "budget": 0, "near": False}}
+    doc.update(kw)
+    return decode_health(Health(ts_ms=1, epoch=1, last_seq=0, modem=decode_report(doc)).encode()).modem or \
+        ModemReport()
+
+
+def event(ev: ModemEvent | WanEvent) -> ModemEvent | WanEvent:
+    """An event as the platform decodes it."""
+    decoded = decode_event(ev.encode())
+    assert isinstance(decoded, ModemEvent | WanEvent)
+    return decoded
+
+
+def test_the_modem_report_raises_sim_change_roaming_weak_signal_and_budget_alerts(mon: Monitor) -> None:
+    mon.on_modem("B1", modem())
+    assert kinds(mon) == []
+    mon.on_modem("B1", modem(iccid="8949002", reg="roaming", weak=True, signal={"grade": "poor", "rsrp": -118},
+                             usage={"rx": 460_000_000, "tx": 0, "budget": 500_000_000, "near": True}))
+    assert kinds(mon) == ["data_budget", "roaming", "signal", "sim_changed"]
+    assert "8949001 -> 8949002" in next(a.message for a in mon.store.alerts("B1") if a.kind == "sim_changed")
+    mon.on_health("B1", health())  # a heartbeat without the modem's part changes nothing
+    assert kinds(mon) == ["data_budget", "roaming", "signal", "sim_changed"]
+    mon.on_modem("B1", modem(iccid="8949002"))
+    assert kinds(mon) == ["sim_changed"]  # closed by an operator only
+    assert mon.store.modem("B1") is not None
+
+
+def test_a_sim_swapped_while_the_box_reported_no_sim_is_a_change(mon: Monitor) -> None:
+    mon.on_modem("B1", modem())
+    mon.on_modem("B1", modem(iccid="", state="fault", fault="sim_missing"))  # the SIM taken out
+    assert kinds(mon) == []
+    mon.on_modem("B1", modem(iccid="8949002"))  # another one put in
+    assert kinds(mon) == ["sim_changed"]
+
+
+def test_modem_events_raise_configuration_recovery_and_failover_alerts(mon: Monitor) -> None:
+    mon.on_modem_event("B1", event(ModemEvent("fault", cause="apn_rejected", words="the network refused the APN 'x'")))
+    mon.on_modem_event("B1", event(ModemEvent("recovery", rung="reconnect", why="silent")))
+    assert kinds(mon) == ["modem_config:apn_rejected"]  # a soft rung is no alert
+    mon.on_modem_event("B1", event(ModemEvent("recovery", rung="power_cycle", why="no answer")))
+    mon.on_modem_event("B1", event(WanEvent("cellular", "wwan0", "eth0 is down")))
+    assert kinds(mon) == ["modem_config:apn_rejected", "modem_recovery:power_cycle", "wan_failover"]
+    mon.on_modem_event("B1", event(ModemEvent("fault_cleared")))
+    mon.on_modem_event("B1", event(WanEvent("preferred", "eth0", "eth0 is up")))
+    assert kinds(mon) == ["modem_recovery:power_cycle"]
+
+
+def test_a_modem_report_or_event_out_of_bounds_is_refused_with_what_is_wrong() -> None:
+    for bad, words in (({"reg": "elsewhere"}, "'reg' must be one of"), ({"iccid": "8" * 99}, "'iccid' must be text"),
+                       ({"signal": {"rsrp": "-80"}}, "'rsrp' must be an integer"), ({"x": 1}, "unknown field"),
+                       ({"usage": {"rx": -1}}, "'rx' must be an integer")):
+        with pytest.raises(WireError, match=words):
+            decode_report(bad)
+    doc = ModemEvent("fault", 5, "apn_rejected", "x").to_doc() | {"cause": "format_the_disk"}
+    with pytest.raises(WireError, match="'cause' must be one of"):
+        decode_event(encode_doc(doc))

@@ -9,7 +9,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from proto import commands, downlink, replies, uplink, wire
+from proto import commands, downlink, modem, replies, uplink, wire
 from proto.errors import WireError
 from proto.points import PointInfo
 
@@ -28,6 +28,17 @@ def test_every_uplink_message_round_trips() -> None:
     assert uplink.decode_event(evicted.encode()) == evicted
     ota = uplink.OtaEvent("d-1a2b", "0.2.0", "downloading", "25 % of 4000 bytes", "0.1.0", 9, 0.25)
     assert uplink.decode_event(ota.encode()) == ota
+    signal = modem.SignalReport("lte", "good", -61, -85, -9)
+    report = modem.ModemReport("connected", "roaming", "Sim Telecom", "26201", "1A2B3C", "LTE BAND 3",
+                               "8949001234567890123", "861234567890123", signal, True, "cellular", "",
+                               modem.UsageReport("2026-12-01", 10, 20, 500_000_000, True, True))
+    with_modem = uplink.Health(ts_ms=1, epoch=2, last_seq=3, modem=report)
+    assert uplink.decode_health(with_modem.encode()) == with_modem
+    for ev in (modem.ModemEvent("fault", 4, "apn_rejected", "the network refused the APN 'x'"),
+               modem.ModemEvent("fault_cleared", 5), modem.ModemEvent("recovery", 6, rung="reset", why="silent 60 s"),
+               modem.ModemEvent("recovered", 7, rung="reset", why="silent 60 s", took_s=41.5),
+               modem.WanEvent("cellular", "wwan0", "eth0 is down", 8, "route: exit 1")):
+        assert uplink.decode_event(ev.encode()) == ev
     for status in (uplink.Status(True, 5, "0.1.0"), uplink.Status(False, 6, None, "connection lost")):
         assert uplink.decode_status(status.encode()) == status
     notice = b'{"v":1,"refused":12,"reason":"over its message rate"}'  # what cloud/boxguard.c writes
