@@ -39,7 +39,7 @@ from pathlib import Path
 import boxconfig as config
 from bench.measure import free_port_block, print_figures
 from bench.workload import boxd_toml, layout
-from boxd.daemon import make_sources
+from boxd.fieldbus import make_sources
 from boxd.queue import Group, Queue, TimeBase
 from drivers import PointInfo, Quality, Value
 from proto import wire

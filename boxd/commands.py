@@ -15,7 +15,7 @@ the platform hears "ok" before the daemon goes. In order:
    trying boxd by hand or in the demo),
    ``renew_cert`` (the daemon's renewal: new key and certificate, tried on the broker, kept
    only if it works; "rejected" when the daemon gives none), ``update`` and ``update_abort``
-   (handed to the daemon's `Updates`, `ota.agent.UpdateAgent`: accepted at once, the outcome
+   (handed to the daemon's `Updates`, `boxd.updates.UpdateAgent`: accepted at once, the outcome
    follows as ``ota`` events).
 
 A refusal is "rejected" with the reason; a failure of the bus or of the command "failed"
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from boxd import downlink
-from boxd.errors import BoxdError
+from boxd.errors import CommandFailedError
 from boxd.logring import LogRing
 from boxkit.files import write_atomic
 from drivers import PointSource, Quality, Value
@@ -56,16 +56,12 @@ Renew = Callable[[], Awaitable[str]]
 
 
 class Updates(Protocol):
-    """What runs software updates (`ota.agent.UpdateAgent`); each returns the reply's detail
+    """What runs software updates (`boxd.updates.UpdateAgent`); each returns the reply's detail
     or raises `RejectedError` to refuse."""
 
     def start(self, cmd: Update) -> str: ...
 
     def abort(self, cmd: UpdateAbort) -> str: ...
-
-
-class CommandFailed(BoxdError):
-    """A command ran and did not do what it should; the message says why (replied "failed")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +129,7 @@ class CommandRunner:
         except TimeoutError:
             log.warning("command %s (%s): no result within %.0f s", cmd.id, cmd.name, limit)
             return Outcome(reply(cmd.id, "failed", f"no result within {limit:.0f} s"))
-        except (DriverError, CommandFailed) as e:
+        except (DriverError, CommandFailedError) as e:
             log.warning("command %s (%s) failed: %s", cmd.id, cmd.name, e)
             return Outcome(reply(cmd.id, "failed", str(e) or type(e).__name__))
         except Exception as e:  # untrusted input must never take the daemon down

@@ -26,3 +26,7 @@ class TransientError(BoxdError):
 
 class QueueError(LocalError):
     """The on-disk queue cannot be opened or written."""
+
+
+class CommandFailedError(BoxdError):
+    """A command ran and did not do what it should; the message says why (replied "failed")."""

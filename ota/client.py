@@ -285,7 +285,7 @@ def download(state_dir: Path, base_url: str, current_version: str, hardware: str
     return release, final
 
 
-# -- as a process of its own (what the daemon runs: `ota.agent`) ---------------------------------
+# -- as a process of its own (what the daemon runs: `boxd.updates`) -------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -175,7 +175,7 @@ def test_a_command_that_hangs_fails_at_its_time_limit(tmp_path: Path) -> None:
 
 
 def test_renew_cert_reports_what_the_daemon_did(tmp_path: Path) -> None:
-    from boxd.commands import CommandFailed
+    from boxd.errors import CommandFailedError as CommandFailed
 
     async def works() -> str:
         return "renewed: valid until 2027-11-24"

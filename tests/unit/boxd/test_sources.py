@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import boxconfig as config
 from bench.workload import layout
-from boxd.daemon import SLOT_POINTS, make_sources, tcp_phase_slots
+from boxd.fieldbus import SLOT_POINTS, make_sources, tcp_phase_slots
 from drivers.modbus import ModbusTcpDevice
 
 
