@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Collection, Sequence
 
 import boxconfig as config
-from boxd import downlink, grouping
+from boxd import grouping
 from boxd.clock import Clock
 from boxd.commands import Buses, buses_of
 from boxd.forwarder import ranges
@@ -78,7 +78,7 @@ class FieldBuses:
         self.clock = clock
         self.cfg = config.BoxConfig()
         self.sources: list[PointSource] = []
-        self.points: Buses = buses_of({}, [])  # what commands run against
+        self.points: Buses = buses_of([])  # what commands run against
         self.table_id = 0
         self.table = b""  # the encoded point table (retained on ``up/meta``)
         self.good = 0  # good readings since the running configuration started
@@ -98,7 +98,7 @@ class FieldBuses:
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
         self.table_id = wire.table_id(table)
         self.table = wire.encode_table(table)
-        self.points = buses_of(downlink.point_specs(cfg), self.sources)
+        self.points = buses_of(self.sources)
         self.good, self.faults, self.polling = 0, {}, set()
         first = 0
         for src in self.sources:

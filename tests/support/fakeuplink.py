@@ -43,6 +43,7 @@ class FakeUplink:
         self.sent: list[Sent] = []
         self.crls: list[Path] = []
         self.stopped: str | None = None  # the reason given to `stop`
+        self.history: list[str] = []  # "ack <mid>" and "stop <reason>", in order
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_ack = on_ack
@@ -56,6 +57,7 @@ class FakeUplink:
 
     async def stop(self, reason: str = "stopped") -> None:
         self.stopped = reason
+        self.history.append(f"stop {reason}")
         self.state.connected = False
 
     def publish(self, leaf: Up, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
@@ -83,6 +85,7 @@ class FakeUplink:
 
     def ack(self, mid: int, ok: bool = True) -> None:
         """The broker acknowledges (or refuses) message `mid`."""
+        self.history.append(f"ack {mid}")
         self._on_ack(mid, ok)
 
     def on(self, leaf: Up) -> list[Sent]:
