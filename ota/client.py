@@ -45,7 +45,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 from boxkit.files import fsync_dir, write_atomic
 from ota._fetch import (
     BoxFetcher,
-    CapExceeded,
+    CapExceededError,
     LinkError,
     Progress,
     _Abort,
@@ -85,7 +85,7 @@ class Release:
 
 # What each failure means, most specific first (subclasses before their bases).
 _MEANINGS: tuple[tuple[type[Exception], str], ...] = (
-    (CapExceeded, "the server sent more than the Box reads in one request (endless data)"),
+    (CapExceededError, "the server sent more than the Box reads in one request (endless data)"),
     (exceptions.DownloadLengthMismatchError,
      "the server sent more data than the signed metadata allows (endless data)"),
     (exceptions.LengthOrHashMismatchError,

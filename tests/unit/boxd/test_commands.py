@@ -10,14 +10,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from boxd import downlink
 from boxd.commands import JOBS, SEEN_FILE, Buses, CommandRunner, Outcome, Renew, Updates, buses_of
-from boxd.downlink import Command
 from boxd.errors import CommandFailedError
 from boxd.logring import LogRing
 from drivers import Quality, Sample
 from proto import wire
-from proto.commands import Update, UpdateAbort
+from proto.commands import Command, Update, UpdateAbort
+from proto.downlink import decode_command
 from proto.errors import RejectedError
 from tests.support.fakebus import FakeBus
 
@@ -31,7 +30,7 @@ def reply_of(outcome: Outcome) -> dict[str, object]:
 
 def cmd(name: str, args: dict[str, object], cmd_id: str = "c-1", ttl: float = 60) -> Command:
     doc = {"id": cmd_id, "name": name, "expires": time.time() + ttl, "args": args}
-    decoded = downlink.decode_command(wire.encode_doc(doc))
+    decoded = decode_command(wire.encode_doc(doc))
     assert isinstance(decoded, Command)
     return decoded
 

@@ -84,7 +84,7 @@ def frame(doc: object, *, deflate: bool = False) -> bytes:
     return bytes([0x01]) + body
 
 
-def cmd(name: str = "restart", args: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+def cmd(name: object = "restart", args: object = None, **fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {"id": "c-1", "name": name, "expires": 1_800_000_000, "args": args or {}}
     doc.update(fields)
     return doc
@@ -349,6 +349,7 @@ def test_allowed_writes(args: dict[str, Any]) -> None:
 def test_refused_writes(tmp_path: Path, args: dict[str, Any], reason: str) -> None:
     runner = CommandRunner(tmp_path, LogRing())
     answer = replies.decode_reply(asyncio.run(runner.run(write(args), buses())).reply)
+    assert isinstance(answer, replies.CmdReply)
     assert answer.status == "rejected" and reason in answer.detail
     assert answer.detail.startswith("cmd c-1 (write): ")
 
