@@ -42,7 +42,7 @@ class LinkError(exceptions.DownloadError):
     """The link failed (refused, reset, timed out, TLS cut, body cut short): worth another try."""
 
 
-class _Abort(exceptions.DownloadError):
+class _AbortError(exceptions.DownloadError):
     """Raised through ngclient when the abort event is set; turned into `OtaAbortedError`."""
 
 
@@ -119,7 +119,7 @@ class _Guard(FetcherInterface):
 
     def _stop_if_aborted(self, url: str) -> None:
         if self.abort.is_set():
-            raise _Abort(f"stopped while fetching {url}")
+            raise _AbortError(f"stopped while fetching {url}")
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         self._stop_if_aborted(url)
@@ -141,7 +141,7 @@ class _Guard(FetcherInterface):
                     self.progress(done, self.total)
                     mark = (done // step + 1) * step
                 yield chunk
-        except _Abort:
+        except _AbortError:
             raise
         except exceptions.DownloadError:
             self._stop_if_aborted(url)

@@ -48,7 +48,7 @@ from ota._fetch import (
     CapExceededError,
     LinkError,
     Progress,
-    _Abort,
+    _AbortError,
     _glitch,
     _Guard,
     _interrupting,
@@ -136,9 +136,9 @@ def _retrying(work: Callable[[], T], abort: threading.Event, attempts: int, back
     for attempt in range(1, attempts + 1):
         try:
             if abort.is_set():
-                raise _Abort(f"before {what}")
+                raise _AbortError(f"before {what}")
             return work()
-        except _Abort as e:
+        except _AbortError as e:
             raise OtaAbortedError(f"aborted: {what} was stopped ({e})") from None
         except (exceptions.RepositoryError, exceptions.DownloadError) as e:
             if not _transient(e):
