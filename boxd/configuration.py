@@ -64,7 +64,8 @@ class Configurator:
         self._supervisor = supervisor
         self._lock = asyncio.Lock()
         self._generation = 0  # configurations run since start: a probation watches one of them
-        self._on_probation = False
+        self._watched = 0  # the generation the latest probation watches (0: none yet)
+        self._on_probation = False  # the latest probation still runs
 
     def _reply(self, payload: bytes) -> None:
         self.link.reply(payload)
@@ -117,8 +118,8 @@ class Configurator:
             self._reply(config_reply(push.version, "applied", [
                 f"{ON_PROBATION} for {self.probation_s:g} s: kept once a device gives a good reading, "
                 "else rolled back"]))
-            self._on_probation = True
             version, generation = push.version, self._generation
+            self._watched, self._on_probation = generation, True
             self._supervisor.spawn("probation", lambda: self._watch(version, generation))
         else:
             self._reply(config_reply(push.version, "applied"))
@@ -133,7 +134,7 @@ class Configurator:
         try:
             await self._probation(version, generation)
         finally:
-            if generation == self._generation:
+            if generation == self._watched:  # the latest probation ended (kept, rolled back or replaced)
                 self._on_probation = False
 
     async def _probation(self, version: int, generation: int) -> None:
