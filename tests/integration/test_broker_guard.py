@@ -97,7 +97,7 @@ def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_rev
         b = _box(cloud, tmp_path / "box" / "identity", "GUARD-REV")
         assert _publish(b, topics.up("GUARD-REV", Up.STATUS), b'{"v":1,"online":true}', retain=True) == 0
         assert _publish(b, topics.up("GUARD-REV", Up.META), b"\x01\x82\x00\x80", retain=True) == 0
-        wait_for(lambda: cloud.store.box("GUARD-REV").online, 10, "the cloud to see the Box online")
+        wait_for(lambda: cloud.box("GUARD-REV").online, 10, "the cloud to see the Box online")
         cloud.revoke("GUARD-REV")
         wait_for(b.disconnected.is_set, 10, "the revoked Box's session to end")
         b.close()
@@ -107,6 +107,7 @@ def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_rev
     again = Cloud(tmp_path / "cloud")
     again.start()
     try:
+        assert again.receiver is not None
         wait_for(again.receiver.connected.is_set, 15, "the receiver")
         assert again.receiver is not None
         again.receiver.handle("GUARD-REV", "status", json.dumps({"v": 1, "online": True}).encode())
