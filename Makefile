@@ -28,7 +28,8 @@ image-if-root: bootstrap
 	@if [ "$$(id -u)" = 0 ]; then image/build.sh; \
 	else echo "make: not root: the Box image is not built and its VM tests are skipped"; fi
 
-# ruff, mypy --strict, and the layering contract (.importlinter, docs/architecture.md "Layers")
+# ruff, mypy --strict (the packages, tests/ and bench/: pyproject.toml), and the layering contract
+# (.importlinter, docs/architecture.md "Layers")
 lint: bootstrap
 	@$(VENV)/bin/ruff check proto boxkit trust drivers boxconfig boxd ota provisioning cloud tests bench image
 	@$(VENV)/bin/mypy

@@ -39,7 +39,7 @@ from pathlib import Path
 import boxconfig as config
 from bench.measure import free_port_block, print_figures
 from bench.workload import boxd_toml, layout
-from boxd.daemon import make_sources
+from boxd.fieldbus import make_sources
 from boxd.queue import Group, Queue, TimeBase
 from drivers import PointInfo, Quality, Value
 from proto import wire
@@ -200,6 +200,7 @@ def run(samples: int, points: int, uplink: dict[str, int]) -> dict[str, object]:
             filled = fill_queue(root / "box" / "queue.db", table, polls, cutoff_ms - 1000)
             fill_s = time.monotonic() - t
             assert filled == samples, (filled, samples)
+            assert cloud.store.path is not None
             counter = StoredCounter(cloud.store.path, BOX_ID, cutoff_ms)
             recv_stat = receiver_thread_stat()
             broker_pid = cloud.broker.running_pid()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import random
 import signal
@@ -134,7 +135,7 @@ async def serve(devices: list[Device], host: str) -> dict[str, object]:
     """Serve until SIGTERM or SIGINT; return the report."""
     loop = asyncio.get_running_loop()
     controllers = [Controller(d, n) for n, d in enumerate(devices)]
-    servers = [await loop.create_server(lambda c=c: _Protocol(c), host, d.port, reuse_address=True)
+    servers = [await loop.create_server(functools.partial(_Protocol, c), host, d.port, reuse_address=True)
                for d, c in zip(devices, controllers, strict=True)]
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -94,10 +94,12 @@ def run(tree: Path, case: str, delay_ms: int, seconds: float, work: Path) -> dic
         box.wait_connected(60)
         wait_for(lambda: bool(cloud.store.batch_keys(BOX)), 60, "the first batch stored")
         time.sleep(WARMUP_S)  # every device into its stride (a benchmark, not a test)
+        assert cloud.store.path is not None
         stored0 = _stored(cloud.store.path)
         start = time.time()
         time.sleep(seconds)  # the measurement window
         end = time.time()
+        assert cloud.store.path is not None
         stored1 = _stored(cloud.store.path)
         time.sleep(1.5)  # the probe writes its lines once a second
         lags = lags_between(lag_file, start, end)

@@ -109,7 +109,8 @@ class Farm:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(30)
         wait_for(self.report_path.exists, 10, "the farm's report")
-        return json.loads(self.report_path.read_text())
+        report: dict[str, object] = json.loads(self.report_path.read_text())
+        return report
 
 
 def device_windows(probes: Mapping[str, Sequence[Sequence[float]]], start: float, cycles: int,

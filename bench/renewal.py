@@ -60,6 +60,7 @@ def one_run(work: Path, sim: SimThread, n: int) -> dict[str, float]:
                 return row.reply if row is not None and row.status else None
 
             reply = wait_for(answered, 120, "the answer to renew_cert")
+            assert reply is not None
             if reply.get("status") != "ok":
                 raise SystemExit(f"the renewal failed: {reply}")
             since = time.time() * 1000

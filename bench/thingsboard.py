@@ -320,6 +320,7 @@ class PlatformStub:
 
     def __init__(self, port: int, pki: Path, db: Path, keys: dict[str, str]) -> None:
         import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
 
         self.keys = keys
         self.points = set(keys.values())
@@ -334,7 +335,7 @@ class PlatformStub:
         self.db.executescript("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
                               "CREATE TABLE samples (device TEXT, key TEXT, ts INTEGER, value, point INTEGER);")
         self.subscribed = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="platform-stub", protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="platform-stub", protocol=mqtt.MQTTv5)
         c.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "stub.crt"), keyfile=str(pki / "stub.key"))
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from drivers.modbus._config import ModbusPoint
+from drivers.modbus._codec import DataType
+from drivers.modbus._config import ModbusPoint, Table
 from drivers.modbus._plan import plan_reads
 from drivers.modbus._toml import point_lines, toml_value
 
@@ -35,7 +36,7 @@ class Device:
     points: tuple[ModbusPoint, ...]
 
 
-def _block(table: str, kind: str, count: int, first_index: int) -> list[ModbusPoint]:
+def _block(table: Table, kind: DataType, count: int, first_index: int) -> list[ModbusPoint]:
     size = 2 if kind == "float32" else 1
     out, address = [], 0
     for n in range(count):

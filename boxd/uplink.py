@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -77,8 +78,41 @@ class LinkState:
     connects: int = 0
 
 
-class Uplink:
-    """An MQTT session to the platform broker.
+class Uplink(Protocol):
+    """What the daemon needs of its link to the platform (`MqttUplink`; a fake in tests:
+    `tests.support.fakeuplink`). Its callbacks (connected, disconnected, acknowledged, message)
+    are given to the constructor and run on the event loop."""
+
+    state: LinkState
+
+    async def start(self) -> None:
+        """Start connecting (and reconnecting) in the background."""
+        ...
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """Say goodbye with `reason` and stop."""
+        ...
+
+    def publish(self, leaf: Up, payload: bytes, *, qos: int = 1, retain: bool = False) -> int | None:
+        """Queue a message; its message id, or None when not connected."""
+        ...
+
+    def add_crl(self, crl_file: Path) -> None:
+        """Check the broker's certificate against a newer CRL from the next handshake on."""
+        ...
+
+
+class UplinkFactory(Protocol):
+    """What makes an `Uplink` for an identity, with the daemon's callbacks (`MqttUplink` itself)."""
+
+    def __call__(self, ident: Identity, *, on_connected: Callable[[], None], on_disconnected: Callable[[], None],
+                 on_ack: Callable[[int, bool], None], on_message: Callable[[str, bytes], None] | None = None,
+                 keepalive_s: int = 60, backoff: Backoff | None = None,
+                 relax_time_check: Callable[[], bool] = lambda: False) -> Uplink: ...
+
+
+class MqttUplink:
+    """An MQTT session to the platform broker (an `Uplink`).
 
     The constructor does no I/O; `start()` starts the I/O thread, `stop()` says
     goodbye (retained "offline") and joins it.

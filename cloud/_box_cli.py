@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from boxkit import clikit
 from cloud import _out as out
-from cloud.errors import NothingChanged, UnknownError
+from cloud.errors import NothingChangedError, UnknownError
 from cloud.platform import Cloud
 from cloud.store import Alert, BoxRow
 from proto.points import Quality
@@ -203,7 +203,7 @@ def _tags(cloud: Cloud, args: argparse.Namespace) -> int:
         cloud.untag(args.box_id, args.tags)
     now = cloud.tags(args.box_id)
     if set(now) == before:
-        raise NothingChanged(f"Box {args.box_id}: tags {', '.join(now) or '(none)'}: nothing changed")
+        raise NothingChangedError(f"Box {args.box_id}: tags {', '.join(now) or '(none)'}: nothing changed")
     out.line(f"Box {args.box_id}: tags {', '.join(now) or '(none)'}")
     return 0
 
@@ -250,7 +250,7 @@ def _ack(cloud: Cloud, ids: list[int]) -> int:
         else:
             out.line(f"Alert #{i} was already {'closed' if a.closed else 'acknowledged'}: nothing changed.")
     if not changed and len(ids) > 1:
-        raise NothingChanged("nothing changed")
+        raise NothingChangedError("nothing changed")
     return 0
 
 

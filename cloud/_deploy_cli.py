@@ -20,7 +20,7 @@ from cloud import _out as out
 from cloud import release
 from cloud import tufrepo as repository
 from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_WAVES, ENDED
-from cloud.errors import CloudError, NothingChanged
+from cloud.errors import CloudError, NothingChangedError
 from cloud.platform import Cloud
 from cloud.store import DeploymentBoxRow, DeploymentRow
 from proto import names
@@ -250,7 +250,7 @@ def cmd_deploy(cloud: Cloud, args: argparse.Namespace) -> int:
     if args.deploy_cmd == "stop":
         before = cloud.deployment(args.id)
         if before.status in ENDED:
-            raise NothingChanged(f"Deployment {before.id} is already {before.status}: nothing changed")
+            raise NothingChangedError(f"Deployment {before.id} is already {before.status}: nothing changed")
         d = cloud.stop_deployment(args.id, args.reason)
         out.line(f"Deployment {d.id}: {d.status}" + (f" ({d.reason})" if d.reason else ""))
         for b in cloud.store.deployment_boxes(d.id):

@@ -12,7 +12,7 @@ import argparse
 from boxkit import clikit
 from cloud import _out as out
 from cloud.enroll import check_serial
-from cloud.errors import NothingChanged
+from cloud.errors import NothingChangedError
 from cloud.platform import Cloud
 
 
@@ -49,7 +49,7 @@ def cmd_token(cloud: Cloud, args: argparse.Namespace) -> int:
     if args.token_cmd == "cancel":  # noqa: S105 - a subcommand, not a secret
         n = cloud.store.cancel_tokens(check_serial(args.serial))
         if not n:
-            raise NothingChanged(f"No pending token for {args.serial}: nothing changed.")
+            raise NothingChangedError(f"No pending token for {args.serial}: nothing changed.")
         out.line(f"Cancelled the pending token for {args.serial}." if n == 1
                  else f"Cancelled {n} pending tokens for {args.serial}.")
         return 0

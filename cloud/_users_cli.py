@@ -17,7 +17,7 @@ from boxkit import clikit
 from cloud import _out as out
 from cloud.api import operator
 from cloud.api._authz import PERMISSIONS
-from cloud.errors import CloudError, NothingChanged
+from cloud.errors import CloudError, NothingChangedError
 from cloud.platform import Cloud
 
 
@@ -168,7 +168,7 @@ def _user(cloud: Cloud, args: argparse.Namespace) -> int:
         operator.reset_password(store, args.login, _password(args))
         out.line(f"Password of {args.login} set.")
     elif not operator.reset_2fa(store, args.login):
-        raise NothingChanged(f"{args.login} has no 2FA: nothing changed")
+        raise NothingChangedError(f"{args.login} has no 2FA: nothing changed")
     else:
         out.line(f"2FA of {args.login} cleared (its recovery codes too): they enrol again with POST /v1/me/2fa.")
     return 0

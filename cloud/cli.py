@@ -38,7 +38,7 @@ from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock
 from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli, _users_cli
 from cloud import _out as out
-from cloud.errors import CloudError, NothingChanged
+from cloud.errors import CloudError, NothingChangedError
 from cloud.platform import Cloud, Settings
 
 DEFAULT_HOME = Path(os.environ.get("BOXCLOUD_HOME", "/var/lib/boxcloud"))
@@ -171,7 +171,7 @@ def _main(argv: list[str] | None) -> int:
     cloud = Cloud(args.home)
     try:
         return _dispatch(cloud, args)
-    except NothingChanged as e:
+    except NothingChangedError as e:
         out.line(str(e))
         return 0
     except CloudError as e:

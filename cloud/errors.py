@@ -29,7 +29,7 @@ class UnknownError(CloudError):
     """An id (Box, deployment, alert) that this cloud does not have; the message is the one wording."""
 
 
-class NothingChanged(CloudError):
+class NothingChangedError(CloudError):
     """What was asked is already so (a second revoke, stopping an ended deployment): nothing changed."""
 
 

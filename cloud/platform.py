@@ -29,7 +29,7 @@ from cloud.api import ApiServer
 from cloud.broker import Broker, private_home
 from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller, check_serial, new_token, token_hash
-from cloud.errors import BrokerError, CloudError, NothingChanged, UnknownError
+from cloud.errors import BrokerError, CloudError, NothingChangedError, UnknownError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import BoxRow, DeploymentRow, Store
@@ -456,7 +456,7 @@ class Cloud:
         """
         row = self._require_box(box_id)
         if row.revoked is not None:
-            raise NothingChanged(f"Box {box_id} was already revoked (on {_local(row.revoked)}): nothing changed")
+            raise NothingChangedError(f"Box {box_id} was already revoked (on {_local(row.revoked)}): nothing changed")
         self.store.revoke(box_id)
         self.write_crl()
         self.store.set_status(box_id, False, datetime.now(UTC).timestamp(), "revoked", None)
@@ -486,7 +486,7 @@ class Cloud:
             done.append("certificate revoked" + (", live session ended" if cut else "")
                         + ", its retained status and point table cleared")
         elif not delete_data and not self.tags(box_id) and not self.store.configs(box_id, 1):
-            raise NothingChanged(f"Box {box_id} was already decommissioned: nothing changed "
+            raise NothingChangedError(f"Box {box_id} was already decommissioned: nothing changed "
                                  "(--delete-data also deletes its data)")
         else:
             done.append("already revoked")

@@ -62,14 +62,24 @@ class PointSource(Protocol):
         """
         ...
 
-    async def write(self, point: str, value: Value, priority: int | None = None) -> None:
-        """Write a value to a writable point (queued ahead of polls). `value=None` with a
-        `priority` relinquishes that priority (BACnet).
+    def check_write(self, point: str, value: Value, priority: int | None = None) -> None:
+        """Whether `write` would take this value: the one check of a write, by the bus that
+        knows its points (writable, kind, bounds, priorities). Nothing is sent.
 
         Raises:
             UnknownPointError: not a point of this bus.
-            WriteError: the point is not writable, the value is out of its range or type,
-                or the device refused or did not answer; the message says which.
+            WriteRefusedError: the write is refused; the message says why.
+        """
+        ...
+
+    async def write(self, point: str, value: Value, priority: int | None = None) -> None:
+        """Write a value to a writable point (queued ahead of polls). `value=None` with a
+        `priority` relinquishes that priority (BACnet). Checks first, as `check_write` does.
+
+        Raises:
+            UnknownPointError: not a point of this bus.
+            WriteRefusedError: as `check_write` (nothing was sent).
+            WriteError: the device refused or did not answer; the message says which.
         """
         ...
 

@@ -49,3 +49,8 @@ def show(value: object) -> str:
     except (ValueError, RecursionError):  # an integer of over 4300 digits (TOML hex), nesting too deep
         text = f"<{type(value).__name__} too big to show>"
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+class WriteRefusedError(WriteError):
+    """A write refused before anything was sent: the point is not writable, the value is of the wrong
+    kind or outside the point's bounds, or the priority is not one the bus takes (the asker's fault)."""

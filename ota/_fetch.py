@@ -34,7 +34,7 @@ Progress = Callable[[int, int], None]
 _LINK_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
-class CapExceeded(exceptions.DownloadLengthMismatchError):
+class CapExceededError(exceptions.DownloadLengthMismatchError):
     """The server sent more than the Box reads in one request (`MAX_BYTES`)."""
 
 
@@ -42,7 +42,7 @@ class LinkError(exceptions.DownloadError):
     """The link failed (refused, reset, timed out, TLS cut, body cut short): worth another try."""
 
 
-class _Abort(exceptions.DownloadError):
+class _AbortError(exceptions.DownloadError):
     """Raised through ngclient when the abort event is set; turned into `OtaAbortedError`."""
 
 
@@ -84,7 +84,7 @@ class BoxFetcher(FetcherInterface):
             declared = resp.headers.get("Content-Length")
             length = int(declared) if declared is not None and declared.isdigit() else None
             if length is not None and length > self._max:
-                raise CapExceeded(f"{url}: {declared} bytes announced, at most {self._max} are read")
+                raise CapExceededError(f"{url}: {declared} bytes announced, at most {self._max} are read")
         except _LINK_ERRORS as e:
             resp.close()
             raise _link_error(url, e) from e
@@ -100,7 +100,7 @@ class BoxFetcher(FetcherInterface):
                 total += len(data)
                 yield data
         except https.CapExceededError:
-            raise CapExceeded(f"{url}: more than {self._max} bytes") from None
+            raise CapExceededError(f"{url}: more than {self._max} bytes") from None
         except _LINK_ERRORS as e:
             raise _link_error(url, e) from e
         finally:
@@ -119,7 +119,7 @@ class _Guard(FetcherInterface):
 
     def _stop_if_aborted(self, url: str) -> None:
         if self.abort.is_set():
-            raise _Abort(f"stopped while fetching {url}")
+            raise _AbortError(f"stopped while fetching {url}")
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         self._stop_if_aborted(url)
@@ -141,7 +141,7 @@ class _Guard(FetcherInterface):
                     self.progress(done, self.total)
                     mark = (done // step + 1) * step
                 yield chunk
-        except _Abort:
+        except _AbortError:
             raise
         except exceptions.DownloadError:
             self._stop_if_aborted(url)

@@ -45,10 +45,10 @@ from tuf.ngclient.fetcher import FetcherInterface
 from boxkit.files import fsync_dir, write_atomic
 from ota._fetch import (
     BoxFetcher,
-    CapExceeded,
+    CapExceededError,
     LinkError,
     Progress,
-    _Abort,
+    _AbortError,
     _glitch,
     _Guard,
     _interrupting,
@@ -85,7 +85,7 @@ class Release:
 
 # What each failure means, most specific first (subclasses before their bases).
 _MEANINGS: tuple[tuple[type[Exception], str], ...] = (
-    (CapExceeded, "the server sent more than the Box reads in one request (endless data)"),
+    (CapExceededError, "the server sent more than the Box reads in one request (endless data)"),
     (exceptions.DownloadLengthMismatchError,
      "the server sent more data than the signed metadata allows (endless data)"),
     (exceptions.LengthOrHashMismatchError,
@@ -136,9 +136,9 @@ def _retrying(work: Callable[[], T], abort: threading.Event, attempts: int, back
     for attempt in range(1, attempts + 1):
         try:
             if abort.is_set():
-                raise _Abort(f"before {what}")
+                raise _AbortError(f"before {what}")
             return work()
-        except _Abort as e:
+        except _AbortError as e:
             raise OtaAbortedError(f"aborted: {what} was stopped ({e})") from None
         except (exceptions.RepositoryError, exceptions.DownloadError) as e:
             if not _transient(e):
@@ -285,7 +285,7 @@ def download(state_dir: Path, base_url: str, current_version: str, hardware: str
     return release, final
 
 
-# -- as a process of its own (what the daemon runs: `ota.agent`) ---------------------------------
+# -- as a process of its own (what the daemon runs: `boxd.updates`) -------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:

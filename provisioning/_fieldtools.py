@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import boxconfig
 from boxconfig.errors import ConfigError
-from boxd.daemon import make_sources
+from boxd.fieldbus import make_sources
 from boxkit.files import write_atomic
 from drivers import PointSource, Quality, Sample
 from drivers.errors import DriverError

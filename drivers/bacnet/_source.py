@@ -23,7 +23,7 @@ from drivers.bacnet._device import DeviceTask, now_ms
 from drivers.bacnet._stack import IAm, Reading, Ref, Stack
 from drivers.bacnet._values import ValueTypeError, from_value
 from drivers.bacnet.errors import DeviceRefusedError, NoAnswerError
-from drivers.errors import UnknownPointError, WriteError
+from drivers.errors import UnknownPointError, WriteError, WriteRefusedError
 
 log = logging.getLogger("drivers.bacnet")
 
@@ -117,26 +117,11 @@ class BacnetSource:
 
         Raises:
             UnknownPointError: not a point of this network.
-            WriteError: not writable, wrong type, out of range, bad priority, or the device
-                refused or did not answer.
+            WriteRefusedError: not writable, wrong type, out of range, bad priority (nothing sent).
+            WriteError: the device refused or did not answer.
         """
-        task, i = self._find(point)
-        p = task.device.points[i]
+        task, i, prio, encoded = self._check(point, value, priority)
         where = f"write to {point}"
-        if not p.writable:
-            raise WriteError(f"{where}: the point is not writable (writable = false in its configuration)")
-        prio = p.priority if priority is None else priority
-        if isinstance(prio, bool) or not isinstance(prio, int) or not 1 <= prio <= 16 or prio == RESERVED_PRIORITY:
-            raise WriteError(f"{where}: priority {prio!r} is not 1..16 (6 is reserved)")
-        if value is not None and not isinstance(value, bool) and isinstance(value, int | float):
-            if p.min is not None and value < p.min:
-                raise WriteError(f"{where}: {value!r} is below the point's min {p.min!r}")
-            if p.max is not None and value > p.max:
-                raise WriteError(f"{where}: {value!r} is above the point's max {p.max!r}")
-        try:
-            encoded = from_value(value, p.object.type, p.property)
-        except ValueTypeError as e:
-            raise WriteError(f"{where}: {e}") from None
         if self._emit is None or task.address is None:
             raise WriteError(f"{where}: device {task.device.name} is not reachable (not running or not found)")
         ref = task.refs[i]
@@ -152,6 +137,36 @@ class BacnetSource:
         emit = self._emit
         if emit is not None:
             await emit([Sample(point, now_ms(), readings[0].value, readings[0].quality)])
+
+    def check_write(self, point: str, value: Value, priority: int | None = None) -> None:
+        """Whether `write` would take this value (nothing is sent).
+
+        Raises:
+            UnknownPointError: not a point of this network.
+            WriteRefusedError: not writable, wrong type, out of range, or a bad priority.
+        """
+        self._check(point, value, priority)
+
+    def _check(self, point: str, value: Value, priority: int | None) -> tuple[DeviceTask, int, int, object]:
+        """The point's task and index, the priority and the encoded value of a write that may go."""
+        task, i = self._find(point)
+        p = task.device.points[i]
+        where = f"write to {point}"
+        if not p.writable:
+            raise WriteRefusedError(f"{where}: the point is not writable (writable = false in its configuration)")
+        prio = p.priority if priority is None else priority
+        if isinstance(prio, bool) or not isinstance(prio, int) or not 1 <= prio <= 16 or prio == RESERVED_PRIORITY:
+            raise WriteRefusedError(f"{where}: priority {prio!r} is not 1..16 (6 is reserved)")
+        if value is not None and not isinstance(value, bool) and isinstance(value, int | float):
+            if p.min is not None and value < p.min:
+                raise WriteRefusedError(f"{where}: {value!r} is below the point's min {p.min!r}")
+            if p.max is not None and value > p.max:
+                raise WriteRefusedError(f"{where}: {value!r} is above the point's max {p.max!r}")
+        try:
+            encoded = from_value(value, p.object.type, p.property)
+        except ValueTypeError as e:
+            raise WriteRefusedError(f"{where}: {e}") from None
+        return task, i, prio, encoded
 
     def stats(self) -> Mapping[str, int]:
         """"requests", "errors", "cycles", plus "cov_notifications" and "cov_active" (active

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from drivers._types import Emit, PointInfo, Quality, Sample, Value
-from drivers.errors import UnknownPointError, WriteError
+from drivers.errors import UnknownPointError, WriteError, WriteRefusedError
 from drivers.modbus._device import DeviceRuntime, DeviceSpec, Outcome
 from drivers.modbus._link import Link
 from drivers.modbus._plan import fail_request, unpack_response
@@ -141,20 +141,32 @@ class ModbusBus:
 
         Raises:
             UnknownPointError: not a point of this bus.
-            WriteError: not writable, wrong kind or out of range (nothing sent), a priority
-                was given (Modbus has none), the bus is not running, or the device refused
+            WriteRefusedError: not writable, wrong kind or out of range, or a priority was
+                given (Modbus has none): nothing sent.
+            WriteError: the bus is not running, or the device refused
                 or did not answer; the message says which.
         """
-        k, i = self._lookup(point)
-        if priority is not None:
-            raise WriteError(f'point "{point}": Modbus has no write priorities (got {priority})')
-        spec = self._devices[k].spec
-        plan = plan_write(point, spec.points[i], spec.codecs[i], value,
-                          write_multiple=spec.write_multiple)
+        k, i, plan = self._plan(point, value, priority)
         if self._sched is None:
             raise WriteError(f'point "{point}": bus {self.name} is not running; nothing was sent')
         loop = asyncio.get_running_loop()
         await self._submit(_Job(loop.create_future(), [(k, i)], plan, point))
+
+    def check_write(self, point: str, value: Value, priority: int | None = None) -> None:
+        """Whether `write` would take this value (nothing is sent).
+
+        Raises:
+            UnknownPointError: not a point of this bus.
+            WriteRefusedError: not writable, wrong kind, out of range, or a priority (Modbus has none).
+        """
+        self._plan(point, value, priority)
+
+    def _plan(self, point: str, value: Value, priority: int | None) -> tuple[int, int, WritePlan]:
+        k, i = self._lookup(point)
+        if priority is not None:
+            raise WriteRefusedError(f'point "{point}": Modbus has no write priorities (got {priority})')
+        spec = self._devices[k].spec
+        return k, i, plan_write(point, spec.points[i], spec.codecs[i], value, write_multiple=spec.write_multiple)
 
     def stats(self) -> Mapping[str, int]:
         """Bus totals ("requests", "errors", "timeouts", "cycles", "writes", "write_errors")

@@ -42,6 +42,7 @@ class ModbusTcpSource(ModbusBus):
         """
         check_device(device)
         self.device = device
+        self.phase = phase  # the share of the interval its polls start at
         self.poll_interval_s = device.poll_interval_s
         link = TcpLink(device.host, device.port, f"modbus {device.name}")
         super().__init__(device.name, [tcp_spec(device)], link, phase)

@@ -7,7 +7,7 @@ register), FC 15 (coils) or FC 16 (registers), by the point's table and size, an
 15/16 only when the device wants them (``write_multiple``). A bool that is one bit of
 a register is a read-modify-write: `WritePlan.merge` sets or clears the bit in the
 register read just before (not atomic against another master on the same device).
-Every refusal is a `WriteError` that names the point and the reason. Does not: send
+Every refusal is a `WriteRefusedError` that names the point and the reason. Does not: send
 anything (the bus does) or check the answer.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from drivers._types import Value
-from drivers.errors import EncodeError, WriteError
+from drivers.errors import EncodeError, WriteRefusedError
 from drivers.modbus._codec import PointCodec
 from drivers.modbus._config import BIT_TABLES, ModbusPoint, Table
 
@@ -59,29 +59,29 @@ def plan_write(
         write_multiple: use FC 15/16 even for one coil or register.
 
     Raises:
-        WriteError: the point is not writable, or the value is of the wrong kind, outside
+        WriteRefusedError: the point is not writable, or the value is of the wrong kind, outside
             the point's bounds or its type's range, or not a whole number of steps.
     """
     where = f'point "{name}"'
     if not point.writable:
-        raise WriteError(f"{where} is not writable (its configuration has no writable = true)")
+        raise WriteRefusedError(f"{where} is not writable (its configuration has no writable = true)")
     if value is None:
-        raise WriteError(f"{where}: no value given (Modbus points have no priorities to relinquish)")
+        raise WriteRefusedError(f"{where}: no value given (Modbus points have no priorities to relinquish)")
     if point.table in BIT_TABLES:
         if not isinstance(value, bool):
-            raise WriteError(f"{where} is a coil: {_show(value)} is not true or false")
+            raise WriteRefusedError(f"{where} is a coil: {_show(value)} is not true or false")
         code = FC_WRITE_COILS if write_multiple else FC_WRITE_COIL
         return WritePlan(code, point.table, point.address, (int(value),))
     if point.type in ("bool", "string"):
         expected = bool if point.type == "bool" else str
         if not isinstance(value, expected):
-            raise WriteError(f"{where} is a {point.type}: {_show(value)} is not one")
+            raise WriteRefusedError(f"{where} is a {point.type}: {_show(value)} is not one")
     else:
         _check_number(where, point, value)
     try:
         registers = tuple(codec.encode(value))
     except EncodeError as e:
-        raise WriteError(f"{where}: {e}") from e
+        raise WriteRefusedError(f"{where}: {e}") from e
     single = len(registers) == 1 and not write_multiple
     code = FC_WRITE_REGISTER if single else FC_WRITE_REGISTERS
     mask = codec.encode(True)[0] if point.type == "bool" else None
@@ -90,20 +90,20 @@ def plan_write(
 
 def _check_number(where: str, point: ModbusPoint, value: Value) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise WriteError(f"{where} is a {point.type}: {_show(value)} is not a number")
+        raise WriteRefusedError(f"{where} is a {point.type}: {_show(value)} is not a number")
     if not math.isfinite(value) and not point.type.startswith("float"):
-        raise WriteError(f"{where} is a {point.type}: {value!r} is not a finite number")
+        raise WriteRefusedError(f"{where} is a {point.type}: {value!r} is not a finite number")
     if point.min is not None and value < point.min:
-        raise WriteError(f"{where}: {value!r} is below its min {point.min!r}")
+        raise WriteRefusedError(f"{where}: {value!r} is below its min {point.min!r}")
     if point.max is not None and value > point.max:
-        raise WriteError(f"{where}: {value!r} is above its max {point.max!r}")
+        raise WriteRefusedError(f"{where}: {value!r} is above its max {point.max!r}")
     if point.type.startswith("float") or not math.isfinite(value):
         return
     raw = (value - point.offset) / point.scale
     step = round(raw)
     if abs(raw - step) > _RESOLUTION * max(1.0, abs(raw)):
         resolution = f"steps of {point.scale!r}" if point.scale != 1 else "whole numbers"
-        raise WriteError(f"{where} is a {point.type} in {resolution}: {value!r} is not one of them")
+        raise WriteRefusedError(f"{where} is a {point.type} in {resolution}: {value!r} is not one of them")
 
 
 def _show(value: object) -> str:

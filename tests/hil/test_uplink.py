@@ -33,4 +33,5 @@ def test_provisioned_box_delivers_every_point_over_mtls(cloud: Cloud, field_devi
         assert s.returncode == 0 and "connected to the platform" in s.stdout, s.stdout
     finally:
         assert box.stop() == 0
-    assert cloud.store.box("HIL-BOX-1").status_reason == "stopped"
+    row = cloud.store.box("HIL-BOX-1")
+    assert row is not None and row.status_reason == "stopped"

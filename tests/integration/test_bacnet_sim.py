@@ -13,13 +13,13 @@ import contextlib
 import json
 import time
 import tomllib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from drivers import Quality, Sample
+from drivers import Quality
 from drivers.bacnet import BacnetSource, parse_bacnet_network, plan_batches, response_budget
 from drivers.bacnet._names import object_type_number, property_number
 from drivers.bacnet._plan import PropertyRead
@@ -28,6 +28,8 @@ from drivers.bacnet.errors import BindError, InterfaceError
 from drivers.errors import UnknownPointError, WriteError
 from drivers.sim.bacnet_model import all_objects
 from tests.support import netns
+from tests.support.running import Running
+from tests.support.wait import eventually
 
 OBJECTS = all_objects(24)
 AHU, ROOM, SMALL, SPARE = 1001, 1002, 1003, 1004
@@ -68,45 +70,10 @@ def network(*devices: dict[str, Any], interface: str = "fbt0") -> Any:
                                  "apdu_timeout_s": 0.5, "apdu_retries": 0, "devices": list(devices)})
 
 
-async def eventually(cond: Callable[[], Any], what: str, within: float = 10.0) -> Any:
-    """Await until `cond()` is truthy; fail after `within` seconds (no timing asserted)."""
-    deadline = time.monotonic() + within
-    while not (value := cond()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
-
-
-class Running:
-    """A BacnetSource running in the background, with what it emitted."""
-
-    def __init__(self, source: BacnetSource) -> None:
-        self.source = source
-        self.samples: list[Sample] = []
-        self.latest: dict[str, Sample] = {}
-
-    async def emit(self, samples: Any) -> None:
-        self.samples.extend(samples)
-        self.latest.update((s.point, s) for s in samples)
-
-    def all(self, device: str, quality: Quality) -> bool:
-        mine = [s for p, s in self.latest.items() if p.startswith(device + ".")]
-        return bool(mine) and len(mine) == sum(
-            1 for p in self.source.points() if p.name.startswith(device + ".")
-        ) and all(s.quality is quality for s in mine)
-
-
 @contextlib.asynccontextmanager
 async def running(*devices: dict[str, Any]) -> AsyncIterator[Running]:
-    run = Running(BacnetSource(network(*devices)))
-    task = asyncio.create_task(run.source.run(run.emit))
-    try:
+    async with Running(BacnetSource(network(*devices)), first_poll=False) as run:
         yield run
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 # -- discovery --------------------------------------------------------------------------
@@ -217,10 +184,10 @@ def test_cov_notifications_deliver_changes_and_subscriptions_are_renewed(net: ne
                 subscribes = _count(await ahu.acommand("stats"), "SubscribeCOVRequest")
                 before = run.source.stats()["cov_notifications"]
                 await ahu.acommand("set analog-input,1 33.25")
-                await eventually(lambda: run.latest["ahu.supply_temp"].value == 33.25, "the change by COV")
+                await eventually(lambda: run.latest()["ahu.supply_temp"].value == 33.25, "the change by COV")
                 assert run.source.stats()["cov_notifications"] > before
                 await ahu.acommand("set binary-value,1 false")
-                await eventually(lambda: run.latest["ahu.fan_enable"].value is False, "a binary change by COV")
+                await eventually(lambda: run.latest()["ahu.fan_enable"].value is False, "a binary change by COV")
 
                 async def renewed() -> bool:
                     return _count(await ahu.acommand("stats"), "SubscribeCOVRequest") >= subscribes + 12
@@ -247,7 +214,7 @@ def test_a_device_without_cov_is_polled_every_interval(net: netns.FieldNetwork) 
                 await eventually(lambda: run.all("room", Quality.GOOD), "values by polling")
                 assert run.source.stats()["cov_active"] == 0
                 await room.acommand("set analog-input,4 27.5")
-                await eventually(lambda: run.latest["room.room_temp"].value == 27.5, "the change by polling")
+                await eventually(lambda: run.latest()["room.room_temp"].value == 27.5, "the change by polling")
                 assert run.source.stats()["cov_notifications"] == 0
             assert _count(await room.acommand("stats"), "SubscribeCOVRequest") >= 1
         finally:
@@ -274,7 +241,7 @@ def test_cov_falls_back_to_polling_when_the_device_restarts_goes_silent_or_loses
                              "SubscribeCOV sent again")
             await spare.acommand("pause")
             await spare.acommand("set analog-input,2 30.5")
-            await eventually(lambda: run.latest["spare.return_temp"].value == 30.5, "COV after the restart")
+            await eventually(lambda: run.latest()["spare.return_temp"].value == 30.5, "COV after the restart")
             # silent: the renewal is not answered, the subscriptions lapse, polling says NO_ANSWER
             await spare.acommand("silent")
             await eventually(lambda: stats()["cov_active"] == 0, "the subscriptions to lapse")
@@ -287,7 +254,7 @@ def test_cov_falls_back_to_polling_when_the_device_restarts_goes_silent_or_loses
             await eventually(lambda: stats()["cov_active"] == 0, "the refused subscriptions")
             await spare.acommand("pause")
             await spare.acommand("set analog-input,2 12.5")
-            await eventually(lambda: run.latest["spare.return_temp"].value == 12.5, "the change by polling")
+            await eventually(lambda: run.latest()["spare.return_temp"].value == 12.5, "the change by polling")
 
     try:
         net.run_in_box(scenario)
@@ -319,13 +286,13 @@ def test_write_with_priority_relinquish_and_refusals(net: netns.FieldNetwork) ->
             await src.write("ahu.setpoint", 19.5)  # the point's priority: 8
             slots = json.loads(await ahu.acommand("get analog-value,1 priority-array"))
             assert slots[7] == 19.5 and await pv("analog-value,1") == 19.5
-            assert run.latest["ahu.setpoint"].value == 19.5  # read back and emitted
+            assert run.latest()["ahu.setpoint"].value == 19.5  # read back and emitted
             await src.write("ahu.setpoint", 17.0, priority=5)
             assert await pv("analog-value,1") == 17.0
             await src.write("ahu.setpoint", None, priority=5)  # relinquish 5: priority 8 again
             assert await pv("analog-value,1") == 19.5
             await src.write("ahu.setpoint", None)  # relinquish 8: the relinquish default
-            assert await pv("analog-value,1") == 18.0 and run.latest["ahu.setpoint"].value == 18.0
+            assert await pv("analog-value,1") == 18.0 and run.latest()["ahu.setpoint"].value == 18.0
             await src.write("ahu.fan_cmd", False)
             assert await pv("binary-value,1") is False
             await src.write("ahu.fan_cmd", None)

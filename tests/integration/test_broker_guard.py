@@ -61,9 +61,9 @@ def test_a_box_may_publish_only_the_documented_uplink_topics(cloud: Cloud, box: 
     wait_for(lambda: watcher.subacks == [[1]], 5, "the watcher's subscription")
     b = _box(cloud, box, "GUARD-1")
     try:
-        hostile = topics.up_filter("GUARD-1").removesuffix("#")  # leaves the contract does not have, or not for a Box
-        for leaf in ("anything", "data/x", "limits", "status/extra"):
-            assert _publish(b, hostile + leaf, b"x") == NOT_AUTHORIZED, leaf
+        for leaf in ("anything", "data/x", "limits", "status/extra"):  # not uplink leaves (`Up` has none of them)
+            undocumented = topics.up_filter("GUARD-1").removesuffix("#") + leaf
+            assert _publish(b, undocumented, b"x") == NOT_AUTHORIZED, leaf
         assert _publish(b, topics.up("GUARD-1", Up.EVENTS), b"fine") == 0
         wait_for(lambda: (topics.up("GUARD-1", Up.EVENTS), b"fine") in watcher.messages, 5, "the allowed event")
         assert watcher.topics() == [topics.up("GUARD-1", Up.EVENTS)]
@@ -97,7 +97,7 @@ def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_rev
         b = _box(cloud, tmp_path / "box" / "identity", "GUARD-REV")
         assert _publish(b, topics.up("GUARD-REV", Up.STATUS), b'{"v":1,"online":true}', retain=True) == 0
         assert _publish(b, topics.up("GUARD-REV", Up.META), b"\x01\x82\x00\x80", retain=True) == 0
-        wait_for(lambda: cloud.store.box("GUARD-REV").online, 10, "the cloud to see the Box online")
+        wait_for(lambda: cloud.box("GUARD-REV").online, 10, "the cloud to see the Box online")
         cloud.revoke("GUARD-REV")
         wait_for(b.disconnected.is_set, 10, "the revoked Box's session to end")
         b.close()
@@ -107,6 +107,7 @@ def test_revocation_clears_what_the_box_left_retained_and_a_restart_keeps_it_rev
     again = Cloud(tmp_path / "cloud")
     again.start()
     try:
+        assert again.receiver is not None
         wait_for(again.receiver.connected.is_set, 15, "the receiver")
         assert again.receiver is not None
         again.receiver.handle("GUARD-REV", "status", json.dumps({"v": 1, "online": True}).encode())

@@ -9,6 +9,7 @@ root namespace behind a WAN veth.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,12 @@ def field(tmp_path: Path) -> Iterator[tuple[Cloud, netns.FieldNetwork, SimThread
         cloud.stop()
 
 
+def _answer(cloud: Cloud, cmd_id: str) -> dict[str, object] | None:
+    """The Box's answer to a command, once it came."""
+    row = cloud.store.command(cmd_id)
+    return row.reply if row is not None and row.status else None
+
+
 def without_point(text: str, device: str, point: str) -> str:
     start = text.index(f'name = "{device}"')
     at = text.index(f'[[modbus_tcp.points]]\nname = "{point}"\n', start)
@@ -104,19 +111,19 @@ def test_a_pushed_configuration_adds_a_bacnet_device_and_a_modbus_point_without_
 
         sim = net.sims[0]
         write = cloud.send_command(BOX, "write", {"point": "ahu2.supply_setpoint", "value": 20.5, "priority": 8})
-        reply = wait_for(lambda: (r := cloud.store.command(write)) is not None and r.status and r.reply, 30,
+        reply = wait_for(functools.partial(_answer, cloud, write), 30,
                          "the write's answer")
         assert reply["status"] == "ok", reply
         assert json.loads(sim.command("get analog-value,1 priority-array"))[7] == 20.5
         assert json.loads(sim.command("get analog-value,1")) == 20.5
         release = cloud.send_command(BOX, "write", {"point": "ahu2.supply_setpoint", "relinquish": True,
                                                     "priority": 8})
-        reply = wait_for(lambda: (r := cloud.store.command(release)) is not None and r.status and r.reply, 30,
+        reply = wait_for(functools.partial(_answer, cloud, release), 30,
                          "the relinquish's answer")
         assert reply["status"] == "ok", reply
         assert json.loads(sim.command("get analog-value,1 priority-array"))[7] is None
         refused = cloud.send_command(BOX, "write", {"point": "ahu2.supply_temp", "value": 1.0, "priority": 8})
-        reply = wait_for(lambda: (r := cloud.store.command(refused)) is not None and r.status and r.reply, 30,
+        reply = wait_for(functools.partial(_answer, cloud, refused), 30,
                          "the refusal")
         assert reply["status"] == "rejected" and "not writable" in str(reply["detail"])
     finally:

@@ -14,20 +14,20 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from drivers import PointInfo, PointSource, Quality, Sample
+from drivers import PointInfo, Quality, Sample
 from drivers.errors import ScanError, SimulatorError, UnknownPointError, WriteError
 from drivers.modbus import ModbusPoint, ModbusTcpDevice, ModbusTcpSource, parse_modbus_tcp_device
 from drivers.modbus.scan import TcpTarget, points_to_toml, probe_units, scan_registers, suggest_points
 from drivers.sim import building_devices
 from drivers.sim._building import command_points
 from drivers.sim.modbus_building import BuildingSimulator
-from tests.support.wait import free_port
+from tests.support.running import Running
+from tests.support.wait import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON_TYPES = {
@@ -46,62 +46,6 @@ FAST = {"poll_interval_s": 0.1, "timeout_s": 0.2, "retries": 0}
 def fast(device: ModbusTcpDevice, **changes: object) -> ModbusTcpDevice:
     """The device polled often, with a short timeout (for devices meant to fail)."""
     return dataclasses.replace(device, **{**FAST, **changes})  # type: ignore[arg-type]
-
-
-async def eventually(cond: Callable[[], object], what: str, within: float = 10.0) -> None:
-    """Wait until `cond()` is truthy (polling), or fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
-class Running:
-    """A source's `run()` in a task, and everything it emits (one batch per device poll)."""
-
-    def __init__(self, source: PointSource) -> None:
-        self.source = source
-        self.batches: list[list[Sample]] = []
-        self.task: asyncio.Task[None] | None = None
-
-    @property
-    def samples(self) -> list[Sample]:
-        return [s for batch in self.batches for s in batch]
-
-    def latest(self) -> dict[str, Sample]:
-        return {s.point: s for s in self.samples}
-
-    def qualities(self, prefix: str = "") -> set[Quality]:
-        return {s.quality for name, s in self.latest().items() if name.startswith(prefix)}
-
-    async def settle(self, prefix: str, quality: Quality, within: float = 10.0) -> None:
-        """Wait for a poll, from now on, in which every point of `prefix` read has `quality`."""
-        mark = len(self.batches)
-
-        def done() -> bool:
-            for batch in self.batches[mark:]:
-                mine = [s.quality for s in batch if s.point.startswith(prefix)]
-                if mine and set(mine) == {quality}:
-                    return True
-            return False
-
-        await eventually(done, f"{prefix or 'every point'} to be {quality.name}", within)
-
-    async def _emit(self, samples: Sequence[Sample]) -> None:
-        self.batches.append(list(samples))
-
-    async def __aenter__(self) -> Running:
-        self.task = asyncio.create_task(self.source.run(self._emit))
-        await eventually(lambda: self.batches, "the first poll")
-        return self
-
-    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        assert self.task is not None
-        assert not self.task.done(), "run() ended on its own"
-        self.task.cancel()
-        (outcome,) = await asyncio.gather(self.task, return_exceptions=True)
-        assert isinstance(outcome, asyncio.CancelledError), outcome
 
 
 def with_commands(device: ModbusTcpDevice, **changes: object) -> ModbusTcpDevice:

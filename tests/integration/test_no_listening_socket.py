@@ -5,6 +5,7 @@ the tree) from its start through reconnections to its stop. The same watch runs 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from cloud.platform import Cloud
@@ -17,6 +18,11 @@ from tests.support.wait import wait_for
 from tests.support.wan import retarget
 
 RECONNECTIONS = 3
+
+
+def _connected(log: Path, times: int) -> bool:
+    """Whether the Box's log says it connected `times` times."""
+    return log.read_text().count("boxd.uplink: connected to") >= times
 
 
 def test_boxd_opens_no_listening_socket_from_start_through_reconnections_to_stop(
@@ -34,8 +40,7 @@ def test_boxd_opens_no_listening_socket_from_start_through_reconnections_to_stop
             box.wait_connected()
             for n in range(2, RECONNECTIONS + 2):  # a cell handover: the connection reset, the Box reconnects
                 proxy.reset_all()
-                wait_for(lambda n=n: box.log.read_text().count("boxd.uplink: connected to") >= n, 30,
-                         f"reconnection {n - 1}")
+                wait_for(functools.partial(_connected, box.log, n), 30, f"reconnection {n - 1}")
             assert box.stop() == 0
         finally:
             if box.proc.poll() is None:

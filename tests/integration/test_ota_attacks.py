@@ -54,6 +54,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from securesystemslib.signer import Signer
+from tuf.api.metadata import Root, Targets, Timestamp
 
 import boxd
 from boxkit.machine import hardware_id
@@ -128,8 +130,8 @@ def _served_target(cloud: Cloud, release: Path) -> Path:
     return path
 
 
-def _online(cloud: Cloud, role: str) -> list[repo_meta.Signer]:
-    root = repo.load(cloud.ota_repo, "root", repo_meta.Root).signed
+def _online(cloud: Cloud, role: str) -> list[Signer]:
+    root = repo.load(cloud.ota_repo, "root", Root).signed
     return repo.role_signers(cloud.ota_keys, root, role)
 
 
@@ -209,7 +211,7 @@ def test_metadata_rolled_back_is_refused(cloud: Cloud, box: LaunchedBox, served:
     # repository does not hold ...
     state, detail = _outcome(box, "a-look", "boxd-9.9.9.tar.gz", "9.9.9")
     assert state == "failed" and "offers no target" in detail, detail
-    newest = repo.load(cloud.ota_repo, "timestamp", repo_meta.Timestamp).signed.version
+    newest = repo.load(cloud.ota_repo, "timestamp", Timestamp).signed.version
     assert (box.state / "ota" / "metadata" / "timestamp.json").read_bytes() == (
         cloud.ota_repo / "metadata" / "timestamp.json").read_bytes()
     # ... then a mirror serves the timestamp it saw before the release.
@@ -224,7 +226,7 @@ def test_an_expired_timestamp_is_refused(cloud: Cloud, box: LaunchedBox, served:
     release = publish(cloud, out, "0.6.0")
     served()
     # A frozen repository: a timestamp signed by the right (online) key, but out of date.
-    ts = repo.load(cloud.ota_repo, "timestamp", repo_meta.Timestamp)
+    ts = repo.load(cloud.ota_repo, "timestamp", Timestamp)
     ts.signed.version += 1
     ts.signed.expires = repo_meta._now() - timedelta(hours=1)
     repo.sign_and_write(cloud.ota_repo, ts, _online(cloud, "timestamp"))
@@ -237,7 +239,7 @@ def test_mix_and_match_is_refused(cloud: Cloud, box: LaunchedBox, served: Callab
     release = publish(cloud, out, "0.7.0")  # targets N, which the Box has not seen yet
     served()
     meta = cloud.ota_repo / "metadata"
-    newest = repo.load(cloud.ota_repo, "targets", repo_meta.Targets).signed.version
+    newest = repo.load(cloud.ota_repo, "targets", Targets).signed.version
     # the snapshot names targets version N; the server gives version N-1's targets under that name
     shutil.copyfile(meta / f"{newest - 1}.targets.json", meta / f"{newest}.targets.json")
 
@@ -252,7 +254,7 @@ def test_a_root_signed_under_the_threshold_is_refused(cloud: Cloud, box: Launche
     served()
     # An attacker holding one root key (the threshold is 2) makes the next root, with a targets
     # key of its own.
-    root_md = repo.load(cloud.ota_repo, "root", repo_meta.Root)
+    root_md = repo.load(cloud.ota_repo, "root", Root)
     root = root_md.signed
     one = repo.role_signers(cloud.ota_keys, root, "root")[:1]
     assert root.roles["root"].threshold == 2 and len(one) == 1

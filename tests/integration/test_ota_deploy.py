@@ -77,8 +77,11 @@ def _when(cloud: Cloud, dep_id: str, cond: Callable[[dict[str, DeploymentBoxRow]
 
 
 def _ended(cloud: Cloud, dep_id: str, timeout: float = 240) -> str:
-    return wait_for(lambda: (d := cloud.deployment(dep_id)).status != "running" and d.status, timeout,
-                    f"deployment {dep_id} to end")
+    def ended() -> str | None:
+        status = cloud.deployment(dep_id).status
+        return status if status != "running" else None
+
+    return wait_for(ended, timeout, f"deployment {dep_id} to end")
 
 
 def test_a_release_goes_out_in_waves_and_a_broken_one_stops_at_the_first_wave(

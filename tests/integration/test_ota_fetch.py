@@ -10,12 +10,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tuf.api.metadata import Targets
 
 from cloud import tufrepo as repo
 from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller
 from cloud.platform import Cloud
-from cloud.tufrepo import _meta as repo_meta
 from ota import client
 from tests.support.cloudkit import provision
 from tests.support.wait import free_port
@@ -151,7 +151,7 @@ def test_mix_and_match_is_refused(fresh_cloud: Cloud, tmp_path: Path) -> None:
     _publish(cloud, tmp_path, "1.1.0")
     bundle = _publish(cloud, tmp_path, "1.2.0")
     meta = cloud.ota_repo / "metadata"
-    newest = repo.load(cloud.ota_repo, "targets", repo_meta.Targets).signed.version
+    newest = repo.load(cloud.ota_repo, "targets", Targets).signed.version
     # the snapshot names targets version N; the mirror serves version N-1's targets under that name
     shutil.copyfile(meta / f"{newest - 1}.targets.json", meta / f"{newest}.targets.json")
     with pytest.raises(client.OtaError, match="mix-and-match"):

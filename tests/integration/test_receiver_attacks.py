@@ -70,6 +70,7 @@ class Victim:
             health = wire.encode_doc({"v": 1, "ts": now, "epoch": 42, "last_seq": self.seq,
                                       "oldest_seq": self.seq, "hb_s": 1, "clock_ok": True})
             self.client.client.publish(topics.up(VICTIM, Up.HEALTH), health, 1)
+            assert self.cloud.receiver is not None
             self.cloud.receiver.monitor.check()  # what `boxcloud run` does every second
 
     def run_while(self, attack: Callable[[], None], seconds: float) -> None:
@@ -104,6 +105,7 @@ def test_payloads_of_four_million_empty_maps_stall_nobody(arena: tuple[Cloud, Cl
             attacker.client.publish(topics.up(ATTACKER, Up.DATA), bomb, 1)
 
     victim.run_while(attack, 8)
+    assert cloud.receiver is not None
     counters = cloud.receiver.counters
     assert counters.rejected >= 1 and "more than" in counters.last_rejection, counters.last_rejection
     assert cloud.store.samples(ATTACKER) == []
@@ -122,4 +124,5 @@ def test_a_flood_of_huge_point_tables_grows_no_cache_and_stalls_nobody(arena: tu
     victim.run_while(attack, 8)
     assert cloud.store.cached_points() <= MAX_TABLES_PER_BOX * wire.MAX_POINTS + len(TABLE)
     assert [a.kind for a in cloud.store.alerts(ATTACKER)] == ["rate"]
+    assert cloud.receiver is not None
     assert cloud.receiver.pacer.waiting(ATTACKER) > 0  # the rest waits its turn, in the database

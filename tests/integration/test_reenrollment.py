@@ -118,7 +118,7 @@ def test_only_the_current_or_pending_certificate_renews(fresh_cloud: Cloud, tmp_
     with pytest.raises(EnrollError, match="refused"):
         _renew_with(tmp_path, cert1)  # a superseded certificate can never renew itself into a fresh one
     assert _connects(cloud, cert2, "ROTATE-1")
-    assert cloud.store.box("ROTATE-1").cert_serial == _serial(cert2)
+    assert cloud.box("ROTATE-1").cert_serial == _serial(cert2)
 
 
 def test_a_renewal_from_the_current_certificate_ends_an_unused_pending_one(fresh_cloud: Cloud, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_a_token_for_an_enrolled_box_needs_replace_and_a_box_has_one_live_token(
     live = mqtt_client(cloud, "TOKENS-1", tmp_path / "box/identity/box.crt", tmp_path / "box/identity/box.key")
     wait_for(live.connected.is_set, 10, "the Box to connect")
     live.client.publish(topics.up("TOKENS-1", Up.STATUS), b'{"v":1,"online":true}', 1, retain=True).wait_for_publish(5)
-    wait_for(lambda: cloud.store.box("TOKENS-1").online, 10, "the cloud to see the Box online")
+    wait_for(lambda: cloud.box("TOKENS-1").online, 10, "the cloud to see the Box online")
     try:
         r = _boxcloud(cloud, "box", "add", "TOKENS-1")
         assert r.returncode == 1 and "Traceback" not in r.stderr

@@ -24,7 +24,9 @@ def _handshake(cloud: Cloud, port: int, ciphers: str | None, version: ssl.TLSVer
     try:
         with socket.create_connection(("localhost", port), timeout=10) as s, \
                 ctx.wrap_socket(s, server_hostname="localhost") as t:
-            return str(t.cipher()[0])
+            cipher = t.cipher()
+            assert cipher is not None  # a finished handshake
+            return cipher[0]
     except ssl.SSLError as e:
         return f"refused: {e.reason}"
 

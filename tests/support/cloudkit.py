@@ -74,7 +74,7 @@ def mqtt_client(
 
     c.on_connect = on_connect
     c.on_disconnect = lambda *_a: w.disconnected.set()
-    c.on_message = lambda _c, _u, m: w.messages.append((m.topic, m.payload))
+    c.on_message = lambda _c, _u, m: w.messages.append((m.topic, bytes(m.payload)))
     c.on_subscribe = lambda _c, _u, _m, rcs, _p: w.subacks.append([r.value for r in rcs])
     c.on_publish = lambda _c, _u, mid, rc, _p: w.acks.__setitem__(mid, rc.value)
     if connect:

@@ -104,8 +104,8 @@ class Rig:
             time.sleep(self.rng.uniform(0.0, 0.5))  # the random moment of the crash (fault injection, not a wait)
         elif aim == "unsent":
             self.proxy.stall(Direction.UP)
-            served = len(self.building.sim.served)
-            wait_for(lambda: len(self.building.sim.served) > served + 60, 30, "polls while nothing gets out")
+            served = len(self.building.served)
+            wait_for(lambda: len(self.building.served) > served + 60, 30, "polls while nothing gets out")
         elif aim == "unacked":
             self.proxy.stall(Direction.DOWN)
             stored = self.batches()
@@ -131,7 +131,7 @@ class Rig:
         """Start the Box once more and wait until the cloud holds every sample owed so far; returns
         those reads (the Box runs on: `finish` stops it)."""
         box = self._start()
-        reads = self.building.sim.served.reads()
+        reads = self.building.served.reads()
         wait_stored(self.cloud.store, self.box_id, reads)
         return reads, box
 
@@ -141,7 +141,7 @@ class Rig:
         if self._fs is not None:
             self._fs.unmount()
         figures = assert_nothing_lost(self.cloud.store, self.box_id, reads,
-                                      log=self.building.sim.served)
+                                      log=self.building.served)
         resent = self.cloud.receiver.counters.duplicates if self.cloud.receiver else 0
         assert resent >= self.expected_resends, f"{resent} batches resent, {self.expected_resends} expected"
         figures["resent"] = resent

@@ -6,14 +6,17 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from drivers import Emit, PointInfo, Quality, Sample, Value
-from drivers.errors import UnknownPointError, WriteError
+from drivers.errors import UnknownPointError, WriteError, WriteRefusedError
 
 
 class FakeBus:
     """Points whose values the test sets; `run()` emits them every `interval_s`."""
 
-    def __init__(self, name: str, points: Sequence[str], interval_s: float = 0.1) -> None:
+    def __init__(self, name: str, points: Sequence[str], interval_s: float = 0.1,
+                 writable: Mapping[str, tuple[float | None, float | None]] | None = None) -> None:
         self.name = name
+        self.writable = {f"{name}.{p}": bounds for p, bounds in (writable or {}).items()}  # point: (min, max)
+        self.fail_writes = ""  # set: the "device" refuses every write with this reason
         self._points = [PointInfo(f"{name}.{p}", "", "float64") for p in points]
         self.values: dict[str, Value] = {p.name: 0.0 for p in self._points}
         self.quality: dict[str, Quality] = {}
@@ -45,11 +48,26 @@ class FakeBus:
                 raise UnknownPointError(p)
         return self._samples(points, 0)
 
-    async def write(self, point: str, value: Value, priority: int | None = None) -> None:
+    def check_write(self, point: str, value: Value, priority: int | None = None) -> None:
         if point not in self.values:
             raise UnknownPointError(point)
-        if not isinstance(value, int | float):
-            raise WriteError(f"{point}: a number is needed")
+        if point not in self.writable:
+            raise WriteRefusedError(f'point "{point}" is not writable (its configuration has no writable = true)')
+        if priority is not None:
+            raise WriteRefusedError(f'point "{point}": this bus has no write priorities (got {priority})')
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise WriteRefusedError(f'point "{point}": {value!r} is not a number')
+        low, high = self.writable[point]
+        if low is not None and value < low:
+            raise WriteRefusedError(f'point "{point}": {value!r} is below its min {low!r}')
+        if high is not None and value > high:
+            raise WriteRefusedError(f'point "{point}": {value!r} is above its max {high!r}')
+
+    async def write(self, point: str, value: Value, priority: int | None = None) -> None:
+        self.check_write(point, value, priority)
+        if self.fail_writes:
+            raise WriteError(f"{point}: {self.fail_writes}")
+        assert isinstance(value, int | float)
         self.writes.append((point, value, priority))
         self.values[point] = float(value)
 

@@ -119,8 +119,11 @@ class LaunchedBox:
         """The platform's `update` command; the Box's reply to it."""
         cmd = self.cloud.send_command(self.box_id, "update", {"deployment": deployment, "target": target,
                                                              "version": version, "health_s": health_s})
-        return wait_for(lambda: (row := self.cloud.store.command(cmd)) is not None and row.status and row.reply,
-                        30, f"the answer to the update {deployment}")  # type: ignore[return-value]
+        def answered() -> dict[str, object] | None:
+            row = self.cloud.store.command(cmd)
+            return row.reply if row is not None and row.status else None
+
+        return wait_for(answered, 30, f"the answer to the update {deployment}")
 
     def outcome(self, deployment: str, timeout: float = 120) -> tuple[str, str]:
         """The final (state, detail) the Box reported for `deployment`."""

@@ -66,7 +66,9 @@ def assert_counters_monotonic(store: Store, box_id: str, point: str) -> int:
     """A counter point (e.g. an energy meter's kWh) never goes backwards in time order."""
     values = [v for _, _, v, q in store.samples(box_id, point) if q == 0]
     assert values, f"no good sample of {point}"
-    assert all(a <= b for a, b in itertools.pairwise(values)), f"{point} went backwards"
+    numbers = [v for v in values if isinstance(v, int | float)]
+    assert numbers == values, f"{point} is not a number"
+    assert all(a <= b for a, b in itertools.pairwise(numbers)), f"{point} went backwards"
     return len(values)
 
 
@@ -158,21 +160,21 @@ def tally(reads: Sequence[Served], samples: Sequence[tuple[str, int, object, int
         for name, value in r.values:
             served.setdefault(name, Counter())[value] += 1
     poll_of: dict[tuple[str, int], object] = {}  # (device, time) -> the counter value stored in that poll
-    for point, ts, value, quality in samples:
+    for point, ts, got, quality in samples:
         if point.endswith(COUNTER) and not quality:
-            poll_of[point[: -len(COUNTER)], ts] = value
+            poll_of[point[: -len(COUNTER)], ts] = got
     stored: dict[str, Counter[object]] = {}  # every good sample
     kept: dict[str, Counter[object]] = {}  # the good samples of owed polls
     faults: Counter[str] = Counter()
-    for point, ts, value, quality in samples:
+    for point, ts, got, quality in samples:
         if quality:
             faults[point] += 1
             continue
-        stored.setdefault(point, Counter())[value] += 1
+        stored.setdefault(point, Counter())[got] += 1
         device = point.partition(".")[0]
         counter = poll_of.get((device, ts))
         if counter is None or (device, counter) in owed_polls:
-            kept.setdefault(point, Counter())[value] += 1
+            kept.setdefault(point, Counter())[got] += 1
     out = Tally()
     for point in sorted(served.keys() | stored.keys() | faults.keys()):
         s, o, k = served.get(point, Counter()), owed.get(point, Counter()), stored.get(point, Counter())

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from drivers.sim._served import ServedLog
 from drivers.sim.modbus_building import BuildingSimulator
 from tests.support.wait import wait_for
 
@@ -57,7 +58,13 @@ class SimThread:
                 await asyncio.sleep(0)
 
         self._run(answered())
-        self.sim.served.new_life()
+        self.served.new_life()
+
+    @property
+    def served(self) -> ServedLog:
+        """What the simulator served (it must record: `record=True`)."""
+        assert self.sim.served is not None, "the simulator does not record what it serves"
+        return self.sim.served
 
     def __enter__(self) -> SimThread:
         self._thread.start()

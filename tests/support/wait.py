@@ -11,15 +11,16 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(cond: Callable[[], T], timeout: float = 15.0, what: str = "condition", step: float = 0.05) -> T:
-    """Poll `cond` until it returns something truthy; fail the test after `timeout` seconds."""
+def wait_for(cond: Callable[[], T | None], timeout: float = 15.0, what: str = "condition", step: float = 0.05) -> T:
+    """Poll `cond` until it returns something truthy (returned); fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    last: T = cond()
+    last = cond()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
         last = cond()
+    assert last is not None
     return last
 
 
@@ -37,6 +38,17 @@ async def until(cond: Callable[[], object], step: float = 0.01) -> None:
     """Poll `cond` on the loop until it is truthy (the caller's deadline, e.g. `in_loop`'s, bounds it)."""
     while not cond():  # noqa: ASYNC110 - a condition over state of several owners, polled
         await asyncio.sleep(step)
+
+
+async def eventually(cond: Callable[[], T | None], what: str, within: float = 10.0) -> T:
+    """Poll `cond` on the loop until it returns something truthy (returned); fail the test after `within` s."""
+    deadline = time.monotonic() + within
+    while not (value := cond()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
+        await asyncio.sleep(0.02)
+    assert value is not None
+    return value
 
 
 def free_port() -> int:

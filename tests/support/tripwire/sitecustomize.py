@@ -47,4 +47,4 @@ def _listening(self: socket.socket, *args: int) -> None:
 
 if _LOG:
     sys.addaudithook(_hook)
-    socket.socket.listen = _listening  # type: ignore[method-assign]
+    socket.socket.listen = _listening  # type: ignore[assignment]  # the tripwire wraps the stdlib's own method

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from boxd.daemon import Daemon
-from boxd.supervisor import Supervisor
 from tests.support.fakebus import FakeBus
 from tests.support.wait import in_loop, until
 
@@ -37,7 +36,9 @@ def test_a_full_disk_fails_the_bus_task_which_comes_back_once_there_is_room(smal
         d = Daemon(small_disk, small_disk / "unused.toml")
         d.queue.open()
         bus = FakeBus("ahu", [f"p{i}" for i in range(100)], interval_s=0.005)
-        sup = d._supervisor = Supervisor(d._use_sources([bus]), backoff_base=0.05, backoff_cap=0.2)
+        sup = d.supervisor
+        sup.backoff_base, sup.backoff_cap = 0.05, 0.2
+        d.buses.use(d.buses.cfg, [bus])
         runner = asyncio.create_task(sup.run())
         try:
             await until(lambda: "bus:ahu" in sup.stats and sup.stats["bus:ahu"].restarts >= 2)

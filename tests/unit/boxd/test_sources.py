@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import boxconfig as config
 from bench.workload import layout
-from boxd.daemon import SLOT_POINTS, make_sources, tcp_phase_slots
-from drivers.modbus import ModbusTcpDevice
+from boxd.fieldbus import SLOT_POINTS, make_sources, tcp_phase_slots
+from drivers.modbus import ModbusTcpDevice, ModbusTcpSource
 
 
 def _devices(count: int, points: int) -> tuple[ModbusTcpDevice, ...]:
@@ -24,7 +24,7 @@ def test_each_phase_carries_at_most_its_share_of_readings() -> None:
     cfg = config.BoxConfig(modbus_tcp=_devices(50, 200))
     offsets: dict[float, int] = {}
     for src in make_sources(cfg):
-        (device,) = src._devices  # type: ignore[attr-defined]
-        offsets[round(device.offset_s, 3)] = offsets.get(round(device.offset_s, 3), 0) + len(device.spec.points)
+        assert isinstance(src, ModbusTcpSource)
+        offsets[round(src.phase, 3)] = offsets.get(round(src.phase, 3), 0) + len(src.device.points)
     assert sorted(offsets) == [0.0, 0.2, 0.4, 0.6, 0.8]
     assert max(offsets.values()) <= SLOT_POINTS

@@ -11,7 +11,7 @@ from cloud.deploy import DeployError, Deployments, parse_max_failures, parse_wav
 from cloud.errors import CloudError
 from cloud.store import Store
 from proto.errors import WireError
-from proto.uplink import decode_event
+from proto.uplink import OtaEvent, decode_event
 from proto.wire import encode_doc
 
 T0 = 1_800_000_000.0
@@ -63,7 +63,9 @@ class Fleet:
     def event(self, box_id: str, dep: str, state: str, detail: str = "", **extra: object) -> None:
         doc: dict[str, object] = {"v": 1, "kind": "ota", "ts": int(self.now * 1000), "deployment": dep,
                                   "version": VERSION, "state": state, "detail": detail, "running": "1.1.0", **extra}
-        self.rules.on_event(box_id, decode_event(encode_doc(doc)), self.now)
+        event = decode_event(encode_doc(doc))
+        assert isinstance(event, OtaEvent)
+        self.rules.on_event(box_id, event, self.now)
 
     def states(self, dep: str) -> dict[str, str]:
         return {b.box_id: b.state for b in self.store.deployment_boxes(dep)}

@@ -10,7 +10,7 @@ from cloud import release
 
 ROOT = Path(__file__).resolve().parents[3]
 # what a Box runs from a release: the daemon, the launcher, and the processes the daemon starts
-ENTRY_POINTS = ("boxd.cli", "boxd.daemon", "ota.launcher", "ota.agent", "ota.client", "trust.enroll",
+ENTRY_POINTS = ("boxd.cli", "boxd.daemon", "boxd.updates", "ota.launcher", "ota.client", "trust.enroll",
                 "trust.renewal", "trust.crl")
 
 

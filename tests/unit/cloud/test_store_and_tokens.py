@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cloud.enroll import check_serial, new_token, token_hash
 from cloud.errors import EnrollmentError, StoreError
 from cloud.store import Store, _dialect, metadata
-from drivers import PointInfo
+from drivers import PointInfo, Value
 from proto import wire
 from proto.errors import WireError
 from tests.support.storedb import sqlite_only
@@ -137,7 +137,7 @@ def _batch(seq: int, base: int, groups: list[list[object]], table: list[PointInf
 
 def test_every_value_is_stored_as_its_own_json_text(store: Store) -> None:
     table = [PointInfo(f"d.p{i}", "", "x") for i in range(9)]
-    values: list[object] = [1, -2, 3.25, True, False, None, "a,b \"c\"", 2**64 - 1, float("inf")]
+    values: list[Value] = [1, -2, 3.25, True, False, None, "a,b \"c\"", 2**64 - 1, float("inf")]
     s = store
     s.put_table("SN-1", wire.table_id(table), table)
     assert s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, values, {5: 1})], table), table)

@@ -22,6 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from cloud import cli
+from cloud.platform import Cloud
 from cloud.store import SchemaError, Store, _migrate, metadata
 from drivers import PointInfo
 from proto import wire
@@ -195,7 +196,7 @@ def test_a_command_refuses_an_old_database_until_run_upgrades_it(tmp_path: Path,
     err = capsys.readouterr().err
     assert "older than this boxcloud's" in err and "'boxcloud run' upgrades it" in err
     assert dump(home / "cloud.db") == before
-    cli.Cloud(home).upgrade_store()  # what `boxcloud run` does first
+    Cloud(home).upgrade_store()  # what `boxcloud run` does first
     assert cli.main(["--home", str(home), "box", "list", "--json"]) == 0
     assert [b["box_id"] for b in json.loads(capsys.readouterr().out)] == ["BOX-1", "BOX-2"]
 

@@ -23,7 +23,7 @@ from drivers.modem.errors import ModemProtocolError
 
 def events(conn: AtConnection, data: bytes) -> list[object]:
     conn.receive_data(data)
-    out = []
+    out: list[object] = []
     while (e := conn.next_event()) is not NEED_DATA:
         out.append(e)
     return out

@@ -14,6 +14,7 @@ import pytest
 
 from cloud import release
 from ota import bundle, slots
+from ota.errors import SlotError
 from ota.launcher import Launcher
 from proto.release import MANIFEST
 
@@ -71,7 +72,7 @@ def test_a_bundle_is_reproducible_and_unpacks_to_what_its_manifest_lists(good: P
 ])
 def test_a_hostile_bundle_is_refused_and_leaves_nothing(tmp_path: Path, case: str, expected: str) -> None:
     files = {"boxd/__init__.py": b'__version__ = "1.2.0"\n', "boxd/daemon.py": b"pass\n"}
-    members = [_file(f"payload/{k}", v) for k, v in files.items()]
+    members: list[tuple[tarfile.TarInfo, bytes | None]] = [_file(f"payload/{k}", v) for k, v in files.items()]
     if case == "traversal":
         members.append(_file("payload/../../etc/cron.d/evil", b"* * * * * root sh\n"))
     elif case == "absolute":
@@ -108,16 +109,16 @@ def test_install_switch_and_commit_keep_the_previous_version(good: Path, tmp_pat
     assert state.active == "1.2.0" and state.previous == slots.FACTORY and state.trial is not None
     assert slots.commit(sw) is not None and slots.load(sw).trial is None
 
-    with pytest.raises(slots.SlotError, match="the one running"):
+    with pytest.raises(SlotError, match="the one running"):
         slots.install(sw, good, "1.2.0", HW)
     other = release.build(SOURCE, tmp_path / "o", "1.3.0", ["other-hw"])
-    with pytest.raises(slots.SlotError, match=f"the bundle is for other-hw, this Box is {HW}"):
+    with pytest.raises(SlotError, match=f"the bundle is for other-hw, this Box is {HW}"):
         slots.install(sw, other, "1.3.0", HW)
     assert sorted(p.name for p in (sw / "releases").iterdir()) == ["1.2.0"]  # no half install left
 
 
 def test_a_bundle_that_is_not_the_announced_version_is_not_installed(good: Path, tmp_path: Path) -> None:
-    with pytest.raises(slots.SlotError, match=r"says it is version 1\.2\.0, the deployment says 1\.3\.0"):
+    with pytest.raises(SlotError, match=r"says it is version 1\.2\.0, the deployment says 1\.3\.0"):
         slots.install(tmp_path / "sw", good, "1.3.0", HW)
     assert list((tmp_path / "sw" / "releases").iterdir()) == []
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 from tuf.api import exceptions
+from tuf.ngclient import FetcherInterface
 
 from cloud import tufrepo as repo
 from ota import _fetch, client
+from ota._fetch import CapExceededError, LinkError
 from tests.support.wait import wait_for
 
 HW = "boxd-x86"
@@ -28,7 +30,7 @@ SIZE = 1024 * 1024
 Fault = Callable[[str], None]
 
 
-class FaultyFetcher(client.FetcherInterface):
+class FaultyFetcher(FetcherInterface):
     """Serves <repo>/metadata and <repo>/targets; `target_faults[i]` runs in the i-th target request's body."""
 
     def __init__(self, repo_dir: Path) -> None:
@@ -187,11 +189,11 @@ def test_which_failures_are_glitches() -> None:
         e.__cause__ = cause
         return e
 
-    transient = [client.LinkError("cut short"), exceptions.SlowRetrievalError("slow"),
+    transient = [LinkError("cut short"), exceptions.SlowRetrievalError("slow"),
                  exceptions.DownloadHTTPError("x", 502), wrapped(ConnectionResetError()), wrapped(TimeoutError()),
                  wrapped(ssl.SSLEOFError())]
     final = [exceptions.DownloadHTTPError("x", 401), exceptions.DownloadHTTPError("x", 403),
-             exceptions.DownloadHTTPError("x", 404), client.CapExceeded("x"),
+             exceptions.DownloadHTTPError("x", 404), CapExceededError("x"),
              exceptions.DownloadLengthMismatchError("x"), exceptions.LengthOrHashMismatchError("x"),
              exceptions.UnsignedMetadataError("x"), exceptions.BadVersionNumberError("x"),
              exceptions.ExpiredMetadataError("x"), exceptions.DownloadError("only https"),

@@ -63,7 +63,7 @@ def test_every_downlink_message_round_trips() -> None:
     assert downlink.decode_time(downlink.TimeNotice(1_800_000_000_000).encode()).ts_ms == 1_800_000_000_000
     pem = b"-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n"
     assert downlink.decode_crl(pem) == pem
-    every = [
+    every: list[commands.Command] = [
         commands.Write("c-1", 2e9, "ahu1.sp", 21.5, 8),
         commands.Write("c-2", 2e9, "ahu2.sp", None, 8, relinquish=True),
         commands.Read("c-3", 2e9, ("ahu1.t", "ahu2.sp")),

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers import PointInfo, Quality
+from drivers import PointInfo, Quality, Value
 from proto import wire
 from proto.errors import WireError
 
@@ -22,7 +22,7 @@ values = st.one_of(
 
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 40), st.lists(values, min_size=1, max_size=10)),
                 max_size=20), st.integers(0, 2**63), st.integers(1, 2**40))
-def test_batch_round_trip(groups: list[tuple[int, int, list[object]]], epoch: int, seq: int) -> None:
+def test_batch_round_trip(groups: list[tuple[int, int, list[Value]]], epoch: int, seq: int) -> None:
     encoded = [wire.encode_group(dt, first, vals, {0: Quality.NO_ANSWER} if vals[0] is None else {})
                for dt, first, vals in groups]
     payload = wire.encode_batch(epoch, seq, wire.table_id(TABLE), 1_700_000_000_000, encoded)

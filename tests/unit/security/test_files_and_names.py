@@ -19,6 +19,7 @@ from cloud.enroll import check_serial
 from cloud.errors import EnrollmentError
 from cloud.store import Store
 from trust import identity
+from trust.errors import IdentityError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -97,7 +98,7 @@ def test_a_box_identity_with_a_newline_in_its_id_is_refused(tmp_path: Path) -> N
     d = tmp_path / identity.IDENTITY_DIR
     d.mkdir()
     (d / "identity.json").write_text('{"box_id": "BOX-1\\n", "broker_host": "h", "broker_port": 1}')
-    with pytest.raises(identity.IdentityError, match="invalid Box ID"):
+    with pytest.raises(IdentityError, match="invalid Box ID"):
         identity.load(tmp_path)
 
 

@@ -3,6 +3,7 @@ what counts as lost and as duplicated; and the simulator's served log it reads."
 
 from __future__ import annotations
 
+from drivers import Value
 from drivers.sim._building import BuildingState
 from drivers.sim._served import Served, ServedLog
 from tests.support.proofs import owed_reads, tally
@@ -11,7 +12,7 @@ IN = (4, 0, 10)  # a request: function code, address, count
 HOLD = (3, 0, 10)
 
 
-def read(life: int, unit: int, key: tuple[int, int, int], **values: object) -> Served:
+def read(life: int, unit: int, key: tuple[int, int, int], **values: Value) -> Served:
     return Served(life, unit, key, tuple((f"u{unit}.{k}", v) for k, v in values.items()))
 
 

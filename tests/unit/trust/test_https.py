@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import urllib3
 
 from cloud.pki import Pki
 from tests.support.wait import wait_for
@@ -99,7 +100,7 @@ def test_an_interrupt_ends_a_read_that_blocks(pkis: tuple[Pki, Pki], server: str
             try:
                 with s.get(f"{server}/stall", timeout=600, stream=True) as r:  # only the interrupt ends it in time
                     outcome.append(https.read_capped(r, 10 * 1024 * 1024))
-            except (requests.RequestException, OSError, https.urllib3.exceptions.HTTPError) as e:
+            except (requests.RequestException, OSError, urllib3.exceptions.HTTPError) as e:
                 outcome.append(e)
 
     reader = threading.Thread(target=fetch, daemon=True)

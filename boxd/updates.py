@@ -1,17 +1,18 @@
 """The daemon's side of an update: the ``update`` and ``update_abort`` commands, the trial's
 commit, and the ``ota`` events that tell the platform how it went (docs/architecture.md, "OTA").
+It was ``ota/agent.py``; it is the daemon's owner of updates, so it lives in ``boxd``.
 
-An ``update`` is answered at once ("ok": accepted; the outcome comes as events) and runs in
-the background, one at a time::
+An ``update`` is answered at once ("ok": accepted; the outcome comes as events) and runs as a
+job of the supervisor, one at a time::
 
     downloading  ota.client: TUF-verified download over the Box's mTLS identity, retried on a
                  flaky link; refused: tampered, rolled back, frozen, mixed, under-signed
                  metadata, downgrade, other hardware -> "failed", nothing installed
     installing   ota.slots.install: unpacked into releases/<version>, file by file against the
                  bundle's manifest -> "failed" on any mismatch, nothing switched
-    restarting   ota.slots.switch (the point of no return), then the daemon exits 75 and the
-                 launcher starts the new version on trial
-    committed    sent by the new version once healthy (`watch_trial`), or
+    restarting   ota.slots.switch (the point of no return), then the job raises `Stop` (75): the
+                 daemon exits and the launcher starts the new version on trial
+    committed    sent by the new version once healthy (`watch_trial`, a job started by `at_start`), or
     rolled_back  sent by the previous version, from the launcher's report
 
 ``update_abort`` stops a download (the file is removed, "aborted"); once the switch is
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from boxkit.files import write_atomic
 from boxkit.machine import hardware_id
 from ota import slots
@@ -57,7 +59,6 @@ class _Job:
     deployment: str
     version: str
     abort: threading.Event
-    task: asyncio.Task[None] | None = None
     proc: asyncio.subprocess.Process | None = None
     switching: bool = False
 
@@ -65,7 +66,7 @@ class _Job:
 class UpdateAgent:
     """Updates for one daemon. The constructor does no I/O."""
 
-    def __init__(self, state_dir: Path, running: str, put_event: PutEvent, restart: Callable[[], None], *,
+    def __init__(self, state_dir: Path, running: str, put_event: PutEvent, supervisor: Supervisor, *,
                  launched: bool, software: Path | None = None, hardware: str | None = None,
                  attempts: int = 5, backoff_s: float = 2.0) -> None:
         self.state_dir = state_dir
@@ -74,7 +75,7 @@ class UpdateAgent:
         self.launched = launched
         self.hardware = hardware or hardware_id()
         self._put = put_event
-        self._restart = restart
+        self._supervisor = supervisor
         self._attempts, self._backoff_s = attempts, backoff_s
         self._job: _Job | None = None
         self._aborted: set[str] = set()
@@ -89,8 +90,18 @@ class UpdateAgent:
 
     # -- at start -------------------------------------------------------------------------
 
-    def at_start(self) -> None:
-        """Send what the launcher left (a rollback), and note whether this version is on trial."""
+    @property
+    def past_no_return(self) -> str:
+        """Why a restart or a reboot must not happen now ("" when it may): an update is being
+        switched to (its point of no return is passed; it restarts the daemon itself)."""
+        job = self._job
+        if job is not None and job.switching:
+            return f"the update to {job.version} is past its point of no return (being switched to)"
+        return ""
+
+    def at_start(self, missing: Callable[[], str]) -> None:
+        """Send what the launcher left (a rollback), and note whether this version is on trial:
+        then a job commits it once `missing()` says nothing is missing."""
         if not self.launched:
             return
         state = slots.load(self.sw)
@@ -104,6 +115,7 @@ class UpdateAgent:
             self.trial = state.trial
             log.warning("version %s is on trial: it must be healthy within %d s or the previous version (%s) "
                         "comes back", self.running, state.trial.health_s, state.trial.previous)
+            self._supervisor.spawn("update trial", lambda: self.watch_trial(missing))
 
     @property
     def _job_file(self) -> Path:
@@ -172,8 +184,7 @@ class UpdateAgent:
         job = _Job(deployment, version, threading.Event())
         self._job_file.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self._job_file, json.dumps({"deployment": deployment, "version": version}).encode())
-        job.task = asyncio.get_running_loop().create_task(self._update(job, target, health_s),  # kept: a strong ref
-                                                          name=f"update {deployment}")
+        self._supervisor.spawn(f"update {deployment}", lambda: self._update(job, target, health_s))
         self._job = job
         return f"updating to {version} ({target}): progress follows as ota events"
 
@@ -199,28 +210,30 @@ class UpdateAgent:
     # -- the update ---------------------------------------------------------------------------
 
     async def _update(self, job: _Job, target: str, health_s: int) -> None:
+        """The update job (its top: whatever happens, the platform hears of it)."""
         download: Path | None = None
+        switched = False
         try:
             self.event(job.deployment, job.version, "downloading", f"fetching {target}", progress=0.0)
             download = await self._download(job, target)
             if job.abort.is_set():
-                raise _Aborted("aborted before installing")
+                raise AbortedError("aborted before installing")
             self.event(job.deployment, job.version, "installing", f"unpacking into releases/{job.version}")
             manifest = await asyncio.to_thread(slots.install, self.sw, download, job.version, self.hardware)
             if job.abort.is_set():
                 await asyncio.to_thread(slots.prune, self.sw)
-                raise _Aborted("aborted before the switch; the unpacked release is removed")
+                raise AbortedError("aborted before the switch; the unpacked release is removed")
             job.switching = True  # the point of no return
             await asyncio.to_thread(slots.switch, self.sw, job.version, job.deployment, health_s)
             self.event(job.deployment, job.version, "restarting",
                        f"switched to {manifest.version} ({len(manifest.files)} files checked); restarting "
                        f"on trial for {health_s} s, {self.running} kept to come back to")
-            self._restart()
-        except _Aborted as e:
+            switched = True
+        except AbortedError as e:
             self.event(job.deployment, job.version, "aborted", f"{e}; nothing installed")
         except (OtaError, IdentityError, OSError) as e:
             self.event(job.deployment, job.version, "failed", f"{e}; nothing installed")
-        except Exception as e:  # a bug must not take the daemon down, and the platform must hear of it
+        except Exception as e:  # the job's top: a bug must not take the daemon down, and the platform must hear of it
             log.exception("update %s failed", job.deployment)
             self.event(job.deployment, job.version, "failed", f"{type(e).__name__}: {e}; nothing installed")
         finally:
@@ -229,6 +242,9 @@ class UpdateAgent:
             self._job_file.unlink(missing_ok=True)  # switched (slot.json says so) or ended
             if not job.switching:
                 self._job = None
+        if switched:
+            log.warning("restarting into the new version")
+            raise Stop(RESTART_STATUS, "restarting", f"restarting into version {job.version}")
 
     async def _download(self, job: _Job, target: str) -> Path:
         """Run the download as a process of its own (``python -m ota.client download``): python-tuf
@@ -245,18 +261,16 @@ class UpdateAgent:
         job.proc = proc
         if job.abort.is_set():  # the abort came while the process started
             proc.terminate()
-        errors = asyncio.create_task(_tail(proc.stderr))
         try:
-            outcome = await self._follow(job, proc)
+            outcome, stderr_tail = await asyncio.gather(self._follow(job, proc), _tail(proc.stderr))
             status = await proc.wait()
         finally:
             if proc.returncode is None:  # cancelled: the daemon stops
                 proc.kill()
                 await proc.wait()
             job.proc = None
-            stderr_tail = await errors
         if "aborted" in outcome or job.abort.is_set():
-            raise _Aborted(str(outcome.get("aborted") or "aborted: the download was stopped"))
+            raise AbortedError(str(outcome.get("aborted") or "aborted: the download was stopped"))
         if "error" in outcome:
             raise DownloadFailedError(str(outcome["error"]))
         release, path = outcome.get("release"), outcome.get("path")
@@ -314,6 +328,6 @@ def _trust_image_root(state_dir: Path) -> None:
         write_atomic(shipped, IMAGE_ROOT.read_bytes())
 
 
-class _Aborted(Exception):
-    pass
+class AbortedError(OtaError):
+    """An update stopped by ``update_abort`` (reported "aborted")."""
 

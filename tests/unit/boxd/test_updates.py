@@ -1,4 +1,4 @@
-"""The daemon's update agent on its own (no network): what it says after a power loss in the
+"""The daemon's update agent (`boxd.updates`) on its own (no network): what it says after a power loss in the
 middle of an update, and how it answers commands it cannot take."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ota import agent, slots
+from boxd import updates
+from boxd.supervisor import Supervisor
+from ota import slots
 from proto.commands import Update, UpdateAbort
 from proto.errors import RejectedError
 from proto.uplink import OtaEvent
@@ -17,8 +19,8 @@ from proto.uplink import OtaEvent
 HW = "generic-test"
 
 
-def _agent(tmp_path: Path, events: list[OtaEvent], *, launched: bool = True) -> agent.UpdateAgent:
-    return agent.UpdateAgent(tmp_path, "0.1.0", events.append, lambda: None, launched=launched,
+def _agent(tmp_path: Path, events: list[OtaEvent], *, launched: bool = True) -> updates.UpdateAgent:
+    return updates.UpdateAgent(tmp_path, "0.1.0", events.append, Supervisor(), launched=launched,
                              software=tmp_path / "software", hardware=HW)
 
 
@@ -31,14 +33,14 @@ def test_an_update_cut_by_a_power_loss_is_reported_failed_and_its_leftovers_remo
     (ota_dir / "downloads").mkdir(parents=True)
     (ota_dir / "downloads" / "boxd-0.2.0.tar.gz").write_bytes(b"half")  # downloaded, not unpacked yet
     (tmp_path / "software" / "releases" / ".0.2.0.tmp").mkdir(parents=True)  # unpacking cut short
-    (ota_dir / agent.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
+    (ota_dir / updates.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
     events: list[OtaEvent] = []
-    _agent(tmp_path, events).at_start()
+    _agent(tmp_path, events).at_start(lambda: "")
     assert [(e.deployment, e.version, e.state) for e in events] == [("d-1", "0.2.0", "failed")]
     assert "power loss" in events[0].detail and "nothing installed" in events[0].detail
     assert list((ota_dir / "downloads").iterdir()) == []
     assert list((tmp_path / "software" / "releases").iterdir()) == []
-    assert not (ota_dir / agent.JOB_FILE).exists()
+    assert not (ota_dir / updates.JOB_FILE).exists()
 
 
 def test_an_update_switched_just_before_the_power_loss_is_not_called_failed(tmp_path: Path) -> None:
@@ -46,10 +48,10 @@ def test_an_update_switched_just_before_the_power_loss_is_not_called_failed(tmp_
     (slots.release_dir(sw, "0.2.0")).mkdir(parents=True)
     slots.save(sw, slots.SlotState("0.2.0", slots.FACTORY, slots.Trial("0.2.0", slots.FACTORY, "d-1", 60, 1, 0.0)))
     (tmp_path / "ota").mkdir()
-    (tmp_path / "ota" / agent.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
+    (tmp_path / "ota" / updates.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "0.2.0"}))
     events: list[OtaEvent] = []
-    a = agent.UpdateAgent(tmp_path, "0.2.0", events.append, lambda: None, launched=True, software=sw, hardware=HW)
-    a.at_start()
+    a = updates.UpdateAgent(tmp_path, "0.2.0", events.append, Supervisor(), launched=True, software=sw, hardware=HW)
+    a.at_start(lambda: "")
     assert events == [] and a.trial is not None and a.trial.deployment == "d-1"
     assert slots.release_dir(sw, "0.2.0").is_dir()  # the release on trial is kept
 

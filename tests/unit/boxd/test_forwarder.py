@@ -1,0 +1,116 @@
+"""The forwarder's state machine on literals (no queue, no sockets, no clock): the window, the
+fresh-data lane, message ids to seqs, resending on reconnect, the pause after a refusal."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+
+from boxd.backoff import Backoff
+from boxd.forwarder import REFUSED_BASE_S, REFUSED_MAX_S, Acked, Forwarder, Publish, ranges
+
+
+class Held:
+    """A queue's content as literals (`boxd.forwarder.Pending`)."""
+
+    def __init__(self, seqs: Collection[int] = (), events: Collection[int] = ()) -> None:
+        self.sealed = {s: f"b{s}".encode() for s in seqs}
+        self.queued_events = {e: f"e{e}".encode() for e in events}
+
+    def backlog(self) -> int:
+        return len(self.sealed)
+
+    def newest_batch(self) -> tuple[int, bytes] | None:
+        return (max(self.sealed), self.sealed[max(self.sealed)]) if self.sealed else None
+
+    def batches(self, after_seq: int, limit: int, skip: Collection[int] = ()) -> list[tuple[int, bytes]]:
+        return [(s, self.sealed[s]) for s in sorted(self.sealed) if s > after_seq and s not in skip][:limit]
+
+    def events(self, limit: int) -> list[tuple[int, bytes]]:
+        return sorted(self.queued_events.items())[:limit]
+
+
+def send(fw: Forwarder, held: Held, window: int, first_mid: int = 1) -> list[tuple[int, Publish]]:
+    """What the sending task does: publish each, numbering message ids from `first_mid`."""
+    out = []
+    for mid, p in enumerate(fw.next_publishes(window, held), start=first_mid):
+        fw.on_sent(p, mid)
+        out.append((mid, p))
+    return out
+
+
+def refs(sent: list[tuple[int, Publish]], kind: str = "batch") -> list[int]:
+    return [p.ref for _, p in sent if p.kind == kind]
+
+
+def test_a_backlog_drains_oldest_first_with_the_newest_batch_up_front() -> None:
+    fw, held = Forwarder(), Held(range(1, 41))
+    sent = send(fw, held, window=8)
+    assert refs(sent) == [40, 1, 2, 3, 4, 5, 6, 7]  # the freshest at once, then the oldest in order
+    for mid, p in sent:
+        if p.ref in (1, 2, 3):
+            assert fw.on_puback(mid, True, now=0.0) == Acked("batch", p.ref)
+            del held.sealed[p.ref]
+    held.sealed[41] = b"b41"  # fresh data during the drain
+    more = send(fw, held, window=8, first_mid=100)
+    assert refs(more) == [41, 8, 9]  # the new freshest jumps the backlog; the drain goes on in order
+    assert sorted(fw.in_flight()) == [4, 5, 6, 7, 8, 9, 40, 41]
+
+
+def test_without_a_backlog_batches_go_in_order_and_a_full_window_sends_none() -> None:
+    fw, held = Forwarder(), Held([1, 2, 3])
+    assert refs(send(fw, held, window=8)) == [1, 2, 3]
+    assert send(fw, held, window=3, first_mid=10) == []  # all in flight: nothing twice
+    fw2 = Forwarder()
+    assert refs(send(fw2, Held(range(1, 10)), window=1)) == [1]  # a window of one keeps no fresh lane
+
+
+def test_events_go_first_and_are_not_sent_twice_while_in_flight() -> None:
+    fw, held = Forwarder(), Held([1], events=[7, 8])
+    sent = send(fw, held, window=4)
+    assert [(p.kind, p.ref) for _, p in sent] == [("event", 7), ("event", 8), ("batch", 1)]
+    assert send(fw, held, window=4, first_mid=10) == []
+    assert fw.on_puback(2, True, now=0.0) == Acked("event", 8)
+
+
+def test_a_reconnect_sends_everything_in_flight_again() -> None:
+    fw, held = Forwarder(), Held([1, 2, 3], events=[5])
+    send(fw, held, window=8)
+    fw.on_connected()  # a new session: the broker may have none of it
+    assert fw.in_flight() == []
+    again = send(fw, held, window=8, first_mid=1)  # the new session numbers from 1 again
+    assert [(p.kind, p.ref) for _, p in again] == [("event", 5), ("batch", 1), ("batch", 2), ("batch", 3)]
+    assert fw.on_puback(2, True, now=0.0) == Acked("batch", 1)  # ids map to the new session's sends
+
+
+def test_acknowledgements_of_unknown_or_old_ids_do_nothing() -> None:
+    fw, held = Forwarder(), Held([1])
+    send(fw, held, window=8)
+    assert fw.on_puback(99, True, now=0.0) is None
+    assert fw.on_puback(1, True, now=0.0) == Acked("batch", 1)
+    assert fw.on_puback(1, True, now=0.0) is None  # twice: once
+    assert fw.acked_batches == 1
+
+
+def test_refusals_pause_the_sending_longer_while_they_go_on_and_an_acknowledgement_ends_it() -> None:
+    fw = Forwarder(Backoff(REFUSED_BASE_S, REFUSED_MAX_S, random.Random(1)))
+    held = Held(range(1, 20))
+    waits = []
+    for n in range(8):
+        ((mid, p),) = send(fw, held, window=1, first_mid=10 * n + 1)
+        assert fw.on_puback(mid, False, now=100.0) is None  # refused: stays queued
+        assert p.ref not in fw.in_flight()  # ... and is sent again, after the pause
+        waits.append(fw.hold_s(now=100.0))
+    assert all(0 <= w <= min(REFUSED_MAX_S, REFUSED_BASE_S * 2 ** n) for n, w in enumerate(waits))
+    assert max(waits[4:]) > REFUSED_BASE_S * 2  # the pause grows while refusals go on
+    assert fw.hold_s(now=100.0 + REFUSED_MAX_S) == 0.0  # and ends
+    ((mid, _),) = send(fw, held, window=1, first_mid=500)
+    fw.on_puback(mid, True, now=200.0)
+    ((mid, _),) = send(fw, Held([2]), window=1, first_mid=600)
+    fw.on_puback(mid, False, now=200.0)
+    assert fw.hold_s(now=200.0) <= REFUSED_BASE_S  # back to the first, short pause
+
+
+def test_ranges() -> None:
+    assert ranges([]) == []
+    assert ranges([7, 1, 3, 2]) == [(1, 3), (7, 7)]
