@@ -10,13 +10,16 @@ Two levels, both on what the cloud stored:
 What the Box owes. The promise is "a reading acknowledged to a bus is on disk": a bus hands a
 finished device poll to the daemon (`emit`), which returns only once the readings are committed
 to the queue, and only then does the bus go on to its next request. Modbus has no
-acknowledgement on the wire, so the proof reads it from the bus's behaviour: a read is *owed*
-once the same request (unit, function, address, count) was served again later in the same life
-of the Box (a poll never repeats a request, so the device's next poll had begun, so the one
-before was emitted). The last poll of each request before a crash is served but not owed: the
-Box may have died before its reply arrived or before the emission was committed. Everything
-owed must be stored (else *lost*); nothing may be stored more often than it was served (else
-*duplicated*). Values are compared as multisets per point. The "reads" counter points
+acknowledgement on the wire, so the proof reads it from the bus's behaviour, a poll at a time
+(`poll_numbers`): a device's reads in one life of the Box fall into polls, a new one beginning
+where a request (unit, function, address, count) comes again (a poll never repeats a request);
+every read of a poll is *owed* once a later poll of the same device has begun in the same life
+(its first request went out, so the poll before was emitted). The last poll of each device
+before a crash is served but not owed, all of it: the Box may have died before its last reply
+arrived or before the emission was committed, and a crash between two requests of a poll
+leaves the poll before owed whole (its first requests came again, its later ones not yet).
+Everything owed must be stored (else *lost*); nothing may be stored more often than it was
+served (else *duplicated*). Values are compared as multisets per point. The "reads" counter points
 (`BuildingSimulator(counters=True)`) serve each value once, which makes the check exact: a poll
 lost or stored twice shows in its device's counter, and the counter of each stored poll tells
 whether the Box owed that poll, so that a repeated value (a setpoint, a status bit) of a poll
@@ -124,17 +127,32 @@ class Tally:
         return "; ".join(lines) + (f"; and {len(bad) - limit} more points" if len(bad) > limit else "")
 
 
+def poll_numbers(reads: Sequence[Served]) -> list[int]:
+    """For each read, the number of its device's poll (from 0 in each life of the Box, per unit): a
+    new poll begins at a request already served in the current one. Exact when every poll of a
+    device begins with the same request, as the bus's smallest-first order makes it for the
+    simulated building. A poll that began with a request the one before did not have (a slow
+    interval group falling due alone, first in the order) is counted with the one before until a
+    request comes again: its first reads may be owed too soon, which can report a loss that was
+    none, never hide one (what is owed and what is kept are counted by the same polls)."""
+    numbers: list[int] = []
+    current: dict[tuple[int, int], tuple[int, set[tuple[int, int, int]]]] = {}
+    for r in reads:
+        n, keys = current.get((r.life, r.unit), (-1, set()))
+        if n < 0 or r.key in keys:
+            n, keys = n + 1, set()
+            current[r.life, r.unit] = (n, keys)
+        keys.add(r.key)
+        numbers.append(n)
+    return numbers
+
+
 def owed_reads(reads: Sequence[Served]) -> list[bool]:
-    """For each read, whether the Box owes it: the same request was served again later in the same
-    life of the Box (see the module docstring)."""
-    owed = [False] * len(reads)
-    seen: set[tuple[int, int, tuple[int, int, int]]] = set()
-    for i in range(len(reads) - 1, -1, -1):
-        r = reads[i]
-        k = (r.life, r.unit, r.key)
-        owed[i] = k in seen
-        seen.add(k)
-    return owed
+    """For each read, whether the Box owes it: a later poll of its device began in the same life of
+    the Box (see the module docstring)."""
+    numbers = poll_numbers(reads)
+    last = {(r.life, r.unit): n for r, n in zip(reads, numbers, strict=True)}
+    return [n < last[r.life, r.unit] for r, n in zip(reads, numbers, strict=True)]
 
 
 def tally(reads: Sequence[Served], samples: Sequence[tuple[str, int, object, int]],

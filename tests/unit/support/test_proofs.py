@@ -6,24 +6,42 @@ from __future__ import annotations
 from drivers import Value
 from drivers.sim._building import BuildingState
 from drivers.sim._served import Served, ServedLog
-from tests.support.proofs import owed_reads, tally
+from tests.support.proofs import owed_reads, poll_numbers, tally
 
 IN = (4, 0, 10)  # a request: function code, address, count
 HOLD = (3, 0, 10)
+COIL = (1, 0, 1)
 
 
 def read(life: int, unit: int, key: tuple[int, int, int], **values: Value) -> Served:
     return Served(life, unit, key, tuple((f"u{unit}.{k}", v) for k, v in values.items()))
 
 
-def test_a_read_is_owed_once_the_same_request_came_again_in_the_same_life() -> None:
+def test_a_poll_is_owed_once_the_next_poll_of_its_device_began_in_the_same_life() -> None:
     reads = [
         read(0, 1, IN, t=1), read(0, 1, HOLD, s=5), read(0, 1, IN, t=2),  # poll 2 began: poll 1 is owed
         read(0, 2, IN, t=7),  # another unit's requests say nothing about unit 1
-        read(0, 1, HOLD, s=6),  # ... the last of each request of unit 1 is not owed
-        read(1, 1, IN, t=3),  # a new life (the Box was killed): the last read of life 0 stays unowed
+        read(0, 1, HOLD, s=6),  # ... the last poll of unit 1 is not owed
+        read(1, 1, IN, t=3),  # a new life (the Box was killed): the last poll of life 0 stays unowed
     ]
+    assert poll_numbers(reads) == [0, 0, 1, 0, 1, 0]
     assert owed_reads(reads) == [True, True, False, False, False, False]
+
+
+def test_a_crash_between_two_requests_of_a_poll_leaves_the_poll_before_owed_whole() -> None:
+    # The bus sends the smallest request first, the counter comes last: the Box froze after the coil
+    # of poll 2 was answered, before its input registers were asked for. Poll 1 was emitted (the coil
+    # of poll 2 went out after that) and stored whole: nothing is lost. (Counted a request at a time,
+    # poll 1's coil was owed and its counter not, so its stored values were not counted: a false loss.)
+    reads = [read(0, 1, COIL, fan=True), read(0, 1, IN, reads=1),
+             read(0, 1, COIL, fan=True), read(0, 1, IN, reads=2),
+             read(0, 1, COIL, fan=True)]
+    assert owed_reads(reads) == [True, True, True, True, False]
+    stored = [("u1.fan", 10, True, 0), ("u1.reads", 10, 1, 0), ("u1.fan", 20, True, 0), ("u1.reads", 20, 2, 0)]
+    assert tally(reads, stored).figures() == {"served": 5, "owed": 4, "stored": 4, "lost": 0, "duplicated": 0}
+    # poll 2 lost, though only the coil of poll 3 was served: all of poll 2 is missing
+    t = tally(reads, stored[:2])
+    assert t.missing == {"u1.fan": [True], "u1.reads": [2]}
 
 
 def test_lost_and_duplicated_are_counted_per_point_and_value() -> None:
