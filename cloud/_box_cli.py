@@ -2,7 +2,7 @@
 
 Boxes: add (an enrollment token), list, show, revoke, decommission, tag, untag. Alerts: list
 (with how long each has lasted) and ack. Every list and show takes `--json` (field names in the
-README, "Output for scripts"). An unknown id is refused in one wording (`platform.no_box`);
+README, "Output for scripts"). An unknown id is refused in one wording (`cloud._admin.no_box`);
 an action that changes nothing says so and exits 0.
 """
 

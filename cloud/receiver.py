@@ -37,8 +37,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from cloud._broker_parts import RECEIVER
 from cloud._pacer import Pacer
-from cloud.broker import RECEIVER
 from cloud.errors import StoreError
 from cloud.monitor import COMM_FAULTS, Monitor
 from cloud.pki import Pki
