@@ -121,12 +121,12 @@ def test_samples_taken_while_the_broker_is_down_arrive_once(
         cloud.broker.stop()
         wait_for(lambda: not box.status().get("connected"), 30, "boxd to notice the outage")
         points = len(units(tmp_path / "boxd.toml"))
-        wait_for(lambda: int(box.status().get("queue_samples", 0)) >= 8 * points, 60, "a backlog of 8 polls")
+        wait_for(lambda: box.queue_samples(0) >= 8 * points, 60, "a backlog of 8 polls")
         outage_ended_ms = time.time() * 1000
         cloud.broker.start()
         box.wait_connected(60)
         # drained: only the last poll or two still wait, and the cloud holds data from after the outage
-        wait_for(lambda: int(box.status().get("queue_samples", 10**6)) <= 2 * points, 60, "the backlog to drain")
+        wait_for(lambda: box.queue_samples(10**6) <= 2 * points, 60, "the backlog to drain")
         wait_for(lambda: max(t for _, t, _, _ in cloud.store.samples("OUTAGE-1")) > outage_ended_ms, 30,
                  "data from after the outage")
     finally:
