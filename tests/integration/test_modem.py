@@ -49,8 +49,17 @@ class Rig:
     building: SimThread
     state: Path
     conf: Path
-    box: BoxProcess
     figures: dict[str, float] = field(default_factory=dict)
+    _box: BoxProcess | None = None  # from `start`
+
+    @property
+    def box(self) -> BoxProcess:
+        assert self._box is not None, "the Rig's boxd is not started"
+        return self._box
+
+    @box.setter
+    def box(self, box: BoxProcess) -> None:
+        self._box = box
 
     def modem(self) -> dict[str, object]:
         st = self.box.status().get("modem")
@@ -125,7 +134,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 pin = state / "sim.pin"
                 pin.write_text("1234\n")
                 pin.chmod(0o600)
-                r = Rig(cloud, cell, building, state, state / "boxd.toml", None)  # type: ignore[arg-type]
+                r = Rig(cloud, cell, building, state, state / "boxd.toml")
                 r.conf.write_text(r.config())
                 r.start()
                 try:
@@ -142,8 +151,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 def _recovered_by(rig: Rig, fault: str, rung: str, started: float) -> None:
     """Inject `fault`; the ladder must mend it with `rung`; the data must flow again."""
     rig.cell.control(fault)
-    wait_for(lambda: (last := rig.ladder().get("last_recovery")) and float(last["at"]) >= started  # type: ignore[index]
-             and rig.ladder().get("trouble_s") is None, 90, f"the ladder to mend '{fault}'")
+
+    def mended() -> bool:
+        last = rig.ladder().get("last_recovery")
+        return (isinstance(last, dict) and bool(last) and float(last["at"]) >= started
+                and rig.ladder().get("trouble_s") is None)
+
+    wait_for(mended, 90, f"the ladder to mend '{fault}'")
     last = rig.ladder()["last_recovery"]
     assert isinstance(last, dict) and last["rung"] == rung, (fault, last)
     n = rig.batches()
