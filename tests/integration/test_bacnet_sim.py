@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from drivers import Quality
+from drivers import Quality, Value
 from drivers.bacnet import BacnetSource, parse_bacnet_network, plan_batches, response_budget
 from drivers.bacnet._names import object_type_number, property_number
 from drivers.bacnet._plan import PropertyRead
@@ -55,7 +55,7 @@ def sim(net: netns.FieldNetwork, instance: int) -> netns.SimProcess:
 
 def device(name: str, instance: int, *, pinned: bool = True, cov: str = "off", poll: float = 1.0,
            objects: int = len(OBJECTS), writable: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    points = [{"name": o.name.replace("-", "_"), "object": o.ref} for o in OBJECTS[:objects]]
+    points: list[dict[str, Any]] = [{"name": o.name.replace("-", "_"), "object": o.ref} for o in OBJECTS[:objects]]
     for extra in (writable or {}).items():
         points.append({"name": extra[0], "writable": True, **extra[1]})
     raw: dict[str, Any] = {"name": name, "device_instance": instance, "poll_interval_s": poll, "cov": cov,
@@ -264,7 +264,7 @@ def test_cov_falls_back_to_polling_when_the_device_restarts_goes_silent_or_loses
 
 # -- writing ----------------------------------------------------------------------------
 
-WRITABLE = {
+WRITABLE: dict[str, dict[str, Any]] = {
     "setpoint": {"object": "analog-value,1", "min": 10.0, "max": 30.0},
     "fan_cmd": {"object": "binary-value,1"},
     "mode": {"object": "multi-state-value,1", "priority": 10},
@@ -302,7 +302,7 @@ def test_write_with_priority_relinquish_and_refusals(net: netns.FieldNetwork) ->
             await src.write("ahu.mode", None)
             assert await pv("multi-state-value,1") == 2
 
-            refusals = [
+            refusals: list[tuple[str, Value, int | None, str]] = [
                 ("ahu.supply_temp", 20.0, None, "not writable"),
                 ("ahu.setpoint", 35.0, None, "above the point's max 30.0"),
                 ("ahu.setpoint", 5, None, "below the point's min 10.0"),

@@ -71,9 +71,15 @@ def test_gateway_benchmark_runs_thingsboard_beside_it(tmp_path: Path) -> None:
 
 def test_ota_benchmark_updates_one_box_and_reports_every_figure(tmp_path: Path) -> None:
     figures = _run_bench("bench.ota", tmp_path / "ota.json")
-    assert figures["bundle files"] > 10
-    assert figures["bytes downloaded by the Box (TUF metadata + bundle, TLS), kB"] >= figures["bundle size, kB"]
+    assert _number(figures["bundle files"]) > 10
+    assert (_number(figures["bytes downloaded by the Box (TUF metadata + bundle, TLS), kB"])
+            >= _number(figures["bundle size, kB"]))
     assert all(isinstance(v, int | float) and v >= 0 for v in figures.values()), figures
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float), value
+    return value
 
 
 def _last_json(stdout: str) -> dict[str, dict[str, float]]:

@@ -92,19 +92,20 @@ def test_every_point_arrives_with_its_value_type_and_unit(cloud: Cloud, building
 def test_status_goes_offline_with_the_reason(cloud: Cloud, box: BoxProcess) -> None:
     box.wait_connected()
     box_id = box.status() and box.state.joinpath("identity", "identity.json").read_text().split('"')[3]
-    wait_for(lambda: cloud.store.box(box_id).online, 15, "the Box to show online")
+    assert isinstance(box_id, str)
+    wait_for(lambda: cloud.box(box_id).online, 15, "the Box to show online")
     assert box.stop() == 0
-    wait_for(lambda: not cloud.store.box(box_id).online, 15, "the Box to show offline")
-    assert cloud.store.box(box_id).status_reason == "stopped"
+    wait_for(lambda: not cloud.box(box_id).online, 15, "the Box to show offline")
+    assert cloud.box(box_id).status_reason == "stopped"
 
 
 def test_a_killed_box_is_reported_offline_by_its_last_will(cloud: Cloud, box: BoxProcess) -> None:
     box.wait_connected()
     box_id = box.state.joinpath("identity", "identity.json").read_text().split('"')[3]
-    wait_for(lambda: cloud.store.box(box_id).online, 15, "the Box to show online")
+    wait_for(lambda: cloud.box(box_id).online, 15, "the Box to show online")
     box.kill()
-    wait_for(lambda: not cloud.store.box(box_id).online, 15, "the Last Will")
-    assert cloud.store.box(box_id).status_reason == "connection lost"
+    wait_for(lambda: not cloud.box(box_id).online, 15, "the Last Will")
+    assert cloud.box(box_id).status_reason == "connection lost"
 
 
 def test_samples_taken_while_the_broker_is_down_arrive_once(
@@ -121,12 +122,12 @@ def test_samples_taken_while_the_broker_is_down_arrive_once(
         cloud.broker.stop()
         wait_for(lambda: not box.status().get("connected"), 30, "boxd to notice the outage")
         points = len(units(tmp_path / "boxd.toml"))
-        wait_for(lambda: int(box.status().get("queue_samples", 0)) >= 8 * points, 60, "a backlog of 8 polls")
+        wait_for(lambda: box.queue_samples(0) >= 8 * points, 60, "a backlog of 8 polls")
         outage_ended_ms = time.time() * 1000
         cloud.broker.start()
         box.wait_connected(60)
         # drained: only the last poll or two still wait, and the cloud holds data from after the outage
-        wait_for(lambda: int(box.status().get("queue_samples", 10**6)) <= 2 * points, 60, "the backlog to drain")
+        wait_for(lambda: box.queue_samples(10**6) <= 2 * points, 60, "the backlog to drain")
         wait_for(lambda: max(t for _, t, _, _ in cloud.store.samples("OUTAGE-1")) > outage_ended_ms, 30,
                  "data from after the outage")
     finally:
@@ -155,10 +156,12 @@ def test_samples_taken_while_the_broker_is_down_arrive_once(
 def test_malformed_batches_are_rejected_and_the_receiver_goes_on(
     cloud: Cloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    receiver = cloud.receiver
+    assert receiver is not None
     ident = provision(cloud, tmp_path, "HOSTILE-1")
     c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
     wait_for(c.connected.is_set, 10, "the hostile client")
-    rejected = cloud.receiver.counters.rejected
+    rejected = receiver.counters.rejected
     table = [PointInfo("x.t", "degC", "float32")]
     good = wire.encode_batch(9, 1, wire.table_id(table), 1000, [wire.encode_group(0, 0, [21.25], {})])
     caplog.set_level(logging.WARNING, "boxcloud.receiver")
@@ -172,7 +175,7 @@ def test_malformed_batches_are_rejected_and_the_receiver_goes_on(
     finally:
         c.close()
     assert cloud.store.samples(ident.box_id) == [("x.t", 1000, 21.25, 0)]
-    assert cloud.receiver.counters.rejected - rejected == 6
+    assert receiver.counters.rejected - rejected == 6
     reasons = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert any("empty payload" in r for r in reasons) and any("bad CBOR" in r for r in reasons)
     assert any("version 7" in r for r in reasons) and any("status is not JSON" in r for r in reasons)
@@ -181,6 +184,8 @@ def test_malformed_batches_are_rejected_and_the_receiver_goes_on(
 def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
     cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    receiver = cloud.receiver
+    assert receiver is not None
     import cloud.receiver as receiver_module
 
     monkeypatch.setattr(receiver_module, "MAX_PARKED", 3)
@@ -189,7 +194,7 @@ def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
     wait_for(c.connected.is_set, 10, "the client")
     table = [PointInfo("x.t", "degC", "float32")]
     tid = wire.table_id(table)
-    rejected = cloud.receiver.counters.rejected
+    rejected = receiver.counters.rejected
     try:
         for seq in range(1, 6):  # 5 batches before the table: 3 wait, 2 are refused
             batch = wire.encode_batch(9, seq, tid, 1000 + seq, [wire.encode_group(0, 0, [float(seq)], {})])
@@ -199,4 +204,4 @@ def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
     finally:
         c.close()
     assert [v for _, _, v, _ in cloud.store.samples(ident.box_id)] == [1.0, 2.0, 3.0]
-    assert cloud.receiver.counters.rejected - rejected == 2
+    assert receiver.counters.rejected - rejected == 2

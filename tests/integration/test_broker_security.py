@@ -14,7 +14,7 @@ import pytest
 from cloud.platform import Cloud
 from proto import topics
 from proto.topics import Down, Up
-from tests.support.cloudkit import connect_fails, forge_cert, mqtt_client, provision, service_client
+from tests.support.cloudkit import Client, connect_fails, forge_cert, mqtt_client, provision, service_client
 from tests.support.wait import wait_for
 
 NOW = dt.datetime.now(dt.UTC)
@@ -31,7 +31,7 @@ def boxes(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     return out
 
 
-def box_client(cloud: Cloud, state: Path, client_id: str) -> object:
+def box_client(cloud: Cloud, state: Path, client_id: str) -> Client:
     ident = state / "identity"
     w = mqtt_client(cloud, client_id, ident / "box.crt", ident / "box.key")
     wait_for(w.connected.is_set, 10, f"{client_id} to connect")
@@ -148,7 +148,7 @@ def test_revoked_box_is_cut_off_and_cannot_reconnect(cloud: Cloud, tmp_path: Pat
     ident = state / "identity"
     verdict = connect_fails(cloud, "BOX-REVOKED", ident / "box.crt", ident / "box.key")
     assert verdict.startswith(("handshake failed", "disconnected")), verdict
-    assert cloud.store.box("BOX-REVOKED").revoked is not None
+    assert cloud.box("BOX-REVOKED").revoked is not None
 
 
 def test_broker_files_and_keys_are_private(cloud: Cloud, boxes: dict[str, Path]) -> None:
@@ -161,8 +161,12 @@ def test_broker_files_and_keys_are_private(cloud: Cloud, boxes: dict[str, Path])
 
 def test_boxcloud_run_restarts_a_broker_that_died(fresh_cloud: Cloud) -> None:
     old_pid = fresh_cloud.broker.running_pid()
-    fresh_cloud.broker._proc.kill()  # a crash, not a stop
+    proc = fresh_cloud.broker._proc
+    assert proc is not None
+    proc.kill()  # a crash, not a stop
     wait_for(fresh_cloud.broker.exited, 10, "the broker to die")
     fresh_cloud.supervise()
     assert fresh_cloud.broker.running_pid() not in (None, old_pid)
-    wait_for(fresh_cloud.receiver.connected.is_set, 15, "the receiver to reconnect")
+    receiver = fresh_cloud.receiver
+    assert receiver is not None
+    wait_for(receiver.connected.is_set, 15, "the receiver to reconnect")

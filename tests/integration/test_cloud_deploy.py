@@ -53,13 +53,16 @@ class SimBox:
                 out.append(cmd)
         return out
 
+    def wait_command(self, name: str, what: str) -> Command:
+        """Wait (15 s) for a command called `name`; the first one received."""
+        return wait_for(lambda: [c for c in self.commands() if c.name == name], 15, what)[0]
+
     def names(self) -> list[str]:
         return [c.name for c in self.commands()]
 
     def update(self) -> Command:
         """Wait for the update command and accept it (the reply is not the result)."""
-        cmd = wait_for(lambda: next((c for c in self.commands() if c.name == "update"), None), 15,
-                       f"{self.box_id}'s update command")
+        cmd = self.wait_command("update", f"{self.box_id}'s update command")
         self.mqtt.client.publish(topics.up(self.box_id, Up.REPLIES), reply(cmd.id, "ok"), 1)
         return cmd
 
@@ -136,8 +139,7 @@ def test_waves_advance_on_the_boxes_events_and_a_failure_halts(fresh_cloud: Clou
     assert boxcloud([*home, "deploy", "stop", dep2, "--reason", "bad build"]) == 0
     assert "stopped (bad build)" in capsys.readouterr().out
     for b in rest:
-        abort = wait_for(lambda b=b: next((c for c in b.commands() if c.name == "update_abort"), None), 15,
-                         f"{b.box_id}'s update_abort")
+        abort = b.wait_command("update_abort", f"{b.box_id}'s update_abort")
         assert abort.args() == {"deployment": dep2}
     rest[0].event(dep2, "aborted", "aborted the download of " + target)
     wait_for(lambda: _state(cloud, dep2, rest[0].box_id) == "aborted", 10, "the abort")

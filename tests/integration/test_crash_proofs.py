@@ -80,18 +80,18 @@ def test_broker_down_for_minutes_while_polling_goes_on(fresh_cloud: Cloud, tmp_p
             cloud.broker.stop()
             down = time.monotonic()
             # two minutes of the building's data (every point every 0.5 s) pile up on the Box
-            wait_for(lambda: int(box.status().get("queue_samples", 0)) >= 120 * 2 * points, 200,
+            wait_for(lambda: box.queue_samples(0) >= 120 * 2 * points, 200,
                      "two minutes of backlog")
             outage = time.monotonic() - down
             cloud.broker.start()
             back = time.monotonic()
             box.wait_connected(60)
-            reads = building.sim.served.reads()
+            reads = building.served.reads()
             wait_stored(cloud.store, "LONG-1", reads, 120)
             drained = time.monotonic() - back
         finally:
             box.stop()
-        figures = assert_nothing_lost(cloud.store, "LONG-1", reads, log=building.sim.served)
+        figures = assert_nothing_lost(cloud.store, "LONG-1", reads, log=building.served)
     print(f"\nbroker down {outage:.0f} s: {figures}; every owed sample stored {drained:.1f} s after the broker "
           "came back")
 
@@ -111,25 +111,27 @@ def test_disk_limit_during_an_outage_evicts_the_oldest_and_says_so(fresh_cloud: 
             cloud.broker.stop()
             wait_for(lambda: "evicted the" in box.log.read_text(), 60, "the queue to overflow")
             wait_for(lambda: box.log.read_text().count("evicted the") >= 5, 60, "more evictions")
-            assert int(box.status()["queue_samples"]) <= 1000
+            assert box.queue_samples() <= 1000
             cloud.broker.start()
             back = time.monotonic()
             box.wait_connected(60)
             wait_for(lambda: any(a.kind == "evicted" for a in cloud.store.alerts("FULL-1")), 30, "the evicted alert")
             # the backlog drained below the limit: no more evictions; then a heartbeat says how many there were
-            wait_for(lambda: int(box.status().get("queue_samples", 10**6)) < 150, 60, "the backlog to drain")
+            wait_for(lambda: box.queue_samples(10**6) < 150, 60, "the backlog to drain")
             after = time.time()
             wait_for(lambda: (cloud.store.health("FULL-1") or (0.0, {}))[0] > after, 30, "a heartbeat after it")
-            evicted = cloud.store.health("FULL-1")[1]["evicted"]
+            report = cloud.store.health("FULL-1")
+            assert report is not None
+            evicted = report[1]["evicted"]
             assert isinstance(evicted, int) and evicted > 0
-            reads = building.sim.served.reads()
+            reads = building.served.reads()
             wait_stored(cloud.store, "FULL-1", reads, 60, evicted=evicted)
             drained = time.monotonic() - back
             assert box.proc.poll() is None, "boxd died"
         finally:
             box.stop()
         figures = assert_nothing_lost(cloud.store, "FULL-1", reads, evicted=evicted,
-                                      log=building.sim.served)
+                                      log=building.served)
     alert = next(a for a in cloud.store.alerts("FULL-1") if a.kind == "evicted")
     assert str(evicted) in alert.message
     # Exactly the samples the Box reported evicted are missing, but for evicted batches that had reached the

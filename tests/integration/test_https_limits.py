@@ -82,6 +82,14 @@ def _closed_by_server(s: ssl.SSLSocket) -> bool:
         return True
 
 
+def _cut_or_trickle(s: ssl.SSLSocket) -> bool:
+    """Whether the server has closed `s`; if not, `s` sends it one more byte (a slow client)."""
+    if _closed_by_server(s):
+        return True
+    s.sendall(b"X")
+    return False
+
+
 def test_a_csr_that_fails_to_parse_spends_no_token(endpoint: Cloud, tmp_path: Path) -> None:
     token, _ = endpoint.add_box("CSR-1", 600)
     body = json.dumps({"token": token, "csr": "-----BEGIN CERTIFICATE REQUEST-----\n\ud800\n"}).encode()
@@ -100,17 +108,21 @@ def test_json_nested_thousands_deep_is_a_clear_400(endpoint: Cloud, caplog: pyte
 
 
 def test_slow_clients_are_cut_at_the_request_deadline_and_hold_nothing(endpoint: Cloud) -> None:
+    enroll = endpoint.enroll
+    assert enroll is not None
     slow = [_tls_socket(endpoint) for _ in range(5)]
     for s in slow:
         s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n")  # and then one byte now and then, never the end
-    wait_for(lambda: all(_closed_by_server(s) or s.sendall(b"X") for s in slow), 15, "the slow clients to be cut")
+    wait_for(lambda: all(_cut_or_trickle(s) for s in slow), 15, "the slow clients to be cut")
     for s in slow:
         s.close()
-    wait_for(lambda: endpoint.enroll.connections == 0, 10, "no connection left open")
+    wait_for(lambda: enroll.connections == 0, 10, "no connection left open")
     assert _post(endpoint, "/v1/enroll", b'{"token": "x", "csr": "y"}')[0] == 401
 
 
 def test_connections_are_capped_and_the_cap_frees_itself(endpoint: Cloud) -> None:
+    enroll = endpoint.enroll
+    assert enroll is not None
     idle = [_tls_socket(endpoint, f"127.0.0.{2 + i % 4}") for i in range(8)]  # at the cap: 8 open, silent
     seen: list[int] = []
     extra = socket.create_connection(("localhost", endpoint.settings.enroll_port), timeout=10)
@@ -118,7 +130,7 @@ def test_connections_are_capped_and_the_cap_frees_itself(endpoint: Cloud) -> Non
         extra.settimeout(0.5)
         with pytest.raises(TimeoutError):  # accepted by the kernel only: the server does not take it yet
             _ctx(endpoint).wrap_socket(extra, server_hostname="localhost")
-        seen.append(endpoint.enroll.connections)
+        seen.append(enroll.connections)
     finally:
         extra.close()
     wait_for(lambda: all(_closed_by_server(s) for s in idle), 15, "the idle connections to be cut")

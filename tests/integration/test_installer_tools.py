@@ -80,8 +80,9 @@ def test_installer_errors_are_words(tmp_path: Path) -> None:
 
 
 def test_scan_an_rtu_line_and_spot_a_wrong_baud_rate(tmp_path: Path) -> None:
-    with SimThread(sim=RtuBuildingSimulator(baudrate=19200)) as rtu:
-        path = rtu.sim.path
+    rtu = RtuBuildingSimulator(baudrate=19200)
+    with SimThread(sim=rtu):
+        path = rtu.path
         r = boxctl("scan", "modbus-rtu", path, "--baud", "19200", "--units", "6-9", "--addresses", "0-3")
         assert r.returncode == 0, r.stderr
         assert "Units answering: 7, 8, 9" in r.stdout

@@ -30,7 +30,7 @@ import pytest
 
 from cloud.platform import Cloud
 from tests.support.boxproc import BoxProcess
-from tests.support.cell import Cell
+from tests.support.cell import Cell, tally
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.proofs import assert_nothing_lost, wait_stored
 from tests.support.simthread import SimThread
@@ -49,15 +49,31 @@ class Rig:
     building: SimThread
     state: Path
     conf: Path
-    box: BoxProcess
     figures: dict[str, float] = field(default_factory=dict)
+    _box: BoxProcess | None = None  # from `start`
+
+    @property
+    def box(self) -> BoxProcess:
+        assert self._box is not None, "the Rig's boxd is not started"
+        return self._box
+
+    @box.setter
+    def box(self, box: BoxProcess) -> None:
+        self._box = box
 
     def modem(self) -> dict[str, object]:
         st = self.box.status().get("modem")
         return st if isinstance(st, dict) else {}
 
     def ladder(self) -> dict[str, object]:
-        return dict(self.modem().get("ladder") or {})  # type: ignore[call-overload]
+        ladder = self.modem().get("ladder")
+        return dict(ladder) if isinstance(ladder, dict) else {}
+
+    def usage(self) -> dict[str, int]:
+        """The modem's data counts in the status (rx and tx bytes)."""
+        use = self.modem()["usage"]
+        assert isinstance(use, dict), use
+        return dict(use)
 
     def batches(self) -> int:
         return len(self.cloud.store.batch_keys(BOX))
@@ -95,7 +111,7 @@ class Rig:
         try:
             yield
         finally:
-            self.building.call(sim.served.new_life)
+            self.building.call(self.building.served.new_life)
             for unit in (1, 2, 3):
                 self.building.call(sim.set_offline, unit, False)
 
@@ -118,7 +134,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 pin = state / "sim.pin"
                 pin.write_text("1234\n")
                 pin.chmod(0o600)
-                r = Rig(cloud, cell, building, state, state / "boxd.toml", None)  # type: ignore[arg-type]
+                r = Rig(cloud, cell, building, state, state / "boxd.toml")
                 r.conf.write_text(r.config())
                 r.start()
                 try:
@@ -135,8 +151,13 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 def _recovered_by(rig: Rig, fault: str, rung: str, started: float) -> None:
     """Inject `fault`; the ladder must mend it with `rung`; the data must flow again."""
     rig.cell.control(fault)
-    wait_for(lambda: (last := rig.ladder().get("last_recovery")) and float(last["at"]) >= started  # type: ignore[index]
-             and rig.ladder().get("trouble_s") is None, 90, f"the ladder to mend '{fault}'")
+
+    def mended() -> bool:
+        last = rig.ladder().get("last_recovery")
+        return (isinstance(last, dict) and bool(last) and float(last["at"]) >= started
+                and rig.ladder().get("trouble_s") is None)
+
+    wait_for(mended, 90, f"the ladder to mend '{fault}'")
     last = rig.ladder()["last_recovery"]
     assert isinstance(last, dict) and last["rung"] == rung, (fault, last)
     n = rig.batches()
@@ -153,9 +174,9 @@ def test_each_fault_leads_to_its_rung_and_the_link_comes_back(rig: Rig) -> None:
         _recovered_by(rig, fault, rung, time.time())
         after = rig.cell.counts()
         if rung == "reset":
-            assert after.get("resets", 0) == before.get("resets", 0) + 1
+            assert tally(after, "resets") == tally(before, "resets") + 1
         if rung == "power_cycle":
-            assert after.get("power_cycles", 0) == before.get("power_cycles", 0) + 1
+            assert tally(after, "power_cycles") == tally(before, "power_cycles") + 1
             assert "power-cycling the modem: the modem does not answer" in rig.box.log.read_text()
     # the cloud heard of the power-cycle (a durable event, sent once the link was back)
     wait_for(lambda: rig.alerts("modem_recovery"), 30, "the modem_recovery alert")
@@ -199,11 +220,11 @@ def test_data_used_agrees_with_the_interface_within_1_percent_across_resets_and_
 
     assert rig.cell.bearer is not None and rig.cell.bearer.incarnations >= 3  # reset, power-cycle, unplug
     wait_for(close_enough, 15, "the Box's count to agree with the interface's counters within 1 %", step=0.2)
-    before = dict(rig.modem()["usage"])  # type: ignore[call-overload]
+    before = rig.usage()
     rig.box.stop()
     rig.building.end_life()
     rig.start()
-    after = dict(rig.modem()["usage"])  # type: ignore[call-overload]
+    after = rig.usage()
     assert after["rx"] >= before["rx"] and after["tx"] >= before["tx"]  # nothing lost across the restart
     rig.flowing()
     try:
@@ -225,13 +246,13 @@ def test_configuration_faults_are_said_in_words_and_never_reset_the_modem(rig: R
     rig.cell.control("sim in")
     rig.flowing()
     # a SIM asking for its PIN with one attempt left: never tried; with three: unlocked from the PIN file
-    tries = rig.cell.counts().get("pin_tries", 0)
+    tries = tally(rig.cell.counts(), "pin_tries")
     rig.cell.control("pin 1")
     wait_for(lambda: rig.modem().get("fault") == "pin_unsafe", 30, "the PIN to be refused at one attempt left")
     assert "only 1 attempt(s) left" in rig.boxctl("status").stdout
     rig.cell.control("pin 3")
     rig.flowing()
-    assert rig.cell.counts().get("pin_tries", 0) == tries + 1
+    assert tally(rig.cell.counts(), "pin_tries") == tries + 1
     # registration denied; then roaming and a weak signal (reports, alerts)
     rig.cell.control("network denied")
     wait_for(lambda: rig.modem().get("fault") == "registration_denied", 30, "the denial to be seen")
@@ -266,7 +287,7 @@ def test_configuration_faults_are_said_in_words_and_never_reset_the_modem(rig: R
 def test_budgets_hold_under_a_fault_that_never_clears_across_a_restart(rig: Rig) -> None:
     """Every hardware rung of the day is spent (with those used above), then nothing more, even after boxd
     starts again (as after the reboot rung); the reboot rung is reached once."""
-    used = sum(rig.cell.counts().get(k, 0) for k in ("resets", "power_cycles", "box_reboots"))
+    used = tally(rig.cell.counts(), "resets", "power_cycles", "box_reboots")
     budget = used + 3  # room for one reset, one power-cycle, one reboot
     ladder = f"resets_per_hour = {budget}\nresets_per_day = {budget}\nreboots_per_day = 1"
     with rig.reconfiguring():
@@ -275,14 +296,14 @@ def test_budgets_hold_under_a_fault_that_never_clears_across_a_restart(rig: Rig)
                  and rig.cloud.store.configs(BOX, 1)[0].version == version, 60, "the new ladder settings")
     rig.cell.control("network searching")  # no coverage, for ever
     wait_for(lambda: rig.cell.counts().get("box_reboots", 0) == 1, 90, "the ladder to reach the reboot rung")
-    spent = sum(rig.cell.counts().get(k, 0) for k in ("resets", "power_cycles", "box_reboots"))
+    spent = tally(rig.cell.counts(), "resets", "power_cycles", "box_reboots")
     assert spent == budget
     wait_for(lambda: "held back" in str(rig.ladder().get("held")), 30, "the ladder to hold the next hardware rung")
     rig.box.stop()  # what the reboot would have done
     rig.building.end_life()
     rig.box = BoxProcess.start(rig.state, rig.conf, prefix=rig.cell.prefix(), env=rig.cell.env())
     wait_for(lambda: "held back" in str(rig.ladder().get("held")), 60, "the restarted ladder to hold too")
-    assert sum(rig.cell.counts().get(k, 0) for k in ("resets", "power_cycles", "box_reboots")) == budget
+    assert tally(rig.cell.counts(), "resets", "power_cycles", "box_reboots") == budget
     rig.cell.control("network home")
     rig.box.wait_connected(90)
     rig.flowing()
@@ -290,7 +311,7 @@ def test_budgets_hold_under_a_fault_that_never_clears_across_a_restart(rig: Rig)
 
 
 def test_not_a_sample_lost_or_doubled_across_all_of_it(rig: Rig) -> None:
-    log = rig.building.sim.served
+    log = rig.building.served
     reads = log.reads()
     wait_stored(rig.cloud.store, BOX, reads, 90)
     figures = assert_nothing_lost(rig.cloud.store, BOX, reads, log=log)

@@ -50,12 +50,12 @@ class Setup:
         n = self.batches()
         wait_for(lambda: self.batches() > n, timeout, "the first batch after the fault")
         first = time.monotonic() - fault_cleared
-        wait_for(lambda: int(self.box.status().get("queue_samples", 10**6)) < 60, timeout, "the backlog to drain")
+        wait_for(lambda: self.box.queue_samples(10**6) < 60, timeout, "the backlog to drain")
         return first
 
     def prove(self) -> dict[str, int]:
         """Every sample the Box owes so far is stored, none twice; the figures."""
-        log = self.building.sim.served
+        log = self.building.served
         reads = log.reads()
         wait_stored(self.cloud.store, BOX, reads, 60)
         return assert_nothing_lost(self.cloud.store, BOX, reads, log=log)
@@ -97,7 +97,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 def test_link_down_then_up(setup: Setup) -> None:
     setup.wan.link(False)
     wait_for(lambda: not setup.box.status().get("connected"), 60, "boxd to notice the dead link (keepalive)")
-    wait_for(lambda: int(setup.box.status().get("queue_samples", 0)) > 500, 30, "a backlog")
+    wait_for(lambda: setup.box.queue_samples(0) > 500, 30, "a backlog")
     setup.wan.link(True)
     recovered = setup.recover(time.monotonic())
     figures = setup.prove()
@@ -108,7 +108,7 @@ def test_bandwidth_cap(setup: Setup) -> None:
     before = setup.batches()
     setup.wan.cap("4kbit")  # far below what 125 points/s need
     try:
-        wait_for(lambda: int(setup.box.status().get("queue_samples", 0)) > 300, 60, "a backlog behind the cap")
+        wait_for(lambda: setup.box.queue_samples(0) > 300, 60, "a backlog behind the cap")
         assert setup.batches() > before  # data still trickles through
     finally:
         setup.wan.cap(None)

@@ -15,6 +15,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -24,10 +25,17 @@ from ota import client
 from tests.support.cloudkit import provision
 from tests.support.faultproxy import Direction, FaultProxy
 from tests.support.wait import wait_for
+from trust import identity
 
 HW = "boxd-x86"
 SIZE = 4 * 1024 * 1024  # big enough that a cut lands mid-file
-FAST = {"backoff_s": 0.02}
+
+
+class _Backoff(TypedDict):
+    backoff_s: float
+
+
+FAST: _Backoff = {"backoff_s": 0.02}
 
 
 @pytest.fixture
@@ -70,7 +78,11 @@ def test_resets_and_cuts_mid_download_are_retried(fresh_cloud: Cloud, proxy: Fau
         try:
             for cut in (proxy.reset_all, proxy.close_all):  # an RST, then a FIN (a body cut short)
                 start = proxy.downstream_bytes
-                wait_for(lambda start=start: proxy.downstream_bytes > start + 512 * 1024, 60, "half a MB more")
+
+                def half_a_mb_more(start: int = start) -> bool:
+                    return proxy.downstream_bytes > start + 512 * 1024
+
+                wait_for(half_a_mb_more, 60, "half a MB more")
                 cuts.append(cut())
             proxy.set_bandwidth(None)  # then the link is healthy
         except BaseException as e:
@@ -108,7 +120,7 @@ def test_a_link_refused_longer_than_all_attempts(fresh_cloud: Cloud, proxy: Faul
 def test_an_abort_ends_a_stalled_download(fresh_cloud: Cloud, proxy: FaultProxy, tmp_path: Path) -> None:
     state = _box(fresh_cloud, tmp_path, "FLAKY-3")
     bundle = _publish(fresh_cloud, tmp_path)
-    ident = client.identity.load(state)
+    ident = identity.load(state)
     proxy.set_bandwidth(1_000_000, Direction.DOWN)
     abort = threading.Event()
     outcome: list[BaseException] = []
@@ -144,7 +156,7 @@ def test_403_and_404_are_answers_not_glitches(fresh_cloud: Cloud, proxy: FaultPr
         for served in (fresh_cloud.ota_repo / "targets").glob(f"*.{bundle.name}"):
             served.unlink()  # the metadata names it, the server has no such file
 
-    ident = client.identity.load(state)
+    ident = identity.load(state)
 
     class Counting(client.BoxFetcher):
         """The Box's fetcher, counting its requests (it keeps its connection open between them)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -24,6 +25,12 @@ from tests.support.wait import wait_for
 FACTORY = boxd.__version__
 
 
+class MakeBox(Protocol):
+    """The `make_box` fixture: a new `LaunchedBox` of the test, with extra environment."""
+
+    def __call__(self, env: dict[str, str] | None = None) -> LaunchedBox: ...
+
+
 @pytest.fixture(scope="module")
 def building() -> Iterator[SimThread]:
     with SimThread(update_interval_s=0.2) as s:
@@ -32,7 +39,7 @@ def building() -> Iterator[SimThread]:
 
 @pytest.fixture
 def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
-             request: pytest.FixtureRequest) -> Iterator[type[LaunchedBox]]:
+             request: pytest.FixtureRequest) -> Iterator[MakeBox]:
     made: list[LaunchedBox] = []
 
     def make(env: dict[str, str] | None = None) -> LaunchedBox:
@@ -43,18 +50,18 @@ def make_box(cloud: Cloud, building: SimThread, tmp_path: Path,
         return box
 
     try:
-        yield make  # type: ignore[misc]
+        yield make
     finally:
         for b in made:
             b.stop()
 
 
 def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
-        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+        cloud: Cloud, make_box: MakeBox, tmp_path: Path) -> None:
     # the whole tree (launcher, daemons old and new, OTA download children) is watched for listening
     # sockets from its start to the end (tests.support.sockwatch)
     watch = SockWatch(0)
-    box = make_box(watch.env())  # type: ignore[call-arg]
+    box = make_box(watch.env())
     assert box.proc is not None
     watch.start(box.proc.pid)
     box.wait_running(FACTORY)
@@ -99,7 +106,7 @@ def test_an_update_is_installed_a_b_and_committed_then_a_broken_one_rolls_back(
 
 
 def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(
-        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+        cloud: Cloud, make_box: MakeBox, tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
     bad = publish(cloud, tmp_path / "out", "0.4.0", broken_bus())
@@ -113,7 +120,7 @@ def test_a_release_that_runs_but_never_polls_is_rolled_back_at_its_deadline(
 
 
 def test_a_tampered_release_is_refused_and_nothing_is_installed(
-        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+        cloud: Cloud, make_box: MakeBox, tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
     good = publish(cloud, tmp_path / "out", "0.5.0")
@@ -131,7 +138,7 @@ def test_a_tampered_release_is_refused_and_nothing_is_installed(
     assert box.running() == FACTORY
 
 
-def test_a_target_the_repository_does_not_hold_is_refused(cloud: Cloud, make_box: type[LaunchedBox],
+def test_a_target_the_repository_does_not_hold_is_refused(cloud: Cloud, make_box: MakeBox,
                                                             tmp_path: Path) -> None:
     box = make_box()
     box.wait_running(FACTORY)
@@ -151,8 +158,12 @@ def test_a_daemon_not_started_by_the_launcher_refuses_updates(cloud: Cloud, buil
         proc.wait_connected()
         cmd = cloud.send_command(box_id, "update", {"deployment": "d-plain", "target": "boxd-0.2.0.tar.gz",
                                                     "version": "0.2.0"})
-        reply = wait_for(lambda: (row := cloud.store.command(cmd)) is not None and row.status and row.reply, 30,
-                         "the answer to the update")
+
+        def answer() -> dict[str, object] | None:
+            row = cloud.store.command(cmd)
+            return row.reply if row is not None and row.status else None
+
+        reply = wait_for(answer, 30, "the answer to the update")
         assert reply["status"] == "rejected" and "boxd launch" in str(reply["detail"]), reply
         assert proc.proc.poll() is None
     finally:
@@ -160,7 +171,7 @@ def test_a_daemon_not_started_by_the_launcher_refuses_updates(cloud: Cloud, buil
 
 
 def test_a_crash_in_the_download_process_is_a_failed_update_not_a_dead_daemon(
-        cloud: Cloud, make_box: type[LaunchedBox], tmp_path: Path) -> None:
+        cloud: Cloud, make_box: MakeBox, tmp_path: Path) -> None:
     # A release whose TUF client aborts (SIGABRT, as a heap corruption in native code would) ...
     text = (SOURCE / "ota" / "client.py").read_text()
     crashing = text.replace('if __name__ == "__main__":\n    raise SystemExit(main())',
@@ -183,7 +194,7 @@ def test_a_crash_in_the_download_process_is_a_failed_update_not_a_dead_daemon(
     assert box.releases() == ["0.6.0"]
 
 
-def test_a_daemon_whose_launcher_was_killed_stops(make_box: type[LaunchedBox]) -> None:
+def test_a_daemon_whose_launcher_was_killed_stops(make_box: MakeBox) -> None:
     box = make_box()
     box.wait_running(FACTORY)
     pid = box.status()["pid"]

@@ -18,6 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import MQTTErrorCode
 
 from cloud.errors import StoreError
 from cloud.platform import Cloud
@@ -131,7 +132,7 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
     in_call = threading.local()
     real_ack, real_on_message = rx.ack, rx.on_message
 
-    def ack(mid: int, qos: int) -> mqtt.MQTTErrorCode:
+    def ack(mid: int, qos: int) -> MQTTErrorCode:
         in_call.acked = True
         return real_ack(mid, qos)
 
@@ -139,7 +140,7 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
         in_call.acked = False
         real_on_message(client, userdata, msg)  # type: ignore[misc]
         if in_call.acked and topics.parse(msg.topic).leaf == Up.DATA:
-            acked.append(wire.decode_batch(msg.payload).seq)
+            acked.append(wire.decode_batch(bytes(msg.payload)).seq)
 
     rx.ack, rx.on_message = ack, on_message  # type: ignore[method-assign]
     try:

@@ -49,6 +49,13 @@ class BoxProcess:
             return {}
         return st if st.get("pid") == self.proc.pid else {}
 
+    def queue_samples(self, default: int | None = None) -> int:
+        """The status file's `queue_samples` (`default` until it says; without one it must say)."""
+        status = self.status()
+        value = status["queue_samples"] if default is None else status.get("queue_samples", default)
+        assert isinstance(value, int | float | str), f"queue_samples: {value!r}"
+        return int(value)
+
     def wait_connected(self, timeout: float = 30) -> None:
         wait_for(lambda: self.status().get("connected") or self._dead(), timeout, "boxd to connect")
         assert self.proc.poll() is None, self.log.read_text()

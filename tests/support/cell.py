@@ -48,6 +48,16 @@ def _free_block() -> int:
     raise RuntimeError("no free address block in 198.18.0.0/15 and 100.64.0.0/10")
 
 
+def tally(counts: dict[str, object], *names: str) -> int:
+    """The sum of the named counts of a `Cell.counts()` (0 for one not counted yet)."""
+    total = 0
+    for name in names:
+        n = counts.get(name, 0)
+        assert isinstance(n, int), f"{name}: {n!r}"
+        total += n
+    return total
+
+
 class Cell:
     """The Box's namespace, the platform's address, the modem and its bearer. A context manager."""
 
