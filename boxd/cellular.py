@@ -46,11 +46,11 @@ class Cellular:
 
     def __init__(self, state_dir: Path, supervisor: Supervisor, *, link: Link, queue: Queue, clock: Clock,
                  forwarder: Forwarder, ident: Callable[[], Identity | None], wake: Callable[[], None],
-                 beat_now: Callable[[], None]) -> None:
+                 beat_now: Callable[[], None], resave: Callable[[], Awaitable[None]]) -> None:
         self.state_dir = state_dir
         self.task: ModemManagerTask | None = None
         self.acks = 0  # the broker's acknowledgements since start
-        self.resave: Callable[[], Awaitable[None]] | None = None  # runs the configuration again (saving data)
+        self._resave = resave  # runs the configuration again (at the pace of saving data, or not)
         self._supervisor = supervisor
         self._link, self._queue, self._clock, self._forwarder = link, queue, clock, forwarder
         self._ident, self._wake, self._beat_now = ident, wake, beat_now
@@ -126,5 +126,4 @@ class Cellular:
 
     async def _save(self, saving: bool) -> None:
         """The data budget asks to save data (or no longer): the buses poll at the new pace."""
-        if self.resave is not None:
-            await self.resave()
+        await self._resave()

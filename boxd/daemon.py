@@ -84,20 +84,19 @@ class Daemon:
         self.link = Link(self._make_uplink)
         self.sender = Sender(self.queue, self.link, self.clock,
                              lambda: self.cellular.uplink_settings(self.buses.cfg.uplink))
-        self.buses = FieldBuses(self.queue, self.clock, sup, wake=self.sender.wake,
-                                in_flight=self.sender.forwarder.in_flight, publish_table=self._table_changed)
         self.certs = Certificates(state_dir, self.link)
         self.cellular = Cellular(state_dir, sup, link=self.link, queue=self.queue, clock=self.clock,
                                  forwarder=self.sender.forwarder, ident=lambda: self.certs.ident,
-                                 wake=self.sender.wake, beat_now=self._beat_now)
-        self.buses.shape, self.buses.before_replace = self.cellular.shape, self.cellular.apply
+                                 wake=self.sender.wake, beat_now=self._beat_now, resave=self._resave)
+        self.buses = FieldBuses(self.queue, self.clock, sup, wake=self.sender.wake,
+                                in_flight=self.sender.forwarder.in_flight, publish_table=self._table_changed,
+                                shape=self.cellular.shape, before_replace=self.cellular.apply)
         self.updates = UpdateAgent(state_dir, __version__, self._put_ota_event, sup,
                                    launched=os.environ.get("BOXD_LAUNCHED") == "1",
                                    backoff_s=_env_float("BOXD_OTA_BACKOFF_S", 2.0))
         self.commands = CommandRunner(state_dir, self.log_ring, reboot_command, renew=self.certs.renew,
                                       updates=self.updates)
         self.config = Configurator(self.files, self.buses, self.link, sup, probation_s, cellular=self.cellular)
-        self.cellular.resave = self.config.reapply
         self.crl = CrlKeeper(state_dir, lambda path: self.link.uplink.add_crl(path) if self.link.uplink else None)
         self.inbox = Inbox(link=self.link, clock=self.clock, config=self.config, commands=self.commands,
                            buses=self.buses, crl=self.crl, time_known=self.sender.wake)
@@ -181,6 +180,9 @@ class Daemon:
         self.link.on_ack(mid)
         self.cellular.on_ack()
         self.sender.on_ack(mid, ok)
+
+    async def _resave(self) -> None:
+        await self.config.reapply()
 
     def _beat_now(self) -> None:
         self.health.beat_now()

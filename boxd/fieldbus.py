@@ -73,7 +73,9 @@ class FieldBuses:
 
     def __init__(self, queue: Queue, clock: Clock, supervisor: Supervisor, *,
                  wake: Callable[[], None], in_flight: Callable[[], Collection[int]],
-                 publish_table: Callable[[bytes], None]) -> None:
+                 publish_table: Callable[[bytes], None],
+                 shape: Callable[[config.BoxConfig], config.BoxConfig] = lambda cfg: cfg,
+                 before_replace: Callable[[config.BoxConfig], Awaitable[None]] | None = None) -> None:
         self.queue = queue
         self.clock = clock
         self.cfg = config.BoxConfig()
@@ -90,15 +92,14 @@ class FieldBuses:
         self._publish_table = publish_table
         # the modem's say (boxd.cellular): the configuration as run (slower points while saving data),
         # and its own part of a configuration, applied before the buses are replaced
-        self.shape: Callable[[config.BoxConfig], config.BoxConfig] = lambda cfg: cfg
-        self.before_replace: Callable[[config.BoxConfig], Awaitable[None]] | None = None
+        self._shape, self._before_replace = shape, before_replace
 
     def use(self, cfg: config.BoxConfig, sources: list[PointSource] | None = None) -> None:
         """Make `cfg` (its buses: `sources`, or built from it) the running one; its bus tasks
         start with the supervisor (or at once, when it runs)."""
         self.cfg = cfg
         self.queue.max_samples = cfg.queue.max_samples
-        self.sources = make_sources(self.shape(cfg)) if sources is None else sources
+        self.sources = make_sources(self._shape(cfg)) if sources is None else sources
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
         self.table_id = wire.table_id(table)
         self.table = wire.encode_table(table)
@@ -112,8 +113,8 @@ class FieldBuses:
     async def replace(self, cfg: config.BoxConfig) -> None:
         """Run `cfg` from now on, without a restart (see the module's docstring)."""
         await self._supervisor.stop([n for n in self._supervisor.names() if n.startswith("bus:")])
-        if self.before_replace is not None:
-            await self.before_replace(cfg)
+        if self._before_replace is not None:
+            await self._before_replace(cfg)
         self.use(cfg)
         self._publish_table(self.table)
         log.info("configuration in use: %d bus(es), %d point(s)", len(self.sources), len(self.points.source_of))
