@@ -6,6 +6,12 @@ daemon's logic stays single-threaded. The thread reconnects by itself with
 capped exponential backoff and full jitter. The broker gets a Last Will
 (retained "offline") at connect, and a retained "online" once connected.
 
+A reconnection is made cheap for a metered link: it resumes the last TLS session
+(`trust.tls.ResumingContext`: no certificate chain either way), and it subscribes only when the
+broker has no session of the Box's (with one, the subscription and its queued messages are
+still there, and retained messages are not sent again). paho sends a PINGREQ only when nothing
+went out or came in for a keepalive interval: never while batches and their acknowledgements flow.
+
 This module knows the MQTT session (the topic names are `proto.topics`'); it knows nothing about
 batches: it reports acknowledgements by message id and lets the daemon decide.
 """
@@ -76,6 +82,8 @@ class LinkState:
     since: float = 0.0
     last_error: str = ""
     connects: int = 0
+    resumed: bool = False  # this connection's TLS handshake resumed the last one's session
+    resumptions: int = 0  # connections whose handshake was resumed
 
 
 class Uplink(Protocol):
@@ -136,7 +144,7 @@ class MqttUplink:
         self._on_ack = on_ack
         self._on_message = on_message
         self._relax_time_check = relax_time_check
-        self._ctx: ssl.SSLContext | None = None
+        self._ctx: tls.ResumingContext | None = None
         self._keepalive = keepalive_s
         self._backoff = backoff or Backoff(1.0, 300.0)
         self._stop = threading.Event()
@@ -194,8 +202,11 @@ class MqttUplink:
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
-        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
-        client.tls_set_context(self._ctx)
+        ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file, resume=True)
+        assert isinstance(ctx, tls.ResumingContext)
+        self._ctx = ctx
+        client.tls_set_context(ctx)
+        client.enable_logger(logging.getLogger("boxd.uplink.mqtt"))  # paho's own: packets at DEBUG
         client.will_set(self.topic(Up.STATUS), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)
         client.on_connect = self._cb_connect
@@ -242,14 +253,18 @@ class MqttUplink:
 
     def _set_time_check(self) -> None:
         """Check certificate dates unless the Box's clock cannot be believed (see boxd.clock)."""
-        assert self._ctx is not None
+        ctx = self._ctx
+        assert ctx is not None
+        was = ctx.verify_flags
         if self._relax_time_check():
-            if not self._ctx.verify_flags & tls.NO_CHECK_TIME:
+            if not ctx.verify_flags & tls.NO_CHECK_TIME:
                 log.warning("the clock is implausible: certificate dates are not checked until the platform's "
                             "time is known (chain, name and revocation still are)")
-            self._ctx.verify_flags |= tls.NO_CHECK_TIME
+            ctx.verify_flags |= tls.NO_CHECK_TIME
         else:
-            self._ctx.verify_flags &= ~tls.NO_CHECK_TIME
+            ctx.verify_flags &= ~tls.NO_CHECK_TIME
+        if ctx.verify_flags != was:
+            ctx.forget()  # a session verified under the other rule: the next handshake checks again
 
     def _note_error(self, msg: str) -> None:
         msg = self._refused_in_words(msg)
@@ -280,18 +295,30 @@ class MqttUplink:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _cb_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
     ) -> None:
         if rc.is_failure:
             self._note_error(f"the broker refused the connection: {rc}")
             return
+        resumed = self._tls_resumed(client)
         # The durable queue is the truth: forget what paho would resend, the daemon resends it.
         client.drop_out_messages()
-        client.subscribe(topics.down_filter(self._ident.box_id), 1)
+        if not flags.session_present:  # with a session, the broker kept the subscription
+            client.subscribe(topics.down_filter(self._ident.box_id), 1)
         client.publish(self.topic(Up.STATUS), status_payload(True), 1, True)
-        self.state = LinkState(True, time.time(), "", self.state.connects + 1)
+        self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
+                               self.state.resumptions + resumed)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
         self._post(self._on_connected)
+
+    def _tls_resumed(self, client: mqtt.Client) -> bool:
+        """Whether this connection resumed a TLS session; keeps its own for the next (CONNACK came after
+        the handshake, so a TLS 1.3 server's ticket has arrived)."""
+        sock = client.socket()
+        if not isinstance(sock, ssl.SSLSocket) or self._ctx is None:
+            return False
+        self._ctx.remember(sock)
+        return bool(sock.session_reused)
 
     def _cb_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object

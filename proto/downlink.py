@@ -4,6 +4,7 @@
     down/cmd      `Command`      {"id": str, "name": str, "expires": unix seconds, "args": map}
     down/time     `TimeNotice`   JSON {"ts": ms}
     down/crl      the platform's CRL, PEM (`decode_crl`)
+    down/table    `TableRequest` JSON {"table": uint32}: send your point table (the platform lacks it)
 
 Payloads use the uplink's framing (`proto.wire`), decoded with `wire.unframe_untrusted`: sizes
 bounded on the wire and inflated, at most `MAX_DEPTH` nested containers and `MAX_ITEMS` items,
@@ -66,6 +67,17 @@ class TimeNotice:
     def encode(self) -> bytes:
         """The message, for ``down/time``."""
         return json.dumps({"ts": self.ts_ms}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class TableRequest:
+    """The platform got a batch naming a point table it does not know: the Box is asked to send its own."""
+
+    table_id: int
+
+    def encode(self) -> bytes:
+        """The message, for ``down/table``."""
+        return json.dumps({"table": self.table_id}).encode()
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -155,6 +167,22 @@ def decode_time(payload: bytes) -> TimeNotice:
     if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**63:
         raise WireError('time must be {"ts": <ms>}')
     return TimeNotice(ts)
+
+
+def decode_table_request(payload: bytes) -> TableRequest:
+    """Decode the platform's request for the point table.
+
+    Raises:
+        WireError: not {"table": <uint32>}.
+    """
+    try:
+        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
+    except (ValueError, RecursionError):
+        doc = None
+    tid = doc.get("table") if isinstance(doc, dict) and len(doc) == 1 else None
+    if not isinstance(tid, int) or isinstance(tid, bool) or not 0 <= tid < 2**32:
+        raise WireError('a table request must be {"table": <32-bit table id>}')
+    return TableRequest(tid)
 
 
 def decode_crl(payload: bytes) -> bytes:
