@@ -137,8 +137,10 @@ class MqttUplink:
         keepalive_s: int = 60,
         backoff: Backoff | None = None,
         relax_time_check: Callable[[], bool] = lambda: False,
+        resume: bool = True,
     ) -> None:
         self._ident = ident
+        self._resume = resume  # False: every handshake a full one (bench/reconnect.py's "before")
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_ack = on_ack
@@ -177,8 +179,14 @@ class MqttUplink:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
 
+    @property
+    def offers_session(self) -> bool:
+        """Whether the next connection offers the last one's TLS session (resumes it if the broker agrees)."""
+        return self._ctx is not None and self._ctx.has_session
+
     def add_crl(self, crl_file: Path) -> None:
-        """A newer platform CRL: checked from the next handshake on (the open session was checked)."""
+        """A newer platform CRL: checked from the next handshake on (the open session was checked; the
+        TLS session is forgotten, so that the next handshake is a full one that checks it)."""
         if self._ctx is not None:
             tls.add_crl(self._ctx, crl_file)
 
@@ -317,7 +325,8 @@ class MqttUplink:
         sock = client.socket()
         if not isinstance(sock, ssl.SSLSocket) or self._ctx is None:
             return False
-        self._ctx.remember(sock)
+        if self._resume:
+            self._ctx.remember(sock)
         return bool(sock.session_reused)
 
     def _cb_disconnect(

@@ -1,0 +1,147 @@
+"""Bytes per reconnection of the Box's uplink, both directions, with and without the savings.
+
+    .venv/bin/python -m bench.reconnect [--reconnects 10] [--points 500] [--no-resume] [--table-always]
+
+A real cloud (Mosquitto with mutual TLS and its CRL, the receiver), a provisioned Box, and the
+Box's own uplink (`boxd.uplink.MqttUplink`) and point-table publisher (`boxd.pointtable`) in
+this process, through a counting proxy (`tests.support.tcpproxy.CountingProxy`: TCP payload,
+so TLS records and MQTT, not TCP/IP headers). The point table is the one boxd builds for
+`--points` Modbus points (`bench.backlog.point_table`). Each reconnection: the proxy resets the
+connection (a cell dropping it) and the uplink reconnects; its bytes are counted from the reset
+until the Box is connected, its "online" status and (if sent) its table are acknowledged, the
+platform's answers to "online" (its time and CRL) have arrived, and nothing more crosses.
+
+`--no-resume`: every handshake a full one (certificate chains both ways); `--table-always`: the
+table sent at every connection (boxd before issue 15). Both: the "before". Prints the first
+connection's bytes and the mean of the reconnections, up (Box -> broker) and down. Figures,
+never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.backlog import box_config, point_table
+from bench.measure import print_figures
+from boxd.backoff import Backoff
+from boxd.link import Link
+from boxd.pointtable import TablePublisher
+from boxd.uplink import MqttUplink
+from proto import wire
+from proto.topics import Down, Up
+from tests.support.cloudkit import make_cloud, provision
+from tests.support.tcpproxy import CountingProxy
+from trust.identity import Identity
+
+BOX_ID = "RECONNECT-1"
+QUIET_S = 0.5  # nothing crossed the proxy for this long: the connection's exchange is over
+
+
+class Box:
+    """The Box's uplink, link and table publisher, and what it saw (on the event loop)."""
+
+    def __init__(self, ident_dir: Path, table: bytes, *, resume: bool, table_always: bool) -> None:
+        self.table = table
+        self.acks = 0
+        self.received: list[str] = []
+        self.link = Link(self._uplink)
+        self.publisher = TablePublisher(ident_dir, self.link, lambda: self.table)
+        self.table_always = table_always
+        self.resume = resume
+
+    def _uplink(self, ident: Identity) -> MqttUplink:
+        return MqttUplink(ident, on_connected=self._connected, on_disconnected=lambda: None, on_ack=self._acked,
+                          on_message=lambda leaf, _p: self.received.append(leaf), backoff=Backoff(0.05, 0.2),
+                          resume=self.resume)
+
+    def _connected(self) -> None:
+        self.link.on_connected()
+        if self.table_always:
+            self.link.publish(Up.META, self.table, qos=1, retain=True)
+        else:
+            self.publisher.connected()
+
+    def _acked(self, mid: int, ok: bool) -> None:
+        self.acks += 1
+        self.publisher.acked(mid, ok)
+
+
+async def _settled(proxy: CountingProxy, done: object, limit_s: float = 30.0) -> int:
+    """Wait for `done()` and then for the proxy to be quiet; the bytes so far (up + down)."""
+    assert callable(done)
+    deadline = time.monotonic() + limit_s
+    while not done():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the reconnection did not complete in time")
+        await asyncio.sleep(0.02)
+    last = -1
+    while (now := proxy.upstream_bytes + proxy.downstream_bytes) != last:
+        last = now
+        await asyncio.sleep(QUIET_S)
+    return now
+
+
+async def _run(work: Path, reconnects: int, points: int, resume: bool, table_always: bool) -> dict[str, object]:
+    cloud = make_cloud(work / "cloud")
+    cloud.start()
+    try:
+        ident = provision(cloud, work / "box", BOX_ID)
+        conf = work / "boxd.toml"
+        conf.write_text(box_config(points, {}))
+        table = wire.encode_table(point_table(conf))
+        with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
+            box = Box(work / "box", table, resume=resume, table_always=table_always)
+            await box.link.start(replace(ident, broker_port=proxy.port))
+            uplink = box.link.uplink
+            assert isinstance(uplink, MqttUplink)
+            sent_before = box.publisher.sent
+            samples: list[tuple[int, int]] = []
+            try:
+                for n in range(1, reconnects + 2):
+                    up0, down0 = proxy.upstream_bytes, proxy.downstream_bytes
+                    acks0, got0 = box.acks, len(box.received)
+                    if n > 1:
+                        proxy.reset_all()
+                    await _settled(proxy, lambda n=n, acks0=acks0, got0=got0: (  # type: ignore[misc]
+                        uplink.state.connects == n and box.acks > acks0
+                        and {Down.TIME, Down.CRL} <= set(box.received[got0:])))
+                    samples.append((proxy.upstream_bytes - up0, proxy.downstream_bytes - down0))
+            finally:
+                await box.link.stop("bench over")
+    finally:
+        cloud.stop()
+    first, rest = samples[0], samples[1:]
+    up, down = statistics.mean(s[0] for s in rest), statistics.mean(s[1] for s in rest)
+    return {
+        "resume": resume, "table_always": table_always, "points": points, "table_bytes": len(table),
+        "reconnects": reconnects, "resumed_handshakes": uplink.state.resumptions,
+        "tables_sent_by_publisher": box.publisher.sent - sent_before,
+        "first_connection_up": first[0], "first_connection_down": first[1],
+        "reconnection_up": round(up), "reconnection_down": round(down), "reconnection_total": round(up + down),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.reconnect", description=__doc__.splitlines()[0])
+    ap.add_argument("--reconnects", type=int, default=10, help="reconnections measured (default 10)")
+    ap.add_argument("--points", type=int, default=500, help="points in the Box's table, a multiple of 100")
+    ap.add_argument("--no-resume", action="store_true", help="no TLS session resumption (full handshakes)")
+    ap.add_argument("--table-always", action="store_true", help="send the point table at every connection")
+    args = ap.parse_args(argv)
+    if args.reconnects < 1:
+        ap.error("--reconnects must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="bench-reconnect-") as tmp:
+        figures = asyncio.run(_run(Path(tmp), args.reconnects, args.points, not args.no_resume, args.table_always))
+    print_figures(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
