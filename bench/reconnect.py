@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,21 +46,30 @@ QUIET_S = 0.5  # nothing crossed the proxy for this long: the connection's excha
 
 
 class Box:
-    """The Box's uplink, link and table publisher, and what it saw (on the event loop)."""
+    """The Box's uplink, link and table publisher, and what it saw (on the event loop; the
+    integration tests of issue 15 use it too: tests/integration/test_reconnect_cost.py)."""
 
-    def __init__(self, ident_dir: Path, table: bytes, *, resume: bool, table_always: bool) -> None:
+    def __init__(self, state_dir: Path, table: bytes, *, resume: bool = True, table_always: bool = False,
+                 keepalive_s: int = 60) -> None:
         self.table = table
+        self.keepalive_s = keepalive_s
         self.acks = 0
         self.received: list[str] = []
         self.link = Link(self._uplink)
-        self.publisher = TablePublisher(ident_dir, self.link, lambda: self.table)
+        self.publisher = TablePublisher(state_dir, self.link, lambda: self.table)
         self.table_always = table_always
         self.resume = resume
 
+    @property
+    def uplink(self) -> MqttUplink:
+        """The running uplink."""
+        assert isinstance(self.link.uplink, MqttUplink)
+        return self.link.uplink
+
     def _uplink(self, ident: Identity) -> MqttUplink:
         return MqttUplink(ident, on_connected=self._connected, on_disconnected=lambda: None, on_ack=self._acked,
-                          on_message=lambda leaf, _p: self.received.append(leaf), backoff=Backoff(0.05, 0.2),
-                          resume=self.resume)
+                          on_message=self._message, backoff=Backoff(0.05, 0.2), resume=self.resume,
+                          keepalive_s=self.keepalive_s)
 
     def _connected(self) -> None:
         self.link.on_connected()
@@ -70,22 +80,37 @@ class Box:
 
     def _acked(self, mid: int, ok: bool) -> None:
         self.acks += 1
+        self.link.on_ack(mid)
         self.publisher.acked(mid, ok)
 
+    def _message(self, leaf: str, payload: bytes) -> None:
+        self.received.append(leaf)
+        if leaf == Down.TABLE:
+            self.publisher.requested(payload)
 
-async def _settled(proxy: CountingProxy, done: object, limit_s: float = 30.0) -> int:
-    """Wait for `done()` and then for the proxy to be quiet; the bytes so far (up + down)."""
-    assert callable(done)
+
+async def settled(proxy: CountingProxy, done: Callable[[], bool], limit_s: float = 30.0) -> None:
+    """Wait for `done()`, then for the proxy to be quiet for `QUIET_S`."""
     deadline = time.monotonic() + limit_s
     while not done():
         if time.monotonic() > deadline:
-            raise RuntimeError("the reconnection did not complete in time")
+            raise AssertionError("the connection's exchange did not complete in time")
         await asyncio.sleep(0.02)
     last = -1
     while (now := proxy.upstream_bytes + proxy.downstream_bytes) != last:
         last = now
         await asyncio.sleep(QUIET_S)
-    return now
+
+
+async def connection_bytes(proxy: CountingProxy, box: Box, n: int) -> tuple[int, int]:
+    """Bytes (up, down) of the Box's connection `n` (1: the first; later ones: the proxy resets the last),
+    until it is connected, something of it acknowledged and the platform's answers to "online" in."""
+    up0, down0, acks0, got0 = proxy.upstream_bytes, proxy.downstream_bytes, box.acks, len(box.received)
+    if n > 1:
+        proxy.reset_all()
+    await settled(proxy, lambda: (box.uplink.state.connects == n and box.acks > acks0
+                                  and Down.TIME in box.received[got0:]))
+    return proxy.upstream_bytes - up0, proxy.downstream_bytes - down0
 
 
 async def _run(work: Path, reconnects: int, points: int, resume: bool, table_always: bool) -> dict[str, object]:
@@ -99,20 +124,8 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
         with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
             box = Box(work / "box", table, resume=resume, table_always=table_always)
             await box.link.start(replace(ident, broker_port=proxy.port))
-            uplink = box.link.uplink
-            assert isinstance(uplink, MqttUplink)
-            sent_before = box.publisher.sent
-            samples: list[tuple[int, int]] = []
             try:
-                for n in range(1, reconnects + 2):
-                    up0, down0 = proxy.upstream_bytes, proxy.downstream_bytes
-                    acks0, got0 = box.acks, len(box.received)
-                    if n > 1:
-                        proxy.reset_all()
-                    await _settled(proxy, lambda n=n, acks0=acks0, got0=got0: (  # type: ignore[misc]
-                        uplink.state.connects == n and box.acks > acks0
-                        and {Down.TIME, Down.CRL} <= set(box.received[got0:])))
-                    samples.append((proxy.upstream_bytes - up0, proxy.downstream_bytes - down0))
+                samples = [await connection_bytes(proxy, box, n) for n in range(1, reconnects + 2)]
             finally:
                 await box.link.stop("bench over")
     finally:
@@ -121,8 +134,8 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
     up, down = statistics.mean(s[0] for s in rest), statistics.mean(s[1] for s in rest)
     return {
         "resume": resume, "table_always": table_always, "points": points, "table_bytes": len(table),
-        "reconnects": reconnects, "resumed_handshakes": uplink.state.resumptions,
-        "tables_sent_by_publisher": box.publisher.sent - sent_before,
+        "reconnects": reconnects, "resumed_handshakes": box.uplink.state.resumptions,
+        "tables_sent_by_publisher": box.publisher.sent,
         "first_connection_up": first[0], "first_connection_down": first[1],
         "reconnection_up": round(up), "reconnection_down": round(down), "reconnection_total": round(up + down),
     }

@@ -9,8 +9,9 @@ capped exponential backoff and full jitter. The broker gets a Last Will
 A reconnection is made cheap for a metered link: it resumes the last TLS session
 (`trust.tls.ResumingContext`: no certificate chain either way), and it subscribes only when the
 broker has no session of the Box's (with one, the subscription and its queued messages are
-still there, and retained messages are not sent again). paho sends a PINGREQ only when nothing
-went out or came in for a keepalive interval: never while batches and their acknowledgements flow.
+still there, and retained messages are not sent again). A keepalive PINGREQ goes out only when
+nothing went out or came in for a keepalive interval, never while batches and their
+acknowledgements flow (`_Client` mends paho 2.2.0, which pings every interval regardless).
 
 This module knows the MQTT session (the topic names are `proto.topics`'); it knows nothing about
 batches: it reports acknowledgements by message id and lets the daemon decide.
@@ -45,6 +46,10 @@ from trust import tls
 from trust.identity import Identity
 
 log = logging.getLogger("boxd.uplink")
+# paho's own log, every packet at DEBUG: silent unless its level is lowered (a test counting
+# PINGREQs, an engineer reading packets); its errors say what this module's warnings say already
+paho_log = logging.getLogger("boxd.uplink.mqtt")
+paho_log.setLevel(logging.CRITICAL)
 
 
 def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
@@ -60,6 +65,20 @@ def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
 mqtt._socketpair_compat = _unix_socketpair
 
 SESSION_EXPIRY_S = 7 * 86400
+
+
+class _Client(mqtt.Client):
+    """paho's client with one fix: a publication the broker acknowledged counts as a packet sent
+    for the keepalive. paho 2.2.0 notes its last packet out only when a write stalls
+    (`_packet_write` returns before the note once its queue is empty; eclipse-paho/paho.mqtt.python
+    issue 813, open), so it sends a PINGREQ every keepalive interval even while batches flow. The
+    acknowledgement came after the PUBLISH, one round trip later: the broker, which allows 1.5
+    intervals, still hears from the Box in time."""
+
+    def note_sent(self) -> None:
+        """A packet went out (its acknowledgement is in): no PINGREQ needed for a keepalive interval."""
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()
 
 
 def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
@@ -151,7 +170,7 @@ class MqttUplink:
         self._backoff = backoff or Backoff(1.0, 300.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.state = LinkState()
 
@@ -202,9 +221,9 @@ class MqttUplink:
 
     # -- the I/O thread ---------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         ident = self._ident
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=ident.box_id,
             protocol=mqtt.MQTTv5,
@@ -214,7 +233,7 @@ class MqttUplink:
         assert isinstance(ctx, tls.ResumingContext)
         self._ctx = ctx
         client.tls_set_context(ctx)
-        client.enable_logger(logging.getLogger("boxd.uplink.mqtt"))  # paho's own: packets at DEBUG
+        client.enable_logger(paho_log)
         client.will_set(self.topic(Up.STATUS), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)
         client.on_connect = self._cb_connect
@@ -347,8 +366,10 @@ class MqttUplink:
             self._post(self._on_message, where.raw_leaf, bytes(msg.payload))
 
     def _cb_publish(
-        self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object
     ) -> None:
+        if isinstance(client, _Client):
+            client.note_sent()
         ok = not rc.is_failure
         if not ok:
             self._note_error(f"the broker rejected message {mid}: {rc}")
