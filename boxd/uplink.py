@@ -41,7 +41,7 @@ from boxd import __version__
 from boxd.backoff import Backoff
 from proto import topics
 from proto.topics import Up
-from proto.uplink import Status
+from proto.uplink import Status, crl_digest
 from trust import tls
 from trust.identity import Identity
 
@@ -88,9 +88,10 @@ def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     return props
 
 
-def status_payload(online: bool, reason: str = "") -> bytes:
-    """The retained status message (`proto.uplink.Status`): online with this version, or offline and why."""
-    return Status(online, int(time.time() * 1000), __version__ if online else None, reason).encode()
+def status_payload(online: bool, reason: str = "", crl: str = "") -> bytes:
+    """The retained status message (`proto.uplink.Status`): online with this version (and the digest
+    of the CRL held, so that the platform sends its CRL only when it is another), or offline and why."""
+    return Status(online, int(time.time() * 1000), __version__ if online else None, reason, crl).encode()
 
 
 @dataclass(slots=True)
@@ -332,11 +333,18 @@ class MqttUplink:
         client.drop_out_messages()
         if not flags.session_present:  # with a session, the broker kept the subscription
             client.subscribe(topics.down_filter(self._ident.box_id), 1)
-        client.publish(self.topic(Up.STATUS), status_payload(True), 1, True)
+        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held()), 1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
                                self.state.resumptions + resumed)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
         self._post(self._on_connected)
+
+    def _crl_held(self) -> str:
+        """The digest of the platform CRL this Box holds ("" when it holds none)."""
+        try:
+            return crl_digest(self._ident.crl_file.read_bytes())
+        except OSError:
+            return ""
 
     def _tls_resumed(self, client: mqtt.Client) -> bool:
         """Whether this connection resumed a TLS session; keeps its own for the next (CONNACK came after

@@ -7,7 +7,8 @@ online/offline, and the Last Will), `health` (heartbeats), `events`, `replies`, 
 rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
 it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
 receiver answers a Box that comes online, or whose clock is off, with the platform's
-time on `boxes/<id>/down/time`. A batch whose point table the platform does not know is parked
+time on `boxes/<id>/down/time`, and a Box that comes online without the platform's current CRL
+(its status names the one it holds) with the CRL. A batch whose point table the platform does not know is parked
 (kept in the store) and the Box is asked for its table on `boxes/<id>/down/table` (at most once
 in `ASK_TABLE_S` per Box and table): a Box sends its retained table only when the broker lacks
 it (`boxd.pointtable`), so a platform that lost it (a restored database) must ask.
@@ -52,7 +53,7 @@ from proto.errors import WireError
 from proto.modem import ModemEvent, WanEvent
 from proto.replies import CmdReply, decode_reply
 from proto.topics import Down, Up
-from proto.uplink import Evicted, OtaEvent, decode_event, decode_health, decode_limits, decode_status
+from proto.uplink import Evicted, OtaEvent, crl_digest, decode_event, decode_health, decode_limits, decode_status
 from trust import tls
 
 log = logging.getLogger("boxcloud.receiver")
@@ -143,6 +144,12 @@ class Receiver:
                 log.error("cannot read the CRL to send it to %s: %s", box_id, e)
                 return
             self._client.publish(topics.down(box_id, Down.CRL), crl, 1)
+
+    def _crl_digest(self) -> str:
+        try:
+            return crl_digest(self.pki.crl.read_bytes())
+        except OSError:
+            return ""
 
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
@@ -330,7 +337,8 @@ class Receiver:
         self.monitor.on_status(box_id, status.online, status.reason)
         if status.online:
             self.send_time(box_id)
-            self.send_crl(box_id)
+            if status.crl != self._crl_digest():  # a Box on a flaky cell does not get it at each reconnection
+                self.send_crl(box_id)
         log.info("Box %s is %s%s", box_id, "online" if status.online else "offline",
                  f" ({status.reason})" if status.reason else "")
 
