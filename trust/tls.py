@@ -11,7 +11,8 @@ Resumption (`ResumingContext`, the Box's MQTT uplink): a reconnection offers the
 the last one (a TLS 1.3 ticket), so neither side sends its certificate chain again, with a fresh
 ECDHE exchange still (forward secrecy kept). A resumed handshake verifies no certificate: the
 session is forgotten whenever what the last full handshake checked could now be judged otherwise
-(a newer CRL, certificate dates checked again); the broker's side is in docs/security.md.
+(a newer CRL, certificate dates checked again); the broker's side: docs/architecture.md,
+"TLS session resumption and revocation".
 """
 
 from __future__ import annotations
