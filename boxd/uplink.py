@@ -7,11 +7,13 @@ capped exponential backoff and full jitter. The broker gets a Last Will
 (retained "offline") at connect, and a retained "online" once connected.
 
 A reconnection is made cheap for a metered link: it resumes the last TLS session
-(`trust.tls.ResumingContext`: no certificate chain either way), and it subscribes only when the
-broker has no session of the Box's (with one, the subscription and its queued messages are
-still there, and retained messages are not sent again). A keepalive PINGREQ goes out only when
-nothing went out or came in for a keepalive interval, never while batches and their
-acknowledgements flow (`_Client` mends paho 2.2.0, which pings every interval regardless).
+(`trust.tls.ResumingContext`: no certificate chain either way), and it does not subscribe again
+when the broker kept the session its subscription of this run was acknowledged in (the
+subscription and the messages queued meanwhile are there; a SUBSCRIBE would bring every
+retained message, the configuration, again). The first connection of an uplink always
+subscribes: a Box reinstalled under the same identity gets its retained configuration. A
+keepalive PINGREQ goes out only when nothing went out or came in for a keepalive interval, never
+while batches and their acknowledgements flow (`_Client` mends paho 2.2.0, which pings regardless).
 
 This module knows the MQTT session (the topic names are `proto.topics`'); it knows nothing about
 batches: it reports acknowledgements by message id and lets the daemon decide.
@@ -173,6 +175,7 @@ class MqttUplink:
         self._thread: threading.Thread | None = None
         self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribed = False  # the broker acknowledged this uplink's subscription (in the session it kept)
         self.state = LinkState()
 
     def topic(self, leaf: Up) -> str:
@@ -241,6 +244,7 @@ class MqttUplink:
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
+        client.on_subscribe = self._cb_subscribe
         # Only the I/O thread touches the TLS socket. Without this, paho's publish() from the
         # daemon's thread writes to it directly (it does so when it runs no thread of its own)
         # while the I/O thread reads or writes too: two threads on one SSL object corrupt its
@@ -331,7 +335,8 @@ class MqttUplink:
         resumed = self._tls_resumed(client)
         # The durable queue is the truth: forget what paho would resend, the daemon resends it.
         client.drop_out_messages()
-        if not flags.session_present:  # with a session, the broker kept the subscription
+        if not (flags.session_present and self._subscribed):  # else the broker kept the subscription
+            self._subscribed = False
             client.subscribe(topics.down_filter(self._ident.box_id), 1)
         client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held()), 1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
@@ -364,6 +369,11 @@ class MqttUplink:
         if was:
             self._note_error(f"connection to the broker lost: {rc}")
             self._post(self._on_disconnected)
+
+    def _cb_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:
+        self._subscribed = all(not rc.is_failure for rc in codes)
+        if not self._subscribed:
+            self._note_error(f"the broker refused the Box's subscription: {codes}")
 
     def _cb_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
