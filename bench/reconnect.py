@@ -15,12 +15,18 @@ platform's answers to "online" (its time and CRL) have arrived, and nothing more
 table sent at every connection (boxd before issue 15). Both: the "before". Prints the first
 connection's bytes and the mean of the reconnections, up (Box -> broker) and down. Figures,
 never assertions.
+
+`--tls-compare`: only TLS handshakes (and a minimal MQTT CONNECT/CONNACK) to the same broker,
+full then resumed, for TLS 1.3 tickets (what the Box uses), TLS 1.2 tickets and TLS 1.2 session
+ids (the alternatives weighed in docs/architecture.md, "Reconnection").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
+import ssl
 import statistics
 import sys
 import tempfile
@@ -39,6 +45,7 @@ from proto import wire
 from proto.topics import Down, Up
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.tcpproxy import CountingProxy
+from trust import tls
 from trust.identity import Identity
 
 BOX_ID = "RECONNECT-1"
@@ -141,16 +148,63 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
     }
 
 
+_CONNECT = bytes.fromhex("100c00044d5154540402003c0000")  # MQTT 3.1.1, empty client id (the broker sets it)
+
+
+def _handshakes(port: int, ident: Identity, mode: str, proxy: CountingProxy) -> dict[str, int]:
+    ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, resume=True)
+    assert isinstance(ctx, tls.ResumingContext)
+    if mode != "tls13":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    if mode == "tls12_session_id":
+        ctx.options |= ssl.OP_NO_TICKET
+    out: dict[str, int] = {}
+    for n in ("full", "resumed"):
+        up0, down0 = proxy.upstream_bytes, proxy.downstream_bytes
+        with ctx.wrap_socket(socket.create_connection(("localhost", port)), server_hostname="localhost") as s:
+            s.sendall(_CONNECT)
+            s.recv(4)
+            ctx.remember(s)
+            assert bool(s.session_reused) == (n == "resumed"), (mode, n)
+            s.sendall(b"\xe0\x00")  # DISCONNECT
+        deadline = time.monotonic() + 5
+        while proxy.active and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(QUIET_S)
+        out[f"{mode}_{n}"] = proxy.upstream_bytes - up0 + proxy.downstream_bytes - down0
+    return out
+
+
+def compare_tls(work: Path) -> dict[str, object]:
+    """Bytes (both ways) of full and resumed handshakes for each TLS mode, to the real broker."""
+    cloud = make_cloud(work / "cloud")
+    cloud.start()
+    try:
+        ident = provision(cloud, work / "box", BOX_ID)
+        figures: dict[str, object] = {}
+        for mode in ("tls13", "tls12_ticket", "tls12_session_id"):
+            with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
+                figures.update(_handshakes(proxy.port, ident, mode, proxy))
+        return figures
+    finally:
+        cloud.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.reconnect", description=__doc__.splitlines()[0])
     ap.add_argument("--reconnects", type=int, default=10, help="reconnections measured (default 10)")
     ap.add_argument("--points", type=int, default=500, help="points in the Box's table, a multiple of 100")
     ap.add_argument("--no-resume", action="store_true", help="no TLS session resumption (full handshakes)")
     ap.add_argument("--table-always", action="store_true", help="send the point table at every connection")
+    ap.add_argument("--tls-compare", action="store_true", help="only handshakes: TLS 1.3 tickets, TLS 1.2 "
+                    "tickets, TLS 1.2 session ids")
     args = ap.parse_args(argv)
     if args.reconnects < 1:
         ap.error("--reconnects must be at least 1")
     with tempfile.TemporaryDirectory(prefix="bench-reconnect-") as tmp:
+        if args.tls_compare:
+            print_figures(compare_tls(Path(tmp)))
+            return 0
         figures = asyncio.run(_run(Path(tmp), args.reconnects, args.points, not args.no_resume, args.table_always))
     print_figures(figures)
     return 0
