@@ -1,6 +1,7 @@
 """Bytes per reconnection of the Box's uplink, both directions, with and without the savings.
 
     .venv/bin/python -m bench.reconnect [--reconnects 10] [--points 500] [--no-resume] [--table-always]
+                                        [--tls-compare] [--json FILE]
 
 A real cloud (Mosquitto with mutual TLS and its CRL, the receiver), a provisioned Box, and the
 Box's own uplink (`boxd.uplink.MqttUplink`) and point-table publisher (`boxd.pointtable`) in
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=500, help="points in the Box's table, a multiple of 100")
     ap.add_argument("--no-resume", action="store_true", help="no TLS session resumption (full handshakes)")
     ap.add_argument("--table-always", action="store_true", help="send the point table at every connection")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--tls-compare", action="store_true", help="only handshakes: TLS 1.3 tickets, TLS 1.2 "
                     "tickets, TLS 1.2 session ids")
     args = ap.parse_args(argv)
@@ -203,10 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--reconnects must be at least 1")
     with tempfile.TemporaryDirectory(prefix="bench-reconnect-") as tmp:
         if args.tls_compare:
-            print_figures(compare_tls(Path(tmp)))
+            print_figures(compare_tls(Path(tmp)), args.json)
             return 0
         figures = asyncio.run(_run(Path(tmp), args.reconnects, args.points, not args.no_resume, args.table_always))
-    print_figures(figures)
+    print_figures(figures, args.json)
     return 0
 
 
