@@ -110,11 +110,14 @@ async def settled(proxy: CountingProxy, done: Callable[[], bool], limit_s: float
         await asyncio.sleep(QUIET_S)
 
 
-async def connection_bytes(proxy: CountingProxy, box: Box, n: int) -> tuple[int, int]:
-    """Bytes (up, down) of the Box's connection `n` (1: the first; later ones: the proxy resets the last),
-    until it is connected, something of it acknowledged and the platform's answers to "online" in."""
+async def connection_bytes(proxy: CountingProxy, box: Box, n: int, ident: Identity | None = None) -> tuple[int, int]:
+    """Bytes (up, down) of the Box's connection `n` (1: the first, the Box started here with `ident`
+    pointed at the proxy; later ones: the proxy resets the last), until it is connected, something
+    of it acknowledged and the platform's answers to "online" in."""
     up0, down0, acks0, got0 = proxy.upstream_bytes, proxy.downstream_bytes, box.acks, len(box.received)
-    if n > 1:
+    if ident is not None:
+        await box.link.start(replace(ident, broker_port=proxy.port))
+    else:
         proxy.reset_all()
     await settled(proxy, lambda: (box.uplink.state.connects == n and box.acks > acks0
                                   and Down.TIME in box.received[got0:]))
@@ -131,9 +134,9 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
         table = wire.encode_table(point_table(conf))
         with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
             box = Box(work / "box", table, resume=resume, table_always=table_always)
-            await box.link.start(replace(ident, broker_port=proxy.port))
             try:
-                samples = [await connection_bytes(proxy, box, n) for n in range(1, reconnects + 2)]
+                samples = [await connection_bytes(proxy, box, n, ident if n == 1 else None)
+                           for n in range(1, reconnects + 2)]
             finally:
                 await box.link.stop("bench over")
     finally:

@@ -46,9 +46,8 @@ async def test_a_reconnection_resumes_the_tls_session_without_the_brokers_certif
     ident = provision(cloud, tmp_path / "box", "RESUME-1")
     with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
         box = Box(tmp_path / "box", _table("d.t")[1])
-        await box.link.start(replace(ident, broker_port=proxy.port))
         try:
-            _, first_down = await connection_bytes(proxy, box, 1)
+            _, first_down = await connection_bytes(proxy, box, 1, ident)
             assert not box.uplink.state.resumed  # nothing to resume yet: a full handshake
             _, second_down = await connection_bytes(proxy, box, 2)
             assert box.uplink.state.resumed, "the reconnection did not resume the TLS session"
@@ -67,9 +66,8 @@ async def test_a_revoked_box_cannot_come_back_by_resuming_its_session(cloud: Clo
     ident = provision(cloud, tmp_path / "box", "RESUME-REVOKED")
     with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
         box = Box(tmp_path / "box", _table("d.t")[1])
-        await box.link.start(replace(ident, broker_port=proxy.port))
         try:
-            await connection_bytes(proxy, box, 1)
+            await connection_bytes(proxy, box, 1, ident)
             await connection_bytes(proxy, box, 2)
             assert box.uplink.state.resumed, "the broker does not resume this Box's sessions: nothing proved"
             attempts = proxy.connections
@@ -93,9 +91,8 @@ async def test_the_table_is_sent_once_then_only_when_it_changes(cloud: Cloud, tm
     two_id, two = _table("d.a", "d.b", "d.c")
     with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
         box = Box(tmp_path / "box", one)
-        await box.link.start(replace(ident, broker_port=proxy.port))
         try:
-            await connection_bytes(proxy, box, 1)
+            await connection_bytes(proxy, box, 1, ident)
             await eventually(lambda: cloud.store.table("TABLE-ONCE", one_id), "the platform to have the table")
             for n in (2, 3):
                 await connection_bytes(proxy, box, n)
@@ -110,9 +107,8 @@ async def test_the_table_is_sent_once_then_only_when_it_changes(cloud: Cloud, tm
             await box.link.stop("restarting")
         # boxd restarts: the table acknowledged before is not sent again
         again = Box(tmp_path / "box", two)
-        await again.link.start(replace(ident, broker_port=proxy.port))
         try:
-            await connection_bytes(proxy, again, 1)
+            await connection_bytes(proxy, again, 1, ident)
             assert again.publisher.sent == 0, "the restarted Box sent a table the broker holds"
         finally:
             await again.link.stop("test over")
@@ -128,9 +124,8 @@ async def test_the_platform_asks_for_a_table_it_lacks_and_stores_the_waiting_bat
     (tmp_path / "box" / "table.sent").write_text(digest(table) + "\n")
     with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
         box = Box(tmp_path / "box", table)
-        await box.link.start(replace(ident, broker_port=proxy.port))
         try:
-            await connection_bytes(proxy, box, 1)
+            await connection_bytes(proxy, box, 1, ident)
             assert box.publisher.sent == 0
             now = int(time.time() * 1000)
             batch = wire.encode_batch(7, 1, table_id, now, [wire.encode_group(0, 0, [21, 22], {})])
