@@ -153,18 +153,24 @@ def peek(payload: bytes, key: str) -> object:
     return doc.get(key) if isinstance(doc, dict) else None
 
 
+def _small_json_uint(payload: bytes, key: str, bound: int, *, only: bool = False) -> int | None:
+    """`{key: n}` (with `only`, no other key) with 0 <= n < bound, from at most `MAX_TIME` bytes; else None."""
+    try:
+        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
+    except (ValueError, RecursionError):
+        doc = None
+    v = doc.get(key) if isinstance(doc, dict) and (len(doc) == 1 or not only) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < bound else None
+
+
 def decode_time(payload: bytes) -> TimeNotice:
     """Decode the platform's time.
 
     Raises:
         WireError: not {"ts": <ms>}.
     """
-    try:
-        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
-    except (ValueError, RecursionError):
-        doc = None
-    ts = doc.get("ts") if isinstance(doc, dict) else None
-    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**63:
+    ts = _small_json_uint(payload, "ts", 2**63)
+    if ts is None:
         raise WireError('time must be {"ts": <ms>}')
     return TimeNotice(ts)
 
@@ -175,12 +181,8 @@ def decode_table_request(payload: bytes) -> TableRequest:
     Raises:
         WireError: not {"table": <uint32>}.
     """
-    try:
-        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
-    except (ValueError, RecursionError):
-        doc = None
-    tid = doc.get("table") if isinstance(doc, dict) and len(doc) == 1 else None
-    if not isinstance(tid, int) or isinstance(tid, bool) or not 0 <= tid < 2**32:
+    tid = _small_json_uint(payload, "table", 2**32, only=True)
+    if tid is None:
         raise WireError('a table request must be {"table": <32-bit table id>}')
     return TableRequest(tid)
 
