@@ -64,7 +64,8 @@ class Box:
         self.acks = 0
         self.received: list[str] = []
         self.link = Link(self._uplink)
-        self.publisher = TablePublisher(state_dir, self.link, lambda: self.table)
+        self.publisher = TablePublisher(state_dir, self.link, lambda: self.table,
+                                        lambda: wire.decode_table(self.table)[0])
         self.table_always = table_always
         self.resume = resume
 

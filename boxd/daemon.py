@@ -83,7 +83,7 @@ class Daemon:
         self.queue = Queue(state_dir / "queue.db")
         self.files = reconfig.ConfigFiles(config_path, state_dir)
         self.link = Link(self._make_uplink)
-        self.table = TablePublisher(state_dir, self.link, lambda: self.buses.table)
+        self.table = TablePublisher(state_dir, self.link, lambda: self.buses.table, lambda: self.buses.table_id)
         self.sender = Sender(self.queue, self.link, self.clock,
                              lambda: self.cellular.uplink_settings(self.buses.cfg.uplink))
         self.certs = Certificates(state_dir, self.link)

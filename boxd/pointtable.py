@@ -10,7 +10,8 @@ so the Box sends it:
   - when the platform asks (``down/table``, `proto.downlink.TableRequest`): it got a batch whose
     table it does not know (its database restored, the retained message lost). Asked again
     within `ASK_INTERVAL_S`, or while the table is on its way, the Box does not send it twice: a
-    broken platform cannot make it burn the SIM.
+    broken platform cannot make it burn the SIM. Asked for a table it no longer runs (batches
+    queued before a configuration changed it), the Box has nothing to send: they stay parked.
 
 The digest covers the encoded table, whatever it holds (names, units, kinds: `proto.wire`). This
 module knows nothing of what a table says and sends nothing but it.
@@ -43,10 +44,10 @@ def digest(table: bytes) -> str:
 class TablePublisher:
     """Owns ``up/meta``. The constructor does no I/O; every method runs on the event loop."""
 
-    def __init__(self, state_dir: Path, link: Link, table: Callable[[], bytes],
+    def __init__(self, state_dir: Path, link: Link, table: Callable[[], bytes], table_id: Callable[[], int],
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._record = state_dir / "table.sent"
-        self._link, self._table, self._clock = link, table, clock
+        self._link, self._table, self._table_id, self._clock = link, table, table_id, clock
         self._acked: str | None = None  # read from the record at the first connection
         self._sending: dict[int, str] = {}  # message id -> digest, published and not acknowledged yet
         self._answered = float("-inf")
@@ -75,6 +76,10 @@ class TablePublisher:
             wanted = decode_table_request(payload).table_id
         except WireError as e:
             log.warning("ignoring a malformed table request: %s", e)
+            return
+        if wanted != self._table_id():
+            log.warning("the platform asks for point table %08x, which this Box no longer runs (it runs %08x): "
+                        "its batches wait on the platform", wanted, self._table_id())
             return
         now = self._clock()
         if self._sending or now - self._answered < ASK_INTERVAL_S:
