@@ -64,8 +64,9 @@ class Box:
         self.acks = 0
         self.received: list[str] = []
         self.link = Link(self._uplink)
-        self.publisher = TablePublisher(state_dir, self.link, lambda: self.table,
-                                        lambda: wire.decode_table(self.table)[0])
+        self.publisher = TablePublisher(state_dir, self.link, table=lambda: self.table,
+                                        table_id=lambda: wire.decode_table(self.table)[0], broker=lambda: self.broker)
+        self.broker = ""  # the record's broker name (boxd: "<box id>@<host>:<port>")
         self.table_always = table_always
         self.resume = resume
 

@@ -83,7 +83,8 @@ class Daemon:
         self.queue = Queue(state_dir / "queue.db")
         self.files = reconfig.ConfigFiles(config_path, state_dir)
         self.link = Link(self._make_uplink)
-        self.table = TablePublisher(state_dir, self.link, lambda: self.buses.table, lambda: self.buses.table_id)
+        self.table = TablePublisher(state_dir, self.link, table=lambda: self.buses.table,
+                                    table_id=lambda: self.buses.table_id, broker=self._broker_address)
         self.sender = Sender(self.queue, self.link, self.clock,
                              lambda: self.cellular.uplink_settings(self.buses.cfg.uplink))
         self.certs = Certificates(state_dir, self.link)
@@ -178,6 +179,10 @@ class Daemon:
         self.sender.on_connected()
         self.table.connected()
         self.health.beat_now()
+
+    def _broker_address(self) -> str:
+        ident = self.certs.ident
+        return f"{ident.box_id}@{ident.broker_host}:{ident.broker_port}" if ident is not None else ""
 
     def _acked(self, mid: int, ok: bool) -> None:
         self.link.on_ack(mid)

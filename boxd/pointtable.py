@@ -13,8 +13,9 @@ so the Box sends it:
     broken platform cannot make it burn the SIM. Asked for a table it no longer runs (batches
     queued before a configuration changed it), the Box has nothing to send: they stay parked.
 
-The digest covers the encoded table, whatever it holds (names, units, kinds: `proto.wire`). This
-module knows nothing of what a table says and sends nothing but it.
+The digest covers the encoded table, whatever it holds (names, units, kinds: `proto.wire`), and
+the broker it went to (Box id, host, port): a Box provisioned again for another platform sends
+its table there. This module knows nothing of what a table says and sends nothing but it.
 """
 
 from __future__ import annotations
@@ -36,18 +37,19 @@ log = logging.getLogger("boxd")
 ASK_INTERVAL_S = 30.0  # the platform's requests answered at most once in this time
 
 
-def digest(table: bytes) -> str:
-    """The name of an encoded table in the Box's record."""
-    return hashlib.sha256(table).hexdigest()
+def digest(table: bytes, broker: str) -> str:
+    """The name of an encoded table sent to `broker` ("<box id>@<host>:<port>") in the Box's record."""
+    return hashlib.sha256(broker.encode() + b"\0" + table).hexdigest()
 
 
 class TablePublisher:
     """Owns ``up/meta``. The constructor does no I/O; every method runs on the event loop."""
 
-    def __init__(self, state_dir: Path, link: Link, table: Callable[[], bytes], table_id: Callable[[], int],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, state_dir: Path, link: Link, *, table: Callable[[], bytes], table_id: Callable[[], int],
+                 broker: Callable[[], str], clock: Callable[[], float] = time.monotonic) -> None:
         self._record = state_dir / "table.sent"
         self._link, self._table, self._table_id, self._clock = link, table, table_id, clock
+        self._broker = broker  # where the uplink goes: "<box id>@<host>:<port>"
         self._acked: str | None = None  # read from the record at the first connection
         self._sending: dict[int, str] = {}  # message id -> digest, published and not acknowledged yet
         self._answered = float("-inf")
@@ -61,13 +63,13 @@ class TablePublisher:
                 self._acked = self._record.read_text().strip()
             except OSError:
                 self._acked = ""
-        if self._acked != digest(self._table()):
+        if self._acked != digest(self._table(), self._broker()):
             self._send("the broker does not hold it yet")
 
     def changed(self) -> None:
         """The running configuration was replaced: send its table (now, or at the next connection)
         unless the broker holds it already (a configuration that changed no point)."""
-        if self._sending or self._acked != digest(self._table()):
+        if self._sending or self._acked != digest(self._table(), self._broker()):
             self._send("the configuration changed")
 
     def requested(self, payload: bytes) -> None:
@@ -104,6 +106,6 @@ class TablePublisher:
         mid = self._link.publish(Up.META, table, qos=1, retain=True)
         if mid is None:
             return  # not connected: sent at the connection if the broker lacks it
-        self._sending[mid] = digest(table)
+        self._sending[mid] = digest(table, self._broker())
         self.sent += 1
         log.info("point table sent (%d bytes): %s", len(table), why)

@@ -19,7 +19,9 @@ class Rig:
         self.fake = FakeUplink(connects=False)
         self.link = Link(lambda _ident: self.fake)
         self.link.uplink = self.fake
-        self.pub = TablePublisher(state, self.link, lambda: self.table, lambda: 7, clock=lambda: self.now)
+        self.broker = "B-1@broker:8883"
+        self.pub = TablePublisher(state, self.link, table=lambda: self.table, table_id=lambda: 7,
+                                  broker=lambda: self.broker, clock=lambda: self.now)
 
     def tables(self) -> list[bytes]:
         return [s.payload for s in self.fake.sent if s.leaf == Up.META]
@@ -41,7 +43,7 @@ async def test_a_table_goes_once_and_again_only_when_unacknowledged_or_changed(t
     rig.connect()  # lost before the broker acknowledged it: sent again
     assert rig.tables() == [b"one", b"one"]
     rig.ack_all()
-    assert (tmp_path / "table.sent").read_text().strip() == digest(b"one")
+    assert (tmp_path / "table.sent").read_text().strip() == digest(b"one", "B-1@broker:8883")
     assert (tmp_path / "table.sent").stat().st_mode & 0o777 == 0o600
     rig.connect()
     rig.pub.changed()  # a configuration that changed no point
@@ -51,6 +53,10 @@ async def test_a_table_goes_once_and_again_only_when_unacknowledged_or_changed(t
     rig.table = b"one"  # changed back before "two" was acknowledged: the broker will hold "two"
     rig.pub.changed()
     assert rig.tables() == [b"one", b"one", b"two", b"one"]
+    rig.ack_all()
+    rig.broker = "B-1@other-platform:8883"  # provisioned again, for another platform: it lacks the table
+    rig.connect()
+    assert rig.tables() == [b"one", b"one", b"two", b"one", b"one"]
 
 
 @in_loop
