@@ -1,6 +1,6 @@
 """Bytes per reconnection of the Box's uplink, both directions, with and without the savings.
 
-    .venv/bin/python -m bench.reconnect [--reconnects 10] [--points 500] [--no-resume] [--table-always]
+    .venv/bin/python -m bench.reconnect [--reconnects 10] [--points 500] [--no-resume] [--table-always] [--before]
                                         [--tls-compare] [--json FILE]
 
 A real cloud (Mosquitto with mutual TLS and its CRL, the receiver), a provisioned Box, and the
@@ -13,7 +13,8 @@ until the Box is connected, its "online" status and (if sent) its table are ackn
 platform's answers to "online" (its time and CRL) have arrived, and nothing more crosses.
 
 `--no-resume`: every handshake a full one (certificate chains both ways); `--table-always`: the
-table sent at every connection (boxd before issue 15). Both: the "before". Prints the first
+table sent at every connection. `--before`: boxd before issue 15 (both, and a SUBSCRIBE and the
+platform's CRL at every connection: `_Before`). Prints the first
 connection's bytes and the mean of the reconnections, up (Box -> broker) and down. Figures,
 never assertions.
 
@@ -35,6 +36,9 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.backlog import box_config, point_table
 from bench.measure import print_figures
@@ -58,7 +62,8 @@ class Box:
     integration tests of issue 15 use it too: tests/integration/test_reconnect_cost.py)."""
 
     def __init__(self, state_dir: Path, table: bytes, *, resume: bool = True, table_always: bool = False,
-                 keepalive_s: int = 60) -> None:
+                 keepalive_s: int = 60, before: bool = False) -> None:
+        self.before = before
         self.table = table
         self.keepalive_s = keepalive_s
         self.acks = 0
@@ -77,9 +82,10 @@ class Box:
         return self.link.uplink
 
     def _uplink(self, ident: Identity) -> MqttUplink:
-        return MqttUplink(ident, on_connected=self._connected, on_disconnected=lambda: None, on_ack=self._acked,
-                          on_message=self._message, backoff=Backoff(0.05, 0.2), resume=self.resume,
-                          keepalive_s=self.keepalive_s)
+        kind = _Before if self.before else MqttUplink
+        return kind(ident, on_connected=self._connected, on_disconnected=lambda: None, on_ack=self._acked,
+                    on_message=self._message, backoff=Backoff(0.05, 0.2), resume=self.resume,
+                    keepalive_s=self.keepalive_s)
 
     def _connected(self) -> None:
         self.link.on_connected()
@@ -97,6 +103,19 @@ class Box:
         self.received.append(leaf)
         if leaf == Down.TABLE:
             self.publisher.requested(payload)
+
+
+class _Before(MqttUplink):
+    """The uplink as boxd had it before issue 15, for `--before`: it subscribes at every connection and
+    names no CRL in its status (so the platform sends its CRL at every connection)."""
+
+    def _crl_held(self) -> str:
+        return ""
+
+    def _cb_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags, rc: ReasonCode,
+                    props: object) -> None:
+        self._subscribed = False
+        super()._cb_connect(client, userdata, flags, rc, props)
 
 
 async def settled(proxy: CountingProxy, done: Callable[[], bool], limit_s: float = 30.0) -> None:
@@ -126,7 +145,8 @@ async def connection_bytes(proxy: CountingProxy, box: Box, n: int, ident: Identi
     return proxy.upstream_bytes - up0, proxy.downstream_bytes - down0
 
 
-async def _run(work: Path, reconnects: int, points: int, resume: bool, table_always: bool) -> dict[str, object]:
+async def _run(work: Path, reconnects: int, points: int, resume: bool, table_always: bool,
+               before: bool) -> dict[str, object]:
     cloud = make_cloud(work / "cloud")
     cloud.start()
     try:
@@ -135,7 +155,7 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
         conf.write_text(box_config(points, {}))
         table = wire.encode_table(point_table(conf))
         with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
-            box = Box(work / "box", table, resume=resume, table_always=table_always)
+            box = Box(work / "box", table, resume=resume, table_always=table_always, before=before)
             try:
                 samples = [await connection_bytes(proxy, box, n, ident if n == 1 else None)
                            for n in range(1, reconnects + 2)]
@@ -146,7 +166,7 @@ async def _run(work: Path, reconnects: int, points: int, resume: bool, table_alw
     first, rest = samples[0], samples[1:]
     up, down = statistics.mean(s[0] for s in rest), statistics.mean(s[1] for s in rest)
     return {
-        "resume": resume, "table_always": table_always, "points": points, "table_bytes": len(table),
+        "before": before, "resume": resume, "table_always": table_always, "points": points, "table_bytes": len(table),
         "reconnects": reconnects, "resumed_handshakes": box.uplink.state.resumptions,
         "tables_sent_by_publisher": box.publisher.sent,
         "first_connection_up": first[0], "first_connection_down": first[1],
@@ -202,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=500, help="points in the Box's table, a multiple of 100")
     ap.add_argument("--no-resume", action="store_true", help="no TLS session resumption (full handshakes)")
     ap.add_argument("--table-always", action="store_true", help="send the point table at every connection")
+    ap.add_argument("--before", action="store_true", help="boxd before issue 15 (implies the two above, and "
+                    "a SUBSCRIBE and the platform's CRL at every connection)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--tls-compare", action="store_true", help="only handshakes: TLS 1.3 tickets, TLS 1.2 "
                     "tickets, TLS 1.2 session ids")
@@ -212,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.tls_compare:
             print_figures(compare_tls(Path(tmp)), args.json)
             return 0
-        figures = asyncio.run(_run(Path(tmp), args.reconnects, args.points, not args.no_resume, args.table_always))
+        figures = asyncio.run(_run(Path(tmp), args.reconnects, args.points, not (args.no_resume or args.before),
+                                   args.table_always or args.before, args.before))
     print_figures(figures, args.json)
     return 0
 
