@@ -7,6 +7,7 @@ Owners (each a class with its own state and tasks; the logic lives in their modu
   - `sender.Sender`: task ``flush``, the I/O shell of the pure `forwarder.Forwarder` (batches
     published QoS 1 while connected, a window in flight, one slot kept for the freshest batch);
   - `link.Link`: the current MQTT `uplink.Uplink` (replaced when the certificate is renewed);
+  - `pointtable.TablePublisher`: the retained point table, sent only when the platform lacks it;
   - `inbox.Inbox`: task ``downlink``: configuration pushes (`configuration.Configurator`:
     applied without a restart, probation, rollback), commands (`commands.CommandRunner`) and
     CRLs, one at a time;
@@ -46,12 +47,12 @@ from boxd.health import Reporter
 from boxd.inbox import Inbox
 from boxd.link import Link
 from boxd.logring import LogRing
+from boxd.pointtable import TablePublisher
 from boxd.queue import Queue
 from boxd.sender import Sender
 from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from boxd.updates import UpdateAgent
 from boxd.uplink import MqttUplink, Uplink, UplinkFactory
-from proto.topics import Up
 from proto.uplink import OtaEvent
 from trust.crl import CrlKeeper
 from trust.identity import Identity
@@ -82,6 +83,8 @@ class Daemon:
         self.queue = Queue(state_dir / "queue.db")
         self.files = reconfig.ConfigFiles(config_path, state_dir)
         self.link = Link(self._make_uplink)
+        self.table = TablePublisher(state_dir, self.link, table=lambda: self.buses.table,
+                                    table_id=lambda: self.buses.table_id, broker=self._broker_address)
         self.sender = Sender(self.queue, self.link, self.clock,
                              lambda: self.cellular.uplink_settings(self.buses.cfg.uplink))
         self.certs = Certificates(state_dir, self.link)
@@ -99,7 +102,8 @@ class Daemon:
         self.config = Configurator(self.files, self.buses, self.link, sup, probation_s, cellular=self.cellular)
         self.crl = CrlKeeper(state_dir, lambda path: self.link.uplink.add_crl(path) if self.link.uplink else None)
         self.inbox = Inbox(link=self.link, clock=self.clock, config=self.config, commands=self.commands,
-                           buses=self.buses, crl=self.crl, time_known=self.sender.wake)
+                           buses=self.buses, crl=self.crl, time_known=self.sender.wake,
+                           table_requested=self.table.requested)
         self.health = Reporter(state_dir, link=self.link, queue=self.queue, clock=self.clock, buses=self.buses,
                                files=self.files, certs=self.certs, forwarder=self.sender.forwarder,
                                restarts=lambda: sup.stats, probation_s=probation_s,
@@ -173,11 +177,16 @@ class Daemon:
     def _connected(self) -> None:
         self.link.on_connected()
         self.sender.on_connected()
-        self.link.publish(Up.META, self.buses.table, qos=1, retain=True)
+        self.table.connected()
         self.health.beat_now()
+
+    def _broker_address(self) -> str:
+        ident = self.certs.ident
+        return f"{ident.box_id}@{ident.broker_host}:{ident.broker_port}" if ident is not None else ""
 
     def _acked(self, mid: int, ok: bool) -> None:
         self.link.on_ack(mid)
+        self.table.acked(mid, ok)
         self.cellular.on_ack()
         self.sender.on_ack(mid, ok)
 
@@ -187,8 +196,8 @@ class Daemon:
     def _beat_now(self) -> None:
         self.health.beat_now()
 
-    def _table_changed(self, table: bytes) -> None:
-        self.link.publish(Up.META, table, qos=1, retain=True)
+    def _table_changed(self, _table: bytes) -> None:
+        self.table.changed()
         self.health.beat_now()
 
     def _put_ota_event(self, event: OtaEvent) -> None:

@@ -1,8 +1,9 @@
 """What the platform sends the Box (``boxes/<id>/down/<leaf>``, untrusted), routed to its owner.
 
 `Inbox.receive` runs on the event loop for each message the uplink hands over: the platform's
-time goes to the clock at once; configuration pushes, commands and revocation lists wait in a
-bounded queue (beyond `DOWNLINK_BACKLOG`, dropped and logged) for the ``downlink`` task, which
+time goes to the clock at once, and a request for the point table to `boxd.pointtable`;
+configuration pushes, commands and revocation lists wait in a bounded queue (beyond
+`DOWNLINK_BACKLOG`, dropped and logged) for the ``downlink`` task, which
 handles them one at a time: a push to `boxd.configuration`, a command to `boxd.commands`, a CRL
 to `trust.crl`. A message never takes the task down: what fails is logged and answered.
 
@@ -45,10 +46,12 @@ class Inbox:
     """Owns the downlink queue and the ``downlink`` task. The constructor does no I/O."""
 
     def __init__(self, *, link: Link, clock: Clock, config: Configurator, commands: CommandRunner,
-                 buses: FieldBuses, crl: CrlKeeper, time_known: Callable[[], None]) -> None:
+                 buses: FieldBuses, crl: CrlKeeper, time_known: Callable[[], None],
+                 table_requested: Callable[[bytes], None] = lambda _payload: None) -> None:
         self.link, self.clock, self.config, self.commands, self.buses, self.crl = (
             link, clock, config, commands, buses, crl)
         self._time_known = time_known
+        self._table_requested = table_requested
         self._down: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_BACKLOG)
         self.rebooting = False  # a reboot command succeeded: the stop that follows is planned
 
@@ -65,6 +68,9 @@ class Inbox:
             if not was:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._time_known()
+            return
+        if leaf == Down.TABLE:
+            self._table_requested(payload)
             return
         if leaf == Down.CRL:  # the platform's revocation list, checked and kept by the downlink task
             with contextlib.suppress(asyncio.QueueFull):

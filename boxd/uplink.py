@@ -6,6 +6,15 @@ daemon's logic stays single-threaded. The thread reconnects by itself with
 capped exponential backoff and full jitter. The broker gets a Last Will
 (retained "offline") at connect, and a retained "online" once connected.
 
+A reconnection is made cheap for a metered link: it resumes the last TLS session
+(`trust.tls.ResumingContext`: no certificate chain either way), and it does not subscribe again
+when the broker kept the session its subscription of this run was acknowledged in (the
+subscription and the messages queued meanwhile are there; a SUBSCRIBE would bring every
+retained message, the configuration, again). The first connection of an uplink always
+subscribes: a Box reinstalled under the same identity gets its retained configuration. A
+keepalive PINGREQ goes out only when nothing went out or came in for a keepalive interval, never
+while batches and their acknowledgements flow (`_Client` mends paho 2.2.0, which pings regardless).
+
 This module knows the MQTT session (the topic names are `proto.topics`'); it knows nothing about
 batches: it reports acknowledgements by message id and lets the daemon decide.
 """
@@ -34,11 +43,15 @@ from boxd import __version__
 from boxd.backoff import Backoff
 from proto import topics
 from proto.topics import Up
-from proto.uplink import Status
+from proto.uplink import Status, crl_digest
 from trust import tls
 from trust.identity import Identity
 
 log = logging.getLogger("boxd.uplink")
+# paho's own log, every packet at DEBUG: silent unless its level is lowered (a test counting
+# PINGREQs, an engineer reading packets); its errors say what this module's warnings say already
+paho_log = logging.getLogger("boxd.uplink.mqtt")
+paho_log.setLevel(logging.CRITICAL)
 
 
 def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
@@ -56,6 +69,20 @@ mqtt._socketpair_compat = _unix_socketpair
 SESSION_EXPIRY_S = 7 * 86400
 
 
+class _Client(mqtt.Client):
+    """paho's client with one fix: a publication the broker acknowledged counts as a packet sent
+    for the keepalive. paho 2.2.0 notes its last packet out only when a write stalls
+    (`_packet_write` returns before the note once its queue is empty; eclipse-paho/paho.mqtt.python
+    issue 813, open), so it sends a PINGREQ every keepalive interval even while batches flow. The
+    acknowledgement came after the PUBLISH, one round trip later: the broker, which allows 1.5
+    intervals, still hears from the Box in time."""
+
+    def note_sent(self) -> None:
+        """A packet went out (its acknowledgement is in): no PINGREQ needed for a keepalive interval."""
+        with self._msgtime_mutex:
+            self._last_msg_out = mqtt.time_func()
+
+
 def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     """CONNECT properties of a persistent MQTT 5 session that outlives `expiry_s` of absence."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -63,9 +90,10 @@ def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     return props
 
 
-def status_payload(online: bool, reason: str = "") -> bytes:
-    """The retained status message (`proto.uplink.Status`): online with this version, or offline and why."""
-    return Status(online, int(time.time() * 1000), __version__ if online else None, reason).encode()
+def status_payload(online: bool, reason: str = "", crl: str = "") -> bytes:
+    """The retained status message (`proto.uplink.Status`): online with this version (and the digest
+    of the CRL held, so that the platform sends its CRL only when it is another), or offline and why."""
+    return Status(online, int(time.time() * 1000), __version__ if online else None, reason, crl).encode()
 
 
 @dataclass(slots=True)
@@ -76,6 +104,8 @@ class LinkState:
     since: float = 0.0
     last_error: str = ""
     connects: int = 0
+    resumed: bool = False  # this connection's TLS handshake resumed the last one's session
+    resumptions: int = 0  # connections whose handshake was resumed
 
 
 class Uplink(Protocol):
@@ -129,20 +159,23 @@ class MqttUplink:
         keepalive_s: int = 60,
         backoff: Backoff | None = None,
         relax_time_check: Callable[[], bool] = lambda: False,
+        resume: bool = True,
     ) -> None:
         self._ident = ident
+        self._resume = resume  # False: every handshake a full one (bench/reconnect.py's "before")
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_ack = on_ack
         self._on_message = on_message
         self._relax_time_check = relax_time_check
-        self._ctx: ssl.SSLContext | None = None
+        self._ctx: tls.ResumingContext | None = None
         self._keepalive = keepalive_s
         self._backoff = backoff or Backoff(1.0, 300.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
+        self._client: _Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._subscribed = False  # the broker acknowledged this uplink's subscription (in the session it kept)
         self.state = LinkState()
 
     def topic(self, leaf: Up) -> str:
@@ -169,8 +202,14 @@ class MqttUplink:
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5.0)
 
+    @property
+    def offers_session(self) -> bool:
+        """Whether the next connection offers the last one's TLS session (resumes it if the broker agrees)."""
+        return self._ctx is not None and self._ctx.has_session
+
     def add_crl(self, crl_file: Path) -> None:
-        """A newer platform CRL: checked from the next handshake on (the open session was checked)."""
+        """A newer platform CRL: checked from the next handshake on (the open session was checked; the
+        TLS session is forgotten, so that the next handshake is a full one that checks it)."""
         if self._ctx is not None:
             tls.add_crl(self._ctx, crl_file)
 
@@ -186,22 +225,26 @@ class MqttUplink:
 
     # -- the I/O thread ---------------------------------------------------------------
 
-    def _make_client(self) -> mqtt.Client:
+    def _make_client(self) -> _Client:
         ident = self._ident
-        client = mqtt.Client(
+        client = _Client(
             CallbackAPIVersion.VERSION2,
             client_id=ident.box_id,
             protocol=mqtt.MQTTv5,
             reconnect_on_failure=False,
         )
-        self._ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file)
-        client.tls_set_context(self._ctx)
+        ctx = tls.client_context(ident.ca_file, ident.cert_file, ident.key_file, crl_file=ident.crl_file, resume=True)
+        assert isinstance(ctx, tls.ResumingContext)
+        self._ctx = ctx
+        client.tls_set_context(ctx)
+        client.enable_logger(paho_log)
         client.will_set(self.topic(Up.STATUS), status_payload(False, "connection lost"), 1, True)
         client.max_inflight_messages_set(32)
         client.on_connect = self._cb_connect
         client.on_disconnect = self._cb_disconnect
         client.on_publish = self._cb_publish
         client.on_message = self._cb_message
+        client.on_subscribe = self._cb_subscribe
         # Only the I/O thread touches the TLS socket. Without this, paho's publish() from the
         # daemon's thread writes to it directly (it does so when it runs no thread of its own)
         # while the I/O thread reads or writes too: two threads on one SSL object corrupt its
@@ -242,14 +285,18 @@ class MqttUplink:
 
     def _set_time_check(self) -> None:
         """Check certificate dates unless the Box's clock cannot be believed (see boxd.clock)."""
-        assert self._ctx is not None
+        ctx = self._ctx
+        assert ctx is not None
+        was = ctx.verify_flags
         if self._relax_time_check():
-            if not self._ctx.verify_flags & tls.NO_CHECK_TIME:
+            if not ctx.verify_flags & tls.NO_CHECK_TIME:
                 log.warning("the clock is implausible: certificate dates are not checked until the platform's "
                             "time is known (chain, name and revocation still are)")
-            self._ctx.verify_flags |= tls.NO_CHECK_TIME
+            ctx.verify_flags |= tls.NO_CHECK_TIME
         else:
-            self._ctx.verify_flags &= ~tls.NO_CHECK_TIME
+            ctx.verify_flags &= ~tls.NO_CHECK_TIME
+        if ctx.verify_flags != was:
+            ctx.forget()  # a session verified under the other rule: the next handshake checks again
 
     def _note_error(self, msg: str) -> None:
         msg = self._refused_in_words(msg)
@@ -280,18 +327,39 @@ class MqttUplink:
             self._loop.call_soon_threadsafe(fn, *args)
 
     def _cb_connect(
-        self, client: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, rc: ReasonCode, _p: object
     ) -> None:
         if rc.is_failure:
             self._note_error(f"the broker refused the connection: {rc}")
             return
+        resumed = self._tls_resumed(client)
         # The durable queue is the truth: forget what paho would resend, the daemon resends it.
         client.drop_out_messages()
-        client.subscribe(topics.down_filter(self._ident.box_id), 1)
-        client.publish(self.topic(Up.STATUS), status_payload(True), 1, True)
-        self.state = LinkState(True, time.time(), "", self.state.connects + 1)
+        if not (flags.session_present and self._subscribed):  # else the broker kept the subscription
+            self._subscribed = False
+            client.subscribe(topics.down_filter(self._ident.box_id), 1)
+        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held()), 1, True)
+        self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
+                               self.state.resumptions + resumed)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)
         self._post(self._on_connected)
+
+    def _crl_held(self) -> str:
+        """The digest of the platform CRL this Box holds ("" when it holds none)."""
+        try:
+            return crl_digest(self._ident.crl_file.read_bytes())
+        except OSError:
+            return ""
+
+    def _tls_resumed(self, client: mqtt.Client) -> bool:
+        """Whether this connection resumed a TLS session; keeps its own for the next (CONNACK came after
+        the handshake, so a TLS 1.3 server's ticket has arrived)."""
+        sock = client.socket()
+        if not isinstance(sock, ssl.SSLSocket) or self._ctx is None:
+            return False
+        if self._resume:
+            self._ctx.remember(sock)
+        return bool(sock.session_reused)
 
     def _cb_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
@@ -302,6 +370,11 @@ class MqttUplink:
             self._note_error(f"connection to the broker lost: {rc}")
             self._post(self._on_disconnected)
 
+    def _cb_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:
+        self._subscribed = all(not rc.is_failure for rc in codes)
+        if not self._subscribed:
+            self._note_error(f"the broker refused the Box's subscription: {codes}")
+
     def _cb_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         try:
             where = topics.parse(msg.topic)
@@ -311,8 +384,10 @@ class MqttUplink:
             self._post(self._on_message, where.raw_leaf, bytes(msg.payload))
 
     def _cb_publish(
-        self, _c: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, mid: int, rc: ReasonCode, _p: object
     ) -> None:
+        if isinstance(client, _Client):
+            client.note_sent()
         ok = not rc.is_failure
         if not ok:
             self._note_error(f"the broker rejected message {mid}: {rc}")

@@ -7,7 +7,11 @@ online/offline, and the Last Will), `health` (heartbeats), `events`, `replies`, 
 rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
 it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
 receiver answers a Box that comes online, or whose clock is off, with the platform's
-time on `boxes/<id>/down/time`.
+time on `boxes/<id>/down/time`, and a Box that comes online without the platform's current CRL
+(its status names the one it holds) with the CRL. A batch whose point table the platform does not know is parked
+(kept in the store) and the Box is asked for its table on `boxes/<id>/down/table` (at most once
+in `ASK_TABLE_S` per Box and table): a Box sends its retained table only when the broker lacks
+it (`boxd.pointtable`), so a platform that lost it (a restored database) must ask.
 
 Acknowledgement: the receiver acknowledges a message (PUBACK, paho's `manual_ack`) only once it
 is handled: a batch only once its transaction committed. A message the store could not take is
@@ -44,18 +48,19 @@ from cloud.monitor import COMM_FAULTS, Monitor
 from cloud.pki import Pki
 from cloud.store import PointTable, Store
 from proto import topics, wire
-from proto.downlink import TimeNotice
+from proto.downlink import TableRequest, TimeNotice
 from proto.errors import WireError
 from proto.modem import ModemEvent, WanEvent
 from proto.replies import CmdReply, decode_reply
 from proto.topics import Down, Up
-from proto.uplink import Evicted, OtaEvent, decode_event, decode_health, decode_limits, decode_status
+from proto.uplink import Evicted, OtaEvent, crl_digest, decode_event, decode_health, decode_limits, decode_status
 from trust import tls
 
 log = logging.getLogger("boxcloud.receiver")
 
 SESSION_EXPIRY_S = 14 * 86400  # the receiver's persistent session outlives two weeks of absence
 MAX_PARKED = 1000  # batches per Box waiting for their point table
+ASK_TABLE_S = 60.0  # a Box asked for a missing point table at most once in this time (per table)
 
 
 @dataclass
@@ -66,6 +71,7 @@ class Counters:
     samples: int = 0
     duplicates: int = 0
     parked: int = 0
+    tables_asked: int = 0  # requests for a missing point table sent to Boxes
     rejected: int = 0
     store_errors: int = 0  # messages not acknowledged because the store failed
     last_rejection: str = ""
@@ -86,6 +92,7 @@ class Receiver:
         self._client: mqtt.Client | None = None
         self._ctx: ssl.SSLContext | None = None
         self._holding = False  # a message of this connection could not be stored: take nothing more from it
+        self._asked: dict[tuple[str, int], float] = {}  # (Box, table id) -> when it was last asked for
 
     def start(self) -> None:
         """Connect (retrying in the background) and start receiving."""
@@ -137,6 +144,12 @@ class Receiver:
                 log.error("cannot read the CRL to send it to %s: %s", box_id, e)
                 return
             self._client.publish(topics.down(box_id, Down.CRL), crl, 1)
+
+    def _crl_digest(self) -> str:
+        try:
+            return crl_digest(self.pki.crl.read_bytes())
+        except OSError:
+            return ""
 
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
@@ -257,6 +270,7 @@ class Receiver:
         batch = wire.decode_batch(payload)
         table = self.store.table(box_id, batch.table_id)
         if table is None:
+            self._ask_table(box_id, batch.table_id)
             if not self.store.park(box_id, batch.table_id, payload, MAX_PARKED):
                 raise WireError(f"batch for unknown point table {batch.table_id:08x}, and {MAX_PARKED} already wait")
             with self.counters.lock:
@@ -276,6 +290,19 @@ class Receiver:
                 self.counters.duplicates += 1
         if not stored and (batch.epoch, batch.seq) in self.store.conflicts(box_id):
             self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
+
+    def _ask_table(self, box_id: str, table_id: int) -> None:
+        """Ask a Box for a point table the platform lacks (once in `ASK_TABLE_S`; the parked batches
+        are stored when it comes)."""
+        now = time.monotonic()
+        with self.counters.lock:
+            if now - self._asked.get((box_id, table_id), -ASK_TABLE_S) < ASK_TABLE_S:
+                return
+            self._asked = {k: t for k, t in self._asked.items() if now - t < ASK_TABLE_S}  # bounded
+            self._asked[box_id, table_id] = now
+            self.counters.tables_asked += 1
+        if self.publish_down(box_id, Down.TABLE, TableRequest(table_id).encode()):
+            log.info("Box %s sent a batch of point table %08x, unknown here: asked for it", box_id, table_id)
 
     def _reply(self, box_id: str, payload: bytes) -> None:
         answer = decode_reply(payload)
@@ -310,7 +337,8 @@ class Receiver:
         self.monitor.on_status(box_id, status.online, status.reason)
         if status.online:
             self.send_time(box_id)
-            self.send_crl(box_id)
+            if status.crl != self._crl_digest():  # a Box on a flaky cell does not get it at each reconnection
+                self.send_crl(box_id)
         log.info("Box %s is %s%s", box_id, "online" if status.online else "offline",
                  f" ({status.reason})" if status.reason else "")
 

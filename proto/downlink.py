@@ -4,6 +4,7 @@
     down/cmd      `Command`      {"id": str, "name": str, "expires": unix seconds, "args": map}
     down/time     `TimeNotice`   JSON {"ts": ms}
     down/crl      the platform's CRL, PEM (`decode_crl`)
+    down/table    `TableRequest` JSON {"table": uint32}: send your point table (the platform lacks it)
 
 Payloads use the uplink's framing (`proto.wire`), decoded with `wire.unframe_untrusted`: sizes
 bounded on the wire and inflated, at most `MAX_DEPTH` nested containers and `MAX_ITEMS` items,
@@ -66,6 +67,17 @@ class TimeNotice:
     def encode(self) -> bytes:
         """The message, for ``down/time``."""
         return json.dumps({"ts": self.ts_ms}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class TableRequest:
+    """The platform got a batch naming a point table it does not know: the Box is asked to send its own."""
+
+    table_id: int
+
+    def encode(self) -> bytes:
+        """The message, for ``down/table``."""
+        return json.dumps({"table": self.table_id}).encode()
 
 
 # -- decoding ---------------------------------------------------------------------------
@@ -141,20 +153,38 @@ def peek(payload: bytes, key: str) -> object:
     return doc.get(key) if isinstance(doc, dict) else None
 
 
+def _small_json_uint(payload: bytes, key: str, bound: int, *, only: bool = False) -> int | None:
+    """`{key: n}` (with `only`, no other key) with 0 <= n < bound, from at most `MAX_TIME` bytes; else None."""
+    try:
+        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
+    except (ValueError, RecursionError):
+        doc = None
+    v = doc.get(key) if isinstance(doc, dict) and (len(doc) == 1 or not only) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < bound else None
+
+
 def decode_time(payload: bytes) -> TimeNotice:
     """Decode the platform's time.
 
     Raises:
         WireError: not {"ts": <ms>}.
     """
-    try:
-        doc = json.loads(payload) if len(payload) <= MAX_TIME else None
-    except (ValueError, RecursionError):
-        doc = None
-    ts = doc.get("ts") if isinstance(doc, dict) else None
-    if not isinstance(ts, int) or isinstance(ts, bool) or not 0 <= ts < 2**63:
+    ts = _small_json_uint(payload, "ts", 2**63)
+    if ts is None:
         raise WireError('time must be {"ts": <ms>}')
     return TimeNotice(ts)
+
+
+def decode_table_request(payload: bytes) -> TableRequest:
+    """Decode the platform's request for the point table.
+
+    Raises:
+        WireError: not {"table": <uint32>}.
+    """
+    tid = _small_json_uint(payload, "table", 2**32, only=True)
+    if tid is None:
+        raise WireError('a table request must be {"table": <32-bit table id>}')
+    return TableRequest(tid)
 
 
 def decode_crl(payload: bytes) -> bytes:

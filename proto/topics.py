@@ -50,6 +50,7 @@ class Down(enum.StrEnum):
     CMD = "cmd"  # a command
     TIME = "time"  # the platform's time
     CRL = "crl"  # the platform's revocation list
+    TABLE = "table"  # "send your point table": the platform got a batch whose table it lacks
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Encoding builds exactly what decoding accepts (the tests round-trip every kind).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -27,6 +29,7 @@ V: Final = 1
 MAX_DETAIL: Final = 1024  # an ota event's detail, in characters
 EVENT_STATES: Final = ("downloading", "installing", "restarting", "committed", "rolled_back", "failed", "aborted")
 _U64: Final = 2**64
+_CRL_DIGEST: Final = re.compile(r"[0-9a-f]{16}")
 
 
 def _json(payload: bytes, what: str, limit: int) -> dict[str, object]:
@@ -73,6 +76,7 @@ class Status:
     ts_ms: int
     version: str | None = None
     reason: str = ""
+    crl: str = ""  # `crl_digest` of the platform CRL the Box holds ("": none); the platform sends a newer one
 
     def encode(self) -> bytes:
         """The retained status message: small JSON, readable by an operator with mosquitto_sub."""
@@ -81,7 +85,14 @@ class Status:
             body["version"] = self.version
         if self.reason:
             body["reason"] = self.reason
+        if self.crl:
+            body["crl"] = self.crl
         return json.dumps(body, separators=(",", ":")).encode()
+
+
+def crl_digest(pem: bytes) -> str:
+    """The short name of a CRL file's bytes, in a Box's status (both sides compute it alike)."""
+    return hashlib.sha256(pem).hexdigest()[:16]
 
 
 def decode_status(payload: bytes) -> Status:
@@ -98,7 +109,10 @@ def decode_status(payload: bytes) -> Status:
         raise WireError("status reason and version must be text")
     if not isinstance(ts, int) or isinstance(ts, bool):
         raise WireError("status ts must be milliseconds (an integer)")
-    return Status(bool(body["online"]), ts, version[:40] if version else None, reason[:200])
+    crl = body.get("crl", "")
+    if not isinstance(crl, str) or (crl and not _CRL_DIGEST.fullmatch(crl)):
+        raise WireError("status crl must be 16 lowercase hex digits (the digest of the Box's CRL)")
+    return Status(bool(body["online"]), ts, version[:40] if version else None, reason[:200], crl)
 
 
 # -- health ----------------------------------------------------------------------------------

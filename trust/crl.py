@@ -3,7 +3,8 @@
 The Box checks the platform's server certificates (broker, enrollment and update endpoint)
 against the platform's CRL in every TLS handshake (`tls.client_context(..., crl_file=...)`, with
 OpenSSL's leaf CRL check). The CRL comes with the enrollment answer, then on
-`boxes/<id>/down/crl` whenever the Box comes online and whenever it changes. A CRL authenticates
+`boxes/<id>/down/crl` when the Box comes online holding another one (its status names the one
+it holds: `proto.uplink.crl_digest`) and whenever it changes. A CRL authenticates
 itself (signed by the platform's issuing CA), so the channel does not matter; it is kept only if
 its signature verifies against the issuing CA of the Box's own chain, that CA chains to the
 platform root the Box ships with, and it is newer than the one kept (a replayed older list would

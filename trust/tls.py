@@ -6,6 +6,13 @@ implausible, certificate *dates* are not checked; chain, name and CRL still are.
 contexts carry the platform's CRL (`trust.crl`): a revoked server certificate is refused.
 TLS 1.2 is the floor. Clients always check the server's name. `explain` says in a person's
 words why a connection failed. This module loads files; it opens no connection.
+
+Resumption (`ResumingContext`, the Box's MQTT uplink): a reconnection offers the TLS session of
+the last one (a TLS 1.3 ticket), so neither side sends its certificate chain again, with a fresh
+ECDHE exchange still (forward secrecy kept). A resumed handshake verifies no certificate: the
+session is forgotten whenever what the last full handshake checked could now be judged otherwise
+(a newer CRL, certificate dates checked again); the broker's side: docs/architecture.md,
+"TLS session resumption and revocation".
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ NO_CHECK_TIME = 0x200000  # OpenSSL's X509_V_FLAG_NO_CHECK_TIME; only boxd.uplin
 
 
 def client_context(
-    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None, *, crl_file: Path | None = None
+    ca_file: Path, cert_file: Path | None = None, key_file: Path | None = None, *, crl_file: Path | None = None,
+    resume: bool = False,
 ) -> ssl.SSLContext:
     """A context for connecting to a server that must chain to `ca_file`.
 
@@ -31,12 +39,13 @@ def client_context(
         cert_file: our certificate chain, for mutual TLS; None before enrollment.
         key_file: the private key of `cert_file`.
         crl_file: the platform's revocation list (PEM); when the file exists, the server's
-            certificate is checked against it in every handshake (a revoked one is refused).
+            certificate is checked against it in every full handshake (a revoked one is refused).
+        resume: return a `ResumingContext` (its connections resume the last one's TLS session).
 
     Raises:
         ssl.SSLError, OSError: the files are missing or do not match.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
+    ctx = (ResumingContext if resume else ssl.SSLContext)(ssl.PROTOCOL_TLS_CLIENT)  # verified by default
     ctx.minimum_version = MIN_VERSION
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.load_verify_locations(cafile=str(ca_file))
@@ -49,9 +58,55 @@ def client_context(
 
 
 def add_crl(ctx: ssl.SSLContext, crl_file: Path) -> None:
-    """Check servers against the CRL in this PEM file from now on (OpenSSL uses the newest it holds)."""
+    """Check servers against the CRL in this PEM file from now on (OpenSSL uses the newest it holds);
+    a `ResumingContext` forgets its session, so the next handshake is a full one that checks it."""
     ctx.load_verify_locations(cafile=str(crl_file))
     ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    if isinstance(ctx, ResumingContext):
+        ctx.forget()
+
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers the TLS session of its last connection to the same server again.
+
+    paho-mqtt builds the socket itself (``context.wrap_socket(sock, server_hostname=host, ...)``), so
+    the session is handed over here, in `wrap_socket`, rather than by the caller. The owner calls
+    `remember` once a connection has received its first bytes after the handshake (with TLS 1.3 the
+    server's ticket comes after it) and `forget` when a full handshake must check everything again.
+    Only one thread may use it (the uplink's I/O thread). Python cannot save a session to disk:
+    resumption spans the reconnections of one process, not a restart.
+    """
+
+    _session: ssl.SSLSession | None = None
+    _server: str | None = None
+
+    def wrap_socket(self, sock: socket.socket, server_side: bool = False,  # noqa: PLR0917 - ssl.SSLContext's
+                    do_handshake_on_connect: bool = True,
+                    suppress_ragged_eofs: bool = True, server_hostname: str | bytes | None = None,
+                    session: ssl.SSLSession | None = None) -> ssl.SSLSocket:
+        """`ssl.SSLContext.wrap_socket`, offering the remembered session to the server it came from."""
+        if session is None and server_hostname is not None and server_hostname == self._server:
+            session = self._session
+        return super().wrap_socket(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs,
+                                   server_hostname, session)
+
+    def remember(self, sock: ssl.SSLSocket) -> None:
+        """Keep `sock`'s session (its newest ticket) for the next connection to the same server."""
+        session = sock.session
+        # TLS 1.3 resumes with a ticket only; TLS 1.2 also with the session id of the server's cache
+        if session is not None and (session.has_ticket or (sock.version() != "TLSv1.3" and bool(session.id))):
+            self._session, self._server = session, sock.server_hostname
+        else:
+            self.forget()
+
+    def forget(self) -> None:
+        """The next handshake is a full one (certificates sent and verified)."""
+        self._session = self._server = None
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the next connection will offer a session."""
+        return self._session is not None
 
 
 def server_context(

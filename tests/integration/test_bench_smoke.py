@@ -40,6 +40,12 @@ def test_backlog_benchmark_drains_every_sample_once_and_reports_every_figure(tmp
 
 
 @pytest.mark.skipif(not Path("/dev/fuse").exists(), reason="no /dev/fuse for the slow-disk file system")
+def test_reconnect_benchmark_counts_a_resumed_reconnection(tmp_path: Path) -> None:
+    figures = _run_bench("bench.reconnect", tmp_path / "reconnect.json", "--reconnects", "1", "--points", "100")
+    assert figures["resumed_handshakes"] == 1 and figures["tables_sent_by_publisher"] == 1
+    assert int(str(figures["reconnection_total"])) > 0
+
+
 def test_loop_stall_benchmark_measures_the_loop_on_a_slow_disk(tmp_path: Path) -> None:
     figures = _run_bench("bench.loop_stall", tmp_path / "stall.json", "--case", "tiny", "--seconds", "2")
     (run,) = figures.values()

@@ -39,7 +39,8 @@ def test_every_uplink_message_round_trips() -> None:
                modem.ModemEvent("recovered", 7, rung="reset", why="silent 60 s", took_s=41.5),
                modem.WanEvent("cellular", "wwan0", "eth0 is down", 8, "route: exit 1")):
         assert uplink.decode_event(ev.encode()) == ev
-    for status in (uplink.Status(True, 5, "0.1.0"), uplink.Status(False, 6, None, "connection lost")):
+    for status in (uplink.Status(True, 5, "0.1.0"), uplink.Status(False, 6, None, "connection lost"),
+                   uplink.Status(True, 7, "0.1.0", crl=uplink.crl_digest(b"a CRL"))):
         assert uplink.decode_status(status.encode()) == status
     notice = b'{"v":1,"refused":12,"reason":"over its message rate"}'  # what cloud/boxguard.c writes
     assert uplink.decode_limits(notice) == uplink.LimitsNotice(12, "over its message rate")
@@ -63,6 +64,7 @@ def test_every_downlink_message_round_trips() -> None:
     assert downlink.decode_time(downlink.TimeNotice(1_800_000_000_000).encode()).ts_ms == 1_800_000_000_000
     pem = b"-----BEGIN X509 CRL-----\nMIIB\n-----END X509 CRL-----\n"
     assert downlink.decode_crl(pem) == pem
+    assert downlink.decode_table_request(downlink.TableRequest(2**32 - 1).encode()).table_id == 2**32 - 1
     every: list[commands.Command] = [
         commands.Write("c-1", 2e9, "ahu1.sp", 21.5, 8),
         commands.Write("c-2", 2e9, "ahu2.sp", None, 8, relinquish=True),
@@ -141,10 +143,19 @@ def test_a_reply_is_checked_field_by_field(doc: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("payload", [b"", b"{", b"[]", json.dumps({"v": 2, "online": True}).encode(),
                                      json.dumps({"v": 1, "online": "yes"}).encode(),
-                                     json.dumps({"v": 1, "online": True, "reason": 5}).encode(), b"x" * 3000])
+                                     json.dumps({"v": 1, "online": True, "reason": 5}).encode(), b"x" * 3000,
+                                     json.dumps({"v": 1, "online": True, "crl": "ABCDEF0123456789"}).encode(),
+                                     json.dumps({"v": 1, "online": True, "crl": 5}).encode()])
 def test_a_status_is_checked(payload: bytes) -> None:
     with pytest.raises(WireError):
         uplink.decode_status(payload)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{}", b'{"table": -1}', b'{"table": 4294967296}', b'{"table": true}',
+                                     b'{"table": 1, "more": 2}', b'{"table": 1.5}', b"[1]", b"x" * 2000])
+def test_a_table_request_is_checked(payload: bytes) -> None:
+    with pytest.raises(WireError):
+        downlink.decode_table_request(payload)
 
 
 @pytest.mark.parametrize("payload", [b"", b"[]", b'{"refused": "12", "reason": "x"}', b'{"refused": 1}'])
