@@ -201,8 +201,9 @@ def test_a_configuration_whose_devices_all_fail_is_rolled_back_by_the_box(
     status, reasons = wait_for(rolled_back, PROBATION_S + 30, "the rollback")
     assert "no device of configuration" in reasons[0] and "not_connected" in reasons[0], reasons
     assert box.config.read_text() == good
-    # the operator hears of it without asking: an alert, closed by an acknowledgement
-    (alert,) = [a for a in box.cloud.store.alerts(box.box_id) if a.kind == "config"]
+    # the operator hears of it without asking: an alert (the receiver raises it after it stores the answer)
+    (alert,) = wait_for(lambda: [a for a in box.cloud.store.alerts(box.box_id) if a.kind == "config"], 30,
+                        "the rollback's alert")
     assert alert.subject == str(version) and "rolled back" in alert.message
     since = time.time() * 1000
     wait_for(lambda: box.good_after("ahu1.supply_temp", since), 30, "data after the rollback")
