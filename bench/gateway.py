@@ -127,8 +127,9 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path, settings: str = "bench") -> dict[str, float]:
-    """One measured run of boxd with `settings` (`SETTINGS`); returns the figures."""
+             work: Path, settings: str = "bench", batch_delay_ms: int | None = None) -> dict[str, float]:
+    """One measured run of boxd with `settings` (`SETTINGS`; the defaults but `batch_delay_ms`
+    when given); returns the figures."""
     defaults = settings == "defaults"
     base = free_port_block(devices + 1)
     devs = layout(devices, points, base) + ([alarm_device(base + devices)] if defaults else [])
@@ -145,7 +146,10 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
             meta = ident.directory / "identity.json"
             meta.write_text(meta.read_text().replace(f": {cloud.settings.broker_port}", f": {proxy.port}"))
             conf = work / "box" / "boxd.toml"
-            conf.write_text(("" if defaults else BOXD_UPLINK) + boxd_toml(devs, "127.0.0.1", interval_s))
+            uplink = BOXD_UPLINK if not defaults else ""
+            if defaults and batch_delay_ms is not None:
+                uplink = f"[uplink]\nbatch_delay_ms = {batch_delay_ms}\n\n"
+            conf.write_text(uplink + boxd_toml(devs, "127.0.0.1", interval_s))
             # the installer's step before starting the service: it also caches the parsed file
             subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config", str(conf),
                             "check-config"], check=True, capture_output=True)
@@ -215,11 +219,12 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
 
 
 def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float,
-         settings: str = "bench") -> dict[str, float]:
+         settings: str = "bench", batch_delay_ms: int | None = None) -> dict[str, float]:
     devices, points = CASES[case]
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
-            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), settings)
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), settings,
+                            batch_delay_ms)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
@@ -252,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", choices=[*SETTINGS, "both"], default="bench",
                    help="boxd's: bench (50 ms batch delay, the side-by-side), defaults (and an urgent alarm "
                         "device), or both (default %(default)s)")
+    p.add_argument("--batch-delay-ms", type=int, help="with --settings defaults: this batch delay instead")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
@@ -268,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
         for pinned in pins:
             for gw in gateways:
                 for setting in settings if gw == "boxd" else ["bench"]:
-                    name = f"{gw} {case}{' defaults' if setting == 'defaults' else ''}{' 1cpu' if pinned else ''}"
+                    mode = ""
+                    if setting == "defaults":
+                        mode = " defaults" if args.batch_delay_ms is None else f" delay {args.batch_delay_ms} ms"
+                    name = f"{gw} {case}{mode}{' 1cpu' if pinned else ''}"
                     print(f"running {name} ...", file=sys.stderr, flush=True)
-                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting)
+                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting, args.batch_delay_ms)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
