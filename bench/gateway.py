@@ -127,18 +127,20 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path, settings: str = "bench", batch_delay_ms: int | None = None) -> dict[str, float]:
+             work: Path, settings: str = "bench", batch_delay_ms: int | None = None,
+             alarm_device_too: bool = True) -> dict[str, float]:
     """One measured run of boxd with `settings` (`SETTINGS`; the defaults but `batch_delay_ms`
-    when given); returns the figures."""
+    when given, and without the alarm device unless `alarm_device_too`); returns the figures."""
     defaults = settings == "defaults"
+    with_alarm = defaults and alarm_device_too
     base = free_port_block(devices + 1)
-    devs = layout(devices, points, base) + ([alarm_device(base + devices)] if defaults else [])
+    devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
     configured = devices * points
     cloud = make_cloud(work / "cloud")
     store = TimedStore(work / "cloud" / "cloud.db")
     cloud.store = store
     cloud.start()
-    farm = Farm(devices, points, base, work, "0" if cpus == "1" else None, alarm=defaults)
+    farm = Farm(devices, points, base, work, "0" if cpus == "1" else None, alarm=with_alarm)
     stop = threading.Event()
     try:
         with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
@@ -190,7 +192,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     p50, p99, _ = latency_ms(in_window, store.stored_probes)
     figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
                        requests_per_cycle(ordinary), minimum_requests(devs[:devices]), p50, p99, startup)
-    if defaults:
+    if with_alarm:
         urgent = {ALARM: [(v, t) for v, t in alarm if start <= t < start + window]}
         figures["urgent_latency_p50_ms"], figures["urgent_latency_p99_ms"], n = latency_ms(urgent, store.stored_probes)
         figures["urgent_probes"] = n
@@ -219,12 +221,12 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
 
 
 def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float,
-         settings: str = "bench", batch_delay_ms: int | None = None) -> dict[str, float]:
+         settings: str = "bench", batch_delay_ms: int | None = None, alarm: bool = True) -> dict[str, float]:
     devices, points = CASES[case]
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
             return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), settings,
-                            batch_delay_ms)
+                            batch_delay_ms, alarm)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
@@ -258,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="boxd's: bench (50 ms batch delay, the side-by-side), defaults (and an urgent alarm "
                         "device), or both (default %(default)s)")
     p.add_argument("--batch-delay-ms", type=int, help="with --settings defaults: this batch delay instead")
+    p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
+                   "batches would cut every batch delay short)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
@@ -277,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
                     mode = ""
                     if setting == "defaults":
                         mode = " defaults" if args.batch_delay_ms is None else f" delay {args.batch_delay_ms} ms"
+                        mode += " no alarm" if args.no_alarm else ""
                     name = f"{gw} {case}{mode}{' 1cpu' if pinned else ''}"
                     print(f"running {name} ...", file=sys.stderr, flush=True)
-                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting, args.batch_delay_ms)
+                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting, args.batch_delay_ms,
+                                         not args.no_alarm)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
