@@ -4,7 +4,8 @@ Format (every key optional but the devices; the defaults are shown)::
 
     [uplink]
     keepalive_s = 60            # MQTT keepalive, 10..1200
-    batch_delay_ms = 500        # how long fresh readings wait to share a batch, 0..60000
+    batch_delay_ms = 5000       # how long ordinary readings wait to share a batch, 0..60000
+                                # (urgent points, events and replies never wait: docs/performance.md)
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
@@ -82,7 +83,7 @@ class UplinkSettings:
     """How the Box batches and sends."""
 
     keepalive_s: int = 60
-    batch_delay_ms: int = 500
+    batch_delay_ms: int = 5000  # why 5 s: docs/performance.md, "The batch delay"
     max_batch_samples: int = 5000
     inflight_batches: int = 16
     reconnect_max_s: int = 300
