@@ -8,7 +8,7 @@ walk by +-1..2, float32 values drift by a few hundredths, coils toggle. Register
 the input table (the probe) counts reads; the farm logs when it served each probe
 value, for the latency from a value change to its storage in the cloud.
 
-    python -m bench.farm --devices 10 --points 100 --base-port 15020 --report farm.json
+    python -m bench.farm --devices 10 --points 100 --base-port 15020 --report farm.json [--alarm]
 
 It prints "ready" once every port listens; on SIGTERM or SIGINT it writes the report
 (requests served per device, and the probe log) and exits.
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.workload import Device, layout
+from bench.workload import Device, alarm_device, layout
 
 _FLOAT = struct.Struct(">f")
 
@@ -157,9 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--base-port", type=int, default=15020)
     p.add_argument("--report", type=Path, help="write requests and probe times here on exit")
+    p.add_argument("--alarm", action="store_true", help="serve the alarm device too, after the others' ports")
     args = p.parse_args(argv)
+    devices = layout(args.devices, args.points, args.base_port)
+    if args.alarm:
+        devices.append(alarm_device(args.base_port + args.devices))
     try:
-        report = asyncio.run(serve(layout(args.devices, args.points, args.base_port), args.host))
+        report = asyncio.run(serve(devices, args.host))
     except OSError as e:
         print(f"bench.farm: {e}", file=sys.stderr)
         return 1

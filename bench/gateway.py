@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.gateway                      # both cases, both gateways, pinned and not
     .venv/bin/python -m bench.gateway --case small --gateway boxd --seconds 10
+    .venv/bin/python -m bench.gateway --case small --gateway boxd --settings defaults --seconds 60
 
 Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200, every
 point polled every second; each run once unpinned and once with the gateway pinned to
@@ -22,6 +23,11 @@ from the farm serving a new probe value to the cloud having stored it (p50, p99)
 start-up from process start to the first point stored. The table goes to stdout, the
 figures as JSON to `--json` (default bench/results/gateway.json). Figures, never
 assertions: CI runs a tiny case as a smoke test.
+
+Settings (`--settings`): "bench" runs boxd with a 50 ms batch delay, as in the side-by-side
+with ThingsBoard (which sends each poll at once); "defaults" runs it with the defaults (a
+500 ms batch delay) and one more device whose probe is urgent (`bench.workload.alarm_device`,
+polled every 0.7 s), and reports the urgent probe's latency beside the ordinary probes'.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from bench.measure import (
     latency_ms,
     requests_per_cycle,
 )
-from bench.workload import PROBE, boxd_toml, layout, minimum_requests
+from bench.workload import ALARM, PROBE, alarm_device, boxd_toml, layout, minimum_requests
 from cloud.store import Store
 from drivers import PointInfo
 from proto.wire import Batch
@@ -66,6 +72,9 @@ WARMUP_S = 2.0
 # boxd's settings for this benchmark: readings wait at most 20 ms to share a batch (the default, 500 ms,
 # trades latency for fewer bytes on a metered link: see docs/performance.md)
 BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 50\n\n"
+SETTINGS = ("bench", "defaults")  # BOXD_UPLINK; or none (the defaults) and the urgent alarm device
+URGENT_FIGURES = {"urgent_latency_p50_ms": "urgent latency p50, ms (value change -> stored)",
+                  "urgent_latency_p99_ms": "urgent latency p99, ms"}
 
 
 class TimedStore(Store):
@@ -118,15 +127,20 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path) -> dict[str, float]:
-    """One measured run of boxd; returns the figures."""
-    devs = layout(devices, points, free_port_block(devices))
+             work: Path, settings: str = "bench", batch_delay_ms: int | None = None,
+             alarm_device_too: bool = True) -> dict[str, float]:
+    """One measured run of boxd with `settings` (`SETTINGS`; the defaults but `batch_delay_ms`
+    when given, and without the alarm device unless `alarm_device_too`); returns the figures."""
+    defaults = settings == "defaults"
+    with_alarm = defaults and alarm_device_too
+    base = free_port_block(devices + 1)
+    devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
     configured = devices * points
     cloud = make_cloud(work / "cloud")
     store = TimedStore(work / "cloud" / "cloud.db")
     cloud.store = store
     cloud.start()
-    farm = Farm(devices, points, devs[0].port, work, "0" if cpus == "1" else None)
+    farm = Farm(devices, points, base, work, "0" if cpus == "1" else None, alarm=with_alarm)
     stop = threading.Event()
     try:
         with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
@@ -134,7 +148,10 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
             meta = ident.directory / "identity.json"
             meta.write_text(meta.read_text().replace(f": {cloud.settings.broker_port}", f": {proxy.port}"))
             conf = work / "box" / "boxd.toml"
-            conf.write_text(BOXD_UPLINK + boxd_toml(devs, "127.0.0.1", interval_s))
+            uplink = BOXD_UPLINK if not defaults else ""
+            if defaults and batch_delay_ms is not None:
+                uplink = f"[uplink]\nbatch_delay_ms = {batch_delay_ms}\n\n"
+            conf.write_text(uplink + boxd_toml(devs, "127.0.0.1", interval_s))
             # the installer's step before starting the service: it also caches the parsed file
             subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config", str(conf),
                             "check-config"], check=True, capture_output=True)
@@ -154,7 +171,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 cpu1, wire1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
                 end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
                 # every reading of the windows is in once each device's probe read after them is
-                wait_for(lambda: len(store.probe_ts) == devices and min(store.probe_ts.values()) >= end_ms,
+                wait_for(lambda: len(store.probe_ts) == len(devs) and min(store.probe_ts.values()) >= end_ms,
                          60, "the window's readings to be stored")
                 tree.sample_rss()
             finally:
@@ -164,14 +181,22 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     finally:
         report = farm.stop()
         cloud.stop()
-    served: dict[str, list[list[float]]] = report["probes"]  # type: ignore[assignment]
+    served: dict[str, list[list[float]]] = dict(report["probes"])  # type: ignore[call-overload]
+    alarm = served.pop(ALARM, [])  # its own interval: not in the delivered count, its latency apart
+    requests: dict[str, int] = report["requests"]  # type: ignore[assignment]
+    ordinary = {"requests": {d: n for d, n in requests.items() if d != ALARM}, "probes": served}
     windows = device_windows(served, start, cycles, interval_s)
     stored = sum(store.count_between(BOX, f"{d}.", lo, hi) for d, (lo, hi) in windows.items())
     # latency in the steady state only: the probe values served in the windows
     in_window = {d: [(v, t) for v, t in served[d] if lo <= t * 1000 < hi] for d, (lo, hi) in windows.items()}
     p50, p99, _ = latency_ms(in_window, store.stored_probes)
-    return _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
-                    requests_per_cycle(report), minimum_requests(devs), p50, p99, startup)
+    figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
+                       requests_per_cycle(ordinary), minimum_requests(devs[:devices]), p50, p99, startup)
+    if with_alarm:
+        urgent = {ALARM: [(v, t) for v, t in alarm if start <= t < start + window]}
+        figures["urgent_latency_p50_ms"], figures["urgent_latency_p99_ms"], n = latency_ms(urgent, store.stored_probes)
+        figures["urgent_probes"] = n
+    return figures
 
 
 def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
@@ -195,11 +220,13 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
     }
 
 
-def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float) -> dict[str, float]:
+def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float,
+         settings: str = "bench", batch_delay_ms: int | None = None, alarm: bool = True) -> dict[str, float]:
     devices, points = CASES[case]
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
-            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), settings,
+                            batch_delay_ms, alarm)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
@@ -214,10 +241,10 @@ def _fmt(v: object) -> str:
 def table(results: dict[str, dict[str, float]]) -> str:
     """The side-by-side table: one column per run."""
     names = list(results)
-    label_w = max(len(v) for v in FIGURES.values())
+    label_w = max(len(v) for v in (*FIGURES.values(), *URGENT_FIGURES.values()))
     col_w = max(14, *(len(n) for n in names))
     lines = [" " * label_w + "  " + "  ".join(f"{n:>{col_w}}" for n in names)]
-    for key, label in FIGURES.items():
+    for key, label in {**FIGURES, **URGENT_FIGURES}.items():
         lines.append(f"{label:<{label_w}}  " + "  ".join(f"{_fmt(results[n].get(key, '-')):>{col_w}}" for n in names))
     return "\n".join(lines)
 
@@ -229,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", choices=["no", "yes", "both"], default="both", help="pin the gateway to one core")
     p.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default %(default)s)")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window, s (default %(default)s)")
+    p.add_argument("--settings", choices=[*SETTINGS, "both"], default="bench",
+                   help="boxd's: bench (50 ms batch delay, the side-by-side), defaults (and an urgent alarm "
+                        "device), or both (default %(default)s)")
+    p.add_argument("--batch-delay-ms", type=int, help="with --settings defaults: this batch delay instead")
+    p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
+                   "batches would cut every batch delay short)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
@@ -239,13 +272,20 @@ def main(argv: list[str] | None = None) -> int:
         from bench import thingsboard
 
         thingsboard.ensure_installed()
+    settings = list(SETTINGS) if args.settings == "both" else [args.settings]
     results: dict[str, dict[str, float]] = {}
     for case in cases:
         for pinned in pins:
             for gw in gateways:
-                name = f"{gw} {case}{' 1cpu' if pinned else ''}"
-                print(f"running {name} ...", file=sys.stderr, flush=True)
-                results[name] = _run(gw, case, pinned, args.interval, args.seconds)
+                for setting in settings if gw == "boxd" else ["bench"]:
+                    mode = ""
+                    if setting == "defaults":
+                        mode = " defaults" if args.batch_delay_ms is None else f" delay {args.batch_delay_ms} ms"
+                        mode += " no alarm" if args.no_alarm else ""
+                    name = f"{gw} {case}{mode}{' 1cpu' if pinned else ''}"
+                    print(f"running {name} ...", file=sys.stderr, flush=True)
+                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting, args.batch_delay_ms,
+                                         not args.no_alarm)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -93,10 +93,11 @@ class Tree:
 class Farm:
     """`bench.farm` as a subprocess; `report()` after `stop()`."""
 
-    def __init__(self, devices: int, points: int, base_port: int, work: Path, cpus: str | None = None) -> None:
+    def __init__(self, devices: int, points: int, base_port: int, work: Path, cpus: str | None = None,
+                 alarm: bool = False) -> None:
         self.report_path = work / "farm.json"
         cmd = [sys.executable, "-m", "bench.farm", "--devices", str(devices), "--points", str(points),
-               "--base-port", str(base_port), "--report", str(self.report_path)]
+               "--base-port", str(base_port), "--report", str(self.report_path), *(["--alarm"] if alarm else [])]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)

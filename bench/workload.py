@@ -10,10 +10,15 @@ registers, big-endian words) in holding registers, 20 % coils. Points come in ru
 vendors leave room between blocks. The first point of every device, input register 0,
 is the latency probe: a counter that moves on every read, whose serving times the farm
 logs.
+
+With `alarm_device`, one more controller ("alarm", 5 points) whose probe is marked urgent
+(``urgent = true``) and is polled every `ALARM_INTERVAL_S`: a period that does not divide the
+others' 1 s, so its urgent readings fall at every phase of their batch delay, as an alarm would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
@@ -25,6 +30,8 @@ from drivers.modbus._toml import point_lines, toml_value
 RUN: Final = 10  # consecutive points in a run
 GAP: Final = 3  # unused addresses between runs: within the planner's default gap of 8
 PROBE: Final = "p000"  # input register 0 of every device
+ALARM: Final = "alarm"  # the device whose probe is urgent (`alarm_device`)
+ALARM_INTERVAL_S: Final = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +74,25 @@ def layout(devices: int, points: int, base_port: int) -> list[Device]:
     return [Device(f"d{n:03d}", base_port + n, shape) for n in range(devices)]
 
 
+def alarm_device(port: int) -> Device:
+    """The controller whose probe is urgent, listening on `port`."""
+    points = device_points(5)
+    return Device(ALARM, port, (dataclasses.replace(points[0], urgent=True), *points[1:]))
+
+
 def minimum_requests(devices: list[Device], max_gap: int = 8) -> int:
     """Requests per poll cycle that the planner proves minimal for the gap setting."""
     return sum(len(plan_reads(d.points, max_gap=max_gap)) for d in devices)
 
 
 def boxd_toml(devices: list[Device], host: str, interval_s: float) -> str:
-    """The ``[[modbus_tcp]]`` tables polling every device every `interval_s`."""
+    """The ``[[modbus_tcp]]`` tables polling every device every `interval_s` (the alarm device
+    every `ALARM_INTERVAL_S`, its probe urgent)."""
     lines: list[str] = []
     for d in devices:
+        alarm = d.name == ALARM
         lines += ["[[modbus_tcp]]", f"name = {toml_value(d.name)}", f"host = {toml_value(host)}",
-                  f"port = {d.port}", f"poll_interval_s = {interval_s!r}"]
+                  f"port = {d.port}", f"poll_interval_s = {ALARM_INTERVAL_S if alarm else interval_s!r}"]
         for p in d.points:
             lines += ["", *point_lines(p, "modbus_tcp.points")]
         lines.append("")

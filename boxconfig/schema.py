@@ -4,7 +4,8 @@ Format (every key optional but the devices; the defaults are shown)::
 
     [uplink]
     keepalive_s = 60            # MQTT keepalive, 10..1200
-    batch_delay_ms = 500        # how long fresh readings wait to share a batch, 0..60000
+    batch_delay_ms = 5000       # how long ordinary readings wait to share a batch, 0..60000
+                                # (urgent points, events and replies never wait: docs/performance.md)
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
@@ -20,7 +21,8 @@ Format (every key optional but the devices; the defaults are shown)::
     [[modbus_tcp]]              # one table per device; see drivers.modbus for the keys
     name = "ahu1"
     host = "192.168.10.20"
-    ...
+    urgent = false              # on a device or a point (the point's wins): its readings leave at
+    ...                         # once, not after batch_delay_ms (alarms, states that matter)
 
     [[modbus_rtu]]              # one table per serial line, with its [[modbus_rtu.devices]]
     [[bacnet]]                  # one table per BACnet/IP network, with its [[bacnet.devices]]
@@ -45,7 +47,14 @@ from boxconfig.modem import ModemSettings, WanSettings, modem_problems, parse_mo
 from boxkit.files import write_atomic
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.errors import show as _show
-from drivers.modbus import ModbusRtuLine, ModbusTcpDevice, parse_modbus_rtu_line, parse_modbus_tcp_device
+from drivers.modbus import (
+    ModbusDevice,
+    ModbusRtuLine,
+    ModbusTcpDevice,
+    is_urgent,
+    parse_modbus_rtu_line,
+    parse_modbus_tcp_device,
+)
 
 if TYPE_CHECKING:
     from drivers.bacnet import BacnetNetwork
@@ -74,7 +83,7 @@ class UplinkSettings:
     """How the Box batches and sends."""
 
     keepalive_s: int = 60
-    batch_delay_ms: int = 500
+    batch_delay_ms: int = 5000  # why 5 s: docs/performance.md, "The batch delay"
     max_batch_samples: int = 5000
     inflight_batches: int = 16
     reconnect_max_s: int = 300
@@ -105,6 +114,13 @@ class BoxConfig:
         return (sum(len(d.points) for d in self.modbus_tcp)
                 + sum(len(d.points) for line in self.modbus_rtu for d in line.devices)
                 + sum(len(d.points) for n in self.bacnet for d in n.devices))
+
+    def urgent_points(self) -> frozenset[str]:
+        """The names ("<device>.<point>") of the points marked urgent, on the point or on its device."""
+        modbus: list[ModbusDevice] = [*self.modbus_tcp, *(d for line in self.modbus_rtu for d in line.devices)]
+        return frozenset([f"{d.name}.{p.name}" for d in modbus for p in d.points if is_urgent(d, p)]
+                         + [f"{d.name}.{p.name}" for n in self.bacnet for d in n.devices for p in d.points
+                            if d.is_urgent(p)])
 
 
 _UPLINK_LIMITS = {

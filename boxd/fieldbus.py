@@ -9,7 +9,9 @@ a configuration's probation and the update trial read.
 
 A bus hands its readings to `emitter`'s callback: grouped (`boxd.grouping`), written by the
 queue's thread, and the callback returns once they are on disk (the bus waits for it before
-its next request). Past the queue's limit the oldest readings are evicted, never a batch in
+its next request). A reading of a point marked urgent (`urgent`, the configuration's
+``urgent = true``) wakes the sending task with `urgent` rather than `wake`: it is sent at once,
+not after the batch delay. Past the queue's limit the oldest readings are evicted, never a batch in
 flight, and an ``evicted`` event says which.
 
 `replace` runs another configuration without a restart: the bus tasks stop (each closes its
@@ -73,7 +75,7 @@ class FieldBuses:
 
     def __init__(self, queue: Queue, clock: Clock, supervisor: Supervisor, *,
                  wake: Callable[[], None], in_flight: Callable[[], Collection[int]],
-                 publish_table: Callable[[bytes], None],
+                 publish_table: Callable[[bytes], None], urgent: Callable[[], None] | None = None,
                  shape: Callable[[config.BoxConfig], config.BoxConfig] = lambda cfg: cfg,
                  before_replace: Callable[[config.BoxConfig], Awaitable[None]] | None = None) -> None:
         self.queue = queue
@@ -86,8 +88,11 @@ class FieldBuses:
         self.good = 0  # good readings since the running configuration started
         self.faults: dict[int, int] = {}  # quality -> count, since the running configuration started
         self.polling: set[str] = set()  # buses with a good reading since the running configuration started
+        self.urgent: frozenset[int] = frozenset()  # table indices of the points marked urgent
+        self.urgent_names: frozenset[str] = frozenset()  # and their names
         self._supervisor = supervisor
         self._wake = wake  # the sending task: readings or an event are queued
+        self._urgent = urgent or wake  # the sending task: an urgent reading is queued (send it now)
         self._in_flight = in_flight
         self._publish_table = publish_table
         # the modem's say (boxd.cellular): the configuration as run (slower points while saving data),
@@ -104,6 +109,8 @@ class FieldBuses:
         self.table_id = wire.table_id(table)
         self.table = wire.encode_table(table)
         self.points = buses_of(self.sources)
+        self.urgent_names = cfg.urgent_points()
+        self.urgent = frozenset(i for i, p in enumerate(table) if p.name in self.urgent_names)
         self.good, self.faults, self.polling = 0, {}, set()
         first = 0
         for src in self.sources:
@@ -130,6 +137,7 @@ class FieldBuses:
     def emitter(self, src: PointSource, first: int) -> Emit:
         """The callback `src` hands its readings to (its points start at table index `first`)."""
         index = {p.name: first + i for i, p in enumerate(src.points())}
+        urgent = self.urgent_names.intersection(index)  # empty for most buses: no cost per reading
         clock, queue = self.clock, self.queue
 
         async def emit(samples: Sequence[Sample]) -> None:
@@ -142,7 +150,11 @@ class FieldBuses:
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in got.groups]
             # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
             written = queue.put_many(self.table_id, stored, clock.timebase())
-            self._wake()  # the sending task's seal is a later write of the same thread: it takes these
+            # the sending task's seal is a later write of the same thread: it takes these
+            if urgent and any(s.point in urgent for s in samples):
+                self._urgent()
+            else:
+                self._wake()
             await written
             if queue.samples > queue.max_samples:
                 await self._evict()

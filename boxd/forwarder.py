@@ -5,10 +5,15 @@ what happened and asks what to do:
 
 - `on_connected()`: a new MQTT session; whatever was in flight is forgotten, so it is sent
   again (the durable queue is the truth; the broker may never have had it);
+- `mark_urgent(seq)`: batch `seq` carries an urgent reading (sealed at once for it);
 - `next_publishes(window, pending)`: the messages to publish now, given what the queue holds
-  (`Pending`, read-only: the daemon's `Queue`, or literals in a test). Events first; then
-  batches, oldest first, up to `window` in flight, with one slot kept for the freshest batch
-  while a backlog drains (fresh data must not wait behind an outage's worth of old data);
+  (`Pending`, read-only: the daemon's `Queue`, or literals in a test). Events first (up to
+  `EVENTS_IN_FLIGHT`); then the urgent batches, which may take one slot beyond `window` (an
+  alarm overtakes a full window of backlog); then batches, oldest first, up to `window` in
+  flight, with one slot kept for the freshest batch while a backlog drains (fresh data must
+  not wait behind an outage's worth of old data). Never more than `MAX_IN_FLIGHT` messages in
+  all: beyond the MQTT client's own limit it would queue them in order, where an urgent batch
+  or a command reply published later could not overtake them;
 - `on_sent(publish, mid)`: the uplink gave it MQTT message id `mid`;
 - `on_puback(mid, ok, now)`: the broker acknowledged (`ok`) or refused `mid`; returns what the
   queue may now drop (`Acked`), or None. A refusal keeps it queued and holds all sending for a
@@ -24,7 +29,13 @@ from typing import Literal, Protocol
 from boxd.backoff import Backoff
 
 REFUSED_BASE_S, REFUSED_MAX_S = 1.0, 60.0  # pause before resending what the broker refused
-EVENTS_PER_ROUND = 8  # events published per round, beyond those in flight
+EVENTS_IN_FLIGHT = 8  # events sent and not acknowledged yet, at most
+URGENT_SLOTS = 1  # batches in flight beyond the window, for urgent batches only
+# boxd.uplink lets paho keep 32 QoS 1 messages in flight and queues the rest in order: the
+# forwarder keeps under it, leaving room for the messages that go around it (command and
+# configuration replies, status, the point table, health), so they never queue behind a backlog
+MQTT_IN_FLIGHT, RESERVED = 32, 4
+MAX_IN_FLIGHT = MQTT_IN_FLIGHT - RESERVED
 
 Kind = Literal["batch", "event"]
 
@@ -74,6 +85,7 @@ class Forwarder:
         self._events: dict[int, int] = {}  # MQTT message id -> event id
         self._refused = refused or Backoff(REFUSED_BASE_S, REFUSED_MAX_S)
         self._hold_until = 0.0
+        self._urgent: set[int] = set()  # seqs of the urgent batches not acknowledged yet
         self.acked_batches = 0  # since start
 
     def on_connected(self) -> None:
@@ -93,16 +105,24 @@ class Forwarder:
         """How long to wait before publishing again (after a refusal); 0 for not at all."""
         return max(0.0, self._hold_until - now)
 
+    def mark_urgent(self, seq: int) -> None:
+        """Batch `seq` carries an urgent reading: it goes before any other batch, even past a full window."""
+        self._urgent.add(seq)
+
     def next_publishes(self, window: int, pending: Pending) -> list[Publish]:
-        """What to publish now: events not in flight, then batches to fill the window."""
+        """What to publish now: events not in flight, the urgent batches, then batches to fill the window."""
         out: list[Publish] = []
+        cap = MAX_IN_FLIGHT - self.messages_in_flight()
         busy_events = set(self._events.values())
-        out += [Publish("event", i, p) for i, p in pending.events(EVENTS_PER_ROUND + len(busy_events))
-                if i not in busy_events]
-        room = window - len(self._batches)
+        if len(busy_events) < EVENTS_IN_FLIGHT:
+            fresh = [(i, p) for i, p in pending.events(EVENTS_IN_FLIGHT) if i not in busy_events]
+            out += [Publish("event", i, p) for i, p in fresh[:min(EVENTS_IN_FLIGHT - len(busy_events), cap)]]
+        busy = set(self._batches.values())
+        window = min(window, cap - len(out) + len(busy) - URGENT_SLOTS)  # the urgent lane stays open
+        out += self._urgent_batches(window + URGENT_SLOTS - len(busy), busy, pending)
+        room = window - len(busy)
         if room <= 0:
             return out
-        busy = set(self._batches.values())
         if room >= 2 and pending.backlog() - len(busy) > room:
             newest = pending.newest_batch()  # a backlog: the freshest data must not wait behind it
             if newest is not None and newest[0] not in busy:
@@ -110,6 +130,20 @@ class Forwarder:
                 busy.add(newest[0])
                 room -= 1
         out += [Publish("batch", s, p) for s, p in pending.batches(0, room, busy)]
+        return out
+
+    def _urgent_batches(self, room: int, busy: set[int], pending: Pending) -> list[Publish]:
+        """Up to `room` urgent batches not in flight (added to `busy`); marks of batches gone are dropped."""
+        out: list[Publish] = []
+        for seq in sorted(self._urgent - busy):
+            if len(out) >= room:
+                break
+            got = pending.batches(seq - 1, 1, busy)
+            if not got or got[0][0] != seq:  # acknowledged meanwhile, or evicted
+                self._urgent.discard(seq)
+                continue
+            out.append(Publish("batch", *got[0]))
+            busy.add(seq)
         return out
 
     def on_sent(self, publish: Publish, mid: int) -> None:
@@ -128,6 +162,7 @@ class Forwarder:
         if seq is not None:
             if not ok:
                 return None
+            self._urgent.discard(seq)
             self.acked_batches += 1
             return Acked("batch", seq)
         event = self._events.pop(mid, None)

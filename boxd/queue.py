@@ -175,12 +175,16 @@ class Queue:
         size, epoch = max(1, max_samples), self.epoch
         made = 0
         # nothing waits, committed or being written: no job (a job would see what is being written)
-        while self._writing or self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0]:
+        while self.unsealed():
             step = await self._w.submit("seal a batch", lambda db: sql.seal(db, epoch, size, time, SEAL_STEP))
             made += step
             if step < SEAL_STEP:
                 break
         return made
+
+    def unsealed(self) -> bool:
+        """Whether readings wait to be sealed (committed or being written)."""
+        return bool(self._writing or self._conn.execute("SELECT EXISTS (SELECT 1 FROM pending)").fetchone()[0])
 
     def batches(self, after_seq: int, limit: int, skip: Collection[int] = ()) -> list[tuple[int, bytes]]:
         """The oldest sealed batches with a sequence number above `after_seq`, not in `skip`."""

@@ -1,15 +1,26 @@
 """The sending task (``flush``): seals queued readings into batches and publishes them, QoS 1.
 
 The I/O shell of `boxd.forwarder`: woken when readings or events are queued, when the link
-comes up or goes down and when the broker acknowledges; while connected it seals what is
-queued (after `batch_delay_ms`, so that fresh readings share a batch, unless a backlog waits),
-asks the forwarder what to publish and publishes it; an acknowledgement lets the queue drop
-the batch or event. A refusal pauses the sending (`Forwarder.hold_s`).
+comes up or goes down and when the broker acknowledges. While connected, every wake-up
+publishes what the forwarder says at once (events, and batches already sealed); readings are
+sealed `batch_delay_ms` after the first wake-up that found them waiting (the delay is not
+restarted by the wake-ups during it), so that the readings of that time share one batch,
+unless:
+
+- an urgent reading was queued (`urgent`, from `boxd.fieldbus`): the delay ends now, what is
+  queued is sealed (ordinary readings with it: one batch, not two) and the newest batch is
+  marked urgent for the forwarder, which sends it before any other, past a full window;
+- a backlog of sealed batches waits: readings are sealed at once (they would wait anyway).
+
+Command and configuration replies do not pass here (`boxd.link.Link.reply` publishes them at
+once); the forwarder keeps room for them in the MQTT client's window. An acknowledgement lets
+the queue drop the batch or event. A refusal pauses the sending (`Forwarder.hold_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -32,9 +43,16 @@ class Sender:
         self.forwarder = forwarder or Forwarder()
         self._settings = settings
         self._wake = asyncio.Event()
+        self._urgent = False  # an urgent reading is queued: seal and send now
+        self._seal_at: float | None = None  # loop time when the readings queued are sealed
 
     def wake(self) -> None:
         """Something may be sent: readings or an event queued, the link up or down, the time known."""
+        self._wake.set()
+
+    def urgent(self) -> None:
+        """An urgent reading is queued: it is sealed and sent now, not after the batch delay."""
+        self._urgent = True
         self._wake.set()
 
     def on_connected(self) -> None:
@@ -53,20 +71,39 @@ class Sender:
 
     async def run(self) -> None:
         """The ``flush`` task."""
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await self._woken()
             if not self.link.connected():
+                self._seal_at = None  # sealed once connected again
                 continue
-            settings = self._settings()
             hold = self.forwarder.hold_s(time.monotonic())
             if hold > 0:
                 await asyncio.sleep(hold)
-            if settings.batch_delay_ms and self.queue.backlog() <= len(self.forwarder.in_flight()):
-                # nothing sealed waits to go: let fresh readings share a batch (a backlog drains at once)
-                await asyncio.sleep(settings.batch_delay_ms / 1000)
-            await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+            settings = self._settings()
+            if self._seal_now(loop.time(), settings.batch_delay_ms):
+                urgent, self._urgent, self._seal_at = self._urgent, False, None
+                last = self.queue.last_seq()
+                await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+                if urgent and self.queue.last_seq() > last:
+                    self.forwarder.mark_urgent(self.queue.last_seq())  # the urgent readings are the newest
+            elif self._seal_at is None and self.queue.unsealed():  # fresh readings share a batch until then
+                self._seal_at = loop.time() + settings.batch_delay_ms / 1000
             self.send(settings.inflight_batches)
+
+    async def _woken(self) -> None:
+        """Until something happens, or the batch delay running ends."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(self._seal_at if self._seal_at is not None else None):
+                await self._wake.wait()
+        self._wake.clear()
+
+    def _seal_now(self, now: float, delay_ms: int) -> bool:
+        """Whether to seal the queued readings now rather than let more join them."""
+        if self._urgent or not delay_ms or (self._seal_at is not None and now >= self._seal_at):
+            return True
+        # sealed batches wait already (a backlog): fresh readings would wait anyway, a delay only adds to it
+        return self.queue.backlog() > len(self.forwarder.in_flight())
 
     def send(self, window: int) -> None:
         """Publish what the forwarder says, until the link takes no more."""

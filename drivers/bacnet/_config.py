@@ -25,6 +25,8 @@ either::
     cov = "auto"                 # auto: subscribe where the device supports it, else poll | off
     cov_lifetime_s = 300         # subscription lifetime, 2..86400, >= 2 x the longest request
     cov_confirmed = true         # confirmed (acknowledged) or unconfirmed notifications
+    urgent = false               # true: every point's readings leave at once, not after the
+                                 # [uplink] batch_delay_ms (alarms, states that matter)
 
     [[bacnet.devices.points]]    # 1..10000 per device
     name = "supply_temp"         # required, same rule as device names, unique in the device
@@ -35,6 +37,7 @@ either::
     priority = 8                 # writable points only: default write priority, 1..16 but not 6
     min = 10.0                   # writable numeric points only: write bounds
     max = 30.0
+    urgent = true                # overrides the device's urgent
 """
 
 from __future__ import annotations
@@ -76,10 +79,10 @@ _NETWORK_KEYS: Final = frozenset({
 })
 _DEVICE_KEYS: Final = frozenset({
     "name", "device_instance", "address", "poll_interval_s", "cov", "cov_lifetime_s",
-    "cov_confirmed", "points",
+    "cov_confirmed", "points", "urgent",
 })
 _POINT_KEYS: Final = frozenset({
-    "name", "object", "property", "unit", "writable", "priority", "min", "max",
+    "name", "object", "property", "unit", "writable", "priority", "min", "max", "urgent",
 })
 _OBJECT_RE: Final = re.compile(r"([a-z][a-z-]*),([0-9]{1,7})")
 
@@ -107,6 +110,7 @@ class BacnetPoint:
     priority: int = 8
     min: float | None = None
     max: float | None = None
+    urgent: bool | None = None  # None: the device's (an urgent reading leaves at once, not after the batch delay)
 
     @builtins.property  # the field "property" hides the builtin here
     def kind(self) -> str:
@@ -126,6 +130,11 @@ class BacnetDevice:
     cov: CovMode = "auto"
     cov_lifetime_s: int = 300
     cov_confirmed: bool = True
+    urgent: bool = False  # its points' readings leave at once, unless a point says otherwise
+
+    def is_urgent(self, point: BacnetPoint) -> bool:
+        """Whether `point`'s readings are urgent: its own say, else this device's."""
+        return self.urgent if point.urgent is None else point.urgent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +225,7 @@ def _parse_device(raw: object, index: int, network_where: str) -> BacnetDevice:
         cov=cast(CovMode, opt(raw, "cov", where, _as_cov, "auto")),
         cov_lifetime_s=opt(raw, "cov_lifetime_s", where, as_int, 300),
         cov_confirmed=opt(raw, "cov_confirmed", where, as_bool, True),
+        urgent=opt(raw, "urgent", where, as_bool, False),
     )
 
 
@@ -246,6 +256,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> BacnetPoint:
         priority=opt(raw, "priority", where, as_int, 8),
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
+        urgent=opt(raw, "urgent", where, as_bool, None),
     )
 
 

@@ -38,6 +38,7 @@ from drivers.modbus._config import (
     check_device,
     check_rtu_line,
     codec_for,
+    is_urgent,
 )
 from drivers.modbus._parse import parse_modbus_rtu_line, parse_modbus_tcp_device
 from drivers.modbus._plan import MAX_BITS, MAX_REGISTERS, ReadPlanner, ReadRequest, plan_reads
@@ -71,6 +72,7 @@ __all__ = [
     "crc16",
     "decode",
     "encode",
+    "is_urgent",
     "parse_modbus_rtu_line",
     "parse_modbus_tcp_device",
     "plan_reads",

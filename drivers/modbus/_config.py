@@ -60,6 +60,7 @@ class ModbusPoint:
     writable: bool = False
     min: float | None = None  # bounds of a write, in engineering units
     max: float | None = None
+    urgent: bool | None = None  # None: the device's (an urgent reading leaves at once, not after the batch delay)
 
     @property
     def size(self) -> int:
@@ -86,6 +87,7 @@ class ModbusTcpDevice:
     word_order: Order = "big"
     write_multiple: bool = False  # always FC 15/16, for devices without FC 5/6
     max_registers: int = MAX_REGISTERS_PER_READ  # largest read to try; lowered when refused
+    urgent: bool = False  # its points' readings leave at once, unless a point says otherwise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +105,7 @@ class ModbusRtuDevice:
     word_order: Order = "big"
     write_multiple: bool = False
     max_registers: int = MAX_REGISTERS_PER_READ
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +129,11 @@ class ModbusRtuLine:
 
 
 ModbusDevice = ModbusTcpDevice | ModbusRtuDevice
+
+
+def is_urgent(device: ModbusDevice, point: ModbusPoint) -> bool:
+    """Whether `point`'s readings are urgent: its own say, else its device's."""
+    return device.urgent if point.urgent is None else point.urgent
 
 
 def codec_for(device: ModbusDevice, point: ModbusPoint) -> PointCodec:

@@ -22,6 +22,8 @@ A Modbus TCP device (one bus of its own)::
     byte_order = "big"         # big | little: bytes within each register
     word_order = "big"         # big | little: registers of a multi-register value
     write_multiple = false     # true: write with FC 15/16 only (devices without FC 5/6)
+    urgent = false             # true: every point's readings leave at once, not after the
+                               # [uplink] batch_delay_ms (alarms, states that matter)
 
     [[modbus_tcp.points]]      # 1..10000 per device
     name = "supply_temp"       # required, same rule as device names, unique in the device
@@ -40,6 +42,7 @@ A Modbus TCP device (one bus of its own)::
     writable = false           # true: the cloud may write it (holding and coil only)
     min = 12.0                 # bounds of a write in engineering units (writable numbers)
     max = 28.0
+    urgent = true              # overrides the device's urgent
 
 A serial line (one bus) and its slave devices::
 
@@ -59,8 +62,8 @@ A serial line (one bus) and its slave devices::
     poll_interval_s = 5.0      # required
     timeout_s = 0.5            # overrides the line's
     retries = 1                # overrides the line's
-    max_gap = 8                # and max_registers, byte_order, word_order, write_multiple:
-                               # as for a TCP device
+    max_gap = 8                # and max_registers, byte_order, word_order, write_multiple,
+                               # urgent: as for a TCP device
 
     [[modbus_rtu.devices.points]]   # exactly the keys of a TCP device's points
     name = "energy"
@@ -109,7 +112,7 @@ from drivers.modbus._config import (
 MAX_DEVICES_PER_LINE: Final = 247
 _COMMON_DEVICE_KEYS: Final = frozenset({
     "name", "unit_id", "poll_interval_s", "timeout_s", "retries", "max_gap", "max_registers",
-    "byte_order", "word_order", "write_multiple", "points",
+    "byte_order", "word_order", "write_multiple", "points", "urgent",
 })
 _TCP_DEVICE_KEYS: Final = _COMMON_DEVICE_KEYS | {"host", "port"}
 _LINE_KEYS: Final = frozenset({
@@ -118,7 +121,7 @@ _LINE_KEYS: Final = frozenset({
 })
 _POINT_KEYS: Final = frozenset({
     "name", "table", "address", "type", "unit", "scale", "offset", "byte_order", "word_order",
-    "bit", "length", "poll_interval_s", "writable", "min", "max",
+    "bit", "length", "poll_interval_s", "writable", "min", "max", "urgent",
 })
 
 T = TypeVar("T")
@@ -150,6 +153,7 @@ def parse_modbus_tcp_device(raw: Mapping[str, object]) -> ModbusTcpDevice:
         word_order=opt(raw, "word_order", where, _order, "big"),
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
+        urgent=opt(raw, "urgent", where, as_bool, False),
     )
     check_device(device)
     return device
@@ -203,6 +207,7 @@ def _rtu_device(raw: object, index: int, line_where: str) -> ModbusRtuDevice:
         word_order=opt(raw, "word_order", where, _order, "big"),
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
+        urgent=opt(raw, "urgent", where, as_bool, False),
     )
 
 
@@ -242,6 +247,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
         writable=opt(raw, "writable", where, as_bool, False),
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
+        urgent=opt(raw, "urgent", where, as_bool, None),
     )
 
 

@@ -15,7 +15,7 @@ from drivers.modbus._config import ModbusPoint
 
 _OPTIONAL: Final = (
     "unit", "scale", "offset", "byte_order", "word_order", "bit", "length", "poll_interval_s",
-    "writable", "min", "max",
+    "writable", "min", "max", "urgent",
 )
 _DEFAULTS: Final = ModbusPoint(name="x", address=0)
 

@@ -60,7 +60,7 @@ WORDS = sorted({
     "points", "devices", "table", "address", "type", "unit", "scale", "offset", "bit", "length", "writable",
     "min", "max", "interface", "device_instance", "apdu_timeout_s", "apdu_retries", "object", "property",
     "priority", "cov", "cov_lifetime_s", "cov_confirmed", "baudrate", "parity", "stopbits", "bytesize",
-    "max_gap", "max_registers", "write_multiple", "keepalive_s", "batch_delay_ms", "max_samples", "uplink",
+    "max_gap", "max_registers", "write_multiple", "urgent", "keepalive_s", "batch_delay_ms", "max_samples", "uplink",
     "queue", "modbus_tcp", "modbus_rtu", "bacnet", "holding", "input", "coil", "discrete", "bool", "int16",
     "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string", "big", "little", "N", "E",
     "analog-input,1", "analog-value,0", "binary-output,3", "multi-state-value,2", "present-value",

@@ -297,3 +297,32 @@ def test_logs_reboot_and_restart_commands(building: SimThread, make_box: MakeBox
     assert box.command_answer(restart)["status"] == "ok"
     wait_for(lambda: box.proc.proc.poll() is not None, 30, "boxd to exit")
     assert box.proc.proc.returncode == 75  # non-zero: systemd (Restart=always) starts it again
+
+
+def test_urgent_readings_events_and_replies_are_not_held_by_the_batch_delay(
+    building: SimThread, make_box: MakeBox
+) -> None:
+    """With the longest batch delay there is (60 s): box A, nothing urgent, ordinary readings are held
+    (sealed a minute after they are queued); meanwhile its queue overflows (a 1,000-sample limit) and the
+    eviction's event reaches the cloud, and so does a command's reply, while not one of its readings has.
+    Box B marks the AHU's setpoint urgent: a new value written at the device reaches the cloud's store
+    within the same minute."""
+    slow = "[uplink]\nbatch_delay_ms = 60000\nreconnect_max_s = 2\nheartbeat_s = 5\n\n"
+    a = make_box(slow + "[queue]\nmax_samples = 1000\n\n" + building.sim.points_toml(0.1))
+    toml = building.sim.points_toml(POLL_S)
+    at = toml.index('name = "supply_setpoint"\n', toml.index('name = "ahu1"')) + len('name = "supply_setpoint"\n')
+    b = make_box(slow + toml[:at] + "urgent = true\n" + toml[at:])
+    cloud = a.cloud
+
+    a.proc.wait_connected()
+    wait_for(lambda: any(al.kind == "evicted" for al in cloud.store.alerts(a.box_id)), 30, "the eviction's event")
+    read = cloud.send_command(a.box_id, "read", {"points": ["ahu1.supply_temp"]})
+    assert a.command_answer(read)["status"] == "ok"
+    assert a.latest() == {}  # the readings still wait for their batch delay: the event and the reply did not
+
+    b.proc.wait_connected()
+    write = cloud.send_command(b.box_id, "write", {"point": "ahu1.supply_setpoint", "value": 24.5})
+    assert b.command_answer(write)["status"] == "ok"
+    wait_for(lambda: b.latest().get("ahu1.supply_setpoint", (0, None, 0))[1] == 24.5, 30,
+             "the urgent point's new value in the cloud")
+    assert a.latest() == {}  # all within box A's first batch delay

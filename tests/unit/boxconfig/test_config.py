@@ -72,3 +72,71 @@ def test_the_parse_cache_serves_only_the_same_bytes(tmp_path: Path) -> None:
     conf.write_text("[uplink]\nbatch_delay_ms = -1\n")
     with pytest.raises(ConfigError, match="batch_delay_ms"):
         config.load(conf, cache)
+
+
+URGENT = """
+[[modbus_tcp]]
+name = "ahu1"
+host = "127.0.0.1"
+poll_interval_s = 1.0
+[[modbus_tcp.points]]
+name = "fire"
+table = "coil"
+address = 0
+urgent = true
+[[modbus_tcp.points]]
+name = "temp"
+table = "holding"
+address = 0
+type = "int16"
+
+[[modbus_tcp]]
+name = "alarms"
+host = "127.0.0.1"
+poll_interval_s = 1.0
+urgent = true
+[[modbus_tcp.points]]
+name = "smoke"
+table = "coil"
+address = 0
+[[modbus_tcp.points]]
+name = "count"
+table = "holding"
+address = 0
+type = "uint16"
+urgent = false
+
+[[modbus_rtu]]
+name = "rs485-1"
+port = "/dev/ttyUSB0"
+[[modbus_rtu.devices]]
+name = "meter2"
+unit_id = 7
+poll_interval_s = 5.0
+urgent = true
+[[modbus_rtu.devices.points]]
+name = "trip"
+table = "coil"
+address = 0
+
+[[bacnet]]
+name = "bacnet-1"
+interface = "fb0"
+device_instance = 4194300
+[[bacnet.devices]]
+name = "ahu2"
+device_instance = 1001
+[[bacnet.devices.points]]
+name = "supply_temp"
+object = "analog-input,1"
+[[bacnet.devices.points]]
+name = "alarm"
+object = "binary-input,1"
+urgent = true
+"""
+
+
+def test_urgent_on_a_point_overrides_its_devices_on_every_bus(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, URGENT))
+    assert cfg.urgent_points() == {"ahu1.fire", "alarms.smoke", "meter2.trip", "ahu2.alarm"}
+    assert config.BoxConfig().urgent_points() == frozenset()  # nothing is urgent unless marked

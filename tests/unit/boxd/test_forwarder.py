@@ -1,5 +1,6 @@
 """The forwarder's state machine on literals (no queue, no sockets, no clock): the window, the
-fresh-data lane, message ids to seqs, resending on reconnect, the pause after a refusal."""
+fresh-data lane, the urgent lane, message ids to seqs, resending on reconnect, the pause after a
+refusal, the cap that keeps room in the MQTT client for replies."""
 
 from __future__ import annotations
 
@@ -7,7 +8,17 @@ import random
 from collections.abc import Collection
 
 from boxd.backoff import Backoff
-from boxd.forwarder import REFUSED_BASE_S, REFUSED_MAX_S, Acked, Forwarder, Publish, ranges
+from boxd.forwarder import (
+    EVENTS_IN_FLIGHT,
+    MAX_IN_FLIGHT,
+    REFUSED_BASE_S,
+    REFUSED_MAX_S,
+    URGENT_SLOTS,
+    Acked,
+    Forwarder,
+    Publish,
+    ranges,
+)
 
 
 class Held:
@@ -109,6 +120,53 @@ def test_refusals_pause_the_sending_longer_while_they_go_on_and_an_acknowledgeme
     ((mid, _),) = send(fw, Held([2]), window=1, first_mid=600)
     fw.on_puback(mid, False, now=200.0)
     assert fw.hold_s(now=200.0) <= REFUSED_BASE_S  # back to the first, short pause
+
+
+def test_an_urgent_batch_overtakes_a_full_window_of_backlog() -> None:
+    fw, held = Forwarder(), Held(range(1, 41))
+    assert len(send(fw, held, window=8)) == 8  # the window is full of an outage's backlog
+    held.sealed[41] = b"b41"
+    assert send(fw, held, window=8, first_mid=100) == []  # an ordinary fresh batch waits for a slot
+    held.sealed[42] = b"b42"
+    fw.mark_urgent(42)  # an alarm: sealed at once
+    assert refs(send(fw, held, window=8, first_mid=200)) == [42]  # it goes now, past the full window
+    assert send(fw, held, window=8, first_mid=300) == []  # one slot beyond the window, not more
+    assert fw.on_puback(200, True, now=0.0) == Acked("batch", 42)
+    del held.sealed[42]
+    held.sealed[43] = b"b43"
+    fw.mark_urgent(43)
+    assert refs(send(fw, held, window=8, first_mid=400)) == [43]  # the lane is free again
+
+
+def test_urgent_batches_go_before_the_ordinary_ones_and_are_sent_once() -> None:
+    fw, held = Forwarder(), Held([1, 2, 3])
+    fw.mark_urgent(3)
+    sent = send(fw, held, window=8)
+    assert refs(sent) == [3, 1, 2]
+    fw.on_connected()  # a new session: in flight again, the urgent one first
+    assert refs(send(fw, held, window=8)) == [3, 1, 2]
+    fw.mark_urgent(9)  # acknowledged or evicted before it was sent: its mark goes, nothing is sent for it
+    assert send(fw, Held([1, 2, 3, 10]), window=8, first_mid=50) == [(50, Publish("batch", 10, b"b10"))]
+
+
+def test_replies_keep_room_in_the_mqtt_client_whatever_the_window() -> None:
+    fw, held = Forwarder(), Held(range(1, 300), events=range(1000, 1050))
+    sent = send(fw, held, window=256)  # the largest window a configuration may ask for
+    # paho's 32 less the room kept for replies, status and health, less the urgent lane's slot
+    assert len(sent) == MAX_IN_FLIGHT - URGENT_SLOTS
+    assert len(refs(sent, "event")) == EVENTS_IN_FLIGHT
+    for seq in (300, 301):
+        held.sealed[seq] = f"b{seq}".encode()
+        fw.mark_urgent(seq)
+    assert refs(send(fw, held, window=256, first_mid=100)) == [300]  # the lane's slot, up to the cap
+    assert send(fw, held, window=256, first_mid=200) == []  # at the cap: the next alarm waits for an ack ...
+    fw.on_puback(sent[-1][0], True, now=0.0)
+    assert refs(send(fw, held, window=256, first_mid=300)) == [301]  # ... and takes the first slot freed
+    fw2 = Forwarder()
+    sent2 = send(fw2, Held(range(1, 300)), window=256)
+    fw2.mark_urgent(299)
+    assert 299 in refs(sent2)  # the freshest went out with the drain: no double send
+    assert send(fw2, Held(range(1, 300)), window=256, first_mid=500) == []
 
 
 def test_ranges() -> None:

@@ -148,6 +148,8 @@ CASES = [
      f"{SP}: analog-input,1 present-value is point \"supply_temp\" already"),
     ("devices.0.points.1.object", "characterstring-value,1", f"{SP}: min and max are for numbers, not string"),
     ("devices.0.points.0", "supply_temp", f"{AHU} point #1: must be a table, not 'supply_temp' (str)"),
+    ("devices.0.urgent", "on", f"{AHU}: urgent must be true or false, not 'on' (str)"),
+    ("devices.0.points.0.urgent", 0, f"{TEMP}: urgent must be true or false, not 0 (int)"),
 ]
 
 

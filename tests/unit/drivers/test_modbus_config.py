@@ -249,6 +249,8 @@ NEW_BAD: list[tuple[str, Any, str]] = [
     ("point over max registers", device(max_registers=1),
      'point "supply_temp": 2 registers do not fit one read of max_registers 1'),
     ("write multiple", device(write_multiple="yes"), "write_multiple must be true or false"),
+    ("urgent device", device(urgent="yes"), 'device "ahu1": urgent must be true or false, not \'yes\' (str)'),
+    ("urgent point", with_point(urgent=1), 'device "ahu1" point "p": urgent must be true or false, not 1 (int)'),
 ]
 
 

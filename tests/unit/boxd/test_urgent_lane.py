@@ -1,0 +1,80 @@
+"""The sending task on the daemon's real queue and forwarder, with the longest batch delay a
+configuration may set (60 s, beyond the test's own deadline): an urgent reading is sealed and sent
+at once with the ordinary readings queued before it (one batch), an event goes out while ordinary
+readings still wait for their delay, and an urgent batch overtakes a full window of backlog.
+A batch delay that held any of them would time the test out: a logical assertion, not a timing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from boxconfig import BoxConfig, UplinkSettings
+from boxd.daemon import Daemon
+from drivers import Sample
+from drivers.modbus import ModbusPoint, ModbusTcpDevice
+from proto import wire
+from proto.topics import Up
+from tests.support.fakebus import FakeBus
+from tests.support.fakeident import load_fake
+from tests.support.fakeuplink import FakeUplink
+from tests.support.wait import eventually, in_loop
+
+# the point "ahu.alarm" is urgent; "ahu.temp" is not (the bus is a fake: the device is never polled)
+AHU = ModbusTcpDevice(name="ahu", host="127.0.0.1", poll_interval_s=1.0, points=(
+    ModbusPoint(name="temp", address=0), ModbusPoint(name="alarm", address=1, urgent=True)))
+
+
+async def running(tmp_path: Path, **uplink: int) -> tuple[Daemon, FakeUplink, FakeBus, asyncio.Task[None]]:
+    d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
+    d.queue.open()
+    bus = FakeBus("ahu", ["temp", "alarm"])
+    d.buses.use(BoxConfig(uplink=UplinkSettings(batch_delay_ms=60000, **uplink), modbus_tcp=(AHU,)), [bus])
+    await d.link.start(load_fake(tmp_path))
+    up = d.link.uplink
+    assert isinstance(up, FakeUplink) and up.state.connected
+    return d, up, bus, asyncio.create_task(d.sender.run())
+
+
+def points_in(payload: bytes) -> list[int]:
+    return sorted(g.first + i for g in wire.decode_batch(payload).groups for i in range(len(g.values)))
+
+
+@in_loop
+async def test_an_urgent_reading_leaves_at_once_with_the_ordinary_readings_queued(tmp_path: Path) -> None:
+    d, up, bus, task = await running(tmp_path)
+    assert d.buses.urgent == {1}  # the table index of ahu.alarm
+    emit = d.buses.emitter(bus, first=0)
+    await emit([Sample("ahu.temp", 1_700_000_000_000, 21.5)])  # ordinary: waits for the batch delay
+    await emit([Sample("ahu.alarm", 1_700_000_000_100, 1.0)])  # urgent: everything queued leaves now
+    (batch,) = await eventually(lambda: up.on(Up.DATA), "the urgent batch", within=20)
+    assert points_in(batch.payload) == [0, 1]  # one batch, not two: the ordinary reading rode along
+    task.cancel()
+    d.queue.close()
+
+
+@in_loop
+async def test_events_do_not_wait_for_the_batch_delay(tmp_path: Path) -> None:
+    d, up, bus, task = await running(tmp_path)
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", 1_700_000_000_000, 21.5)])
+    d.queue.put_event_now(b"an event")
+    d.sender.wake()
+    await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
+    assert up.on(Up.DATA) == [] and d.queue.depth() == (0, 1)  # the reading still waits for its delay
+    task.cancel()
+    d.queue.close()
+
+
+@in_loop
+async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path) -> None:
+    d, up, bus, task = await running(tmp_path, inflight_batches=4)
+    for i in range(20):  # an outage's worth of readings, one batch each, filling the window
+        await d.queue.put(d.buses.table_id, 1_600_000_000_000 + i, 0, [float(i)], {})
+        await d.queue.seal(1)
+    d.sender.wake()
+    await eventually(lambda: len(up.on(Up.DATA)) == 4, "the window to fill")
+    await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", 1_700_000_000_000, 1.0)])
+    await eventually(lambda: len(up.on(Up.DATA)) == 5, "the urgent batch", within=20)
+    assert points_in(up.on(Up.DATA)[-1].payload) == [1]  # the alarm, past the full window, no ack needed
+    task.cancel()
+    d.queue.close()
