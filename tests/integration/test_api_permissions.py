@@ -1,26 +1,29 @@
 """The permission matrix: every operation of the users' API's OpenAPI schema x the built-in roles
 (and the seed's custom role: data and commands only) x bound over the account or over one Box x a
 Box in scope, in the account out of scope, and of another account (a Box's route, or a resource of
-one Box: its deployment, its alert; or a new deployment to it). Each cell's expected answer comes from the permission the operation names in its
-summary (the schema is the source: a new route joins the matrix by itself) and the role's
-permissions; every cell is asserted: no unexpected allow, no unexpected denial, never a 5xx.
+one Box: its deployment, its alert; or a new deployment to it). Each cell's expected answer comes
+from the permission the operation names in its summary (the schema is the source: a new route
+joins the matrix by itself) and the role's permissions; every cell is asserted: no unexpected
+allow, no unexpected denial, never a 5xx.
 
 Allowed means the request went past authorisation (any answer but a denial: 2xx, or a 4xx about
-the request itself such as a revoked Box); denied means 404 "no Box" (or "no deployment", "no alert") for a Box's resources (a
-resource outside the caller's scope is not found) and 403 for the account's.
+the request itself such as a revoked Box); denied means 404 "no Box" (or "no deployment", "no
+alert") for a Box's resources (a resource outside the caller's scope is not found) and 403 for
+the account's.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import count
 from typing import Any
 
 import pytest
+import requests
 
-from cloud.api import _secrets, operator
 from cloud import tufrepo as repository
+from cloud.api import _secrets, operator
 from cloud.api._authz import BOX_PERMISSIONS, BUILTIN_ROLES, HELD_ANYWHERE, PERMISSIONS
 from tests.support.apikit import PASSWORD, Api, add_box, add_samples, serving
 
@@ -102,7 +105,7 @@ def test_every_operation_x_role_x_scope_x_target_is_allowed_exactly_when_granted
     st.put_role(acme.id, "seed", sorted(ROLES["seed"]))
     ops = _operations(api)
     assert len(ops) >= 30
-    cells, wrong = 0, []
+    cells, wrong = 0, list[str]()
     for role, held in ROLES.items():
         for scope in SCOPES:
             name = f"{role}-{scope}@acme"
@@ -128,7 +131,7 @@ def test_every_operation_x_role_x_scope_x_target_is_allowed_exactly_when_granted
                         expected = reaches(box, permission)
                     elif permission in BOX_PERMISSIONS:  # a list: filtered, never refused
                         expected = True
-                        _check_list(api, path, r, where, lambda b, p=permission: reaches(b, p), wrong)  # type: ignore[misc]
+                        _check_list(api, path, r, where, lambda b, p=permission: reaches(b, p), wrong)
                     else:
                         expected = permission in held and scope == "account"
                     denied = r.status_code == 403 or (r.status_code == 404 and r.json()["detail"].startswith(DENIALS))
@@ -139,7 +142,8 @@ def test_every_operation_x_role_x_scope_x_target_is_allowed_exactly_when_granted
     assert wrong == [], "\n".join(wrong)
 
 
-def _check_list(api: Api, path: str, r: Any, where: str, reaches: Any, wrong: list[str]) -> None:
+def _check_list(api: Api, path: str, r: requests.Response, where: str, reaches: Callable[[str], bool],
+                wrong: list[str]) -> None:
     """A list shows exactly what is in reach: the Boxes, or the deployments all of whose Boxes are."""
     if path not in ("/v1/boxes", "/v1/deployments"):
         return
