@@ -7,7 +7,9 @@ lockouts and 2FA steps of one never touch another.
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import socket
 import sqlite3
 import ssl
@@ -18,9 +20,11 @@ from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+import zxingcpp
 
 from cloud import tufrepo as repository
 from cloud.api import _secrets, operator
@@ -172,10 +176,28 @@ def test_a_key_loses_what_its_owner_loses(api: Api) -> None:
     assert api.session(key=key).get(api.url + "/v1/boxes/BOX-X/latest").status_code == 404
 
 
+def scan(qr_svg: str) -> list[str]:
+    """What a phone reads from the enrolment's QR code (an SVG data: URI of one square path per dark
+    module): the modules drawn 4 pixels each on white, decoded by zxing-cpp."""
+    svg = base64.b64decode(qr_svg.removeprefix("data:image/svg+xml;base64,")).decode()
+    side = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg)[1])  # type: ignore[index]
+    squares = [(float(x), float(y), float(x2)) for x, y, x2 in re.findall(r"M([\d.]+),([\d.]+)H([\d.]+)V", svg)]
+    unit, px = squares[0][2] - squares[0][0], 4
+    n = round(side / unit) * px
+    bitmap = bytearray(b"\xff") * (n * n)
+    for x, y, _ in squares:
+        for dy in range(px):
+            start = (round(y / unit) * px + dy) * n + round(x / unit) * px
+            bitmap[start:start + px] = bytes(px)
+    return [r.text for r in zxingcpp.read_barcodes(memoryview(bytes(bitmap)).cast("B", shape=[n, n]))]
+
+
 def test_totp_enrolment_codes_once_recovery_codes_once_and_an_account_requiring_2fa(api: Api) -> None:
     user = new_user(api, "viewer")
     s = api.session(user)
-    seed = s.post(api.url + "/v1/me/2fa").json()["secret"]
+    enrolment = s.post(api.url + "/v1/me/2fa").json()
+    assert scan(enrolment["qr_svg"]) == [enrolment["otpauth_uri"]]  # what the app scans is the URI, seed and all
+    seed = parse_qs(urlparse(enrolment["otpauth_uri"]).query)["secret"][0]
     r = s.post(api.url + "/v1/me/2fa/confirm", json={"code": _secrets.totp_now(seed)})
     assert r.status_code == 200
     recovery = r.json()["recovery_codes"]
