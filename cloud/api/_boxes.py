@@ -2,6 +2,10 @@
 aggregates, JSON or CSV), configurations, commands, alerts (and their acknowledgement, with a note:
 who acknowledged and why is in the audit trail).
 
+The reads users make most (latest values, history) answer a `JSONResponse` made in the route's
+thread: FastAPI would otherwise run its `jsonable_encoder` over the document on the event loop
+(300 µs for 25 points, every other connection waiting).
+
 Every route names the permission it needs; a Box outside the caller's reach for that permission
 is a 404 worded as for a Box that does not exist (nothing says it does), and the lists are filtered
 in the database (`cloud.store.BoxScope`).
@@ -15,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from cloud.api._auth import Caller
@@ -121,8 +125,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         rows = store.latest(box_id)
         if format == "csv":
             return _csv(["point", "ts_ms", "value", "quality", "unit"], [list(r) for r in rows])
-        return {"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u}
-                                          for p, t, v, q, u in rows]}
+        return JSONResponse({"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u}
+                                                       for p, t, v, q, u in rows]})
 
     @app.get("/v1/boxes/{box_id}/history", tags=["data"],
              summary="points' samples over a time range, paged; with `bucket_s`, aggregates (box.data.read)",
@@ -157,7 +161,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
             if out["next"]:
                 resp.headers["X-Next-Cursor"] = str(out["next"])
             return resp
-        return {"box": box_id, "since": start.isoformat(), "until": end.isoformat(), "bucket_s": bucket_s, **out}
+        return JSONResponse({"box": box_id, "since": start.isoformat(), "until": end.isoformat(), "bucket_s": bucket_s,
+                             **out})
 
     @app.get("/v1/boxes/{box_id}/config", tags=["configuration"],
              summary="a Box's configurations, newest first, and what it answered (box.config.read)")
