@@ -62,7 +62,12 @@ class DeployError(CloudError):
 
 
 class ConflictError(DeployError):
-    """Some of the Boxes are in another running deployment."""
+    """Some of the Boxes are in another running deployment: `conflicts` has (Box, deployment) of each."""
+
+    def __init__(self, conflicts: list[tuple[str, str]]) -> None:
+        super().__init__("already in a running deployment: " + ", ".join(f"{b} ({d})" for b, d in conflicts)
+                         + " ('boxcloud deploy stop ID' ends one)")
+        self.conflicts = conflicts
 
 
 class OutOfReachError(DeployError):
@@ -201,8 +206,7 @@ class Deployments:
                       for i, box_id in enumerate(chosen)]
         conflicts = self.store.add_deployment(row, assignment)
         if conflicts:
-            raise ConflictError("already in a running deployment: " + ", ".join(f"{b} ({d})" for b, d in conflicts)
-                              + " ('boxcloud deploy stop ID' ends one)")
+            raise ConflictError(conflicts)
         log.info("deployment %s of %s (%s) to %d Box(es) in waves %s created", dep_id, name, ver, len(chosen),
                  wave_counts)
         self._audit(row, chosen, actor, "deployment.create", release=name, version=ver, tag=tag,

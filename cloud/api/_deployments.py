@@ -137,7 +137,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:
                 ctx.audit(caller, "denied", f"box:{e.box_id}", "denied", permission="deployment.manage")
             raise ApiError(404, str(e)) from None
         except deploy.ConflictError as e:
-            raise ApiError(409, str(e)) from None
+            raise ApiError(409, "already in a running deployment: " + ", ".join(
+                f"{b} ({d})" for b, d in e.conflicts) + " (POST /v1/deployments/ID/stop ends one)") from None
         return _deployment(d, store.deployment_boxes(d.id))
 
     @app.get("/v1/deployments/{dep_id}", tags=["deployments"],

@@ -379,7 +379,8 @@ def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: 
     assert r.status_code == 201, r.text
     dep = r.json()["id"]
     assert r.json()["box_count"] == 1 and r.json()["status"] == "running"  # the tag reached BOX-X only
-    assert s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "boxes": ["BOX-X"]}).status_code == 409
+    r = s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "boxes": ["BOX-X"]})
+    assert r.status_code == 409 and f"BOX-X ({dep})" in r.json()["detail"]
     api.cloud.deployer.tick(time.time())  # what the running cloud does every half second: wave 1 goes
     boxes = s.get(api.url + f"/v1/deployments/{dep}").json()["boxes"]
     assert [(b["box"], b["wave"], b["state"]) for b in boxes] == [("BOX-X", 1, "sent")]
