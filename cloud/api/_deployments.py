@@ -15,6 +15,7 @@ which an API reachable from the Internet must never hold (`boxcloud release publ
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Annotated
 
@@ -29,6 +30,8 @@ from cloud.api.errors import ApiError
 from cloud.store import DeploymentBoxRow, DeploymentRow
 from proto import names
 from proto.commands import DEFAULT_HEALTH_S, MAX_HEALTH_S, MIN_HEALTH_S
+
+log = logging.getLogger("boxcloud.api")
 
 BOX_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_BOXES = 1000
@@ -104,12 +107,16 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:
         repo = ctx.fleet.deployer.repo
         if not (repo / "metadata" / "1.root.json").exists():  # a cloud made before it had a repository
             return {"items": [], "metadata_expires": {}}
-        targets = repository.published_targets(repo)
+        try:
+            targets = repository.published_targets(repo)
+            expires = {role: when.timestamp() for role, when in repository.expiries(repo).items()}
+        except (OSError, ValueError) as e:  # the operator's repository, unreadable now: not the caller's fault
+            log.error("cannot read the TUF repository %s: %s", repo, e)
+            raise ApiError(503, "the platform cannot read its releases right now: try again later") from None
         ordered = sorted((t for t in targets.items() if names.VERSION.fullmatch(t[1][0])),
                          key=lambda t: names.version_key(t[1][0]))
         ordered += sorted(t for t in targets.items() if not names.VERSION.fullmatch(t[1][0]))
         items = [{"release": n, "version": v, "hardware": hw, "bytes": length} for n, (v, hw, length) in ordered]
-        expires = {role: when.timestamp() for role, when in repository.expiries(repo).items()}
         return {"items": items, "metadata_expires": expires}
 
     @app.get("/v1/deployments", tags=["deployments"],
