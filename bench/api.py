@@ -13,7 +13,10 @@ connection, sending requests one after the other for `--seconds`. Measured:
 - one point's history over 7 days of 1-second data (604,800 samples): the whole walk page by page,
   and its hourly aggregates in one request.
 
-    .venv/bin/python -m bench.api [--clients 4] [--seconds 10]
+    .venv/bin/python -m bench.api [--clients 4] [--seconds 10] [--latest-only]
+
+`--latest-only`: the latest values with Basic cached and an API key, nothing else (no 7 days of
+data to store first: a minute instead of four, to compare a change).
 
 Figures, never assertions (docs/performance.md has a table of them).
 """
@@ -66,11 +69,31 @@ def load(url: str, ca: str, headers: dict[str, str], clients: int, seconds: floa
             "p99_ms": percentile(lat, 0.99) * 1000, "wall_s": took}
 
 
+def latest_only(clients: int, seconds: float) -> None:
+    """Latest values of 25 points, Basic cached and API key: what a change to the request path moves."""
+    with tempfile.TemporaryDirectory() as tmp, serving(Path(tmp)) as api:
+        st = api.cloud.store
+        operator.create_account(st, "bench", "bench@example.com", PASSWORD)
+        add_box(api.cloud, "BOX-1", "bench")
+        add_samples(api.cloud, "BOX-1", [f"p{i:02}" for i in range(POINTS)], int(time.time() * 1000) - 60_000, 60)
+        key = operator.create_key(st, "bench@example.com", "bench", ["box.read", "box.data.read"], 1)[1]
+        url, ca = f"{api.url}/v1/boxes/BOX-1/latest", str(api.cloud.pki.root_cert)
+        for name, auth in (("latest values, Basic cached", basic("bench@example.com")), ("latest values, API key",
+                                                                                          f"Bearer {key}")):
+            f = load(url, ca, {"Authorization": auth}, clients, seconds)
+            print(f"{name:<30} {f['requests']:>7} {f['rps']:>8.0f} req/s  p50 {f['p50_ms']:.1f} ms  "
+                  f"p99 {f['p99_ms']:.1f} ms", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="bench.api", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--latest-only", action="store_true", help="only the latest values, Basic cached and API key")
     args = p.parse_args()
+    if args.latest_only:
+        latest_only(args.clients, args.seconds)
+        return
 
     stored = _secrets.hash_password(PASSWORD)
     t = time.perf_counter()

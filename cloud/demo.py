@@ -235,7 +235,8 @@ def _api_account(cloud: Cloud, root: Path) -> None:
     operator.create_account(cloud.store, "demo", "demo@example.com", password)
     operator.assign_box(cloud.store, SERIAL, "demo")
     _, key, _ = operator.create_key(cloud.store, "demo@example.com", "demo", [
-        "box.read", "box.data.read", "box.command.send", "box.config.read"], 7)
+        "box.read", "box.data.read", "box.command.send", "box.config.read", "release.read", "deployment.read",
+        "deployment.manage"], 7)
     write_atomic(root / "api-key", key.encode() + b"\n", 0o600)
     s = cloud.settings
     write_atomic(root / "api-url", f"https://localhost:{s.api_port}/v1\n".encode())

@@ -13,6 +13,12 @@ This module does no network I/O: it works over the `Store`, with the time passed
 `send(box_id, name, args, ttl_s) -> command id` callable that queues a command (the
 platform passes `Cloud.send_command`; its outbox publishes). It does not read the Boxes'
 hardware (the Box refuses a target for other hardware: a `failed` event).
+
+What happens to a deployment is in the audit trail of each account whose Boxes are in it: its
+creation and emergency stop (by whom: a user of the API, or the operator), and what the running
+cloud does by itself (a wave started, the deployment halted or completed; actor ``platform``).
+A caller of the users' API passes its `BoxScope`: a tag then reaches only the Boxes in that scope,
+and a named Box out of it is refused as if it did not exist (`OutOfReachError`).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from pathlib import Path
 
 from cloud import tufrepo as repository
 from cloud.errors import CloudError
-from cloud.store import DeploymentBoxRow, DeploymentRow, Store
+from cloud.store import BoxScope, DeploymentBoxRow, DeploymentRow, Store
 from proto.commands import DEFAULT_HEALTH_S, MAX_HEALTH_S, MIN_HEALTH_S
 from proto.uplink import OtaEvent
 
@@ -45,12 +51,31 @@ FAILURES = frozenset({"rolled_back", "failed", "timeout"})
 _RANK = {"pending": 0, "sent": 1, "downloading": 2, "installing": 3, "restarting": 4}
 ABORTABLE = ("sent", "downloading")  # where update_abort can still stop a Box
 ENDED = frozenset({"completed", "halted", "stopped"})
+OPERATOR = "operator"  # the actor of what `boxcloud` does on the cloud host
+PLATFORM = "platform"  # the actor of what the running cloud does by itself
 
 _TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
 
 class DeployError(CloudError):
     """A deployment refused or not found (the operator's input; the message says why)."""
+
+
+class ConflictError(DeployError):
+    """Some of the Boxes are in another running deployment: `conflicts` has (Box, deployment) of each."""
+
+    def __init__(self, conflicts: list[tuple[str, str]]) -> None:
+        super().__init__("already in a running deployment: " + ", ".join(f"{b} ({d})" for b, d in conflicts)
+                         + " ('boxcloud deploy stop ID' ends one)")
+        self.conflicts = conflicts
+
+
+class OutOfReachError(DeployError):
+    """A named Box is outside the caller's scope (or does not exist: the two are not told apart)."""
+
+    def __init__(self, box_id: str) -> None:
+        super().__init__(f"no Box {box_id!r} here")
+        self.box_id = box_id
 
 
 def check_tag(tag: str) -> str:
@@ -141,7 +166,7 @@ class Deployments:
     def create(self, target: str, *, boxes: Sequence[str] = (), tag: str | None = None,
                version: str | None = None, waves: str = DEFAULT_WAVES, max_failures: str | int = 0,
                health_s: int = DEFAULT_HEALTH_S, box_timeout_s: float = DEFAULT_BOX_TIMEOUT_S,
-               now: float) -> DeploymentRow:
+               now: float, scope: BoxScope | None = None, actor: str = OPERATOR) -> DeploymentRow:
         """Create a running deployment (its first wave is sent by the next `tick`).
 
         Args:
@@ -155,9 +180,13 @@ class Deployments:
                 polling, data acknowledged) and commit it; past it, the Box rolls back by itself.
             box_timeout_s: a Box with no final answer this long after it was sent counts as failed.
             now: the time.
+            scope: the Boxes the caller may deploy to (a user of the API); None: every Box (the operator).
+            actor: who creates it (for the audit trail).
 
         Raises:
-            DeployError: why the deployment cannot be created.
+            OutOfReachError: a named Box out of `scope` (or unknown, with a scope).
+            ConflictError: a Box is in another running deployment.
+            DeployError: why else the deployment cannot be created.
         """
         if bool(boxes) == (tag is not None):
             raise DeployError("name the Boxes (--box ID ...) or a tag (--tag T), not both and not neither")
@@ -167,7 +196,7 @@ class Deployments:
             raise DeployError(f"Box timeout {box_timeout_s:g} s: at least {MIN_BOX_TIMEOUT_S:g} s and the health "
                               f"time ({health_s} s)")
         name, ver = find_target(self.repo, target, version)
-        chosen = self._boxes(list(boxes), tag)
+        chosen = self._boxes(list(boxes), tag, scope)
         wave_counts = parse_waves(waves, len(chosen))
         limit = parse_max_failures(max_failures, len(chosen))
         dep_id = f"d-{secrets.token_hex(4)}"
@@ -177,19 +206,28 @@ class Deployments:
                       for i, box_id in enumerate(chosen)]
         conflicts = self.store.add_deployment(row, assignment)
         if conflicts:
-            raise DeployError("already in a running deployment: " + ", ".join(f"{b} ({d})" for b, d in conflicts)
-                              + " ('boxcloud deploy stop ID' ends one)")
+            raise ConflictError(conflicts)
         log.info("deployment %s of %s (%s) to %d Box(es) in waves %s created", dep_id, name, ver, len(chosen),
                  wave_counts)
+        self._audit(row, chosen, actor, "deployment.create", release=name, version=ver, tag=tag,
+                    waves=wave_counts, max_failures=limit)
         return row
 
-    def _boxes(self, boxes: list[str], tag: str | None) -> list[str]:
+    def _boxes(self, boxes: list[str], tag: str | None, scope: BoxScope | None) -> list[str]:
         if tag is not None:
             check_tag(tag)
-            chosen = [b for b in self.store.tagged(tag) if (r := self.store.box(b)) and r.revoked is None]
+            tagged = self.store.tagged(tag)
+            reached = set(tagged) if scope is None else self.store.boxes_reached(scope, tagged)
+            chosen = [b for b in tagged if b in reached and (r := self.store.box(b)) and r.revoked is None]
             if not chosen:
-                raise DeployError(f"no unrevoked Box has the tag {tag!r} ('boxcloud box tag BOX {tag}')")
+                raise DeployError(f"no unrevoked Box has the tag {tag!r}" + (
+                    f" ('boxcloud box tag BOX {tag}')" if scope is None else " within your reach"))
             return chosen
+        if scope is not None:
+            reached = self.store.boxes_reached(scope, boxes)
+            beyond = next((b for b in boxes if b not in reached), None)
+            if beyond is not None:
+                raise OutOfReachError(beyond)
         seen: list[str] = []
         for b in boxes:
             r = self.store.box(b)
@@ -207,7 +245,7 @@ class Deployments:
             raise DeployError(f"no deployment {dep_id!r} ('boxcloud deploy list' shows them)")
         return d
 
-    def stop(self, dep_id: str, reason: str, now: float) -> DeploymentRow:
+    def stop(self, dep_id: str, reason: str, now: float, actor: str = OPERATOR) -> DeploymentRow:
         """The emergency stop: no Box is sent the update any more; those downloading are told to abort.
 
         Pending Boxes are cancelled (never sent), those whose command is still queued too (the
@@ -222,6 +260,7 @@ class Deployments:
         if self.store.end_deployment(dep_id, "stopped", reason, now,
                                      cancel_pending="deployment stopped before it was sent"):
             log.warning("deployment %s stopped: %s", dep_id, reason)
+            self._audit(d, None, actor, "deployment.stop", reason=reason)
             self._abort_rest(d, "stopped", now)
         return self.get(dep_id)
 
@@ -270,6 +309,7 @@ class Deployments:
             if self.store.end_deployment(d.id, "halted", reason[:2000], now,
                                          cancel_pending="deployment halted before it was sent"):
                 log.error("deployment %s halted: %s", d.id, reason)
+                self._audit(d, [b.box_id for b in boxes], PLATFORM, "deployment.halt", reason=reason[:2000])
                 self._abort_rest(d, "halted", now)
             return
         open_boxes = [b for b in boxes if b.state not in BOX_TERMINAL]
@@ -277,11 +317,24 @@ class Deployments:
             done = sum(b.state == "committed" for b in boxes)
             if self.store.end_deployment(d.id, "completed", f"{done} of {len(boxes)} Box(es) committed", now):
                 log.info("deployment %s completed: %d of %d committed", d.id, done, len(boxes))
+                self._audit(d, [b.box_id for b in boxes], PLATFORM, "deployment.complete", committed=done)
             return
         wave = min(b.wave for b in open_boxes)
+        in_wave = [b for b in boxes if b.wave == wave]
+        if all(b.state == "pending" for b in in_wave):  # the wave starts now
+            self._audit(d, [b.box_id for b in in_wave], PLATFORM, "deployment.wave", wave=wave,
+                        of=len(d.waves), boxes=len(in_wave))
         for b in open_boxes:
             if b.wave == wave and b.state == "pending":
                 self._send_update(d, b, now)
+
+    def _audit(self, d: DeploymentRow, box_ids: list[str] | None, actor: str, action: str, **detail: object) -> None:
+        """A record in the audit trail of each account with Boxes among `box_ids` (None: the deployment's),
+        naming that account's Boxes only."""
+        ids = [b.box_id for b in self.store.deployment_boxes(d.id)] if box_ids is None else box_ids
+        for account, its in self.store.accounts_of(ids).items():
+            self.store.audit(account, actor, action, f"deployment:{d.id}", "ok", **detail, account_boxes=its[:100],
+                             account_box_count=len(its))
 
     def _send_update(self, d: DeploymentRow, b: DeploymentBoxRow, now: float) -> None:
         args: dict[str, object] = {"deployment": d.id, "target": d.target, "version": d.version,

@@ -1,9 +1,11 @@
 """Who may do what: permissions, the built-in roles, and a caller's grants. Pure (no I/O).
 
 A permission is granted only by a role binding: default deny. A binding gives a user a role over
-its whole account, over the Boxes with a tag, or over one Box. Box permissions (``box.*``) reach
-the Boxes of the binding's scope; account permissions (users, roles, keys of others, audit) come
-only from bindings over the whole account. An API key narrows its owner's grants to its scopes,
+its whole account, over the Boxes with a tag, or over one Box. Box permissions (``box.*``,
+``deployment.*``, ``release.read``) reach the Boxes of the binding's scope (a deployment is
+within reach when every Box of it is; the releases, the platform's and no Box's, are listed to whoever
+holds ``release.read`` over any scope); account permissions (users, roles, keys of others, audit)
+come only from bindings over the whole account. An API key narrows its owner's grants to its scopes,
 at every request: a key is never wider than its owner, even after the owner lost a role.
 """
 
@@ -21,20 +23,25 @@ PERMISSIONS: dict[str, str] = {
     "box.config.write": "push a configuration to a Box",
     "box.command.send": "send commands to a Box and read their results",
     "box.manage": "tag and untag a Box, revoke it",
+    "box.alert.ack": "acknowledge a Box's alerts, with a note",
+    "release.read": "list the software releases the platform can deploy (its TUF repository)",
+    "deployment.read": "see the deployments whose every Box is in reach, and each Box's progress",
+    "deployment.manage": "deploy a release to Boxes in reach, in waves; stop such a deployment",
     "user.read": "list the account's users, service accounts and their role bindings",
     "user.manage": "create and delete users and service accounts, their keys",
     "role.manage": "define custom roles, bind and unbind roles",
     "audit.read": "read the account's audit trail",
     "account.manage": "change the account's settings (2FA required of all)",
 }
-BOX_PERMISSIONS = frozenset(p for p in PERMISSIONS if p.startswith("box."))
+BOX_PERMISSIONS = frozenset(p for p in PERMISSIONS if p.startswith(("box.", "deployment.", "release.")))
 ACCOUNT_PERMISSIONS = frozenset(PERMISSIONS) - BOX_PERMISSIONS
+HELD_ANYWHERE = frozenset({"release.read"})  # Box permissions about no Box: held over any scope is enough
 
 BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "owner": frozenset(PERMISSIONS),
     "admin": frozenset(PERMISSIONS) - {"account.manage"},
     "operator": frozenset(BOX_PERMISSIONS),
-    "viewer": frozenset({"box.read", "box.data.read"}),
+    "viewer": frozenset({"box.read", "box.data.read", "release.read", "deployment.read"}),
 }
 SCOPE_KINDS = ("account", "tag", "box")
 
@@ -52,6 +59,10 @@ class Grants:
     def can(self, permission: str) -> bool:
         """An account permission (or a Box permission over the whole account)."""
         return permission in self.account or permission in self.box_everything
+
+    def anywhere(self, permission: str) -> bool:
+        """A Box permission held over some scope (the account, a tag or a Box)."""
+        return permission in self.box_everything or bool(self.box_tags.get(permission) or self.box_ids.get(permission))
 
     def scope(self, permission: str) -> BoxScope:
         """The Boxes a Box permission reaches (as a condition the database applies)."""

@@ -1,5 +1,10 @@
 """Routes of the users' API on Boxes: status and tags, revocation, data (latest, history,
-aggregates, JSON or CSV), configurations, commands, alerts.
+aggregates, JSON or CSV), configurations, commands, alerts (and their acknowledgement, with a note:
+who acknowledged and why is in the audit trail).
+
+The reads users make most (latest values, history) answer a `JSONResponse` made in the route's
+thread: FastAPI would otherwise run its `jsonable_encoder` over the document on the event loop
+(300 µs for 25 points, every other connection waiting).
 
 Every route names the permission it needs; a Box outside the caller's reach for that permission
 is a 404 worded as for a Box that does not exist (nothing says it does), and the lists are filtered
@@ -13,8 +18,8 @@ import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, FastAPI, Query
-from fastapi.responses import Response
+from fastapi import Body, FastAPI, Path, Query
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from cloud.api._auth import Caller
@@ -35,6 +40,11 @@ class Tags(BaseModel):
 class ConfigIn(BaseModel):
     toml: str = Field(max_length=MAX_CONFIG, description="the whole configuration (TOML)")
     allow_empty: bool = Field(False, description="a configuration without points is refused unless this is set")
+
+
+class AckIn(BaseModel):
+    note: str = Field(min_length=1, max_length=500, description="what was seen or done (in the audit trail)")
+    close: bool = Field(False, description="also close it (else the monitor closes it when the cause is gone)")
 
 
 class CommandIn(BaseModel):
@@ -115,8 +125,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         rows = store.latest(box_id)
         if format == "csv":
             return _csv(["point", "ts_ms", "value", "quality", "unit"], [list(r) for r in rows])
-        return {"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u}
-                                          for p, t, v, q, u in rows]}
+        return JSONResponse({"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u}
+                                                       for p, t, v, q, u in rows]})
 
     @app.get("/v1/boxes/{box_id}/history", tags=["data"],
              summary="points' samples over a time range, paged; with `bucket_s`, aggregates (box.data.read)",
@@ -151,7 +161,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
             if out["next"]:
                 resp.headers["X-Next-Cursor"] = str(out["next"])
             return resp
-        return {"box": box_id, "since": start.isoformat(), "until": end.isoformat(), "bucket_s": bucket_s, **out}
+        return JSONResponse({"box": box_id, "since": start.isoformat(), "until": end.isoformat(), "bucket_s": bucket_s,
+                             **out})
 
     @app.get("/v1/boxes/{box_id}/config", tags=["configuration"],
              summary="a Box's configurations, newest first, and what it answered (box.config.read)")
@@ -204,6 +215,25 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         items = [{"id": int(r.id), "box": r.box_id, "kind": r.kind, "subject": r.subject, "message": r.message,
                   "opened": r.opened, "closed": r.closed, "acked": r.acked} for r in rows]
         return page(items, limit, lambda a: a["id"])
+
+    @app.post("/v1/alerts/{alert_id}/ack", tags=["alerts"],
+              summary="acknowledge an open alert with a note; who and why go in the audit trail (box.alert.ack)")
+    def ack(caller: Auth, alert_id: Annotated[int, Path(ge=1, le=2**53)], body: AckIn) -> dict[str, object]:
+        a = store.alert(alert_id)
+        if a is None or not store.in_scope(caller.grants.scope("box.alert.ack"), a.box_id):
+            if a is not None and store.box_account(a.box_id) == caller.account_id:
+                ctx.audit(caller, "denied", f"alert:{alert_id}", "denied", permission="box.alert.ack")
+            raise ApiError(404, f"no alert {alert_id} here")
+        if a.closed is not None or (a.acked is not None and not body.close):
+            raise ApiError(409, f"alert {alert_id} is {'closed' if a.closed is not None else 'acknowledged'} already")
+        if not store.ack_alert(alert_id, body.close):
+            raise ApiError(409, f"alert {alert_id} changed meanwhile: read it again")
+        ctx.audit(caller, "alert.ack", f"alert:{alert_id}", box=a.box_id, kind=a.kind, subject=a.subject,
+                  note=body.note, closed=body.close)
+        now = store.alert(alert_id)
+        assert now is not None
+        return {"id": alert_id, "box": now.box_id, "acked": now.acked, "closed": now.closed, "note": body.note,
+                "by": caller.actor}
 
 
 

@@ -125,7 +125,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         ctx.audit(caller, "user.password", f"user:{caller.user.name}")
         return Response(status_code=204)
 
-    @app.post("/v1/me/2fa", tags=["me"], summary="begin TOTP enrolment: the seed and otpauth URI, shown once")
+    @app.post("/v1/me/2fa", tags=["me"],
+              summary="begin TOTP enrolment: the seed, its otpauth URI and QR code (an SVG data: URI), shown once")
     def enrol(caller: Auth) -> dict[str, object]:
         person(caller, "enrolling 2FA")
         if caller.user.totp is not None:
@@ -134,8 +135,9 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         seed = _secrets.new_seed()
         store.set_totp(caller.user.id, pending=ctx.seeds.seal(seed))
         ctx.audit(caller, "2fa.enrol.begin", f"user:{caller.user.name}")
-        return {"secret": seed, "otpauth_uri": _secrets.otpauth_uri(seed, caller.user.name),
-                "next": "POST /v1/me/2fa/confirm with a code from the app"}
+        uri = _secrets.otpauth_uri(seed, caller.user.name)
+        return {"secret": seed, "otpauth_uri": uri, "qr_svg": _secrets.otpauth_qr(uri),
+                "next": "POST /v1/me/2fa/confirm with a code from the app (scan qr_svg, or paste otpauth_uri)"}
 
     @app.post("/v1/me/2fa/confirm", tags=["me"], summary="confirm enrolment with a code: recovery codes, shown once")
     def confirm(caller: Auth, body: CodeIn) -> dict[str, object]:

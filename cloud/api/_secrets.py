@@ -10,7 +10,8 @@
   fast on every request (OWASP and NIST SP 800-63B's note on high-entropy secrets).
 - TOTP (RFC 6238, SHA-1, 6 digits, 30 s, via pyotp): a code is accepted in the step before, the
   current one and the next (clock skew); the step of the code accepted is returned, so that the
-  caller can refuse the same step twice.
+  caller can refuse the same step twice. The otpauth:// URI also as a QR code to scan (qrcode: an
+  SVG, which needs neither Pillow nor a PNG encoder).
 - Recovery codes: 80 random bits each (16 base32 characters in groups of four), stored as SHA-256.
 - TOTP seeds must be readable to check a code: stored encrypted (Fernet, AES-128-CBC + HMAC) with a
   key kept in a 0600 file beside the database, not in it.
@@ -29,7 +30,9 @@ from functools import lru_cache
 
 import argon2
 import pyotp
+import qrcode
 from cryptography.fernet import Fernet, InvalidToken
+from qrcode.image.svg import SvgPathImage
 
 KEY_PREFIX = "boxk_"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -102,6 +105,13 @@ def new_seed() -> str:
 def otpauth_uri(seed: str, user: str, issuer: str = "boxcloud") -> str:
     """The otpauth:// URI an authenticator app takes (as a QR code, or pasted)."""
     return pyotp.TOTP(seed).provisioning_uri(name=user, issuer_name=issuer)
+
+
+def otpauth_qr(uri: str) -> str:
+    """The otpauth:// URI as a QR code an authenticator app scans: an SVG as a ``data:`` URI (an img's src)."""
+    image = qrcode.make(uri, image_factory=SvgPathImage, box_size=10, border=4,
+                        error_correction=qrcode.constants.ERROR_CORRECT_M)
+    return "data:image/svg+xml;base64," + base64.b64encode(image.to_string()).decode()
 
 
 def totp_now(seed: str, at: float | None = None) -> str:

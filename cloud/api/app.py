@@ -1,7 +1,8 @@
 """The users' API as a FastAPI app: authentication on every route, RFC 9457 problems, paging.
 
 `make_app(ctx)` builds the app; the routes are in `_boxes` (Boxes, data, configurations,
-commands, alerts) and `_people` (me and 2FA, users, keys, roles, bindings, audit, the account).
+commands, alerts), `_deployments` (releases, deployments) and `_people` (me and 2FA, users, keys,
+roles, bindings, audit, the account).
 Every route is a plain function that FastAPI runs in its thread pool: the store's reads and
 Argon2 never run on the event loop. Every error, ours or FastAPI's (a bad parameter, an unknown
 route), is ``application/problem+json`` with the status, a title and a detail saying what was
@@ -29,6 +30,7 @@ from starlette.exceptions import HTTPException
 from cloud.api._auth import OTP_HEADER, Authenticator, Caller
 from cloud.api._secrets import Seeds
 from cloud.api.errors import ApiError, title
+from cloud.deploy import Deployments
 from cloud.errors import CloudError, StoreError, UnknownError
 from cloud.store import Store
 
@@ -40,6 +42,8 @@ PROBLEM = "application/problem+json"
 
 class Fleet(Protocol):
     """What the API asks of the running cloud (`cloud.platform.Cloud`)."""
+
+    deployer: Deployments
 
     def push_config(self, box_id: str, toml_text: str, *, check: bool = True, allow_empty: bool = False) -> int: ...
     def send_command(self, box_id: str, name: str, args: dict[str, object], ttl_s: float = 300) -> str: ...
@@ -68,11 +72,13 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 def make_app(ctx: Ctx) -> FastAPI:
     """The users' API over one context."""
-    from cloud.api import _boxes, _people  # the routes need `Ctx` and the dependencies below
+    from cloud.api import _boxes, _deployments, _people  # the routes need `Ctx` and the dependencies below
 
     app = FastAPI(title="boxcloud API", version="1", openapi_url="/v1/openapi.json", docs_url="/v1/docs",
-                  redoc_url=None, description="The platform's users: Boxes, their data, configurations and "
-                  "commands; users, roles, API keys, 2FA and the audit trail. Authenticate with HTTP Basic "
+                  redoc_url=None, description="The platform's users: Boxes, their data, configurations, "
+                  "commands and alerts; releases and deployments; users, roles, API keys, 2FA and the audit "
+                  "trail. Publishing a release stays the operator's command on the cloud host ('boxcloud "
+                  "release publish': it signs with keys kept there). Authenticate with HTTP Basic "
                   f"(and the {OTP_HEADER} header with 2FA) or 'Authorization: Bearer boxk_...'.")
 
     @app.exception_handler(ApiError)
@@ -113,6 +119,7 @@ def make_app(ctx: Ctx) -> FastAPI:
 
     app.state.ctx = ctx
     _boxes.add_routes(app, ctx)
+    _deployments.add_routes(app, ctx)
     _people.add_routes(app, ctx)
     app.openapi = lambda: _schema(app)  # type: ignore[method-assign]
     return app

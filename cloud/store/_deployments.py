@@ -3,8 +3,9 @@
 What a deployment does is `cloud.deploy`'s; here, its rows and the transactions that keep them
 consistent between the cloud's threads and `boxcloud` processes: a deployment is recorded only
 if none of its Boxes is in another running one, and ending a deployment cancels its Boxes not
-yet sent in the same transaction. Tables `deployments`, `deployment_boxes`, `ota_events`.
-No network I/O.
+yet sent in the same transaction. For the users' API, the deployments a `BoxScope` reaches (every
+Box of them in reach), filtered in the database. Tables `deployments`, `deployment_boxes`,
+`ota_events`. No network I/O.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sqlalchemy as sa
 
 from cloud.store._base import SECONDS, AnyRow, StoreBase, metadata
 from cloud.store._dialect import Upsert
+from cloud.store._fleet import boxes
+from cloud.store._users import BoxScope, box_accounts
 
 deployments = sa.Table(
     "deployments", metadata,
@@ -138,6 +141,38 @@ class Deployments(StoreBase):
             return [DeploymentRow.of(r) for r in db.execute(query.order_by(deployments.c.created.desc(),
                                                                            deployments.c.id))]
 
+    def deployments_in(self, scope: BoxScope, after: tuple[float, str] | None, limit: int) -> list[DeploymentRow]:
+        """The deployments whose every Box the scope reaches, newest first, after `after` ((created, id) of the
+        last of the page before), at most `limit`: filtered in the database."""
+        dep = deployments.c
+        query = sa.select(deployments).where(_reached(scope))
+        if after is not None:
+            query = query.where(sa.or_(dep.created < after[0], sa.and_(dep.created == after[0], dep.id > after[1])))
+        with self._read() as db:
+            return [DeploymentRow.of(r) for r in db.execute(query.order_by(dep.created.desc(), dep.id).limit(limit))]
+
+    def deployment_in(self, scope: BoxScope, dep_id: str) -> DeploymentRow | None:
+        """A deployment, if the scope reaches every Box of it."""
+        with self._read() as db:
+            r = db.execute(sa.select(deployments).where(deployments.c.id == dep_id, _reached(scope))).first()
+        return DeploymentRow.of(r) if r else None
+
+    def boxes_reached(self, scope: BoxScope, box_ids: Sequence[str]) -> set[str]:
+        """Which of these Boxes the scope reaches."""
+        with self._read() as db:
+            return {str(b) for b in db.execute(sa.select(boxes.c.box_id).where(
+                scope.where(), boxes.c.box_id.in_(sorted(set(box_ids))))).scalars()}
+
+    def accounts_of(self, box_ids: Sequence[str]) -> dict[int, list[str]]:
+        """account -> its Boxes among these (Boxes of no account are left out), each list sorted."""
+        a = box_accounts.c
+        out: dict[int, list[str]] = {}
+        with self._read() as db:
+            for account, box in db.execute(sa.select(a.account_id, a.box_id).where(a.box_id.in_(sorted(set(box_ids))))
+                                           .order_by(a.box_id)):
+                out.setdefault(int(account), []).append(str(box))
+        return out
+
     def ended_with_open_boxes(self) -> list[DeploymentRow]:
         """Halted or stopped deployments with Boxes still under way (sent, downloading...)."""
         b = deployment_boxes.c
@@ -204,3 +239,11 @@ class Deployments(StoreBase):
         with self._read() as db:
             return {str(b): (float(t), json.loads(d)) for b, t, d in db.execute(
                 sa.select(e.box_id, e.received, e.doc).where(e.deployment == dep_id))}
+
+
+def _reached(scope: BoxScope) -> sa.ColumnElement[bool]:
+    """A deployment has Boxes, and none out of the scope's reach."""
+    b = deployment_boxes.c
+    reached = sa.select(boxes.c.box_id).where(scope.where())
+    return sa.and_(sa.exists().where(b.deployment == deployments.c.id),
+                   ~sa.exists().where(b.deployment == deployments.c.id, b.box_id.not_in(reached)))

@@ -7,7 +7,9 @@ lockouts and 2FA steps of one never touch another.
 
 from __future__ import annotations
 
+import base64
 import logging
+import re
 import socket
 import sqlite3
 import ssl
@@ -18,10 +20,13 @@ from collections.abc import Iterator
 from itertools import count
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
+import zxingcpp
 
+from cloud import tufrepo as repository
 from cloud.api import _secrets, operator
 from cloud.api._auth import FREE_FAILURES, OTP_HEADER
 from tests.support.apikit import PASSWORD, Api, add_box, add_samples, serving
@@ -171,10 +176,28 @@ def test_a_key_loses_what_its_owner_loses(api: Api) -> None:
     assert api.session(key=key).get(api.url + "/v1/boxes/BOX-X/latest").status_code == 404
 
 
+def scan(qr_svg: str) -> list[str]:
+    """What a phone reads from the enrolment's QR code (an SVG data: URI of one square path per dark
+    module): the modules drawn 4 pixels each on white, decoded by zxing-cpp."""
+    svg = base64.b64decode(qr_svg.removeprefix("data:image/svg+xml;base64,")).decode()
+    side = float(re.search(r'viewBox="0 0 ([\d.]+) ', svg)[1])  # type: ignore[index]
+    squares = [(float(x), float(y), float(x2)) for x, y, x2 in re.findall(r"M([\d.]+),([\d.]+)H([\d.]+)V", svg)]
+    unit, px = squares[0][2] - squares[0][0], 4
+    n = round(side / unit) * px
+    bitmap = bytearray(b"\xff") * (n * n)
+    for x, y, _ in squares:
+        for dy in range(px):
+            start = (round(y / unit) * px + dy) * n + round(x / unit) * px
+            bitmap[start:start + px] = bytes(px)
+    return [r.text for r in zxingcpp.read_barcodes(memoryview(bytes(bitmap)).cast("B", shape=[n, n]))]
+
+
 def test_totp_enrolment_codes_once_recovery_codes_once_and_an_account_requiring_2fa(api: Api) -> None:
     user = new_user(api, "viewer")
     s = api.session(user)
-    seed = s.post(api.url + "/v1/me/2fa").json()["secret"]
+    enrolment = s.post(api.url + "/v1/me/2fa").json()
+    assert scan(enrolment["qr_svg"]) == [enrolment["otpauth_uri"]]  # what the app scans is the URI, seed and all
+    seed = parse_qs(urlparse(enrolment["otpauth_uri"]).query)["secret"][0]
     r = s.post(api.url + "/v1/me/2fa/confirm", json={"code": _secrets.totp_now(seed)})
     assert r.status_code == 200
     recovery = r.json()["recovery_codes"]
@@ -326,3 +349,78 @@ def test_no_secret_in_logs_or_in_responses_after_creation(api: Api, caplog: pyte
     for secret in (PASSWORD, new_password, key, key.split("_")[2], seed):
         assert secret not in text
     assert not _secrets.looks_like_key(text)
+
+
+def _trail(api: Api, account: str, since: int) -> list[tuple[str, str, str, dict[str, object]]]:
+    """(actor, action, target, detail) of an account's audit records after `since`."""
+    a = operator.account(api.cloud.store, account)
+    return [(r.actor, r.action, r.target, r.detail) for r in api.cloud.store.audit_records(a.id, since, 10_000)]
+
+
+def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: Api, tmp_path: Path) -> None:
+    st = api.cloud.store
+    bundle = tmp_path / "boxd-1.2.0.tar.gz"
+    bundle.write_bytes(b"a release these Boxes never download")
+    repository.publish_release(api.cloud.ota_repo, api.cloud.ota_keys, bundle, "1.2.0", ["generic-x86-64"])
+    st.tag_box("BOX-X", ["pilot"])
+    st.tag_box("BOX-Z", ["pilot"])  # another account's Box with the same tag
+    since = st.audit_records(None, 0, 10**6)[-1].seq
+    user = new_user(api, "operator", "box", "BOX-X")
+    s = api.session(user)
+    assert [r["version"] for r in s.get(api.url + "/v1/releases").json()["items"]] == ["1.2.0"]
+    for box in ("BOX-Y", "BOX-Z", "NOPE"):  # out of scope, another account's, none: the same answer
+        r = s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "boxes": ["BOX-X", box]})
+        assert r.status_code == 404 and r.json()["detail"] == f"no Box {box!r} here", r.text
+    r = s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "boxes": ["BOX-X"], "tag": "pilot"})
+    assert r.status_code == 400 and "not both" in r.json()["detail"]
+    r = s.post(api.url + "/v1/deployments", json={"release": "9.9.9", "tag": "pilot"})
+    assert r.status_code == 422 and "no published release" in r.json()["detail"]
+    r = s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "tag": "pilot", "waves": "1,100%"})
+    assert r.status_code == 201, r.text
+    dep = r.json()["id"]
+    assert r.json()["box_count"] == 1 and r.json()["status"] == "running"  # the tag reached BOX-X only
+    r = s.post(api.url + "/v1/deployments", json={"release": "1.2.0", "boxes": ["BOX-X"]})
+    assert r.status_code == 409 and f"BOX-X ({dep})" in r.json()["detail"]
+    api.cloud.deployer.tick(time.time())  # what the running cloud does every half second: wave 1 goes
+    boxes = s.get(api.url + f"/v1/deployments/{dep}").json()["boxes"]
+    assert [(b["box"], b["wave"], b["state"]) for b in boxes] == [("BOX-X", 1, "sent")]
+    viewer_name = new_user(api, "viewer")
+    viewer = api.session(viewer_name)  # sees it (deployment.read), cannot stop it
+    assert [d["id"] for d in viewer.get(api.url + "/v1/deployments").json()["items"]][:1] == [dep]
+    assert viewer.post(api.url + f"/v1/deployments/{dep}/stop").status_code == 404
+    operator.create_account(st, "initech", "owner@initech", PASSWORD)  # (globex requires 2FA by now)
+    other = api.session("owner@initech")  # another account's owner: nothing of it
+    assert other.get(api.url + f"/v1/deployments/{dep}").status_code == 404
+    assert other.get(api.url + "/v1/deployments").json()["items"] == []
+    r = s.post(api.url + f"/v1/deployments/{dep}/stop", json={"reason": "pumps restarting"})
+    assert r.status_code == 200 and r.json()["status"] == "stopped"
+    assert s.get(api.url + f"/v1/deployments/{dep}").json()["boxes"][0]["state"] == "cancelled"  # never sent
+    story = [(actor, action) for actor, action, target, _ in _trail(api, "acme", since)
+             if target == f"deployment:{dep}"]
+    assert story == [(f"user:{user}", "deployment.create"), ("platform", "deployment.wave"),
+                     (f"user:{viewer_name}", "denied"), (f"user:{user}", "deployment.stop")], story
+    assert all(target != f"deployment:{dep}" for _, _, target, _ in _trail(api, "globex", since))  # BOX-Z has the tag
+
+
+def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -> None:
+    st = api.cloud.store
+    st.open_alert("BOX-X", "offline", "ack-test", "the Box is offline")
+    st.open_alert("BOX-Y", "offline", "ack-test", "the Box is offline")
+    ids = {a.box_id: a.id for a in st.alerts() if a.subject == "ack-test"}
+    since = st.audit_records(None, 0, 10**6)[-1].seq
+    user = new_user(api, "operator", "box", "BOX-X")
+    s = api.session(user)
+    note = {"note": "technician on site"}
+    assert s.post(api.url + f"/v1/alerts/{ids['BOX-Y']}/ack", json=note).json()["detail"] == \
+        f"no alert {ids['BOX-Y']} here"  # out of scope: not found
+    viewer = api.session(new_user(api, "viewer"))  # sees every alert of the account, acknowledges none
+    assert viewer.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 404
+    r = s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note)
+    assert r.status_code == 200 and r.json()["by"] == f"user:{user}", r.text
+    listed = {a["id"]: a for a in viewer.get(api.url + "/v1/alerts").json()["items"]}
+    assert listed[ids["BOX-X"]]["acked"] is not None and listed[ids["BOX-Y"]]["acked"] is None
+    assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 409
+    acks = [(actor, detail["note"]) for actor, action, target, detail in _trail(api, "acme", since)
+            if action == "alert.ack"]
+    assert acks == [(f"user:{user}", "technician on site")]
+    assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()["closed"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cloud import tufrepo as repository
-from cloud.deploy import DeployError, Deployments, parse_max_failures, parse_waves
+from cloud.deploy import DeployError, Deployments, OutOfReachError, parse_max_failures, parse_waves
 from cloud.errors import CloudError
-from cloud.store import Store
+from cloud.store import BoxScope, Store
 from proto.errors import WireError
 from proto.uplink import OtaEvent, decode_event
 from proto.wire import encode_doc
@@ -289,3 +289,40 @@ def test_a_cancelled_command_is_never_published(store: Store) -> None:
     assert not s.claim_command("c-1")
     assert s.claim_command("c-2")
     assert not s.cancel_command("c-2")  # published: too late to withdraw
+
+
+def test_a_scoped_caller_reaches_its_boxes_only_and_each_account_audits_its_part(store: Store, repo: Path) -> None:
+    f = Fleet(store, repo, 4)
+    acme, globex = store.add_account("acme"), store.add_account("globex")
+    for b, account in zip(f.boxes, (acme, acme, globex, globex), strict=True):
+        store.assign_box(b, account)
+    store.tag_box("box-01", ["pilot"])
+    store.tag_box("box-02", ["pilot"])  # another account's Box with the same tag
+    mine = BoxScope(acme, everything=True)
+    with pytest.raises(OutOfReachError, match="no Box 'box-02' here"):
+        f.rules.create(TARGET, boxes=["box-00", "box-02"], now=f.now, scope=mine, actor="user:ann")
+    with pytest.raises(OutOfReachError, match="no Box 'nope' here"):  # unknown: the same answer
+        f.rules.create(TARGET, boxes=["nope"], now=f.now, scope=mine, actor="user:ann")
+    d = f.rules.create(TARGET, tag="pilot", now=f.now, scope=mine, actor="user:ann")
+    assert [b.box_id for b in store.deployment_boxes(d.id)] == ["box-01"]
+    assert store.deployment_in(mine, d.id) is not None
+    assert store.deployment_in(BoxScope(acme, box_ids=frozenset({"box-00"})), d.id) is None
+    f.rules.stop(d.id, "changed my mind", f.now, actor="user:ann")
+    # the operator's deployment over both accounts: halted by a failure in wave 1
+    d = f.rules.create(TARGET, boxes=["box-00", "box-02", "box-03"], waves="2,100%", now=f.now)
+    assert store.deployment_in(mine, d.id) is None and store.deployments_in(mine, None, 10) == [
+        r for r in store.deployments() if r.id != d.id]
+    f.tick()
+    f.publish_all()
+    f.event("box-02", d.id, "failed", "no space left")
+    f.tick()
+
+    def trail(account: int) -> list[tuple[str, str, object]]:
+        return [(r.actor, r.action, r.detail["account_boxes"]) for r in store.audit_records(account, 0, 100)
+                if r.target == f"deployment:{d.id}"]
+
+    assert trail(acme) == [("operator", "deployment.create", ["box-00"]), ("platform", "deployment.wave", ["box-00"]),
+                           ("platform", "deployment.halt", ["box-00"])]
+    assert trail(globex) == [("operator", "deployment.create", ["box-02", "box-03"]),
+                             ("platform", "deployment.wave", ["box-02"]),
+                             ("platform", "deployment.halt", ["box-02", "box-03"])]
