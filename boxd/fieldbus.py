@@ -7,7 +7,8 @@ started and stopped through the supervisor), and the readings' health since the
 configuration started (good readings, faults by quality, buses with a good reading), which
 a configuration's probation and the update trial read.
 
-A bus hands its readings to `emitter`'s callback: grouped (`boxd.grouping`), written by the
+A bus hands its readings to `emitter`'s callback: grouped (`boxd.grouping`), filtered by the
+report-on-change rules (`boxd.onchange`: readings unchanged become spans), written by the
 queue's thread, and the callback returns once they are on disk (the bus waits for it before
 its next request). Past the queue's limit the oldest readings are evicted, never a batch in
 flight, and an ``evicted`` event says which.
@@ -24,10 +25,12 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import boxconfig as config
+from boxconfig.report import report_rules
 from boxd import grouping
 from boxd.clock import Clock
 from boxd.commands import Buses, buses_of
 from boxd.forwarder import ranges
+from boxd.onchange import OnChange
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from drivers import Emit, PointInfo, PointSource, Sample
@@ -83,6 +86,7 @@ class FieldBuses:
         self.points: Buses = buses_of([])  # what commands run against
         self.table_id = 0
         self.table = b""  # the encoded point table (retained on ``up/meta``)
+        self.onchange = OnChange([])  # report on change, for the running table
         self.good = 0  # good readings since the running configuration started
         self.faults: dict[int, int] = {}  # quality -> count, since the running configuration started
         self.polling: set[str] = set()  # buses with a good reading since the running configuration started
@@ -102,6 +106,7 @@ class FieldBuses:
         self.sources = make_sources(self._shape(cfg)) if sources is None else sources
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
         self.table_id = wire.table_id(table)
+        self.onchange = OnChange(report_rules(cfg, [p.name for p in table]))
         self.table = wire.encode_table(table)
         self.points = buses_of(self.sources)
         self.good, self.faults, self.polling = 0, {}, set()
@@ -139,11 +144,16 @@ class FieldBuses:
             self.good += got.good
             if got.good:
                 self.polling.add(src.name)
-            stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in got.groups]
+            onchange = self.onchange
+            stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in onchange.filter(got.groups)]
             # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
             written = queue.put_many(self.table_id, stored, clock.timebase())
             self._wake()  # the sending task's seal is a later write of the same thread: it takes these
-            await written
+            try:
+                await written
+            except BaseException:
+                onchange.reset()  # what it took as sent may not be queued
+                raise
             if queue.samples > queue.max_samples:
                 await self._evict()
 
@@ -151,11 +161,13 @@ class FieldBuses:
 
     async def _evict(self) -> None:
         ts, epoch = self.clock.now_ms(), self.queue.epoch
+        self.onchange.reset()  # before the eviction is written: no span queued from now refers to what it takes
 
         def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
             return Evicted(ts, n, total, ranges(seqs), epoch).encode()
 
         n, _ = await self.queue.enforce_limit(self._in_flight, event)
         if n:
+            self.onchange.reset()
             log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
             self._wake()  # its event is queued

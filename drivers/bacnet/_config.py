@@ -62,6 +62,7 @@ from drivers._fields import (
     req,
     table_list,
 )
+from drivers._report import Report, parse_report
 from drivers.bacnet._names import NUMERIC_KINDS, object_type_number, property_number, value_kind
 from drivers.errors import ConfigError, show
 
@@ -76,10 +77,10 @@ _NETWORK_KEYS: Final = frozenset({
 })
 _DEVICE_KEYS: Final = frozenset({
     "name", "device_instance", "address", "poll_interval_s", "cov", "cov_lifetime_s",
-    "cov_confirmed", "points",
+    "cov_confirmed", "points", "report",
 })
 _POINT_KEYS: Final = frozenset({
-    "name", "object", "property", "unit", "writable", "priority", "min", "max",
+    "name", "object", "property", "unit", "writable", "priority", "min", "max", "report",
 })
 _OBJECT_RE: Final = re.compile(r"([a-z][a-z-]*),([0-9]{1,7})")
 
@@ -107,6 +108,7 @@ class BacnetPoint:
     priority: int = 8
     min: float | None = None
     max: float | None = None
+    report: Report | None = None  # report on change: this point's own (drivers._report)
 
     @builtins.property  # the field "property" hides the builtin here
     def kind(self) -> str:
@@ -126,6 +128,7 @@ class BacnetDevice:
     cov: CovMode = "auto"
     cov_lifetime_s: int = 300
     cov_confirmed: bool = True
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -216,6 +219,7 @@ def _parse_device(raw: object, index: int, network_where: str) -> BacnetDevice:
         cov=cast(CovMode, opt(raw, "cov", where, _as_cov, "auto")),
         cov_lifetime_s=opt(raw, "cov_lifetime_s", where, as_int, 300),
         cov_confirmed=opt(raw, "cov_confirmed", where, as_bool, True),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 
@@ -246,6 +250,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> BacnetPoint:
         priority=opt(raw, "priority", where, as_int, 8),
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from drivers._fields import check_name, check_range
+from drivers._report import Report
 from drivers.errors import ConfigError, show
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order, PointCodec, register_count
 from proto import names
@@ -60,6 +61,7 @@ class ModbusPoint:
     writable: bool = False
     min: float | None = None  # bounds of a write, in engineering units
     max: float | None = None
+    report: Report | None = None  # report on change: this point's own (drivers._report)
 
     @property
     def size(self) -> int:
@@ -86,6 +88,7 @@ class ModbusTcpDevice:
     word_order: Order = "big"
     write_multiple: bool = False  # always FC 15/16, for devices without FC 5/6
     max_registers: int = MAX_REGISTERS_PER_READ  # largest read to try; lowered when refused
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,6 +106,7 @@ class ModbusRtuDevice:
     word_order: Order = "big"
     write_multiple: bool = False
     max_registers: int = MAX_REGISTERS_PER_READ
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

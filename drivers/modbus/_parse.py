@@ -22,6 +22,7 @@ A Modbus TCP device (one bus of its own)::
     byte_order = "big"         # big | little: bytes within each register
     word_order = "big"         # big | little: registers of a multi-register value
     write_multiple = false     # true: write with FC 15/16 only (devices without FC 5/6)
+    report = { mode = "change", deadband = 0.2 }   # report on change, see drivers._report
 
     [[modbus_tcp.points]]      # 1..10000 per device
     name = "supply_temp"       # required, same rule as device names, unique in the device
@@ -40,6 +41,7 @@ A Modbus TCP device (one bus of its own)::
     writable = false           # true: the cloud may write it (holding and coil only)
     min = 12.0                 # bounds of a write in engineering units (writable numbers)
     max = 28.0
+    report = { deadband_pct = 1 }   # overrides the device's, field by field
 
 A serial line (one bus) and its slave devices::
 
@@ -88,6 +90,7 @@ from drivers._fields import (
     reject_unknown,
     req,
 )
+from drivers._report import parse_report
 from drivers.errors import ConfigError
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order
 from drivers.modbus._config import (
@@ -109,7 +112,7 @@ from drivers.modbus._config import (
 MAX_DEVICES_PER_LINE: Final = 247
 _COMMON_DEVICE_KEYS: Final = frozenset({
     "name", "unit_id", "poll_interval_s", "timeout_s", "retries", "max_gap", "max_registers",
-    "byte_order", "word_order", "write_multiple", "points",
+    "byte_order", "word_order", "write_multiple", "points", "report",
 })
 _TCP_DEVICE_KEYS: Final = _COMMON_DEVICE_KEYS | {"host", "port"}
 _LINE_KEYS: Final = frozenset({
@@ -118,7 +121,7 @@ _LINE_KEYS: Final = frozenset({
 })
 _POINT_KEYS: Final = frozenset({
     "name", "table", "address", "type", "unit", "scale", "offset", "byte_order", "word_order",
-    "bit", "length", "poll_interval_s", "writable", "min", "max",
+    "bit", "length", "poll_interval_s", "writable", "min", "max", "report",
 })
 
 T = TypeVar("T")
@@ -150,6 +153,7 @@ def parse_modbus_tcp_device(raw: Mapping[str, object]) -> ModbusTcpDevice:
         word_order=opt(raw, "word_order", where, _order, "big"),
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
+        report=opt(raw, "report", where, parse_report, None),
     )
     check_device(device)
     return device
@@ -203,6 +207,7 @@ def _rtu_device(raw: object, index: int, line_where: str) -> ModbusRtuDevice:
         word_order=opt(raw, "word_order", where, _order, "big"),
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 
@@ -242,6 +247,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
         writable=opt(raw, "writable", where, as_bool, False),
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 
