@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from drivers._fields import as_float, as_int, check_range, choice, kind_of, opt, reject_unknown
-from drivers.errors import ConfigError
+from drivers.errors import ConfigError, show
 
 MODES: Final = ("change", "poll")
 MAX_AGE_S: Final = 86_400  # proto.wire.MAX_AGE_S: the cloud looks no further back for a span's value
-MAX_DEADBAND: Final = 1e15
+MAX_DEADBAND: Final = 1e12
 _KEYS: Final = frozenset({"mode", "deadband", "deadband_pct", "max_age_s"})
 
 
@@ -64,8 +64,8 @@ def parse_report(value: object, what: str) -> Report:
         deadband_pct=opt(value, "deadband_pct", what, as_float, None),
         max_age_s=opt(value, "max_age_s", what, as_int, None),
     )
-    if report.deadband is not None:
-        check_range(what, "deadband", report.deadband, 0, MAX_DEADBAND)
+    if report.deadband is not None and not 0 <= report.deadband <= MAX_DEADBAND:
+        raise ConfigError(f"{what}: deadband {show(report.deadband)} must be from 0 to 1e12 (in the point's unit)")
     if report.deadband_pct is not None:
         check_range(what, "deadband_pct", report.deadband_pct, 0, 100)
     if report.max_age_s is not None:

@@ -74,24 +74,25 @@ class History(StoreBase):
         s = spans.c
         key = (after[0] if after else since_ms, -1, -1)
         table_of: Callable[[str, int], PointTable | None] = getattr(self, "table")  # noqa: B009 (Telemetry's, in Store)
-        with self._read() as db:
-            while True:
+        while True:
+            with self._read() as db:
                 chunk = db.execute(
                     sa.select(s.ts_ms, s.table_id, s.first, s.n, s.epoch, s.seq)
                     .where(s.box_id == box_id, s.ts_ms < until_ms,
                            sa.tuple_(s.ts_ms, s.table_id, s.first) > sa.tuple_(*key))
                     .order_by(s.ts_ms, s.table_id, s.first).limit(_SPAN_CHUNK)).all()
-                for ts, tid, first, n, epoch, seq in chunk:
-                    if len(polls) >= limit and ts > polls[-1][0]:
-                        chunk = []
-                        break
-                    table = table_of(box_id, int(tid))
-                    names = table.names[first:first + n] if table is not None else ()
-                    polls += [(int(ts), p, int(epoch), int(seq)) for p in names
-                              if (not wanted or p in wanted) and (after is None or (ts, p) > after)]
-                if len(chunk) < _SPAN_CHUNK:
+            for ts, tid, first, n, epoch, seq in chunk:
+                if len(polls) >= limit and ts > polls[-1][0]:
+                    chunk = []
                     break
-                key = (chunk[-1][0], chunk[-1][1], chunk[-1][2])
+                table = table_of(box_id, int(tid))  # outside a read: it may read the table
+                names = table.names[first:first + n] if table is not None else ()
+                polls += [(int(ts), p, int(epoch), int(seq)) for p in names
+                          if (not wanted or p in wanted) and (after is None or (ts, p) > after)]
+            if len(chunk) < _SPAN_CHUNK:
+                break
+            key = (chunk[-1][0], chunk[-1][1], chunk[-1][2])
+        with self._read() as db:
             values = self._values_before(db, box_id, polls)
             barriers = {e: _barriers(db, box_id, e) for e in {p[2] for p in polls}}
         out: list[Sample] = []
@@ -135,9 +136,9 @@ class History(StoreBase):
         """(point, bucket start, count, min, max, mean) of the numeric samples of `points` in buckets
         of `bucket_ms` over [since_ms, until_ms), by bucket then point, after `after`, at most `limit`."""
         with self._read() as db:
-            if self._has_spans(db, box_id, since_ms, until_ms):
-                return self._aggregates_of_history(box_id, points, since_ms, until_ms, bucket_ms,
-                                                   after=after, limit=limit)
+            resolved = self._has_spans(db, box_id, since_ms, until_ms)
+        if resolved:
+            return self._aggregates_of_history(box_id, points, since_ms, until_ms, bucket_ms, after=after, limit=limit)
         c = samples.c
         start = (c.ts_ms - (c.ts_ms % bucket_ms)).label("start")
         number = sa.cast(c.value, sa.Float)

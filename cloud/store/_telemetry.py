@@ -74,7 +74,6 @@ latest = sa.Table(
     sa.Column("value", sa.Text),
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Column("unit", sa.Text, nullable=False),
-    sa.Column("confirmed_ms", BIGINT),  # the newest poll that found this value unchanged (a span)
 )
 spans = sa.Table(  # points polled and unchanged (proto.wire), resolved when read (cloud.store._history)
     "spans", metadata,
@@ -116,15 +115,11 @@ deferred = sa.Table(
 # the hot path: compiled once per dialect, rows as tuples straight to the driver
 _NEW_BATCH = Prepared(Upsert(batches), [c.name for c in batches.columns])  # skipped when stored already
 _SAMPLES = BulkInsert(lambda _: samples.insert(), [c.name for c in samples.columns])
-_LATEST_COLUMNS = [c.name for c in latest.columns if c.name != "confirmed_ms"]
 _LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an older sample changes nothing
     "ts_ms": new.ts_ms, "value": new.value, "quality": new.quality, "unit": new.unit},
-    where=lambda new: new.ts_ms >= latest.c.ts_ms), _LATEST_COLUMNS)
+    where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
 _SPANS = BulkInsert(lambda _: spans.insert(), [c.name for c in spans.columns])
-_CONFIRM = Prepared(lambda _: latest.update().where(  # a span confirms the latest value it is not older than
-    latest.c.box_id == sa.bindparam("b"), latest.c.point == sa.bindparam("p"), latest.c.ts_ms <= sa.bindparam("t2"),
-    sa.or_(latest.c.confirmed_ms.is_(None), latest.c.confirmed_ms < sa.bindparam("t3")))
-    .values(confirmed_ms=sa.bindparam("t")), ["t", "b", "p", "t2", "t3"])
+
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
 _TABLE = Upsert(point_tables)  # a table id names its content: stored already, nothing to do
@@ -187,7 +182,7 @@ class Telemetry(StoreBase):
         """
         table = table if isinstance(table, PointTable) else PointTable(table)
         rows, newest = sample_rows(box_id, batch, table)
-        span, confirm = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else ([], [])
+        span = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else []
         ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
         now = time.time()
         with self._tx() as db:
@@ -201,9 +196,7 @@ class Telemetry(StoreBase):
                 return False
             _SAMPLES.run(db, rows)
             _LATEST.run(db, newest)  # one row a point
-            if span:
-                _SPANS.run(db, span)
-                _CONFIRM.run_many(db, confirm)
+            _SPANS.run(db, span)  # one row a span, never one a point
             _SEEN.run(db, (now, box_id))
         return True
 
@@ -216,12 +209,31 @@ class Telemetry(StoreBase):
             return [(p, int(t), json.loads(v) if v is not None else None, int(q), u) for p, t, v, q, u in rows]
 
     def confirmed(self, box_id: str) -> dict[str, int]:
-        """Point -> the newest poll that found its latest value unchanged (report on change), when later
-        than the value's own time."""
-        c = latest.c
+        """Point -> the newest poll that found its latest value unchanged (a span at or after the value's
+        time, report on change), for the points that have one. Read from the newest spans back, only
+        as far as the oldest latest value still unconfirmed (not at all without spans)."""
+        c, s = latest.c, spans.c
+        out: dict[str, int] = {}
         with self._read() as db:
-            rows = db.execute(sa.select(c.point, c.confirmed_ms).where(c.box_id == box_id, c.confirmed_ms > c.ts_ms))
-            return {str(p): int(t) for p, t in rows}
+            need = {str(p): int(t) for p, t in db.execute(sa.select(c.point, c.ts_ms).where(c.box_id == box_id))}
+        key: tuple[int, int, int] | None = None
+        while need:
+            query = sa.select(s.ts_ms, s.table_id, s.first, s.n).where(s.box_id == box_id,
+                                                                      s.ts_ms >= min(need.values()))
+            if key is not None:
+                query = query.where(sa.tuple_(s.ts_ms, s.table_id, s.first) < sa.tuple_(*key))
+            with self._read() as db:
+                chunk = db.execute(query.order_by(s.ts_ms.desc(), s.table_id.desc(), s.first.desc()).limit(500)).all()
+            for ts, tid, first, n in chunk:
+                table = self.table(box_id, int(tid))
+                for p in table.names[first:first + n] if table is not None else ():
+                    if need.get(p, ts + 1) <= ts:
+                        out[p] = int(ts)
+                        del need[p]
+            if len(chunk) < 500:
+                break
+            key = (chunk[-1][0], chunk[-1][1], chunk[-1][2])
+        return out
 
     def samples(self, box_id: str, point: str | None = None) -> list[tuple[str, int, object, int]]:
         """Every stored sample of a Box (or of one point), oldest first (then by point)."""

@@ -5,9 +5,8 @@ Revises: 0003
 
 Adds the table ``spans`` (box_id, epoch, seq, table_id, ts_ms, first, n): a batch's spans
 (`proto.wire`), indexed by (Box, time) as ``samples`` is; the column ``batches.ts_max`` (the
-newest reading of a batch: after a batch lost or evicted, a span is resolved only past it) and
-``latest.confirmed_ms`` (the newest poll that found the latest value unchanged). Every row of
-every other table stays; the new columns are empty for what was stored before.
+newest reading of a batch: after a batch lost or evicted, a span is resolved only past it). Every
+row of every other table stays; the new column is empty for what was stored before.
 """
 
 from __future__ import annotations
@@ -33,12 +32,9 @@ def upgrade() -> None:
                     sa.Column("n", sa.Integer(), nullable=False))
     op.create_index("spans_by_time", "spans", ["box_id", "ts_ms"])
     op.add_column("batches", sa.Column("ts_max", big, nullable=True))  # no copy of the table: ALTER TABLE ADD
-    op.add_column("latest", sa.Column("confirmed_ms", big, nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("latest") as b:
-        b.drop_column("confirmed_ms")
     with op.batch_alter_table("batches") as b:
         b.drop_column("ts_max")
     op.drop_index("spans_by_time", "spans")
