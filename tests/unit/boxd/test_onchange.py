@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from boxconfig.report import Rule
+from boxd._queuesql import Group
 from boxd.daemon import Daemon
 from boxd.onchange import OnChange
-from drivers import Quality, Sample
+from drivers import PointInfo, Quality, Sample
 from proto import wire
 from tests.support.fakebus import FakeBus
 from tests.support.wait import in_loop
@@ -77,7 +78,7 @@ def test_poll_mode_sends_everything_and_a_reset_forgets_every_reference() -> Non
     f.reset()
     assert f.filter([(2, 0, [1.0, 2.0], {})]) == [(2, 0, [1.0, 2.0], {})]
     everything_polled = OnChange([Rule(poll=True)] * 2)
-    groups = [(0, 0, [1.0, 2.0], {})]
+    groups: list[Group] = [(0, 0, [1.0, 2.0], {})]
     assert everything_polled.filter(groups) == groups and everything_polled.filter(groups) == groups
 
 
@@ -96,6 +97,6 @@ async def test_spans_go_through_the_durable_queue_and_decode_as_spans(tmp_path: 
     ((_, payload),) = d.queue.batches(0, 10)
     b = wire.decode_batch(payload)
     assert list(b.spans()) == [(2000, 0, 2)]
-    assert [(n, t, v) for n, t, v, _ in b.samples([wire.PointInfo(f"ahu.{p}", "", "float32") for p in "abc"])] == [
+    assert [(n, t, v) for n, t, v, _ in b.samples([PointInfo(f"ahu.{p}", "", "float32") for p in "abc"])] == [
         ("ahu.a", 1000, 1.0), ("ahu.b", 1000, 2.0), ("ahu.c", 1000, 3.0), ("ahu.c", 2000, 9.0)]
     d.queue.close()
