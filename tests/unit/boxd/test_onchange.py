@@ -100,3 +100,22 @@ async def test_spans_go_through_the_durable_queue_and_decode_as_spans(tmp_path: 
     assert [(n, t, v) for n, t, v, _ in b.samples([PointInfo(f"ahu.{p}", "", "float32") for p in "abc"])] == [
         ("ahu.a", 1000, 1.0), ("ahu.b", 1000, 2.0), ("ahu.c", 1000, 3.0), ("ahu.c", 2000, 9.0)]
     d.queue.close()
+
+
+@in_loop
+async def test_after_the_queue_evicts_the_next_reading_of_every_point_is_sent(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, tmp_path / "unused.toml")
+    d.queue.open()
+    bus = FakeBus("ahu", ["a", "b"])
+    d.buses.use(d.buses.cfg, [bus])
+    d.buses.onchange = OnChange([CHANGE] * 2)
+    d.queue.max_samples = 3
+    emit = d.buses.emitter(bus, first=0)
+    await emit([Sample("ahu.a", 1000, 1.0), Sample("ahu.b", 1000, 2.0)])
+    await emit([Sample("ahu.a", 2000, 1.0), Sample("ahu.b", 2000, 7.0)])  # 4 samples queued: the oldest go
+    assert d.queue.meta("evicted_total") == 2
+    await emit([Sample("ahu.a", 3000, 1.0), Sample("ahu.b", 3000, 7.0)])  # a's value went: sent again
+    await d.queue.seal(100)
+    groups = [g for _, p in d.queue.batches(0, 10) for g in wire.decode_batch(p).groups]
+    assert [(g.dt_ms > 0, g.first, g.values, g.unchanged) for g in groups][-1:] == [(True, 0, [1.0, 7.0], 0)]
+    d.queue.close()
