@@ -24,28 +24,49 @@ everything. No I/O, no clock of its own (times are the readings').
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from boxconfig.report import Rule
 from boxd._queuesql import Group
 from drivers import Value
 
+MIN_SPAN = 4  # an unchanged run shorter than this, between values sent, is sent too (docs/performance.md)
+
+
+def _fill_short_gaps(send: list[bool]) -> None:
+    """Mark as sent the unchanged runs shorter than `MIN_SPAN` that lie between two runs sent: a span
+    there costs its own group and splits the values' group in two (about 10 bytes), more than a
+    few values (sending a value is always right: it is the reading)."""
+    k, n = 0, len(send)
+    while k < n:
+        if send[k]:
+            k += 1
+            continue
+        end = k
+        while end < n and not send[end]:
+            end += 1
+        if k > 0 and end < n and end - k < MIN_SPAN:
+            send[k:end] = [True] * (end - k)
+        k = end
+
 
 class OnChange:
     """The filter of one point table (`rules[i]` is the rule of table index `i`)."""
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._rules = tuple(rules)
-        self.active = not all(r.poll for r in self._rules)  # all "poll": nothing to filter
-        n = len(self._rules)
-        self._value: list[Value] = [None] * n
-        self._quality: list[int] = [0] * n
-        self._ts: list[int | None] = [None] * n  # None: nothing queued since the start or a reset
+        self.active = not all(r.poll for r in rules)  # all "poll": nothing to filter
+        # per index, flat (the loop runs for every reading): mode poll, deadbands, maximum age
+        self._poll = [r.poll for r in rules]
+        self._band = [r.deadband for r in rules]
+        self._pct = [r.deadband_pct / 100 for r in rules]
+        self._age = [r.max_age_ms for r in rules]
+        self._value: list[Value] = [None] * len(rules)
+        self._quality: list[int] = [0] * len(rules)
+        self._ts: list[int | None] = [None] * len(rules)  # None: nothing queued since the start or a reset
 
     def reset(self) -> None:
         """Forget every reference: the next reading of each point is sent."""
-        self._ts = [None] * len(self._rules)
+        self._ts = [None] * len(self._ts)
 
     def filter(self, groups: Sequence[Group]) -> list[Group]:
         """The groups to queue: values to send, and spans of readings unchanged (see the module)."""
@@ -56,38 +77,40 @@ class OnChange:
             if isinstance(values, int):  # a span already
                 out.append((ts, first, values, faults))
                 continue
-            run_start, run_send = first, True
-            kept: list[Value] = []
-            kept_faults: dict[int, int] = {}
-            for k, v in enumerate(values):
-                i = first + k
-                q = faults.get(k, 0) if faults else 0
-                send = self._changed(i, ts, v, q)
-                if send != run_send and i > run_start:
-                    out.append((ts, run_start, kept, kept_faults) if run_send else (ts, run_start, i - run_start, {}))
-                    run_start, kept, kept_faults = i, [], {}
-                run_send = send
-                if send:
-                    if q:
-                        kept_faults[len(kept)] = q
-                    kept.append(v)
-                    self._value[i], self._quality[i], self._ts[i] = v, q, ts
-            end = first + len(values)
-            if end > run_start:
-                out.append((ts, run_start, kept, kept_faults) if run_send else (ts, run_start, end - run_start, {}))
+            quality = [faults.get(k, 0) for k in range(len(values))] if faults else [0] * len(values)
+            send = [self._changed(first + k, ts, v, q) for k, (v, q) in enumerate(zip(values, quality, strict=True))]
+            if any(send):
+                _fill_short_gaps(send)
+            k, n = 0, len(values)
+            while k < n:  # runs: sent values (their references updated), or a span
+                end = k + 1
+                while end < n and send[end] == send[k]:
+                    end += 1
+                if send[k]:
+                    run = values[k:end]
+                    bad = {j - k: quality[j] for j in range(k, end) if quality[j]} if faults else {}
+                    out.append((ts, first + k, list(run), bad))
+                    for j in range(k, end):
+                        i = first + j
+                        self._value[i], self._quality[i], self._ts[i] = values[j], quality[j], ts
+                else:
+                    out.append((ts, first + k, end - k, {}))
+                k = end
         return out
 
     def _changed(self, i: int, ts: int, v: Value, q: int) -> bool:
-        rule = self._rules[i]
         last_ts = self._ts[i]
-        if rule.poll or last_ts is None or q != self._quality[i] or ts < last_ts or ts - last_ts >= rule.max_age_ms:
+        if last_ts is None or self._poll[i] or q != self._quality[i] or not 0 <= ts - last_ts < self._age[i]:
             return True
         last = self._value[i]
-        if type(v) is not type(last):
+        kind = type(v)
+        if kind is not type(last):  # True is not 1 here: a boolean is a state
             return True
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            assert isinstance(last, int | float)
-            if math.isnan(v) or math.isnan(last):
-                return math.isnan(v) != math.isnan(last)
-            return abs(v - last) > max(rule.deadband, rule.deadband_pct / 100 * abs(last))
+        if kind is float or kind is int:
+            assert isinstance(v, int | float) and isinstance(last, int | float)
+            d = abs(v - last)
+            if d != d:  # noqa: PLR0124 - NaN: a NaN is a value like another (inf - inf too: unchanged)
+                return (v != v) != (last != last)  # noqa: PLR0124 (the NaN test)
+            pct = self._pct[i]
+            return d > (self._band[i] if not pct else max(self._band[i], pct * abs(last)))
         return v != last
