@@ -17,10 +17,11 @@ values would be; `proto.wire` says how it travels). A reading is sent when (`box
 
 An unchanged run shorter than `MIN_SPAN` between two runs sent is sent too (a span there would
 cost more than its values). Otherwise a reading is unchanged: the value in force is the last one
-queued, and the cloud's copy is within the deadband of what the bus served. The state is only ever what reached the queue: the
-caller `reset`s it when the queue lost readings (evicted, or a write failed) and a new table
-makes a new `OnChange`. It is kept in memory only: after a restart the first poll sends
-everything. No I/O, no clock of its own (times are the readings').
+queued, and the cloud's copy is within the deadband of what the bus served.
+
+The state is only ever what reached the queue: the caller `reset`s it when the queue lost
+readings (evicted, or a write failed) and a new table makes a new `OnChange`. It is kept in
+memory only: after a restart the first poll sends everything. No I/O, no clock of its own (times are the readings').
 """
 
 from __future__ import annotations
