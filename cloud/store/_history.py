@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from cloud.store._base import StoreBase
 from cloud.store._points import PointTable
-from cloud.store._telemetry import batches, samples, spans
+from cloud.store._telemetry import batches, point_tables, samples, spans
 from proto import wire
 
 Sample = tuple[str, int, object, int]  # point, ts_ms, value, quality
@@ -70,31 +70,58 @@ class History(StoreBase):
         """The polls of `points` in spans, in [since_ms, until_ms) and after `after`, the first `limit` by
         time then point (and those at the last one's instant), each with the value in force then."""
         wanted = set(points)
-        polls: list[tuple[int, str, int, int]] = []  # ts, point, epoch, seq
         s = spans.c
         key = (after[0] if after else since_ms, -1, -1)
         table_of: Callable[[str, int], PointTable | None] = getattr(self, "table")  # noqa: B009 (Telemetry's, in Store)
-        while True:
+        barriers: dict[int, list[tuple[int, int]]] = {}
+        covering = self._covering(box_id, wanted)
+        out: list[Sample] = []
+        while True:  # a chunk of spans at a time, resolved, until `limit` polls resolved (and their last instant)
             with self._read() as db:
                 chunk = db.execute(
                     sa.select(s.ts_ms, s.table_id, s.first, s.n, s.epoch, s.seq)
-                    .where(s.box_id == box_id, s.ts_ms < until_ms,
+                    .where(s.box_id == box_id, s.ts_ms < until_ms, *covering,
                            sa.tuple_(s.ts_ms, s.table_id, s.first) > sa.tuple_(*key))
                     .order_by(s.ts_ms, s.table_id, s.first).limit(_SPAN_CHUNK)).all()
+            polls: list[tuple[int, str, int, int]] = []  # ts, point, epoch, seq
+            done = len(chunk) < _SPAN_CHUNK
             for ts, tid, first, n, epoch, seq in chunk:
-                if len(polls) >= limit and ts > polls[-1][0]:
-                    chunk = []
+                if len(out) >= limit and ts > out[-1][1]:
+                    done = True
                     break
                 table = table_of(box_id, int(tid))  # outside a read: it may read the table
                 names = table.names[first:first + n] if table is not None else ()
                 polls += [(int(ts), p, int(epoch), int(seq)) for p in names
                           if (not wanted or p in wanted) and (after is None or (ts, p) > after)]
-            if len(chunk) < _SPAN_CHUNK:
-                break
+            out += self._resolve(box_id, polls, barriers)
+            if done:
+                return out
             key = (chunk[-1][0], chunk[-1][1], chunk[-1][2])
+
+    def _covering(self, box_id: str, wanted: set[str]) -> list[sa.ColumnElement[bool]]:
+        """A condition that keeps the spans that may hold one of `wanted` (none: every span)."""
+        if not wanted:
+            return []
+        s = spans.c
+        table_of: Callable[[str, int], PointTable | None] = getattr(self, "table")  # noqa: B009
+        with self._read() as db:
+            tids = [int(t) for t in db.execute(sa.select(point_tables.c.table_id)
+                                               .where(point_tables.c.box_id == box_id)).scalars()]
+        ranges = []
+        for tid in tids:
+            table = table_of(box_id, tid)
+            at = [i for i, name in enumerate(table.names) if name in wanted] if table is not None else []
+            if at:
+                ranges.append(sa.and_(s.table_id == tid, s.first <= max(at), s.first + s.n > min(at)))
+        return [sa.or_(*ranges) if ranges else sa.false()]
+
+    def _resolve(self, box_id: str, polls: Sequence[tuple[int, str, int, int]],
+                 barriers: dict[int, list[tuple[int, int]]]) -> list[Sample]:
+        """Each poll in a span with the value in force then; those that cannot be resolved left out."""
         with self._read() as db:
             values = self._values_before(db, box_id, polls)
-            barriers = {e: _barriers(db, box_id, e) for e in {p[2] for p in polls}}
+            for e in {p[2] for p in polls} - set(barriers):
+                barriers[e] = _barriers(db, box_id, e)
         out: list[Sample] = []
         for ts, p, epoch, seq in polls:
             rows = values.get(p, [])

@@ -64,3 +64,12 @@ def test_a_span_past_the_maximum_age_is_not_resolved(store: Store) -> None:
     stale = batch(2, 1000 + wire.MAX_AGE_S * 1000 + 1, G(0, 0, 2, {}))
     stored(store, B1, stale)
     assert store.history(BOX, [], 0, 2**40, after=None, limit=10) == [("d.a", 1000, 1.0, 0), ("d.b", 1000, False, 0)]
+
+
+def test_a_page_is_full_when_some_polls_of_it_cannot_be_resolved(store: Store) -> None:
+    only_b = batch(1, 1000, G(0, 1, [False], {}))  # a's value never came
+    stored(store, only_b, *(batch(s, s * 1000, G(0, 0, 2, {})) for s in range(2, 6)))
+    page = store.history(BOX, [], 0, 10_000, after=(1000, "d.b"), limit=3)
+    assert page == [("d.b", 2000, False, 0), ("d.b", 3000, False, 0), ("d.b", 4000, False, 0)]
+    assert store.history(BOX, ["d.b"], 0, 10_000, after=None, limit=10)[-1] == ("d.b", 5000, False, 0)
+    assert store.history(BOX, ["d.a"], 0, 10_000, after=None, limit=10) == []
