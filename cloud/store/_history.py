@@ -83,10 +83,13 @@ class History(StoreBase):
                     .where(s.box_id == box_id, s.ts_ms < until_ms, *covering,
                            sa.tuple_(s.ts_ms, s.table_id, s.first) > sa.tuple_(*key))
                     .order_by(s.ts_ms, s.table_id, s.first).limit(_SPAN_CHUNK)).all()
-            polls: list[tuple[int, str, int, int]] = []  # ts, point, epoch, seq
+            polls: list[tuple[int, str, int, int]] = []  # ts, point, epoch, seq: not resolved yet
             done = len(chunk) < _SPAN_CHUNK
             for ts, tid, first, n, epoch, seq in chunk:
-                if len(out) >= limit and ts > out[-1][1]:
+                if polls and len(out) + len(polls) >= limit and ts > polls[-1][0]:  # enough, if all resolve
+                    out += self._resolve(box_id, polls, barriers)
+                    polls = []
+                if out and len(out) >= limit and ts > out[-1][1]:
                     done = True
                     break
                 table = table_of(box_id, int(tid))  # outside a read: it may read the table
