@@ -132,3 +132,24 @@ def test_a_short_unchanged_run_between_values_sent_is_sent_rather_than_split() -
     # 1 and 6 move: four unchanged between them make a span
     assert f.filter([(3, 0, [0.0, 7.0, 0.0, 0.0, 0.0, 9.0, 7.0, 0.0], {})]) == [
         (3, 0, 1, {}), (3, 1, [7.0], {}), (3, 2, 4, {}), (3, 6, [7.0], {}), (3, 7, 1, {})]
+
+
+@in_loop
+async def test_a_new_configuration_starts_a_new_filter_that_sends_everything_first(tmp_path: Path) -> None:
+    from boxconfig import BoxConfig
+    from drivers._report import Report
+
+    d = Daemon(tmp_path, tmp_path / "unused.toml")
+    d.queue.open()
+    changing = BoxConfig(report=Report("change", 0.0, 0.0, 900))
+    old, new = FakeBus("ahu", ["a", "b"]), FakeBus("room", ["t", "h"])  # the same size, other points
+    d.buses.use(changing, [old])
+    await d.buses.emitter(old, first=0)([Sample("ahu.a", 1000, 1.0), Sample("ahu.b", 1000, 2.0)])
+    d.buses.use(changing, [new])
+    await d.buses.emitter(new, first=0)([Sample("room.t", 2000, 1.0), Sample("room.h", 2000, 2.0)])
+    await d.buses.emitter(new, first=0)([Sample("room.t", 3000, 1.0), Sample("room.h", 3000, 2.0)])
+    await d.queue.seal(100)
+    groups = [(g.dt_ms, g.first, g.values, g.unchanged) for _, p in d.queue.batches(0, 10)
+              for g in wire.decode_batch(p).groups]
+    assert [g[2:] for g in groups] == [([1.0, 2.0], 0), ([1.0, 2.0], 0), ([], 2)]  # room's first poll: values
+    d.queue.close()
