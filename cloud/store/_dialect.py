@@ -146,13 +146,6 @@ class Prepared:
         cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
         return int(cur.rowcount)
 
-    def run_many(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
-        """Execute once a row (the driver's executemany; nothing for none)."""
-        if rows:
-            sql, positional = self._sql(conn)
-            _cursor(conn).executemany(sql, rows if positional else [dict(zip(self.params, r, strict=True))
-                                                                     for r in rows])
-
 
 class BulkInsert:
     """An INSERT (or upsert) of many rows given as tuples, in the columns' order: the hot path's.
