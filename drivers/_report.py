@@ -23,9 +23,9 @@ from typing import Final
 
 from drivers._fields import as_float, as_int, check_range, choice, kind_of, opt, reject_unknown
 from drivers.errors import ConfigError, show
+from proto.wire import MAX_AGE_S  # the cloud looks no further back for a span's value
 
 MODES: Final = ("change", "poll")
-MAX_AGE_S: Final = 86_400  # proto.wire.MAX_AGE_S: the cloud looks no further back for a span's value
 MAX_DEADBAND: Final = 1e12
 _KEYS: Final = frozenset({"mode", "deadband", "deadband_pct", "max_age_s"})
 
