@@ -11,6 +11,12 @@ Format (every key optional but the devices; the defaults are shown)::
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
     heartbeat_s = 60            # health report to the platform, 1..3600
 
+    [report]                    # report on change: the default of every point (boxconfig.report)
+    mode = "poll"               # "change" | "poll"; a new installation: "change" (docs/performance.md)
+    deadband = 0.0
+    deadband_pct = 0.0
+    max_age_s = 900
+
     [queue]
     max_samples = 5000000       # the store-and-forward limit; beyond it the oldest are evicted, 1000..100000000
 
@@ -44,7 +50,10 @@ from typing import TYPE_CHECKING, Any
 
 from boxconfig.errors import ConfigError
 from boxconfig.modem import ModemSettings, WanSettings, modem_problems, parse_modem, parse_wan, wan_problems
+from boxconfig.report import DEFAULT as REPORT_DEFAULT
+from boxconfig.report import parse_report_section
 from boxkit.files import write_atomic
+from drivers._report import Report
 from drivers.errors import ConfigError as DriverConfigError
 from drivers.errors import show as _show
 from drivers.modbus import (
@@ -108,6 +117,7 @@ class BoxConfig:
     bacnet: tuple[BacnetNetwork, ...] = field(default_factory=tuple)
     modem: ModemSettings | None = None
     wan: WanSettings = field(default_factory=WanSettings)
+    report: Report = REPORT_DEFAULT  # the Box-wide report-on-change table, over the defaults
 
     def point_count(self) -> int:
         """How many points the configuration names."""
@@ -132,7 +142,7 @@ _UPLINK_LIMITS = {
     "heartbeat_s": (1, 3600),
 }
 _QUEUE_LIMITS = {"max_samples": (1000, 100_000_000)}
-_SECTIONS = {"uplink", "queue", "modem", "wan"}
+_SECTIONS = {"uplink", "queue", "modem", "wan", "report"}
 
 
 def load(path: Path, cache: Path | None = None) -> BoxConfig:
@@ -195,6 +205,7 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
     queue = QueueSettings(**_parse_ints(raw.get("queue", {}), "queue", _QUEUE_LIMITS))
     modem = parse_modem(raw["modem"]) if "modem" in raw else None
     wan = parse_wan(raw.get("wan", {}), modem)
+    report = parse_report_section(raw.get("report", {}))
     parsed: dict[str, list[object]] = {}
     bus_names: set[str] = set()
     device_names: set[str] = set()
@@ -225,7 +236,7 @@ def parse(raw: Mapping[str, object]) -> BoxConfig:
         tuple(parsed["modbus_tcp"]),  # type: ignore[arg-type]
         tuple(parsed["modbus_rtu"]),  # type: ignore[arg-type]
         tuple(parsed["bacnet"]),  # type: ignore[arg-type]
-        modem, wan,
+        modem, wan, report,
     )
 
 
@@ -256,6 +267,10 @@ def problems(raw: Mapping[str, object]) -> list[str]:
     found += modem_problems(modem) if modem is not None else []
     interface = str(modem.get("interface", "wwan0")) if isinstance(modem, Mapping) else None
     found += wan_problems(raw.get("wan", {}), interface)
+    try:
+        parse_report_section(raw.get("report", {}))
+    except ConfigError as e:
+        found.append(str(e))
     return found + _buses_problems(raw) or [first]
 
 

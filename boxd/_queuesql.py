@@ -28,7 +28,9 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 """
 
-Group = tuple[int, int, Sequence[Value], dict[int, int]]  # (ts_ms or mono_ms, first, values, faults)
+# (ts_ms or mono_ms, first, values, faults); values an integer: a span of that many points polled and
+# unchanged (`boxd.onchange`), stored and batched like values, counted as one sample
+Group = tuple[int, int, Sequence[Value] | int, dict[int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ PendingRow = tuple[int, int, int, bytes, str, int]
 def pending_rows(table_id: int, groups: Sequence[Group], time: TimeBase) -> list[PendingRow]:
     """Readings encoded as rows of `pending` (see `boxd.queue.Queue.put_many`)."""
     return [
+        (table_id, ts, 1, cbor2.dumps([first, values]), time.boot, int(time.trusted)) if isinstance(values, int) else
         (table_id, ts, len(values), cbor2.dumps([first, list(values), faults] if faults else [first, list(values)]),
          time.boot, int(time.trusted))
         for ts, first, values, faults in groups
@@ -104,7 +107,7 @@ def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBa
             if tid != table or kind != first_kind or (groups and count + n > max_samples):
                 break
             stamps.append(ts + time.offset_ms if kind == "rebase" else ts)
-            first, values, *rest = cbor2.loads(grp)
+            first, values, *rest = cbor2.loads(grp)  # values: a list, or a span's count
             groups.append([first, values, rest[0] if rest else {}])
             count, last_id = count + n, row_id
     base = 0 if first_kind == "unknown" else stamps[0]
@@ -151,11 +154,17 @@ def evict(db: sqlite3.Connection, seqs: Sequence[int], pending_samples: int,
                     break
     if last is not None:
         db.execute("DELETE FROM pending WHERE id <= ?", (last,))
+    gone = list(seqs)
+    if last is not None:
+        # A span still queued may refer to a value just evicted: a batch number is skipped (and said
+        # evicted), so the cloud sees a gap and never resolves a later span past it (`proto.wire`).
+        gone.append(int(db.execute("INSERT INTO batches (n, payload) VALUES (0, x'')").lastrowid or 0))
+        db.execute("DELETE FROM batches WHERE seq=?", (gone[-1],))
     evicted = int(from_batches) + from_pending
     if evicted:
         total = add_meta(db, "evicted_total", evicted)
         if event is not None:
-            insert_event(db, event(evicted, total, list(seqs)))
+            insert_event(db, event(evicted, total, gone))
     return from_pending
 
 

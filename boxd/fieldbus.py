@@ -7,7 +7,8 @@ started and stopped through the supervisor), and the readings' health since the
 configuration started (good readings, faults by quality, buses with a good reading), which
 a configuration's probation and the update trial read.
 
-A bus hands its readings to `emitter`'s callback: grouped (`boxd.grouping`), written by the
+A bus hands its readings to `emitter`'s callback: grouped (`boxd.grouping`), filtered by the
+report-on-change rules (`boxd.onchange`: readings unchanged become spans), written by the
 queue's thread, and the callback returns once they are on disk (the bus waits for it before
 its next request). A reading of a point marked urgent (`urgent`, the configuration's
 ``urgent = true``) wakes the sending task with `urgent` rather than `wake`: it is sent at once,
@@ -26,10 +27,13 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import boxconfig as config
+from boxconfig.report import report_rules
 from boxd import grouping
+from boxd._queuesql import Group
 from boxd.clock import Clock
 from boxd.commands import Buses, buses_of
 from boxd.forwarder import ranges
+from boxd.onchange import OnChange
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor, TaskFactory
 from drivers import Emit, PointInfo, PointSource, Sample
@@ -85,6 +89,7 @@ class FieldBuses:
         self.points: Buses = buses_of([])  # what commands run against
         self.table_id = 0
         self.table = b""  # the encoded point table (retained on ``up/meta``)
+        self.onchange = OnChange([])  # report on change, for the running table
         self.good = 0  # good readings since the running configuration started
         self.faults: dict[int, int] = {}  # quality -> count, since the running configuration started
         self.polling: set[str] = set()  # buses with a good reading since the running configuration started
@@ -107,6 +112,7 @@ class FieldBuses:
         self.sources = make_sources(self._shape(cfg)) if sources is None else sources
         table: list[PointInfo] = [p for s in self.sources for p in s.points()]
         self.table_id = wire.table_id(table)
+        self.onchange = OnChange(report_rules(cfg, [p.name for p in table]))
         self.table = wire.encode_table(table)
         self.points = buses_of(self.sources)
         self.urgent_names = cfg.urgent_points()
@@ -137,7 +143,8 @@ class FieldBuses:
     def emitter(self, src: PointSource, first: int) -> Emit:
         """The callback `src` hands its readings to (its points start at table index `first`)."""
         index = {p.name: first + i for i, p in enumerate(src.points())}
-        urgent = self.urgent_names.intersection(index)  # empty for most buses: no cost per reading
+        mine = range(first, first + len(index))
+        urgent = frozenset(i for i in self.urgent if i in mine)  # empty for most buses: no cost per reading
         clock, queue = self.clock, self.queue
 
         async def emit(samples: Sequence[Sample]) -> None:
@@ -147,15 +154,21 @@ class FieldBuses:
             self.good += got.good
             if got.good:
                 self.polling.add(src.name)
-            stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in got.groups]
+            onchange = self.onchange
+            kept = onchange.filter(got.groups)
+            stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in kept]
             # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
             written = queue.put_many(self.table_id, stored, clock.timebase())
             # the sending task's seal is a later write of the same thread: it takes these
-            if urgent and any(s.point in urgent for s in samples):
-                self._urgent()
+            if urgent and _sends_any(kept, urgent):
+                self._urgent()  # an urgent point's new value (not a span saying it is unchanged)
             else:
                 self._wake()
-            await written
+            try:
+                await written
+            except BaseException:
+                onchange.reset()  # what it took as sent may not be queued
+                raise
             if queue.samples > queue.max_samples:
                 await self._evict()
 
@@ -163,11 +176,19 @@ class FieldBuses:
 
     async def _evict(self) -> None:
         ts, epoch = self.clock.now_ms(), self.queue.epoch
+        self.onchange.reset()  # before the eviction is written: no span queued from now refers to what it takes
 
         def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
             return Evicted(ts, n, total, ranges(seqs), epoch).encode()
 
         n, _ = await self.queue.enforce_limit(self._in_flight, event)
         if n:
+            self.onchange.reset()
             log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
             self._wake()  # its event is queued
+
+
+def _sends_any(groups: Sequence[Group], indices: Collection[int]) -> bool:
+    """Whether `groups` carry a value (not an unchanged span) of a point at one of `indices`."""
+    return any(not isinstance(values, int) and any(first + k in indices for k in range(len(values)))
+               for _, first, values, _ in groups)

@@ -1,6 +1,7 @@
 """The durable store-and-forward queue of the Box (SQLite), between the buses and the uplink.
 
-Readings go in as *pending groups* (one row per run of points read at one instant).
+Readings go in as *pending groups* (one row per run of points read at one instant, or per *span*
+of points polled and unchanged, `boxd.onchange`: durable like values, counted as one sample).
 `seal()` turns the oldest pending groups into *batches*: encoded, numbered payloads
 ready for the wire. A batch leaves the queue only when `ack()` says the broker has
 it (QoS 1), so nothing is lost while the broker is unreachable, and a batch sent

@@ -15,11 +15,21 @@ Data batch (topic `.../up/data`), version 1::
     [epoch, seq, table_id, base_ts_ms, [group, ...]]
     group = [dt_ms, first_index, [value, ...]]                 # all good
           | [dt_ms, first_index, [value, ...], {offset: code}] # some bad: value is null
+          | [dt_ms, first_index, count]                        # a span: polled, unchanged
 
 A group holds consecutive points of the table read at one instant
-(`base_ts_ms + dt_ms`). `epoch` is a random number fixed when the Box's queue was
-created and `seq` counts batches in it, so (Box, epoch, seq) names a batch for ever
-and the cloud can keep each one once. Values are CBOR integers, floats (the
+(`base_ts_ms + dt_ms`). A *span* (an integer where the values would be) says that `count`
+consecutive points from `first_index` were polled at that instant and are unchanged since the
+last value the Box sent for each (report on change, `boxd.onchange`): the value in force is
+that point's last value (and quality) at or before the span's instant, which the Box sent at
+most `MAX_AGE_S` before it (the longest `max_age_s` a configuration may set). A span may reach
+the cloud before the value it refers to (the freshest batch goes ahead of a backlog): the cloud
+resolves it when it is read, never when it arrives. A poll that is neither a value nor in a
+span was not received: missing, not unchanged. A span counts as one sample in a batch's limits.
+
+`epoch` is a random number fixed when the Box's queue was created and `seq` counts batches in
+it, so (Box, epoch, seq) names a batch for ever and the cloud can keep each one once. Values
+are CBOR integers, floats (the
 shortest float that is exact), booleans, text or null.
 
 Decoding takes untrusted bytes, in both directions (the cloud decodes what a Box sends with the
@@ -50,17 +60,19 @@ MAX_INFLATED = 4 * 1024 * 1024  # after inflation
 MAX_DOC = 16 * 1024  # a heartbeat, an event, on the wire
 MAX_STATUS = 2 * 1024  # the retained status (JSON)
 MAX_POINTS = 100_000
+MAX_AGE_S = 86_400  # a span refers to a value sent at most this long before it (see above)
 _MIN_GAIN = 32  # compress only when it saves at least this many bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Group:
-    """Consecutive points of one table read at one instant."""
+    """Consecutive points of one table read at one instant: values, or a span of `unchanged` points."""
 
     dt_ms: int
     first: int
     values: list[Value]
     faults: dict[int, int]  # offset in `values` -> Quality code
+    unchanged: int = 0  # a span: this many points from `first` polled and unchanged (`values` empty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +92,17 @@ class Batch:
             WireError: a group points outside the table.
         """
         for g in self.groups:
-            if g.first + len(g.values) > len(table):
+            if g.first + len(g.values) + g.unchanged > len(table):
                 raise WireError(f"group at index {g.first} runs past the {len(table)}-point table")
             ts = self.base_ts_ms + g.dt_ms
             for i, v in enumerate(g.values):
                 yield table[g.first + i].name, ts, v, g.faults.get(i, Quality.GOOD)
+
+    def spans(self) -> Iterator[tuple[int, int, int]]:
+        """Yield (ts_ms, first index, count) of each span: points polled and unchanged."""
+        for g in self.groups:
+            if g.unchanged:
+                yield self.base_ts_ms + g.dt_ms, g.first, g.unchanged
 
 
 def _frame(body: bytes) -> bytes:
@@ -120,7 +138,7 @@ def _inflate(payload: bytes, max_payload: int, max_inflated: int) -> bytes:
 # Bounds of the uplink's messages, decoded by the cloud with `unframe_untrusted` (the platform does
 # not trust a Box any more than a Box trusts the platform): depth, then CBOR data items.
 # A batch: [epoch, seq, table, base, [[dt, first, [values], {faults}], ...]]: depth 4, at most
-# 8 items a sample (a one-value group with a fault) for MAX_POINTS samples.
+# 8 items a sample (a one-value group with a fault) for MAX_POINTS samples (a span, 4 items, counts as one).
 BATCH_BOUNDS = (4, 8 * MAX_POINTS + 8)
 TABLE_BOUNDS = (3, 4 * MAX_POINTS + 3)  # [table_id, [[name, unit, kind], ...]]
 DOC_BOUNDS = (5, 10_000)  # health reports, events
@@ -317,8 +335,11 @@ def decode_table(payload: bytes) -> tuple[int, list[PointInfo]]:
     return obj[0], points
 
 
-def encode_group(dt_ms: int, first: int, values: Sequence[Value], faults: dict[int, int]) -> list[object]:
-    """The CBOR-ready form of one group (kept by the queue until it is batched)."""
+def encode_group(dt_ms: int, first: int, values: Sequence[Value] | int, faults: dict[int, int]) -> list[object]:
+    """The CBOR-ready form of one group (kept by the queue until it is batched); `values` an integer:
+    a span of that many points polled and unchanged."""
+    if isinstance(values, int):
+        return [dt_ms, first, values]
     return [dt_ms, first, list(values), faults] if faults else [dt_ms, first, list(values)]
 
 
@@ -349,23 +370,27 @@ def decode_batch(payload: bytes) -> Batch:
     groups, count = [], 0
     for n, g in enumerate(raw_groups):
         group = _decode_group(n, g)
-        count += len(group.values)
+        count += len(group.values) or 1  # a span counts as one
         if count > MAX_POINTS:
             raise WireError(f"batch holds more than {MAX_POINTS} samples")
         groups.append(group)
     return Batch(epoch, seq, tid, base, groups)
 
 
-def _decode_group(n: int, g: object) -> Group:
+def _decode_group(n: int, g: object) -> Group:  # noqa: PLR0912 (one check a field)
     if not (isinstance(g, list) and len(g) in (3, 4)):
-        raise WireError(f"group {n} must be [dt_ms, first_index, values(, faults)]")
+        raise WireError(f"group {n} must be [dt_ms, first_index, values(, faults)] or [dt_ms, first_index, count]")
     dt, first, values = g[0], g[1], g[2]
     if not (isinstance(dt, int) and not isinstance(dt, bool) and -(2**40) < dt < 2**40):
         raise WireError(f"group {n} dt_ms must be an integer")
     if not (isinstance(first, int) and not isinstance(first, bool) and 0 <= first < MAX_POINTS):
         raise WireError(f"group {n} first_index must be an integer 0..{MAX_POINTS - 1}")
+    if isinstance(values, int) and not isinstance(values, bool) and len(g) == 3:
+        if not 1 <= values <= MAX_POINTS - first:
+            raise WireError(f"group {n} span of {values} points from index {first} is outside 1..{MAX_POINTS} points")
+        return Group(dt, first, [], {}, values)
     if not isinstance(values, list):
-        raise WireError(f"group {n} values must be a list")
+        raise WireError(f"group {n} values must be a list (or a span's count of points)")
     for v in values:
         if not (v is None or isinstance(v, bool | int | float | str)) or (
             isinstance(v, str) and len(v) > 256

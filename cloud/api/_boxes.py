@@ -123,10 +123,12 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def latest(caller: Auth, box_id: str, format: Literal["json", "csv"] = "json") -> Any:
         reach(caller, box_id, "box.data.read")
         rows = store.latest(box_id)
+        seen = store.confirmed(box_id)  # report on change: the newest poll that found the value unchanged
         if format == "csv":
-            return _csv(["point", "ts_ms", "value", "quality", "unit"], [list(r) for r in rows])
-        return JSONResponse({"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u}
-                                                       for p, t, v, q, u in rows]})
+            return _csv(["point", "ts_ms", "value", "quality", "unit", "confirmed_ms"],
+                        [[*r, seen.get(r[0], r[1])] for r in rows])
+        return JSONResponse({"box": box_id, "points": [{"point": p, "ts_ms": t, "value": v, "quality": q, "unit": u,
+                                                        "confirmed_ms": seen.get(p, t)} for p, t, v, q, u in rows]})
 
     @app.get("/v1/boxes/{box_id}/history", tags=["data"],
              summary="points' samples over a time range, paged; with `bucket_s`, aggregates (box.data.read)",

@@ -2,7 +2,8 @@
 
 `PointTable` is a Box's table with what storing a batch needs computed once per table;
 `sample_rows` turns a decoded batch into the rows of `samples` and `latest`, a group at a
-time (C-level `zip`, one JSON encoding per group). No I/O.
+time (C-level `zip`, one JSON encoding per group); `span_rows` its spans into rows of `spans`
+(one a span). No I/O.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from proto.wire import Batch
 
 SampleRow = tuple[str, str, int, str, int]  # box_id, point, ts_ms, value as JSON, quality
 LatestRow = tuple[str, str, int, str, int, str]  # ... and the unit
+SpanRow = tuple[str, int, int, int, int, int, int]  # box_id, epoch, seq, table_id, ts_ms, first, n
 MAX_INT = (1 << 63) - 1  # the largest integer SQLite and PostgreSQL (BIGINT) store
 
 
@@ -90,6 +92,23 @@ def sample_rows(box_id: str, batch: Batch, table: PointTable) -> tuple[list[Samp
     return rows, list(newest.values())
 
 
+def span_rows(box_id: str, batch: Batch, table: PointTable) -> list[SpanRow]:
+    """The `spans` rows of a batch: one a span, never one a point.
+
+    Raises:
+        WireError: a span runs past the table, or its time does not fit the database.
+    """
+    spans: list[SpanRow] = []
+    names = table.names
+    for ts, first, n in batch.spans():
+        if first + n > len(names):
+            raise WireError(f"span at index {first} runs past the {len(names)}-point table")
+        if ts > MAX_INT:
+            raise WireError(f"a span's time {ts} is too large to store (at most 2**63 - 1)")
+        spans.append((box_id, batch.epoch, batch.seq, batch.table_id, ts, first, n))
+    return spans
+
+
 def _json_values(values: list[Value]) -> list[str]:
     """Each value as JSON text (`json.dumps(v)` of each), with one encoding for the whole list.
 
@@ -103,4 +122,5 @@ def _json_values(values: list[Value]) -> list[str]:
     return json.dumps(values, separators=(",", ":"))[1:-1].split(",")
 
 
-__all__ = ["Batch", "LatestRow", "PointTable", "SampleRow", "WireError", "sample_rows"]
+__all__ = ["Batch", "LatestRow", "PointTable", "SampleRow", "SpanRow", "WireError", "sample_rows",
+           "span_rows"]

@@ -16,12 +16,22 @@ from cloud.store._deployments import Deployments
 from cloud.store._fleet import Fleet, box_tags, boxes, status_history
 from cloud.store._history import History
 from cloud.store._outbox import Outbox, commands, configs
-from cloud.store._telemetry import Telemetry, batches, conflicts, evicted, latest, parked_batches, point_tables, samples
+from cloud.store._telemetry import (
+    Telemetry,
+    batches,
+    conflicts,
+    evicted,
+    latest,
+    parked_batches,
+    point_tables,
+    samples,
+    spans,
+)
 from cloud.store._users import Users, box_accounts
 
 # what `delete_box` deletes (revoked certificates stay on the CRL; deployments keep their history)
-_A_BOXS_DATA = (samples, latest, batches, conflicts, parked_batches, point_tables, health, modem, evicted, devices,
-                alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
+_A_BOXS_DATA = (samples, spans, latest, batches, conflicts, parked_batches, point_tables, health, modem, evicted,
+                devices, alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
 
 
 class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit):

@@ -9,8 +9,9 @@ many a statement (`cloud.store._dialect.BulkInsert`).
 `samples` is indexed by (Box, time), not by (Box, point, time): batches arrive in time order, so
 each one appends to the index, where a per-point index took a write in a different page for
 nearly every sample (docs/performance.md). A point's history is read through the time index.
-Tables `point_tables`, `batches`, `conflicts`, `samples`, `latest`, `evicted`,
-`parked_batches`, `deferred`. No network I/O.
+A batch's spans (points polled and unchanged, `proto.wire`) are stored as they came, one row a
+span in `spans`, and resolved when read (`cloud.store._history`). Tables `point_tables`,
+`batches`, `conflicts`, `samples`, `latest`, `spans`, `evicted`, `parked_batches`, `deferred`. No network I/O.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cloud.pacing import Lru
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
 from cloud.store._dialect import BulkInsert, Prepared, Upsert
 from cloud.store._fleet import boxes
-from cloud.store._points import Batch, PointTable, sample_rows
+from cloud.store._points import Batch, PointTable, sample_rows, span_rows
 from proto.points import PointInfo
 
 MAX_CACHED_POINTS = 500_000  # parsed point tables kept in memory, in points (about 100 MB at most)
@@ -47,6 +48,7 @@ batches = sa.Table(
     sa.Column("received", SECONDS, nullable=False),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Column("digest", sa.LargeBinary),
+    sa.Column("ts_max", BIGINT),  # its newest reading (spans are resolved only past a batch lost before)
 )
 conflicts = sa.Table(
     "conflicts", metadata,
@@ -72,6 +74,17 @@ latest = sa.Table(
     sa.Column("value", sa.Text),
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Column("unit", sa.Text, nullable=False),
+)
+spans = sa.Table(  # points polled and unchanged (proto.wire), resolved when read (cloud.store._history)
+    "spans", metadata,
+    sa.Column("box_id", sa.Text, nullable=False),
+    sa.Column("epoch", BIGINT, nullable=False),
+    sa.Column("seq", BIGINT, nullable=False),
+    sa.Column("table_id", BIGINT, nullable=False),
+    sa.Column("ts_ms", BIGINT, nullable=False),
+    sa.Column("first", sa.Integer, nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Index("spans_by_time", "box_id", "ts_ms"),
 )
 evicted = sa.Table(
     "evicted", metadata,
@@ -105,6 +118,8 @@ _SAMPLES = BulkInsert(lambda _: samples.insert(), [c.name for c in samples.colum
 _LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an older sample changes nothing
     "ts_ms": new.ts_ms, "value": new.value, "quality": new.quality, "unit": new.unit},
     where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
+_SPANS = BulkInsert(lambda _: spans.insert(), [c.name for c in spans.columns])
+
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
 _TABLE = Upsert(point_tables)  # a table id names its content: stored already, nothing to do
@@ -165,10 +180,13 @@ class Telemetry(StoreBase):
         Raises:
             WireError: a group points outside the table, or a number too large to store.
         """
-        rows, newest = sample_rows(box_id, batch, table if isinstance(table, PointTable) else PointTable(table))
+        table = table if isinstance(table, PointTable) else PointTable(table)
+        rows, newest = sample_rows(box_id, batch, table)
+        span = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else []
+        ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
         now = time.time()
         with self._tx() as db:
-            if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest)) == 0:
+            if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest, ts_max)) == 0:
                 b = batches.c
                 old = db.execute(sa.select(b.digest).where(b.box_id == box_id, b.epoch == batch.epoch,
                                                            b.seq == batch.seq)).scalar()
@@ -178,6 +196,7 @@ class Telemetry(StoreBase):
                 return False
             _SAMPLES.run(db, rows)
             _LATEST.run(db, newest)  # one row a point
+            _SPANS.run(db, span)  # one row a span, never one a point
             _SEEN.run(db, (now, box_id))
         return True
 
@@ -188,6 +207,33 @@ class Telemetry(StoreBase):
             rows = db.execute(sa.select(c.point, c.ts_ms, c.value, c.quality, c.unit).where(c.box_id == box_id)
                               .order_by(c.point))
             return [(p, int(t), json.loads(v) if v is not None else None, int(q), u) for p, t, v, q, u in rows]
+
+    def confirmed(self, box_id: str) -> dict[str, int]:
+        """Point -> the newest poll that found its latest value unchanged (a span at or after the value's
+        time, report on change), for the points that have one. Read from the newest spans back, only
+        as far as the oldest latest value still unconfirmed (not at all without spans)."""
+        c, s = latest.c, spans.c
+        out: dict[str, int] = {}
+        with self._read() as db:
+            need = {str(p): int(t) for p, t in db.execute(sa.select(c.point, c.ts_ms).where(c.box_id == box_id))}
+        key: tuple[int, int, int] | None = None
+        while need:
+            query = sa.select(s.ts_ms, s.table_id, s.first, s.n).where(s.box_id == box_id,
+                                                                      s.ts_ms >= min(need.values()))
+            if key is not None:
+                query = query.where(sa.tuple_(s.ts_ms, s.table_id, s.first) < sa.tuple_(*key))
+            with self._read() as db:
+                chunk = db.execute(query.order_by(s.ts_ms.desc(), s.table_id.desc(), s.first.desc()).limit(500)).all()
+            for ts, tid, first, n in chunk:
+                table = self.table(box_id, int(tid))
+                for p in table.names[first:first + n] if table is not None else ():
+                    if need.get(p, ts + 1) <= ts:
+                        out[p] = int(ts)
+                        del need[p]
+            if len(chunk) < 500:
+                break
+            key = (chunk[-1][0], chunk[-1][1], chunk[-1][2])
+        return out
 
     def samples(self, box_id: str, point: str | None = None) -> list[tuple[str, int, object, int]]:
         """Every stored sample of a Box (or of one point), oldest first (then by point)."""

@@ -65,6 +65,7 @@ from drivers._fields import (
     req,
     table_list,
 )
+from drivers._report import Report, parse_report
 from drivers.bacnet._names import NUMERIC_KINDS, object_type_number, property_number, value_kind
 from drivers.errors import ConfigError, show
 
@@ -79,10 +80,10 @@ _NETWORK_KEYS: Final = frozenset({
 })
 _DEVICE_KEYS: Final = frozenset({
     "name", "device_instance", "address", "poll_interval_s", "cov", "cov_lifetime_s",
-    "cov_confirmed", "points", "urgent",
+    "cov_confirmed", "points", "urgent", "report",
 })
 _POINT_KEYS: Final = frozenset({
-    "name", "object", "property", "unit", "writable", "priority", "min", "max", "urgent",
+    "name", "object", "property", "unit", "writable", "priority", "min", "max", "urgent", "report",
 })
 _OBJECT_RE: Final = re.compile(r"([a-z][a-z-]*),([0-9]{1,7})")
 
@@ -111,6 +112,7 @@ class BacnetPoint:
     min: float | None = None
     max: float | None = None
     urgent: bool | None = None  # None: the device's (an urgent reading leaves at once, not after the batch delay)
+    report: Report | None = None  # report on change: this point's own (drivers._report)
 
     @builtins.property  # the field "property" hides the builtin here
     def kind(self) -> str:
@@ -131,6 +133,7 @@ class BacnetDevice:
     cov_lifetime_s: int = 300
     cov_confirmed: bool = True
     urgent: bool = False  # its points' readings leave at once, unless a point says otherwise
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
     def is_urgent(self, point: BacnetPoint) -> bool:
         """Whether `point`'s readings are urgent: its own say, else this device's."""
@@ -226,6 +229,7 @@ def _parse_device(raw: object, index: int, network_where: str) -> BacnetDevice:
         cov_lifetime_s=opt(raw, "cov_lifetime_s", where, as_int, 300),
         cov_confirmed=opt(raw, "cov_confirmed", where, as_bool, True),
         urgent=opt(raw, "urgent", where, as_bool, False),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 
@@ -257,6 +261,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> BacnetPoint:
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
         urgent=opt(raw, "urgent", where, as_bool, None),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from drivers._fields import check_name, check_range
+from drivers._report import Report
 from drivers.errors import ConfigError, show
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order, PointCodec, register_count
 from proto import names
@@ -61,6 +62,7 @@ class ModbusPoint:
     min: float | None = None  # bounds of a write, in engineering units
     max: float | None = None
     urgent: bool | None = None  # None: the device's (an urgent reading leaves at once, not after the batch delay)
+    report: Report | None = None  # report on change: this point's own (drivers._report)
 
     @property
     def size(self) -> int:
@@ -88,6 +90,7 @@ class ModbusTcpDevice:
     write_multiple: bool = False  # always FC 15/16, for devices without FC 5/6
     max_registers: int = MAX_REGISTERS_PER_READ  # largest read to try; lowered when refused
     urgent: bool = False  # its points' readings leave at once, unless a point says otherwise
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +109,7 @@ class ModbusRtuDevice:
     write_multiple: bool = False
     max_registers: int = MAX_REGISTERS_PER_READ
     urgent: bool = False
+    report: Report | None = None  # report on change: the device's (drivers._report)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,6 +24,7 @@ A Modbus TCP device (one bus of its own)::
     write_multiple = false     # true: write with FC 15/16 only (devices without FC 5/6)
     urgent = false             # true: every point's readings leave at once, not after the
                                # [uplink] batch_delay_ms (alarms, states that matter)
+    report = { mode = "change", deadband = 0.2 }   # report on change, see drivers._report
 
     [[modbus_tcp.points]]      # 1..10000 per device
     name = "supply_temp"       # required, same rule as device names, unique in the device
@@ -43,6 +44,7 @@ A Modbus TCP device (one bus of its own)::
     min = 12.0                 # bounds of a write in engineering units (writable numbers)
     max = 28.0
     urgent = true              # overrides the device's urgent
+    report = { deadband_pct = 1 }   # overrides the device's, field by field
 
 A serial line (one bus) and its slave devices::
 
@@ -91,6 +93,7 @@ from drivers._fields import (
     reject_unknown,
     req,
 )
+from drivers._report import parse_report
 from drivers.errors import ConfigError
 from drivers.modbus._codec import ORDERS, TYPES, DataType, Order
 from drivers.modbus._config import (
@@ -112,7 +115,7 @@ from drivers.modbus._config import (
 MAX_DEVICES_PER_LINE: Final = 247
 _COMMON_DEVICE_KEYS: Final = frozenset({
     "name", "unit_id", "poll_interval_s", "timeout_s", "retries", "max_gap", "max_registers",
-    "byte_order", "word_order", "write_multiple", "points", "urgent",
+    "byte_order", "word_order", "write_multiple", "points", "urgent", "report",
 })
 _TCP_DEVICE_KEYS: Final = _COMMON_DEVICE_KEYS | {"host", "port"}
 _LINE_KEYS: Final = frozenset({
@@ -121,7 +124,7 @@ _LINE_KEYS: Final = frozenset({
 })
 _POINT_KEYS: Final = frozenset({
     "name", "table", "address", "type", "unit", "scale", "offset", "byte_order", "word_order",
-    "bit", "length", "poll_interval_s", "writable", "min", "max", "urgent",
+    "bit", "length", "poll_interval_s", "writable", "min", "max", "urgent", "report",
 })
 
 T = TypeVar("T")
@@ -154,6 +157,7 @@ def parse_modbus_tcp_device(raw: Mapping[str, object]) -> ModbusTcpDevice:
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
         urgent=opt(raw, "urgent", where, as_bool, False),
+        report=opt(raw, "report", where, parse_report, None),
     )
     check_device(device)
     return device
@@ -208,6 +212,7 @@ def _rtu_device(raw: object, index: int, line_where: str) -> ModbusRtuDevice:
         write_multiple=opt(raw, "write_multiple", where, as_bool, False),
         max_registers=opt(raw, "max_registers", where, as_int, MAX_REGISTERS_PER_READ),
         urgent=opt(raw, "urgent", where, as_bool, False),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 
@@ -248,6 +253,7 @@ def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
         min=opt(raw, "min", where, as_float, None),
         max=opt(raw, "max", where, as_float, None),
         urgent=opt(raw, "urgent", where, as_bool, None),
+        report=opt(raw, "report", where, parse_report, None),
     )
 
 

@@ -424,3 +424,35 @@ def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -
             if action == "alert.ack"]
     assert acks == [(f"user:{user}", "technician on site")]
     assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()["closed"]
+
+
+def test_a_box_reporting_on_change_has_every_poll_in_its_history_json_csv_and_aggregates(api: Api) -> None:
+    """Report on change: the batches came newest first (a backlog draining), the polls found unchanged
+    as spans; the API gives the value in force at every poll, and when the latest was last confirmed."""
+    from proto import wire
+    from proto.points import PointInfo
+
+    st, g = api.cloud.store, wire.encode_group
+    table = [PointInfo("ahu.t", "degC", "float32"), PointInfo("ahu.on", "", "bool")]
+    tid, t0 = wire.table_id(table), NOW_MS - 300_000
+    st.put_table("BOX-Y", tid, table)
+    sent = [(1, [g(0, 0, [20.5, True], {})]), *((n, [g(0, 0, 2, {})]) for n in range(2, 6)),
+            (6, [g(0, 0, [21.0], {}), g(0, 1, 1, {})])]
+    for seq, groups in reversed(sent):
+        st.store_batch("BOX-Y", wire.decode_batch(wire.encode_batch(7, seq, tid, t0 + seq * 1000, groups)), table)
+    s = api.session(new_user(api, "viewer"))
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((NOW_MS - 3_600_000) / 1000))
+    url = api.url + "/v1/boxes/BOX-Y/history"
+    first = s.get(url, params=_q(point=["ahu.t"], since=since, limit=4)).json()
+    rest = s.get(url, params=_q(point=["ahu.t"], since=since, limit=4, cursor=first["next"])).json()
+    assert [(i["ts_ms"] - t0, i["value"]) for i in first["items"] + rest["items"]] == [
+        (1000, 20.5), (2000, 20.5), (3000, 20.5), (4000, 20.5), (5000, 20.5), (6000, 21.0)]
+    assert rest["next"] is None
+    csv = s.get(url, params=_q(point=["ahu.on"], since=since, format="csv")).text.splitlines()
+    assert csv[1:] == [f"ahu.on,{t0 + k * 1000},True,0" for k in range(1, 7)]
+    buckets = s.get(url, params=_q(point=["ahu.t"], since=since, bucket_s=3600)).json()["items"]
+    assert sum(b["count"] for b in buckets) == 6  # one a poll, the value in force counted at each
+    assert min(b["min"] for b in buckets) == 20.5 and max(b["max"] for b in buckets) == 21.0
+    latest = {p["point"]: p for p in s.get(api.url + "/v1/boxes/BOX-Y/latest").json()["points"]}
+    assert latest["ahu.on"]["ts_ms"] == t0 + 1000 and latest["ahu.on"]["confirmed_ms"] == t0 + 6000
+    assert latest["ahu.t"]["confirmed_ms"] == latest["ahu.t"]["ts_ms"] == t0 + 6000

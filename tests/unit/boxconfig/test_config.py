@@ -140,3 +140,58 @@ def test_urgent_on_a_point_overrides_its_devices_on_every_bus(tmp_path: Path) ->
     cfg = config.load(write(tmp_path, URGENT))
     assert cfg.urgent_points() == {"ahu1.fire", "alarms.smoke", "meter2.trip", "ahu2.alarm"}
     assert config.BoxConfig().urgent_points() == frozenset()  # nothing is urgent unless marked
+
+
+REPORTING = """
+[report]
+mode = "change"
+deadband = 0.1
+max_age_s = 600
+
+[[modbus_tcp]]
+name = "ahu1"
+host = "127.0.0.1"
+poll_interval_s = 1.0
+report = { deadband = 0.5, deadband_pct = 2 }
+points = [
+  { name = "t", table = "holding", address = 0, type = "float32", report = { max_age_s = 60 } },
+  { name = "sp", table = "holding", address = 2, type = "float32", report = { mode = "poll" } },
+]
+
+[[modbus_tcp]]
+name = "meter1"
+host = "127.0.0.1"
+poll_interval_s = 1.0
+points = [{ name = "kwh", table = "input", address = 0, type = "uint32" }]
+"""
+
+
+def test_report_tables_override_field_by_field(tmp_path: Path) -> None:
+    from boxconfig.report import Rule, report_rules
+
+    cfg = config.load(write(tmp_path, REPORTING))
+    assert report_rules(cfg, ["ahu1.t", "ahu1.sp", "meter1.kwh", "other.x"]) == [
+        Rule(False, 0.5, 2.0, 60_000), Rule(True, 0.5, 2.0, 600_000),
+        Rule(False, 0.1, 0.0, 600_000), Rule(False, 0.1, 0.0, 600_000)]
+    assert report_rules(config.BoxConfig(), ["a.b"]) == [Rule(True, 0.0, 0.0, 900_000)]  # no [report]: poll
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ('[report]\nmode = "cov"\n', '[report]: mode must be one of change | poll, not \'cov\''),
+    ("[report]\ndeadband = -1\n", "[report]: deadband -1.0 must be from 0 to 1e12 (in the point's unit)"),
+    ("[report]\ndeadband_pct = 150\n", "[report]: deadband_pct 150.0 is out of range 0..100"),
+    ("[report]\nmax_age_s = 0\n", "[report]: max_age_s 0 is out of range 1..86400"),
+    ("[report]\nmax_age_s = 1.5\n", "[report]: max_age_s must be an integer"),
+    ("[report]\ndeadband = nan\n", "[report]: deadband must be finite"),
+    ("[report]\ndead_band = 1\n", "[report]: unknown key(s) 'dead_band'"),
+    ("report = 3\n", "[report] must be a table"),
+    (REPORTING.replace("max_age_s = 60 }", "max_age_s = 100000 }"),
+     '[[modbus_tcp]] #1: device "ahu1" point "t": report: max_age_s 100000 is out of range 1..86400'),
+    (REPORTING.replace("deadband_pct = 2 }", "deadband_pct = true }"),
+     '[[modbus_tcp]] #1: device "ahu1": report: deadband_pct must be a number'),
+])
+def test_bad_report_tables_say_what_and_where(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        config.load(write(tmp_path, text))
+    assert words in str(e.value)
+    assert any(words in p for p in config.file_problems(write(tmp_path, text)))

@@ -54,3 +54,35 @@ def test_a_full_disk_fails_the_bus_task_which_comes_back_once_there_is_room(smal
             d.queue.close()
 
     scenario()
+
+
+def test_a_reading_whose_write_failed_is_never_the_reference_of_an_unchanged_one(small_disk: Path) -> None:
+    """Report on change: the filter took the reading as sent; the write failed, so it must forget it."""
+    from boxconfig.report import Rule
+    from boxd.errors import QueueError
+    from boxd.onchange import OnChange
+    from drivers import Sample
+    from proto import wire
+
+    @in_loop
+    async def scenario() -> None:
+        d = Daemon(small_disk, small_disk / "unused.toml")
+        d.queue.open()
+        bus = FakeBus("ahu", ["a"] + [f"p{i}" for i in range(200)])
+        d.buses.use(d.buses.cfg, [bus])
+        d.buses.onchange = OnChange([Rule(max_age_ms=10**9)] * 201)
+        emit = d.buses.emitter(bus, first=0)
+        await emit([Sample("ahu.a", 1, 1.0)])
+        with pytest.raises(QueueError):  # the disk fills up (a unchanged: spans; the others change)
+            for t in range(2, 10**6):
+                await emit([Sample("ahu.a", t, 1.0), *(Sample(f"ahu.p{i}", t, float(t + i)) for i in range(200))])
+        with pytest.raises(QueueError):
+            await emit([Sample("ahu.a", 10**6, 2.0)])  # a changed: not written
+        await asyncio.to_thread(subprocess.run, ["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+        await emit([Sample("ahu.a", 10**6 + 1, 2.0)])  # the same value again: sent, not "unchanged"
+        await d.queue.seal(10**6)
+        last = wire.decode_batch(d.queue.newest_batch()[1])  # type: ignore[index]
+        assert [(g.first, g.values, g.unchanged) for g in last.groups][-1] == (0, [2.0], 0)
+        d.queue.close()
+
+    scenario()

@@ -210,3 +210,28 @@ async def test_a_long_backlog_is_sealed_in_steps_with_readings_written_between(t
     assert await q.seal(max_samples=1) == 3 * SEAL_STEP + 5
     assert [s for s, _ in q.batches(0, 1000)] == list(range(1, 3 * SEAL_STEP + 6))
     q.close()
+
+
+@in_loop
+async def test_evicting_readings_not_yet_batched_skips_a_batch_number_said_evicted(tmp_path: Path) -> None:
+    """A span still queued may refer to a value evicted: the gap in batch numbers tells the cloud never to
+    resolve it past the gap (report on change, proto.wire)."""
+    q = opened(tmp_path / "q.db", max_samples=5)
+    await q.put(7, 1, 0, [1.0, 2.0], {})
+    await q.seal(10)  # batch 1
+    await q.put(7, 2, 0, [3.0, 4.0], {})
+    await q.put(7, 3, 0, [5.0, 6.0], {})
+    await q.put_many(7, [(4, 0, 2, {})], TimeBase("", True, 0))  # a span: counted one
+
+    def event(n: int, total: int, gone: list[int]) -> bytes:
+        return wire.encode_doc({"samples": n, "seqs": gone})
+
+    n, gone = await q.enforce_limit(lambda: {1}, event)  # batch 1 in flight: pending groups go
+    assert n == 2 and gone == []
+    ((_, payload),) = q.events(10)
+    assert wire.decode_doc(payload, {}) == {"samples": 2, "seqs": [2]}  # number 2 skipped, said evicted
+    await q.seal(10)
+    assert [s for s, _ in q.batches(0, 10)] == [1, 3]
+    b = wire.decode_batch(q.batches(1, 1)[0][1])
+    assert [(g.first, g.values, g.unchanged) for g in b.groups] == [(0, [5.0, 6.0], 0), (0, [], 2)]
+    q.close()

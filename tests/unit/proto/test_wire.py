@@ -91,3 +91,34 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
             decode(data)
         except WireError:
             pass
+
+
+def test_a_span_round_trips_and_costs_a_few_bytes() -> None:
+    groups = [wire.encode_group(0, 0, [1.5], {}), wire.encode_group(0, 1, 99, {}), wire.encode_group(1000, 0, 100, {})]
+    b = wire.decode_batch(wire.encode_batch(5, 6, 7, 1_700_000_000_000, groups))
+    assert list(b.spans()) == [(1_700_000_000_000, 1, 99), (1_700_000_001_000, 0, 100)]
+    table = [PointInfo(f"d.p{i}", "", "float32") for i in range(100)]
+    assert list(b.samples(table)) == [("d.p0", 1_700_000_000_000, 1.5, Quality.GOOD)]
+    assert len(cbor2.dumps(wire.encode_group(1000, 0, 100, {}))) <= 7  # 100 points polled, unchanged
+    with pytest.raises(WireError, match="runs past"):
+        list(wire.decode_batch(wire.encode_batch(5, 6, 7, 0, [wire.encode_group(0, 50, 51, {})])).samples(table))
+
+
+@pytest.mark.parametrize(("group", "why"), [
+    ([0, 0, 0], "span of 0 points"),
+    ([0, 0, -3], "span of -3 points"),
+    ([0, 0, True], "values must be a list"),
+    ([0, wire.MAX_POINTS - 1, 2], "outside 1..100000"),
+    ([0, 0, 2, {}], "values must be a list"),  # a span has no faults
+    ([0, 0, 2**63], "span of"),
+])
+def test_hostile_spans_are_refused_with_a_reason(group: list[object], why: str) -> None:
+    with pytest.raises(WireError, match=why):
+        wire.decode_batch(b"\x01" + cbor2.dumps([1, 2, 3, 4, [group]]))
+
+
+def test_spans_count_in_the_batch_limits() -> None:
+    many = [[0, 0, 1]] * (wire.MAX_POINTS + 1)
+    z = zlib.compressobj(9, zlib.DEFLATED, -15)
+    with pytest.raises(WireError, match="more than 100000 samples"):
+        wire.decode_batch(b"\x81" + z.compress(cbor2.dumps([1, 2, 3, 4, many])) + z.flush())

@@ -1,0 +1,75 @@
+"""Report on change in the cloud's store: spans ("polled, unchanged") stored once, resolved when read
+whatever order their batches came in, and never resolved across a batch that is missing."""
+
+from __future__ import annotations
+
+from cloud.store import Store
+from proto import wire
+from proto.points import PointInfo
+
+BOX, TID = "BOX-1", 7
+TABLE = [PointInfo("d.a", "degC", "float32"), PointInfo("d.b", "", "bool")]
+G = wire.encode_group
+
+
+def batch(seq: int, base: int, *groups: list[object]) -> wire.Batch:
+    return wire.decode_batch(wire.encode_batch(1, seq, TID, base, list(groups)))
+
+
+def stored(store: Store, *batches: wire.Batch) -> None:
+    store.put_table(BOX, TID, TABLE)
+    for b in batches:
+        store.store_batch(BOX, b, TABLE, bytes([b.seq]))
+
+
+B1 = batch(1, 1000, G(0, 0, [1.0, False], {}))
+B2 = batch(2, 2000, G(0, 0, 2, {}))  # both polled, unchanged
+B3 = batch(3, 3000, G(0, 0, [5.0], {}), G(0, 1, 1, {}))
+
+
+def history(store: Store, points: list[str] | None = None, limit: int = 100) -> list[tuple[str, int, object, int]]:
+    return store.history(BOX, points or [], 0, 10_000, after=None, limit=limit)
+
+
+def test_spans_resolve_to_the_value_in_force_whatever_order_the_batches_came_in(store: Store) -> None:
+    stored(store, B3, B2)  # the freshest first, as a Box drains a backlog
+    assert history(store) == [("d.a", 3000, 5.0, 0)]  # b's polls refer to a value not here yet: missing
+    stored(store, B1, B2)  # B2 again: stored once
+    assert history(store) == [("d.a", 1000, 1.0, 0), ("d.b", 1000, False, 0), ("d.a", 2000, 1.0, 0),
+                              ("d.b", 2000, False, 0), ("d.a", 3000, 5.0, 0), ("d.b", 3000, False, 0)]
+    assert history(store, ["d.b"]) == [("d.b", 1000, False, 0), ("d.b", 2000, False, 0), ("d.b", 3000, False, 0)]
+    page = history(store, limit=3)
+    assert page == history(store)[:3]
+    rest = store.history(BOX, [], 0, 10_000, after=(page[-1][1], page[-1][0]), limit=100)
+    assert page + rest == history(store)
+    assert store.confirmed(BOX) == {"d.b": 3000}  # a's latest value is newer than its last span
+    assert store.aggregates(BOX, ["d.a"], 0, 10_000, 10_000, after=None, limit=10) == [
+        ("d.a", 0, 3, 1.0, 5.0, 7.0 / 3)]  # the value in force counts at each poll
+
+
+def test_a_span_is_never_resolved_across_a_batch_that_is_missing(store: Store) -> None:
+    # batch 2, [7.0, True] at 2000, was evicted on the Box: it never arrives
+    later = batch(3, 3000, G(0, 0, 2, {}))  # unchanged since 7.0 / True, which the cloud never got
+    stored(store, B1, later)
+    store.put_evicted(BOX, 1, [[2, 2]], 2)
+    assert history(store) == [("d.a", 1000, 1.0, 0), ("d.b", 1000, False, 0)]  # 3000: missing, not 1.0
+    after_gap = batch(4, 4000, G(0, 0, [7.5, True], {}))
+    again = batch(5, 5000, G(0, 0, 2, {}))
+    stored(store, after_gap, again)
+    assert history(store)[2:] == [("d.a", 4000, 7.5, 0), ("d.b", 4000, True, 0),
+                                  ("d.a", 5000, 7.5, 0), ("d.b", 5000, True, 0)]
+
+
+def test_a_span_past_the_maximum_age_is_not_resolved(store: Store) -> None:
+    stale = batch(2, 1000 + wire.MAX_AGE_S * 1000 + 1, G(0, 0, 2, {}))
+    stored(store, B1, stale)
+    assert store.history(BOX, [], 0, 2**40, after=None, limit=10) == [("d.a", 1000, 1.0, 0), ("d.b", 1000, False, 0)]
+
+
+def test_a_page_is_full_when_some_polls_of_it_cannot_be_resolved(store: Store) -> None:
+    only_b = batch(1, 1000, G(0, 1, [False], {}))  # a's value never came
+    stored(store, only_b, *(batch(s, s * 1000, G(0, 0, 2, {})) for s in range(2, 6)))
+    page = store.history(BOX, [], 0, 10_000, after=(1000, "d.b"), limit=3)
+    assert page == [("d.b", 2000, False, 0), ("d.b", 3000, False, 0), ("d.b", 4000, False, 0)]
+    assert store.history(BOX, ["d.b"], 0, 10_000, after=None, limit=10)[-1] == ("d.b", 5000, False, 0)
+    assert store.history(BOX, ["d.a"], 0, 10_000, after=None, limit=10) == []
