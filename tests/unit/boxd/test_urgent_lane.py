@@ -12,6 +12,7 @@ from pathlib import Path
 from boxconfig import BoxConfig, UplinkSettings
 from boxd.daemon import Daemon
 from drivers import Sample
+from drivers._report import Report
 from drivers.modbus import ModbusPoint, ModbusTcpDevice
 from proto import wire
 from proto.topics import Up
@@ -76,5 +77,31 @@ async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path
     await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", 1_700_000_000_000, 1.0)])
     await eventually(lambda: len(up.on(Up.DATA)) == 5, "the urgent batch", within=20)
     assert points_in(up.on(Up.DATA)[-1].payload) == [1]  # the alarm, past the full window, no ack needed
+    task.cancel()
+    d.queue.close()
+
+
+@in_loop
+async def test_in_report_on_change_only_a_changed_urgent_value_takes_the_lane(tmp_path: Path) -> None:
+    d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
+    d.queue.open()
+    bus = FakeBus("ahu", ["temp", "alarm"])
+    change = Report(mode="change", deadband=0.0, deadband_pct=0.0, max_age_s=900)
+    d.buses.use(BoxConfig(uplink=UplinkSettings(batch_delay_ms=60000), modbus_tcp=(AHU,), report=change), [bus])
+    await d.link.start(load_fake(tmp_path))
+    up = d.link.uplink
+    assert isinstance(up, FakeUplink)
+    task = asyncio.create_task(d.sender.run())
+    emit = d.buses.emitter(bus, first=0)
+    await emit([Sample("ahu.alarm", 1_700_000_000_000, 1.0)])  # a new value: sent at once
+    await eventually(lambda: len(up.on(Up.DATA)) == 1, "the urgent batch", within=20)
+    # the same alarm again, unchanged: a span, which waits with the ordinary readings
+    await emit([Sample("ahu.temp", 1_700_000_001_000, 21.5), Sample("ahu.alarm", 1_700_000_001_000, 1.0)])
+    d.queue.put_event_now(b"an event")  # a wake-up that publishes what is due, and nothing else
+    d.sender.wake()
+    await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
+    assert len(up.on(Up.DATA)) == 1 and d.queue.depth()[1] > 0  # the unchanged alarm did not seal the batch
+    await emit([Sample("ahu.alarm", 1_700_000_002_000, 0.0)])  # changed again: the lane, with what waited
+    await eventually(lambda: len(up.on(Up.DATA)) == 2, "the second urgent batch", within=20)
     task.cancel()
     d.queue.close()
