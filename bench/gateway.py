@@ -50,16 +50,18 @@ from bench.measure import (
     latency_ms,
     requests_per_cycle,
 )
-from bench.workload import PROBE, boxd_toml, layout, minimum_requests
+from bench.simlink import SimLink, per_point
+from bench.workload import PROBE, WORKLOADS, boxd_toml, layout, minimum_requests
 from cloud.store import Store
 from drivers import PointInfo
 from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
-from tests.support.tcpproxy import CountingProxy
+from tests.support.wan import retarget
 from tests.support.wait import wait_for
 
-CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200)}
+CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200), "box500": (5, 100)}
+REPORTS = ("poll", "change")
 BOX = "BENCH-1"
 WARMUP_S = 2.0
 
@@ -117,62 +119,74 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
     return t
 
 
+def report_toml(report: str) -> str:
+    """The Box's `[report]` section for `--report`: nothing for "poll" (every value of every poll, today's
+    only behaviour), report on change at its default deadbands and maximum age for "change"."""
+    return '[report]\nmode = "change"\n\n' if report == "change" else ""
+
+
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path) -> dict[str, float]:
-    """One measured run of boxd; returns the figures."""
+             work: Path, workload: str = "counter", report: str = "poll") -> dict[str, float]:
+    """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`); returns the figures."""
     devs = layout(devices, points, free_port_block(devices))
     configured = devices * points
-    cloud = make_cloud(work / "cloud")
+    cloud_ip, box_ip = SimLink.addresses()
+    cloud = make_cloud(work / "cloud", names=[cloud_ip])
     store = TimedStore(work / "cloud" / "cloud.db")
     cloud.store = store
     cloud.start()
-    farm = Farm(devices, points, devs[0].port, work, "0" if cpus == "1" else None)
     stop = threading.Event()
+    report_: dict[str, object] = {}
     try:
-        with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
-            ident = provision(cloud, work / "box", BOX)
-            meta = ident.directory / "identity.json"
-            meta.write_text(meta.read_text().replace(f": {cloud.settings.broker_port}", f": {proxy.port}"))
-            conf = work / "box" / "boxd.toml"
-            conf.write_text(BOXD_UPLINK + boxd_toml(devs, "127.0.0.1", interval_s))
-            # the installer's step before starting the service: it also caches the parsed file
-            subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config", str(conf),
-                            "check-config"], check=True, capture_output=True)
-            t0 = time.monotonic()
-            box = BoxProcess.start(work / "box", conf, prefix=["taskset", "-c", cpus] if cpus else None)
-            tree = Tree(box.proc.pid)
-            sampler = _sampler(tree, stop)
+        with SimLink(cloud.settings.broker_port, cloud_ip, box_ip) as link:
+            farm = Farm(devices, points, devs[0].port, work, "0" if cpus == "1" else None, workload=workload,
+                        prefix=link.prefix())
             try:
-                wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
-                startup = time.monotonic() - t0
-                time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
-                cycles = max(1, round(seconds / interval_s))
-                window = cycles * interval_s
-                cpu0, wire0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
-                start = time.time()
-                time.sleep(window)  # the measurement window: a whole number of poll cycles
-                cpu1, wire1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
-                end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
-                # every reading of the windows is in once each device's probe read after them is
-                wait_for(lambda: len(store.probe_ts) == devices and min(store.probe_ts.values()) >= end_ms,
-                         60, "the window's readings to be stored")
-                tree.sample_rss()
+                ident = provision(cloud, work / "box", BOX)
+                retarget(ident.directory, cloud_ip, link.port)
+                conf = work / "box" / "boxd.toml"
+                conf.write_text(BOXD_UPLINK + report_toml(report) + boxd_toml(devs, "127.0.0.1", interval_s))
+                # the installer's step before starting the service: it also caches the parsed file
+                subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config",
+                                str(conf), "check-config"], check=True, capture_output=True)
+                t0 = time.monotonic()
+                box = BoxProcess.start(work / "box", conf,
+                                       prefix=[*link.prefix(), *(["taskset", "-c", cpus] if cpus else [])])
+                tree = Tree(box.proc.pid)
+                sampler = _sampler(tree, stop)
+                try:
+                    wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
+                    startup = time.monotonic() - t0
+                    time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
+                    cycles = max(1, round(seconds / interval_s))
+                    window = cycles * interval_s
+                    cpu0, counts0 = tree.cpu_seconds(), link.counts()
+                    start = time.time()
+                    time.sleep(window)  # the measurement window: a whole number of poll cycles
+                    cpu1, counts = tree.cpu_seconds(), link.counts() - counts0
+                    end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
+                    # every reading of the windows is in once each device's probe read after them is
+                    wait_for(lambda: len(store.probe_ts) == devices and min(store.probe_ts.values()) >= end_ms,
+                             60, "the window's readings to be stored")
+                    tree.sample_rss()
+                finally:
+                    stop.set()
+                    sampler.join()
+                    box.stop()
             finally:
-                stop.set()
-                sampler.join()
-                box.stop()
+                report_ = farm.stop()
     finally:
-        report = farm.stop()
         cloud.stop()
-    served: dict[str, list[list[float]]] = report["probes"]  # type: ignore[assignment]
+    served: dict[str, list[list[float]]] = report_["probes"]  # type: ignore[assignment]
     windows = device_windows(served, start, cycles, interval_s)
     stored = sum(store.count_between(BOX, f"{d}.", lo, hi) for d, (lo, hi) in windows.items())
     # latency in the steady state only: the probe values served in the windows
     in_window = {d: [(v, t) for v, t in served[d] if lo <= t * 1000 < hi] for d, (lo, hi) in windows.items()}
     p50, p99, _ = latency_ms(in_window, store.stored_probes)
-    return _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
-                    requests_per_cycle(report), minimum_requests(devs), p50, p99, startup)
-
+    wire = counts.payload_up + counts.payload_down
+    figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire,
+                       requests_per_cycle(report_), minimum_requests(devs), p50, p99, startup)
+    return {**figures, **per_point(counts, configured * cycles)}
 
 def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
              wire: int, requests: float, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:
@@ -195,14 +209,16 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
     }
 
 
-def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float) -> dict[str, float]:
+def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float, workload: str,
+         report: str) -> dict[str, float]:
     devices, points = CASES[case]
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
-            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report)
         from bench import thingsboard
 
-        return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+        return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
+                               workload=workload, report=report)
 
 
 def _fmt(v: object) -> str:
@@ -229,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", choices=["no", "yes", "both"], default="both", help="pin the gateway to one core")
     p.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default %(default)s)")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window, s (default %(default)s)")
+    p.add_argument("--workload", choices=WORKLOADS, default="counter",
+                   help="counter: every value changes at every poll; building: a building's trace (bench.building)")
+    p.add_argument("--report", choices=REPORTS, default="poll",
+                   help="poll: every value of every poll; change: each gateway's report on change (boxd's "
+                        "[report] mode = \"change\" at its defaults, ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
@@ -244,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         for pinned in pins:
             for gw in gateways:
                 name = f"{gw} {case}{' 1cpu' if pinned else ''}"
-                print(f"running {name} ...", file=sys.stderr, flush=True)
-                results[name] = _run(gw, case, pinned, args.interval, args.seconds)
+                print(f"running {name} ({args.workload}, report {args.report}) ...", file=sys.stderr, flush=True)
+                results[name] = _run(gw, case, pinned, args.interval, args.seconds, args.workload, args.report)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
