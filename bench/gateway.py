@@ -57,17 +57,17 @@ from drivers import PointInfo
 from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
-from tests.support.wan import retarget
 from tests.support.wait import wait_for
+from tests.support.wan import retarget
 
 CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200), "box500": (5, 100)}
 REPORTS = ("poll", "change")
 BOX = "BENCH-1"
 WARMUP_S = 2.0
 
-# boxd's settings for this benchmark: readings wait at most 20 ms to share a batch (the default, 500 ms,
-# trades latency for fewer bytes on a metered link: see docs/performance.md)
-BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 50\n\n"
+# boxd's setting for the side-by-side benchmark: readings wait at most 50 ms to share a batch (the default,
+# 500 ms, trades latency for fewer bytes on a metered link: `--batch-delay-ms 500`, see docs/performance.md)
+BATCH_DELAY_MS = 50
 
 
 class TimedStore(Store):
@@ -126,7 +126,8 @@ def report_toml(report: str) -> str:
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path, workload: str = "counter", report: str = "poll") -> dict[str, float]:
+             work: Path, workload: str = "counter", report: str = "poll",
+             batch_delay_ms: int = BATCH_DELAY_MS) -> dict[str, float]:
     """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`); returns the figures."""
     devs = layout(devices, points, free_port_block(devices))
     configured = devices * points
@@ -145,7 +146,8 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 ident = provision(cloud, work / "box", BOX)
                 retarget(ident.directory, cloud_ip, link.port)
                 conf = work / "box" / "boxd.toml"
-                conf.write_text(BOXD_UPLINK + report_toml(report) + boxd_toml(devs, "127.0.0.1", interval_s))
+                conf.write_text(f"[uplink]\nbatch_delay_ms = {batch_delay_ms}\n\n" + report_toml(report)
+                                + boxd_toml(devs, "127.0.0.1", interval_s))
                 # the installer's step before starting the service: it also caches the parsed file
                 subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config",
                                 str(conf), "check-config"], check=True, capture_output=True)
@@ -209,12 +211,13 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
     }
 
 
-def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float, workload: str,
-         report: str) -> dict[str, float]:
+def _run(gateway: str, case: str, pinned: bool, args: argparse.Namespace) -> dict[str, float]:
     devices, points = CASES[case]
+    interval_s, seconds, workload, report = args.interval, args.seconds, args.workload, args.report
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
-            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report)
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report,
+                            args.batch_delay_ms)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
@@ -250,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", choices=REPORTS, default="poll",
                    help="poll: every value of every poll; change: each gateway's report on change (boxd's "
                         "[report] mode = \"change\" at its defaults, ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD)")
+    p.add_argument("--batch-delay-ms", type=int, default=BATCH_DELAY_MS,
+                   help="boxd's batch_delay_ms (default %(default)s; boxd's own default is 500)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = p.parse_args(argv)
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when a run stops its Box
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             for gw in gateways:
                 name = f"{gw} {case}{' 1cpu' if pinned else ''}"
                 print(f"running {name} ({args.workload}, report {args.report}) ...", file=sys.stderr, flush=True)
-                results[name] = _run(gw, case, pinned, args.interval, args.seconds, args.workload, args.report)
+                results[name] = _run(gw, case, pinned, args)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")
