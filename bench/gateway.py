@@ -2,12 +2,17 @@
 
     .venv/bin/python -m bench.gateway                      # both cases, both gateways, pinned and not
     .venv/bin/python -m bench.gateway --case small --gateway boxd --seconds 10
+    .venv/bin/python -m bench.gateway --case box500 --workload building --report change --batch-delay-ms 500
 
-Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200, every
-point polled every second; each run once unpinned and once with the gateway pinned to
-one core (`taskset -c 1`, the farm on core 0), closer to a Box. Each gateway polls the
-farm (`bench.farm`, its own process), publishes through a counting TCP proxy to a real
-Mosquitto, and a cloud stores what arrives:
+Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200 ("tiny" 2 x 20
+for smoke tests, "box500" 5 x 100), every point polled every second; values that all change
+at every poll (`--workload counter`) or a building's trace (`--workload building`,
+`bench.building`); each gateway reporting every value of every poll (`--report poll`) or its
+report on change (`--report change`); each run once unpinned and once with the gateway pinned to
+one core (`taskset -c 1`, the farm on core 0), closer to a Box. Each gateway runs in a
+network namespace (`bench.simlink`) with the farm it polls (`bench.farm`, its own process, on
+the namespace's loopback), and publishes over a veth pair whose interface counters give the IP
+bytes both ways, through a counting TCP proxy, to a real Mosquitto; a cloud stores what arrives:
 
 - boxd: the reference cloud (Mosquitto with mutual TLS, the receiver storing into
   SQLite), the Box provisioned through the real enrollment endpoint;
@@ -16,8 +21,9 @@ Mosquitto, and a cloud stores what arrives:
 Figures (`bench.measure.FIGURES`), measured over a window after start-up: points
 stored per second and the ratio to what the layout and interval promise; Modbus
 requests per poll cycle as counted by the farm, beside the planner's minimum; CPU
-seconds (user + sys, whole process tree) per 1,000 points stored; peak RSS; bytes
-crossing the proxy (both directions, TLS and MQTT included) per point stored; latency
+seconds (user + sys, whole process tree) per 1,000 points stored; peak RSS; TCP payload
+crossing the proxy (both directions, TLS and MQTT included) per point stored and per point
+polled; IP bytes per point polled, both ways and each way, and per day and month at that rate; latency
 from the farm serving a new probe value to the cloud having stored it (p50, p99);
 start-up from process start to the first point stored. The table goes to stdout, the
 figures as JSON to `--json` (default bench/results/gateway.json). Figures, never
@@ -188,7 +194,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     wire = counts.payload_up + counts.payload_down
     figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire,
                        requests_per_cycle(report_), minimum_requests(devs), p50, p99, startup)
-    return {**figures, **per_point(counts, configured * cycles)}
+    return {**figures, **per_point(counts, configured * cycles, window)}
 
 def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
              wire: int, requests: float, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:

@@ -38,6 +38,8 @@ FIGURES: dict[str, str] = {
     "ip_bytes_per_point": "IP bytes per polled point, both ways",
     "ip_up_bytes_per_point": "  of which up (gateway -> broker)",
     "ip_down_bytes_per_point": "  of which down",
+    "ip_mb_per_day": "IP MB a day at this rate",
+    "ip_mb_per_month": "IP MB a 30-day month at this rate",
     "latency_p50_ms": "latency p50, ms (value change -> stored)",
     "latency_p99_ms": "latency p99, ms",
     "startup_s": "start-up to first stored point, s",

@@ -76,12 +76,15 @@ class SimLink:
         return LinkCounts(self.wan.counters(), self.proxy.upstream_bytes, self.proxy.downstream_bytes)
 
 
-def per_point(delta: LinkCounts, polled: int) -> dict[str, float]:
-    """A window's bytes per polled point (points configured x poll cycles), both directions and each."""
+def per_point(delta: LinkCounts, polled: int, window_s: float) -> dict[str, float]:
+    """A window's bytes per polled point (points configured x poll cycles), both directions and each, and
+    the IP bytes of a day and of a 30-day month at the window's rate (MB, 10^6 bytes)."""
     n = max(polled, 1)
     return {
-        "ip_bytes_per_point": round(delta.ip.total / n, 2),
-        "ip_up_bytes_per_point": round(delta.ip.up_bytes / n, 2),
-        "ip_down_bytes_per_point": round(delta.ip.down_bytes / n, 2),
-        "payload_bytes_per_point": round((delta.payload_up + delta.payload_down) / n, 2),
+        "ip_bytes_per_point": round(delta.ip.total / n, 3),
+        "ip_up_bytes_per_point": round(delta.ip.up_bytes / n, 3),
+        "ip_down_bytes_per_point": round(delta.ip.down_bytes / n, 3),
+        "payload_bytes_per_point": round((delta.payload_up + delta.payload_down) / n, 3),
+        "ip_mb_per_day": round(delta.ip.total * 86_400 / window_s / 1e6, 2),
+        "ip_mb_per_month": round(delta.ip.total * 30 * 86_400 / window_s / 1e6, 1),
     }

@@ -600,7 +600,7 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
         "startup_s": round(startup, 3),
-        **per_point(counts, configured * cycles),
+        **per_point(counts, configured * cycles, window),
     }
     figures = {k: figures[k] for k in FIGURES if k in figures}
     assert list(figures) == list(FIGURES)
