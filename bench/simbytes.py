@@ -8,7 +8,8 @@ the device farm (`bench.farm`, one controller of `--points` points) on the names
 the reference cloud (Mosquitto with mutual TLS, the receiver, the outbox) in the root namespace
 behind a counting proxy. IP bytes both ways come from the veth's interface counters (`Wan(quiet=True)`:
 only the Box's IPv4 traffic crosses it), the TCP payload from the proxy. boxd runs at its default
-settings (keepalive_s 60, heartbeat_s 60, batch_delay_ms 500); its points are polled once an hour,
+settings (keepalive_s 60, heartbeat_s 60, batch_delay_ms 500; reconnect_max_s 2 instead of 300,
+which sets when it reconnects, not what it sends); its points are polled once an hour,
 so after the first poll no data flows and every phase counts only what it is about:
 
 - first connection: from boxd's start until the link is quiet (2 s without a packet) after the
@@ -49,6 +50,9 @@ from tests.support.wan import retarget
 BOX = "BENCH-SIM-1"
 QUIET_S = 2.0  # no packet for this long: a phase is over
 POLL_S = 3600  # the points are polled once an hour: after the first poll, no data flows
+# the defaults but the cap of the reconnection backoff (300 s): a reconnection sends the same bytes after
+# 1 s or 5 minutes, and the repeated resets would otherwise make the run wait minutes
+UPLINK = "[uplink]\nreconnect_max_s = 2\n\n"
 
 
 def settle(link: SimLink, timeout: float = 60.0) -> LinkCounts:
@@ -105,7 +109,7 @@ def run(work: Path, points: int, repeat: int, idle_s: float) -> dict[str, object
             try:
                 ident = provision(cloud, work / "box", BOX)
                 retarget(ident.directory, cloud_ip, link.port)
-                text = boxd_toml(devs, "127.0.0.1", POLL_S)
+                text = UPLINK + boxd_toml(devs, "127.0.0.1", POLL_S)
                 conf = work / "box" / "boxd.toml"
                 conf.write_text(text)
                 figures["configuration_bytes"] = len(text.encode())
