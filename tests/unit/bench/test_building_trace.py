@@ -3,6 +3,7 @@ building's points do, and the same seed gives the same day."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 from bench.building import BuildingTrace
@@ -23,11 +24,11 @@ def _day(seed: int, step_s: float = 60.0) -> dict[str, list[object]]:
 
 def _kinds(seed: int) -> dict[str, str]:
     trace = BuildingTrace(POINTS, seed, T0)
-    return {p.name: trace._points[(p.table, p.address)].kind for p in POINTS}  # noqa: SLF001 - what each one is
+    return {p.name: trace._points[(p.table, p.address)].kind for p in POINTS}
 
 
 def _changes(values: list[object]) -> int:
-    return sum(a != b for a, b in zip(values, values[1:], strict=False))
+    return sum(a != b for a, b in itertools.pairwise(values))
 
 
 def test_a_day_of_a_controller_looks_like_a_building() -> None:
@@ -39,7 +40,7 @@ def test_a_day_of_a_controller_looks_like_a_building() -> None:
                                        "power": 5, "humidity": 10, "pressure": 5, "state": 15, "alarm": 5}
     for name in by_kind["meter"]:  # energy registers only count up (modulo the 16-bit wrap)
         v = series[name]
-        assert all((b - a) % 65536 < 100 for a, b in zip(v, v[1:], strict=False))  # type: ignore[operator]
+        assert all((b - a) % 65536 < 100 for a, b in itertools.pairwise(v))  # type: ignore[operator]
         assert v[-1] != v[0]
     for kind, most in (("setpoint", 15), ("mode", 12), ("state", 20)):  # a few times a day (Poisson)
         changes = [_changes(series[n]) for n in by_kind[kind]]
