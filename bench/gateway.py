@@ -155,8 +155,11 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 conf.write_text(f"[uplink]\nbatch_delay_ms = {batch_delay_ms}\n\n" + report_toml(report)
                                 + boxd_toml(devs, "127.0.0.1", interval_s))
                 # the installer's step before starting the service: it also caches the parsed file
-                subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config",
-                                str(conf), "check-config"], check=True, capture_output=True)
+                checked = subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"),
+                                          "--config", str(conf), "check-config"], capture_output=True, text=True)
+                if checked.returncode:  # e.g. --report change on a boxd without report on change
+                    raise SystemExit(f"bench.gateway: boxd refused the benchmark's configuration: "
+                                     f"{(checked.stderr or checked.stdout).strip()}")
                 t0 = time.monotonic()
                 box = BoxProcess.start(work / "box", conf,
                                        prefix=[*link.prefix(), *(["taskset", "-c", cpus] if cpus else [])])
