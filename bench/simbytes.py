@@ -12,7 +12,7 @@ settings (keepalive_s 60, heartbeat_s 60, batch_delay_ms 500; reconnect_max_s 2 
 which sets when it reconnects, not what it sends); its points are polled once an hour,
 so after the first poll no data flows and every phase counts only what it is about:
 
-- first connection: from boxd's start until the link is quiet (2 s without a packet) after the
+- first connection: from boxd's start until the link is quiet (`--quiet-s`, 2 s without a packet) after the
   first batch is stored: TCP and TLS handshakes (the chain), MQTT CONNECT, subscription, the point
   table, the first batch, the status;
 - idle: a window of `--idle-s` seconds with nothing else to do (keepalives, heartbeats), scaled to
@@ -48,20 +48,20 @@ from tests.support.wait import wait_for
 from tests.support.wan import retarget
 
 BOX = "BENCH-SIM-1"
-QUIET_S = 2.0  # no packet for this long: a phase is over
+QUIET_S = 2.0  # no packet for this long: a phase is over (--quiet-s)
 POLL_S = 3600  # the points are polled once an hour: after the first poll, no data flows
 # the defaults but the cap of the reconnection backoff (300 s): a reconnection sends the same bytes after
 # 1 s or 5 minutes, and the repeated resets would otherwise make the run wait minutes
 UPLINK = "[uplink]\nreconnect_max_s = 2\n\n"
 
 
-def settle(link: SimLink, timeout: float = 60.0) -> LinkCounts:
-    """Wait until no packet has crossed the link for `QUIET_S`; the counts then."""
+def settle(link: SimLink, quiet_s: float = QUIET_S, timeout: float = 60.0) -> LinkCounts:
+    """Wait until no packet has crossed the link for `quiet_s`; the counts then."""
     last, since = link.counts(), time.monotonic()
     deadline = since + timeout
-    while time.monotonic() - since < QUIET_S:
+    while time.monotonic() - since < quiet_s:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the link never went quiet for {QUIET_S} s in {timeout} s")
+            raise TimeoutError(f"the link never went quiet for {quiet_s} s in {timeout} s")
         time.sleep(0.05)
         now = link.counts()
         if now.ip.up_packets != last.ip.up_packets or now.ip.down_packets != last.ip.down_packets:
@@ -84,19 +84,19 @@ def _summary(deltas: list[LinkCounts]) -> dict[str, float]:
     }
 
 
-def _reconnections(link: SimLink, box: BoxProcess, repeat: int) -> list[LinkCounts]:
+def _reconnections(link: SimLink, box: BoxProcess, repeat: int, quiet_s: float) -> list[LinkCounts]:
     out = []
     for _ in range(repeat):
-        before = settle(link)
+        before = settle(link, quiet_s)
         connections = link.proxy.connections
         link.proxy.reset_all()
         wait_for(lambda n=connections: link.proxy.connections > n and box.status().get("connected"), 60,  # type: ignore[misc]
                  "boxd to reconnect")
-        out.append(settle(link) - before)
+        out.append(settle(link, quiet_s) - before)
     return out
 
 
-def run(work: Path, points: int, repeat: int, idle_s: float) -> dict[str, object]:
+def run(work: Path, points: int, repeat: int, idle_s: float, quiet_s: float = QUIET_S) -> dict[str, object]:
     devices = max(1, (points + 99) // 100)
     devs = layout(devices, points // devices, 20000)
     cloud_ip, box_ip = SimLink.addresses()
@@ -116,7 +116,7 @@ def run(work: Path, points: int, repeat: int, idle_s: float) -> dict[str, object
                 start = link.counts()
                 box = BoxProcess.start(work / "box", conf, prefix=link.prefix())
                 try:
-                    figures.update(_phases(cloud, link, box, start, text, repeat, idle_s))
+                    figures.update(_phases(cloud, link, box, start, text, repeat, idle_s, quiet_s))
                 finally:
                     box.stop()
             finally:
@@ -127,39 +127,39 @@ def run(work: Path, points: int, repeat: int, idle_s: float) -> dict[str, object
 
 
 def _phases(cloud: Cloud, link: SimLink, box: BoxProcess, start: LinkCounts, text: str, repeat: int,
-            idle_s: float) -> dict[str, object]:
+            idle_s: float, quiet_s: float) -> dict[str, object]:
     out: dict[str, object] = {}
     wait_for(lambda: cloud.store.batch_keys(BOX), 60, "the first batch")
-    out["first connection (start, handshake, point table, first poll)"] = _summary([settle(link) - start])
+    out["first connection (start, handshake, point table, first poll)"] = _summary([settle(link, quiet_s) - start])
 
-    before = settle(link)
+    before = settle(link, quiet_s)
     time.sleep(idle_s)
     idle = link.counts() - before
     out[f"idle, measured over {idle_s:g} s"] = _summary([idle])
     out["idle, per hour (scaled)"] = round(idle.ip.total * 3600 / idle_s)
 
-    out["reconnection"] = _summary(_reconnections(link, box, repeat))
+    out["reconnection"] = _summary(_reconnections(link, box, repeat, quiet_s))
 
     pushes = []
     for n in range(repeat):
-        before = settle(link)
+        before = settle(link, quiet_s)
         version = cloud.push_config(BOX, f"# push {n}\n{text}")
         wait_for(lambda v=version: (s := cloud.store.config_state(BOX)) is not None  # type: ignore[misc]
                  and s.version == v and s.status is not None, 60, "the Box's answer to the push")
         state = cloud.store.config_state(BOX)
         assert state is not None and state.status == "applied", state
-        pushes.append(settle(link) - before)
+        pushes.append(settle(link, quiet_s) - before)
     out["configuration push"] = _summary(pushes)
-    out["reconnection, a configuration retained"] = _summary(_reconnections(link, box, repeat))
+    out["reconnection, a configuration retained"] = _summary(_reconnections(link, box, repeat, quiet_s))
 
     commands = []
     for _ in range(repeat):
-        before = settle(link)
+        before = settle(link, quiet_s)
         cmd_id = cloud.send_command(BOX, "read", {"points": ["d000.p001"]})
         wait_for(lambda i=cmd_id: (c := cloud.store.command(i)) is not None  # type: ignore[misc]
                  and c.status is not None, 60,
                  "the command's reply")
-        commands.append(settle(link) - before)
+        commands.append(settle(link, quiet_s) - before)
     out["command (read one point)"] = _summary(commands)
     return out
 
@@ -169,13 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=100, help="points of the Box, 100 a controller (default %(default)s)")
     ap.add_argument("--repeat", type=int, default=5, help="reconnections, pushes, commands (default %(default)s)")
     ap.add_argument("--idle-s", type=float, default=180.0, help="the idle window, s (default %(default)s)")
+    ap.add_argument("--quiet-s", type=float, default=QUIET_S,
+                    help="a phase ends after this long without a packet (default %(default)s)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    if args.points < 5 or args.repeat < 1 or args.idle_s <= 0:
-        ap.error("--points at least 5, --repeat at least 1, --idle-s above 0")
+    if args.points < 5 or args.repeat < 1 or args.idle_s <= 0 or args.quiet_s <= 0:
+        ap.error("--points at least 5, --repeat at least 1, --idle-s and --quiet-s above 0")
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when the Box goes away
     with tempfile.TemporaryDirectory(prefix="bench-simbytes-") as tmp:
-        figures = run(Path(tmp), args.points, args.repeat, args.idle_s)
+        figures = run(Path(tmp), args.points, args.repeat, args.idle_s, args.quiet_s)
     print(table(figures))
     print_figures(figures, args.json)
     return 0
