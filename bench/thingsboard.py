@@ -41,6 +41,7 @@ over probe reads, so an unfinished last poll lowers it by up to one poll's worth
 the probe values served in the windows.
 
     .venv/bin/python -m bench.thingsboard --devices 10 --points 100 --seconds 20 [--pin] [--reads per-point]
+        [--workload building] [--report change]
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ from bench.measure import (
     requests_per_cycle,
 )
 from bench.simlink import SimLink, per_point
-from bench.workload import PROBE, Device, layout, minimum_requests
+from bench.workload import PROBE, WORKLOADS, Device, layout, minimum_requests
 from tests.support.wait import free_port, wait_for
 
 VERSION = "3.8.5"
@@ -616,17 +617,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", action="store_true", help="pin the gateway to CPU 1 (the farm to the others)")
     p.add_argument("--reads", choices=READS, default="batch", help="Modbus read layout (default %(default)s)")
     p.add_argument("--storage", choices=list(STORAGE), default="memory", help="its event storage (default %(default)s)")
+    p.add_argument("--workload", choices=WORKLOADS, default="counter", help="the farm's values (default %(default)s)")
+    p.add_argument("--report", choices=("poll", "change"), default="poll",
+                   help="poll: ON_RECEIVED; change: ON_CHANGE_OR_REPORT_PERIOD (default %(default)s)")
     p.add_argument("--work", type=Path, help="keep the run's files here (default: a temporary directory)")
     p.add_argument("--print-config", action="store_true", help="print the generated configuration and exit")
     args = p.parse_args(argv)
     if args.print_config:
         devs = layout(args.devices, args.points, 15020)
-        print(f"tb_gateway.json:\n{json.dumps(gateway_json(8883, args.storage), indent=1)}\n")
-        print(f"modbus.json:\n{json.dumps(modbus_json(devs, '127.0.0.1', args.interval, args.reads), indent=1)}")
+        strategy = report_strategy(args.report)
+        print(f"tb_gateway.json:\n{json.dumps(gateway_json(8883, args.storage, strategy=strategy), indent=1)}\n")
+        modbus = modbus_json(devs, "127.0.0.1", args.interval, args.reads, strategy)
+        print(f"modbus.json:\n{json.dumps(modbus, indent=1)}")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-tb-") as tmp:
         figures = run(args.devices, args.points, args.interval, args.seconds, "1" if args.pin else None,
-                      args.work or Path(tmp), reads=args.reads, storage=args.storage)
+                      args.work or Path(tmp), reads=args.reads, storage=args.storage, workload=args.workload,
+                      report=args.report)
     labels = {**FIGURES, "points_configured": "points configured", "tls": "TLS to the broker"}
     for k, v in figures.items():
         print(f"{labels[k]:<42} {v}")
