@@ -1,5 +1,5 @@
 """The building trace (bench.building): a day of a 100-point controller read every minute behaves as a
-building's points do, and the same seed gives the same day."""
+building's points do, the same seed gives the same day, and the farm serves it (`--workload building`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import itertools
 from collections import Counter
 
 from bench.building import BuildingTrace
-from bench.workload import device_points
+from bench.farm import Controller
+from bench.workload import device_points, layout
 
 T0 = 1_800_000_000.0
 POINTS = device_points(100)
@@ -57,3 +58,19 @@ def test_a_day_of_a_controller_looks_like_a_building() -> None:
 def test_the_same_seed_gives_the_same_day_and_another_seed_another() -> None:
     assert _day(3, 600.0) == _day(3, 600.0)
     assert _day(3, 600.0) != _day(4, 600.0)
+
+
+def test_the_farm_serves_the_trace_where_the_counter_workload_moves_every_value() -> None:
+    device = layout(1, 100, 15020)[0]
+    inputs = [p for p in device.points if p.table == "input"]
+    count = max(p.address for p in inputs) + 1
+
+    def changed_between_two_reads(workload: str) -> int:
+        farm = Controller(device, 0, workload)
+        first, second = farm.read(4, 0, count), farm.read(4, 0, count)  # FC 4: the input registers
+        assert first is not None and second is not None
+        return sum(first[1 + 2 * p.address:3 + 2 * p.address] != second[1 + 2 * p.address:3 + 2 * p.address]
+                   for p in inputs)
+
+    assert changed_between_two_reads("counter") == len(inputs) == 60
+    assert 1 <= changed_between_two_reads("building") < 20  # the probe, and what moved in a few microseconds
