@@ -1,7 +1,8 @@
 """What a Box's SIM pays for besides its data: IP bytes per connection, reconnection, idle hour,
 configuration push and command.
 
-    .venv/bin/python -m bench.simbytes [--points 100] [--repeat 5] [--idle-s 180] [--json FILE]
+    .venv/bin/python -m bench.simbytes [--points 100] [--repeat 5] [--idle-s 180] [--heartbeat-s 60]
+        [--keepalive-s 60] [--json FILE]
 
 The rig is `bench.simlink.SimLink`: boxd in a network namespace whose only way out is a veth pair,
 the device farm (`bench.farm`, one controller of `--points` points) on the namespace's loopback,
@@ -50,9 +51,13 @@ from tests.support.wan import retarget
 BOX = "BENCH-SIM-1"
 QUIET_S = 2.0  # no packet for this long: a phase is over (--quiet-s)
 POLL_S = 3600  # the points are polled once an hour: after the first poll, no data flows
-# the defaults but the cap of the reconnection backoff (300 s): a reconnection sends the same bytes after
-# 1 s or 5 minutes, and the repeated resets would otherwise make the run wait minutes
-UPLINK = "[uplink]\nreconnect_max_s = 2\n\n"
+
+
+def uplink_toml(heartbeat_s: int, keepalive_s: int) -> str:
+    """boxd's [uplink]: the defaults (or the given heartbeat and keepalive) but the cap of the reconnection
+    backoff (300 s): a reconnection sends the same bytes after 1 s or 5 minutes, and the repeated resets
+    would otherwise make the run wait minutes."""
+    return f"[uplink]\nreconnect_max_s = 2\nheartbeat_s = {heartbeat_s}\nkeepalive_s = {keepalive_s}\n\n"
 
 
 def settle(link: SimLink, quiet_s: float = QUIET_S, timeout: float = 60.0) -> LinkCounts:
@@ -96,20 +101,22 @@ def _reconnections(link: SimLink, box: BoxProcess, repeat: int, quiet_s: float) 
     return out
 
 
-def run(work: Path, points: int, repeat: int, idle_s: float, quiet_s: float = QUIET_S) -> dict[str, object]:
+def run(work: Path, points: int, repeat: int, idle_s: float, quiet_s: float = QUIET_S, heartbeat_s: int = 60,
+        keepalive_s: int = 60) -> dict[str, object]:
     devices = max(1, (points + 99) // 100)
     devs = layout(devices, points // devices, 20000)
     cloud_ip, box_ip = SimLink.addresses()
     cloud = make_cloud(work / "cloud", names=[cloud_ip])
     cloud.start()
-    figures: dict[str, object] = {"points": devices * (points // devices), "keepalive_s": 60, "heartbeat_s": 60}
+    figures: dict[str, object] = {"points": devices * (points // devices), "keepalive_s": keepalive_s,
+                                  "heartbeat_s": heartbeat_s}
     try:
         with SimLink(cloud.settings.broker_port, cloud_ip, box_ip) as link:
             farm = Farm(devices, points // devices, devs[0].port, work, prefix=link.prefix())
             try:
                 ident = provision(cloud, work / "box", BOX)
                 retarget(ident.directory, cloud_ip, link.port)
-                text = UPLINK + boxd_toml(devs, "127.0.0.1", POLL_S)
+                text = uplink_toml(heartbeat_s, keepalive_s) + boxd_toml(devs, "127.0.0.1", POLL_S)
                 conf = work / "box" / "boxd.toml"
                 conf.write_text(text)
                 figures["configuration_bytes"] = len(text.encode())
@@ -171,13 +178,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-s", type=float, default=180.0, help="the idle window, s (default %(default)s)")
     ap.add_argument("--quiet-s", type=float, default=QUIET_S,
                     help="a phase ends after this long without a packet (default %(default)s)")
+    ap.add_argument("--heartbeat-s", type=int, default=60, help="boxd's heartbeat_s (default %(default)s)")
+    ap.add_argument("--keepalive-s", type=int, default=60, help="boxd's keepalive_s (default %(default)s)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.points < 5 or args.repeat < 1 or args.idle_s <= 0 or args.quiet_s <= 0:
         ap.error("--points at least 5, --repeat at least 1, --idle-s and --quiet-s above 0")
     logging.getLogger("boxcloud").setLevel(logging.ERROR)  # the cloud's alerts when the Box goes away
     with tempfile.TemporaryDirectory(prefix="bench-simbytes-") as tmp:
-        figures = run(Path(tmp), args.points, args.repeat, args.idle_s, args.quiet_s)
+        figures = run(Path(tmp), args.points, args.repeat, args.idle_s, args.quiet_s, args.heartbeat_s,
+                      args.keepalive_s)
     print(table(figures))
     print_figures(figures, args.json)
     return 0
