@@ -4,11 +4,13 @@ A lean Modbus TCP server (function codes 1-4 only, asyncio protocols, no pymodbu
 that the farm is never what limits a gateway, even one that sends one request per point
 (10,000 requests a second in the large case). Every value a read covers moves on before
 it is served, so each poll sees new values: counters grow by 1-3, int16 temperatures
-walk by +-1..2, float32 values drift by a few hundredths, coils toggle. Register 0 of
+walk by +-1..2, float32 values drift by a few hundredths, coils toggle (`--workload
+counter`, the default); or each value is what a building's point reads at that moment
+(`--workload building`, `bench.building`: most values change rarely). Register 0 of
 the input table (the probe) counts reads; the farm logs when it served each probe
 value, for the latency from a value change to its storage in the cloud.
 
-    python -m bench.farm --devices 10 --points 100 --base-port 15020 --report farm.json [--alarm]
+    python -m bench.farm --devices 10 --points 100 --base-port 15020 --report farm.json [--alarm] [--workload building]
 
 It prints "ready" once every port listens; on SIGTERM or SIGINT it writes the report
 (requests served per device, and the probe log) and exits.
@@ -27,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.workload import Device, alarm_device, layout
+from bench.building import BuildingTrace
+from bench.workload import WORKLOADS, Device, alarm_device, layout
 
 _FLOAT = struct.Struct(">f")
 
@@ -35,8 +38,9 @@ _FLOAT = struct.Struct(">f")
 class Controller:
     """One device's register images and value models."""
 
-    def __init__(self, device: Device, seed: int) -> None:
+    def __init__(self, device: Device, seed: int, workload: str = "counter") -> None:
         self.requests = 0
+        self._trace = BuildingTrace(device.points, seed, time.time()) if workload == "building" else None
         self.probes: list[tuple[int, float]] = []  # (probe value, wall time it was served)
         rng = random.Random(seed)
         self._rng = rng
@@ -64,6 +68,9 @@ class Controller:
     def move(self, table: str, start: int, count: int) -> None:
         """Move on every value whose point lies in [start, start + count)."""
         rng, regs, end = self._rng, self.regs.get(table), start + count
+        if self._trace is not None:
+            self._read_trace(table, start, end)
+            return
         for address, kind in self.points[table]:
             if address < start or address >= end:
                 continue
@@ -77,6 +84,19 @@ class Controller:
                 value = self.floats[address] + rng.choice((-1, 1)) * rng.randrange(1, 6) / 100
                 self.floats[address] = value
                 self._set_float(table, address, value)
+
+    def _read_trace(self, table: str, start: int, end: int) -> None:
+        assert self._trace is not None
+        now = time.time()
+        for address, kind in self.points[table]:
+            if start <= address < end:
+                value = self._trace.value(table, address, now)
+                if kind == "bool":
+                    self.coils[address] = int(value)
+                elif kind == "float32":
+                    self._set_float(table, address, float(value))
+                else:
+                    self.regs[table][address] = int(value) & 0xFFFF
 
     def read(self, function: int, start: int, count: int) -> bytes | None:
         """The response PDU's data part for a read, or None for an illegal address."""
@@ -131,10 +151,10 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(out))
 
 
-async def serve(devices: list[Device], host: str) -> dict[str, object]:
+async def serve(devices: list[Device], host: str, workload: str = "counter") -> dict[str, object]:
     """Serve until SIGTERM or SIGINT; return the report."""
     loop = asyncio.get_running_loop()
-    controllers = [Controller(d, n) for n, d in enumerate(devices)]
+    controllers = [Controller(d, n, workload) for n, d in enumerate(devices)]
     servers = [await loop.create_server(functools.partial(_Protocol, c), host, d.port, reuse_address=True)
                for d, c in zip(devices, controllers, strict=True)]
     stop = asyncio.Event()
@@ -158,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-port", type=int, default=15020)
     p.add_argument("--report", type=Path, help="write requests and probe times here on exit")
     p.add_argument("--alarm", action="store_true", help="serve the alarm device too, after the others' ports")
+    p.add_argument("--workload", choices=WORKLOADS, default="counter", help="how values move (default %(default)s)")
     args = p.parse_args(argv)
     devices = layout(args.devices, args.points, args.base_port)
     if args.alarm:
         devices.append(alarm_device(args.base_port + args.devices))
     try:
-        report = asyncio.run(serve(devices, args.host))
+        report = asyncio.run(serve(devices, args.host, args.workload))
     except OSError as e:
         print(f"bench.farm: {e}", file=sys.stderr)
         return 1

@@ -2,13 +2,18 @@
 
     .venv/bin/python -m bench.gateway                      # both cases, both gateways, pinned and not
     .venv/bin/python -m bench.gateway --case small --gateway boxd --seconds 10
+    .venv/bin/python -m bench.gateway --case box500 --workload building --report change --settings defaults
     .venv/bin/python -m bench.gateway --case small --gateway boxd --settings defaults --seconds 60
 
-Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200, every
-point polled every second; each run once unpinned and once with the gateway pinned to
-one core (`taskset -c 1`, the farm on core 0), closer to a Box. Each gateway polls the
-farm (`bench.farm`, its own process), publishes through a counting TCP proxy to a real
-Mosquitto, and a cloud stores what arrives:
+Cases (`bench.workload`): "small" 10 devices x 100 points, "large" 50 x 200 ("tiny" 2 x 20
+for smoke tests, "box500" 5 x 100), every point polled every second; values that all change
+at every poll (`--workload counter`) or a building's trace (`--workload building`,
+`bench.building`); each gateway reporting every value of every poll (`--report poll`) or its
+report on change (`--report change`); each run once unpinned and once with the gateway pinned to
+one core (`taskset -c 1`, the farm on core 0), closer to a Box. Each gateway runs in a
+network namespace (`bench.simlink`) with the farm it polls (`bench.farm`, its own process, on
+the namespace's loopback), and publishes over a veth pair whose interface counters give the IP
+bytes both ways, through a counting TCP proxy, to a real Mosquitto; a cloud stores what arrives:
 
 - boxd: the reference cloud (Mosquitto with mutual TLS, the receiver storing into
   SQLite), the Box provisioned through the real enrollment endpoint;
@@ -17,17 +22,16 @@ Mosquitto, and a cloud stores what arrives:
 Figures (`bench.measure.FIGURES`), measured over a window after start-up: points
 stored per second and the ratio to what the layout and interval promise; Modbus
 requests per poll cycle as counted by the farm, beside the planner's minimum; CPU
-seconds (user + sys, whole process tree) per 1,000 points stored; peak RSS; bytes
-crossing the proxy (both directions, TLS and MQTT included) per point stored; latency
+seconds (user + sys, whole process tree) per 1,000 points stored; peak RSS; TCP payload
+crossing the proxy (both directions, TLS and MQTT included) per point stored and per point
+polled; IP bytes per point polled, both ways and each way, and per day and month at that rate; latency
 from the farm serving a new probe value to the cloud having stored it (p50, p99);
-start-up from process start to the first point stored. The table goes to stdout, the
+start-up from process start to the first point stored. boxd runs with the side-by-side's
+batch delay (`--settings bench`, 50 ms) or at its own defaults (`--settings defaults`), where an
+"alarm" device whose probe is marked urgent is polled too, and its latency (change -> stored)
+is reported apart from the ordinary telemetry's (`--no-alarm` leaves it out). The table goes to stdout, the
 figures as JSON to `--json` (default bench/results/gateway.json). Figures, never
 assertions: CI runs a tiny case as a smoke test.
-
-Settings (`--settings`): "bench" runs boxd with a 50 ms batch delay, as in the side-by-side
-with ThingsBoard (which sends each poll at once); "defaults" runs it with the defaults (a
-500 ms batch delay) and one more device whose probe is urgent (`bench.workload.alarm_device`,
-polled every 0.7 s), and reports the urgent probe's latency beside the ordinary probes'.
 """
 
 from __future__ import annotations
@@ -56,23 +60,26 @@ from bench.measure import (
     latency_ms,
     requests_per_cycle,
 )
-from bench.workload import ALARM, PROBE, alarm_device, boxd_toml, layout, minimum_requests
+from bench.simlink import SimLink, per_point
+from bench.workload import ALARM, PROBE, WORKLOADS, alarm_device, boxd_toml, layout, minimum_requests
 from cloud.store import Store
 from drivers import PointInfo
 from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
-from tests.support.tcpproxy import CountingProxy
 from tests.support.wait import wait_for
+from tests.support.wan import retarget
 
-CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200)}
+CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200), "box500": (5, 100)}
+REPORTS = ("poll", "change")
 BOX = "BENCH-1"
 WARMUP_S = 2.0
 
-# boxd's settings for this benchmark: readings wait at most 20 ms to share a batch (the default, 500 ms,
-# trades latency for fewer bytes on a metered link: see docs/performance.md)
-BOXD_UPLINK = "[uplink]\nbatch_delay_ms = 50\n\n"
-SETTINGS = ("bench", "defaults")  # BOXD_UPLINK; or none (the defaults) and the urgent alarm device
+# boxd's setting for the side-by-side benchmark: readings wait at most 50 ms to share a batch (the default,
+# 5 s, trades latency for fewer bytes on a metered link, the urgent lane not waiting: `--settings defaults`,
+# see docs/performance.md)
+BATCH_DELAY_MS = 50
+SETTINGS = ("bench", "defaults")  # BATCH_DELAY_MS; or boxd's defaults and the urgent alarm device
 URGENT_FIGURES = {"urgent_latency_p50_ms": "urgent latency p50, ms (value change -> stored)",
                   "urgent_latency_p99_ms": "urgent latency p99, ms"}
 
@@ -86,6 +93,8 @@ class TimedStore(Store):
         self.probe_ts: dict[str, int] = {}  # device -> newest reading time (ms) of its probe stored
         self.samples_stored = 0
         self._probe_index: dict[int, dict[int, str]] = {}
+        self._device_of: dict[int, list[str]] = {}  # table id -> device of each index
+        self.spans: list[tuple[int, str, int]] = []  # (reading time, device, points polled and unchanged)
         self._lock = threading.Lock()
 
     def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
@@ -96,7 +105,13 @@ class TimedStore(Store):
             if probes is None:
                 probes = {i: p.name.split(".")[0] for i, p in enumerate(table) if p.name.endswith("." + PROBE)}
                 self._probe_index[batch.table_id] = probes
+            devices = self._device_of.get(batch.table_id)
+            if devices is None:
+                devices = self._device_of[batch.table_id] = [p.name.split(".")[0] for p in table]
             with self._lock:
+                for ts, first, n in batch.spans():  # report on change: polls that found points unchanged
+                    for i in range(first, first + n):
+                        self.spans.append((ts, devices[i], 1))
                 for g in batch.groups:
                     self.samples_stored += len(g.values)
                     for i in range(g.first, g.first + len(g.values)):
@@ -113,7 +128,10 @@ class TimedStore(Store):
             n = db.execute(sa.text("SELECT COUNT(*) FROM samples WHERE box_id=:box AND ts_ms>=:start AND ts_ms<:end "
                                    "AND substr(point, 1, :n)=:prefix"),
                            {"box": box_id, "start": start_ms, "end": end_ms, "n": len(prefix), "prefix": prefix})
-            return int(n.scalar_one())
+            values = int(n.scalar_one())
+        with self._lock:  # and the polls that found them unchanged (report on change): polled, delivered
+            unchanged = sum(k for ts, device, k in self.spans if start_ms <= ts < end_ms and f"{device}." == prefix)
+        return values + unchanged
 
 
 def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
@@ -126,78 +144,93 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
     return t
 
 
+def report_toml(report: str) -> str:
+    """The Box's `[report]` section for `--report`: nothing for "poll" (every value of every poll, today's
+    only behaviour), report on change at its default deadbands and maximum age for "change"."""
+    return '[report]\nmode = "change"\n\n' if report == "change" else ""
+
+
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
-             work: Path, settings: str = "bench", batch_delay_ms: int | None = None,
-             alarm_device_too: bool = True) -> dict[str, float]:
-    """One measured run of boxd with `settings` (`SETTINGS`; the defaults but `batch_delay_ms`
-    when given, and without the alarm device unless `alarm_device_too`); returns the figures."""
+             work: Path, workload: str = "counter", report: str = "poll", settings: str = "bench",
+             batch_delay_ms: int | None = None, alarm_device_too: bool = True) -> dict[str, float]:
+    """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`) with `settings`
+    (`SETTINGS`: but `batch_delay_ms` when given; the alarm device with the defaults unless not
+    `alarm_device_too`); returns the figures."""
     defaults = settings == "defaults"
     with_alarm = defaults and alarm_device_too
     base = free_port_block(devices + 1)
     devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
+    delay = batch_delay_ms if batch_delay_ms is not None else None if defaults else BATCH_DELAY_MS
+    uplink = f"[uplink]\nbatch_delay_ms = {delay}\n\n" if delay is not None else ""
     configured = devices * points
-    cloud = make_cloud(work / "cloud")
+    cloud_ip, box_ip = SimLink.addresses()
+    cloud = make_cloud(work / "cloud", names=[cloud_ip])
     store = TimedStore(work / "cloud" / "cloud.db")
     cloud.store = store
     cloud.start()
-    farm = Farm(devices, points, base, work, "0" if cpus == "1" else None, alarm=with_alarm)
     stop = threading.Event()
+    report_: dict[str, object] = {}
     try:
-        with CountingProxy("127.0.0.1", cloud.settings.broker_port) as proxy:
-            ident = provision(cloud, work / "box", BOX)
-            meta = ident.directory / "identity.json"
-            meta.write_text(meta.read_text().replace(f": {cloud.settings.broker_port}", f": {proxy.port}"))
-            conf = work / "box" / "boxd.toml"
-            uplink = BOXD_UPLINK if not defaults else ""
-            if defaults and batch_delay_ms is not None:
-                uplink = f"[uplink]\nbatch_delay_ms = {batch_delay_ms}\n\n"
-            conf.write_text(uplink + boxd_toml(devs, "127.0.0.1", interval_s))
-            # the installer's step before starting the service: it also caches the parsed file
-            subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"), "--config", str(conf),
-                            "check-config"], check=True, capture_output=True)
-            t0 = time.monotonic()
-            box = BoxProcess.start(work / "box", conf, prefix=["taskset", "-c", cpus] if cpus else None)
-            tree = Tree(box.proc.pid)
-            sampler = _sampler(tree, stop)
+        with SimLink(cloud.settings.broker_port, cloud_ip, box_ip) as link:
+            farm = Farm(devices, points, base, work, "0" if cpus == "1" else None, workload=workload,
+                        alarm=with_alarm, prefix=link.prefix())
             try:
-                wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
-                startup = time.monotonic() - t0
-                time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
-                cycles = max(1, round(seconds / interval_s))
-                window = cycles * interval_s
-                cpu0, wire0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
-                start = time.time()
-                time.sleep(window)  # the measurement window: a whole number of poll cycles
-                cpu1, wire1 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
-                end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
-                # every reading of the windows is in once each device's probe read after them is
-                wait_for(lambda: len(store.probe_ts) == len(devs) and min(store.probe_ts.values()) >= end_ms,
-                         60, "the window's readings to be stored")
-                tree.sample_rss()
+                ident = provision(cloud, work / "box", BOX)
+                retarget(ident.directory, cloud_ip, link.port)
+                conf = work / "box" / "boxd.toml"
+                conf.write_text(uplink + report_toml(report)
+                                + boxd_toml(devs, "127.0.0.1", interval_s))
+                # the installer's step before starting the service: it also caches the parsed file
+                checked = subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"),
+                                          "--config", str(conf), "check-config"], capture_output=True, text=True)
+                if checked.returncode:  # e.g. --report change on a boxd without report on change
+                    raise SystemExit(f"bench.gateway: boxd refused the benchmark's configuration: "
+                                     f"{(checked.stderr or checked.stdout).strip()}")
+                t0 = time.monotonic()
+                box = BoxProcess.start(work / "box", conf,
+                                       prefix=[*link.prefix(), *(["taskset", "-c", cpus] if cpus else [])])
+                tree = Tree(box.proc.pid)
+                sampler = _sampler(tree, stop)
+                try:
+                    wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
+                    startup = time.monotonic() - t0
+                    time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
+                    cycles = max(1, round(seconds / interval_s))
+                    window = cycles * interval_s
+                    cpu0, counts0 = tree.cpu_seconds(), link.counts()
+                    start = time.time()
+                    time.sleep(window)  # the measurement window: a whole number of poll cycles
+                    cpu1, counts = tree.cpu_seconds(), link.counts() - counts0
+                    end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
+                    # every reading of the windows is in once each device's probe read after them is
+                    wait_for(lambda: len(store.probe_ts) == len(devs) and min(store.probe_ts.values()) >= end_ms,
+                             60, "the window's readings to be stored")
+                    tree.sample_rss()
+                finally:
+                    stop.set()
+                    sampler.join()
+                    box.stop()
             finally:
-                stop.set()
-                sampler.join()
-                box.stop()
+                report_ = farm.stop()
     finally:
-        report = farm.stop()
         cloud.stop()
-    served: dict[str, list[list[float]]] = dict(report["probes"])  # type: ignore[call-overload]
+    served: dict[str, list[list[float]]] = dict(report_["probes"])  # type: ignore[call-overload]
     alarm = served.pop(ALARM, [])  # its own interval: not in the delivered count, its latency apart
-    requests: dict[str, int] = report["requests"]  # type: ignore[assignment]
+    requests: dict[str, int] = report_["requests"]  # type: ignore[assignment]
     ordinary = {"requests": {d: n for d, n in requests.items() if d != ALARM}, "probes": served}
     windows = device_windows(served, start, cycles, interval_s)
     stored = sum(store.count_between(BOX, f"{d}.", lo, hi) for d, (lo, hi) in windows.items())
     # latency in the steady state only: the probe values served in the windows
     in_window = {d: [(v, t) for v, t in served[d] if lo <= t * 1000 < hi] for d, (lo, hi) in windows.items()}
     p50, p99, _ = latency_ms(in_window, store.stored_probes)
-    figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire1 - wire0,
+    wire = counts.payload_up + counts.payload_down
+    figures = _figures(configured, interval_s, window, stored, cpu1 - cpu0, tree.peak_rss_mb(), wire,
                        requests_per_cycle(ordinary), minimum_requests(devs[:devices]), p50, p99, startup)
     if with_alarm:
         urgent = {ALARM: [(v, t) for v, t in alarm if start <= t < start + window]}
         figures["urgent_latency_p50_ms"], figures["urgent_latency_p99_ms"], n = latency_ms(urgent, store.stored_probes)
         figures["urgent_probes"] = n
-    return figures
-
+    return {**figures, **per_point(counts, configured * cycles, window)}
 
 def _figures(configured: int, interval_s: float, window: float, stored: int, cpu: float, rss: float,
              wire: int, requests: float, minimum: int, p50: float, p99: float, startup: float) -> dict[str, float]:
@@ -220,16 +253,17 @@ def _figures(configured: int, interval_s: float, window: float, stored: int, cpu
     }
 
 
-def _run(gateway: str, case: str, pinned: bool, interval_s: float, seconds: float,
-         settings: str = "bench", batch_delay_ms: int | None = None, alarm: bool = True) -> dict[str, float]:
+def _run(gateway: str, case: str, pinned: bool, args: argparse.Namespace, settings: str = "bench") -> dict[str, float]:
     devices, points = CASES[case]
+    interval_s, seconds, workload, report = args.interval, args.seconds, args.workload, args.report
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
-            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), settings,
-                            batch_delay_ms, alarm)
+            return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report,
+                            settings, args.batch_delay_ms, not args.no_alarm)
         from bench import thingsboard
 
-        return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp))
+        return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
+                               workload=workload, report=report)
 
 
 def _fmt(v: object) -> str:
@@ -256,10 +290,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", choices=["no", "yes", "both"], default="both", help="pin the gateway to one core")
     p.add_argument("--interval", type=float, default=1.0, help="poll interval, s (default %(default)s)")
     p.add_argument("--seconds", type=float, default=20.0, help="measurement window, s (default %(default)s)")
+    p.add_argument("--workload", choices=WORKLOADS, default="counter",
+                   help="counter: every value changes at every poll; building: a building's trace (bench.building)")
+    p.add_argument("--report", choices=REPORTS, default="poll",
+                   help="poll: every value of every poll; change: each gateway's report on change (boxd's "
+                        "[report] mode = \"change\" at its defaults, ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD)")
     p.add_argument("--settings", choices=[*SETTINGS, "both"], default="bench",
-                   help="boxd's: bench (50 ms batch delay, the side-by-side), defaults (and an urgent alarm "
-                        "device), or both (default %(default)s)")
-    p.add_argument("--batch-delay-ms", type=int, help="with --settings defaults: this batch delay instead")
+                   help=f"boxd's: bench ({BATCH_DELAY_MS} ms batch delay, the side-by-side), defaults (boxd's own, "
+                        "and an urgent alarm device), or both (default %(default)s)")
+    p.add_argument("--batch-delay-ms", type=int, help="boxd's batch_delay_ms instead of the settings' own")
     p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
                    "batches would cut every batch delay short)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
@@ -283,9 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                         mode = " defaults" if args.batch_delay_ms is None else f" delay {args.batch_delay_ms} ms"
                         mode += " no alarm" if args.no_alarm else ""
                     name = f"{gw} {case}{mode}{' 1cpu' if pinned else ''}"
-                    print(f"running {name} ...", file=sys.stderr, flush=True)
-                    results[name] = _run(gw, case, pinned, args.interval, args.seconds, setting, args.batch_delay_ms,
-                                         not args.no_alarm)
+                    print(f"running {name} ({args.workload}, report {args.report}) ...", file=sys.stderr, flush=True)
+                    results[name] = _run(gw, case, pinned, args, setting)
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -33,7 +33,13 @@ FIGURES: dict[str, str] = {
     "minimum_requests_per_cycle": "  minimum for the layout (planner)",
     "cpu_s_per_1000_points": "CPU s per 1,000 points (process tree)",
     "peak_rss_mb": "peak RSS, MB",
-    "wire_bytes_per_point": "bytes on the wire per point (TLS+MQTT)",
+    "wire_bytes_per_point": "TCP payload per point stored (TLS+MQTT)",
+    "payload_bytes_per_point": "TCP payload per polled point",
+    "ip_bytes_per_point": "IP bytes per polled point, both ways",
+    "ip_up_bytes_per_point": "  of which up (gateway -> broker)",
+    "ip_down_bytes_per_point": "  of which down",
+    "ip_mb_per_day": "IP MB a day at this rate",
+    "ip_mb_per_month": "IP MB a 30-day month at this rate",
     "latency_p50_ms": "latency p50, ms (value change -> stored)",
     "latency_p99_ms": "latency p99, ms",
     "startup_s": "start-up to first stored point, s",
@@ -93,13 +99,16 @@ class Tree:
 class Farm:
     """`bench.farm` as a subprocess; `report()` after `stop()`."""
 
-    def __init__(self, devices: int, points: int, base_port: int, work: Path, cpus: str | None = None,
-                 alarm: bool = False) -> None:
+    def __init__(self, devices: int, points: int, base_port: int, work: Path, cpus: str | None = None, *,
+                 alarm: bool = False, workload: str = "counter", prefix: Sequence[str] = ()) -> None:
+        """`prefix`: a command prefix to run it under (e.g. `ip netns exec NS`, in the Box's namespace)."""
         self.report_path = work / "farm.json"
         cmd = [sys.executable, "-m", "bench.farm", "--devices", str(devices), "--points", str(points),
-               "--base-port", str(base_port), "--report", str(self.report_path), *(["--alarm"] if alarm else [])]
+               "--base-port", str(base_port), "--report", str(self.report_path), "--workload", workload,
+               *(["--alarm"] if alarm else [])]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
+        cmd = [*prefix, *cmd]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         if self.proc.stdout.readline().strip() != "ready":

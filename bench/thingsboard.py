@@ -20,7 +20,9 @@ measurement code (`bench.measure`) as boxd:
   which the stub maps back to ``p000``... (no longer than those). Coils stay one entry per coil: in
   3.8.5 a batch read of coils decodes every coil as false and publishes the 8-bit padding as
   extra keys (bits [1,0,1,1,0,0,0,0,1,1] -> co0..co15 all false).
-- Reporting: report strategy ON_RECEIVED at every level (every value of every poll is sent);
+- Reporting: report strategy ON_RECEIVED at every level (every value of every poll is sent); with
+  ``--report change``, ON_CHANGE_OR_REPORT_PERIOD (`report_strategy`: a value is sent when it is not
+  equal to the last one, and each key again every `CHANGE_REPORT_PERIOD_MS`, whether it changed or not);
   rate limits none (what the stub answers to `getSessionLimits`, as a default ThingsBoard CE
   tenant does), maxPayloadSize 65536 (ThingsBoard's default). Storage: memory (the shipped
   default: nothing survives a crash, unlike boxd's queue). Statistics, remote configuration and
@@ -39,6 +41,7 @@ over probe reads, so an unfinished last poll lowers it by up to one poll's worth
 the probe values served in the windows.
 
     .venv/bin/python -m bench.thingsboard --devices 10 --points 100 --seconds 20 [--pin] [--reads per-point]
+        [--workload building] [--report change]
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ from bench.measure import (
     latency_ms,
     requests_per_cycle,
 )
-from bench.workload import PROBE, Device, layout, minimum_requests
-from tests.support.tcpproxy import CountingProxy
+from bench.simlink import SimLink, per_point
+from bench.workload import PROBE, WORKLOADS, Device, layout, minimum_requests
 from tests.support.wait import free_port, wait_for
 
 VERSION = "3.8.5"
@@ -86,6 +89,9 @@ WARMUP_S = 2.0
 _TB_TYPE = {"uint16": ("16uint", 4, 1), "int16": ("16int", 4, 1), "float32": ("32float", 3, 2),
             "bool": ("bits", 1, 1)}
 _ON_RECEIVED = {"type": "ON_RECEIVED"}
+# --report change: a value when it differs from the last one sent (exact equality: it has no deadband) and
+# every value at least every 5 minutes (report_strategy_service.py: the period is not restarted by a change)
+CHANGE_REPORT_PERIOD_MS = 300_000
 
 
 # ---- installation -------------------------------------------------------------------------------------------
@@ -171,17 +177,26 @@ def key_names(devices: list[Device], reads: str) -> dict[str, str]:
     return {tag.replace("${address}", str(p.address)): p.name for tag, run in _batch_plan(devices[0]) for p in run}
 
 
-def modbus_json(devices: list[Device], host: str, interval_s: float, reads: str) -> dict[str, Any]:
+def report_strategy(report: str) -> dict[str, Any]:
+    """Its report strategy for `bench.gateway --report`: "poll" every value of every poll (ON_RECEIVED);
+    "change" a value when it changed and at least every `CHANGE_REPORT_PERIOD_MS` (see the docstring)."""
+    if report == "change":
+        return {"type": "ON_CHANGE_OR_REPORT_PERIOD", "reportPeriod": CHANGE_REPORT_PERIOD_MS}
+    return _ON_RECEIVED
+
+
+def modbus_json(devices: list[Device], host: str, interval_s: float, reads: str,
+                strategy: dict[str, Any] = _ON_RECEIVED) -> dict[str, Any]:
     """The Modbus connector's configuration: one slave per farm device."""
     slaves = [{
         "host": host, "port": d.port, "type": "tcp", "method": "socket", "unitId": 1,
         "deviceName": d.name, "deviceType": "default", "timeout": 5, "retries": 1,
         "byteOrder": "BIG", "wordOrder": "BIG", "pollPeriod": round(interval_s * 1000),
         "connectAttemptTimeMs": 500, "connectAttemptCount": 5, "waitAfterFailedAttemptsMs": 30000,
-        "reportStrategy": _ON_RECEIVED,
+        "reportStrategy": strategy,
         "attributes": [], "timeseries": timeseries(d, reads), "attributeUpdates": [], "rpc": [],
     } for d in devices]
-    return {"name": "Modbus", "logLevel": "INFO", "enableRemoteLogging": False, "reportStrategy": _ON_RECEIVED,
+    return {"name": "Modbus", "logLevel": "INFO", "enableRemoteLogging": False, "reportStrategy": strategy,
             "master": {"slaves": slaves}}
 
 
@@ -192,11 +207,12 @@ STORAGE = {  # the shipped defaults of its two kinds of storage: memory (its def
 }
 
 
-def gateway_json(port: int, storage: str = "memory") -> dict[str, Any]:
-    """tb_gateway.json: the platform at 127.0.0.1:`port` over mTLS, the Modbus connector."""
+def gateway_json(port: int, storage: str = "memory", host: str = "127.0.0.1",
+                 strategy: dict[str, Any] = _ON_RECEIVED) -> dict[str, Any]:
+    """tb_gateway.json: the platform at `host`:`port` over mTLS, the Modbus connector."""
     return {
         "thingsboard": {
-            "host": "127.0.0.1", "port": port,
+            "host": host, "port": port,
             "remoteShell": False, "remoteConfiguration": False, "latencyDebugMode": False,
             "statistics": {"enable": False, "enableCustom": False, "statsSendPeriodInSeconds": 60,
                            "customStatsSendPeriodInSeconds": 3600},
@@ -206,7 +222,7 @@ def gateway_json(port: int, storage: str = "memory") -> dict[str, Any]:
             "security": {"type": "tlsPrivateKey", "caCert": "ca.crt", "cert": "gateway.crt",
                          "privateKey": "gateway.key"},
             "qos": 1,
-            "reportStrategy": _ON_RECEIVED,
+            "reportStrategy": strategy,
             "checkingDeviceActivity": {"checkDeviceInactivity": False},
         },
         "storage": STORAGE[storage],
@@ -227,8 +243,8 @@ def logs_json(log_dir: Path) -> dict[str, Any]:
 
 # ---- a throwaway PKI and the broker -------------------------------------------------------------------------
 
-def make_pki(directory: Path) -> None:
-    """ca.crt, and EC P-256 key + certificate for broker (127.0.0.1), gateway and stub."""
+def make_pki(directory: Path, broker_ips: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    """ca.crt, and EC P-256 key + certificate for broker (`broker_ips`), gateway and stub."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -237,7 +253,7 @@ def make_pki(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
 
-    def cert(cn: str, key: Any, issuer: Any, signer: Any, ca: bool, eku: Any = None, ip: str | None = None) -> Any:
+    def cert(cn: str, key: Any, issuer: Any, signer: Any, ca: bool, eku: Any = None, ips: tuple[str, ...] = ()) -> Any:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
         b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
              .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
@@ -245,8 +261,8 @@ def make_pki(directory: Path) -> None:
              .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True))
         if eku is not None:
             b = b.add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
-        if ip is not None:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)),
+        if ips:
+            b = b.add_extension(x509.SubjectAlternativeName([*(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips),
                                                              x509.DNSName("localhost")]), critical=False)
         return b.sign(signer, hashes.SHA256())
 
@@ -260,11 +276,11 @@ def make_pki(directory: Path) -> None:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = cert("bench TB CA", ca_key, None, ca_key, True)
     write("ca", ca)
-    for stem, eku, ip in (("broker", ExtendedKeyUsageOID.SERVER_AUTH, "127.0.0.1"),
-                          ("gateway", ExtendedKeyUsageOID.CLIENT_AUTH, None),
-                          ("stub", ExtendedKeyUsageOID.CLIENT_AUTH, None)):
+    for stem, eku, ips in (("broker", ExtendedKeyUsageOID.SERVER_AUTH, broker_ips),
+                           ("gateway", ExtendedKeyUsageOID.CLIENT_AUTH, ()),
+                           ("stub", ExtendedKeyUsageOID.CLIENT_AUTH, ())):
         key = ec.generate_private_key(ec.SECP256R1())
-        write(stem, cert(f"bench-{stem}", key, ca.subject, ca_key, False, eku, ip), key)
+        write(stem, cert(f"bench-{stem}", key, ca.subject, ca_key, False, eku, ips), key)
 
 
 class Broker:
@@ -446,10 +462,11 @@ def _gateway_env(config_dir: Path) -> dict[str, str]:
 class Gateway:
     """The gateway process (its own session, so that nothing it starts outlives it)."""
 
-    def __init__(self, python: Path, config_dir: Path, cpus: str | None) -> None:
+    def __init__(self, python: Path, config_dir: Path, cpus: str | None, prefix: list[str] | None = None) -> None:
         cmd = [str(python), "-m", "thingsboard_gateway.tb_gateway"]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
+        cmd = [*(prefix or []), *cmd]
         self.out = (config_dir / "stdout.log").open("wb")
         self.proc = subprocess.Popen(cmd, cwd=config_dir, env=_gateway_env(config_dir), stdin=subprocess.DEVNULL,
                                      stdout=self.out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -485,15 +502,19 @@ class _RssSampler(threading.Thread):
 
 
 def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None, work: Path,
-        reads: str = "batch", storage: str = "memory") -> dict[str, float]:
-    """One measured run of ThingsBoard IoT Gateway; the figures of `bench.measure.FIGURES` (and a few more)."""
+        reads: str = "batch", storage: str = "memory", workload: str = "counter",
+        report: str = "poll") -> dict[str, float]:
+    """One measured run of ThingsBoard IoT Gateway (in its namespace, behind `bench.simlink.SimLink`); the
+    figures of `bench.measure.FIGURES` (and a few more)."""
     if reads not in READS:
         raise ValueError(f"reads must be one of {READS}")
     python = ensure_installed()
     work.mkdir(parents=True, exist_ok=True)
     pki, gw_dir = work / "pki", work / "gateway"
     gw_dir.mkdir(exist_ok=True)
-    make_pki(pki)
+    cloud_ip, box_ip = SimLink.addresses()
+    make_pki(pki, ("127.0.0.1", cloud_ip))
+    strategy = report_strategy(report)
     base = free_port_block(devices)
     devs = layout(devices, points, base)
     keys = key_names(devs, reads)
@@ -503,8 +524,9 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         stack.callback(broker.stop)
         stub = PlatformStub(broker.port, pki, work / "platform.db", keys)
         stack.callback(stub.stop)
-        proxy = stack.enter_context(CountingProxy("127.0.0.1", broker.port))
-        farm = Farm(devices, points, base, work, cpus=_other_cpus(cpus) if cpus else None)
+        link = stack.enter_context(SimLink(broker.port, cloud_ip, box_ip))
+        farm = Farm(devices, points, base, work, cpus=_other_cpus(cpus) if cpus else None, workload=workload,
+                    prefix=link.prefix())
         farm_report: dict[str, Any] = {}
 
         def stop_farm() -> None:
@@ -513,12 +535,14 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         stack.callback(_kill, farm.proc)
         for name in ("ca.crt", "gateway.crt", "gateway.key"):
             (gw_dir / name).write_bytes((pki / name).read_bytes())
-        (gw_dir / "tb_gateway.json").write_text(json.dumps(gateway_json(proxy.port, storage), indent=1))
-        (gw_dir / "modbus.json").write_text(json.dumps(modbus_json(devs, "127.0.0.1", interval_s, reads), indent=1))
+        (gw_dir / "tb_gateway.json").write_text(json.dumps(gateway_json(link.port, storage, cloud_ip, strategy),
+                                                           indent=1))
+        (gw_dir / "modbus.json").write_text(json.dumps(modbus_json(devs, "127.0.0.1", interval_s, reads, strategy),
+                                                       indent=1))
         (gw_dir / "logs.json").write_text(json.dumps(logs_json(gw_dir), indent=1))
 
         t0 = time.monotonic()
-        gateway = Gateway(python, gw_dir, cpus)
+        gateway = Gateway(python, gw_dir, cpus, link.prefix())
         stack.callback(gateway.stop)
         tree = Tree(gateway.proc.pid)
         sampler = _RssSampler(tree)
@@ -538,11 +562,12 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         window = cycles * interval_s
         farm_tree, own0 = Tree(farm.proc.pid), time.process_time()
         farm0 = farm_tree.cpu_seconds()
-        cpu0, wire0 = tree.cpu_seconds(), proxy.upstream_bytes + proxy.downstream_bytes
+        cpu0, counts0 = tree.cpu_seconds(), link.counts()
         start = time.time()
         time.sleep(window)  # the measurement window: a whole number of poll cycles
         cpu = tree.cpu_seconds() - cpu0
-        wire = proxy.upstream_bytes + proxy.downstream_bytes - wire0
+        counts = link.counts() - counts0
+        wire = counts.payload_up + counts.payload_down
         others = f"farm {farm_tree.cpu_seconds() - farm0:.1f}, stub+proxy {time.process_time() - own0:.1f}"
         # every reading of the windows is in once each device's probe read after them is; what is
         # not in a minute later counts as not delivered
@@ -576,7 +601,9 @@ def run(devices: int, points: int, interval_s: float, seconds: float, cpus: str 
         "latency_p50_ms": p50,
         "latency_p99_ms": p99,
         "startup_s": round(startup, 3),
+        **per_point(counts, configured * cycles, window),
     }
+    figures = {k: figures[k] for k in FIGURES if k in figures}
     assert list(figures) == list(FIGURES)
     return {**figures, "points_configured": configured, "tls": True}
 
@@ -590,17 +617,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pin", action="store_true", help="pin the gateway to CPU 1 (the farm to the others)")
     p.add_argument("--reads", choices=READS, default="batch", help="Modbus read layout (default %(default)s)")
     p.add_argument("--storage", choices=list(STORAGE), default="memory", help="its event storage (default %(default)s)")
+    p.add_argument("--workload", choices=WORKLOADS, default="counter", help="the farm's values (default %(default)s)")
+    p.add_argument("--report", choices=("poll", "change"), default="poll",
+                   help="poll: ON_RECEIVED; change: ON_CHANGE_OR_REPORT_PERIOD (default %(default)s)")
     p.add_argument("--work", type=Path, help="keep the run's files here (default: a temporary directory)")
     p.add_argument("--print-config", action="store_true", help="print the generated configuration and exit")
     args = p.parse_args(argv)
     if args.print_config:
         devs = layout(args.devices, args.points, 15020)
-        print(f"tb_gateway.json:\n{json.dumps(gateway_json(8883, args.storage), indent=1)}\n")
-        print(f"modbus.json:\n{json.dumps(modbus_json(devs, '127.0.0.1', args.interval, args.reads), indent=1)}")
+        strategy = report_strategy(args.report)
+        print(f"tb_gateway.json:\n{json.dumps(gateway_json(8883, args.storage, strategy=strategy), indent=1)}\n")
+        modbus = modbus_json(devs, "127.0.0.1", args.interval, args.reads, strategy)
+        print(f"modbus.json:\n{json.dumps(modbus, indent=1)}")
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-tb-") as tmp:
         figures = run(args.devices, args.points, args.interval, args.seconds, "1" if args.pin else None,
-                      args.work or Path(tmp), reads=args.reads, storage=args.storage)
+                      args.work or Path(tmp), reads=args.reads, storage=args.storage, workload=args.workload,
+                      report=args.report)
     labels = {**FIGURES, "points_configured": "points configured", "tls": "TLS to the broker"}
     for k, v in figures.items():
         print(f"{labels[k]:<42} {v}")

@@ -1,7 +1,8 @@
 """The benchmark workload: D Modbus TCP controllers with P points each, laid out as real ones are.
 
 Pure code (no sockets): `layout` makes the devices, `boxd_toml` the Box configuration
-that polls them. The farm that serves them is `bench.farm`.
+that polls them. The farm that serves them is `bench.farm`; how their values move is the
+workload (`WORKLOADS`): every value at every read, or a building's trace (`bench.building`).
 
 A controller's points, in the proportions of the AHU and room controllers met on site:
 40 % uint16 and 20 % int16 measurements in input registers, 20 % float32 (two
@@ -32,6 +33,9 @@ GAP: Final = 3  # unused addresses between runs: within the planner's default ga
 PROBE: Final = "p000"  # input register 0 of every device
 ALARM: Final = "alarm"  # the device whose probe is urgent (`alarm_device`)
 ALARM_INTERVAL_S: Final = 0.7
+# how the farm moves the values: every value at every read ("counter"), or as a building's points
+# ("building", `bench.building`)
+WORKLOADS: Final = ("counter", "building")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +12,64 @@ import pytest
 
 from bench.gateway import URGENT_FIGURES
 from bench.measure import FIGURES
+from bench.simlink import SimLink
+from tests.support.wait import wait_for
 
 
-def test_gateway_benchmark_runs_boxd_and_reports_every_figure(tmp_path: Path) -> None:
+def test_gateway_benchmark_runs_boxd_at_its_defaults_reporting_on_change_on_the_building_trace(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
     r = subprocess.run([sys.executable, "-m", "bench.gateway", "--case", "tiny", "--gateway", "boxd", "--pin", "yes",
-                        "--settings", "defaults", "--seconds", "2", "--json", str(out)],
+                        "--settings", "defaults", "--seconds", "2", "--workload", "building", "--report", "change",
+                        "--json", str(out)],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr[-2000:]
     (figures,) = json.loads(out.read_text()).values()
     assert set(figures) >= set(FIGURES) | set(URGENT_FIGURES)
     assert figures["urgent_probes"] > 0  # the alarm device's urgent probe was measured
-    assert figures["points_per_second"] > 0
+    # every value of every poll, counted against the farm's polls: a value, or a poll found unchanged
+    assert figures["delivered_ratio"] == 1.0
     assert figures["minimum_requests_per_cycle"] == 6  # 2 devices: input registers, holding registers, coils
-    assert "bytes on the wire per point" in r.stdout  # the table
+    # the SIM's bytes: every IP header and acknowledgement on top of the TCP payload, both ways
+    assert figures["ip_bytes_per_point"] > figures["payload_bytes_per_point"] > 0
+    assert figures["ip_up_bytes_per_point"] > figures["ip_down_bytes_per_point"] > 0
+    assert "IP bytes per polled point" in r.stdout  # the table
+
+
+def test_simlink_counts_the_ip_bytes_of_a_connection_exactly(tmp_path: Path) -> None:
+    """1,000 bytes sent from the gateway's namespace through the link: the proxy counts the payload, the
+    interface counters the IP packets and nothing else (no ARP, no IPv6): each packet 20 bytes of IP
+    header and 32 of TCP (Linux's timestamps option), the SYN and SYN-ACK 8 more (MSS, SACK, window scale)."""
+    with socket.create_server(("127.0.0.1", 0)) as sink:
+        cloud_ip, box_ip = SimLink.addresses()
+        with SimLink(sink.getsockname()[1], cloud_ip, box_ip) as link:
+            before = link.counts()
+            send = (f"import socket; s = socket.create_connection(({cloud_ip!r}, {link.port})); "
+                    "s.sendall(b'x' * 1000); s.shutdown(socket.SHUT_WR); s.recv(1); s.close()")
+            client = subprocess.Popen([*link.prefix(), sys.executable, "-c", send])
+            conn, _ = sink.accept()
+            with conn:
+                got = b""
+                while chunk := conn.recv(4096):
+                    got += chunk
+            assert client.wait(30) == 0 and got == b"x" * 1000
+            wait_for(lambda: (link.counts() - before).ip.down_packets >= 3, 10, "the connection's end")
+            d = link.counts() - before
+    assert (d.payload_up, d.payload_down) == (1000, 0)
+    assert 3 <= d.ip.up_packets <= 8 and 3 <= d.ip.down_packets <= 8  # handshake, data, its ack, the close
+    assert d.ip.up_bytes == 1000 + 52 * d.ip.up_packets + 8
+    assert d.ip.down_bytes == 52 * d.ip.down_packets + 8
+
+
+def test_simbytes_benchmark_reports_every_phase(tmp_path: Path) -> None:
+    figures = _run_bench("bench.simbytes", tmp_path / "simbytes.json", "--points", "20", "--repeat", "1",
+                         "--idle-s", "1", "--quiet-s", "0.5")
+    phases = {k: v for k, v in figures.items() if isinstance(v, dict)}
+    assert len(phases) == 6, list(figures)
+    for name, phase in phases.items():
+        if not name.startswith("idle"):  # a second of idling may well carry nothing
+            assert phase["ip_bytes"] > phase["payload_bytes"] > 0, (name, phase)
+    # a reconnection costs a TLS handshake with the certificate chain: kilobytes, not bytes
+    assert phases["reconnection"]["ip_bytes"] > 2000
 
 
 def _run_bench(module: str, out: Path, *args: str) -> dict[str, object]:
