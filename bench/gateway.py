@@ -61,7 +61,7 @@ from bench.measure import (
     requests_per_cycle,
 )
 from bench.simlink import SimLink, per_point
-from bench.workload import ALARM, PROBE, WORKLOADS, alarm_device, boxd_toml, layout, minimum_requests
+from bench.workload import ALARM, DEADBANDS, PROBE, WORKLOADS, alarm_device, boxd_toml, layout, minimum_requests
 from cloud.store import Store
 from drivers import PointInfo
 from proto.wire import Batch
@@ -71,7 +71,7 @@ from tests.support.wait import wait_for
 from tests.support.wan import retarget
 
 CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200), "box500": (5, 100)}
-REPORTS = ("poll", "change")
+REPORTS = ("poll", "change", "deadband")
 BOX = "BENCH-1"
 WARMUP_S = 2.0
 
@@ -145,9 +145,10 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
 
 
 def report_toml(report: str) -> str:
-    """The Box's `[report]` section for `--report`: nothing for "poll" (every value of every poll, today's
-    only behaviour), report on change at its default deadbands and maximum age for "change"."""
-    return '[report]\nmode = "change"\n\n' if report == "change" else ""
+    """The Box's `[report]` section for `--report`: nothing for "poll" (every value of every poll, the
+    default), report on change for "change" (any change, as ThingsBoard's) and "deadband" (with the
+    deadbands an installer would set, `bench.workload.DEADBANDS`, on the points)."""
+    return '[report]\nmode = "change"\n\n' if report in ("change", "deadband") else ""
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
@@ -179,7 +180,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 retarget(ident.directory, cloud_ip, link.port)
                 conf = work / "box" / "boxd.toml"
                 conf.write_text(uplink + report_toml(report)
-                                + boxd_toml(devs, "127.0.0.1", interval_s))
+                                + boxd_toml(devs, "127.0.0.1", interval_s, DEADBANDS if report == "deadband" else None))
                 # the installer's step before starting the service: it also caches the parsed file
                 checked = subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"),
                                           "--config", str(conf), "check-config"], capture_output=True, text=True)
@@ -294,7 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="counter: every value changes at every poll; building: a building's trace (bench.building)")
     p.add_argument("--report", choices=REPORTS, default="poll",
                    help="poll: every value of every poll; change: each gateway's report on change (boxd's "
-                        "[report] mode = \"change\" at its defaults, ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD)")
+                        "[report] mode = \"change\", any change; ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD); "
+                        "deadband: boxd's report on change with an installer's deadbands (bench.workload.DEADBANDS)")
     p.add_argument("--settings", choices=[*SETTINGS, "both"], default="bench",
                    help=f"boxd's: bench ({BATCH_DELAY_MS} ms batch delay, the side-by-side), defaults (boxd's own, "
                         "and an urgent alarm device), or both (default %(default)s)")
@@ -307,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = ["small", "large"] if args.case == "both" else [args.case]
     gateways = ["boxd", "thingsboard"] if args.gateway == "both" else [args.gateway]
     pins = {"no": [False], "yes": [True], "both": [False, True]}[args.pin]
+    if args.report == "deadband" and "thingsboard" in gateways:
+        p.error("--report deadband is boxd's own (ThingsBoard's change test has no deadband): add --gateway boxd")
     if "thingsboard" in gateways:
         from bench import thingsboard
 

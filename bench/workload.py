@@ -20,6 +20,7 @@ others' 1 s, so its urgent readings fall at every phase of their batch delay, as
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -89,9 +90,16 @@ def minimum_requests(devices: list[Device], max_gap: int = 8) -> int:
     return sum(len(plan_reads(d.points, max_gap=max_gap)) for d in devices)
 
 
-def boxd_toml(devices: list[Device], host: str, interval_s: float) -> str:
+# an installer's deadbands for the building trace (`bench.building`), by register type: int16 are
+# temperatures in tenths of a degree (a change of more than 0.1 °C: the last digit's flicker is noise),
+# float32 power, humidity and pressure (more than 1 % of the value); counts, setpoints, modes and
+# states are sent on any change
+DEADBANDS: Final = {"int16": "{ deadband = 1 }", "float32": "{ deadband_pct = 1 }"}
+
+
+def boxd_toml(devices: list[Device], host: str, interval_s: float, deadbands: Mapping[str, str] | None = None) -> str:
     """The ``[[modbus_tcp]]`` tables polling every device every `interval_s` (the alarm device
-    every `ALARM_INTERVAL_S`, its probe urgent)."""
+    every `ALARM_INTERVAL_S`, its probe urgent); `deadbands`: a point's ``report`` table by its type."""
     lines: list[str] = []
     for d in devices:
         alarm = d.name == ALARM
@@ -99,5 +107,7 @@ def boxd_toml(devices: list[Device], host: str, interval_s: float) -> str:
                   f"port = {d.port}", f"poll_interval_s = {ALARM_INTERVAL_S if alarm else interval_s!r}"]
         for p in d.points:
             lines += ["", *point_lines(p, "modbus_tcp.points")]
+            if deadbands and p.type in deadbands:
+                lines.append(f"report = {deadbands[p.type]}")
         lines.append("")
     return "\n".join(lines)
