@@ -153,7 +153,8 @@ def report_toml(report: str) -> str:
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
              work: Path, workload: str = "counter", report: str = "poll", settings: str = "bench",
-             batch_delay_ms: int | None = None, alarm_device_too: bool = True) -> dict[str, float]:
+             batch_delay_ms: int | None = None, alarm_device_too: bool = True,
+             heartbeat_s: int | None = None) -> dict[str, float]:
     """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`) with `settings`
     (`SETTINGS`: but `batch_delay_ms` when given; the alarm device with the defaults unless not
     `alarm_device_too`); returns the figures."""
@@ -162,7 +163,9 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     base = free_port_block(devices + 1)
     devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
     delay = batch_delay_ms if batch_delay_ms is not None else None if defaults else BATCH_DELAY_MS
-    uplink = f"[uplink]\nbatch_delay_ms = {delay}\n\n" if delay is not None else ""
+    uplink = "".join(f"{k} = {v}\n" for k, v in (("batch_delay_ms", delay), ("heartbeat_s", heartbeat_s))
+                     if v is not None)
+    uplink = f"[uplink]\n{uplink}\n" if uplink else ""
     configured = devices * points
     cloud_ip, box_ip = SimLink.addresses()
     cloud = make_cloud(work / "cloud", names=[cloud_ip])
@@ -205,7 +208,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                     end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
                     # every reading of the windows is in once each device's probe read after them is
                     wait_for(lambda: len(store.probe_ts) == len(devs) and min(store.probe_ts.values()) >= end_ms,
-                             60, "the window's readings to be stored")
+                             60 + (delay or 5000) / 1000, "the window's readings to be stored")
                     tree.sample_rss()
                 finally:
                     stop.set()
@@ -260,7 +263,7 @@ def _run(gateway: str, case: str, pinned: bool, args: argparse.Namespace, settin
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
             return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report,
-                            settings, args.batch_delay_ms, not args.no_alarm)
+                            settings, args.batch_delay_ms, not args.no_alarm, args.heartbeat_s)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
@@ -301,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"boxd's: bench ({BATCH_DELAY_MS} ms batch delay, the side-by-side), defaults (boxd's own, "
                         "and an urgent alarm device), or both (default %(default)s)")
     p.add_argument("--batch-delay-ms", type=int, help="boxd's batch_delay_ms instead of the settings' own")
+    p.add_argument("--heartbeat-s", type=int, help="boxd's heartbeat_s instead of its default")
     p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
                    "batches would cut every batch delay short)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")

@@ -9,7 +9,7 @@ Format (every key optional but the devices; the defaults are shown)::
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
-    heartbeat_s = 60            # health report to the platform, 1..3600
+    heartbeat_s = 300           # health report to the platform, 1..3600
 
     [report]                    # report on change: the default of every point (boxconfig.report)
     mode = "poll"               # "change" | "poll"; a new installation: "change" (docs/performance.md)
@@ -96,7 +96,7 @@ class UplinkSettings:
     max_batch_samples: int = 5000
     inflight_batches: int = 16
     reconnect_max_s: int = 300
-    heartbeat_s: int = 60
+    heartbeat_s: int = 300
 
 
 @dataclass(frozen=True, slots=True)
