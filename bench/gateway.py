@@ -196,7 +196,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 tree = Tree(box.proc.pid)
                 sampler = _sampler(tree, stop)
                 try:
-                    wait_for(lambda: store.samples_stored > 0, 30, "the first stored point")
+                    wait_for(lambda: store.samples_stored > 0, 30 + (delay or 5000) / 1000, "the first stored point")
                     startup = time.monotonic() - t0
                     time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
                     cycles = max(1, round(seconds / interval_s))
