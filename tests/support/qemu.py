@@ -53,7 +53,11 @@ class Vm:
     forwards: dict[int, int] = field(default_factory=dict)  # host port on 127.0.0.1 -> guest port
     copy_disk: bool = False
     memory_mib: int = 512
-    cpus: int = 2
+    # one vCPU: under TCG, OVMF's start-up of the other vCPUs after a warm reset (a guest reboot: the A/B
+    # fallback tests reboot by themselves) hung once in four suite runs here, the console silent after
+    # "reboot: Restarting system" (TCG's CPU hotplug register block misbehaves, tianocore/edk2#9298, and
+    # the firmware's SIPI wake-up of the other vCPUs is where such resets hang); one vCPU has none to wake
+    cpus: int = 1
     watch: tuple[str, ...] = ()  # console texts whose first appearance `seen` times at every read
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
