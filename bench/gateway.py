@@ -62,6 +62,7 @@ from bench.measure import (
 )
 from bench.simlink import SimLink, per_point
 from bench.workload import ALARM, DEADBANDS, PROBE, WORKLOADS, alarm_device, boxd_toml, layout, minimum_requests
+from boxconfig import UplinkSettings
 from cloud.store import Store
 from drivers import PointInfo
 from proto.wire import Batch
@@ -94,7 +95,7 @@ class TimedStore(Store):
         self.samples_stored = 0
         self._probe_index: dict[int, dict[int, str]] = {}
         self._device_of: dict[int, list[str]] = {}  # table id -> device of each index
-        self.spans: list[tuple[int, str, int]] = []  # (reading time, device, points polled and unchanged)
+        self.unchanged: dict[str, dict[int, int]] = {}  # device -> reading time -> points polled and unchanged
         self._lock = threading.Lock()
 
     def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
@@ -110,8 +111,9 @@ class TimedStore(Store):
                 devices = self._device_of[batch.table_id] = [p.name.split(".")[0] for p in table]
             with self._lock:
                 for ts, first, n in batch.spans():  # report on change: polls that found points unchanged
-                    for i in range(first, first + n):
-                        self.spans.append((ts, devices[i], 1))
+                    for name in devices[first:first + n]:
+                        by_ts = self.unchanged.setdefault(name, {})
+                        by_ts[ts] = by_ts.get(ts, 0) + 1
                 for g in batch.groups:
                     self.samples_stored += len(g.values)
                     for i in range(g.first, g.first + len(g.values)):
@@ -130,7 +132,8 @@ class TimedStore(Store):
                            {"box": box_id, "start": start_ms, "end": end_ms, "n": len(prefix), "prefix": prefix})
             values = int(n.scalar_one())
         with self._lock:  # and the polls that found them unchanged (report on change): polled, delivered
-            unchanged = sum(k for ts, device, k in self.spans if start_ms <= ts < end_ms and f"{device}." == prefix)
+            by_ts = self.unchanged.get(prefix.removesuffix("."), {})
+            unchanged = sum(n for ts, n in by_ts.items() if start_ms <= ts < end_ms)
         return values + unchanged
 
 
@@ -166,6 +169,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     uplink = "".join(f"{k} = {v}\n" for k, v in (("batch_delay_ms", delay), ("heartbeat_s", heartbeat_s))
                      if v is not None)
     uplink = f"[uplink]\n{uplink}\n" if uplink else ""
+    wait_s = (delay if delay is not None else UplinkSettings().batch_delay_ms) / 1000  # a batch's longest wait
     configured = devices * points
     cloud_ip, box_ip = SimLink.addresses()
     cloud = make_cloud(work / "cloud", names=[cloud_ip])
@@ -196,7 +200,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 tree = Tree(box.proc.pid)
                 sampler = _sampler(tree, stop)
                 try:
-                    wait_for(lambda: store.samples_stored > 0, 30 + (delay or 5000) / 1000, "the first stored point")
+                    wait_for(lambda: store.samples_stored > 0, 30 + wait_s, "the first stored point")
                     startup = time.monotonic() - t0
                     time.sleep(WARMUP_S)  # let every device come into its stride (a benchmark, not a test)
                     cycles = max(1, round(seconds / interval_s))
@@ -208,7 +212,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                     end_ms = int((start + window + interval_s) * 1000)  # the last device window's end
                     # every reading of the windows is in once each device's probe read after them is
                     wait_for(lambda: len(store.probe_ts) == len(devs) and min(store.probe_ts.values()) >= end_ms,
-                             60 + (delay or 5000) / 1000, "the window's readings to be stored")
+                             60 + wait_s, "the window's readings to be stored")
                     tree.sample_rss()
                 finally:
                     stop.set()

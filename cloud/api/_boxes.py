@@ -123,7 +123,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def latest(caller: Auth, box_id: str, format: Literal["json", "csv"] = "json") -> Any:
         reach(caller, box_id, "box.data.read")
         rows = store.latest(box_id)
-        seen = store.confirmed(box_id)  # report on change: the newest poll that found the value unchanged
+        # report on change: the newest poll that found the value unchanged
+        seen = store.confirmed(box_id, {p: t for p, t, *_ in rows})
         if format == "csv":
             return _csv(["point", "ts_ms", "value", "quality", "unit", "confirmed_ms"],
                         [[*r, seen.get(r[0], r[1])] for r in rows])

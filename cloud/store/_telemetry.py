@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -208,14 +208,18 @@ class Telemetry(StoreBase):
                               .order_by(c.point))
             return [(p, int(t), json.loads(v) if v is not None else None, int(q), u) for p, t, v, q, u in rows]
 
-    def confirmed(self, box_id: str) -> dict[str, int]:
+    def confirmed(self, box_id: str, latest_ts: Mapping[str, int] | None = None) -> dict[str, int]:
         """Point -> the newest poll that found its latest value unchanged (a span at or after the value's
         time, report on change), for the points that have one. Read from the newest spans back, only
-        as far as the oldest latest value still unconfirmed (not at all without spans)."""
-        c, s = latest.c, spans.c
+        as far as the oldest latest value still unconfirmed (not at all without spans). `latest_ts`:
+        each point's latest value's time, when the caller has just read them (`latest`)."""
+        s = spans.c
         out: dict[str, int] = {}
-        with self._read() as db:
-            need = {str(p): int(t) for p, t in db.execute(sa.select(c.point, c.ts_ms).where(c.box_id == box_id))}
+        if latest_ts is None:
+            with self._read() as db:
+                rows = db.execute(sa.select(latest.c.point, latest.c.ts_ms).where(latest.c.box_id == box_id))
+                latest_ts = {str(p): int(t) for p, t in rows}
+        need = dict(latest_ts)
         key: tuple[int, int, int] | None = None
         while need:
             query = sa.select(s.ts_ms, s.table_id, s.first, s.n).where(s.box_id == box_id,
