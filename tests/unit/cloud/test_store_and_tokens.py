@@ -19,7 +19,9 @@ from cloud.store import Store, _dialect, metadata
 from drivers import PointInfo, Value
 from proto import wire
 from proto.errors import WireError
-from tests.support.storedb import sqlite_only
+from tests.support.storedb import both_engines, sqlite_only
+
+pytestmark = both_engines  # every test that takes the store runs on SQLite and PostgreSQL
 
 TABLE = [PointInfo("a.t", "degC", "float32"), PointInfo("a.on", "", "bool")]
 

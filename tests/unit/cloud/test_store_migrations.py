@@ -26,7 +26,7 @@ from cloud.platform import Cloud
 from cloud.store import SchemaError, Store, _migrate, metadata
 from drivers import PointInfo
 from proto import wire
-from tests.support.storedb import sqlite_only
+from tests.support.storedb import both_engines, sqlite_only
 
 FIXTURES = Path(__file__).with_name("store_fixtures")
 ADDED_BY_77CB6F0 = ("ALTER TABLE alerts ADD COLUMN acked REAL;"
@@ -148,6 +148,7 @@ def test_the_cloud_works_on_an_upgraded_database(tmp_path: Path, origin: str) ->
     assert s.box("BOX-1") is None and s.samples("BOX-1") == []
 
 
+@both_engines
 def test_a_new_database_is_made_by_the_migrations(store_db: Path | str) -> None:
     s = Store(store_db)
     assert s.migrate() == (None, _migrate.HEAD)
