@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cloud.store import _dialect, _migrate
+from cloud.store import _dialect, _migrate, _partitions
 from cloud.store._dialect import BIGINT, SECONDS
 from cloud.store.errors import StoreError
 
@@ -123,6 +124,16 @@ class StoreBase:
             raise StoreError(f"cannot upgrade the cloud database {self._name()}: {_reason(e)}") from e
         self._checked = True
         return done
+
+    def maintain(self, now: float | None = None) -> list[str]:
+        """Make the time partitions that are missing (PostgreSQL; nothing on SQLite), by the schema's
+        owner (`cloud.store._partitions`); returns their names.
+
+        Raises:
+            StoreError: the database refused (e.g. a role that does not own the tables).
+        """
+        with self._tx() as conn:
+            return _partitions.ensure(conn, time.time() if now is None else now)
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None before any)."""

@@ -152,15 +152,25 @@ class BulkInsert:
 
     On SQLite, `ROWS` rows a statement (``INSERT ... VALUES (...), (...), ...``, compiled once) run
     as one ``executemany`` on the driver's cursor, the rest one row a statement: a third less work
-    a row than a row a statement (docs/performance.md). Elsewhere, SQLAlchemy's own batched
-    ``executemany`` (insertmanyvalues). The rows of one call must not repeat an upsert's key.
+    a row than a row a statement (docs/performance.md). On PostgreSQL, a plain insert
+    (`BulkInsert.into`) streams its rows through ``COPY ... FROM STDIN`` (psycopg's, in the
+    store's transaction: one round trip, no statement a row); an upsert goes through SQLAlchemy's
+    batched ``executemany``. The rows of one call must not repeat an upsert's key.
     """
 
     ROWS = 100
 
-    def __init__(self, build: Callable[[Connection], Insert], columns: Sequence[str]) -> None:
-        self.build, self.columns = build, tuple(columns)
+    def __init__(self, build: Callable[[Connection], Insert], columns: Sequence[str], *,
+                 copy: str | None = None) -> None:
+        self.build, self.columns, self.copy = build, tuple(columns), copy
         self._compiled: dict[int, str] = {}  # SQLite: rows a statement -> SQL
+
+    @classmethod
+    def into(cls, table: sa.Table) -> BulkInsert:
+        """A plain insert of every column of `table` (COPY on PostgreSQL)."""
+        columns = [c.name for c in table.columns]
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        return cls(lambda _: table.insert(), columns, copy=f'COPY "{table.name}" ({quoted}) FROM STDIN')
 
     def _sql(self, conn: Connection, rows: int) -> str:
         sql = self._compiled.get(rows)
@@ -173,6 +183,11 @@ class BulkInsert:
     def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
         """Insert every row (nothing for none)."""
         if not rows:
+            return
+        if conn.dialect.name == "postgresql" and self.copy is not None:
+            with _cursor(conn).copy(self.copy) as copy:  # psycopg's
+                for r in rows:
+                    copy.write_row(r)
             return
         if conn.dialect.name != "sqlite":
             conn.execute(self.build(conn), [dict(zip(self.columns, r, strict=True)) for r in rows])

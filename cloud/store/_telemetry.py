@@ -65,6 +65,7 @@ samples = sa.Table(
     sa.Column("value", sa.Text),  # JSON
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Index("samples_by_time", "box_id", "ts_ms"),
+    postgresql_partition_by="RANGE (ts_ms)",  # a partition a day (cloud.store._partitions)
 )
 latest = sa.Table(
     "latest", metadata,
@@ -85,6 +86,7 @@ spans = sa.Table(  # points polled and unchanged (proto.wire), resolved when rea
     sa.Column("first", sa.Integer, nullable=False),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Index("spans_by_time", "box_id", "ts_ms"),
+    postgresql_partition_by="RANGE (ts_ms)",
 )
 evicted = sa.Table(
     "evicted", metadata,
@@ -114,11 +116,11 @@ deferred = sa.Table(
 
 # the hot path: compiled once per dialect, rows as tuples straight to the driver
 _NEW_BATCH = Prepared(Upsert(batches), [c.name for c in batches.columns])  # skipped when stored already
-_SAMPLES = BulkInsert(lambda _: samples.insert(), [c.name for c in samples.columns])
+_SAMPLES = BulkInsert.into(samples)
 _LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an older sample changes nothing
     "ts_ms": new.ts_ms, "value": new.value, "quality": new.quality, "unit": new.unit},
     where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
-_SPANS = BulkInsert(lambda _: spans.insert(), [c.name for c in spans.columns])
+_SPANS = BulkInsert.into(spans)
 
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
