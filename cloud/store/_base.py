@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cloud.store import _dialect, _migrate, _partitions
+from cloud.store import _dialect, _migrate, _partitions, _roles
 from cloud.store._dialect import BIGINT, SECONDS
 from cloud.store.errors import StoreError
 
@@ -134,6 +134,21 @@ class StoreBase:
         """
         with self._tx() as conn:
             return _partitions.ensure(conn, time.time() if now is None else now)
+
+    def grant_roles(self, prefix: str) -> list[str]:
+        """Give each service's role its privileges (PostgreSQL, `cloud.store._roles`), as the owner;
+        returns the roles found.
+
+        Raises:
+            StoreError: the database refused (a role that does not own the tables).
+        """
+        with self._tx() as conn:
+            return _roles.grant(conn, prefix)
+
+    @property
+    def display_name(self) -> str:
+        """The database as said in messages and logs: a path, or a URL without a password."""
+        return self._name()
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None before any)."""
