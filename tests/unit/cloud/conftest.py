@@ -1,5 +1,5 @@
 """Fixtures of the cloud's unit tests: the store on SQLite, and on PostgreSQL for the tests marked
-`both_engines` (tests/support/storedb.py)."""
+`both_engines` (tests/support/storedb.py; the server: `pg_server`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from cloud.store import Store
 from tests.support import storedb
-from tests.support.pgserver import PgServer
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -20,13 +19,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "store_db" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_engines") \
             and not os.environ.get(storedb.ENV):
         metafunc.parametrize("store_db", storedb.ENGINES, indirect=True)
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    """A real PostgreSQL server for this session (one per pytest-xdist worker), on a private socket."""
-    with PgServer() as server:
-        yield server
 
 
 @pytest.fixture

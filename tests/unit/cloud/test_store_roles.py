@@ -166,3 +166,10 @@ def test_a_socket_or_loopback_url_gets_the_services_role_and_a_passfile_must_be_
         database_url(loopback, "boxcloud_api")
     os.chmod(passfile, 0o600)
     assert database_url(loopback, "boxcloud_api").startswith("postgresql+psycopg://boxcloud_api@127.0.0.1/boxcloud")
+
+
+def test_the_readme_makes_the_roles_as_the_tests_do() -> None:
+    """The operator's set-up in the README is the one these tests run (no drift)."""
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for statement in _roles.setup_sql("boxcloud", "boxcloud"):
+        assert f"   {statement};\n" in readme, statement
