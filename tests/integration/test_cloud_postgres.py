@@ -84,6 +84,10 @@ def test_a_box_on_a_cloud_on_postgresql_each_service_as_its_own_role(pg_cloud: C
     assert r.status_code == 200, r.text
     stored = {(p, t) for p, t, _, _ in cloud.store.samples("PG-1")}
     assert len(r.json()["items"]) >= 20 and {(x["point"], x["ts_ms"]) for x in r.json()["items"]} <= stored
+    with cloud.store.engine.connect() as c:  # who is connected: each service as its role (and the upgrade's owner)
+        connected = set(c.exec_driver_sql("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = "
+                                          "current_database()").scalars())
+    assert connected == {f"{prefix}_{s}" for s in ("owner", "admin", "receiver", "api")}
     out = subprocess.run([sys.executable, "-m", "cloud.cli", "--home", str(cloud.home), "box", "list"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "PG-1" in out.stdout, out.stderr
