@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.measure import Tree
 from cloud.store import Store, _telemetry
 from drivers import PointInfo
 from proto import wire
@@ -48,7 +49,8 @@ def make_batches(batches: int, per_batch: int, points: int) -> tuple[list[PointI
     return table, out
 
 
-def measure(where: Path | str, table: list[PointInfo], batches: list[tuple[str, wire.Batch]]) -> dict[str, float]:
+def measure(where: Path | str, table: list[PointInfo], batches: list[tuple[str, wire.Batch]],
+            server_pid: int | None = None) -> dict[str, float]:
     store = Store(where)
     tid = wire.table_id(table)
     for b in range(BOXES):
@@ -56,16 +58,22 @@ def measure(where: Path | str, table: list[PointInfo], batches: list[tuple[str, 
     for box, batch in batches[:50]:  # warm-up: compiled statements, the first partition's pages
         store.store_batch(box, batch, table)
     timed = batches[50:]
-    t0 = time.perf_counter()
+    server = Tree(server_pid) if server_pid is not None else None
+    server_cpu0 = server.cpu_seconds() if server else 0.0
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for box, batch in timed:
         store.store_batch(box, batch, table)
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    server_cpu = server.cpu_seconds() - server_cpu0 if server else 0.0
     rows = sum(len(list(b.samples(table))) for _, b in timed)
     with store.engine.connect() as c:
         stored = c.exec_driver_sql("SELECT count(*) FROM samples").scalar_one()
     store.engine.dispose()
+    # rows a CPU second (the store's process, and the server's processes): what a core would do on a
+    # machine not shared with others, and where the work is
     return {"batches_per_s": len(timed) / elapsed, "rows_per_s": rows / elapsed, "stored_rows": int(stored),
-            "seconds": elapsed}
+            "seconds": elapsed, "client_cpu_s": cpu, "server_cpu_s": server_cpu,
+            "rows_per_cpu_s": rows / (cpu + server_cpu)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
             figures["sqlite"] = measure(Path(tmp) / "cloud.db", table, batches)
     if args.engine in ("postgresql", "both"):
         with PgServer(durable=True) as server, server.database("bench") as url:
-            figures["postgresql"] = measure(url, table, batches)
+            figures["postgresql"] = measure(url, table, batches, server.pid)
     per_batch = len(list(batches[0][1].samples(table)))
     print(f"{len(batches) - 50} batches of {per_batch} samples, one writer, a commit a batch"
           f"{' (samples by executemany)' if args.no_copy else ''}")
     for engine, f in figures.items():
         print(f"  {engine:<10} {f['rows_per_s']:>10,.0f} rows/s  {f['batches_per_s']:>8,.0f} batches/s  "
-              f"({f['stored_rows']:,} rows in {f['seconds']:.1f} s)")
+              f"({f['stored_rows']:,} rows in {f['seconds']:.1f} s; CPU s: store {f['client_cpu_s']:.1f}, "
+              f"server {f['server_cpu_s']:.1f}; {f['rows_per_cpu_s']:,.0f} rows a CPU second)")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "figures": figures}, indent=1))
     return 0

@@ -65,6 +65,12 @@ class PgServer:
         assert self.dir is not None, "not started"
         return self.dir / "run"
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its children are the server's other processes)."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
     def url(self, database: str = "postgres", user: str = SUPERUSER) -> str:
         """A SQLAlchemy URL to `database` as `user`, over the Unix socket (no password)."""
         return f"postgresql+psycopg://{user}@/{database}?host={self.socket_dir}"
