@@ -14,11 +14,13 @@ not what the store's tests check (the acknowledgement's durability is SQLite's t
 `test_receiver_ack.py`, and PostgreSQL's default settings keep it). The benches run with the
 defaults (``durable=True``): fsync at every commit, as in production.
 
-Stopped with SIGQUIT (immediate shutdown), its directory then removed.
+Stopped with SIGQUIT (immediate shutdown), its directory then removed; a test run that is killed
+takes its server with it (the parent-death signal).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import secrets
@@ -34,6 +36,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 VERSIONS = ("15", "16", "17")  # Debian 12's first
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child after fork only calls it
 
 
 class PgServerError(Exception):
@@ -104,7 +107,8 @@ class PgServer:
         with log.open("wb") as out:
             self._proc = subprocess.Popen([str(bins / "postgres"), "-D", str(data)], stdout=out,
                                           stderr=subprocess.STDOUT, start_new_session=True, user=uid, group=gid,
-                                          extra_groups=groups)
+                                          extra_groups=groups,
+                                          preexec_fn=_die_with_parent)  # noqa: PLW1509 - one prctl, no lock
         deadline = time.monotonic() + timeout
         while not (run / ".s.PGSQL.5432").exists() or not self._ready():
             if self._proc.poll() is not None:
@@ -163,6 +167,12 @@ class PgServer:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the server's process, after its user is set: an immediate shutdown (SIGQUIT) when the
+    test process that started it dies, so that a killed run leaves no server behind."""
+    _LIBC.prctl(1, signal.SIGQUIT, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def _unprivileged() -> pwd.struct_passwd | None:
