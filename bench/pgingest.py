@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def make_batches(batches: int, per_batch: int, points: int) -> tuple[list[PointI
 
 
 def measure(where: Path | str, table: list[PointInfo], batches: list[tuple[str, wire.Batch]],
-            server_pid: int | None = None) -> dict[str, float]:
+            server_pid: int | None = None, writers: int = 1) -> dict[str, float]:
     store = Store(where)
     tid = wire.table_id(table)
     for b in range(BOXES):
@@ -60,15 +61,26 @@ def measure(where: Path | str, table: list[PointInfo], batches: list[tuple[str, 
     timed = batches[50:]
     server = Tree(server_pid) if server_pid is not None else None
     server_cpu0 = server.cpu_seconds() if server else 0.0
+    stores = [store] + [Store(where) for _ in range(writers - 1)]  # a store (a connection) a writer
+
+    def write(n: int) -> None:  # writer n takes the Boxes n, n + writers, ...: each Box's batches in order
+        for box, batch in timed:
+            if int(box.rsplit("-", 1)[1]) % writers == n:
+                stores[n].store_batch(box, batch, table)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
     t0, cpu0 = time.perf_counter(), time.process_time()
-    for box, batch in timed:
-        store.store_batch(box, batch, table)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     server_cpu = server.cpu_seconds() - server_cpu0 if server else 0.0
     rows = sum(len(list(b.samples(table))) for _, b in timed)
     with store.engine.connect() as c:
         stored = c.exec_driver_sql("SELECT count(*) FROM samples").scalar_one()
-    store.engine.dispose()
+    for s in stores:
+        s.engine.dispose()
     # rows a CPU second (the store's process, and the server's processes): what a core would do on a
     # machine not shared with others, and where the work is
     return {"batches_per_s": len(timed) / elapsed, "rows_per_s": rows / elapsed, "stored_rows": int(stored),
@@ -82,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples-per-batch", type=int, default=500, help="samples per batch (default %(default)s)")
     p.add_argument("--points", type=int, default=20, help="points per group (default %(default)s)")
     p.add_argument("--engine", choices=("postgresql", "sqlite", "both"), default="both")
+    p.add_argument("--writers", type=int, default=1,
+                   help="writers at once, each with its own connection, as receivers are (default %(default)s)")
     p.add_argument("--no-copy", action="store_true", help="samples through executemany, not COPY (PostgreSQL)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
@@ -91,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, dict[str, float]] = {}
     if args.engine in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:
-            figures["sqlite"] = measure(Path(tmp) / "cloud.db", table, batches)
+            figures["sqlite"] = measure(Path(tmp) / "cloud.db", table, batches, writers=args.writers)
     if args.engine in ("postgresql", "both"):
         with PgServer(durable=True) as server, server.database("bench") as url:
-            figures["postgresql"] = measure(url, table, batches, server.pid)
+            figures["postgresql"] = measure(url, table, batches, server.pid, args.writers)
     per_batch = len(list(batches[0][1].samples(table)))
-    print(f"{len(batches) - 50} batches of {per_batch} samples, one writer, a commit a batch"
+    print(f"{len(batches) - 50} batches of {per_batch} samples, {args.writers} writer(s), a commit a batch"
           f"{' (samples by executemany)' if args.no_copy else ''}")
     for engine, f in figures.items():
         print(f"  {engine:<10} {f['rows_per_s']:>10,.0f} rows/s  {f['batches_per_s']:>8,.0f} batches/s  "

@@ -167,13 +167,14 @@ class StoreBase:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """One write transaction: the write lock from its start, committed at the block's end."""
+    def _tx(self, *, keyed: bool = False) -> Iterator[Connection]:
+        """One write transaction: the write lock from its start (`keyed`: see `_dialect.begin_write`),
+        committed at the block's end."""
         conn = self._connection()
         self._check(conn)
         try:
             with conn.begin():
-                _dialect.begin_write(conn)
+                _dialect.begin_write(conn, keyed=keyed)
                 yield conn
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e

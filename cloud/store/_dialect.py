@@ -9,7 +9,8 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
 - `begin_write`: a write transaction holds the database's one write lock from its start, as
   SQLite's ``BEGIN IMMEDIATE`` does (PostgreSQL: a transaction-level advisory lock), so that a
   read-then-write (the next configuration version, a token claimed, a deployment's conflicts)
-  never interleaves with another writer. Reads take no lock.
+  never interleaves with another writer; on PostgreSQL a transaction whose writes are all keyed
+  (a batch stored) takes none, and writers go in parallel. Reads take no lock.
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
 - `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
@@ -73,11 +74,18 @@ def engine(where: Path | str) -> Engine:
     return eng
 
 
-def begin_write(conn: Connection) -> None:
-    """Take the database's write lock at the start of the transaction `conn` has just begun."""
+def begin_write(conn: Connection, *, keyed: bool = False) -> None:
+    """Take the database's write lock at the start of the transaction `conn` has just begun.
+
+    `keyed`: every write of the transaction goes through a unique key (an insert that skips a key
+    stored already, an upsert, an update of one row by its key), always in the same order, and no
+    decision rests on a read of rows another writer may be changing: then, on PostgreSQL, its row
+    locks order it against other writers and it takes no database-wide lock (several receivers
+    store batches at once; the (Box, epoch, seq) key keeps each stored once). SQLite has one
+    writer at a time whatever."""
     if conn.dialect.name == "sqlite":
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-    elif conn.dialect.name == "postgresql":
+    elif conn.dialect.name == "postgresql" and not keyed:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
 
 

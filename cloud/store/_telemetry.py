@@ -20,6 +20,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -186,8 +187,11 @@ class Telemetry(StoreBase):
         rows, newest = sample_rows(box_id, batch, table)
         span = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else []
         ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
+        newest.sort(key=itemgetter(1))  # by point: two writers of one Box's latest values lock them in one order
         now = time.time()
-        with self._tx() as db:
+        # keyed: the batch's key first (a writer storing the same batch waits for this one's commit, then
+        # skips it), then appends, the latest values by key, the Box's row: no database-wide lock
+        with self._tx(keyed=True) as db:
             if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest, ts_max)) == 0:
                 b = batches.c
                 old = db.execute(sa.select(b.digest).where(b.box_id == box_id, b.epoch == batch.epoch,
