@@ -5,8 +5,12 @@ half made or half running). No state: pure checks and a bind test."""
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
 
 from cloud.errors import CloudError
 from proto import names
@@ -34,6 +38,11 @@ def check_settings(s: Settings, extra_names: list[str]) -> None:
     for what, name in [("--host", s.host), *(("--name", n) for n in extra_names)]:
         if not names.is_host(name):
             problems.append(f"{what} {name!r} is not a DNS name or an IP address")
+    if s.database:
+        try:
+            database_url(s.database, f"{s.database_role_prefix}_owner")
+        except CloudError as e:
+            problems.append(str(e))
     if problems:
         raise CloudError("; ".join(problems))
 
@@ -48,3 +57,51 @@ def check_port_free(bind: str, port: int, what: str) -> None:
         except OSError as e:
             raise CloudError(f"cannot listen for the {what} on {bind or '*'}:{port}: {e.strerror or e} "
                              "(another program, or another 'boxcloud run', uses it)") from None
+
+
+_ROLE_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,40}")
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def database_url(url: str, role: str) -> str:
+    """The URL a service connects with: the settings' PostgreSQL URL with the service's `role`.
+
+    The database is reached on this host only: a Unix socket (``?host=/run/postgresql``: peer
+    authentication, no password anywhere) or, where an operator insists, loopback (with a
+    ``passfile=`` of mode 0600). A password in the URL, a user in it (each service has its own
+    role), another host, or a passfile others can read are refused.
+
+    Raises:
+        CloudError: what is wrong with the URL, without repeating a password.
+    """
+    try:
+        u = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        raise CloudError("the database setting is not a URL (e.g. postgresql+psycopg:///boxcloud?"
+                         "host=/run/postgresql)") from None
+    if u.get_backend_name() != "postgresql":
+        raise CloudError(f"the database setting names {u.get_backend_name()!r}: only PostgreSQL "
+                         "(postgresql+psycopg://...) or nothing (SQLite, <home>/cloud.db)")
+    if u.password is not None:
+        raise CloudError("the database URL holds a password: it would be in cloud.json and in process lists; use "
+                         "peer authentication over the Unix socket, or passfile=<a file of mode 0600>")
+    if u.username:
+        raise CloudError(f"the database URL names a user ({u.username}): each service connects as its own role "
+                         "(<database_role_prefix>_<service>), leave the user out")
+    if not _ROLE_PREFIX.fullmatch(role.rsplit("_", 1)[0]):
+        raise CloudError(f"the database role prefix of {role!r} is not a plain lower-case name")
+    hosts = u.query.get("host", u.host or "")
+    for host in [hosts] if isinstance(hosts, str) else list(hosts):
+        if host and not host.startswith("/") and host not in _LOOPBACK:
+            raise CloudError(f"the database host {host!r} is not this machine: the database listens on a Unix "
+                             "socket (host=/run/postgresql) or, if it must, on loopback only")
+    passfile = u.query.get("passfile")
+    if isinstance(passfile, str):
+        try:
+            mode = Path(passfile).stat().st_mode
+        except OSError as e:
+            raise CloudError(f"the database passfile {passfile}: {e.strerror}") from None
+        if mode & 0o077:
+            raise CloudError(f"the database passfile {passfile} can be read by others (mode {mode & 0o777:o}): "
+                             f"chmod 600 {passfile}")
+    return u.set(username=role).render_as_string(hide_password=False)

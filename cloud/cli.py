@@ -87,7 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     i = clikit.subcommand(sub, "init", "create the platform CA, server certificates, TUF repository, settings "
                                        "and database",
                           ["boxcloud --home /srv/cloud init --host cloud.example.com",
-                           "boxcloud --home /tmp/c init --broker-port 18883 --enroll-port 18443 --bind 127.0.0.1"],
+                           "boxcloud --home /tmp/c init --broker-port 18883 --enroll-port 18443 --bind 127.0.0.1",
+                           "boxcloud --home /srv/cloud init --database 'postgresql+psycopg:///boxcloud?"
+                           "host=/run/postgresql'"],
                           exits=EXITS)
     i.add_argument("--host", default="localhost", help="the name Boxes use to reach the cloud (default %(default)s)")
     i.add_argument("--broker-port", type=_port, default=8883, help="MQTT over TLS (default %(default)s)")
@@ -96,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="the users' API, HTTPS with Basic or API keys (default %(default)s)")
     i.add_argument("--bind", default="", help="the IP address to listen on (default: all)")
     i.add_argument("--name", action="append", default=[], help="another DNS name or IP for the server certificates")
+    i.add_argument("--database", default="", metavar="URL",
+                   help="a PostgreSQL database instead of SQLite's <home>/cloud.db, on this host's Unix socket "
+                        "(postgresql+psycopg:///boxcloud?host=/run/postgresql), no user or password in it: each "
+                        "service connects as its own role (README, 'PostgreSQL')")
+    i.add_argument("--database-role-prefix", default="boxcloud", metavar="NAME",
+                   help="the services' roles are NAME_owner, NAME_admin, NAME_receiver, NAME_api (default %(default)s)")
     clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
                                  "the enrollment endpoint until Ctrl-C",
                       ["boxcloud --home /srv/cloud run"], exits=EXITS)
@@ -109,7 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_init(cloud: Cloud, args: argparse.Namespace) -> int:
     """Create a cloud in --home."""
-    cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind, args.api_port), args.name)
+    cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind, args.api_port, args.database,
+                        args.database_role_prefix), args.name)
     out.line(f"Cloud created in {args.home}.")
     out.line(f"Ship this platform CA with every Box: {cloud.pki.root_cert}")
     out.line(f"Move {cloud.pki.root_key} and {cloud.ota_keys / 'offline'} offline (needed only to sign a new "

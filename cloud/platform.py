@@ -24,7 +24,7 @@ from cloud import deploy
 from cloud import tufrepo as ota_repository
 from cloud._admin import Administration
 from cloud._broker_parts import private_home
-from cloud._checks import check_port_free, check_settings
+from cloud._checks import check_port_free, check_settings, database_url
 from cloud.api import ApiServer
 from cloud.broker import Broker
 from cloud.endpoint import EnrollServer
@@ -33,6 +33,7 @@ from cloud.errors import CloudError
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
+from cloud.store._roles import RUN_TIME, SERVICES, role
 from proto.downlink import ConfigPush, command, encode_command
 from proto.errors import WireError
 from proto.topics import Down
@@ -45,6 +46,7 @@ SERVER_CERTS = ("broker", "enroll", "api")
 OUTBOX_S = 0.2  # how often the running cloud looks for configurations and commands to send
 DEPLOY_S = 0.5  # how often the running cloud advances the deployments
 TUF_RENEW_CHECK_S = 60.0  # how often it checks the TUF metadata's expiry
+MAINTAIN_S = 3600.0  # how often the running cloud makes the database's time partitions ahead (PostgreSQL)
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,24 @@ class Settings:
     enroll_port: int = 8443
     bind: str = ""  # the address to listen on ("" = all)
     api_port: int = 9443  # the users' API (HTTPS, Basic or API keys; cloud.api)
+    # the database: "" for SQLite (<home>/cloud.db), or a PostgreSQL URL without user or password
+    # ("postgresql+psycopg:///boxcloud?host=/run/postgresql"): each service connects as its own role,
+    # <database_role_prefix>_<service> (cloud.store._roles), by peer authentication or a 0600 passfile
+    database: str = ""
+    database_role_prefix: str = "boxcloud"
 
 
 class Cloud(Administration):
     """The reference cloud under one home directory. The constructor does no I/O."""
 
     def __init__(self, home: Path, *, database: Path | None = None) -> None:
-        """`database`: the cloud's database file, if not `<home>/cloud.db` (e.g. on another disk)."""
+        """`database`: the cloud's SQLite file, if not `<home>/cloud.db` (e.g. on another disk); a
+        PostgreSQL database is named by the settings (`Settings.database`)."""
         self.home = home
         self.pki = Pki(home / "pki")
-        self.store = Store(database or home / "cloud.db", migrate=False)  # upgraded by init and start only
+        self._database_file = database or home / "cloud.db"
+        self._stores: dict[str, Store] = {}  # service -> its store (on PostgreSQL, its own role)
+        self._deployer: deploy.Deployments | None = None
         self._settings: Settings | None = None
         self._broker: Broker | None = None
         self.receiver: Receiver | None = None
@@ -75,9 +85,49 @@ class Cloud(Administration):
         self._crl_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
         self._deploy_thread: threading.Thread | None = None
-        self.deployer = deploy.Deployments(self.store, self.ota_repo, self.send_command)
         self.clock: Callable[[], float] = time.time  # the deployment and renewal thread's clock (tests move it)
         self.tuf_renew_check_s = TUF_RENEW_CHECK_S
+
+    # -- the database ---------------------------------------------------------------------------
+
+    def store_for(self, service: str) -> Store:
+        """The store `service` uses (`cloud.store._roles`: owner, admin, receiver, api): on SQLite one
+        store for all; on PostgreSQL a store connected as the service's own role. Opened on first use,
+        upgraded only by `init` and `start` (`upgrade_store`).
+
+        Raises:
+            CloudError: the settings' database URL is refused (a password in it, a remote host...).
+        """
+        store = self._stores.get(service)
+        if store is None:
+            s = self.settings_or_default
+            if not s.database:  # one file, one store
+                store = next(iter(self._stores.values()), None) or Store(self._database_file, migrate=False)
+            else:
+                store = Store(database_url(s.database, role(s.database_role_prefix, service)), migrate=False)
+            self._stores[service] = store
+        return store
+
+    @property
+    def store(self) -> Store:
+        """The store of the `boxcloud` commands and of the running cloud's control threads (admin)."""
+        return self.store_for("admin")
+
+    @store.setter
+    def store(self, store: Store) -> None:  # a bench's own store, for every service
+        self._stores = dict.fromkeys(SERVICES, store)
+        self._deployer = None
+
+    @property
+    def deployer(self) -> deploy.Deployments:
+        """The deployments' engine (over the admin store)."""
+        if self._deployer is None:
+            self._deployer = deploy.Deployments(self.store, self.ota_repo, self.send_command)
+        return self._deployer
+
+    @deployer.setter
+    def deployer(self, deployer: deploy.Deployments) -> None:
+        self._deployer = deployer
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -87,14 +137,15 @@ class Cloud(Administration):
             raise CloudError(f"a cloud already exists in {self.home}: nothing changed (another --home for a new one)")
         check_settings(settings, extra_names or [])
         private_home(self.home)
+        self._settings = settings
         self.upgrade_store()
         self.pki.init()
         names = sorted({settings.host, "localhost", "127.0.0.1", *(extra_names or [])})
         self.pki.issue_server("broker", names)
         self.pki.issue_server("enroll", names)
         self.pki.issue_server("api", names)
-        for role in ("receiver", "admin"):
-            self.pki.issue_service(role)
+        for service in ("receiver", "admin"):
+            self.pki.issue_service(service)
         self.ensure_ota_repository()
         write_atomic(self.home / "cloud.json", json.dumps(asdict(settings), indent=1).encode())
 
@@ -114,10 +165,31 @@ class Cloud(Administration):
         Raises:
             SchemaError: it was made by a newer boxcloud (nothing changed).
         """
-        before, after = self.store.migrate()
+        owner, s = self.store_for("owner"), self.settings_or_default
+        before, after = owner.migrate()
         if before != after:
-            log.info("cloud database %s: schema upgraded from %s to %s", self.store.path,
+            log.info("cloud database %s: schema upgraded from %s to %s", owner.display_name,
                      before or "none (new, or made before schema versions)", after)
+        self.maintain_store()
+        if s.database:  # each service's role: its privileges on the tables as they now are
+            missing = sorted({role(s.database_role_prefix, r) for r in RUN_TIME}
+                             - set(owner.grant_roles(s.database_role_prefix)))
+            if missing:
+                raise CloudError(f"the database has no role {', '.join(missing)}: create them first (README, "
+                                 "'PostgreSQL'); the services never connect as the owner")
+
+    def maintain_store(self) -> None:
+        """Make the database's time partitions ahead (PostgreSQL; nothing on SQLite), as its owner."""
+        made = self.store_for("owner").maintain()
+        if made:
+            log.info("cloud database: time partitions made: %s", ", ".join(made))
+
+    @property
+    def settings_or_default(self) -> Settings:
+        """The settings, or the defaults before `init` wrote them."""
+        if self._settings is None and not (self.home / "cloud.json").exists():
+            return Settings()
+        return self.settings
 
     @property
     def settings(self) -> Settings:
@@ -180,7 +252,7 @@ class Cloud(Administration):
         s = self.settings
         self.write_crl()
         self.broker.start()
-        self.receiver = Receiver(self.pki, self.store, s.host, s.broker_port)
+        self.receiver = Receiver(self.pki, self.store_for("receiver"), s.host, s.broker_port)
         self.receiver.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
         self.receiver.start()
         self.ensure_ota_repository()
@@ -214,8 +286,8 @@ class Cloud(Administration):
         if not cert.exists():
             self.pki.issue_server("api", sorted({s.host, "localhost", "127.0.0.1",
                                                  *self.pki.cert_names(self.pki.dir / "enroll.crt")}))
-        self.api = ApiServer(self.store, self, cert, key, seeds_file=self.home / "api-seeds.key", bind=s.bind,
-                             port=s.api_port)
+        self.api = ApiServer(self.store_for("api"), self, cert, key, seeds_file=self.home / "api-seeds.key",
+                             bind=s.bind, port=s.api_port)
         try:
             self.api.start()
         except OSError as e:
@@ -287,7 +359,14 @@ class Cloud(Administration):
         """Advance the deployments every DEPLOY_S; renew the TUF metadata when due (checked at start,
         then every `tuf_renew_check_s`)."""
         last_check: float | None = None
+        last_maintained = time.monotonic()  # and at start (upgrade_store)
         while True:
+            if time.monotonic() - last_maintained >= MAINTAIN_S:
+                last_maintained = time.monotonic()
+                try:
+                    self.maintain_store()
+                except Exception:  # rows go to the default partition meanwhile: nothing is lost
+                    log.exception("cannot make the database's time partitions")
             try:
                 if last_check is None or time.monotonic() - last_check >= self.tuf_renew_check_s:
                     last_check = time.monotonic()

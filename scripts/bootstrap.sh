@@ -13,6 +13,10 @@ DEB_PACKAGES+=(dbus-daemon python3-dbus python3-gi)
 # The Box image (image/build.sh) and its VM tests (tests/image): mmdebstrap, file systems and a
 # partition table on plain files, QEMU with UEFI firmware.
 DEB_PACKAGES+=(mmdebstrap e2fsprogs dosfstools mtools fdisk qemu-system-x86 qemu-utils ovmf)
+# PostgreSQL 15 (Debian's): the platform's store at scale; the tests start throwaway servers of
+# their own (tests/support/pgserver.py) and never use the distribution's cluster (left as it is:
+# an operator may run the platform's database there, README "PostgreSQL")
+DEB_PACKAGES+=(postgresql-15)
 VENV=.venv
 STAMP=$VENV/.installed
 

@@ -10,6 +10,7 @@ import pytest
 
 from cloud.platform import Cloud
 from tests.support.cloudkit import make_cloud
+from tests.support.pgserver import PgServer
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,3 +45,11 @@ def fresh_cloud(tmp_path: Path, mosquitto_available: None) -> Iterator[Cloud]:
         yield c
     finally:
         c.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server for this session (one per pytest-xdist worker), on a private Unix
+    socket, started when a test first needs it (tests/support/pgserver.py)."""
+    with PgServer() as server:
+        yield server

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from cloud.store import _dialect, _migrate
+from cloud.store import _dialect, _migrate, _partitions, _roles
 from cloud.store._dialect import BIGINT, SECONDS
 from cloud.store.errors import StoreError
 
@@ -124,6 +125,31 @@ class StoreBase:
         self._checked = True
         return done
 
+    def maintain(self, now: float | None = None) -> list[str]:
+        """Make the time partitions that are missing (PostgreSQL; nothing on SQLite), by the schema's
+        owner (`cloud.store._partitions`); returns their names.
+
+        Raises:
+            StoreError: the database refused (e.g. a role that does not own the tables).
+        """
+        with self._tx() as conn:
+            return _partitions.ensure(conn, time.time() if now is None else now)
+
+    def grant_roles(self, prefix: str) -> list[str]:
+        """Give each service's role its privileges (PostgreSQL, `cloud.store._roles`), as the owner;
+        returns the roles found.
+
+        Raises:
+            StoreError: the database refused (a role that does not own the tables).
+        """
+        with self._tx() as conn:
+            return _roles.grant(conn, prefix)
+
+    @property
+    def display_name(self) -> str:
+        """The database as said in messages and logs: a path, or a URL without a password."""
+        return self._name()
+
     def schema_revision(self) -> str | None:
         """The migration the database is at (None before any)."""
         with self._read() as conn:
@@ -141,13 +167,14 @@ class StoreBase:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
-        """One write transaction: the write lock from its start, committed at the block's end."""
+    def _tx(self, *, keyed: bool = False) -> Iterator[Connection]:
+        """One write transaction: the write lock from its start (`keyed`: see `_dialect.begin_write`),
+        committed at the block's end."""
         conn = self._connection()
         self._check(conn)
         try:
             with conn.begin():
-                _dialect.begin_write(conn)
+                _dialect.begin_write(conn, keyed=keyed)
                 yield conn
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e

@@ -9,7 +9,8 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
 - `begin_write`: a write transaction holds the database's one write lock from its start, as
   SQLite's ``BEGIN IMMEDIATE`` does (PostgreSQL: a transaction-level advisory lock), so that a
   read-then-write (the next configuration version, a token claimed, a deployment's conflicts)
-  never interleaves with another writer. Reads take no lock.
+  never interleaves with another writer; on PostgreSQL a transaction whose writes are all keyed
+  (a batch stored) takes none, and writers go in parallel. Reads take no lock.
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
 - `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
@@ -73,11 +74,18 @@ def engine(where: Path | str) -> Engine:
     return eng
 
 
-def begin_write(conn: Connection) -> None:
-    """Take the database's write lock at the start of the transaction `conn` has just begun."""
+def begin_write(conn: Connection, *, keyed: bool = False) -> None:
+    """Take the database's write lock at the start of the transaction `conn` has just begun.
+
+    `keyed`: every write of the transaction goes through a unique key (an insert that skips a key
+    stored already, an upsert, an update of one row by its key), always in the same order, and no
+    decision rests on a read of rows another writer may be changing: then, on PostgreSQL, its row
+    locks order it against other writers and it takes no database-wide lock (several receivers
+    store batches at once; the (Box, epoch, seq) key keeps each stored once). SQLite has one
+    writer at a time whatever."""
     if conn.dialect.name == "sqlite":
         conn.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-    elif conn.dialect.name == "postgresql":
+    elif conn.dialect.name == "postgresql" and not keyed:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
 
 
@@ -152,15 +160,25 @@ class BulkInsert:
 
     On SQLite, `ROWS` rows a statement (``INSERT ... VALUES (...), (...), ...``, compiled once) run
     as one ``executemany`` on the driver's cursor, the rest one row a statement: a third less work
-    a row than a row a statement (docs/performance.md). Elsewhere, SQLAlchemy's own batched
-    ``executemany`` (insertmanyvalues). The rows of one call must not repeat an upsert's key.
+    a row than a row a statement (docs/performance.md). On PostgreSQL, a plain insert
+    (`BulkInsert.into`) streams its rows through ``COPY ... FROM STDIN`` (psycopg's, in the
+    store's transaction: one round trip, no statement a row); an upsert goes through SQLAlchemy's
+    batched ``executemany``. The rows of one call must not repeat an upsert's key.
     """
 
     ROWS = 100
 
-    def __init__(self, build: Callable[[Connection], Insert], columns: Sequence[str]) -> None:
-        self.build, self.columns = build, tuple(columns)
+    def __init__(self, build: Callable[[Connection], Insert], columns: Sequence[str], *,
+                 copy: str | None = None) -> None:
+        self.build, self.columns, self.copy = build, tuple(columns), copy
         self._compiled: dict[int, str] = {}  # SQLite: rows a statement -> SQL
+
+    @classmethod
+    def into(cls, table: sa.Table) -> BulkInsert:
+        """A plain insert of every column of `table` (COPY on PostgreSQL)."""
+        columns = [c.name for c in table.columns]
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        return cls(lambda _: table.insert(), columns, copy=f'COPY "{table.name}" ({quoted}) FROM STDIN')
 
     def _sql(self, conn: Connection, rows: int) -> str:
         sql = self._compiled.get(rows)
@@ -173,6 +191,11 @@ class BulkInsert:
     def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
         """Insert every row (nothing for none)."""
         if not rows:
+            return
+        if conn.dialect.name == "postgresql" and self.copy is not None:
+            with _cursor(conn).copy(self.copy) as copy:  # psycopg's
+                for r in rows:
+                    copy.write_row(r)
             return
         if conn.dialect.name != "sqlite":
             conn.execute(self.build(conn), [dict(zip(self.columns, r, strict=True)) for r in rows])

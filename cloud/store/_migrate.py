@@ -15,19 +15,20 @@ that names what is known): a command on an up-to-date database reads one row.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cloud.store import _dialect
+from cloud.store import _dialect, _partitions
 from cloud.store.errors import SchemaError
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD = "0004"  # the newest migration (a test checks it against the migrations directory)
+HEAD = "0007"  # the newest migration (a test checks it against the migrations directory)
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "alembic_version"
 
@@ -103,6 +104,7 @@ def upgrade(conn: Connection) -> tuple[str | None, str]:
         if at != HEAD:
             _refuse_newer(at)
             command.upgrade(config(conn), "head")
+            _partitions.ensure(conn, time.time())  # a new or newly partitioned database: its days ahead
     return at, HEAD
 
 

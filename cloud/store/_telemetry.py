@@ -20,6 +20,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -65,6 +66,7 @@ samples = sa.Table(
     sa.Column("value", sa.Text),  # JSON
     sa.Column("quality", sa.Integer, nullable=False),
     sa.Index("samples_by_time", "box_id", "ts_ms"),
+    postgresql_partition_by="RANGE (ts_ms)",  # a partition a day (cloud.store._partitions)
 )
 latest = sa.Table(
     "latest", metadata,
@@ -85,6 +87,7 @@ spans = sa.Table(  # points polled and unchanged (proto.wire), resolved when rea
     sa.Column("first", sa.Integer, nullable=False),
     sa.Column("n", sa.Integer, nullable=False),
     sa.Index("spans_by_time", "box_id", "ts_ms"),
+    postgresql_partition_by="RANGE (ts_ms)",
 )
 evicted = sa.Table(
     "evicted", metadata,
@@ -114,11 +117,11 @@ deferred = sa.Table(
 
 # the hot path: compiled once per dialect, rows as tuples straight to the driver
 _NEW_BATCH = Prepared(Upsert(batches), [c.name for c in batches.columns])  # skipped when stored already
-_SAMPLES = BulkInsert(lambda _: samples.insert(), [c.name for c in samples.columns])
+_SAMPLES = BulkInsert.into(samples)
 _LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an older sample changes nothing
     "ts_ms": new.ts_ms, "value": new.value, "quality": new.quality, "unit": new.unit},
     where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
-_SPANS = BulkInsert(lambda _: spans.insert(), [c.name for c in spans.columns])
+_SPANS = BulkInsert.into(spans)
 
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
@@ -184,8 +187,11 @@ class Telemetry(StoreBase):
         rows, newest = sample_rows(box_id, batch, table)
         span = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else []
         ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
+        newest.sort(key=itemgetter(1))  # by point: two writers of one Box's latest values lock them in one order
         now = time.time()
-        with self._tx() as db:
+        # keyed: the batch's key first (a writer storing the same batch waits for this one's commit, then
+        # skips it), then appends, the latest values by key, the Box's row: no database-wide lock
+        with self._tx(keyed=True) as db:
             if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest, ts_max)) == 0:
                 b = batches.c
                 old = db.execute(sa.select(b.digest).where(b.box_id == box_id, b.epoch == batch.epoch,

@@ -11,6 +11,7 @@ from cloud.receiver import Receiver
 from cloud.store import PointTable, Store
 from drivers import PointInfo
 from proto import wire
+from tests.support.storedb import both_engines
 
 TABLE = [PointInfo("d.x", "", "float32")]
 
@@ -55,6 +56,7 @@ def test_a_box_over_its_budget_waits_and_loses_nothing_and_the_others_pass(tmp_p
     assert r.pacer.waiting("FAST") == 0 and store.deferred_counts() == {}
 
 
+@both_engines
 def test_what_was_put_aside_survives_a_restart(tmp_path: Path, store_db: Path | str) -> None:
     store = Store(store_db)
     store.enroll_box("B", "B", 1, 2e9)

@@ -13,6 +13,7 @@ from cloud.store import PointTable, Store
 from drivers import PointInfo, Quality
 from proto import wire
 from proto.errors import WireError
+from tests.support.storedb import both_engines
 
 TABLE = [PointInfo("a.x", "", "float32"), PointInfo("a.y", "", "float32"), PointInfo("b.x", "", "bool"),
          PointInfo("a.z", "", "uint16")]
@@ -38,6 +39,7 @@ def test_device_counts_are_those_of_the_samples(groups: list[list[object]]) -> N
     assert device_counts(batch, PointTable(TABLE)) == _per_sample(batch)
 
 
+@both_engines
 def test_a_stored_batch_is_counted_once_and_its_devices_reach_the_monitor(tmp_path: Path, store: Store) -> None:
     store.enroll_box("B1", "B1", 1, 2e9)
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
@@ -51,6 +53,7 @@ def test_a_stored_batch_is_counted_once_and_its_devices_reach_the_monitor(tmp_pa
     assert [d for d, _, _ in store.bad_devices("B1")] == ["b"]
 
 
+@both_engines
 def test_a_batch_past_its_table_is_rejected(tmp_path: Path, store: Store) -> None:
     r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
     r.handle("B1", "meta", wire.encode_table(TABLE))

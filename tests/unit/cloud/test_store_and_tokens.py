@@ -19,7 +19,9 @@ from cloud.store import Store, _dialect, metadata
 from drivers import PointInfo, Value
 from proto import wire
 from proto.errors import WireError
-from tests.support.storedb import sqlite_only
+from tests.support.storedb import both_engines, sqlite_only
+
+pytestmark = both_engines  # every test that takes the store runs on SQLite and PostgreSQL
 
 TABLE = [PointInfo("a.t", "degC", "float32"), PointInfo("a.on", "", "bool")]
 
@@ -101,10 +103,15 @@ def test_a_write_the_database_cannot_take_is_a_store_error_and_the_store_goes_on
     monkeypatch.setattr(_dialect, "BUSY_TIMEOUT_S", 1)  # instead of 30 s
     s = Store(store_db)
     s.put_table("SN-1", wire.table_id(TABLE), TABLE)
-    with s.engine.connect() as other, other.begin():
-        _dialect.begin_write(other)  # another writer holds the lock longer than the store waits
+    with s.engine.connect() as other:
+        # another writer holds the lock (SQLite's) and the batch's key (PostgreSQL's row lock: a batch
+        # takes no database-wide lock there) longer than the store waits, and then gives up
+        tx = other.begin()
+        _dialect.begin_write(other)
+        other.execute(sa.insert(metadata.tables["batches"]).values(box_id="SN-1", epoch=5, seq=1, received=0, n=0))
         with pytest.raises(StoreError, match="the cloud database"):
             s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, [1.0, True], {})]), TABLE)
+        tx.rollback()
     assert s.batch_keys("SN-1") == []
     assert s.store_batch("SN-1", _batch(1, 1000, [wire.encode_group(0, 0, [1.0, True], {})]), TABLE)
 

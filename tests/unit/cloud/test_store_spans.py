@@ -6,6 +6,9 @@ from __future__ import annotations
 from cloud.store import Store
 from proto import wire
 from proto.points import PointInfo
+from tests.support.storedb import both_engines
+
+pytestmark = both_engines  # on SQLite and PostgreSQL
 
 BOX, TID = "BOX-1", 7
 TABLE = [PointInfo("d.a", "degC", "float32"), PointInfo("d.b", "", "bool")]

@@ -1,0 +1,90 @@
+"""Time partitions of the time series on PostgreSQL: `samples` and `spans`, one partition a UTC day.
+
+On PostgreSQL both tables are partitioned by range of ``ts_ms`` (migration 0007): one partition a
+day (``samples_d20261206`` holds [00:00, 24:00) UTC of that day) and a default partition
+(``samples_default``) for any row no day partition takes, so that an insert never fails for want
+of a partition. A history query names a time range: PostgreSQL reads only the days it spans
+(partition pruning), and old data goes by dropping a day's table, not by a DELETE.
+
+Partitions are made ahead by `ensure` (`Store.maintain`), run by the role that owns the schema:
+by ``boxcloud init`` and ``boxcloud run`` when they upgrade the database, and by the running
+cloud every hour (`cloud.platform`). It makes the partitions of yesterday, today and `AHEAD_DAYS`
+ahead, and one for each day found in the default partition (a Box's backlog from before, a clock
+that was wrong), within `BACK_DAYS`: those rows move from the default partition to their day's in
+the same transaction, then the day's table is attached (PostgreSQL checks the default partition
+holds nothing of that day). The receivers never change the schema: if maintenance stops, rows
+land in the default partition, nothing is refused or lost, and the next run sorts them out.
+
+Nothing here on SQLite (one file, no partitions: `ensure` returns at once). No network I/O but
+the database's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+TABLES = ("samples", "spans")  # partitioned by range of ts_ms
+DAY_MS = 86_400_000
+AHEAD_DAYS = 7  # partitions made ahead of today
+BACK_DAYS = 3650  # a day older than this (or beyond AHEAD_DAYS ahead) stays in the default partition
+_LOCK = 0x626F7870  # "boxp": two maintenance runs at once take turns
+
+
+def name(table: str, day: int) -> str:
+    """The partition of `table` for `day` (days since the epoch, UTC)."""
+    return f"{table}_d{datetime.fromtimestamp(day * 86400, UTC):%Y%m%d}"
+
+
+def is_partition(table_name: str) -> bool:
+    """Whether a table is one of the partitions (not in the store's metadata: Alembic's comparison
+    leaves them out)."""
+    return any(table_name.startswith(f"{t}_d") or table_name == f"{t}_default" for t in TABLES)
+
+
+def ensure(conn: Connection, now_s: float, ahead: int = AHEAD_DAYS) -> list[str]:
+    """Make the day partitions that are missing (see the module's docstring); returns their names.
+    Run in the caller's transaction, by the owner of the tables."""
+    if conn.dialect.name != "postgresql":
+        return []
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK)))
+    today = int(now_s // 86400)
+    made = []
+    for table in TABLES:
+        if not _partitioned(conn, table):
+            continue
+        have = _days(conn, table)
+        found = {int(d) for d in conn.exec_driver_sql(
+            f"SELECT DISTINCT ts_ms / {DAY_MS} FROM {table}_default").scalars()}  # noqa: S608 - our names
+        wanted = set(range(today - 1, today + ahead + 1)) | {d for d in found
+                                                             if today - BACK_DAYS <= d <= today + ahead}
+        for day in sorted(wanted - have):
+            part, low, high = name(table, day), day * DAY_MS, (day + 1) * DAY_MS
+            conn.exec_driver_sql(f"CREATE TABLE {part} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+            if day in found:  # its rows leave the default partition in this transaction
+                conn.exec_driver_sql(
+                    f"WITH moved AS (DELETE FROM {table}_default WHERE ts_ms >= {low} AND ts_ms < {high} "  # noqa: S608
+                    f"RETURNING *) INSERT INTO {part} SELECT * FROM moved")
+            conn.exec_driver_sql(f"ALTER TABLE {table} ATTACH PARTITION {part} FOR VALUES FROM ({low}) TO ({high})")
+            made.append(part)
+    return made
+
+
+def _partitioned(conn: Connection, table: str) -> bool:
+    return conn.exec_driver_sql(
+        "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%(t)s)", {"t": table}).scalar() is True
+
+
+def _days(conn: Connection, table: str) -> set[int]:
+    """The days `table` has a partition of (read from each partition's bounds)."""
+    rows = conn.exec_driver_sql(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%(t)s)", {"t": table}).scalars()
+    days = set()
+    for bound in rows:  # FOR VALUES FROM ('1765065600000') TO ('1765152000000'), or DEFAULT
+        if bound.startswith("FOR VALUES FROM"):
+            low = int(bound.split("(", 1)[1].split(")", 1)[0].strip("'"))
+            days.add(low // DAY_MS)
+    return days
