@@ -260,8 +260,8 @@ def test_an_endpoint_failing_for_days_is_disabled_with_an_alert_and_keeps_its_it
     wait_for(lambda: env.state(c["id"])["failing_since"], what="failing", timeout=30)
     env.clock.offset += 4 * 86400
     wait_for(lambda: env.state(c["id"])["state"] == "disabled", what="disabled", timeout=30)
-    alerts = env.api.cloud.store.alerts(f"connector:{c['id']}")
-    assert any(a.subject == c["name"] and a.kind == "connector" for a in alerts)
+    wait_for(lambda: any(a.subject == c["name"] and a.kind == "connector"
+                         for a in env.api.cloud.store.alerts(f"connector:{c['id']}")), what="the alert")
     trail = env.owner.get(env.api.url + "/v1/audit", params={"limit": 1000}).json()["items"]
     assert any(a["action"] == "connector.disable" and a["target"] == f"connector:{c['id']}" for a in trail)
     env.batches("BOX-A", 1)  # still queued while disabled (nothing lost): confirmed again, it drains
