@@ -216,6 +216,21 @@ def test_the_address_is_pinned_across_a_dns_rebinding_and_names_of_private_addre
         env.owner.delete(f"{env.api.url}/v1/connectors/{cid}")
 
 
+def test_an_endpoint_that_hangs_delays_no_other(env: Env) -> None:
+    slow = env.connector(url=f"https://{HOST}/slow")
+    fast = env.connector()
+    env.confirm(slow["id"])
+    env.confirm(fast["id"])
+    for _ in range(3):
+        sent = env.batches("BOX-A", 5)
+        env.delivered(fast["id"], sent)
+    # all of it while the slow endpoint still holds its first delivery (not timed out: no error yet)
+    assert [e["status"] for e in env.got(slow["id"]) if e["type"] == "data"] == ["hung"]
+    assert env.state(slow["id"])["last_error"] == ""
+    for c in (slow, fast):
+        env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")
+
+
 @pytest.mark.parametrize(("url", "why"), [
     ("http://hooks.customer.example/hook", "only https"),
     ("https://hooks.customer.example:8080/hook", "port 8080 is not allowed"),

@@ -10,6 +10,7 @@ address there, with a certificate of the test's own CA. Routes:
   It answers a confirmation request (``type: endpoint.confirm``) with its token (or not, in mode
   ``noecho``; with a 64 KiB answer holding the token at its end in mode ``bigecho``).
 - ``POST /token``: client credentials (Basic ``client:secret``); tokens live ``token_life`` seconds.
+- ``POST /slow``: as ``/hook``, but a delivery of data is never answered (an endpoint that hangs).
 - ``/other``: what a redirect points to (logged if ever reached).
 
 Commands on stdin, one a line, answered ``ok ...`` on stdout: ``secrets <s1> [s2]``, ``mode
@@ -89,13 +90,13 @@ class Handler(BaseHTTPRequestHandler):
         status, answer, headers = 200, b"", {}
         if not entry["auth"]:
             status = 401
-        elif self.path != "/hook":
+        elif self.path not in ("/hook", "/slow"):
             status = 404
         elif mode == "fail":
             status = 503
         elif mode == "redirect":
             status, headers = 307, {"location": "/other"}
-        elif mode == "hang":
+        elif mode == "hang" or (self.path == "/slow" and doc.get("type") == "data"):
             entry["status"] = "hung"
             self._log(entry)
             time.sleep(60)
