@@ -74,7 +74,7 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             STATE["requests"] += 1
             mode = STATE["mode"]
-        entry: dict[str, Any] = {"path": self.path, "id": self.headers.get("webhook-id"),
+        entry: dict[str, Any] = {"at": time.time(), "path": self.path, "id": self.headers.get("webhook-id"),
                                  "ts": self.headers.get("webhook-timestamp"), "sig_ok": _sig_ok(self.headers, body)}
         entry["auth"] = self._auth_ok()
         entry["connector"] = None
