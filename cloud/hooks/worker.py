@@ -103,7 +103,12 @@ class HookWorker:
 
     def run(self) -> None:
         """The worker's loop, until `stop()` (blocks: `start()` runs it in a thread of its own)."""
-        self._ctx = tls.client_context(self.ca_file)
+        try:
+            self._ctx = tls.client_context(self.ca_file)
+        except (OSError, ssl.SSLError) as e:  # the operator's to fix: said once, loudly
+            log.error("webhooks cannot run: the trust anchors %s cannot be read (%s); nothing is lost, the "
+                      "connectors' outboxes wait (install ca-certificates and restart)", self.ca_file, e)
+            return
         asyncio.run(self._main())
 
     async def _main(self) -> None:
