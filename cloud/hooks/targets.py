@@ -30,9 +30,9 @@ from cloud.hooks.errors import TargetRefusedError
 
 ALLOWED_PORTS = frozenset({443, 8443})
 MAX_URL = 2048
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_NUMERIC_ISH = re.compile(r"^[0-9a-fx.]+$")  # what inet_aton might read as an address
-_CANONICAL_V4 = re.compile(r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")  # every pattern here is matched whole (fullmatch)
+_NUMERIC_ISH = re.compile(r"[0-9a-fx.]+")  # what inet_aton might read as an address
+_CANONICAL_V4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 _6TO4 = ipaddress.ip_network("2002::/16")
@@ -88,13 +88,13 @@ def _literal(host: str) -> Address | None:
             return ipaddress.IPv6Address(host)
         except ValueError:
             raise TargetRefusedError(f"{host!r} is not an IPv6 address") from None
-    if _CANONICAL_V4.match(host):
+    if _CANONICAL_V4.fullmatch(host):
         return ipaddress.IPv4Address(host)
     labels = host.rstrip(".").split(".")
-    if _NUMERIC_ISH.match(host) and (labels[-1].isdigit() or labels[-1].startswith("0x")):
+    if _NUMERIC_ISH.fullmatch(host) and (labels[-1].isdigit() or labels[-1].startswith("0x")):
         raise TargetRefusedError(f"{host!r} spells an address oddly (decimal, hex, octal or short): "
                                  "write it as a dotted quad, or use a name")
-    if len(host) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise TargetRefusedError(f"{host!r} is not a valid host name")
     if host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"):
         raise TargetRefusedError(f"{host} is loopback: not a public address")
