@@ -310,9 +310,12 @@ class HookWorker:
                 ok, why = False, "the endpoint's answer does not hold the confirmation token"
         except (DeliveryError, TargetRefusedError) as e:
             ok, why = False, str(e)
-        state = "enabled" if ok else "unconfirmed"
-        if await asyncio.to_thread(self.store.update_connector, row.id, expect_state="confirming", state=state,
-                                   last_error=why[:500]):
+        if ok:
+            changed = await asyncio.to_thread(self.store.enable_connector, row.id, expect_state="confirming")
+        else:
+            changed = await asyncio.to_thread(self.store.update_connector, row.id, expect_state="confirming",
+                                              state="unconfirmed", last_error=why[:500])
+        if changed:
             await asyncio.to_thread(self.store.audit, row.account_id, "platform", "connector.confirm",
                                     f"connector:{row.id}", "ok" if ok else "failed", **({"reason": why} if why else {}))
 

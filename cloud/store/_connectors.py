@@ -165,6 +165,16 @@ class Connectors(StoreBase):
         with self._tx() as db:
             return db.execute(connectors.update().where(cond).values(**values)).rowcount == 1
 
+    def enable_connector(self, connector_id: int, *, expect_state: str) -> bool:
+        """The endpoint proved it is its owner's: enabled, taking what is stored from now on (its place
+        moved to the feed's newest row in the same transaction; a disabled one had kept queuing)."""
+        c = connectors.c
+        with self._tx() as db:
+            head = db.execute(sa.select(sa.func.max(feed.c.id))).scalar() or 0
+            return db.execute(connectors.update().where(c.id == connector_id, c.state == expect_state).values(
+                state="enabled", last_error="",
+                feed_pos=sa.case((c.feed_pos < head, head), else_=c.feed_pos))).rowcount == 1
+
     def delete_connector(self, connector_id: int) -> None:
         """A connector, its items and deliveries (dead letters too)."""
         with self._tx() as db:

@@ -37,6 +37,17 @@ def test_a_connector_moves_its_place_with_its_items_only_from_the_place_and_stat
     assert store.outbox_depth(cid) == {"waiting": 1, "dead": 0}
 
 
+def test_enabling_moves_the_place_to_the_feeds_newest_row_never_back(store: Store) -> None:
+    cid = store.add_connector(1, "c", "webhook", service_account_id=1, config={}, sealed="")
+    _batch(store, 1)
+    _batch(store, 2)  # stored before the endpoint proved it is its owner's
+    store.update_connector(cid, state="confirming")
+    assert store.enable_connector(cid, expect_state="confirming")
+    row = store.connector(cid)
+    assert row is not None and row.state == "enabled" and store.feed_after(row.feed_pos, 10) == []
+    assert not store.enable_connector(cid, expect_state="confirming")
+
+
 def test_trimming_keeps_the_newest_row_so_sqlite_never_numbers_a_new_one_below_a_place(store: Store) -> None:
     cid = store.add_connector(1, "c", "webhook", service_account_id=1, config={}, sealed="")
     _batch(store, 1)
