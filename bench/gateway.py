@@ -98,8 +98,9 @@ class TimedStore(Store):
         self.unchanged: dict[str, dict[int, int]] = {}  # device -> reading time -> points polled and unchanged
         self._lock = threading.Lock()
 
-    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
-        fresh = super().store_batch(box_id, batch, table, digest)
+    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"",
+                    payload: bytes = b"") -> bool:
+        fresh = super().store_batch(box_id, batch, table, digest, payload)
         if fresh:
             now = time.time()
             probes = self._probe_index.get(batch.table_id)

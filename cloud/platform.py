@@ -26,10 +26,13 @@ from cloud._admin import Administration
 from cloud._broker_parts import private_home
 from cloud._checks import check_port_free, check_settings, database_url
 from cloud.api import ApiServer
+from cloud.api._secrets import Seeds
+from cloud.api.server import seeds_key
 from cloud.broker import Broker
 from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller
 from cloud.errors import CloudError
+from cloud.hooks import HookWorker
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
@@ -81,6 +84,7 @@ class Cloud(Administration):
         self.receiver: Receiver | None = None
         self.enroll: EnrollServer | None = None
         self.api: ApiServer | None = None
+        self.hooks: HookWorker | None = None
         self._stop = threading.Event()
         self._crl_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
@@ -268,6 +272,8 @@ class Cloud(Administration):
             raise CloudError(f"cannot listen for enrollment on {s.bind or '*'}:{s.enroll_port}: "
                              f"{e.strerror or e}") from None
         self._start_api()
+        self.hooks = HookWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")))
+        self.hooks.start()  # the webhooks' feed and deliveries (cloud.hooks)
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -298,6 +304,9 @@ class Cloud(Administration):
     def stop(self) -> None:
         """Stop every service this object started."""
         self._stop.set()
+        if self.hooks is not None:
+            self.hooks.stop()
+            self.hooks = None
         if self.api is not None:
             self.api.stop()
         if self.enroll is not None:

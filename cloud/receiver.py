@@ -279,7 +279,7 @@ class Receiver:
         if batch.base_ts_ms == 0:
             log.warning("batch %d from %s has no trustworthy time: stored at its arrival time", batch.seq, box_id)
             batch = dataclasses.replace(batch, base_ts_ms=int(time.time() * 1000))
-        stored = self.store.store_batch(box_id, batch, table, hashlib.sha256(payload).digest()[:16])
+        stored = self.store.store_batch(box_id, batch, table, hashlib.sha256(payload).digest()[:16], payload)
         if stored:
             self.monitor.on_devices(box_id, device_counts(batch, table))
         with self.counters.lock:

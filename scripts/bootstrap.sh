@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2)
+DEB_PACKAGES=(mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev libsystemd-dev pkg-config python3-venv python3-dev gcc iproute2 nftables faketime libfuse2 ca-certificates)
 # the README's calls of the users' API (tests/integration/test_readme.py runs them)
 DEB_PACKAGES+=(curl)
 # The fake ModemManager of the modem's tests (issue 16): a private D-Bus (dbus-daemon) and

@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, str] = {
     "user.manage": "create and delete users and service accounts, their keys",
     "role.manage": "define custom roles, bind and unbind roles",
     "audit.read": "read the account's audit trail",
+    "connector.read": "see the account's connectors (webhooks), their state and dead letters",
+    "connector.manage": "create, confirm, rotate and delete connectors; replay their dead letters",
     "account.manage": "change the account's settings (2FA required of all)",
 }
 BOX_PERMISSIONS = frozenset(p for p in PERMISSIONS if p.startswith(("box.", "deployment.", "release.")))

@@ -82,9 +82,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     store = ctx.store
 
     def need(caller: Caller, permission: str) -> None:
-        if not caller.grants.can(permission):
-            ctx.audit(caller, "denied", permission, "denied")
-            raise ApiError(403, f"this needs the permission {permission} over the account")
+        ctx.need(caller, permission)
 
     def person(caller: Caller, what: str) -> None:
         if caller.key is not None:

@@ -64,6 +64,12 @@ class Ctx:
     def audit(self, caller: Caller, action: str, target: str, outcome: str = "ok", **detail: object) -> None:
         self.store.audit(caller.account_id, caller.actor, action, target, outcome, **detail)
 
+    def need(self, caller: Caller, permission: str) -> None:
+        """An account permission, else 403 (and the denial is audited)."""
+        if not caller.grants.can(permission):
+            self.audit(caller, "denied", permission, "denied")
+            raise ApiError(403, f"this needs the permission {permission} over the account")
+
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
     return JSONResponse({"type": "about:blank", "title": title(status), "status": status, "detail": detail, **extra},
@@ -72,7 +78,7 @@ def problem(status: int, detail: str, headers: dict[str, str] | None = None, **e
 
 def make_app(ctx: Ctx) -> FastAPI:
     """The users' API over one context."""
-    from cloud.api import _boxes, _deployments, _people  # the routes need `Ctx` and the dependencies below
+    from cloud.api import _boxes, _connectors, _deployments, _people  # the routes need `Ctx` and the dependencies below
 
     app = FastAPI(title="boxcloud API", version="1", openapi_url="/v1/openapi.json", docs_url="/v1/docs",
                   redoc_url=None, description="The platform's users: Boxes, their data, configurations, "
@@ -121,6 +127,7 @@ def make_app(ctx: Ctx) -> FastAPI:
     _boxes.add_routes(app, ctx)
     _deployments.add_routes(app, ctx)
     _people.add_routes(app, ctx)
+    _connectors.add_routes(app, ctx)
     app.openapi = lambda: _schema(app)  # type: ignore[method-assign]
     return app
 

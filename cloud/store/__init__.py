@@ -10,6 +10,7 @@ both. The package, by concern, each module with its tables and its part of `Stor
   aside), with `_points` (pure: a batch's rows);
 - `_outbox` (configurations, commands, retained configurations to clear);
 - `_deployments` (deployments and `ota` events), `_alerts` (alerts, health, devices);
+- `_connectors` (webhooks: the feed of stored batches, each connector's outbox, dead letters);
 - `_users` (accounts, users, API keys, roles and bindings, Boxes' accounts), `_audit` (the
   hash-chained audit trail), `_history` (points' history and aggregates for the users' API);
 - `_base` (metadata, connections, transactions), `_dialect` (the only place SQLite and
@@ -21,6 +22,7 @@ This package does no network I/O. See docs/architecture.md, "Storage in the clou
 from cloud.store._alerts import Alert
 from cloud.store._audit import AuditRow
 from cloud.store._base import metadata
+from cloud.store._connectors import ConnectorRow, DeliveryRow, FeedRow
 from cloud.store._credentials import CertChange, CertState, TokenRow
 from cloud.store._deployments import DeploymentBoxRow, DeploymentRow
 from cloud.store._fleet import BoxRow
@@ -32,8 +34,29 @@ from cloud.store._users import AccountRow, BindingRow, BoxScope, KeyRow, UserRow
 from cloud.store.errors import SchemaError, StoreError
 
 __all__ = [
-    "MAX_CACHED_POINTS", "MAX_TABLES_PER_BOX", "AccountRow", "Alert", "AuditRow", "BindingRow", "BoxRow", "BoxScope",
-    "CertChange", "CertState", "CommandRow",
-    "ConfigRow", "DeploymentBoxRow", "DeploymentRow", "KeyRow", "PointTable", "SchemaError", "Store", "StoreError",
-    "TokenRow", "UserRow", "metadata",
+    "MAX_CACHED_POINTS",
+    "MAX_TABLES_PER_BOX",
+    "AccountRow",
+    "Alert",
+    "AuditRow",
+    "BindingRow",
+    "BoxRow",
+    "BoxScope",
+    "CertChange",
+    "CertState",
+    "CommandRow",
+    "ConfigRow",
+    "ConnectorRow",
+    "DeliveryRow",
+    "DeploymentBoxRow",
+    "DeploymentRow",
+    "FeedRow",
+    "KeyRow",
+    "PointTable",
+    "SchemaError",
+    "Store",
+    "StoreError",
+    "TokenRow",
+    "UserRow",
+    "metadata",
 ]

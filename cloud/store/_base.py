@@ -179,6 +179,10 @@ class StoreBase:
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e
 
+    def feeding(self) -> bool:
+        """Whether stored batches go to the connectors' feed (`cloud.store._connectors` says)."""
+        return False
+
     def _name(self) -> str:
         return str(self.path) if self.path is not None else sa.make_url(self.url).render_as_string()
 

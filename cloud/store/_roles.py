@@ -4,7 +4,7 @@
   upgrade and hourly `Store.maintain`): owns the tables, the only role that changes the schema.
 - ``<p>_receiver`` (the receiver and its monitor): reads Box identities (``boxes``: which Box,
   revoked or not) and sets their status; inserts telemetry (batches, samples, spans, latest
-  values, point tables), puts messages aside and takes them back; alerts, health, devices; a
+  values, point tables, the connectors' feed), puts messages aside and takes them back; alerts, health, devices; a
   Box's answer to a configuration or command. Nothing of users, keys, tokens, certificates or
   the audit trail; reads no samples, deletes no telemetry.
 - ``<p>_api`` (the users' API): reads what users may see (Boxes, telemetry, alerts,
@@ -47,6 +47,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "alerts": "SELECT, INSERT, UPDATE", "health": "SELECT, INSERT, UPDATE", "devices": "SELECT, INSERT, UPDATE",
         "modem": "SELECT, INSERT, UPDATE",
         "configs": "SELECT, UPDATE", "commands": "SELECT, UPDATE",  # a Box's answer
+        "connectors": "SELECT", "feed": "INSERT",  # a stored batch fed to the connectors (cloud.hooks)
     },
     "api": {
         **dict.fromkeys(("boxes", "box_tags", "status_history", "health", "devices", "modem", "configs", "commands",
@@ -55,6 +56,9 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "box_accounts": "SELECT, INSERT, UPDATE, DELETE",  # a Box assigned to an account
         **dict.fromkeys(_USERS, _ALL),
         "audit": "SELECT, INSERT",  # appended, never changed
+        # connectors (cloud.api._connectors): made, confirmed, rotated, deleted with their outbox; dead
+        # letters listed and replayed; the feed's newest row read (a new connector starts there)
+        "connectors": _ALL, "feed": "SELECT", "hook_items": "SELECT, DELETE", "hook_deliveries": "SELECT, UPDATE, DELETE",
     },
     "admin": {},  # every table but the audit trail's: filled in by `privileges`
 }

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from cloud.store._alerts import Alerts, alerts, devices, health, modem
 from cloud.store._audit import Audit
+from cloud.store._connectors import Connectors
 from cloud.store._credentials import Credentials, superseded_certs
 from cloud.store._deployments import Deployments
 from cloud.store._fleet import Fleet, box_tags, boxes, status_history
@@ -34,7 +35,7 @@ _A_BOXS_DATA = (samples, spans, latest, batches, conflicts, parked_batches, poin
                 devices, alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
 
 
-class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit):
+class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit, Connectors):
     """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
     a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from cloud.pacing import Lru
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
+from cloud.store._connectors import feed
 from cloud.store._dialect import BulkInsert, Prepared, Upsert
 from cloud.store._fleet import boxes
 from cloud.store._points import Batch, PointTable, sample_rows, span_rows
@@ -125,6 +126,9 @@ _SPANS = BulkInsert.into(spans)
 
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
+_FEED = Prepared(lambda _: feed.insert().values(box_id=sa.bindparam("box_id"), table_id=sa.bindparam("table_id"),
+                                               base_ts_ms=sa.bindparam("base_ts_ms"), payload=sa.bindparam("payload")),
+                 ["box_id", "table_id", "base_ts_ms", "payload"])
 _TABLE = Upsert(point_tables)  # a table id names its content: stored already, nothing to do
 
 
@@ -174,11 +178,14 @@ class Telemetry(StoreBase):
         """Points held by the point-table cache (at most MAX_CACHED_POINTS)."""
         return self._tables.size
 
-    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"") -> bool:
+    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"",
+                    payload: bytes = b"") -> bool:
         """Store a batch's samples once; returns False when (Box, epoch, seq) was already stored.
 
         A batch number seen again with a different `digest` (its payload's hash) is recorded as a
         conflict: the Box re-used a sequence number for other data (lost state, or tampering).
+        With `payload` (the batch as it came) and some connector existing, the batch joins the
+        connectors' feed in the same transaction (`cloud.store._connectors`).
 
         Raises:
             WireError: a group points outside the table, or a number too large to store.
@@ -189,9 +196,12 @@ class Telemetry(StoreBase):
         ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
         newest.sort(key=itemgetter(1))  # by point: two writers of one Box's latest values lock them in one order
         now = time.time()
+        to_feed = bool(payload) and self.feeding()
         # keyed: the batch's key first (a writer storing the same batch waits for this one's commit, then
-        # skips it), then appends, the latest values by key, the Box's row: no database-wide lock
-        with self._tx(keyed=True) as db:
+        # skips it), then appends, the latest values by key, the Box's row: no database-wide lock. A batch
+        # that feeds connectors takes the lock: the feed's row numbers must be given in commit order, or a
+        # connector's pass could move past a number a slower transaction commits later (PostgreSQL)
+        with self._tx(keyed=not to_feed) as db:
             if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest, ts_max)) == 0:
                 b = batches.c
                 old = db.execute(sa.select(b.digest).where(b.box_id == box_id, b.epoch == batch.epoch,
@@ -204,6 +214,8 @@ class Telemetry(StoreBase):
             _LATEST.run(db, newest)  # one row a point
             _SPANS.run(db, span)  # one row a span, never one a point
             _SEEN.run(db, (now, box_id))
+            if to_feed:
+                _FEED.run(db, (box_id, batch.table_id, batch.base_ts_ms, payload))
         return True
 
     def latest(self, box_id: str) -> list[tuple[str, int, object, int, str]]:

@@ -75,13 +75,16 @@ def _body(method: str, path: str, user_id: int, box: str) -> dict[str, Any] | No
         ("POST", "/v1/deployments"): {"release": VERSION, "boxes": [box]},
         ("POST", "/v1/deployments/{dep_id}/stop"): {"reason": "the matrix"},
         ("POST", "/v1/alerts/{alert_id}/ack"): {"note": "seen by the matrix"},
+        ("POST", "/v1/connectors"): {"name": f"hook{n}", "service_account_id": user_id,
+                                     "url": "https://hooks.customer.example/in"},
+        ("POST", "/v1/connectors/{connector_id}/replay"): {},
     }
     return bodies.get((method, path))
 
 
 def _fill(path: str, box: str) -> str:
     values = {"box_id": box, "cmd_id": "c-0000000000000000", "tag": "zz", "user_id": "999999",
-              "key_id": "000000000000", "binding_id": "999999", "name": f"role{next(_n)}",
+              "key_id": "000000000000", "binding_id": "999999", "name": f"role{next(_n)}", "connector_id": "999999",
               "dep_id": RESOURCES["dep_id"].get(box, ""), "alert_id": RESOURCES["alert_id"].get(box, "")}
     return re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
 

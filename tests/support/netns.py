@@ -77,6 +77,17 @@ def _remove_stale() -> None:
             subprocess.run(["ip", "netns", "del", name[0]], capture_output=True, timeout=15)
 
 
+def enter(namespace: str) -> None:
+    """Put the calling thread into a network namespace (every socket it makes from now on is there)."""
+    fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "setns failed")
+    finally:
+        os.close(fd)
+
+
 class SimProcess:
     """One ``drivers.sim.bacnet_building`` process in the field namespace."""
 
@@ -228,13 +239,7 @@ class FieldNetwork:
 
         def thread() -> None:
             try:
-                fd = os.open(f"/run/netns/{self.box_ns}", os.O_RDONLY)
-                try:
-                    libc = ctypes.CDLL(None, use_errno=True)
-                    if libc.setns(fd, _CLONE_NEWNET) != 0:
-                        raise OSError(ctypes.get_errno(), "setns failed")
-                finally:
-                    os.close(fd)
+                enter(self.box_ns)
                 result.append(asyncio.run(factory()))
             except BaseException as e:  # handed to the caller's thread
                 error.append(e)

@@ -1,0 +1,311 @@
+"""Connectors (webhooks) and their durable outbox: the feed of stored batches, each connector's
+items, deliveries and dead letters.
+
+Tables `connectors`, `feed`, `hook_items`, `hook_deliveries`. The receiver's transaction that stores
+a batch also appends it to `feed` (`Telemetry.store_batch`, only while some connector exists):
+what connectors send is what the platform stored, never what the broker said. Each connector
+keeps its place in the feed (`feed_pos`); `queue_items` turns feed rows into the connector's
+items and moves its place in one transaction, so a restart neither skips nor repeats a batch.
+Items are grouped into a delivery when it is first tried (`next_delivery`), and the group is
+kept across retries (its id is the stable ``webhook-id``); a delivery taken by the endpoint is
+deleted with its items in one transaction (`delivered`). A crash between the endpoint's answer
+and that transaction sends the delivery again with the same id: the only duplicate, and the one
+the id lets a receiver drop. What the columns mean is `cloud.hooks`'; this module keeps rows.
+No network I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from cloud.store._base import BIGINT, ROW_ID, SECONDS, AnyRow, StoreBase, metadata
+
+connectors = sa.Table(
+    "connectors", metadata,
+    sa.Column("id", ROW_ID, primary_key=True),
+    sa.Column("account_id", BIGINT, nullable=False, index=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # "webhook"
+    sa.Column("service_account_id", BIGINT, nullable=False),  # it sees what this service account may
+    sa.Column("config", sa.Text, nullable=False),  # JSON, no secrets
+    sa.Column("secrets", sa.Text, nullable=False),  # JSON, sealed (cloud.api._secrets.Seeds)
+    sa.Column("state", sa.Text, nullable=False),  # unconfirmed, confirming, enabled, disabled
+    sa.Column("feed_pos", BIGINT, nullable=False),  # the last feed row turned into items
+    sa.Column("failing_since", SECONDS),  # the first failure since the last success
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("delivered", BIGINT, nullable=False, server_default=sa.text("0")),  # items taken by the endpoint
+    sa.Column("created", SECONDS, nullable=False),
+)
+feed = sa.Table(
+    "feed", metadata,
+    sa.Column("id", ROW_ID, primary_key=True),
+    sa.Column("box_id", sa.Text, nullable=False),
+    sa.Column("table_id", BIGINT, nullable=False),
+    sa.Column("base_ts_ms", BIGINT, nullable=False),  # as stored (a batch without a trusted time: its arrival)
+    sa.Column("payload", sa.LargeBinary, nullable=False),  # the batch as the Box sent it
+)
+hook_items = sa.Table(
+    "hook_items", metadata,
+    sa.Column("id", ROW_ID, primary_key=True),
+    sa.Column("connector_id", BIGINT, nullable=False),
+    sa.Column("delivery_id", BIGINT),  # None until grouped into a delivery
+    sa.Column("box_id", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),  # the item as sent (JSON, signed)
+    sa.Column("created", SECONDS, nullable=False),
+    sa.Index("hook_items_by_connector", "connector_id", "delivery_id", "id"),
+)
+hook_deliveries = sa.Table(
+    "hook_deliveries", metadata,
+    sa.Column("id", ROW_ID, primary_key=True),
+    sa.Column("connector_id", BIGINT, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # "pending" or "dead"
+    sa.Column("created", SECONDS, nullable=False),  # when first grouped (its age gives up after about a day)
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("next_at", SECONDS, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("n_items", sa.Integer, nullable=False),
+    sa.Index("hook_deliveries_by_connector", "connector_id", "state", "id"),
+)
+
+
+@dataclass(frozen=True)
+class ConnectorRow:
+    id: int
+    account_id: int
+    name: str
+    kind: str
+    service_account_id: int
+    config: dict[str, object]
+    secrets: str
+    state: str
+    feed_pos: int
+    failing_since: float | None
+    last_error: str
+    delivered: int
+    created: float
+
+    @classmethod
+    def of(cls, r: AnyRow) -> ConnectorRow:
+        m = r._mapping
+        return cls(int(m["id"]), int(m["account_id"]), m["name"], m["kind"], int(m["service_account_id"]),
+                   json.loads(m["config"]), m["secrets"], m["state"], int(m["feed_pos"]), m["failing_since"],
+                   m["last_error"], int(m["delivered"]), float(m["created"]))
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    id: int
+    box_id: str
+    table_id: int
+    base_ts_ms: int
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    id: int
+    connector_id: int
+    state: str
+    created: float
+    attempts: int
+    next_at: float
+    last_error: str
+    items: int
+    bodies: tuple[str, ...] = ()  # the items, oldest first (read with the delivery to send it)
+
+
+class Connectors(StoreBase):
+    """Connectors and their outbox (a part of `Store`)."""
+
+    _feeding: bool | None = None  # whether some connector exists (store_batch feeds only then)
+
+    def feeding(self) -> bool:
+        if self._feeding is None:
+            with self._read() as db:
+                self._feeding = db.execute(sa.select(connectors.c.id).limit(1)).first() is not None
+        return self._feeding
+
+    def add_connector(self, account_id: int, name: str, kind: str, *, service_account_id: int,
+                      config: dict[str, object], sealed: str) -> int:
+        """A new connector, unconfirmed; it takes what is stored from now on."""
+        with self._tx() as db:
+            head = db.execute(sa.select(sa.func.max(feed.c.id))).scalar() or 0
+            cid = int(db.execute(connectors.insert().values(
+                account_id=account_id, name=name, kind=kind, service_account_id=service_account_id,
+                config=json.dumps(config), secrets=sealed, state="unconfirmed", feed_pos=head,
+                created=time.time())).inserted_primary_key[0])  # type: ignore[index]
+        self._feeding = True
+        return cid
+
+    def connector(self, connector_id: int) -> ConnectorRow | None:
+        with self._read() as db:
+            r = db.execute(sa.select(connectors).where(connectors.c.id == connector_id)).first()
+        return ConnectorRow.of(r) if r else None
+
+    def connectors(self, account_id: int | None = None, after: int = 0, limit: int = 1000) -> list[ConnectorRow]:
+        """An account's connectors (every connector with None) by id, after `after`, at most `limit`."""
+        query = sa.select(connectors).where(connectors.c.id > after)
+        if account_id is not None:
+            query = query.where(connectors.c.account_id == account_id)
+        with self._read() as db:
+            return [ConnectorRow.of(r) for r in db.execute(query.order_by(connectors.c.id).limit(limit))]
+
+    def update_connector(self, connector_id: int, *, expect_state: str | None = None, **values: object) -> bool:
+        """Change a connector's columns (`config` as a dict); with `expect_state`, only from that state."""
+        if "config" in values:
+            values["config"] = json.dumps(values["config"])
+        cond = connectors.c.id == connector_id
+        if expect_state is not None:
+            cond = sa.and_(cond, connectors.c.state == expect_state)
+        with self._tx() as db:
+            return db.execute(connectors.update().where(cond).values(**values)).rowcount == 1
+
+    def enable_connector(self, connector_id: int, *, expect_state: str) -> bool:
+        """The endpoint proved it is its owner's: enabled, taking what is stored from now on (its place
+        moved to the feed's newest row in the same transaction; a disabled one had kept queuing)."""
+        c = connectors.c
+        with self._tx() as db:
+            head = db.execute(sa.select(sa.func.max(feed.c.id))).scalar() or 0
+            return db.execute(connectors.update().where(c.id == connector_id, c.state == expect_state).values(
+                state="enabled", last_error="",
+                feed_pos=sa.case((c.feed_pos < head, head), else_=c.feed_pos))).rowcount == 1
+
+    def delete_connector(self, connector_id: int) -> None:
+        """A connector, its items and deliveries (dead letters too)."""
+        with self._tx() as db:
+            for table, col in ((hook_items, hook_items.c.connector_id),
+                               (hook_deliveries, hook_deliveries.c.connector_id), (connectors, connectors.c.id)):
+                db.execute(table.delete().where(col == connector_id))
+        self._feeding = None
+
+    # -- the feed ------------------------------------------------------------------------------
+
+    def feed_after(self, pos: int, limit: int) -> list[FeedRow]:
+        f = feed.c
+        with self._read() as db:
+            return [FeedRow(int(r.id), r.box_id, int(r.table_id), int(r.base_ts_ms), bytes(r.payload)) for r in
+                    db.execute(sa.select(feed).where(f.id > pos).order_by(f.id).limit(limit))]
+
+    def queue_items(self, connector_id: int, was: tuple[int, str], new_pos: int,
+                    items: Sequence[tuple[str, str]]) -> bool:
+        """Append (box, body) items to a connector's outbox and move its feed place, in one transaction;
+        False (nothing written) when its place and state are not `was` any more (confirmed meanwhile:
+        the rows are read again with the new state)."""
+        now = time.time()
+        c = connectors.c
+        with self._tx() as db:
+            if db.execute(connectors.update().where(c.id == connector_id, c.feed_pos == was[0], c.state == was[1])
+                          .values(feed_pos=new_pos)).rowcount != 1:
+                return False
+            if items:
+                db.execute(hook_items.insert(), [{"connector_id": connector_id, "box_id": b, "body": body,
+                                                  "created": now} for b, body in items])
+        return True
+
+    def trim_feed(self) -> int:
+        """Delete feed rows every connector has passed (all of them when there is none), but the newest:
+        on SQLite a generated key is the rowid, which would start again below a connector's place
+        if the newest row went (a new row numbered as one already passed would never be sent)."""
+        with self._tx() as db:
+            low = db.execute(sa.select(sa.func.min(connectors.c.feed_pos))).scalar()
+            top = db.execute(sa.select(sa.func.max(feed.c.id))).scalar()
+            if top is None:
+                return 0
+            return int(db.execute(feed.delete().where(feed.c.id < min(int(top), int(low if low is not None else top))))
+                       .rowcount)
+
+    # -- deliveries ----------------------------------------------------------------------------
+
+    def next_delivery(self, connector_id: int, now: float, max_items: int, max_bytes: int,
+                      max_wait_s: float) -> DeliveryRow | None:
+        """The connector's next delivery, or None (nothing due): its oldest pending delivery when due
+        (none behind it goes first: order is kept), else a new one grouped from the oldest items when
+        there are `max_items`, `max_bytes`, or the oldest waited `max_wait_s`."""
+        d, i = hook_deliveries.c, hook_items.c
+        with self._tx() as db:
+            head = db.execute(sa.select(hook_deliveries).where(d.connector_id == connector_id, d.state == "pending")
+                              .order_by(d.id).limit(1)).first()
+            if head is None:
+                rows = db.execute(sa.select(i.id, i.body, i.created).where(
+                    i.connector_id == connector_id, i.delivery_id.is_(None)).order_by(i.id).limit(max_items)).all()
+                if not rows:
+                    return None
+                take: list[int] = []
+                size = 0
+                for r in rows:
+                    if take and size + len(r.body) > max_bytes:
+                        break
+                    take.append(int(r.id))
+                    size += len(r.body)
+                full = len(take) < len(rows) or len(take) == max_items or size >= max_bytes
+                if not full and now - float(rows[0].created) < max_wait_s:
+                    return None
+                did = int(db.execute(hook_deliveries.insert().values(
+                    connector_id=connector_id, state="pending", created=now, next_at=now,
+                    n_items=len(take))).inserted_primary_key[0])  # type: ignore[index]
+                db.execute(hook_items.update().where(i.id.in_(take)).values(delivery_id=did))
+                head = db.execute(sa.select(hook_deliveries).where(d.id == did)).first()
+            assert head is not None
+            if float(head.next_at) > now:
+                return None
+            bodies = tuple(db.execute(sa.select(i.body).where(i.delivery_id == head.id).order_by(i.id)).scalars())
+        return _delivery(head, bodies)
+
+    def delivered(self, delivery_id: int) -> None:
+        """The endpoint took the delivery: it and its items go, the connector is well again."""
+        with self._tx() as db:
+            row = db.execute(sa.select(hook_deliveries).where(hook_deliveries.c.id == delivery_id)).first()
+            if row is None:
+                return
+            db.execute(hook_items.delete().where(hook_items.c.delivery_id == delivery_id))
+            db.execute(hook_deliveries.delete().where(hook_deliveries.c.id == delivery_id))
+            db.execute(connectors.update().where(connectors.c.id == row.connector_id).values(
+                failing_since=None, last_error="", delivered=connectors.c.delivered + int(row.n_items)))
+
+    def delivery_failed(self, delivery_id: int, error: str, next_at: float, *, dead: bool, now: float) -> None:
+        """An attempt failed: tried again at `next_at`, or a dead letter; the connector is failing."""
+        with self._tx() as db:
+            row = db.execute(sa.select(hook_deliveries).where(hook_deliveries.c.id == delivery_id)).first()
+            if row is None:
+                return
+            db.execute(hook_deliveries.update().where(hook_deliveries.c.id == delivery_id).values(
+                attempts=hook_deliveries.c.attempts + 1, next_at=next_at, last_error=error[:500],
+                state="dead" if dead else "pending"))
+            db.execute(connectors.update().where(connectors.c.id == row.connector_id).values(
+                failing_since=sa.func.coalesce(connectors.c.failing_since, now), last_error=error[:500]))
+
+    def deliveries(self, connector_id: int, state: str, after: int = 0, limit: int = 100) -> list[DeliveryRow]:
+        d = hook_deliveries.c
+        with self._read() as db:
+            return [_delivery(r) for r in db.execute(sa.select(hook_deliveries).where(
+                d.connector_id == connector_id, d.state == state, d.id > after).order_by(d.id).limit(limit))]
+
+    def replay(self, connector_id: int, delivery_ids: Sequence[int] | None, now: float) -> int:
+        """Dead letters tried again (all of the connector's with None), from their first attempt."""
+        d = hook_deliveries.c
+        cond = sa.and_(d.connector_id == connector_id, d.state == "dead")
+        if delivery_ids is not None:
+            cond = sa.and_(cond, d.id.in_(list(delivery_ids)))
+        with self._tx() as db:
+            return int(db.execute(hook_deliveries.update().where(cond).values(
+                state="pending", attempts=0, next_at=now, created=now, last_error="")).rowcount)
+
+    def outbox_depth(self, connector_id: int) -> dict[str, int]:
+        """Items waiting (not grouped, or in a pending delivery) and dead letters."""
+        d, i = hook_deliveries.c, hook_items.c
+        with self._read() as db:
+            waiting = db.execute(sa.select(sa.func.count()).select_from(hook_items).where(
+                i.connector_id == connector_id)).scalar() or 0
+            dead = db.execute(sa.select(sa.func.coalesce(sa.func.sum(d.n_items), 0)).where(
+                d.connector_id == connector_id, d.state == "dead")).scalar() or 0
+        return {"waiting": int(waiting) - int(dead), "dead": int(dead)}
+
+
+def _delivery(r: AnyRow, bodies: tuple[str, ...] = ()) -> DeliveryRow:
+    return DeliveryRow(int(r.id), int(r.connector_id), r.state, float(r.created), int(r.attempts),
+                       float(r.next_at), r.last_error, int(r.n_items), bodies)
