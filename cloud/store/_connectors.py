@@ -119,15 +119,24 @@ class DeliveryRow:
     bodies: tuple[str, ...] = ()  # the items, oldest first (read with the delivery to send it)
 
 
+FEEDING_RECHECK_S = 60.0  # a store that saw a connector asks again after this long (the last one deleted)
+
+
 class Connectors(StoreBase):
     """Connectors and their outbox (a part of `Store`)."""
 
     _feeding: bool | None = None  # whether some connector exists (store_batch feeds only then)
+    _feeding_seen = 0.0  # when a connector was last seen (monotonic)
 
     def feeding(self) -> bool:
-        if self._feeding is None:
+        """Whether some connector exists, asked of the database for each batch until one is seen (then
+        again a minute later): the connectors are made by another store (the API's role on PostgreSQL,
+        another process), and a batch stored after a connector was enabled must be fed. One indexed read."""
+        now = time.monotonic()
+        if not self._feeding or now - self._feeding_seen > FEEDING_RECHECK_S:
             with self._read() as db:
                 self._feeding = db.execute(sa.select(connectors.c.id).limit(1)).first() is not None
+            self._feeding_seen = now
         return self._feeding
 
     def add_connector(self, account_id: int, name: str, kind: str, *, service_account_id: int,

@@ -211,6 +211,8 @@ class BulkInsert:
 
 def _compile(stmt: UpdateBase, dialect: Dialect, params: Sequence[str]) -> tuple[str, bool]:
     """(SQL, positional) of `stmt`, checked to take exactly `params` (in that order when positional)."""
+    if isinstance(stmt, Insert):  # no implicit RETURNING of a generated key: nobody reads it back, and
+        stmt = stmt.inline()      # a role that may only insert (the receiver's, into the feed) may not read it
     compiled = stmt.compile(dialect=dialect)
     names = tuple(compiled.positiontup or compiled.params)
     if sorted(names) != sorted(params) or (compiled.positional and names != tuple(params)):

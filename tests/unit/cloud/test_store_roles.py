@@ -94,6 +94,14 @@ def test_each_service_does_its_work_as_its_own_role(roles: Roles) -> None:
     api.audit(account, "ann", "key.add", "k1")
     assert api.ack_alert(api.alerts("BOX-1")[0].id, close=True)
     assert api.box("BOX-1").online  # type: ignore[union-attr]
+    # a connector made through the API: the receiver, another store, feeds it the next batch
+    svc = api.add_user(account, "feed", "service", None)
+    cid = api.add_connector(account, "hook", "webhook", service_account_id=svc, config={}, sealed="")
+    later = wire.decode_batch(wire.encode_batch(1, 2, TID, int(now * 1000), [wire.encode_group(0, 0, [22.0], {})]))
+    assert receiver.store_batch("BOX-1", later, TABLE, payload=b"batch 2")
+    assert [f.payload for f in admin.feed_after(0, 10)] == [b"batch 2"]
+    assert api.replay(cid, None, now) == 0
+    api.delete_connector(cid)
     admin.delete_box("BOX-1")  # the operator's: every row of a Box
     assert api.samples("BOX-1") == [] and admin.verify_audit()[2] == []
 
