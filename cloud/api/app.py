@@ -90,7 +90,7 @@ def make_app(ctx: Ctx) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
-        return problem(e.status, str(e), e.headers)
+        return problem(e.status, str(e), e.headers, **e.extra)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -394,6 +394,10 @@ def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: 
     assert other.get(api.url + "/v1/deployments").json()["items"] == []
     r = s.post(api.url + f"/v1/deployments/{dep}/stop", json={"reason": "pumps restarting"})
     assert r.status_code == 200 and r.json()["status"] == "stopped"
+    r = s.post(api.url + f"/v1/deployments/{dep}/stop", json={"reason": "again"})  # ended: a conflict, said so
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json", r.text
+    assert f"deployment {dep} has already ended: stopped (pumps restarting" in r.json()["detail"], r.text
+    assert r.json()["deployment_status"] == "stopped" and "again" not in str(r.json())
     assert s.get(api.url + f"/v1/deployments/{dep}").json()["boxes"][0]["state"] == "cancelled"  # never sent
     story = [(actor, action) for actor, action, target, _ in _trail(api, "acme", since)
              if target == f"deployment:{dep}"]
