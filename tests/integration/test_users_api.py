@@ -29,6 +29,7 @@ import zxingcpp
 from cloud import tufrepo as repository
 from cloud.api import _secrets, operator
 from cloud.api._auth import FREE_FAILURES, OTP_HEADER
+from cloud.cli import main as boxcloud
 from tests.support.apikit import PASSWORD, Api, add_box, add_samples, serving
 
 NOW_MS = int(time.time() * 1000)
@@ -406,7 +407,8 @@ def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: 
     assert all(target != f"deployment:{dep}" for _, _, target, _ in _trail(api, "globex", since))  # BOX-Z has the tag
 
 
-def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -> None:
+def test_an_alert_is_acknowledged_with_a_note_kept_with_it_and_the_trail_says_who(
+        api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     st = api.cloud.store
     st.open_alert("BOX-X", "offline", "ack-test", "the Box is offline")
     st.open_alert("BOX-Y", "offline", "ack-test", "the Box is offline")
@@ -419,15 +421,24 @@ def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -
         f"no alert {ids['BOX-Y']} here"  # out of scope: not found
     viewer = api.session(new_user(api, "viewer"))  # sees every alert of the account, acknowledges none
     assert viewer.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 404
+    before = time.time()
     r = s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note)
-    assert r.status_code == 200 and r.json()["by"] == f"user:{user}", r.text
-    listed = {a["id"]: a for a in viewer.get(api.url + "/v1/alerts").json()["items"]}
-    assert listed[ids["BOX-X"]]["acked"] is not None and listed[ids["BOX-Y"]]["acked"] is None
+    assert r.status_code == 200 and r.json()["acked_by"] == f"user:{user}", r.text
+    listed = {a["id"]: a for a in viewer.get(api.url + "/v1/alerts").json()["items"]}  # who, when, why: on the alert
+    acked = listed[ids["BOX-X"]]
+    assert (acked["acked_by"], acked["ack_note"]) == (f"user:{user}", "technician on site"), acked
+    assert before - 1 <= acked["acked"] <= time.time() + 1
+    assert [listed[ids["BOX-Y"]][k] for k in ("acked", "acked_by", "ack_note")] == [None, None, None]
     assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 409
     acks = [(actor, detail["note"]) for actor, action, target, detail in _trail(api, "acme", since)
             if action == "alert.ack"]
     assert acks == [(f"user:{user}", "technician on site")]
-    assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()["closed"]
+    closed = s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()
+    assert closed["closed"] and closed["ack_note"] == "technician on site"  # the first acknowledgement stays
+    capsys.readouterr()
+    assert boxcloud(["--home", str(api.cloud.home), "alerts", "--all", "--box", "BOX-X"]) == 0  # the operator's list
+    listing = capsys.readouterr().out
+    assert f"by user:{user}: technician on site" in listing, listing
 
 
 def test_a_box_reporting_on_change_has_every_poll_in_its_history_json_csv_and_aggregates(api: Api) -> None:
