@@ -62,8 +62,8 @@ def add_samples(cloud: Cloud, box_id: str, points: list[str], start_ms: int, n: 
                 db.exec_driver_sql("INSERT INTO samples (box_id, point, ts_ms, value, quality) VALUES (?, ?, ?, ?, ?)",
                                    rows[i:i + 100_000])
             else:
-                db.execute(samples.insert(), [dict(zip(("box_id", "point", "ts_ms", "value", "quality"), r, strict=True))
-                                              for r in rows[i:i + 100_000]])
+                names = ("box_id", "point", "ts_ms", "value", "quality")
+                db.execute(samples.insert(), [dict(zip(names, r, strict=True)) for r in rows[i:i + 100_000]])
         db.execute(latest.insert(), [{"box_id": box_id, "point": p, "ts_ms": start_ms + (n - 1) * step_ms,
                                       "value": json.dumps(float(n - 1)), "quality": 0, "unit": "degC"}
                                      for p in points])
