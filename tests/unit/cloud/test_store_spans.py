@@ -56,9 +56,9 @@ def test_aggregates_of_booleans_text_and_states_are_counts_alone_on_every_databa
     """Without spans the aggregates are SQL (the other path is Python): a value that is not a finite
     number is counted and has no min, max or mean, on SQLite as on PostgreSQL (whose CAST refuses
     "true", failing the whole query; SQLite's read it as 0.0)."""
-    values: dict[str, list[object]] = {"num": [21.5, 22, 23.5], "flag": [True, False, True],
-                                       "state": ["on", "off", "on"],
-              "mixed": [1.5, "x", None, True, -3, float("nan"), float("-inf")]}
+    values: dict[str, list[object]] = {
+        "num": [21.5, 22, 23.5], "flag": [True, False, True], "state": ["on", "off", "on"],
+        "mixed": [1.5, "x", None, True, -3, float("nan"), float("-inf")]}
     store.enroll_box(BOX, BOX, 1, 2e9)
     with store.engine.begin() as db:
         db.execute(samples.insert(), [{"box_id": BOX, "point": p, "ts_ms": 1000 * (i + 1), "value": json.dumps(v),
