@@ -226,6 +226,19 @@ def test_totp_enrolment_codes_once_recovery_codes_once_and_an_account_requiring_
     assert g.get(api.url + "/v1/me").json()["must_enrol_2fa"] is True
 
 
+def test_a_custom_role_beside_a_built_in_one_grants_its_permissions(api: Api) -> None:
+    st = api.cloud.store
+    name = new_user(api, "viewer")  # the account's data ...
+    a, user = operator.account(st, "acme"), st.user(name=name)
+    assert a is not None and user is not None
+    st.put_role(a.id, "commander", ["box.command.send"])
+    st.bind(a.id, user.id, "commander", "box", "BOX-X")  # ... and commands to one Box
+    s = api.session(name)
+    assert s.get(api.url + "/v1/boxes/BOX-X/commands").status_code == 200
+    assert s.get(api.url + "/v1/boxes/BOX-Y/commands").status_code == 404
+    assert s.get(api.url + "/v1/boxes/BOX-Y/latest").status_code == 200
+
+
 def test_history_pages_cover_every_sample_once_in_json_and_csv_and_aggregates(api: Api) -> None:
     s = api.session(new_user(api, "viewer"))
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((NOW_MS - 3_600_000) / 1000))
