@@ -46,7 +46,7 @@ from uvicorn.server import ServerState
 
 log = logging.getLogger("boxcloud.https")
 
-# Each TLS connection costs ~270 KB in asyncio (its SSL protocol's 256 KiB read buffer): 128 at most
+# Each TLS connection costs ~270 KB (uvloop's SSL protocol has asyncio's 256 KiB read buffer): 128 at most
 MAX_CONNECTIONS = 128
 MAX_PER_SOURCE = 32
 HANDSHAKE_S = 5.0
