@@ -2,8 +2,10 @@
 latency for the reads users make, over real HTTPS on a real store.
 
 The API serves in this process (`cloud.api.ApiServer`, its thread pool); the clients are
-`--clients` processes (spawned: no GIL shared with the server), each with one keep-alive
-connection, sending requests one after the other for `--seconds`. Measured:
+`--clients` processes (spawned: no GIL shared with the server, `bench._http_load`: a few µs of
+Python a request), each with one keep-alive connection, sending requests one after the other for
+`--seconds`. Each load prints the server's CPU a request (this process's CPU time over the run) and
+the clients' (they share the same cores). Measured:
 
 - a login: Argon2id's check of a password (OWASP's parameters), and SHA-256 of an API key's secret;
 - `GET /v1/boxes/ID/latest` (25 points) with Basic cold (one client, the cache of good checks
@@ -24,7 +26,6 @@ Figures, never assertions (docs/performance.md has a table of them).
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
 import tempfile
 import time
@@ -32,8 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import requests
-
+from bench import _http_load
 from bench.measure import percentile
 from cloud.api import _secrets, operator
 from tests.support.apikit import PASSWORD, add_box, add_samples, basic, serving
@@ -42,31 +42,15 @@ DAY_MS = 86_400_000
 POINTS = 25
 
 
-def _client(args: tuple[str, str, dict[str, str], float]) -> list[float]:
-    url, ca, headers, seconds = args
-    s = requests.Session()
-    s.trust_env, s.verify = False, ca
-    s.headers.update(headers)
-    out: list[float] = []
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        t = time.perf_counter()
-        r = s.get(url, timeout=30)
-        out.append(time.perf_counter() - t)
-        if r.status_code != 200:
-            raise RuntimeError(f"{url}: {r.status_code} {r.text[:200]}")
-    return out
-
-
 def load(url: str, ca: str, headers: dict[str, str], clients: int, seconds: float) -> dict[str, Any]:
-    """Requests/s and latency of `clients` clients asking `url` for `seconds`."""
-    with multiprocessing.get_context("spawn").Pool(clients) as pool:
-        t = time.monotonic()
-        results = pool.map(_client, [(url, ca, headers, seconds)] * clients)
-        took = time.monotonic() - t
-    lat = [x for r in results for x in r]
-    return {"requests": len(lat), "rps": len(lat) / seconds, "p50_ms": percentile(lat, 0.5) * 1000,
-            "p99_ms": percentile(lat, 0.99) * 1000, "wall_s": took}
+    """Requests/s, latency and CPU a request (server's, clients') of `clients` clients asking `url`."""
+    return _http_load.run(url, ca, headers, clients, seconds).summary()
+
+
+def _line(name: str, f: dict[str, Any], width: int = 30) -> str:
+    return (f"{name:<{width}} {f['requests']:>7} {f['rps']:>8.0f} req/s  p50 {f['p50_ms']:.1f} ms  "
+            f"p99 {f['p99_ms']:.1f} ms  server CPU {f['server_cpu_us']:.0f} us/req  clients' "
+            f"{f['client_cpu_us']:.0f} us/req ({f['client_share']:.0%} of the CPU used)")
 
 
 def latest_only(clients: int, seconds: float) -> None:
@@ -80,9 +64,7 @@ def latest_only(clients: int, seconds: float) -> None:
         url, ca = f"{api.url}/v1/boxes/BOX-1/latest", str(api.cloud.pki.root_cert)
         for name, auth in (("latest values, Basic cached", basic("bench@example.com")), ("latest values, API key",
                                                                                           f"Bearer {key}")):
-            f = load(url, ca, {"Authorization": auth}, clients, seconds)
-            print(f"{name:<30} {f['requests']:>7} {f['rps']:>8.0f} req/s  p50 {f['p50_ms']:.1f} ms  "
-                  f"p99 {f['p99_ms']:.1f} ms", flush=True)
+            print(_line(name, load(url, ca, {"Authorization": auth}, clients, seconds)), flush=True)
 
 
 def main() -> None:
@@ -142,9 +124,11 @@ def main() -> None:
         rows.append(("history, 1 point, last hour (1000 a page), API key",
                      load(f"{hist}?point=ahu1.supply_temp&since={hour}&limit=1000", ca, bearer, args.clients,
                           args.seconds)))
-        print(f"\n{'request':<55} {'n':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+        print(f"\n{'request':<55} {'n':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server us':>10} "
+              f"{'clients us':>10}")
         for name, f in rows:
-            print(f"{name:<55} {f['requests']:>7} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f}")
+            print(f"{name:<55} {f['requests']:>7} {f['rps']:>8.0f} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} "
+                  f"{f.get('server_cpu_us', float('nan')):>10.0f} {f.get('client_cpu_us', float('nan')):>10.0f}")
 
         k = api.session(key=key)
         week = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now / 1000 - 7 * 86_400))

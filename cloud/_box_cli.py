@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from boxkit import clikit
 from cloud import _out as out
+from cloud.deploy import OPERATOR
 from cloud.errors import NothingChangedError, UnknownError
 from cloud.platform import Cloud
 from cloud.store import Alert, BoxRow
@@ -72,8 +73,17 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
     _alert_list_args(clikit.subcommand(als, "list", "list alerts (the default)", ["boxcloud alerts list --all"],
                                        exits=exits))
     ack = clikit.subcommand(als, "ack", "acknowledge alerts by number (closes sequence, evicted and config alerts)",
-                            ["boxcloud alerts ack 12", "boxcloud alerts ack 12 13"], exits=exits)
+                            ["boxcloud alerts ack 12", "boxcloud alerts ack 12 13 --note 'fibre cut, ISP ticket 4411'"],
+                            exits=exits)
     ack.add_argument("ids", nargs="+", type=int, metavar="ID", help="the alert's number ('boxcloud alerts')")
+    ack.add_argument("--note", type=_note, help="what was seen or done, kept with the alert (at most 500 characters)")
+
+
+def _note(text: str) -> str:
+    """An acknowledgement's note: 1 to 500 printable characters."""
+    if not 1 <= len(text) <= 500 or not text.isprintable():
+        raise argparse.ArgumentTypeError("a note is 1 to 500 printable characters (no line breaks)")
+    return text
 
 
 def _alert_list_args(p: argparse.ArgumentParser) -> None:
@@ -86,7 +96,7 @@ def run(cloud: Cloud, args: argparse.Namespace) -> int:
     """Run a `box` or `alerts` subcommand."""
     if args.cmd == "alerts":
         if getattr(args, "alerts_cmd", None) == "ack":
-            return _ack(cloud, args.ids)
+            return _ack(cloud, args.ids, args.note)
         return _alerts(cloud, args.box, args.all, args.json)
     handler = {"add": _add, "list": _list, "show": _show, "revoke": _revoke, "decommission": _decommission,
                "tag": _tags, "untag": _tags}[args.box_cmd]
@@ -213,7 +223,8 @@ def alert_doc(a: Alert, now: float | None = None) -> dict[str, object]:
     end = a.closed if a.closed is not None else (now or time.time())
     return {"id": a.id, "box_id": a.box_id, "kind": a.kind, "subject": a.subject, "message": a.message,
             "state": "open" if a.closed is None else "closed", "opened": out.iso(a.opened), "closed": out.iso(a.closed),
-            "acknowledged": out.iso(a.acked), "duration_s": int(end - a.opened)}
+            "acknowledged": out.iso(a.acked), "acknowledged_by": a.acked_by, "ack_note": a.ack_note,
+            "duration_s": int(end - a.opened)}
 
 
 def _alerts(cloud: Cloud, box_id: str | None, include_closed: bool, as_json: bool) -> int:
@@ -227,14 +238,21 @@ def _alerts(cloud: Cloud, box_id: str | None, include_closed: bool, as_json: boo
         out.line("No open alerts." if not include_closed else "No alerts.")
         return 0
     now = time.time()
-    out.table(["#", "OPENED", "FOR", "BOX", "KIND", "STATE", "MESSAGE"],
+    out.table(["#", "OPENED", "FOR", "BOX", "KIND", "STATE", "MESSAGE", "ACKNOWLEDGED"],
               [[a.id, out.when(a.opened), out.duration((a.closed or now) - a.opened), a.box_id, a.kind,
-                ("open" if a.closed is None else "closed") + (", ack" if a.acked else ""), a.message]
+                ("open" if a.closed is None else "closed") + (", ack" if a.acked else ""), a.message, _acked(a)]
                for a in alerts])
     return 0
 
 
-def _ack(cloud: Cloud, ids: list[int]) -> int:
+def _acked(a: Alert) -> str:
+    """When, by whom and why an alert was acknowledged ("" if it was not)."""
+    if a.acked is None:
+        return ""
+    return out.when(a.acked) + (f" by {a.acked_by}" if a.acked_by else "") + (f": {a.ack_note}" if a.ack_note else "")
+
+
+def _ack(cloud: Cloud, ids: list[int], note: str | None) -> int:
     unknown = [i for i in ids if cloud.store.alert(i) is None]
     if unknown:
         raise UnknownError(f"no alert #{unknown[0]} here ('boxcloud alerts --all' shows them)")
@@ -243,7 +261,7 @@ def _ack(cloud: Cloud, ids: list[int]) -> int:
         a = cloud.store.alert(i)
         assert a is not None
         closes = a.kind in CLOSED_BY_OPERATOR
-        if cloud.store.ack_alert(i, closes):
+        if cloud.store.ack_alert(i, closes, OPERATOR, note):
             changed += 1
             out.line(f"Alert #{i} ({a.box_id} {a.kind}) acknowledged" + (" and closed." if closes else
                                                                           "; it closes when its cause is gone."))

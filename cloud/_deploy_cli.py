@@ -19,7 +19,7 @@ from boxkit.machine import hardware_id
 from cloud import _out as out
 from cloud import release
 from cloud import tufrepo as repository
-from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_WAVES, ENDED
+from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_WAVES, ENDED, EndedError
 from cloud.errors import CloudError, NothingChangedError
 from cloud.platform import Cloud
 from cloud.store import DeploymentBoxRow, DeploymentRow
@@ -248,10 +248,12 @@ def cmd_deploy(cloud: Cloud, args: argparse.Namespace) -> int:
             return 0
         return _show(cloud, d)
     if args.deploy_cmd == "stop":
-        before = cloud.deployment(args.id)
-        if before.status in ENDED:
-            raise NothingChangedError(f"Deployment {before.id} is already {before.status}: nothing changed")
-        d = cloud.stop_deployment(args.id, args.reason)
+        try:
+            d = cloud.stop_deployment(args.id, args.reason)
+        except EndedError as e:
+            ended = e.deployment
+            raise NothingChangedError(f"Deployment {ended.id} had already ended: {ended.status}"
+                                      + (f" ({ended.reason})" if ended.reason else "") + "; nothing changed") from None
         out.line(f"Deployment {d.id}: {d.status}" + (f" ({d.reason})" if d.reason else ""))
         for b in cloud.store.deployment_boxes(d.id):
             out.line(f"  {b.box_id:<24} {b.state}")

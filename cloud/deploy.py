@@ -70,6 +70,16 @@ class ConflictError(DeployError):
         self.conflicts = conflicts
 
 
+class EndedError(DeployError):
+    """A deployment asked to stop has already ended (completed, halted or stopped): nothing changed.
+    `deployment` is it as it is."""
+
+    def __init__(self, d: DeploymentRow) -> None:
+        super().__init__(f"deployment {d.id} has already ended: {d.status}" + (f" ({d.reason})" if d.reason else "")
+                         + "; nothing changed")
+        self.deployment = d
+
+
 class OutOfReachError(DeployError):
     """A named Box is outside the caller's scope (or does not exist: the two are not told apart)."""
 
@@ -250,18 +260,19 @@ class Deployments:
 
         Pending Boxes are cancelled (never sent), those whose command is still queued too (the
         command is cancelled); those sent or downloading get an `update_abort` and keep following
-        their events (one past the point of no return finishes). Stopping an ended deployment
-        changes nothing.
+        their events (one past the point of no return finishes).
 
         Raises:
             DeployError: no such deployment.
+            EndedError: it had ended already (checked in the transaction that would stop it).
         """
         d = self.get(dep_id)
-        if self.store.end_deployment(dep_id, "stopped", reason, now,
-                                     cancel_pending="deployment stopped before it was sent"):
-            log.warning("deployment %s stopped: %s", dep_id, reason)
-            self._audit(d, None, actor, "deployment.stop", reason=reason)
-            self._abort_rest(d, "stopped", now)
+        if not self.store.end_deployment(dep_id, "stopped", reason, now,
+                                         cancel_pending="deployment stopped before it was sent"):
+            raise EndedError(self.get(dep_id))
+        log.warning("deployment %s stopped: %s", dep_id, reason)
+        self._audit(d, None, actor, "deployment.stop", reason=reason)
+        self._abort_rest(d, "stopped", now)
         return self.get(dep_id)
 
     def _abort_rest(self, d: DeploymentRow, why: str, now: float) -> None:

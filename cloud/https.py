@@ -6,8 +6,8 @@ completes one holds its connection for ever), no deadline for receiving a reques
 (`timeout_keep_alive` applies between requests; a client trickling a byte every few seconds is
 never closed), a TLS handshake timeout of asyncio's 60 s, and it does not give the application
 the verified client certificate (the ASGI TLS extension is an open pull request). So this module
-keeps uvicorn's protocol (`H11Protocol`, h11 underneath) and its `Config`, and replaces the
-server around them:
+keeps uvicorn's protocol (`HttpToolsProtocol`: llhttp, Node.js's C parser, through httptools) and
+its `Config`, and replaces the server around them:
 
 - its own accept loop: at most `MAX_CONNECTIONS` connections at once (beyond, it stops accepting:
   the kernel's bounded backlog holds the rest) and `MAX_PER_SOURCE` per client address (beyond,
@@ -15,12 +15,17 @@ server around them:
 - a deadline per request: the request line, headers and body must have arrived `REQUEST_S` after
   the handshake (or after the previous response), else the connection is closed; a connection
   lives at most `LIFETIME_S` (a download included);
+- a request's line and headers are at most `MAX_HEAD` bytes (llhttp has no such limit; h11, which
+  this server used before, had one): beyond, a 431 and the connection closed;
 - the verified client certificate (ssl's `getpeercert()` dict, {} when none was presented) in
   `scope["extensions"]["tls"]["client_cert_dict"]`, as uvicorn's pending TLS extension names it;
 - no log line per connection or malformed request (uvicorn's warnings go to a logger at ERROR).
 
-Everything runs in one asyncio loop in a thread of its own: slow or idle clients cost a small
-protocol object each, never a thread. The constructor does no I/O.
+Everything runs in one event loop (uvloop: libuv's loop and its TLS transport, in C) in a thread of
+its own: slow or idle clients cost a small protocol object each, never a thread. httptools and
+uvloop are uvicorn's own "standard" choices; with pure-Python h11 and asyncio's loop, the parsing,
+the loop and the TLS records took ~40 % of the CPU of an API request (docs/performance.md). The
+constructor does no I/O.
 """
 
 from __future__ import annotations
@@ -34,20 +39,21 @@ import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import h11
+import uvloop
 from uvicorn.config import Config
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 log = logging.getLogger("boxcloud.https")
 
-# Each TLS connection costs ~270 KB in asyncio (its SSL protocol's 256 KiB read buffer): 128 at most
+# Each TLS connection costs ~270 KB (uvloop's SSL protocol has asyncio's 256 KiB read buffer): 128 at most
 MAX_CONNECTIONS = 128
 MAX_PER_SOURCE = 32
 HANDSHAKE_S = 5.0
 REQUEST_S = 10.0
 LIFETIME_S = 1800.0
 BACKLOG = 128
+MAX_HEAD = 16 * 1024
 
 Scope = MutableMapping[str, Any]
 Asgi = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -56,8 +62,9 @@ _quiet = logging.getLogger("boxcloud.https.protocol")
 _quiet.setLevel(logging.ERROR)  # "Invalid HTTP request received." would be a line per hostile request
 
 
-class _Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline per request and the client certificate in the scope."""
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline per request, a bound on its head, and the client
+    certificate in the scope."""
 
     def __init__(self, config: Config, server_state: ServerState, closed: asyncio.Future[None]) -> None:
         super().__init__(config, server_state, {})
@@ -65,6 +72,7 @@ class _Protocol(H11Protocol):
         self._closed = closed
         self._deadline: asyncio.TimerHandle | None = None
         self._lifetime: asyncio.TimerHandle | None = None
+        self._in_head, self._head = True, 0  # in a request's line and headers; their bytes so far
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -74,8 +82,23 @@ class _Protocol(H11Protocol):
         self._lifetime = self.loop.call_later(LIFETIME_S, self._expire, "its lifetime is over")
 
     def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head += len(data)
         super().data_received(data)
-        if self.conn.their_state in (h11.DONE, h11.MUST_CLOSE, h11.CLOSED) and self._deadline is not None:
+        if self._in_head and self._head > MAX_HEAD and not self.transport.is_closing():
+            self._refuse_head()  # what the parser holds is bounded: MAX_HEAD and one read
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head = True, 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head = False, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if self._deadline is not None:
             self._deadline.cancel()  # the whole request is in: the answer may take its time
             self._deadline = None
 
@@ -91,6 +114,13 @@ class _Protocol(H11Protocol):
                 timer.cancel()
         if not self._closed.done():
             self._closed.set_result(None)
+
+    def _refuse_head(self) -> None:
+        body = f"a request's line and headers are at most {MAX_HEAD} bytes".encode()
+        self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; "
+                             b"charset=utf-8\r\nconnection: close\r\ncontent-length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
 
     def _arm(self) -> None:
         if self._deadline is not None:
@@ -116,7 +146,7 @@ class HttpsServer:
     def __init__(self, app: Asgi, ctx: ssl.SSLContext, bind: str, port: int) -> None:
         self._config = Config(app, http=_Protocol, ws="none", lifespan="off", proxy_headers=False,
                               server_header=False, date_header=True, access_log=False, log_config=None,
-                              timeout_keep_alive=5, h11_max_incomplete_event_size=16 * 1024)
+                              timeout_keep_alive=5)
         self._ctx, self._addr = ctx, (bind, port)
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +187,7 @@ class HttpsServer:
             self._sock.close()
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = uvloop.new_event_loop()
         self._loop = loop
         try:
             self._main = loop.create_task(self._serve())

@@ -1,6 +1,6 @@
 """Routes of the users' API on Boxes: status and tags, revocation, data (latest, history,
 aggregates, JSON or CSV), configurations, commands, alerts (and their acknowledgement, with a note:
-who acknowledged and why is in the audit trail).
+who acknowledged it, when and why are kept with the alert, and in the audit trail).
 
 The reads users make most (latest values, history) answer a `JSONResponse` made in the route's
 thread: FastAPI would otherwise run its `jsonable_encoder` over the document on the event loop
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from cloud.api._auth import Caller
 from cloud.api.app import Auth, Ctx, Cursor, Limit, after, page
 from cloud.api.errors import ApiError
-from cloud.store import BoxRow
+from cloud.store import Alert, BoxRow
 
 POINT = r"^[A-Za-z0-9_.:/-]{1,128}$"
 MAX_RANGE = timedelta(days=366)
@@ -43,7 +43,7 @@ class ConfigIn(BaseModel):
 
 
 class AckIn(BaseModel):
-    note: str = Field(min_length=1, max_length=500, description="what was seen or done (in the audit trail)")
+    note: str = Field(min_length=1, max_length=500, description="what was seen or done (kept with the alert)")
     close: bool = Field(False, description="also close it (else the monitor closes it when the cause is gone)")
 
 
@@ -215,12 +215,13 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def alerts(caller: Auth, include_closed: bool = False, limit: Limit = 100,
                cursor: Cursor = None) -> dict[str, object]:
         rows = store.alerts_in(caller.grants.scope("box.read"), include_closed, after(cursor, 0), limit + 1)
-        items = [{"id": int(r.id), "box": r.box_id, "kind": r.kind, "subject": r.subject, "message": r.message,
-                  "opened": r.opened, "closed": r.closed, "acked": r.acked} for r in rows]
+        items = [_alert(Alert.of(r)) for r in rows]
         return page(items, limit, lambda a: a["id"])
 
     @app.post("/v1/alerts/{alert_id}/ack", tags=["alerts"],
-              summary="acknowledge an open alert with a note; who and why go in the audit trail (box.alert.ack)")
+              summary="acknowledge an open alert with a note, kept with it and in the audit trail (box.alert.ack)",
+              description="The alert keeps its first acknowledgement (`acked`, `acked_by`, `ack_note`); with "
+                          "`close`, an acknowledged alert can be closed (the close is in the audit trail).")
     def ack(caller: Auth, alert_id: Annotated[int, Path(ge=1, le=2**53)], body: AckIn) -> dict[str, object]:
         a = store.alert(alert_id)
         if a is None or not store.in_scope(caller.grants.scope("box.alert.ack"), a.box_id):
@@ -229,15 +230,19 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
             raise ApiError(404, f"no alert {alert_id} here")
         if a.closed is not None or (a.acked is not None and not body.close):
             raise ApiError(409, f"alert {alert_id} is {'closed' if a.closed is not None else 'acknowledged'} already")
-        if not store.ack_alert(alert_id, body.close):
+        if not store.ack_alert(alert_id, body.close, caller.actor, body.note):
             raise ApiError(409, f"alert {alert_id} changed meanwhile: read it again")
         ctx.audit(caller, "alert.ack", f"alert:{alert_id}", box=a.box_id, kind=a.kind, subject=a.subject,
                   note=body.note, closed=body.close)
         now = store.alert(alert_id)
         assert now is not None
-        return {"id": alert_id, "box": now.box_id, "acked": now.acked, "closed": now.closed, "note": body.note,
-                "by": caller.actor}
+        return _alert(now)
 
+
+
+def _alert(a: Alert) -> dict[str, object]:
+    return {"id": a.id, "box": a.box_id, "kind": a.kind, "subject": a.subject, "message": a.message,
+            "opened": a.opened, "closed": a.closed, "acked": a.acked, "acked_by": a.acked_by, "ack_note": a.ack_note}
 
 
 def _utc(t: datetime) -> datetime:

@@ -160,9 +160,15 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:
                                                   if b.box_id in events else None)} for b in boxes]}
 
     @app.post("/v1/deployments/{dep_id}/stop", tags=["deployments"],
-              summary="the emergency stop: no Box is sent it any more, downloads are aborted (deployment.manage)")
+              summary="the emergency stop: no Box is sent it any more, downloads are aborted (deployment.manage)",
+              description="A deployment that has ended already (completed, halted or stopped) is a 409 problem "
+                          "saying so, with its `deployment_status` and `reason`: nothing changed.")
     def stop(caller: Auth, dep_id: DepId, body: Annotated[StopIn | None, Body()] = None) -> dict[str, object]:
         d = reach(caller, dep_id, "deployment.manage")
         reason = body.reason if body is not None else STOP_REASON
-        d = ctx.fleet.deployer.stop(d.id, f"{reason} ({caller.actor})", time.time(), actor=caller.actor)
+        try:
+            d = ctx.fleet.deployer.stop(d.id, f"{reason} ({caller.actor})", time.time(), actor=caller.actor)
+        except deploy.EndedError as e:
+            raise ApiError(409, str(e), deployment_status=e.deployment.status,
+                           reason=e.deployment.reason) from None
         return _deployment(d, store.deployment_boxes(d.id))

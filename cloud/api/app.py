@@ -4,9 +4,13 @@
 commands, alerts), `_deployments` (releases, deployments) and `_people` (me and 2FA, users, keys,
 roles, bindings, audit, the account).
 Every route is a plain function that FastAPI runs in its thread pool: the store's reads and
-Argon2 never run on the event loop. Every error, ours or FastAPI's (a bad parameter, an unknown
-route), is ``application/problem+json`` with the status, a title and a detail saying what was
-wrong; an unexpected exception is a 500 whose detail says nothing of the inside (it is logged).
+Argon2 never run on the event loop. A route's `caller: Auth` is authenticated in the same worker
+thread as the route's body, just before it (`_Route`): one hand-over to the thread pool a
+request, not one for the credentials and another for the route (each costs a wake-up of a worker
+thread and one of the loop). A request without credentials is refused on the loop, before anything
+else is read. Every error, ours or FastAPI's (a bad parameter, an unknown route), is
+``application/problem+json`` with the status, a title and a detail saying what was wrong; an
+unexpected exception is a 500 whose detail says nothing of the inside (it is logged).
 
 The OpenAPI schema is at /v1/openapi.json and its pages at /v1/docs: they need no credentials
 (they describe the API, nothing in it).
@@ -16,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -25,9 +31,10 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from cloud.api._auth import OTP_HEADER, Authenticator, Caller
+from cloud.api._auth import CHALLENGE, OTP_HEADER, Authenticator, Caller
 from cloud.api._secrets import Seeds
 from cloud.api.errors import ApiError, title
 from cloud.deploy import Deployments
@@ -89,7 +96,7 @@ def make_app(ctx: Ctx) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, e: ApiError) -> JSONResponse:
-        return problem(e.status, str(e), e.headers)
+        return problem(e.status, str(e), e.headers, **e.extra)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, e: RequestValidationError) -> JSONResponse:
@@ -124,6 +131,7 @@ def make_app(ctx: Ctx) -> FastAPI:
         return problem(500, "an unexpected error: it was logged")
 
     app.state.ctx = ctx
+    app.router.route_class = _Route
     _boxes.add_routes(app, ctx)
     _deployments.add_routes(app, ctx)
     _people.add_routes(app, ctx)
@@ -166,18 +174,62 @@ def _schema(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def _caller(request: Request) -> Caller:
-    """The dependency of every route but the docs: who calls (or 401/429), and the 2FA an account requires."""
-    ctx: Ctx = request.app.state.ctx
-    source = request.client.host if request.client else "?"
-    who = ctx.auth.authenticate(request.headers.get("authorization"), request.headers.get(OTP_HEADER), source)
-    if who.must_enrol_2fa and not request.url.path.startswith("/v1/me"):
-        raise ApiError(403, "your account requires two-factor authentication: enrol first "
-                            "(POST /v1/me/2fa, then POST /v1/me/2fa/confirm)")
-    return who
+@dataclass(frozen=True)
+class Credentials:
+    """What a request says of its caller, read on the loop (no I/O); `check` runs in the route's thread."""
+
+    auth: Authenticator
+    authorization: str
+    otp: str | None
+    source: str
+    path: str
+
+    def check(self) -> Caller:
+        """Who calls (or 401/429), and the 2FA an account requires."""
+        who = self.auth.authenticate(self.authorization, self.otp, self.source)
+        if who.must_enrol_2fa and not self.path.startswith("/v1/me"):
+            raise ApiError(403, "your account requires two-factor authentication: enrol first "
+                                "(POST /v1/me/2fa, then POST /v1/me/2fa/confirm)")
+        return who
 
 
-Auth = Annotated[Caller, Depends(_caller)]
+async def _credentials(request: Request) -> Credentials:
+    """The dependency of every route but the docs: the credentials, checked by `_Route` in the route's
+    thread; none at all is a 401 here, before the request's parameters or body are looked at."""
+    authorization = request.headers.get("authorization")
+    if not authorization:
+        raise ApiError(401, "credentials required: HTTP Basic (user and password) or "
+                            "'Authorization: Bearer <API key>'", headers=CHALLENGE)
+    return Credentials(request.app.state.ctx.auth, authorization, request.headers.get(OTP_HEADER),
+                       request.client.host if request.client else "?", request.url.path)
+
+
+class _Route(APIRoute):
+    """A route whose `caller: Auth` parameter is authenticated in the route's own worker thread."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, _authenticating(endpoint), **kwargs)
+
+
+def _authenticating(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    params = inspect.signature(endpoint).parameters
+    authed = [n for n, p in params.items() if p.annotation in ("Auth", Auth)]
+    if authed != (["caller"] if "caller" in params else []):
+        raise TypeError(f"{endpoint.__name__}: the caller is the parameter `caller: Auth`, and only it")
+    if not authed:
+        return endpoint
+    if inspect.iscoroutinefunction(endpoint):
+        raise TypeError(f"{endpoint.__name__}: a route with a caller is a plain function (run in a thread)")
+
+    @functools.wraps(endpoint)
+    def with_caller(*args: Any, caller: Credentials, **kwargs: Any) -> Any:
+        return endpoint(*args, caller=caller.check(), **kwargs)
+
+    return with_caller
+
+
+# Declared a `Caller` for the routes' bodies: `_Route` turns the `Credentials` into one before the body runs.
+Auth = Annotated[Caller, Depends(_credentials)]
 
 
 # -- paging ---------------------------------------------------------------------------------------

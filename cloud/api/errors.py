@@ -6,14 +6,16 @@ from cloud.errors import CloudError
 
 
 class ApiError(CloudError):
-    """A refused request; `status` and `title` go in the problem document, the message is its detail."""
+    """A refused request; `status` and `title` go in the problem document, the message is its detail,
+    `extra` are more members of it (RFC 9457's extensions: what a program reads rather than the detail)."""
 
     def __init__(self, status: int, detail: str, title: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, **extra: object) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title or _TITLES.get(status, "Error")
         self.headers = headers or {}
+        self.extra = extra
 
 
 _TITLES = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",

@@ -27,6 +27,8 @@ alerts = sa.Table(
     sa.Column("opened", SECONDS, nullable=False),
     sa.Column("closed", SECONDS),
     sa.Column("acked", SECONDS),
+    sa.Column("acked_by", sa.Text),  # who acknowledged it: "user:NAME", "key:ID" (the API) or "operator"
+    sa.Column("ack_note", sa.Text),  # and what they said
 )
 sa.Index("open_alerts", alerts.c.box_id, alerts.c.kind, alerts.c.subject,
          sqlite_where=alerts.c.closed.is_(None), postgresql_where=alerts.c.closed.is_(None))
@@ -70,12 +72,14 @@ class Alert:
     opened: float
     closed: float | None
     acked: float | None = None
+    acked_by: str | None = None
+    ack_note: str | None = None
 
     @classmethod
     def of(cls, r: AnyRow) -> Alert:
         m = r._mapping
         return cls(int(m["id"]), m["box_id"], m["kind"], m["subject"], m["message"], m["opened"], m["closed"],
-                   m["acked"])
+                   m["acked"], m["acked_by"], m["ack_note"])
 
 
 class Alerts(StoreBase):
@@ -169,13 +173,18 @@ class Alerts(StoreBase):
             r = db.execute(sa.select(alerts).where(alerts.c.id == alert_id)).first()
         return Alert.of(r) if r else None
 
-    def ack_alert(self, alert_id: int, close: bool) -> bool:
-        """Acknowledge an open alert (and with `close`, close it); False when it was not open and unacknowledged."""
+    def ack_alert(self, alert_id: int, close: bool, by: str | None = None, note: str | None = None) -> bool:
+        """Acknowledge an open alert (and with `close`, close it), by whom and with what note; False when it
+        was not open and unacknowledged. An alert acknowledged already and closed now keeps its first
+        acknowledgement (time, by whom, note): the audit trail has the close."""
         a = alerts.c
         now = time.time()
         which = [a.id == alert_id, a.closed.is_(None)]
         if not close:
             which.append(a.acked.is_(None))
-        values = {"acked": sa.func.coalesce(a.acked, now)} | ({"closed": now} if close else {})
+        first = a.acked.is_(None)
+        values = {"acked": sa.func.coalesce(a.acked, now),
+                  "acked_by": sa.case((first, by), else_=a.acked_by),
+                  "ack_note": sa.case((first, note), else_=a.ack_note)} | ({"closed": now} if close else {})
         with self._tx() as db:
             return db.execute(alerts.update().where(*which).values(values)).rowcount > 0

@@ -14,8 +14,8 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
 - `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
-  many rows a statement on SQLite: the hot path, a batch's samples, without SQLAlchemy's work
-  per execution.
+  many rows a statement on SQLite: the hot paths (a batch's samples; what every API request reads)
+  without SQLAlchemy's work per execution.
 
 No network I/O but the database's; `engine` creates nothing until a connection opens.
 """
@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
 from sqlalchemy.sql.dml import Insert, UpdateBase
+from sqlalchemy.sql.selectable import Select
 
 from boxkit.files import private_db, private_dir
 
@@ -133,11 +134,11 @@ class Prepared:
 
     `params` names the statement's bind parameters in the order of the row's values. For the hot
     path only: SQLAlchemy does no work per execution (no type processing: the values must be what
-    the driver takes: str, int, float, bytes, None), and the driver's errors are its own
-    (`StoreBase._tx` wraps them).
+    the driver takes: str, int, float, bytes, None, and a SELECT's rows are the driver's tuples), and
+    the driver's errors are its own (`StoreBase._tx` and `_read` wrap them).
     """
 
-    def __init__(self, build: Callable[[Connection], UpdateBase], params: Sequence[str]) -> None:
+    def __init__(self, build: Callable[[Connection], UpdateBase | Select[Any]], params: Sequence[str]) -> None:
         self.build, self.params = build, tuple(params)
         self._compiled: dict[str, tuple[str, bool]] = {}
 
@@ -153,6 +154,21 @@ class Prepared:
         cur = _cursor(conn)
         cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
         return int(cur.rowcount)
+
+    def rows(self, conn: Connection, row: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        """A SELECT's rows (the driver's tuples, in the statement's columns' order)."""
+        sql, positional = self._sql(conn)
+        cur = _cursor(conn)
+        cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
+        return [tuple(r) for r in cur.fetchall()]
+
+    def mappings(self, conn: Connection, row: tuple[object, ...]) -> list[dict[str, Any]]:
+        """A SELECT's rows as column name -> value."""
+        sql, positional = self._sql(conn)
+        cur = _cursor(conn)
+        cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
 
 class BulkInsert:
@@ -209,7 +225,12 @@ class BulkInsert:
             cur.executemany(self._sql(conn, 1), rows[whole:])
 
 
-def _compile(stmt: UpdateBase, dialect: Dialect, params: Sequence[str]) -> tuple[str, bool]:
+def no_limit_params(stmt: Select[Any], limit: int) -> Select[Any]:
+    """`stmt` with LIMIT `limit` in its SQL (SQLAlchemy binds LIMIT and OFFSET as parameters)."""
+    return stmt.limit(sa.literal_column(str(int(limit)))).offset(sa.literal_column("0"))
+
+
+def _compile(stmt: UpdateBase | Select[Any], dialect: Dialect, params: Sequence[str]) -> tuple[str, bool]:
     """(SQL, positional) of `stmt`, checked to take exactly `params` (in that order when positional)."""
     if isinstance(stmt, Insert):  # no implicit RETURNING of a generated key: nobody reads it back, and
         stmt = stmt.inline()      # a role that may only insert (the receiver's, into the feed) may not read it

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
@@ -163,15 +164,17 @@ class History(StoreBase):
 
     def aggregates(self, box_id: str, points: Sequence[str], since_ms: int, until_ms: int, bucket_ms: int, *,
                    after: tuple[int, str] | None, limit: int) -> list[Bucket]:
-        """(point, bucket start, count, min, max, mean) of the numeric samples of `points` in buckets
-        of `bucket_ms` over [since_ms, until_ms), by bucket then point, after `after`, at most `limit`."""
+        """(point, bucket start, count, min, max, mean) of the samples of `points` in buckets of
+        `bucket_ms` over [since_ms, until_ms), by bucket then point, after `after`, at most `limit`: the
+        count is of every sample, min, max and mean of its finite numbers (None without any: a
+        boolean, text or state point), the same on SQLite and PostgreSQL."""
         with self._read() as db:
             resolved = self._has_spans(db, box_id, since_ms, until_ms)
         if resolved:
             return self._aggregates_of_history(box_id, points, since_ms, until_ms, bucket_ms, after=after, limit=limit)
         c = samples.c
         start = (c.ts_ms - (c.ts_ms % bucket_ms)).label("start")
-        number = sa.cast(c.value, sa.Float)
+        number = sa.case((_finite_number(c.value), sa.cast(c.value, sa.Float)))  # else NULL: no min, max or mean
         query = (sa.select(c.point, start, sa.func.count(), sa.func.min(number), sa.func.max(number),
                            sa.func.avg(number))
                  .where(c.box_id == box_id, c.ts_ms >= since_ms, c.ts_ms < until_ms)
@@ -195,7 +198,7 @@ class History(StoreBase):
             for p, ts, v, _ in page:
                 a = acc.setdefault((ts - ts % bucket_ms, p), [0, 0, float("inf"), float("-inf"), 0.0])
                 a[0] += 1
-                if isinstance(v, int | float) and not isinstance(v, bool):
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
                     a[1] += 1
                     a[2], a[3], a[4] = min(a[2], v), max(a[3], v), a[4] + v
             if len(page) < 10_000:
@@ -223,6 +226,14 @@ def _barrier(after_gaps: list[tuple[int, int]], seq: int) -> int:
     the latest batch after a gap at or below `seq` (0: no gap)."""
     at = bisect.bisect_right(after_gaps, (seq, 1 << 62)) - 1
     return max((t for _, t in after_gaps[:at + 1]), default=0)
+
+
+def _finite_number(value: sa.ColumnElement[str]) -> sa.ColumnElement[bool]:
+    """Whether a stored value (JSON text, `cloud.store._points`) is a finite number: JSON numbers start
+    with a digit or '-', and Python's JSON writes the non-finite ones NaN, Infinity and -Infinity.
+    SQLite's CAST reads "true" or '"on"' as 0.0 and PostgreSQL's refuses them (the whole query fails):
+    booleans, text and null are counted, and have no min, max or mean, on both as in Python."""
+    return sa.and_(sa.func.substr(value, 1, 1).in_(list("-0123456789")), value != "-Infinity")
 
 
 def _num(v: object) -> float | None:

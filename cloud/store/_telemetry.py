@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from cloud.pacing import Lru
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
 from cloud.store._connectors import feed
-from cloud.store._dialect import BulkInsert, Prepared, Upsert
+from cloud.store._dialect import BulkInsert, Prepared, Upsert, no_limit_params
 from cloud.store._fleet import boxes
 from cloud.store._points import Batch, PointTable, sample_rows, span_rows
 from proto.points import PointInfo
@@ -124,6 +124,13 @@ _LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an old
     where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
 _SPANS = BulkInsert.into(spans)
 
+_LATEST_OF = Prepared(lambda _: sa.select(latest.c.point, latest.c.ts_ms, latest.c.value, latest.c.quality,
+                                           latest.c.unit).where(latest.c.box_id == sa.bindparam("box"))
+                      .order_by(latest.c.point), ["box"])  # every API read of latest values
+_NEWEST_SPANS = Prepared(lambda _: no_limit_params(
+    sa.select(spans.c.ts_ms, spans.c.table_id, spans.c.first, spans.c.n)
+    .where(spans.c.box_id == sa.bindparam("box"), spans.c.ts_ms >= sa.bindparam("since"))
+    .order_by(spans.c.ts_ms.desc(), spans.c.table_id.desc(), spans.c.first.desc()), 500), ["box", "since"])
 _SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
                  .values(last_seen=sa.bindparam("now")), ["now", "box"])
 _FEED = Prepared(lambda _: feed.insert().values(box_id=sa.bindparam("box_id"), table_id=sa.bindparam("table_id"),
@@ -220,11 +227,9 @@ class Telemetry(StoreBase):
 
     def latest(self, box_id: str) -> list[tuple[str, int, object, int, str]]:
         """(point, ts_ms, value, quality, unit) of each point's latest sample."""
-        c = latest.c
         with self._read() as db:
-            rows = db.execute(sa.select(c.point, c.ts_ms, c.value, c.quality, c.unit).where(c.box_id == box_id)
-                              .order_by(c.point))
-            return [(p, int(t), json.loads(v) if v is not None else None, int(q), u) for p, t, v, q, u in rows]
+            rows = _LATEST_OF.rows(db, (box_id,))
+        return [(p, int(t), json.loads(v) if v is not None else None, int(q), u) for p, t, v, q, u in rows]
 
     def confirmed(self, box_id: str, latest_ts: Mapping[str, int] | None = None) -> dict[str, int]:
         """Point -> the newest poll that found its latest value unchanged (a span at or after the value's
@@ -240,12 +245,15 @@ class Telemetry(StoreBase):
         need = dict(latest_ts)
         key: tuple[int, int, int] | None = None
         while need:
-            query = sa.select(s.ts_ms, s.table_id, s.first, s.n).where(s.box_id == box_id,
-                                                                      s.ts_ms >= min(need.values()))
-            if key is not None:
-                query = query.where(sa.tuple_(s.ts_ms, s.table_id, s.first) < sa.tuple_(*key))
             with self._read() as db:
-                chunk = db.execute(query.order_by(s.ts_ms.desc(), s.table_id.desc(), s.first.desc()).limit(500)).all()
+                if key is None:  # the first chunk, usually the only one: prepared (every API read of latest values)
+                    chunk = _NEWEST_SPANS.rows(db, (box_id, min(need.values())))
+                else:
+                    query = sa.select(s.ts_ms, s.table_id, s.first, s.n).where(
+                        s.box_id == box_id, s.ts_ms >= min(need.values()),
+                        sa.tuple_(s.ts_ms, s.table_id, s.first) < sa.tuple_(*key))
+                    chunk = list(db.execute(query.order_by(s.ts_ms.desc(), s.table_id.desc(), s.first.desc())
+                                            .limit(500)).tuples())
             for ts, tid, first, n in chunk:
                 table = self.table(box_id, int(tid))
                 for p in table.names[first:first + n] if table is not None else ():

@@ -138,6 +138,8 @@ def test_waves_advance_on_the_boxes_events_and_a_failure_halts(fresh_cloud: Clou
     wait_for(lambda: _state(cloud, dep2, rest[0].box_id) == "downloading", 10, "the download")
     assert boxcloud([*home, "deploy", "stop", dep2, "--reason", "bad build"]) == 0
     assert "stopped (bad build)" in capsys.readouterr().out
+    assert boxcloud([*home, "deploy", "stop", dep2, "--reason", "twice"]) == 0  # ended: said in words, nothing done
+    assert f"Deployment {dep2} had already ended: stopped (bad build); nothing changed" in capsys.readouterr().out
     for b in rest:
         abort = b.wait_command("update_abort", f"{b.box_id}'s update_abort")
         assert abort.args() == {"deployment": dep2}

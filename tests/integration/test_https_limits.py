@@ -107,6 +107,24 @@ def test_json_nested_thousands_deep_is_a_clear_400(endpoint: Cloud, caplog: pyte
     assert _post(endpoint, "/v1/enroll", b"[1]")[0] == 400  # the server goes on
 
 
+def test_an_endless_request_head_is_a_431_and_the_connection_closed(endpoint: Cloud) -> None:
+    enroll = endpoint.enroll
+    assert enroll is not None
+    with _tls_socket(endpoint) as s:  # headers up to the limit, and more, never ending: the parser holds a bounded head
+        s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n")
+        for i in range(https.MAX_HEAD // 1000 + 2):
+            s.sendall(b"X-Filler-%d: " % i + b"a" * 1000 + b"\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"at most" in answer
+    with _tls_socket(endpoint) as s:  # a large head within the limit is served
+        s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Filler: " + b"a" * 8000
+                  + b"\r\n\r\n{}")
+        assert s.recv(4096).startswith(b"HTTP/1.1 400 ")
+    wait_for(lambda: enroll.connections == 0, 10, "no connection left open")
+
+
 def test_slow_clients_are_cut_at_the_request_deadline_and_hold_nothing(endpoint: Cloud) -> None:
     enroll = endpoint.enroll
     assert enroll is not None

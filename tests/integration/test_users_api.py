@@ -29,6 +29,7 @@ import zxingcpp
 from cloud import tufrepo as repository
 from cloud.api import _secrets, operator
 from cloud.api._auth import FREE_FAILURES, OTP_HEADER
+from cloud.cli import main as boxcloud
 from tests.support.apikit import PASSWORD, Api, add_box, add_samples, serving
 
 NOW_MS = int(time.time() * 1000)
@@ -225,6 +226,19 @@ def test_totp_enrolment_codes_once_recovery_codes_once_and_an_account_requiring_
     assert g.get(api.url + "/v1/me").json()["must_enrol_2fa"] is True
 
 
+def test_a_custom_role_beside_a_built_in_one_grants_its_permissions(api: Api) -> None:
+    st = api.cloud.store
+    name = new_user(api, "viewer")  # the account's data ...
+    a, user = operator.account(st, "acme"), st.user(name=name)
+    assert a is not None and user is not None
+    st.put_role(a.id, "commander", ["box.command.send"])
+    st.bind(a.id, user.id, "commander", "box", "BOX-X")  # ... and commands to one Box
+    s = api.session(name)
+    assert s.get(api.url + "/v1/boxes/BOX-X/commands").status_code == 200
+    assert s.get(api.url + "/v1/boxes/BOX-Y/commands").status_code == 404
+    assert s.get(api.url + "/v1/boxes/BOX-Y/latest").status_code == 200
+
+
 def test_history_pages_cover_every_sample_once_in_json_and_csv_and_aggregates(api: Api) -> None:
     s = api.session(new_user(api, "viewer"))
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((NOW_MS - 3_600_000) / 1000))
@@ -394,6 +408,10 @@ def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: 
     assert other.get(api.url + "/v1/deployments").json()["items"] == []
     r = s.post(api.url + f"/v1/deployments/{dep}/stop", json={"reason": "pumps restarting"})
     assert r.status_code == 200 and r.json()["status"] == "stopped"
+    r = s.post(api.url + f"/v1/deployments/{dep}/stop", json={"reason": "again"})  # ended: a conflict, said so
+    assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json", r.text
+    assert f"deployment {dep} has already ended: stopped (pumps restarting" in r.json()["detail"], r.text
+    assert r.json()["deployment_status"] == "stopped" and "again" not in str(r.json())
     assert s.get(api.url + f"/v1/deployments/{dep}").json()["boxes"][0]["state"] == "cancelled"  # never sent
     story = [(actor, action) for actor, action, target, _ in _trail(api, "acme", since)
              if target == f"deployment:{dep}"]
@@ -402,7 +420,8 @@ def test_a_deployment_reaches_only_boxes_in_scope_and_its_story_is_audited(api: 
     assert all(target != f"deployment:{dep}" for _, _, target, _ in _trail(api, "globex", since))  # BOX-Z has the tag
 
 
-def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -> None:
+def test_an_alert_is_acknowledged_with_a_note_kept_with_it_and_the_trail_says_who(
+        api: Api, capsys: pytest.CaptureFixture[str]) -> None:
     st = api.cloud.store
     st.open_alert("BOX-X", "offline", "ack-test", "the Box is offline")
     st.open_alert("BOX-Y", "offline", "ack-test", "the Box is offline")
@@ -415,15 +434,24 @@ def test_an_alert_is_acknowledged_with_a_note_and_the_trail_says_who(api: Api) -
         f"no alert {ids['BOX-Y']} here"  # out of scope: not found
     viewer = api.session(new_user(api, "viewer"))  # sees every alert of the account, acknowledges none
     assert viewer.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 404
+    before = time.time()
     r = s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note)
-    assert r.status_code == 200 and r.json()["by"] == f"user:{user}", r.text
-    listed = {a["id"]: a for a in viewer.get(api.url + "/v1/alerts").json()["items"]}
-    assert listed[ids["BOX-X"]]["acked"] is not None and listed[ids["BOX-Y"]]["acked"] is None
+    assert r.status_code == 200 and r.json()["acked_by"] == f"user:{user}", r.text
+    listed = {a["id"]: a for a in viewer.get(api.url + "/v1/alerts").json()["items"]}  # who, when, why: on the alert
+    acked = listed[ids["BOX-X"]]
+    assert (acked["acked_by"], acked["ack_note"]) == (f"user:{user}", "technician on site"), acked
+    assert before - 1 <= acked["acked"] <= time.time() + 1
+    assert [listed[ids["BOX-Y"]][k] for k in ("acked", "acked_by", "ack_note")] == [None, None, None]
     assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json=note).status_code == 409
     acks = [(actor, detail["note"]) for actor, action, target, detail in _trail(api, "acme", since)
             if action == "alert.ack"]
     assert acks == [(f"user:{user}", "technician on site")]
-    assert s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()["closed"]
+    closed = s.post(api.url + f"/v1/alerts/{ids['BOX-X']}/ack", json={"note": "fixed", "close": True}).json()
+    assert closed["closed"] and closed["ack_note"] == "technician on site"  # the first acknowledgement stays
+    capsys.readouterr()
+    assert boxcloud(["--home", str(api.cloud.home), "alerts", "--all", "--box", "BOX-X"]) == 0  # the operator's list
+    listing = capsys.readouterr().out
+    assert f"by user:{user}: technician on site" in listing, listing
 
 
 def test_a_box_reporting_on_change_has_every_poll_in_its_history_json_csv_and_aggregates(api: Api) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cloud import tufrepo as repository
-from cloud.deploy import DeployError, Deployments, OutOfReachError, parse_max_failures, parse_waves
+from cloud.deploy import DeployError, Deployments, EndedError, OutOfReachError, parse_max_failures, parse_waves
 from cloud.errors import CloudError
 from cloud.store import BoxScope, Store
 from proto.errors import WireError
@@ -193,7 +193,9 @@ def test_emergency_stop(store: Store, repo: Path) -> None:
     assert f.updates() == ["box-00", "box-01", "box-02", "box-03"]
     assert f.states(d.id) == {"box-00": "timeout", "box-01": "aborted", "box-02": "committed",
                               "box-03": "cancelled", "box-04": "cancelled"}
-    assert f.rules.stop(d.id, "again", f.now).reason == "bad release"  # nothing changes
+    with pytest.raises(EndedError, match=f"deployment {d.id} has already ended: stopped \\(bad release\\)") as e:
+        f.rules.stop(d.id, "again", f.now)  # nothing changes, and the caller is told
+    assert e.value.deployment.reason == "bad release" and store.deployment(d.id).reason == "bad release"  # type: ignore[union-attr]
 
 
 def test_repeated_late_and_backwards_events_are_ignored(store: Store, repo: Path) -> None:

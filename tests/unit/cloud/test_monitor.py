@@ -157,6 +157,21 @@ def test_a_rollback_is_an_alert_until_acknowledged_or_a_configuration_is_kept(mo
     assert not mon.store.ack_alert(alert.id, close=True)  # once only: "nothing changed"
 
 
+def test_an_acknowledgement_keeps_who_when_and_why_with_the_alert(store: Store) -> None:
+    store.open_alert("B1", "offline", "", "the Box is offline")
+    (a,) = store.alerts("B1")
+    t = time.time()
+    assert store.ack_alert(a.id, close=False, by="user:ann", note="technician on site")
+    acked = store.alert(a.id)
+    assert acked is not None and (acked.acked_by, acked.ack_note) == ("user:ann", "technician on site")
+    assert acked.acked is not None and t - 1 <= acked.acked <= time.time() + 1 and acked.closed is None
+    assert not store.ack_alert(a.id, close=False, by="user:bob", note="me too")  # acknowledged already
+    assert store.ack_alert(a.id, close=True, by="user:bob", note="fixed")  # closing keeps the first acknowledgement
+    done = store.alert(a.id)
+    assert done is not None and done.closed is not None
+    assert (done.acked, done.acked_by, done.ack_note) == (acked.acked, "user:ann", "technician on site")
+
+
 @sqlite_only
 def test_an_older_database_gets_the_new_columns(tmp_path: Path) -> None:
     import sqlite3

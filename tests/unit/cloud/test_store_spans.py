@@ -3,7 +3,10 @@ whatever order their batches came in, and never resolved across a batch that is 
 
 from __future__ import annotations
 
+import json
+
 from cloud.store import Store
+from cloud.store._telemetry import samples
 from proto import wire
 from proto.points import PointInfo
 from tests.support.storedb import both_engines
@@ -48,6 +51,26 @@ def test_spans_resolve_to_the_value_in_force_whatever_order_the_batches_came_in(
     assert store.confirmed(BOX) == {"d.b": 3000}  # a's latest value is newer than its last span
     assert store.aggregates(BOX, ["d.a"], 0, 10_000, 10_000, after=None, limit=10) == [
         ("d.a", 0, 3, 1.0, 5.0, 7.0 / 3)]  # the value in force counts at each poll
+    assert store.aggregates(BOX, ["d.b"], 0, 10_000, 10_000, after=None, limit=10) == [
+        ("d.b", 0, 3, None, None, None)]  # a boolean: counted, no min, max or mean
+
+
+def test_aggregates_of_booleans_text_and_states_are_counts_alone_on_every_database(store: Store) -> None:
+    """Without spans the aggregates are SQL (the other path is Python): a value that is not a finite
+    number is counted and has no min, max or mean, on SQLite as on PostgreSQL (whose CAST refuses
+    "true", failing the whole query; SQLite's read it as 0.0)."""
+    values: dict[str, list[object]] = {
+        "num": [21.5, 22, 23.5], "flag": [True, False, True], "state": ["on", "off", "on"],
+        "mixed": [1.5, "x", None, True, -3, float("nan"), float("-inf")]}
+    store.enroll_box(BOX, BOX, 1, 2e9)
+    with store.engine.begin() as db:
+        db.execute(samples.insert(), [{"box_id": BOX, "point": p, "ts_ms": 1000 * (i + 1), "value": json.dumps(v),
+                                       "quality": 0} for p, vs in values.items() for i, v in enumerate(vs)])
+    assert store.aggregates(BOX, [], 0, 10_000, 5_000, after=None, limit=10) == [
+        ("flag", 0, 3, None, None, None), ("mixed", 0, 4, 1.5, 1.5, 1.5), ("num", 0, 3, 21.5, 23.5, 67 / 3),
+        ("state", 0, 3, None, None, None), ("mixed", 5000, 3, -3.0, -3.0, -3.0)]  # NaN, -Infinity: no numbers
+    assert store.aggregates(BOX, ["num", "state"], 0, 10_000, 10_000, after=(0, "num"), limit=10) == [
+        ("state", 0, 3, None, None, None)]
 
 
 def test_a_span_is_never_resolved_across_a_batch_that_is_missing(store: Store) -> None:
