@@ -58,7 +58,8 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "audit": "SELECT, INSERT",  # appended, never changed
         # connectors (cloud.api._connectors): made, confirmed, rotated, deleted with their outbox; dead
         # letters listed and replayed; the feed's newest row read (a new connector starts there)
-        "connectors": _ALL, "feed": "SELECT", "hook_items": "SELECT, DELETE", "hook_deliveries": "SELECT, UPDATE, DELETE",
+        "connectors": _ALL, "feed": "SELECT",
+        "hook_items": "SELECT, DELETE", "hook_deliveries": "SELECT, UPDATE, DELETE",
     },
     "admin": {},  # every table but the audit trail's: filled in by `privileges`
 }
