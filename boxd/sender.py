@@ -3,9 +3,10 @@
 The I/O shell of `boxd.forwarder`: woken when readings or events are queued, when the link
 comes up or goes down and when the broker acknowledges. While connected, every wake-up
 publishes what the forwarder says at once (events, and batches already sealed); readings are
-sealed `batch_delay_ms` after the first wake-up that found them waiting (the delay is not
-restarted by the wake-ups during it), so that the readings of that time share one batch,
-unless:
+sealed `batch_delay_ms` after the oldest of them was read (`read_at`, told by the buses; the
+delay is not restarted by the readings during it), so that the readings of that time share one
+batch and none waits on the Box longer than the delay (its poll and its write to the queue are
+part of the wait, not added to it), unless:
 
 - an urgent reading was queued (`urgent`, from `boxd.fieldbus`): the delay ends now, what is
   queued is sealed (ordinary readings with it: one batch, not two) and the newest batch is
@@ -45,10 +46,16 @@ class Sender:
         self._wake = asyncio.Event()
         self._urgent = False  # an urgent reading is queued: seal and send now
         self._seal_at: float | None = None  # loop time when the readings queued are sealed
+        self._oldest_ms: int | None = None  # when the oldest reading not yet sealed was read (system clock)
 
     def wake(self) -> None:
         """Something may be sent: readings or an event queued, the link up or down, the time known."""
         self._wake.set()
+
+    def read_at(self, ts_ms: int) -> None:
+        """Readings read at `ts_ms` (the system clock's ms, as the buses stamp them) are being queued."""
+        if self._oldest_ms is None or ts_ms < self._oldest_ms:
+            self._oldest_ms = ts_ms
 
     def urgent(self) -> None:
         """An urgent reading is queued: it is sealed and sent now, not after the batch delay."""
@@ -82,13 +89,13 @@ class Sender:
                 await asyncio.sleep(hold)
             settings = self._settings()
             if self._seal_now(loop.time(), settings.batch_delay_ms):
-                urgent, self._urgent, self._seal_at = self._urgent, False, None
+                urgent, self._urgent, self._seal_at, self._oldest_ms = self._urgent, False, None, None
                 last = self.queue.last_seq()
                 await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
                 if urgent and self.queue.last_seq() > last:
                     self.forwarder.mark_urgent(self.queue.last_seq())  # the urgent readings are the newest
             elif self._seal_at is None and self.queue.unsealed():  # fresh readings share a batch until then
-                self._seal_at = loop.time() + settings.batch_delay_ms / 1000
+                self._seal_at = loop.time() + self._wait_ms(settings.batch_delay_ms) / 1000
             self.send(settings.inflight_batches)
 
     async def _woken(self) -> None:
@@ -97,6 +104,13 @@ class Sender:
             async with asyncio.timeout_at(self._seal_at if self._seal_at is not None else None):
                 await self._wake.wait()
         self._wake.clear()
+
+    def _wait_ms(self, delay_ms: int) -> float:
+        """How much of the batch delay is left for the oldest reading queued (all of it when its time is
+        unknown; a clock stepped since it was read cannot make it more than the delay or less than 0)."""
+        if self._oldest_ms is None:
+            return delay_ms
+        return min(delay_ms, max(0.0, delay_ms - (time.time() * 1000 - self._oldest_ms)))
 
     def _seal_now(self, now: float, delay_ms: int) -> bool:
         """Whether to seal the queued readings now rather than let more join them."""
