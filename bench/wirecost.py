@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import struct
+import tomllib
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import cbor2
 
 from bench.building import BuildingTrace
-from bench.workload import DEADBANDS, device_points
+from bench.workload import DEADBANDS, METERED, device_points
 from boxconfig.report import Rule
 from boxd import grouping
 from boxd._queuesql import Group
@@ -38,11 +39,14 @@ T0_S = 1_796_000_000.0  # a fixed wall-clock start (the trace's daily swing foll
 
 
 def _rule(kind: str, report: str) -> Rule:
+    """The rule `bench.gateway --report` gives a point of this type (`bench.workload`'s deadbands)."""
     if report == "poll":
         return Rule(poll=True)
-    if report == "change" or kind not in DEADBANDS:
+    bands = {"deadband": DEADBANDS, "metered": METERED}.get(report, {})
+    if kind not in bands:
         return Rule()
-    return Rule(deadband=1.0) if kind == "int16" else Rule(deadband_pct=1.0)
+    table = tomllib.loads(f"r = {bands[kind]}")["r"]
+    return Rule(deadband=float(table.get("deadband", 0.0)), deadband_pct=float(table.get("deadband_pct", 0.0)))
 
 
 def polls(devices: int, points: int, seconds: int, report: str, seed: int = 1) -> list[Group]:
@@ -152,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--devices", type=int, default=5)
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--seconds", type=int, default=600)
-    ap.add_argument("--report", choices=("poll", "change", "deadband"), default="deadband")
+    ap.add_argument("--report", choices=("poll", "change", "deadband", "metered"), default="deadband")
     ap.add_argument("--batch-delay-ms", type=int, nargs="+", default=[5000, 60000])
     ap.add_argument("--breakdown", action="store_true", help="each part's bytes (by ablation)")
     args = ap.parse_args(argv)
