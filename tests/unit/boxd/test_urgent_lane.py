@@ -12,6 +12,7 @@ from pathlib import Path
 
 from boxconfig import BoxConfig, UplinkSettings
 from boxd.daemon import Daemon
+from boxd.sender import Lead
 from drivers import Sample
 from drivers._report import Report
 from drivers.modbus import ModbusPoint, ModbusTcpDevice
@@ -31,7 +32,7 @@ async def running(tmp_path: Path, **uplink: int) -> tuple[Daemon, FakeUplink, Fa
     d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
     d.queue.open()
     bus = FakeBus("ahu", ["temp", "alarm"])
-    d.buses.use(BoxConfig(uplink=UplinkSettings(batch_delay_ms=60000, **uplink), modbus_tcp=(AHU,)), [bus])
+    d.buses.use(BoxConfig(uplink=UplinkSettings(**{"batch_delay_ms": 60000, **uplink}), modbus_tcp=(AHU,)), [bus])
     await d.link.start(load_fake(tmp_path))
     up = d.link.uplink
     assert isinstance(up, FakeUplink) and up.state.connected
@@ -119,6 +120,30 @@ async def test_the_batch_delay_runs_from_the_reading_not_from_its_queueing(tmp_p
     # its delay already: it is sealed at once, not 60 s after it reached the queue
     d, up, bus, task = await running(tmp_path)
     await d.buses.emitter(bus, first=0)([Sample("ahu.temp", int(time.time() * 1000) - 60_000, 21.5)])
+    (batch,) = await eventually(lambda: up.on(Up.DATA), "the batch", within=20)
+    assert points_in(batch.payload) == [0]
+    task.cancel()
+    d.queue.close()
+
+
+def test_the_lead_is_the_smoothed_time_to_the_acknowledgement_and_at_most_a_tenth_of_the_delay() -> None:
+    lead = Lead()
+    assert lead.ms(5000) == 0  # nothing measured yet: the whole delay
+    lead.note(0.080)
+    assert lead.ms(5000) == 80
+    lead.note(0.040)
+    assert round(lead.ms(5000)) == 70  # smoothed: one slow or quick batch moves it a quarter of the way
+    lead.note(100.0)
+    assert lead.ms(5000) == 500 and lead.ms(0) == 0  # never more than a tenth of the delay
+
+
+@in_loop
+async def test_sealing_starts_early_by_the_lead(tmp_path: Path) -> None:
+    # the longest delay (15 min), a lead of a tenth of it (90 s): a reading read 811 s ago is due now,
+    # not in 89 s (beyond the test's deadline)
+    d, up, bus, task = await running(tmp_path, batch_delay_ms=900_000)
+    d.sender.lead.note(90.0)
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", int(time.time() * 1000) - 811_000, 21.5)])
     (batch,) = await eventually(lambda: up.on(Up.DATA), "the batch", within=20)
     assert points_in(batch.payload) == [0]
     task.cancel()
