@@ -203,35 +203,31 @@ def _series(first: int, count: int, polls: list[_Poll]) -> list[object]:
 # -- decoding (the platform) -------------------------------------------------------------------------
 
 
-def expand(n: int, g: list[object]) -> list[Expanded]:  # noqa: PLR0912 (one check a field)
-    """Series `g` (group number `n`) as format 1's groups: value runs and spans, poll by poll.
+def expand(n: int, g: list[object], budget: int = MAX_POINTS) -> list[Expanded]:  # noqa: PLR0912 (one check a field)
+    """Series `g` (group number `n`) as format 1's groups: value runs and spans, poll by poll; at most
+    `budget` samples (a value or a span counts as one), checked before and while they are built.
 
     Raises:
         WireError: what is wrong with the series.
     """
     dt, first, count, period, jitter, changes = g[:6]
-    if not (_is_int(dt) and -_T < dt < _T):  # type: ignore[operator]
+    if not (isinstance(dt, int) and _is_int(dt) and -_T < dt < _T):
         raise WireError(f"group {n} dt_ms must be an integer")
-    if not (_is_int(first) and 0 <= first < MAX_POINTS):  # type: ignore[operator]
+    if not (isinstance(first, int) and _is_int(first) and 0 <= first < MAX_POINTS):
         raise WireError(f"group {n} first_index must be an integer 0..{MAX_POINTS - 1}")
-    assert isinstance(first, int)
-    if not (_is_int(count) and 1 <= count <= MAX_POINTS - first):  # type: ignore[operator]
+    if not (isinstance(count, int) and _is_int(count) and 1 <= count <= MAX_POINTS - first):
         raise WireError(f"group {n} series of points from index {first} is outside 1..{MAX_POINTS} points")
-    assert isinstance(count, int) and isinstance(dt, int)
-    if not (_is_int(period) and 0 <= period < _T):  # type: ignore[operator]
+    if not (isinstance(period, int) and _is_int(period) and 0 <= period < _T):
         raise WireError(f"group {n} period_ms must be an integer 0..2**40")
-    assert isinstance(period, int)
     if not isinstance(jitter, list) or not all(_is_int(j) for j in jitter):
         raise WireError(f"group {n} jitter must be a list of integers")
     if not isinstance(changes, list) or len(changes) % 3:
         raise WireError(f"group {n} changes must be a list of [poll step, offset step, value] triples")
+    polls = len(jitter) + 1
+    if max(polls, len(changes) // 3) > budget:  # every poll is a sample at least, every change one
+        raise WireError(f"batch holds more than {MAX_POINTS} samples")
     faults = _faults(n, g[6], len(changes) // 3) if len(g) == 7 else {}
-    times = [dt]
-    for j in jitter:
-        times.append(times[-1] + period + j)
-        if not -_T < times[-1] < _T:
-            raise WireError(f"group {n}: a poll's time is out of range")
-    by_poll: list[list[tuple[int, Value, int]]] = [[] for _ in times]
+    decoded: list[tuple[int, int, Value, int]] = []  # (poll, offset, value, quality), in poll order
     coder, poll, off = _Coder(), 0, -1
     for c in range(0, len(changes), 3):
         dpoll, doff, raw = changes[c], changes[c + 1], changes[c + 2]
@@ -241,24 +237,35 @@ def expand(n: int, g: list[object]) -> list[Expanded]:  # noqa: PLR0912 (one che
         if c and not dpoll and not doff:
             raise WireError(f"group {n} change {c // 3} repeats its poll's previous offset")
         poll, off = poll + dpoll, off + doff if c and not dpoll else doff
-        if poll >= len(times) or off >= count:
-            raise WireError(f"group {n} change {c // 3} is outside the series' {len(times)} polls of {count} points")
-        by_poll[poll].append((off, coder.decode(n, off, raw), faults.get(c // 3, 0)))
+        if poll >= polls or off >= count:
+            raise WireError(f"group {n} change {c // 3} is outside the series' {polls} polls of {count} points")
+        decoded.append((poll, off, coder.decode(n, off, raw), faults.get(c // 3, 0)))
     out: list[Expanded] = []
-    for ts, vals in zip(times, by_poll, strict=True):
+    ts, ci = dt, 0
+    for k in range(polls):
+        if k:
+            ts += period + jitter[k - 1]
+            if not -_T < ts < _T:
+                raise WireError(f"group {n}: a poll's time is out of range")
         at = 0  # the next offset not yet in a group
-        for off, v, q in vals:
+        while ci < len(decoded) and decoded[ci][0] == k:
+            _, off, v, q = decoded[ci]
+            ci += 1
             if off > at:
                 out.append((ts, first + at, [], {}, off - at))
-            if out and off == at and at > 0 and not out[-1][4] and out[-1][0] == ts:
+            if off == at and at > 0 and not out[-1][4]:  # the run of values goes on
                 out[-1][2].append(v)
                 if q:
                     out[-1][3][len(out[-1][2]) - 1] = q
             else:
                 out.append((ts, first + off, [v], {0: q} if q else {}, 0))
             at = off + 1
+            if len(out) > budget:
+                raise WireError(f"batch holds more than {MAX_POINTS} samples")
         if at < count:
             out.append((ts, first + at, [], {}, count - at))
+        if len(out) > budget:
+            raise WireError(f"batch holds more than {MAX_POINTS} samples")
     return out
 
 

@@ -383,7 +383,7 @@ def decode_batch(payload: bytes) -> Batch:
     for n, g in enumerate(raw_groups):
         if v2 and isinstance(g, list) and len(g) in (6, 7):  # a poll series
             expanded = [Group(dt, first, values, faults, unchanged)
-                        for dt, first, values, faults, unchanged in series.expand(n, g)]
+                        for dt, first, values, faults, unchanged in series.expand(n, g, MAX_POINTS - count)]
         else:
             expanded = [_decode_group(n, g)]
         for group in expanded:

@@ -125,7 +125,8 @@ def _v2(*groups: object) -> bytes:
     (_v2([0, 0, 10, -1, [], []]), "period"),
     (_v2([0, 0, 10, 2**39, [2**39] * 3, []]), "out of range"),
     (_v2([0, 0, 10, 1000, [True], []]), "jitter"),
-    (_v2([0, 0, 1, 1, [0] * 100_001, []]), "more than 100000 samples"),
+    (_v2([0, 0, 1, 1, [0] * 100_001, []]), "more than 100000 samples"),  # refused before it is expanded
+    (_v2([0, 0, 10, 1, [0] * 49_999, [0, 5, 1, *[1, 5, 0] * 49_999]]), "more than 100000 samples"),  # 3 a poll
     (bytes([1]) + cbor2.dumps([1, 2, 3, 4, [[0, 0, 10, 1000, [], []]]]), "must be"),  # format 1 has no series
 ])
 def test_malformed_series_are_refused_with_a_reason(payload: bytes, why: str) -> None:
