@@ -226,20 +226,7 @@ def expand(n: int, g: list[object], budget: int = MAX_POINTS) -> list[Expanded]:
     polls = len(jitter) + 1
     if max(polls, len(changes) // 3) > budget:  # every poll is a sample at least, every change one
         raise WireError(f"batch holds more than {MAX_POINTS} samples")
-    faults = _faults(n, g[6], len(changes) // 3) if len(g) == 7 else {}
-    decoded: list[tuple[int, int, Value, int]] = []  # (poll, offset, value, quality), in poll order
-    coder, poll, off = _Coder(), 0, -1
-    for c in range(0, len(changes), 3):
-        dpoll, doff, raw = changes[c], changes[c + 1], changes[c + 2]
-        if not (isinstance(dpoll, int) and isinstance(doff, int) and _is_int(dpoll) and _is_int(doff)) \
-                or dpoll < 0 or doff < 0:
-            raise WireError(f"group {n} change {c // 3}: its steps must be integers >= 0")
-        if c and not dpoll and not doff:
-            raise WireError(f"group {n} change {c // 3} repeats its poll's previous offset")
-        poll, off = poll + dpoll, off + doff if c and not dpoll else doff
-        if poll >= polls or off >= count:
-            raise WireError(f"group {n} change {c // 3} is outside the series' {polls} polls of {count} points")
-        decoded.append((poll, off, coder.decode(n, off, raw), faults.get(c // 3, 0)))
+    decoded = _changes(n, changes, _faults(n, g[6], len(changes) // 3) if len(g) == 7 else {}, polls, count)
     out: list[Expanded] = []
     ts, ci = dt, 0
     for k in range(polls):
@@ -267,6 +254,25 @@ def expand(n: int, g: list[object], budget: int = MAX_POINTS) -> list[Expanded]:
         if len(out) > budget:
             raise WireError(f"batch holds more than {MAX_POINTS} samples")
     return out
+
+
+def _changes(n: int, changes: list[object], faults: dict[int, int], polls: int, count: int,
+             ) -> list[tuple[int, int, Value, int]]:
+    """A series' changes as (poll, offset, value, quality), in poll order, each checked."""
+    decoded: list[tuple[int, int, Value, int]] = []
+    coder, poll, off = _Coder(), 0, -1
+    for c in range(0, len(changes), 3):
+        dpoll, doff, raw = changes[c], changes[c + 1], changes[c + 2]
+        if not (isinstance(dpoll, int) and isinstance(doff, int) and _is_int(dpoll) and _is_int(doff)) \
+                or dpoll < 0 or doff < 0:
+            raise WireError(f"group {n} change {c // 3}: its steps must be integers >= 0")
+        if c and not dpoll and not doff:
+            raise WireError(f"group {n} change {c // 3} repeats its poll's previous offset")
+        poll, off = poll + dpoll, off + doff if c and not dpoll else doff
+        if poll >= polls or off >= count:
+            raise WireError(f"group {n} change {c // 3} is outside the series' {polls} polls of {count} points")
+        decoded.append((poll, off, coder.decode(n, off, raw), faults.get(c // 3, 0)))
+    return decoded
 
 
 def _faults(n: int, raw: object, changes: int) -> dict[int, int]:
