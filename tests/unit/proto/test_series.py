@@ -24,11 +24,12 @@ Raw = tuple[int, int, list[Value] | int, dict[int, int]]
 def polls(draw: st.DrawFn) -> list[tuple[int, int, list[Reading]]]:
     """Devices (runs of points) polled in turn: (dt_ms, first, each point's reading or None)."""
     sizes = draw(st.lists(st.integers(1, 6), min_size=1, max_size=3))
-    firsts = [sum(sizes[:k]) + 2 * k for k in range(len(sizes))]  # a hole between devices
+    gap = draw(st.sampled_from([0, 2]))  # devices next to each other in the table, or a hole between them
+    firsts = [sum(sizes[:k]) + gap * k for k in range(len(sizes))]
     out = []
     t = draw(st.integers(0, 5000))
     for _ in range(draw(st.integers(1, 12))):
-        t += draw(st.integers(0, 2000))
+        t += draw(st.sampled_from([0, 0, 1, 999, 1000, 1003, 2000]))  # devices polled at the same instant too
         dev = draw(st.integers(0, len(sizes) - 1))
         reading = st.one_of(st.none(), st.tuples(values, st.sampled_from([0, 0, 0, int(Quality.NO_ANSWER)])))
         out.append((t, firsts[dev], draw(st.lists(reading, min_size=sizes[dev], max_size=sizes[dev]))))
