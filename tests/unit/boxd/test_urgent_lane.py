@@ -39,9 +39,10 @@ async def running(tmp_path: Path, **uplink: int) -> tuple[Daemon, FakeUplink, Fa
     return d, up, bus, asyncio.create_task(d.sender.run())
 
 
-# readings stamped now, as the buses stamp them: their batch delay runs from then (one stamped
-# a minute ago would have waited its 60 s already, and be sealed at once)
-NOW = int(time.time() * 1000)
+def now_ms() -> int:
+    """A reading's stamp now, as the buses stamp them: its batch delay runs from then (one stamped a
+    minute ago would have waited its 60 s already, and be sealed at once)."""
+    return int(time.time() * 1000)
 
 
 def points_in(payload: bytes) -> list[int]:
@@ -50,11 +51,12 @@ def points_in(payload: bytes) -> list[int]:
 
 @in_loop
 async def test_an_urgent_reading_leaves_at_once_with_the_ordinary_readings_queued(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path)
     assert d.buses.urgent == {1}  # the table index of ahu.alarm
     emit = d.buses.emitter(bus, first=0)
-    await emit([Sample("ahu.temp", NOW, 21.5)])  # ordinary: waits for the batch delay
-    await emit([Sample("ahu.alarm", NOW + 100, 1.0)])  # urgent: everything queued leaves now
+    await emit([Sample("ahu.temp", t0, 21.5)])  # ordinary: waits for the batch delay
+    await emit([Sample("ahu.alarm", t0 + 100, 1.0)])  # urgent: everything queued leaves now
     (batch,) = await eventually(lambda: up.on(Up.DATA), "the urgent batch", within=20)
     assert points_in(batch.payload) == [0, 1]  # one batch, not two: the ordinary reading rode along
     task.cancel()
@@ -63,8 +65,9 @@ async def test_an_urgent_reading_leaves_at_once_with_the_ordinary_readings_queue
 
 @in_loop
 async def test_events_do_not_wait_for_the_batch_delay(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path)
-    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", NOW, 21.5)])
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", t0, 21.5)])
     d.queue.put_event_now(b"an event")
     d.sender.wake()
     await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
@@ -75,13 +78,14 @@ async def test_events_do_not_wait_for_the_batch_delay(tmp_path: Path) -> None:
 
 @in_loop
 async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path, inflight_batches=4)
     for i in range(20):  # an outage's worth of readings, one batch each, filling the window
         await d.queue.put(d.buses.table_id, 1_600_000_000_000 + i, 0, [float(i)], {})
         await d.queue.seal(1)
     d.sender.wake()
     await eventually(lambda: len(up.on(Up.DATA)) == 4, "the window to fill")
-    await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", NOW, 1.0)])
+    await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", t0, 1.0)])
     await eventually(lambda: len(up.on(Up.DATA)) == 5, "the urgent batch", within=20)
     assert points_in(up.on(Up.DATA)[-1].payload) == [1]  # the alarm, past the full window, no ack needed
     task.cancel()
@@ -90,6 +94,7 @@ async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path
 
 @in_loop
 async def test_in_report_on_change_only_a_changed_urgent_value_takes_the_lane(tmp_path: Path) -> None:
+    t0 = now_ms()
     d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
     d.queue.open()
     bus = FakeBus("ahu", ["temp", "alarm"])
@@ -100,15 +105,15 @@ async def test_in_report_on_change_only_a_changed_urgent_value_takes_the_lane(tm
     assert isinstance(up, FakeUplink)
     task = asyncio.create_task(d.sender.run())
     emit = d.buses.emitter(bus, first=0)
-    await emit([Sample("ahu.alarm", NOW, 1.0)])  # a new value: sent at once
+    await emit([Sample("ahu.alarm", t0, 1.0)])  # a new value: sent at once
     await eventually(lambda: len(up.on(Up.DATA)) == 1, "the urgent batch", within=20)
     # the same alarm again, unchanged: a span, which waits with the ordinary readings
-    await emit([Sample("ahu.temp", NOW + 1000, 21.5), Sample("ahu.alarm", NOW + 1000, 1.0)])
+    await emit([Sample("ahu.temp", t0 + 1000, 21.5), Sample("ahu.alarm", t0 + 1000, 1.0)])
     d.queue.put_event_now(b"an event")  # a wake-up that publishes what is due, and nothing else
     d.sender.wake()
     await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
     assert len(up.on(Up.DATA)) == 1 and d.queue.depth()[1] > 0  # the unchanged alarm did not seal the batch
-    await emit([Sample("ahu.alarm", NOW + 2000, 0.0)])  # changed again: the lane, with what waited
+    await emit([Sample("ahu.alarm", t0 + 2000, 0.0)])  # changed again: the lane, with what waited
     await eventually(lambda: len(up.on(Up.DATA)) == 2, "the second urgent batch", within=20)
     task.cancel()
     d.queue.close()
