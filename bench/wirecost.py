@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import struct
 import tomllib
 import zlib
@@ -26,41 +27,45 @@ from typing import Any
 import cbor2
 
 from bench.building import BuildingTrace
-from bench.workload import DEADBANDS, METERED, device_points
+from bench.workload import DEADBANDS, METERED, device_points, is_meter
 from boxconfig.report import Rule
 from boxd import grouping
 from boxd._queuesql import Group
 from boxd.onchange import OnChange
 from drivers import Quality, Sample
 from drivers.modbus._codec import _shortest_float32
+from drivers.modbus._config import ModbusPoint
 from proto import wire
 
 T0_S = 1_796_000_000.0  # a fixed wall-clock start (the trace's daily swing follows it)
 
 
-def _rule(kind: str, report: str) -> Rule:
-    """The rule `bench.gateway --report` gives a point of this type (`bench.workload`'s deadbands)."""
+def _rule(p: ModbusPoint, n: int, report: str) -> Rule:
+    """The rule `bench.gateway --report` gives the `n`th point of a device (`bench.workload`'s deadbands)."""
     if report == "poll":
         return Rule(poll=True)
     bands = {"deadband": DEADBANDS, "metered": METERED}.get(report, {})
+    kind = "meter" if "meter" in bands and is_meter(p, n) else p.type
     if kind not in bands:
         return Rule()
     table = tomllib.loads(f"r = {bands[kind]}")["r"]
     return Rule(deadband=float(table.get("deadband", 0.0)), deadband_pct=float(table.get("deadband_pct", 0.0)))
 
 
-def polls(devices: int, points: int, seconds: int, report: str, seed: int = 1) -> list[Group]:
-    """The groups boxd queues for the trace, in time order."""
+def polls(devices: int, points: int, seconds: int, report: str, seed: int = 1, jitter_ms: int = 5) -> list[Group]:
+    """The groups boxd queues for the trace, in time order; each poll's time is its slot plus a
+    latency drawn in [0, `jitter_ms`) (the bus's and the event loop's)."""
+    late = random.Random(seed)
     shape = device_points(points)
     traces = [BuildingTrace(shape, seed + d, T0_S) for d in range(devices)]
     names = [f"d{d:03d}.{p.name}" for d in range(devices) for p in shape]
     index = {n: i for i, n in enumerate(names)}
-    onchange = OnChange([_rule(p.type, report) for _ in range(devices) for p in shape])
+    onchange = OnChange([_rule(p, n, report) for _ in range(devices) for n, p in enumerate(shape)])
     out: list[Group] = []
     for k in range(seconds):
         for d in range(devices):
             t = T0_S + k + d / devices
-            ts_ms = round(t * 1000) + (k * 7 + d * 3) % 5  # a few ms of jitter: the reply's latency
+            ts_ms = round(t * 1000) + int(late.random() * jitter_ms)
             samples = []
             for p in shape:
                 v = traces[d].value(p.table, p.address, t)
@@ -159,8 +164,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--report", choices=("poll", "change", "deadband", "metered"), default="deadband")
     ap.add_argument("--batch-delay-ms", type=int, nargs="+", default=[5000, 60000])
     ap.add_argument("--breakdown", action="store_true", help="each part's bytes (by ablation)")
+    ap.add_argument("--jitter-ms", type=int, default=5, help="a poll's time is its slot plus up to this (default 5)")
     args = ap.parse_args(argv)
-    groups = polls(args.devices, args.points, args.seconds, args.report)
+    groups = polls(args.devices, args.points, args.seconds, args.report, jitter_ms=args.jitter_ms)
     polled = args.devices * args.points * args.seconds
     sent = sum(len(v) for _, _, v, _ in groups if not isinstance(v, int))
     spans = sum(isinstance(g[2], int) for g in groups)
