@@ -70,7 +70,7 @@ def _decoded(payload: bytes) -> list[tuple[int, int, str]]:
     return _flat([(b.base_ts_ms - BASE + g.dt_ms, g.first, g.unchanged or g.values, g.faults) for g in b.groups])
 
 
-@settings(max_examples=300, deadline=None)  # no timing in tests (a loaded machine)
+@settings(max_examples=200, deadline=None)  # no timing in tests (a loaded machine)
 @given(polls())
 def test_every_poll_of_every_point_comes_back_as_its_value_or_unchanged(
         polled: list[tuple[int, int, list[Reading]]]) -> None:
