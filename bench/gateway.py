@@ -61,7 +61,17 @@ from bench.measure import (
     requests_per_cycle,
 )
 from bench.simlink import SimLink, per_point
-from bench.workload import ALARM, DEADBANDS, PROBE, WORKLOADS, alarm_device, boxd_toml, layout, minimum_requests
+from bench.workload import (
+    ALARM,
+    DEADBANDS,
+    METERED,
+    PROBE,
+    WORKLOADS,
+    alarm_device,
+    boxd_toml,
+    layout,
+    minimum_requests,
+)
 from boxconfig import UplinkSettings
 from cloud.store import Store
 from drivers import PointInfo
@@ -72,7 +82,7 @@ from tests.support.wait import wait_for
 from tests.support.wan import retarget
 
 CASES: dict[str, tuple[int, int]] = {"tiny": (2, 20), "small": (10, 100), "large": (50, 200), "box500": (5, 100)}
-REPORTS = ("poll", "change", "deadband")
+REPORTS = ("poll", "change", "deadband", "metered")
 BOX = "BENCH-1"
 WARMUP_S = 2.0
 
@@ -151,14 +161,16 @@ def _sampler(tree: Tree, stop: threading.Event) -> threading.Thread:
 def report_toml(report: str) -> str:
     """The Box's `[report]` section for `--report`: nothing for "poll" (every value of every poll, the
     default), report on change for "change" (any change, as ThingsBoard's) and "deadband" (with the
-    deadbands an installer would set, `bench.workload.DEADBANDS`, on the points)."""
-    return '[report]\nmode = "change"\n\n' if report in ("change", "deadband") else ""
+    deadbands an installer would set, `bench.workload.DEADBANDS`, on the points; "metered": those of a
+    metered SIM, `bench.workload.METERED`)."""
+    return '[report]\nmode = "change"\n\n' if report in ("change", "deadband", "metered") else ""
 
 
 def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus: str | None,
              work: Path, workload: str = "counter", report: str = "poll", settings: str = "bench",
              batch_delay_ms: int | None = None, alarm_device_too: bool = True,
-             heartbeat_s: int | None = None) -> dict[str, float]:
+             heartbeat_s: int | None = None, keepalive_s: int | None = None,
+             max_batch_samples: int | None = None) -> dict[str, float]:
     """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`) with `settings`
     (`SETTINGS`: but `batch_delay_ms` when given; the alarm device with the defaults unless not
     `alarm_device_too`); returns the figures."""
@@ -167,7 +179,8 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     base = free_port_block(devices + 1)
     devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
     delay = batch_delay_ms if batch_delay_ms is not None else None if defaults else BATCH_DELAY_MS
-    uplink = "".join(f"{k} = {v}\n" for k, v in (("batch_delay_ms", delay), ("heartbeat_s", heartbeat_s))
+    uplink = "".join(f"{k} = {v}\n" for k, v in (("batch_delay_ms", delay), ("heartbeat_s", heartbeat_s),
+                                                 ("keepalive_s", keepalive_s), ("max_batch_samples", max_batch_samples))
                      if v is not None)
     uplink = f"[uplink]\n{uplink}\n" if uplink else ""
     wait_s = (delay if delay is not None else UplinkSettings().batch_delay_ms) / 1000  # a batch's longest wait
@@ -188,7 +201,8 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
                 retarget(ident.directory, cloud_ip, link.port)
                 conf = work / "box" / "boxd.toml"
                 conf.write_text(uplink + report_toml(report)
-                                + boxd_toml(devs, "127.0.0.1", interval_s, DEADBANDS if report == "deadband" else None))
+                                + boxd_toml(devs, "127.0.0.1", interval_s,
+                                            {"deadband": DEADBANDS, "metered": METERED}.get(report)))
                 # the installer's step before starting the service: it also caches the parsed file
                 checked = subprocess.run([sys.executable, "-m", "boxd.cli", "--state-dir", str(work / "box"),
                                           "--config", str(conf), "check-config"], capture_output=True, text=True)
@@ -268,7 +282,8 @@ def _run(gateway: str, case: str, pinned: bool, args: argparse.Namespace, settin
     with tempfile.TemporaryDirectory(prefix=f"bench-{gateway}-") as tmp:
         if gateway == "boxd":
             return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report,
-                            settings, args.batch_delay_ms, not args.no_alarm, args.heartbeat_s)
+                            settings, args.batch_delay_ms, not args.no_alarm, args.heartbeat_s, args.keepalive_s,
+                            args.max_batch_samples)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
@@ -304,12 +319,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", choices=REPORTS, default="poll",
                    help="poll: every value of every poll; change: each gateway's report on change (boxd's "
                         "[report] mode = \"change\", any change; ThingsBoard's ON_CHANGE_OR_REPORT_PERIOD); "
-                        "deadband: boxd's report on change with an installer's deadbands (bench.workload.DEADBANDS)")
+                        "deadband: boxd's report on change with an installer's deadbands (bench.workload.DEADBANDS); "
+                        "metered: with a metered SIM's (bench.workload.METERED)")
     p.add_argument("--settings", choices=[*SETTINGS, "both"], default="bench",
                    help=f"boxd's: bench ({BATCH_DELAY_MS} ms batch delay, the side-by-side), defaults (boxd's own, "
                         "and an urgent alarm device), or both (default %(default)s)")
     p.add_argument("--batch-delay-ms", type=int, help="boxd's batch_delay_ms instead of the settings' own")
     p.add_argument("--heartbeat-s", type=int, help="boxd's heartbeat_s instead of its default")
+    p.add_argument("--keepalive-s", type=int, help="boxd's keepalive_s instead of its default")
+    p.add_argument("--max-batch-samples", type=int, help="boxd's max_batch_samples instead of its default")
     p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
                    "batches would cut every batch delay short)")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
@@ -318,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     cases = ["small", "large"] if args.case == "both" else [args.case]
     gateways = ["boxd", "thingsboard"] if args.gateway == "both" else [args.gateway]
     pins = {"no": [False], "yes": [True], "both": [False, True]}[args.pin]
-    if args.report == "deadband" and "thingsboard" in gateways:
-        p.error("--report deadband is boxd's own (ThingsBoard's change test has no deadband): add --gateway boxd")
+    if args.report in ("deadband", "metered") and "thingsboard" in gateways:
+        p.error(f"--report {args.report} is boxd's own (ThingsBoard's change test has no deadband): add --gateway boxd")
     if "thingsboard" in gateways:
         from bench import thingsboard
 

@@ -95,19 +95,31 @@ def minimum_requests(devices: list[Device], max_gap: int = 8) -> int:
 # float32 power, humidity and pressure (more than 1 % of the value); counts, setpoints, modes and
 # states are sent on any change
 DEADBANDS: Final = {"int16": "{ deadband = 1 }", "float32": "{ deadband_pct = 1 }"}
+# a metered SIM's (docs/performance.md, "A metered SIM"): analog values beyond their noise (the trace's
+# power readings have 1 % of noise: a 1 % deadband sends half of them, 3 % the moves that matter)
+# and energy meters (0.1 kWh a count) sent every 1 kWh, as a metered trend log would (keyed "meter": the
+# trace's meter registers, `METER_INDEX`; setpoints, modes, states and alarms still on any change)
+METERED: Final = {"int16": "{ deadband = 1 }", "float32": "{ deadband_pct = 3 }", "meter": "{ deadband = 9 }"}
+
+
+def is_meter(p: ModbusPoint, n: int) -> bool:
+    """Whether the `n`th point of a device is an energy meter in the building trace (`bench.building`)."""
+    return p.type == "uint16" and not (p.table == "input" and p.address == 0) and n % 4 in (0, 1)
 
 
 def boxd_toml(devices: list[Device], host: str, interval_s: float, deadbands: Mapping[str, str] | None = None) -> str:
     """The ``[[modbus_tcp]]`` tables polling every device every `interval_s` (the alarm device
-    every `ALARM_INTERVAL_S`, its probe urgent); `deadbands`: a point's ``report`` table by its type."""
+    every `ALARM_INTERVAL_S`, its probe urgent); `deadbands`: a point's ``report`` table by its type (or
+    "meter", the building trace's energy meters)."""
     lines: list[str] = []
     for d in devices:
         alarm = d.name == ALARM
         lines += ["[[modbus_tcp]]", f"name = {toml_value(d.name)}", f"host = {toml_value(host)}",
                   f"port = {d.port}", f"poll_interval_s = {ALARM_INTERVAL_S if alarm else interval_s!r}"]
-        for p in d.points:
+        for n, p in enumerate(d.points):
             lines += ["", *point_lines(p, "modbus_tcp.points")]
-            if deadbands and p.type in deadbands:
-                lines.append(f"report = {deadbands[p.type]}")
+            key = "meter" if deadbands and "meter" in deadbands and is_meter(p, n) else p.type
+            if deadbands and key in deadbands:
+                lines.append(f"report = {deadbands[key]}")
         lines.append("")
     return "\n".join(lines)

@@ -4,8 +4,9 @@ Format (every key optional but the devices; the defaults are shown)::
 
     [uplink]
     keepalive_s = 60            # MQTT keepalive, 10..1200
-    batch_delay_ms = 5000       # how long ordinary readings wait to share a batch, 0..60000
-                                # (urgent points, events and replies never wait: docs/performance.md)
+    batch_delay_ms = 5000       # how long ordinary readings wait to share a batch, 0..900000
+                                # (urgent points, events and replies never wait: docs/performance.md;
+                                # a metered SIM's settings, up to 15 minutes: README, "On a metered SIM")
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
@@ -135,7 +136,7 @@ class BoxConfig:
 
 _UPLINK_LIMITS = {
     "keepalive_s": (10, 1200),
-    "batch_delay_ms": (0, 60000),
+    "batch_delay_ms": (0, 900_000),  # 15 minutes: a building's trend log interval (a metered SIM)
     "max_batch_samples": (1, 50000),
     "inflight_batches": (1, 256),
     "reconnect_max_s": (1, 3600),

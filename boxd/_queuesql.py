@@ -111,11 +111,11 @@ def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBa
             groups.append([first, values, rest[0] if rest else {}])
             count, last_id = count + n, row_id
     base = 0 if first_kind == "unknown" else stamps[0]
-    encoded = [wire.encode_group(ts - base if base else 0, g[0], g[1], g[2])  # type: ignore[arg-type]
-               for ts, g in zip(stamps, groups, strict=True)]
+    raw = [(ts - base if base else 0, g[0], g[1], g[2]) for ts, g in zip(stamps, groups, strict=True)]
     # the batch, its number and the removal of its groups: one transaction (a crash keeps all or none)
     seq = int(db.execute("INSERT INTO batches (n, payload) VALUES (?, x'')", (count,)).lastrowid or 0)
-    db.execute("UPDATE batches SET payload=? WHERE seq=?", (wire.encode_batch(epoch, seq, table, base, encoded), seq))
+    payload = wire.encode_batch_v2(epoch, seq, table, base, raw)  # type: ignore[arg-type]
+    db.execute("UPDATE batches SET payload=? WHERE seq=?", (payload, seq))
     db.execute("DELETE FROM pending WHERE id <= ?", (last_id,))
     return True
 

@@ -93,7 +93,7 @@ class Daemon:
                                  wake=self.sender.wake, beat_now=self._beat_now, resave=self._resave)
         self.buses = FieldBuses(self.queue, self.clock, sup, wake=self.sender.wake,
                                 in_flight=self.sender.forwarder.in_flight, publish_table=self._table_changed,
-                                urgent=self.sender.urgent,
+                                urgent=self.sender.urgent, read_at=self.sender.read_at,
                                 shape=self.cellular.shape, before_replace=self.cellular.apply)
         self.updates = UpdateAgent(state_dir, __version__, self._put_ota_event, sup,
                                    launched=os.environ.get("BOXD_LAUNCHED") == "1",

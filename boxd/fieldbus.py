@@ -80,6 +80,7 @@ class FieldBuses:
     def __init__(self, queue: Queue, clock: Clock, supervisor: Supervisor, *,
                  wake: Callable[[], None], in_flight: Callable[[], Collection[int]],
                  publish_table: Callable[[bytes], None], urgent: Callable[[], None] | None = None,
+                 read_at: Callable[[int], None] = lambda _: None,
                  shape: Callable[[config.BoxConfig], config.BoxConfig] = lambda cfg: cfg,
                  before_replace: Callable[[config.BoxConfig], Awaitable[None]] | None = None) -> None:
         self.queue = queue
@@ -98,6 +99,7 @@ class FieldBuses:
         self._supervisor = supervisor
         self._wake = wake  # the sending task: readings or an event are queued
         self._urgent = urgent or wake  # the sending task: an urgent reading is queued (send it now)
+        self._read_at = read_at  # the sending task: the oldest reading queued was read then (system clock, ms)
         self._in_flight = in_flight
         self._publish_table = publish_table
         # the modem's say (boxd.cellular): the configuration as run (slower points while saving data),
@@ -159,6 +161,8 @@ class FieldBuses:
             stored = [(clock.stored_time(ts), f, v, q) for ts, f, v, q in kept]
             # written by the queue's thread, with other buses' readings: the bus goes on once they are on disk
             written = queue.put_many(self.table_id, stored, clock.timebase())
+            if kept:
+                self._read_at(min(g[0] for g in kept))  # its batch delay runs from the reading, not from now
             # the sending task's seal is a later write of the same thread: it takes these
             if urgent and _sends_any(kept, urgent):
                 self._urgent()  # an urgent point's new value (not a span saying it is unchanged)

@@ -15,9 +15,10 @@ values would be; `proto.wire` says how it travels). A reading is sent when (`box
 - `max_age_ms` or more has passed since the last one queued (so a constant point is still sent
   now and then), or its time is before the last one's (the clock was stepped back).
 
-An unchanged run shorter than `MIN_SPAN` between two runs sent is sent too (a span there would
-cost more than its values). Otherwise a reading is unchanged: the value in force is the last one
-queued, and the cloud's copy is within the deadband of what the bus served.
+Otherwise a reading is unchanged: the value in force is the last one queued, and the cloud's copy
+is within the deadband of what the bus served. (Format 1 of the wire sent short unchanged runs
+between values too, as a span there cost more than its values; in a poll series, `proto.series`,
+an unchanged reading costs nothing, so none is sent that did not change.)
 
 The state is only ever what reached the queue: the caller `reset`s it when the queue lost
 readings (evicted, or a write failed) and a new table makes a new `OnChange`. It is kept in
@@ -31,25 +32,6 @@ from collections.abc import Sequence
 from boxconfig.report import Rule
 from boxd._queuesql import Group
 from drivers import Value
-
-MIN_SPAN = 4  # an unchanged run shorter than this, between values sent, is sent too (docs/performance.md)
-
-
-def _fill_short_gaps(send: list[bool]) -> None:
-    """Mark as sent the unchanged runs shorter than `MIN_SPAN` that lie between two runs sent: a span
-    there costs its own group and splits the values' group in two (about 10 bytes), more than a
-    few values (sending a value is always right: it is the reading)."""
-    k, n = 0, len(send)
-    while k < n:
-        if send[k]:
-            k += 1
-            continue
-        end = k
-        while end < n and not send[end]:
-            end += 1
-        if k > 0 and end < n and end - k < MIN_SPAN:
-            send[k:end] = [True] * (end - k)
-        k = end
 
 
 class OnChange:
@@ -81,8 +63,6 @@ class OnChange:
                 continue
             quality = [faults.get(k, 0) for k in range(len(values))] if faults else [0] * len(values)
             send = [self._changed(first + k, ts, v, q) for k, (v, q) in enumerate(zip(values, quality, strict=True))]
-            if any(send):
-                _fill_short_gaps(send)
             k, n = 0, len(values)
             while k < n:  # runs: sent values (their references updated), or a span
                 end = k + 1

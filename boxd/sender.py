@@ -3,9 +3,12 @@
 The I/O shell of `boxd.forwarder`: woken when readings or events are queued, when the link
 comes up or goes down and when the broker acknowledges. While connected, every wake-up
 publishes what the forwarder says at once (events, and batches already sealed); readings are
-sealed `batch_delay_ms` after the first wake-up that found them waiting (the delay is not
-restarted by the wake-ups during it), so that the readings of that time share one batch,
-unless:
+sealed `batch_delay_ms` after the oldest of them was read (`read_at`, told by the buses; the
+delay is not restarted by the readings during it), so that the readings of that time share one
+batch and none waits on the Box longer than the delay (its poll and its write to the queue are
+part of the wait, not added to it; and the sealing starts earlier by what sealing and publishing
+a batch took lately, `Lead`, at most a tenth of the delay, so that the delay is what a reading
+waits until the broker has it), unless:
 
 - an urgent reading was queued (`urgent`, from `boxd.fieldbus`): the delay ends now, what is
   queued is sealed (ordinary readings with it: one batch, not two) and the newest batch is
@@ -31,6 +34,25 @@ from boxd.link import Link
 from boxd.queue import Queue
 from proto.topics import Up
 
+LEAD_SHARE = 0.1  # the sealing starts at most this share of the batch delay early
+SEALS_MEASURED = 64  # batches whose sealing time is kept until acknowledged, at most
+
+
+class Lead:
+    """How long sealing and publishing a batch takes, until the broker acknowledges it (smoothed):
+    the sealing starts that much before the batch delay ends (pure: the caller gives the times)."""
+
+    def __init__(self) -> None:
+        self.s: float | None = None
+
+    def note(self, took_s: float) -> None:
+        """A batch sealed on time was acknowledged `took_s` after its sealing started."""
+        self.s = took_s if self.s is None else 0.75 * self.s + 0.25 * took_s
+
+    def ms(self, delay_ms: int) -> float:
+        """How early to seal, for this batch delay: at most `LEAD_SHARE` of it."""
+        return min(LEAD_SHARE * delay_ms, 1000 * self.s) if self.s is not None else 0.0
+
 
 class Sender:
     """Owns the forwarder and the ``flush`` task. The constructor does no I/O."""
@@ -45,10 +67,18 @@ class Sender:
         self._wake = asyncio.Event()
         self._urgent = False  # an urgent reading is queued: seal and send now
         self._seal_at: float | None = None  # loop time when the readings queued are sealed
+        self._oldest_ms: int | None = None  # when the oldest reading not yet sealed was read (system clock)
+        self.lead = Lead()
+        self._sealed: dict[int, float] = {}  # seq -> monotonic time its sealing started (batches sealed on time)
 
     def wake(self) -> None:
         """Something may be sent: readings or an event queued, the link up or down, the time known."""
         self._wake.set()
+
+    def read_at(self, ts_ms: int) -> None:
+        """Readings read at `ts_ms` (the system clock's ms, as the buses stamp them) are being queued."""
+        if self._oldest_ms is None or ts_ms < self._oldest_ms:
+            self._oldest_ms = ts_ms
 
     def urgent(self) -> None:
         """An urgent reading is queued: it is sealed and sent now, not after the batch delay."""
@@ -65,6 +95,9 @@ class Sender:
         acked = self.forwarder.on_puback(mid, ok, time.monotonic())
         if acked is not None and acked.kind == "batch":
             self.queue.ack(acked.ref)
+            started = self._sealed.pop(acked.ref, None)
+            if started is not None:
+                self.lead.note(time.monotonic() - started)
         elif acked is not None:
             self.queue.ack_event(acked.ref)
         self._wake.set()
@@ -76,19 +109,24 @@ class Sender:
             await self._woken()
             if not self.link.connected():
                 self._seal_at = None  # sealed once connected again
+                self._sealed.clear()  # what is in flight is sent again: its time says nothing
                 continue
             hold = self.forwarder.hold_s(time.monotonic())
             if hold > 0:
                 await asyncio.sleep(hold)
             settings = self._settings()
             if self._seal_now(loop.time(), settings.batch_delay_ms):
-                urgent, self._urgent, self._seal_at = self._urgent, False, None
-                last = self.queue.last_seq()
+                urgent, self._urgent, self._seal_at, self._oldest_ms = self._urgent, False, None, None
+                last, started, on_time = self.queue.last_seq(), time.monotonic(), not self.queue.backlog()
                 await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+                if on_time:  # not behind a backlog: its time until acknowledged is the sealing's and publishing's
+                    if len(self._sealed) >= SEALS_MEASURED:  # some were never acknowledged (evicted): start again
+                        self._sealed.clear()
+                    self._sealed.update(dict.fromkeys(range(last + 1, self.queue.last_seq() + 1), started))
                 if urgent and self.queue.last_seq() > last:
                     self.forwarder.mark_urgent(self.queue.last_seq())  # the urgent readings are the newest
             elif self._seal_at is None and self.queue.unsealed():  # fresh readings share a batch until then
-                self._seal_at = loop.time() + settings.batch_delay_ms / 1000
+                self._seal_at = loop.time() + self._wait_ms(settings.batch_delay_ms) / 1000
             self.send(settings.inflight_batches)
 
     async def _woken(self) -> None:
@@ -97,6 +135,15 @@ class Sender:
             async with asyncio.timeout_at(self._seal_at if self._seal_at is not None else None):
                 await self._wake.wait()
         self._wake.clear()
+
+    def _wait_ms(self, delay_ms: int) -> float:
+        """How much of the batch delay, less the lead, is left for the oldest reading queued (all of it
+        when its time is unknown; a clock stepped since it was read cannot make it more than that or
+        less than 0)."""
+        wait = delay_ms - self.lead.ms(delay_ms)
+        if self._oldest_ms is None:
+            return wait
+        return min(wait, max(0.0, wait - (time.time() * 1000 - self._oldest_ms)))
 
     def _seal_now(self, now: float, delay_ms: int) -> bool:
         """Whether to seal the queued readings now rather than let more join them."""

@@ -49,11 +49,13 @@ from dataclasses import dataclass
 
 import cbor2
 
-from proto import names
+from proto import names, series
 from proto.errors import WireError
 from proto.points import PointInfo, Quality, Value
 
-VERSION = 1
+VERSION = 1  # point tables, documents; data batches of Boxes before format 2
+BATCH_VERSION = 2  # data batches with poll series (`proto.series`)
+BATCH_VERSIONS = (VERSION, BATCH_VERSION)  # what the platform decodes: Boxes in the field send both
 _DEFLATE = 0x80
 MAX_PAYLOAD = 256 * 1024  # on the wire: a batch, a point table, a reply
 MAX_INFLATED = 4 * 1024 * 1024  # after inflation
@@ -105,23 +107,24 @@ class Batch:
                 yield self.base_ts_ms + g.dt_ms, g.first, g.unchanged
 
 
-def _frame(body: bytes) -> bytes:
+def _frame(body: bytes, version: int = VERSION) -> bytes:
     packed = zlib.compressobj(6, zlib.DEFLATED, -15)
     small = packed.compress(body) + packed.flush()
     if len(small) + _MIN_GAIN < len(body):
-        return bytes([VERSION | _DEFLATE]) + small
-    return bytes([VERSION]) + body
+        return bytes([version | _DEFLATE]) + small
+    return bytes([version]) + body
 
 
-def _inflate(payload: bytes, max_payload: int, max_inflated: int) -> bytes:
-    """Check the header byte and the sizes; the CBOR body, inflated when it was deflated."""
+def _inflate(payload: bytes, max_payload: int, max_inflated: int, versions: tuple[int, ...] = (VERSION,)) -> bytes:
+    """Check the header byte (its version one of `versions`) and the sizes; the CBOR body, inflated
+    when it was deflated."""
     if not payload:
         raise WireError("empty payload")
     if len(payload) > max_payload:
         raise WireError(f"payload of {len(payload)} bytes is over the {max_payload}-byte limit")
     head, body = payload[0], payload[1:]
-    if head & 0x7F != VERSION:
-        raise WireError(f"unsupported format version {head & 0x7F} (this side speaks {VERSION})")
+    if head & 0x7F not in versions:
+        raise WireError(f"unsupported format version {head & 0x7F} (this side speaks {', '.join(map(str, versions))})")
     if head & _DEFLATE:
         inflater = zlib.decompressobj(-15)
         try:
@@ -139,7 +142,8 @@ def _inflate(payload: bytes, max_payload: int, max_inflated: int) -> bytes:
 # not trust a Box any more than a Box trusts the platform): depth, then CBOR data items.
 # A batch: [epoch, seq, table, base, [[dt, first, [values], {faults}], ...]]: depth 4, at most
 # 8 items a sample (a one-value group with a fault) for MAX_POINTS samples (a span, 4 items, counts as one).
-BATCH_BOUNDS = (4, 8 * MAX_POINTS + 8)
+# Format 2's poll series nest one deeper: [..., [[dt, first, count, period, [jitter], [changes: [m, e]]]]].
+BATCH_BOUNDS = (5, 8 * MAX_POINTS + 8)
 TABLE_BOUNDS = (3, 4 * MAX_POINTS + 3)  # [table_id, [[name, unit, kind], ...]]
 DOC_BOUNDS = (5, 10_000)  # health reports, events
 
@@ -158,7 +162,7 @@ def inflated_size(payload: bytes, at_most: int = MAX_INFLATED) -> int:
             return len(zlib.decompressobj(-15).decompress(payload[1:], at_most + 1))
         except zlib.error as e:
             raise WireError(f"bad compressed data: {e}") from e
-    return min(len(_inflate(payload, MAX_PAYLOAD, MAX_INFLATED)), at_most + 1)
+    return min(len(_inflate(payload, MAX_PAYLOAD, MAX_INFLATED, BATCH_VERSIONS)), at_most + 1)
 
 
 # Tags cbor2 decodes by itself (found by trying every tag below 70000 in cbor2 6.3): all
@@ -176,7 +180,7 @@ _NO_TAGS = dict.fromkeys(_SEMANTIC_TAGS, _refuse_tag)
 
 def unframe_untrusted(
     payload: bytes, *, max_payload: int = MAX_PAYLOAD, max_inflated: int = MAX_INFLATED,
-    max_depth: int = 8, max_items: int = 10_000, text_keys: bool = True,
+    max_depth: int = 8, max_items: int = 10_000, text_keys: bool = True, versions: tuple[int, ...] = (VERSION,),
 ) -> object:
     """Decode a framed payload from a peer we do not trust (the platform's downlink).
 
@@ -192,7 +196,7 @@ def unframe_untrusted(
     Raises:
         WireError: what is wrong with the payload.
     """
-    body = _inflate(payload, max_payload, max_inflated)
+    body = _inflate(payload, max_payload, max_inflated, versions)
     _scan(body, max_depth, max_items)
     try:
         return cbor2.loads(
@@ -346,8 +350,14 @@ def encode_group(dt_ms: int, first: int, values: Sequence[Value] | int, faults: 
 def encode_batch(
     epoch: int, seq: int, table: int, base_ts_ms: int, groups: Sequence[list[object]]
 ) -> bytes:
-    """Encode a batch from groups made by `encode_group`."""
+    """Encode a format 1 batch from groups made by `encode_group` (what Boxes before format 2 send)."""
     return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, list(groups)]))
+
+
+def encode_batch_v2(epoch: int, seq: int, table: int, base_ts_ms: int, groups: Sequence[series.Raw]) -> bytes:
+    """Encode a format 2 batch: each device's polls as a poll series (`proto.series`); `groups` are
+    (dt_ms from `base_ts_ms`, first index, values or a span's count, faults), in time order."""
+    return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, series.encode(groups)]), BATCH_VERSION)
 
 
 def decode_batch(payload: bytes) -> Batch:
@@ -356,7 +366,9 @@ def decode_batch(payload: bytes) -> Batch:
     Raises:
         WireError: the payload is not a valid batch; the message says what is wrong.
     """
-    obj = unframe_untrusted(payload, max_depth=BATCH_BOUNDS[0], max_items=BATCH_BOUNDS[1], text_keys=False)
+    obj = unframe_untrusted(payload, max_depth=BATCH_BOUNDS[0], max_items=BATCH_BOUNDS[1], text_keys=False,
+                            versions=BATCH_VERSIONS)
+    v2 = payload[0] & 0x7F == BATCH_VERSION
     if not (isinstance(obj, list) and len(obj) == 5):
         raise WireError("batch must be [epoch, seq, table_id, base_ts_ms, groups]")
     epoch, seq, tid, base, raw_groups = obj
@@ -369,17 +381,23 @@ def decode_batch(payload: bytes) -> Batch:
         raise WireError("batch groups must be a list")
     groups, count = [], 0
     for n, g in enumerate(raw_groups):
-        group = _decode_group(n, g)
-        count += len(group.values) or 1  # a span counts as one
-        if count > MAX_POINTS:
-            raise WireError(f"batch holds more than {MAX_POINTS} samples")
-        groups.append(group)
+        if v2 and isinstance(g, list) and len(g) in (6, 7):  # a poll series
+            expanded = [Group(dt, first, values, faults, unchanged)
+                        for dt, first, values, faults, unchanged in series.expand(n, g, MAX_POINTS - count)]
+        else:
+            expanded = [_decode_group(n, g)]
+        for group in expanded:
+            count += len(group.values) or 1  # a span counts as one
+            if count > MAX_POINTS:
+                raise WireError(f"batch holds more than {MAX_POINTS} samples")
+        groups += expanded
     return Batch(epoch, seq, tid, base, groups)
 
 
 def _decode_group(n: int, g: object) -> Group:  # noqa: PLR0912 (one check a field)
     if not (isinstance(g, list) and len(g) in (3, 4)):
-        raise WireError(f"group {n} must be [dt_ms, first_index, values(, faults)] or [dt_ms, first_index, count]")
+        raise WireError(f"group {n} must be [dt_ms, first_index, values(, faults)] or [dt_ms, first_index, count]"
+                        " (or, in format 2, a poll series of 6 or 7 fields)")
     dt, first, values = g[0], g[1], g[2]
     if not (isinstance(dt, int) and not isinstance(dt, bool) and -(2**40) < dt < 2**40):
         raise WireError(f"group {n} dt_ms must be an integer")

@@ -7,10 +7,12 @@ A batch delay that held any of them would time the test out: a logical assertion
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from boxconfig import BoxConfig, UplinkSettings
 from boxd.daemon import Daemon
+from boxd.sender import Lead
 from drivers import Sample
 from drivers._report import Report
 from drivers.modbus import ModbusPoint, ModbusTcpDevice
@@ -30,11 +32,17 @@ async def running(tmp_path: Path, **uplink: int) -> tuple[Daemon, FakeUplink, Fa
     d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
     d.queue.open()
     bus = FakeBus("ahu", ["temp", "alarm"])
-    d.buses.use(BoxConfig(uplink=UplinkSettings(batch_delay_ms=60000, **uplink), modbus_tcp=(AHU,)), [bus])
+    d.buses.use(BoxConfig(uplink=UplinkSettings(**{"batch_delay_ms": 60000, **uplink}), modbus_tcp=(AHU,)), [bus])
     await d.link.start(load_fake(tmp_path))
     up = d.link.uplink
     assert isinstance(up, FakeUplink) and up.state.connected
     return d, up, bus, asyncio.create_task(d.sender.run())
+
+
+def now_ms() -> int:
+    """A reading's stamp now, as the buses stamp them: its batch delay runs from then (one stamped a
+    minute ago would have waited its 60 s already, and be sealed at once)."""
+    return int(time.time() * 1000)
 
 
 def points_in(payload: bytes) -> list[int]:
@@ -43,11 +51,12 @@ def points_in(payload: bytes) -> list[int]:
 
 @in_loop
 async def test_an_urgent_reading_leaves_at_once_with_the_ordinary_readings_queued(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path)
     assert d.buses.urgent == {1}  # the table index of ahu.alarm
     emit = d.buses.emitter(bus, first=0)
-    await emit([Sample("ahu.temp", 1_700_000_000_000, 21.5)])  # ordinary: waits for the batch delay
-    await emit([Sample("ahu.alarm", 1_700_000_000_100, 1.0)])  # urgent: everything queued leaves now
+    await emit([Sample("ahu.temp", t0, 21.5)])  # ordinary: waits for the batch delay
+    await emit([Sample("ahu.alarm", t0 + 100, 1.0)])  # urgent: everything queued leaves now
     (batch,) = await eventually(lambda: up.on(Up.DATA), "the urgent batch", within=20)
     assert points_in(batch.payload) == [0, 1]  # one batch, not two: the ordinary reading rode along
     task.cancel()
@@ -56,8 +65,9 @@ async def test_an_urgent_reading_leaves_at_once_with_the_ordinary_readings_queue
 
 @in_loop
 async def test_events_do_not_wait_for_the_batch_delay(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path)
-    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", 1_700_000_000_000, 21.5)])
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", t0, 21.5)])
     d.queue.put_event_now(b"an event")
     d.sender.wake()
     await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
@@ -68,13 +78,14 @@ async def test_events_do_not_wait_for_the_batch_delay(tmp_path: Path) -> None:
 
 @in_loop
 async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path) -> None:
+    t0 = now_ms()
     d, up, bus, task = await running(tmp_path, inflight_batches=4)
     for i in range(20):  # an outage's worth of readings, one batch each, filling the window
         await d.queue.put(d.buses.table_id, 1_600_000_000_000 + i, 0, [float(i)], {})
         await d.queue.seal(1)
     d.sender.wake()
     await eventually(lambda: len(up.on(Up.DATA)) == 4, "the window to fill")
-    await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", 1_700_000_000_000, 1.0)])
+    await d.buses.emitter(bus, first=0)([Sample("ahu.alarm", t0, 1.0)])
     await eventually(lambda: len(up.on(Up.DATA)) == 5, "the urgent batch", within=20)
     assert points_in(up.on(Up.DATA)[-1].payload) == [1]  # the alarm, past the full window, no ack needed
     task.cancel()
@@ -83,6 +94,7 @@ async def test_an_urgent_batch_overtakes_a_full_window_of_backlog(tmp_path: Path
 
 @in_loop
 async def test_in_report_on_change_only_a_changed_urgent_value_takes_the_lane(tmp_path: Path) -> None:
+    t0 = now_ms()
     d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
     d.queue.open()
     bus = FakeBus("ahu", ["temp", "alarm"])
@@ -93,15 +105,51 @@ async def test_in_report_on_change_only_a_changed_urgent_value_takes_the_lane(tm
     assert isinstance(up, FakeUplink)
     task = asyncio.create_task(d.sender.run())
     emit = d.buses.emitter(bus, first=0)
-    await emit([Sample("ahu.alarm", 1_700_000_000_000, 1.0)])  # a new value: sent at once
+    await emit([Sample("ahu.alarm", t0, 1.0)])  # a new value: sent at once
     await eventually(lambda: len(up.on(Up.DATA)) == 1, "the urgent batch", within=20)
     # the same alarm again, unchanged: a span, which waits with the ordinary readings
-    await emit([Sample("ahu.temp", 1_700_000_001_000, 21.5), Sample("ahu.alarm", 1_700_000_001_000, 1.0)])
+    await emit([Sample("ahu.temp", t0 + 1000, 21.5), Sample("ahu.alarm", t0 + 1000, 1.0)])
     d.queue.put_event_now(b"an event")  # a wake-up that publishes what is due, and nothing else
     d.sender.wake()
     await eventually(lambda: up.on(Up.EVENTS), "the event", within=20)
     assert len(up.on(Up.DATA)) == 1 and d.queue.depth()[1] > 0  # the unchanged alarm did not seal the batch
-    await emit([Sample("ahu.alarm", 1_700_000_002_000, 0.0)])  # changed again: the lane, with what waited
+    await emit([Sample("ahu.alarm", t0 + 2000, 0.0)])  # changed again: the lane, with what waited
     await eventually(lambda: len(up.on(Up.DATA)) == 2, "the second urgent batch", within=20)
+    task.cancel()
+    d.queue.close()
+
+
+@in_loop
+async def test_the_batch_delay_runs_from_the_reading_not_from_its_queueing(tmp_path: Path) -> None:
+    # an ordinary reading whose poll took the whole 60 s delay (a slow line, a stalled write) waited
+    # its delay already: it is sealed at once, not 60 s after it reached the queue
+    d, up, bus, task = await running(tmp_path)
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", int(time.time() * 1000) - 60_000, 21.5)])
+    (batch,) = await eventually(lambda: up.on(Up.DATA), "the batch", within=20)
+    assert points_in(batch.payload) == [0]
+    task.cancel()
+    d.queue.close()
+
+
+def test_the_lead_is_the_smoothed_time_to_the_acknowledgement_and_at_most_a_tenth_of_the_delay() -> None:
+    lead = Lead()
+    assert lead.ms(5000) == 0  # nothing measured yet: the whole delay
+    lead.note(0.080)
+    assert lead.ms(5000) == 80
+    lead.note(0.040)
+    assert round(lead.ms(5000)) == 70  # smoothed: one slow or quick batch moves it a quarter of the way
+    lead.note(100.0)
+    assert lead.ms(5000) == 500 and lead.ms(0) == 0  # never more than a tenth of the delay
+
+
+@in_loop
+async def test_sealing_starts_early_by_the_lead(tmp_path: Path) -> None:
+    # the longest delay (15 min), a lead of a tenth of it (90 s): a reading read 811 s ago is due now,
+    # not in 89 s (beyond the test's deadline)
+    d, up, bus, task = await running(tmp_path, batch_delay_ms=900_000)
+    d.sender.lead.note(90.0)
+    await d.buses.emitter(bus, first=0)([Sample("ahu.temp", int(time.time() * 1000) - 811_000, 21.5)])
+    (batch,) = await eventually(lambda: up.on(Up.DATA), "the batch", within=20)
+    assert points_in(batch.payload) == [0]
     task.cancel()
     d.queue.close()
