@@ -130,10 +130,12 @@ def test_deep_nesting(leaf: str, depth: int, opener: bytes) -> None:
     cbor2.dumps({"version": 1, "toml": "a = [" + "{}," * 1_000_000 + "]"}),  # TOML of a million tables
 ])
 def test_huge_inputs_are_refused_quickly(body: bytes) -> None:
-    start = time.monotonic()
+    # the bound is on this process's CPU (a hostile input must not cost the Box minutes), not on the wall
+    # clock, which a loaded machine (the suite's other workers) stretches without the decoder's fault
+    start = time.process_time()
     with pytest.raises(RejectedError):
         downlink.decode("config", b"\x81" + zlib.compress(body, 9)[2:-4])
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
 
 
 @PROPS
