@@ -54,6 +54,15 @@ class Image:
         return int(self.manifest["partitions"][name]["start_mib"]) * 1024 * 1024
 
     @property
+    def release(self) -> Path:
+        """The root file system alone (build/image/release/root.img): what an image update writes."""
+        return self.path.parent / "release" / "root.img"
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", self.manifest["boxd_version"]))
+
+    @property
     def dev_platform(self) -> Path | None:
         p = self.manifest.get("dev_platform")
         return Path(p) if p else None
