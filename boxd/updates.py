@@ -132,10 +132,17 @@ class UpdateAgent:
     def _image_at_start(self, missing: Callable[[], str]) -> None:
         """On a Box image: the installed release's trial is this boot, or the Box fell back from it."""
         outcome = image.boot_outcome(self.state_dir, self.running)
-        self._interrupted(outcome.deployment if outcome is not None else None)
+        request = image.requested(self.state_dir)
+        self._interrupted(outcome.deployment if outcome is not None else request[0] if request else None)
         failed = image.take_install_failure_of(self.state_dir)
         if failed is not None:  # an install resumed at boot (a power cut during the switch) that failed
             self.event(failed[0], failed[1], "failed", f"{failed[2]}; {self.running} keeps running")
+        elif request is not None:
+            # boxd restarted (the watchdog, a crash) while the installer writes the other slot: the
+            # update goes on without it; wait for its reboot or its failure as the job did
+            job = _Job(request[0], request[1], threading.Event(), switching=True)
+            self._job = job
+            self._supervisor.spawn(f"update {job.deployment}", lambda: self._await_installer(job))
         if outcome is None:
             return
         if outcome.on_trial:
@@ -310,9 +317,16 @@ class UpdateAgent:
                    f"{health_s} s, {self.running} kept to fall back to")
         await asyncio.to_thread(image.request_install, self.state_dir, job.deployment, job.version, bundle,
                                 max(10, health_s))
-        while (why := await asyncio.to_thread(image.take_install_failure, self.state_dir)) is None:  # noqa: ASYNC110 - a file of another process; the reboot ends this wait
-            await asyncio.sleep(self._install_poll_s)
-        job.switching = False
+        await self._await_installer(job)
+
+    async def _await_installer(self, job: _Job) -> None:
+        """Wait for the installer's refusal or failure (its success is a reboot, which ends this)."""
+        try:
+            while (why := await asyncio.to_thread(image.take_install_failure, self.state_dir)) is None:  # noqa: ASYNC110 - a file of another process; the reboot ends this wait
+                await asyncio.sleep(self._install_poll_s)
+        finally:
+            job.switching = False
+            self._job = None
         self.event(job.deployment, job.version, "failed", f"{why}; {self.running} keeps running")
 
     async def _download(self, job: _Job, target: str) -> Path:

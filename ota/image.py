@@ -51,6 +51,15 @@ def request_install(state_dir: Path, deployment: str, version: str, bundle: Path
                                                   "bundle": str(bundle), "trial_s": trial_s}).encode())
 
 
+def requested(state_dir: Path) -> tuple[str, str] | None:
+    """(deployment, version) of an install the installer has not finished (its request is still
+    there: it is writing the other slot, or will when it starts again at boot), else None."""
+    doc = _read(state_dir / REQUEST)
+    if doc is None:
+        return None
+    return str(doc.get("deployment", ""))[:128], str(doc.get("version", ""))[:64]
+
+
 def take_install_failure(state_dir: Path) -> str | None:
     """The installer's reason when it refused or failed (the record is removed), else None."""
     doc = _take(state_dir / FAILED)

@@ -95,6 +95,32 @@ def test_an_install_the_installer_refused_is_reported_failed_and_nothing_switche
     assert events[1].detail.startswith("the root image written is not the manifest's; 0.1.0 keeps running")
 
 
+def test_a_daemon_restarted_while_the_installer_writes_the_slot_does_not_call_the_update_failed(
+        tmp_path: Path) -> None:
+    # the update's job and the installer's request are on disk: then boxd was restarted (the watchdog
+    # of a starved machine, a crash) while the installer, another unit, went on writing the other slot
+    (tmp_path / "ota").mkdir()
+    (tmp_path / "ota" / updates.JOB_FILE).write_text(json.dumps({"deployment": "d-1", "version": "9.0.1"}))
+    image.request_install(tmp_path, "d-1", "9.0.1", tmp_path / "ota" / "downloads" / "b.tar", 120)
+    events: list[OtaEvent] = []
+    sup = Supervisor()
+    a = updates.UpdateAgent(tmp_path, "0.1.0", events.append, sup, launched=False, hardware="generic-test",
+                            on_image=True, install_poll_s=0.01)
+    a.at_start(lambda: "")
+    assert events == [] and a.past_no_return  # not failed: the installer's reboot or failure decides
+
+    async def run() -> None:
+        task = asyncio.create_task(sup.run())
+        (tmp_path / image.FAILED).write_text(json.dumps({"deployment": "d-1", "version": "9.0.1",
+                                                         "reason": "the slot could not be written"}))
+        while not events:  # noqa: ASYNC110 - the agent's job polls the installer's file
+            await asyncio.sleep(0.01)
+        task.cancel()
+    asyncio.run(run())
+    assert [(e.deployment, e.state) for e in events] == [("d-1", "failed")]
+    assert events[0].detail == "the slot could not be written; 0.1.0 keeps running" and not a.past_no_return
+
+
 def test_an_update_is_accepted_on_a_box_image(tmp_path: Path) -> None:
     events: list[OtaEvent] = []
 
