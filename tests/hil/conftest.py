@@ -42,7 +42,11 @@ def _target_files(config: pytest.Config) -> list[Path]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target_file" in metafunc.fixturenames:
         files = _target_files(metafunc.config)
-        metafunc.parametrize("target_file", files, ids=[f.stem for f in files], scope="session")
+        # each target's scenarios in one pytest-xdist worker, in file order, on its one bench; the
+        # VM's with every other test that boots the image (tests/image): one booted VM at a time
+        params = [pytest.param(f, id=f.stem, marks=pytest.mark.xdist_group("vm" if f.stem != "sim" else "hil-sim"))
+                  for f in files]
+        metafunc.parametrize("target_file", params, scope="session")
 
 
 @dataclass
