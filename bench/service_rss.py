@@ -10,7 +10,7 @@ it:
 - ``run``: the daemon alone, as on the Box image (systemd runs ``boxd run``; the boot loader
   chooses the slot);
 - ``launch``: on a generic Linux install, ``boxd launch`` (the directory-slot launcher,
-  `ota.launcher`) running the daemon of the active slot as its child.
+  `ota.launcher`), which chooses the slot and becomes its daemon (exec: one process).
 
 Once every device's data is flowing it samples, every 0.5 s for `--seconds`, each process of
 the tree: RSS now (VmRSS) and its peak (VmHWM). Printed per process and summed (the service's
@@ -70,7 +70,7 @@ def measure(mode: str, case: str, seconds: float, work: Path) -> dict[str, objec
                                      str(conf), mode], cwd=ROOT, env=env, stdout=log, stderr=log,
                                     stdin=subprocess.DEVNULL)
         expected = {d.name for d in devs}
-        wait_for(lambda: {p.partition(".")[0] for p, *_ in cloud.store.latest(BOX)} >= expected, 120,
+        wait_for(lambda: {p.partition(".")[0] for p, *_ in cloud.store.latest(BOX)} >= expected, 300,
                  "data from every device")
         tree = Tree(proc.pid)
         peak: dict[int, tuple[str, int, int]] = {}
