@@ -8,7 +8,11 @@ They run in this order on one bench per target (the VM boots once for all of the
 2. a broker restart, then a power cut during queue writes: the platform's broker goes down, the
    Box queues on its disk (every poll is a committed write), the power is cut in the middle of
    that, the broker comes back, the power comes back: every value the Box owed (the building
-   simulator's served log says which) is stored by the platform, none twice.
+   simulator's served log says which) is stored by the platform, none twice (both levels of
+   `tests/support/proofs.py`, on every target);
+3. factory image, update, rollback (targets with an image): an image release installed into the
+   other root slot boots on trial and commits; one that never becomes healthy falls back by the
+   boot loader's counting, and the Box reports why.
 """
 
 from __future__ import annotations
