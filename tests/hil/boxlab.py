@@ -68,7 +68,7 @@ class BoxVM(Resource):  # type: ignore[misc]
     """The Box image booted under QEMU (the vm target); the image is `make image`'s."""
 
     memory_mib: int = attr.ib(default=512, validator=attr.validators.instance_of(int))
-    cpus: int = attr.ib(default=2, validator=attr.validators.instance_of(int))
+    cpus: int = attr.ib(default=1, validator=attr.validators.instance_of(int))
 
 
 @target_factory.reg_resource
