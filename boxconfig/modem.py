@@ -48,8 +48,6 @@ from dataclasses import dataclass, field
 
 from boxconfig.errors import ConfigError
 from drivers.errors import show
-from drivers.modem import APN_RE
-from drivers.modem._netif import IFNAME_RE
 from proto import names
 
 PIN_FILE = names.TARGET  # a plain file name of the state directory, no path
@@ -156,6 +154,11 @@ def modem_problems(raw: object) -> list[str]:
 
 
 def _modem_values(raw: Mapping[str, object]) -> list[str]:
+    # here, not at the top: the modem's drivers (and their imports) stay out of a daemon whose
+    # configuration has no [modem] (docs/performance.md, "The whole service's memory")
+    from drivers.modem import APN_RE
+    from drivers.modem._netif import IFNAME_RE
+
     found = []
     apn = raw.get("apn")
     if apn is None:
@@ -207,13 +210,19 @@ def wan_problems(raw: object, modem_interface: str | None) -> list[str]:
         return ["[wan] must be a table"]
     found = _unknown(raw, "wan", {"prefer", *_WAN_INTS}) + _ints(raw, "wan", _WAN_INTS)
     prefer = raw.get("prefer", "")
-    if not isinstance(prefer, str) or (prefer and not IFNAME_RE.fullmatch(prefer)):
+    if not isinstance(prefer, str) or (prefer and not _ifname(prefer)):
         found.append(f"[wan] prefer {show(prefer)} is not a network interface name")
     elif prefer and modem_interface is None:
         found.append("[wan] prefer needs a [modem] to fail over to")
     elif prefer and prefer == modem_interface:
         found.append(f"[wan] prefer names the modem's own interface {prefer}")
     return found
+
+
+def _ifname(name: str) -> bool:
+    from drivers.modem._netif import IFNAME_RE  # (see _modem_values)
+
+    return bool(IFNAME_RE.fullmatch(name))
 
 
 def _unknown(raw: Mapping[str, object], section: str, known: set[str]) -> list[str]:

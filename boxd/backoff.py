@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import random
 
+_SHARED = random.Random()  # noqa: S311 - jitter, not cryptography. One for all: a Random holds 2.5 KB of state
+
+
 
 class Backoff:
     """Delays for successive retries: uniform(0, min(cap, base * 2**attempt))."""
@@ -17,7 +20,7 @@ class Backoff:
             raise ValueError("backoff needs 0 < base <= cap")
         self.base, self.cap = base, cap
         self.attempt = 0
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._rng = rng or _SHARED
 
     def next(self) -> float:
         """The delay before the next try; each call counts one more failure."""

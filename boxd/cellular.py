@@ -24,17 +24,20 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import boxconfig as config
 from boxconfig import UplinkSettings
 from boxd.clock import Clock
 from boxd.forwarder import Forwarder
 from boxd.link import Link
-from boxd.modem import ModemManagerTask
 from boxd.queue import Queue
 from boxd.supervisor import Supervisor
 from proto.modem import ModemEvent, ModemReport, WanEvent
 from trust.identity import Identity
+
+if TYPE_CHECKING:
+    from boxd.modem import ModemManagerTask
 
 log = logging.getLogger("boxd.modem")
 
@@ -107,6 +110,8 @@ class Cellular:
             self._supervisor.start("modem", self.task.run)
 
     def _make(self, cfg: config.BoxConfig) -> ModemManagerTask:
+        from boxd.modem import ModemManagerTask  # only with a [modem]: its stack stays out of the others' memory
+
         assert cfg.modem is not None
         ident = self._ident()
         assert ident is not None, "the identity is loaded before the configuration"

@@ -1,11 +1,11 @@
-"""The `boxd` command: run the daemon, launch it from its software slot (`ota.launcher`), or
-check a configuration file.
+"""The `boxd` command: run the daemon, launch it from its software slot (`ota.launcher`: choose
+the slot, then become its daemon), or check a configuration file.
 
 Errors an installer can fix (not provisioned, bad configuration, another boxd on the same
 state directory) end with one line on stderr (a configuration's problems each on a line of
 their own) and exit status 2; no traceback. One daemon per state directory: `run` and
-`launch` hold ``<state>/boxd.lock`` (a daemon started by its launcher runs under the
-launcher's lock).
+`launch` hold ``<state>/boxd.lock`` (a daemon its launcher exec'ed into keeps the launcher's
+lock: `ota.launcher.inherited_lock`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from boxd import __version__, sdnotify
 from boxd.errors import BoxdError
 from boxkit import clikit
 from boxkit.errors import AlreadyRunningError
-from boxkit.files import lock_holder, pid_lock
+from boxkit.files import pid_lock
 from trust.errors import IdentityError, TrustError
 
 DEFAULT_STATE = Path("/var/lib/boxd")
@@ -83,8 +83,8 @@ def _check_config(path: Path, state_dir: Path) -> int:
     return 0
 
 
-def _lock(state_dir: Path) -> int | None:
-    """One daemon per state directory; None when our launcher (the parent) holds the lock for us.
+def _lock(state_dir: Path) -> int:
+    """One daemon per state directory: the lock's descriptor (the launcher's, inherited across its exec).
 
     Raises:
         IdentityError: no state directory (not provisioned).
@@ -94,8 +94,11 @@ def _lock(state_dir: Path) -> int | None:
         raise IdentityError(f"this Box is not provisioned (no {state_dir}); run 'boxctl provision' "
                             "(or give --state-dir)")
     path = state_dir / LOCK_FILE
-    if os.environ.get("BOXD_LAUNCHED") == "1" and lock_holder(path) == os.getppid():
-        return None
+    from ota.launcher import inherited_lock
+
+    inherited = inherited_lock(path)
+    if inherited is not None:
+        return inherited
     try:
         return pid_lock(path)
     except AlreadyRunningError as e:
@@ -115,8 +118,10 @@ async def _run(state_dir: Path, config_path: Path) -> int:
         probation_s = float(os.environ.get("BOXD_PROBATION_S", reconfig.DEFAULT_PROBATION_S))
     except ValueError:
         probation_s = reconfig.DEFAULT_PROBATION_S
+    from ota import image
+
     daemon = Daemon(state_dir, config_path, probation_s=max(0.1, probation_s),
-                    reboot_command=os.environ.get("BOXD_REBOOT_COMMAND", ""))
+                    reboot_command=os.environ.get("BOXD_REBOOT_COMMAND", ""), release=image.release_version())
 
     task = asyncio.current_task()
     assert task is not None
@@ -133,15 +138,15 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd == "check-config":
         return _check_config(args.file or args.config, args.state_dir)
     try:
-        lock = _lock(args.state_dir)  # noqa: F841 - held for the process's life
+        lock = _lock(args.state_dir)  # held for the process's life (and across the launcher's exec)
     except (BoxdError, TrustError) as e:
         print(f"boxd: {e}", file=sys.stderr)
-        return 2
+        return _last_words(2, str(e))
     sdnotify.setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     if args.cmd == "launch":
         from ota import launcher
 
-        return launcher.main(args.state_dir, args.config, args.verbose)
+        return launcher.main(args.state_dir, args.config, args.verbose, lock)
     import asyncio  # not for the launcher, which stays small: its memory is spent on every Box
 
     from boxconfig.errors import ConfigError
@@ -152,12 +157,30 @@ def _main(argv: list[str] | None) -> int:
         if os.environ.get("JOURNAL_STREAM"):  # under systemd: in the journal with the daemon's other lines
             logging.getLogger("boxd").error("%s", e)
         print(f"boxd: {e}", file=sys.stderr)
-        return 2
+        return _last_words(2, str(e))
+
+
+def _last_words(status: int, words: str = "") -> int:
+    """A daemon of `boxd launch` tells the next launch how it ended (its trial's outcome: `ota.launcher`)."""
+    slot = os.environ.get("BOXD_SLOT", "")
+    if os.environ.get("BOXD_LAUNCHED") == "1" and slot and os.environ.get("BOXD_SOFTWARE_DIR"):
+        from ota import launcher
+
+        launcher.note_exit(Path(os.environ["BOXD_SOFTWARE_DIR"]), slot, status, f"boxd: {words}" if words else "")
+    return status
+
+
+def _main_noted(argv: list[str] | None) -> int:
+    try:
+        return _last_words(_main(argv))
+    except Exception as e:  # clikit prints it (status 70); the trial hears of it first
+        _last_words(clikit.EXIT_BUG, f"unexpected error ({type(e).__name__}: {' '.join(str(e).split())[:200]})")
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `boxd` command."""
-    return clikit.run_main("boxd", lambda: _main(argv))
+    return clikit.run_main("boxd", lambda: _main_noted(argv))
 
 
 if __name__ == "__main__":

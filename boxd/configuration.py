@@ -98,7 +98,7 @@ class Configurator:
             on_probation = self._on_probation
             previous, previous_text = self.buses.cfg, self.files.running
             try:
-                if text != self.files.running:
+                if text != previous_text:
                     self.files.install(text, keep_running=worked)
             except OSError as e:
                 log.error("configuration %d not applied: %s", push.version, e)

@@ -19,7 +19,7 @@ Owners (each a class with its own state and tasks; the logic lives in their modu
 
 Every task is the supervisor's (`boxd.supervisor`): long-lived tasks restarted when they fail,
 one-shot jobs (a probation, an update, a trial) awaited with them. A planned exit (a
-``restart`` command, an update's switch, the launcher gone) is a `Stop` raised by the task
+``restart`` command, an update's switch, an update's trial out of time) is a `Stop` raised by the task
 that decides it, handled here: the platform is told "restarting" and `exit_status` says 75.
 
 To add an owner (as the modem's was): build it in `__init__` (no I/O), start its long-lived tasks
@@ -72,8 +72,9 @@ class Daemon:
     """One Box daemon. The constructor does no I/O; `run()` runs until cancelled or a `Stop`."""
 
     def __init__(self, state_dir: Path, config_path: Path, *, probation_s: float = reconfig.DEFAULT_PROBATION_S,
-                 reboot_command: str = "", uplink: UplinkFactory = MqttUplink) -> None:
+                 reboot_command: str = "", uplink: UplinkFactory = MqttUplink, release: str | None = None) -> None:
         self.state_dir = state_dir
+        self.version = release or __version__  # on a Box image, the image release's version (`ota.image`)
         self.config_path = config_path
         self.exit_status = 0  # 75 after a `restart` command or an update: systemd or the launcher starts boxd again
         self.log_ring = LogRing()
@@ -95,9 +96,9 @@ class Daemon:
                                 in_flight=self.sender.forwarder.in_flight, publish_table=self._table_changed,
                                 urgent=self.sender.urgent, read_at=self.sender.read_at,
                                 shape=self.cellular.shape, before_replace=self.cellular.apply)
-        self.updates = UpdateAgent(state_dir, __version__, self._put_ota_event, sup,
+        self.updates = UpdateAgent(state_dir, self.version, self._put_ota_event, sup,
                                    launched=os.environ.get("BOXD_LAUNCHED") == "1",
-                                   backoff_s=_env_float("BOXD_OTA_BACKOFF_S", 2.0))
+                                   backoff_s=_env_float("BOXD_OTA_BACKOFF_S", 2.0), on_image=release is not None)
         self.commands = CommandRunner(state_dir, self.log_ring, reboot_command, renew=self.certs.renew,
                                       updates=self.updates)
         self.config = Configurator(self.files, self.buses, self.link, sup, probation_s, cellular=self.cellular)
@@ -108,7 +109,7 @@ class Daemon:
         self.health = Reporter(state_dir, link=self.link, queue=self.queue, clock=self.clock, buses=self.buses,
                                files=self.files, certs=self.certs, forwarder=self.sender.forwarder,
                                restarts=lambda: sup.stats, probation_s=probation_s,
-                               launched=self.updates.launched, cellular=self.cellular)
+                               version=self.version, cellular=self.cellular)
 
     async def run(self) -> None:
         """Load everything, start the tasks, run until cancelled or stopped, stop cleanly.
@@ -173,6 +174,7 @@ class Daemon:
             keepalive_s=settings.keepalive_s,
             backoff=Backoff(1.0, float(settings.reconnect_max_s)),
             relax_time_check=lambda: not self.clock.trusted(),
+            version=self.version,
         )
 
     def _connected(self) -> None:

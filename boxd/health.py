@@ -3,9 +3,8 @@
 `Reporter` owns three long-lived tasks: ``heartbeat`` (a health report to the platform every
 `heartbeat_s`, and at once after each connection and each new configuration, `beat_now`),
 ``watchdog`` (pings systemd's watchdog with a STATUS line) and ``runtime`` (keeps
-``<state>/run/status.json`` for ``boxctl status``, the launcher and the image's boot trial;
-stops the daemon if the launcher that started it is gone). `missing` says what keeps the
-daemon from being healthy (an update's trial commits once it is empty).
+``<state>/run/status.json`` for ``boxctl status`` and the image's boot trial). `missing` says
+what keeps the daemon from being healthy (an update's trial commits once it is empty).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from boxd import __version__, sdnotify
+from boxd import sdnotify
 from boxd.cellular import Cellular
 from boxd.certs import Certificates
 from boxd.clock import Clock
@@ -28,7 +27,7 @@ from boxd.forwarder import Forwarder
 from boxd.link import Link
 from boxd.queue import Queue
 from boxd.reconfig import ConfigFiles
-from boxd.supervisor import Stop, TaskStats
+from boxd.supervisor import TaskStats
 from boxkit import files
 from proto.topics import Up
 from proto.uplink import Health
@@ -41,14 +40,14 @@ class Reporter:
 
     def __init__(self, state_dir: Path, *, link: Link, queue: Queue, clock: Clock, buses: FieldBuses,
                  files: ConfigFiles, certs: Certificates, forwarder: Forwarder,
-                 restarts: Callable[[], Mapping[str, TaskStats]], probation_s: float, launched: bool,
-                 cellular: Cellular | None = None) -> None:
+                 restarts: Callable[[], Mapping[str, TaskStats]], probation_s: float,
+                 version: str, cellular: Cellular | None = None) -> None:
+        self.version = version  # boxd's, or on a Box image the image release's
         self.cellular = cellular
         self.state_dir = state_dir
         self.link, self.queue, self.clock, self.buses = link, queue, clock, buses
         self.files, self.certs, self.forwarder = files, certs, forwarder
         self.probation_s = probation_s
-        self.launched = launched
         self._restarts = restarts
         self._started = time.monotonic()
         self._beat_now = asyncio.Event()
@@ -79,7 +78,7 @@ class Reporter:
         q = self.queue
         return Health(
             ts_ms=self.clock.now_ms(), epoch=q.epoch, last_seq=q.last_seq(),
-            clock_ok=self.clock.trusted(), version=__version__, hb_s=self.buses.cfg.uplink.heartbeat_s,
+            clock_ok=self.clock.trusted(), version=self.version, hb_s=self.buses.cfg.uplink.heartbeat_s,
             up_s=int(time.monotonic() - self._started), oldest_seq=q.oldest_seq(),
             queue=q.samples, evicted=q.meta("evicted_total"),
             buses={s.name: dict(s.stats()) for s in self.buses.sources},
@@ -108,7 +107,7 @@ class Reporter:
             "points": len(buses.points.source_of),
             "config_version": self.files.running_version(),
             "config_sha256": self.files.digest(),
-            "version": __version__,
+            "version": self.version,
             # always (not only on an update's trial): the Box image's boot trial reads it too
             "health_missing": self.missing(),
             "modem": self.cellular.status() if self.cellular else None,
@@ -134,21 +133,13 @@ class Reporter:
             await asyncio.sleep(interval)
 
     async def runtime(self) -> None:
-        """The ``runtime`` task.
-
-        Raises:
-            Stop: the launcher that started this daemon is gone (nobody would roll back or restart it).
-        """
+        """The ``runtime`` task."""
         run = self.state_dir / "run"
         run.mkdir(parents=True, exist_ok=True)
         path = run / "status.json"
-        launcher = os.getppid() if self.launched else 0
         try:
             while True:
                 files.write_atomic(path, json.dumps(self.status()).encode(), durable=False)
-                if launcher and os.getppid() != launcher:
-                    log.error("the launcher (pid %d) is gone: stopping", launcher)
-                    raise Stop(0, "stopped", "the launcher is gone")
                 await asyncio.sleep(1.0)
         finally:
             path.unlink(missing_ok=True)

@@ -42,7 +42,8 @@ class OnChange:
         # per index, flat (the loop runs for every reading): mode poll, deadbands, maximum age
         self._poll = [r.poll for r in rules]
         self._band = [r.deadband for r in rules]
-        self._pct = [r.deadband_pct / 100 for r in rules]
+        fractions: dict[float, float] = {}  # one float object per distinct percentage, not one per point
+        self._pct = [fractions.setdefault(r.deadband_pct, r.deadband_pct / 100) for r in rules]
         self._age = [r.max_age_ms for r in rules]
         self._value: list[Value] = [None] * len(rules)
         self._quality: list[int] = [0] * len(rules)

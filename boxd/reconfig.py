@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zlib
 from pathlib import Path
 
 import boxconfig as config
@@ -62,15 +63,26 @@ class ConfigFiles:
         self.config_path = config_path
         self.last_good = state_dir / LAST_GOOD
         self.version_file = state_dir / VERSION_FILE
-        self.running = running  # the text of the configuration that runs now
         self.versions_file = state_dir / VERSIONS_FILE
-        self._digest: tuple[int, str] = (-1, "")
+        self._running = b""
+        self._digest = ""
+        self.running = running
+
+    @property
+    def running(self) -> bytes:
+        """The text of the configuration that runs now."""
+        return zlib.decompress(self._running) if self._running else b""
+
+    @running.setter
+    def running(self, text: bytes) -> None:
+        # held compressed: read only when a push or a rollback needs it, and 10,000 points of TOML
+        # are 0.8 MB as text, ~30 kB compressed (docs/performance.md, "The whole service's memory")
+        self._running = zlib.compress(text, 1) if text else b""
+        self._digest = hashlib.sha256(text).hexdigest()
 
     def digest(self) -> str:
-        """The SHA-256 (hex) of the running configuration's text (computed once per text)."""
-        if self._digest[0] != id(self.running):
-            self._digest = (id(self.running), hashlib.sha256(self.running).hexdigest())
-        return self._digest[1]
+        """The SHA-256 (hex) of the running configuration's text."""
+        return self._digest
 
     def _versions(self) -> dict[str, int]:
         try:
@@ -108,7 +120,7 @@ class ConfigFiles:
     def install(self, text: bytes, *, keep_running: bool = True) -> None:
         """Make `text` the configuration file; with `keep_running`, what ran until now becomes
         the last good one (without, the last good one stays as it was)."""
-        if keep_running and self.running:
+        if keep_running and self._running:
             write_atomic(self.last_good, self.running, 0o600)
         write_atomic(self.config_path, text, 0o600)
         self.running = text

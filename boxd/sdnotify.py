@@ -1,8 +1,12 @@
 """systemd notifications (READY, WATCHDOG, STATUS, STOPPING) and journal logging.
 
-Uses systemd-python when it is installed (on a Box); elsewhere, and when not run by
-systemd (no NOTIFY_SOCKET), every call is a no-op. Logging goes to the journal when
-stderr is connected to it (JOURNAL_STREAM), else to stderr.
+Both speak systemd's own socket protocols, which systemd documents as stable interfaces
+(sd_notify(3): a datagram of ``KEY=value`` lines to ``$NOTIFY_SOCKET``; the journal's native
+protocol, systemd.journal-fields(7) and "Native Journal Protocol": a datagram of fields to
+``/run/systemd/journal/socket``), rather than systemd-python: its C module and what it imports
+cost the resident daemon about 1 MB (docs/performance.md, "The whole service's memory"). When
+not run by systemd (no NOTIFY_SOCKET), a notification is a no-op. Logging goes to the journal
+when stderr is connected to it (JOURNAL_STREAM), else to stderr.
 
 Journal records carry boxd's structured fields beside MESSAGE and PRIORITY, so that support
 filters with ``journalctl BOX_POINT=ahu1.supply_setpoint`` rather than grep:
@@ -15,28 +19,50 @@ filters with ``journalctl BOX_POINT=ahu1.supply_setpoint`` rather than grep:
 - ``BOX_POINT``: the point a record is about (``extra={"point": name}``), when there is one.
 
 Only these, the message and the code location are sent: never a record's arguments or other
-attributes (systemd-python's own handler sends them all), so nothing reaches the journal that
-the message did not say.
+attributes, so nothing reaches the journal that the message did not say.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 import sys
+from pathlib import Path
 
-try:
-    from systemd import daemon as _sd_daemon
-    from systemd import journal as _sd_journal
-except ImportError:  # not on a Box: no systemd-python
-    _sd_daemon = None
-    _sd_journal = None
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+MAX_MESSAGE = 48 * 1024  # a record is one datagram: a longer message is cut (journald takes ~200 KiB)
+
+
+def _send(address: str, data: bytes) -> None:
+    if address.startswith("@"):  # an abstract socket (sd_notify(3))
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.sendto(data, address)
 
 
 def notify(state: str) -> None:
     """Send `state` (e.g. "READY=1") to systemd if we were started by it."""
-    if _sd_daemon is not None and os.environ.get("NOTIFY_SOCKET"):
-        _sd_daemon.notify(state)
+    address = os.environ.get("NOTIFY_SOCKET")
+    if address:
+        try:
+            _send(address, state.encode())
+        except OSError:  # systemd went away (shutdown): nothing to tell
+            pass
+
+
+def journal_datagram(fields: dict[str, str | int]) -> bytes:
+    """Fields in the journal's native protocol: ``KEY=value`` lines, or for a value with a newline
+    ``KEY``, its length (64-bit little endian) and the bytes."""
+    out = bytearray()
+    for key, value in fields.items():
+        data = str(value).encode("utf-8", "replace")
+        if b"\n" in data:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
 
 
 def watchdog_interval() -> float | None:
@@ -83,10 +109,14 @@ def journal_fields(record: logging.LogRecord) -> dict[str, str | int]:
 class JournalHandler(logging.Handler):
     """Logging records to the journal, with boxd's structured fields."""
 
+    def __init__(self, address: str = JOURNAL_SOCKET) -> None:
+        super().__init__()
+        self.address = address
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            assert _sd_journal is not None
-            _sd_journal.send(self.format(record), **journal_fields(record))
+            message = self.format(record)[:MAX_MESSAGE]
+            _send(self.address, journal_datagram({"MESSAGE": message, **journal_fields(record)}))
         except Exception:  # noqa: BLE001 - logging must never take the daemon down
             self.handleError(record)
 
@@ -95,7 +125,7 @@ def setup_logging(level: int = logging.INFO) -> None:
     """Log to the journal under systemd, to stderr elsewhere."""
     root = logging.getLogger()
     root.setLevel(level)
-    if _sd_journal is not None and os.environ.get("JOURNAL_STREAM"):
+    if os.environ.get("JOURNAL_STREAM") and Path(JOURNAL_SOCKET).exists():
         root.addHandler(JournalHandler())
     else:
         h = logging.StreamHandler(sys.stderr)

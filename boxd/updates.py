@@ -11,9 +11,14 @@ job of the supervisor, one at a time::
     installing   ota.slots.install: unpacked into releases/<version>, file by file against the
                  bundle's manifest -> "failed" on any mismatch, nothing switched
     restarting   ota.slots.switch (the point of no return), then the job raises `Stop` (75): the
-                 daemon exits and the launcher starts the new version on trial
+                 daemon exits; systemd runs `boxd launch`, which starts the new version on trial
     committed    sent by the new version once healthy (`watch_trial`, a job started by `at_start`), or
-    rolled_back  sent by the previous version, from the launcher's report
+    rolled_back  sent by the previous version, from the rollback's report (written by the version on
+                 trial at its deadline, or by the launcher when it exited before it was healthy)
+
+On a Box image (`on_image`) the unit of update is the root file system: the verified bundle is
+handed to the image's installer (`ota.image`), which writes the other slot and reboots on trial;
+the boot loader's counting and the boot check decide, and the next boot reports.
 
 ``update_abort`` stops a download (the file is removed, "aborted"); once the switch is
 under way it is "too late". Events go through the daemon's durable queue: none is lost
@@ -30,6 +35,7 @@ import json
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +43,7 @@ from pathlib import Path
 from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from boxkit.files import write_atomic
 from boxkit.machine import hardware_id
-from ota import slots
+from ota import image, slots
 from ota.errors import DownloadFailedError, OtaError
 from proto.commands import Update, UpdateAbort
 from proto.errors import RejectedError
@@ -68,11 +74,14 @@ class UpdateAgent:
 
     def __init__(self, state_dir: Path, running: str, put_event: PutEvent, supervisor: Supervisor, *,
                  launched: bool, software: Path | None = None, hardware: str | None = None,
-                 attempts: int = 5, backoff_s: float = 2.0) -> None:
+                 attempts: int = 5, backoff_s: float = 2.0, on_image: bool = False,
+                 install_poll_s: float = 1.0) -> None:
         self.state_dir = state_dir
         self.running = running
         self.sw = software or slots.software_dir(state_dir)
         self.launched = launched
+        self.on_image = on_image  # a Box image: an update writes the other root slot (ota.image)
+        self._install_poll_s = install_poll_s
         self.hardware = hardware or hardware_id()
         self._put = put_event
         self._supervisor = supervisor
@@ -102,6 +111,9 @@ class UpdateAgent:
     def at_start(self, missing: Callable[[], str]) -> None:
         """Send what the launcher left (a rollback), and note whether this version is on trial:
         then a job commits it once `missing()` says nothing is missing."""
+        if self.on_image:
+            self._image_at_start(missing)
+            return
         if not self.launched:
             return
         state = slots.load(self.sw)
@@ -110,18 +122,43 @@ class UpdateAgent:
             self.event(r.get("deployment", ""), r.get("version", ""), r.get("state", "rolled_back"),
                        r.get("detail", ""))
             slots.clear_report(self.sw)
-        self._interrupted(state)
+        self._interrupted(state.trial.deployment if state.trial is not None else None)
         if state.trial is not None and state.trial.version == state.active:
             self.trial = state.trial
             log.warning("version %s is on trial: it must be healthy within %d s or the previous version (%s) "
                         "comes back", self.running, state.trial.health_s, state.trial.previous)
             self._supervisor.spawn("update trial", lambda: self.watch_trial(missing))
 
+    def _image_at_start(self, missing: Callable[[], str]) -> None:
+        """On a Box image: the installed release's trial is this boot, or the Box fell back from it."""
+        outcome = image.boot_outcome(self.state_dir, self.running)
+        request = image.requested(self.state_dir)
+        self._interrupted(outcome.deployment if outcome is not None else request[0] if request else None)
+        failed = image.take_install_failure_of(self.state_dir)
+        if failed is not None:  # an install resumed at boot (a power cut during the switch) that failed
+            self.event(failed[0], failed[1], "failed", f"{failed[2]}; {self.running} keeps running")
+        elif request is not None:
+            # boxd restarted (the watchdog, a crash) while the installer writes the other slot: the
+            # update goes on without it; wait for its reboot or its failure as the job did
+            job = _Job(request[0], request[1], threading.Event(), switching=True)
+            self._job = job
+            self._supervisor.spawn(f"update {job.deployment}", lambda: self._await_installer(job))
+        if outcome is None:
+            return
+        if outcome.on_trial:
+            self.trial = slots.Trial(outcome.version, outcome.previous, outcome.deployment, outcome.trial_s)
+            log.warning("release %s is on trial: it must be healthy within %d s or the Box boots %s again",
+                        self.running, outcome.trial_s, outcome.previous)
+            self._supervisor.spawn("update trial", lambda: self.watch_trial(missing))
+            return
+        self.event(outcome.deployment, outcome.version, "rolled_back", outcome.reason)
+        image.end_trial(self.state_dir)
+
     @property
     def _job_file(self) -> Path:
         return self.state_dir / "ota" / JOB_FILE
 
-    def _interrupted(self, state: slots.SlotState) -> None:
+    def _interrupted(self, switched_to: str | None) -> None:
         """An update cut before its switch by a power loss or a crash: say so, clean up what it left."""
         try:
             doc = json.loads(self._job_file.read_bytes())
@@ -131,29 +168,50 @@ class UpdateAgent:
             doc = {}
         if not isinstance(doc, dict):
             doc = {}
-        switched = state.trial is not None and state.trial.deployment == doc.get("deployment")
+        switched = switched_to is not None and switched_to == doc.get("deployment")
         if not switched and isinstance(doc.get("deployment"), str) and isinstance(doc.get("version"), str):
             self.event(doc["deployment"], doc["version"], "failed",
                        "the Box restarted before the update was switched to (a power loss or a crash); "
                        "nothing installed: the update can be sent again")
         downloads = self.state_dir / "ota" / "downloads"
-        if downloads.is_dir():
+        if downloads.is_dir() and not (self.state_dir / image.REQUEST).exists():  # (else the installer's)
             for leftover in downloads.iterdir():
                 leftover.unlink(missing_ok=True)
-        slots.prune(self.sw)
+        if not self.on_image:
+            slots.prune(self.sw)
         self._job_file.unlink(missing_ok=True)
 
     async def watch_trial(self, missing: Callable[[], str]) -> None:
-        """Commit the version on trial as soon as `missing()` says nothing is missing."""
+        """Commit the version on trial as soon as `missing()` says nothing is missing.
+
+        Launched (directory slots), the daemon supervises its own trial: not healthy within its
+        ``health_s``, it goes back to the previous version itself (`ota.slots.rollback`, the reason
+        saying what was missing) and stops to be started again (`Stop`, 75): the launcher then
+        runs the previous version, which reports the rollback. On a Box image the boot check
+        (image/scripts/boot_check.py) keeps the deadline.
+
+        Raises:
+            Stop: the trial's deadline passed (launched only).
+        """
         trial = self.trial
         if trial is None:
             return
-        while missing():  # noqa: ASYNC110 - health is a condition over several parts, polled
+        deadline = time.monotonic() + trial.health_s
+        while why := missing():
+            if self.launched and not self.on_image and time.monotonic() >= deadline:
+                reason = f"version {trial.version} was not healthy within {trial.health_s} s ({why})"
+                log.error("rolling back: %s", reason)
+                await asyncio.to_thread(slots.rollback, self.sw, reason)
+                self.trial = None
+                raise Stop(RESTART_STATUS, "restarting", f"rolling back to {trial.previous}: {reason}")
             await asyncio.sleep(TRIAL_POLL_S)
         self.event(trial.deployment, trial.version, "committed",
                    f"version {trial.version} is healthy (broker connected, field buses polling); "
                    f"{trial.previous} is kept as the previous version")
-        await asyncio.to_thread(slots.commit, self.sw)
+        if self.on_image:
+            await asyncio.to_thread(image.end_trial, self.state_dir)
+        else:
+            await asyncio.to_thread(slots.commit, self.sw)
         self.trial = None
 
     # -- commands ---------------------------------------------------------------------------
@@ -166,7 +224,7 @@ class UpdateAgent:
         """
         deployment, version, target, health_s = cmd.deployment, cmd.version, cmd.target, cmd.health_s
         where = f"cmd {cmd.id} (update)"
-        if not self.launched:
+        if not self.launched and not self.on_image:
             raise RejectedError(f"{where}: this boxd was not started by 'boxd launch', so it cannot switch its "
                                 "software (image/README.md)")
         job = self._job
@@ -218,6 +276,10 @@ class UpdateAgent:
             download = await self._download(job, target)
             if job.abort.is_set():
                 raise AbortedError("aborted before installing")
+            if self.on_image:
+                bundle, download = download, None  # the installer's from now on (it removes it)
+                await self._install_image(job, bundle, health_s)
+                return
             self.event(job.deployment, job.version, "installing", f"unpacking into releases/{job.version}")
             manifest = await asyncio.to_thread(slots.install, self.sw, download, job.version, self.hardware)
             if job.abort.is_set():
@@ -245,6 +307,27 @@ class UpdateAgent:
         if switched:
             log.warning("restarting into the new version")
             raise Stop(RESTART_STATUS, "restarting", f"restarting into version {job.version}")
+
+    async def _install_image(self, job: _Job, bundle: Path, health_s: int) -> None:
+        """Hand the verified bundle to the image's installer (root): it writes the other slot and
+        reboots on trial; here, only its refusal or failure comes back (nothing switched)."""
+        job.switching = True  # the point of no return: the installer may be writing the slot now
+        self.event(job.deployment, job.version, "installing",
+                   f"writing {job.version} into the other root slot; then the Box reboots on trial for "
+                   f"{health_s} s, {self.running} kept to fall back to")
+        await asyncio.to_thread(image.request_install, self.state_dir, job.deployment, job.version, bundle,
+                                max(10, health_s))
+        await self._await_installer(job)
+
+    async def _await_installer(self, job: _Job) -> None:
+        """Wait for the installer's refusal or failure (its success is a reboot, which ends this)."""
+        try:
+            while (why := await asyncio.to_thread(image.take_install_failure, self.state_dir)) is None:  # noqa: ASYNC110 - a file of another process; the reboot ends this wait
+                await asyncio.sleep(self._install_poll_s)
+        finally:
+            job.switching = False
+            self._job = None
+        self.event(job.deployment, job.version, "failed", f"{why}; {self.running} keeps running")
 
     async def _download(self, job: _Job, target: str) -> Path:
         """Run the download as a process of its own (``python -m ota.client download``): python-tuf

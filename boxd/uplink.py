@@ -90,10 +90,10 @@ def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     return props
 
 
-def status_payload(online: bool, reason: str = "", crl: str = "") -> bytes:
+def status_payload(online: bool, reason: str = "", crl: str = "", version: str = __version__) -> bytes:
     """The retained status message (`proto.uplink.Status`): online with this version (and the digest
     of the CRL held, so that the platform sends its CRL only when it is another), or offline and why."""
-    return Status(online, int(time.time() * 1000), __version__ if online else None, reason, crl).encode()
+    return Status(online, int(time.time() * 1000), version if online else None, reason, crl).encode()
 
 
 @dataclass(slots=True)
@@ -138,7 +138,7 @@ class UplinkFactory(Protocol):
     def __call__(self, ident: Identity, *, on_connected: Callable[[], None], on_disconnected: Callable[[], None],
                  on_ack: Callable[[int, bool], None], on_message: Callable[[str, bytes], None] | None = None,
                  keepalive_s: int = 60, backoff: Backoff | None = None,
-                 relax_time_check: Callable[[], bool] = lambda: False) -> Uplink: ...
+                 relax_time_check: Callable[[], bool] = lambda: False, version: str = __version__) -> Uplink: ...
 
 
 class MqttUplink:
@@ -159,9 +159,11 @@ class MqttUplink:
         keepalive_s: int = 60,
         backoff: Backoff | None = None,
         relax_time_check: Callable[[], bool] = lambda: False,
+        version: str = __version__,
         resume: bool = True,
     ) -> None:
         self._ident = ident
+        self._version = version  # what the online status says runs (an image release's on a Box image)
         self._resume = resume  # False: every handshake a full one (bench/reconnect.py's "before")
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
@@ -338,7 +340,8 @@ class MqttUplink:
         if not (flags.session_present and self._subscribed):  # else the broker kept the subscription
             self._subscribed = False
             client.subscribe(topics.down_filter(self._ident.box_id), 1)
-        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held()), 1, True)
+        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held(), version=self._version),
+                       1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
                                self.state.resumptions + resumed)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)

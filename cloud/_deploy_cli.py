@@ -17,7 +17,7 @@ from pathlib import Path
 from boxkit import clikit
 from boxkit.machine import hardware_id
 from cloud import _out as out
-from cloud import release
+from cloud import image_release, release
 from cloud import tufrepo as repository
 from cloud.deploy import DEFAULT_BOX_TIMEOUT_S, DEFAULT_WAVES, ENDED, EndedError
 from cloud.errors import CloudError, NothingChangedError
@@ -45,6 +45,18 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Durati
     b.add_argument("--hardware", action="append", default=[], metavar="H",
                    help="a hardware id it fits (repeatable; default: this machine's)")
     b.add_argument("-o", "--output", type=Path, help="the bundle file (default: boxd-VERSION.tar.gz here)")
+    bi = clikit.subcommand(rel_sub, "build-image", "build an image release (the whole root file system, for Boxes "
+                                                   "running the Box image) from image/build.sh's root.img",
+                           ["boxcloud release build-image build/image/release/root.img --version 0.2.0",
+                            "boxcloud release build-image root.img --version 0.2.0 --boot-tries 2 -o /tmp/img.tar"],
+                           exits=exits)
+    bi.add_argument("root_img", type=Path, help="the root file system image (build/image/release/root.img)")
+    bi.add_argument("--version", required=True, help="the release's semantic version (the image's, as built with "
+                                                     "IMAGE_VERSION)")
+    bi.add_argument("--hardware", action="append", default=[], metavar="H",
+                    help="a hardware id it fits (repeatable; default: this machine's)")
+    bi.add_argument("--boot-tries", type=int, default=3, help="boots it gets to prove itself (1..5, default 3)")
+    bi.add_argument("-o", "--output", type=Path, help="the release file (default: box-image-VERSION.tar here)")
     p = clikit.subcommand(rel_sub, "publish", "sign a bundle into the TUF repository as a target (version and "
                                               "hardware from its manifest); Boxes can then be sent it with "
                                               "'deploy create'", ["boxcloud release publish /tmp/boxd-0.2.0.tar.gz"],
@@ -115,21 +127,26 @@ def cmd_release(cloud: Cloud, args: argparse.Namespace) -> int:
     """The `release` subcommands."""
     if args.release_cmd == "build":
         return _build(args.version, args.hardware, args.output)
+    if args.release_cmd == "build-image":
+        return _build_image(args.root_img, args.version, args.hardware, args.boot_tries, args.output)
     if args.release_cmd == "publish":
         if not args.bundle.is_file():
             raise CloudError(f"cannot publish {args.bundle}: no such file ('boxcloud release build' makes one)")
         try:
-            manifest = release.read_manifest(args.bundle)
+            if image_release.is_image_release(args.bundle):
+                version, hardware = image_release.read_manifest(args.bundle)
+            else:
+                manifest = release.read_manifest(args.bundle)
+                version, hardware = manifest.version, list(manifest.hardware)
         except release.ReleaseError as e:
             raise CloudError(f"cannot publish {args.bundle}: {e}") from None
         cloud.ensure_ota_repository()
         try:
             with out.waiting(f"signing {args.bundle.name} into the TUF repository"):
-                target = repository.publish_release(cloud.ota_repo, cloud.ota_keys, args.bundle, manifest.version,
-                                                    list(manifest.hardware))
+                target = repository.publish_release(cloud.ota_repo, cloud.ota_keys, args.bundle, version, hardware)
         except repository.RepositoryError as e:
             raise CloudError(str(e)) from None
-        out.line(f"Published {target.path}: version {manifest.version} for {', '.join(manifest.hardware)} "
+        out.line(f"Published {target.path}: version {version} for {', '.join(hardware)} "
                  f"({out.size(target.length)}).")
         out.line(f"Deploy it with: boxcloud deploy create {target.path} --box BOX_ID (or --tag TAG)")
         return 0
@@ -187,6 +204,26 @@ def _build(version: str, hardware: list[str], output: Path | None) -> int:
             raise CloudError(f"cannot build the bundle: {e}") from None
         shutil.move(built, out_file)
     out.line(f"Built {out_file}: boxd {version} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")
+    out.line(f"Publish it with: boxcloud release publish {out_file}")
+    return 0
+
+
+def _build_image(root_img: Path, version: str, hardware: list[str], tries: int, output: Path | None) -> int:
+    hw = hardware or [hardware_id()]
+    out_file = (output or Path(f"box-image-{version}.tar")).resolve()
+    if not root_img.is_file():
+        raise CloudError(f"cannot build an image release: no file {root_img} ('make image' makes "
+                         "build/image/release/root.img)")
+    if not out_file.parent.is_dir() or out_file.is_dir():
+        raise CloudError(f"cannot write {out_file}: give a file in an existing directory with -o")
+    with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
+        try:
+            with out.waiting(f"building the image release {version}"):
+                built = image_release.build_image(root_img, Path(tmp), version, hw, boot_tries=tries)
+        except release.ReleaseError as e:
+            raise CloudError(f"cannot build the image release: {e}") from None
+        shutil.move(built, out_file)
+    out.line(f"Built {out_file}: the Box image {version} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")
     out.line(f"Publish it with: boxcloud release publish {out_file}")
     return 0
 

@@ -44,7 +44,7 @@ ROOT_B_UUID=e0189d88-8616-4eac-bef0-36a1981ff170
 DATA_UUID=f16aa2b0-076f-44de-982b-8943bfbf098f
 ESP_MIB=128
 ROOT_MIB=640
-DATA_MIB=256
+DATA_MIB=512  # the queue, the journal (64 MiB at most) and a downloaded image release (~140 MiB)
 ESP_TYPE=c12a7328-f81f-11d2-ba4b-00a0c93ec93b
 VAR_TYPE=4d21b016-b534-45c2-a9fb-5c16e091fd2d
 case $ARCH in
@@ -189,6 +189,11 @@ make_tree() {  # $1: base tarball, $2: wheel directory, $3: CA, $4: TUF root
     install -D -m 0444 "$3" "$ROOTFS/usr/share/boxd/platform-ca.crt"
     install -D -m 0444 "$4" "$ROOTFS/usr/share/boxd/tuf-root.json"
     install -m 0755 -t "$ROOTFS/usr/libexec/boxd" "$HERE"/scripts/*.py
+    # what the installer of an image update needs (image/scripts/install.py): the slots' partitions,
+    # the kernel's command line, and the version of this release (boxd reports it as its own)
+    printf '{"layout": %s, "cmdline": "%s", "partitions": {"root-a": {"partuuid": "%s", "size_mib": %s}, "root-b": {"partuuid": "%s", "size_mib": %s}}}\n' \
+        "$LAYOUT_VERSION" "$CMDLINE" "$ROOT_A_UUID" "$ROOT_MIB" "$ROOT_B_UUID" "$ROOT_MIB" > "$ROOTFS/usr/share/boxd/layout.json"
+    printf '{"version": "%s"}\n' "$IMAGE_VERSION" > "$ROOTFS/usr/share/boxd/release.json"
     cat > "$ROOTFS/etc/fstab" <<EOF
 # The root file system (slot A or B) is mounted read-only by the initramfs: root=PARTUUID=... ro,
 # from the boot entry. The data partition is /var: boxd's state and queue, the configuration
@@ -208,7 +213,7 @@ EOF
     local out
     out=$(systemd-sysusers --root="$ROOTFS" 2>&1) || die "systemd-sysusers: $out"
     local sc=(systemctl --root="$ROOTFS" --quiet)
-    "${sc[@]}" enable boxd.service boxd-enroll.service boxd-boot-check.service box-selftest.service \
+    "${sc[@]}" enable boxd.service boxd-enroll.service boxd-boot-check.service box-selftest.service boxd-install.path \
         nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service
     # no login anywhere (console, serial, virtual terminals), no first-boot questions on the console,
     # no package maintenance on a read-only root, no bootloader update behind the A/B scheme's back
@@ -269,7 +274,7 @@ console-mode keep
 EOF
     # the factory boots slot A; slot B holds the same release and has no entry until an update
     # installs one (with a boot counter: box-b+3.conf; image/README.md)
-    entry a "$BOXD_VERSION" > "$esp/loader/entries/box-a.conf"
+    entry a "$IMAGE_VERSION" > "$esp/loader/entries/box-a.conf"
     find "$esp" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
     rm -f "$1"
     mkfs.vfat -C -F 32 -n ESP -i 3873ae03 --invariant "$1" $((ESP_MIB * 1024)) >/dev/null
@@ -313,6 +318,8 @@ EOF
  "layout": $LAYOUT_VERSION,
  "arch": "$ARCH",
  "boxd_version": "$BOXD_VERSION",
+ "version": "$IMAGE_VERSION",
+ "release": "$OUT/release/root.img",
  "kernel": "$KVER",
  "cmdline": "$CMDLINE",
  "source_date_epoch": $SOURCE_DATE_EPOCH,
@@ -340,6 +347,7 @@ flock 9  # one build at a time per cache (several worktrees may share it)
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$TREE" log -1 --format=%ct 2>/dev/null || date +%s)}
 export SOURCE_DATE_EPOCH
 BOXD_VERSION=$("$PY" -c 'import boxd; print(boxd.__version__)')
+IMAGE_VERSION=${IMAGE_VERSION:-$BOXD_VERSION}  # the release's version (its boot entry's, what boxd reports)
 read -r CA_FILE TUF_FILE < <(trust)
 DEV_PLATFORM=""
 [ -n "${PLATFORM_CA:-}" ] || DEV_PLATFORM=$CACHE/dev-platform
@@ -347,11 +355,11 @@ DEV_PLATFORM=""
 # the image's key: everything it is made of
 KEY=$( {
     cat "$0" "$HERE/packages.txt" "$HERE/requirements.txt" "$CA_FILE" "$TUF_FILE"
-    echo "$ARCH $SOURCE_DATE_EPOCH"
+    echo "$ARCH $SOURCE_DATE_EPOCH $IMAGE_VERSION"
     cd "$TREE" && git ls-files -z --cached --others --exclude-standard -- proto boxkit trust drivers boxconfig boxd ota provisioning image setup.cfg pyproject.toml \
         | xargs -0 sha256sum 2>/dev/null
 } | digest)
-if [ -f "$OUT/box.img" ] && grep -q "\"key\": \"$KEY\"" "$OUT/box.json" 2>/dev/null; then
+if [ -f "$OUT/box.img" ] && [ -f "$OUT/release/root.img" ] && grep -q "\"key\": \"$KEY\"" "$OUT/box.json" 2>/dev/null; then
     log "$OUT/box.img is up to date ($KEY)"
     exit 0
 fi
@@ -381,5 +389,9 @@ make_esp "$WORK/esp.img"
 DISK_S=$(elapsed "$T2")
 assemble "$OUT/box.img.tmp"
 mv "$OUT/box.img.tmp" "$OUT/box.img"
+# the release artefact: the root file system alone, what an update writes into the other slot
+# (`boxcloud release build-image` makes a TUF target of it; image/README.md, "Updates")
+mkdir -p "$OUT/release" && cp --sparse=always "$WORK/root.img" "$OUT/release/root.img.tmp"
+mv "$OUT/release/root.img.tmp" "$OUT/release/root.img"
 mv "$OUT/box.json.tmp" "$OUT/box.json"
 log "built $OUT/box.img in $(elapsed "$T0") s (key $KEY; base $BASE_S s, tree $TREE_S s, disk $DISK_S s)"

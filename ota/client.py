@@ -319,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
 
     abort = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: abort.set())
+    # python-tuf stages a target in a temporary file before it checks and copies it: on the Box's
+    # data partition beside the download, not in /tmp (a small tmpfs on the Box image: an image
+    # release would not fit). Unlinked at once: nothing is left behind.
+    import tempfile
+    tempfile.tempdir = str(_dirs(args.state_dir)[2])
     try:
         release, path = download(args.state_dir, args.base_url, args.running, args.hardware, args.target,
                                  abort=abort, progress=lambda done, total: say({"progress": [done, total]}),

@@ -1,122 +1,85 @@
-"""`boxd launch`: run the active software slot, and take it back when a new one fails its trial.
+"""`boxd launch`: choose the software slot to run, then become its daemon.
 
-The launcher belongs to the factory software and is never replaced by an update (on a Box
-image, the bootloader plays this part: image/README.md). It runs ``python -m boxd.cli run``
-from the active release (``releases/<version>`` first on the import path, `ota.slots`) as
-its child and relays the child's output. Under systemd it is the service's main process
-(``NotifyAccess=all``: the daemon, its child, sends READY and the watchdog pings).
+A step, not a resident process: it reads the slots (`ota.slots`), decides which release runs,
+counts a start of a trial, and replaces itself (``os.execve``, the same pid) with
+``python -m boxd.cli run`` of that release (``releases/<version>`` first on the import path).
+The service is then one process and one Python interpreter, as on the Box image (where the boot
+loader chooses the slot): systemd's main process is the daemon itself (``NotifyAccess=main``),
+and systemd's ``Restart=`` runs this step again whenever the daemon exits (image/boxd.service).
+The launcher belongs to the factory software and is never replaced by an update.
 
-A version on trial (just switched to by an update) must commit itself within its
-``health_s`` (the daemon does once it is connected to the broker and every field bus has
-polled: `boxd.daemon`). The launcher rolls back to the previous version when:
+A version on trial (just switched to by an update) proves itself within its ``health_s``: the
+daemon supervises its own trial (`boxd.updates`): it commits once healthy, or at the deadline
+writes the rollback, saying what it still lacked, and exits to be started again. Here, before
+each start, the previous version comes back when:
 
-- the deadline passes without a commit (the child is stopped; the reason says what the
-  daemon still lacked, from its ``run/status.json``);
-- the child exits before it committed (the reason quotes its last output line);
-- the trial has been started `ota.slots.MAX_STARTS` times without a commit (power cuts or
-  the launcher itself killed during the trial).
+- the trial's last start was in this boot and did not end in a planned stop: the daemon exited
+  before it was healthy (its last words, written by `note_exit`, are the reason: a start error,
+  a bug), or died without a word (killed, a crash in C, the watchdog);
+- the trial has been started `ota.slots.MAX_STARTS` times in other boots without a commit
+  (power cuts during the trial);
+- the release on trial is damaged on disk (a damaged committed release: the factory software).
 
-The previous version's daemon then reports the rollback to the platform. Outside a trial
-the child is restarted when it exits: at once for status 75 (a restart asked for, e.g. to
-switch to a new version), otherwise after a growing delay. SIGTERM/SIGINT are passed on
-to the child and the launcher exits with its status.
+The previous version's daemon then reports the rollback to the platform.
 """
 
 from __future__ import annotations
 
-import collections
-import json
 import logging
 import os
-import signal
-import subprocess
 import sys
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
-from types import FrameType
-from typing import IO
 
+from boxkit.files import lock_holder
 from ota import slots
-from ota.bundle import verify
 from ota.errors import BundleError
 
 log = logging.getLogger("boxd.launch")
 
-RESTART_STATUS = 75
-STOP_GRACE_S = 15.0
-BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-STABLE_S = 60.0  # a child that ran this long resets the restart delay
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+STOPPED = "stopped"  # `Trial.ended` of a planned stop (systemctl stop, a restart command): not a failure
+LOCK_FD = "BOXD_LOCK_FD"  # the state directory's lock, held across the exec
+
+
+def boot_id() -> str:
+    """This boot's id (a start in another boot is a power cut's or a reboot's, not a crash's)."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
 
 
 class Launcher:
-    """One launcher; `run` returns the exit status of the last child when stopped."""
+    """One launch: `prepare` chooses the slot (and writes what it decided); `exec` becomes its daemon."""
 
     def __init__(self, state_dir: Path, config_path: Path, *, verbose: bool = False,
-                 software: Path | None = None) -> None:
+                 software: Path | None = None, boot: str | None = None) -> None:
         self.state_dir = state_dir.resolve()
         self.config_path = config_path.resolve()
         self.sw = (software or slots.software_dir(self.state_dir)).resolve()
         self.verbose = verbose
-        self._stopping = threading.Event()
-        self._child: subprocess.Popen[bytes] | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=8)
-
-    # -- signals ------------------------------------------------------------------------
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._stopping.set()
-        child = self._child
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-            timer = threading.Timer(STOP_GRACE_S, self._kill_if_alive, (child,))
-            timer.daemon = True
-            timer.start()
-
-    @staticmethod
-    def _kill_if_alive(child: subprocess.Popen[bytes]) -> None:
-        """A daemon that did not stop within `STOP_GRACE_S` of SIGTERM is killed (its queue is durable)."""
-        if child.poll() is None:
-            log.error("boxd did not stop within %.0f s: killing it", STOP_GRACE_S)
-            child.kill()
-
-    def run(self) -> int:
-        """Run children until stopped."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        failures = 0
-        status = 0
-        while not self._stopping.is_set():
-            state = self._prepare()
-            started = time.monotonic()
-            status = self._run_once(state)
-            if self._stopping.is_set():
-                break
-            if status == RESTART_STATUS:
-                failures = 0
-                continue
-            failures = 0 if time.monotonic() - started > STABLE_S else failures + 1
-            if failures:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
-                log.warning("boxd exited with status %d; starting it again in %.0f s", status, delay)
-                self._stopping.wait(delay)
-        return status
-
-    # -- one start ------------------------------------------------------------------------
+        self.boot = boot
 
     def _prepare(self) -> slots.SlotState:
-        """The slot to start, after a rollback if the trial is used up or its release is broken."""
+        """The slot to start, after a rollback if the trial failed or its release is broken."""
+        boot = self.boot if self.boot is not None else boot_id()
         state = slots.load(self.sw)
         for problem in state.problems:
             log.error("%s", problem)
         for name in slots.prune(self.sw):
             log.info("removed the release %s (neither active nor previous)", name)
         trial = state.trial
+        if trial is not None and trial.starts and boot and trial.boot == boot and trial.ended != STOPPED:
+            return self._rollback(f"version {trial.version} {trial.ended}" if trial.ended else
+                                  f"version {trial.version} stopped before it was healthy without saying why "
+                                  "(killed, a crash, or the watchdog: see the journal)")
         if trial is not None and trial.starts >= slots.MAX_STARTS:
             return self._rollback(f"version {trial.version} was started {trial.starts} times without "
                                   f"becoming healthy")
         if state.active != slots.FACTORY:
+            from ota.bundle import verify  # (here: the daemon takes `inherited_lock` from this module)
+
             try:
                 verify(slots.release_dir(self.sw, state.active))
             except BundleError as e:
@@ -126,7 +89,7 @@ class Launcher:
                 state = slots.SlotState()
                 slots.save(self.sw, state)
         if trial is not None:
-            state = replace(state, trial=replace(trial, starts=trial.starts + 1))
+            state = replace(state, trial=replace(trial, starts=trial.starts + 1, boot=boot, ended=""))
             slots.save(self.sw, state)
         return state
 
@@ -134,7 +97,8 @@ class Launcher:
         log.error("rolling back: %s", reason)
         return slots.rollback(self.sw, reason)
 
-    def _command(self, state: slots.SlotState) -> tuple[list[str], dict[str, str], Path]:
+    def command(self, state: slots.SlotState) -> tuple[list[str], dict[str, str], Path]:
+        """The daemon of the chosen slot: its argv, environment and working directory."""
         if state.active == slots.FACTORY:
             home = Path(__file__).resolve().parent.parent  # the launcher's own packages
         else:
@@ -147,86 +111,59 @@ class Launcher:
                 "--config", str(self.config_path), *(["-v"] if self.verbose else []), "run"]
         return argv, env, home
 
-    def _run_once(self, state: slots.SlotState) -> int:
-        argv, env, home = self._command(state)
+    def exec(self, lock_fd: int) -> int:
+        """Choose the slot and become its daemon (returns only when that cannot start: status 1)."""
+        state = self._prepare()
+        argv, env, home = self.command(state)
         trial = state.trial
         log.info("starting boxd %s%s", state.active,
                  f" on trial (start {trial.starts} of {slots.MAX_STARTS}, {trial.health_s} s to become healthy)"
                  if trial else "")
-        self._tail.clear()
+        os.set_inheritable(lock_fd, True)  # one daemon per state directory, with no gap at the exec
+        env[LOCK_FD] = str(lock_fd)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
         try:
-            child = subprocess.Popen(argv, env=env, cwd=home, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            os.chdir(home)
+            os.execve(argv[0], argv, env)  # noqa: S606 - the daemon of the chosen slot, no shell
         except OSError as e:
             log.error("cannot start boxd %s: %s", state.active, e)
             if trial is not None:
-                self._rollback(f"version {trial.version} could not be started: {e}")
-            return 1
-        self._child = child
-        if self._stopping.is_set():  # the stop came while it was being started
-            child.terminate()
-        relay = threading.Thread(target=self._relay, args=(child.stderr,), daemon=True)
-        relay.start()
-        try:
-            if trial is not None:
-                return self._run_trial(child, trial)
-            return child.wait()
-        finally:
-            relay.join(5)
-            self._child = None
+                note_exit(self.sw, state.active, 1, f"could not be started: {e}")
+        return 1
 
-    def _run_trial(self, child: subprocess.Popen[bytes], trial: slots.Trial) -> int:
-        try:
-            status = child.wait(timeout=trial.health_s)
-        except subprocess.TimeoutExpired:
-            if not self._still_on_trial(trial):  # committed in time: it simply runs on
-                return child.wait()
-            missing = self._what_was_missing()
-            self._stop(child)
-            self._rollback(f"version {trial.version} was not healthy within {trial.health_s} s{missing}")
-            return RESTART_STATUS
-        if not self._still_on_trial(trial) or self._stopping.is_set():
-            return status  # committed (and perhaps restarting into a newer version), or stopped
-        last = f": {self._tail[-1]}" if self._tail else ""
-        self._rollback(f"version {trial.version} exited with status {status} before it was healthy{last}")
-        return RESTART_STATUS
 
-    def _still_on_trial(self, trial: slots.Trial) -> bool:
-        now = slots.load(self.sw).trial
-        return now is not None and now.version == trial.version and now.since == trial.since
+def inherited_lock(path: Path) -> int | None:
+    """The state directory's lock when this process is a daemon its launcher exec'ed into (the
+    descriptor is held across the exec, the file names this pid); else None."""
+    raw = os.environ.get(LOCK_FD, "")
+    if os.environ.get("BOXD_LAUNCHED") != "1" or not raw.isdigit() or lock_holder(path) != os.getpid():
+        return None
+    fd = int(raw)
+    try:
+        os.fstat(fd)
+    except OSError:
+        return None
+    os.set_inheritable(fd, False)  # not for the daemon's own children
+    return fd
 
-    def _what_was_missing(self) -> str:
-        try:
-            doc = json.loads((self.state_dir / "run" / "status.json").read_text())
-        except (OSError, ValueError):
-            return " (the daemon never reported its status)"
-        missing = doc.get("health_missing") if isinstance(doc, dict) else None
-        return f" ({missing})" if isinstance(missing, str) and missing else ""
 
-    def _stop(self, child: subprocess.Popen[bytes]) -> None:
-        child.terminate()
-        try:
-            child.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-    def _relay(self, stream: IO[bytes] | None) -> None:
-        """Pass the child's stderr on (to the journal), keeping its last lines for a rollback report."""
-        if stream is None:
+def note_exit(sw: Path, version: str, status: int, words: str) -> None:
+    """A launched daemon's last words as it exits, kept in its trial (if `version` is on trial) for the
+    next launch: a planned stop (status 0 or 75) is a start like any other; any other status ends the
+    trial there (the next launch rolls back, saying this)."""
+    try:
+        state = slots.load(sw)
+        trial = state.trial
+        if trial is None or trial.version != version or state.problems:
             return
-        out = sys.stderr.buffer
-        for line in iter(stream.readline, b""):
-            try:
-                out.write(line)
-                out.flush()
-            except (OSError, ValueError):
-                pass
-            text = line.decode("utf-8", "replace").strip()
-            if text:
-                self._tail.append(text[-300:])
-        stream.close()
+        ended = STOPPED if status in (0, slots.RESTART_STATUS) else \
+            f"exited with status {status} before it was healthy{f': {words[-300:]}' if words else ''}"
+        slots.save(sw, replace(state, trial=replace(trial, ended=ended)))
+    except OSError as e:  # the daemon is on its way out: say it, do not fail its exit
+        log.error("cannot note the exit in %s: %s", sw, e)
 
 
-def main(state_dir: Path, config_path: Path, verbose: bool) -> int:
+def main(state_dir: Path, config_path: Path, verbose: bool, lock_fd: int) -> int:
     """`boxd launch`."""
-    return Launcher(state_dir, config_path, verbose=verbose).run()
+    return Launcher(state_dir, config_path, verbose=verbose).exec(lock_fd)

@@ -14,8 +14,8 @@ one (A and B). Every change of ``slot.json`` is a write to a temporary file, fsy
 fsync of the directory: after a power cut it is the old state or the new, never a mix.
 
 The update sequence: `install` (unpack into ``releases/<version>``), `switch` (the new
-version becomes active, on trial), restart; the new daemon `commit`\\ s once healthy, or the
-launcher `rollback`\\ s (deadline passed, exited before healthy, too many starts). A
+version becomes active, on trial), restart; the new daemon `commit`\\ s once healthy, or
+`rollback`\\ s at its deadline, or the launcher does (exited before healthy, too many starts). A
 rollback leaves a `report` for the previous version's daemon to send to the platform.
 
 Only one process writes ``slot.json`` at a time: the launcher while no daemon runs, the
@@ -31,17 +31,21 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from boxkit.files import fsync_dir, write_atomic
-from ota.bundle import Manifest, extract, verify
 from ota.errors import BundleError, SlotError
 from proto import names
+
+if TYPE_CHECKING:
+    from proto.release import Manifest
 
 log = logging.getLogger("boxd.ota")
 
 FACTORY = "factory"
 SLOT_FILE = "slot.json"
-MAX_STARTS = 3  # starts on trial without a commit (power cuts, watchdog kills) before a rollback
+MAX_STARTS = 3  # starts on trial, each in another boot, without a commit (power cuts) before a rollback
+RESTART_STATUS = 75  # a daemon's planned exit to be started again (`boxd.supervisor`)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Trial:
     health_s: int
     starts: int = 0
     since: float = 0.0  # wall time of the switch
+    boot: str = ""  # the boot id of the last start (`ota.launcher`)
+    ended: str = ""  # how the last start ended: "" (running, or died without a word), "stopped", or why
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,8 @@ def install(sw: Path, bundle: Path, version: str, hardware: str) -> Manifest:
         SlotError: the bundle is not the announced version, not for this hardware, damaged, or
             the version is the one running.
     """
+    from ota.bundle import extract  # gzip and tarfile: only while an update installs (not resident)
+
     state = load(sw)
     if version == state.active:
         raise SlotError(f"version {version} is the one running")
@@ -150,6 +158,8 @@ def switch(sw: Path, version: str, deployment: str, health_s: int) -> SlotState:
     Raises:
         SlotError: the release is not installed (or fails its check).
     """
+    from ota.bundle import verify
+
     try:
         verify(release_dir(sw, version))
     except BundleError as e:

@@ -239,9 +239,11 @@ def _parse_point(raw: object, index: int, device_where: str) -> ModbusPoint:
     return ModbusPoint(
         name=sys.intern(req(raw, "name", where, as_str)),  # devices alike repeat their point names
         address=req(raw, "address", where, as_int),
-        table=table,
-        type=kind,
-        unit=opt(raw, "unit", where, as_str, ""),
+        # one string object for each table, type and unit, however many points repeat them (memory
+        # at 10,000 points: docs/performance.md, "The whole service's memory")
+        table=cast(Table, sys.intern(table)),
+        type=cast(DataType, sys.intern(kind)),
+        unit=sys.intern(opt(raw, "unit", where, as_str, "")),
         scale=opt(raw, "scale", where, as_float, 1.0),
         offset=opt(raw, "offset", where, as_float, 0.0),
         byte_order=opt(raw, "byte_order", where, _order, None),

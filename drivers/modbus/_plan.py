@@ -143,7 +143,9 @@ class ReadPlanner:
         self.max_gap = max_gap
         self.max_registers = max_registers
         self.max_bits = max_bits
-        self._cache: dict[frozenset[int], tuple[ReadRequest, ...]] = {}
+        # keyed by the sorted indexes: a tuple is a fifth of a frozenset's size (a device of 200 points
+        # keeps one or two plans: docs/performance.md, "The whole service's memory")
+        self._cache: dict[tuple[int, ...], tuple[ReadRequest, ...]] = {}
         self._largest = {
             bits: max((p.size for p in points if (p.table in BIT_TABLES) == bits), default=1)
             for bits in (False, True)
@@ -151,12 +153,12 @@ class ReadPlanner:
 
     def plan(self, indexes: Iterable[int]) -> tuple[ReadRequest, ...]:
         """The requests that read these points (cached until a limit changes)."""
-        key = frozenset(indexes)
+        key = tuple(sorted(set(indexes)))
         plan = self._cache.get(key)
         if plan is None:
             plan = plan_reads(
                 self.points, max_gap=self.max_gap, max_registers=self.max_registers,
-                max_bits=self.max_bits, only=key,
+                max_bits=self.max_bits, only=frozenset(key),
             )
             self._cache[key] = plan
         return plan

@@ -15,6 +15,7 @@ request: a bit point in the same word as a requested one counts as served. No la
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from drivers._types import Value
@@ -33,6 +34,7 @@ class Served:
     unit: int
     key: tuple[int, int, int]  # (function code, address, count)
     values: tuple[tuple[str, Value], ...]  # ("<device>.<point>", value) of each point covered
+    at_ms: int = 0  # when it was answered (this machine's wall clock), for a loss's report
 
 
 class ServedLog:
@@ -59,7 +61,7 @@ class ServedLog:
             for lo, hi, name, _ in self._index.get((unit, table), ())
             if address <= lo and hi <= end
         )
-        served = Served(self.life, unit, (function_code, address, count), values)
+        served = Served(self.life, unit, (function_code, address, count), values, time.time_ns() // 1_000_000)
         with self._lock:
             self._reads.append(served)
 

@@ -1,59 +1,191 @@
-"""The HIL target: which parts are real and which are simulated (see tests/hil/README.md)."""
+"""The HIL bench of one labgrid target: the target, the platform, the building, the Box's id.
+
+`hil` is parametrized by target file: by default the sim and vm targets (targets/sim.yaml,
+targets/vm.yaml), one after the other, each set up once for all the scenarios; with ``LG_ENV``
+(labgrid's variable) or ``--lg-env``, that target only (a lab bench: targets/lab.example.yaml).
+A scenario asks for the features it needs (`Hil.need`): a target without them skips it, saying
+which. The target's kind (sim, vm, lab) decides how the suite sets the Box up; the scenarios then
+act only through the strategy (power), the platform and the building.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import yaml
+from labgrid import Environment
+from labgrid.protocol import PowerProtocol
 
+from cloud.platform import Cloud
+from drivers import Quality
+from tests.hil.boxlab import BoxStrategy, BoxVmPowerDriver, LocalBoxPowerDriver
+from tests.support import boximage, boxvm
+from tests.support.cloudkit import make_cloud
 from tests.support.simthread import SimThread
+from tests.support.wait import free_port
 
 TARGETS = Path(__file__).parent / "targets"
+UPLINK = "[uplink]\nbatch_delay_ms = 50\nreconnect_max_s = 1\n\n"
 
 
-@dataclass(frozen=True)
-class Target:
+def _target_files(config: pytest.Config) -> list[Path]:
+    chosen = config.getoption("lg_env", default=None) or os.environ.get("LG_ENV")
+    return [Path(chosen)] if chosen else [TARGETS / "sim.yaml", TARGETS / "vm.yaml"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target_file" in metafunc.fixturenames:
+        files = _target_files(metafunc.config)
+        # each target's scenarios in one pytest-xdist worker, in file order, on its one bench; the
+        # VM's with every other test that boots the image (tests/image): one booted VM at a time
+        params = [pytest.param(f, id=f.stem, marks=pytest.mark.xdist_group("vm" if f.stem != "sim" else "hil-sim"))
+                  for f in files]
+        metafunc.parametrize("target_file", params, scope="session")
+
+
+@dataclass
+class Hil:
+    """One target's bench, shared by the scenarios (in file order)."""
+
+    kind: str  # sim | vm | lab
     name: str
-    box_mode: str
-    cloud_mode: str
-    modbus_mode: str
-    points_file: Path | None
+    features: set[str]
+    strategy: BoxStrategy
+    power: PowerProtocol
+    cloud: Cloud
+    box_id: str
+    building: SimThread | None
+    devices: str  # the [[modbus_tcp]] tables the Box is configured with
+    console: Callable[[], str] = lambda: ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def need(self, *features: str) -> None:
+        missing = [f for f in features if f not in self.features]
+        if missing:
+            pytest.skip(f"target {self.name} ({self.kind}) has no {', '.join(missing)}")
+
+    def configured(self) -> set[str]:
+        import tomllib
+        return {f"{d['name']}.{p['name']}" for d in tomllib.loads(self.devices)["modbus_tcp"] for p in d["points"]}
+
+    def every_point_good(self, since: float = 0.0) -> bool:
+        """The Box is online and the platform holds a good sample of every configured point taken
+        after `since` (wall time; the Box's and this machine's clocks agree, both set from this one)."""
+        box = self.cloud.store.box(self.box_id)
+        if box is None or not box.online:
+            return False
+        latest = self.cloud.store.latest(self.box_id)
+        good = {p for p, ts, _, q, _ in latest if q == Quality.GOOD and ts >= since * 1000}
+        return good >= self.configured()
 
 
-def load_target() -> Target:
-    path = Path(os.environ.get("BOX_HIL_TARGET", TARGETS / "sim.yaml"))
-    raw = yaml.safe_load(path.read_text())
-    modbus = raw.get("modbus_tcp", {})
-    return Target(
-        name=raw.get("name", path.stem),
-        box_mode=raw.get("box", {}).get("mode", "local"),
-        cloud_mode=raw.get("cloud", {}).get("mode", "local"),
-        modbus_mode=modbus.get("mode", "sim"),
-        points_file=Path(modbus["points_file"]) if modbus.get("points_file") else None,
-    )
+def _kind(env: Environment) -> str:
+    resources = env.config.data["targets"]["main"].get("resources", {})
+    names = resources if isinstance(resources, dict) else [next(iter(r)) for r in resources]
+    for resource, kind in (("LocalBox", "sim"), ("BoxVM", "vm"), ("LabBox", "lab")):
+        if resource in names:
+            return kind
+    raise pytest.UsageError(f"{env.config_file}: the target names no LocalBox, BoxVM or LabBox")
 
 
 @pytest.fixture(scope="session")
-def target() -> Target:
-    t = load_target()
-    if t.box_mode != "local":
-        pytest.skip(f"target {t.name}: box.mode {t.box_mode!r} is not driven by this runner yet; run on the Box")
-    if t.cloud_mode != "local":
-        pytest.skip(f"target {t.name}: cloud.mode {t.cloud_mode!r} is not supported yet")
-    return t
+def hil(target_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hil]:
+    env = Environment(config_file=str(target_file))
+    target = env.get_target("main")
+    kind = _kind(env)
+    features = set(env.config.data["targets"]["main"].get("features", []))
+    strategy = target.get_driver("BoxStrategy")
+    power = target.get_driver("PowerProtocol")
+    work = tmp_path_factory.mktemp(f"hil-{target_file.stem}")
+    with contextlib.ExitStack() as stack:
+        stack.callback(env.cleanup)
+        if kind == "sim":
+            hil = _sim(stack, target_file.stem, features, strategy, power, work)
+        elif kind == "vm":
+            hil = _vm(stack, target_file.stem, features, strategy, power, work)
+        else:
+            hil = _lab(stack, target_file.stem, features, strategy, power, target)
+        strategy.ready_check = hil.every_point_good
+        stack.callback(strategy.power_cut)
+        yield hil
 
 
-@pytest.fixture(scope="session")
-def field_devices(target: Target) -> Iterator[str]:
-    """The [[modbus_tcp]] tables of the target's devices (simulated, or the lab's)."""
-    if target.modbus_mode == "sim":
-        with SimThread() as sim:
-            yield sim.sim.points_toml(1.0)
-    elif target.points_file is not None:
-        yield target.points_file.read_text()
+def _building(stack: contextlib.ExitStack, host: str = "127.0.0.1") -> SimThread:
+    # counters and no retries: every value is served once, so a loss or a duplicate shows (tests/support/proofs.py)
+    return stack.enter_context(SimThread(host=host, port=free_port(), update_interval_s=0.05, counters=True,
+                                         record=True))
+
+
+def _sim(stack: contextlib.ExitStack, name: str, features: set[str], strategy: BoxStrategy,
+         power: LocalBoxPowerDriver, work: Path) -> Hil:
+    cloud = make_cloud(work / "cloud")
+    cloud.start()
+    stack.callback(cloud.stop)
+    building = _building(stack)
+    box_id = "HIL-SIM-1"
+    token, _ = cloud.add_box(box_id, 600)
+    disk = work / "disk"
+    # the installer's step, with the real CLI: the key is made here, the token used once
+    r = subprocess.run([sys.executable, "-m", "provisioning.cli", "--state-dir", str(disk), "provision",
+                        "--server", f"https://localhost:{cloud.settings.enroll_port}", "--token", token,
+                        "--ca", str(cloud.pki.root_cert)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    devices = building.sim.points_toml(0.1, timeout_s=10.0, retries=0)
+    config = work / "boxd.toml"
+    config.write_text(UPLINK + devices)
+    power.backing, power.config = disk, config
+    return Hil("sim", name, features, strategy, power, cloud, box_id, building, devices,
+               lambda: power.process.log.read_text(errors="replace") if power.process else "")
+
+
+def _vm(stack: contextlib.ExitStack, name: str, features: set[str], strategy: BoxStrategy,
+        power: BoxVmPowerDriver, work: Path) -> Hil:
+    why = boximage.unavailable()
+    if why:
+        pytest.skip(f"target {name}: the Box image cannot be built or booted here: {why}")
+    image = boximage.ensure_built()
+    bench = stack.enter_context(boxvm.bench(image, work))
+    building = _building(stack, bench.address)
+    box_id = "HIL-VM-1"
+    machine = power.machine
+    from tests.support.qemu import Vm
+    # writeback: what the guest flushed is on this machine's disk whenever the power goes
+    vm = Vm(image.path, work / "vm", credentials=bench.enroll_credential(box_id), memory_mib=machine.memory_mib,
+            cpus=machine.cpus, cache="writeback")
+    power.vm = vm
+    stack.callback(lambda: (image.path.parent / "last-hil-console.log").write_text(vm.console()))
+    # polled every second (software emulation), no retries (the proof's condition)
+    devices = building.sim.points_toml(1.0, timeout_s=10.0, retries=0)
+    pushed: list[int] = []
+    hil = Hil("vm", name, features, strategy, power, bench.cloud, box_id, building, devices, vm.console)
+    ready = hil.every_point_good
+    hil.every_point_good = lambda since=0.0: boxvm.configure_when_enrolled(  # type: ignore[method-assign]
+        bench.cloud, box_id, UPLINK + devices, pushed) and ready(since)
+    return hil
+
+
+def _lab(stack: contextlib.ExitStack, name: str, features: set[str], strategy: BoxStrategy,
+         power: PowerProtocol, target: object) -> Hil:
+    from tests.hil.boxlab import BoxBuilding, BoxPlatform, LabBox
+    lab = target.get_resource(LabBox)  # type: ignore[attr-defined]
+    platform = target.get_resource(BoxPlatform)  # type: ignore[attr-defined]
+    where = target.get_resource(BoxBuilding)  # type: ignore[attr-defined]
+    if not platform.home:
+        pytest.skip(f"target {name}: a lab Box needs BoxPlatform.home (the platform it is enrolled with)")
+    cloud = Cloud(Path(platform.home))
+    cloud.start()
+    stack.callback(cloud.stop)
+    building = None
+    if where.mode == "sim":
+        building = _building(stack, cloud.settings.host)
+        devices = building.sim.points_toml(1.0, timeout_s=10.0, retries=0)
     else:
-        pytest.skip(f"target {target.name}: modbus_tcp.mode real needs points_file")
+        devices = Path(where.points_file).read_text()
+    cloud.push_config(lab.box_id, UPLINK + devices)
+    return Hil("lab", name, features, strategy, power, cloud, lab.box_id, building, devices)

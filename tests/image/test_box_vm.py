@@ -24,12 +24,12 @@ import pytest
 
 from cloud.platform import Cloud
 from drivers import Quality
-from tests.support import boximage
+from tests.support import boximage, boxvm
 from tests.support.qemu import Vm
 from tests.support.simthread import SimThread
 from tests.support.wait import free_port, wait_for
 
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("vm")]  # one booted VM at a time
 
 BOX = "VM-BOX-1"
 KNOCK_PORT = 7070  # in the guest
@@ -62,6 +62,7 @@ class _Host:
         self.b, self.knock_port = b, knock_port
         self.knocks: list[socket.socket] = []
         self.version = 0
+        self.pushed: list[int] = []
         self.command = ""
 
     def step(self) -> bool:
@@ -75,8 +76,9 @@ class _Host:
             s = socket.create_connection(("127.0.0.1", self.knock_port), timeout=5)  # QEMU's end, then the guest
             s.sendall(b"knock knock\n")
             self.knocks.append(s)
-        if not self.version and b.cloud.store.box(BOX) is not None:  # enrolled: send its configuration
-            self.version = b.cloud.push_config(BOX, b.building.sim.points_toml(1.0))
+        if not self.version and boxvm.configure_when_enrolled(b.cloud, BOX, b.building.sim.points_toml(1.0),
+                                                              self.pushed):
+            self.version = self.pushed[0]
         if self.version and not self.command and self._good(SETPOINT):
             self.command = b.cloud.send_command(BOX, "write", {"point": SETPOINT, "value": 21.5})
         if self.command and not b.write_answer:
@@ -96,36 +98,29 @@ class _Host:
 @pytest.fixture(scope="module")
 def booted(box_image: boximage.Image, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Booted]:
     work = tmp_path_factory.mktemp("vm")
-    with boximage.host_address() as address:
-        cloud = boximage.vm_platform(box_image, work / "cloud", address)
-        cloud.start()
+    with boxvm.bench(box_image, work) as bench, \
+            SimThread(host=bench.address, port=free_port(), update_interval_s=0.5) as building:
+        knock_port = free_port()
+        vm = Vm(box_image.path, work / "vm", copy_disk=True, forwards={knock_port: KNOCK_PORT}, credentials={
+            **bench.enroll_credential(BOX),
+            "boxd.selftest": json.dumps({"mode": "full", "box_id": BOX, "knock_port": KNOCK_PORT}),
+        })
+        booted = Booted(vm, bench.cloud, building)
+        host = _Host(booted, knock_port)
+        vm.prepare()
+        boximage.Esp(vm.disk, box_image).write(
+            "loader/entries/box-b+3.conf",
+            boximage.boot_entry(box_image, "b", NEW_VERSION, options="boxd.trial_s=900"), work)
+        vm.start()
         try:
-            with SimThread(host=address, port=free_port(), update_interval_s=0.5) as building:
-                token, _ = cloud.add_box(BOX, 3600)
-                knock_port = free_port()
-                vm = Vm(box_image.path, work / "vm", copy_disk=True, forwards={knock_port: KNOCK_PORT}, credentials={
-                    "boxd.enroll": json.dumps({"server": f"https://{address}:{cloud.settings.enroll_port}",
-                                               "token": token, "serial": BOX}),
-                    "boxd.selftest": json.dumps({"mode": "full", "box_id": BOX, "knock_port": KNOCK_PORT}),
-                })
-                booted = Booted(vm, cloud, building)
-                host = _Host(booted, knock_port)
-                vm.prepare()
-                boximage.Esp(vm.disk, box_image).write(
-                    "loader/entries/box-b+3.conf",
-                    boximage.boot_entry(box_image, "b", NEW_VERSION, options="boxd.trial_s=900"), work)
-                vm.start()
-                try:
-                    wait_for(host.step, 1500, "the image's self-check to finish", step=0.5)
-                    (work / "timings.json").write_text(json.dumps(booted.seen_at, indent=1))
-                    print(f"\nVM self-check, seconds after power-on: {booted.seen_at}")
-                    yield booted
-                finally:
-                    host.close()
-                    vm.stop()
-                    (Path(box_image.path).parent / "last-vm-console.log").write_text(vm.console())
+            wait_for(host.step, 1500, "the image's self-check to finish", step=0.5)
+            (work / "timings.json").write_text(json.dumps(booted.seen_at, indent=1))
+            print(f"\nVM self-check, seconds after power-on: {booted.seen_at}")
+            yield booted
         finally:
-            cloud.stop()
+            host.close()
+            vm.stop()
+            (Path(box_image.path).parent / "last-vm-console.log").write_text(vm.console())
 
 
 def test_the_updated_slot_boots_on_trial_read_only_with_no_login_prompt(booted: Booted) -> None:

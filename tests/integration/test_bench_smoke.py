@@ -156,3 +156,15 @@ def test_https_clients_benchmark_runs_both_attacks() -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     figures = _last_json(r.stdout)
     assert len(figures) == 5 and all("threads" in f for f in figures.values())
+
+
+def test_service_rss_benchmark_measures_both_ways_of_running_the_service(tmp_path: Path) -> None:
+    out = tmp_path / "rss.json"
+    r = subprocess.run([sys.executable, "-m", "bench.service_rss", "--case", "tiny", "--seconds", "1", "--json",
+                        str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    runs = {f["mode"]: f for f in json.loads(out.read_text())}
+    # one process either way: `boxd launch` becomes the daemon of its slot (no second interpreter)
+    assert len(runs["run"]["processes"]) == 1 and len(runs["launch"]["processes"]) == 1, runs
+    assert runs["launch"]["processes"][0]["cmd"].endswith(" run"), runs
+    assert all(f["service_rss_max_mb"] > 0 for f in runs.values())

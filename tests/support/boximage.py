@@ -16,6 +16,7 @@ and a reference cloud that a VM can reach.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -52,6 +53,15 @@ class Image:
 
     def partition_offset(self, name: str) -> int:
         return int(self.manifest["partitions"][name]["start_mib"]) * 1024 * 1024
+
+    @property
+    def release(self) -> Path:
+        """The root file system alone (build/image/release/root.img): what an image update writes."""
+        return self.path.parent / "release" / "root.img"
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", self.manifest["boxd_version"]))
 
     @property
     def dev_platform(self) -> Path | None:
@@ -105,6 +115,8 @@ class Esp:
 # -- a reference cloud the VM can reach ---------------------------------------------------------------
 
 _LINK_PREFIX = "boxvm"
+# one process may hold several at once: the HIL vm target's bench for the session, tests/image's for a module
+_links = itertools.count()
 
 
 def _ip(*args: str, check: bool = True) -> str:
@@ -121,13 +133,13 @@ def host_address() -> Iterator[str]:
     A veth pair whose two ends stay here (this kernel may have no dummy interfaces): the address
     is local, so the host's own sockets, and QEMU's user networking for the guest, reach it.
     """
-    for name in re.findall(rf"^\d+: ({_LINK_PREFIX}(\d+))[:@]", _ip("-o", "link", "show"), re.M):
+    for name in re.findall(rf"^\d+: ({_LINK_PREFIX}(\d+)x\d+)[:@]", _ip("-o", "link", "show"), re.M):
         if not Path(f"/proc/{name[1]}").exists():  # left by a run that was killed
             _ip("link", "del", name[0], check=False)
     used = set(re.findall(r"inet (203\.0\.113\.\d+)/", _ip("-o", "-4", "addr", "show")))
     address = next(f"203.0.113.{n}" for n in [*range(1 + os.getpid() % 250, 251), *range(1, 251)]
                    if f"203.0.113.{n}" not in used)
-    link = f"{_LINK_PREFIX}{os.getpid()}"  # at most 15 characters with the peer's "p"
+    link = f"{_LINK_PREFIX}{os.getpid()}x{next(_links) % 10}"  # at most 15 characters with the peer's "p"
     _ip("link", "add", link, "type", "veth", "peer", "name", f"{link}p")
     try:
         _ip("addr", "add", f"{address}/32", "dev", link)

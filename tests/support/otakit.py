@@ -1,6 +1,7 @@
-"""Boxes that take updates, for the OTA tests: `boxd launch` as a real process tree (launcher,
-daemon child), provisioned against a real cloud, its TUF root shipped as the image would, and
-bundles built from this source tree (good ones, and broken ones on purpose)."""
+"""Boxes that take updates, for the OTA tests: `boxd launch` under a service manager that restarts
+it as systemd's ``Restart=always`` would (`tests.support.service`), provisioned against a real
+cloud, its TUF root shipped as the image would, and bundles built from this source tree (good
+ones, and broken ones on purpose)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def publish(cloud: Cloud, out: Path, version: str, replace: dict[str, bytes] | N
 
 
 class LaunchedBox:
-    """A provisioned Box run by `boxd launch` (its stderr, the daemon's included, goes to `log`)."""
+    """A provisioned Box run by `boxd launch` as a service (its stderr, the daemon's, goes to `log`);
+    `proc` is the service manager, whose one child is the daemon the launcher became."""
 
     def __init__(self, cloud: Cloud, state: Path, serial: str, config_text: str,
                  env: dict[str, str] | None = None, *, start: bool = True) -> None:
@@ -70,8 +72,9 @@ class LaunchedBox:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "boxd.cli", "--state-dir", str(self.state), "--config", str(self.config),
-                 "launch"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
+                [sys.executable, "-m", "tests.support.service", "--", sys.executable, "-m", "boxd.cli",
+                 "--state-dir", str(self.state), "--config", str(self.config), "launch"],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env)
 
     def status(self) -> dict[str, object]:
         """The running daemon's status file ({} when there is none)."""

@@ -52,6 +52,11 @@ class Vm:
     credentials: dict[str, str] = field(default_factory=dict)
     forwards: dict[int, int] = field(default_factory=dict)  # host port on 127.0.0.1 -> guest port
     copy_disk: bool = False
+    # "unsafe": the guest's flushes are ignored (fast; what QEMU holds is written when it quits).
+    # "writeback": a flush from the guest reaches this machine's disk (qcow2 metadata and the
+    # file's data), so QEMU may die at any moment and the disk holds what the guest had flushed:
+    # a real disk's volatile cache, for power cuts (tests/hil)
+    cache: str = "unsafe"
     memory_mib: int = 512
     # one vCPU: under TCG, OVMF's start-up of the other vCPUs after a warm reset (a guest reboot: the A/B
     # fallback tests reboot by themselves) hung once in four suite runs here, the console silent after
@@ -94,7 +99,7 @@ class Vm:
             "-smp", str(self.cpus), "-nodefaults", "-display", "none", "-vga", "none",
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,unit=1,file={self.workdir / 'vars.fd'}",
-            "-drive", f"if=virtio,format={fmt},file={self.disk},cache=unsafe",
+            "-drive", f"if=virtio,format={fmt},file={self.disk},cache={self.cache}",
             "-netdev", net, "-device", "virtio-net-pci,netdev=wan0",
             "-serial", f"file:{self.console_file}",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",

@@ -3,6 +3,7 @@ middle of an update, and how it answers commands it cannot take."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from boxd import updates
-from boxd.supervisor import Supervisor
+from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from ota import slots
 from proto.commands import Update, UpdateAbort
 from proto.errors import RejectedError
@@ -67,3 +68,20 @@ def test_updates_are_refused_in_words_when_they_cannot_run(tmp_path: Path) -> No
         a.start(_update("d-9", "boxd-0.2.0.tar.gz", "0.2.0", 60))
     assert a.start(_update("d-2", "boxd-0.1.0.tar.gz", "0.1.0", 60)) == "already running 0.1.0"
     assert [(e.deployment, e.state) for e in events] == [("d-2", "committed")]
+
+
+def test_a_version_on_trial_not_healthy_by_its_deadline_rolls_itself_back_and_stops(tmp_path: Path) -> None:
+    sw = tmp_path / "software"
+    slots.release_dir(sw, "0.2.0").mkdir(parents=True)
+    # health_s 0: the deadline has passed at the first look (the trial's clock is the daemon's own)
+    slots.save(sw, slots.SlotState("0.2.0", slots.FACTORY, slots.Trial("0.2.0", slots.FACTORY, "d-1", 0, 1, 0.0)))
+    events: list[OtaEvent] = []
+    a = updates.UpdateAgent(tmp_path, "0.2.0", events.append, Supervisor(), launched=True, software=sw, hardware=HW)
+    a.at_start(lambda: "")
+    with pytest.raises(Stop) as stop:
+        asyncio.run(a.watch_trial(lambda: "no good reading yet from ahu1"))
+    assert stop.value.status == RESTART_STATUS  # started again by systemd: the launcher runs the previous version
+    state = slots.load(sw)
+    assert state.active == slots.FACTORY and state.trial is None and state.report is not None
+    assert state.report["detail"] == "version 0.2.0 was not healthy within 0 s (no good reading yet from ahu1)"
+    assert events == []  # the previous version sends the rollback (from the report)

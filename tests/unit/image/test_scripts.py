@@ -3,28 +3,14 @@ credential. Their I/O (systemctl, EFI variables, the booted Box) is shown in tes
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[3] / "image" / "scripts"
+from tests.support import imagescripts
 
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"image_{name}", SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-boot_check = _load("boot_check")
-enroll = _load("enroll")
+boot_check = imagescripts.load("boot_check")
+enroll = imagescripts.load("enroll")
 
 
 @pytest.mark.parametrize(("cmdline", "seconds"), [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloud import release
-from ota import bundle, slots
+from ota import bundle, launcher, slots
 from ota.errors import SlotError
 from ota.launcher import Launcher
 from proto.release import MANIFEST
@@ -131,15 +131,38 @@ def _on_trial(good: Path, sw: Path) -> None:
 def test_power_cuts_during_the_trial_end_in_a_rollback(good: Path, tmp_path: Path) -> None:
     sw = tmp_path / "sw"
     _on_trial(good, sw)
-    launcher = Launcher(tmp_path, tmp_path / "boxd.toml", software=sw)
-    for start in range(1, slots.MAX_STARTS + 1):  # each start on trial is counted before the daemon runs
-        state = launcher._prepare()
+    for start in range(1, slots.MAX_STARTS + 1):  # each start on trial, in a boot of its own, is counted
+        state = Launcher(tmp_path, tmp_path / "boxd.toml", software=sw, boot=f"boot-{start}")._prepare()
         assert state.active == "1.2.0" and state.trial is not None and state.trial.starts == start
-    state = launcher._prepare()  # the power was cut again before a commit: enough
+    state = Launcher(tmp_path, tmp_path / "boxd.toml", software=sw, boot="boot-9")._prepare()  # cut again: enough
     assert state.active == slots.FACTORY and state.trial is None
     assert state.report == {"deployment": "d-9", "version": "1.2.0", "state": "rolled_back",
                             "detail": f"version 1.2.0 was started {slots.MAX_STARTS} times without becoming healthy"}
     assert not (sw / "releases" / "1.2.0").exists()
+
+
+def test_a_trial_whose_daemon_stopped_in_this_boot_rolls_back_unless_it_was_a_planned_stop(
+        good: Path, tmp_path: Path) -> None:
+    sw = tmp_path / "sw"
+
+    def launch() -> slots.SlotState:
+        return Launcher(tmp_path, tmp_path / "boxd.toml", software=sw, boot="boot-1")._prepare()
+
+    _on_trial(good, sw)
+    assert launch().trial is not None
+    launcher.note_exit(sw, "1.2.0", 0, "")  # systemctl restart: a start like any other
+    state = launch()
+    assert state.active == "1.2.0" and state.trial is not None and state.trial.starts == 2
+    launcher.note_exit(sw, "1.2.0", 70, "boxd: unexpected error (RuntimeError: broken)")
+    state = launch()
+    assert state.active == slots.FACTORY and state.report is not None
+    assert state.report["detail"] == ("version 1.2.0 exited with status 70 before it was healthy: "
+                                      "boxd: unexpected error (RuntimeError: broken)")
+    _on_trial(good, sw)
+    launch()
+    state = launch()  # killed, a crash in C, the watchdog: no last words
+    assert state.active == slots.FACTORY and state.report is not None
+    assert "stopped before it was healthy without saying why" in state.report["detail"]
 
 
 def test_a_release_damaged_on_disk_is_not_started(good: Path, tmp_path: Path) -> None:
