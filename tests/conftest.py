@@ -14,11 +14,13 @@ from tests.support.cloudkit import make_cloud
 
 # Tests that must not run beside each other run in one pytest-xdist group (`make test` distributes with
 # --dist loadgroup: a group's tests run one after the other on one worker):
-# - "box-vm": the QEMU VMs (tests/image), each a vCPU under TCG, CPU-bound for minutes: two at once on a
-#   small machine starve each other and everything else; they share the image build, too;
+# - "box-vm": the QEMU VMs (tests/image, and tests/hil, whose target may be a VM), each a vCPU under TCG,
+#   CPU-bound for minutes: two at once on a small machine starve each other and everything else; they
+#   share the image build, too;
 # - "demo": `make demo` takes its well-known ports when they are free (8883, 8443, 9443, 15020), so two
 #   demos started at once would both pick them.
-_GROUPS = {"/image/": "box-vm", "/integration/test_demo.py": "demo", "/integration/test_readme.py": "demo"}
+_GROUPS = {"/image/": "box-vm", "/hil/": "box-vm",
+           "/integration/test_demo.py": "demo", "/integration/test_readme.py": "demo"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
