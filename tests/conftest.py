@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         group = next((g for where, g in _GROUPS.items() if where in path), None)
         item.add_marker(pytest.mark.xdist_group(group or str(Path(path).relative_to(_TESTS).with_suffix(""))))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A pytest-xdist worker ignores SIGINT (its controller takes Ctrl-C), and a signal ignored stays ignored
+    in every program the worker starts: a Python program a test stops with Ctrl-C (`make demo`, in
+    test_readme.py) would never see it. A worker takes SIGINT as pytest on one process does."""
+    if os.environ.get("PYTEST_XDIST_WORKER") and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(optionalhook=True)
