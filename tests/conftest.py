@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 from collections.abc import Iterator
@@ -48,10 +47,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A pytest-xdist worker ignores SIGINT (its controller takes Ctrl-C), and a signal ignored stays ignored
-    in every program the worker starts: a Python program a test stops with Ctrl-C (`make demo`, in
-    test_readme.py) would never see it. A worker takes SIGINT as pytest on one process does."""
-    if os.environ.get("PYTEST_XDIST_WORKER") and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    """Take SIGINT as an interactive pytest does, also when started with it ignored (in the background by a
+    shell without job control: `nohup make test &`, some CI runners): an ignored signal stays ignored in
+    every program a test starts, and a Python program a test stops with Ctrl-C (`make demo`, in
+    test_readme.py) would never see it."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
