@@ -11,7 +11,7 @@ demo: bootstrap
 	@$(PY) -m cloud.demo
 
 test: bootstrap lint image-if-root
-	@$(PY) -m pytest tests -q
+	@$(PY) -m pytest tests -q -n 3
 
 test-unit: bootstrap
 	@$(PY) -m pytest tests/unit -q

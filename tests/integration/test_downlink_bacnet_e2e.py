@@ -23,7 +23,7 @@ from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
-from tests.support.wan import CLOUD_IP, Wan, retarget
+from tests.support.wan import Wan, free_block, retarget
 
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
 BOX = "DLBAC-1"
@@ -56,16 +56,17 @@ max = 28.0
 
 @pytest.fixture
 def field(tmp_path: Path) -> Iterator[tuple[Cloud, netns.FieldNetwork, SimThread, Path]]:
-    cloud = make_cloud(tmp_path / "cloud", bind="", names=[CLOUD_IP])
+    cloud_ip, box_ip = free_block()
+    cloud = make_cloud(tmp_path / "cloud", bind="", names=[cloud_ip])
     cloud.start()
     try:
-        with netns.FieldNetwork(tmp_path) as net, Wan(net.box_ns) as _wan:
+        with netns.FieldNetwork(tmp_path) as net, Wan(net.box_ns, cloud_ip=cloud_ip, box_ip=box_ip) as _wan:
             net.start_sim("192.0.2.10", 1001)
             net.add_address(TCP_ADDRESS)
             with SimThread(netns=net.field_ns, host=TCP_ADDRESS, update_interval_s=0.2) as tcp:
                 state = tmp_path / "box"
                 ident = provision(cloud, state, BOX)
-                retarget(ident.directory, CLOUD_IP, cloud.settings.broker_port)
+                retarget(ident.directory, cloud_ip, cloud.settings.broker_port)
                 yield cloud, net, tcp, state
     finally:
         cloud.stop()

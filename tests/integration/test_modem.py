@@ -207,19 +207,23 @@ def test_data_used_agrees_with_the_interface_within_1_percent_across_resets_and_
     seen: list[object] = []
 
     def close_enough() -> bool:
-        """The Box's count (it reads the counters every second) matches the interface's totals of a
-        moment of the last 3 s within 1 %, each direction."""
+        """The Box's count matches the interface's totals of a moment of the last 10 s within 1 %, each
+        direction (it reads the counters every second; on a loaded machine, beside other tests, that second
+        and the status call that tells the count come late, while the data still flows)."""
         use = rig.modem().get("usage")
         assert rig.cell.bearer is not None
         now = time.monotonic()
         history.append((now, rig.cell.bearer.totals()))
-        del history[:-200]
+        del history[:-500]
         seen[:] = [use, history[-1][1]]
         return isinstance(use, dict) and any(abs(use["rx"] - rx) <= 0.01 * rx and abs(use["tx"] - tx) <= 0.01 * tx
-                                             for t, (rx, tx) in history if now - t <= 3.0)
+                                             for t, (rx, tx) in history if now - t <= 10.0)
 
     assert rig.cell.bearer is not None and rig.cell.bearer.incarnations >= 3  # reset, power-cycle, unplug
-    wait_for(close_enough, 15, "the Box's count to agree with the interface's counters within 1 %", step=0.2)
+    try:
+        wait_for(close_enough, 30, "the Box's count to agree with the interface's counters within 1 %", step=0.2)
+    except AssertionError as e:
+        raise AssertionError(f"{e}: Box, interface: {seen}") from None
     before = rig.usage()
     rig.box.stop()
     rig.building.end_life()
@@ -228,7 +232,7 @@ def test_data_used_agrees_with_the_interface_within_1_percent_across_resets_and_
     assert after["rx"] >= before["rx"] and after["tx"] >= before["tx"]  # nothing lost across the restart
     rig.flowing()
     try:
-        wait_for(close_enough, 15, "the count to agree again after the restart (nothing counted twice)", step=0.2)
+        wait_for(close_enough, 30, "the count to agree again after the restart (nothing counted twice)", step=0.2)
     except AssertionError as e:
         raise AssertionError(f"{e}: Box, interface: {seen}") from None
     print(f"\ndata used: Box {after}, interface totals {rig.cell.bearer.totals()}")

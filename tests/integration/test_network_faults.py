@@ -24,7 +24,7 @@ from tests.support.faultproxy import FaultProxy
 from tests.support.proofs import assert_nothing_lost, wait_stored
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
-from tests.support.wan import CLOUD_IP, Wan, retarget
+from tests.support.wan import Wan, free_block, retarget
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 BOX = "WAN-1"
@@ -75,13 +75,14 @@ def _conf(state: Path, building: SimThread) -> Path:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
-    cloud = make_cloud(tmp_path / "cloud", bind="", names=[CLOUD_IP])
+    cloud_ip, box_ip = free_block()
+    cloud = make_cloud(tmp_path / "cloud", bind="", names=[cloud_ip])
     cloud.start()
     try:
-        with Wan() as wan, _building(wan) as building:
+        with Wan(cloud_ip=cloud_ip, box_ip=box_ip) as wan, _building(wan) as building:
             state = tmp_path / "box"
             ident = provision(cloud, state, BOX)
-            retarget(ident.directory, CLOUD_IP, cloud.settings.broker_port)
+            retarget(ident.directory, cloud_ip, cloud.settings.broker_port)
             box = BoxProcess.start(state, _conf(state, building), prefix=wan.prefix())
             try:
                 box.wait_connected()
@@ -120,14 +121,16 @@ def test_bandwidth_cap(setup: Setup) -> None:
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[tuple[Setup, FaultProxy]]:
     """The same Box, reaching the broker through a fault-injecting proxy on the cloud's WAN address."""
-    cloud = make_cloud(tmp_path / "cloud", bind="", names=[CLOUD_IP])
+    cloud_ip, box_ip = free_block()
+    cloud = make_cloud(tmp_path / "cloud", bind="", names=[cloud_ip])
     cloud.start()
     try:
-        with Wan() as wan, FaultProxy("127.0.0.1", cloud.settings.broker_port, listen_host=CLOUD_IP) as proxy, \
+        with Wan(cloud_ip=cloud_ip, box_ip=box_ip) as wan, \
+                FaultProxy("127.0.0.1", cloud.settings.broker_port, listen_host=cloud_ip) as proxy, \
                 _building(wan) as building:
             state = tmp_path / "box"
             ident = provision(cloud, state, BOX)
-            retarget(ident.directory, CLOUD_IP, proxy.port)
+            retarget(ident.directory, cloud_ip, proxy.port)
             box = BoxProcess.start(state, _conf(state, building), prefix=wan.prefix())
             try:
                 box.wait_connected()

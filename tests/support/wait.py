@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import random
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -51,10 +54,29 @@ async def eventually(cond: Callable[[], T | None], what: str, within: float = 10
     return value
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    import socket
+# free_port's ports: below Linux's ephemeral range (32768-60999 by default), so neither a bind to port 0
+# nor an outgoing connection's source port ever takes one between the test picking it and a server
+# binding it; one slice per pytest-xdist worker (gw0, gw1, ...; a run without xdist takes slice 0), so
+# two workers never hand out the same port. Within a slice a process starts at a random place (a
+# subprocess of a worker, e.g. a bench, shares its slice) and goes round.
+PORTS_LOW, PORTS_HIGH, PORT_SLICES = 24000, 32768, 8
+_next_port: list[int] = []
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, from this pytest worker's own range (see above)."""
+    size = (PORTS_HIGH - PORTS_LOW) // PORT_SLICES
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    low = PORTS_LOW + (int(worker) % PORT_SLICES if worker.isdigit() else 0) * size
+    if not _next_port:
+        _next_port.append(random.randrange(size))
+    for _ in range(size):
+        port = low + _next_port[0] % size
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))  # every address: a server may bind any of them
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port in {low}..{low + size - 1}")

@@ -1,16 +1,16 @@
 """A WAN between the Box and the cloud: the Box in a network namespace of its own, a veth pair.
 
-The cloud (Mosquitto, receiver) stays in the root namespace at 198.51.100.1; the Box
+The cloud (Mosquitto, receiver) stays in the root namespace at the link's cloud address; the Box
 (boxd, and the building simulator it polls over its own loopback) lives in namespace
-``boxw-<pid>-<n>`` at 198.51.100.2. The /30 is TEST-NET-2, a documentation range: the
-only route to it is this veth, so nothing leaves the machine. Faults are real: the link
+``boxw-<pid>-<n>`` at its Box address. The two are a /30 of TEST-NET-2 (198.51.100.0/24, a
+documentation range) that no other link here uses (`free_block()`: tests run beside each other),
+whose only route is this veth, so nothing leaves the machine. Faults are real: the link
 set down, a `tc tbf` bandwidth cap on both ends (this kernel has no netem; latency and
 stalls come from `tests.support.faultproxy`).
 
 `Wan(quiet=True)` carries nothing but the Box's IPv4 traffic (IPv6 off on both ends, permanent
 neighbour entries instead of ARP), so that `counters()` (the cloud end's interface counters, less
-the 14-byte Ethernet header of each frame) are the IP bytes a SIM would bill; `free_block()` gives
-a /30 that no other Wan uses, for a rig that may run beside the tests (bench/).
+the 14-byte Ethernet header of each frame) are the IP bytes a SIM would bill.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-CLOUD_IP, BOX_IP = "198.51.100.1", "198.51.100.2"
 _n = itertools.count(1)
 _ETHERNET_HEADER = 14  # a veth frame: destination, source, EtherType; no preamble, no FCS
 
@@ -49,11 +48,11 @@ class IpCounts:
 
 
 def free_block() -> tuple[str, str]:
-    """(cloud address, Box address) of a /30 in 198.51.100.0/24 that no interface here uses (not the
-    default one, which the tests use)."""
+    """(cloud address, Box address) of a /30 in 198.51.100.0/24 that no interface here uses; each
+    process starts looking at a place of its own, so that two picking at once do not pick the same."""
     used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, timeout=10).stdout
-    start = (os.getpid() % 60 + 1) * 4
-    for base in [*range(start, 256, 4), *range(4, start, 4)]:
+    start = os.getpid() % 64 * 4
+    for base in [*range(start, 256, 4), *range(0, start, 4)]:
         if f"198.51.100.{base + 1}/" not in used and f"198.51.100.{base + 2}/" not in used:
             return f"198.51.100.{base + 1}", f"198.51.100.{base + 2}"
     raise RuntimeError("no free /30 in 198.51.100.0/24")
@@ -62,9 +61,9 @@ def free_block() -> tuple[str, str]:
 class Wan:
     """The namespace and the link. Use as a context manager; cleans up on failure too."""
 
-    def __init__(self, namespace: str | None = None, *, cloud_ip: str = CLOUD_IP, box_ip: str = BOX_IP,
-                 quiet: bool = False) -> None:
-        """A new namespace for the Box, or the WAN side of an existing one (e.g. a FieldNetwork's box)."""
+    def __init__(self, namespace: str | None = None, *, cloud_ip: str, box_ip: str, quiet: bool = False) -> None:
+        """A new namespace for the Box, or the WAN side of an existing one (e.g. a FieldNetwork's box);
+        the link's addresses from `free_block()` (the cloud's certificate names `cloud_ip`)."""
         n = next(_n)
         self._own = namespace is None
         self.ns = namespace or f"boxw-{os.getpid()}-{n}"

@@ -93,7 +93,9 @@ def test_a_hostile_bundle_is_refused_and_leaves_nothing(tmp_path: Path, case: st
     assert not (tmp_path / "dest").exists()
 
 
-@pytest.mark.parametrize("raw", [b"", b"not gzip", gzip.compress(b"not a tar")])
+# ids: the same on every xdist worker (a gzip stream carries the time it was made)
+@pytest.mark.parametrize("raw", [b"", b"not gzip", gzip.compress(b"not a tar")],
+                         ids=["empty", "not gzip", "gzip of no tar"])
 def test_something_that_is_not_a_bundle_is_refused_in_words(tmp_path: Path, raw: bytes) -> None:
     p = tmp_path / "junk.tar.gz"
     p.write_bytes(raw)
