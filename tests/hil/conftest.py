@@ -42,10 +42,9 @@ def _target_files(config: pytest.Config) -> list[Path]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target_file" in metafunc.fixturenames:
         files = _target_files(metafunc.config)
-        # each target's scenarios in one pytest-xdist worker, in file order, on its one bench; the
-        # VM's with every other test that boots the image (tests/image): one booted VM at a time
-        params = [pytest.param(f, id=f.stem, marks=pytest.mark.xdist_group("vm" if f.stem != "sim" else "hil-sim"))
-                  for f in files]
+        # the scenarios run in one pytest-xdist worker, in file order, each target on its one bench,
+        # with every other test that boots the image (tests/image): the "box-vm" group (tests/conftest.py)
+        params = [pytest.param(f, id=f.stem) for f in files]
         metafunc.parametrize("target_file", params, scope="session")
 
 

@@ -23,7 +23,7 @@ from tests.support import boximage
 from tests.support.qemu import Vm
 from tests.support.wait import wait_for
 
-pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group("vm")]  # one booted VM at a time
+pytestmark = pytest.mark.timeout(900)  # one booted VM at a time: the "box-vm" group (tests/conftest.py)
 
 SELFTEST = {"boxd.selftest": json.dumps({"mode": "boot"})}
 A_UP, B_UP = '"entry": "box-a', '"entry": "box-b'  # in the self-check's boot line

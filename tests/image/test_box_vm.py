@@ -29,7 +29,7 @@ from tests.support.qemu import Vm
 from tests.support.simthread import SimThread
 from tests.support.wait import free_port, wait_for
 
-pytestmark = [pytest.mark.timeout(1800), pytest.mark.xdist_group("vm")]  # one booted VM at a time
+pytestmark = pytest.mark.timeout(1800)  # one booted VM at a time: the "box-vm" group (tests/conftest.py)
 
 BOX = "VM-BOX-1"
 KNOCK_PORT = 7070  # in the guest

@@ -169,7 +169,7 @@ def _newer(path: Path) -> None:
 def _home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "cloud.json").write_text(json.dumps({"host": "localhost", "broker_port": 0, "enroll_port": 0,
+    (home / "cloud.json").write_text(json.dumps({"host": "localhost", "broker_port": 0, "enroll_port": 0, "api_port": 0,
                                                  "bind": "127.0.0.1"}))
     return home
 
