@@ -196,16 +196,8 @@ def _build(version: str, hardware: list[str], output: Path | None) -> int:
         raise CloudError(f"cannot write {out_file}: no directory {out_file.parent}")
     if out_file.is_dir():
         raise CloudError(f"cannot write {out_file}: it is a directory (give a file name with -o)")
-    with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
-        try:
-            with out.waiting(f"building boxd {version}"):
-                built = release.build(SOURCE_ROOT, Path(tmp), version, hw)
-        except release.ReleaseError as e:
-            raise CloudError(f"cannot build the bundle: {e}") from None
-        shutil.move(built, out_file)
-    out.line(f"Built {out_file}: boxd {version} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")
-    out.line(f"Publish it with: boxcloud release publish {out_file}")
-    return 0
+    return _built(out_file, f"boxd {version}", "the bundle", hw,
+                  lambda tmp: release.build(SOURCE_ROOT, tmp, version, hw))
 
 
 def _build_image(root_img: Path, version: str, hardware: list[str], tries: int, output: Path | None) -> int:
@@ -216,14 +208,20 @@ def _build_image(root_img: Path, version: str, hardware: list[str], tries: int, 
                          "build/image/release/root.img)")
     if not out_file.parent.is_dir() or out_file.is_dir():
         raise CloudError(f"cannot write {out_file}: give a file in an existing directory with -o")
+    return _built(out_file, f"the Box image {version}", "the image release", hw,
+                  lambda tmp: image_release.build_image(root_img, tmp, version, hw, boot_tries=tries))
+
+
+def _built(out_file: Path, what: str, kind: str, hw: list[str], build: Callable[[Path], Path]) -> int:
+    """`build` into a temporary directory beside `out_file`, then moved there whole; said in words."""
     with tempfile.TemporaryDirectory(dir=out_file.parent) as tmp:
         try:
-            with out.waiting(f"building the image release {version}"):
-                built = image_release.build_image(root_img, Path(tmp), version, hw, boot_tries=tries)
+            with out.waiting(f"building {what}"):
+                built = build(Path(tmp))
         except release.ReleaseError as e:
-            raise CloudError(f"cannot build the image release: {e}") from None
+            raise CloudError(f"cannot build {kind}: {e}") from None
         shutil.move(built, out_file)
-    out.line(f"Built {out_file}: the Box image {version} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")
+    out.line(f"Built {out_file}: {what} for {', '.join(hw)} ({out.size(out_file.stat().st_size)}).")
     out.line(f"Publish it with: boxcloud release publish {out_file}")
     return 0
 
