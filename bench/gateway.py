@@ -170,7 +170,7 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
              work: Path, workload: str = "counter", report: str = "poll", settings: str = "bench",
              batch_delay_ms: int | None = None, alarm_device_too: bool = True,
              heartbeat_s: int | None = None, keepalive_s: int | None = None,
-             max_batch_samples: int | None = None) -> dict[str, float]:
+             max_batch_samples: int | None = None, time_slack_ms: int | None = None) -> dict[str, float]:
     """One measured run of boxd (in its namespace, behind `bench.simlink.SimLink`) with `settings`
     (`SETTINGS`: but `batch_delay_ms` when given; the alarm device with the defaults unless not
     `alarm_device_too`); returns the figures."""
@@ -180,7 +180,8 @@ def run_boxd(devices: int, points: int, interval_s: float, seconds: float, cpus:
     devs = layout(devices, points, base) + ([alarm_device(base + devices)] if with_alarm else [])
     delay = batch_delay_ms if batch_delay_ms is not None else None if defaults else BATCH_DELAY_MS
     uplink = "".join(f"{k} = {v}\n" for k, v in (("batch_delay_ms", delay), ("heartbeat_s", heartbeat_s),
-                                                 ("keepalive_s", keepalive_s), ("max_batch_samples", max_batch_samples))
+                                                 ("keepalive_s", keepalive_s), ("max_batch_samples", max_batch_samples),
+                                                 ("time_slack_ms", time_slack_ms))
                      if v is not None)
     uplink = f"[uplink]\n{uplink}\n" if uplink else ""
     wait_s = (delay if delay is not None else UplinkSettings().batch_delay_ms) / 1000  # a batch's longest wait
@@ -283,7 +284,7 @@ def _run(gateway: str, case: str, pinned: bool, args: argparse.Namespace, settin
         if gateway == "boxd":
             return run_boxd(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp), workload, report,
                             settings, args.batch_delay_ms, not args.no_alarm, args.heartbeat_s, args.keepalive_s,
-                            args.max_batch_samples)
+                            args.max_batch_samples, args.time_slack_ms)
         from bench import thingsboard
 
         return thingsboard.run(devices, points, interval_s, seconds, "1" if pinned else None, Path(tmp),
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-delay-ms", type=int, help="boxd's batch_delay_ms instead of the settings' own")
     p.add_argument("--heartbeat-s", type=int, help="boxd's heartbeat_s instead of its default")
     p.add_argument("--keepalive-s", type=int, help="boxd's keepalive_s instead of its default")
+    p.add_argument("--time-slack-ms", type=int, help="boxd's time_slack_ms instead of its default")
     p.add_argument("--max-batch-samples", type=int, help="boxd's max_batch_samples instead of its default")
     p.add_argument("--no-alarm", action="store_true", help="with --settings defaults: no alarm device (its urgent "
                    "batches would cut every batch delay short)")

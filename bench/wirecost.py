@@ -93,23 +93,25 @@ def encode_v1(groups: Sequence[Group]) -> bytes:
     return wire.encode_batch(1, 1, 1, base, [wire.encode_group(ts - base, f, v, q) for ts, f, v, q in groups])
 
 
-def encode_v2(groups: Sequence[Group]) -> bytes:
+def encode_v2(groups: Sequence[Group], slack_ms: int = 0) -> bytes:
     base = groups[0][0]
-    return wire.encode_batch_v2(1, 1, 1, base, [(ts - base, f, v, q) for ts, f, v, q in groups])
+    return wire.encode_batch_v2(1, 1, 1, base, [(ts - base, f, v, q) for ts, f, v, q in groups], slack_ms=slack_ms)
 
 
-def _same(groups: Sequence[Group], batch: wire.Batch) -> bool:
-    """Whether `batch` says what `groups` say: each poll of each point a value, or unchanged."""
-    def flat(gs: Sequence[tuple[int, int, Sequence[object] | int, dict[int, int]]]) -> set[tuple[int, int, str]]:
-        out: set[tuple[int, int, str]] = set()
+def _same(groups: Sequence[Group], batch: wire.Batch, slack_ms: int = 0) -> bool:
+    """Whether `batch` says what `groups` say: each poll of each point a value, or unchanged (each
+    poll's time within `slack_ms` of the reading's)."""
+    def flat(gs: Sequence[tuple[int, int, Sequence[object] | int, dict[int, int]]]) -> dict[int, list[tuple[int, str]]]:
+        out: dict[int, list[tuple[int, str]]] = {}
         for ts, first, values, _ in gs:
-            if isinstance(values, int):
-                out |= {(ts, first + k, "=") for k in range(values)}
-            else:
-                out |= {(ts, first + k, repr(v)) for k, v in enumerate(values)}
-        return out
+            for k in range(values if isinstance(values, int) else len(values)):
+                out.setdefault(first + k, []).append((ts, "=" if isinstance(values, int) else repr(values[k])))
+        return {p: sorted(v) for p, v in out.items()}
     decoded = [(batch.base_ts_ms + g.dt_ms, g.first, g.unchanged or g.values, g.faults) for g in batch.groups]
-    return flat(groups) == flat(decoded)
+    want, got = flat(groups), flat(decoded)
+    return want.keys() == got.keys() and all(
+        len(want[p]) == len(got[p]) and all(a[1] == b[1] and abs(a[0] - b[0]) <= slack_ms
+                                            for a, b in zip(want[p], got[p], strict=True)) for p in want)
 
 
 def _deflated(body: object) -> int:
@@ -165,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch-delay-ms", type=int, nargs="+", default=[5000, 60000])
     ap.add_argument("--breakdown", action="store_true", help="each part's bytes (by ablation)")
     ap.add_argument("--jitter-ms", type=int, default=5, help="a poll's time is its slot plus up to this (default 5)")
+    ap.add_argument("--time-slack-ms", type=int, default=0,
+                    help="the Box's [uplink] time_slack_ms: poll times sent within this of the readings' (default 0)")
     args = ap.parse_args(argv)
     groups = polls(args.devices, args.points, args.seconds, args.report, jitter_ms=args.jitter_ms)
     polled = args.devices * args.points * args.seconds
@@ -173,8 +177,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     result: dict[str, object] = {"polled": polled, "values_sent": sent, "spans": spans}
     for delay in args.batch_delay_ms:
         cut = batches(groups, delay)
-        v2 = [encode_v2(b) for b in cut]
-        if not all(_same(b, wire.decode_batch(p)) for b, p in zip(cut, v2, strict=True)):
+        v2 = [encode_v2(b, args.time_slack_ms) for b in cut]
+        if not all(_same(b, wire.decode_batch(p), args.time_slack_ms) for b, p in zip(cut, v2, strict=True)):
             raise SystemExit("format 2 did not decode to what was encoded")
         row: dict[str, object] = {"batches": len(cut),
                                   "v1_bytes_per_polled_point": round(sum(len(encode_v1(b)) for b in cut) / polled, 4),

@@ -11,6 +11,8 @@ Format (every key optional but the devices; the defaults are shown)::
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
     heartbeat_s = 300           # health report to the platform, 1..3600
+    time_slack_ms = 0           # how far a reading's time may be sent from its poll's, 0..1000
+                                # (0: to the ms; a metered SIM's 250: README, "On a metered SIM")
 
     [report]                    # report on change: the default of every point (boxconfig.report)
     mode = "poll"               # "change" | "poll"; a new installation: "change" (docs/performance.md)
@@ -98,6 +100,7 @@ class UplinkSettings:
     inflight_batches: int = 16
     reconnect_max_s: int = 300
     heartbeat_s: int = 300
+    time_slack_ms: int = 0  # a poll late by less than this is sent on its schedule (proto.series): bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ _UPLINK_LIMITS = {
     "inflight_batches": (1, 256),
     "reconnect_max_s": (1, 3600),
     "heartbeat_s": (1, 3600),
+    "time_slack_ms": (0, 1000),
 }
 _QUEUE_LIMITS = {"max_samples": (1000, 100_000_000)}
 _SECTIONS = {"uplink", "queue", "modem", "wan", "report"}

@@ -78,15 +78,15 @@ def insert_pending(db: sqlite3.Connection, rows: Sequence[PendingRow]) -> None:
     db.executemany("INSERT INTO pending (table_id, ts_ms, n, grp, boot, trusted) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
-def seal(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase, most: int) -> int:
+def seal(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase, most: int, *, slack_ms: int = 0) -> int:
     """Make up to `most` batches of the oldest pending groups; how many were made."""
     made = 0
-    while made < most and _seal_one(db, epoch, max_samples, time):
+    while made < most and _seal_one(db, epoch, max_samples, time, slack_ms=slack_ms):
         made += 1
     return made
 
 
-def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase) -> bool:
+def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBase, *, slack_ms: int) -> bool:
     # Step through the oldest groups only as far as the batch needs (a group may hold
     # hundreds of samples: fetching `max_samples` rows would read a whole backlog's worth).
     with contextlib.closing(db.execute(
@@ -114,7 +114,7 @@ def _seal_one(db: sqlite3.Connection, epoch: int, max_samples: int, time: TimeBa
     raw = [(ts - base if base else 0, g[0], g[1], g[2]) for ts, g in zip(stamps, groups, strict=True)]
     # the batch, its number and the removal of its groups: one transaction (a crash keeps all or none)
     seq = int(db.execute("INSERT INTO batches (n, payload) VALUES (?, x'')", (count,)).lastrowid or 0)
-    payload = wire.encode_batch_v2(epoch, seq, table, base, raw)  # type: ignore[arg-type]
+    payload = wire.encode_batch_v2(epoch, seq, table, base, raw, slack_ms=slack_ms)  # type: ignore[arg-type]
     db.execute("UPDATE batches SET payload=? WHERE seq=?", (payload, seq))
     db.execute("DELETE FROM pending WHERE id <= ?", (last_id,))
     return True

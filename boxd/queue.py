@@ -170,8 +170,9 @@ class Queue:
 
     # -- batches out ------------------------------------------------------------------------
 
-    async def seal(self, max_samples: int, time: TimeBase | None = None) -> int:
-        """Turn the oldest pending groups into batches of at most `max_samples` samples each.
+    async def seal(self, max_samples: int, time: TimeBase | None = None, slack_ms: int = 0) -> int:
+        """Turn the oldest pending groups into batches of at most `max_samples` samples each (poll
+        times within `slack_ms` of the readings', `proto.series.encode`).
 
         Groups whose time cannot be known yet (this boot, clock not trusted) and all that
         follow them wait. Returns the number of batches made.
@@ -184,7 +185,8 @@ class Queue:
         made = 0
         # nothing waits, committed or being written: no job (a job would see what is being written)
         while self.unsealed():
-            step = await self._w.submit("seal a batch", lambda db: sql.seal(db, epoch, size, time, SEAL_STEP))
+            step = await self._w.submit("seal a batch",
+                                        lambda db: sql.seal(db, epoch, size, time, SEAL_STEP, slack_ms=slack_ms))
             made += step
             if step < SEAL_STEP:
                 break

@@ -118,7 +118,7 @@ class Sender:
             if self._seal_now(loop.time(), settings.batch_delay_ms):
                 urgent, self._urgent, self._seal_at, self._oldest_ms = self._urgent, False, None, None
                 last, started, on_time = self.queue.last_seq(), time.monotonic(), not self.queue.backlog()
-                await self.queue.seal(settings.max_batch_samples, self.clock.timebase())
+                await self.queue.seal(settings.max_batch_samples, self.clock.timebase(), settings.time_slack_ms)
                 if on_time:  # not behind a backlog: its time until acknowledged is the sealing's and publishing's
                     if len(self._sealed) >= SEALS_MEASURED:  # some were never acknowledged (evicted): start again
                         self._sealed.clear()

@@ -13,7 +13,8 @@ from `first` is `doff` when `dpoll` > 0 or it is the first change, else the prev
 offset plus `doff` (at least 1: a poll's changes are in ascending order). Every point of every poll
 that has no change is *unchanged*: exactly a span of `proto.wire` format 1 (the value in force is
 the last one the Box sent). So a poll costs its time's jitter (one byte, usually) and its changes,
-not a group a run of points; each poll's instant is kept to the millisecond.
+not a group a run of points; each poll's instant is kept to the millisecond, or within the Box's
+time slack when it has one (`encode`'s `slack_ms`: a poll late by less than it costs nothing).
 
 A change's value is coded against the same point's previous change in this series, when there is
 one: an integer after an integer is the difference (a counter or a meter costs one byte a step);
@@ -30,6 +31,8 @@ check the batch's header (`proto.wire`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -133,8 +136,14 @@ def _plain(g: Raw) -> list[object]:
     return [dt, first, list(values), faults] if faults else [dt, first, list(values)]  # type: ignore[arg-type]
 
 
-def encode(groups: Sequence[Raw]) -> list[object]:
-    """The CBOR-ready groups of a format 2 batch for `groups` (times relative to the batch's base)."""
+def encode(groups: Sequence[Raw], slack_ms: int = 0) -> list[object]:
+    """The CBOR-ready groups of a format 2 batch for `groups` (times relative to the batch's base).
+
+    `slack_ms`: how much earlier than its reading a poll's time in a series may be sent (0: exact). A
+    poll late by at most that on the series' schedule (the previous poll's time as sent plus the
+    period) is sent on the schedule, so that a Box whose polls run late by tens of ms, as a busy
+    one's do, pays nothing for it; any other poll is sent exactly (the schedule follows it from
+    there). Never later than the reading, so a point's polls stay in order."""
     if not any(isinstance(g[2], int) for g in groups):  # poll mode: no span, format 1's groups as they are
         return [_plain(g) for g in groups]
     by_dt: dict[int, list[Raw]] = {}
@@ -142,6 +151,7 @@ def encode(groups: Sequence[Raw]) -> list[object]:
         by_dt.setdefault(g[0], []).append(g)
     out: list[object] = []
     series: dict[tuple[int, int], list[_Poll]] = {}  # (first, count) -> that block's polls, in time order
+    exact: list[tuple[int, int, int]] = []  # (dt, first, end) of each plain group: its time as read
     for dt, gs in by_dt.items():
         gs.sort(key=lambda g: g[1])
         blocks: list[list[Raw]] = []  # runs of groups of consecutive points
@@ -153,6 +163,7 @@ def encode(groups: Sequence[Raw]) -> list[object]:
         for block in blocks:
             if not any(isinstance(g[2], int) for g in block):  # every value changed: plain groups are smaller
                 out += [_plain(g) for g in block]
+                exact += [(g[0], g[1], g[1] + _size(g)) for g in block]
                 continue
             first = block[0][1]
             changes = [(f - first + k, v, q.get(k, 0)) for _, f, vals, q in block if not isinstance(vals, int)
@@ -160,7 +171,8 @@ def encode(groups: Sequence[Raw]) -> list[object]:
             count = block[-1][1] + _size(block[-1]) - first
             series.setdefault((first, count), []).append((dt, first, count, changes))
     for (first, count), polls in series.items():
-        out += _series(first, count, polls)
+        fixed = sorted(t for t, lo, hi in exact if lo < first + count and first < hi) if slack_ms else []
+        out += _series(first, count, polls, slack_ms, fixed)
     return out
 
 
@@ -168,24 +180,50 @@ def _size(g: Raw) -> int:
     return g[2] if isinstance(g[2], int) else len(g[2])
 
 
-def _series(first: int, count: int, polls: list[_Poll]) -> list[object]:
-    """One device's polls (in time order) as series: one, unless a value cannot be coded in it."""
+def _period(polls: list[_Poll]) -> int:
+    """The series' period (0 for one poll). Polls run late by a varying latency, never early, and
+    one may be missed: a first guess is the mean of the steps near the median step; then each poll's
+    slot on that grid, and the slope through the earliest poll (on its slot) of each half."""
+    steps = sorted(b[0] - a[0] for a, b in itertools.pairwise(polls))
+    if not steps:
+        return 0
+    median = steps[len(steps) // 2]
+    near = [s for s in steps if abs(s - median) <= median // 2]
+    guess = sum(near) / len(near)
+    if guess <= 0:
+        return round(guess)
+    t0 = polls[0][0]
+    slots = [round((p[0] - t0) / guess) for p in polls]
+    half = len(polls) // 2
+    a, b = (min(part, key=lambda i: polls[i][0] - slots[i] * guess)
+            for part in (range(half), range(half, len(polls))))
+    return round((polls[b][0] - polls[a][0]) / (slots[b] - slots[a])) if slots[b] > slots[a] else round(guess)
+
+
+def _series(first: int, count: int, polls: list[_Poll], slack_ms: int, fixed: Sequence[int] = ()) -> list[object]:
+    """One device's polls (in time order) as series: one, unless a value cannot be coded in it.
+    `fixed`: the times of the same points' polls sent as plain groups (exactly): no poll of the
+    series is sent at or before one of them that it follows."""
     out: list[object] = []
     start = 0
     while start < len(polls):
         coder = _Coder()
-        period = polls[start + 1][0] - polls[start][0] if start + 1 < len(polls) else 0
+        period = _period(polls[start:])
         jitter: list[int] = []
         changes: list[object] = []
         faults: dict[int, int] = {}
         prev_poll, prev_off, k = 0, 0, start
+        sent = polls[start][0]  # the previous poll's time as sent
         while k < len(polls):
             dt, _, _, vals = polls[k]
             coded = [coder.encode(off, v) for off, v, _ in vals]
             if k > start and any(c is None for c in coded):
                 break  # an integer's difference too large: a new series codes it whole
             if k > start:
-                jitter.append(dt - polls[k - 1][0] - period)
+                late = dt - sent - period  # on the schedule: never later than the reading, so in order
+                crosses = bisect.bisect_left(fixed, dt - late) < bisect.bisect_right(fixed, dt)
+                jitter.append(0 if period and 0 <= late <= slack_ms and not crosses else late)
+                sent += period + jitter[-1]
             for (off, _, q), c in zip(vals, coded, strict=True):
                 p = k - start
                 same = p == prev_poll and bool(changes)

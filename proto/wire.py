@@ -354,10 +354,12 @@ def encode_batch(
     return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, list(groups)]))
 
 
-def encode_batch_v2(epoch: int, seq: int, table: int, base_ts_ms: int, groups: Sequence[series.Raw]) -> bytes:
+def encode_batch_v2(epoch: int, seq: int, table: int, base_ts_ms: int, groups: Sequence[series.Raw],
+                    *, slack_ms: int = 0) -> bytes:
     """Encode a format 2 batch: each device's polls as a poll series (`proto.series`); `groups` are
-    (dt_ms from `base_ts_ms`, first index, values or a span's count, faults), in time order."""
-    return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, series.encode(groups)]), BATCH_VERSION)
+    (dt_ms from `base_ts_ms`, first index, values or a span's count, faults), in time order;
+    `slack_ms`: how far a series' poll times may be sent from the readings' (`series.encode`)."""
+    return _frame(cbor2.dumps([epoch, seq, table, base_ts_ms, series.encode(groups, slack_ms)]), BATCH_VERSION)
 
 
 def decode_batch(payload: bytes) -> Batch:

@@ -27,6 +27,7 @@ def test_the_demo_building_parses(tmp_path: Path) -> None:
     ("[uplink]\nkeepalive_s = 5\n", "keepalive_s must be an integer from 10 to 1200"),
     ("[uplink]\nbatch_delay_ms = true\n", "batch_delay_ms must be an integer"),
     ("[uplink]\nbatch_delay_ms = 900001\n", "batch_delay_ms must be an integer from 0 to 900000"),
+    ("[uplink]\ntime_slack_ms = 1001\n", "time_slack_ms must be an integer from 0 to 1000"),
     ("[uplink]\nkeepalive = 60\n", "unknown key(s): keepalive"),
     ("[uplinks]\n", "unknown section(s): uplinks"),
     ("modbus_tcp = 3\n", "must be a list of tables"),

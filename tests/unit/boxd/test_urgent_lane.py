@@ -153,3 +153,31 @@ async def test_sealing_starts_early_by_the_lead(tmp_path: Path) -> None:
     assert points_in(batch.payload) == [0]
     task.cancel()
     d.queue.close()
+
+
+@in_loop
+async def test_with_a_time_slack_late_polls_are_sent_on_their_schedule(tmp_path: Path) -> None:
+    # [uplink] time_slack_ms: unchanged polls late by up to 200 ms (a busy Box) are sent on the
+    # device's schedule, so they cost no bytes; every poll still says "unchanged", none is lost
+    t0 = now_ms() - 20_000
+    d = Daemon(tmp_path, tmp_path / "unused.toml", uplink=FakeUplink)
+    d.queue.open()
+    bus = FakeBus("ahu", ["temp", "alarm"])
+    change = Report(mode="change", deadband=0.0, deadband_pct=0.0, max_age_s=900)
+    uplink = UplinkSettings(batch_delay_ms=60000, time_slack_ms=250)
+    d.buses.use(BoxConfig(uplink=uplink, modbus_tcp=(AHU,), report=change), [bus])
+    await d.link.start(load_fake(tmp_path))
+    up = d.link.uplink
+    assert isinstance(up, FakeUplink)
+    task = asyncio.create_task(d.sender.run())
+    emit = d.buses.emitter(bus, first=0)
+    late = [0, 0, 120, 35, 199, 7, 160, 88, 1, 140]
+    for k, ms in enumerate(late):
+        await emit([Sample("ahu.temp", t0 + 1000 * k + ms, 21.5)])  # unchanged after the first poll
+    await emit([Sample("ahu.alarm", t0 + 10_000, 1.0)])  # urgent: what is queued leaves now
+    (batch,) = await eventually(lambda: up.on(Up.DATA), "the batch", within=20)
+    b = wire.decode_batch(batch.payload)
+    temp = sorted(b.base_ts_ms + g.dt_ms for g in b.groups if g.first == 0)
+    assert temp == [t0 + 1000 * k for k in range(10)]
+    task.cancel()
+    d.queue.close()

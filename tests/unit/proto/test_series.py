@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import cbor2
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from proto import wire
@@ -140,3 +142,43 @@ def test_integer_differences_too_large_for_cbor_start_a_new_series() -> None:
                          (2000, 0, [2**64 - 1, 3], {})]
     payload = wire.encode_batch_v2(1, 1, 1, BASE, groups)
     assert _decoded(payload) == _flat(groups)
+
+
+@settings(max_examples=200, deadline=None)
+@given(polls(), st.sampled_from([1, 250, 1000]))
+@example([(1003, 0, [None]), (2003, 0, [(1, 0)]), (2004, 0, [None]), (3007, 0, [(2, 0)]), (3008, 0, [None])], 250)
+# ^ an unchanged poll's on-schedule time (3006) would come before the plain group it follows (3007)
+def test_with_a_time_slack_every_poll_comes_back_at_most_that_much_earlier_and_in_order(
+        polled: list[tuple[int, int, list[Reading]]], slack: int) -> None:
+    # a device is never polled twice in one ms: a point's polls have an order
+    groups = _groups(list({(p[0], p[1]): p for p in reversed(polled)}.values())[::-1])
+    exact, sent = _flat(groups), _decoded(wire.encode_batch_v2(7, 9, 11, BASE, groups, slack_ms=slack))
+    by_point: dict[int, list[tuple[int, str]]] = {}
+    for ts, index, what in sent:
+        by_point.setdefault(index, []).append((ts, what))
+    for index, want in _by_point(exact).items():
+        got = by_point.pop(index)
+        assert [w for _, w in got] == [w for _, w in want]  # each poll's value or "unchanged", in order
+        assert all(0 <= w[0] - g[0] <= slack for g, w in zip(got, want, strict=True))
+    assert not by_point
+
+
+def _by_point(flat: list[tuple[int, int, str]]) -> dict[int, list[tuple[int, str]]]:
+    out: dict[int, list[tuple[int, str]]] = {}
+    for ts, index, what in flat:
+        out.setdefault(index, []).append((ts, what))
+    return out
+
+
+def test_polls_late_by_less_than_the_slack_cost_what_polls_on_time_cost() -> None:
+    # a busy Box's polls run late by tens to hundreds of ms: with the slack, those times are free
+    def device(late_ms: int) -> list[tuple[int, int, list[Reading]]]:
+        late = random.Random(1)
+        return [(1000 * k + late.randrange(late_ms), 0, [(k // 10, 0), *[None] * 99]) for k in range(300)]
+
+    on_time = wire.encode_batch_v2(1, 1, 1, BASE, _groups(device(1)))
+    late = _groups(device(200))
+    exact, slack = wire.encode_batch_v2(1, 1, 1, BASE, late), wire.encode_batch_v2(1, 1, 1, BASE, late, slack_ms=250)
+    # the schedule settles on the earliest polls within a few polls; then a late poll costs nothing
+    assert len(slack) <= len(on_time) + 16
+    assert len(exact) > len(on_time) + 300  # exact times: a byte or two a poll
