@@ -131,13 +131,17 @@ async def test_the_batch_delay_runs_from_the_reading_not_from_its_queueing(tmp_p
     d.queue.close()
 
 
-def test_the_lead_is_the_smoothed_time_to_the_acknowledgement_and_at_most_a_tenth_of_the_delay() -> None:
+def test_the_lead_is_the_smoothed_time_to_the_acknowledgement_and_its_deviation_at_most_a_tenth_of_the_delay(
+        ) -> None:
     lead = Lead()
     assert lead.ms(5000) == 0  # nothing measured yet: the whole delay
     lead.note(0.080)
-    assert lead.ms(5000) == 80
-    lead.note(0.040)
-    assert round(lead.ms(5000)) == 70  # smoothed: one slow or quick batch moves it a quarter of the way
+    assert round(lead.ms(5000)) == 80 + 4 * 40  # the first: its time, and half of it as its deviation
+    for _ in range(40):
+        lead.note(0.040)
+    assert 40 <= lead.ms(5000) < 42  # steady: the deviation fades, the time is what batches take
+    lead.note(0.120)  # one slow batch (80 ms more): the lead grows by its deviation, not only by an eighth
+    assert lead.ms(5000) > 40 + 10 + 4 * 0.25 * 80 - 1
     lead.note(100.0)
     assert lead.ms(5000) == 500 and lead.ms(0) == 0  # never more than a tenth of the delay
 
