@@ -339,7 +339,8 @@ class HookWorker:
             ok, why = False, str(e)
         if ok:
             changed = await asyncio.to_thread(self.store.enable_connector, row.id, expect_state="confirming")
-            if changed:  # a disabled one's alert is over
+            if changed:  # it answered: its breaker closed, a disabled one's alert over
+                ep.breaker.success()
                 await asyncio.to_thread(self.store.close_alert, f"connector:{row.id}", "connector")
         else:
             changed = await asyncio.to_thread(self.store.update_connector, row.id, expect_state="confirming",

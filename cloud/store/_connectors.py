@@ -194,12 +194,14 @@ class Connectors(StoreBase):
 
     def enable_connector(self, connector_id: int, *, expect_state: str) -> bool:
         """The endpoint proved it is its owner's: enabled, taking what is stored from now on (its place
-        moved to the feed's newest row in the same transaction; a disabled one had kept queuing)."""
+        moved to the feed's newest row in the same transaction; a disabled one had kept queuing), no
+        longer failing (its breaker closed)."""
         c = connectors.c
         with self._tx() as db:
             head = db.execute(sa.select(sa.func.max(feed.c.id))).scalar() or 0
             return db.execute(connectors.update().where(c.id == connector_id, c.state == expect_state).values(
-                state="enabled", last_error="",
+                state="enabled", last_error="", failing_since=None, breaker_failures=0, breaker_until=0.0,
+                breaker_rest=0.0,  # it answered: well again (a disabled one is not disabled again at once)
                 feed_pos=sa.case((c.feed_pos < head, head), else_=c.feed_pos))).rowcount == 1
 
     def delete_connector(self, connector_id: int) -> None:
