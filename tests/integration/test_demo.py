@@ -25,6 +25,8 @@ def test_demo_shows_live_values_and_stops_everything(tmp_path: Path) -> None:
     assert re.search(r"demo: POST /v1/connectors -> webhook connector \d+ to https://127.0.0.1:\d+/hook", r.stdout)
     assert "the receiver answered its token: enabled" in r.stdout
     assert "demo: first webhook delivery at the local receiver" in r.stdout
+    cloud_log = (tmp_path / "demo" / "cloud.log").read_text()  # the operator's exception, said at start
+    assert "webhooks may be sent to the operator's private networks 127.0.0.1/32" in cloud_log
     shown = re.findall(r"Webhook https://127.0.0.1:\d+/hook: (\d+) items in \d+ deliveries, Standard Webhooks "
                        r"signatures verified, item HMACs (\d+) ok / 0 bad; 0 refused", r.stdout)
     assert shown and int(shown[-1][0]) == int(shown[-1][1]) > 0, r.stdout[-2000:]
