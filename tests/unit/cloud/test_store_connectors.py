@@ -119,14 +119,14 @@ def test_past_its_cap_an_outbox_loses_its_oldest_items_a_delivery_whole_counted(
     assert d is not None and d.items == 3
     _items(store, cid, 7, first=3)
     assert store.evict(cid, 10, 10**6, 100.0) == (0, False)  # within the cap
-    assert store.evict(cid, 6, 10**6, 100.0) == (4, True)  # 4 over: the delivery of 3 goes whole, then 1 item
-    assert _left(store, cid) == ["i0004", "i0005", "i0006", "i0007", "i0008", "i0009"]
+    assert store.evict(cid, 8, 10**6, 100.0) == (3, True)  # 2 over: the oldest delivery goes, whole
+    assert _left(store, cid) == [f"i{k:04d}" for k in range(3, 10)]
     store.delivered(d.id)  # its answer came after it was evicted: nothing counted twice
     depth = store.outbox_depth(cid)
-    assert depth["waiting"] == 6 and depth["bytes"] == 6 * 14 and depth["evicted"] == 4
+    assert depth["waiting"] == 7 and depth["bytes"] == 7 * 14 and depth["evicted"] == 3
     assert depth["evicting_since"] == 100.0
-    assert store.evict(cid, 6, 5 * 14, 200.0) == (1, False)  # by bytes too; the eviction was on already
-    assert _left(store, cid)[0] == "i0005"
+    assert store.evict(cid, 7, 6 * 14, 200.0) == (1, False)  # by bytes too; the eviction was on already
+    assert _left(store, cid)[0] == "i0004"
     assert store.evicting_over(cid) and not store.evicting_over(cid)
     assert store.outbox_depth(cid)["evicting_since"] is None
 
