@@ -69,6 +69,7 @@ hook_items = sa.Table(
     sa.Column("body", sa.Text, nullable=False),  # the item as sent (JSON, signed)
     sa.Column("created", SECONDS, nullable=False),
     sa.Index("hook_items_by_connector", "connector_id", "delivery_id", "id"),
+    sa.Index("hook_items_by_age", "connector_id", "id"),  # migration 0008: the oldest first (evict)
 )
 hook_deliveries = sa.Table(
     "hook_deliveries", metadata,
@@ -320,6 +321,7 @@ class Connectors(StoreBase):
             need_n, need_b = int(row.outbox_items) - max_items, int(row.outbox_bytes) - max_bytes
             n = b = 0
             cut, last_delivery, after = 0, None, 0
+            deliveries: set[int] = set()
             while n < need_n or b < need_b:
                 chunk = db.execute(sa.select(i.id, i.delivery_id, sa.func.length(i.body)).where(
                     i.connector_id == connector_id, i.id > after).order_by(i.id).limit(1000)).all()
@@ -329,6 +331,8 @@ class Connectors(StoreBase):
                     if n >= need_n and b >= need_b:
                         break
                     n, b, cut, last_delivery = n + 1, b + int(size), int(item_id), delivery_id
+                    if delivery_id is not None:
+                        deliveries.add(int(delivery_id))
                 after = int(chunk[-1][0])
             if last_delivery is not None:  # a delivery goes whole
                 cut = max(cut, int(db.execute(sa.select(sa.func.max(i.id)).where(
@@ -336,8 +340,8 @@ class Connectors(StoreBase):
             which = sa.and_(i.connector_id == connector_id, i.id <= cut)
             n, b = (int(x) for x in db.execute(sa.select(
                 sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(i.body)), 0)).where(which)).one())
-            gone = sa.select(i.delivery_id).where(which, i.delivery_id.is_not(None)).distinct()
-            db.execute(hook_deliveries.delete().where(d.connector_id == connector_id, d.id.in_(gone)))
+            if deliveries:
+                db.execute(hook_deliveries.delete().where(d.connector_id == connector_id, d.id.in_(deliveries)))
             db.execute(hook_items.delete().where(which))
             db.execute(connectors.update().where(c.id == connector_id).values(
                 outbox_items=c.outbox_items - n, outbox_bytes=c.outbox_bytes - b, evicted=c.evicted + n,

@@ -6,7 +6,8 @@ Revises: 0007
 Adds to ``connectors``: ``outbox_items`` and ``outbox_bytes`` (the outbox's size, kept by the
 transactions that change it; filled here from ``hook_items``), ``evicted`` and ``evicting_since``
 (what the outbox's cap evicted), ``breaker_failures``, ``breaker_until`` and ``breaker_rest`` (the
-circuit breaker, which a restart used to close). Nothing else changes.
+circuit breaker, which a restart used to close), and the index ``hook_items_by_age``
+(connector, id: a connector's oldest items, which its cap evicts). Nothing else changes.
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ def upgrade() -> None:
                "outbox_items = (SELECT count(*) FROM hook_items i WHERE i.connector_id = connectors.id), "
                "outbox_bytes = (SELECT coalesce(sum(length(i.body)), 0) FROM hook_items i "
                "WHERE i.connector_id = connectors.id)")
+    op.create_index("hook_items_by_age", "hook_items", ["connector_id", "id"])
 
 
 def downgrade() -> None:
+    op.drop_index("hook_items_by_age", "hook_items")
     with op.batch_alter_table("connectors") as t:
         for name in reversed(_COLUMNS):
             t.drop_column(name)
