@@ -1,6 +1,7 @@
 """The `boxcloud` command: the reference cloud and its administration.
 
     boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--bind ADDR] [--name NAME ...]
+                  [--webhook-allow-network CIDR ...] [--webhook-port N ...] [--webhook-ca PEM]
     boxcloud run                      broker + receiver + enrollment, until Ctrl-C
     boxcloud box add|list|show|revoke|decommission|tag|untag ...      (cloud._box_cli)
     boxcloud token list|cancel ...  /  boxcloud pki reissue broker|enroll  (cloud._security_cli)
@@ -89,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                           ["boxcloud --home /srv/cloud init --host cloud.example.com",
                            "boxcloud --home /tmp/c init --broker-port 18883 --enroll-port 18443 --bind 127.0.0.1",
                            "boxcloud --home /srv/cloud init --database 'postgresql+psycopg:///boxcloud?"
-                           "host=/run/postgresql'"],
+                           "host=/run/postgresql'",
+                           "boxcloud --home /srv/cloud init --webhook-allow-network 10.20.0.0/16 --webhook-ca ca.pem"],
                           exits=EXITS)
     i.add_argument("--host", default="localhost", help="the name Boxes use to reach the cloud (default %(default)s)")
     i.add_argument("--broker-port", type=_port, default=8883, help="MQTT over TLS (default %(default)s)")
@@ -104,6 +106,18 @@ def _parser() -> argparse.ArgumentParser:
                         "service connects as its own role (README, 'PostgreSQL')")
     i.add_argument("--database-role-prefix", default="boxcloud", metavar="NAME",
                    help="the services' roles are NAME_owner, NAME_admin, NAME_receiver, NAME_api (default %(default)s)")
+    i.add_argument("--webhook-allow-network", action="append", default=[], metavar="CIDR",
+                   help="a private network of yours that webhooks may be sent to (e.g. 10.20.0.0/16; repeat for "
+                        "more; default none: public addresses only). A risk: anyone with connector.manage can "
+                        "then make the platform POST there (docs/integrations.md); metadata and link-local "
+                        "addresses stay refused")
+    i.add_argument("--webhook-port", action="append", type=_port, default=[], metavar="N",
+                   help="a port webhooks may be sent to (repeat; default 443 and 8443)")
+    i.add_argument("--webhook-ca", default="", metavar="PEM",
+                   help="trust anchors for endpoints' certificates besides the system's (a private CA)")
+    i.add_argument("--webhook-outbox-mb", type=int, default=256, metavar="MIB",
+                   help="each connector's outbox cap: past it the oldest items go, counted and alerted "
+                        "(default %(default)s)")
     clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
                                  "the enrollment endpoint until Ctrl-C",
                       ["boxcloud --home /srv/cloud run"], exits=EXITS)
@@ -118,7 +132,10 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_init(cloud: Cloud, args: argparse.Namespace) -> int:
     """Create a cloud in --home."""
     cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind, args.api_port, args.database,
-                        args.database_role_prefix), args.name)
+                        args.database_role_prefix, tuple(args.webhook_allow_network),
+                        tuple(args.webhook_port or (443, 8443)),
+                        str(Path(args.webhook_ca).resolve()) if args.webhook_ca else "", args.webhook_outbox_mb),
+               args.name)
     out.line(f"Cloud created in {args.home}.")
     out.line(f"Ship this platform CA with every Box: {cloud.pki.root_cert}")
     out.line(f"Move {cloud.pki.root_key} and {cloud.ota_keys / 'offline'} offline (needed only to sign a new "

@@ -5,7 +5,8 @@ TCP building-controller simulator, a 4G modem simulator on a pty (`drivers.sim.a
 boxd's modem owner talks AT to it; the data itself goes over loopback, since a data path
 needs a network namespace, i.e. root), and `boxd`; provisions the Box through `boxctl
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
-in the cloud, and the modem's report (state, network, signal and its grade). It also makes an
+in the cloud, and the modem's report (state, network, signal and its grade), and the data
+arriving at a customer's webhook receiver on this machine (`cloud.demo_hook`). It also makes an
 account of the users' API owning the Box, and prints the API's URL and an API key (in `api-url`
 and `api-key`, the owner's password in `api-password`). Ctrl-C (or `--duration`) stops every
 process it started, cleanly.
@@ -35,6 +36,8 @@ from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock, write_atomic
 from cloud._box_cli import modem_line
 from cloud.api import operator
+from cloud.demo_hook import WebhookReceiver as _WebhookReceiver
+from cloud.demo_hook import connector as _webhook_connector
 from cloud.platform import Cloud, Settings
 from drivers.sim.modbus_building import building_points_toml
 from proto.points import Quality
@@ -107,7 +110,7 @@ def _wait(cond: object, timeout: float, what: str, demo: Demo) -> None:
         time.sleep(0.1)
 
 
-def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = ()) -> int:
+def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = (), hook: _WebhookReceiver | None = None) -> int:
     latest = cloud.store.latest(SERIAL)
     box = cloud.store.box(SERIAL)
     state = "online" if box and box.online else "offline"
@@ -120,11 +123,18 @@ def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = ()) -> int:
         lines.append(f"{point:<26} {v:>12} {unit:<5} {Quality(q).name.lower():<10} {(now - ts) / 1000:4.1f} s")
     modem = cloud.store.modem(SERIAL)
     lines.append(f"4G modem: {modem_line(modem[1]) if modem else 'no report yet'}")
+    if hook is not None:
+        lines.append(hook.line())
     if sys.stdout.isatty():
         print("\033[H\033[J", end="")
         lines += ["", *hints]  # the screen is redrawn: say again how to look from another shell
     print("\n".join(lines), flush=True)
     return len(latest)
+
+
+def _first_webhook(hook: _WebhookReceiver, demo: Demo, started: float) -> None:
+    _wait(lambda: hook.stats().get("items", 0) > 0, 60, "the first webhook delivery", demo)
+    print(f"demo: first webhook delivery at the local receiver {time.monotonic() - started:.1f} s after start")
 
 
 def _take(root: Path) -> int:
@@ -179,7 +189,10 @@ def run(root: Path, duration: float | None) -> int:
     demo = Demo(root)
     home = root / "cloud"
     cloud = Cloud(home)
-    cloud.init(Settings("localhost", _port(8883), _port(8443), "127.0.0.1", _port(9443)))
+    hook = _WebhookReceiver(root, _port(9444))
+    # the operator lets webhooks reach this machine's loopback, on the receiver's port only (off by
+    # default: docs/integrations.md), and trusts the demo CA that signed the receiver's certificate
+    cloud.init(hook.settings(Settings("localhost", _port(8883), _port(8443), "127.0.0.1", _port(9443))))
     s = cloud.settings
     sim_port = _port(15020)
     try:
@@ -191,12 +204,13 @@ def run(root: Path, duration: float | None) -> int:
         print("demo: starting the 4G modem simulator (AT commands on a pty)")
         demo.spawn("modem", "drivers.sim.at_modem", "serve", "--link", str(root / "modem"),
                    "--control", str(root / "modem.sock"))
+        hook.spawn(demo)
         pid_file = home / "broker" / "mosquitto.pid"
         _wait(pid_file.exists, 30, "the cloud", demo)
         box, conf = root / "box", root / "box" / "boxd.toml"
         if not _provision(cloud, box, demo):
             return 1
-        _api_account(cloud, root)
+        _webhook_connector(cloud, _api_account(cloud, root), hook, demo)
         _wait((root / "modem").exists, 30, "the modem simulator", demo)
         conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + _MODEM_TOML.format(port=root / "modem")
                         + building_points_toml("127.0.0.1", sim_port))
@@ -204,6 +218,7 @@ def run(root: Path, duration: float | None) -> int:
         demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
         _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
         print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
+        _first_webhook(hook, demo, started)
         hints = (f"From another shell: .venv/bin/boxcloud --home {_rel(home)} box show {SERIAL}",
                  f"                    .venv/bin/boxctl --state-dir {_rel(box)} status   (configuration: {_rel(conf)})",
                  f"                    .venv/bin/boxctl --state-dir {_rel(box)} modem watch",
@@ -211,9 +226,9 @@ def run(root: Path, duration: float | None) -> int:
         print("demo: " + "\ndemo: ".join(hints), flush=True)
         while duration is None or time.monotonic() - started < duration:
             demo.check_alive()
-            _show(cloud, started, hints)
+            _show(cloud, started, hints, hook)
             time.sleep(2)
-        return 0 if _show(cloud, started) else 1
+        return 0 if _show(cloud, started, (), hook) else 1
     except KeyboardInterrupt:
         print("\ndemo: stopping")
         return 0
@@ -227,7 +242,7 @@ def run(root: Path, duration: float | None) -> int:
             print(f"demo: logs and state are in {root}", flush=True)
 
 
-def _api_account(cloud: Cloud, root: Path) -> None:
+def _api_account(cloud: Cloud, root: Path) -> str:
     """The users' API for the demo: an account owning the Box, its owner (password in a 0600 file),
     and an API key (printed, and in a 0600 file) to paste into the README's curl calls."""
     password = secrets.token_urlsafe(18)
@@ -236,7 +251,7 @@ def _api_account(cloud: Cloud, root: Path) -> None:
     operator.assign_box(cloud.store, SERIAL, "demo")
     _, key, _ = operator.create_key(cloud.store, "demo@example.com", "demo", [
         "box.read", "box.data.read", "box.command.send", "box.config.read", "release.read", "deployment.read",
-        "deployment.manage"], 7)
+        "deployment.manage", "connector.read"], 7)
     write_atomic(root / "api-key", key.encode() + b"\n", 0o600)
     s = cloud.settings
     write_atomic(root / "api-url", f"https://localhost:{s.api_port}/v1\n".encode())
@@ -245,6 +260,7 @@ def _api_account(cloud: Cloud, root: Path) -> None:
     print(f"demo: its owner demo@example.com, password in {_rel(root / 'api-password')}")
     print(f"demo: try: curl --cacert {_rel(cloud.pki.root_cert)} -H \"Authorization: Bearer $(cat "
           f"{_rel(root / 'api-key')})\" \"$(cat {_rel(root / 'api-url')})/boxes/{SERIAL}/latest\"")
+    return password
 
 
 def _rel(path: Path) -> str:

@@ -32,7 +32,7 @@ from cloud.broker import Broker
 from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller
 from cloud.errors import CloudError
-from cloud.hooks import HookWorker
+from cloud.hooks import HookWorker, Limits, targets
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
@@ -66,6 +66,23 @@ class Settings:
     # <database_role_prefix>_<service> (cloud.store._roles), by peer authentication or a 0600 passfile
     database: str = ""
     database_role_prefix: str = "boxcloud"
+    # webhooks (cloud.hooks), the operator's only (never the users' API): private networks of the
+    # operator's own that endpoints may be in (CIDRs; none by default: public addresses only; the
+    # cloud metadata, link-local and the like stay refused), the ports allowed, trust anchors for
+    # endpoints' certificates besides the system's (a PEM file; "": none), each outbox's cap (MiB)
+    webhook_allow_networks: tuple[str, ...] = ()
+    webhook_ports: tuple[int, ...] = (443, 8443)
+    webhook_ca_file: str = ""
+    webhook_outbox_mb: int = 256
+
+    def __post_init__(self) -> None:  # read from JSON: lists
+        object.__setattr__(self, "webhook_allow_networks", tuple(self.webhook_allow_networks))
+        object.__setattr__(self, "webhook_ports", tuple(self.webhook_ports))
+
+    @property
+    def webhook_reach(self) -> targets.Reach:
+        """Where webhooks may be sent. Raises ValueError for a setting that cannot be used."""
+        return targets.operator_reach(self.webhook_allow_networks, self.webhook_ports)
 
 
 class Cloud(Administration):
@@ -272,8 +289,7 @@ class Cloud(Administration):
             raise CloudError(f"cannot listen for enrollment on {s.bind or '*'}:{s.enroll_port}: "
                              f"{e.strerror or e}") from None
         self._start_api()
-        self.hooks = HookWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")))
-        self.hooks.start()  # the webhooks' feed and deliveries (cloud.hooks)
+        self._start_hooks()
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -284,6 +300,25 @@ class Cloud(Administration):
         log.info("cloud up: broker %s:%d, enrollment https://%s:%d, users' API https://%s:%d/v1", s.host, s.broker_port,
                  s.host, s.enroll_port, s.host, s.api_port)
 
+    def _start_hooks(self) -> None:
+        """The webhooks' feed and deliveries (cloud.hooks), with the operator's settings (said and
+        audited when they let webhooks reach private networks)."""
+        s = self.settings
+        reach = s.webhook_reach
+        if reach.networks or reach.ports != targets.ALLOWED_PORTS:
+            nets = ", ".join(map(str, reach.networks)) or "none"
+            log.warning("webhooks may be sent to the operator's private networks %s, ports %s (settings "
+                        "webhook_allow_networks, webhook_ports): anyone with connector.manage can make the "
+                        "platform POST to hosts there", nets, ", ".join(map(str, sorted(reach.ports))))
+            self.store.audit(None, "operator", "platform.webhook_reach", "settings", networks=nets,
+                             ports=sorted(reach.ports))
+        extra_ca = Path(s.webhook_ca_file) if s.webhook_ca_file else None
+        if extra_ca is not None:
+            log.info("webhooks: endpoints' certificates may also chain to %s", extra_ca)
+        self.hooks = HookWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), reach=reach,
+                                extra_ca=extra_ca, limits=Limits(outbox_bytes=s.webhook_outbox_mb << 20))
+        self.hooks.start()
+
     def _start_api(self) -> None:
         """The users' API on its own port, with its own server certificate (made here for a cloud
         created before it had one)."""
@@ -293,7 +328,7 @@ class Cloud(Administration):
             self.pki.issue_server("api", sorted({s.host, "localhost", "127.0.0.1",
                                                  *self.pki.cert_names(self.pki.dir / "enroll.crt")}))
         self.api = ApiServer(self.store_for("api"), self, cert, key, seeds_file=self.home / "api-seeds.key",
-                             bind=s.bind, port=s.api_port)
+                             bind=s.bind, port=s.api_port, hook_reach=s.webhook_reach)
         try:
             self.api.start()
         except OSError as e:

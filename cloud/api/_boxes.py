@@ -211,10 +211,12 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
             raise ApiError(404, f"no command {cmd_id!r} for Box {box_id!r}")
         return _cmd(c)
 
-    @app.get("/v1/alerts", tags=["alerts"], summary="alerts of the Boxes the caller may see (box.read)")
+    @app.get("/v1/alerts", tags=["alerts"], summary="alerts of the Boxes the caller may see (box.read), and of "
+             "the account's connectors (connector.read: `box` is connector:<id>)")
     def alerts(caller: Auth, include_closed: bool = False, limit: Limit = 100,
                cursor: Cursor = None) -> dict[str, object]:
-        rows = store.alerts_in(caller.grants.scope("box.read"), include_closed, after(cursor, 0), limit + 1)
+        hooks = caller.account_id if caller.grants.can("connector.read") else None
+        rows = store.alerts_in(caller.grants.scope("box.read"), include_closed, after(cursor, 0), limit + 1, hooks)
         items = [_alert(Alert.of(r)) for r in rows]
         return page(items, limit, lambda a: a["id"])
 
@@ -224,7 +226,13 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
                           "`close`, an acknowledged alert can be closed (the close is in the audit trail).")
     def ack(caller: Auth, alert_id: Annotated[int, Path(ge=1, le=2**53)], body: AckIn) -> dict[str, object]:
         a = store.alert(alert_id)
-        if a is None or not store.in_scope(caller.grants.scope("box.alert.ack"), a.box_id):
+        if a is not None and a.box_id.startswith("connector:"):  # a connector's: connector.manage over the account
+            number = a.box_id.split(":", 1)[1]
+            c = store.connector(int(number)) if number.isdigit() and len(number) < 16 else None
+            if c is None or c.account_id != caller.account_id:
+                raise ApiError(404, f"no alert {alert_id} here")
+            ctx.need(caller, "connector.manage")
+        elif a is None or not store.in_scope(caller.grants.scope("box.alert.ack"), a.box_id):
             if a is not None and store.box_account(a.box_id) == caller.account_id:
                 ctx.audit(caller, "denied", f"alert:{alert_id}", "denied", permission="box.alert.ack")
             raise ApiError(404, f"no alert {alert_id} here")

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from cloud.api._auth import Caller
 from cloud.api.app import Auth, Ctx, Cursor, Limit, after, page
 from cloud.api.errors import ApiError
-from cloud.hooks import signing, targets
+from cloud.hooks import policy, signing, targets
 from cloud.hooks.errors import TargetRefusedError
 from cloud.store import BoxScope, ConnectorRow
 
@@ -56,14 +56,22 @@ class ReplayIn(BaseModel):
                                                                      description="dead letters (none: all)")
 
 
-def _public(c: ConnectorRow, depth: dict[str, int] | None = None) -> dict[str, object]:
+def _public(c: ConnectorRow, depth: dict[str, object] | None = None) -> dict[str, object]:
     out: dict[str, object] = {"id": c.id, "name": c.name, "kind": c.kind, "service_account_id": c.service_account_id,
                               "state": c.state, "last_error": c.last_error, "failing_since": c.failing_since,
-                              "delivered": c.delivered, "created": c.created,
+                              "delivered": c.delivered, "created": c.created, "breaker": _breaker(c),
                               **c.config}
     if depth is not None:
         out["outbox"] = depth
     return out
+
+
+def _breaker(c: ConnectorRow) -> dict[str, object]:
+    """The circuit breaker as the worker left it (kept in the database)."""
+    failures, until, _ = c.breaker
+    tripped = failures >= policy.TRIP_AFTER
+    state = "closed" if not tripped else "open" if time.time() < until else "half-open"
+    return {"state": state, "failures": failures, "open_until": until if tripped else None}
 
 
 def covers(mine: BoxScope, theirs: BoxScope) -> bool:
@@ -90,7 +98,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
 
     def checked(url: str, what: str) -> str:
         try:
-            return targets.parse(url).url
+            return targets.parse(url, ctx.hook_reach).url
         except TargetRefusedError as e:
             raise ApiError(422, f"{what}: {e}") from None
 

@@ -39,6 +39,7 @@ from cloud.api._secrets import Seeds
 from cloud.api.errors import ApiError, title
 from cloud.deploy import Deployments
 from cloud.errors import CloudError, StoreError, UnknownError
+from cloud.hooks import targets
 from cloud.store import Store
 
 log = logging.getLogger("boxcloud.api")
@@ -67,6 +68,7 @@ class Ctx:
     fleet: Fleet
     auth: Authenticator
     seeds: Seeds
+    hook_reach: targets.Reach = targets.PUBLIC_ONLY  # where webhooks may go (the operator's settings)
 
     def audit(self, caller: Caller, action: str, target: str, outcome: str = "ok", **detail: object) -> None:
         self.store.audit(caller.account_id, caller.actor, action, target, outcome, **detail)

@@ -65,11 +65,11 @@ class Answer:
 class PinnedClient:
     """HTTPS to one endpoint (and the address its name had when checked). The constructor does no I/O."""
 
-    def __init__(self, url: str, ctx: ssl.SSLContext, *, ports: frozenset[int] = targets.ALLOWED_PORTS,
+    def __init__(self, url: str, ctx: ssl.SSLContext, *, reach: targets.Reach = targets.PUBLIC_ONLY,
                  resolver: targets.Resolver = targets.system_resolver,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.target = targets.parse(url, ports)
-        self._ctx, self._resolver, self._clock = ctx, resolver, clock
+        self.target = targets.parse(url, reach)
+        self._ctx, self._resolver, self._clock, self._reach = ctx, resolver, clock, reach
         self._client: httpx.AsyncClient | None = None
         self._pinned_at = 0.0
         self.address: str | None = None
@@ -78,7 +78,7 @@ class PinnedClient:
         if self._client is not None and self._clock() - self._pinned_at < REPIN_S:
             return self._client
         await self.aclose()
-        address = await asyncio.to_thread(targets.resolve, self.target, self._resolver)
+        address = await asyncio.to_thread(targets.resolve, self.target, self._resolver, self._reach)
         transport = httpx.AsyncHTTPTransport(verify=self._ctx, trust_env=False)
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=self._ctx, max_connections=2, max_keepalive_connections=1, keepalive_expiry=30.0,

@@ -6,7 +6,10 @@
   40 attempts) becomes a dead letter, replayable through the API.
 - **Circuit breaker** per endpoint (`Breaker`): `TRIP_AFTER` failures in a row open it; while open
   no delivery is tried; after `OPEN_S` (doubling while it keeps failing, up to `OPEN_MAX_S`) one
-  delivery is let through (half-open): a success closes it, a failure opens it again.
+  delivery is let through (half-open): a success closes it, a failure opens it again. Its state is
+  kept in the connector's row (`saved`, `restored`) with each failure and success, so a restart of
+  the platform does not close it (the retry schedule alone would let a new delivery, or the one
+  after a dead letter, hit a failing endpoint every 5 s again).
 - **Disable**: an endpoint that has taken nothing for `DISABLE_AFTER_S` (3 days) is disabled
   with an alert; its outbox keeps what it held (enable it again through the API to drain it).
 """
@@ -42,8 +45,7 @@ def disable_due(failing_since: float | None, now: float, after_s: float = DISABL
 
 @dataclass
 class Breaker:
-    """One endpoint's circuit breaker (in memory: a restart closes it, the retry schedule in the
-    database still holds)."""
+    """One endpoint's circuit breaker (kept in the database by the worker: `saved`, `restored`)."""
 
     trip_after: int = TRIP_AFTER
     open_s: float = OPEN_S
@@ -51,6 +53,17 @@ class Breaker:
     failures: int = 0
     open_until: float = 0.0
     _opened_for: float = 0.0
+
+    @classmethod
+    def restored(cls, saved: tuple[int, float, float]) -> Breaker:
+        """The breaker as `saved` left it."""
+        b = cls()
+        b.failures, b.open_until, b._opened_for = saved
+        return b
+
+    def saved(self) -> tuple[int, float, float]:
+        """(failures in a row, open until, its last rest): what the connector's row keeps."""
+        return self.failures, self.open_until, self._opened_for
 
     def allows(self, now: float) -> bool:
         """Whether a delivery may be tried now (closed, or half-open: its rest is over)."""

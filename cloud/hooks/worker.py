@@ -53,6 +53,8 @@ class Limits:
     max_bytes: int = 256 * 1024  # a delivery holds at least one item, whatever its size
     max_wait_s: float = 1.0  # an item waits at most this for others to join it
     in_flight: int = 64  # deliveries in flight over every endpoint (one per endpoint at most)
+    outbox_items: int = 1_000_000  # each connector's outbox cap: past it, its oldest items are evicted
+    outbox_bytes: int = 256 << 20
 
 
 @dataclass
@@ -64,20 +66,23 @@ class _Endpoint:
     tokens: TokenSource | None
     opened: dict[str, object]
     breaker: policy.Breaker = field(default_factory=policy.Breaker)
+    turns: int = 0  # the task's passes over this endpoint (what a test waits on to see one made)
 
 
 class HookWorker:
     """The connectors' feed and deliveries. The constructor does no I/O.
 
-    `ca_file`: the trust anchors for customers' endpoints (the system's; a test passes its own CA).
-    `resolver`: the name resolver (the system's; a test passes its own to play a DNS rebinding)."""
+    `ca_file`: the trust anchors for customers' endpoints (the system's; a test passes its own CA);
+    `extra_ca`: more of them (the operator's setting `webhook_ca_file`: a private CA).
+    `resolver`: the name resolver (the system's; a test passes its own to play a DNS rebinding).
+    `reach`: where endpoints may be (public addresses; the operator's settings may add networks)."""
 
-    def __init__(self, store: Store, seeds: Seeds, *, ca_file: Path = SYSTEM_CA,
-                 resolver: targets.Resolver = targets.system_resolver, ports: frozenset[int] = targets.ALLOWED_PORTS,
+    def __init__(self, store: Store, seeds: Seeds, *, ca_file: Path = SYSTEM_CA, extra_ca: Path | None = None,
+                 resolver: targets.Resolver = targets.system_resolver, reach: targets.Reach = targets.PUBLIC_ONLY,
                  limits: Limits = Limits(), clock: Callable[[], float] = time.time,
                  rnd: Callable[[], float] = random.random) -> None:
-        self.store, self.seeds, self.ca_file = store, seeds, ca_file
-        self.resolver, self.ports, self.limits = resolver, ports, limits
+        self.store, self.seeds, self.ca_file, self.extra_ca = store, seeds, ca_file, extra_ca
+        self.resolver, self.reach, self.limits = resolver, reach, limits
         self.clock, self.rnd = clock, rnd
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -105,9 +110,12 @@ class HookWorker:
         """The worker's loop, until `stop()` (blocks: `start()` runs it in a thread of its own)."""
         try:
             self._ctx = tls.client_context(self.ca_file)
+            if self.extra_ca is not None:
+                self._ctx.load_verify_locations(cafile=str(self.extra_ca))
         except (OSError, ssl.SSLError) as e:  # the operator's to fix: said once, loudly
             log.error("webhooks cannot run: the trust anchors %s cannot be read (%s); nothing is lost, the "
-                      "connectors' outboxes wait (install ca-certificates and restart)", self.ca_file, e)
+                      "connectors' outboxes wait (install ca-certificates, mend the settings, restart)",
+                      " and ".join(str(p) for p in (self.ca_file, self.extra_ca) if p), e)
             return
         asyncio.run(self._main())
 
@@ -140,7 +148,7 @@ class HookWorker:
         st = self.store
         rows = [r for r in st.connectors() if r.kind == "webhook"]
         for row in rows:
-            pos = row.feed_pos
+            pos, total = row.feed_pos, 0
             for _ in range(50):  # at most 10,000 batches a pass a connector
                 chunk = st.feed_after(pos, FEED_CHUNK)
                 if not chunk:
@@ -148,9 +156,27 @@ class HookWorker:
                 queued = self._items(row, chunk) if row.state in ("enabled", "disabled") else []
                 if not st.queue_items(row.id, (pos, row.state), chunk[-1].id, queued):
                     break  # deleted, moved or confirmed meanwhile: read again at the next pass
-                pos = chunk[-1].id
+                pos, total = chunk[-1].id, total + len(queued)
+            self._cap(row, total > 0)
         st.trim_feed()
         return rows
+
+    def _cap(self, row: ConnectorRow, queued: bool) -> None:
+        """Keep the connector's outbox within its cap: the oldest items evicted, counted, alerted (the
+        alert closed once the outbox is back under half its cap)."""
+        lim, st = self.limits, self.store
+        if queued:
+            n, began = st.evict(row.id, lim.outbox_items, lim.outbox_bytes, self.clock())
+            if n:
+                log.warning("connector %d (%s): its outbox is past its cap (%d items, %d MiB): %d oldest items "
+                            "evicted", row.id, row.state, lim.outbox_items, lim.outbox_bytes >> 20, n)
+            if began:
+                st.open_alert(f"connector:{row.id}", "connector.outbox", row.name,
+                              f"connector {row.name!r} ({row.state}): its outbox reached its cap; its oldest "
+                              f"items are being evicted (counted in GET /v1/connectors/{row.id})"[:500])
+        elif (row.evicting_since is not None and row.outbox_items <= lim.outbox_items // 2
+              and row.outbox_bytes <= lim.outbox_bytes // 2 and st.evicting_over(row.id)):
+            st.close_alert(f"connector:{row.id}", "connector.outbox")
 
     def _items(self, row: ConnectorRow, chunk: list[FeedRow]) -> list[tuple[str, str]]:
         st = self.store
@@ -213,19 +239,20 @@ class HookWorker:
             return ep
         opened = json.loads(self.seeds.open(row.secrets) or "{}")
         assert self._ctx is not None
-        client = PinnedClient(str(row.config["url"]), self._ctx, ports=self.ports, resolver=self.resolver)
+        client = PinnedClient(str(row.config["url"]), self._ctx, reach=self.reach, resolver=self.resolver)
         tokens = None
         if row.config.get("auth") == "oauth":
-            token_client = PinnedClient(str(row.config["token_url"]), self._ctx, ports=self.ports,
+            token_client = PinnedClient(str(row.config["token_url"]), self._ctx, reach=self.reach,
                                         resolver=self.resolver)
             tokens = TokenSource(token_client, str(row.config["client_id"]), str(opened.get("client_secret", "")),
                                  str(row.config.get("scope", "")), clock=self.clock)
-        ep = _Endpoint(version, client, tokens, opened, ep.breaker if ep else policy.Breaker())
+        ep = _Endpoint(version, client, tokens, opened, ep.breaker if ep else policy.Breaker.restored(row.breaker))
         self.endpoints[row.id] = ep
         return ep
 
     async def _one(self, ep: _Endpoint, row: ConnectorRow) -> bool:
         """Send the connector's next delivery if one is due; False when there was nothing to do."""
+        ep.turns += 1
         now = self.clock()
         if policy.disable_due(row.failing_since, now):
             await asyncio.to_thread(self._disable, row)
@@ -283,7 +310,7 @@ class HookWorker:
         ep.breaker.failure(now)
         dead = policy.gives_up(d.created, now)
         wait = policy.retry_delay(d.attempts + 1, self.rnd)
-        self.store.delivery_failed(d.id, why, now + wait, dead=dead, now=now)
+        self.store.delivery_failed(d.id, why, now + wait, dead=dead, now=now, breaker=ep.breaker.saved())
         log.warning("connector %d: delivery %d failed (%s); %s", d.connector_id, d.id, why,
                     "a dead letter now" if dead else f"tried again in {wait:.0f} s")
 
@@ -312,6 +339,9 @@ class HookWorker:
             ok, why = False, str(e)
         if ok:
             changed = await asyncio.to_thread(self.store.enable_connector, row.id, expect_state="confirming")
+            if changed:  # it answered: its breaker closed, a disabled one's alert over
+                ep.breaker.success()
+                await asyncio.to_thread(self.store.close_alert, f"connector:{row.id}", "connector")
         else:
             changed = await asyncio.to_thread(self.store.update_connector, row.id, expect_state="confirming",
                                               state="unconfirmed", last_error=why[:500])

@@ -6,6 +6,8 @@ a batch also appends it to `feed` (`Telemetry.store_batch`, only while some conn
 what connectors send is what the platform stored, never what the broker said. Each connector
 keeps its place in the feed (`feed_pos`); `queue_items` turns feed rows into the connector's
 items and moves its place in one transaction, so a restart neither skips nor repeats a batch.
+The outbox's size is kept in the connector's row by the transactions that change it
+(`outbox_items`, `outbox_bytes`); past a cap its oldest items are evicted, counted (`evict`).
 Items are grouped into a delivery when it is first tried (`next_delivery`), and the group is
 kept across retries (its id is the stable ``webhook-id``); a delivery taken by the endpoint is
 deleted with its items in one transaction (`delivered`). A crash between the endpoint's answer
@@ -40,6 +42,15 @@ connectors = sa.Table(
     sa.Column("last_error", sa.Text, nullable=False, server_default=""),
     sa.Column("delivered", BIGINT, nullable=False, server_default=sa.text("0")),  # items taken by the endpoint
     sa.Column("created", SECONDS, nullable=False),
+    # migration 0008: the outbox's size (kept in the transactions that change it) and what its cap evicted
+    sa.Column("outbox_items", BIGINT, nullable=False, server_default=sa.text("0")),
+    sa.Column("outbox_bytes", BIGINT, nullable=False, server_default=sa.text("0")),
+    sa.Column("evicted", BIGINT, nullable=False, server_default=sa.text("0")),  # items evicted, ever
+    sa.Column("evicting_since", SECONDS),  # the first eviction since the outbox was last under half its cap
+    # the circuit breaker (cloud.hooks.policy.Breaker), so that a restart does not close it
+    sa.Column("breaker_failures", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("breaker_until", SECONDS, nullable=False, server_default=sa.text("0")),
+    sa.Column("breaker_rest", SECONDS, nullable=False, server_default=sa.text("0")),
 )
 feed = sa.Table(
     "feed", metadata,
@@ -58,6 +69,7 @@ hook_items = sa.Table(
     sa.Column("body", sa.Text, nullable=False),  # the item as sent (JSON, signed)
     sa.Column("created", SECONDS, nullable=False),
     sa.Index("hook_items_by_connector", "connector_id", "delivery_id", "id"),
+    sa.Index("hook_items_by_age", "connector_id", "id"),  # migration 0008: the oldest first (evict)
 )
 hook_deliveries = sa.Table(
     "hook_deliveries", metadata,
@@ -88,13 +100,20 @@ class ConnectorRow:
     last_error: str
     delivered: int
     created: float
+    outbox_items: int = 0
+    outbox_bytes: int = 0
+    evicted: int = 0
+    evicting_since: float | None = None
+    breaker: tuple[int, float, float] = (0, 0.0, 0.0)  # failures in a row, open until, its last rest (s)
 
     @classmethod
     def of(cls, r: AnyRow) -> ConnectorRow:
         m = r._mapping
         return cls(int(m["id"]), int(m["account_id"]), m["name"], m["kind"], int(m["service_account_id"]),
                    json.loads(m["config"]), m["secrets"], m["state"], int(m["feed_pos"]), m["failing_since"],
-                   m["last_error"], int(m["delivered"]), float(m["created"]))
+                   m["last_error"], int(m["delivered"]), float(m["created"]), int(m["outbox_items"]),
+                   int(m["outbox_bytes"]), int(m["evicted"]), m["evicting_since"],
+                   (int(m["breaker_failures"]), float(m["breaker_until"]), float(m["breaker_rest"])))
 
 
 @dataclass(frozen=True)
@@ -176,12 +195,14 @@ class Connectors(StoreBase):
 
     def enable_connector(self, connector_id: int, *, expect_state: str) -> bool:
         """The endpoint proved it is its owner's: enabled, taking what is stored from now on (its place
-        moved to the feed's newest row in the same transaction; a disabled one had kept queuing)."""
+        moved to the feed's newest row in the same transaction; a disabled one had kept queuing), no
+        longer failing (its breaker closed)."""
         c = connectors.c
         with self._tx() as db:
             head = db.execute(sa.select(sa.func.max(feed.c.id))).scalar() or 0
             return db.execute(connectors.update().where(c.id == connector_id, c.state == expect_state).values(
-                state="enabled", last_error="",
+                state="enabled", last_error="", failing_since=None, breaker_failures=0, breaker_until=0.0,
+                breaker_rest=0.0,  # it answered: well again (a disabled one is not disabled again at once)
                 feed_pos=sa.case((c.feed_pos < head, head), else_=c.feed_pos))).rowcount == 1
 
     def delete_connector(self, connector_id: int) -> None:
@@ -207,9 +228,11 @@ class Connectors(StoreBase):
         the rows are read again with the new state)."""
         now = time.time()
         c = connectors.c
+        size = sum(len(body) for _, body in items)
         with self._tx() as db:
             if db.execute(connectors.update().where(c.id == connector_id, c.feed_pos == was[0], c.state == was[1])
-                          .values(feed_pos=new_pos)).rowcount != 1:
+                          .values(feed_pos=new_pos, outbox_items=c.outbox_items + len(items),
+                                  outbox_bytes=c.outbox_bytes + size)).rowcount != 1:
                 return False
             if items:
                 db.execute(hook_items.insert(), [{"connector_id": connector_id, "box_id": b, "body": body,
@@ -266,18 +289,76 @@ class Connectors(StoreBase):
         return _delivery(head, bodies)
 
     def delivered(self, delivery_id: int) -> None:
-        """The endpoint took the delivery: it and its items go, the connector is well again."""
+        """The endpoint took the delivery: it and its items go, the connector is well again (its breaker
+        closed). Nothing when the delivery is gone (evicted meanwhile: counted then)."""
+        i, c = hook_items.c, connectors.c
         with self._tx() as db:
             row = db.execute(sa.select(hook_deliveries).where(hook_deliveries.c.id == delivery_id)).first()
             if row is None:
                 return
-            db.execute(hook_items.delete().where(hook_items.c.delivery_id == delivery_id))
+            n, size = db.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(i.body)), 0))
+                                 .where(i.connector_id == row.connector_id, i.delivery_id == delivery_id)).one()
+            db.execute(hook_items.delete().where(i.connector_id == row.connector_id, i.delivery_id == delivery_id))
             db.execute(hook_deliveries.delete().where(hook_deliveries.c.id == delivery_id))
-            db.execute(connectors.update().where(connectors.c.id == row.connector_id).values(
-                failing_since=None, last_error="", delivered=connectors.c.delivered + int(row.n_items)))
+            db.execute(connectors.update().where(c.id == row.connector_id).values(
+                failing_since=None, last_error="", delivered=c.delivered + int(row.n_items),
+                outbox_items=c.outbox_items - int(n), outbox_bytes=c.outbox_bytes - int(size),
+                breaker_failures=0, breaker_until=0.0, breaker_rest=0.0))
 
-    def delivery_failed(self, delivery_id: int, error: str, next_at: float, *, dead: bool, now: float) -> None:
-        """An attempt failed: tried again at `next_at`, or a dead letter; the connector is failing."""
+    def evict(self, connector_id: int, max_items: int, max_bytes: int, now: float) -> tuple[int, bool]:
+        """Past its cap, a connector's oldest items go (dead letters first, being oldest; a delivery
+        whole: its group and `webhook-id` stay what they were) until it is within it, counted.
+
+        Returns:
+            (items evicted, whether this began an eviction: its `evicting_since` was unset).
+        """
+        i, c, d = hook_items.c, connectors.c, hook_deliveries.c
+        with self._tx() as db:
+            row = db.execute(sa.select(c.outbox_items, c.outbox_bytes, c.evicting_since)
+                             .where(c.id == connector_id)).first()
+            if row is None or (row.outbox_items <= max_items and row.outbox_bytes <= max_bytes):
+                return 0, False
+            need_n, need_b = int(row.outbox_items) - max_items, int(row.outbox_bytes) - max_bytes
+            n = b = 0
+            cut, last_delivery, after = 0, None, 0
+            deliveries: set[int] = set()
+            while n < need_n or b < need_b:
+                chunk = db.execute(sa.select(i.id, i.delivery_id, sa.func.length(i.body)).where(
+                    i.connector_id == connector_id, i.id > after).order_by(i.id).limit(1000)).all()
+                if not chunk:
+                    break
+                for item_id, delivery_id, size in chunk:
+                    if n >= need_n and b >= need_b:
+                        break
+                    n, b, cut, last_delivery = n + 1, b + int(size), int(item_id), delivery_id
+                    if delivery_id is not None:
+                        deliveries.add(int(delivery_id))
+                after = int(chunk[-1][0])
+            if last_delivery is not None:  # a delivery goes whole
+                cut = max(cut, int(db.execute(sa.select(sa.func.max(i.id)).where(
+                    i.connector_id == connector_id, i.delivery_id == last_delivery)).scalar() or cut))
+            which = sa.and_(i.connector_id == connector_id, i.id <= cut)
+            n, b = (int(x) for x in db.execute(sa.select(
+                sa.func.count(), sa.func.coalesce(sa.func.sum(sa.func.length(i.body)), 0)).where(which)).one())
+            if deliveries:
+                db.execute(hook_deliveries.delete().where(d.connector_id == connector_id, d.id.in_(deliveries)))
+            db.execute(hook_items.delete().where(which))
+            db.execute(connectors.update().where(c.id == connector_id).values(
+                outbox_items=c.outbox_items - n, outbox_bytes=c.outbox_bytes - b, evicted=c.evicted + n,
+                evicting_since=sa.func.coalesce(c.evicting_since, now)))
+        return n, row.evicting_since is None
+
+    def evicting_over(self, connector_id: int) -> bool:
+        """The outbox is back under half its cap: the eviction is over; False when it was not on."""
+        c = connectors.c
+        with self._tx() as db:
+            return db.execute(connectors.update().where(c.id == connector_id, c.evicting_since.is_not(None))
+                              .values(evicting_since=None)).rowcount == 1
+
+    def delivery_failed(self, delivery_id: int, error: str, next_at: float, *, dead: bool, now: float,
+                        breaker: tuple[int, float, float] | None = None) -> None:
+        """An attempt failed: tried again at `next_at`, or a dead letter; the connector is failing (its
+        circuit breaker, when given, kept as it now is)."""
         with self._tx() as db:
             row = db.execute(sa.select(hook_deliveries).where(hook_deliveries.c.id == delivery_id)).first()
             if row is None:
@@ -285,8 +366,10 @@ class Connectors(StoreBase):
             db.execute(hook_deliveries.update().where(hook_deliveries.c.id == delivery_id).values(
                 attempts=hook_deliveries.c.attempts + 1, next_at=next_at, last_error=error[:500],
                 state="dead" if dead else "pending"))
+            kept = {} if breaker is None else {"breaker_failures": breaker[0], "breaker_until": breaker[1],
+                                               "breaker_rest": breaker[2]}
             db.execute(connectors.update().where(connectors.c.id == row.connector_id).values(
-                failing_since=sa.func.coalesce(connectors.c.failing_since, now), last_error=error[:500]))
+                failing_since=sa.func.coalesce(connectors.c.failing_since, now), last_error=error[:500], **kept))
 
     def deliveries(self, connector_id: int, state: str, after: int = 0, limit: int = 100) -> list[DeliveryRow]:
         d = hook_deliveries.c
@@ -304,15 +387,19 @@ class Connectors(StoreBase):
             return int(db.execute(hook_deliveries.update().where(cond).values(
                 state="pending", attempts=0, next_at=now, created=now, last_error="")).rowcount)
 
-    def outbox_depth(self, connector_id: int) -> dict[str, int]:
-        """Items waiting (not grouped, or in a pending delivery) and dead letters."""
-        d, i = hook_deliveries.c, hook_items.c
+    def outbox_depth(self, connector_id: int) -> dict[str, object]:
+        """Items waiting (not grouped, or in a pending delivery), dead letters, the bytes they hold,
+        and the items the cap evicted (ever, and since when it is evicting)."""
+        c, d = connectors.c, hook_deliveries.c
         with self._read() as db:
-            waiting = db.execute(sa.select(sa.func.count()).select_from(hook_items).where(
-                i.connector_id == connector_id)).scalar() or 0
+            row = db.execute(sa.select(c.outbox_items, c.outbox_bytes, c.evicted, c.evicting_since)
+                             .where(c.id == connector_id)).first()
             dead = db.execute(sa.select(sa.func.coalesce(sa.func.sum(d.n_items), 0)).where(
                 d.connector_id == connector_id, d.state == "dead")).scalar() or 0
-        return {"waiting": int(waiting) - int(dead), "dead": int(dead)}
+        if row is None:
+            return {"waiting": 0, "dead": 0, "bytes": 0, "evicted": 0, "evicting_since": None}
+        return {"waiting": int(row.outbox_items) - int(dead), "dead": int(dead), "bytes": int(row.outbox_bytes),
+                "evicted": int(row.evicted), "evicting_since": row.evicting_since}
 
 
 def _delivery(r: AnyRow, bodies: tuple[str, ...] = ()) -> DeliveryRow:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from cloud.store._alerts import alerts
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, AnyRow, StoreBase, metadata
+from cloud.store._connectors import connectors
 from cloud.store._dialect import Prepared, no_limit_params
 from cloud.store._fleet import box_tags, boxes
 from cloud.store.errors import StoreError
@@ -372,10 +373,17 @@ class Users(StoreBase):
                                                        "tags": sorted(scope.tags)}).first() is not None
         return False
 
-    def alerts_in(self, scope: BoxScope, include_closed: bool, after: int, limit: int) -> list[AnyRow]:
-        """The alerts of the Boxes a scope reaches, by id, after `after`, at most `limit`: filtered in the database."""
+    def alerts_in(self, scope: BoxScope, include_closed: bool, after: int, limit: int,
+                  connectors_of: int | None = None) -> list[AnyRow]:
+        """The alerts of the Boxes a scope reaches (and, with `connectors_of`, of that account's
+        connectors: ``connector:<id>``), by id, after `after`, at most `limit`: filtered in the database."""
         a = alerts.c
-        query = sa.select(alerts).where(a.box_id.in_(sa.select(boxes.c.box_id).where(scope.where())), a.id > after)
+        whose: sa.ColumnElement[bool] = a.box_id.in_(sa.select(boxes.c.box_id).where(scope.where()))
+        if connectors_of is not None:
+            c = connectors.c
+            whose = sa.or_(whose, a.box_id.in_(sa.select(sa.literal("connector:") + sa.cast(c.id, sa.Text))
+                                               .where(c.account_id == connectors_of)))
+        query = sa.select(alerts).where(whose, a.id > after)
         if not include_closed:
             query = query.where(a.closed.is_(None))
         with self._read() as db:

@@ -20,7 +20,20 @@ def test_demo_shows_live_values_and_stops_everything(tmp_path: Path) -> None:
     key = (tmp_path / "demo" / "api-key").read_text().strip()
     assert f"API key of the demo account (also in {tmp_path / 'demo' / 'api-key'}): {key}" in r.stdout
     assert (tmp_path / "demo" / "api-key").stat().st_mode & 0o077 == 0
-    for name in ("boxd", "building", "cloud"):
+    # a customer's webhook receiver on this machine (the operator's exception for 127.0.0.1/32): the
+    # connector made and confirmed through the API, deliveries verified both ways as they arrive
+    assert re.search(r"demo: POST /v1/connectors -> webhook connector \d+ to https://127.0.0.1:\d+/hook", r.stdout)
+    assert "the receiver answered its token: enabled" in r.stdout
+    assert "demo: first webhook delivery at the local receiver" in r.stdout
+    cloud_log = (tmp_path / "demo" / "cloud.log").read_text()  # the operator's exception, said at start
+    assert "webhooks may be sent to the operator's private networks 127.0.0.1/32" in cloud_log
+    shown = re.findall(r"Webhook https://127.0.0.1:\d+/hook: (\d+) items in \d+ deliveries, Standard Webhooks "
+                       r"signatures verified, item HMACs (\d+) ok / 0 bad; 0 refused", r.stdout)
+    assert shown and int(shown[-1][0]) == int(shown[-1][1]) > 0, r.stdout[-2000:]
+    log = (tmp_path / "demo" / "webhook.log").read_text()
+    assert "Standard Webhooks signature ok; item HMACs" in log and "REFUSED" not in log
+    assert (tmp_path / "demo" / "webhook-secret").stat().st_mode & 0o077 == 0
+    for name in ("boxd", "building", "cloud", "webhook"):
         assert f"demo: stopped {name} (exit 0)" in r.stdout
     # nothing left behind: the demo's broker is gone with it
     pid_file = tmp_path / "demo" / "cloud" / "broker" / "mosquitto.pid"

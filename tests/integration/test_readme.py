@@ -8,6 +8,7 @@ with the exit status its comment names (`# exit 4: ...`), else 0, and never show
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -54,6 +55,9 @@ def test_the_readme_walkthrough_runs_as_written_against_a_running_demo(tmp_path:
             if "boxctl" in line and " modem " in line:  # the demo's simulated modem, through boxd
                 assert ("Signal:" in r.stdout and "connected" in r.stdout) if "status" in command else \
                     r.stdout.count("RSRP") == 3, shown
+            elif "/connectors/1" in command:  # the demo's webhook connector, enabled, delivering
+                doc = json.loads(r.stdout)
+                assert doc["state"] == "enabled" and doc["delivered"] > 0 and doc["last_error"] == "", shown
             elif "status" in command and "boxctl" in command:  # right after make demo, the Box is found and well
                 assert "boxd:" in r.stdout and "running" in r.stdout and "bus ahu1" in r.stdout, shown
     finally:

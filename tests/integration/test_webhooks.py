@@ -10,6 +10,7 @@ the test's (`tests.support.hookkit.Dns`), to play a DNS rebinding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 import requests
 
 from cloud.api import operator
+from cloud.hooks import policy
 from cloud.receiver import Receiver
 from tests.support import netns
 from tests.support.apikit import PASSWORD, Api, add_box, serving
@@ -272,7 +274,13 @@ def test_a_redirect_is_not_followed_and_a_day_of_failures_is_a_dead_letter_repla
     env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")
 
 
-def test_an_endpoint_failing_for_days_is_disabled_with_an_alert_and_keeps_its_items(env: Env) -> None:
+def _alerts(env: Env, cid: int) -> dict[str, dict[str, Any]]:
+    """The connector's open alerts in the API's alert list, by kind."""
+    items = env.owner.get(env.api.url + "/v1/alerts", params={"limit": 1000}).json()["items"]
+    return {a["kind"]: a for a in items if a["box"] == f"connector:{cid}"}
+
+
+def test_a_disabled_endpoint_is_alerted_in_the_api_keeps_its_newest_items_within_its_cap_and_drains(env: Env) -> None:
     c = env.connector()
     env.confirm(c["id"])
     env.rig.receiver.command("mode fail")
@@ -280,12 +288,79 @@ def test_an_endpoint_failing_for_days_is_disabled_with_an_alert_and_keeps_its_it
     wait_for(lambda: env.state(c["id"])["failing_since"], what="failing", timeout=30)
     env.clock.offset += 4 * 86400
     wait_for(lambda: env.state(c["id"])["state"] == "disabled", what="disabled", timeout=30)
-    wait_for(lambda: any(a.subject == c["name"] and a.kind == "connector"
-                         for a in env.api.cloud.store.alerts(f"connector:{c['id']}")), what="the alert")
+    alert = wait_for(lambda: _alerts(env, c["id"]).get("connector"), what="the alert in GET /v1/alerts")
+    assert c["name"] in alert["message"] and "disabled" in alert["message"]
     trail = env.owner.get(env.api.url + "/v1/audit", params={"limit": 1000}).json()["items"]
     assert any(a["action"] == "connector.disable" and a["target"] == f"connector:{c['id']}" for a in trail)
-    env.batches("BOX-A", 1)  # still queued while disabled (nothing lost): confirmed again, it drains
+    r = env.owner.post(f"{env.api.url}/v1/alerts/{alert['id']}/ack", json={"note": "customer told"})
+    assert r.ok and r.json()["acked_by"] == "user:owner@acme", r.text
+    worker = env.rig.workers[-1]
+    was = worker.limits
+    worker.limits = dataclasses.replace(was, outbox_items=5)  # a cap of 5 items, for this test
+    try:
+        sent = env.batches("BOX-A", 12)  # still queued while disabled, up to the cap: the oldest go
+        state = wait_for(lambda: (s := env.state(c["id"]))["outbox"]["evicted"] == 8 and s, what="8 evicted",
+                         timeout=30)
+        assert state["outbox"]["waiting"] + state["outbox"]["dead"] == 5
+        outbox_alert = wait_for(lambda: _alerts(env, c["id"]).get("connector.outbox"), what="the cap's alert")
+        assert "evicted" in outbox_alert["message"]
+        env.rig.receiver.command("mode ok")
+        env.confirm(c["id"])  # confirmed again: it drains what it kept, the newest, in order
+        wait_for(lambda: len(env.items(c["id"])) >= 5, what="drained", timeout=30)
+        assert [i[0] for i in env.items(c["id"])] == sent[-5:]
+        wait_for(lambda: _alerts(env, c["id"]) == {}, what="both alerts closed", timeout=30)
+    finally:
+        worker.limits = was
+    env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")
+
+
+def test_a_rotation_signs_with_both_secrets_for_a_day_then_the_new_one_only(env: Env) -> None:
+    env.clock.offset = 0.0  # the API dates the rotation with the real clock
+    c = env.connector()
+    env.confirm(c["id"])
+    r = env.owner.post(f"{env.api.url}/v1/connectors/{c['id']}/rotate")
+    assert r.ok, r.text
+    old, new = c["signing_secret"], r.json()["signing_secret"]
+
+    def delivered_with(secrets: str) -> dict[str, Any]:
+        env.rig.receiver.command(f"secrets {secrets}")
+        sent = env.batches("BOX-A", 1)
+        env.delivered(c["id"], sent)
+        return next(e for e in env.got(c["id"]) if e["type"] == "data" and e["items"][0][0] == sent[0])
+
+    e = delivered_with(old)  # a receiver that has not switched yet: the old secret's signature is there
+    assert e["sig_ok"] and not e["items"][0][1]  # items' hmac: the new secret's
+    e = delivered_with(new)
+    assert e["sig_ok"] and e["items"][0][1]
+    env.clock.offset += 86400 + 60  # a day later: the old secret signs no more
+    assert not delivered_with(old)["sig_ok"]
+    assert delivered_with(new)["sig_ok"]
+    env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")
+
+
+def test_the_circuit_breaker_stays_open_across_a_restart_of_the_platform(env: Env) -> None:
+    c = env.connector()
+    env.confirm(c["id"])
+    env.rig.receiver.command("mode fail")
+    env.batches("BOX-A", 1)
+
+    def failures() -> int:
+        return len([e for e in env.got(c["id"]) if e["status"] == 503])
+
+    for n in range(1, 6):  # five failures in a row open it; the fifth gives up (a dead letter)
+        wait_for(lambda: failures() >= n, what=f"failure {n}", timeout=30)  # noqa: B023 - waited here
+        env.clock.offset += 7200 if n < 4 else 90_000 if n == 4 else 0
+    breaker = wait_for(lambda: (b := env.state(c["id"])["breaker"])["failures"] == 5 and b, what="tripped")
+    assert breaker["state"] == "open"
+    env.rig.stop_workers()
+    worker = env.rig.start_worker(env.api.cloud.store, env.home, env.clock)
+    env.batches("BOX-A", 1)  # a new delivery, due at once, while the breaker rests the endpoint
+    wait_for(lambda: c["id"] in worker.endpoints and worker.endpoints[c["id"]].turns >= 3, what="three passes")
+    assert failures() == 5, "the restarted platform tried a resting endpoint"
+    env.clock.offset += policy.OPEN_S + 1  # its rest is over: one try (half-open), which fails: open again
+    wait_for(lambda: failures() == 6, what="the half-open try", timeout=30)
+    assert wait_for(lambda: (b := env.state(c["id"])["breaker"])["failures"] == 6 and b)["state"] == "open"
     env.rig.receiver.command("mode ok")
-    wait_for(lambda: env.state(c["id"])["outbox"]["waiting"] + env.state(c["id"])["outbox"]["dead"] >= 2,
-             what="kept", timeout=30)
+    env.clock.offset += 7200
+    wait_for(lambda: env.state(c["id"])["breaker"]["state"] == "closed", what="closed by a success", timeout=30)
     env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")

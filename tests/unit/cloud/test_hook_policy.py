@@ -37,3 +37,13 @@ def test_the_breaker_opens_after_failures_in_a_row_rests_longer_each_time_and_cl
     assert not b.allows(200.0 + policy.OPEN_S) and b.allows(200.0 + 2 * policy.OPEN_S)
     b.success()
     assert b.state == "closed" and b.allows(0.0)
+
+
+def test_the_breaker_is_kept_as_it_was_across_a_restart() -> None:
+    b = policy.Breaker()
+    for _ in range(policy.TRIP_AFTER + 1):
+        b.failure(100.0)
+    again = policy.Breaker.restored(b.saved())
+    assert again.saved() == b.saved() and again.state == "open" and not again.allows(100.0 + policy.OPEN_S)
+    again.failure(200.0)  # it goes on doubling its rest from where it was
+    assert again.open_until == 200.0 + 4 * policy.OPEN_S

@@ -3,6 +3,8 @@ global unicast address on an allowed port, and a name all of whose addresses are
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from cloud.hooks import targets
@@ -41,7 +43,8 @@ REFUSED = {
     "https://192.168.1.1/in": "private",
     "https://100.64.0.1/in": "shared",
     "https://0.0.0.0/in": "unspecified",
-    "https://[::]/in": "loopback or unspecified",
+    "https://[::]/in": "unspecified",
+    "https://168.63.129.16/in": "metadata",  # a public address, but Azure's host service
     # link-local and the metadata service
     "https://169.254.169.254/latest/meta-data/": "link-local",
     "https://169.254.0.1/in": "link-local",
@@ -109,3 +112,29 @@ def test_a_name_is_resolved_once_to_the_first_address() -> None:
 
     assert targets.resolve(targets.parse("https://hooks.example.com/in"), dns) == "45.33.0.10"
     assert asked == ["hooks.example.com"]
+
+
+def test_the_operators_networks_open_only_themselves_and_never_the_metadata_service() -> None:
+    reach = targets.operator_reach(["127.0.0.1/32", "10.20.0.0/16"], [9444])
+    assert targets.parse("https://127.0.0.1:9444/hook", reach).port == 9444
+    assert targets.resolve(targets.parse("https://hooks.corp.example:9444/in", reach),
+                           lambda _h, _p: ["10.20.3.4"], reach) == "10.20.3.4"
+    for url, why in [("https://127.0.0.2:9444/hook", "loopback"), ("https://10.21.0.1:9444/in", "private"),
+                     ("https://127.0.0.1/hook", "port 443 is not allowed"), ("https://localhost:9444/in", "loopback"),
+                     ("https://[::ffff:127.0.0.1]:9444/in", "IPv4-mapped")]:
+        with pytest.raises(TargetRefusedError, match=why):
+            targets.parse(url, reach)
+    with pytest.raises(TargetRefusedError, match="private"):
+        targets.parse("https://10.20.0.1/in")  # without the operator's setting: refused as ever
+    wide = targets.Reach((ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("0.0.0.0/0")))
+    for ip in ("169.254.169.254", "100.100.100.200", "0.0.0.0", "224.0.0.1"):  # whatever a Reach says
+        assert targets.refusal(ipaddress.ip_address(ip), wide.networks)
+
+
+@pytest.mark.parametrize(("networks", "why"), [
+    (["0.0.0.0/0"], "never sent to"), (["169.254.0.0/16"], "never sent to"), (["100.64.0.0/10"], "100.100.100.200"),
+    (["::/0"], "never sent to"), (["10.0.0.1/8"], "not a network in CIDR form"), (["loopback"], "CIDR"),
+])
+def test_the_operator_cannot_open_what_is_never_reached(networks: list[str], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        targets.operator_reach(networks)

@@ -34,7 +34,7 @@ def test_a_connector_moves_its_place_with_its_items_only_from_the_place_and_stat
     assert not store.queue_items(cid, (0, "unconfirmed"), rows[-1].id, [("BOX-1", '{"id":"a"}')])  # moved already
     store.update_connector(cid, state="enabled")
     assert not store.queue_items(cid, (rows[-1].id, "unconfirmed"), rows[-1].id + 1, [])  # confirmed meanwhile
-    assert store.outbox_depth(cid) == {"waiting": 1, "dead": 0}
+    assert store.outbox_depth(cid) == {"waiting": 1, "dead": 0, "bytes": 10, "evicted": 0, "evicting_since": None}
 
 
 def test_enabling_moves_the_place_to_the_feeds_newest_row_never_back(store: Store) -> None:
@@ -85,9 +85,68 @@ def test_a_dead_letter_is_skipped_listed_and_replayed_with_the_same_items(store:
     nxt = store.next_delivery(cid, 1e9, 1, 10_000, 0.0)
     assert nxt is not None and nxt.bodies == ('{"id":"2"}',)  # the next one goes
     assert [x.id for x in store.deliveries(cid, "dead")] == [d.id]
-    assert store.outbox_depth(cid) == {"waiting": 1, "dead": 1}
+    depth = store.outbox_depth(cid)
+    assert (depth["waiting"], depth["dead"], depth["evicted"]) == (1, 1, 0)
     assert store.replay(cid, None, 1e9) == 1
     assert store.deliveries(cid, "dead") == []
     store.delivered(nxt.id)
     back = store.next_delivery(cid, 1e9, 1, 10_000, 0.0)
     assert back is not None and back.id == d.id and back.bodies == ('{"id":"1"}',) and back.attempts == 0
+
+
+def _items(store: Store, cid: int, n: int, first: int = 0) -> None:
+    row = store.connector(cid)
+    assert row is not None
+    assert store.queue_items(cid, (row.feed_pos, row.state), row.feed_pos,
+                             [("BOX-1", f'{{"id":"i{first + k:04d}"}}') for k in range(n)])
+
+
+def _left(store: Store, cid: int) -> list[str]:
+    import sqlalchemy as sa
+
+    from cloud.store._connectors import hook_items
+
+    with store._read() as db:
+        return [b[7:12] for b in db.execute(sa.select(hook_items.c.body).where(hook_items.c.connector_id == cid)
+                                           .order_by(hook_items.c.id)).scalars()]
+
+
+def test_past_its_cap_an_outbox_loses_its_oldest_items_a_delivery_whole_counted(store: Store) -> None:
+    cid = store.add_connector(1, "c", "webhook", service_account_id=1, config={}, sealed="")
+    store.update_connector(cid, state="disabled")
+    _items(store, cid, 3)
+    d = store.next_delivery(cid, 0.0, 3, 10**6, 0.0)  # the oldest three grouped (a delivery in flight)
+    assert d is not None and d.items == 3
+    _items(store, cid, 7, first=3)
+    assert store.evict(cid, 10, 10**6, 100.0) == (0, False)  # within the cap
+    assert store.evict(cid, 8, 10**6, 100.0) == (3, True)  # 2 over: the oldest delivery goes, whole
+    assert _left(store, cid) == [f"i{k:04d}" for k in range(3, 10)]
+    store.delivered(d.id)  # its answer came after it was evicted: nothing counted twice
+    depth = store.outbox_depth(cid)
+    assert depth["waiting"] == 7 and depth["bytes"] == 7 * 14 and depth["evicted"] == 3
+    assert depth["evicting_since"] == 100.0
+    assert store.evict(cid, 7, 6 * 14, 200.0) == (1, False)  # by bytes too; the eviction was on already
+    assert _left(store, cid)[0] == "i0004"
+    assert store.evicting_over(cid) and not store.evicting_over(cid)
+    assert store.outbox_depth(cid)["evicting_since"] is None
+
+
+def test_the_outbox_counters_follow_every_change_and_the_breaker_is_kept_with_each_attempt(store: Store) -> None:
+    import sqlalchemy as sa
+
+    from cloud.store._connectors import hook_items
+
+    cid = store.add_connector(1, "c", "webhook", service_account_id=1, config={}, sealed="")
+    store.update_connector(cid, state="enabled")
+    _items(store, cid, 5)
+    d = store.next_delivery(cid, 0.0, 2, 10**6, 0.0)
+    assert d is not None
+    store.delivery_failed(d.id, "503", 10.0, dead=False, now=1.0, breaker=(5, 31.0, 30.0))
+    assert store.connector(cid).breaker == (5, 31.0, 30.0)  # type: ignore[union-attr]
+    store.delivered(d.id)
+    row = store.connector(cid)
+    assert row is not None and row.breaker == (0, 0.0, 0.0)
+    with store._read() as db:
+        n, size = db.execute(sa.select(sa.func.count(), sa.func.sum(sa.func.length(hook_items.c.body)))
+                             .where(hook_items.c.connector_id == cid)).one()
+    assert (row.outbox_items, row.outbox_bytes) == (n, size) == (3, 3 * 14)
