@@ -174,10 +174,16 @@ def test_a_client_certificate_and_mqtt_3_1_1_with_a_topic_a_batch(env: Env) -> N
     env.delete(c["id"])
 
 
-def test_a_full_queue_drops_its_oldest_counted_and_alerted(env: Env) -> None:
+def test_a_full_queue_drops_its_oldest_counted_and_alerted_and_a_dead_broker_delays_no_other(env: Env) -> None:
     c = env.connector(port=8884, queue_bytes=64 * 1024)  # a password where a certificate is wanted: never up
+    wrong = env.connector(password="not-the-password")
+    good = env.connector(points=["ahu1.temp"])
     wait_for(lambda: env.state(c["id"])["last_error"], 30, "the connection refused")
+    assert "Not authorized" in wait_for(lambda: env.state(wrong["id"])["last_error"], 30, "the password refused")
+    env.link(good["id"], "connected")
     sent = env.batches("BOX-A", 400)
+    # the healthy connector delivers all of it while the two others fail and one evicts
+    wait_for(lambda: len(env.sub.messages(good["prefix"] + "/")) >= 400, 30, "the healthy connector's 400 batches")
 
     def queued() -> list[int]:
         kept = env.cloud.store.mqtt_next(c["id"], 0, 100_000)
@@ -192,7 +198,9 @@ def test_a_full_queue_drops_its_oldest_counted_and_alerted(env: Env) -> None:
     seqs = queued()
     assert seqs == sorted(seqs) and seqs[0] > sent[0]  # the newest stay, in order
     assert len(seqs) == s["queue"]["messages"]
-    env.delete(c["id"])
+    assert env.sub.messages(c["prefix"] + "/") == env.sub.messages(wrong["prefix"] + "/") == []
+    for x in (c, wrong, good):
+        env.delete(x["id"])
 
 
 @pytest.fixture(scope="module")
