@@ -30,7 +30,8 @@ mqtt_items = sa.Table(
     sa.Column("payload", sa.LargeBinary, nullable=False),
     sa.Column("bytes", sa.Integer, nullable=False),  # topic and payload
     sa.Index("mqtt_items_by_connector", "connector_id", "id"),
-)
+    sqlite_autoincrement=True,  # an id is never given again (SQLite would restart at 1 in an empty table, and
+)                               # a link sending "after the last id it sent" would skip the new messages)
 mqtt_state = sa.Table(
     "mqtt_state", metadata,
     sa.Column("connector_id", BIGINT, primary_key=True),

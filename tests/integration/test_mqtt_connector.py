@@ -136,14 +136,19 @@ def test_a_long_outage_of_the_customer_broker_loses_no_sample_and_keeps_each_box
     env.link(c["id"], "connected")
     sent = {b: env.batches(b, 20) for b in ("BOX-A", "BOX-C")}
     env.batches("BOX-B", 5)  # outside the service account's reach
-    env.broker.stop()  # the customer's broker goes away while the Boxes go on
+    wait_for(lambda: _firsts(env.sub.messages(prefix + "/"))[1] >= 80, 30, "the first 80 samples")
+    env.broker.freeze()  # the customer's broker hangs: it takes messages into its socket, acknowledges none
+    for b in sent:
+        sent[b] += env.batches(b, 20)
+    wait_for(lambda: env.broker.unread() > 0, 30, "messages sent to the hung broker")
+    env.broker.kill()  # and crashes with them unread: only what it acknowledged may leave the queue
     down = env.link(c["id"], "down")
     assert BROKER in down["last_error"]
     for _ in range(4):
         for b in sent:
             sent[b] += env.batches(b, 50)
     wait_for(lambda: env.state(c["id"])["queue"]["messages"] >= 400, 30, "the queue to hold the outage's data")
-    env.broker.start()
+    env.broker.start()  # back after the (compressed) outage
     expected = sum(len(v) for v in sent.values()) * 2  # two points a batch: a message and a sample each
     wait_for(lambda: _firsts(env.sub.messages(prefix + "/"))[1] >= expected, 60, f"{expected} samples delivered")
     msgs = env.sub.messages(prefix + "/")

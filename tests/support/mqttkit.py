@@ -9,8 +9,8 @@ customer's CA required, the certificate's name as the user name), both with the 
 server certificate for `BROKER`; and a Unix socket without TLS (a file, reached from any
 namespace; a password still) for the customer's own applications in the test: the subscriber that records what
 arrives (`Subscriber`, a persistent session, so a broker restart loses nothing queued for it)
-and the publisher of commands. Persistence is on: stopped with SIGTERM, the broker keeps its
-sessions. The ports are fixed (8883 and 8884 are what the platform allows) and cannot clash:
+and the publisher of commands. Persistence is on (saved every second): stopped, frozen or
+killed, the broker keeps its sessions. The ports are fixed (8883 and 8884 are what the platform allows) and cannot clash:
 the namespace is the test's own.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ class CustomerBroker:
         # one password file for the broker (per_listener_settings would lose restored sessions'
         # subscriptions across a restart in Mosquitto 2.0.11); 8884 takes certificates instead
         (self.dir / "mosquitto.conf").write_text(
-            f"user root\npersistence true\npersistence_location {self.dir}/\n"
+            f"user root\npersistence true\npersistence_location {self.dir}/\nautosave_interval 1\n"
             "max_queued_messages 1000000\nmax_inflight_messages 100\nlog_dest stderr\n"
             f"password_file {self.dir / 'passwd'}\nallow_anonymous false\n"
             f"listener 8883 {PUBLIC}\n{tls}"
@@ -78,6 +79,24 @@ class CustomerBroker:
             self.proc.terminate()
             self.proc.wait(15)
             self.proc = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the broker reads nothing and acknowledges nothing."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)  # `ip netns exec` ran mosquitto in its own process
+
+    def kill(self) -> None:
+        """SIGKILL (a crash): what it had not read is lost; its sessions are as last saved (every second)."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(15)
+        self.proc = None
+
+    def unread(self, port: int = 8883) -> int:
+        """Bytes waiting in the broker's sockets on `port`, not read by it (Recv-Q)."""
+        out = subprocess.run(["ip", "netns", "exec", self.ns, "ss", "-tnH", "state", "established",
+                              f"( sport = :{port} )"], capture_output=True, text=True, timeout=15).stdout
+        return sum(int(line.split()[0]) for line in out.splitlines() if line.strip())
 
     def ca_pem(self) -> str:
         return self.ca.root_cert.read_text()

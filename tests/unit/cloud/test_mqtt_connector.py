@@ -129,3 +129,12 @@ def test_a_message_goes_only_on_its_puback_and_is_counted_once(store: Store) -> 
     assert row is not None and row.delivered == 1 and s is not None and (s.queued, s.bytes) == (2, 4)
     store.mqtt_forget(cid)
     assert store.mqtt_next(cid, 0, 10) == [] and store.mqtt_state(cid) is None
+
+
+def test_an_id_is_never_given_again_even_after_the_queue_was_empty(store: Store) -> None:
+    cid = _mqtt(store)
+    store.mqtt_queue(cid, 0, 1, [("a", b"1")], cap=10**6)
+    first = store.mqtt_next(cid, 0, 10)[0].id
+    store.mqtt_acked(cid, [first])
+    store.mqtt_queue(cid, 1, 2, [("b", b"2")], cap=10**6)
+    assert [m.topic for m in store.mqtt_next(cid, first, 10)] == ["b"]  # a link sends "after the last id it sent"

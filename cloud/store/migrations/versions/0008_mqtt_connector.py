@@ -28,7 +28,8 @@ def upgrade() -> None:
                     sa.Column("connector_id", big, nullable=False),
                     sa.Column("topic", sa.Text(), nullable=False),
                     sa.Column("payload", sa.LargeBinary(), nullable=False),
-                    sa.Column("bytes", sa.Integer(), nullable=False))
+                    sa.Column("bytes", sa.Integer(), nullable=False),
+                    sqlite_autoincrement=True)  # ids never given again (a link sends "after the last id it sent")
     op.create_index("mqtt_items_by_connector", "mqtt_items", ["connector_id", "id"])
     op.create_table("mqtt_state",
                     sa.Column("connector_id", big, primary_key=True),
