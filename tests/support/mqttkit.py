@@ -10,8 +10,8 @@ server certificate for `BROKER`; and a Unix socket without TLS (a file, reached 
 namespace; a password still) for the customer's own applications in the test: the subscriber that records what
 arrives (`Subscriber`, a persistent session, so a broker restart loses nothing queued for it)
 and the publisher of commands. Persistence is on (saved every second): stopped, frozen or
-killed, the broker keeps its sessions. The ports are fixed (8883 and 8884 are what the platform allows) and cannot clash:
-the namespace is the test's own.
+killed, the broker keeps its sessions. The ports are fixed (8883 and 8884 are what the platform
+allows) and cannot clash: the namespace is the test's own.
 """
 
 from __future__ import annotations
