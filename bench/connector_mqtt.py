@@ -32,13 +32,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.webhooks import _store  # the same batches, stored the same way
 from cloud.api import operator
 from cloud.api._secrets import Seeds
 from cloud.api.server import seeds_key
 from cloud.mqttconn import Backoff, MqttWorker
 from cloud.receiver import Receiver
 from tests.support.apikit import PASSWORD, add_box, serving
-from tests.support.hookkit import PLATFORM, PUBLIC, Dns, store_batches
+from tests.support.hookkit import PLATFORM, PUBLIC, Dns
 from tests.support.mqttkit import BROKER, USER, CustomerBroker, subscriber
 from tests.support.mqttkit import PASSWORD as BROKER_PW
 from tests.support.netns import FieldNetwork, _ip, enter
@@ -76,15 +77,6 @@ class _Arrivals:
                 if ids <= set(self.first):
                     return
             time.sleep(0.1)
-
-
-def _store(recv: Receiver, boxes: list[str], n: int, first: int) -> dict[str, float]:
-    stored = {}
-    for k in range(n):
-        box, seq = boxes[k % len(boxes)], first + k
-        store_batches(recv, box, range(seq, seq + 1))
-        stored[f"{box}/7/{seq}"] = time.time()
-    return stored
 
 
 def main() -> None:
