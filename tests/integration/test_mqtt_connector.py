@@ -255,6 +255,10 @@ def test_property_commands_from_the_customer_broker_go_the_way_of_cmd_write(env:
     env.sub.publish(f"{p}/{box_id}/set", json.dumps({"id": "w6", "point": SETPOINT, "value": 20}).encode(),
                     retain=True)
     assert "retained" in answer("w6", "refused")["detail"]
+    big = json.dumps({"id": "w7", "point": SETPOINT, "value": "x" * 5000}).encode()
+    env.sub.publish(f"{p}/{box_id}/set", big)
+    wait_for(lambda: any("at most 4096 bytes" in d["detail"] for t, d in env.sub.messages(p + "/")
+                         if t == f"{p}/{box_id}/reply" and "id" not in d), 30, "the big one refused (its id unread)")
     assert sim.call(sim.sim.value, SETPOINT) == 23.5  # none of those changed it
 
     trail = [a for a in env.audit() if a["detail"].get("via") == f"connector:{c['id']}"
@@ -267,7 +271,7 @@ def test_property_commands_from_the_customer_broker_go_the_way_of_cmd_write(env:
     denied = [a for a in trail if a["action"] == "denied"]
     assert [(a["target"], a["detail"]["permission"]) for a in denied] == [("box:BOX-B", "box.command.send")]
     s = env.state(c["id"])["commands"]
-    assert s == {"received": 6, "refused": 3}
+    assert s == {"received": 7, "refused": 4}
     # nothing the connector published came back as a command
     assert not [t for t, d in env.sub.messages(p + "/") if t.endswith("/set") and "status" in d]
     env.delete(c["id"])
