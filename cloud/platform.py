@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from boxkit.files import write_atomic
 from cloud import deploy
@@ -33,6 +34,7 @@ from cloud.endpoint import EnrollServer
 from cloud.enroll import Enroller
 from cloud.errors import CloudError
 from cloud.hooks import HookWorker, Limits, targets
+from cloud.mqttconn import MqttWorker
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
@@ -102,6 +104,8 @@ class Cloud(Administration):
         self.enroll: EnrollServer | None = None
         self.api: ApiServer | None = None
         self.hooks: HookWorker | None = None
+        self.mqtt: MqttWorker | None = None
+        self.mqtt_options: dict[str, Any] = {}  # MqttWorker's keywords (a test's CA, resolver, namespace)
         self._stop = threading.Event()
         self._crl_thread: threading.Thread | None = None
         self._outbox_thread: threading.Thread | None = None
@@ -290,6 +294,9 @@ class Cloud(Administration):
                              f"{e.strerror or e}") from None
         self._start_api()
         self._start_hooks()
+        self.mqtt = MqttWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), self.send_command,
+                               **self.mqtt_options)
+        self.mqtt.start()  # the MQTT connectors' queues and links (cloud.mqttconn)
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -342,6 +349,9 @@ class Cloud(Administration):
         if self.hooks is not None:
             self.hooks.stop()
             self.hooks = None
+        if self.mqtt is not None:
+            self.mqtt.stop()
+            self.mqtt = None
         if self.api is not None:
             self.api.stop()
         if self.enroll is not None:

@@ -17,6 +17,7 @@ session is forgotten whenever what the last full handshake checked could now be 
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -53,6 +54,35 @@ def client_context(
         ctx.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
     if crl_file is not None and crl_file.exists():
         add_crl(ctx, crl_file)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    return ctx
+
+
+def client_context_pem(ca_pem: str | None, cert_pem: str | None = None, key_pem: str | None = None, *,
+                       system_ca: Path) -> ssl.SSLContext:
+    """A context for a server whose trust anchors come as PEM text (a customer's CA given through the
+    API), else the system's (`system_ca`); with our certificate chain and key as PEM text (mutual TLS).
+    The key never touches a file system: it is loaded from an anonymous memory file (memfd).
+
+    Raises:
+        ssl.SSLError, OSError: the PEM text is not a certificate, or the key does not match.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verified by default
+    ctx.minimum_version = MIN_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
+    if ca_pem:
+        ctx.load_verify_locations(cadata=ca_pem)
+    else:
+        ctx.load_verify_locations(cafile=str(system_ca))
+    if cert_pem:
+        fds = [os.memfd_create("tls-cert"), os.memfd_create("tls-key")]
+        try:
+            for fd, text in zip(fds, (cert_pem, key_pem or ""), strict=True):
+                os.write(fd, text.encode())
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
     return ctx
 

@@ -23,6 +23,7 @@ from fastapi import FastAPI, Path, Response
 from pydantic import BaseModel, Field
 
 from cloud.api._auth import Caller
+from cloud.api._mqtt_connectors import MqttFields, mqtt_config, mqtt_status
 from cloud.api.app import Auth, Ctx, Cursor, Limit, after, page
 from cloud.api.errors import ApiError
 from cloud.hooks import policy, signing, targets
@@ -35,12 +36,13 @@ ROTATION_S = 86400.0  # the previous signing secret stays valid this long after 
 REACH = ("box.data.read", "box.command.send")
 
 
-class ConnectorIn(BaseModel):
+class ConnectorIn(MqttFields):
     name: str = Field(min_length=1, max_length=100)
-    kind: Literal["webhook"] = "webhook"
+    kind: Literal["webhook", "mqtt"] = "webhook"
     service_account_id: int = Field(ge=1, le=MAX_ID, description="the service account it acts as")
-    url: str = Field(max_length=targets.MAX_URL, description="https://, port 443 or 8443, a public address")
-    auth: Literal["none", "basic", "oauth"] = "none"
+    url: str = Field("", max_length=targets.MAX_URL,
+                     description="webhook: https://, port 443 or 8443, a public address")
+    auth: Literal["none", "basic", "oauth", "certificate"] = "none"
     username: str = Field("", max_length=200, description="basic")
     password: str = Field("", max_length=1000, description="basic: shown never again")
     token_url: str = Field("", max_length=targets.MAX_URL, description="oauth: the token endpoint (https)")
@@ -121,6 +123,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         if beyond:
             ctx.audit(caller, "denied", "escalation", "denied", permissions=beyond)
             raise ApiError(403, "the service account reaches Boxes you do not, for: " + ", ".join(beyond))
+        if body.kind == "mqtt":
+            return add_mqtt(caller, body, sa.id, sa.name)
         config: dict[str, object] = {"url": checked(body.url, "url"), "auth": body.auth, "points": body.points}
         sealed: dict[str, object] = {"signing": [signing.new_secret()], "old_until": 0}
         if body.auth == "basic":
@@ -142,11 +146,25 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         return _public(row) | {"signing_secret": sealed["signing"][0],  # type: ignore[index]
                                "next": f"POST /v1/connectors/{cid}/confirm: the endpoint must answer with the token"}
 
+    def add_mqtt(caller: Caller, body: ConnectorIn, sa_id: int, sa_name: str) -> dict[str, object]:
+        """An MQTT connector: enabled at once (the broker's TLS and credentials are the customer's)."""
+        config, sealed = mqtt_config(body, body.auth, body.username, body.password, body.points)
+        cid = store.add_connector(caller.account_id, body.name, "mqtt", service_account_id=sa_id, config=config,
+                                  sealed=ctx.seeds.seal(json.dumps(sealed)))
+        store.update_connector(cid, expect_state="unconfirmed", state="enabled")
+        ctx.audit(caller, "connector.create", f"connector:{cid}", name=body.name, kind="mqtt",
+                  broker=f"{config['host']}:{config['port']}", service_account=sa_name, auth=body.auth)
+        row = store.connector(cid)
+        assert row is not None
+        return _public(row) | mqtt_status(store, row)
+
     @app.get("/v1/connectors/{connector_id}", tags=["connectors"],
              summary="a connector: state, last error, items delivered and waiting (connector.read)")
     def get_connector(caller: Auth, connector_id: PathId) -> dict[str, object]:
         need(caller, "connector.read")
         c = mine(caller, connector_id)
+        if c.kind == "mqtt":
+            return _public(c) | mqtt_status(store, c)
         return _public(c, store.outbox_depth(c.id))
 
     @app.delete("/v1/connectors/{connector_id}", tags=["connectors"], status_code=204,
@@ -155,6 +173,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         need(caller, "connector.manage")
         c = mine(caller, connector_id)
         store.delete_connector(c.id)
+        store.mqtt_forget(c.id)
         ctx.audit(caller, "connector.delete", f"connector:{c.id}", name=c.name)
         return Response(status_code=204)
 
@@ -164,6 +183,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def confirm(caller: Auth, connector_id: PathId) -> dict[str, object]:
         need(caller, "connector.manage")
         c = mine(caller, connector_id)
+        if c.kind == "mqtt":
+            raise ApiError(409, f"connector {c.id} is an MQTT connector: it needs no confirmation")
         if c.state not in ("unconfirmed", "disabled"):
             raise ApiError(409, f"connector {c.id} is {c.state}")
         store.update_connector(c.id, expect_state=c.state, state="confirming", last_error="")
@@ -175,6 +196,8 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def rotate(caller: Auth, connector_id: PathId) -> dict[str, object]:
         need(caller, "connector.manage")
         c = mine(caller, connector_id)
+        if c.kind == "mqtt":
+            raise ApiError(409, f"connector {c.id} is an MQTT connector: it signs nothing")
         sealed = json.loads(ctx.seeds.open(c.secrets) or "{}")
         new = signing.new_secret()
         sealed["signing"] = [new, *sealed.get("signing", [])[:1]]

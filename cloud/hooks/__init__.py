@@ -7,7 +7,7 @@
 - `worker`: `HookWorker`, the feed into each connector's outbox and each endpoint's deliveries.
 
 The rows are `cloud.store._connectors`'; the API's routes `cloud.api._connectors`.
-Not here: the MQTT connector to a customer's broker (issue 19, not built yet).
+Not here: the MQTT connector to a customer's broker (`cloud.mqttconn`).
 """
 
 from cloud.hooks.worker import HookWorker, Limits

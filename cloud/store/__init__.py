@@ -11,6 +11,7 @@ both. The package, by concern, each module with its tables and its part of `Stor
 - `_outbox` (configurations, commands, retained configurations to clear);
 - `_deployments` (deployments and `ota` events), `_alerts` (alerts, health, devices);
 - `_connectors` (webhooks: the feed of stored batches, each connector's outbox, dead letters);
+- `_mqtt_queue` (the MQTT connectors' durable queues with their byte cap, and link state);
 - `_users` (accounts, users, API keys, roles and bindings, Boxes' accounts), `_audit` (the
   hash-chained audit trail), `_history` (points' history and aggregates for the users' API);
 - `_base` (metadata, connections, transactions), `_dialect` (the only place SQLite and
@@ -26,6 +27,7 @@ from cloud.store._connectors import ConnectorRow, DeliveryRow, FeedRow
 from cloud.store._credentials import CertChange, CertState, TokenRow
 from cloud.store._deployments import DeploymentBoxRow, DeploymentRow
 from cloud.store._fleet import BoxRow
+from cloud.store._mqtt_queue import MqttState, QueuedMessage
 from cloud.store._outbox import CommandRow, ConfigRow
 from cloud.store._points import PointTable
 from cloud.store._store import Store
@@ -52,7 +54,9 @@ __all__ = [
     "DeploymentRow",
     "FeedRow",
     "KeyRow",
+    "MqttState",
     "PointTable",
+    "QueuedMessage",
     "SchemaError",
     "Store",
     "StoreError",

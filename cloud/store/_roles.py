@@ -60,6 +60,8 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         # letters listed and replayed; the feed's newest row read (a new connector starts there)
         "connectors": _ALL, "feed": "SELECT",
         "hook_items": "SELECT, DELETE", "hook_deliveries": "SELECT, UPDATE, DELETE",
+        # MQTT connectors (cloud.api._mqtt_connectors): their link and queue shown, deleted with them
+        "mqtt_items": "SELECT, DELETE", "mqtt_state": "SELECT, DELETE",
     },
     "admin": {},  # every table but the audit trail's: filled in by `privileges`
 }

@@ -16,6 +16,7 @@ from cloud.store._credentials import Credentials, superseded_certs
 from cloud.store._deployments import Deployments
 from cloud.store._fleet import Fleet, box_tags, boxes, status_history
 from cloud.store._history import History
+from cloud.store._mqtt_queue import MqttQueues
 from cloud.store._outbox import Outbox, commands, configs
 from cloud.store._telemetry import (
     Telemetry,
@@ -35,7 +36,8 @@ _A_BOXS_DATA = (samples, spans, latest, batches, conflicts, parked_batches, poin
                 devices, alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
 
 
-class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit, Connectors):
+class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit, Connectors,
+            MqttQueues):
     """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
     a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""
 

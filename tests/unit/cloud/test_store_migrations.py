@@ -56,7 +56,8 @@ def make_old(path: Path, origin: str) -> None:
 def columns_of(path: Path) -> dict[str, list[str]]:
     """Each table's columns."""
     with sqlite3.connect(path) as db:
-        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table' "
+                                          "AND name NOT LIKE 'sqlite_%'")]  # not SQLite's own (AUTOINCREMENT's)
         return {t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")] for t in names}
 
 

@@ -102,6 +102,13 @@ def test_each_service_does_its_work_as_its_own_role(roles: Roles) -> None:
     assert [f.payload for f in admin.feed_after(0, 10)] == [b"batch 2"]
     assert api.replay(cid, None, now) == 0
     api.delete_connector(cid)
+    # an MQTT connector: the running cloud (admin) queues and sends; the API shows and deletes it
+    mid = api.add_connector(account, "bridge", "mqtt", service_account_id=svc, config={}, sealed="")
+    api.update_connector(mid, state="enabled")
+    assert admin.mqtt_queue(mid, admin.connector(mid).feed_pos, 10**9, [("t", b"p")], cap=1000) == (True, 0)  # type: ignore[union-attr]
+    assert api.mqtt_state(mid).queued == 1  # type: ignore[union-attr]
+    api.delete_connector(mid)
+    api.mqtt_forget(mid)
     admin.delete_box("BOX-1")  # the operator's: every row of a Box
     assert api.samples("BOX-1") == [] and admin.verify_audit()[2] == []
 
