@@ -234,9 +234,10 @@ class Cloud(Administration):
 
     # -- services ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Upgrade the database's schema, start the broker, the receiver and the enrollment
-        endpoint; on a failure, stop what was started and raise.
+    def start(self, *, receiver: bool = True) -> None:
+        """Upgrade the database's schema, start the broker, the receiver (unless `receiver` is False:
+        receivers run in processes of their own, `boxcloud receive`) and the enrollment endpoint; on a
+        failure, stop what was started and raise.
 
         Raises:
             CloudError: a port is taken (named), a service cannot start, or the database was
@@ -247,18 +248,18 @@ class Cloud(Administration):
             check_port_free(s.bind, port, what)
         self.upgrade_store()
         try:
-            self._start()
+            self._start(receiver)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> None:
+    def _start(self, receiver: bool) -> None:
         s = self.settings
         self.write_crl()
         self.broker.start()
-        self.receiver = Receiver(self.pki, self.store_for("receiver"), s.host, s.broker_port)
-        self.receiver.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
-        self.receiver.start()
+        if receiver:
+            self.receiver = self.make_receiver()
+            self.receiver.start()
         self.ensure_ota_repository()
         self.enroll = EnrollServer(
             Enroller(self.pki, self.store, self.broker, self.revocations_changed),
@@ -283,6 +284,16 @@ class Cloud(Administration):
         self._deploy_thread.start()
         log.info("cloud up: broker %s:%d, enrollment https://%s:%d, users' API https://%s:%d/v1", s.host, s.broker_port,
                  s.host, s.enroll_port, s.host, s.api_port)
+
+    def make_receiver(self, member: int = 0, group: str = "") -> Receiver:
+        """A receiver of this cloud (not started): alone, or `member` N of the shared subscription
+        `group` (`cloud.receiver`), with its own certificate, issued here the first time."""
+        rx = Receiver(self.pki, self.store_for("receiver"), self.settings.host, self.settings.broker_port,
+                      member=member, group=group)
+        if not (self.pki.dir / f"svc-{rx.identity}.crt").exists():
+            self.pki.issue_service(rx.identity)
+        rx.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
+        return rx
 
     def _start_api(self) -> None:
         """The users' API on its own port, with its own server certificate (made here for a cloud

@@ -2,7 +2,8 @@
 
     down/config   `ConfigPush`   {"version": int >= 1, "toml": str(, "allow_empty": bool)}, retained
     down/cmd      `Command`      {"id": str, "name": str, "expires": unix seconds, "args": map}
-    down/time     `TimeNotice`   JSON {"ts": ms}
+    down/time     `TimeNotice`   JSON {"ts": ms(, "acks": 1)}: "acks" says the platform sends `StoredNotice`s
+    down/stored   `StoredNotice` JSON {"e": epoch, "s": seq}: every batch of queue epoch `e` up to `s` is stored
     down/crl      the platform's CRL, PEM (`decode_crl`)
     down/table    `TableRequest` JSON {"table": uint32}: send your point table (the platform lacks it)
 
@@ -60,13 +61,34 @@ class ConfigPush:
 
 @dataclass(frozen=True, slots=True)
 class TimeNotice:
-    """The platform's time, for a Box that may have booted without a real-time clock."""
+    """The platform's time, for a Box that may have booted without a real-time clock; `acks`: the
+    platform acknowledges stored batches (`StoredNotice`), so the Box keeps a batch until then. An
+    older Box reads only "ts"; a notice without "acks" (an older platform) tells the Box to forget a
+    batch once the broker has it, as before."""
 
     ts_ms: int
+    acks: bool = False
 
     def encode(self) -> bytes:
         """The message, for ``down/time``."""
-        return json.dumps({"ts": self.ts_ms}).encode()
+        doc: dict[str, int] = {"ts": self.ts_ms}
+        if self.acks:
+            doc["acks"] = 1
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotice:
+    """The end-to-end acknowledgement: every batch of the Box's queue `epoch` up to `seq` is stored
+    (or was reported evicted), counted from the oldest batch the Box said it holds. Cumulative: a
+    later notice covers an earlier one that was lost."""
+
+    epoch: int
+    seq: int
+
+    def encode(self) -> bytes:
+        """The message, for ``down/stored`` (about 40 bytes)."""
+        return json.dumps({"e": self.epoch, "s": self.seq}, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +186,28 @@ def _small_json_uint(payload: bytes, key: str, bound: int, *, only: bool = False
 
 
 def decode_time(payload: bytes) -> TimeNotice:
-    """Decode the platform's time.
+    """Decode the platform's time (and whether it acknowledges stored batches: "acks" 1).
 
     Raises:
-        WireError: not {"ts": <ms>}.
+        WireError: not {"ts": <ms>(, "acks": 0|1)}.
     """
     ts = _small_json_uint(payload, "ts", 2**63)
     if ts is None:
         raise WireError('time must be {"ts": <ms>}')
-    return TimeNotice(ts)
+    acks = _small_json_uint(payload, "acks", 2)
+    return TimeNotice(ts, acks == 1)
+
+
+def decode_stored(payload: bytes) -> StoredNotice:
+    """Decode the platform's "stored up to" acknowledgement.
+
+    Raises:
+        WireError: not {"e": <epoch>, "s": <seq>}, both integers from 0 to 2**63 - 1.
+    """
+    epoch, seq = _small_json_uint(payload, "e", 2**63), _small_json_uint(payload, "s", 2**63)
+    if epoch is None or seq is None or len(json.loads(payload)) != 2:
+        raise WireError('a stored notice must be {"e": <queue epoch>, "s": <sequence number>}')
+    return StoredNotice(epoch, seq)
 
 
 def decode_table_request(payload: bytes) -> TableRequest:

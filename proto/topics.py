@@ -51,6 +51,7 @@ class Down(enum.StrEnum):
     TIME = "time"  # the platform's time
     CRL = "crl"  # the platform's revocation list
     TABLE = "table"  # "send your point table": the platform got a batch whose table it lacks
+    STORED = "stored"  # "your batches up to (epoch, seq) are stored": the Box may forget them
 
 
 @dataclass(frozen=True, slots=True)
