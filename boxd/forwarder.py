@@ -126,10 +126,11 @@ class Forwarder:
         freed, self._held = list(self._held), {}
         return freed
 
-    def on_stored(self, seq: int) -> None:
-        """The platform stored every batch up to `seq` (of this queue's epoch; the caller checked)."""
+    def on_stored(self, seq: int, ahead: Collection[int] = ()) -> None:
+        """The platform stored every batch up to `seq`, and those of `ahead` (of this queue's epoch;
+        the caller checked)."""
         self._stored = max(self._stored, seq)
-        self._held = {s: t for s, t in self._held.items() if s > seq}
+        self._held = {s: t for s, t in self._held.items() if s > seq and s not in ahead}
 
     def expire(self, now: float) -> int:
         """Held batches whose stored notice is overdue become sendable again; how many."""

@@ -228,10 +228,12 @@ class Queue:
 
         self._w.post("remove an acknowledged batch", lambda db: sql.delete_batch(db, seq), settle)
 
-    def ack_through(self, seq: int) -> int:
-        """The platform stored every batch up to `seq`: forget them (hidden now, removed by the writer
-        in one job); how many."""
-        rows = self._conn.execute("SELECT seq, n FROM batches WHERE seq <= ?", (seq,)).fetchall()
+    def ack_through(self, seq: int, ahead: Collection[int] = ()) -> int:
+        """The platform stored every batch up to `seq` and those of `ahead`: forget them (hidden now,
+        removed by the writer in one job); how many."""
+        top = max(ahead, default=seq)
+        rows = [(s, n) for s, n in self._conn.execute("SELECT seq, n FROM batches WHERE seq <= ?", (top,))
+                if s <= seq or s in ahead]
         gone = {int(s): int(n) for s, n in rows if int(s) not in self._hidden}
         if not gone:
             return 0

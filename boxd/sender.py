@@ -137,8 +137,8 @@ class Sender:
                      self.queue.epoch)
             return
         self.forwarder.platform_stores = True
-        self.forwarder.on_stored(notice.seq)
-        self.queue.ack_through(notice.seq)
+        self.forwarder.on_stored(notice.seq, notice.ahead)
+        self.queue.ack_through(notice.seq, notice.ahead)
         self._wake.set()
 
     async def run(self) -> None:

@@ -46,6 +46,13 @@ def _group(text: str) -> str:
     return text
 
 
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"not HOST:PORT: {text!r}")
+    return host, int(port)
+
+
 def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> None:
     """The `receive` subcommand."""
     r = clikit.subcommand(sub, "receive", "run one receiver process of a shared subscription group (the uplink "
@@ -58,6 +65,9 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> N
                         "certificate is issued the first time)")
     r.add_argument("--group", type=_group, default=GROUP,
                    help="the shared subscription's group, $share/GROUP/boxes/+/up/# (default %(default)s)")
+    r.add_argument("--broker", type=_address, default=None, metavar="HOST:PORT",
+                   help="the broker's address as this host reaches it (a load balancer's; default: the cloud's "
+                        "host and broker port); its certificate must name HOST")
 
 
 def add_run_options(run: argparse.ArgumentParser) -> None:
@@ -74,10 +84,9 @@ def cmd_receive(cloud: Cloud, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     cloud.upgrade_store()  # refuses a database made by a newer boxcloud
-    rx = cloud.make_receiver(args.member, args.group)
+    rx = cloud.make_receiver(args.member, args.group, args.broker)
     rx.start()
-    print(f"boxcloud: receiver {rx.identity} on $share/{args.group}/ at {cloud.settings.host}:"
-          f"{cloud.settings.broker_port}", flush=True)
+    print(f"boxcloud: receiver {rx.identity} on $share/{args.group}/ at {rx.host}:{rx.port}", flush=True)
     try:
         while not stop.wait(1.0):
             rx.monitor.check()

@@ -285,11 +285,12 @@ class Cloud(Administration):
         log.info("cloud up: broker %s:%d, enrollment https://%s:%d, users' API https://%s:%d/v1", s.host, s.broker_port,
                  s.host, s.enroll_port, s.host, s.api_port)
 
-    def make_receiver(self, member: int = 0, group: str = "") -> Receiver:
+    def make_receiver(self, member: int = 0, group: str = "", broker: tuple[str, int] | None = None) -> Receiver:
         """A receiver of this cloud (not started): alone, or `member` N of the shared subscription
-        `group` (`cloud.receiver`), with its own certificate, issued here the first time."""
-        rx = Receiver(self.pki, self.store_for("receiver"), self.settings.host, self.settings.broker_port,
-                      member=member, group=group)
+        `group` (`cloud.receiver`), with its own certificate, issued here the first time; connecting to
+        `broker` (host, port) when given, else to the settings' host and broker port."""
+        host, port = broker or (self.settings.host, self.settings.broker_port)
+        rx = Receiver(self.pki, self.store_for("receiver"), host, port, member=member, group=group)
         if not (self.pki.dir / f"svc-{rx.identity}.crt").exists():
             self.pki.issue_service(rx.identity)
         rx.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())

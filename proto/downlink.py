@@ -3,7 +3,8 @@
     down/config   `ConfigPush`   {"version": int >= 1, "toml": str(, "allow_empty": bool)}, retained
     down/cmd      `Command`      {"id": str, "name": str, "expires": unix seconds, "args": map}
     down/time     `TimeNotice`   JSON {"ts": ms(, "acks": 1)}: "acks" says the platform sends `StoredNotice`s
-    down/stored   `StoredNotice` JSON {"e": epoch, "s": seq}: every batch of queue epoch `e` up to `s` is stored
+    down/stored   `StoredNotice` JSON {"e": epoch, "s": seq(, "b": base64)}: every batch of queue epoch `e` up
+                  to `s` is stored, and batch s + 1 + i too where bit i of "b" is set (at most `MAX_AHEAD` bits)
     down/crl      the platform's CRL, PEM (`decode_crl`)
     down/table    `TableRequest` JSON {"table": uint32}: send your point table (the platform lacks it)
 
@@ -21,6 +22,7 @@ its name and arguments, encoded back by `encode_command`.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Final
@@ -40,6 +42,7 @@ MAX_VERSION: Final = 2**63 - 1
 MAX_EXPIRES: Final = 1e11  # unix seconds, year 5138: beyond is garbage
 MAX_TIME: Final = 1024
 MAX_CRL: Final = 1024 * 1024
+MAX_AHEAD: Final = 256  # batches past a stored notice's hole it can say are stored (a 32-byte bitmap)
 CRL_HEAD: Final = b"-----BEGIN X509 CRL-----"
 
 
@@ -80,15 +83,25 @@ class TimeNotice:
 @dataclass(frozen=True, slots=True)
 class StoredNotice:
     """The end-to-end acknowledgement: every batch of the Box's queue `epoch` up to `seq` is stored
-    (or was reported evicted), counted from the oldest batch the Box said it holds. Cumulative: a
-    later notice covers an earlier one that was lost."""
+    (or was reported evicted), counted from the oldest batch the Box said it holds; and, past a hole
+    (a batch lost with a receiver, or still on its way), the batches `ahead` says are stored too (the
+    seqs above `seq`, at most `MAX_AHEAD` of them), so that the Box sends again only what is missing.
+    Cumulative: a later notice covers an earlier one that was lost."""
 
     epoch: int
     seq: int
+    ahead: frozenset[int] = frozenset()
 
     def encode(self) -> bytes:
-        """The message, for ``down/stored`` (about 40 bytes)."""
-        return json.dumps({"e": self.epoch, "s": self.seq}, separators=(",", ":")).encode()
+        """The message, for ``down/stored`` (about 40 bytes; past a hole, 4 base64 characters more per
+        24 batches)."""
+        doc: dict[str, object] = {"e": self.epoch, "s": self.seq}
+        if self.ahead:
+            bits = bytearray((max(self.ahead) - self.seq + 7) // 8)
+            for s in self.ahead:
+                bits[(s - self.seq - 1) // 8] |= 1 << ((s - self.seq - 1) % 8)
+            doc["b"] = base64.b64encode(bytes(bits)).decode()
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +215,22 @@ def decode_stored(payload: bytes) -> StoredNotice:
     """Decode the platform's "stored up to" acknowledgement.
 
     Raises:
-        WireError: not {"e": <epoch>, "s": <seq>}, both integers from 0 to 2**63 - 1.
+        WireError: not {"e": <epoch>, "s": <seq>(, "b": <base64 bitmap>)}: integers from 0 to
+            2**63 - 1, a bitmap of at most `MAX_AHEAD` bits.
     """
     epoch, seq = _small_json_uint(payload, "e", 2**63), _small_json_uint(payload, "s", 2**63)
-    if epoch is None or seq is None or len(json.loads(payload)) != 2:
-        raise WireError('a stored notice must be {"e": <queue epoch>, "s": <sequence number>}')
-    return StoredNotice(epoch, seq)
+    doc = json.loads(payload) if epoch is not None and seq is not None else {}
+    raw = doc.get("b", "") if isinstance(doc, dict) and set(doc) <= {"e", "s", "b"} else None
+    try:
+        bits = base64.b64decode(raw, validate=True) if isinstance(raw, str) and len(raw) <= 4 * MAX_AHEAD // 24 + 4 \
+            else None
+    except ValueError:
+        bits = None
+    if epoch is None or seq is None or bits is None or len(bits) > MAX_AHEAD // 8:
+        raise WireError('a stored notice must be {"e": <queue epoch>, "s": <sequence number>, "b": <base64 bitmap '
+                        f"of at most {MAX_AHEAD} bits>}}")
+    ahead = frozenset(seq + 1 + 8 * i + j for i, byte in enumerate(bits) for j in range(8) if byte >> j & 1)
+    return StoredNotice(epoch, seq, ahead)
 
 
 def decode_table_request(payload: bytes) -> TableRequest:

@@ -9,7 +9,9 @@ transaction), and so does a batch that comes again (`again`: the Box missed a no
 (`claim_notice`, a conditional update: two receivers never both send it) and says the highest seq
 up to which every batch from the oldest held one is stored or was reported evicted. Counting from
 the oldest batch the Box holds, never from a guess: a hole below it is not the platform's to judge,
-and a hole above it (a batch lost with a receiver) stops the notice until the Box sends it again.
+and a hole above it (a batch lost with a receiver) stops the cumulative seq until the Box sends it
+again; the batches stored past the hole go with it (a bitmap of `MAX_AHEAD`), so that the Box sends
+again only the missing batches, not all that followed them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sqlalchemy as sa
 
 from cloud.store._base import BIGINT, SECONDS, StoreBase, metadata
 from cloud.store._dialect import Prepared, Upsert
-from proto.downlink import StoredNotice
+from proto.downlink import MAX_AHEAD, StoredNotice
 
 MAX_WALK = 20_000  # stored batches read to find how far the run goes, at most, per notice
 
@@ -90,29 +92,31 @@ class StoredAcks(StoreBase):
             epoch, start, upto = int(row.epoch), int(row.start), int(row.upto)
             if start <= 0:
                 return None  # no heartbeat yet: where the Box's batches start is not known
-            reached = self._run_end(db, box_id, epoch, max(start, upto + 1))
-            if reached > upto or (row.again and reached >= start):
+            reached, ahead = self._stored_runs(db, box_id, epoch, max(start, upto + 1))
+            if reached > upto or ahead or (row.again and reached >= start):
                 db.execute(stored_acks.update().where(a.box_id == box_id).values(upto=max(reached, upto)))
-                return StoredNotice(epoch, max(reached, upto))
+                return StoredNotice(epoch, max(reached, upto), frozenset(ahead))
         return None
 
-    def _run_end(self, db: sa.Connection, box_id: str, epoch: int, first: int) -> int:
+    def _stored_runs(self, db: sa.Connection, box_id: str, epoch: int, first: int) -> tuple[int, list[int]]:
         """The highest seq n such that every batch from `first` to n was stored or reported evicted
-        (`first` - 1 when `first` is missing)."""
+        (`first` - 1 when `first` is missing), and the batches stored past the hole after n (up to
+        n + `MAX_AHEAD`)."""
         from cloud.store._telemetry import batches, evicted
 
         b, e = batches.c, evicted.c
-        seqs = db.execute(sa.select(b.seq).where(b.box_id == box_id, b.epoch == epoch, b.seq >= first)
-                          .order_by(b.seq).limit(MAX_WALK)).scalars()
+        seqs = [int(s) for s in db.execute(sa.select(b.seq).where(b.box_id == box_id, b.epoch == epoch,
+                                                                  b.seq >= first).order_by(b.seq).limit(MAX_WALK))
+                .scalars()]
         gone = [(int(x), int(y)) for x, y in db.execute(
             sa.select(e.seq_from, e.seq_to).where(e.box_id == box_id, e.epoch == epoch, e.seq_to >= first))]
         n = first - 1
-        for s in seqs:
+        for i, s in enumerate(seqs):
             n = _past_evicted(n, gone)
             if s > n + 1:
-                break
-            n = max(n, int(s))
-        return _past_evicted(n, gone)
+                return n, [x for x in seqs[i:] if x <= n + MAX_AHEAD]
+            n = max(n, s)
+        return _past_evicted(n, gone), []
 
 
 def _past_evicted(n: int, gone: list[tuple[int, int]]) -> int:

@@ -3,9 +3,11 @@
 Three receiver processes (`boxcloud receive --member N`, each its own certificate) share the uplink
 through the MQTT 5 shared subscription ``$share/receivers/boxes/+/up/#``; a real boxd polls the
 simulated building (its "reads" counters and served log on, `tests.support.proofs`) and publishes.
-Again and again a receiver is frozen mid-stream (SIGSTOP: the broker goes on handing it its share
-of the batches, which it never acknowledges), then SIGKILLed: Mosquitto drops what that member had
-in flight (its issue 2662). Some killed members are started again, the last one never returns.
+Again and again a receiver is cut off mid-stream (its connection to the broker goes through a proxy
+that stops delivering to it: the broker goes on handing it its share of the batches, which it never
+acknowledges; the process itself runs on, so it holds no lock of the database's meanwhile), then
+SIGKILLed: Mosquitto drops what that member had in flight (its issue 2662). Some killed members are
+started again, the last one never returns.
 Then: every sample the simulator served and the Box owed is stored exactly once, every batch number
 is there, and no gap alert was ever opened. What the Box sent again for want of a stored notice is
 counted from its log (the loss the proof is about did happen).
@@ -25,6 +27,7 @@ import pytest
 from cloud.platform import Cloud
 from tests.support.boxproc import BoxProcess, stop_process
 from tests.support.cloudkit import make_cloud, provision
+from tests.support.faultproxy import Direction, FaultProxy
 from tests.support.proofs import assert_nothing_lost, wait_stored
 from tests.support.simthread import SimThread
 from tests.support.wait import wait_for
@@ -40,29 +43,53 @@ class Receivers:
         self.cloud, self.logs = cloud, logs
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.starts: dict[int, int] = {}
+        self.proxies: dict[int, FaultProxy] = {}
 
     def start(self, *members: int) -> None:
-        """Start members N and wait until each is connected (its log says so)."""
+        """Start members N (not waiting for them), each through a proxy of its own."""
         for member in members:
+            proxy = self.proxies.get(member)
+            if proxy is None:
+                proxy = self.proxies[member] = FaultProxy("127.0.0.1", self.cloud.settings.broker_port).start()
+            proxy.heal()
             with (self.logs / f"receiver-{member}.log").open("ab") as out:
                 self.procs[member] = subprocess.Popen(
                     [sys.executable, "-m", "cloud.cli", "--home", str(self.cloud.home), "receive", "--member",
-                     str(member)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                     str(member), "--broker", f"localhost:{proxy.port}"],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             self.starts[member] = self.starts.get(member, 0) + 1
-        for member in members:
-            log, n, proc = self.logs / f"receiver-{member}.log", self.starts[member], self.procs[member]
-            wait_for(lambda: log.read_text().count(" connected to ") >= n or proc.poll() is not None, 60,
-                     f"receiver {member} to connect")
-            assert proc.poll() is None, log.read_text()[-2000:]
+
+    def cut_off(self, member: int) -> None:
+        """Nothing more reaches member N from the broker (it stays connected)."""
+        self.proxies[member].stall(Direction.DOWN)
+
+    def connected(self, member: int) -> bool:
+        """Whether member N's latest start is connected and subscribed (its log says so)."""
+        proc, log = self.procs.get(member), self.logs / f"receiver-{member}.log"
+        assert proc is None or proc.poll() is None, log.read_text()[-2000:]
+        return proc is not None and log.read_text().count(" connected to ") >= self.starts[member]
 
     def kill(self, member: int) -> None:
+        """SIGKILL member N; its connection closes as the kernel closes a dead process's (the proxy, which
+        still holds the broker's side, closes it too)."""
         p = self.procs.pop(member)
         p.send_signal(signal.SIGKILL)
         p.wait()
+        self.proxies[member].reset_all()
 
     def stop(self) -> None:
         for p in self.procs.values():
             stop_process(p, 10)
+        for proxy in self.proxies.values():
+            proxy.stop()
+
+
+def stored(cloud: Cloud) -> int:
+    return len(cloud.store.batch_keys("KILL-1"))
+
+
+def wait_stored_batches(cloud: Cloud, n: int, what: str) -> None:
+    wait_for(lambda: stored(cloud) >= n, 30, what)
 
 
 @pytest.fixture
@@ -87,25 +114,24 @@ def test_receivers_killed_mid_stream_lose_and_duplicate_no_sample(cloud_without_
                         + building.sim.points_toml(0.2, timeout_s=10.0, retries=0))
         try:
             rx.start(1, 2, 3)
+            wait_for(lambda: all(rx.connected(m) for m in (1, 2, 3)), 60, "the receivers to connect")
             box = BoxProcess.start(tmp_path, conf)
             try:
                 box.wait_connected()
-                alive, gone = [1, 2, 3], []
+                alive = [1, 2, 3]
                 for k in range(KILLS):
-                    victim = rng.choice(alive)
-                    stored = len(cloud.store.batch_keys("KILL-1"))
-                    rx.procs[victim].send_signal(signal.SIGSTOP)  # frozen: its share piles up unacknowledged
-                    wait_for(lambda s=stored: len(cloud.store.batch_keys("KILL-1")) >= s + 8, 30,
-                             "the other receivers to store batches while one is frozen")
+                    victim = rng.choice(wait_for(lambda: [m for m in alive if rx.connected(m)], 60,
+                                                 "a receiver connected"))
+                    before = stored(cloud)
+                    rx.cut_off(victim)  # its share piles up unacknowledged
+                    wait_stored_batches(cloud, before + 8, "the other receivers to store batches while one is cut off")
                     rx.kill(victim)
                     if k < KILLS - 1:
-                        rx.start(victim)  # back at once, with a new session
+                        rx.start(victim)  # back soon, with a new session (the others go on meanwhile)
                     else:
                         alive.remove(victim)
-                        gone.append(victim)
                 # the last victim never returns: what it held must not be stranded
-                stored = len(cloud.store.batch_keys("KILL-1"))
-                wait_for(lambda: len(cloud.store.batch_keys("KILL-1")) >= stored + 10, 30, "more batches")
+                wait_stored_batches(cloud, stored(cloud) + 10, "more batches")
                 reads = building.served.reads()
                 wait_stored(cloud.store, "KILL-1", reads, 60)
                 assert box.proc.poll() is None, box.log.read_text()[-2000:]

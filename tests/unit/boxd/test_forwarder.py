@@ -201,6 +201,19 @@ def test_a_batch_the_broker_has_is_held_not_sent_again_and_freed_only_by_the_sto
     assert p.ref == 4
 
 
+def test_a_stored_notice_past_a_hole_frees_what_is_stored_and_only_the_hole_is_sent_again() -> None:
+    fw, held = Forwarder(), Held(range(1, 8))
+    fw.platform_acks(True)
+    for mid, _ in send(fw, held, window=8):
+        fw.on_puback(mid, True, now=0.0)
+    fw.on_stored(2, {4, 5, 7})  # 3 and 6 went with a killed receiver
+    assert sorted(fw.held()) == [3, 6]
+    fw.expire(now=fw.resend_s)
+    for s in (1, 2, 4, 5, 7):
+        del held.sealed[s]  # what the queue dropped
+    assert refs(send(fw, held, window=8, first_mid=50)) == [3, 6]
+
+
 def test_a_held_batch_whose_stored_notice_is_late_is_sent_again_once() -> None:
     fw, held = Forwarder(), Held([1, 2])
     fw.resend_s = 30.0

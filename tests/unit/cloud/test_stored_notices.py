@@ -64,12 +64,13 @@ def test_the_notice_says_the_end_of_the_run_stored_from_the_oldest_batch_the_box
     for seq in (3, 4, 6):  # 5 went with a killed receiver
         r.handle("B1", "data", batch(seq))
     assert acker.send_due() == 1
-    assert sent.notices == [("B1", StoredNotice(EPOCH, 4))]  # never past the hole
+    assert sent.notices == [("B1", StoredNotice(EPOCH, 4, frozenset({6})))]  # never past the hole; what is past it
     r.handle("B1", "data", batch(7))
     assert acker.send_due() == 0  # at most one notice in the Box's 30 s
-    assert store.claim_notice("B1", now=9e9) is None  # and nothing new is stored past the hole
+    assert store.claim_notice("B1", now=9e9) == StoredNotice(EPOCH, 4, frozenset({6, 7}))
     r.handle("B1", "data", batch(5))  # the Box sent it again
     assert store.claim_notice("B1", now=9e9 + 60) == StoredNotice(EPOCH, 7)
+    assert store.claim_notice("B1", now=9e9 + 120) is None  # nothing new: nothing said (4G bytes)
 
 
 @both_engines
