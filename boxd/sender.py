@@ -46,13 +46,13 @@ LEAD_SHARE = 0.1  # the sealing starts at most this share of the batch delay ear
 SEALS_MEASURED = 64  # batches whose sealing time is kept until acknowledged, at most
 
 
-NOTICE_PER_DELAY, NOTICE_MIN_S, NOTICE_MAX_S = 6, 1, 600  # the stored notices' interval, from the batch delay
+NOTICE_PER_DELAY, NOTICE_MIN_S, NOTICE_MAX_S = 12, 1, 1800  # the stored notices' interval, from the batch delay
 
 
 def stored_notice_s(settings: UplinkSettings) -> int:
     """At most one stored notice in this many seconds (the Box asks it of the platform in its status):
-    six batch delays, from 1 s to 10 minutes; 30 s at the default delay (docs/performance.md,
-    "What the stored notice costs")."""
+    twelve batch delays, from 1 s to 30 minutes; 60 s at the default delay, 30 minutes at a metered
+    SIM's (docs/performance.md, "What the stored notice costs")."""
     return int(min(NOTICE_MAX_S, max(NOTICE_MIN_S, NOTICE_PER_DELAY * settings.batch_delay_ms / 1000)))
 
 

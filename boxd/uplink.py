@@ -67,7 +67,7 @@ def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
 mqtt._socketpair_compat = _unix_socketpair
 
 SESSION_EXPIRY_S = 7 * 86400
-ACKS_S = 30  # the stored notices' interval asked for at the default batch delay (`boxd.sender.stored_notice_s`)
+ACKS_S = 60  # the stored notices' interval asked for at the default batch delay (`boxd.sender.stored_notice_s`)
 
 
 class _Client(mqtt.Client):
