@@ -1,8 +1,9 @@
 """Receivers' throughput, one against several on a shared subscription: batches stored per second.
 
-    .venv/bin/python -m bench.receivers [--receivers 1 3] [--boxes 4] [--batches 400] [--points 100]
+    .venv/bin/python -m bench.receivers [--receivers 1 3] [--boxes 4] [--batches 400] [--points 100] [--postgres]
 
-A real cloud (Mosquitto with mutual TLS, the SQLite store) without its own receiver; `--receivers N`
+A real cloud (Mosquitto with mutual TLS; the SQLite store, or with `--postgres` a PostgreSQL server
+of its own, `tests.support.pgserver`, each service as its database role) without its own receiver; `--receivers N`
 `boxcloud receive` processes on the shared subscription ``$share/receivers/boxes/+/up/#`` (one
 alone on it too: the same code path). Then `--boxes` scripted Boxes (provisioned, mTLS, their
 point table retained) publish `--batches` batches each of `--points` samples, QoS 1, as fast as
@@ -14,19 +15,23 @@ never assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cloud.platform import Cloud
+from cloud.platform import Cloud, Settings
+from cloud.store import _roles
 from drivers import PointInfo
 from proto import topics, wire
 from proto.topics import Up
 from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
-from tests.support.wait import wait_for
+from tests.support.pgserver import PgServer
+from tests.support.wait import free_port, wait_for
 
 
 def _boxes(cloud: Cloud, work: Path, n: int, table: list[PointInfo]) -> list[tuple[str, Client]]:
@@ -41,12 +46,25 @@ def _boxes(cloud: Cloud, work: Path, n: int, table: list[PointInfo]) -> list[tup
     return out
 
 
-def run(receivers: int, boxes: int, batches: int, points: int) -> dict[str, float]:
+def _pg_cloud(home: Path, server: PgServer) -> Cloud:
+    """A cloud on a new database of `server`, its roles made as the README says (`_roles.setup_sql`)."""
+    prefix, database = f"c{secrets.token_hex(4)}", f"boxcloud_{secrets.token_hex(4)}"
+    with server.admin().connect() as c:
+        for statement in _roles.setup_sql(prefix, database):
+            c.exec_driver_sql(statement)
+    cloud = Cloud(home)
+    cloud.init(Settings("localhost", free_port(), free_port(), "127.0.0.1", free_port(),
+                        database=f"postgresql+psycopg:///{database}?host={server.socket_dir}",
+                        database_role_prefix=prefix))
+    return cloud
+
+
+def run(receivers: int, boxes: int, batches: int, points: int, server: PgServer | None) -> dict[str, float]:
     table = [PointInfo(f"d.p{i}", "", "float32") for i in range(points)]
     tid = wire.table_id(table)
     with tempfile.TemporaryDirectory(prefix="bench-rx-") as tmp:
         work = Path(tmp)
-        cloud = make_cloud(work / "cloud")
+        cloud = _pg_cloud(work / "cloud", server) if server is not None else make_cloud(work / "cloud")
         cloud.start(receiver=False)
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -92,12 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--boxes", type=int, default=4)
     p.add_argument("--batches", type=int, default=400, help="per Box (default %(default)s)")
     p.add_argument("--points", type=int, default=100, help="samples per batch (default %(default)s)")
+    p.add_argument("--postgres", action="store_true", help="the store on a PostgreSQL server of its own")
     args = p.parse_args(argv)
-    for n in args.receivers:
-        print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
-        f = run(n, args.boxes, args.batches, args.points)
-        print(f"{n} receiver(s): {f['batches']} batches of {args.points} samples in {f['seconds']} s: "
-              f"{f['batches_per_s']} batches/s, {f['samples_per_s']} samples/s", flush=True)
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(PgServer(durable=True)) if args.postgres else None
+        for n in args.receivers:
+            print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
+            f = run(n, args.boxes, args.batches, args.points, server)
+            print(f"{n} receiver(s) on {'PostgreSQL' if server else 'SQLite'}: {f['batches']} batches of "
+                  f"{args.points} samples in {f['seconds']} s: {f['batches_per_s']} batches/s, "
+                  f"{f['samples_per_s']} samples/s", flush=True)
     return 0
 
 

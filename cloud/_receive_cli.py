@@ -83,7 +83,6 @@ def cmd_receive(cloud: Cloud, args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    cloud.upgrade_store()  # refuses a database made by a newer boxcloud
     rx = cloud.make_receiver(args.member, args.group, args.broker)
     rx.start()
     print(f"boxcloud: receiver {rx.identity} on $share/{args.group}/ at {rx.host}:{rx.port}", flush=True)

@@ -197,7 +197,7 @@ def test_a_batch_the_broker_has_is_held_not_sent_again_and_freed_only_by_the_sto
     assert send(fw, held, window=8, first_mid=20) == []  # nor at a reconnection (their time runs on)
     fw.on_stored(2)
     assert fw.held() == [3]
-    ((mid, p),) = send(fw, Held([3, 4]), window=8, first_mid=30)
+    ((_mid, p),) = send(fw, Held([3, 4]), window=8, first_mid=30)
     assert p.ref == 4
 
 

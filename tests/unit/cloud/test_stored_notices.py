@@ -75,7 +75,7 @@ def test_the_notice_says_the_end_of_the_run_stored_from_the_oldest_batch_the_box
 
 @both_engines
 def test_nothing_is_said_before_a_heartbeat_and_a_missed_notice_is_said_again(tmp_path: Path, store: Store) -> None:
-    r, acker, sent = rig(tmp_path, store, acks_s=1)
+    r, acker, _sent = rig(tmp_path, store, acks_s=1)
     r.handle("B1", "data", batch(1))
     assert acker.send_due() == 0  # where its batches start is not known yet
     r.handle("B1", "health", heartbeat(oldest=1, last=1))
