@@ -50,7 +50,7 @@ def service_roles() -> list[dict[str, object]]:
         {"rolename": "receiver", "acls": [
             {"acltype": "subscribePattern", "topic": topics.up_filter(), "allow": True},
             # a shared subscription is checked with its "$share/<group>/" (Mosquitto 2.0's dynsec)
-            {"acltype": "subscribePattern", "topic": f"$share/{topics.ANY}/{topics.up_filter()}", "allow": True},
+            {"acltype": "subscribePattern", "topic": topics.shared_up_filter(topics.ANY), "allow": True},
             {"acltype": "publishClientReceive", "topic": topics.up_filter(), "allow": True},
             {"acltype": "publishClientSend", "topic": topics.down_filter(), "allow": True},
         ]},

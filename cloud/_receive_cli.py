@@ -22,6 +22,7 @@ from pathlib import Path
 from boxkit import clikit
 from cloud._broker_parts import MAX_RECEIVERS
 from cloud.platform import Cloud
+from proto import topics
 
 log = logging.getLogger("boxcloud")
 
@@ -64,7 +65,7 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], exits: str) -> N
                    help=f"this receiver's number, 1..{MAX_RECEIVERS}: its identity is cloud:receiver-N (its "
                         "certificate is issued the first time)")
     r.add_argument("--group", type=_group, default=GROUP,
-                   help="the shared subscription's group, $share/GROUP/boxes/+/up/# (default %(default)s)")
+                   help=f"the shared subscription's group, {topics.shared_up_filter('GROUP')} (default %(default)s)")
     r.add_argument("--broker", type=_address, default=None, metavar="HOST:PORT",
                    help="the broker's address as this host reaches it (a load balancer's; default: the cloud's "
                         "host and broker port); its certificate must name HOST")
@@ -85,7 +86,8 @@ def cmd_receive(cloud: Cloud, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     rx = cloud.make_receiver(args.member, args.group, args.broker)
     rx.start()
-    print(f"boxcloud: receiver {rx.identity} on $share/{args.group}/ at {rx.host}:{rx.port}", flush=True)
+    print(f"boxcloud: receiver {rx.identity} on {topics.shared_up_filter(args.group)} at {rx.host}:{rx.port}",
+          flush=True)
     try:
         while not stop.wait(1.0):
             rx.monitor.check()

@@ -184,7 +184,7 @@ class Receiver:
             log.error("the broker refused the receiver: %s", rc)
             return
         self._holding = False
-        c.subscribe(f"$share/{self.group}/{topics.up_filter()}" if self.group else topics.up_filter(), 1)
+        c.subscribe(topics.shared_up_filter(self.group) if self.group else topics.up_filter(), 1)
         self.connected.set()
         log.info("receiver %s connected to %s:%s%s", self.identity, self.host, self.port,
                  f" (shared subscription group {self.group})" if self.group else "")
