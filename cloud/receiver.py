@@ -23,13 +23,11 @@ rejected (logged with its Box; a Box that keeps batches until stored sends it ag
 its stored notice does not pass it). A malformed message is rejected with a logged reason,
 acknowledged (sending it again would not mend it), and never stops the receiver.
 
-Alone (the default), the receiver's session is persistent, so what arrives while it is down waits
-in the broker. As one of several (`group`), it subscribes through the MQTT 5 shared subscription
-``$share/<group>/boxes/+/up/#`` with a session that ends with its connection: a Mosquitto keeps
-giving an offline member with a persistent session its share of new messages (issue 1747) and
-drops what a member had in flight when it goes (issue 2662). Storage is the acknowledgement
-instead: the receivers tell each Box which batches are stored (`cloud._acker`,
-`proto.downlink.StoredNotice`), and the Box sends again what they never stored.
+Alone (the default), its session is persistent: what arrives while it is down waits in the broker.
+One of several (`group`), it joins the shared subscription ``$share/<group>/boxes/+/up/#`` with a
+session that ends with its connection (Mosquitto drops what a dead member had in flight, issue
+2662, and feeds an offline persistent member, issue 1747): the receivers tell each Box what is
+stored (`cloud._acker`), and the Box sends again what never was (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -234,8 +232,7 @@ class Receiver:
         return True
 
     def _unforeseen(self, msg: mqtt.MQTTMessage, box_id: str) -> bool:
-        """A failure not foreseen (a bug): not acknowledged, unless the same message failed so
-        `MAX_FAILURES` times (then rejected: no redelivery loop)."""
+        """A failure not foreseen (a bug): not acknowledged, but at the `MAX_FAILURES`th (rejected)."""
         key = hashlib.sha256(msg.topic.encode() + bytes(msg.payload)).digest()[:16]
         with self.counters.lock:
             n = self._failed.pop(key, 0) + 1
