@@ -15,7 +15,9 @@ counted from its log (the loss the proof is about did happen).
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,13 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from cloud.platform import Cloud
+from cloud.platform import Cloud, Settings
+from cloud.store import _roles
 from tests.support.boxproc import BoxProcess, stop_process
 from tests.support.cloudkit import make_cloud, provision
 from tests.support.faultproxy import Direction, FaultProxy
 from tests.support.proofs import assert_nothing_lost, wait_stored
 from tests.support.simthread import SimThread
-from tests.support.wait import wait_for
+from tests.support.wait import free_port, wait_for
 
 KILLS = 5  # the first ones started again at once, the last never
 RESENT = "were not stored within"  # boxd.sender's log line
@@ -92,14 +95,36 @@ def wait_stored_batches(cloud: Cloud, n: int, what: str) -> None:
     wait_for(lambda: stored(cloud) >= n, 30, what)
 
 
-@pytest.fixture
-def cloud_without_receiver(tmp_path: Path, mosquitto_available: None) -> Iterator[Cloud]:
-    c = make_cloud(tmp_path / "cloud")
+PG = "BOXD_PROOFS_PG"  # =1: the proof on PostgreSQL too (a minute more; not in `make test`'s budget)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    os.environ.get(PG) != "1", reason=f"the proof on PostgreSQL costs a minute: {PG}=1 runs it"))])
+def cloud_without_receiver(request: pytest.FixtureRequest, tmp_path: Path,
+                           mosquitto_available: None) -> Iterator[Cloud]:
+    """A cloud (SQLite, or PostgreSQL as the README makes it) whose receivers the test runs itself."""
+    if request.param == "sqlite":
+        c = make_cloud(tmp_path / "cloud")
+    else:
+        server = request.getfixturevalue("pg_server")
+        prefix, database = f"k{secrets.token_hex(4)}", f"boxcloud_{secrets.token_hex(4)}"
+        with server.admin().connect() as db:
+            for statement in _roles.setup_sql(prefix, database):
+                db.exec_driver_sql(statement)
+        c = Cloud(tmp_path / "cloud")
+        c.init(Settings("localhost", free_port(), free_port(), "127.0.0.1", free_port(),
+                        database=f"postgresql+psycopg:///{database}?host={server.socket_dir}",
+                        database_role_prefix=prefix))
     c.start(receiver=False)
     try:
         yield c
     finally:
         c.stop()
+        if request.param == "postgresql":
+            with server.admin().connect() as db:
+                db.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                for service in _roles.SERVICES:
+                    db.exec_driver_sql(f"DROP ROLE IF EXISTS {_roles.role(prefix, service)}")
 
 
 def test_receivers_killed_mid_stream_lose_and_duplicate_no_sample(cloud_without_receiver: Cloud,
