@@ -107,6 +107,7 @@ class Receiver:
         self._holding = False  # a message of this connection could not be stored: take nothing more from it
         self._asked: dict[tuple[str, int], float] = {}  # (Box, table id) -> when it was last asked for
         self._failed: dict[bytes, int] = {}  # digest -> unforeseen failures of a message (bounded)
+        self.notices = True  # False: behave as a platform before stored notices (compatibility proofs)
         self.acker = Acker(store, self.publish_down)
 
     def start(self) -> None:
@@ -174,7 +175,7 @@ class Receiver:
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
         if self._client is not None:
-            notice = TimeNotice(int(time.time() * 1000), acks=True)  # this platform sends stored notices
+            notice = TimeNotice(int(time.time() * 1000), acks=self.notices)  # this platform sends stored notices
             self._client.publish(topics.down(box_id, Down.TIME), notice.encode(), 1)
 
     def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
@@ -382,7 +383,7 @@ class Receiver:
             return  # e.g. a revoked Box's retained "online", delivered again to a restarted receiver
         self.store.set_status(box_id, status.online, time.time(), status.reason, status.version)
         if status.online:
-            self.store.want_acks(box_id, status.acks_s)  # 0: it forgets a batch once the broker has it
+            self.store.want_acks(box_id, status.acks_s if self.notices else 0)  # 0: no notices for it
         self.monitor.on_status(box_id, status.online, status.reason)
         if status.online:
             self.send_time(box_id)
