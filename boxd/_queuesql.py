@@ -134,6 +134,11 @@ def delete_batch(db: sqlite3.Connection, seq: int) -> None:
     db.execute("DELETE FROM batches WHERE seq=?", (seq,))
 
 
+def delete_batches(db: sqlite3.Connection, seqs: Sequence[int]) -> None:
+    """Remove batches the platform stored."""
+    db.executemany("DELETE FROM batches WHERE seq=?", [(s,) for s in seqs])
+
+
 def evict(db: sqlite3.Connection, seqs: Sequence[int], pending_samples: int,
           event: Callable[[int, int, list[int]], bytes] | None) -> int:
     """Remove batches `seqs` and at least `pending_samples` samples of the oldest pending groups

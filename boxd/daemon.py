@@ -49,7 +49,7 @@ from boxd.link import Link
 from boxd.logring import LogRing
 from boxd.pointtable import TablePublisher
 from boxd.queue import Queue
-from boxd.sender import Sender
+from boxd.sender import Sender, stored_notice_s
 from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from boxd.updates import UpdateAgent
 from boxd.uplink import MqttUplink, Uplink, UplinkFactory
@@ -105,7 +105,8 @@ class Daemon:
         self.crl = CrlKeeper(state_dir, lambda path: self.link.uplink.add_crl(path) if self.link.uplink else None)
         self.inbox = Inbox(link=self.link, clock=self.clock, config=self.config, commands=self.commands,
                            buses=self.buses, crl=self.crl, time_known=self.sender.wake,
-                           table_requested=self.table.requested)
+                           table_requested=self.table.requested, platform_acks=self.sender.on_platform,
+                           stored=self.sender.on_stored)
         self.health = Reporter(state_dir, link=self.link, queue=self.queue, clock=self.clock, buses=self.buses,
                                files=self.files, certs=self.certs, forwarder=self.sender.forwarder,
                                restarts=lambda: sup.stats, probation_s=probation_s,
@@ -175,7 +176,13 @@ class Daemon:
             backoff=Backoff(1.0, float(settings.reconnect_max_s)),
             relax_time_check=lambda: not self.clock.trusted(),
             version=self.version,
+            acks_s=self._acks_s,
         )
+
+    def _acks_s(self) -> int:
+        """How often the platform may send its stored notice (asked in the online status; the uplink's
+        thread asks, at each connection)."""
+        return stored_notice_s(self.cellular.uplink_settings(self.buses.cfg.uplink))
 
     def _connected(self) -> None:
         self.link.on_connected()

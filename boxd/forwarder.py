@@ -18,6 +18,15 @@ what happened and asks what to do:
 - `on_puback(mid, ok, now)`: the broker acknowledged (`ok`) or refused `mid`; returns what the
   queue may now drop (`Acked`), or None. A refusal keeps it queued and holds all sending for a
   pause that grows while refusals go on (`hold_s(now)`), not a resend in a loop.
+
+Storage as the acknowledgement (docs/architecture.md, "Storage is the acknowledgement"): the broker's
+PUBACK frees a batch only when the platform said it does not acknowledge stored batches
+(`platform_acks(False)`, its time notice without "acks": an older platform). Otherwise a batch the
+broker has is *held*: kept in the queue, not sent again, until the platform's "stored up to"
+notice covers it (`on_stored`), or sent again once `resend_s` passed without it (`expire`): a
+receiver killed with it, or a broker that crashed before persisting it, lost it. At most
+`MAX_HELD` batches are held: beyond, no batch is sent until a notice comes (the window of a drain
+is then the notices' pace, never an unbounded memory).
 """
 
 from __future__ import annotations
@@ -36,6 +45,8 @@ URGENT_SLOTS = 1  # batches in flight beyond the window, for urgent batches only
 # configuration replies, status, the point table, health), so they never queue behind a backlog
 MQTT_IN_FLIGHT, RESERVED = 32, 4
 MAX_IN_FLIGHT = MQTT_IN_FLIGHT - RESERVED
+MAX_HELD = 4096  # batches the broker has, waiting for the platform's stored notice, at most
+RESEND_S = 60.0  # a held batch not covered by a stored notice after this long is sent again (`resend_after`)
 
 Kind = Literal["batch", "event"]
 
@@ -71,10 +82,17 @@ class Publish:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """The broker has it: the queue may drop batch or event `ref`."""
+    """The broker has it: the queue may drop batch or event `ref` ("held": the batch stays queued
+    until the platform says it is stored)."""
 
-    kind: Kind
+    kind: Literal["batch", "event", "held"]
     ref: int
+
+
+def resend_after(acks_s: float) -> float:
+    """How long a held batch waits for a stored notice before it is sent again: the notices' interval
+    three times over (one lost, one late), and never less than 10 s."""
+    return max(10.0, 3 * acks_s)
 
 
 class Forwarder:
@@ -87,6 +105,44 @@ class Forwarder:
         self._hold_until = 0.0
         self._urgent: set[int] = set()  # seqs of the urgent batches not acknowledged yet
         self.acked_batches = 0  # since start
+        self.platform_stores: bool | None = None  # the platform acknowledges stored batches (None: not told yet)
+        self._held: dict[int, float] = {}  # batch seq -> when the broker had it (waiting for the stored notice)
+        self._stored = 0  # the highest seq the platform said is stored (this queue epoch)
+        self.resend_s = RESEND_S
+        self.resent = 0  # held batches sent again for want of a stored notice, since start
+
+    # -- storage as the acknowledgement ---------------------------------------------------
+
+    def held(self) -> list[int]:
+        """The seqs of the batches the broker has, waiting for the platform's stored notice."""
+        return list(self._held)
+
+    def platform_acks(self, stores: bool) -> list[int]:
+        """The platform said (its time notice) whether it acknowledges stored batches; the batches
+        the queue may drop now (all held ones, when it does not)."""
+        self.platform_stores = stores
+        if stores:
+            return []
+        freed, self._held = list(self._held), {}
+        return freed
+
+    def on_stored(self, seq: int, ahead: Collection[int] = ()) -> None:
+        """The platform stored every batch up to `seq`, and those of `ahead` (of this queue's epoch;
+        the caller checked)."""
+        self._stored = max(self._stored, seq)
+        self._held = {s: t for s, t in self._held.items() if s > seq and s not in ahead}
+
+    def expire(self, now: float) -> int:
+        """Held batches whose stored notice is overdue become sendable again; how many."""
+        late = [s for s, t in self._held.items() if now - t >= self.resend_s]
+        for s in late:
+            del self._held[s]
+        self.resent += len(late)
+        return len(late)
+
+    def next_expiry(self) -> float | None:
+        """When the oldest held batch is due to be sent again (None when none is held)."""
+        return min(self._held.values()) + self.resend_s if self._held else None
 
     def on_connected(self) -> None:
         """A new session: nothing is in flight any more (all of it is sent again)."""
@@ -118,18 +174,22 @@ class Forwarder:
             fresh = [(i, p) for i, p in pending.events(EVENTS_IN_FLIGHT) if i not in busy_events]
             out += [Publish("event", i, p) for i, p in fresh[:min(EVENTS_IN_FLIGHT - len(busy_events), cap)]]
         busy = set(self._batches.values())
+        if len(self._held) >= MAX_HELD:
+            return out  # the platform's stored notices pace the sending now
         window = min(window, cap - len(out) + len(busy) - URGENT_SLOTS)  # the urgent lane stays open
-        out += self._urgent_batches(window + URGENT_SLOTS - len(busy), busy, pending)
         room = window - len(busy)
+        skip = busy | self._held.keys()  # in flight, or held by the broker: not sent again
+        out += self._urgent_batches(room + URGENT_SLOTS, skip, pending)
+        room = window - len(busy) - sum(1 for p in out if p.kind == "batch")
         if room <= 0:
             return out
-        if room >= 2 and pending.backlog() - len(busy) > room:
+        if room >= 2 and pending.backlog() - len(skip) > room:
             newest = pending.newest_batch()  # a backlog: the freshest data must not wait behind it
-            if newest is not None and newest[0] not in busy:
+            if newest is not None and newest[0] not in skip:
                 out.append(Publish("batch", *newest))
-                busy.add(newest[0])
+                skip.add(newest[0])
                 room -= 1
-        out += [Publish("batch", s, p) for s, p in pending.batches(0, room, busy)]
+        out += [Publish("batch", s, p) for s, p in pending.batches(0, room, skip)]
         return out
 
     def _urgent_batches(self, room: int, busy: set[int], pending: Pending) -> list[Publish]:
@@ -164,7 +224,10 @@ class Forwarder:
                 return None
             self._urgent.discard(seq)
             self.acked_batches += 1
-            return Acked("batch", seq)
+            if self.platform_stores is False or seq <= self._stored:
+                return Acked("batch", seq)
+            self._held[seq] = now  # the platform's stored notice frees it (`on_stored`)
+            return Acked("held", seq)
         event = self._events.pop(mid, None)
         return Acked("event", event) if event is not None and ok else None
 

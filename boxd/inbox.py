@@ -1,7 +1,9 @@
 """What the platform sends the Box (``boxes/<id>/down/<leaf>``, untrusted), routed to its owner.
 
 `Inbox.receive` runs on the event loop for each message the uplink hands over: the platform's
-time goes to the clock at once, and a request for the point table to `boxd.pointtable`;
+time goes to the clock at once (and whether the platform acknowledges stored batches, to the
+sender), its "stored up to" notice to the sender (`boxd.sender.Sender.on_stored`), and a request for
+the point table to `boxd.pointtable`;
 configuration pushes, commands and revocation lists wait in a bounded queue (beyond
 `DOWNLINK_BACKLOG`, dropped and logged) for the ``downlink`` task, which
 handles them one at a time: a push to `boxd.configuration`, a command to `boxd.commands`, a CRL
@@ -25,7 +27,7 @@ from boxd.fieldbus import FieldBuses
 from boxd.link import Link
 from boxd.supervisor import RESTART_STATUS, Stop
 from proto import names
-from proto.downlink import decode_command, decode_time, peek
+from proto.downlink import StoredNotice, decode_command, decode_stored, decode_time, peek
 from proto.errors import WireError
 from proto.replies import config_reply, reply
 from proto.topics import Down
@@ -47,11 +49,14 @@ class Inbox:
 
     def __init__(self, *, link: Link, clock: Clock, config: Configurator, commands: CommandRunner,
                  buses: FieldBuses, crl: CrlKeeper, time_known: Callable[[], None],
-                 table_requested: Callable[[bytes], None] = lambda _payload: None) -> None:
+                 table_requested: Callable[[bytes], None] = lambda _payload: None,
+                 platform_acks: Callable[[bool], None] = lambda _stores: None,
+                 stored: Callable[[StoredNotice], None] = lambda _notice: None) -> None:
         self.link, self.clock, self.config, self.commands, self.buses, self.crl = (
             link, clock, config, commands, buses, crl)
         self._time_known = time_known
         self._table_requested = table_requested
+        self._platform_acks, self._stored = platform_acks, stored
         self._down: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue(DOWNLINK_BACKLOG)
         self.rebooting = False  # a reboot command succeeded: the stop that follows is planned
 
@@ -65,9 +70,16 @@ class Inbox:
                 return
             was = self.clock.trusted()
             self.clock.platform_time(notice.ts_ms)
+            self._platform_acks(notice.acks)
             if not was:
                 log.info("the platform's time is known: held readings are re-based and sent")
                 self._time_known()
+            return
+        if leaf == Down.STORED:
+            try:
+                self._stored(decode_stored(payload))
+            except WireError as e:
+                log.warning("ignoring a malformed stored notice: %s", e)
             return
         if leaf == Down.TABLE:
             self._table_requested(payload)

@@ -230,6 +230,29 @@ class Queue:
 
         self._w.post("remove an acknowledged batch", lambda db: sql.delete_batch(db, seq), settle)
 
+    def ack_through(self, seq: int, ahead: Collection[int] = ()) -> int:
+        """The platform stored every batch up to `seq` and those of `ahead`: forget them (hidden now,
+        removed by the writer in one job); how many."""
+        top = max(ahead, default=seq)
+        rows = [(s, n) for s, n in self._conn.execute("SELECT seq, n FROM batches WHERE seq <= ?", (top,))
+                if s <= seq or s in ahead]
+        gone = {int(s): int(n) for s, n in rows if int(s) not in self._hidden}
+        if not gone:
+            return 0
+        self._hidden.update(gone)
+        seqs = list(gone)
+
+        def settle(_: object, error: BaseException | None) -> None:
+            for s in seqs:
+                del self._hidden[s]
+            if error is None:
+                self._count -= sum(gone.values())
+            else:  # they show again and are sent again: the cloud keeps them once
+                log.warning("%s; %d stored batches stay queued", error, len(seqs))
+
+        self._w.post("remove stored batches", lambda db: sql.delete_batches(db, seqs), settle)
+        return len(seqs)
+
     def depth(self) -> tuple[int, int]:
         """(samples waiting in batches, samples waiting to be batched)."""
         where, args = self._live()

@@ -16,42 +16,67 @@ waits until the broker has it), unless:
 - a backlog of sealed batches waits: readings are sealed at once (they would wait anyway).
 
 Command and configuration replies do not pass here (`boxd.link.Link.reply` publishes them at
-once); the forwarder keeps room for them in the MQTT client's window. An acknowledgement lets
-the queue drop the batch or event. A refusal pauses the sending (`Forwarder.hold_s`).
+once); the forwarder keeps room for them in the MQTT client's window. The broker's acknowledgement
+lets the queue drop an event, and a batch only when the platform does not acknowledge stored
+batches (an older platform); otherwise the platform's "stored up to" notice (`on_stored`) drops
+every batch it covers, and a batch the broker has but no notice covered within
+`Forwarder.resend_s` is sent again (`boxd.forwarder`). A refusal pauses the sending
+(`Forwarder.hold_s`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 
 from boxconfig import UplinkSettings
 from boxd.clock import Clock
-from boxd.forwarder import Forwarder
+from boxd.forwarder import Forwarder, resend_after
 from boxd.link import Link
 from boxd.queue import Queue
+from proto.downlink import StoredNotice
 from proto.topics import Up
+
+log = logging.getLogger("boxd")
 
 LEAD_SHARE = 0.1  # the sealing starts at most this share of the batch delay early
 SEALS_MEASURED = 64  # batches whose sealing time is kept until acknowledged, at most
 
 
+NOTICE_PER_DELAY, NOTICE_MIN_S, NOTICE_MAX_S = 12, 1, 1800  # the stored notices' interval, from the batch delay
+
+
+def stored_notice_s(settings: UplinkSettings) -> int:
+    """At most one stored notice in this many seconds (the Box asks it of the platform in its status):
+    twelve batch delays, from 1 s to 30 minutes; 60 s at the default delay, 30 minutes at a metered
+    SIM's (docs/performance.md, "What the stored notice costs")."""
+    return int(min(NOTICE_MAX_S, max(NOTICE_MIN_S, NOTICE_PER_DELAY * settings.batch_delay_ms / 1000)))
+
+
 class Lead:
-    """How long sealing and publishing a batch takes, until the broker acknowledges it (smoothed):
-    the sealing starts that much before the batch delay ends (pure: the caller gives the times)."""
+    """How long sealing and publishing a batch takes, until the broker acknowledges it: the sealing
+    starts that much before the batch delay ends (pure: the caller gives the times). As TCP times
+    its retransmissions (RFC 6298): the smoothed time plus four times its smoothed deviation, so
+    that a batch slower than most still arrives within its delay."""
 
     def __init__(self) -> None:
-        self.s: float | None = None
+        self.s: float | None = None  # smoothed time, s
+        self.dev = 0.0  # smoothed absolute deviation from it, s
 
     def note(self, took_s: float) -> None:
         """A batch sealed on time was acknowledged `took_s` after its sealing started."""
-        self.s = took_s if self.s is None else 0.75 * self.s + 0.25 * took_s
+        if self.s is None:
+            self.s, self.dev = took_s, took_s / 2
+            return
+        self.dev = 0.75 * self.dev + 0.25 * abs(self.s - took_s)
+        self.s = 0.875 * self.s + 0.125 * took_s
 
     def ms(self, delay_ms: int) -> float:
         """How early to seal, for this batch delay: at most `LEAD_SHARE` of it."""
-        return min(LEAD_SHARE * delay_ms, 1000 * self.s) if self.s is not None else 0.0
+        return min(LEAD_SHARE * delay_ms, 1000 * (self.s + 4 * self.dev)) if self.s is not None else 0.0
 
 
 class Sender:
@@ -93,8 +118,9 @@ class Sender:
     def on_ack(self, mid: int, ok: bool) -> None:
         """The broker acknowledged (`ok`) or refused message `mid`."""
         acked = self.forwarder.on_puback(mid, ok, time.monotonic())
-        if acked is not None and acked.kind == "batch":
-            self.queue.ack(acked.ref)
+        if acked is not None and acked.kind in ("batch", "held"):
+            if acked.kind == "batch":
+                self.queue.ack(acked.ref)
             started = self._sealed.pop(acked.ref, None)
             if started is not None:
                 self.lead.note(time.monotonic() - started)
@@ -102,11 +128,35 @@ class Sender:
             self.queue.ack_event(acked.ref)
         self._wake.set()
 
+    def on_platform(self, stores: bool) -> None:
+        """The platform's time notice said whether it acknowledges stored batches."""
+        if self.forwarder.platform_stores is not stores:
+            log.info("the platform %s", "acknowledges stored batches: each is kept until stored" if stores
+                     else "does not acknowledge stored batches: each is dropped once the broker has it")
+        for seq in self.forwarder.platform_acks(stores):
+            self.queue.ack(seq)
+        self._wake.set()
+
+    def on_stored(self, notice: StoredNotice) -> None:
+        """The platform stored every batch up to `notice.seq` of queue epoch `notice.epoch`."""
+        if notice.epoch != self.queue.epoch:
+            log.info("ignoring a stored notice of queue epoch %x (this queue's is %x)", notice.epoch,
+                     self.queue.epoch)
+            return
+        self.forwarder.platform_stores = True
+        self.forwarder.on_stored(notice.seq, notice.ahead)
+        self.queue.ack_through(notice.seq, notice.ahead)
+        self._wake.set()
+
     async def run(self) -> None:
         """The ``flush`` task."""
         loop = asyncio.get_running_loop()
         while True:
             await self._woken()
+            late = self.forwarder.expire(time.monotonic())  # held batches whose stored notice is overdue
+            if late:
+                log.warning("%d batch(es) the broker had were not stored within %.0f s: sent again", late,
+                            self.forwarder.resend_s)
             if not self.link.connected():
                 self._seal_at = None  # sealed once connected again
                 self._sealed.clear()  # what is in flight is sent again: its time says nothing
@@ -115,6 +165,7 @@ class Sender:
             if hold > 0:
                 await asyncio.sleep(hold)
             settings = self._settings()
+            self.forwarder.resend_s = resend_after(stored_notice_s(settings))
             if self._seal_now(loop.time(), settings.batch_delay_ms):
                 urgent, self._urgent, self._seal_at, self._oldest_ms = self._urgent, False, None, None
                 last, started, on_time = self.queue.last_seq(), time.monotonic(), not self.queue.backlog()
@@ -131,8 +182,9 @@ class Sender:
 
     async def _woken(self) -> None:
         """Until something happens, or the batch delay running ends."""
+        due = [t for t in (self._seal_at, self.forwarder.next_expiry()) if t is not None]  # loop time is monotonic
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(self._seal_at if self._seal_at is not None else None):
+            async with asyncio.timeout_at(min(due) if due else None):
                 await self._wake.wait()
         self._wake.clear()
 
@@ -150,7 +202,7 @@ class Sender:
         if self._urgent or not delay_ms or (self._seal_at is not None and now >= self._seal_at):
             return True
         # sealed batches wait already (a backlog): fresh readings would wait anyway, a delay only adds to it
-        return self.queue.backlog() > len(self.forwarder.in_flight())
+        return self.queue.backlog() > len(self.forwarder.in_flight()) + len(self.forwarder.held())
 
     def send(self, window: int) -> None:
         """Publish what the forwarder says, until the link takes no more."""

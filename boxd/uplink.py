@@ -67,6 +67,7 @@ def _unix_socketpair() -> tuple[socket.socket, socket.socket]:
 mqtt._socketpair_compat = _unix_socketpair
 
 SESSION_EXPIRY_S = 7 * 86400
+ACKS_S = 60  # the stored notices' interval asked for at the default batch delay (`boxd.sender.stored_notice_s`)
 
 
 class _Client(mqtt.Client):
@@ -90,10 +91,12 @@ def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
     return props
 
 
-def status_payload(online: bool, reason: str = "", crl: str = "", version: str = __version__) -> bytes:
+def status_payload(online: bool, reason: str = "", crl: str = "", version: str = __version__, acks_s: int = 0) -> bytes:
     """The retained status message (`proto.uplink.Status`): online with this version (and the digest
-    of the CRL held, so that the platform sends its CRL only when it is another), or offline and why."""
-    return Status(online, int(time.time() * 1000), version if online else None, reason, crl).encode()
+    of the CRL held, so that the platform sends its CRL only when it is another; and how often it
+    may send its stored notice), or offline and why."""
+    return Status(online, int(time.time() * 1000), version if online else None, reason, crl,
+                  acks_s if online else 0).encode()
 
 
 @dataclass(slots=True)
@@ -138,7 +141,8 @@ class UplinkFactory(Protocol):
     def __call__(self, ident: Identity, *, on_connected: Callable[[], None], on_disconnected: Callable[[], None],
                  on_ack: Callable[[int, bool], None], on_message: Callable[[str, bytes], None] | None = None,
                  keepalive_s: int = 60, backoff: Backoff | None = None,
-                 relax_time_check: Callable[[], bool] = lambda: False, version: str = __version__) -> Uplink: ...
+                 relax_time_check: Callable[[], bool] = lambda: False, version: str = __version__,
+                 acks_s: Callable[[], int] = lambda: ACKS_S) -> Uplink: ...
 
 
 class MqttUplink:
@@ -161,10 +165,12 @@ class MqttUplink:
         relax_time_check: Callable[[], bool] = lambda: False,
         version: str = __version__,
         resume: bool = True,
+        acks_s: Callable[[], int] = lambda: ACKS_S,
     ) -> None:
         self._ident = ident
         self._version = version  # what the online status says runs (an image release's on a Box image)
         self._resume = resume  # False: every handshake a full one (bench/reconnect.py's "before")
+        self._acks_s = acks_s  # the stored notices' interval the Box asks for (`proto.downlink.StoredNotice`)
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
         self._on_ack = on_ack
@@ -340,8 +346,8 @@ class MqttUplink:
         if not (flags.session_present and self._subscribed):  # else the broker kept the subscription
             self._subscribed = False
             client.subscribe(topics.down_filter(self._ident.box_id), 1)
-        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held(), version=self._version),
-                       1, True)
+        client.publish(self.topic(Up.STATUS), status_payload(True, crl=self._crl_held(), version=self._version,
+                                                             acks_s=self._acks_s()), 1, True)
         self.state = LinkState(True, time.time(), "", self.state.connects + 1, resumed,
                                self.state.resumptions + resumed)
         log.info("connected to %s:%s", self._ident.broker_host, self._ident.broker_port)

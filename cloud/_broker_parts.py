@@ -24,6 +24,7 @@ GUARD_HEADER = "boxguard_rules.h"  # generated from proto.topics beside the comp
 # backlog of days; a Box over them gets its messages refused (it keeps and resends them).
 BOX_LIMITS = {"msgs_per_s": 50.0, "msgs_burst": 500.0, "bytes_per_s": 1024.0 * 1024, "bytes_burst": 16.0 * 1024 * 1024}
 RECEIVER, ADMIN = "cloud:receiver", "cloud:admin"
+MAX_RECEIVERS = 16  # receivers sharing the uplink: "cloud:receiver", then "cloud:receiver-2" and on
 _PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib/arm-linux-gnueabihf", "/usr/lib")
 
 
@@ -48,6 +49,8 @@ def service_roles() -> list[dict[str, object]]:
     return [
         {"rolename": "receiver", "acls": [
             {"acltype": "subscribePattern", "topic": topics.up_filter(), "allow": True},
+            # a shared subscription is checked with its "$share/<group>/" (Mosquitto 2.0's dynsec)
+            {"acltype": "subscribePattern", "topic": topics.shared_up_filter(topics.ANY), "allow": True},
             {"acltype": "publishClientReceive", "topic": topics.up_filter(), "allow": True},
             {"acltype": "publishClientSend", "topic": topics.down_filter(), "allow": True},
         ]},
@@ -58,6 +61,13 @@ def service_roles() -> list[dict[str, object]]:
             *retained,
         ]},
     ]
+
+
+def receiver_clients() -> list[dict[str, object]]:
+    """The dynsec clients of the receivers (each its own certificate, the one role "receiver", whose
+    patterns allow the shared subscription ``$share/<group>/boxes/+/up/#`` too)."""
+    names = [RECEIVER, *(f"{RECEIVER}-{n}" for n in range(2, MAX_RECEIVERS + 1))]
+    return [{"username": name, "roles": [{"rolename": "receiver"}]} for name in names]
 
 
 def private_home(home: Path) -> None:

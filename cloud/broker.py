@@ -42,10 +42,10 @@ from cloud._broker_parts import (
     ADMIN,
     BOX_LIMITS,
     CONTROL,
-    RECEIVER,
     box_role,
     build_guard,
     find_plugin,
+    receiver_clients,
     service_roles,
 )
 from cloud.errors import BrokerError
@@ -95,7 +95,7 @@ class Broker:
         write_secret(key, (self.pki.dir / "broker.key").read_bytes())  # 0600 from its first byte
         roles = service_roles()
         clients: list[dict[str, object]] = [
-            {"username": RECEIVER, "roles": [{"rolename": "receiver"}]},
+            *receiver_clients(),
             {"username": ADMIN, "roles": [{"rolename": "admin"}]},
         ]
         for b in self.store.boxes():

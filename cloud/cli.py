@@ -2,7 +2,8 @@
 
     boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--bind ADDR] [--name NAME ...]
                   [--webhook-allow-network CIDR ...] [--webhook-port N ...] [--webhook-ca PEM]
-    boxcloud run                      broker + receiver + enrollment, until Ctrl-C
+    boxcloud run [--receivers N]      broker + receiver(s) + enrollment, until Ctrl-C
+    boxcloud receive --member N [--group G]   one receiver of a shared subscription group (cloud._receive_cli)
     boxcloud box add|list|show|revoke|decommission|tag|untag ...      (cloud._box_cli)
     boxcloud token list|cancel ...  /  boxcloud pki reissue broker|enroll  (cloud._security_cli)
     boxcloud alerts [list] [--all] [--box ID] | alerts ack ID ...       (cloud._box_cli)
@@ -37,7 +38,7 @@ from pathlib import Path
 from boxkit import clikit
 from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock
-from cloud import _box_cli, _config_cli, _deploy_cli, _security_cli, _users_cli
+from cloud import _box_cli, _config_cli, _deploy_cli, _receive_cli, _security_cli, _users_cli
 from cloud import _out as out
 from cloud.errors import CloudError, NothingChangedError
 from cloud.platform import Cloud, Settings
@@ -118,9 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--webhook-outbox-mb", type=int, default=256, metavar="MIB",
                    help="each connector's outbox cap: past it the oldest items go, counted and alerted "
                         "(default %(default)s)")
-    clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the receiver and "
-                                 "the enrollment endpoint until Ctrl-C",
-                      ["boxcloud --home /srv/cloud run"], exits=EXITS)
+    run = clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the "
+                                       "receiver(s) and the enrollment endpoint until Ctrl-C",
+                            ["boxcloud --home /srv/cloud run", "boxcloud --home /srv/cloud run --receivers 3"],
+                            exits=EXITS)
+    _receive_cli.add_run_options(run)
+    _receive_cli.add_parsers(sub, EXITS)
     _box_cli.add_parsers(sub, duration, EXITS)
     _config_cli.add_parsers(sub, duration, EXITS)
     _deploy_cli.add_parsers(sub, duration, EXITS)
@@ -144,7 +148,7 @@ def cmd_init(cloud: Cloud, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(cloud: Cloud) -> int:
+def cmd_run(cloud: Cloud, receivers: int = 1) -> int:
     """Run the services until SIGINT/SIGTERM; one `run` per home."""
     try:
         lock = pid_lock(cloud.home / "run.lock")  # noqa: F841 - held for the process's life
@@ -153,7 +157,8 @@ def cmd_run(cloud: Cloud) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    cloud.start()
+    cloud.start(receiver=receivers == 1)
+    group = _receive_cli.Receivers(cloud.home, receivers if receivers > 1 else 0)
     s = cloud.settings
     print(f"boxcloud: broker on {s.host}:{s.broker_port} (mTLS), enrollment on https://{s.host}:{s.enroll_port}",
           flush=True)
@@ -161,9 +166,12 @@ def cmd_run(cloud: Cloud) -> int:
     print(f"boxcloud: users' API on https://{s.host}:{s.api_port}/v1 (docs: /v1/docs; its certificate is signed by "
           f"the platform CA {cloud.pki.root_cert}: give it to API clients, e.g. curl --cacert)", flush=True)
     try:
+        group.supervise()
         while not stop.wait(1.0):
             cloud.supervise()
+            group.supervise()
     finally:
+        group.stop()
         cloud.stop()
     return 0
 
@@ -173,7 +181,9 @@ def _dispatch(cloud: Cloud, args: argparse.Namespace) -> int:
         return cmd_init(cloud, args)
     cloud.require()
     if args.cmd == "run":
-        return cmd_run(cloud)
+        return cmd_run(cloud, args.receivers)
+    if args.cmd == "receive":
+        return _receive_cli.cmd_receive(cloud, args)
     if args.cmd in ("box", "alerts"):
         return _box_cli.run(cloud, args)
     if args.cmd in ("config", "cmd"):
@@ -192,7 +202,7 @@ def _dispatch(cloud: Cloud, args: argparse.Namespace) -> int:
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     # logs go to stderr, and only `run` (a service) speaks at INFO: a command's output is its own
-    logging.basicConfig(level=logging.INFO if args.cmd == "run" else logging.WARNING, stream=sys.stderr,
+    logging.basicConfig(level=logging.INFO if args.cmd in ("run", "receive") else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cloud = Cloud(args.home)
     try:

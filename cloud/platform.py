@@ -255,9 +255,10 @@ class Cloud(Administration):
 
     # -- services ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Upgrade the database's schema, start the broker, the receiver and the enrollment
-        endpoint; on a failure, stop what was started and raise.
+    def start(self, *, receiver: bool = True) -> None:
+        """Upgrade the database's schema, start the broker, the receiver (unless `receiver` is False:
+        receivers run in processes of their own, `boxcloud receive`) and the enrollment endpoint; on a
+        failure, stop what was started and raise.
 
         Raises:
             CloudError: a port is taken (named), a service cannot start, or the database was
@@ -268,18 +269,18 @@ class Cloud(Administration):
             check_port_free(s.bind, port, what)
         self.upgrade_store()
         try:
-            self._start()
+            self._start(receiver)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self) -> None:
+    def _start(self, receiver: bool) -> None:
         s = self.settings
         self.write_crl()
         self.broker.start()
-        self.receiver = Receiver(self.pki, self.store_for("receiver"), s.host, s.broker_port)
-        self.receiver.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
-        self.receiver.start()
+        if receiver:
+            self.receiver = self.make_receiver()
+            self.receiver.start()
         self.ensure_ota_repository()
         self.enroll = EnrollServer(
             Enroller(self.pki, self.store, self.broker, self.revocations_changed),
@@ -325,6 +326,17 @@ class Cloud(Administration):
         self.hooks = HookWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), reach=reach,
                                 extra_ca=extra_ca, limits=Limits(outbox_bytes=s.webhook_outbox_mb << 20))
         self.hooks.start()
+
+    def make_receiver(self, member: int = 0, group: str = "", broker: tuple[str, int] | None = None) -> Receiver:
+        """A receiver of this cloud (not started): alone, or `member` N of the shared subscription
+        `group` (`cloud.receiver`), with its own certificate, issued here the first time; connecting to
+        `broker` (host, port) when given, else to the settings' host and broker port."""
+        host, port = broker or (self.settings.host, self.settings.broker_port)
+        rx = Receiver(self.pki, self.store_for("receiver"), host, port, member=member, group=group)
+        if not (self.pki.dir / f"svc-{rx.identity}.crt").exists():
+            self.pki.issue_service(rx.identity)
+        rx.on_ota = lambda box_id, doc: self.deployer.on_event(box_id, doc, self.clock())
+        return rx
 
     def _start_api(self) -> None:
         """The users' API on its own port, with its own server certificate (made here for a cloud

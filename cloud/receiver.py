@@ -14,13 +14,20 @@ in `ASK_TABLE_S` per Box and table): a Box sends its retained table only when th
 it (`boxd.pointtable`), so a platform that lost it (a restored database) must ask.
 
 Acknowledgement: the receiver acknowledges a message (PUBACK, paho's `manual_ack`) only once it
-is handled: a batch only once its transaction committed. A message the store could not take is
-not acknowledged: the receiver ends the connection (not the session), and the broker sends every
-unacknowledged message again when paho reconnects (1-5 s later); until then the receiver takes
-nothing more from that connection, so acknowledgements stay in order. Its session is persistent,
-so what arrives while the receiver is down waits in the broker. A malformed message is rejected
-with a logged reason, acknowledged (sending it again would not mend it), and never stops the
-receiver.
+is handled: a batch only once its transaction committed. A message the store could not take, or
+whose handling failed in a way not foreseen (a bug), is not acknowledged: the receiver ends the
+connection (not the session), and the broker sends every unacknowledged message again when paho
+reconnects (1-5 s later); until then the receiver takes nothing more from that connection, so
+acknowledgements stay in order. A message that failed unforeseen `MAX_FAILURES` times is then
+rejected (logged with its Box; a Box that keeps batches until stored sends it again later, and
+its stored notice does not pass it). A malformed message is rejected with a logged reason,
+acknowledged (sending it again would not mend it), and never stops the receiver.
+
+Alone (the default), its session is persistent: what arrives while it is down waits in the broker.
+One of several (`group`), it joins the shared subscription ``$share/<group>/boxes/+/up/#`` with a
+session that ends with its connection (Mosquitto drops what a dead member had in flight, issue
+2662, and feeds an offline persistent member, issue 1747): the receivers tell each Box what is
+stored (`cloud._acker`), and the Box sends again what never was (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -40,8 +47,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
-from cloud._broker_parts import RECEIVER
+from cloud._acker import Acker
 from cloud._pacer import Pacer
 from cloud.errors import StoreError
 from cloud.monitor import COMM_FAULTS, Monitor
@@ -59,6 +67,7 @@ from trust import tls
 log = logging.getLogger("boxcloud.receiver")
 
 SESSION_EXPIRY_S = 14 * 86400  # the receiver's persistent session outlives two weeks of absence
+MAX_FAILURES = 3  # unforeseen failures of one message before it is rejected (not a redelivery loop)
 MAX_PARKED = 1000  # batches per Box waiting for their point table
 ASK_TABLE_S = 60.0  # a Box asked for a missing point table at most once in this time (per table)
 
@@ -73,7 +82,7 @@ class Counters:
     parked: int = 0
     tables_asked: int = 0  # requests for a missing point table sent to Boxes
     rejected: int = 0
-    store_errors: int = 0  # messages not acknowledged because the store failed
+    store_errors: int = 0  # messages not acknowledged because the store (or an unforeseen failure) refused
     last_rejection: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -81,9 +90,13 @@ class Counters:
 class Receiver:
     """The cloud's MQTT subscriber. The constructor does no I/O."""
 
-    def __init__(self, pki: Pki, store: Store, host: str, port: int) -> None:
+    def __init__(self, pki: Pki, store: Store, host: str, port: int, *, member: int = 0, group: str = "") -> None:
+        """`member` N >= 2 connects as "cloud:receiver-N" (its own certificate); `group` names the shared
+        subscription it joins (none: the receiver is alone, with a persistent session)."""
         self.pki, self.store = pki, store
         self.host, self.port = host, port
+        self.identity = f"receiver-{member}" if member >= 2 else "receiver"
+        self.group = group
         self.counters = Counters()
         self.monitor = Monitor(store)
         self.connected = threading.Event()
@@ -93,26 +106,33 @@ class Receiver:
         self._ctx: ssl.SSLContext | None = None
         self._holding = False  # a message of this connection could not be stored: take nothing more from it
         self._asked: dict[tuple[str, int], float] = {}  # (Box, table id) -> when it was last asked for
+        self._failed: dict[bytes, int] = {}  # digest -> unforeseen failures of a message (bounded)
+        self.notices = True  # False: behave as a platform before stored notices (compatibility proofs)
+        self.acker = Acker(store, self.publish_down)
 
     def start(self) -> None:
         """Connect (retrying in the background) and start receiving."""
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=RECEIVER, protocol=mqtt.MQTTv5, manual_ack=True)
-        self._ctx = self.pki.service_context("receiver")
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"cloud:{self.identity}", protocol=mqtt.MQTTv5,
+                        manual_ack=True)
+        self._ctx = self.pki.service_context(self.identity)
         c.tls_set_context(self._ctx)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(1, 5)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = 0 if self.group else SESSION_EXPIRY_S  # a member's session ends with it
         self._client = c
         self.pacer.start(self._dispatch_aside)
+        self.acker.start()
+        alone = not self.group
         try:
-            c.connect(self.host, self.port, 30, clean_start=False, properties=props)
+            c.connect(self.host, self.port, 30, clean_start=not alone, properties=props)
         except (OSError, ssl.SSLError) as e:
             log.warning("receiver cannot reach the broker yet (%s); retrying", e)
-            c.connect_async(self.host, self.port, 30, clean_start=False, properties=props)
+            c.connect_async(self.host, self.port, 30, clean_start=not alone, properties=props)
         c.loop_start()
 
     def stop(self) -> None:
@@ -121,6 +141,7 @@ class Receiver:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+        self.acker.stop()
         self.pacer.stop()
 
     def publish_down(self, box_id: str, leaf: Down, payload: bytes, *, retain: bool = False) -> bool:
@@ -154,16 +175,22 @@ class Receiver:
     def send_time(self, box_id: str) -> None:
         """Tell a Box the platform's time (it may have booted without a real-time clock)."""
         if self._client is not None:
-            self._client.publish(topics.down(box_id, Down.TIME), TimeNotice(int(time.time() * 1000)).encode(), 1)
+            notice = TimeNotice(int(time.time() * 1000), acks=self.notices)  # this platform sends stored notices
+            self._client.publish(topics.down(box_id, Down.TIME), notice.encode(), 1)
 
     def _on_connect(self, c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         if getattr(rc, "is_failure", False):
             log.error("the broker refused the receiver: %s", rc)
             return
         self._holding = False
-        c.subscribe(topics.up_filter(), 1)
+        c.subscribe(topics.shared_up_filter(self.group) if self.group else topics.up_filter(), 1)
         self.connected.set()
-        log.info("receiver connected to %s:%s", self.host, self.port)
+        log.info("receiver %s connected to %s:%s%s", self.identity, self.host, self.port,
+                 f" (shared subscription group {self.group})" if self.group else "")
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: Properties) -> None:
+        if any(rc.is_failure for rc in codes):
+            log.error("the broker refused the receiver's subscription: %s", codes)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         self.connected.clear()
@@ -201,9 +228,26 @@ class Receiver:
             with self.counters.lock:
                 self.counters.store_errors += 1
             return False
-        except Exception:  # the receiver's top: one bad message never stops it
-            log.exception("unexpected failure on a message from %s", box_id)
-            self._reject(msg.topic, "internal error")
+        except Exception:  # noqa: BLE001 (logged there) the receiver's top: a bad message never stops it
+            return self._unforeseen(msg, box_id)
+        return True
+
+    def _unforeseen(self, msg: mqtt.MQTTMessage, box_id: str) -> bool:
+        """A failure not foreseen (a bug): not acknowledged, but at the `MAX_FAILURES`th (rejected)."""
+        key = hashlib.sha256(msg.topic.encode() + bytes(msg.payload)).digest()[:16]
+        with self.counters.lock:
+            n = self._failed.pop(key, 0) + 1
+            if n < MAX_FAILURES:
+                self._failed[key] = n
+                while len(self._failed) > 1000:
+                    del self._failed[next(iter(self._failed))]
+                self.counters.store_errors += 1
+        if n < MAX_FAILURES:
+            log.exception("unexpected failure on a message from %s: not acknowledged, the broker will send it "
+                          "again", box_id)
+            return False
+        log.exception("unexpected failure on a message from %s, %d times: rejected", box_id, n)
+        self._reject(msg.topic, "internal error")
         return True
 
     def _reject(self, topic: str, why: str) -> None:
@@ -254,6 +298,8 @@ class Receiver:
                 self.monitor.on_modem(box_id, health.modem)
             if health.clock_ok is not True or abs(health.ts_ms / 1000 - time.time()) > 2:
                 self.send_time(box_id)
+            held = health.oldest_seq or health.last_seq + 1  # the oldest batch it still holds
+            self.store.note_held(box_id, health.epoch, held)
 
     def _event(self, box_id: str, payload: bytes) -> None:
         event = decode_event(payload)
@@ -288,6 +334,8 @@ class Receiver:
                 self.counters.samples += sum(len(g.values) for g in batch.groups)
             else:
                 self.counters.duplicates += 1
+        if not stored:
+            self.store.ack_again(box_id)  # sent again: the Box may have missed its stored notice
         if not stored and (batch.epoch, batch.seq) in self.store.conflicts(box_id):
             self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
 
@@ -334,6 +382,8 @@ class Receiver:
         if box is None or box.revoked is not None:
             return  # e.g. a revoked Box's retained "online", delivered again to a restarted receiver
         self.store.set_status(box_id, status.online, time.time(), status.reason, status.version)
+        if status.online:
+            self.store.want_acks(box_id, status.acks_s if self.notices else 0)  # 0: no notices for it
         self.monitor.on_status(box_id, status.online, status.reason)
         if status.online:
             self.send_time(box_id)

@@ -2,7 +2,9 @@
 
     down/config   `ConfigPush`   {"version": int >= 1, "toml": str(, "allow_empty": bool)}, retained
     down/cmd      `Command`      {"id": str, "name": str, "expires": unix seconds, "args": map}
-    down/time     `TimeNotice`   JSON {"ts": ms}
+    down/time     `TimeNotice`   JSON {"ts": ms(, "acks": 1)}: "acks" says the platform sends `StoredNotice`s
+    down/stored   `StoredNotice` JSON {"e": epoch, "s": seq(, "b": base64)}: every batch of queue epoch `e` up
+                  to `s` is stored, and batch s + 1 + i too where bit i of "b" is set (at most `MAX_AHEAD` bits)
     down/crl      the platform's CRL, PEM (`decode_crl`)
     down/table    `TableRequest` JSON {"table": uint32}: send your point table (the platform lacks it)
 
@@ -20,6 +22,7 @@ its name and arguments, encoded back by `encode_command`.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from typing import Final
@@ -39,6 +42,7 @@ MAX_VERSION: Final = 2**63 - 1
 MAX_EXPIRES: Final = 1e11  # unix seconds, year 5138: beyond is garbage
 MAX_TIME: Final = 1024
 MAX_CRL: Final = 1024 * 1024
+MAX_AHEAD: Final = 256  # batches past a stored notice's hole it can say are stored (a 32-byte bitmap)
 CRL_HEAD: Final = b"-----BEGIN X509 CRL-----"
 
 
@@ -60,13 +64,44 @@ class ConfigPush:
 
 @dataclass(frozen=True, slots=True)
 class TimeNotice:
-    """The platform's time, for a Box that may have booted without a real-time clock."""
+    """The platform's time, for a Box that may have booted without a real-time clock; `acks`: the
+    platform acknowledges stored batches (`StoredNotice`), so the Box keeps a batch until then. An
+    older Box reads only "ts"; a notice without "acks" (an older platform) tells the Box to forget a
+    batch once the broker has it, as before."""
 
     ts_ms: int
+    acks: bool = False
 
     def encode(self) -> bytes:
         """The message, for ``down/time``."""
-        return json.dumps({"ts": self.ts_ms}).encode()
+        doc: dict[str, int] = {"ts": self.ts_ms}
+        if self.acks:
+            doc["acks"] = 1
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNotice:
+    """The end-to-end acknowledgement: every batch of the Box's queue `epoch` up to `seq` is stored
+    (or was reported evicted), counted from the oldest batch the Box said it holds; and, past a hole
+    (a batch lost with a receiver, or still on its way), the batches `ahead` says are stored too (the
+    seqs above `seq`, at most `MAX_AHEAD` of them), so that the Box sends again only what is missing.
+    Cumulative: a later notice covers an earlier one that was lost."""
+
+    epoch: int
+    seq: int
+    ahead: frozenset[int] = frozenset()
+
+    def encode(self) -> bytes:
+        """The message, for ``down/stored`` (about 40 bytes; past a hole, 4 base64 characters more per
+        24 batches)."""
+        doc: dict[str, object] = {"e": self.epoch, "s": self.seq}
+        if self.ahead:
+            bits = bytearray((max(self.ahead) - self.seq + 7) // 8)
+            for s in self.ahead:
+                bits[(s - self.seq - 1) // 8] |= 1 << ((s - self.seq - 1) % 8)
+            doc["b"] = base64.b64encode(bytes(bits)).decode()
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,15 +199,38 @@ def _small_json_uint(payload: bytes, key: str, bound: int, *, only: bool = False
 
 
 def decode_time(payload: bytes) -> TimeNotice:
-    """Decode the platform's time.
+    """Decode the platform's time (and whether it acknowledges stored batches: "acks" 1).
 
     Raises:
-        WireError: not {"ts": <ms>}.
+        WireError: not {"ts": <ms>(, "acks": 0|1)}.
     """
     ts = _small_json_uint(payload, "ts", 2**63)
     if ts is None:
         raise WireError('time must be {"ts": <ms>}')
-    return TimeNotice(ts)
+    acks = _small_json_uint(payload, "acks", 2)
+    return TimeNotice(ts, acks == 1)
+
+
+def decode_stored(payload: bytes) -> StoredNotice:
+    """Decode the platform's "stored up to" acknowledgement.
+
+    Raises:
+        WireError: not {"e": <epoch>, "s": <seq>(, "b": <base64 bitmap>)}: integers from 0 to
+            2**63 - 1, a bitmap of at most `MAX_AHEAD` bits.
+    """
+    epoch, seq = _small_json_uint(payload, "e", 2**63), _small_json_uint(payload, "s", 2**63)
+    doc = json.loads(payload) if epoch is not None and seq is not None else {}
+    raw = doc.get("b", "") if isinstance(doc, dict) and set(doc) <= {"e", "s", "b"} else None
+    try:
+        bits = base64.b64decode(raw, validate=True) if isinstance(raw, str) and len(raw) <= 4 * MAX_AHEAD // 24 + 4 \
+            else None
+    except ValueError:
+        bits = None
+    if epoch is None or seq is None or bits is None or len(bits) > MAX_AHEAD // 8:
+        raise WireError('a stored notice must be {"e": <queue epoch>, "s": <sequence number>, "b": <base64 bitmap '
+                        f"of at most {MAX_AHEAD} bits>}}")
+    ahead = frozenset(seq + 1 + 8 * i + j for i, byte in enumerate(bits) for j in range(8) if byte >> j & 1)
+    return StoredNotice(epoch, seq, ahead)
 
 
 def decode_table_request(payload: bytes) -> TableRequest:

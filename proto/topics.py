@@ -21,7 +21,7 @@ from proto import names
 from proto.errors import TopicError
 
 __all__ = ["ANY", "DOWN", "ROOT", "UP", "UP_RULES", "Down", "LeafRule", "Topic", "TopicError", "Up",
-           "down", "down_filter", "guard_header", "parse", "up", "up_filter"]
+           "down", "down_filter", "guard_header", "parse", "shared_up_filter", "up", "up_filter"]
 from proto.text import show
 from proto.wire import MAX_DOC, MAX_PAYLOAD, MAX_STATUS
 
@@ -51,6 +51,7 @@ class Down(enum.StrEnum):
     TIME = "time"  # the platform's time
     CRL = "crl"  # the platform's revocation list
     TABLE = "table"  # "send your point table": the platform got a batch whose table it lacks
+    STORED = "stored"  # "your batches up to (epoch, seq) are stored": the Box may forget them
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,12 @@ def down(box_id: str, leaf: Down) -> str:
 def up_filter(box_id: str = ANY) -> str:
     """The filter of a Box's whole uplink (every Box's with `ANY`)."""
     return f"{ROOT}/{box_id}/{UP}/#"
+
+
+def shared_up_filter(group: str) -> str:
+    """The MQTT 5 shared subscription of every Box's uplink for receivers of `group` (`ANY` in an
+    ACL pattern: any group)."""
+    return f"$share/{group}/{up_filter()}"
 
 
 def down_filter(box_id: str = ANY) -> str:

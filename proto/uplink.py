@@ -59,6 +59,9 @@ def _text(doc: Mapping[str, object], key: str, limit: int, name: names.Name | No
     return v
 
 
+MAX_ACKS_S: Final = 3600  # the longest a Box may ask the platform to wait between two stored notices
+
+
 def _known(doc: Mapping[str, object], what: str, allowed: frozenset[str]) -> None:
     unknown = sorted(str(k) for k in doc if k not in allowed)
     if unknown:
@@ -77,6 +80,7 @@ class Status:
     version: str | None = None
     reason: str = ""
     crl: str = ""  # `crl_digest` of the platform CRL the Box holds ("": none); the platform sends a newer one
+    acks_s: int = 0  # the Box keeps batches until stored (`proto.downlink.StoredNotice`): at most one a this many s
 
     def encode(self) -> bytes:
         """The retained status message: small JSON, readable by an operator with mosquitto_sub."""
@@ -87,6 +91,8 @@ class Status:
             body["reason"] = self.reason
         if self.crl:
             body["crl"] = self.crl
+        if self.acks_s:
+            body["acks"] = self.acks_s
         return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -112,7 +118,10 @@ def decode_status(payload: bytes) -> Status:
     crl = body.get("crl", "")
     if not isinstance(crl, str) or (crl and not _CRL_DIGEST.fullmatch(crl)):
         raise WireError("status crl must be 16 lowercase hex digits (the digest of the Box's CRL)")
-    return Status(bool(body["online"]), ts, version[:40] if version else None, reason[:200], crl)
+    acks = body.get("acks", 0)
+    if not isinstance(acks, int) or isinstance(acks, bool) or not 0 <= acks <= MAX_ACKS_S:
+        raise WireError(f"status acks must be seconds from 0 to {MAX_ACKS_S} (between stored notices)")
+    return Status(bool(body["online"]), ts, version[:40] if version else None, reason[:200], crl, acks)
 
 
 # -- health ----------------------------------------------------------------------------------

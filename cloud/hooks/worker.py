@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cloud.api._authz import grants
 from cloud.api._secrets import Seeds
+from cloud.errors import StoreError
 from cloud.hooks import items, policy, targets
 from cloud.hooks.client import Answer, PinnedClient, TokenSource
 from cloud.hooks.errors import DeliveryError, HookError, TargetRefusedError
@@ -126,7 +127,7 @@ class HookWorker:
             while not self._stop.is_set():
                 try:
                     rows = await asyncio.to_thread(self._fanout)
-                except HookError as e:
+                except (HookError, StoreError) as e:  # the database unwell: said, and tried again next tick
                     log.error("webhooks: %s", e)
                     rows = []
                 for row in rows:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from cloud.api._authz import grants
 from cloud.api._secrets import Seeds
+from cloud.errors import StoreError
 from cloud.hooks import targets
 from cloud.mqttconn import messages
 from cloud.mqttconn._link_thread import Backoff, Link, SendCommand
@@ -77,7 +78,7 @@ class MqttWorker:
             while not self._stop.is_set():
                 try:
                     rows = self._fanout()
-                except HookError as e:
+                except (HookError, StoreError) as e:  # the database unwell: said, and tried again next tick
                     log.error("MQTT connectors: %s", e)
                     rows = []
                 self._supervise(rows)

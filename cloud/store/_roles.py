@@ -48,6 +48,7 @@ PRIVILEGES: dict[str, dict[str, str]] = {
         "modem": "SELECT, INSERT, UPDATE",
         "configs": "SELECT, UPDATE", "commands": "SELECT, UPDATE",  # a Box's answer
         "connectors": "SELECT", "feed": "INSERT",  # a stored batch fed to the connectors (cloud.hooks)
+        "stored_acks": "SELECT, INSERT, UPDATE, DELETE",  # the Boxes' stored notices (cloud.store._acks)
     },
     "api": {
         **dict.fromkeys(("boxes", "box_tags", "status_history", "health", "devices", "modem", "configs", "commands",

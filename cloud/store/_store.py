@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from cloud.store._acks import StoredAcks, stored_acks
 from cloud.store._alerts import Alerts, alerts, devices, health, modem
 from cloud.store._audit import Audit
 from cloud.store._connectors import Connectors
@@ -33,11 +34,12 @@ from cloud.store._users import Users, box_accounts
 
 # what `delete_box` deletes (revoked certificates stay on the CRL; deployments keep their history)
 _A_BOXS_DATA = (samples, spans, latest, batches, conflicts, parked_batches, point_tables, health, modem, evicted,
-                devices, alerts, status_history, configs, commands, box_tags, superseded_certs, box_accounts, boxes)
+                devices, alerts, status_history, stored_acks, configs, commands, box_tags, superseded_certs,
+                box_accounts, boxes)
 
 
 class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit, Connectors,
-            MqttQueues):
+            MqttQueues, StoredAcks):
     """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
     a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cloud.pacing import Lru
+from cloud.store._acks import DUE
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
 from cloud.store._connectors import feed
 from cloud.store._dialect import BulkInsert, Prepared, Upsert, no_limit_params
@@ -221,6 +222,7 @@ class Telemetry(StoreBase):
             _LATEST.run(db, newest)  # one row a point
             _SPANS.run(db, span)  # one row a span, never one a point
             _SEEN.run(db, (now, box_id))
+            DUE.run(db, (box_id,))  # its stored notice is due (cloud.store._acks), if it wants them
             if to_feed:
                 _FEED.run(db, (box_id, batch.table_id, batch.base_ts_ms, payload))
         return True

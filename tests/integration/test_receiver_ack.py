@@ -51,8 +51,9 @@ class FailingStore:
     """The cloud's real store, except that `store_batch` fails (as a full disk would) for the
     first `failures` batches of one Box. A stand-in for a failing disk: the test says so."""
 
-    def __init__(self, store: Store, box_id: str, failures: int) -> None:
+    def __init__(self, store: Store, box_id: str, failures: int, error: Exception | None = None) -> None:
         self._store, self._box_id, self.failures = store, box_id, failures
+        self.error = error or StoreError("database or disk is full (injected by the test)")
         self.calls: list[int] = []  # seq of every batch of that Box handed to the store
 
     def store_batch(self, box_id: str, b: wire.Batch, *args: Any, **kwargs: Any) -> bool:
@@ -60,7 +61,7 @@ class FailingStore:
             self.calls.append(b.seq)
             if self.failures > 0:
                 self.failures -= 1
-                raise StoreError("database or disk is full (injected by the test)")
+                raise self.error
         return self._store.store_batch(box_id, b, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -86,6 +87,24 @@ def test_a_batch_the_store_cannot_take_is_not_acknowledged_and_is_stored_when_se
     assert cloud.receiver.counters.store_errors - errors == 2
     assert any("not acknowledged, the broker will send it again" in r.getMessage() for r in caplog.records)
     assert [v for _, _, v, _ in cloud.store.samples(box_id, "m.energy")] == [1, 2, 3]  # each once
+
+
+def test_a_batch_whose_handling_failed_unforeseen_is_not_acknowledged_and_is_stored_when_sent_again(
+        cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug, not the store (an exception no one foresaw): the receiver must not let the broker forget
+    the batch either (issue 20: it used to reject and acknowledge it)."""
+    box_id, c = scripted_box(cloud, tmp_path, "ACK-3")
+    assert cloud.receiver is not None
+    failing = FailingStore(cloud.store, box_id, failures=1, error=RuntimeError("a bug (injected by the test)"))
+    monkeypatch.setattr(cloud.receiver, "store", failing)
+    try:
+        for seq in (1, 2):
+            c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1).wait_for_publish(5)
+        wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 2, 30, "both batches stored, the failed one too")
+    finally:
+        c.close()
+    assert failing.calls[:2] == [1, 1], failing.calls
+    assert [v for _, _, v, _ in cloud.store.samples(box_id, "m.energy")] == [1, 2]
 
 
 def test_a_malformed_batch_is_acknowledged_once_and_not_sent_again(cloud: Cloud, tmp_path: Path) -> None:

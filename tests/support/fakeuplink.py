@@ -37,7 +37,7 @@ class FakeUplink:
                  on_ack: Callable[[int, bool], None] = lambda mid, ok: None,
                  on_message: Callable[[str, bytes], None] | None = None, keepalive_s: int = 60,
                  backoff: Backoff | None = None, relax_time_check: Callable[[], bool] = lambda: False,
-                 version: str = "", connects: bool = True) -> None:
+                 version: str = "", connects: bool = True, acks_s: Callable[[], int] = lambda: 60) -> None:
         self.ident = ident
         self.state = LinkState()
         self.sent: list[Sent] = []

@@ -1,6 +1,7 @@
 """The forwarder's state machine on literals (no queue, no sockets, no clock): the window, the
 fresh-data lane, the urgent lane, message ids to seqs, resending on reconnect, the pause after a
-refusal, the cap that keeps room in the MQTT client for replies."""
+refusal, the cap that keeps room in the MQTT client for replies; and storage as the acknowledgement
+(a batch the broker has is held until the platform's stored notice, sent again when it is late)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Collection
 from boxd.backoff import Backoff
 from boxd.forwarder import (
     EVENTS_IN_FLIGHT,
+    MAX_HELD,
     MAX_IN_FLIGHT,
     REFUSED_BASE_S,
     REFUSED_MAX_S,
@@ -41,6 +43,13 @@ class Held:
         return sorted(self.queued_events.items())[:limit]
 
 
+def older_platform() -> Forwarder:
+    """A forwarder whose platform said it does not acknowledge stored batches: PUBACK frees a batch."""
+    fw = Forwarder()
+    fw.platform_acks(False)
+    return fw
+
+
 def send(fw: Forwarder, held: Held, window: int, first_mid: int = 1) -> list[tuple[int, Publish]]:
     """What the sending task does: publish each, numbering message ids from `first_mid`."""
     out = []
@@ -55,7 +64,7 @@ def refs(sent: list[tuple[int, Publish]], kind: str = "batch") -> list[int]:
 
 
 def test_a_backlog_drains_oldest_first_with_the_newest_batch_up_front() -> None:
-    fw, held = Forwarder(), Held(range(1, 41))
+    fw, held = older_platform(), Held(range(1, 41))
     sent = send(fw, held, window=8)
     assert refs(sent) == [40, 1, 2, 3, 4, 5, 6, 7]  # the freshest at once, then the oldest in order
     for mid, p in sent:
@@ -85,7 +94,7 @@ def test_events_go_first_and_are_not_sent_twice_while_in_flight() -> None:
 
 
 def test_a_reconnect_sends_everything_in_flight_again() -> None:
-    fw, held = Forwarder(), Held([1, 2, 3], events=[5])
+    fw, held = older_platform(), Held([1, 2, 3], events=[5])
     send(fw, held, window=8)
     fw.on_connected()  # a new session: the broker may have none of it
     assert fw.in_flight() == []
@@ -95,7 +104,7 @@ def test_a_reconnect_sends_everything_in_flight_again() -> None:
 
 
 def test_acknowledgements_of_unknown_or_old_ids_do_nothing() -> None:
-    fw, held = Forwarder(), Held([1])
+    fw, held = older_platform(), Held([1])
     send(fw, held, window=8)
     assert fw.on_puback(99, True, now=0.0) is None
     assert fw.on_puback(1, True, now=0.0) == Acked("batch", 1)
@@ -123,7 +132,7 @@ def test_refusals_pause_the_sending_longer_while_they_go_on_and_an_acknowledgeme
 
 
 def test_an_urgent_batch_overtakes_a_full_window_of_backlog() -> None:
-    fw, held = Forwarder(), Held(range(1, 41))
+    fw, held = older_platform(), Held(range(1, 41))
     assert len(send(fw, held, window=8)) == 8  # the window is full of an outage's backlog
     held.sealed[41] = b"b41"
     assert send(fw, held, window=8, first_mid=100) == []  # an ordinary fresh batch waits for a slot
@@ -172,3 +181,72 @@ def test_replies_keep_room_in_the_mqtt_client_whatever_the_window() -> None:
 def test_ranges() -> None:
     assert ranges([]) == []
     assert ranges([7, 1, 3, 2]) == [(1, 3), (7, 7)]
+
+
+# -- storage as the acknowledgement ----------------------------------------------------------------
+
+
+def test_a_batch_the_broker_has_is_held_not_sent_again_and_freed_only_by_the_stored_notice() -> None:
+    fw, held = Forwarder(), Held([1, 2, 3])
+    fw.platform_acks(True)
+    sent = send(fw, held, window=8)
+    assert [fw.on_puback(mid, True, now=10.0) for mid, _ in sent] == [Acked("held", s) for s in (1, 2, 3)]
+    assert sorted(fw.held()) == [1, 2, 3] and fw.in_flight() == []
+    assert send(fw, held, window=8, first_mid=10) == []  # the broker has them: not sent again
+    fw.on_connected()
+    assert send(fw, held, window=8, first_mid=20) == []  # nor at a reconnection (their time runs on)
+    fw.on_stored(2)
+    assert fw.held() == [3]
+    ((_mid, p),) = send(fw, Held([3, 4]), window=8, first_mid=30)
+    assert p.ref == 4
+
+
+def test_a_stored_notice_past_a_hole_frees_what_is_stored_and_only_the_hole_is_sent_again() -> None:
+    fw, held = Forwarder(), Held(range(1, 8))
+    fw.platform_acks(True)
+    for mid, _ in send(fw, held, window=8):
+        fw.on_puback(mid, True, now=0.0)
+    fw.on_stored(2, {4, 5, 7})  # 3 and 6 went with a killed receiver
+    assert sorted(fw.held()) == [3, 6]
+    fw.expire(now=fw.resend_s)
+    for s in (1, 2, 4, 5, 7):
+        del held.sealed[s]  # what the queue dropped
+    assert refs(send(fw, held, window=8, first_mid=50)) == [3, 6]
+
+
+def test_a_held_batch_whose_stored_notice_is_late_is_sent_again_once() -> None:
+    fw, held = Forwarder(), Held([1, 2])
+    fw.resend_s = 30.0
+    sent = send(fw, held, window=8)
+    for mid, _ in sent:
+        fw.on_puback(mid, True, now=100.0)  # not told yet whether the platform stores: held, to be safe
+    assert fw.next_expiry() == 130.0
+    assert fw.expire(now=129.0) == 0
+    assert fw.expire(now=130.0) == 2  # a receiver died with them, or the broker lost them
+    assert refs(send(fw, held, window=8, first_mid=10)) == [1, 2]
+    assert fw.resent == 2 and fw.next_expiry() is None
+
+
+def test_an_older_platform_frees_what_was_held_and_puback_frees_from_then_on() -> None:
+    fw, held = Forwarder(), Held([1, 2])
+    ((m1, _), (m2, _)) = send(fw, held, window=8)
+    assert fw.on_puback(m1, True, now=0.0) == Acked("held", 1)  # not told yet
+    assert fw.platform_acks(False) == [1]  # its time notice has no "acks": the queue drops it
+    assert fw.on_puback(m2, True, now=0.0) == Acked("batch", 2)
+
+
+def test_a_puback_for_a_batch_already_stored_frees_it_and_held_batches_are_bounded() -> None:
+    fw = Forwarder()
+    fw.platform_acks(True)
+    ((mid, _),) = send(fw, Held([5]), window=8)
+    fw.on_stored(7)  # stored through another copy before this PUBACK came
+    assert fw.on_puback(mid, True, now=0.0) == Acked("batch", 5)
+    many = Held(range(10, 10 + MAX_HELD + 40))
+    mid = 100
+    while len(fw.held()) < MAX_HELD:
+        for m, _ in send(fw, many, window=16, first_mid=mid):
+            fw.on_puback(m, True, now=0.0)
+            mid = m + 1
+    assert send(fw, many, window=16, first_mid=mid) == []  # no more until a stored notice comes
+    fw.on_stored(20)
+    assert send(fw, many, window=16, first_mid=mid)

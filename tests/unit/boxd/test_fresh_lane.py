@@ -7,6 +7,7 @@ from pathlib import Path
 
 from boxd.daemon import Daemon
 from proto import wire
+from proto.downlink import StoredNotice
 from proto.topics import Up
 from tests.support.fakeident import load_fake
 from tests.support.fakeuplink import FakeUplink
@@ -33,9 +34,11 @@ async def test_backlog_oldest_first_with_the_newest_batch_up_front(tmp_path: Pat
     assert len(seqs) == 8 and len(up.on(Up.DATA)) == 8
     assert seqs[-1] == 40  # the freshest batch is in flight at once ...
     assert seqs[:7] == list(range(1, 8))  # ... and the rest is the backlog's oldest, in order
-    for sent in up.on(Up.DATA)[1:4]:  # the broker acknowledges batches 1, 2 and 3: the queue drops them
+    for sent in up.on(Up.DATA)[1:4]:  # the broker acknowledges batches 1, 2 and 3: held until stored ...
         up.ack(sent.mid)
-    assert d.queue.backlog() == 37
+    assert d.queue.backlog() == 40 and sorted(d.sender.forwarder.held()) == [1, 2, 3]
+    d.sender.on_stored(StoredNotice(d.queue.epoch, 3))  # ... the platform stored them: the queue drops them
+    assert d.queue.backlog() == 37 and d.sender.forwarder.held() == []
     await d.queue.put(7, 5000, 0, [99.0], {})  # fresh data arrives during the drain
     await d.queue.seal(1)
     d.sender.send(window=8)

@@ -182,3 +182,37 @@ def test_a_point_table_names_points_whole() -> None:
         body = b"\x01" + cbor2.dumps([0, [[name, "", "f"]]])
         with pytest.raises(WireError, match="not a point name"):
             wire.decode_table(body)
+
+
+# -- storage as the acknowledgement (issue 20) -----------------------------------------------------
+
+
+def test_stored_notices_and_the_acks_capability_round_trip_and_older_readers_are_unaffected() -> None:
+    for notice in (downlink.StoredNotice(2**62, 7), downlink.StoredNotice(1, 4, frozenset({6, 7, 9, 260}))):
+        assert downlink.decode_stored(notice.encode()) == notice
+    assert len(downlink.StoredNotice(2**62, 123_456).encode()) < 40  # a few 4G bytes
+    every_third = frozenset(range(1001, 1097)) - frozenset(range(1001, 1097, 3))  # a receiver lost a third
+    assert len(downlink.StoredNotice(2**62, 1000, every_third).encode()) < 60
+    with_acks = downlink.TimeNotice(1_800_000_000_000, acks=True)
+    assert downlink.decode_time(with_acks.encode()) == with_acks
+    assert downlink.decode_time(b'{"ts": 5}').acks is False  # an older platform: no stored notices
+    assert json.loads(with_acks.encode())["ts"] == 1_800_000_000_000  # an older Box reads only "ts"
+    status = uplink.Status(True, 1, "1.0", acks_s=30)
+    assert uplink.decode_status(status.encode()) == status
+    assert uplink.decode_status(b'{"v":1,"online":true,"ts":1}').acks_s == 0  # an older Box asks for none
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"[]", b'{"e": 1}', b'{"e": -1, "s": 2}', b'{"e": 1, "s": true}', b'{"e": 1, "s": 2, "x": 3}',
+    b'{"e": 1, "s": 2, "b": "%%%"}', b'{"e": 1, "s": 2, "b": 7}', b'{"e": 1, "s": 2, "b": "AAA"}',
+    b'{"e": 1, "s": 2, "b": "' + b"A" * 48 + b'"}', b"{" * 2000,
+])
+def test_a_malformed_stored_notice_is_refused_saying_what(payload: bytes) -> None:
+    with pytest.raises(WireError, match="stored notice"):
+        downlink.decode_stored(payload)
+
+
+def test_a_status_asking_for_notices_out_of_bounds_is_refused() -> None:
+    for acks in (-1, 3601, True, "30"):
+        with pytest.raises(WireError, match="acks"):
+            uplink.decode_status(json.dumps({"v": 1, "online": True, "ts": 1, "acks": acks}).encode())

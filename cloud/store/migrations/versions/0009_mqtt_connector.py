@@ -1,7 +1,7 @@
 """The MQTT connector (issue 19): each connector's durable queue and link state.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 
 Adds ``mqtt_items`` (a connector's messages for the customer's broker, oldest first, deleted on
 the broker's PUBACK or evicted at the queue's byte cap) and ``mqtt_state`` (its link state, the
