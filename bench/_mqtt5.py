@@ -155,8 +155,7 @@ class Client:
 
     def _lost(self) -> None:
         for fut in self._acks.values():
-            if not fut.done():
-                fut.set_exception(MqttError(f"{self.client_id}: connection lost"))
+            fut.cancel()  # the connection ended before its acknowledgement (nobody need look)
         self._acks.clear()
         if self._writer is not None:
             self._writer.close()
@@ -172,7 +171,8 @@ class Client:
         return self._next_id
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> asyncio.Future[int]:
-        """Send a PUBLISH; the future is the PUBACK's reason code (0 at once for QoS 0)."""
+        """Send a PUBLISH; the future is the PUBACK's reason code (0 at once for QoS 0), cancelled when
+        the connection ends before it."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         pid = self._packet_id() if qos else 0

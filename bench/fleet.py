@@ -207,12 +207,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     broker_up, trees["broker"] = time.time(), Tree(pid)
             time.sleep(0.5)
         results = [json.loads((tmp / f"child{n}.json").read_text()) for n in range(args.procs)]
+        boxes: dict[str, dict[str, object]] = {k: v for r in results for k, v in r["boxes"].items()}
+        sent = {(b, int(str(v["epoch"])), s) for b, v in boxes.items() for s in range(1, int(str(v["seq"])) + 1)}
+        boxes_done = time.time()
+        rows = _catch_up(home, start - 5, len(sent), trees)  # the receiver stores what the broker holds for it
+        catch_up_s = time.time() - boxes_done
         boxcloud_rss = trees["boxcloud"].peak_rss_mb()
         broker_rss = trees["broker"].peak_rss_mb()
-        rows = _stored(home, start - 5)
-    boxes: dict[str, dict[str, object]] = {k: v for r in results for k, v in r["boxes"].items()}
     stored = {(b, e, s) for b, e, s, _r, _t in rows}
-    sent = {(b, int(str(v["epoch"])), s) for b, v in boxes.items() for s in range(1, int(str(v["seq"])) + 1)}
     steady = [(r, t) for _b, _e, _s, r, t in rows if steady_from <= t / 1000 < steady_to]
     lat = [r - t / 1000 for r, t in steady]
     window = args.duration
@@ -232,6 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "rss_mb_broker": round(broker_rss, 1), "rss_mb_boxcloud_without_broker": round(boxcloud_rss - broker_rss, 1),
         "rss_mb_simulator": round(sum(float(r["max_rss_mb"]) for r in results), 1),
         "batches_sent": len(sent), "batches_stored": len(stored & sent), "lost": len(sent - stored),
+        "receiver_catch_up_s": round(catch_up_s, 1),
         "unacked_at_end": sum(int(str(v["unacked"])) for v in boxes.values()),
         "refused_by_broker": sum(int(r["refused"]) for r in results),
         "load_average": os.getloadavg()[0],
@@ -247,8 +250,24 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "restart_broker_down_s": round((broker_up or restart_at) - restart_at, 1),
             "restart_all_back_s": round(max(back, default=restart_at) - restart_at, 1),
             "restart_busiest_second_share": round(max(per_second.values(), default=0) / args.boxes, 3),
+            "restart_per_second": [per_second.get(s, 0) for s in range(int(restart_at), int(max(back, default=0)) + 1)],
         }
     return figures
+
+
+def _catch_up(home: Path, since: float, expect: int, trees: dict[str, Tree],
+              quiet_s: float = 30.0) -> list[tuple[str, int, int, float, int]]:
+    """The fleet's stored batches once all `expect` are stored, or none more came for `quiet_s`."""
+    last, moved = -1, time.monotonic()
+    while True:
+        rows = _stored(home, since)
+        for t in trees.values():
+            t.sample_rss()
+        if len(rows) >= expect or time.monotonic() - moved > quiet_s:
+            return rows
+        if len(rows) != last:
+            last, moved = len(rows), time.monotonic()
+        time.sleep(1.0)
 
 
 def _logged_since(path: Path, offset: int, text: str) -> bool:

@@ -322,13 +322,14 @@ class Broker:
         """Give a newly enrolled Box its role and client in the running broker."""
         self.add_boxes([box_id])
 
-    def add_boxes(self, box_ids: Sequence[str], per_message: int = ADD_PER_MESSAGE) -> None:
-        """Give Boxes their roles and clients in the running broker, `per_message` Boxes a command
+    def add_boxes(self, box_ids: Sequence[str]) -> None:
+        """Give Boxes their roles and clients in the running broker, `ADD_PER_MESSAGE` Boxes a command
         message (dynsec takes a list of commands in one message and answers them in one).
 
         Raises:
             BrokerError: the broker cannot be reached, or refused a Box (named).
         """
+        per_message = ADD_PER_MESSAGE
         for i in range(0, len(box_ids), per_message):
             commands: list[dict[str, object]] = []
             for box_id in box_ids[i:i + per_message]:
