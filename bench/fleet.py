@@ -36,6 +36,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -73,12 +74,19 @@ def enrol(home: Path, boxes: int, database: str = "", prefix: str = "boxcloud") 
     return ids
 
 
-def fresh_ports(home: Path) -> None:
-    """A cached cloud on ports free now (its settings file rewritten; the certificates name hosts only)."""
+def fresh_start(home: Path) -> None:
+    """A cached cloud made ready for a run that owes nothing to the one before: on ports free now
+    (the settings file rewritten; the certificates name hosts only), the broker's saved state gone
+    (the receiver's session with whatever the last run left queued in it), the fleet offline in
+    the database (else the monitor finds 1,000 stale heartbeats and alerts on each)."""
     path = home / "cloud.json"
     s = json.loads(path.read_text())
     s.update(broker_port=free_port(), enroll_port=free_port(), api_port=free_port())
     path.write_text(json.dumps(s, indent=1))
+    (home / "broker" / "data" / "mosquitto.db").unlink(missing_ok=True)
+    with sqlite3.connect(home / "cloud.db") as db:
+        db.execute("UPDATE boxes SET online = 0, status_reason = 'bench: a new run' WHERE box_id LIKE ?",
+                   (f"{PREFIX}-%",))
 
 
 def _logged(path: Path, text: str) -> bool:
@@ -150,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 enrol(home, args.boxes)
                 (home / "fleet.done").write_text("")
             else:
-                fresh_ports(home)
+                fresh_start(home)
             ids = [f"{PREFIX}-{i:05d}" for i in range(args.boxes)]
         enrol_s = time.monotonic() - t0
         settings = json.loads((home / "cloud.json").read_text())
