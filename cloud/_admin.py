@@ -16,17 +16,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 import boxconfig
 from cloud import deploy
 from cloud.enroll import check_serial, new_token, token_hash
-from cloud.errors import BrokerError, CloudError, NothingChangedError, UnknownError
+from cloud.errors import BrokerError, CloudError, NothingChangedError, PkiError, UnknownError
+from cloud.pki import Pki
 from cloud.store import BoxRow, DeploymentRow, Store
 from proto.commands import DEFAULT_HEALTH_S
 from proto.downlink import MAX_CONFIG_PAYLOAD, MAX_CONFIG_TEXT, ConfigPush, command
 from proto.errors import RejectedError, WireError
 
 if TYPE_CHECKING:
-    from cloud.broker import Broker
+    from cloud.broker_api import BrokerControl
     from cloud.platform import Settings
 
 log = logging.getLogger("boxcloud")
@@ -47,17 +50,52 @@ class Administration:
 
     store: Store
     deployer: deploy.Deployments
+    pki: Pki
 
     @property
     def settings(self) -> Settings:
         raise NotImplementedError
 
     @property
-    def broker(self) -> Broker:
+    def broker(self) -> BrokerControl:
         raise NotImplementedError
 
     def write_crl(self) -> None:
         raise NotImplementedError
+
+    def revocations_changed(self) -> None:
+        raise NotImplementedError
+
+    def enroll_keys(self, keys: Sequence[tuple[str, ec.EllipticCurvePublicKey]]) -> list[bytes]:
+        """Bulk enrolment: certificates for many Boxes at once from their public keys (a factory's
+        batch, a fleet simulator), each Box recorded and, when the broker runs, given its rights in a
+        few messages (otherwise the broker reads them from the database when it starts). Returns
+        each Box's certificate chain (PEM), in the order given. A Box enrolled before is replaced
+        (its earlier certificates revoked), as with a token.
+
+        Raises:
+            CloudError: a malformed Box ID or a weak key (nothing enrolled), or the broker refused.
+        """
+        for box_id, _ in keys:
+            check_serial(box_id)
+        try:
+            signed = self.pki.sign_box_keys(keys)
+        except PkiError as e:
+            raise CloudError(f"bulk enrolment refused, nothing enrolled: {e}") from e
+        ended = False
+        for (box_id, _), (_, leaf) in zip(keys, signed, strict=True):
+            ended |= bool(self.store.enroll_box(box_id, box_id, leaf.serial_number,
+                                                leaf.not_valid_after_utc.timestamp()))
+        if ended:
+            self.revocations_changed()
+        if self.broker.running():
+            try:
+                self.broker.add_boxes([box_id for box_id, _ in keys])
+            except BrokerError as e:
+                raise CloudError(f"{len(keys)} Boxes enrolled, but the broker did not take their rights: {e} "
+                                 "(they get them when 'boxcloud run' restarts)") from e
+        log.info("bulk enrolment: %d Boxes", len(keys))
+        return [chain for chain, _ in signed]
 
     def add_box(self, serial: str, ttl_s: float, *, replace: bool = False) -> tuple[str, float]:
         """Issue a single-use enrollment token for `serial` (its earlier live tokens are cancelled:
@@ -137,9 +175,9 @@ class Administration:
         self.store.revoke(box_id)
         self.write_crl()
         self.store.set_status(box_id, False, datetime.now(UTC).timestamp(), "revoked", None)
-        if self.broker.running_pid() is None:
+        if not self.broker.running():
             return False
-        self.broker.reload()  # new handshakes now see the CRL ...
+        self.broker.crl_changed()  # new handshakes now see the CRL ...
         try:
             self.broker.cut_off(box_id)  # ... and the open session ends, with its rights
             self.broker.clear_retained(box_id)  # ... and what it left retained ("online") goes
@@ -172,7 +210,7 @@ class Administration:
             if cmd.box_id == box_id:
                 self.store.cancel_command(cmd.id)
         self.store.request_clear_retained(box_id)
-        running = self.broker.running_pid() is not None
+        running = self.broker.running()
         done.append("its retained configuration " + ("is being cleared" if running else
                                                      "will be cleared when 'boxcloud run' runs"))
         if delete_data:

@@ -1,6 +1,7 @@
 """`boxcloud box ...` and `boxcloud alerts ...`: parsers and commands (part of `cloud.cli`).
 
-Boxes: add (an enrollment token), list, show, revoke, decommission, tag, untag. Alerts: list
+Boxes: add (an enrollment token), enroll-bulk (certificates from public keys), list, show, revoke,
+decommission, tag, untag. Alerts: list
 (with how long each has lasted) and ack. Every list and show takes `--json` (field names in the
 README, "Output for scripts"). An unknown id is refused in one wording (`cloud._admin.no_box`);
 an action that changes nothing says so and exits 0.
@@ -11,11 +12,17 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from boxkit import clikit
+from boxkit.files import write_atomic
 from cloud import _out as out
 from cloud.deploy import OPERATOR
-from cloud.errors import NothingChangedError, UnknownError
+from cloud.errors import CloudError, NothingChangedError, UnknownError
 from cloud.platform import Cloud
 from cloud.store import Alert, BoxRow
 from proto.points import Quality
@@ -37,6 +44,13 @@ def add_parsers(sub: argparse._SubParsersAction[clikit.Parser], duration: Callab
     a.add_argument("--ttl", type=duration, default=72 * 3600, help="how long the token is valid (default 72h)")
     a.add_argument("--replace", action="store_true",
                    help="the Box is enrolled: issue a token anyway (using it ends every certificate the Box has)")
+    eb = clikit.subcommand(bs, "enroll-bulk", "enroll many Boxes at once from their public keys (a factory's batch): "
+                                              "DIR/<BOX-ID>.pub.pem in, <BOX-ID>.crt out",
+                           ["boxcloud box enroll-bulk /srv/factory/batch-17",
+                            "boxcloud box enroll-bulk keys/ --out certs/"], exits=exits)
+    eb.add_argument("keys", type=Path, metavar="DIR",
+                    help="a directory of <BOX-ID>.pub.pem files (EC P-256 or stronger)")
+    eb.add_argument("--out", type=Path, metavar="DIR", help="where the certificates go (default: DIR)")
     ls = clikit.subcommand(bs, "list", "list Boxes with their status, last data, certificate expiry and software",
                            ["boxcloud box list", "boxcloud box list --json | jq -r '.[].box_id'"], exits=exits)
     ls.add_argument("--json", action="store_true", help="one JSON list (see the README for the fields)")
@@ -98,7 +112,8 @@ def run(cloud: Cloud, args: argparse.Namespace) -> int:
         if getattr(args, "alerts_cmd", None) == "ack":
             return _ack(cloud, args.ids, args.note)
         return _alerts(cloud, args.box, args.all, args.json)
-    handler = {"add": _add, "list": _list, "show": _show, "revoke": _revoke, "decommission": _decommission,
+    handler = {"add": _add, "enroll-bulk": _enroll_bulk, "list": _list, "show": _show, "revoke": _revoke,
+               "decommission": _decommission,
                "tag": _tags, "untag": _tags}[args.box_cmd]
     return handler(cloud, args)
 
@@ -112,6 +127,35 @@ def _add(cloud: Cloud, args: argparse.Namespace) -> int:
     out.line(f"Enrollment token for Box {args.serial} (single use, valid until {out.when(expires)}):\n\n    {token}\n")
     out.line("On the Box, run (and paste the token when asked; it never goes on a command line):")
     out.line(f"    boxctl provision --server https://{s.host}:{s.enroll_port} --token -")
+    return 0
+
+
+MAX_BULK = 100_000  # public keys one enroll-bulk takes
+
+
+def _enroll_bulk(cloud: Cloud, args: argparse.Namespace) -> int:
+    """Certificates for every <BOX-ID>.pub.pem in a directory; nothing is enrolled if one is bad."""
+    files = sorted(args.keys.glob("*.pub.pem")) if args.keys.is_dir() else []
+    if not files or len(files) > MAX_BULK:
+        raise CloudError(f"{args.keys} holds no <BOX-ID>.pub.pem files" if not files else
+                         f"{args.keys} holds {len(files)} public keys: at most {MAX_BULK:,} at once")
+    keys: list[tuple[str, ec.EllipticCurvePublicKey]] = []
+    for f in files:
+        try:
+            key = serialization.load_pem_public_key(f.read_bytes()[:16384])
+        except (OSError, ValueError, UnsupportedAlgorithm) as e:
+            raise CloudError(f"{f.name} is not a PEM public key ({e}): nothing enrolled") from None
+        if not isinstance(key, ec.EllipticCurvePublicKey):
+            raise CloudError(f"{f.name} is not an EC key (P-256 or stronger): nothing enrolled")
+        keys.append((f.name.removesuffix(".pub.pem"), key))
+    chains = cloud.enroll_keys(keys)
+    out_dir = args.out or args.keys
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for (box_id, _), chain in zip(keys, chains, strict=True):
+        write_atomic(out_dir / f"{box_id}.crt", chain)
+    out.line(f"{len(keys)} Boxes enrolled; their certificates are in {out_dir} (<BOX-ID>.crt, with the issuing CA). "
+             f"Each Box also needs the platform CA {cloud.pki.root_cert} and the broker "
+             f"{cloud.settings.host}:{cloud.settings.broker_port}.")
     return 0
 
 

@@ -17,6 +17,9 @@ Revocation: Mosquitto re-reads the CRL on SIGHUP, but only new TLS handshakes se
 a session that is already open goes on. So `revoke()` rewrites the CRL, reloads the
 broker, then deletes the Box's dynsec client, which kicks its live session at once
 and leaves it with no rights. This module starts processes and speaks to the broker.
+
+`Broker` implements `cloud.broker_api.BrokerControl` (what enrolment and revocation ask of a
+broker), with Mosquitto; its process control (start, stop, reload) is the embedded default's.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -53,6 +57,8 @@ from cloud.pki import Pki
 from cloud.store import Store
 from proto import topics
 from trust import tls
+
+ADD_PER_MESSAGE = 250  # Boxes given their rights in one dynsec message (4 commands each)
 
 
 class Broker:
@@ -304,18 +310,41 @@ class Broker:
             client.loop_stop()
         return answers
 
+    def running(self) -> bool:
+        """Whether a broker runs (ours or another boxcloud process's) to be told anything."""
+        return self.running_pid() is not None
+
+    def crl_changed(self) -> None:
+        """The CRL changed: the broker re-reads it (`reload`)."""
+        self.reload()
+
     def add_box(self, box_id: str) -> None:
         """Give a newly enrolled Box its role and client in the running broker."""
-        role = box_role(box_id)
-        answers = self.admin([
-            {"command": "deleteClient", "username": box_id},
-            {"command": "deleteRole", "rolename": role["rolename"]},
-            {"command": "createRole", **role},
-            {"command": "createClient", "username": box_id, "roles": [{"rolename": role["rolename"]}]},
-        ])
-        errors = [a for a in answers[2:] if a.get("error")]
-        if errors:
-            raise BrokerError(f"the broker refused to add Box {box_id}: {errors[0]['error']}")
+        self.add_boxes([box_id])
+
+    def add_boxes(self, box_ids: Sequence[str]) -> None:
+        """Give Boxes their roles and clients in the running broker, `ADD_PER_MESSAGE` Boxes a command
+        message (dynsec takes a list of commands in one message and answers them in one).
+
+        Raises:
+            BrokerError: the broker cannot be reached, or refused a Box (named).
+        """
+        per_message = ADD_PER_MESSAGE
+        for i in range(0, len(box_ids), per_message):
+            commands: list[dict[str, object]] = []
+            for box_id in box_ids[i:i + per_message]:
+                role = box_role(box_id)
+                commands += [
+                    {"command": "deleteClient", "username": box_id},
+                    {"command": "deleteRole", "rolename": role["rolename"]},
+                    {"command": "createRole", **role},
+                    {"command": "createClient", "username": box_id, "roles": [{"rolename": role["rolename"]}]},
+                ]
+            answers = self.admin(commands, timeout=10.0 + len(commands) / 100)
+            # the deletions before may fail (nothing to delete); the creations must not
+            errors = [a for a in answers if a.get("command") in ("createRole", "createClient") and a.get("error")]
+            if errors:
+                raise BrokerError(f"the broker refused to add Box(es): {errors[0]['error']}")
 
     def _admin_client(self, **callbacks: object) -> mqtt.Client:
         """A connected MQTT client as cloud:admin, its network loop started (disconnect and stop it).

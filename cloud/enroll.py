@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud.broker import Broker
+from cloud.broker_api import BrokerControl
 from cloud.errors import BrokerError, EnrollmentError, PkiError, StoreError
 from cloud.pki import Pki
 from cloud.store import Store
@@ -75,7 +75,7 @@ class Enroller:
 
     pki: Pki
     store: Store
-    broker: Broker
+    broker: BrokerControl  # cloud.broker.Broker here (Mosquitto)
     revocations_changed: Callable[[], None] = lambda: None
 
     def enroll(self, token: str, csr_pem: str, serial: str | None) -> dict[str, object]:

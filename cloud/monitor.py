@@ -186,12 +186,14 @@ class Monitor:
             if now - when > RATE_QUIET_S:
                 del self._over_rate[box_id]
                 self._clear(box_id, "rate")
+        # three queries a check whatever the fleet's size (not two a Box: 20,000 a second at 10,000 Boxes)
+        healths, bad = self.store.healths(), self.store.all_bad_devices()
         for box in self.store.boxes():
             if not box.revoked and not box.online and box.status_reason in PLANNED:
                 self._planned_stop(box.box_id, box.status_ts, now)
             if box.revoked or not box.online:
                 continue
-            h = self.store.health(box.box_id)
+            h = healths.get(box.box_id)
             if h is None:
                 continue
             received, doc = h
@@ -204,7 +206,7 @@ class Monitor:
             if box.last_seen is None or now - box.last_seen > 3 * hb_s + 5:
                 self._alert(box.box_id, "no_data", "", "the Box is online but sends no data")
                 self._answering.pop((box.box_id, ""))
-            for dev, since, reason in self.store.bad_devices(box.box_id):
+            for dev, since, reason in bad.get(box.box_id, ()):
                 if now - since > self.device_grace_s:
                     self._alert(box.box_id, "device", dev, f"field device {dev} behind the Box: {reason} "
                                                            f"for {now - since:.0f} s")

@@ -395,7 +395,7 @@ class Cloud(Administration):
                 if time.monotonic() - last_write >= CRL_REFRESH_S:
                     last_write = time.monotonic()
                     self.write_crl()
-                    self.broker.reload()
+                    self.broker.crl_changed()
                 stamp = self._crl_stamp()
                 if stamp != seen and self.receiver is not None:
                     seen = stamp
@@ -513,4 +513,4 @@ class Cloud(Administration):
     def revocations_changed(self) -> None:
         """Certificates went on the revocation list: new CRL, and the broker re-reads it."""
         self.write_crl()
-        self.broker.reload()
+        self.broker.crl_changed()

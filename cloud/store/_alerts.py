@@ -121,6 +121,23 @@ class Alerts(StoreBase):
                 db.execute(_DEVICE_BAD(db), {"box_id": box_id, "device": device, "bad_since": now,
                                              "reason": bad_reason, "last_good": None})
 
+    def healths(self) -> dict[str, tuple[float, dict[str, object]]]:
+        """Box -> (time received, report) of every Box's latest health report, in one query (the
+        monitor's check, every second, over the whole fleet)."""
+        with self._read() as db:
+            rows = db.execute(sa.select(health.c.box_id, health.c.received, health.c.doc)).all()
+        return {str(b): (float(r), json.loads(d)) for b, r, d in rows}
+
+    def all_bad_devices(self) -> dict[str, list[tuple[str, float, str]]]:
+        """Box -> (device, bad since, reason) of the devices that do not answer, every Box's, in one query."""
+        d = devices.c
+        out: dict[str, list[tuple[str, float, str]]] = {}
+        with self._read() as db:
+            for box, dev, t, r in db.execute(sa.select(d.box_id, d.device, d.bad_since, d.reason)
+                                             .where(d.bad_since.is_not(None))):
+                out.setdefault(str(box), []).append((str(dev), float(t), str(r)))
+        return out
+
     def bad_devices(self, box_id: str) -> list[tuple[str, float, str]]:
         """(device, bad since, reason) of a Box's devices that do not answer."""
         d = devices.c

@@ -192,3 +192,18 @@ def test_service_rss_benchmark_measures_both_ways_of_running_the_service(tmp_pat
     assert len(runs["run"]["processes"]) == 1 and len(runs["launch"]["processes"]) == 1, runs
     assert runs["launch"]["processes"][0]["cmd"].endswith(" run"), runs
     assert all(f["service_rss_max_mb"] > 0 for f in runs.values())
+
+
+@pytest.mark.timeout(300 + SLACK_S)
+def test_fleet_benchmark_stores_every_batch_of_every_box_across_a_broker_restart(tmp_path: Path) -> None:
+    """20 simulated Boxes, each its own certificate, against `boxcloud run`; the broker restarted."""
+    figures = _run_bench("bench.fleet", tmp_path / "fleet.json", "--boxes", "20", "--procs", "1", "--duration", "4",
+                         "--period", "2", "--connect-rate", "40", "--restart", "--after", "4",
+                         "--cache", str(tmp_path / "cache"))
+    assert set(figures) >= {"batches_per_s", "points_per_s", "latency_p50_ms", "latency_p99_ms", "cpu_s_broker",
+                            "cpu_s_receiver_process", "rss_mb_broker", "restart_all_back_s",
+                            "restart_busiest_second_share"}
+    assert figures["connected"] == 20 and figures["restart_back"] == 20  # every Box, and again after the restart
+    sent = figures["batches_sent"]
+    assert isinstance(sent, int) and sent >= 20 * 4  # each Box sent batches before and after the restart
+    assert figures["batches_stored"] == sent and figures["lost"] == 0 and figures["unacked_at_end"] == 0
