@@ -64,19 +64,27 @@ def requested(state_dir: Path) -> tuple[str, str] | None:
 
 def interrupted_install(state_dir: Path, version: str, boot: str) -> str:
     """For boxd started while an install of `version` is requested: what happened to it, in words,
-    from the installer's progress record and the id of this boot (`boot`)."""
+    from the installer's progress record and the id of this boot (`boot`). A record of another
+    boot, or one of this boot that keeps a cut write (``cut``: the installer started over), means
+    the Box lost power or was reset mid-install; a record of this boot alone, that boxd restarted."""
     doc = _read(state_dir / PROGRESS)
     if doc is None or doc.get("version") != version:
         return (f"the Box or boxd restarted before the installer began writing {version}: it writes it now, "
                 "then reboots on trial")
-    written, size = doc.get("written"), doc.get("size")
-    share = f"{100 * written // size} %" if isinstance(written, int) and isinstance(size, int) and size > 0 else "?"
     slot = str(doc.get("slot", "?"))[:1].upper()
-    if doc.get("boot_id") != boot:
-        return (f"the Box lost power or was reset with {share} of {version} written into slot {slot}: the installer "
-                "writes it again from the start, then reboots on trial")
-    return (f"boxd restarted while the installer writes {version} into slot {slot} ({share} written): "
+    cut = doc.get("cut")
+    if doc.get("boot_id") != boot or isinstance(cut, dict):
+        earlier = doc if doc.get("boot_id") != boot else cut
+        assert isinstance(earlier, dict)
+        return (f"the Box lost power or was reset with {_share(earlier)} of {version} written into slot {slot}: "
+                "the installer writes it again from the start, then reboots on trial")
+    return (f"boxd restarted while the installer writes {version} into slot {slot} ({_share(doc)} written): "
             "the install goes on")
+
+
+def _share(doc: dict[str, object]) -> str:
+    written, size = doc.get("written"), doc.get("size")
+    return f"{100 * written // size} %" if isinstance(written, int) and isinstance(size, int) and size > 0 else "?"
 
 
 def take_install_failure(state_dir: Path) -> str | None:

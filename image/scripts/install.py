@@ -11,7 +11,8 @@ and asks for it to be installed by writing ``/var/lib/boxd/ota/install.json``
    gzip stream, hashing what it writes: the SHA-256 and size must be the manifest's; at each
    quarter it says how far it got on the console and in ``/var/lib/boxd/ota/install-progress.json``
    (with the boot's id: an install cut by a power loss is started again from the beginning at
-   the next boot, by the same request, and says so; boxd reports it);
+   the next boot, by the same request, and says so; its records then keep the cut one's, under
+   ``cut``, for boxd to report whenever it starts);
 3. mounts the written slot read-only (its own mount namespace) and copies its kernel and
    initramfs to the ESP (``/efi/<slot>/``), through temporary files;
 4. writes the slot's boot entry with a boot counter, ``box-<slot>+<tries>.conf`` (after removing
@@ -185,10 +186,16 @@ def cut_short(earlier: dict[str, Any] | None, req: dict[str, Any], boot: str) ->
             f"{share} written (a power loss or a reset): writing it again from the start")
 
 
-def _progress(req: dict[str, Any], slot: str, size: int, boot: str) -> Callable[[int], None]:
+def _progress(req: dict[str, Any], slot: str, size: int, boot: str,
+              cut: dict[str, Any] | None) -> Callable[[int], None]:
+    """Record and say how far the write got; `cut`: the record of an earlier boot's write of this
+    request that a power loss ended, kept in this boot's records (boxd reports it)."""
     def say(written: int) -> None:
-        _write_atomic(PROGRESS, json.dumps({"deployment": req["deployment"], "version": req["version"], "slot": slot,
-                                            "written": written, "size": size, "boot_id": boot}).encode())
+        doc = {"deployment": req["deployment"], "version": req["version"], "slot": slot, "written": written,
+               "size": size, "boot_id": boot}
+        if cut is not None:
+            doc["cut"] = {"written": cut.get("written"), "size": cut.get("size"), "boot_id": cut.get("boot_id")}
+        _write_atomic(PROGRESS, json.dumps(doc).encode())
         _say(f"{req['version']} into slot {slot.upper()}: {100 * written // size} % written")
     return say
 
@@ -249,7 +256,8 @@ def install(req: dict[str, Any], layout: dict[str, Any], cmdline: str, running_v
     for old in entries.glob(f"box-{slot}*.conf"):  # the slot's previous release: not bootable from here on
         old.unlink()
     boot = BOOT_ID.read_text().strip()
-    cut = cut_short(_read_json(PROGRESS), req, boot)
+    earlier = _read_json(PROGRESS)
+    cut = cut_short(earlier, req, boot)
     if cut:
         _say(cut)
     _say(f"installing {req['version']} into slot {slot.upper()} ({device}); slot {running.upper()} runs")
@@ -258,7 +266,8 @@ def install(req: dict[str, Any], layout: dict[str, Any], cmdline: str, running_v
             manifest, member = read_manifest(tar, req["version"], slot_bytes)
             src = tar.extractfile(member)
             assert src is not None
-            write_slot(src, device, manifest["size"], manifest["sha256"], _progress(req, slot, manifest["size"], boot))
+            progress = _progress(req, slot, manifest["size"], boot, earlier if cut else None)
+            write_slot(src, device, manifest["size"], manifest["sha256"], progress)
     except (OSError, tarfile.TarError) as e:
         raise InstallError(f"the bundle cannot be read: {e}") from None
     try:

@@ -134,6 +134,12 @@ def test_an_install_cut_short_is_reported_with_how_far_it_got(tmp_path: Path, bo
     (tmp_path / image.PROGRESS).write_text(json.dumps({"deployment": "d-1", "version": "9.0.1", "slot": "b",
                                                        "written": 100, "size": 400, "boot_id": "boot-1"}))
     assert image.interrupted_install(tmp_path, "9.0.1", boot) == says
+    # the installer started over in this boot before boxd started: its record keeps the cut write's
+    (tmp_path / image.PROGRESS).write_text(json.dumps({
+        "deployment": "d-1", "version": "9.0.1", "slot": "b", "written": 0, "size": 400, "boot_id": "boot-2",
+        "cut": {"written": 100, "size": 400, "boot_id": "boot-1"}}))
+    assert image.interrupted_install(tmp_path, "9.0.1", "boot-2").startswith(
+        "the Box lost power or was reset with 25 % of 9.0.1 written into slot B: the installer writes it again")
     (tmp_path / image.PROGRESS).write_text("{")  # unreadable: as good as none
     assert image.interrupted_install(tmp_path, "9.0.1", boot).startswith("the Box or boxd restarted before")
 
@@ -200,7 +206,8 @@ def test_the_installer_writes_only_a_root_image_that_matches_its_manifest(tmp_pa
             install.read_manifest(bundle, version, slot)
 
 
-def test_the_installer_says_how_far_it_got_and_whether_an_earlier_boot_cut_it(tmp_path: Path) -> None:
+def test_the_installer_says_how_far_it_got_and_whether_an_earlier_boot_cut_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = bytes(range(256)) * 4096  # 1 MiB: four chunks of the installer's
     tar = _bundle(root)
     m, member = install.read_manifest(tar, "9.0.1", len(root))
@@ -209,11 +216,8 @@ def test_the_installer_says_how_far_it_got_and_whether_an_earlier_boot_cut_it(tm
     device = tmp_path / "slot"
     device.write_bytes(b"\0" * len(root))
     seen: list[int] = []
-    install.CHUNK, chunk = len(root) // 8, install.CHUNK
-    try:
-        install.write_slot(src, device, m["size"], m["sha256"], seen.append)
-    finally:
-        install.CHUNK = chunk
+    monkeypatch.setattr(install, "CHUNK", len(root) // 8)
+    install.write_slot(src, device, m["size"], m["sha256"], seen.append)
     assert seen == [0, len(root) // 4, len(root) // 2, 3 * len(root) // 4]  # the start and each quarter
     req = {"deployment": "d-1", "version": "9.0.1"}
     earlier = {"deployment": "d-1", "version": "9.0.1", "slot": "b", "written": 300, "size": 400, "boot_id": "boot-1"}
