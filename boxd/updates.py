@@ -40,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from boxd.clock import boot_id
 from boxd.supervisor import RESTART_STATUS, Stop, Supervisor
 from boxkit.files import write_atomic
 from boxkit.machine import hardware_id
@@ -138,8 +139,11 @@ class UpdateAgent:
         if failed is not None:  # an install resumed at boot (a power cut during the switch) that failed
             self.event(failed[0], failed[1], "failed", f"{failed[2]}; {self.running} keeps running")
         elif request is not None:
-            # boxd restarted (the watchdog, a crash) while the installer writes the other slot: the
-            # update goes on without it; wait for its reboot or its failure as the job did
+            # boxd restarted (the watchdog, a crash) while the installer writes the other slot, or the
+            # Box lost power then and the installer starts again at boot: the update goes on without
+            # it; say so, and wait for its reboot or its failure as the job did
+            self.event(request[0], request[1], "installing",
+                       image.interrupted_install(self.state_dir, request[1], boot_id()))
             job = _Job(request[0], request[1], threading.Event(), switching=True)
             self._job = job
             self._supervisor.spawn(f"update {job.deployment}", lambda: self._await_installer(job))

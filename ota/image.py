@@ -13,6 +13,7 @@ Files under the state directory (``/var/lib/boxd``, the data partition, kept acr
 
     ota/install.json         the request: deployment, version, bundle, trial_s (boxd writes it)
     ota/install-failed.json  the installer's refusal or failure: nothing was switched
+    ota/install-progress.json how far the installer got: deployment, version, slot, written, size, boot_id
     boot/pending.json        installed, booting on trial: deployment, version, slot, entry, previous
     boot/trial-failed.json   why the last trial failed (image/scripts/boot_check.py)
 
@@ -30,6 +31,7 @@ from boxkit.files import write_atomic
 RELEASE_FILE = Path("/usr/share/boxd/release.json")  # in each root file system: its release's version
 REQUEST = Path("ota") / "install.json"
 FAILED = Path("ota") / "install-failed.json"
+PROGRESS = Path("ota") / "install-progress.json"
 PENDING = Path("boot") / "pending.json"
 TRIAL_FAILED = Path("boot") / "trial-failed.json"
 
@@ -58,6 +60,31 @@ def requested(state_dir: Path) -> tuple[str, str] | None:
     if doc is None:
         return None
     return str(doc.get("deployment", ""))[:128], str(doc.get("version", ""))[:64]
+
+
+def interrupted_install(state_dir: Path, version: str, boot: str) -> str:
+    """For boxd started while an install of `version` is requested: what happened to it, in words,
+    from the installer's progress record and the id of this boot (`boot`). A record of another
+    boot, or one of this boot that keeps a cut write (``cut``: the installer started over), means
+    the Box lost power or was reset mid-install; a record of this boot alone, that boxd restarted."""
+    doc = _read(state_dir / PROGRESS)
+    if doc is None or doc.get("version") != version:
+        return (f"the Box or boxd restarted before the installer began writing {version}: it writes it now, "
+                "then reboots on trial")
+    slot = str(doc.get("slot", "?"))[:1].upper()
+    cut = doc.get("cut")
+    if doc.get("boot_id") != boot or isinstance(cut, dict):
+        earlier = doc if doc.get("boot_id") != boot else cut
+        assert isinstance(earlier, dict)
+        return (f"the Box lost power or was reset with {_share(earlier)} of {version} written into slot {slot}: "
+                "the installer writes it again from the start, then reboots on trial")
+    return (f"boxd restarted while the installer writes {version} into slot {slot} ({_share(doc)} written): "
+            "the install goes on")
+
+
+def _share(doc: dict[str, object]) -> str:
+    written, size = doc.get("written"), doc.get("size")
+    return f"{100 * written // size} %" if isinstance(written, int) and isinstance(size, int) and size > 0 else "?"
 
 
 def take_install_failure(state_dir: Path) -> str | None:

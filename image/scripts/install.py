@@ -8,7 +8,11 @@ and asks for it to be installed by writing ``/var/lib/boxd/ota/install.json``
    and the bundle (an image bundle, cloud/release.py: a tar of ``manifest.json`` then
    ``root.img.gz``; the manifest's version is the request's, the root image fits the slot);
 2. writes the inactive root partition (the one the running entry does not name) from the
-   gzip stream, hashing what it writes: the SHA-256 and size must be the manifest's;
+   gzip stream, hashing what it writes: the SHA-256 and size must be the manifest's; at each
+   quarter it says how far it got on the console and in ``/var/lib/boxd/ota/install-progress.json``
+   (with the boot's id: an install cut by a power loss is started again from the beginning at
+   the next boot, by the same request, and says so; its records then keep the cut one's, under
+   ``cut``, for boxd to report whenever it starts);
 3. mounts the written slot read-only (its own mount namespace) and copies its kernel and
    initramfs to the ESP (``/efi/<slot>/``), through temporary files;
 4. writes the slot's boot entry with a boot counter, ``box-<slot>+<tries>.conf`` (after removing
@@ -42,6 +46,7 @@ import tarfile
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,6 +55,8 @@ REQUEST = STATE / "ota" / "install.json"
 FAILED = STATE / "ota" / "install-failed.json"
 DOWNLOADS = STATE / "ota" / "downloads"
 PENDING = STATE / "boot" / "pending.json"
+PROGRESS = STATE / "ota" / "install-progress.json"
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LAYOUT = Path("/usr/share/boxd/layout.json")
 ESP = Path("/efi")
 VERSION = re.compile(r"[0-9]{1,6}\.[0-9]{1,6}\.[0-9]{1,6}(-[0-9A-Za-z.]{1,32})?")
@@ -140,9 +147,13 @@ def read_manifest(tar: tarfile.TarFile, version: str, slot_bytes: int) -> tuple[
     return {"size": size, "sha256": digest, "tries": tries}, member
 
 
-def write_slot(src: IO[bytes], device: Path, size: int, digest: str) -> None:
-    """Write the gunzipped root image to `device`, checking its size and SHA-256 as it goes."""
+def write_slot(src: IO[bytes], device: Path, size: int, digest: str,
+               progress: Callable[[int], None] = lambda _written: None) -> None:
+    """Write the gunzipped root image to `device`, checking its size and SHA-256 as it goes;
+    `progress(bytes written)` at the start and at each quarter."""
     h, n = hashlib.sha256(), 0
+    marks = [size * q // 4 for q in (1, 2, 3)]
+    progress(0)
     try:
         with gzip.GzipFile(fileobj=src) as z, device.open("r+b", buffering=0) as out:
             while chunk := z.read(CHUNK):
@@ -151,6 +162,10 @@ def write_slot(src: IO[bytes], device: Path, size: int, digest: str) -> None:
                     raise InstallError(f"the root image is longer than its manifest's {size} bytes")
                 h.update(chunk)
                 out.write(chunk)
+                if marks and n >= marks[0]:
+                    while marks and n >= marks[0]:
+                        marks.pop(0)
+                    progress(n)
             out.flush()
             os.fsync(out.fileno())
     except (OSError, EOFError, zlib.error) as e:
@@ -158,6 +173,39 @@ def write_slot(src: IO[bytes], device: Path, size: int, digest: str) -> None:
     if n != size or h.hexdigest() != digest:
         raise InstallError(f"the root image written ({n} bytes, sha256 {h.hexdigest()[:16]}...) is not the "
                            f"manifest's ({size} bytes, {digest[:16]}...): the slot is left without an entry")
+
+
+def cut_short(earlier: dict[str, Any] | None, req: dict[str, Any], boot: str) -> str | None:
+    """What the progress record of an earlier boot says of this request: its install was cut
+    (a power loss, a reset) after so much was written; None when there was no such install."""
+    if not earlier or earlier.get("deployment") != req["deployment"] or earlier.get("boot_id") == boot:
+        return None
+    written, size = earlier.get("written"), earlier.get("size")
+    share = f"{100 * written // size} %" if isinstance(written, int) and isinstance(size, int) and size > 0 else "?"
+    return (f"the install of {req['version']} into slot {str(earlier.get('slot', '?')).upper()} was cut with "
+            f"{share} written (a power loss or a reset): writing it again from the start")
+
+
+def _progress(req: dict[str, Any], slot: str, size: int, boot: str,
+              cut: dict[str, Any] | None) -> Callable[[int], None]:
+    """Record and say how far the write got; `cut`: the record of an earlier boot's write of this
+    request that a power loss ended, kept in this boot's records (boxd reports it)."""
+    def say(written: int) -> None:
+        doc = {"deployment": req["deployment"], "version": req["version"], "slot": slot, "written": written,
+               "size": size, "boot_id": boot}
+        if cut is not None:
+            doc["cut"] = {"written": cut.get("written"), "size": cut.get("size"), "boot_id": cut.get("boot_id")}
+        _write_atomic(PROGRESS, json.dumps(doc).encode())
+        _say(f"{req['version']} into slot {slot.upper()}: {100 * written // size} % written")
+    return say
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def slots(layout: dict[str, Any], cmdline: str) -> tuple[str, str]:
@@ -207,13 +255,19 @@ def install(req: dict[str, Any], layout: dict[str, Any], cmdline: str, running_v
     entries = ESP / "loader" / "entries"
     for old in entries.glob(f"box-{slot}*.conf"):  # the slot's previous release: not bootable from here on
         old.unlink()
+    boot = BOOT_ID.read_text().strip()
+    earlier = _read_json(PROGRESS)
+    cut = cut_short(earlier, req, boot)
+    if cut:
+        _say(cut)
     _say(f"installing {req['version']} into slot {slot.upper()} ({device}); slot {running.upper()} runs")
     try:
         with tarfile.open(bundle, "r:") as tar:
             manifest, member = read_manifest(tar, req["version"], slot_bytes)
             src = tar.extractfile(member)
             assert src is not None
-            write_slot(src, device, manifest["size"], manifest["sha256"])
+            progress = _progress(req, slot, manifest["size"], boot, earlier if cut else None)
+            write_slot(src, device, manifest["size"], manifest["sha256"], progress)
     except (OSError, tarfile.TarError) as e:
         raise InstallError(f"the bundle cannot be read: {e}") from None
     try:
@@ -247,6 +301,7 @@ def main() -> int:
     finally:
         with contextlib.suppress(OSError, UnboundLocalError):
             req["bundle"].unlink(missing_ok=True)
+        PROGRESS.unlink(missing_ok=True)
     _boxd_dir(PENDING.parent)
     _write_atomic(PENDING, json.dumps(pending).encode())
     REQUEST.unlink(missing_ok=True)

@@ -9,24 +9,20 @@ They run in this order on one bench per target (the VM boots once for all of the
    Box queues on its disk (every poll is a committed write), the power is cut in the middle of
    that, the broker comes back, the power comes back: every value the Box owed (the building
    simulator's served log says which) is stored by the platform, none twice (both levels of
-   `tests/support/proofs.py`, on every target);
-3. factory image, update, rollback (targets with an image): an image release installed into the
-   other root slot boots on trial and commits; one that never becomes healthy falls back by the
-   boot loader's counting, and the Box reports why.
+   `tests/support/proofs.py`, on every target).
+
+Then test_update_power.py, on the same bench: factory image -> update -> rollback, with the power
+cut during the download, the A/B switch and the new slot's first boot (targets with an image).
 """
 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from cloud.deploy import ENDED
-from cloud.tufrepo import publish_release
 from drivers.sim._served import Served
 from tests.hil.conftest import Hil
-from tests.support import boximage, boxvm
 from tests.support.proofs import assert_nothing_lost, tally, wait_stored
 from tests.support.wait import wait_for
 
@@ -98,62 +94,3 @@ def _where_lost(hil: Hil, reads: list[Served], cut_ms: int) -> str:
                              f"quality): {near}")
     return "\n".join([*lines, f"conflicts: {hil.cloud.store.conflicts(hil.box_id)}",
                       f"--- console ---\n{hil.console()[-2000:]}"])
-
-
-def _version(hil: Hil) -> str | None:
-    box = hil.cloud.store.box(hil.box_id)
-    return box.version if box is not None else None
-
-
-def _deployed(hil: Hil, target: str, health_s: int, ends: tuple[str, ...], timeout: float) -> tuple[str, str]:
-    dep = hil.cloud.create_deployment(target, boxes=[hil.box_id], health_s=health_s)
-
-    def ended() -> tuple[str, str] | None:  # the Box's outcome, and the deployment over (one Box, one wave)
-        rows = hil.cloud.store.deployment_boxes(dep.id)
-        over = hil.cloud.deployment(dep.id).status in ENDED
-        return (rows[0].state, rows[0].detail) if over and rows and rows[0].state in ends else None
-    try:
-        result = wait_for(ended, timeout, f"deployment of {target} to end ({', '.join(ends)})", step=1.0)
-    except AssertionError as e:
-        rows = hil.cloud.store.deployment_boxes(dep.id)
-        raise AssertionError(f"{e}: {rows}\n--- console ---\n{hil.console()[-3000:]}") from None
-    assert result is not None
-    return result
-
-
-def test_factory_image_update_commits_and_a_bad_update_rolls_back_with_its_reason(hil: Hil, tmp_path: Path) -> None:
-    """The image's own A/B: an image release written into the other root slot boots on trial and
-    is committed; a release that never becomes healthy (boxd cannot start) is installed the same
-    way, fails its trial, and the boot loader falls back by itself; the Box says why."""
-    hil.need("power", "image")
-    image = boximage.ensure_built()
-    hil.strategy.transition("ready")
-    assert _version(hil) == image.version  # the factory release, slot A
-    publish = hil.cloud
-    good = boxvm.image_release(image, tmp_path, "9.0.1")
-    bad = boxvm.image_release(image, tmp_path, "9.0.2", broken=True, boot_tries=1)
-    for bundle in (good, bad):
-        version = bundle.name.removeprefix("box-image-").removesuffix(".tar")
-        publish_release(publish.ota_repo, publish.ota_keys, bundle, version, ["generic-x86-64"])
-
-    started = time.monotonic()
-    state, detail = _deployed(hil, good.name, 600, ("committed", "rolled_back", "failed"), 900)
-    hil.timings["update to 9.0.1 committed"] = round(time.monotonic() - started, 1)
-    assert state == "committed", detail
-    console = hil.console()
-    assert "9.0.1 installed in slot B (box-b+3.conf): rebooting on trial" in console, console[-3000:]
-    wait_for(lambda: _version(hil) == "9.0.1", 120, "the Box to report 9.0.1")
-    wait_for(lambda: "box-b+3.conf is healthy" in hil.console() or "is healthy: boot complete" in hil.console(),
-             300, "the boot check to bless slot B")
-
-    started = time.monotonic()
-    state, detail = _deployed(hil, bad.name, 10, ("committed", "rolled_back", "failed"), 900)  # 10 s: the least
-    hil.timings["bad update 9.0.2 rolled back"] = round(time.monotonic() - started, 1)
-    assert state == "rolled_back", detail
-    # boxd (ExecStart=/bin/false) is never up: between two of systemd's restarts, or just started
-    assert detail.startswith("the boot trial of 9.0.2 failed: boxd ") and any(
-        why in detail for why in ("is not running", "has not written its status")), detail
-    assert "9.0.2 installed in slot A (box-a+1.conf)" in hil.console()
-    wait_for(lambda: _version(hil) == "9.0.1", 120, "the Box back on 9.0.1")
-    hil.strategy.transition("ready")  # and it delivers again
-    print(f"\n{hil.name}: {hil.timings}")

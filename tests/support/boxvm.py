@@ -11,8 +11,10 @@ the cloud once it is known there (`configure_when_enrolled`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,12 +56,14 @@ def configure_when_enrolled(cloud: Cloud, box_id: str, toml_text: str, pushed: l
 
 
 def image_release(image: boximage.Image, work: Path, version: str, *, broken: bool = False,
-                  boot_tries: int = 3) -> Path:
+                  boot_tries: int = 3, shrink: bool = False) -> Path:
     """An image release (cloud.image_release) of the built root file system, as version `version`.
 
     The root image is `make image`'s release artefact with its release file saying `version`
     (edited with debugfs, no mount); `broken`: with a drop-in that keeps boxd from ever starting
-    (``ExecStart=/bin/false``): a release that boots and never becomes healthy.
+    (``ExecStart=/bin/false``): a release that boots and never becomes healthy; `shrink`: the file
+    system made as small as resize2fs can (about 535 of the slot's 640 MiB: less for the installer
+    to write under emulation; a file system smaller than its partition mounts as well).
     """
     from cloud.image_release import build_image
 
@@ -76,6 +80,81 @@ def image_release(image: boximage.Image, work: Path, version: str, *, broken: bo
     if r.returncode != 0 or "rror" in r.stderr.replace("debugfs 1.", ""):
         raise AssertionError(f"debugfs on {root}: {r.stderr}")
     try:
+        if shrink:
+            _run(["e2fsck", "-fy", str(root)], ok=(0, 1))
+            _run(["resize2fs", "-M", str(root)])
         return build_image(root, work / "releases", version, ["generic-x86-64"], boot_tries=boot_tries, level=1)
     finally:
         root.unlink()
+
+
+def panic_release(image: boximage.Image, work: Path, version: str) -> Path:
+    """A tiny image release whose kernel panics at once (one boot try): a 32 MiB root file system
+    with the image's kernel and an initramfs that is not one, so the kernel cannot mount its root.
+    What a bad kernel or a broken early boot looks like to the boot loader, for the price of a
+    few megabytes to download and write."""
+    from cloud.image_release import build_image
+
+    kernel = str(image.manifest["kernel"])
+    tree = work / f"panic-{version}"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "usr" / "share" / "boxd").mkdir(parents=True)
+    _run(["debugfs", "-R", f"dump /boot/vmlinuz-{kernel} {tree / 'boot' / f'vmlinuz-{kernel}'}", str(image.release)])
+    (tree / "boot" / f"initrd.img-{kernel}").write_bytes(b"not an initramfs\n")
+    (tree / "usr" / "share" / "boxd" / "release.json").write_text(json.dumps({"version": version}) + "\n")
+    root = work / f"root-{version}.img"
+    _run(["truncate", "-s", "32M", str(root)])
+    _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(tree), str(root)])
+    try:
+        return build_image(root, work / "releases", version, ["generic-x86-64"], boot_tries=1, level=1)
+    finally:
+        root.unlink()
+
+
+def _run(argv: list[str], ok: tuple[int, ...] = (0,)) -> None:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if r.returncode not in ok:
+        raise AssertionError(f"{' '.join(argv)}: {r.returncode}: {r.stderr[-2000:]}")
+
+
+def release_root(bundle: Path) -> tuple[int, str]:
+    """(size, sha256) of an image release's root image, from its manifest."""
+    with tarfile.open(bundle, "r:") as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        root = json.loads(member.read())["root"]
+    return int(root["size"]), str(root["sha256"])
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What a Box's disk holds, read while it is off: its boot entries, and the SHA-256 of each root
+    slot's first `size` bytes for the sizes asked (slot -> size -> digest)."""
+
+    entries: list[str]
+    digests: dict[str, dict[int, str]]
+
+
+def read_slots(disk: Path, image: boximage.Image, scratch: Path, sizes: tuple[int, ...]) -> Slots:
+    """The boot entries and root slots of a VM's disk (a qcow2 overlay or a raw copy) while the VM is off."""
+    raw = scratch / "disk.raw"
+    _run(["qemu-img", "convert", "-O", "raw", str(disk), str(raw)])
+    try:
+        entries = boximage.Esp(raw, image).entries()
+        digests = {slot: {size: sha256_range(raw, image.partition_offset(f"root-{slot}"), size) for size in sizes}
+                   for slot in ("a", "b")}
+    finally:
+        raw.unlink()
+    return Slots(entries, digests)
+
+
+def sha256_range(path: Path, offset: int, size: int) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        f.seek(offset)
+        left = size
+        while left > 0 and (chunk := f.read(min(left, 1 << 22))):
+            h.update(chunk)
+            left -= len(chunk)
+    assert left == 0, f"{path} ends before {offset + size}"
+    return h.hexdigest()

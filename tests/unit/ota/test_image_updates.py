@@ -107,7 +107,10 @@ def test_a_daemon_restarted_while_the_installer_writes_the_slot_does_not_call_th
     a = updates.UpdateAgent(tmp_path, "0.1.0", events.append, sup, launched=False, hardware="generic-test",
                             on_image=True, install_poll_s=0.01)
     a.at_start(lambda: "")
-    assert events == [] and a.past_no_return  # not failed: the installer's reboot or failure decides
+    assert [(e.state, e.detail) for e in events] == [  # not failed: the installer's reboot or failure decides
+        ("installing", "the Box or boxd restarted before the installer began writing 9.0.1: it writes it now, "
+                       "then reboots on trial")] and a.past_no_return
+    events.clear()
 
     async def run() -> None:
         task = asyncio.create_task(sup.run())
@@ -119,6 +122,26 @@ def test_a_daemon_restarted_while_the_installer_writes_the_slot_does_not_call_th
     asyncio.run(run())
     assert [(e.deployment, e.state) for e in events] == [("d-1", "failed")]
     assert events[0].detail == "the slot could not be written; 0.1.0 keeps running" and not a.past_no_return
+
+
+@pytest.mark.parametrize(("boot", "says"), [
+    ("boot-1", "boxd restarted while the installer writes 9.0.1 into slot B (25 % written): the install goes on"),
+    ("boot-2", "the Box lost power or was reset with 25 % of 9.0.1 written into slot B: the installer writes it "
+               "again from the start, then reboots on trial")])
+def test_an_install_cut_short_is_reported_with_how_far_it_got(tmp_path: Path, boot: str, says: str) -> None:
+    (tmp_path / "ota").mkdir()
+    image.request_install(tmp_path, "d-1", "9.0.1", tmp_path / "ota" / "downloads" / "b.tar", 120)
+    (tmp_path / image.PROGRESS).write_text(json.dumps({"deployment": "d-1", "version": "9.0.1", "slot": "b",
+                                                       "written": 100, "size": 400, "boot_id": "boot-1"}))
+    assert image.interrupted_install(tmp_path, "9.0.1", boot) == says
+    # the installer started over in this boot before boxd started: its record keeps the cut write's
+    (tmp_path / image.PROGRESS).write_text(json.dumps({
+        "deployment": "d-1", "version": "9.0.1", "slot": "b", "written": 0, "size": 400, "boot_id": "boot-2",
+        "cut": {"written": 100, "size": 400, "boot_id": "boot-1"}}))
+    assert image.interrupted_install(tmp_path, "9.0.1", "boot-2").startswith(
+        "the Box lost power or was reset with 25 % of 9.0.1 written into slot B: the installer writes it again")
+    (tmp_path / image.PROGRESS).write_text("{")  # unreadable: as good as none
+    assert image.interrupted_install(tmp_path, "9.0.1", boot).startswith("the Box or boxd restarted before")
 
 
 def test_an_update_is_accepted_on_a_box_image(tmp_path: Path) -> None:
@@ -181,6 +204,29 @@ def test_the_installer_writes_only_a_root_image_that_matches_its_manifest(tmp_pa
                                        (_bundle(root, name="boxd"), 40000, "9.0.1", "not an image release")):
         with pytest.raises(install.InstallError, match=why):
             install.read_manifest(bundle, version, slot)
+
+
+def test_the_installer_says_how_far_it_got_and_whether_an_earlier_boot_cut_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bytes(range(256)) * 4096  # 1 MiB: four chunks of the installer's
+    tar = _bundle(root)
+    m, member = install.read_manifest(tar, "9.0.1", len(root))
+    src = tar.extractfile(member)
+    assert src is not None
+    device = tmp_path / "slot"
+    device.write_bytes(b"\0" * len(root))
+    seen: list[int] = []
+    monkeypatch.setattr(install, "CHUNK", len(root) // 8)
+    install.write_slot(src, device, m["size"], m["sha256"], seen.append)
+    assert seen == [0, len(root) // 4, len(root) // 2, 3 * len(root) // 4]  # the start and each quarter
+    req = {"deployment": "d-1", "version": "9.0.1"}
+    earlier = {"deployment": "d-1", "version": "9.0.1", "slot": "b", "written": 300, "size": 400, "boot_id": "boot-1"}
+    assert install.cut_short(earlier, req, "boot-2") == (
+        "the install of 9.0.1 into slot B was cut with 75 % written (a power loss or a reset): writing it again "
+        "from the start")
+    assert install.cut_short(earlier, req, "boot-1") is None  # this boot's own record
+    assert install.cut_short(earlier, {**req, "deployment": "d-2"}, "boot-2") is None  # another update's
+    assert install.cut_short(None, req, "boot-2") is None
 
 
 def test_the_installer_targets_the_slot_that_does_not_run() -> None:
