@@ -12,10 +12,11 @@ configurations, evict from the queue and revoke the Box), in this order:
    defaults) and an **unplugged device** (no answer): the device's points are a comm fault at the
    platform, no good value is stored for it while it is away, the other devices keep delivering,
    and polling resumes without boxd restarting; every value served around it is stored once;
-3. **Modbus RTU at the wrong line settings** (sim: the line is a pty, the device at 19200 8E1, the Box
-   configured 9600 8N1): a bad-frame fault at the platform and in ``boxctl status``, no value; the
-   configuration fixed by a push, the values come; then a unit unplugged from the line;
-4. a **BACnet device restart** (sim: the device on loopback): its points come back without boxd
+3. **Modbus RTU at the wrong line settings** (sim: the line is a pty, the device at 19200 baud, the Box
+   configured 9600; parity cannot be set on this kernel's ptys): a bad-frame fault at the platform
+   and in ``boxctl status``, no value; the configuration fixed by a push, the values come; then a
+   unit unplugged from the line;
+4. a **BACnet device restart** (sim: the device on a veth pair of this machine): its points come back without boxd
    restarting;
 5. a **clock jump** forward and back on the Box (sim: boxd under libfaketime): no value lost,
    every stored timestamp within a few seconds of true time, batches still sent at their delay;
@@ -296,15 +297,16 @@ def test_a_modbus_tcp_device_reboot_and_unplug_are_faults_of_that_device_and_pol
 
 # -- 3. Modbus RTU at the wrong line settings; a unit unplugged ------------------------------------
 
-def test_modbus_rtu_at_the_wrong_baud_and_parity_is_a_bad_frame_fault_until_the_configuration_is_fixed(
+def test_modbus_rtu_at_the_wrong_baud_rate_is_a_line_fault_until_the_configuration_is_fixed(
         hil: Hil) -> None:
     hil.need("rtu")
     hil.strategy.transition("ready")
-    with SimThread(sim=RtuBuildingSimulator(baudrate=19200, parity="E", update_interval_s=0.2)) as rtu:
+    # the wrong speed only: this kernel refuses parity on a pty (EINVAL, drivers/modbus/_link.py), so a parity
+    # mismatch is the lab's to show (tests/hil/README.md)
+    with SimThread(sim=RtuBuildingSimulator(baudrate=19200, update_interval_s=0.2)) as rtu:
         right = rtu.sim.points_toml(0.2, timeout_s=0.3)
-        assert 'parity = "N"' in right and "baudrate = 19200" in right, right
-        right = right.replace('parity = "N"', 'parity = "E"')
-        wrong = right.replace("baudrate = 19200", "baudrate = 9600").replace('parity = "E"', 'parity = "N"')
+        assert "baudrate = 19200" in right, right
+        wrong = right.replace("baudrate = 19200", "baudrate = 9600")
         units = ("meter2", "meter3", "room2")
         started = time.monotonic()
         pushed_ms = time.time() * 1000
@@ -324,8 +326,8 @@ def test_modbus_rtu_at_the_wrong_baud_and_parity_is_a_bad_frame_fault_until_the_
             import tomllib
             line = tomllib.loads(wrong)["modbus_rtu"][0]["name"]  # the bus is the line
             assert not bus[line]["polling"] and bus[line]["errors"] > 0, bus
-        hil.timings["RTU wrong baud/parity: fault shown"] = round(time.monotonic() - started, 1)
-        print(f"\n{hil.name}: RTU at 9600 8N1 against a line at 19200 8E1: {sorted(Quality(q).name for q in seen)}")
+        hil.timings["RTU wrong baud rate: fault shown"] = round(time.monotonic() - started, 1)
+        print(f"\n{hil.name}: RTU at 9600 8N1 against a line at 19200 8N1: {sorted(Quality(q).name for q in seen)}")
 
         started = time.monotonic()
         fixed_ms = time.time() * 1000
