@@ -16,10 +16,11 @@ configurations, evict from the queue and revoke the Box), in this order:
    configured 9600; parity cannot be set on this kernel's ptys): a bad-frame fault at the platform
    and in ``boxctl status``, no value; the configuration fixed by a push, the values come; then a
    unit unplugged from the line;
-4. a **BACnet device restart** (sim: the device on a veth pair of this machine): its points come back without boxd
-   restarting;
+4. a **BACnet device restart** (a target with `bacnet`; the sim target does not list it yet, see
+   tests/hil/README.md): its points come back without boxd restarting;
 5. a **clock jump** forward and back on the Box (sim: boxd under libfaketime): no value lost,
-   every stored timestamp within a few seconds of true time, batches still sent at their delay;
+   the platform alerts on each jump and its time notice corrects the Box within a heartbeat (at most
+   that heartbeat's polls stamped by the stepped clock: a known gap), batches still sent at their delay;
 6. **revocation of the live Box** (last: the Box is then out of the fleet): its session is cut,
    it cannot come back, it says why (``boxctl status``, its log), and nothing it queued after the
    revocation is accepted.
