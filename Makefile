@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-unit test-integration lint bootstrap clean image image-if-root
+.PHONY: demo test test-unit test-integration hil lint bootstrap clean image image-if-root
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -18,6 +18,11 @@ test-unit: bootstrap
 
 test-integration: bootstrap image-if-root
 	@$(PY) -m pytest tests/integration tests/hil tests/image -q
+
+# the whole HIL suite, with the scenarios `make test` leaves out on the vm target (slow_vm: minutes each
+# under emulation; tests/hil/README.md)
+hil: bootstrap image-if-root
+	@HIL_SLOW_VM=1 $(PY) -m pytest tests/hil -v
 
 # The Box image (image/README.md): build/image/box.img. Cached: a rebuild does only what changed.
 image: bootstrap

@@ -112,6 +112,7 @@ class LocalBoxPowerDriver(Driver, PowerProtocol):  # type: ignore[misc]
         self.backing: Path | None = None  # the Box's disk (set by the suite before the first `on`)
         self.config: Path | None = None
         self.process: BoxProcess | None = None
+        self.env: dict[str, str] | None = None  # more environment for boxd (e.g. libfaketime: a clock to jump)
         self._fs: LazyFS | None = None
 
     @Driver.check_active  # type: ignore[untyped-decorator]
@@ -125,7 +126,7 @@ class LocalBoxPowerDriver(Driver, PowerProtocol):  # type: ignore[misc]
         if self.box.power_loss == "lazyfs":
             self._fs = LazyFS(self.backing)
             state = self._fs.mount()
-        self.process = BoxProcess.start(state, self.config)
+        self.process = BoxProcess.start(state, self.config, env=self.env)
 
     @Driver.check_active  # type: ignore[untyped-decorator]
     @step()  # type: ignore[untyped-decorator]
@@ -194,6 +195,13 @@ class BoxVmPowerDriver(Driver, PowerProtocol):  # type: ignore[misc]
 
     def console(self) -> str:
         return self._vm().console()
+
+    def link(self, up: bool) -> None:
+        """The Box's WAN cable in or out: QMP ``set_link`` on its network device (the guest sees
+        the carrier go, as when a cable is pulled; QEMU's user networking keeps the host's side)."""
+        reply = qmp(self._vm().qmp_socket, "set_link", name="wan0", up=up)
+        if "error" in reply:
+            raise StrategyError(f"QMP set_link wan0 {up}: {reply['error']}")
 
 
 def qmp(path: Path, command: str, timeout: float = 10.0, **arguments: Any) -> dict[str, Any]:

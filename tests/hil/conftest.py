@@ -11,12 +11,14 @@ act only through the strategy (power), the platform and the building.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from labgrid import Environment
@@ -27,8 +29,10 @@ from drivers import Quality
 from tests.hil.boxlab import BoxStrategy, BoxVmPowerDriver, LocalBoxPowerDriver
 from tests.support import boximage, boxvm
 from tests.support.cloudkit import make_cloud
+from tests.support.faultproxy import FaultProxy
 from tests.support.simthread import SimThread
 from tests.support.wait import free_port
+from tests.support.wan import retarget
 
 TARGETS = Path(__file__).parent / "targets"
 UPLINK = "[uplink]\nbatch_delay_ms = 50\nreconnect_max_s = 1\n\n"
@@ -48,6 +52,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("target_file", params, scope="session")
 
 
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by target (its session parameter)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """On each target, the scenarios of faults (test_faults.py) after every other scenario: they
+    push configurations, evict from the queue and revoke the Box, which the proofs of the others
+    (every value served since the bench started) must not see."""
+    places: dict[object, list[int]] = {}
+    for i, item in enumerate(items):
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "target_file" in callspec.params and "/hil/" in str(item.fspath):
+            places.setdefault(callspec.params["target_file"], []).append(i)
+    for where in places.values():
+        mine = [items[i] for i in where]
+        ordered = sorted(mine, key=lambda item: item.fspath.basename == "test_faults.py")  # stable
+        for i, item in zip(where, ordered, strict=True):
+            items[i] = item
+
+
 @dataclass
 class Hil:
     """One target's bench, shared by the scenarios (in file order)."""
@@ -63,6 +84,10 @@ class Hil:
     devices: str  # the [[modbus_tcp]] tables the Box is configured with
     console: Callable[[], str] = lambda: ""
     timings: dict[str, float] = field(default_factory=dict)
+    # the scenarios of faults (test_faults.py); None where the target cannot do it
+    link: Callable[[bool], None] | None = None  # the WAN link out (False) and back (sim: a proxy; vm: QMP)
+    boxctl: Callable[[], dict[str, Any]] | None = None  # `boxctl status --json` on the Box (sim: no shell elsewhere)
+    work: Path | None = None  # this machine's scratch directory for the bench
 
     def need(self, *features: str) -> None:
         missing = [f for f in features if f not in self.features]
@@ -135,12 +160,28 @@ def _sim(stack: contextlib.ExitStack, name: str, features: set[str], strategy: B
                         "--server", f"https://localhost:{cloud.settings.enroll_port}", "--token", token,
                         "--ca", str(cloud.pki.root_cert)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    # the WAN: the broker through a fault proxy (a blackhole is the link out; tests/support/faultproxy.py)
+    proxy = stack.enter_context(FaultProxy("127.0.0.1", cloud.settings.broker_port))
+    retarget(disk / "identity", "localhost", proxy.port)
     devices = building.sim.points_toml(0.1, timeout_s=10.0, retries=0)
     config = work / "boxd.toml"
     config.write_text(UPLINK + devices)
     power.backing, power.config = disk, config
+
+    def link(up: bool) -> None:
+        proxy.blackhole(not up)
+        proxy.reset_all()  # out: the connection is dropped; back: the ones accepted while out are dead
+
+    def boxctl() -> dict[str, Any]:
+        state = power.process.state if power.process else disk
+        r = subprocess.run([sys.executable, "-m", "provisioning.cli", "--state-dir", str(state), "status", "--json"],
+                           capture_output=True, text=True, timeout=60)
+        doc: dict[str, Any] = json.loads(r.stdout)
+        return doc
+
     return Hil("sim", name, features, strategy, power, cloud, box_id, building, devices,
-               lambda: power.process.log.read_text(errors="replace") if power.process else "")
+               lambda: power.process.log.read_text(errors="replace") if power.process else "",
+               link=link, boxctl=boxctl, work=work)
 
 
 def _vm(stack: contextlib.ExitStack, name: str, features: set[str], strategy: BoxStrategy,
@@ -162,7 +203,8 @@ def _vm(stack: contextlib.ExitStack, name: str, features: set[str], strategy: Bo
     # polled every second (software emulation), no retries (the proof's condition)
     devices = building.sim.points_toml(1.0, timeout_s=10.0, retries=0)
     pushed: list[int] = []
-    hil = Hil("vm", name, features, strategy, power, bench.cloud, box_id, building, devices, vm.console)
+    hil = Hil("vm", name, features, strategy, power, bench.cloud, box_id, building, devices, vm.console,
+              link=power.link, work=work)
     ready = hil.every_point_good
     hil.every_point_good = lambda since=0.0: boxvm.configure_when_enrolled(  # type: ignore[method-assign]
         bench.cloud, box_id, UPLINK + devices, pushed) and ready(since)
