@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from proto.errors import WireError
 from proto.points import Quality, Value
@@ -152,15 +152,20 @@ def encode(groups: Sequence[Raw], slack_ms: int = 0) -> list[object]:
     out: list[object] = []
     series: dict[tuple[int, int], list[_Poll]] = {}  # (first, count) -> that block's polls, in time order
     exact: list[tuple[int, int, int]] = []  # (dt, first, end) of each plain group: its time as read
+    polled: list[tuple[int, list[list[Raw]]]] = []  # each instant's runs of groups of consecutive points
+    cuts: set[int] = set()  # where any of them starts or ends
     for dt, gs in by_dt.items():
         gs.sort(key=lambda g: g[1])
-        blocks: list[list[Raw]] = []  # runs of groups of consecutive points
+        blocks: list[list[Raw]] = []
         for g in gs:
             if blocks and g[1] == blocks[-1][-1][1] + _size(blocks[-1][-1]):
                 blocks[-1].append(g)
             else:
                 blocks.append([g])
-        for block in blocks:
+        polled.append((dt, blocks))
+        cuts.update(x for b in blocks for x in (b[0][1], b[-1][1] + _size(b[-1])))
+    for dt, blocks in polled:
+        for block in (piece for b in blocks for piece in _split(b, cuts)):
             if not any(isinstance(g[2], int) for g in block):  # every value changed: plain groups are smaller
                 out += [_plain(g) for g in block]
                 exact += [(g[0], g[1], g[1] + _size(g)) for g in block]
@@ -178,6 +183,38 @@ def encode(groups: Sequence[Raw], slack_ms: int = 0) -> list[object]:
 
 def _size(g: Raw) -> int:
     return g[2] if isinstance(g[2], int) else len(g[2])
+
+
+def _split(block: list[Raw], cuts: Collection[int]) -> list[list[Raw]]:
+    """`block` cut at the points of `cuts` inside it (a group across one cut in two): devices polled
+    in the same millisecond as their neighbours still make a series each, the same every poll (a
+    series is one run of points: one that changed with every poll would be a poll each)."""
+    first, end = block[0][1], block[-1][1] + _size(block[-1])
+    at = sorted(c for c in cuts if first < c < end)
+    if not at:
+        return [block]
+    out: list[list[Raw]] = [[]]
+    k = 0
+    for g in block:
+        if k < len(at) and at[k] == g[1]:
+            out.append([])
+            k += 1
+        while k < len(at) and at[k] < g[1] + _size(g):
+            left, g = _cut(g, at[k] - g[1])
+            out[-1].append(left)
+            out.append([])
+            k += 1
+        out[-1].append(g)
+    return out
+
+
+def _cut(g: Raw, n: int) -> tuple[Raw, Raw]:
+    """Group `g` as its first `n` points and the rest."""
+    dt, first, values, faults = g
+    if isinstance(values, int):
+        return (dt, first, n, {}), (dt, first + n, values - n, {})
+    return ((dt, first, values[:n], {k: q for k, q in faults.items() if k < n}),
+            (dt, first + n, values[n:], {k - n: q for k, q in faults.items() if k >= n}))
 
 
 def _period(polls: list[_Poll]) -> int:

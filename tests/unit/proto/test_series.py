@@ -182,3 +182,24 @@ def test_polls_late_by_less_than_the_slack_cost_what_polls_on_time_cost() -> Non
     # the schedule settles on the earliest polls within a few polls; then a late poll costs nothing
     assert len(slack) <= len(on_time) + 16
     assert len(exact) > len(on_time) + 300  # exact times: a byte or two a poll
+
+
+def test_devices_polled_in_the_same_millisecond_as_their_neighbours_still_make_a_series_each() -> None:
+    # three 100-point devices polled every second; on a busy Box their polls often share a millisecond
+    # stamp (then their groups are one run of points): each device is still one series, its polls
+    # regular, so the shared instants cost nothing
+    together = random.Random(2)
+    polled: list[tuple[int, int, list[Reading]]] = []
+    for k in range(120):
+        at = [1000 * k + 3 * d for d in range(3)]
+        if together.random() < 0.4:
+            at = [at[0]] * 3
+        polled += [(at[d], 100 * d, [(k // 30, 0), *[None] * 99]) for d in range(3)]
+    groups = _groups(sorted(polled, key=lambda p: p[0]))
+    payload = wire.encode_batch_v2(1, 1, 1, BASE, groups)
+    assert _decoded(payload) == _flat(groups)
+    body = wire.unframe_untrusted(payload, max_depth=5, max_items=10**6, text_keys=False, versions=wire.BATCH_VERSIONS)
+    assert isinstance(body, list)
+    series = [g for g in body[4] if len(g) >= 6]
+    assert [(g[1], g[2]) for g in series] == [(0, 100), (100, 100), (200, 100)]
+    assert all(len(g[4]) == 119 for g in series)  # every poll of each device in its one series
