@@ -28,8 +28,10 @@ settings.load_profile("suite")
 # - "box-vm": the QEMU VMs (tests/image, and tests/hil, whose target may be a VM), each a vCPU under TCG,
 #   CPU-bound for minutes: two at once on a small machine starve each other and everything else; they
 #   share the image build, too;
-# - "hil-sim-faults": the HIL fault scenarios on the sim target (tests/hil/test_faults.py): minutes of a
-#   simulated Box, no VM, so on a bench of their own in another worker (their vm runs stay in "box-vm");
+# - "hil-sim" and "hil-sim-faults": the HIL scenarios on the sim target, and its fault scenarios
+#   (tests/hil/test_faults.py, which push configurations, evict and revoke: the others' proofs over all that
+#   was served must not see them): a simulated Box, no VM, so each on a sim bench of its own in another
+#   worker (their vm runs stay in "box-vm", whose wall is the suite's);
 # - "demo": `make demo` takes its well-known ports when they are free (8883, 8443, 9443, 15020), so two
 #   demos started at once would both pick them.
 # The groups are handed out in the order of collection (--no-loadscope-reorder): the VMs, the longest, first,
@@ -46,8 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if any(f"/{d}/" in path for d in ("integration", "hil", "image")):
             item.add_marker(pytest.mark.integration)
         group = next((g for where, g in _GROUPS.items() if where in path), None)
-        if "/hil/test_faults.py" in path and _target(item) == "sim":
-            group = "hil-sim-faults"  # a sim bench of their own, beside the VMs rather than on their wall
+        if "/hil/" in path and _target(item) == "sim":  # a sim bench of their own, beside the VMs, not on their wall
+            group = "hil-sim-faults" if "/hil/test_faults.py" in path else "hil-sim"
         item.add_marker(pytest.mark.xdist_group(group or str(Path(path).relative_to(_TESTS).with_suffix(""))))
 
 
