@@ -1,0 +1,59 @@
+"""The operator's exception for MQTT connectors (`Settings.mqtt_allow_networks`, `mqtt_ports`): a
+private network of theirs opens only itself, on its ports only, for MQTT brokers only; the cloud
+metadata addresses stay refused, at the API's check (`link.target`) and at each connection's
+resolution (`targets.resolve`, a name resolving there)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cloud.hooks import targets
+from cloud.mqttconn import link
+from cloud.mqttconn.errors import TargetRefusedError
+from cloud.platform import Settings
+
+OPEN = Settings(mqtt_allow_networks=("127.0.0.1/32", "10.20.0.0/16"), mqtt_ports=(8883, 18883))
+
+
+def _resolves_to(address: str) -> targets.Resolver:
+    return lambda _host, _port: [address]
+
+
+@pytest.mark.parametrize(("host", "port"), [("127.0.0.1", 18883), ("10.20.3.4", 8883)])
+def test_an_operator_network_is_reached_on_its_ports(host: str, port: int) -> None:
+    tgt = link.target(host, port, OPEN.mqtt_reach)
+    assert targets.resolve(tgt, _resolves_to(host), OPEN.mqtt_reach) == host
+    by_name = link.target("broker.customer.internal", port, OPEN.mqtt_reach)
+    assert targets.resolve(by_name, _resolves_to(host), OPEN.mqtt_reach) == host
+
+
+@pytest.mark.parametrize(("host", "port", "why"), [
+    ("127.0.0.2", 8883, "loopback"),  # beside the network allowed: not in it
+    ("10.21.0.1", 8883, "private"),
+    ("192.168.1.10", 8883, "private"),
+    ("127.0.0.1", 1883, "port 1883 is not allowed"),  # the network, on another port
+    ("169.254.169.254", 8883, "cloud metadata"),
+    ("100.100.100.200", 8883, "cloud metadata"),
+])
+def test_only_the_operator_networks_open_and_metadata_stays_refused(host: str, port: int, why: str) -> None:
+    with pytest.raises(TargetRefusedError, match=why):
+        link.target(host, port, OPEN.mqtt_reach)
+    if port in OPEN.mqtt_reach.ports:  # a name resolving there, at the connection
+        with pytest.raises(TargetRefusedError, match=why):
+            targets.resolve(link.target("broker.customer.example", port, OPEN.mqtt_reach), _resolves_to(host),
+                            OPEN.mqtt_reach)
+
+
+def test_by_default_and_through_the_webhook_setting_brokers_are_public_only() -> None:
+    for s in (Settings(), Settings(webhook_allow_networks=("127.0.0.1/32",), webhook_ports=(8883,))):
+        assert s.mqtt_reach == link.PUBLIC_ONLY
+        with pytest.raises(TargetRefusedError, match="loopback"):
+            link.target("127.0.0.1", 8883, s.mqtt_reach)
+    assert link.target("8.8.8.1", 8883).host == "8.8.8.1"  # a public one, as ever
+
+
+def test_a_network_holding_a_metadata_address_cannot_be_allowed() -> None:
+    with pytest.raises(ValueError, match=r"MQTT broker network 169\.254\.0\.0/16 holds addresses never sent to"):
+        Settings(mqtt_allow_networks=("169.254.0.0/16",)).mqtt_reach  # noqa: B018
+    with pytest.raises(ValueError, match="MQTT broker ports"):
+        Settings(mqtt_ports=(0,)).mqtt_reach  # noqa: B018
