@@ -1,16 +1,22 @@
 """The operator's exception for MQTT connectors (`Settings.mqtt_allow_networks`, `mqtt_ports`): a
 private network of theirs opens only itself, on its ports only, for MQTT brokers only; the cloud
 metadata addresses stay refused, at the API's check (`link.target`) and at each connection's
-resolution (`targets.resolve`, a name resolving there)."""
+resolution (`targets.resolve`, a name resolving there; and the worker's link, which connects to
+the address it checked)."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
+from cloud.api._secrets import Seeds
 from cloud.hooks import targets
-from cloud.mqttconn import link
+from cloud.mqttconn import MqttWorker, link
+from cloud.mqttconn._link_thread import Link
 from cloud.mqttconn.errors import TargetRefusedError
 from cloud.platform import Settings
+from cloud.store import ConnectorRow, Store
 
 OPEN = Settings(mqtt_allow_networks=("127.0.0.1/32", "10.20.0.0/16"), mqtt_ports=(8883, 18883))
 
@@ -57,3 +63,24 @@ def test_a_network_holding_a_metadata_address_cannot_be_allowed() -> None:
         Settings(mqtt_allow_networks=("169.254.0.0/16",)).mqtt_reach  # noqa: B018
     with pytest.raises(ValueError, match="MQTT broker ports"):
         Settings(mqtt_ports=(0,)).mqtt_reach  # noqa: B018
+
+
+def _connects_to(host: str, resolves_to: str, reach: targets.Reach | None = None) -> str:
+    """The address a connector's link would connect to (no connection made: the client is only built)."""
+    options: dict[str, Any] = {} if reach is None else {"reach": reach}
+    worker = MqttWorker(cast("Store", None), cast("Seeds", None), lambda *_a: "", resolver=_resolves_to(resolves_to),
+                        **options)
+    row = ConnectorRow(1, 1, "c", "mqtt", 1, {"host": host, "port": 8883, "ca_pem": ""}, "", "enabled", 0, None, "",
+                       0, 0.0)
+    client, name = Link(worker, 1)._client(row, {})
+    assert name == host  # TLS checks the certificate against the name
+    return client.address
+
+
+def test_each_connection_of_a_link_checks_the_address_against_the_operator_reach() -> None:
+    assert _connects_to("broker.customer.internal", "127.0.0.1", OPEN.mqtt_reach) == "127.0.0.1"
+    for refused, why in (("127.0.0.2", "loopback"), ("169.254.169.254", "cloud metadata")):
+        with pytest.raises(TargetRefusedError, match=why):
+            _connects_to("broker.customer.internal", refused, OPEN.mqtt_reach)
+    with pytest.raises(TargetRefusedError, match="loopback"):  # a worker without the operator's reach
+        _connects_to("broker.customer.internal", "127.0.0.1")
