@@ -6,6 +6,7 @@ the address it checked)."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, cast
 
 import pytest
@@ -84,3 +85,13 @@ def test_each_connection_of_a_link_checks_the_address_against_the_operator_reach
             _connects_to("broker.customer.internal", refused, OPEN.mqtt_reach)
     with pytest.raises(TargetRefusedError, match="loopback"):  # a worker without the operator's reach
         _connects_to("broker.customer.internal", "127.0.0.1")
+
+
+def test_a_metadata_address_stays_refused_even_inside_a_network_allowed() -> None:
+    # operator_reach refuses such a network; a Reach made without it still never reaches metadata
+    wide = targets.Reach((ipaddress.ip_network("100.64.0.0/10"),), link.ALLOWED_PORTS)
+    assert link.target("100.64.0.1", 8883, wide).host == "100.64.0.1"
+    with pytest.raises(TargetRefusedError, match="cloud metadata"):
+        link.target("100.100.100.200", 8883, wide)
+    with pytest.raises(TargetRefusedError, match="cloud metadata"):
+        targets.resolve(link.target("broker.customer.internal", 8883, wide), _resolves_to("100.100.100.200"), wide)
