@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -46,6 +47,11 @@ def test_demo_shows_live_values_and_stops_everything(tmp_path: Path) -> None:
     got = (tmp_path / "demo" / "customer-broker.log").read_text()
     assert re.search(r"customer-broker: boxcloud/DEMO-BOX-1/ahu1\.supply_temp: DEMO-BOX-1/\d+/\d+, 1 samples", got)
     assert (tmp_path / "demo" / "customer-broker" / "passwd").stat().st_mode & 0o077 == 0
+    audit = subprocess.run([sys.executable, "-m", "cloud.cli", "--home", str(tmp_path / "demo" / "cloud"), "audit",
+                            "list", "--json"], capture_output=True, text=True, timeout=60)
+    reach = {a["action"]: a for a in json.loads(audit.stdout) if a["action"].startswith("platform.")}
+    assert set(reach) == {"platform.webhook_reach", "platform.mqtt_reach"}, audit.stdout[-2000:]
+    assert reach["platform.mqtt_reach"]["detail"]["networks"] == "127.0.0.1/32"
     for name in ("boxd", "building", "cloud", "webhook", "customer-broker", "customer-mosquitto"):
         assert f"demo: stopped {name} (exit 0)" in r.stdout
     # nothing left behind: the demo's broker is gone with it
