@@ -15,7 +15,6 @@ subscriber (`cloud.demo_subscriber`, its own process) prints what arrives in `cu
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from boxkit.files import private_dir, write_secret
 from cloud import customer_broker
-from cloud.demo_hook import owner_api
+from cloud.demo_hook import owner_api, read_stats
 from cloud.pki import Pki
 
 if TYPE_CHECKING:
@@ -73,11 +72,7 @@ class CustomerBroker:
                    "--stats", str(self.stats_file))
 
     def stats(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.stats_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return doc if isinstance(doc, dict) else {}
+        return read_stats(self.stats_file)
 
     def line(self, store: Store) -> str:
         """What the customer's subscriber received, and the connector as the platform sees it (what

@@ -61,11 +61,7 @@ class WebhookReceiver:
                    "--secret-file", str(self.secret_file), "--stats", str(self.stats_file))
 
     def stats(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.stats_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return doc if isinstance(doc, dict) else {}
+        return read_stats(self.stats_file)
 
     def line(self) -> str:
         s = self.stats()
@@ -74,6 +70,15 @@ class WebhookReceiver:
         return (f"Webhook {self.url}: {s['items']} items in {s['deliveries']} deliveries, Standard Webhooks "
                 f"signatures verified, item HMACs {s['hmac_ok']} ok / {s['hmac_bad']} bad; "
                 f"{s.get('refused', 0)} refused")
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    """A JSON summary a demo process rewrites (atomically); {} while there is none."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def connector(cloud: Cloud, password: str, hook: WebhookReceiver, demo: Demo) -> int:
