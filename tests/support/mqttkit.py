@@ -86,6 +86,11 @@ class CustomerBroker:
         self.proc.wait(15)
         self.proc = None
 
+    def saved_after(self, t: float) -> bool:
+        """Whether the broker saved its sessions (every second) after the time `t` (time.time())."""
+        db = self.dir / "mosquitto.db"
+        return db.exists() and db.stat().st_mtime > t
+
     def unread(self, port: int = 8883) -> int:
         """Bytes waiting in the broker's sockets on `port`, not read by it (Recv-Q)."""
         out = subprocess.run(["ip", "netns", "exec", self.ns, "ss", "-tnH", "state", "established",
