@@ -43,10 +43,11 @@ def check_settings(s: Settings, extra_names: list[str]) -> None:
             database_url(s.database, f"{s.database_role_prefix}_owner")
         except CloudError as e:
             problems.append(str(e))
-    try:
-        s.webhook_reach  # noqa: B018 - validated here, used by run
-    except ValueError as e:
-        problems.append(str(e))
+    for reach in ("webhook_reach", "mqtt_reach"):
+        try:
+            getattr(s, reach)  # validated here, used by run
+        except ValueError as e:
+            problems.append(str(e))
     if s.webhook_ca_file and not Path(s.webhook_ca_file).is_file():
         problems.append(f"--webhook-ca {s.webhook_ca_file}: no such file")
     if not 1 <= s.webhook_outbox_mb <= 1 << 20:

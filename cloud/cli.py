@@ -2,6 +2,7 @@
 
     boxcloud init [--host NAME] [--broker-port N] [--enroll-port N] [--bind ADDR] [--name NAME ...]
                   [--webhook-allow-network CIDR ...] [--webhook-port N ...] [--webhook-ca PEM]
+                  [--mqtt-allow-network CIDR ...] [--mqtt-port N ...]
     boxcloud run [--receivers N]      broker + receiver(s) + enrollment, until Ctrl-C
     boxcloud receive --member N [--group G]   one receiver of a shared subscription group (cloud._receive_cli)
     boxcloud box add|list|show|revoke|decommission|tag|untag ...      (cloud._box_cli)
@@ -119,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--webhook-outbox-mb", type=int, default=256, metavar="MIB",
                    help="each connector's outbox cap: past it the oldest items go, counted and alerted "
                         "(default %(default)s)")
+    i.add_argument("--mqtt-allow-network", action="append", default=[], metavar="CIDR",
+                   help="a private network of yours where MQTT connectors' brokers may be (as --webhook-allow-network, "
+                        "for MQTT connectors only; default none: public addresses only)")
+    i.add_argument("--mqtt-port", action="append", type=_port, default=[], metavar="N",
+                   help="a port MQTT connectors may connect to (repeat; default 8883 and 8884)")
     run = clikit.subcommand(sub, "run", "upgrade the database if it is older, then run the broker, the "
                                        "receiver(s) and the enrollment endpoint until Ctrl-C",
                             ["boxcloud --home /srv/cloud run", "boxcloud --home /srv/cloud run --receivers 3"],
@@ -138,7 +144,8 @@ def cmd_init(cloud: Cloud, args: argparse.Namespace) -> int:
     cloud.init(Settings(args.host, args.broker_port, args.enroll_port, args.bind, args.api_port, args.database,
                         args.database_role_prefix, tuple(args.webhook_allow_network),
                         tuple(args.webhook_port or (443, 8443)),
-                        str(Path(args.webhook_ca).resolve()) if args.webhook_ca else "", args.webhook_outbox_mb),
+                        str(Path(args.webhook_ca).resolve()) if args.webhook_ca else "", args.webhook_outbox_mb,
+                        tuple(args.mqtt_allow_network), tuple(args.mqtt_port or (8883, 8884))),
                args.name)
     out.line(f"Cloud created in {args.home}.")
     out.line(f"Ship this platform CA with every Box: {cloud.pki.root_cert}")

@@ -6,7 +6,8 @@ boxd's modem owner talks AT to it; the data itself goes over loopback, since a d
 needs a network namespace, i.e. root), and `boxd`; provisions the Box through `boxctl
 provision` with a token from `boxcloud box add`; then shows the values as they arrive
 in the cloud, and the modem's report (state, network, signal and its grade), and the data
-arriving at a customer's webhook receiver on this machine (`cloud.demo_hook`). It also makes an
+arriving at a customer's webhook receiver on this machine (`cloud.demo_hook`) and at a customer's
+own MQTT broker, through the platform's MQTT connector (`cloud.demo_broker`). It also makes an
 account of the users' API owning the Box, and prints the API's URL and an API key (in `api-url`
 and `api-key`, the owner's password in `api-password`). Ctrl-C (or `--duration`) stops every
 process it started, cleanly.
@@ -36,6 +37,8 @@ from boxkit.errors import AlreadyRunningError
 from boxkit.files import pid_lock, write_atomic
 from cloud._box_cli import modem_line
 from cloud.api import operator
+from cloud.demo_broker import CustomerBroker as _CustomerBroker
+from cloud.demo_broker import connector as _mqtt_connector
 from cloud.demo_hook import WebhookReceiver as _WebhookReceiver
 from cloud.demo_hook import connector as _webhook_connector
 from cloud.platform import Cloud, Settings
@@ -68,8 +71,12 @@ class Demo:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """`python -m args...`, its output in `<name>.log`."""
+        return self.spawn_exe(name, PY, "-m", *args)
+
+    def spawn_exe(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
         log = (self.root / f"{name}.log").open("wb")
-        p = subprocess.Popen([PY, "-m", *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        p = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              start_new_session=True, preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads yet
         self.procs.append((name, p))
         return p
@@ -110,7 +117,8 @@ def _wait(cond: object, timeout: float, what: str, demo: Demo) -> None:
         time.sleep(0.1)
 
 
-def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = (), hook: _WebhookReceiver | None = None) -> int:
+def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = (), hook: _WebhookReceiver | None = None,
+          broker: _CustomerBroker | None = None) -> int:
     latest = cloud.store.latest(SERIAL)
     box = cloud.store.box(SERIAL)
     state = "online" if box and box.online else "offline"
@@ -125,6 +133,8 @@ def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = (), hook: _Webh
     lines.append(f"4G modem: {modem_line(modem[1]) if modem else 'no report yet'}")
     if hook is not None:
         lines.append(hook.line())
+    if broker is not None:
+        lines.append(broker.line(cloud.store))
     if sys.stdout.isatty():
         print("\033[H\033[J", end="")
         lines += ["", *hints]  # the screen is redrawn: say again how to look from another shell
@@ -132,9 +142,11 @@ def _show(cloud: Cloud, started: float, hints: tuple[str, ...] = (), hook: _Webh
     return len(latest)
 
 
-def _first_webhook(hook: _WebhookReceiver, demo: Demo, started: float) -> None:
+def _first_deliveries(hook: _WebhookReceiver, broker: _CustomerBroker, demo: Demo, started: float) -> None:
     _wait(lambda: hook.stats().get("items", 0) > 0, 60, "the first webhook delivery", demo)
     print(f"demo: first webhook delivery at the local receiver {time.monotonic() - started:.1f} s after start")
+    _wait(lambda: broker.stats().get("messages", 0) > 0, 60, "the first message at the customer's broker", demo)
+    print(f"demo: first message at the customer's broker's subscriber {time.monotonic() - started:.1f} s after start")
 
 
 def _take(root: Path) -> int:
@@ -178,6 +190,22 @@ def _provision(cloud: Cloud, box: Path, demo: Demo) -> bool:
     return True
 
 
+def _start(demo: Demo, cloud: Cloud, sim_port: int, hook: _WebhookReceiver, broker: _CustomerBroker) -> None:
+    """The customer's broker, the cloud, the simulators and the webhook receiver; until the cloud is up."""
+    s, root = cloud.settings, demo.root
+    broker.spawn(demo)  # before the cloud, so it stops after it (the connector sees no broker go away)
+    print(f"demo: starting the reference cloud (Mosquitto with mTLS on {s.broker_port}, "
+          f"enrollment on {s.enroll_port}, the users' API on {s.api_port})")
+    demo.spawn("cloud", "cloud.cli", "--home", str(cloud.home), "run")
+    print(f"demo: starting the building simulator (Modbus TCP on {sim_port})")
+    demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
+    print("demo: starting the 4G modem simulator (AT commands on a pty)")
+    demo.spawn("modem", "drivers.sim.at_modem", "serve", "--link", str(root / "modem"),
+               "--control", str(root / "modem.sock"))
+    hook.spawn(demo)
+    _wait((cloud.home / "broker" / "mosquitto.pid").exists, 30, "the cloud", demo)
+
+
 def run(root: Path, duration: float | None) -> int:
     """Run the demo; returns the exit status (0 when data arrived)."""
     started = time.monotonic()
@@ -190,27 +218,21 @@ def run(root: Path, duration: float | None) -> int:
     home = root / "cloud"
     cloud = Cloud(home)
     hook = _WebhookReceiver(root, _port(9444))
-    # the operator lets webhooks reach this machine's loopback, on the receiver's port only (off by
-    # default: docs/integrations.md), and trusts the demo CA that signed the receiver's certificate
-    cloud.init(hook.settings(Settings("localhost", _port(8883), _port(8443), "127.0.0.1", _port(9443))))
-    s = cloud.settings
+    broker = _CustomerBroker(root, _port(18884), hook.ca)
+    # the operator lets webhooks and MQTT connectors reach this machine's loopback, on the receiver's
+    # and the customer broker's ports only (off by default: docs/integrations.md), and trusts the demo
+    # CA that signed the receiver's certificate (the broker's CA is given with its connector)
+    cloud.init(broker.settings(hook.settings(Settings("localhost", _port(8883), _port(8443), "127.0.0.1",
+                                                      _port(9443)))))
     sim_port = _port(15020)
     try:
-        print(f"demo: starting the reference cloud (Mosquitto with mTLS on {s.broker_port}, "
-              f"enrollment on {s.enroll_port}, the users' API on {s.api_port})")
-        demo.spawn("cloud", "cloud.cli", "--home", str(home), "run")
-        print(f"demo: starting the building simulator (Modbus TCP on {sim_port})")
-        demo.spawn("building", "drivers.sim.modbus_building", "--host", "127.0.0.1", "--port", str(sim_port))
-        print("demo: starting the 4G modem simulator (AT commands on a pty)")
-        demo.spawn("modem", "drivers.sim.at_modem", "serve", "--link", str(root / "modem"),
-                   "--control", str(root / "modem.sock"))
-        hook.spawn(demo)
-        pid_file = home / "broker" / "mosquitto.pid"
-        _wait(pid_file.exists, 30, "the cloud", demo)
+        _start(demo, cloud, sim_port, hook, broker)
         box, conf = root / "box", root / "box" / "boxd.toml"
         if not _provision(cloud, box, demo):
             return 1
-        _webhook_connector(cloud, _api_account(cloud, root), hook, demo)
+        password = _api_account(cloud, root)
+        _webhook_connector(cloud, password, hook, demo)
+        _mqtt_connector(cloud, password, broker, demo)
         _wait((root / "modem").exists, 30, "the modem simulator", demo)
         conf.write_text("[uplink]\nbatch_delay_ms = 200\n\n" + _MODEM_TOML.format(port=root / "modem")
                         + building_points_toml("127.0.0.1", sim_port))
@@ -218,7 +240,7 @@ def run(root: Path, duration: float | None) -> int:
         demo.spawn("boxd", "boxd.cli", "--state-dir", str(box), "--config", str(conf), "launch")
         _wait(lambda: bool(cloud.store.latest(SERIAL)), 60, "the first values in the cloud", demo)
         print(f"demo: first value stored {time.monotonic() - started:.1f} s after start; Ctrl-C stops the demo")
-        _first_webhook(hook, demo, started)
+        _first_deliveries(hook, broker, demo, started)
         hints = (f"From another shell: .venv/bin/boxcloud --home {_rel(home)} box show {SERIAL}",
                  f"                    .venv/bin/boxctl --state-dir {_rel(box)} status   (configuration: {_rel(conf)})",
                  f"                    .venv/bin/boxctl --state-dir {_rel(box)} modem watch",
@@ -226,9 +248,9 @@ def run(root: Path, duration: float | None) -> int:
         print("demo: " + "\ndemo: ".join(hints), flush=True)
         while duration is None or time.monotonic() - started < duration:
             demo.check_alive()
-            _show(cloud, started, hints, hook)
+            _show(cloud, started, hints, hook, broker)
             time.sleep(2)
-        return 0 if _show(cloud, started, (), hook) else 1
+        return 0 if _show(cloud, started, (), hook, broker) else 1
     except KeyboardInterrupt:
         print("\ndemo: stopping")
         return 0

@@ -13,10 +13,12 @@ process) checks both signatures of each delivery and prints a line for it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import ssl
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from cloud.platform import Cloud, Settings
 
 SERVICE_ACCOUNT = "webhooks@example.com"
+Call = Callable[..., dict[str, Any]]
 
 
 class WebhookReceiver:
@@ -58,11 +61,7 @@ class WebhookReceiver:
                    "--secret-file", str(self.secret_file), "--stats", str(self.stats_file))
 
     def stats(self) -> dict[str, Any]:
-        try:
-            doc = json.loads(self.stats_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return doc if isinstance(doc, dict) else {}
+        return read_stats(self.stats_file)
 
     def line(self) -> str:
         s = self.stats()
@@ -73,23 +72,22 @@ class WebhookReceiver:
                 f"{s.get('refused', 0)} refused")
 
 
+def read_stats(path: Path) -> dict[str, Any]:
+    """A JSON summary a demo process rewrites (atomically); {} while there is none."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
 def connector(cloud: Cloud, password: str, hook: WebhookReceiver, demo: Demo) -> int:
     """The demo's webhook connector, made and confirmed through the users' API; its id.
 
     Raises:
         RuntimeError: the API refused a step (said with its answer) or the receiver did not confirm.
     """
-    s = cloud.settings
-    ctx = ssl.create_default_context(cafile=str(cloud.pki.root_cert))
-    with httpx.Client(base_url=f"https://localhost:{s.api_port}/v1", verify=ctx, auth=("demo@example.com", password),
-                      timeout=30, trust_env=False) as api:
-        def call(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, Any]:
-            r = api.request(method, path, json=body)
-            if r.status_code >= 300:
-                raise RuntimeError(f"{method} /v1{path}: {r.status_code} {r.text[:300]}")
-            return dict(r.json())
-
-        _wait_api(s.api_port, demo)
+    with owner_api(cloud, password, demo) as call:
         sa = call("POST", "/users", {"name": SERVICE_ACCOUNT, "kind": "service"})
         call("POST", "/bindings", {"user_id": sa["id"], "role": "viewer", "scope_kind": "account", "scope": ""})
         c = call("POST", "/connectors", {"name": "demo-receiver", "service_account_id": sa["id"], "url": hook.url})
@@ -105,6 +103,28 @@ def connector(cloud: Cloud, password: str, hook: WebhookReceiver, demo: Demo) ->
             time.sleep(0.2)
         print(f"demo: POST /v1/connectors/{c['id']}/confirm -> the receiver answered its token: enabled")
         return int(c["id"])
+
+
+@contextlib.contextmanager
+def owner_api(cloud: Cloud, password: str, demo: Demo) -> Iterator[Call]:
+    """The users' API as the demo account's owner, once it listens: `call(method, path, body)` -> the
+    answer's JSON object.
+
+    Raises:
+        RuntimeError: the API did not come up, or refused a call (said with its answer).
+    """
+    s = cloud.settings
+    ctx = ssl.create_default_context(cafile=str(cloud.pki.root_cert))
+    with httpx.Client(base_url=f"https://localhost:{s.api_port}/v1", verify=ctx, auth=("demo@example.com", password),
+                      timeout=30, trust_env=False) as api:
+        def call(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, Any]:
+            r = api.request(method, path, json=body)
+            if r.status_code >= 300:
+                raise RuntimeError(f"{method} /v1{path}: {r.status_code} {r.text[:300]}")
+            return dict(r.json())
+
+        _wait_api(s.api_port, demo)
+        yield call
 
 
 def _wait_api(port: int, demo: Demo) -> None:

@@ -35,6 +35,7 @@ from cloud.enroll import Enroller
 from cloud.errors import CloudError
 from cloud.hooks import HookWorker, Limits, targets
 from cloud.mqttconn import MqttWorker
+from cloud.mqttconn.link import PUBLIC_ONLY as MQTT_PUBLIC_ONLY
 from cloud.pki import Pki
 from cloud.receiver import Receiver
 from cloud.store import Store
@@ -76,15 +77,25 @@ class Settings:
     webhook_ports: tuple[int, ...] = (443, 8443)
     webhook_ca_file: str = ""
     webhook_outbox_mb: int = 256
+    # MQTT connectors (cloud.mqttconn), the same exception for customers' brokers, set apart: other
+    # ports (MQTT over TLS), and a network the operator opens to one kind of outbound traffic is not
+    # thereby opened to the other; the broker's CA is each connector's own (given through the API)
+    mqtt_allow_networks: tuple[str, ...] = ()
+    mqtt_ports: tuple[int, ...] = (8883, 8884)
 
     def __post_init__(self) -> None:  # read from JSON: lists
-        object.__setattr__(self, "webhook_allow_networks", tuple(self.webhook_allow_networks))
-        object.__setattr__(self, "webhook_ports", tuple(self.webhook_ports))
+        for name in ("webhook_allow_networks", "webhook_ports", "mqtt_allow_networks", "mqtt_ports"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
 
     @property
     def webhook_reach(self) -> targets.Reach:
         """Where webhooks may be sent. Raises ValueError for a setting that cannot be used."""
         return targets.operator_reach(self.webhook_allow_networks, self.webhook_ports)
+
+    @property
+    def mqtt_reach(self) -> targets.Reach:
+        """Where MQTT connectors' brokers may be. Raises ValueError for a setting that cannot be used."""
+        return targets.operator_reach(self.mqtt_allow_networks, self.mqtt_ports, what="MQTT broker")
 
 
 class Cloud(Administration):
@@ -295,9 +306,7 @@ class Cloud(Administration):
                              f"{e.strerror or e}") from None
         self._start_api()
         self._start_hooks()
-        self.mqtt = MqttWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), self.send_command,
-                               **self.mqtt_options)
-        self.mqtt.start()  # the MQTT connectors' queues and links (cloud.mqttconn)
+        self._start_mqtt()
         self._stop.clear()
         self._crl_thread = threading.Thread(target=self._refresh_crl, name="crl", daemon=True)
         self._crl_thread.start()
@@ -313,19 +322,31 @@ class Cloud(Administration):
         audited when they let webhooks reach private networks)."""
         s = self.settings
         reach = s.webhook_reach
-        if reach.networks or reach.ports != targets.ALLOWED_PORTS:
-            nets = ", ".join(map(str, reach.networks)) or "none"
-            log.warning("webhooks may be sent to the operator's private networks %s, ports %s (settings "
-                        "webhook_allow_networks, webhook_ports): anyone with connector.manage can make the "
-                        "platform POST to hosts there", nets, ", ".join(map(str, sorted(reach.ports))))
-            self.store.audit(None, "operator", "platform.webhook_reach", "settings", networks=nets,
-                             ports=sorted(reach.ports))
+        self._operator_reach("webhooks may be sent to", reach, targets.PUBLIC_ONLY, "webhook")
         extra_ca = Path(s.webhook_ca_file) if s.webhook_ca_file else None
         if extra_ca is not None:
             log.info("webhooks: endpoints' certificates may also chain to %s", extra_ca)
         self.hooks = HookWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), reach=reach,
                                 extra_ca=extra_ca, limits=Limits(outbox_bytes=s.webhook_outbox_mb << 20))
         self.hooks.start()
+
+    def _operator_reach(self, what: str, reach: targets.Reach, default: targets.Reach, setting: str) -> None:
+        """Say and audit the operator's exception when `reach` opens more than `default`."""
+        if reach.networks or reach.ports != default.ports:
+            nets = ", ".join(map(str, reach.networks)) or "none"
+            log.warning("%s the operator's private networks %s, ports %s (settings %s_allow_networks, %s_ports): "
+                        "anyone with connector.manage can make the platform connect to hosts there", what, nets,
+                        ", ".join(map(str, sorted(reach.ports))), setting, setting)
+            self.store.audit(None, "operator", f"platform.{setting}_reach", "settings", networks=nets,
+                             ports=sorted(reach.ports))
+
+    def _start_mqtt(self) -> None:
+        """The MQTT connectors' queues and links (cloud.mqttconn), within the operator's reach."""
+        reach = self.settings.mqtt_reach
+        self._operator_reach("MQTT connectors may connect to brokers in", reach, MQTT_PUBLIC_ONLY, "mqtt")
+        options: dict[str, Any] = {"reach": reach, **self.mqtt_options}
+        self.mqtt = MqttWorker(self.store, Seeds(seeds_key(self.home / "api-seeds.key")), self.send_command, **options)
+        self.mqtt.start()
 
     def make_receiver(self, member: int = 0, group: str = "", broker: tuple[str, int] | None = None) -> Receiver:
         """A receiver of this cloud (not started): alone, or `member` N of the shared subscription
@@ -347,7 +368,8 @@ class Cloud(Administration):
             self.pki.issue_server("api", sorted({s.host, "localhost", "127.0.0.1",
                                                  *self.pki.cert_names(self.pki.dir / "enroll.crt")}))
         self.api = ApiServer(self.store_for("api"), self, cert, key, seeds_file=self.home / "api-seeds.key",
-                             bind=s.bind, port=s.api_port, hook_reach=s.webhook_reach)
+                             bind=s.bind, port=s.api_port, hook_reach=s.webhook_reach,
+                             mqtt_reach=s.mqtt_reach)
         try:
             self.api.start()
         except OSError as e:

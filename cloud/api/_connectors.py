@@ -148,7 +148,7 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
 
     def add_mqtt(caller: Caller, body: ConnectorIn, sa_id: int, sa_name: str) -> dict[str, object]:
         """An MQTT connector: enabled at once (the broker's TLS and credentials are the customer's)."""
-        config, sealed = mqtt_config(body, body.auth, body.username, body.password, body.points)
+        config, sealed = mqtt_config(body, body.auth, body.username, body.password, body.points, reach=ctx.mqtt_reach)
         cid = store.add_connector(caller.account_id, body.name, "mqtt", service_account_id=sa_id, config=config,
                                   sealed=ctx.seeds.seal(json.dumps(sealed)))
         store.update_connector(cid, expect_state="unconfirmed", state="enabled")

@@ -2,10 +2,11 @@
 (no secrets) and its sealed secrets; what GET shows of its link and queue.
 
 Checked at once: the broker's host and port (`cloud.mqttconn.link.target`: the webhooks' SSRF
-rules, ports 8883 and 8884), the CA and the client certificate and key (PEM: a TLS context is
-built from them, so a key that does not match its certificate is refused now, not at the first
-connection), the topic templates and that the command topic can match no topic the connector
-publishes (no loops). The password and the client's key are sealed and never shown again.
+rules, ports 8883 and 8884, or where the operator's settings `mqtt_allow_networks`, `mqtt_ports`
+allow), the CA and the client certificate and key (PEM: a TLS context is built from them, so a
+key that does not match its certificate is refused now, not at the first connection), the topic
+templates and that the command topic can match no topic the connector publishes (no loops).
+The password and the client's key are sealed and never shown again.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from cryptography import x509
 from pydantic import BaseModel, Field
 
 from cloud.api.errors import ApiError
+from cloud.hooks import targets
 from cloud.mqttconn import link, messages
 from cloud.mqttconn.errors import TargetRefusedError
 from cloud.store import ConnectorRow, Store
@@ -46,15 +48,15 @@ class MqttFields(BaseModel):
                              description="mqtt: the queue's cap while the broker takes nothing (oldest dropped)")
 
 
-def mqtt_config(body: MqttFields, auth: str, username: str, password: str,
-                points: list[str]) -> tuple[dict[str, object], dict[str, object]]:
-    """An MQTT connector's configuration and its secrets, checked.
+def mqtt_config(body: MqttFields, auth: str, username: str, password: str, points: list[str], *,
+                reach: targets.Reach = link.PUBLIC_ONLY) -> tuple[dict[str, object], dict[str, object]]:
+    """An MQTT connector's configuration and its secrets, checked (the broker within `reach`).
 
     Raises:
         ApiError: 422 saying what cannot be used.
     """
     try:
-        tgt = link.target(body.host, body.port)
+        tgt = link.target(body.host, body.port, reach)
         prefix = body.prefix
         data = messages.levels(body.data_topic, prefix, needs=("{box}",))
         cmd = messages.levels(body.command_topic, prefix, allowed=("{box}",), needs=("{box}",))

@@ -40,6 +40,7 @@ from cloud.api.errors import ApiError, title
 from cloud.deploy import Deployments
 from cloud.errors import CloudError, StoreError, UnknownError
 from cloud.hooks import targets
+from cloud.mqttconn.link import PUBLIC_ONLY as MQTT_PUBLIC_ONLY
 from cloud.store import Store
 
 log = logging.getLogger("boxcloud.api")
@@ -69,6 +70,7 @@ class Ctx:
     auth: Authenticator
     seeds: Seeds
     hook_reach: targets.Reach = targets.PUBLIC_ONLY  # where webhooks may go (the operator's settings)
+    mqtt_reach: targets.Reach = MQTT_PUBLIC_ONLY  # where MQTT connectors' brokers may be (the operator's settings)
 
     def audit(self, caller: Caller, action: str, target: str, outcome: str = "ok", **detail: object) -> None:
         self.store.audit(caller.account_id, caller.actor, action, target, outcome, **detail)

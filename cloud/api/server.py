@@ -23,6 +23,7 @@ from cloud.api.app import PROBLEM, Ctx, Fleet, make_app
 from cloud.api.errors import title
 from cloud.hooks import targets
 from cloud.https import Asgi, HttpsServer
+from cloud.mqttconn.link import PUBLIC_ONLY as MQTT_PUBLIC_ONLY
 from cloud.store import Store
 from trust import tls
 
@@ -82,9 +83,10 @@ class ApiServer:
     """The users' API on (bind, port), in a thread. The constructor does no I/O."""
 
     def __init__(self, store: Store, fleet: Fleet, cert: Path, key: Path, *, seeds_file: Path, bind: str,
-                 port: int, hook_reach: targets.Reach = targets.PUBLIC_ONLY) -> None:
+                 port: int, hook_reach: targets.Reach = targets.PUBLIC_ONLY,
+                 mqtt_reach: targets.Reach = MQTT_PUBLIC_ONLY) -> None:
         self._store, self._fleet, self._cert, self._key = store, fleet, cert, key
-        self._hook_reach = hook_reach
+        self._hook_reach, self._mqtt_reach = hook_reach, mqtt_reach
         self._seeds_file, self._bind, self._port = seeds_file, bind, port
         self._server: HttpsServer | None = None
         self.auth: Authenticator | None = None
@@ -98,7 +100,7 @@ class ApiServer:
         """Bind and serve in a thread."""
         seeds = Seeds(seeds_key(self._seeds_file))
         self.auth = Authenticator(self._store, seeds)
-        app = make_app(Ctx(self._store, self._fleet, self.auth, seeds, self._hook_reach))
+        app = make_app(Ctx(self._store, self._fleet, self.auth, seeds, self._hook_reach, self._mqtt_reach))
         ctx = tls.server_context(self._cert, self._key)
         self._server = HttpsServer(guarded(app), ctx, self._bind, self._port)
         self._server.start()

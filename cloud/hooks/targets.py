@@ -58,7 +58,8 @@ Resolver = Callable[[str, int], Sequence[str]]
 
 @dataclass(frozen=True)
 class Reach:
-    """Where webhooks may go: public addresses on `ports`, and the operator's own `networks` (none by default)."""
+    """Where webhooks (or MQTT connectors) may go: public addresses on `ports`, and the operator's own
+    `networks` (none by default)."""
 
     networks: tuple[Network, ...] = ()
     ports: frozenset[int] = ALLOWED_PORTS
@@ -67,8 +68,9 @@ class Reach:
 PUBLIC_ONLY = Reach()
 
 
-def operator_reach(networks: Sequence[str], ports: Sequence[int] = tuple(ALLOWED_PORTS)) -> Reach:
-    """The operator's settings as a `Reach`.
+def operator_reach(networks: Sequence[str], ports: Sequence[int] = tuple(ALLOWED_PORTS), *,
+                   what: str = "webhook") -> Reach:
+    """The operator's settings as a `Reach` (`what`: whose, in the messages: webhook, MQTT broker).
 
     Raises:
         ValueError: a network is not a CIDR (``127.0.0.1/32``, ``10.20.0.0/16``), or overlaps what is
@@ -79,16 +81,16 @@ def operator_reach(networks: Sequence[str], ports: Sequence[int] = tuple(ALLOWED
         try:
             net = ipaddress.ip_network(text, strict=True)
         except ValueError as e:
-            raise ValueError(f"webhook network {text!r} is not a network in CIDR form (e.g. 127.0.0.1/32): "
+            raise ValueError(f"{what} network {text!r} is not a network in CIDR form (e.g. 127.0.0.1/32): "
                              f"{e}") from None
         bad = [str(n) for n in _NEVER_NETS if n.version == net.version and n.overlaps(net)]
         bad += [str(a) for a in METADATA if a in net]
         if bad:
-            raise ValueError(f"webhook network {text} holds addresses never sent to ({', '.join(bad)}): "
+            raise ValueError(f"{what} network {text} holds addresses never sent to ({', '.join(bad)}): "
                              "name a narrower network")
         nets.append(net)
     if not ports or not all(isinstance(p, int) and 1 <= p <= 65535 for p in ports):
-        raise ValueError(f"webhook ports {list(ports)} are not port numbers (1-65535)")
+        raise ValueError(f"{what} ports {list(ports)} are not port numbers (1-65535)")
     return Reach(tuple(nets), frozenset(ports))
 
 

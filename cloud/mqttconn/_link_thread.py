@@ -129,8 +129,8 @@ class Link:
 
     def _client(self, row: ConnectorRow, opened: dict[str, Any]) -> tuple[link.Pinned, str]:
         cfg = row.config
-        tgt = link.target(str(cfg["host"]), int(cfg["port"]), self.w.ports)  # type: ignore[call-overload]
-        address = targets.resolve(tgt, self.w.resolver)
+        tgt = link.target(str(cfg["host"]), int(cfg["port"]), self.w.reach)  # type: ignore[call-overload]
+        address = targets.resolve(tgt, self.w.resolver, self.w.reach)
         ctx = link.context(str(cfg.get("ca_pem", "")), str(cfg.get("client_cert_pem", "")),
                            str(opened.get("client_key_pem", "")), self.w.ca_file)
         c = link.Pinned(address, str(cfg.get("client_id") or f"boxcloud-connector-{row.id}"),

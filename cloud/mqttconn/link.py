@@ -2,7 +2,9 @@
 
 The broker is named by host and port; the host goes through the webhooks' SSRF defence
 (`cloud.hooks.targets`: a public address only, odd spellings refused, every address of a name
-checked), to a port of `ALLOWED_PORTS` only. It is resolved once per connection and the TCP
+checked), to a port of `ALLOWED_PORTS` only; or what the operator's `Reach` allows (settings
+`mqtt_allow_networks`, `mqtt_ports`: private networks of their own; the metadata addresses stay
+refused), both when the API takes the connector and at every connection. It is resolved once per connection and the TCP
 connection is made to that address (`_Pinned` replaces paho's socket creation: paho 2.2.0,
 pinned), while TLS checks the certificate against the host *name* (SNI and hostname checking
 use it): a DNS answer that changes after the check is never used. Proxies from the environment
@@ -26,11 +28,12 @@ from trust import tls
 
 SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 ALLOWED_PORTS = frozenset({8883, 8884})  # MQTT over TLS (IANA), and the usual second TLS listener
+PUBLIC_ONLY = targets.Reach(ports=ALLOWED_PORTS)
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-:")
 
 
-def target(host: str, port: int, ports: frozenset[int] = ALLOWED_PORTS) -> targets.Target:
-    """The broker's host and port checked as a webhook's are (no I/O).
+def target(host: str, port: int, reach: targets.Reach = PUBLIC_ONLY) -> targets.Target:
+    """The broker's host and port checked as a webhook's are, against `reach` (no I/O).
 
     Raises:
         TargetRefusedError: saying what is wrong.
@@ -40,7 +43,7 @@ def target(host: str, port: int, ports: frozenset[int] = ALLOWED_PORTS) -> targe
         raise TargetRefusedError(f"{host!r} is not a host name or address")
     shown = f"[{h}]" if ":" in h else h
     try:
-        return targets.parse(f"https://{shown}:{port}/", targets.Reach(ports=ports))
+        return targets.parse(f"https://{shown}:{port}/", reach)
     except TargetRefusedError as e:
         raise TargetRefusedError(str(e).replace("https:// endpoints", "TLS brokers")) from None
 

@@ -26,7 +26,7 @@ from cloud.hooks import targets
 from cloud.mqttconn import messages
 from cloud.mqttconn._link_thread import Backoff, Link, SendCommand
 from cloud.mqttconn.errors import HookError
-from cloud.mqttconn.link import ALLOWED_PORTS, SYSTEM_CA
+from cloud.mqttconn.link import PUBLIC_ONLY, SYSTEM_CA
 from cloud.store import ConnectorRow, FeedRow, Store
 from proto import wire
 from proto.errors import WireError
@@ -45,15 +45,17 @@ class MqttWorker:
 
     `send`: queues a command for a Box (the platform's `send_command`, the path of `cmd write`).
     `ca_file`: the trust anchors for a broker whose connector gives no CA (the system's).
-    `resolver`, `ports`: where brokers may be (a test passes its own resolver and namespace: `prepare`
-    runs first in every thread of the worker)."""
+    `reach`: where brokers may be (public addresses on 8883 and 8884; the operator's settings
+    `mqtt_allow_networks`, `mqtt_ports` may add private networks and ports), checked at every connection.
+    `resolver`: a test passes its own resolver and namespace (`prepare` runs first in every thread of
+    the worker)."""
 
     def __init__(self, store: Store, seeds: Seeds, send: SendCommand, *, ca_file: Path = SYSTEM_CA,
-                 resolver: targets.Resolver = targets.system_resolver, ports: frozenset[int] = ALLOWED_PORTS,
+                 resolver: targets.Resolver = targets.system_resolver, reach: targets.Reach = PUBLIC_ONLY,
                  backoff: Backoff = DEFAULT_BACKOFF, prepare: Callable[[], None] | None = None,
                  rnd: Callable[[], float] = random.random) -> None:
         self.store, self.seeds, self.send = store, seeds, send
-        self.ca_file, self.resolver, self.ports, self.backoff = ca_file, resolver, ports, backoff
+        self.ca_file, self.resolver, self.reach, self.backoff = ca_file, resolver, reach, backoff
         self.prepare, self.rnd = prepare, rnd
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -33,7 +34,25 @@ def test_demo_shows_live_values_and_stops_everything(tmp_path: Path) -> None:
     log = (tmp_path / "demo" / "webhook.log").read_text()
     assert "Standard Webhooks signature ok; item HMACs" in log and "REFUSED" not in log
     assert (tmp_path / "demo" / "webhook-secret").stat().st_mode & 0o077 == 0
-    for name in ("boxd", "building", "cloud", "webhook"):
+    # a customer's own broker on this machine (a second Mosquitto, TLS from the demo CA, passwords; the
+    # operator's exception for MQTT brokers, 127.0.0.1/32 on its port): the MQTT connector made through
+    # the API, connected, and the customer's subscriber receiving the Box's points
+    assert re.search(r"demo: POST /v1/connectors -> MQTT connector 2 to mqtts://127.0.0.1:\d+ \(user boxcloud\)",
+                     r.stdout)
+    assert "demo: GET /v1/connectors/2 -> link connected" in r.stdout
+    assert "MQTT connectors may connect to brokers in the operator's private networks 127.0.0.1/32" in cloud_log
+    shown = re.findall(r"Customer broker mqtts://127.0.0.1:\d+: (\d+) messages \(\d+ samples, (\d+) topics\) at the "
+                       r"customer's subscriber; MQTT connector 2: link connected, (\d+) delivered", r.stdout)
+    assert shown and int(shown[-1][0]) > 0 and int(shown[-1][1]) == 25 and int(shown[-1][2]) > 0, r.stdout[-2000:]
+    got = (tmp_path / "demo" / "customer-broker.log").read_text()
+    assert re.search(r"customer-broker: boxcloud/DEMO-BOX-1/ahu1\.supply_temp: DEMO-BOX-1/\d+/\d+, 1 samples", got)
+    assert (tmp_path / "demo" / "customer-broker" / "passwd").stat().st_mode & 0o077 == 0
+    audit = subprocess.run([sys.executable, "-m", "cloud.cli", "--home", str(tmp_path / "demo" / "cloud"), "audit",
+                            "list", "--json"], capture_output=True, text=True, timeout=60)
+    reach = {a["action"]: a for a in json.loads(audit.stdout) if a["action"].startswith("platform.")}
+    assert set(reach) == {"platform.webhook_reach", "platform.mqtt_reach"}, audit.stdout[-2000:]
+    assert reach["platform.mqtt_reach"]["detail"]["networks"] == "127.0.0.1/32"
+    for name in ("boxd", "building", "cloud", "webhook", "customer-broker", "customer-mosquitto"):
         assert f"demo: stopped {name} (exit 0)" in r.stdout
     # nothing left behind: the demo's broker is gone with it
     pid_file = tmp_path / "demo" / "cloud" / "broker" / "mosquitto.pid"

@@ -12,6 +12,7 @@ The resolver is the test's (`tests.support.hookkit.Dns`); the reconnection backo
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
@@ -95,6 +96,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, mosquitto_available: None) -> 
                               "prepare": lambda: enter(net.box_ns), "backoff": Backoff(0.05, 0.5)}
         cloud.start()
         sub = subscriber(broker, "customer-app", "#")
+        # its session saved before any test kills the broker: else a restarted broker has no subscription
+        # for it, and what the platform delivers before it subscribes again is the customer's loss
+        subscribed = time.time()
+        wait_for(lambda: broker.saved_after(subscribed), 15, "the customer's broker to save the subscriber's session")
         try:
             st = cloud.store
             acme, _ = operator.create_account(st, "acme", "owner@acme", PASSWORD)

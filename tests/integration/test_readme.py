@@ -43,8 +43,8 @@ def test_the_readme_walkthrough_runs_as_written_against_a_running_demo(tmp_path:
     demo = subprocess.Popen([sys.executable, "-m", "cloud.demo"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(README.parent)})
     try:
-        wait_for(lambda: b"first value stored" in (tmp_path / "demo.out").read_bytes() or demo.poll() is not None,
-                 120, "the demo's first values")
+        wait_for(lambda: b"first message at the customer's broker" in (tmp_path / "demo.out").read_bytes()
+                 or demo.poll() is not None, 120, "the demo's first values, at the webhook receiver and the broker")
         assert demo.poll() is None, (tmp_path / "demo.out").read_text()[-2000:]
         for line, expected in walkthrough():
             command = line.split("  #", 1)[0].replace(".venv/bin/", f"{bin_dir}/")
@@ -58,6 +58,11 @@ def test_the_readme_walkthrough_runs_as_written_against_a_running_demo(tmp_path:
             elif "/connectors/1" in command:  # the demo's webhook connector, enabled, delivering
                 doc = json.loads(r.stdout)
                 assert doc["state"] == "enabled" and doc["delivered"] > 0 and doc["last_error"] == "", shown
+            elif "/connectors/2" in command:  # the demo's MQTT connector, connected to the customer's broker
+                doc = json.loads(r.stdout)
+                assert doc["kind"] == "mqtt" and doc["link"] == "connected" and doc["delivered"] > 0, shown
+            elif "customer-broker.log" in command:  # what the customer's subscriber received
+                assert r.stdout.count("customer-broker: boxcloud/DEMO-BOX-1/") == 3, shown
             elif "status" in command and "boxctl" in command:  # right after make demo, the Box is found and well
                 assert "boxd:" in r.stdout and "running" in r.stdout and "bus ahu1" in r.stdout, shown
     finally:

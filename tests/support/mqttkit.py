@@ -28,6 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud import customer_broker
 from cloud.pki import IssuedFiles, Pki
 from tests.support.hookkit import PUBLIC
 from tests.support.wait import wait_for
@@ -48,26 +49,19 @@ class CustomerBroker:
         server = self.ca.issue_server("broker", [BROKER, PUBLIC])
         self.client: IssuedFiles = self.ca.issue_service("platform")  # "cloud:platform", for 8884
         self.socket = self.dir / "local.sock"
-        subprocess.run(["mosquitto_passwd", "-b", "-c", str(self.dir / "passwd"), USER, PASSWORD], check=True,
-                       capture_output=True, timeout=15)
-        tls = f"cafile {self.ca.ca_bundle}\ncertfile {server.cert}\nkeyfile {server.key}\ntls_version tlsv1.2\n"
-        subprocess.run(["mosquitto_passwd", "-b", str(self.dir / "passwd"), APP, APP_PASSWORD], check=True,
-                       capture_output=True, timeout=15)
-        # one password file for the broker (per_listener_settings would lose restored sessions'
-        # subscriptions across a restart in Mosquitto 2.0.11); 8884 takes certificates instead
-        (self.dir / "mosquitto.conf").write_text(
-            f"user root\npersistence true\npersistence_location {self.dir}/\nautosave_interval 1\n"
-            "max_queued_messages 1000000\nmax_inflight_messages 100\nlog_dest stderr\n"
-            f"password_file {self.dir / 'passwd'}\nallow_anonymous false\n"
-            f"listener 8883 {PUBLIC}\n{tls}"
-            f"listener 8884 {PUBLIC}\n{tls}require_certificate true\nuse_identity_as_username true\n"
-            f"listener 0 {self.socket}\n")
+        customer_broker.write_passwords(self.dir / "passwd", {USER: PASSWORD, APP: APP_PASSWORD})
+        tls = customer_broker.tls(self.ca.ca_bundle, server.cert, server.key)
+        # 8884 takes certificates instead of passwords (the certificate's name as the user name)
+        (self.dir / "mosquitto.conf").write_text(customer_broker.config(self.dir / "passwd", [
+            f"listener 8883 {PUBLIC}\n{tls}",
+            f"listener 8884 {PUBLIC}\n{tls}require_certificate true\nuse_identity_as_username true\n",
+            f"listener 0 {self.socket}\n"], persistence=self.dir))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.socket.unlink(missing_ok=True)
         with (self.dir / "mosquitto.log").open("ab") as log:
-            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, "mosquitto", "-c",
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, customer_broker.mosquitto(), "-c",
                                           str(self.dir / "mosquitto.conf")], stdout=log, stderr=log)
         wait_for(lambda: self.socket.exists() or self.proc is None or self.proc.poll() is not None, 15,
                  "the customer's broker to listen")
@@ -91,6 +85,11 @@ class CustomerBroker:
         self.proc.kill()
         self.proc.wait(15)
         self.proc = None
+
+    def saved_after(self, t: float) -> bool:
+        """Whether the broker saved its sessions (every second) after the time `t` (time.time())."""
+        db = self.dir / "mosquitto.db"
+        return db.exists() and db.stat().st_mtime > t
 
     def unread(self, port: int = 8883) -> int:
         """Bytes waiting in the broker's sockets on `port`, not read by it (Recv-Q)."""
