@@ -195,7 +195,8 @@ def _split(block: list[Raw], cuts: Collection[int]) -> list[list[Raw]]:
         return [block]
     out: list[list[Raw]] = [[]]
     k = 0
-    for g in block:
+    for whole in block:
+        g = whole
         if k < len(at) and at[k] == g[1]:
             out.append([])
             k += 1
