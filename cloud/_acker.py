@@ -11,9 +11,9 @@ and it is said once more. Nothing here decides what is stored; the store says it
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
+from cloud._background import Background
 from cloud.errors import StoreError
 from cloud.store import Store
 from proto.topics import Down
@@ -23,28 +23,20 @@ log = logging.getLogger("boxcloud.receiver")
 TICK_S = 0.5  # how often due notices are looked for (a notice waits at most this beyond its interval)
 
 
-class Acker:
+class Acker(Background):
     """Sends the stored notices that are due. The constructor does no I/O."""
 
     def __init__(self, store: Store, publish: Callable[[str, Down, bytes], bool]) -> None:
         self.store = store
         self._publish = publish
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.sent = 0  # notices published since start
+
+    JOIN_S = 5.0  # a notice being sent is finished
 
     def start(self) -> None:
         """Start the thread."""
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="stored-notices", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread (a notice being sent is finished)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+        self._spawn(self._loop, "stored-notices")
 
     def send_due(self) -> int:
         """Send every notice due now; how many were sent."""

@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from cloud._background import Background
 from cloud.errors import StoreError
 from cloud.monitor import Monitor
 from cloud.pacing import Budgets
@@ -45,8 +46,10 @@ DRAIN_S = 0.1
 Dispatch = Callable[[str, str, bytes], None]  # (Box, leaf, payload): decode and store, may raise WireError
 
 
-class Pacer:
+class Pacer(Background):
     """Per-Box budgets over one store. The constructor does no I/O; `start` starts the thread."""
+
+    JOIN_S = 10.0
 
     def __init__(self, store: Store, monitor: Monitor, budgets: Budgets | None = None) -> None:
         self.store, self.monitor = store, monitor
@@ -56,22 +59,13 @@ class Pacer:
         self._waiting: dict[str, int] = {}  # Box -> messages put aside now
         self._noticed: dict[str, float] = {}  # Box -> when the monitor was last told
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def start(self, dispatch: Dispatch) -> None:
         """Pick up what was put aside before a restart, and decode what waits, in a thread."""
         with self._lock:
             self._waiting = self.store.deferred_counts()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, args=(dispatch,), name="pacer", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-            self._thread = None
+        self._spawn(self._loop, "pacer", dispatch)
 
     def waiting(self, box_id: str) -> int:
         """Messages of a Box put aside now."""

@@ -21,12 +21,12 @@ import logging
 import random
 import secrets as pysecrets
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud._background import Background
 from cloud.api._authz import grants
 from cloud.api._secrets import Seeds
 from cloud.errors import StoreError
@@ -70,7 +70,7 @@ class _Endpoint:
     turns: int = 0  # the task's passes over this endpoint (what a test waits on to see one made)
 
 
-class HookWorker:
+class HookWorker(Background):
     """The connectors' feed and deliveries. The constructor does no I/O.
 
     `ca_file`: the trust anchors for customers' endpoints (the system's; a test passes its own CA);
@@ -85,8 +85,7 @@ class HookWorker:
         self.store, self.seeds, self.ca_file, self.extra_ca = store, seeds, ca_file, extra_ca
         self.resolver, self.reach, self.limits = resolver, reach, limits
         self.clock, self.rnd = clock, rnd
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._ctx: ssl.SSLContext | None = None
         self.endpoints: dict[int, _Endpoint] = {}
 
@@ -97,15 +96,7 @@ class HookWorker:
                 prepare()
             self.run()
 
-        self._stop.clear()
-        self._thread = threading.Thread(target=thread, name="hooks", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        self._spawn(thread, "hooks")
 
     def run(self) -> None:
         """The worker's loop, until `stop()` (blocks: `start()` runs it in a thread of its own)."""

@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cloud._background import Background
 from cloud.api._authz import grants
 from cloud.api._secrets import Seeds
 from cloud.errors import StoreError
@@ -40,7 +40,7 @@ DEFAULT_BACKOFF = Backoff()
 DEFAULT_CAP = 64 * 1024 * 1024
 
 
-class MqttWorker:
+class MqttWorker(Background):
     """The MQTT connectors' feed and links. The constructor does no I/O.
 
     `send`: queues a command for a Box (the platform's `send_command`, the path of `cmd write`).
@@ -57,20 +57,11 @@ class MqttWorker:
         self.store, self.seeds, self.send = store, seeds, send
         self.ca_file, self.resolver, self.reach, self.backoff = ca_file, resolver, reach, backoff
         self.prepare, self.rnd = prepare, rnd
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self.links: dict[int, Link] = {}
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="mqtt-connectors", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
-            self._thread = None
+        self._spawn(self.run, "mqtt-connectors")
 
     def run(self) -> None:
         """The supervising loop, until `stop()`; the links' threads end with it."""
