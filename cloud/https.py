@@ -73,6 +73,7 @@ class _Protocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
         self._lifetime: asyncio.TimerHandle | None = None
         self._in_head, self._head = True, 0  # in a request's line and headers; their bytes so far
+        self._read, self._ended_in_read = 0, False  # this read's size; whether a request ended in it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -82,6 +83,7 @@ class _Protocol(HttpToolsProtocol):
         self._lifetime = self.loop.call_later(LIFETIME_S, self._expire, "its lifetime is over")
 
     def data_received(self, data: bytes) -> None:
+        self._read, self._ended_in_read = len(data), False
         if self._in_head:
             self._head += len(data)
         super().data_received(data)
@@ -90,7 +92,21 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._head = True, 0
+        # The parser tells where a request begins, not at which byte of the read. With no request
+        # ended earlier in this read, it began at its start: the whole read is its head so far (a
+        # head that arrives in one read is counted, not forgotten). After a pipelined request's
+        # end, its line and headers are counted as the parser hands them over, below.
+        self._in_head, self._head = True, 0 if self._ended_in_read else self._read
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if self._ended_in_read:
+            self._head += len(url) + 16  # the method, the version and the line's end
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        if self._ended_in_read:
+            self._head += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self._in_head, self._head = False, 0
@@ -98,6 +114,7 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        self._ended_in_read = True
         if self._deadline is not None:
             self._deadline.cancel()  # the whole request is in: the answer may take its time
             self._deadline = None

@@ -33,7 +33,6 @@ from trust import tls
 
 @pytest.fixture
 def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto_available: None) -> Iterator[Cloud]:
-    monkeypatch.setattr(https, "REQUEST_S", 1.5)
     monkeypatch.setattr(https, "MAX_CONNECTIONS", 8)
     monkeypatch.setattr(https, "MAX_PER_SOURCE", 6)
     cloud = make_cloud(tmp_path / "cloud")
@@ -42,6 +41,14 @@ def endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mosquitto_availabl
         yield cloud
     finally:
         cloud.stop()
+
+
+@pytest.fixture
+def short_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request deadline made short, for the tests about it only: a loaded machine (the suite runs
+    beside booted VMs) can hold a sending client past 1.5 s, which a test about anything else must
+    not mistake for its own finding."""
+    monkeypatch.setattr(https, "REQUEST_S", 1.5)
 
 
 def _ctx(cloud: Cloud) -> ssl.SSLContext:
@@ -114,9 +121,7 @@ def test_an_endless_request_head_is_a_431_and_the_connection_closed(endpoint: Cl
         s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\n")
         for i in range(https.MAX_HEAD // 1000 + 2):
             s.sendall(b"X-Filler-%d: " % i + b"a" * 1000 + b"\r\n")
-        answer = b""
-        while chunk := s.recv(4096):
-            answer += chunk
+        answer = _read_to_close(s)
     assert answer.startswith(b"HTTP/1.1 431 ") and b"at most" in answer
     with _tls_socket(endpoint) as s:  # a large head within the limit is served
         s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Filler: " + b"a" * 8000
@@ -125,7 +130,31 @@ def test_an_endless_request_head_is_a_431_and_the_connection_closed(endpoint: Cl
     wait_for(lambda: enroll.connections == 0, 10, "no connection left open")
 
 
-def test_slow_clients_are_cut_at_the_request_deadline_and_hold_nothing(endpoint: Cloud) -> None:
+def test_a_head_over_the_limit_in_one_write_is_a_431(endpoint: Cloud) -> None:
+    with _tls_socket(endpoint) as s:  # the request's start and the excess in the same read: counted, not forgotten
+        s.sendall(b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nX-Filler: " + b"a" * (https.MAX_HEAD + 1000))
+        assert _read_to_close(s).startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_pipelined_request_after_a_large_body_is_served(endpoint: Cloud) -> None:
+    body = json.dumps({"token": "x", "csr": "a" * 16300}).encode()
+    first = b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    second = b"POST /v1/enroll HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+    with _tls_socket(endpoint) as s:  # the second request's head begins in a read with the first's body
+        s.sendall(first + second[:20])
+        s.sendall(second[20:])
+        answers = _read_to_close(s)
+    assert answers.count(b"HTTP/1.1 ") == 2 and b" 431 " not in answers, answers[:200]
+
+
+def _read_to_close(s: ssl.SSLSocket) -> bytes:
+    answer = b""
+    while chunk := s.recv(4096):
+        answer += chunk
+    return answer
+
+
+def test_slow_clients_are_cut_at_the_request_deadline_and_hold_nothing(endpoint: Cloud, short_deadline: None) -> None:
     enroll = endpoint.enroll
     assert enroll is not None
     slow = [_tls_socket(endpoint) for _ in range(5)]
@@ -138,7 +167,7 @@ def test_slow_clients_are_cut_at_the_request_deadline_and_hold_nothing(endpoint:
     assert _post(endpoint, "/v1/enroll", b'{"token": "x", "csr": "y"}')[0] == 401
 
 
-def test_connections_are_capped_and_the_cap_frees_itself(endpoint: Cloud) -> None:
+def test_connections_are_capped_and_the_cap_frees_itself(endpoint: Cloud, short_deadline: None) -> None:
     enroll = endpoint.enroll
     assert enroll is not None
     idle = [_tls_socket(endpoint, f"127.0.0.{2 + i % 4}") for i in range(8)]  # at the cap: 8 open, silent
