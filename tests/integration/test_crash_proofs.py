@@ -28,6 +28,9 @@ from tests.support.wait import wait_for
 KILLS = ("random", "unsent", "unacked", "seal-before:3", "seal-after:3", "ack-before:3",
          "random", "unsent", "unacked", "ack-after:2", "random")
 POWER_CUTS = ("random", "unsent", "unacked", "seal-after:3", "ack-before:3", "random")
+# with stored notices, the Box holds a batch from its PUBACK to the notice (up to a second here):
+# crashes while it holds some, while notices are stalled, and inside the removal a notice commits
+NOTICED = ("random", "unacked", "ack-before:2", "random", "unsent", "ack-after:3", "random")
 
 
 def test_sigkill_aimed_and_at_random_loses_no_sample(fresh_cloud: Cloud, tmp_path: Path) -> None:
@@ -53,6 +56,20 @@ def test_power_cuts_aimed_and_at_random_lose_no_sample_that_was_kept(fresh_cloud
     assert assert_counters_monotonic(fresh_cloud.store, "POWER-1", "meter1.energy_counter") > 30
     print(f"\npower cut x{len(POWER_CUTS)} ({', '.join(POWER_CUTS)}): {figures}; power-on to new data stored: "
           f"median {statistics.median(rig.recovery):.2f} s, max {max(rig.recovery):.2f} s")
+
+
+@pytest.mark.parametrize("power", [False, True], ids=["sigkill", "power-cut"])
+def test_crashes_while_the_box_holds_batches_for_the_stored_notice_lose_no_sample(
+        fresh_cloud: Cloud, tmp_path: Path, power: bool) -> None:
+    if power and not Path("/dev/fuse").exists():
+        pytest.skip("no /dev/fuse for the power-loss file system")
+    with Rig(fresh_cloud, tmp_path, "NOTICE-1", power=power, seed=20261207, notices=True) as rig:
+        for aim in NOTICED:
+            rig.life(aim)
+        figures = rig.finish(*rig.last_life())
+    assert figures["epochs"] == 1
+    assert assert_counters_monotonic(fresh_cloud.store, "NOTICE-1", "meter1.energy_counter") > 30
+    print(f"\n{'power cut' if power else 'SIGKILL'} x{len(NOTICED)} with stored notices: {figures}")
 
 
 def _building() -> SimThread:

@@ -1,9 +1,10 @@
 """The crash proofs' rig: a Box polling the simulated building, reaching the broker through the
 fault proxy, killed or powered off at chosen moments, and the sample accounting at the end. The
-platform plays one before stored notices (its receiver's `notices` off): the Box deletes a batch at
-the broker's PUBACK, the path these aims are about (and an older platform's, still supported); a
-Box kept waiting for the notice learns at reconnection, from the notices queued in its session,
-what was stored, and resends none of it (the notice's proof: test_receiver_kill.py).
+platform plays either one before stored notices (its receiver's `notices` off: the Box deletes a
+batch at the broker's PUBACK, an older platform's path, still supported) or today's (`notices`: the
+Box holds a batch after its PUBACK until the platform's "stored up to" notice, and a crash while it
+holds some sends them again: the platform keeps each once). The receivers' own deaths are
+test_receiver_kill.py's.
 
 Aims (`Rig.life`), each ending with the Box frozen (SIGSTOP: every thread stops at once, as at
 the first instant of a crash or power cut), then for a power cut the LazyFS state directory
@@ -49,12 +50,13 @@ UNACKED_RESENDS = 3  # batches the cloud holds, unacknowledged to the Box, befor
 class Rig:
     """A provisioned Box on `state` (or on a LazyFS over it, with `power`), the building, the proxy."""
 
-    def __init__(self, cloud: Cloud, tmp: Path, box_id: str, *, power: bool = False, seed: int = 0) -> None:
+    def __init__(self, cloud: Cloud, tmp: Path, box_id: str, *, power: bool = False, seed: int = 0,
+                 notices: bool = False) -> None:
         self.cloud, self.box_id, self.power = cloud, box_id, power
         if cloud.receiver is not None:
-            # the aims and their resends are the broker's acknowledgement's: the platform plays one before
-            # stored notices (the Box deletes at PUBACK; compatibility); the notice's proof: test_receiver_kill
-            cloud.receiver.notices = False
+            # without `notices`, the platform plays one before stored notices (the Box deletes at the
+            # broker's PUBACK; compatibility); with them, today's: the Box deletes at the stored notice
+            cloud.receiver.notices = notices
         self.rng = random.Random(seed)
         self.backing = tmp / ("disk" if power else "box")
         ident = provision(cloud, self.backing, box_id)
