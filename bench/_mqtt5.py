@@ -87,11 +87,13 @@ class Client:
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
         self.closed: asyncio.Event = asyncio.Event()
+        self.closed_by_peer = False  # the broker's side ended it: its end of stream, a reset, a DISCONNECT
 
     async def connect(self, host: str, port: int, ctx: ssl.SSLContext, *, keepalive: int = 60,
                       will: Will | None = None, within_s: float = 30.0) -> None:
         """Open TLS, send CONNECT, wait for a CONNACK that accepts (or raise MqttError / OSError)."""
         self.closed.clear()
+        self.closed_by_peer = False
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ctx, server_hostname=host), within_s)
         self._reader, self._writer = reader, writer
@@ -128,8 +130,11 @@ class Client:
                 elif kind == PUBLISH:
                     self._incoming(first, body)
                 elif kind == DISCONNECT:
+                    self.closed_by_peer = True
                     break
-        except (OSError, asyncio.IncompleteReadError, ssl.SSLError, struct.error):
+        except (asyncio.IncompleteReadError, ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            self.closed_by_peer = True  # as `boxd.uplink` tells it: the policy's `by_broker`
+        except (OSError, ssl.SSLError, struct.error):
             pass
         finally:
             self._lost()

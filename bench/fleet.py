@@ -17,7 +17,8 @@ What it does:
   3. Starts the Boxes (`--connect-rate` new connections a second, all processes together), lets
      them run `--duration` seconds from the moment all are connected; with `--restart`, then
      stops the broker (SIGTERM: it saves its state) and `boxcloud run` restarts it, as it does a
-     broker that died; the Boxes come back with boxd's backoff; `--after` seconds more.
+     broker that died; the Boxes come back with boxd's reconnection policy (`boxd.backoff.Reconnect`,
+     `--reconnect-spread`, `--reconnect-max`: the Box's `[uplink]` defaults); `--after` seconds more.
   4. Lets every Box's last batches be acknowledged, stops the cloud and reads the database.
 
 Figures (never assertions): Boxes connected; batches/s and points/s stored in the steady
@@ -47,6 +48,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench.measure import Tree, print_figures
+from boxconfig.schema import UplinkSettings
 from tests.support.wait import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,11 +56,16 @@ PREFIX = "FLEET"
 
 
 def enrol(home: Path, boxes: int, database: str = "", prefix: str = "boxcloud") -> list[str]:
-    """A new cloud in `home` with `boxes` Boxes enrolled in bulk; their key + chain in home/fleet/<id>.pem."""
+    """A new cloud in `home` with `boxes` Boxes enrolled in bulk; their key + chain in home/fleet/<id>.pem.
+
+    Where the time goes (10,000 Boxes, docs/performance.md): not the keys (P-256, 0.05 ms each) nor
+    the certificates (0.25 ms each), but an fsync a write: the platform's store commits each Box
+    (`Store.enroll_box`, ~3 ms on this disk), and each simulated Box's key file was written durably
+    (~4 ms). The key files are written 0600 without an fsync each and synced once at the end."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from boxkit.files import write_secret
+    from boxkit.files import write_atomic
     from cloud.platform import Cloud, Settings
 
     cloud = Cloud(home)
@@ -70,7 +77,8 @@ def enrol(home: Path, boxes: int, database: str = "", prefix: str = "boxcloud") 
     for b, k, chain in zip(ids, keys, chains, strict=True):
         pem = k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption())
-        write_secret(home / "fleet" / f"{b}.pem", pem + chain)
+        write_atomic(home / "fleet" / f"{b}.pem", pem + chain, 0o600, durable=False)
+    os.sync()  # once for all: the cache's marker is written after its files are on disk
     return ids
 
 
@@ -175,37 +183,53 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         trees = {"boxcloud": Tree(cloud_proc.pid), "broker": Tree(broker_pid)}
         if pg_pid is not None:
             trees["postgresql"] = Tree(pg_pid)
+        children = []
+        for n in range(args.procs):
+            spec = {"host": "localhost", "port": settings["broker_port"], "ca": str(home / "pki" / "root.crt"),
+                    "crl": str(home / "pki" / "crl.pem"), "pem_dir": str(home / "fleet"),
+                    "boxes": ids[n::args.procs], "period_s": args.period,
+                    "heartbeat_s": args.heartbeat, "points": args.points, "drain_s": 60.0,
+                    "connect_rate": args.connect_rate / args.procs, "out": str(tmp / f"child{n}.json"),
+                    "reconnect_spread_s": args.reconnect_spread, "reconnect_max_s": args.reconnect_max}
+            (tmp / f"spec{n}.json").write_text(json.dumps(spec))
+            children.append(subprocess.Popen([sys.executable, "-m", "bench._fleet_box", str(tmp / f"spec{n}.json")],
+                                             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            stack.callback(_stop, children[-1])
+        sims = [Tree(c.pid) for c in children]
+        prepare_t = time.monotonic()
+        for child in children:  # every Box's TLS context built (the simulator's cost, not the connections')
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError("a simulator process did not start")
+        prepare_s = time.monotonic() - prepare_t
         start = time.time() + 1.0
         connect_s = args.boxes / args.connect_rate
         steady_from = start + connect_s + args.period
         steady_to = steady_from + args.duration
         end = steady_to + (args.after if args.restart else 0.0)
-        children = []
-        for n in range(args.procs):
-            spec = {"host": "localhost", "port": settings["broker_port"], "ca": str(home / "pki" / "root.crt"),
-                    "crl": str(home / "pki" / "crl.pem"), "pem_dir": str(home / "fleet"),
-                    "boxes": ids[n::args.procs], "start": start, "end": end, "period_s": args.period,
-                    "heartbeat_s": args.heartbeat, "points": args.points, "drain_s": 60.0,
-                    "connect_rate": args.connect_rate / args.procs, "out": str(tmp / f"child{n}.json")}
-            (tmp / f"spec{n}.json").write_text(json.dumps(spec))
-            children.append(subprocess.Popen([sys.executable, "-m", "bench._fleet_box", str(tmp / f"spec{n}.json")],
-                                             cwd=ROOT, stdin=subprocess.DEVNULL))
-        sims = [Tree(c.pid) for c in children]
-        cpu_steady: dict[str, float] = {}
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(json.dumps({"start": start, "end": end}) + "\n")
+            child.stdin.close()
+        brokers = [trees["broker"]]
+
+        def cpu_now() -> dict[str, float]:
+            """CPU s so far: the broker (the one running), `boxcloud run` alone, PostgreSQL, the simulators."""
+            out = {k: t.cpu_seconds() for k, t in trees.items() if k != "boxcloud"}
+            return out | {"receiver_process": trees["boxcloud"].own_cpu_seconds(),
+                          "simulator": sum(t.cpu_seconds() for t in sims)}
+
+        marks = {"start": cpu_now()}  # phase -> CPU s at its start; "last": the last sample before the end
         restart_at = broker_up = None
         restart_mark = 0
         while any(c.poll() is None for c in children):
             now = time.time()
             for t in [*trees.values(), *sims]:
                 t.sample_rss()
-            if not cpu_steady and now >= steady_from:
-                cpu_steady = {k: t.cpu_seconds() for k, t in trees.items()} | {
-                    "simulator": sum(s.cpu_seconds() for s in sims)}
-            if "steady_end" not in cpu_steady and cpu_steady and now >= steady_to:
-                for k, t in trees.items():
-                    cpu_steady[k] = t.cpu_seconds() - cpu_steady[k]
-                cpu_steady["simulator"] = sum(s.cpu_seconds() for s in sims) - cpu_steady["simulator"]
-                cpu_steady["steady_end"] = now
+            if "steady_from" not in marks and now >= steady_from:
+                marks["steady_from"] = cpu_now()
+            if "steady_to" not in marks and "steady_from" in marks and now >= steady_to:
+                marks["steady_to"] = cpu_now()
                 if args.restart:
                     restart_at, restart_mark = time.time(), broker_log.stat().st_size
                     os.kill(broker_pid, signal.SIGTERM)  # boxcloud run's supervision starts it again
@@ -213,6 +237,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 pid = _pid(broker_pid_file)
                 if pid not in (None, broker_pid) and _logged_since(broker_log, restart_mark, "as cloud:receiver"):
                     broker_up, trees["broker"] = time.time(), Tree(pid)
+                    brokers.append(trees["broker"])
+            if all(c.poll() is None for c in children):
+                marks["last"] = cpu_now()
             time.sleep(0.5)
         results = [json.loads((tmp / f"child{n}.json").read_text()) for n in range(args.procs)]
         boxes: dict[str, dict[str, object]] = {k: v for r in results for k, v in r["boxes"].items()}
@@ -224,14 +251,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         if args.json:  # the cloud's log beside the figures (warnings, the receiver's pace)
             _stop(cloud_proc)
             shutil.copy(tmp / "boxcloud.log", args.json.with_suffix(".boxcloud.log"))
-        boxcloud_rss = trees["boxcloud"].peak_rss_mb()
-        broker_rss = trees["broker"].peak_rss_mb()
+        boxcloud_rss = trees["boxcloud"].own_peak_rss_mb()
+        broker_rss = max(t.peak_rss_mb() for t in brokers)
     stored = {(b, e, s) for b, e, s, _r, _t in rows}
     steady = [(r, t) for _b, _e, _s, r, t in rows if steady_from <= t / 1000 < steady_to]
     lat = [r - t / 1000 for r, t in steady]
     window = args.duration
-    steady_cpu = {k: round(v, 1) for k, v in cpu_steady.items() if k != "steady_end"}
-    boxcloud_cpu = steady_cpu.get("boxcloud", 0.0) - steady_cpu.get("broker", 0.0)
+    steady_cpu = _phase(marks, "steady_from", "steady_to")
     figures: dict[str, object] = {
         "engine": args.engine, "boxes": args.boxes, "procs": args.procs, "duration_s": args.duration,
         "enrol_s": round(enrol_s, 1),
@@ -241,10 +267,16 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "latency_p50_ms": round(1000 * _percentile(lat, 0.5), 1),
         "latency_p99_ms": round(1000 * _percentile(lat, 0.99), 1),
         "latency_max_ms": round(1000 * max(lat, default=float("nan")), 1),
-        "cpu_s_broker": steady_cpu.get("broker"), "cpu_s_receiver_process": round(boxcloud_cpu, 1),
+        "connect_all_s": round(max((min(v["connacks"]) for v in boxes.values() if v["connacks"]),  # type: ignore[call-overload]
+                                   default=start) - start, 1),
+        "cpu_s_broker": steady_cpu.get("broker"), "cpu_s_receiver_process": steady_cpu.get("receiver_process"),
         "cpu_s_postgresql": steady_cpu.get("postgresql"), "cpu_s_simulator": steady_cpu.get("simulator"),
-        "rss_mb_broker": round(broker_rss, 1), "rss_mb_boxcloud_without_broker": round(boxcloud_rss - broker_rss, 1),
-        "rss_mb_simulator": round(sum(float(r["max_rss_mb"]) for r in results), 1),
+        "cpu_s_connecting": _phase(marks, "start", "steady_from"),  # the ramp and one batch period
+        "rss_mb_broker": round(broker_rss, 1), "rss_mb_boxcloud_without_broker": round(boxcloud_rss, 1),
+        "simulator_prepare_s": round(prepare_s, 1),  # building the Boxes' TLS contexts, before the ramp
+        "rss_mb_simulator": round(sum(t.peak_rss_mb() for t in sims), 1),
+        "rss_kb_simulator_per_box": round(1024 * (sum(t.peak_rss_mb() for t in sims)
+                                                  - sum(float(r["base_rss_mb"]) for r in results)) / args.boxes, 1),
         "batches_sent": len(sent), "batches_stored": len(stored & sent),
         "lost": len(sent - stored),  # 0 is the promise; with catch_up_s at its limit, "not stored yet"
         "receiver_catch_up_s": round(catch_up_s, 1),
@@ -264,8 +296,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "restart_all_back_s": round(max(back, default=restart_at) - restart_at, 1),
             "restart_busiest_second_share": round(max(per_second.values(), default=0) / args.boxes, 3),
             "restart_per_second": [per_second.get(s, 0) for s in range(int(restart_at), int(max(back, default=0)) + 1)],
+            # from the stop to the simulators' end; the broker's: the restarted one's, from its start
+            "cpu_s_restart": _phase(marks, "steady_to", "last") | (
+                {"broker": round(marks["last"]["broker"], 1)} if broker_up is not None and "last" in marks else {}),
         }
     return figures
+
+
+def _phase(marks: dict[str, dict[str, float]], first: str, last: str) -> dict[str, float]:
+    """CPU s of each part between two marks ({} when the run did not reach them)."""
+    if first not in marks or last not in marks:
+        return {}
+    return {k: round(v - marks[first].get(k, 0.0), 1) for k, v in marks[last].items()}
 
 
 def _catch_up(home: Path, since: float, expect: int, trees: dict[str, Tree], limit_s: float,
@@ -293,7 +335,7 @@ def _logged_since(path: Path, offset: int, text: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -315,6 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--connect-rate", type=float, default=200.0,
                    help="new connections a second at the start, all together (default %(default)s)")
     p.add_argument("--restart", action="store_true", help="then restart the broker and measure the return")
+    p.add_argument("--reconnect-spread", type=float, default=UplinkSettings().reconnect_spread_s,
+                   help="the Boxes' [uplink] reconnect_spread_s (default: boxd's, %(default)s)")
+    p.add_argument("--reconnect-max", type=float, default=UplinkSettings().reconnect_max_s,
+                   help="the Boxes' [uplink] reconnect_max_s (default: boxd's, %(default)s)")
     p.add_argument("--after", type=float, default=60.0, help="seconds run after the restart (default %(default)s)")
     p.add_argument("--catch-up", type=float, default=600.0,
                    help="at most this long for the receiver to store its backlog at the end, s (default %(default)s)")

@@ -81,6 +81,15 @@ class Tree:
                 total += int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if pid == self.pid else 0)
         return total / _TICK
 
+    def own_cpu_seconds(self) -> float:
+        """User + system CPU of the root process alone (its children not counted)."""
+        f = _stat(self.pid)
+        return (int(f[11]) + int(f[12])) / _TICK if f is not None else 0.0
+
+    def own_peak_rss_mb(self) -> float:
+        """The root process's peak RSS (as sampled)."""
+        return self._peak_kb.get(self.pid, 0) / 1024
+
     def sample_rss(self) -> None:
         """Remember each process's peak RSS (VmHWM); call now and then and before stopping."""
         for pid in self.pids():

@@ -42,7 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.backlog import box_config, point_table
 from bench.measure import print_figures
-from boxd.backoff import Backoff
+from boxd.backoff import Reconnect
 from boxd.link import Link
 from boxd.pointtable import TablePublisher
 from boxd.uplink import MqttUplink
@@ -84,7 +84,7 @@ class Box:
     def _uplink(self, ident: Identity) -> MqttUplink:
         kind = _Before if self.before else MqttUplink
         return kind(ident, on_connected=self._connected, on_disconnected=lambda: None, on_ack=self._acked,
-                    on_message=self._message, backoff=Backoff(0.05, 0.2), resume=self.resume,
+                    on_message=self._message, reconnect=Reconnect(0.05, 0.05, 0.2), resume=self.resume,
                     keepalive_s=self.keepalive_s)
 
     def _connected(self) -> None:

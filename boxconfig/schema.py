@@ -10,6 +10,8 @@ Format (every key optional but the devices; the defaults are shown)::
     max_batch_samples = 5000    # the largest batch, 1..50000
     inflight_batches = 16       # batches sent and not yet acknowledged, 1..256
     reconnect_max_s = 300       # the cap of the reconnection backoff, 1..3600
+    reconnect_spread_s = 30     # after the broker's side closed the session (a restart: the whole
+                                # fleet at once), the first try is drawn from 0..this, 0..3600
     heartbeat_s = 300           # health report to the platform, 1..3600
     time_slack_ms = 0           # how far a reading's time may be sent from its poll's, 0..1000
                                 # (0: to the ms; a metered SIM's 250: README, "On a metered SIM")
@@ -99,6 +101,7 @@ class UplinkSettings:
     max_batch_samples: int = 5000
     inflight_batches: int = 16
     reconnect_max_s: int = 300
+    reconnect_spread_s: int = 30  # why 30 s: docs/architecture.md, "Reconnection"
     heartbeat_s: int = 300
     time_slack_ms: int = 0  # a poll late by less than this is sent on its schedule (proto.series): bytes
 
@@ -143,6 +146,7 @@ _UPLINK_LIMITS = {
     "max_batch_samples": (1, 50000),
     "inflight_batches": (1, 256),
     "reconnect_max_s": (1, 3600),
+    "reconnect_spread_s": (0, 3600),
     "heartbeat_s": (1, 3600),
     "time_slack_ms": (0, 1000),
 }

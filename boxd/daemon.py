@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 
 from boxd import __version__, reconfig, sdnotify
-from boxd.backoff import Backoff
+from boxd.backoff import Reconnect
 from boxd.cellular import Cellular
 from boxd.certs import Certificates
 from boxd.clock import Clock
@@ -173,7 +173,7 @@ class Daemon:
             on_ack=self._acked,
             on_message=self.inbox.receive,
             keepalive_s=settings.keepalive_s,
-            backoff=Backoff(1.0, float(settings.reconnect_max_s)),
+            reconnect=Reconnect(1.0, float(settings.reconnect_spread_s), float(settings.reconnect_max_s)),
             relax_time_check=lambda: not self.clock.trusted(),
             version=self.version,
             acks_s=self._acks_s,

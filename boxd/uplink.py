@@ -2,9 +2,11 @@
 
 One I/O thread runs paho-mqtt (connect, TLS handshake and socket I/O are blocking
 in paho); it hands events to the asyncio loop with `call_soon_threadsafe`, so the
-daemon's logic stays single-threaded. The thread reconnects by itself with
-capped exponential backoff and full jitter. The broker gets a Last Will
-(retained "offline") at connect, and a retained "online" once connected.
+daemon's logic stays single-threaded. The thread reconnects by itself (`boxd.backoff.Reconnect`:
+full jitter; after the broker's side closed the session, a restart every Box saw at once, the
+first try is spread over `[uplink] reconnect_spread_s`; after a loss of the Box's own link, within
+a second). The broker gets a Last Will (retained "offline") at connect, and a retained "online"
+once connected.
 
 A reconnection is made cheap for a metered link: it resumes the last TLS session
 (`trust.tls.ResumingContext`: no certificate chain either way), and it does not subscribe again
@@ -40,7 +42,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from boxd import __version__
-from boxd.backoff import Backoff
+from boxd.backoff import Reconnect
 from proto import topics
 from proto.topics import Up
 from proto.uplink import Status, crl_digest
@@ -82,6 +84,28 @@ class _Client(mqtt.Client):
         """A packet went out (its acknowledgement is in): no PINGREQ needed for a keepalive interval."""
         with self._msgtime_mutex:
             self._last_msg_out = mqtt.time_func()
+
+    # Whether the broker's side closed the connection: its end of stream (TLS close_notify or a
+    # bare FIN) or a reset from its host. paho reports either, a keepalive timeout and a local
+    # network error alike as "connection lost"; the reconnection policy tells them apart.
+    closed_by_peer = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        try:
+            data = super()._sock_recv(bufsize)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            self.closed_by_peer = True
+            raise
+        if not data:
+            self.closed_by_peer = True
+        return data
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        try:
+            return super()._sock_send(buf)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            self.closed_by_peer = True
+            raise
 
 
 def session_properties(expiry_s: int = SESSION_EXPIRY_S) -> Properties:
@@ -140,7 +164,7 @@ class UplinkFactory(Protocol):
 
     def __call__(self, ident: Identity, *, on_connected: Callable[[], None], on_disconnected: Callable[[], None],
                  on_ack: Callable[[int, bool], None], on_message: Callable[[str, bytes], None] | None = None,
-                 keepalive_s: int = 60, backoff: Backoff | None = None,
+                 keepalive_s: int = 60, reconnect: Reconnect | None = None,
                  relax_time_check: Callable[[], bool] = lambda: False, version: str = __version__,
                  acks_s: Callable[[], int] = lambda: ACKS_S) -> Uplink: ...
 
@@ -161,7 +185,7 @@ class MqttUplink:
         on_ack: Callable[[int, bool], None],
         on_message: Callable[[str, bytes], None] | None = None,
         keepalive_s: int = 60,
-        backoff: Backoff | None = None,
+        reconnect: Reconnect | None = None,
         relax_time_check: Callable[[], bool] = lambda: False,
         version: str = __version__,
         resume: bool = True,
@@ -178,7 +202,9 @@ class MqttUplink:
         self._relax_time_check = relax_time_check
         self._ctx: tls.ResumingContext | None = None
         self._keepalive = keepalive_s
-        self._backoff = backoff or Backoff(1.0, 300.0)
+        self._reconnect = reconnect or Reconnect()
+        self._by_broker = False  # the last session was ended by the broker's side
+        self._leaving = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: _Client | None = None
@@ -205,6 +231,7 @@ class MqttUplink:
             info = client.publish(self.topic(Up.STATUS), status_payload(False, reason), 1, True)
             with contextlib.suppress(RuntimeError, ValueError):  # lost meanwhile: the Will says it
                 await asyncio.to_thread(info.wait_for_publish, 2.0)
+            self._leaving = True  # the DISCONNECT is the Box's own: not a loss to report
             client.disconnect()
         self._stop.set()
         if self._thread is not None:
@@ -267,6 +294,7 @@ class MqttUplink:
         props = session_properties()
         while not self._stop.is_set():
             self._set_time_check()
+            client.closed_by_peer = self._by_broker = False
             try:
                 client.connect(
                     self._ident.broker_host, self._ident.broker_port, self._keepalive,
@@ -274,22 +302,24 @@ class MqttUplink:
                 )
             except (OSError, ssl.SSLError, ValueError) as e:
                 self._note_error(f"cannot reach the broker: {e}")
-                self._stop.wait(self._backoff.next())
+                self._stop.wait(self._reconnect.failed())
                 continue
             started, connects = time.monotonic(), self.state.connects
             while not self._stop.is_set():
                 rc = client.loop(timeout=0.5)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
-            if not self._stop.is_set() and self.state.connects == connects:
-                self._note_error(self._refused_in_words("the broker closed the connection before accepting the Box"))
             if self._stop.is_set():
                 # drain the DISCONNECT we may have queued in stop()
                 client.loop(timeout=0.2)
                 break
-            if time.monotonic() - started > 60:
-                self._backoff.reset()
-            self._stop.wait(self._backoff.next())
+            if self.state.connects == connects:
+                self._note_error(self._refused_in_words("the broker closed the connection before accepting the Box"))
+                delay = self._reconnect.failed()
+            else:
+                delay = self._reconnect.ended(time.monotonic() - started, self._by_broker or client.closed_by_peer)
+            log.info("next connection attempt in %.1f s", delay)
+            self._stop.wait(delay)
 
     def _set_time_check(self) -> None:
         """Check certificate dates unless the Box's clock cannot be believed (see boxd.clock)."""
@@ -371,12 +401,14 @@ class MqttUplink:
         return bool(sock.session_reused)
 
     def _cb_disconnect(
-        self, _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: object
+        self, client: mqtt.Client, _u: object, flags: mqtt.DisconnectFlags, rc: ReasonCode, _p: object
     ) -> None:
         was = self.state.connected
         self.state.connected = False
-        if was:
-            self._note_error(f"connection to the broker lost: {rc}")
+        self._by_broker = flags.is_disconnect_packet_from_server or getattr(client, "closed_by_peer", False)
+        if was and not self._leaving:
+            how = "closed by the broker's side" if self._by_broker else "no answer, or this Box's link failed"
+            self._note_error(f"connection to the broker lost: {how}: {rc}")
             self._post(self._on_disconnected)
 
     def _cb_subscribe(self, _c: mqtt.Client, _u: object, _mid: int, codes: list[ReasonCode], _p: object) -> None:

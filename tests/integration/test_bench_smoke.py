@@ -199,6 +199,7 @@ def test_fleet_benchmark_stores_every_batch_of_every_box_across_a_broker_restart
     """20 simulated Boxes, each its own certificate, against `boxcloud run`; the broker restarted."""
     figures = _run_bench("bench.fleet", tmp_path / "fleet.json", "--boxes", "20", "--procs", "1", "--duration", "4",
                          "--period", "2", "--connect-rate", "40", "--restart", "--after", "4",
+                         "--reconnect-spread", "2", "--reconnect-max", "4",
                          "--cache", str(tmp_path / "cache"))
     assert set(figures) >= {"batches_per_s", "points_per_s", "latency_p50_ms", "latency_p99_ms", "cpu_s_broker",
                             "cpu_s_receiver_process", "rss_mb_broker", "restart_all_back_s",

@@ -121,6 +121,10 @@ def test_samples_taken_while_the_broker_is_down_arrive_once(
         outage_started_ms = time.time() * 1000
         cloud.broker.stop()
         wait_for(lambda: not box.status().get("connected"), 30, "boxd to notice the outage")
+        # a broker that went away closed the Box's connection from its side: the reconnection policy
+        # spreads such a fleet's returns (`boxd.backoff.Reconnect`); a link of its own failing does not
+        wait_for(lambda: "connection to the broker lost: closed by the broker's side" in box.log.read_text(), 10,
+                 "boxd to log the broker's closing")
         points = len(units(tmp_path / "boxd.toml"))
         wait_for(lambda: box.queue_samples(0) >= 8 * points, 60, "a backlog of 8 polls")
         outage_ended_ms = time.time() * 1000

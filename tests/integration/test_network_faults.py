@@ -98,6 +98,10 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 def test_link_down_then_up(setup: Setup) -> None:
     setup.wan.link(False)
     wait_for(lambda: not setup.box.status().get("connected"), 60, "boxd to notice the dead link (keepalive)")
+    # its own link, not the broker: the next try within a second, not spread as after a broker restart
+    wait_for(lambda: "connection to the broker lost: no answer, or this Box's link failed" in setup.box.log.read_text(),
+             10, "boxd to log its link's failure")
+    assert "closed by the broker's side" not in setup.box.log.read_text()
     wait_for(lambda: setup.box.queue_samples(0) > 500, 30, "a backlog")
     setup.wan.link(True)
     recovered = setup.recover(time.monotonic())

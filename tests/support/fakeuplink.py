@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from boxd.backoff import Backoff
+from boxd.backoff import Reconnect
 from boxd.uplink import LinkState
 from proto.topics import Up
 from trust.identity import Identity
@@ -36,7 +36,7 @@ class FakeUplink:
                  on_disconnected: Callable[[], None] = lambda: None,
                  on_ack: Callable[[int, bool], None] = lambda mid, ok: None,
                  on_message: Callable[[str, bytes], None] | None = None, keepalive_s: int = 60,
-                 backoff: Backoff | None = None, relax_time_check: Callable[[], bool] = lambda: False,
+                 reconnect: Reconnect | None = None, relax_time_check: Callable[[], bool] = lambda: False,
                  version: str = "", connects: bool = True, acks_s: Callable[[], int] = lambda: 60) -> None:
         self.ident = ident
         self.state = LinkState()
