@@ -101,12 +101,15 @@ class Alerts(StoreBase):
 
     def note_evicted_told(self, box_id: str, total: int) -> int:
         """The largest count of evicted samples a Box's ``evicted`` events told (kept in its health
-        row as ``evicted_told``, beside the heartbeat's own ``evicted``); returns it."""
+        row as ``evicted_told``, beside the heartbeat's own ``evicted``; the row's time of receipt is
+        the heartbeat's, unchanged); returns it."""
         with self._tx() as db:
-            before = db.execute(sa.select(health.c.doc).where(health.c.box_id == box_id)).scalar()
-            doc = json.loads(before) if before else {}
+            before = db.execute(sa.select(health.c.received, health.c.doc).where(health.c.box_id == box_id)).first()
+            if before is None:  # no heartbeat yet: the first one's count is taken as told (put_health)
+                return total
+            doc = json.loads(before.doc)
             told = max(total, int(doc.get("evicted_told") or 0))
-            db.execute(_HEALTH(db), {"box_id": box_id, "received": time.time(),
+            db.execute(_HEALTH(db), {"box_id": box_id, "received": float(before.received),  # not a heartbeat
                                      "doc": json.dumps({**doc, "evicted_told": told})})
         return told
 

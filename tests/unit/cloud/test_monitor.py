@@ -128,10 +128,18 @@ def test_a_box_heard_before_evictions_were_told_is_checked_for_gaps_from_its_cou
 
 
 def test_the_evicted_alert_says_the_largest_total_the_box_told(mon: Monitor) -> None:
+    mon.on_health("B1", health(evicted=0))
     for total, samples in ((9, 9), (2619, 210), (100, 91)):  # the last one late (sent again after a refusal)
         mon.on_evicted("B1", Evicted(ts_ms=0, samples=samples, total=total, seqs=[], epoch=7))
     (alert,) = mon.store.alerts("B1")
     assert alert.kind == "evicted" and "2619 oldest samples dropped in all" in alert.message, alert
+    health_row = mon.store.health("B1")
+    assert health_row is not None and health_row[1]["evicted_told"] == 2619
+
+
+def test_an_eviction_event_before_any_heartbeat_makes_no_health_report(mon: Monitor) -> None:
+    mon.on_evicted("B1", Evicted(ts_ms=0, samples=9, total=9, seqs=[], epoch=7))
+    assert mon.store.health("B1") is None  # "no heartbeat yet" stays true for the operator's tools
 
 
 def test_a_clock_far_off_is_an_alert(mon: Monitor) -> None:
