@@ -140,10 +140,14 @@ def delete_batches(db: sqlite3.Connection, seqs: Sequence[int]) -> None:
 
 
 def evict(db: sqlite3.Connection, seqs: Sequence[int], pending_samples: int,
-          event: Callable[[int, int, list[int]], bytes] | None) -> int:
+          event: Callable[[int, int, list[int]], bytes] | None,
+          merge: tuple[int, Callable[[bytes, bytes], bytes | None]] | None = None) -> int:
     """Remove batches `seqs` and at least `pending_samples` samples of the oldest pending groups
     (whole groups; fewer if there are not so many), add the samples removed to the counter
-    "evicted_total", and queue `event(samples, total, seqs)`. Returns the pending samples removed."""
+    "evicted_total", and queue `event(samples, total, seqs)`; with `merge` (an event id, a function),
+    the newest queued event, if its id is above that one (never handed to the broker), becomes
+    `function(its payload, the new one)` instead, unless that says None. Returns the pending
+    samples removed."""
     from_batches = 0
     if seqs:
         marks = ",".join("?" * len(seqs))
@@ -169,8 +173,25 @@ def evict(db: sqlite3.Connection, seqs: Sequence[int], pending_samples: int,
     if evicted:
         total = add_meta(db, "evicted_total", evicted)
         if event is not None:
-            insert_event(db, event(evicted, total, gone))
+            payload = event(evicted, total, gone)
+            if merge is None or not _merged(db, payload, *merge):
+                insert_event(db, payload)
     return from_pending
+
+
+def _merged(db: sqlite3.Connection, payload: bytes, above: int, fn: Callable[[bytes, bytes], bytes | None]) -> bool:
+    """Whether the newest queued event (if never handed out: its id above `above`) took `payload` in."""
+    row = db.execute("SELECT id, payload FROM events ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None or int(row[0]) <= above:
+        return False
+    merged = fn(bytes(row[1]), payload)
+    if merged is None:
+        return False
+    # a new row, not an update: were the old one read at this moment and delivered, the merged one only
+    # says its part again (at least once), never loses the new part with it
+    db.execute("DELETE FROM events WHERE id=?", (int(row[0]),))
+    insert_event(db, merged)
+    return True
 
 
 def add_meta(db: sqlite3.Connection, key: str, delta: int) -> int:

@@ -6,8 +6,17 @@ rules:
 * The clock is *implausible* while it reads earlier than the software's build time.
 * The platform tells the Box its time over the authenticated MQTT session
   (`boxes/<id>/down/time`). A Box whose clock is off by more than `MAX_SKEW_MS`
-  keeps a *correction* (platform minus system) and applies it to every timestamp;
-  the correction is dropped if the system clock itself steps later (NTP arrived).
+  keeps a *correction* (platform minus system) and applies it to every timestamp.
+* A step of the system clock (wall-clock time moving against monotonic time by more
+  than `STEP_MS`: NTP arriving, a person's `date -s`, a bad RTC read) is noticed at
+  the next timestamp. Once the platform has confirmed the time, the step changes
+  nothing the Box stamps: the correction takes the step back, so the Box's time goes
+  on from the confirmed time by the monotonic clock, and the step is *held* (the
+  heartbeat says the clock is not confirmed, so the platform answers with its time,
+  which re-anchors the correction on the stepped clock); a reading stamped before the
+  step and stored after it is told by its stamp (nearer the clock before the step) and
+  stored on the time before it. Before any confirmation the step is taken as it is
+  (there is no better time to keep).
 * Readings taken while the time is not trusted are stored with their monotonic
   time and their boot id, and re-based to wall-clock time once it is trusted (see
   `boxd.queue`): nothing is published with a garbage timestamp.
@@ -56,16 +65,27 @@ class Clock:
         self.boot = boot or boot_id()
         self.correction_ms = 0
         self._confirmed = False  # the platform has told us the time
-        self._raw_offset_at_correction = 0
+        self.held = False  # the system clock stepped since the platform confirmed the time
+        self._anchor: int | None = None  # wall minus monotonic when last looked at (a step changes it)
+        self._step = 0  # the last step held (ms): a reading stamped before it is still on the old clock
 
     def _raw_offset(self) -> int:
         return self._wall() - self._mono()
 
     def _check_step(self) -> None:
-        if self.correction_ms and abs(self._raw_offset() - self._raw_offset_at_correction) > STEP_MS:
+        raw = self._raw_offset()
+        step = raw - (raw if self._anchor is None else self._anchor)
+        self._anchor = raw  # from one look to the next: a slow drift (slewing) is never a step
+        if abs(step) <= STEP_MS:
+            return
+        if self._confirmed:  # keep the confirmed time going on the monotonic clock until the platform speaks
+            self.correction_ms -= step
+            self.held, self._step = True, step
+            log.warning("the system clock stepped %+.1f s; keeping the platform's time until it confirms",
+                        step / 1000)
+        elif self.correction_ms:
             log.info("the system clock stepped; dropping the platform correction of %d ms", self.correction_ms)
             self.correction_ms = 0
-            self._confirmed = False
 
     def now_ms(self) -> int:
         """Wall-clock time as the Box best knows it."""
@@ -77,6 +97,11 @@ class Clock:
         self._check_step()
         return self._confirmed or self._wall() + self.correction_ms >= self.build_time_ms
 
+    def confirmed(self) -> bool:
+        """Whether the time is trusted and no step of the system clock is held since the platform
+        last confirmed it (the heartbeat's ``clock_ok``: false asks the platform for its time)."""
+        return self.trusted() and not self.held
+
     def plausible_system_clock(self) -> bool:
         """Whether the system clock alone is plausible (not before the build)."""
         return self._wall() >= self.build_time_ms
@@ -85,7 +110,10 @@ class Clock:
         """The platform said what time it is (half the round trip added)."""
         estimate = platform_ms + rtt_ms // 2
         skew = estimate - self._wall()
-        self._raw_offset_at_correction = self._raw_offset()
+        self._anchor = self._raw_offset()
+        if self.held:
+            log.info("the platform's time is known again after the system clock's step")
+        self.held = False
         if abs(skew) > MAX_SKEW_MS:
             if skew != self.correction_ms:
                 log.warning("the system clock is off by %.1f s; using the platform's time", skew / 1000)
@@ -104,5 +132,8 @@ class Clock:
         Trusted: corrected wall-clock ms. Not trusted: monotonic ms of this boot.
         """
         if self.trusted():
+            wall = self._wall()
+            if self._step and abs(reading_wall_ms - (wall - self._step)) < abs(reading_wall_ms - wall):
+                return reading_wall_ms + self.correction_ms + self._step  # read before the step held
             return reading_wall_ms + self.correction_ms
         return reading_wall_ms - self._raw_offset()

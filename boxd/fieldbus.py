@@ -39,7 +39,8 @@ from boxd.supervisor import Supervisor, TaskFactory
 from drivers import Emit, PointInfo, PointSource, Sample
 from drivers.modbus import ModbusRtuSource, ModbusTcpDevice, ModbusTcpSource
 from proto import wire
-from proto.uplink import Evicted
+from proto.errors import WireError
+from proto.uplink import Evicted, decode_event
 
 log = logging.getLogger("boxd")
 
@@ -185,11 +186,35 @@ class FieldBuses:
         def event(n: int, total: int, seqs: list[int]) -> bytes:  # queued with the eviction, in its transaction
             return Evicted(ts, n, total, ranges(seqs), epoch).encode()
 
-        n, _ = await self.queue.enforce_limit(self._in_flight, event)
+        n, _ = await self.queue.enforce_limit(self._in_flight, event, merge_evictions)
         if n:
             self.onchange.reset()
             log.warning("queue full (%d samples): evicted the %d oldest", self.queue.max_samples, n)
             self._wake()  # its event is queued
+
+
+MERGED_RANGES = 64  # an eviction event says at most this many ranges of batch numbers (a few KB)
+
+
+def merge_evictions(older: bytes, newer: bytes) -> bytes | None:
+    """Two eviction events of one queue epoch as one (the samples added, the newer total, the batch
+    numbers of both), or None when `older` is another event, of another epoch, or the ranges would
+    be too many. Pure."""
+    try:
+        a, b = decode_event(older), decode_event(newer)
+    except WireError:
+        return None
+    if not (isinstance(a, Evicted) and isinstance(b, Evicted)) or a.epoch != b.epoch:
+        return None
+    seqs: list[tuple[int, int]] = []
+    for first, last in sorted((*a.seqs, *b.seqs)):
+        if seqs and first <= seqs[-1][1] + 1:
+            seqs[-1] = (seqs[-1][0], max(seqs[-1][1], last))
+        else:
+            seqs.append((first, last))
+    if len(seqs) > MERGED_RANGES:
+        return None
+    return Evicted(b.ts_ms, a.samples + b.samples, max(a.total, b.total), seqs, b.epoch).encode()
 
 
 def _sends_any(groups: Sequence[Group], indices: Collection[int]) -> bool:

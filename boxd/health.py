@@ -78,7 +78,7 @@ class Reporter:
         q = self.queue
         return Health(
             ts_ms=self.clock.now_ms(), epoch=q.epoch, last_seq=q.last_seq(),
-            clock_ok=self.clock.trusted(), version=self.version, hb_s=self.buses.cfg.uplink.heartbeat_s,
+            clock_ok=self.clock.confirmed(), version=self.version, hb_s=self.buses.cfg.uplink.heartbeat_s,
             up_s=int(time.monotonic() - self._started), oldest_seq=q.oldest_seq(),
             queue=q.samples, evicted=q.meta("evicted_total"),
             buses={s.name: dict(s.stats()) for s in self.buses.sources},
@@ -99,7 +99,7 @@ class Reporter:
             "connected_since": st.since,
             "last_error": st.last_error,
             "queue_samples": self.queue.samples,
-            "clock_ok": self.clock.trusted(),
+            "clock_ok": self.clock.confirmed(),
             "buses": len(buses.sources),
             "bus_health": {src.name: {"points": len(src.points()), "polling": src.name in buses.polling,
                                       **{k: v for k, v in src.stats().items() if k in ("requests", "errors")}}

@@ -199,6 +199,7 @@ class ModemManagerTask:
             log.info("modem: %s %s (IMEI %s), SIM %s", self.identity.manufacturer, self.identity.model,
                      self.identity.imei, self.identity.iccid or "none")
         if not await self._sim_ready():
+            self.bearer_now = Bearer(False)  # no SIM, no data session
             return None
         self.reg = await b.registration()
         if self.reg.state == RegState.DENIED:
@@ -209,10 +210,15 @@ class ModemManagerTask:
             self.signal, self._signal_at = await b.signal(), now
             poor = grade(self.signal) == "poor"
             self._poor_since = (self._poor_since or now) if poor else None
+        was = self.bearer_now.connected
         if not self.reg.state.registered:
+            if was:
+                self._lost(f"the modem lost the network (registration {self.reg.state.value}); waiting for it")
             self.bearer_now = Bearer(False)
             return None
         self.bearer_now = await b.bearer()
+        if was and not self.bearer_now.connected:
+            self._lost("the network dropped the data bearer; connecting again")
         if self._reconnect_needed and self.bearer_now.connected:
             self._reconnect_needed = False
             self._count()
@@ -409,6 +415,12 @@ class ModemManagerTask:
             log.info("modem: the configuration fault is cleared")
             self._put_event(ModemEvent("fault_cleared"))
         self._wake()
+
+    def _lost(self, words: str) -> None:
+        """The data session went (the network's doing: no rung, no fault; the next check acts)."""
+        log.warning("modem: %s", words)
+        self._say(words)
+        self._wake()  # the modem's state in the next heartbeat
 
     def _say(self, text: str) -> None:
         if text != self.note:

@@ -85,6 +85,7 @@ class Queue:
         self._count = 0  # samples held in committed transactions (batches + pending)
         self._hidden: dict[int, int] = {}  # batch seq -> samples: removal asked for, not committed yet
         self._hidden_events: set[int] = set()
+        self._events_out = 0  # the newest event id `events()` handed out
         self._writing = 0  # readings asked to be written, not yet committed
         self._evicting: asyncio.Lock | None = None
 
@@ -290,12 +291,16 @@ class Queue:
     # -- the size limit ---------------------------------------------------------------------
 
     async def enforce_limit(self, in_flight: Callable[[], Collection[int]],
-                            event: EventDoc | None = None) -> tuple[int, list[int]]:
+                            event: EventDoc | None = None,
+                            merge: Callable[[bytes, bytes], bytes | None] | None = None) -> tuple[int, list[int]]:
         """Evict the oldest samples until at most `max_samples` remain.
 
         Batches handed to the broker (`in_flight()`, asked when the victims are chosen)
         are never evicted: they may be delivered. `event(samples, total, seqs)` makes the
-        payload of the event that reports it, queued in the same transaction.
+        payload of the event that reports it, queued in the same transaction; with `merge`,
+        the newest queued event, if it was never handed out (`events`), becomes
+        `merge(its payload, the new one)` unless that is None (an outage queues one
+        eviction event, not one per poll, for the broker's message rate afterwards).
 
         Returns:
             how many samples went, and the sequence numbers of the batches that went.
@@ -326,7 +331,8 @@ class Queue:
                     self._count -= from_batches + (result or 0)
 
             job = self._w.submit("evict the oldest samples",
-                                 lambda db: sql.evict(db, seqs, max(0, excess - from_batches), event), settle)
+                                 lambda db: sql.evict(db, seqs, max(0, excess - from_batches), event,
+                                                      (self._events_out, merge) if merge else None), settle)
             from_pending = await asyncio.shield(job)  # a cancelled caller leaves it to finish, counted
         return from_batches + from_pending, seqs
 
@@ -351,7 +357,10 @@ class Queue:
         """The oldest queued events."""
         rows = self._conn.execute("SELECT id, payload FROM events ORDER BY id LIMIT ?",
                                   (limit + len(self._hidden_events),))
-        return [(int(i), bytes(p)) for i, p in rows if i not in self._hidden_events][:limit]
+        out = [(int(i), bytes(p)) for i, p in rows if i not in self._hidden_events][:limit]
+        if out:  # handed out (perhaps to the broker): never merged into from now on
+            self._events_out = max(self._events_out, out[-1][0])
+        return out
 
     def ack_event(self, event_id: int) -> None:
         """The broker has the event: forget it (hidden now, removed by the writer)."""

@@ -116,6 +116,9 @@ class Monitor:
         below = oldest if oldest else last + 1
         start = self.store.first_seq(box_id, epoch)
         missing = [s for s in self.store.missing_seqs(box_id, epoch, below) if s >= start] if start else []
+        evicted, told = doc.get("evicted"), (prev or {}).get("evicted_told")
+        if missing and isinstance(evicted, int) and evicted > (told if isinstance(told, int) else 0):
+            return  # the Box evicted more than its events told yet: they are on their way (a gap or not: later)
         if missing:
             self._alert(box_id, "gap", str(epoch), f"batches acknowledged but never stored: {missing[:10]}")
         else:
@@ -137,7 +140,9 @@ class Monitor:
     def on_evicted(self, box_id: str, ev: Evicted) -> None:
         """The Box's queue overflowed: what it dropped (the batches too), and an alert."""
         self.store.put_evicted(box_id, ev.epoch, [list(r) for r in ev.seqs], ev.samples)
-        self._alert(box_id, "evicted", "", f"the Box's queue was full: {ev.total} oldest "
+        # the largest total told: events may arrive out of order (one sent again after a refusal)
+        total = self.store.note_evicted_told(box_id, ev.total)
+        self._alert(box_id, "evicted", "", f"the Box's queue was full: {total} oldest "
                                            f"samples dropped in all (latest: {ev.samples})", refresh=True)
 
     def on_modem(self, box_id: str, report: ModemReport) -> None:

@@ -86,11 +86,32 @@ class Alerts(StoreBase):
     """Alerts, health reports and devices (a part of `Store`)."""
 
     def put_health(self, box_id: str, doc: dict[str, object]) -> dict[str, object] | None:
-        """Keep a Box's latest health report; returns the previous one."""
+        """Keep a Box's latest health report; returns the previous one. The platform's own
+        ``evicted_told`` (`note_evicted_told`) is carried over into the new report, both with it;
+        where it was never set, it starts at the count the Box reported before (those were told)."""
         with self._tx() as db:
             before = db.execute(sa.select(health.c.doc).where(health.c.box_id == box_id)).scalar()
-            db.execute(_HEALTH(db), {"box_id": box_id, "received": time.time(), "doc": json.dumps(doc)})
-        return json.loads(before) if before else None
+            prev = json.loads(before) if before else None
+            told = (prev.get("evicted_told", prev.get("evicted")) if prev else doc.get("evicted")) or 0
+            if prev is not None:
+                prev["evicted_told"] = told
+            db.execute(_HEALTH(db), {"box_id": box_id, "received": time.time(),
+                                     "doc": json.dumps({**doc, "evicted_told": told})})
+        return prev
+
+    def note_evicted_told(self, box_id: str, total: int) -> int:
+        """The largest count of evicted samples a Box's ``evicted`` events told (kept in its health
+        row as ``evicted_told``, beside the heartbeat's own ``evicted``; the row's time of receipt is
+        the heartbeat's, unchanged); returns it."""
+        with self._tx() as db:
+            before = db.execute(sa.select(health.c.received, health.c.doc).where(health.c.box_id == box_id)).first()
+            if before is None:  # no heartbeat yet: the first one's count is taken as told (put_health)
+                return total
+            doc = json.loads(before.doc)
+            told = max(total, int(doc.get("evicted_told") or 0))
+            db.execute(_HEALTH(db), {"box_id": box_id, "received": float(before.received),  # not a heartbeat
+                                     "doc": json.dumps({**doc, "evicted_told": told})})
+        return told
 
     def health(self, box_id: str) -> tuple[float, dict[str, object]] | None:
         """(time received, report) of a Box's latest health report."""

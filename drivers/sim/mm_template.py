@@ -9,9 +9,11 @@ Enable, Reset), Modem3gpp (RegistrationState, OperatorName, OperatorCode; Regist
 (Connected, Interface, Ip4Config, Properties, Stats), and InhibitDevice on the daemon object.
 
 Faults and counters through the interface ``org.boxd.FakeModem`` of the daemon object:
-``Fault(s)`` with "sim-missing", "sim-in", "pin:<attempts>", "denied", "home", "roaming",
-"apns:<a,b>", "signal:<rsrp>,<rsrq>,<snr>"; ``Counts() -> s`` (JSON: resets, pin_tries,
-registrations, connects, inhibits).
+``Fault(s)`` with "sim-missing" (the SIM pulled: the bearer goes, the modem fails), "sim-in",
+"pin:<attempts>", "denied", "home", "roaming", "searching" (the network lost: the bearer goes),
+"drop" (the network drops the bearer), "reboot" (the modem resets by itself: the bearer goes, it
+comes back disabled), "apns:<a,b>", "signal:<rsrp>,<rsrq>,<snr>"; ``Counts() -> s`` (JSON: resets,
+pin_tries, registrations, connects, inhibits).
 
 Every function runs inside the dbusmock process; nothing here is imported by boxd.
 """
@@ -121,8 +123,12 @@ def _fault(self, fault):
     from dbusmock import mockobject
 
     name, _, value = fault.partition(":")
-    if name == "sim-missing":
-        _s["missing"] = True
+    lost = {"sim-missing": {"missing": True, "enabled": False}, "searching": {"reg": 2}, "drop": {},
+            "reboot": {"enabled": False}}
+    if name in lost:  # the data session goes with each
+        for path in list(_modem().Get(MODEM, "Bearers")):
+            _drop(path)
+        _s.update(lost[name])
     elif name == "sim-in":
         _s["missing"] = False
     elif name == "pin":

@@ -251,6 +251,9 @@ class BoxStrategy(Strategy):  # type: ignore[misc]
         self.target.activate(self.power)
         if state == "off":
             self.power.off()
+        elif self.status == "ready":  # already on since it was shown ready: still online with every point good
+            wait_for(lambda: self.ready_check(0.0), self.ready_timeout, "the Box to be ready (the platform's view)",
+                     step=0.5)
         else:
             since = time.time()
             self.power.on()

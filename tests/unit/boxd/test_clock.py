@@ -50,3 +50,50 @@ def test_a_large_skew_is_corrected_and_dropped_when_the_system_clock_steps() -> 
     assert c.stored_time(t.wall) == t.wall + 3_600_000
     t.wall += 3_600_000  # NTP steps the system clock
     assert c.now_ms() == t.wall and c.correction_ms == 0
+
+
+def test_a_confirmed_clock_stepped_forward_then_back_keeps_stamping_true_until_the_platform_speaks() -> None:
+    t = FakeTime(wall=BUILD + 1_000_000)
+    c = clock(t)
+    c.platform_time(t.wall)  # confirmed, no correction
+    true = t.wall
+    assert c.confirmed()
+    t.wall += 3_600_000  # someone steps the system clock an hour ahead (no NTP to set it right)
+    t.tick(100)
+    true += 100
+    assert c.stored_time(t.wall) == true and c.now_ms() == true  # a reading's stamp: the true time, not an hour on
+    assert c.trusted() and not c.confirmed()  # its heartbeat asks the platform for its time
+    t.wall -= 3 * 3_600_000  # and two hours back from the truth
+    t.tick(100)
+    true += 100
+    assert c.stored_time(t.wall) == true and c.timebase().offset_ms + t.mono == true
+    c.platform_time(true)  # the platform answers: the correction is anchored on the stepped clock
+    assert c.confirmed() and c.correction_ms == 2 * 3_600_000 and c.now_ms() == true
+    t.tick(1_000)
+    assert c.now_ms() == true + 1_000
+
+
+def test_a_step_before_the_platform_confirmed_the_time_is_taken_as_it_is() -> None:
+    t = FakeTime(wall=BUILD + 1_000_000)
+    c = clock(t)
+    assert c.now_ms() == t.wall
+    t.wall += 600_000  # NTP sets a clock that was ten minutes slow: nothing better to keep
+    assert c.now_ms() == t.wall and c.stored_time(t.wall) == t.wall and c.confirmed()
+
+
+def test_small_drifts_are_not_steps() -> None:
+    t = FakeTime(wall=BUILD + 1_000_000)
+    c = clock(t)
+    c.platform_time(t.wall)
+    t.wall += 1_500  # slewed, or a step within STEP_MS
+    assert c.now_ms() == t.wall and c.confirmed()
+
+
+def test_a_reading_stamped_just_before_a_held_step_is_stored_on_the_time_before_it() -> None:
+    t = FakeTime(wall=BUILD + 1_000_000)
+    c = clock(t)
+    c.platform_time(t.wall)
+    read_at = t.wall  # the bus stamps a reading...
+    t.wall += 3_600_000  # ...the clock steps before the poll is stored
+    assert c.stored_time(read_at) == read_at
+    assert c.stored_time(t.wall) == read_at  # and one read after the step: the same instant, truly

@@ -235,3 +235,44 @@ async def test_evicting_readings_not_yet_batched_skips_a_batch_number_said_evict
     b = wire.decode_batch(q.batches(1, 1)[0][1])
     assert [(g.first, g.values, g.unchanged) for g in b.groups] == [(0, [5.0, 6.0], 0), (0, [], 2)]
     q.close()
+
+
+@in_loop
+async def test_evictions_while_no_event_was_handed_out_are_one_event(tmp_path: Path) -> None:
+    """An outage evicts after every poll: one eviction event for all of it (not one message per poll
+    for the broker's per-Box rate once the link is back), the batch numbers of each said; once handed
+    out (perhaps to the broker) an event is never changed: the next eviction is a new one."""
+    from boxd.fieldbus import merge_evictions
+    from proto.uplink import Evicted, decode_event
+
+    q = opened(tmp_path / "q.db", max_samples=4)
+
+    def event(n: int, total: int, gone: list[int]) -> bytes:
+        return Evicted(0, n, total, [(s, s) for s in gone], 7).encode()
+
+    async def overflow(i: int) -> None:
+        await q.put(7, i, 0, [i, i, i], {})
+        await q.enforce_limit(set, event, merge_evictions)
+
+    for i in range(4):
+        await overflow(i)
+    ((_, payload),) = q.events(10)
+    ev = decode_event(payload)
+    assert isinstance(ev, Evicted) and ev.total == ev.samples == 9 and ev.seqs == [(1, 3)], ev
+    await overflow(4)  # handed out above: a new event
+    events = [decode_event(p) for _, p in q.events(10)]
+    assert len(events) == 2 and events[1].total == 12 and events[1].seqs == [(4, 4)], events  # type: ignore[union-attr]
+    q.close()
+
+
+def test_eviction_events_merge_only_within_one_epoch_and_a_bounded_size() -> None:
+    from boxd.fieldbus import MERGED_RANGES, merge_evictions
+    from proto.uplink import Evicted, decode_event
+
+    a, b = Evicted(1, 5, 5, [(1, 2)], 7), Evicted(2, 3, 8, [(3, 3), (9, 9)], 7)
+    merged = decode_event(merge_evictions(a.encode(), b.encode()) or b"")
+    assert merged == Evicted(2, 8, 8, [(1, 3), (9, 9)], 7)
+    assert merge_evictions(a.encode(), Evicted(2, 3, 8, [(3, 3)], 8).encode()) is None  # another epoch
+    many = Evicted(1, 5, 5, [(2 * k, 2 * k) for k in range(MERGED_RANGES)], 7)
+    assert merge_evictions(many.encode(), Evicted(2, 1, 6, [(999, 999)], 7).encode()) is None
+    assert merge_evictions(b"junk", b.encode()) is None

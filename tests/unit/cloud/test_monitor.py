@@ -102,6 +102,46 @@ def test_a_gap_is_an_alert_unless_the_batches_were_evicted(mon: Monitor) -> None
     assert kinds(mon) == ["evicted"]
 
 
+def test_batches_a_box_said_it_evicted_are_no_gap_while_its_eviction_event_is_on_the_way(mon: Monitor) -> None:
+    for seq in (1, 2, 4):
+        store(mon, seq)
+    mon.on_health("B1", health(last_seq=2, oldest_seq=0, evicted=0))
+    # the heartbeat (published at once) overtakes the eviction event (queued behind the backlog)
+    mon.on_health("B1", health(last_seq=4, oldest_seq=0, evicted=5))
+    assert kinds(mon) == []
+    mon.on_evicted("B1", Evicted(ts_ms=0, samples=5, total=5, seqs=[(3, 3)], epoch=7))
+    mon.on_health("B1", health(last_seq=4, oldest_seq=0, evicted=5))
+    assert kinds(mon) == ["evicted"]
+    # a batch missing that the Box never said it evicted is a gap, as before
+    for seq in (5, 7):
+        store(mon, seq)
+    mon.on_health("B1", health(last_seq=7, oldest_seq=0, evicted=5))
+    assert kinds(mon) == ["evicted", "gap:7"]
+
+
+def test_a_box_heard_before_evictions_were_told_is_checked_for_gaps_from_its_count_then(mon: Monitor) -> None:
+    store(mon, 1)
+    store(mon, 3)
+    mon.on_health("B1", health(last_seq=0, oldest_seq=0, evicted=40))  # its first report: those were told
+    mon.on_health("B1", health(last_seq=3, oldest_seq=0, evicted=40))
+    assert kinds(mon) == ["gap:7"]
+
+
+def test_the_evicted_alert_says_the_largest_total_the_box_told(mon: Monitor) -> None:
+    mon.on_health("B1", health(evicted=0))
+    for total, samples in ((9, 9), (2619, 210), (100, 91)):  # the last one late (sent again after a refusal)
+        mon.on_evicted("B1", Evicted(ts_ms=0, samples=samples, total=total, seqs=[], epoch=7))
+    (alert,) = mon.store.alerts("B1")
+    assert alert.kind == "evicted" and "2619 oldest samples dropped in all" in alert.message, alert
+    health_row = mon.store.health("B1")
+    assert health_row is not None and health_row[1]["evicted_told"] == 2619
+
+
+def test_an_eviction_event_before_any_heartbeat_makes_no_health_report(mon: Monitor) -> None:
+    mon.on_evicted("B1", Evicted(ts_ms=0, samples=9, total=9, seqs=[], epoch=7))
+    assert mon.store.health("B1") is None  # "no heartbeat yet" stays true for the operator's tools
+
+
 def test_a_clock_far_off_is_an_alert(mon: Monitor) -> None:
     mon.on_health("B1", health(ts=int(time.time() * 1000) + 3_600_000))
     assert kinds(mon) == ["clock"]
