@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench.measure import Tree
-from cloud.store import Store, _telemetry
+from cloud.store import Store, _ingest
 from drivers import PointInfo
 from proto import wire
 from tests.support.pgserver import PgServer
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     table, batches = make_batches(args.batches + 50, args.samples_per_batch, min(args.points, args.samples_per_batch))
     if args.no_copy:
-        _telemetry._SAMPLES.copy = None
+        _ingest._SAMPLES.copy = None
     figures: dict[str, dict[str, float]] = {}
     if args.engine in ("sqlite", "both"):
         with tempfile.TemporaryDirectory() as tmp:

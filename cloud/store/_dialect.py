@@ -13,9 +13,9 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
   (a batch stored) takes none, and writers go in parallel. Reads take no lock.
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
-- `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
-  many rows a statement on SQLite: the hot paths (a batch's samples; what every API request reads)
-  without SQLAlchemy's work per execution.
+- `Prepared`, `BulkInsert`, `NewKeys`: statements compiled once per dialect and run on the driver's
+  cursor, many rows a statement: the hot paths (a group of batches, their samples; what every API
+  request reads) without SQLAlchemy's work per execution.
 
 No network I/O but the database's; `engine` creates nothing until a connection opens.
 """
@@ -155,6 +155,13 @@ class Prepared:
         cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
         return int(cur.rowcount)
 
+    def run_many(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+        """Execute once a row, in the rows' order (one ``executemany``: psycopg pipelines it)."""
+        if not rows:
+            return
+        sql, positional = self._sql(conn)
+        _cursor(conn).executemany(sql, rows if positional else [dict(zip(self.params, r, strict=True)) for r in rows])
+
     def rows(self, conn: Connection, row: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """A SELECT's rows (the driver's tuples, in the statement's columns' order)."""
         sql, positional = self._sql(conn)
@@ -223,6 +230,38 @@ class BulkInsert:
             cur.executemany(self._sql(conn, n), [list(chain.from_iterable(rows[k:k + n])) for k in range(0, whole, n)])
         if whole < len(rows):
             cur.executemany(self._sql(conn, 1), rows[whole:])
+
+
+class NewKeys:
+    """An insert of many rows that skips those whose key is stored already, and says which rows it
+    inserted (by their key, the table's first `keys` columns): the batches of a group.
+
+    On PostgreSQL one statement whatever the rows (``INSERT ... SELECT * FROM unnest(arrays) ON
+    CONFLICT DO NOTHING RETURNING key``: one round trip), its rows inserted in the order given (so
+    that writers sorting their keys lock them in one order); on SQLite one statement a row (no
+    round trips there), its row count saying whether it inserted. Rows as tuples of every column.
+    """
+
+    def __init__(self, table: sa.Table, keys: int) -> None:
+        self.table, self.keys = table, keys
+        self._skip = Prepared(Upsert(table), [c.name for c in table.columns])  # DO NOTHING on any conflict
+        self._pg: str | None = None
+
+    def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> set[tuple[Any, ...]]:
+        """Insert the rows not stored yet; the keys of those it inserted."""
+        if conn.dialect.name != "postgresql":
+            return {r[:self.keys] for r in rows if self._skip.run(conn, r) == 1}
+        if self._pg is None:
+            cols = list(self.table.columns)
+            arrays = ", ".join(f"%s::{c.type.compile(conn.dialect)}[]" for c in cols)
+            names = [f'"{c.name}"' for c in cols]
+            self._pg = (f'INSERT INTO "{self.table.name}" ({", ".join(names)}) SELECT * FROM unnest({arrays}) '  # noqa: S608 (the schema's names)
+                        f"ON CONFLICT DO NOTHING RETURNING {', '.join(names[:self.keys])}")
+        if not rows:
+            return set()
+        cur = _cursor(conn)
+        cur.execute(self._pg, [list(col) for col in zip(*rows, strict=True)])
+        return {tuple(r) for r in cur.fetchall()}
 
 
 def no_limit_params(stmt: Select[Any], limit: int) -> Select[Any]:
