@@ -15,35 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import MQTTErrorCode
 
 from cloud.errors import StoreError
 from cloud.platform import Cloud
 from cloud.store import Incoming, Store
-from drivers._types import PointInfo
-from proto import topics, wire
+from proto import topics
 from proto.topics import Up
-from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
+from tests.support.cloudkit import make_cloud
 from tests.support.lazyfs import LazyFS
+from tests.support.receiverkit import acks_of_batches, batch, scripted_box
 from tests.support.wait import wait_for
-
-TABLE = [PointInfo("m.energy", "kWh", "uint32"), PointInfo("m.power", "kW", "float32")]
-TID = wire.table_id(TABLE)
-EPOCH = 77
-
-
-def batch(seq: int) -> bytes:
-    return wire.encode_batch(EPOCH, seq, TID, 1_700_000_000_000 + 1000 * seq, [wire.encode_group(0, 0, [seq, 0.5], {})])
-
-
-def scripted_box(cloud: Cloud, state: Path, serial: str) -> tuple[str, Client]:
-    ident = provision(cloud, state, serial)
-    c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
-    wait_for(c.connected.is_set, 10, f"{serial} to connect")
-    c.client.publish(topics.up(ident.box_id, Up.META), wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
-    return ident.box_id, c
 
 
 class FailingStore:
@@ -121,31 +103,6 @@ def test_a_malformed_batch_is_acknowledged_once_and_not_sent_again(cloud: Cloud,
     finally:
         c.close()
     assert cloud.receiver.counters.rejected - rejected == 1  # refused once: no redelivery loop
-
-
-def acks_of_batches(rx: mqtt.Client) -> list[int]:
-    """The seq of every batch `rx` (the receiver's paho client) acknowledges from now on, in order (its
-    `ack` and message callback wrapped: nothing else changes)."""
-    acked: list[int] = []
-    seq_of: dict[int, int] = {}  # packet id -> the batch it carries (an id is reused only once acknowledged)
-    real_ack, real_on_message = rx.ack, rx.on_message
-
-    def ack(mid: int, qos: int) -> MQTTErrorCode:
-        seq = seq_of.get(mid)
-        rc = real_ack(mid, qos)
-        if seq is not None:
-            acked.append(seq)
-        return rc
-
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if topics.parse(msg.topic).leaf == Up.DATA:
-            seq_of[msg.mid] = wire.decode_batch(bytes(msg.payload)).seq
-        else:
-            seq_of.pop(msg.mid, None)
-        real_on_message(client, userdata, msg)  # type: ignore[misc]
-
-    rx.ack, rx.on_message = ack, on_message  # type: ignore[method-assign]
-    return acked
 
 
 @pytest.fixture
