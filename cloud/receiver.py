@@ -129,6 +129,9 @@ class Receiver:
             self._client.loop_stop()
             self._client = None
         self.intake.stop()
+        if self.intake.groups:
+            log.info("receiver %s handled %d messages in %d groups (%.1f a group)", self.identity,
+                     self.intake.messages, self.intake.groups, self.intake.messages / self.intake.groups)
         self.acker.stop()
         self.pacer.stop()
 

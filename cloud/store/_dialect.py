@@ -90,6 +90,13 @@ def begin_write(conn: Connection, *, keyed: bool = False) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
 
 
+def lock_writes(conn: Connection) -> None:
+    """Take the database's write lock inside a transaction begun `keyed`, before its first write
+    (SQLite's transactions hold it from their start already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+
+
 def _insert(dialect: Dialect, table: sa.Table) -> Any:
     if dialect.name == "sqlite":
         from sqlalchemy.dialects import sqlite

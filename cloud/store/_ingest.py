@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from cloud.store._acks import DUE
 from cloud.store._base import StoreBase
 from cloud.store._connectors import feed
-from cloud.store._dialect import BulkInsert, NewKeys, Prepared, Upsert
+from cloud.store._dialect import BulkInsert, NewKeys, Prepared, Upsert, lock_writes
 from cloud.store._fleet import boxes
 from cloud.store._points import Batch, LatestRow, PointTable, SampleRow, SpanRow, sample_rows, span_rows
 from cloud.store._telemetry import batches, conflicts, latest, samples, spans
@@ -144,11 +144,13 @@ class Ingest(StoreBase):
         for r in made:
             first.setdefault(r.item.key, r)
         keyed = sorted(first.values(), key=lambda r: r.item.key)  # lock order (module docstring)
-        # a batch that feeds connectors takes the database's write lock: the feed's row numbers must be
-        # given in commit order, or a connector's pass could move past a number a slower transaction
-        # commits later (PostgreSQL)
-        to_feed = any(r.item.payload for r in keyed) and self.feeding()
-        with self._tx(keyed=not to_feed) as db:
+        with self._tx(keyed=True) as db:
+            # a batch that feeds connectors takes the database's write lock (before any write): the feed's
+            # row numbers must be given in commit order, or a connector's pass could move past a number a
+            # slower transaction commits later (PostgreSQL)
+            to_feed = any(r.item.payload for r in keyed) and self.feeding(db)
+            if to_feed:
+                lock_writes(db)
             new = _NEW_BATCHES.run(db, [(*r.item.key, now, len(r.samples), r.item.digest, r.ts_max) for r in keyed])
             stored = [r for r in made if r.item.key in new and first[r.item.key] is r]  # in the group's order
             old = [k for k in first if k not in new]
