@@ -9,8 +9,9 @@ The batches are decoded beforehand (`proto.wire`): what is timed is the store's 
 database's, in this process: one writer, as one receiver is.
 
 ``--samples-per-batch 20`` is the fleet's pattern (a Box's 20 points every 10 s); 5000 is a
-backlog after an outage. ``--no-copy`` stores the samples through SQLAlchemy's batched
-executemany instead of COPY (the figure that chose COPY).
+backlog after an outage. ``--no-copy`` stores the samples through one INSERT over arrays
+(``unnest``, as the latest values go) instead of COPY (it was SQLAlchemy's batched executemany
+when the figure that chose COPY was taken).
 
     .venv/bin/python -m bench.pgingest [--batches 2000] [--samples-per-batch 500] [--engine both] [--group 50]
 
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="writers at once, each with its own connection, as receivers are (default %(default)s)")
     p.add_argument("--group", type=int, default=1,
                    help="batches a transaction (1: one each; the receiver groups what waits) (default %(default)s)")
-    p.add_argument("--no-copy", action="store_true", help="samples through executemany, not COPY (PostgreSQL)")
+    p.add_argument("--no-copy", action="store_true",
+                   help="samples through an INSERT over arrays (unnest), not COPY (PostgreSQL)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     table, batches = make_batches(args.batches + 50, args.samples_per_batch, min(args.points, args.samples_per_batch))
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     per_batch = len(list(batches[0][1].samples(table)))
     print(f"{len(batches) - 50} batches of {per_batch} samples, {args.writers} writer(s), "
           f"{'a commit a batch' if args.group == 1 else f'{args.group} batches a commit'}"
-          f"{' (samples by executemany)' if args.no_copy else ''}")
+          f"{' (samples by an INSERT over arrays)' if args.no_copy else ''}")
     for engine, f in figures.items():
         print(f"  {engine:<10} load {f['load_average_1min']:.1f} {f['rows_per_s']:>10,.0f} rows/s"
               f"  {f['batches_per_s']:>8,.0f} batches/s  "

@@ -192,8 +192,9 @@ class BulkInsert:
     as one ``executemany`` on the driver's cursor, the rest one row a statement: a third less work
     a row than a row a statement (docs/performance.md). On PostgreSQL, a plain insert
     (`BulkInsert.into`) streams its rows through ``COPY ... FROM STDIN`` (psycopg's, in the
-    store's transaction: one round trip, no statement a row); an upsert goes through SQLAlchemy's
-    batched ``executemany``. The rows of one call must not repeat an upsert's key.
+    store's transaction: one round trip, no statement a row); an upsert is one statement whatever
+    the rows, its VALUES an ``unnest`` of one array a column (the rows in their order: a writer
+    sorting them locks them in that order). The rows of one call must not repeat an upsert's key.
     """
 
     ROWS = 100
@@ -202,6 +203,7 @@ class BulkInsert:
                  copy: str | None = None) -> None:
         self.build, self.columns, self.copy = build, tuple(columns), copy
         self._compiled: dict[int, str] = {}  # SQLite: rows a statement -> SQL
+        self._unnest: str | None = None  # PostgreSQL: the statement over arrays
 
     @classmethod
     def into(cls, table: sa.Table) -> BulkInsert:
@@ -218,6 +220,19 @@ class BulkInsert:
             sql = self._compiled[rows] = _compile(stmt, conn.dialect, params)[0]
         return sql
 
+    def _over_arrays(self, conn: Connection) -> str:
+        """The statement with ``SELECT * FROM unnest(%(column)s::type[], ...)`` for its VALUES (PostgreSQL)."""
+        if self._unnest is None:
+            stmt = self.build(conn).values({c: sa.bindparam(c) for c in self.columns})
+            sql, _ = _compile(stmt, conn.dialect, self.columns)
+            head, values = sql.split(" VALUES (", 1)
+            last = f"%({self.columns[-1]})s"
+            tail = values[values.index(")", values.rindex(last) + len(last)) + 1:]  # after VALUES (...)
+            table = stmt.table
+            arrays = ", ".join(f"%({c})s::{table.c[c].type.compile(conn.dialect)}[]" for c in self.columns)
+            self._unnest = f"{head} SELECT * FROM unnest({arrays}){tail}"  # noqa: S608 (the schema's names)
+        return self._unnest
+
     def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
         """Insert every row (nothing for none)."""
         if not rows:
@@ -226,6 +241,10 @@ class BulkInsert:
             with _cursor(conn).copy(self.copy) as copy:  # psycopg's
                 for r in rows:
                     copy.write_row(r)
+            return
+        if conn.dialect.name == "postgresql":
+            _cursor(conn).execute(self._over_arrays(conn), dict(zip(self.columns, map(list, zip(*rows, strict=True)),
+                                                                    strict=True)))
             return
         if conn.dialect.name != "sqlite":
             conn.execute(self.build(conn), [dict(zip(self.columns, r, strict=True)) for r in rows])
