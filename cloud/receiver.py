@@ -204,8 +204,9 @@ class Receiver:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _take_all(self, msgs: list[mqtt.MQTTMessage]) -> list[bool]:
-        """Handle messages in the order they came, the batches among them stored in one transaction
-        (after the others were handled); whether each may be acknowledged."""
+        """Handle messages in the order they came, the batches among them stored in one transaction;
+        whether each may be acknowledged. A Box's other message waits until its batches before it are
+        stored (a heartbeat says which batches the Box no longer holds: they must be found stored)."""
         done = [True] * len(msgs)
         group: list[tuple[int, Incoming]] = []
         for i, msg in enumerate(msgs):
@@ -215,12 +216,19 @@ class Receiver:
             box_id, leaf = where
             if leaf == Up.DATA:
                 done[i] = self._guarded(msg, box_id, partial(self._admit_batch, box_id, bytes(msg.payload), group, i))
-            else:
-                done[i] = self._guarded(msg, box_id, partial(self.handle, box_id, leaf, bytes(msg.payload)))
+                continue
+            if any(item.box_id == box_id for _, item in group):
+                self._store_group(msgs, group, done)
+                group = []
+            done[i] = self._guarded(msg, box_id, partial(self.handle, box_id, leaf, bytes(msg.payload)))
+        self._store_group(msgs, group, done)
+        return done
+
+    def _store_group(self, msgs: list[mqtt.MQTTMessage], group: list[tuple[int, Incoming]], done: list[bool]) -> None:
+        """Store the batches of `group` (their messages' indexes in `msgs`) in one transaction."""
         outcomes = self.batches.store_group([item for _, item in group]) if group else []
         for (i, item), outcome in zip(group, outcomes, strict=True):
             done[i] = self._guarded(msgs[i], item.box_id, partial(self.batches.stored, item, outcome))
-        return done
 
     def _admit_batch(self, box_id: str, payload: bytes, group: list[tuple[int, Incoming]], i: int) -> None:
         if self.pacer.admit(box_id, Up.DATA, payload):

@@ -175,3 +175,24 @@ def test_nothing_is_acknowledged_or_said_stored_before_the_groups_commit(tmp_pat
     assert acks == [1, 2] and store.batch_keys("B1") == [(EPOCH, 1), (EPOCH, 2)]
     notice = store.claim_notice("B1", now=2e10)
     assert notice is not None and notice.seq == 2
+
+
+@both_engines
+def test_a_heartbeat_behind_its_boxs_batches_in_a_group_finds_them_stored(tmp_path: Path, store: Store) -> None:
+    """A Box that frees its batches at the broker's PUBACK (an older Box) may say so in a heartbeat
+    that arrives with them in one group: it is handled after they are stored, or a gap alert would
+    open for batches that were on their way."""
+    store.enroll_box("B1", "B1", 1, 2e9)
+    r = Receiver(Pki(tmp_path / "pki"), store, "localhost", 1)
+    r.handle("B1", "meta", wire.encode_table(list(TABLE)))
+    acks: list[int] = []
+    intake = Intake(r._take_all, lambda mid, _qos: acks.append(mid), lambda: None)
+    intake.run([Taken(message("B1", Up.DATA, payload("B1", 1), 1), 0)])
+    beat = Health(1_700_000_000_000, EPOCH, 3, oldest_seq=0).encode()  # it holds nothing: 2 and 3 went out
+    msgs = [message("B2", Up.DATA, payload("B2", 1), 2), message("B1", Up.DATA, payload("B1", 2), 3),
+            message("B1", Up.DATA, payload("B1", 3), 4), message("B1", Up.HEALTH, beat, 5),
+            message("B1", Up.DATA, payload("B1", 4), 6)]
+    intake.run([Taken(m, 0) for m in msgs])
+    assert acks == [1, 2, 3, 4, 5, 6]
+    assert store.batch_keys("B1") == [(EPOCH, 1), (EPOCH, 2), (EPOCH, 3), (EPOCH, 4)]
+    assert [a.kind for a in store.alerts("B1", include_closed=True)] == []  # no gap, not even for a moment
