@@ -173,6 +173,11 @@ class Monitor:
         if self._answering.get((box_id, "")) is None:  # first data since start: clear a stale no_data
             self._clear(box_id, "no_data")
             self._answering.put((box_id, ""), True)
+        unknown = [dev for dev in devices if self._answering.get((box_id, dev)) is None]
+        if unknown:  # since start (or forgotten): what the store says, one read, not a write a device
+            stored_bad = {d for d, _, _ in self.store.bad_devices(box_id)}
+            for dev in unknown:
+                self._answering.put((box_id, dev), dev not in stored_bad)
         for dev, (bad, n) in devices.items():
             answers = bad < n
             if self._answering.get((box_id, dev)) == answers:

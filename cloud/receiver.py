@@ -3,25 +3,26 @@
 Topics handled (`boxes/<id>/up/<leaf>`, `proto.topics`; the broker's ACL guarantees that only Box
 <id> can publish there): `meta` (point table), `data` (batches), `status` (retained
 online/offline, and the Last Will), `health` (heartbeats), `events`, `replies`, and the broker's
-`limits` notices; each decoded by `proto` into its typed message, strictly. Monitoring
+`limits` notices; each decoded by `proto` into its typed message, strictly. Batches are stored
+several a transaction (`cloud._intake` groups what waits, `cloud._batches` stores it). Monitoring
 rules live in `cloud.monitor`; `ota` events go to the `on_ota` callback (the platform sets
 it to the deployment rules, `cloud.deploy`: the receiver knows nothing of them). The
 receiver answers a Box that comes online, or whose clock is off, with the platform's
 time on `boxes/<id>/down/time`, and a Box that comes online without the platform's current CRL
-(its status names the one it holds) with the CRL. A batch whose point table the platform does not know is parked
-(kept in the store) and the Box is asked for its table on `boxes/<id>/down/table` (at most once
-in `ASK_TABLE_S` per Box and table): a Box sends its retained table only when the broker lacks
-it (`boxd.pointtable`), so a platform that lost it (a restored database) must ask.
+(its status names the one it holds) with the CRL. A batch whose point table the platform does not
+know is parked and the Box asked for its table (`cloud._batches`).
 
 Acknowledgement: the receiver acknowledges a message (PUBACK, paho's `manual_ack`) only once it
-is handled: a batch only once its transaction committed. A message the store could not take, or
-whose handling failed in a way not foreseen (a bug), is not acknowledged: the receiver ends the
-connection (not the session), and the broker sends every unacknowledged message again when paho
-reconnects (1-5 s later); until then the receiver takes nothing more from that connection, so
-acknowledgements stay in order. A message that failed unforeseen `MAX_FAILURES` times is then
-rejected (logged with its Box; a Box that keeps batches until stored sends it again later, and
-its stored notice does not pass it). A malformed message is rejected with a logged reason,
-acknowledged (sending it again would not mend it), and never stops the receiver.
+is handled: a batch only once the transaction of its group committed (`cloud._intake`). A message
+the store could not take, or whose handling failed in a way not foreseen (a bug), is not
+acknowledged: the receiver ends the connection (not the session), and the broker sends every
+unacknowledged message again when paho reconnects (1-5 s later); until then nothing more of that
+connection is acknowledged, so acknowledgements stay in order. A group the database refuses is
+stored again a batch at a time: one bad batch does not cost the others. A message that failed
+unforeseen `MAX_FAILURES` times is then rejected (logged with its Box; a Box that keeps batches
+until stored sends it again later, and its stored notice does not pass it). A malformed message
+is rejected with a logged reason, acknowledged (sending it again would not mend it), and never
+stops the receiver.
 
 Alone (the default), its session is persistent: what arrives while it is down waits in the broker.
 One of several (`group`), it joins the shared subscription ``$share/<group>/boxes/+/up/#`` with a
@@ -33,7 +34,6 @@ stored (`cloud._acker`), and the Box sends again what never was (docs/architectu
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import socket
@@ -41,7 +41,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -50,13 +50,15 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud._acker import Acker
+from cloud._batches import Batches, Counters, device_counts
+from cloud._intake import RECEIVE_MAX, Intake
 from cloud._pacer import Pacer
 from cloud.errors import StoreError
-from cloud.monitor import COMM_FAULTS, Monitor
+from cloud.monitor import Monitor
 from cloud.pki import Pki
-from cloud.store import PointTable, Store
+from cloud.store import Incoming, Store
 from proto import topics, wire
-from proto.downlink import TableRequest, TimeNotice
+from proto.downlink import TimeNotice
 from proto.errors import WireError
 from proto.modem import ModemEvent, WanEvent
 from proto.replies import CmdReply, decode_reply
@@ -68,23 +70,6 @@ log = logging.getLogger("boxcloud.receiver")
 
 SESSION_EXPIRY_S = 14 * 86400  # the receiver's persistent session outlives two weeks of absence
 MAX_FAILURES = 3  # unforeseen failures of one message before it is rejected (not a redelivery loop)
-MAX_PARKED = 1000  # batches per Box waiting for their point table
-ASK_TABLE_S = 60.0  # a Box asked for a missing point table at most once in this time (per table)
-
-
-@dataclass
-class Counters:
-    """What the receiver has done, for logs, tests and benchmarks."""
-
-    batches: int = 0
-    samples: int = 0
-    duplicates: int = 0
-    parked: int = 0
-    tables_asked: int = 0  # requests for a missing point table sent to Boxes
-    rejected: int = 0
-    store_errors: int = 0  # messages not acknowledged because the store (or an unforeseen failure) refused
-    last_rejection: str = ""
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 class Receiver:
@@ -102,10 +87,10 @@ class Receiver:
         self.connected = threading.Event()
         self.on_ota: Callable[[str, OtaEvent], None] | None = None  # (Box, event)
         self.pacer = Pacer(store, self.monitor)  # each Box's decoding work bounded (cloud._pacer)
+        self.batches = Batches(store, self.monitor, self.counters, self.publish_down)
+        self.intake = Intake(self._take_all, self._ack, self._end_connection)  # group commit (cloud._intake)
         self._client: mqtt.Client | None = None
         self._ctx: ssl.SSLContext | None = None
-        self._holding = False  # a message of this connection could not be stored: take nothing more from it
-        self._asked: dict[tuple[str, int], float] = {}  # (Box, table id) -> when it was last asked for
         self._failed: dict[bytes, int] = {}  # digest -> unforeseen failures of a message (bounded)
         self.notices = True  # False: behave as a platform before stored notices (compatibility proofs)
         self.acker = Acker(store, self.publish_down)
@@ -124,8 +109,10 @@ class Receiver:
         c.on_subscribe = self._on_subscribe
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 0 if self.group else SESSION_EXPIRY_S  # a member's session ends with it
+        props.ReceiveMaximum = RECEIVE_MAX  # room for a group while the last one commits
         self._client = c
         self.pacer.start(self._dispatch_aside)
+        self.intake.start()
         self.acker.start()
         alone = not self.group
         try:
@@ -141,6 +128,10 @@ class Receiver:
             self._client.disconnect()
             self._client.loop_stop()
             self._client = None
+        self.intake.stop()
+        if self.intake.groups:
+            log.info("receiver %s handled %d messages in %d groups (%.1f a group)", self.identity,
+                     self.intake.messages, self.intake.groups, self.intake.messages / self.intake.groups)
         self.acker.stop()
         self.pacer.stop()
 
@@ -182,7 +173,7 @@ class Receiver:
         if getattr(rc, "is_failure", False):
             log.error("the broker refused the receiver: %s", rc)
             return
-        self._holding = False
+        self.intake.new_connection()
         c.subscribe(topics.shared_up_filter(self.group) if self.group else topics.up_filter(), 1)
         self.connected.set()
         log.info("receiver %s connected to %s:%s%s", self.identity, self.host, self.port,
@@ -194,32 +185,72 @@ class Receiver:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object) -> None:
         self.connected.clear()
+        self.intake.new_connection()
         log.warning("receiver disconnected from the broker: %s", rc)
 
-    def _on_message(self, c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-        if self._holding:
-            return  # not acknowledged: the broker sends it again after the reconnection
-        if self._take(msg):
-            c.ack(msg.mid, msg.qos)
-            return
-        self._holding = True
-        sock = c.socket()
-        if isinstance(sock, socket.socket):  # end the connection, keep the session: paho reconnects, the broker resends
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        self.intake.put(msg)  # handled and acknowledged by the intake's thread, never this one
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if self._client is not None:
+            self._client.ack(mid, qos)
+
+    def _end_connection(self) -> None:
+        """A message could not be handled: end the connection, keep the session (paho reconnects, the
+        broker sends again what was not acknowledged)."""
+        sock = self._client.socket() if self._client is not None else None
+        if isinstance(sock, socket.socket):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _take(self, msg: mqtt.MQTTMessage) -> bool:
-        """Handle one message; False when the store could not take it (it must not be acknowledged)."""
+    def _take_all(self, msgs: list[mqtt.MQTTMessage]) -> list[bool]:
+        """Handle messages in the order they came, the batches among them stored in one transaction;
+        whether each may be acknowledged. A Box's other message waits until its batches before it are
+        stored (a heartbeat says which batches the Box no longer holds: they must be found stored)."""
+        done = [True] * len(msgs)
+        group: list[tuple[int, Incoming]] = []
+        for i, msg in enumerate(msgs):
+            where = self._where(msg)
+            if where is None:
+                continue
+            box_id, leaf = where
+            if leaf == Up.DATA:
+                done[i] = self._guarded(msg, box_id, partial(self._admit_batch, box_id, bytes(msg.payload), group, i))
+                continue
+            if any(item.box_id == box_id for _, item in group):
+                self._store_group(msgs, group, done)
+                group = []
+            done[i] = self._guarded(msg, box_id, partial(self.handle, box_id, leaf, bytes(msg.payload)))
+        self._store_group(msgs, group, done)
+        return done
+
+    def _store_group(self, msgs: list[mqtt.MQTTMessage], group: list[tuple[int, Incoming]], done: list[bool]) -> None:
+        """Store the batches of `group` (their messages' indexes in `msgs`) in one transaction."""
+        outcomes = self.batches.store_group([item for _, item in group]) if group else []
+        for (i, item), outcome in zip(group, outcomes, strict=True):
+            done[i] = self._guarded(msgs[i], item.box_id, partial(self.batches.stored, item, outcome))
+
+    def _admit_batch(self, box_id: str, payload: bytes, group: list[tuple[int, Incoming]], i: int) -> None:
+        if self.pacer.admit(box_id, Up.DATA, payload):
+            item = self.batches.incoming(box_id, payload)
+            if item is not None:
+                group.append((i, item))
+
+    def _where(self, msg: mqtt.MQTTMessage) -> tuple[str, str] | None:
+        """(Box, leaf) of an uplink message; None (rejected) for another topic."""
         try:
             where = topics.parse(msg.topic)
         except WireError:
             where = None
         if where is None or where.direction != topics.UP:
             self._reject(msg.topic, "unexpected topic")
-            return True
-        box_id, leaf = where.box_id, where.raw_leaf
+            return None
+        return where.box_id, where.raw_leaf
+
+    def _guarded(self, msg: mqtt.MQTTMessage, box_id: str, work: Callable[[], None]) -> bool:
+        """Run a message's `work`; False when the store could not take it (it must not be acknowledged)."""
         try:
-            self.handle(box_id, leaf, bytes(msg.payload))
+            work()
         except WireError as e:
             self._reject(msg.topic, str(e))
         except StoreError as e:
@@ -313,44 +344,7 @@ class Receiver:
             self.on_ota(box_id, event)
 
     def _data(self, box_id: str, payload: bytes) -> None:
-        batch = wire.decode_batch(payload)
-        table = self.store.table(box_id, batch.table_id)
-        if table is None:
-            self._ask_table(box_id, batch.table_id)
-            if not self.store.park(box_id, batch.table_id, payload, MAX_PARKED):
-                raise WireError(f"batch for unknown point table {batch.table_id:08x}, and {MAX_PARKED} already wait")
-            with self.counters.lock:
-                self.counters.parked += 1
-            return
-        if batch.base_ts_ms == 0:
-            log.warning("batch %d from %s has no trustworthy time: stored at its arrival time", batch.seq, box_id)
-            batch = dataclasses.replace(batch, base_ts_ms=int(time.time() * 1000))
-        stored = self.store.store_batch(box_id, batch, table, hashlib.sha256(payload).digest()[:16], payload)
-        if stored:
-            self.monitor.on_devices(box_id, device_counts(batch, table))
-        with self.counters.lock:
-            if stored:
-                self.counters.batches += 1
-                self.counters.samples += sum(len(g.values) for g in batch.groups)
-            else:
-                self.counters.duplicates += 1
-        if not stored:
-            self.store.ack_again(box_id)  # sent again: the Box may have missed its stored notice
-        if not stored and (batch.epoch, batch.seq) in self.store.conflicts(box_id):
-            self.monitor.on_conflict(box_id, batch.epoch, batch.seq)
-
-    def _ask_table(self, box_id: str, table_id: int) -> None:
-        """Ask a Box for a point table the platform lacks (once in `ASK_TABLE_S`; the parked batches
-        are stored when it comes)."""
-        now = time.monotonic()
-        with self.counters.lock:
-            if now - self._asked.get((box_id, table_id), -ASK_TABLE_S) < ASK_TABLE_S:
-                return
-            self._asked = {k: t for k, t in self._asked.items() if now - t < ASK_TABLE_S}  # bounded
-            self._asked[box_id, table_id] = now
-            self.counters.tables_asked += 1
-        if self.publish_down(box_id, Down.TABLE, TableRequest(table_id).encode()):
-            log.info("Box %s sent a batch of point table %08x, unknown here: asked for it", box_id, table_id)
+        self.batches.data(box_id, payload)
 
     def _reply(self, box_id: str, payload: bytes) -> None:
         answer = decode_reply(payload)
@@ -393,20 +387,4 @@ class Receiver:
                  f" ({status.reason})" if status.reason else "")
 
 
-def device_counts(batch: wire.Batch, table: PointTable) -> dict[str, tuple[int, int]]:
-    """(samples with a communication fault, samples) of each device in a stored batch.
-
-    A group is a run of consecutive points, mostly of one device: counted a device run at a
-    time, not a sample at a time.
-    """
-    out: dict[str, tuple[int, int]] = {}
-    devices, run_end = table.devices, table.run_end
-    for g in batch.groups:
-        i, end = g.first, g.first + len(g.values)
-        while i < end:
-            j = min(run_end[i], end)
-            bad = sum(1 for k, code in g.faults.items() if i <= g.first + k < j and code in COMM_FAULTS)
-            was_bad, was_n = out.get(devices[i], (0, 0))
-            out[devices[i]] = (was_bad + bad, was_n + j - i)
-            i = j
-    return out
+__all__ = ["Counters", "Receiver", "device_counts"]

@@ -7,7 +7,7 @@ both. The package, by concern, each module with its tables and its part of `Stor
 
 - `_fleet` (Boxes, status, tags), `_credentials` (enrollment tokens, certificates);
 - `_telemetry` (point tables, batches stored exactly once, samples, latest values, messages put
-  aside), with `_points` (pure: a batch's rows);
+  aside), `_ingest` (batches stored, several a transaction), with `_points` (pure: a batch's rows);
 - `_outbox` (configurations, commands, retained configurations to clear);
 - `_deployments` (deployments and `ota` events), `_alerts` (alerts, health, devices);
 - `_connectors` (webhooks: the feed of stored batches, each connector's outbox, dead letters);
@@ -27,6 +27,7 @@ from cloud.store._connectors import ConnectorRow, DeliveryRow, FeedRow
 from cloud.store._credentials import CertChange, CertState, TokenRow
 from cloud.store._deployments import DeploymentBoxRow, DeploymentRow
 from cloud.store._fleet import BoxRow
+from cloud.store._ingest import Incoming, Outcome
 from cloud.store._mqtt_queue import MqttState, QueuedMessage
 from cloud.store._outbox import CommandRow, ConfigRow
 from cloud.store._points import PointTable
@@ -53,8 +54,10 @@ __all__ = [
     "DeploymentBoxRow",
     "DeploymentRow",
     "FeedRow",
+    "Incoming",
     "KeyRow",
     "MqttState",
+    "Outcome",
     "PointTable",
     "QueuedMessage",
     "SchemaError",

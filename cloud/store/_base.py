@@ -179,8 +179,9 @@ class StoreBase:
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e
 
-    def feeding(self) -> bool:
-        """Whether stored batches go to the connectors' feed (`cloud.store._connectors` says)."""
+    def feeding(self, db: Connection | None = None) -> bool:
+        """Whether stored batches go to the connectors' feed (`cloud.store._connectors` says; asked in
+        the transaction `db` when given)."""
         return False
 
     def _name(self) -> str:

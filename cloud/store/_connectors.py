@@ -147,14 +147,19 @@ class Connectors(StoreBase):
     _feeding: bool | None = None  # whether some connector exists (store_batch feeds only then)
     _feeding_seen = 0.0  # when a connector was last seen (monotonic)
 
-    def feeding(self) -> bool:
-        """Whether some connector exists, asked of the database for each batch until one is seen (then
-        again a minute later): the connectors are made by another store (the API's role on PostgreSQL,
-        another process), and a batch stored after a connector was enabled must be fed. One indexed read."""
+    def feeding(self, db: sa.Connection | None = None) -> bool:
+        """Whether some connector exists, asked of the database for each group of batches until one is
+        seen (then again a minute later): the connectors are made by another store (the API's role on
+        PostgreSQL, another process), and a batch stored after a connector was enabled must be fed.
+        One indexed read, in the transaction `db` when given (the storing one: no round trips of its own)."""
         now = time.monotonic()
         if not self._feeding or now - self._feeding_seen > FEEDING_RECHECK_S:
-            with self._read() as db:
-                self._feeding = db.execute(sa.select(connectors.c.id).limit(1)).first() is not None
+            query = sa.select(connectors.c.id).limit(1)
+            if db is not None:
+                self._feeding = db.execute(query).first() is not None
+            else:
+                with self._read() as conn:
+                    self._feeding = conn.execute(query).first() is not None
             self._feeding_seen = now
         return self._feeding
 

@@ -13,9 +13,9 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
   (a batch stored) takes none, and writers go in parallel. Reads take no lock.
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
-- `Prepared`, `BulkInsert`: statements compiled once per dialect and run on the driver's cursor,
-  many rows a statement on SQLite: the hot paths (a batch's samples; what every API request reads)
-  without SQLAlchemy's work per execution.
+- `Prepared`, `BulkInsert`, `NewKeys`: statements compiled once per dialect and run on the driver's
+  cursor, many rows a statement: the hot paths (a group of batches, their samples; what every API
+  request reads) without SQLAlchemy's work per execution.
 
 No network I/O but the database's; `engine` creates nothing until a connection opens.
 """
@@ -90,6 +90,13 @@ def begin_write(conn: Connection, *, keyed: bool = False) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
 
 
+def lock_writes(conn: Connection) -> None:
+    """Take the database's write lock inside a transaction begun `keyed`, before its first write
+    (SQLite's transactions hold it from their start already)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+
+
 def _insert(dialect: Dialect, table: sa.Table) -> Any:
     if dialect.name == "sqlite":
         from sqlalchemy.dialects import sqlite
@@ -155,6 +162,13 @@ class Prepared:
         cur.execute(sql, row if positional else dict(zip(self.params, row, strict=True)))
         return int(cur.rowcount)
 
+    def run_many(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
+        """Execute once a row, in the rows' order (one ``executemany``: psycopg pipelines it)."""
+        if not rows:
+            return
+        sql, positional = self._sql(conn)
+        _cursor(conn).executemany(sql, rows if positional else [dict(zip(self.params, r, strict=True)) for r in rows])
+
     def rows(self, conn: Connection, row: tuple[object, ...]) -> list[tuple[Any, ...]]:
         """A SELECT's rows (the driver's tuples, in the statement's columns' order)."""
         sql, positional = self._sql(conn)
@@ -178,8 +192,9 @@ class BulkInsert:
     as one ``executemany`` on the driver's cursor, the rest one row a statement: a third less work
     a row than a row a statement (docs/performance.md). On PostgreSQL, a plain insert
     (`BulkInsert.into`) streams its rows through ``COPY ... FROM STDIN`` (psycopg's, in the
-    store's transaction: one round trip, no statement a row); an upsert goes through SQLAlchemy's
-    batched ``executemany``. The rows of one call must not repeat an upsert's key.
+    store's transaction: one round trip, no statement a row); an upsert is one statement whatever
+    the rows, its VALUES an ``unnest`` of one array a column (the rows in their order: a writer
+    sorting them locks them in that order). The rows of one call must not repeat an upsert's key.
     """
 
     ROWS = 100
@@ -188,6 +203,7 @@ class BulkInsert:
                  copy: str | None = None) -> None:
         self.build, self.columns, self.copy = build, tuple(columns), copy
         self._compiled: dict[int, str] = {}  # SQLite: rows a statement -> SQL
+        self._unnest: str | None = None  # PostgreSQL: the statement over arrays
 
     @classmethod
     def into(cls, table: sa.Table) -> BulkInsert:
@@ -204,6 +220,19 @@ class BulkInsert:
             sql = self._compiled[rows] = _compile(stmt, conn.dialect, params)[0]
         return sql
 
+    def _over_arrays(self, conn: Connection) -> str:
+        """The statement with ``SELECT * FROM unnest(%(column)s::type[], ...)`` for its VALUES (PostgreSQL)."""
+        if self._unnest is None:
+            stmt = self.build(conn).values({c: sa.bindparam(c) for c in self.columns})
+            sql, _ = _compile(stmt, conn.dialect, self.columns)
+            head, values = sql.split(" VALUES (", 1)
+            last = f"%({self.columns[-1]})s"
+            tail = values[values.index(")", values.rindex(last) + len(last)) + 1:]  # after VALUES (...)
+            table = stmt.table
+            arrays = ", ".join(f"%({c})s::{table.c[c].type.compile(conn.dialect)}[]" for c in self.columns)
+            self._unnest = f"{head} SELECT * FROM unnest({arrays}){tail}"  # noqa: S608 (the schema's names)
+        return self._unnest
+
     def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> None:
         """Insert every row (nothing for none)."""
         if not rows:
@@ -212,6 +241,10 @@ class BulkInsert:
             with _cursor(conn).copy(self.copy) as copy:  # psycopg's
                 for r in rows:
                     copy.write_row(r)
+            return
+        if conn.dialect.name == "postgresql":
+            _cursor(conn).execute(self._over_arrays(conn), dict(zip(self.columns, map(list, zip(*rows, strict=True)),
+                                                                    strict=True)))
             return
         if conn.dialect.name != "sqlite":
             conn.execute(self.build(conn), [dict(zip(self.columns, r, strict=True)) for r in rows])
@@ -223,6 +256,38 @@ class BulkInsert:
             cur.executemany(self._sql(conn, n), [list(chain.from_iterable(rows[k:k + n])) for k in range(0, whole, n)])
         if whole < len(rows):
             cur.executemany(self._sql(conn, 1), rows[whole:])
+
+
+class NewKeys:
+    """An insert of many rows that skips those whose key is stored already, and says which rows it
+    inserted (by their key, the table's first `keys` columns): the batches of a group.
+
+    On PostgreSQL one statement whatever the rows (``INSERT ... SELECT * FROM unnest(arrays) ON
+    CONFLICT DO NOTHING RETURNING key``: one round trip), its rows inserted in the order given (so
+    that writers sorting their keys lock them in one order); on SQLite one statement a row (no
+    round trips there), its row count saying whether it inserted. Rows as tuples of every column.
+    """
+
+    def __init__(self, table: sa.Table, keys: int) -> None:
+        self.table, self.keys = table, keys
+        self._skip = Prepared(Upsert(table), [c.name for c in table.columns])  # DO NOTHING on any conflict
+        self._pg: str | None = None
+
+    def run(self, conn: Connection, rows: Sequence[tuple[object, ...]]) -> set[tuple[Any, ...]]:
+        """Insert the rows not stored yet; the keys of those it inserted."""
+        if conn.dialect.name != "postgresql":
+            return {r[:self.keys] for r in rows if self._skip.run(conn, r) == 1}
+        if self._pg is None:
+            cols = list(self.table.columns)
+            arrays = ", ".join(f"%s::{c.type.compile(conn.dialect)}[]" for c in cols)
+            names = [f'"{c.name}"' for c in cols]
+            self._pg = (f'INSERT INTO "{self.table.name}" ({", ".join(names)}) SELECT * FROM unnest({arrays}) '  # noqa: S608 (the schema's names)
+                        f"ON CONFLICT DO NOTHING RETURNING {', '.join(names[:self.keys])}")
+        if not rows:
+            return set()
+        cur = _cursor(conn)
+        cur.execute(self._pg, [list(col) for col in zip(*rows, strict=True)])
+        return {tuple(r) for r in cur.fetchall()}
 
 
 def no_limit_params(stmt: Select[Any], limit: int) -> Select[Any]:

@@ -17,6 +17,7 @@ from cloud.store._credentials import Credentials, superseded_certs
 from cloud.store._deployments import Deployments
 from cloud.store._fleet import Fleet, box_tags, boxes, status_history
 from cloud.store._history import History
+from cloud.store._ingest import Ingest
 from cloud.store._mqtt_queue import MqttQueues
 from cloud.store._outbox import Outbox, commands, configs
 from cloud.store._telemetry import (
@@ -38,7 +39,7 @@ _A_BOXS_DATA = (samples, spans, latest, batches, conflicts, parked_batches, poin
                 box_accounts, boxes)
 
 
-class Store(Fleet, Credentials, Telemetry, Outbox, Deployments, Alerts, History, Users, Audit, Connectors,
+class Store(Fleet, Credentials, Telemetry, Ingest, Outbox, Deployments, Alerts, History, Users, Audit, Connectors,
             MqttQueues, StoredAcks):
     """The cloud database: a SQLite file (a path) or a database URL. The constructor does no I/O;
     a connection opens on first use in each thread, and the schema is checked (or upgraded) then."""

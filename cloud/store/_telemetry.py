@@ -1,10 +1,9 @@
 """Telemetry: point tables, batches stored exactly once, samples, each point's latest value, and the
 messages put aside (batches waiting for their table, messages over a Box's decoding budget).
 
-Each (Box, epoch, seq) batch is stored once: the batch row and its samples are written in one
-transaction, and a batch seen again is skipped (or, with other content, recorded as a conflict).
-That path runs for every batch: its statements are compiled once and its rows go to the driver,
-many a statement (`cloud.store._dialect.BulkInsert`).
+Each (Box, epoch, seq) batch is stored once, by `cloud.store._ingest` (the hot path, several
+batches a transaction) into these tables; a batch seen again is skipped (or, with other content,
+recorded as a conflict).
 
 `samples` is indexed by (Box, time), not by (Box, point, time): batches arrive in time order, so
 each one appends to the index, where a per-point index took a write in a different page for
@@ -20,18 +19,14 @@ import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from operator import itemgetter
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from cloud.pacing import Lru
-from cloud.store._acks import DUE
 from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
-from cloud.store._connectors import feed
-from cloud.store._dialect import BulkInsert, Prepared, Upsert, no_limit_params
-from cloud.store._fleet import boxes
-from cloud.store._points import Batch, PointTable, sample_rows, span_rows
+from cloud.store._dialect import Prepared, Upsert, no_limit_params
+from cloud.store._points import PointTable
 from proto.points import PointInfo
 
 MAX_CACHED_POINTS = 500_000  # parsed point tables kept in memory, in points (about 100 MB at most)
@@ -117,14 +112,7 @@ deferred = sa.Table(
     sa.Index("deferred_by_box", "box_id", "id"),
 )
 
-# the hot path: compiled once per dialect, rows as tuples straight to the driver
-_NEW_BATCH = Prepared(Upsert(batches), [c.name for c in batches.columns])  # skipped when stored already
-_SAMPLES = BulkInsert.into(samples)
-_LATEST = BulkInsert(Upsert(latest, ["box_id", "point"], lambda new: {  # an older sample changes nothing
-    "ts_ms": new.ts_ms, "value": new.value, "quality": new.quality, "unit": new.unit},
-    where=lambda new: new.ts_ms >= latest.c.ts_ms), [c.name for c in latest.columns])
-_SPANS = BulkInsert.into(spans)
-
+# what every API read of latest values runs: compiled once per dialect, rows as tuples to the driver
 _LATEST_OF = Prepared(lambda _: sa.select(latest.c.point, latest.c.ts_ms, latest.c.value, latest.c.quality,
                                            latest.c.unit).where(latest.c.box_id == sa.bindparam("box"))
                       .order_by(latest.c.point), ["box"])  # every API read of latest values
@@ -132,11 +120,6 @@ _NEWEST_SPANS = Prepared(lambda _: no_limit_params(
     sa.select(spans.c.ts_ms, spans.c.table_id, spans.c.first, spans.c.n)
     .where(spans.c.box_id == sa.bindparam("box"), spans.c.ts_ms >= sa.bindparam("since"))
     .order_by(spans.c.ts_ms.desc(), spans.c.table_id.desc(), spans.c.first.desc()), 500), ["box", "since"])
-_SEEN = Prepared(lambda _: boxes.update().where(boxes.c.box_id == sa.bindparam("box"))
-                 .values(last_seen=sa.bindparam("now")), ["now", "box"])
-_FEED = Prepared(lambda _: feed.insert().values(box_id=sa.bindparam("box_id"), table_id=sa.bindparam("table_id"),
-                                               base_ts_ms=sa.bindparam("base_ts_ms"), payload=sa.bindparam("payload")),
-                 ["box_id", "table_id", "base_ts_ms", "payload"])
 _TABLE = Upsert(point_tables)  # a table id names its content: stored already, nothing to do
 
 
@@ -185,47 +168,6 @@ class Telemetry(StoreBase):
     def cached_points(self) -> int:
         """Points held by the point-table cache (at most MAX_CACHED_POINTS)."""
         return self._tables.size
-
-    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"",
-                    payload: bytes = b"") -> bool:
-        """Store a batch's samples once; returns False when (Box, epoch, seq) was already stored.
-
-        A batch number seen again with a different `digest` (its payload's hash) is recorded as a
-        conflict: the Box re-used a sequence number for other data (lost state, or tampering).
-        With `payload` (the batch as it came) and some connector existing, the batch joins the
-        connectors' feed in the same transaction (`cloud.store._connectors`).
-
-        Raises:
-            WireError: a group points outside the table, or a number too large to store.
-        """
-        table = table if isinstance(table, PointTable) else PointTable(table)
-        rows, newest = sample_rows(box_id, batch, table)
-        span = span_rows(box_id, batch, table) if any(g.unchanged for g in batch.groups) else []
-        ts_max = batch.base_ts_ms + max((g.dt_ms for g in batch.groups), default=0)
-        newest.sort(key=itemgetter(1))  # by point: two writers of one Box's latest values lock them in one order
-        now = time.time()
-        to_feed = bool(payload) and self.feeding()
-        # keyed: the batch's key first (a writer storing the same batch waits for this one's commit, then
-        # skips it), then appends, the latest values by key, the Box's row: no database-wide lock. A batch
-        # that feeds connectors takes the lock: the feed's row numbers must be given in commit order, or a
-        # connector's pass could move past a number a slower transaction commits later (PostgreSQL)
-        with self._tx(keyed=not to_feed) as db:
-            if _NEW_BATCH.run(db, (box_id, batch.epoch, batch.seq, now, len(rows), digest, ts_max)) == 0:
-                b = batches.c
-                old = db.execute(sa.select(b.digest).where(b.box_id == box_id, b.epoch == batch.epoch,
-                                                           b.seq == batch.seq)).scalar()
-                if digest and old and bytes(old) != digest:
-                    db.execute(conflicts.insert().values(box_id=box_id, epoch=batch.epoch, seq=batch.seq,
-                                                         received=now))
-                return False
-            _SAMPLES.run(db, rows)
-            _LATEST.run(db, newest)  # one row a point
-            _SPANS.run(db, span)  # one row a span, never one a point
-            _SEEN.run(db, (now, box_id))
-            DUE.run(db, (box_id,))  # its stored notice is due (cloud.store._acks), if it wants them
-            if to_feed:
-                _FEED.run(db, (box_id, batch.table_id, batch.base_ts_ms, payload))
-        return True
 
     def latest(self, box_id: str) -> list[tuple[str, int, object, int, str]]:
         """(point, ts_ms, value, quality, unit) of each point's latest sample."""

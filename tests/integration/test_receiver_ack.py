@@ -11,58 +11,40 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import MQTTErrorCode
 
 from cloud.errors import StoreError
 from cloud.platform import Cloud
-from cloud.store import Store
-from drivers._types import PointInfo
-from proto import topics, wire
+from cloud.store import Incoming, Store
+from proto import topics
 from proto.topics import Up
-from tests.support.cloudkit import Client, make_cloud, mqtt_client, provision
+from tests.support.cloudkit import make_cloud
 from tests.support.lazyfs import LazyFS
+from tests.support.receiverkit import acks_of_batches, batch, scripted_box
 from tests.support.wait import wait_for
-
-TABLE = [PointInfo("m.energy", "kWh", "uint32"), PointInfo("m.power", "kW", "float32")]
-TID = wire.table_id(TABLE)
-EPOCH = 77
-
-
-def batch(seq: int) -> bytes:
-    return wire.encode_batch(EPOCH, seq, TID, 1_700_000_000_000 + 1000 * seq, [wire.encode_group(0, 0, [seq, 0.5], {})])
-
-
-def scripted_box(cloud: Cloud, state: Path, serial: str) -> tuple[str, Client]:
-    ident = provision(cloud, state, serial)
-    c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
-    wait_for(c.connected.is_set, 10, f"{serial} to connect")
-    c.client.publish(topics.up(ident.box_id, Up.META), wire.encode_table(TABLE), 1, retain=True).wait_for_publish(5)
-    return ident.box_id, c
 
 
 class FailingStore:
-    """The cloud's real store, except that `store_batch` fails (as a full disk would) for the
-    first `failures` batches of one Box. A stand-in for a failing disk: the test says so."""
+    """The cloud's real store, except that storing fails (as a full disk would) the first `failures`
+    times it is handed a batch of one Box (the whole group then, as a disk error fails a
+    transaction). A stand-in for a failing disk: the test says so."""
 
     def __init__(self, store: Store, box_id: str, failures: int, error: Exception | None = None) -> None:
         self._store, self._box_id, self.failures = store, box_id, failures
         self.error = error or StoreError("database or disk is full (injected by the test)")
         self.calls: list[int] = []  # seq of every batch of that Box handed to the store
 
-    def store_batch(self, box_id: str, b: wire.Batch, *args: Any, **kwargs: Any) -> bool:
-        if box_id == self._box_id:
-            self.calls.append(b.seq)
-            if self.failures > 0:
-                self.failures -= 1
-                raise self.error
-        return self._store.store_batch(box_id, b, *args, **kwargs)
+    def store_batches(self, items: list[Incoming]) -> list[Any]:
+        mine = [it.batch.seq for it in items if it.box_id == self._box_id]
+        self.calls += mine
+        if mine and self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        return self._store.store_batches(items)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -73,13 +55,15 @@ def test_a_batch_the_store_cannot_take_is_not_acknowledged_and_is_stored_when_se
     box_id, c = scripted_box(cloud, tmp_path, "ACK-1")
     assert cloud.receiver is not None
     failing = FailingStore(cloud.store, box_id, failures=2)
-    monkeypatch.setattr(cloud.receiver, "store", failing)
+    monkeypatch.setattr(cloud.receiver.batches, "store", failing)
     errors = cloud.receiver.counters.store_errors
     caplog.set_level(logging.ERROR, "boxcloud.receiver")
     try:
-        for seq in (1, 2, 3):
+        c.client.publish(topics.up(box_id, Up.DATA), batch(1), 1).wait_for_publish(5)
+        wait_for(lambda: cloud.store.batch_keys(box_id), 30, "the refused batch stored when sent again")
+        for seq in (2, 3):
             c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1).wait_for_publish(5)
-        wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 3, 30, "every batch stored, the refused one too")
+        wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 3, 30, "every batch stored")
     finally:
         c.close()
     # batch 1 was refused twice, each time not acknowledged, and sent again by the broker
@@ -96,11 +80,12 @@ def test_a_batch_whose_handling_failed_unforeseen_is_not_acknowledged_and_is_sto
     box_id, c = scripted_box(cloud, tmp_path, "ACK-3")
     assert cloud.receiver is not None
     failing = FailingStore(cloud.store, box_id, failures=1, error=RuntimeError("a bug (injected by the test)"))
-    monkeypatch.setattr(cloud.receiver, "store", failing)
+    monkeypatch.setattr(cloud.receiver.batches, "store", failing)
     try:
-        for seq in (1, 2):
-            c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1).wait_for_publish(5)
-        wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 2, 30, "both batches stored, the failed one too")
+        c.client.publish(topics.up(box_id, Up.DATA), batch(1), 1).wait_for_publish(5)
+        wait_for(lambda: cloud.store.batch_keys(box_id), 30, "the failed batch stored when sent again")
+        c.client.publish(topics.up(box_id, Up.DATA), batch(2), 1).wait_for_publish(5)
+        wait_for(lambda: len(cloud.store.batch_keys(box_id)) == 2, 30, "both batches stored")
     finally:
         c.close()
     assert failing.calls[:2] == [1, 1], failing.calls
@@ -147,21 +132,7 @@ def test_every_batch_the_receiver_acknowledged_survives_a_power_cut_of_the_cloud
     # observe what the receiver acknowledges (its paho client's ack, wrapped: nothing else changes)
     rx = cloud.receiver._client
     assert rx is not None
-    acked: list[int] = []
-    in_call = threading.local()
-    real_ack, real_on_message = rx.ack, rx.on_message
-
-    def ack(mid: int, qos: int) -> MQTTErrorCode:
-        in_call.acked = True
-        return real_ack(mid, qos)
-
-    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        in_call.acked = False
-        real_on_message(client, userdata, msg)  # type: ignore[misc]
-        if in_call.acked and topics.parse(msg.topic).leaf == Up.DATA:
-            acked.append(wire.decode_batch(bytes(msg.payload)).seq)
-
-    rx.ack, rx.on_message = ack, on_message  # type: ignore[method-assign]
+    acked = acks_of_batches(rx)
     try:
         for seq in range(1, 401):
             c.client.publish(topics.up(box_id, Up.DATA), batch(seq), 1)
