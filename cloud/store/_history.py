@@ -44,15 +44,8 @@ class History(StoreBase):
                 after: tuple[int, str] | None, limit: int) -> list[Sample]:
         """Samples of `points` (all when empty) in [since_ms, until_ms), by time then point, those after
         `after` (the last row of the page before), at most `limit`."""
-        c = samples.c
-        query = sa.select(c.point, c.ts_ms, c.value, c.quality).where(
-            c.box_id == box_id, c.ts_ms >= since_ms, c.ts_ms < until_ms)
-        if points:
-            query = query.where(c.point.in_(list(points)))
-        if after is not None:
-            query = query.where(sa.or_(c.ts_ms > after[0], sa.and_(c.ts_ms == after[0], c.point > after[1])))
         with self._read() as db:
-            rows = db.execute(query.order_by(c.ts_ms, c.point).limit(limit))
+            rows = db.execute(samples_query(box_id, points, since_ms, until_ms, after=after, limit=limit))
             sent = [(p, int(t), json.loads(v) if v is not None else None, int(q)) for p, t, v, q in rows]
             if not self._has_spans(db, box_id, after[0] if after else since_ms, until_ms):
                 return sent
@@ -207,6 +200,20 @@ class History(StoreBase):
         out = [(p, start, int(a[0]), a[2] if a[1] else None, a[3] if a[1] else None, a[4] / a[1] if a[1] else None)
                for (start, p), a in sorted(acc.items()) if after is None or (start, p) > after]
         return out[:limit]
+
+
+def samples_query(box_id: str, points: Sequence[str], since_ms: int, until_ms: int, *,
+                  after: tuple[int, str] | None, limit: int) -> sa.Select[str, int, str, int]:
+    """The samples `History.history` reads (its arguments): bounded by constants on ``ts_ms``, which
+    is what lets PostgreSQL read only the partitions of the range."""
+    c = samples.c
+    query = sa.select(c.point, c.ts_ms, c.value, c.quality).where(
+        c.box_id == box_id, c.ts_ms >= since_ms, c.ts_ms < until_ms)
+    if points:
+        query = query.where(c.point.in_(list(points)))
+    if after is not None:
+        query = query.where(sa.or_(c.ts_ms > after[0], sa.and_(c.ts_ms == after[0], c.point > after[1])))
+    return query.order_by(c.ts_ms, c.point).limit(limit)
 
 
 def _barriers(db: sa.Connection, box_id: str, epoch: int) -> list[tuple[int, int]]:
