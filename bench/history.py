@@ -23,10 +23,11 @@ around the store's call:
   and hourly aggregates (``bucket_s=3600``) over the 7 days.
 
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the store's query for one point is printed (the partitions it
-reads, the index it uses). The server's directory (data and WAL) is removed at the end, also on
-an error or Ctrl-C. Figures, never assertions.
+reads, the index it uses); with ``--reindex``, the time to make ``samples_by_time`` again over
+all the rows (what a migration that makes it costs at this size). The server's directory (data
+and WAL) is removed at the end, also on an error or Ctrl-C. Figures, never assertions.
 
-    .venv/bin/python -m bench.history [--boxes 1000] [--points 20] [--period-s 300] [--days 17.5]
+    .venv/bin/python -m bench.history [--boxes 1000] [--points 20] [--period-s 300] [--days 17.5] [--reindex]
 """
 
 from __future__ import annotations
@@ -205,6 +206,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         since = until - WEEK_MS
         figures["queries"] = measure(store, picks, since, until, server.dir)
         figures["explain"] = explain(engine, picks[0][0], picks[0][1], since, until)
+        if args.reindex:  # what making the index costs on a database this size (a migration that makes it)
+            t2, load0 = time.monotonic(), os.getloadavg()[0]
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.exec_driver_sql("REINDEX INDEX samples_by_time")
+            figures["reindex_s"] = time.monotonic() - t2
+            figures["load_average_reindex"] = (load0 + os.getloadavg()[0]) / 2
         engine.dispose()
         store.engine.dispose()
     return figures
@@ -217,6 +224,9 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"  {kind:<32} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} {f['max_ms']:>8.1f} {f['rows']:>7.0f}  "
               f"{f['load_average']:.1f}")
     print("\nEXPLAIN (ANALYZE, BUFFERS) of the page's query, one point:\n" + figures["explain"])
+    if "reindex_s" in figures:
+        print(f"\nREINDEX INDEX samples_by_time: {figures['reindex_s']:,.0f} s "
+              f"(load average {figures['load_average_reindex']:.1f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=float, default=17.5, help="days of data, ending now (default %(default)s: "
                    "100.8 million rows with the other defaults)")
     p.add_argument("--queries", type=int, default=200, help="points queried (default %(default)s)")
+    p.add_argument("--reindex", action="store_true",
+                   help="then time REINDEX of samples_by_time: what a migration making it costs at this size")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     if args.days * 86400 < WEEK_MS / 1000 or min(args.boxes, args.points, args.period_s, args.queries) < 1:
