@@ -67,8 +67,7 @@ samples = sa.Table(
     sa.Column("ts_ms", BIGINT, nullable=False),
     sa.Column("value", sa.Text),  # JSON
     sa.Column("quality", sa.Integer, nullable=False),
-    # a point's history is read from the index alone on PostgreSQL (migration 0011)
-    sa.Index("samples_by_time", "box_id", "ts_ms", "point", postgresql_include=["value", "quality"]),
+    sa.Index("samples_by_time", "box_id", "ts_ms"),
     postgresql_partition_by="RANGE (ts_ms)",  # a partition a day (cloud.store._partitions)
 )
 latest = sa.Table(

@@ -16,7 +16,6 @@ import sqlite3
 import threading
 from pathlib import Path
 
-import alembic.command
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -26,7 +25,6 @@ from cloud import cli
 from cloud.platform import Cloud
 from cloud.store import SchemaError, Store, _migrate, metadata
 from cloud.store._partitions import is_partition
-from cloud.store._telemetry import samples
 from drivers import PointInfo
 from proto import wire
 from tests.support.storedb import both_engines, sqlite_only
@@ -265,37 +263,3 @@ def test_an_upgrade_that_fails_changes_nothing(tmp_path: Path, monkeypatch: pyte
     assert dump(path) == before  # not even the baseline's tables: one transaction, rolled back
     with sa.create_engine(f"sqlite:///{path}").connect() as conn:
         assert "alembic_version" not in sa.inspect(conn).get_table_names()
-
-
-@both_engines
-def test_migration_0011_makes_the_time_index_cover_a_points_history_and_keeps_every_row(
-        store_db: Path | str) -> None:
-    """A database at 0010 with samples: 0011 makes ``samples_by_time`` (box_id, ts_ms, point), and
-    on PostgreSQL INCLUDE (value, quality), every row kept; downgraded, the index is as it was."""
-    url = store_db if isinstance(store_db, str) else f"sqlite:///{store_db}"
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    now = 1_796_000_000_000
-    rows = [("BOX-1", f"d.p{p}", now + t, f"{p}.5", 0) for p in range(3) for t in range(0, 30_000, 10_000)]
-    with engine.connect() as c, c.begin():
-        alembic.command.upgrade(_migrate.config(c), "0010")
-        c.execute(sa.insert(samples), [dict(zip(("box_id", "point", "ts_ms", "value", "quality"), r, strict=True))
-                                       for r in rows])
-    s = Store(store_db)
-    assert s.migrate() == ("0010", "0011")
-    postgresql = engine.dialect.name == "postgresql"
-    assert _time_index(engine) == (["box_id", "ts_ms", "point"], ["value", "quality"] if postgresql else [])
-    assert sorted((p, t, v) for p, t, v, _ in s.samples("BOX-1")) == sorted((p, t, float(v)) for _, p, t, v, _ in rows)
-    assert schema_differences(store_db) == []
-    with engine.connect() as c, c.begin():
-        alembic.command.downgrade(_migrate.config(c), "0010")
-    assert _time_index(engine) == (["box_id", "ts_ms"], [])
-    with engine.connect() as c:
-        assert c.execute(sa.select(sa.func.count()).select_from(samples)).scalar_one() == len(rows)
-    engine.dispose()
-
-
-def _time_index(engine: sa.Engine) -> tuple[list[str], list[str]]:
-    """The key columns of ``samples_by_time`` and the columns it includes."""
-    with engine.connect() as c:
-        index = next(i for i in sa.inspect(c).get_indexes("samples") if i["name"] == "samples_by_time")
-    return [str(n) for n in index["column_names"]], list(index.get("dialect_options", {}).get("postgresql_include", []))

@@ -1,7 +1,6 @@
 """The store at fleet scale (issue 20): exactly-once with several writers at once, on both engines;
 on a real PostgreSQL server, the time series partitioned by day, made ahead, and nothing lost
-when a day has no partition; an existing database partitioned by the migration, every row kept;
-a point's week read from the index of its days' partitions only.
+when a day has no partition; an existing database partitioned by the migration, every row kept.
 """
 
 from __future__ import annotations
@@ -9,15 +8,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from cloud.store import Store, _history, _migrate, _partitions, _telemetry
+from cloud.store import Store, _migrate, _partitions
 from proto import wire
 from proto.points import PointInfo
 from tests.support.storedb import both_engines
@@ -121,47 +118,3 @@ def test_the_migration_partitions_an_existing_database_and_keeps_every_row(store
     assert counts(store_db, "samples") == {_partitions.name("samples", now // DAY): 1, old: 1}
     assert counts(store_db, "spans") == {_partitions.name("spans", now // DAY): 1}
     assert sorted(s.samples("BOX-1")) == [("d.p0", now - 400 * DAY, 2.5, 0), ("d.p0", now, 1.5, 0)]
-
-
-@on_postgresql
-def test_a_points_week_is_read_from_the_index_of_its_days_partitions_only(store_db: str) -> None:
-    """The store's query for a point's 7 days (`_history.samples_query`, what `Store.history`
-    runs) reads only the partitions of those days (pruned on its constant bounds) and only the
-    index: an index-only scan on each, no table page read (docs/performance.md, 100 million rows).
-    The planner is told to avoid sequential and bitmap scans, which it rightly prefers on a table
-    this small: a scan the index cannot do is still planned then, and seen."""
-    s = Store(store_db)
-    now = int(time.time() * 1000)
-    today = now // DAY
-    s.maintain(now / 1000)  # yesterday to 7 days ahead
-    engine = sa.create_engine(store_db, poolclass=sa.pool.NullPool)
-    hours = range((today - 1) * DAY, (today + 8) * DAY, 3_600_000)  # every hour of the 9 days with partitions
-    rows = [{"box_id": b, "point": f"d.p{p}", "ts_ms": t, "value": str(p + t % 7), "quality": 0}
-            for b in ("BOX-1", "BOX-2") for p in range(3) for t in hours]
-    with engine.begin() as c:  # its commit on the disk: VACUUM marks rows visible to all only then
-        c.exec_driver_sql("SET LOCAL synchronous_commit = on")
-        c.execute(sa.insert(_telemetry.samples), rows)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.exec_driver_sql("VACUUM (ANALYZE) samples")
-    since = today * DAY + DAY // 2
-    until = since + 7 * DAY
-    query = _history.samples_query("BOX-2", ["d.p1"], since, until, after=None, limit=1001)
-    sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
-    with engine.connect() as c:
-        c.exec_driver_sql("SET enable_seqscan = off; SET enable_bitmapscan = off")
-        plan = c.exec_driver_sql(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}").scalar_one()[0]["Plan"]
-    engine.dispose()
-    scans = list(_scans(plan))
-    assert sorted(r for r, _, _ in scans) == [_partitions.name("samples", d) for d in range(today, today + 8)]
-    assert {(kind, fetched) for _, kind, fetched in scans} == {("Index Only Scan", 0)}
-    got = s.history("BOX-2", ["d.p1"], since, until, after=None, limit=1001)
-    assert [t for _, t, _, _ in got] == list(range(since, until, 3_600_000))
-    assert {p for p, _, _, _ in got} == {"d.p1"}
-
-
-def _scans(node: dict[str, Any]) -> Iterator[tuple[str, str, int | None]]:
-    """(table, kind of scan, table rows fetched) of each scan in a JSON plan."""
-    if "Relation Name" in node:
-        yield node["Relation Name"], node["Node Type"], node.get("Heap Fetches")
-    for child in node.get("Plans", []):
-        yield from _scans(child)
