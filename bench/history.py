@@ -20,7 +20,9 @@ around the store's call:
   the last ones written), after the server's files were dropped from the OS page cache;
 - warm: the same points again;
 - for the API's page (``limit`` 1,000 + 1, as the route asks), the whole 7 days in one call,
-  and hourly aggregates (``bucket_s=3600``) over the 7 days.
+  and hourly aggregates (``bucket_s=3600``) over the 7 days;
+- the same page through the API, ``GET /v1/boxes/ID/history?point=...&since=...&until=...`` over
+  real HTTPS (served by this process, one keep-alive client), warm.
 
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the store's query for one point is printed (the partitions it
 reads, the index it uses); with ``--reindex``, the time to make ``samples_by_time`` again over
@@ -41,19 +43,25 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import requests
 import sqlalchemy as sa
 
+from cloud.api import ApiServer, operator
 from cloud.store import Store, _history, _partitions
+from tests.support.apikit import PASSWORD
+from tests.support.cloudkit import make_cloud
 from tests.support.pgserver import PgServer
+from tests.support.wait import free_port
 
 WEEK_MS = 7 * 86_400_000
-SETTINGS = {"shared_buffers": "256MB", "max_wal_size": "2GB", "autovacuum": "off", "maintenance_work_mem": "256MB",
+SETTINGS = {"shared_buffers": "256MB", "max_wal_size": "1GB", "autovacuum": "off", "maintenance_work_mem": "256MB",
             "checkpoint_timeout": "15min"}
 
 
@@ -161,6 +169,43 @@ def measure(store: Store, picks: list[tuple[str, str]], since: int, until: int,
     return out
 
 
+def over_https(store: Store, picks: list[tuple[str, str]], since: int, until: int, home: Path) -> dict[str, float]:
+    """p50, p99, max (ms) of ``GET /v1/boxes/ID/history`` (one point, the 7 days, the first page of
+    1,000) for each of `picks`, warm, one keep-alive client: the API served by this process over
+    real HTTPS (`cloud.api.ApiServer` on the store; a SQLite cloud beside it for its PKI only)."""
+    cloud = make_cloud(home)
+    for b in sorted({b for b, _ in picks}):
+        store.enroll_box(b, b, int(time.time() * 1000), time.time() + 86400)
+    operator.create_account(store, "bench", "bench@example.com", PASSWORD)
+    for b in sorted({b for b, _ in picks}):
+        operator.assign_box(store, b, "bench")
+    key = operator.create_key(store, "bench@example.com", "bench", ["box.read", "box.data.read"], 1)[1]
+    server = ApiServer(store, cloud, cloud.pki.dir / "api.crt", cloud.pki.dir / "api.key",
+                       seeds_file=home / "api-seeds.key", bind="127.0.0.1", port=free_port())
+    server.start()
+    try:
+        http = requests.Session()
+        http.trust_env, http.verify = False, str(cloud.pki.root_cert)
+        http.headers["Authorization"] = f"Bearer {key}"
+        ms, rows = [], []
+        load0 = os.getloadavg()[0]
+        for b, p in picks:
+            url = f"https://localhost:{server.port}/v1/boxes/{b}/history?point={p}&since={iso(since)}&until={iso(until)}"
+            t0 = time.perf_counter()
+            r = http.get(url, timeout=30)
+            r.raise_for_status()
+            rows.append(len(r.json()["items"]))
+            ms.append((time.perf_counter() - t0) * 1000)
+        return {"p50_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms),
+                "rows": statistics.mean(rows), "load_average": (load0 + os.getloadavg()[0]) / 2}
+    finally:
+        server.stop()
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
 def explain(engine: sa.Engine, box_id: str, pt: str, since: int, until: int) -> str:
     query = _history.samples_query(box_id, [pt], since, until, after=None, limit=1001)
     sql = str(query.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
@@ -205,6 +250,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         until = end_ms - rng.randrange(3_600_000)  # the last 7 days (a Box's API call: until = now)
         since = until - WEEK_MS
         figures["queries"] = measure(store, picks, since, until, server.dir)
+        with tempfile.TemporaryDirectory() as home:
+            figures["queries"]["GET /history (a page of 1000), warm"] = over_https(store, picks, since, until,
+                                                                                    Path(home))
         figures["explain"] = explain(engine, picks[0][0], picks[0][1], since, until)
         if args.reindex:  # what making the index costs on a database this size (a migration that makes it)
             t2, load0 = time.monotonic(), os.getloadavg()[0]
