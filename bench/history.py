@@ -29,7 +29,8 @@ reads, the index it uses); with ``--reindex``, the time to make ``samples_by_tim
 all the rows (what a migration that makes it costs at this size). The server's directory (data
 and WAL) is removed at the end, also on an error or Ctrl-C. Figures, never assertions.
 
-    .venv/bin/python -m bench.history [--boxes 1000] [--points 20] [--period-s 300] [--days 17.5] [--reindex]
+    .venv/bin/python -m bench.history [--boxes 1000] [--points 20] [--period-s 300] [--days 17.5] [--no-reorder]
+                                 [--reindex]
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -61,6 +63,7 @@ from tests.support.pgserver import PgServer
 from tests.support.wait import free_port
 
 WEEK_MS = 7 * 86_400_000
+HTTPS = "GET /history (1,000 a page), warm"
 SETTINGS = {"shared_buffers": "256MB", "max_wal_size": "1GB", "autovacuum": "off", "maintenance_work_mem": "256MB",
             "checkpoint_timeout": "15min"}
 
@@ -169,15 +172,16 @@ def measure(store: Store, picks: list[tuple[str, str]], since: int, until: int,
     return out
 
 
-def over_https(store: Store, picks: list[tuple[str, str]], since: int, until: int, home: Path) -> dict[str, float]:
-    """p50, p99, max (ms) of ``GET /v1/boxes/ID/history`` (one point, the 7 days, the first page of
-    1,000) for each of `picks`, warm, one keep-alive client: the API served by this process over
-    real HTTPS (`cloud.api.ApiServer` on the store; a SQLite cloud beside it for its PKI only)."""
+@contextmanager
+def serving(store: Store, boxes: set[str], home: Path) -> Iterator[Callable[[str], requests.Response]]:
+    """The users' API on `store` over real HTTPS, served by this process (`cloud.api.ApiServer`; a
+    SQLite cloud beside it for its PKI only), `boxes` in an account: yields a GET with its API key
+    (one keep-alive client)."""
     cloud = make_cloud(home)
-    for b in sorted({b for b, _ in picks}):
+    for b in sorted(boxes):
         store.enroll_box(b, b, int(time.time() * 1000), time.time() + 86400)
     operator.create_account(store, "bench", "bench@example.com", PASSWORD)
-    for b in sorted({b for b, _ in picks}):
+    for b in sorted(boxes):
         operator.assign_box(store, b, "bench")
     key = operator.create_key(store, "bench@example.com", "bench", ["box.read", "box.data.read"], 1)[1]
     server = ApiServer(store, cloud, cloud.pki.dir / "api.crt", cloud.pki.dir / "api.key",
@@ -187,23 +191,46 @@ def over_https(store: Store, picks: list[tuple[str, str]], since: int, until: in
         http = requests.Session()
         http.trust_env, http.verify = False, str(cloud.pki.root_cert)
         http.headers["Authorization"] = f"Bearer {key}"
-        ms, rows = [], []
-        load0 = os.getloadavg()[0]
-        for b, p in picks:
-            url = f"https://localhost:{server.port}/v1/boxes/{b}/history?point={p}&since={iso(since)}&until={iso(until)}"
-            t0 = time.perf_counter()
-            r = http.get(url, timeout=30)
-            r.raise_for_status()
-            rows.append(len(r.json()["items"]))
-            ms.append((time.perf_counter() - t0) * 1000)
-        return {"p50_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms),
-                "rows": statistics.mean(rows), "load_average": (load0 + os.getloadavg()[0]) / 2}
+        yield lambda path: http.get(f"https://localhost:{server.port}{path}", timeout=30)
     finally:
         server.stop()
 
 
+def over_https(get: Callable[[str], requests.Response], picks: list[tuple[str, str]], since: int,
+               until: int) -> dict[str, float]:
+    """p50, p99, max (ms) of ``GET /v1/boxes/ID/history`` (one point, the 7 days: the first page of
+    1,000) for each of `picks`, warm."""
+    ms, rows = [], []
+    load0 = os.getloadavg()[0]
+    for b, p in picks:
+        t0 = time.perf_counter()
+        r = get(f"/v1/boxes/{b}/history?point={p}&since={iso(since)}&until={iso(until)}")
+        r.raise_for_status()
+        rows.append(len(r.json()["items"]))
+        ms.append((time.perf_counter() - t0) * 1000)
+    return {"p50_ms": statistics.median(ms), "p99_ms": pct(ms, 0.99), "max_ms": max(ms),
+            "rows": statistics.mean(rows), "load_average": (load0 + os.getloadavg()[0]) / 2}
+
+
 def iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def reorder(store: Store, since: int, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`Store.reorder` (the running cloud's hourly rewrite of a finished day) until the finished
+    days the query reads are rewritten (newest first, as it goes); each day's seconds."""
+    done: list[dict[str, Any]] = []
+    while True:
+        t0, load0 = time.monotonic(), os.getloadavg()[0]
+        day = store.reorder()
+        if day is None:
+            return done
+        done.append({"partition": day, "seconds": time.monotonic() - t0,
+                     "load_average": (load0 + os.getloadavg()[0]) / 2})
+        say(f"  {day} rewritten in (Box, time) order in {done[-1]['seconds']:.1f} s "
+            f"(load average {done[-1]['load_average']:.1f})")
+        if day <= _partitions.name("samples", since // _partitions.DAY_MS):
+            return done
 
 
 def explain(engine: sa.Engine, box_id: str, pt: str, since: int, until: int) -> str:
@@ -249,11 +276,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         picks = [(box(rng.randrange(args.boxes)), point(rng.randrange(args.points))) for _ in range(args.queries)]
         until = end_ms - rng.randrange(3_600_000)  # the last 7 days (a Box's API call: until = now)
         since = until - WEEK_MS
-        figures["queries"] = measure(store, picks, since, until, server.dir)
-        with tempfile.TemporaryDirectory() as home:
-            figures["queries"]["GET /history (a page of 1000), warm"] = over_https(store, picks, since, until,
-                                                                                    Path(home))
-        figures["explain"] = explain(engine, picks[0][0], picks[0][1], since, until)
+        with tempfile.TemporaryDirectory() as home, serving(store, {b for b, _ in picks}, Path(home)) as get:
+            figures["queries"] = measure(store, picks, since, until, server.dir)
+            figures["queries"][HTTPS] = over_https(get, picks, since, until)
+            figures["explain"] = explain(engine, picks[0][0], picks[0][1], since, until)
+            if not args.no_reorder:
+                figures["reorder"] = reorder(store, since, say)
+                figures["queries_reordered"] = measure(store, picks, since, until, server.dir)
+                figures["queries_reordered"][HTTPS] = over_https(get, picks, since, until)
+                figures["explain_reordered"] = explain(engine, picks[0][0], picks[0][1], since, until)
         if args.reindex:  # what making the index costs on a database this size (a migration that makes it)
             t2, load0 = time.monotonic(), os.getloadavg()[0]
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
@@ -266,12 +297,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
-    print(f"\n{args.queries} points, one point over 7 days, through the store (Store.history / Store.aggregates):")
-    print(f"  {'query':<32} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'rows':>7}  load average")
-    for kind, f in figures["queries"].items():
-        print(f"  {kind:<32} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} {f['max_ms']:>8.1f} {f['rows']:>7.0f}  "
-              f"{f['load_average']:.1f}")
-    print("\nEXPLAIN (ANALYZE, BUFFERS) of the page's query, one point:\n" + figures["explain"])
+    for key, state in (("queries", "as ingested"),
+                       ("queries_reordered", "the finished days rewritten by Store.reorder")):
+        if key not in figures:
+            continue
+        print(f"\n{args.queries} points, one point over 7 days, {state} (Store.history / Store.aggregates, the API):")
+        print(f"  {'query':<36} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'rows':>7}  load average")
+        for kind, f in figures[key].items():
+            print(f"  {kind:<36} {f['p50_ms']:>8.1f} {f['p99_ms']:>8.1f} {f['max_ms']:>8.1f} {f['rows']:>7.0f}  "
+                  f"{f['load_average']:.1f}")
+    print("\nEXPLAIN (ANALYZE, BUFFERS) of the page's query, one point, as ingested:\n" + figures["explain"])
+    if "explain_reordered" in figures:
+        print("\nThe same, the finished days rewritten:\n" + figures["explain_reordered"])
     if "reindex_s" in figures:
         print(f"\nREINDEX INDEX samples_by_time: {figures['reindex_s']:,.0f} s "
               f"(load average {figures['load_average_reindex']:.1f})")
@@ -287,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=200, help="points queried (default %(default)s)")
     p.add_argument("--reindex", action="store_true",
                    help="then time REINDEX of samples_by_time: what a migration making it costs at this size")
+    p.add_argument("--no-reorder", action="store_true",
+                   help="measure the rows as ingested only (not again after Store.reorder)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     if args.days * 86400 < WEEK_MS / 1000 or min(args.boxes, args.points, args.period_s, args.queries) < 1:
