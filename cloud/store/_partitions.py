@@ -23,7 +23,9 @@ at a time in (Box, time) order (``CLUSTER`` on the day's ``samples_by_time`` ind
 day that ended `SETTLE_MS` ago or more and was not rewritten yet (``pg_index.indisclustered``
 says which were). A Box's day is then a few adjacent pages (its points' rows together), read
 once (docs/performance.md, "A point's history over 100 million rows"). Rows that arrive for a
-rewritten day later are appended as before; that day is not rewritten again. ``CLUSTER`` holds
+rewritten day later are appended as before; that day is not rewritten again. A day bigger than
+`REORDER_MAX_BYTES` stays as it came (its rewrite would hold the hourly maintenance for many
+minutes: at a fleet's full rate, pg_repack or hourly partitions are the tools). ``CLUSTER`` holds
 the day's partition exclusively while it copies it (reads and late writes of that day wait, up
 to the connections' lock timeout; other days are not touched) and needs the day's size free
 on the disk meanwhile (docs/production.md).
@@ -45,6 +47,7 @@ AHEAD_DAYS = 7  # partitions made ahead of today
 BACK_DAYS = 3650  # a day older than this (or beyond AHEAD_DAYS ahead) stays in the default partition
 _LOCK = 0x626F7870  # "boxp": two maintenance runs at once take turns
 SETTLE_MS = 6 * 3_600_000  # a day is rewritten in (Box, time) order once it ended this long ago
+REORDER_MAX_BYTES = 4 << 30  # a bigger day stays as it came: its rewrite would hold the hourly maintenance too long
 
 
 def name(table: str, day: int) -> str:
@@ -97,7 +100,8 @@ def reorder(conn: Connection, now_s: float) -> str | None:
         "SELECT t.relname, x.relname, pg_get_expr(t.relpartbound, t.oid) FROM pg_inherits h "
         "JOIN pg_index i ON i.indexrelid = h.inhrelid JOIN pg_class x ON x.oid = i.indexrelid "
         "JOIN pg_class t ON t.oid = i.indrelid "
-        "WHERE h.inhparent = to_regclass('samples_by_time') AND NOT i.indisclustered").all()
+        "WHERE h.inhparent = to_regclass('samples_by_time') AND NOT i.indisclustered "
+        "AND pg_table_size(t.oid) <= %(most)s", {"most": REORDER_MAX_BYTES}).all()
     finished = [(low, str(table), str(index)) for table, index, bound in rows if (low := _low(bound)) is not None
                 and low + DAY_MS <= now_s * 1000 - SETTLE_MS]
     if not finished:

@@ -214,6 +214,22 @@ def test_finished_days_are_rewritten_in_box_order_newest_first_with_every_answer
     assert s.aggregates("BOX-07", ["d.p2"], since, until, 3_600_000, after=None, limit=1000) == hourly
 
 
+@on_postgresql
+def test_a_finished_day_too_big_to_rewrite_stays_as_it_came(store_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A day bigger than `_partitions.REORDER_MAX_BYTES` is not rewritten (the hourly maintenance
+    is not held for long): its rows stay where they were, and nothing else is left to do."""
+    s = Store(store_db)
+    today = int(time.time() * 1000) // DAY
+    noon = (today * DAY + DAY // 2) / 1000
+    s.maintain(noon)
+    insert_durably(store_db, fleet_rows(range(today - 1, today)))
+    yesterday = _partitions.name("samples", today - 1)
+    spread = pages_of(store_db, yesterday, "BOX-07")
+    monkeypatch.setattr(_partitions, "REORDER_MAX_BYTES", 16384)  # two pages: this day has more
+    assert s.reorder(noon) is None
+    assert pages_of(store_db, yesterday, "BOX-07") == spread > 50
+
+
 def test_reorder_on_sqlite_has_nothing_to_do(store: Store) -> None:
     """On SQLite (one file, no partitions) `Store.reorder` does nothing and says so."""
     assert store.reorder() is None
