@@ -27,10 +27,12 @@ around the store's call:
 ``EXPLAIN (ANALYZE, BUFFERS)`` of the store's query for one point is printed (the partitions it
 reads, the index it uses); with ``--reindex``, the time to make ``samples_by_time`` again over
 all the rows (what a migration that makes it costs at this size). The server's directory (data
-and WAL) is removed at the end, also on an error or Ctrl-C. Figures, never assertions.
+and WAL) is removed at the end, also on an error or Ctrl-C. ``--index-sizes`` measures instead the
+bytes a row of the table and of the candidate indexes for a point's history, each filled as the
+receivers fill it (`INDEXES`). Figures, never assertions.
 
     .venv/bin/python -m bench.history [--boxes 1000] [--points 20] [--period-s 300] [--days 17.5] [--no-reorder]
-                                 [--reindex]
+                                 [--reindex] [--index-sizes]
 """
 
 from __future__ import annotations
@@ -82,12 +84,12 @@ def _du(path: Path) -> int:
 
 
 def load(engine: sa.Engine, *, boxes: int, points: int, period_s: int, start_ms: int, end_ms: int,
-         progress: Callable[[str], None]) -> int:
+         progress: Callable[[str], None], partitioned: bool = True) -> int:
     """The fleet's samples from `start_ms` to `end_ms`, a day a statement; returns the rows."""
     period_ms, per_tick = period_s * 1000, boxes * points
     first_day, last_day = start_ms // _partitions.DAY_MS, end_ms // _partitions.DAY_MS
     with engine.begin() as c:  # the days before the ones `Store.maintain` makes, as it makes them
-        for day in range(first_day, last_day + 1):
+        for day in range(first_day, last_day + 1) if partitioned else ():
             part = _partitions.name("samples", day)
             if c.exec_driver_sql("SELECT to_regclass(%(t)s)", {"t": part}).scalar() is None:
                 c.exec_driver_sql(f"CREATE TABLE {part} (LIKE samples INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
@@ -314,6 +316,36 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
               f"(load average {figures['load_average_reindex']:.1f})")
 
 
+INDEXES = {  # candidates for a point's history, each measured as the receivers fill it (`--index-sizes`)
+    "(box_id, ts_ms): samples_by_time": "(box_id, ts_ms)",
+    "(box_id, ts_ms, point) INCLUDE (value, quality)": "(box_id, ts_ms, point) INCLUDE (value, quality)",
+    "(box_id, ts_ms) INCLUDE (point, value, quality)": "(box_id, ts_ms) INCLUDE (point, value, quality)",
+    "(box_id, point, ts_ms) INCLUDE (value, quality)": "(box_id, point, ts_ms) INCLUDE (value, quality)",
+}
+
+
+def index_sizes(boxes: int, points: int, period_s: int, days: int) -> dict[str, float]:
+    """Bytes a row of a plain copy of `samples` and of each of `INDEXES`, all on the table while
+    rows arrive as the receivers write them (`load`'s rows, in time order, Boxes interleaved)."""
+    with PgServer(durable=False, settings=SETTINGS) as server, server.database("indexes") as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE samples (box_id text NOT NULL, point text NOT NULL, ts_ms bigint NOT NULL, "
+                              "value text, quality integer NOT NULL)")
+            for n, columns in enumerate(INDEXES.values()):
+                c.exec_driver_sql(f"CREATE INDEX candidate_{n} ON samples {columns}")
+        end_ms = int(time.time() * 1000) // _partitions.DAY_MS * _partitions.DAY_MS
+        start_ms = end_ms - days * _partitions.DAY_MS
+        rows = load(engine, boxes=boxes, points=points, period_s=period_s, start_ms=start_ms, end_ms=end_ms,
+                    progress=lambda _: None, partitioned=False)
+        with engine.connect() as c:
+            out = {"table": c.exec_driver_sql("SELECT pg_relation_size('samples')").scalar_one() / rows}
+            for n, name in enumerate(INDEXES):
+                out[name] = c.exec_driver_sql(f"SELECT pg_relation_size('candidate_{n}')").scalar_one() / rows
+        engine.dispose()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench.history", description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--boxes", type=int, default=1000, help="Boxes (default %(default)s)")
@@ -326,8 +358,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="then time REINDEX of samples_by_time: what a migration making it costs at this size")
     p.add_argument("--no-reorder", action="store_true",
                    help="measure the rows as ingested only (not again after Store.reorder)")
+    p.add_argument("--index-sizes", action="store_true",
+                   help="only measure the bytes a row of the table and of candidate indexes, filled as the "
+                   "receivers fill them (2 days of the fleet: try --boxes 200)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
+    if args.index_sizes:
+        print(f"bytes a row, {args.boxes:,} Boxes x {args.points} points every {args.period_s} s over 2 days, "
+              "rows in the receivers' order (each index on the table as they arrive):")
+        for name, size in index_sizes(args.boxes, args.points, args.period_s, 2).items():
+            print(f"  {name:<52} {size:6.1f}")
+        return 0
     if args.days * 86400 < WEEK_MS / 1000 or min(args.boxes, args.points, args.period_s, args.queries) < 1:
         p.error("--days must be at least 7; --boxes, --points, --period-s and --queries at least 1")
 
