@@ -230,6 +230,27 @@ def test_a_finished_day_too_big_to_rewrite_stays_as_it_came(store_db: str, monke
     assert pages_of(store_db, yesterday, "BOX-07") == spread > 50
 
 
+@on_postgresql
+def test_while_a_day_is_rewritten_batches_and_history_of_other_days_do_not_wait(store_db: str) -> None:
+    """The rewrite of a finished day holds that day's partition alone (``CLUSTER`` takes it
+    exclusively): held here the same way, a receiver stores today's batch and a user reads
+    today's history, neither waiting for it (a wait would end in the store's lock timeout: an
+    error, and the test fails)."""
+    s = Store(store_db)
+    s.maintain()
+    s.put_table("BOX-1", TID, TABLE)
+    now = int(time.time() * 1000)
+    yesterday = _partitions.name("samples", now // DAY - 1)
+    engine = sa.create_engine(store_db, poolclass=sa.pool.NullPool)
+    with engine.connect() as rewrite, rewrite.begin():
+        rewrite.exec_driver_sql(f"LOCK TABLE {yesterday} IN ACCESS EXCLUSIVE MODE")
+        writer, reader = Store(store_db), Store(store_db)
+        assert writer.store_batch("BOX-1", batch(1, now), TABLE)
+        got = reader.history("BOX-1", ["d.p3"], now // DAY * DAY, now + 1000, after=None, limit=10)
+        assert [(p, t) for p, t, _, _ in got] == [("d.p3", now)]
+    engine.dispose()
+
+
 def test_reorder_on_sqlite_has_nothing_to_do(store: Store) -> None:
     """On SQLite (one file, no partitions) `Store.reorder` does nothing and says so."""
     assert store.reorder() is None
