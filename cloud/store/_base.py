@@ -167,12 +167,15 @@ class StoreBase:
             return _migrate.current(conn)
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """Statements that only read: no lock taken (on SQLite each statement sees the last commit)."""
+    def _read(self, *, by_time: bool = False) -> Iterator[Connection]:
+        """Statements that only read: no lock taken (on SQLite each statement sees the last commit).
+        `by_time`: they read the time series by time range (`_dialect.plan_by_values`)."""
         conn = self._connection()
         self._check(conn)
         try:
             with conn.begin():
+                if by_time:
+                    _dialect.plan_by_values(conn)
                 yield conn
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e

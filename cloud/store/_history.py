@@ -44,7 +44,7 @@ class History(StoreBase):
                 after: tuple[int, str] | None, limit: int) -> list[Sample]:
         """Samples of `points` (all when empty) in [since_ms, until_ms), by time then point, those after
         `after` (the last row of the page before), at most `limit`."""
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             rows = db.execute(samples_query(box_id, points, since_ms, until_ms, after=after, limit=limit))
             sent = [(p, int(t), json.loads(v) if v is not None else None, int(q)) for p, t, v, q in rows]
             if not self._has_spans(db, box_id, after[0] if after else since_ms, until_ms):
@@ -71,7 +71,7 @@ class History(StoreBase):
         covering = self._covering(box_id, wanted)
         out: list[Sample] = []
         while True:  # a chunk of spans at a time, resolved, until `limit` polls resolved (and their last instant)
-            with self._read() as db:
+            with self._read(by_time=True) as db:
                 chunk = db.execute(
                     sa.select(s.ts_ms, s.table_id, s.first, s.n, s.epoch, s.seq)
                     .where(s.box_id == box_id, s.ts_ms < until_ms, *covering,
@@ -101,7 +101,7 @@ class History(StoreBase):
             return []
         s = spans.c
         table_of: Callable[[str, int], PointTable | None] = getattr(self, "table")  # noqa: B009
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             tids = [int(t) for t in db.execute(sa.select(point_tables.c.table_id)
                                                .where(point_tables.c.box_id == box_id)).scalars()]
         ranges = []
@@ -115,7 +115,7 @@ class History(StoreBase):
     def _resolve(self, box_id: str, polls: Sequence[tuple[int, str, int, int]],
                  barriers: dict[int, list[tuple[int, int]]]) -> list[Sample]:
         """Each poll in a span with the value in force then; those that cannot be resolved left out."""
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             values = self._values_before(db, box_id, polls)
             for e in {p[2] for p in polls} - set(barriers):
                 barriers[e] = _barriers(db, box_id, e)
@@ -161,7 +161,7 @@ class History(StoreBase):
         `bucket_ms` over [since_ms, until_ms), by bucket then point, after `after`, at most `limit`: the
         count is of every sample, min, max and mean of its finite numbers (None without any: a
         boolean, text or state point), the same on SQLite and PostgreSQL."""
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             resolved = self._has_spans(db, box_id, since_ms, until_ms)
         if resolved:
             return self._aggregates_of_history(box_id, points, since_ms, until_ms, bucket_ms, after=after, limit=limit)
@@ -176,7 +176,7 @@ class History(StoreBase):
             query = query.where(c.point.in_(list(points)))
         if after is not None:
             query = query.having(sa.or_(start > after[0], sa.and_(start == after[0], c.point > after[1])))
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             rows = db.execute(query.order_by(start, c.point).limit(limit))
             return [(str(p), int(s), int(n), _num(lo), _num(hi), _num(mean)) for p, s, n, lo, hi, mean in rows]
 

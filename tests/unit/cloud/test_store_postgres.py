@@ -235,18 +235,22 @@ def test_while_a_day_is_rewritten_batches_and_history_of_other_days_do_not_wait(
     """The rewrite of a finished day holds that day's partition alone (``CLUSTER`` takes it
     exclusively): held here the same way, a receiver stores today's batch and a user reads
     today's history, neither waiting for it (a wait would end in the store's lock timeout: an
-    error, and the test fails)."""
+    error, and the test fails), also once their statements are prepared and their plans cached
+    (a generic plan locks every partition before it prunes: `_dialect.plan_by_values`)."""
     s = Store(store_db)
     s.maintain()
     s.put_table("BOX-1", TID, TABLE)
     now = int(time.time() * 1000)
     yesterday = _partitions.name("samples", now // DAY - 1)
+    writer, reader = Store(store_db), Store(store_db)
+    for seq in range(1, 11):  # as a receiver and the API run: statements prepared, plans cached
+        assert writer.store_batch("BOX-1", batch(seq, now - 600_000 + seq * 10_000), TABLE)
+        assert reader.history("BOX-1", ["d.p3"], now - 3_600_000, now, after=None, limit=10)
     engine = sa.create_engine(store_db, poolclass=sa.pool.NullPool)
     with engine.connect() as rewrite, rewrite.begin():
         rewrite.exec_driver_sql(f"LOCK TABLE {yesterday} IN ACCESS EXCLUSIVE MODE")
-        writer, reader = Store(store_db), Store(store_db)
-        assert writer.store_batch("BOX-1", batch(1, now), TABLE)
-        got = reader.history("BOX-1", ["d.p3"], now // DAY * DAY, now + 1000, after=None, limit=10)
+        assert writer.store_batch("BOX-1", batch(11, now), TABLE)
+        got = reader.history("BOX-1", ["d.p3"], now, now + 1000, after=None, limit=10)
         assert [(p, t) for p, t, _, _ in got] == [("d.p3", now)]
     engine.dispose()
 
