@@ -2,8 +2,10 @@
 downsampled aggregates for long ranges.
 
 Both read `samples` through its (Box, time) index: a range of one Box's time, then the points asked
-for. Pages are keyed (the last row's time and point), never offset: the thousandth page costs what the
-first does. Aggregates are computed in the database (one row per point and bucket).
+for. On PostgreSQL the query's constant time bounds prune the day partitions to the range's
+(`samples_query`), planned with its values each time (`_read(by_time=True)`). Pages are keyed
+(the last row's time and point), never offset: the thousandth page costs what the first does.
+Aggregates are computed in the database (one row per point and bucket).
 
 Report on change: a Box sends a point's value when it changed, and says of the other polls that
 they found it unchanged (a span, `proto.wire`). History gives a row for every poll: the values
