@@ -455,6 +455,11 @@ class Cloud(Administration):
                     self.maintain_store()
                 except Exception:  # rows go to the default partition meanwhile: nothing is lost
                     log.exception("cannot make the database's time partitions")
+                try:  # not at start (upgrade_store): a day's rewrite takes a while
+                    if done := self.store_for("owner").reorder():
+                        log.info("cloud database: %s rewritten in (Box, time) order", done)
+                except Exception:  # the day stays as it was, read as before; the next hour tries again
+                    log.exception("cannot rewrite a finished day of the samples in (Box, time) order")
             try:
                 if last_check is None or time.monotonic() - last_check >= self.tuf_renew_check_s:
                     last_check = time.monotonic()

@@ -135,6 +135,17 @@ class StoreBase:
         with self._tx() as conn:
             return _partitions.ensure(conn, time.time() if now is None else now)
 
+    def reorder(self, now: float | None = None) -> str | None:
+        """Rewrite one finished day of the samples in (Box, time) order (PostgreSQL; nothing on
+        SQLite), by the schema's owner (`cloud.store._partitions.reorder`); returns its partition.
+
+        Raises:
+            StoreError: the database refused (a role that does not own the tables, a lock not had
+                in time: the next run tries again).
+        """
+        with self._tx(keyed=True) as conn:  # no database-wide lock: CLUSTER locks that day's partition alone
+            return _partitions.reorder(conn, time.time() if now is None else now)
+
     def grant_roles(self, prefix: str) -> list[str]:
         """Give each service's role its privileges (PostgreSQL, `cloud.store._roles`), as the owner;
         returns the roles found.
@@ -156,12 +167,15 @@ class StoreBase:
             return _migrate.current(conn)
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        """Statements that only read: no lock taken (on SQLite each statement sees the last commit)."""
+    def _read(self, *, by_time: bool = False) -> Iterator[Connection]:
+        """Statements that only read: no lock taken (on SQLite each statement sees the last commit).
+        `by_time`: they read the time series by time range (`_dialect.plan_by_values`)."""
         conn = self._connection()
         self._check(conn)
         try:
             with conn.begin():
+                if by_time:
+                    _dialect.plan_by_values(conn)
                 yield conn
         except self._failures as e:
             raise StoreError(f"the cloud database {self._name()}: {_reason(e)}") from e

@@ -11,6 +11,10 @@ Everything else in the store is SQLAlchemy Core that both databases speak. Here:
   read-then-write (the next configuration version, a token claimed, a deployment's conflicts)
   never interleaves with another writer; on PostgreSQL a transaction whose writes are all keyed
   (a batch stored) takes none, and writers go in parallel. Reads take no lock.
+- `plan_by_values`: on PostgreSQL, a read of the time series is planned with its values each
+  time, never with a cached generic plan, which would lock (and set up) every day partition
+  before pruning them: a day being rewritten (`_partitions.reorder`) or dropped would hold up
+  every history read;
 - `SECONDS`, `BIGINT`: column types of the same size on both;
 - `Upsert`: ``INSERT ... ON CONFLICT`` through each dialect's own ``insert()``.
 - `Prepared`, `BulkInsert`, `NewKeys`: statements compiled once per dialect and run on the driver's
@@ -95,6 +99,14 @@ def lock_writes(conn: Connection) -> None:
     (SQLite's transactions hold it from their start already)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+
+
+def plan_by_values(conn: Connection) -> None:
+    """In the read transaction `conn` has just begun (PostgreSQL): plan each statement with its
+    values (``plan_cache_mode``), so that only the partitions of its time range are locked and
+    read (see the module's docstring). Nothing on SQLite."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 def _insert(dialect: Dialect, table: sa.Table) -> Any:

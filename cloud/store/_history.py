@@ -2,8 +2,10 @@
 downsampled aggregates for long ranges.
 
 Both read `samples` through its (Box, time) index: a range of one Box's time, then the points asked
-for. Pages are keyed (the last row's time and point), never offset: the thousandth page costs what the
-first does. Aggregates are computed in the database (one row per point and bucket).
+for. On PostgreSQL the query's constant time bounds prune the day partitions to the range's
+(`samples_query`), planned with its values each time (`_read(by_time=True)`). Pages are keyed
+(the last row's time and point), never offset: the thousandth page costs what the first does.
+Aggregates are computed in the database (one row per point and bucket).
 
 Report on change: a Box sends a point's value when it changed, and says of the other polls that
 they found it unchanged (a span, `proto.wire`). History gives a row for every poll: the values
@@ -44,15 +46,8 @@ class History(StoreBase):
                 after: tuple[int, str] | None, limit: int) -> list[Sample]:
         """Samples of `points` (all when empty) in [since_ms, until_ms), by time then point, those after
         `after` (the last row of the page before), at most `limit`."""
-        c = samples.c
-        query = sa.select(c.point, c.ts_ms, c.value, c.quality).where(
-            c.box_id == box_id, c.ts_ms >= since_ms, c.ts_ms < until_ms)
-        if points:
-            query = query.where(c.point.in_(list(points)))
-        if after is not None:
-            query = query.where(sa.or_(c.ts_ms > after[0], sa.and_(c.ts_ms == after[0], c.point > after[1])))
-        with self._read() as db:
-            rows = db.execute(query.order_by(c.ts_ms, c.point).limit(limit))
+        with self._read(by_time=True) as db:
+            rows = db.execute(samples_query(box_id, points, since_ms, until_ms, after=after, limit=limit))
             sent = [(p, int(t), json.loads(v) if v is not None else None, int(q)) for p, t, v, q in rows]
             if not self._has_spans(db, box_id, after[0] if after else since_ms, until_ms):
                 return sent
@@ -78,7 +73,7 @@ class History(StoreBase):
         covering = self._covering(box_id, wanted)
         out: list[Sample] = []
         while True:  # a chunk of spans at a time, resolved, until `limit` polls resolved (and their last instant)
-            with self._read() as db:
+            with self._read(by_time=True) as db:
                 chunk = db.execute(
                     sa.select(s.ts_ms, s.table_id, s.first, s.n, s.epoch, s.seq)
                     .where(s.box_id == box_id, s.ts_ms < until_ms, *covering,
@@ -108,7 +103,7 @@ class History(StoreBase):
             return []
         s = spans.c
         table_of: Callable[[str, int], PointTable | None] = getattr(self, "table")  # noqa: B009
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             tids = [int(t) for t in db.execute(sa.select(point_tables.c.table_id)
                                                .where(point_tables.c.box_id == box_id)).scalars()]
         ranges = []
@@ -122,7 +117,7 @@ class History(StoreBase):
     def _resolve(self, box_id: str, polls: Sequence[tuple[int, str, int, int]],
                  barriers: dict[int, list[tuple[int, int]]]) -> list[Sample]:
         """Each poll in a span with the value in force then; those that cannot be resolved left out."""
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             values = self._values_before(db, box_id, polls)
             for e in {p[2] for p in polls} - set(barriers):
                 barriers[e] = _barriers(db, box_id, e)
@@ -168,7 +163,7 @@ class History(StoreBase):
         `bucket_ms` over [since_ms, until_ms), by bucket then point, after `after`, at most `limit`: the
         count is of every sample, min, max and mean of its finite numbers (None without any: a
         boolean, text or state point), the same on SQLite and PostgreSQL."""
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             resolved = self._has_spans(db, box_id, since_ms, until_ms)
         if resolved:
             return self._aggregates_of_history(box_id, points, since_ms, until_ms, bucket_ms, after=after, limit=limit)
@@ -183,7 +178,7 @@ class History(StoreBase):
             query = query.where(c.point.in_(list(points)))
         if after is not None:
             query = query.having(sa.or_(start > after[0], sa.and_(start == after[0], c.point > after[1])))
-        with self._read() as db:
+        with self._read(by_time=True) as db:
             rows = db.execute(query.order_by(start, c.point).limit(limit))
             return [(str(p), int(s), int(n), _num(lo), _num(hi), _num(mean)) for p, s, n, lo, hi, mean in rows]
 
@@ -207,6 +202,20 @@ class History(StoreBase):
         out = [(p, start, int(a[0]), a[2] if a[1] else None, a[3] if a[1] else None, a[4] / a[1] if a[1] else None)
                for (start, p), a in sorted(acc.items()) if after is None or (start, p) > after]
         return out[:limit]
+
+
+def samples_query(box_id: str, points: Sequence[str], since_ms: int, until_ms: int, *,
+                  after: tuple[int, str] | None, limit: int) -> sa.Select[str, int, str, int]:
+    """The samples `History.history` reads (its arguments): bounded by constants on ``ts_ms``, which
+    is what lets PostgreSQL read only the partitions of the range."""
+    c = samples.c
+    query = sa.select(c.point, c.ts_ms, c.value, c.quality).where(
+        c.box_id == box_id, c.ts_ms >= since_ms, c.ts_ms < until_ms)
+    if points:
+        query = query.where(c.point.in_(list(points)))
+    if after is not None:
+        query = query.where(sa.or_(c.ts_ms > after[0], sa.and_(c.ts_ms == after[0], c.point > after[1])))
+    return query.order_by(c.ts_ms, c.point).limit(limit)
 
 
 def _barriers(db: sa.Connection, box_id: str, epoch: int) -> list[tuple[int, int]]:

@@ -15,6 +15,21 @@ the same transaction, then the day's table is attached (PostgreSQL checks the de
 holds nothing of that day). The receivers never change the schema: if maintenance stops, rows
 land in the default partition, nothing is refused or lost, and the next run sorts them out.
 
+A day's rows arrive in time order, every Box's batches interleaved: one Box's rows of an
+instant share a table page, and a point's day is spread over as many pages as the Box sent
+batches (a point's 7 days at 5-minute samples: 2,016 pages read, one a row). `reorder`
+(`Store.reorder`, run by the running cloud every hour after `ensure`) rewrites one finished day
+at a time in (Box, time) order (``CLUSTER`` on the day's ``samples_by_time`` index): the newest
+day that ended `SETTLE_MS` ago or more and was not rewritten yet (``pg_index.indisclustered``
+says which were). A Box's day is then a few adjacent pages (its points' rows together), read
+once (docs/performance.md, "A point's history over 100 million rows"). Rows that arrive for a
+rewritten day later are appended as before; that day is not rewritten again. A day bigger than
+`REORDER_MAX_BYTES` stays as it came (its rewrite would hold the hourly maintenance for many
+minutes: at a fleet's full rate, pg_repack or hourly partitions are the tools). ``CLUSTER`` holds
+the day's partition exclusively while it copies it (reads and late writes of that day wait, up
+to the connections' lock timeout; other days are not touched) and needs the day's size free
+on the disk meanwhile (docs/production.md).
+
 Nothing here on SQLite (one file, no partitions: `ensure` returns at once). No network I/O but
 the database's.
 """
@@ -31,6 +46,8 @@ DAY_MS = 86_400_000
 AHEAD_DAYS = 7  # partitions made ahead of today
 BACK_DAYS = 3650  # a day older than this (or beyond AHEAD_DAYS ahead) stays in the default partition
 _LOCK = 0x626F7870  # "boxp": two maintenance runs at once take turns
+SETTLE_MS = 6 * 3_600_000  # a day is rewritten in (Box, time) order once it ended this long ago
+REORDER_MAX_BYTES = 4 << 30  # a bigger day stays as it came: its rewrite would hold the hourly maintenance too long
 
 
 def name(table: str, day: int) -> str:
@@ -72,6 +89,35 @@ def ensure(conn: Connection, now_s: float, ahead: int = AHEAD_DAYS) -> list[str]
     return made
 
 
+def reorder(conn: Connection, now_s: float) -> str | None:
+    """Rewrite one finished day of `samples` in (Box, time) order (see the module's docstring);
+    returns its partition's name, or None when none is left to do (or on SQLite). Run in the
+    caller's transaction, by the owner of the tables, without the database's write lock."""
+    if conn.dialect.name != "postgresql" or not _partitioned(conn, "samples"):
+        return None
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK)))
+    rows = conn.exec_driver_sql(
+        "SELECT t.relname, x.relname, pg_get_expr(t.relpartbound, t.oid) FROM pg_inherits h "
+        "JOIN pg_index i ON i.indexrelid = h.inhrelid JOIN pg_class x ON x.oid = i.indexrelid "
+        "JOIN pg_class t ON t.oid = i.indrelid "
+        "WHERE h.inhparent = to_regclass('samples_by_time') AND NOT i.indisclustered "
+        "AND pg_table_size(t.oid) <= %(most)s", {"most": REORDER_MAX_BYTES}).all()
+    finished = [(low, str(table), str(index)) for table, index, bound in rows if (low := _low(bound)) is not None
+                and low + DAY_MS <= now_s * 1000 - SETTLE_MS]
+    if not finished:
+        return None
+    _, table, index = max(finished)  # the newest first: the days read most
+    conn.exec_driver_sql(f'CLUSTER "{table}" USING "{index}"')
+    return table
+
+
+def _low(bound: str) -> int | None:
+    """The lower bound of a day partition (FOR VALUES FROM ('1765065600000') TO (...)); None: DEFAULT."""
+    if not bound.startswith("FOR VALUES FROM"):
+        return None
+    return int(bound.split("(", 1)[1].split(")", 1)[0].strip("'"))
+
+
 def _partitioned(conn: Connection, table: str) -> bool:
     return conn.exec_driver_sql(
         "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass(%(t)s)", {"t": table}).scalar() is True
@@ -82,9 +128,4 @@ def _days(conn: Connection, table: str) -> set[int]:
     rows = conn.exec_driver_sql(
         "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
         "WHERE i.inhparent = to_regclass(%(t)s)", {"t": table}).scalars()
-    days = set()
-    for bound in rows:  # FOR VALUES FROM ('1765065600000') TO ('1765152000000'), or DEFAULT
-        if bound.startswith("FOR VALUES FROM"):
-            low = int(bound.split("(", 1)[1].split(")", 1)[0].strip("'"))
-            days.add(low // DAY_MS)
-    return days
+    return {low // DAY_MS for bound in rows if (low := _low(bound)) is not None}

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from cloud._checks import database_url
 from cloud.errors import CloudError
-from cloud.store import Store, StoreError, _roles
+from cloud.store import Store, StoreError, _partitions, _roles
 from proto import wire
 from proto.points import PointInfo
 from tests.support.pgserver import PgServer
@@ -111,6 +111,8 @@ def test_each_service_does_its_work_as_its_own_role(roles: Roles) -> None:
     api.mqtt_forget(mid)
     admin.delete_box("BOX-1")  # the operator's: every row of a Box
     assert api.samples("BOX-1") == [] and admin.verify_audit()[2] == []
+    today = int(now // 86400)  # the running cloud, as the owner: a finished day rewritten in (Box, time) order
+    assert roles.store("owner").reorder((today + 3) * 86400) == _partitions.name("samples", today + 1)
 
 
 def test_each_role_is_refused_what_it_must_not_do(roles: Roles) -> None:
@@ -129,11 +131,12 @@ def test_each_role_is_refused_what_it_must_not_do(roles: Roles) -> None:
     # the operator's tool: every row, but the audit trail is append-only for it too
     for sql in ("UPDATE audit SET outcome = 'ok'", "DELETE FROM audit"):
         assert denied in roles.refused("admin", sql), sql
-    # nobody but the owner changes the schema (a day's partition included); nobody is a superuser
+    # nobody but the owner changes the schema (a day's partition included, or its order); nobody is a superuser
+    today = _partitions.name("samples", int(time.time() // 86400))
     for service in _roles.RUN_TIME:
         for sql in ("DROP TABLE samples", "ALTER TABLE boxes ADD COLUMN x TEXT", "CREATE TABLE x (a INT)",
                     "TRUNCATE samples", "CREATE TABLE samples_d29991231 PARTITION OF samples "
-                    "FOR VALUES FROM (0) TO (1)"):
+                    "FOR VALUES FROM (0) TO (1)", f"CLUSTER {today} USING {today}_box_id_ts_ms_idx"):
             assert any(w in roles.refused(service, sql) for w in (denied, "must be owner")), (service, sql)
     for service in _roles.SERVICES:
         assert denied in roles.refused(service, "CREATE ROLE intruder")
