@@ -9,7 +9,6 @@ them); with the real broker: tests/integration/test_receiver_groups.py.
 from __future__ import annotations
 
 import random
-import threading
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -27,6 +26,7 @@ from proto.topics import Up
 from proto.uplink import Health, Status
 from tests.support import poison
 from tests.support.storedb import both_engines
+from tests.support.together import at_once
 
 TABLE = PointTable([PointInfo(f"d.p{i}", "kW", "float32") for i in range(5)])
 TID = wire.table_id(TABLE)
@@ -92,28 +92,18 @@ def test_writers_storing_groups_at_once_store_each_batch_once(store_db: Path | s
     each in its own order and groups of its own: no deadlock, each batch and sample once."""
     every = [item(f"B{n % 4}", n // 4 + 1) for n in range(60)]
     stored: list[tuple[str, int, int]] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(3)
 
     def writer(n: int) -> None:
         s, mine, rng = Store(store_db), list(every), random.Random(n)
         rng.shuffle(mine)
-        try:
-            start.wait(30)
-            while mine:
-                k = rng.randint(1, 12)
-                group, mine = mine[:k], mine[k:]
-                for it, o in zip(group, s.store_batches(group), strict=True):
-                    if o is Outcome.STORED:
-                        stored.append(it.key)
-        except BaseException as e:  # reported below
-            errors.append(e)
+        while mine:
+            k = rng.randint(1, 12)
+            group, mine = mine[:k], mine[k:]
+            for it, o in zip(group, s.store_batches(group), strict=True):
+                if o is Outcome.STORED:
+                    stored.append(it.key)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = at_once(writer, 3)
     assert not errors, errors
     assert sorted(stored) == sorted(it.key for it in every)  # stored once: STORED once, AGAIN for the others
     s = Store(store_db)

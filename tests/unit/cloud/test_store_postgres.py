@@ -8,7 +8,6 @@ a point's week read through the index of its days' partitions only; finished day
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from cloud.store import Store, _history, _migrate, _partitions, _telemetry
 from proto import wire
 from proto.points import PointInfo
 from tests.support.storedb import both_engines
+from tests.support.together import at_once
 
 TABLE = [PointInfo(f"d.p{i}", "kW", "float32") for i in range(20)]
 TID = wire.table_id(TABLE)
@@ -50,25 +50,15 @@ def test_a_batch_stored_by_several_writers_at_once_is_stored_once(store_db: Path
     base = int(time.time() * 1000)
     batches = [batch(s, base + s * 10_000) for s in range(1, 31)]
     stored: list[int] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(3)
 
     def writer(n: int) -> None:
         s, mine = Store(store_db), list(batches)
         random.Random(n).shuffle(mine)
-        try:
-            start.wait(30)
-            for b in mine:
-                if s.store_batch("BOX-1", b, TABLE, bytes([b.seq])):
-                    stored.append(b.seq)
-        except BaseException as e:  # reported below
-            errors.append(e)
+        for b in mine:
+            if s.store_batch("BOX-1", b, TABLE, bytes([b.seq])):
+                stored.append(b.seq)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = at_once(writer, 3)
     assert not errors, errors
     s = Store(store_db)
     assert sorted(stored) == list(range(1, 31))  # stored once: True once, False for the others
