@@ -70,6 +70,14 @@ def _slow_on_vm(hil: Hil) -> None:
         pytest.skip("slow_vm: on the vm target only in `make hil` (HIL_SLOW_VM=1): minutes under emulation")
 
 
+def _on(hil: Hil) -> None:
+    """The Box powered and ready, unless the scenario before left it so: a ready check again would wait for a
+    fresh reading of every point, the slowest polled once a minute (the building's model), and the scenario's
+    own first wait shows the Box live."""
+    if hil.strategy.status != "ready":
+        hil.strategy.transition("ready")
+
+
 def _devices(hil: Hil) -> str:
     """The Modbus TCP building as the scenarios configure it: sim, polled every 0.1 s with a 1 s timeout
     (a device that does not answer is a fault within a second); elsewhere the bench's own."""
@@ -317,7 +325,7 @@ def test_a_modbus_tcp_device_reboot_and_unplug_are_faults_of_that_device_and_pol
 def test_modbus_rtu_at_the_wrong_baud_rate_is_a_line_fault_until_the_configuration_is_fixed(
         hil: Hil) -> None:
     hil.need("rtu")
-    hil.strategy.transition("ready")
+    _on(hil)
     # the wrong speed only: this kernel refuses parity on a pty (EINVAL, drivers/modbus/_link.py), so a parity
     # mismatch is the lab's to show (tests/hil/README.md). The line: the bench's (vm: attached to the VM as its
     # ttyS2 for the whole session, the guest's line settings reaching the pty through QEMU) or one of its own
@@ -502,7 +510,7 @@ def _restore_power(hil: Hil) -> None:
 def test_revoking_the_live_box_cuts_its_session_for_good_and_accepts_nothing_it_queued(hil: Hil) -> None:
     hil.need("revoke", "building")
     store = hil.cloud.store
-    hil.strategy.transition("ready")
+    _on(hil)
     batches = len(store.batch_keys(hil.box_id))
     wait_for(lambda: len(store.batch_keys(hil.box_id)) > batches + 2, 60, "data flowing")
     started = time.monotonic()
