@@ -9,7 +9,9 @@ What a test gets from the VM: the console (kernel, systemd's status lines, and t
 checks, ``BOXTEST {json}`` lines, see image/scripts/selftest.py), and whatever the Box sends
 to the reference cloud. Input to the VM: system credentials (SMBIOS type 11 strings, read by
 systemd at boot) and TCP ports forwarded from the host's loopback to the guest (QEMU user
-networking; the guest reaches the host's own addresses through it). There is no shell.
+networking; the guest reaches the host's own addresses through it); optionally a field LAN of its
+own (`field_net`: a second card, IPv6 only, to this machine's ::1) and serial lines (`serial_ports`:
+terminals of this machine as the guest's ttyS2 and ttyS3). There is no shell.
 """
 
 from __future__ import annotations
