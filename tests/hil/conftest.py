@@ -88,11 +88,20 @@ class Hil:
     link: Callable[[bool], None] | None = None  # the WAN link out (False) and back (sim: a proxy; vm: QMP)
     boxctl: Callable[[], dict[str, Any]] | None = None  # `boxctl status --json` on the Box (sim: no shell elsewhere)
     work: Path | None = None  # this machine's scratch directory for the bench
+    # the RS-485 line of a target that attaches one for the whole bench (vm: the simulator's pty is the VM's
+    # ttyS2, so it must exist before QEMU starts), and the port as the Box names it; None: the scenario's own
+    rtu: SimThread | None = None
+    rtu_port: str = ""
+    # the Box's own `boxctl status --json` as it last wrote it (run/status.json), read from its disk while the
+    # power is off (vm: no shell on the Box)
+    status_on_disk: Callable[[], dict[str, Any]] | None = None
+    lacks: dict[str, str] = field(default_factory=dict)  # a feature the target has not -> what it would take
 
     def need(self, *features: str) -> None:
         missing = [f for f in features if f not in self.features]
         if missing:
-            pytest.skip(f"target {self.name} ({self.kind}) has no {', '.join(missing)}")
+            why = "".join(f"; {f}: {self.lacks[f]}" for f in missing if f in self.lacks)
+            pytest.skip(f"target {self.name} ({self.kind}) has no {', '.join(missing)}{why}")
 
     def configured(self) -> set[str]:
         import tomllib
@@ -135,6 +144,7 @@ def hil(target_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             hil = _vm(stack, target_file.stem, features, strategy, power, work)
         else:
             hil = _lab(stack, target_file.stem, features, strategy, power, target)
+        hil.lacks = {str(k): str(v) for k, v in env.config.data["targets"]["main"].get("lacks", {}).items()}
         strategy.ready_check = hil.every_point_good
         stack.callback(strategy.power_cut)
         yield hil
@@ -191,20 +201,31 @@ def _vm(stack: contextlib.ExitStack, name: str, features: set[str], strategy: Bo
         pytest.skip(f"target {name}: the Box image cannot be built or booted here: {why}")
     image = boximage.ensure_built()
     bench = stack.enter_context(boxvm.bench(image, work))
-    building = _building(stack, bench.address)
+    # the building on the VM's field LAN (its second card), not behind its WAN: an outage of the WAN (the
+    # link out) leaves the field devices polled, as on a Box
+    building = _building(stack, "::1")
     box_id = "HIL-VM-1"
     machine = power.machine
-    from tests.support.qemu import Vm
+    from tests.support import qemu
+    rtu = None
+    if "rtu" in features:  # the RS-485 line: the simulator's pty through QEMU's tty backend, the guest's ttyS2
+        from drivers.sim.modbus_rtu_building import RtuBuildingSimulator
+        line = RtuBuildingSimulator(baudrate=19200, update_interval_s=0.2)
+        rtu = stack.enter_context(SimThread(sim=line))
     # writeback: what the guest flushed is on this machine's disk whenever the power goes
-    vm = Vm(image.path, work / "vm", credentials=bench.enroll_credential(box_id), memory_mib=machine.memory_mib,
-            cpus=machine.cpus, cache="writeback")
+    vm = qemu.Vm(image.path, work / "vm", credentials=bench.enroll_credential(box_id),
+                 memory_mib=machine.memory_mib, cpus=machine.cpus, cache="writeback",
+                 serial_ports=(line.path,) if rtu is not None else (), field_net=True)
     power.vm = vm
     stack.callback(lambda: (image.path.parent / "last-hil-console.log").write_text(vm.console()))
     # polled every second (software emulation), no retries (the proof's condition)
-    devices = building.sim.points_toml(1.0, timeout_s=10.0, retries=0)
+    devices = building.sim.points_toml(1.0, timeout_s=10.0, retries=0).replace('host = "::1"',
+                                                                              f'host = "{qemu.FIELD_HOST}"')
     pushed: list[int] = []
     hil = Hil("vm", name, features, strategy, power, bench.cloud, box_id, building, devices, vm.console,
-              link=power.link, work=work)
+              link=power.link, work=work, rtu=rtu, rtu_port="/dev/ttyS2",
+              status_on_disk=lambda: json.loads(boxvm.read_data_file(vm.disk, image, work,
+                                                                     "/lib/boxd/run/status.json")))
     ready = hil.every_point_good
     hil.every_point_good = lambda since=0.0: boxvm.configure_when_enrolled(  # type: ignore[method-assign]
         bench.cloud, box_id, UPLINK + devices, pushed) and ready(since)

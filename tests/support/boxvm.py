@@ -148,6 +148,29 @@ def read_slots(disk: Path, image: boximage.Image, scratch: Path, sizes: tuple[in
     return Slots(entries, digests)
 
 
+def read_data_file(disk: Path, image: boximage.Image, scratch: Path, path: str) -> bytes:
+    """A file of a VM's data partition (`path` inside it: /var's), read from its disk (a qcow2 overlay or a raw
+    copy) while the VM is off: the partition copied out with `qemu-img dd`, its journal replayed (e2fsck), the
+    file read with debugfs."""
+    part = image.manifest["partitions"]["data"]
+    raw = scratch / "data.raw"
+    fmt = "qcow2" if disk.suffix == ".qcow2" else "raw"
+    # qemu-img dd counts `count` from the start of the input, not from `skip`
+    _run(["qemu-img", "dd", "-f", fmt, "-O", "raw", "bs=1M", f"skip={part['start_mib']}",
+          f"count={part['start_mib'] + part['size_mib']}", f"if={disk}", f"of={raw}"])
+    try:
+        # what a mount would do first: the file system's journal replayed (after a power cut the newest
+        # metadata may be there only; debugfs reads the file system as it is on the disk)
+        _run(["e2fsck", "-E", "journal_only", "-y", str(raw)], ok=(0, 1))
+        # -c: the bitmaps unread (a file is read through its inode; the bitmaps of a cut are the journal's business)
+        r = subprocess.run(["debugfs", "-c", "-R", f"cat {path}", str(raw)], capture_output=True, timeout=60)
+    finally:
+        raw.unlink()
+    if r.returncode != 0 or not r.stdout:
+        raise AssertionError(f"{path} on the data partition of {disk}: {r.stderr.decode(errors='replace')}")
+    return r.stdout
+
+
 def sha256_range(path: Path, offset: int, size: int) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:

@@ -9,7 +9,9 @@ What a test gets from the VM: the console (kernel, systemd's status lines, and t
 checks, ``BOXTEST {json}`` lines, see image/scripts/selftest.py), and whatever the Box sends
 to the reference cloud. Input to the VM: system credentials (SMBIOS type 11 strings, read by
 systemd at boot) and TCP ports forwarded from the host's loopback to the guest (QEMU user
-networking; the guest reaches the host's own addresses through it). There is no shell.
+networking; the guest reaches the host's own addresses through it); optionally a field LAN of its
+own (`field_net`: a second card, IPv6 only, to this machine's ::1) and serial lines (`serial_ports`:
+terminals of this machine as the guest's ttyS2 and ttyS3). There is no shell.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ from tests.support.wait import wait_for
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 QEMU = "qemu-system-x86_64"
+# this machine's loopback (::1) as the guest sees it on its field LAN (`Vm.field_net`): QEMU user networking's
+# host address in its default IPv6 prefix (fec0::/64)
+FIELD_HOST = "fec0::2"
+SERIAL_IRQS = {2: 3, 3: 5}  # the guest's ttyS2 and ttyS3 (`Vm.serial_ports`): ISA index -> IRQ
 _BOXTEST = re.compile(r"BOXTEST (\{.*\})\s*$")
 _ANSI = re.compile(r"\x1b\[[0-9;=?]*[A-Za-z]")
 
@@ -64,6 +70,17 @@ class Vm:
     # the firmware's SIPI wake-up of the other vCPUs is where such resets hang); one vCPU has none to wake
     cpus: int = 1
     watch: tuple[str, ...] = ()  # console texts whose first appearance `seen` times at every read
+    # terminals of this machine (e.g. a field-bus simulator's pty) attached as the guest's serial ports ttyS2 and
+    # ttyS3 (QEMU's tty backend: the guest's line settings reach the terminal's termios). Not COM2 (ttyS1): OVMF
+    # makes COM1 and COM2 its consoles, so its menus would go down the line and a device's bytes coming back
+    # would be key presses to the boot menu (it stopped systemd-boot's timeout). COM3 and COM4 on IRQs of their
+    # own (the ISA defaults share COM1's and COM2's)
+    serial_ports: tuple[str, ...] = ()
+    # a field-bus LAN of its own (a second network card), so that the WAN's link can go out while the field
+    # devices stay reachable, as on a Box with an uplink port and a field port: QEMU user networking with IPv6
+    # only, where the guest reaches this machine's loopback (::1) at FIELD_HOST; the WAN is then IPv4 only
+    # (one IPv6 prefix, one route: the field's). IPv4 has no way to the field: the platform is the WAN's
+    field_net: bool = False
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     _seen: dict[str, float] = field(default_factory=dict)
@@ -93,7 +110,8 @@ class Vm:
 
     def command(self) -> list[str]:
         fmt = "raw" if self.copy_disk else "qcow2"
-        net = "user,id=wan0" + "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.forwards.items())
+        net = "user,id=wan0" + (",ipv6=off" if self.field_net else "")
+        net += "".join(f",hostfwd=tcp:127.0.0.1:{h}-:{g}" for h, g in self.forwards.items())
         cmd = [
             QEMU, "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", str(self.memory_mib),
             "-smp", str(self.cpus), "-nodefaults", "-display", "none", "-vga", "none",
@@ -104,6 +122,13 @@ class Vm:
             "-serial", f"file:{self.console_file}",
             "-qmp", f"unix:{self.qmp_socket},server=on,wait=off",
         ]
+        if self.field_net:
+            cmd += ["-netdev", "user,id=field0,ipv4=off", "-device", "virtio-net-pci,netdev=field0"]
+        if len(self.serial_ports) > len(SERIAL_IRQS):
+            raise ValueError(f"at most {len(SERIAL_IRQS)} serial ports besides the console")
+        for path, (index, irq) in zip(self.serial_ports, SERIAL_IRQS.items(), strict=False):
+            cmd += ["-chardev", f"serial,id=ttyS{index},path={path}",
+                    "-device", f"isa-serial,chardev=ttyS{index},index={index},irq={irq}"]
         for name, value in self.credentials.items():
             b64 = base64.b64encode(value.encode()).decode()
             cmd += ["-smbios", f"type=11,value=io.systemd.credential.binary:{name}={b64}"]
