@@ -190,9 +190,9 @@ def test_batches_for_unknown_tables_wait_for_their_table_within_a_bound(
 ) -> None:
     receiver = cloud.receiver
     assert receiver is not None
-    import cloud.receiver as receiver_module
+    import cloud._batches as batches_module
 
-    monkeypatch.setattr(receiver_module, "MAX_PARKED", 3)
+    monkeypatch.setattr(batches_module, "MAX_PARKED", 3)
     ident = provision(cloud, tmp_path, "PARKER-1")
     c = mqtt_client(cloud, ident.box_id, ident.cert_file, ident.key_file)
     wait_for(c.connected.is_set, 10, "the client")
