@@ -73,8 +73,9 @@ from bench.workload import (
     minimum_requests,
 )
 from boxconfig import UplinkSettings
-from cloud.store import Store
+from cloud.store import Incoming, Outcome, Store
 from drivers import PointInfo
+from proto.errors import WireError
 from proto.wire import Batch
 from tests.support.boxproc import BoxProcess
 from tests.support.cloudkit import make_cloud, provision
@@ -108,32 +109,36 @@ class TimedStore(Store):
         self.unchanged: dict[str, dict[int, int]] = {}  # device -> reading time -> points polled and unchanged
         self._lock = threading.Lock()
 
-    def store_batch(self, box_id: str, batch: Batch, table: Sequence[PointInfo], digest: bytes = b"",
-                    payload: bytes = b"") -> bool:
-        fresh = super().store_batch(box_id, batch, table, digest, payload)
-        if fresh:
-            now = time.time()
-            probes = self._probe_index.get(batch.table_id)
-            if probes is None:
-                probes = {i: p.name.split(".")[0] for i, p in enumerate(table) if p.name.endswith("." + PROBE)}
-                self._probe_index[batch.table_id] = probes
-            devices = self._device_of.get(batch.table_id)
-            if devices is None:
-                devices = self._device_of[batch.table_id] = [p.name.split(".")[0] for p in table]
-            with self._lock:
-                for ts, first, n in batch.spans():  # report on change: polls that found points unchanged
-                    for name in devices[first:first + n]:
-                        by_ts = self.unchanged.setdefault(name, {})
-                        by_ts[ts] = by_ts.get(ts, 0) + 1
-                for g in batch.groups:
-                    self.samples_stored += len(g.values)
-                    for i in range(g.first, g.first + len(g.values)):
-                        device = probes.get(i)
-                        if device is not None and isinstance(value := g.values[i - g.first], int):
-                            self.stored_probes.setdefault(device, {})[value] = now
-                            ts = batch.base_ts_ms + g.dt_ms
-                            self.probe_ts[device] = max(ts, self.probe_ts.get(device, 0))
-        return fresh
+    def store_batches(self, items: Sequence[Incoming]) -> list[Outcome | WireError]:
+        outcomes = super().store_batches(items)  # the receiver stores a group of batches at a time
+        now = time.time()
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome is Outcome.STORED:
+                self._note(item.batch, item.table, now)
+        return outcomes
+
+    def _note(self, batch: Batch, table: Sequence[PointInfo], now: float) -> None:
+        """Note what a stored batch says: its probes' times, its samples, its unchanged polls."""
+        probes = self._probe_index.get(batch.table_id)
+        if probes is None:
+            probes = {i: p.name.split(".")[0] for i, p in enumerate(table) if p.name.endswith("." + PROBE)}
+            self._probe_index[batch.table_id] = probes
+        devices = self._device_of.get(batch.table_id)
+        if devices is None:
+            devices = self._device_of[batch.table_id] = [p.name.split(".")[0] for p in table]
+        with self._lock:
+            for ts, first, n in batch.spans():  # report on change: polls that found points unchanged
+                for name in devices[first:first + n]:
+                    by_ts = self.unchanged.setdefault(name, {})
+                    by_ts[ts] = by_ts.get(ts, 0) + 1
+            for g in batch.groups:
+                self.samples_stored += len(g.values)
+                for i in range(g.first, g.first + len(g.values)):
+                    device = probes.get(i)
+                    if device is not None and isinstance(value := g.values[i - g.first], int):
+                        self.stored_probes.setdefault(device, {})[value] = now
+                        ts = batch.base_ts_ms + g.dt_ms
+                        self.probe_ts[device] = max(ts, self.probe_ts.get(device, 0))
 
     def count_between(self, box_id: str, prefix: str, start_ms: int, end_ms: int) -> int:
         """Samples of the points named `prefix`... stored with a reading time in [start_ms, end_ms)."""
