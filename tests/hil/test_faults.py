@@ -559,14 +559,16 @@ def test_a_clock_jump_forward_and_back_loses_nothing_and_keeps_timestamps_true(h
         print(f"\n{hil.name}: clock jumps: {figures}; {len(nearest)} counter values, none stamped off; "
               f"{hil.timings}")
     finally:
-        hil.strategy.power_cut()
-        building.end_life()
-        hil.power.env = None
-        _restore_power(hil)
+        _power_back_plain(hil, building)
+        hil.strategy.transition("ready")
 
 
-def _restore_power(hil: Hil) -> None:
-    hil.strategy.transition("ready")
+def _power_back_plain(hil: Hil, building: SimThread) -> None:
+    """End a scenario that ran boxd under an environment of its own (libfaketime, the fake modem's
+    bus): the power cut, the building's life ended, the next power-on without that environment."""
+    hil.strategy.power_cut()
+    building.end_life()
+    hil.power.env = None
 
 
 # -- 6. the modem's faults (issue 12) ----------------------------------------------------------------
@@ -649,9 +651,7 @@ def test_the_modems_faults_are_said_and_the_box_reconnects_losing_nothing(hil: H
             assert mm.counts().get("resets", 0) == 0, "the Box reset a modem that needed no reset"
             print(f"\n{hil.name}: modem faults: {figures}; alert {alert.message!r}; {hil.timings}")
         finally:
-            hil.strategy.power_cut()
-            building.end_life()
-            hil.power.env = None
+            _power_back_plain(hil, building)
             _push_after_power(hil)
 
 
