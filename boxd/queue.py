@@ -84,6 +84,7 @@ class Queue:
         self.max_samples = max_samples
         self._count = 0  # samples held in committed transactions (batches + pending)
         self._hidden: dict[int, int] = {}  # batch seq -> samples: removal asked for, not committed yet
+        self._victims: set[int] = set()  # of those, the batches being evicted (not counted evicted yet)
         self._hidden_events: set[int] = set()
         self._events_out = 0  # the newest event id `events()` handed out
         self._writing = 0  # readings asked to be written, not yet committed
@@ -272,10 +273,14 @@ class Queue:
         return int(row[0]) if row else 0
 
     def oldest_seq(self) -> int:
-        """The lowest sequence number still waiting for the broker (0 when none waits)."""
+        """The lowest sequence number still waiting for the broker (0 when none waits). A batch being
+        evicted waits until its eviction commits: only then does the "evicted_total" counter have it,
+        and a heartbeat must never put a batch below its oldest that it neither counts evicted nor was
+        acknowledged (the platform would call it a gap)."""
         where, args = self._live()
         row = self._conn.execute(f"SELECT MIN(seq) FROM batches{where}", args).fetchone()  # noqa: S608
-        return int(row[0]) if row and row[0] is not None else 0
+        waiting = [int(row[0])] if row and row[0] is not None else []
+        return min(waiting + list(self._victims), default=0)
 
     @property
     def samples(self) -> int:
@@ -321,12 +326,14 @@ class Queue:
                     if sum(victims.values()) >= excess:
                         break
             self._hidden.update(victims)  # from now on they are never sent
+            self._victims.update(victims)
             from_batches = sum(victims.values())
             seqs = list(victims)
 
             def settle(result: int | None, error: BaseException | None) -> None:
                 for s in seqs:
                     del self._hidden[s]
+                self._victims.difference_update(seqs)
                 if error is None:
                     self._count -= from_batches + (result or 0)
 

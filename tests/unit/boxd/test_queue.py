@@ -155,6 +155,25 @@ async def test_a_batch_chosen_for_eviction_is_never_handed_out_meanwhile(tmp_pat
 
 
 @in_loop
+async def test_a_batch_being_evicted_stays_the_oldest_waiting_until_its_eviction_is_counted(tmp_path: Path) -> None:
+    # a heartbeat taken meanwhile says the oldest batch waiting and the count evicted: the platform calls
+    # every batch below that oldest, neither stored nor counted evicted, a gap (acknowledged, never stored)
+    q = opened(tmp_path / "q.db", max_samples=2)
+    for i in range(3):
+        await q.put(7, i, 0, [i, i], {})
+    await q.seal(2)
+    seqs = [s for s, _ in q.batches(0, 10)]
+    with writes_held(tmp_path / "q.db"):
+        eviction = asyncio.ensure_future(q.enforce_limit(set))
+        await asyncio.sleep(0)  # its victims (the two oldest) are chosen; its write waits for the lock
+        assert not eviction.done()
+        assert (q.oldest_seq(), q.meta("evicted_total")) == (seqs[0], 0)
+    assert await eviction == (4, seqs[:2])
+    assert (q.oldest_seq(), q.meta("evicted_total")) == (seqs[2], 4)
+    q.close()
+
+
+@in_loop
 async def test_untrusted_readings_wait_then_are_rebased(tmp_path: Path) -> None:
     q = opened(tmp_path / "q.db")
     await q.put_many(7, [(5_000, 0, [1.0], {})], TimeBase("boot-1", False, 0))  # monotonic ms 5000
