@@ -28,12 +28,10 @@ through the platform, the field buses and the power, and reads the platform and 
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import attr
 from labgrid.driver.common import Driver
@@ -45,7 +43,7 @@ from labgrid.strategy.common import Strategy, StrategyError
 
 from tests.support.boxproc import BoxProcess
 from tests.support.lazyfs import LazyFS
-from tests.support.qemu import Vm
+from tests.support.qemu import Vm, qmp
 from tests.support.wait import wait_for
 
 _str = attr.validators.instance_of(str)
@@ -176,17 +174,9 @@ class BoxVmPowerDriver(Driver, PowerProtocol):  # type: ignore[misc]
     @Driver.check_active  # type: ignore[untyped-decorator]
     @step()  # type: ignore[untyped-decorator]
     def off(self) -> None:
-        vm = self._vm()
-        if not vm.alive():
-            return
-        try:
-            qmp(vm.qmp_socket, "stop")  # the machine stops at once: no shutdown, the guest's caches are lost
-        except OSError:
-            pass  # QEMU went away by itself
-        if vm.proc is not None:
-            vm.proc.kill()  # and the plug is pulled: the disk holds what the guest had flushed (cache=writeback)
-            vm.proc.wait(30)
-            vm.proc = None
+        # the machine stops at once (no shutdown: the guest's caches are lost) and the plug is pulled: the disk
+        # holds what the guest had flushed (cache=writeback)
+        self._vm().stop(cut=True)
 
     @Driver.check_active  # type: ignore[untyped-decorator]
     def cycle(self) -> None:
@@ -202,26 +192,6 @@ class BoxVmPowerDriver(Driver, PowerProtocol):  # type: ignore[misc]
         reply = qmp(self._vm().qmp_socket, "set_link", name="wan0", up=up)
         if "error" in reply:
             raise StrategyError(f"QMP set_link wan0 {up}: {reply['error']}")
-
-
-def qmp(path: Path, command: str, timeout: float = 10.0, **arguments: Any) -> dict[str, Any]:
-    """One QMP command on QEMU's machine-protocol socket; returns QEMU's reply (`quit` may get none)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        f = s.makefile("rwb")
-        json.loads(f.readline())  # the greeting
-        for cmd in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
-            f.write(json.dumps(cmd).encode() + b"\n")
-            f.flush()
-            while True:
-                line = f.readline()
-                if not line:
-                    return {}
-                reply: dict[str, Any] = json.loads(line)
-                if "return" in reply or "error" in reply:
-                    break
-        return reply
 
 
 # -- the strategy ----------------------------------------------------------------------------------
