@@ -80,7 +80,7 @@ class CustomerBroker:
         s = self.stats()
         got = (f"{s['messages']} messages ({s['samples']} samples, {s['points']} topics) at the customer's "
                "subscriber" if s.get("messages") else "nothing received yet")
-        row, state = store.connector(self.connector_id), store.mqtt_state(self.connector_id)
+        row, state = store.mqtt_connector(self.connector_id) or (None, None)
         if row is None or state is None:
             return f"Customer broker {self.url}: {got}"
         return (f"Customer broker {self.url}: {got}; MQTT connector {row.id}: link {state.link}, "

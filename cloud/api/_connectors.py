@@ -154,9 +154,9 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         store.update_connector(cid, expect_state="unconfirmed", state="enabled")
         ctx.audit(caller, "connector.create", f"connector:{cid}", name=body.name, kind="mqtt",
                   broker=f"{config['host']}:{config['port']}", service_account=sa_name, auth=body.auth)
-        row = store.connector(cid)
-        assert row is not None
-        return _public(row) | mqtt_status(store, row)
+        got = store.mqtt_connector(cid)
+        assert got is not None
+        return _public(got[0]) | mqtt_status(*got)
 
     @app.get("/v1/connectors/{connector_id}", tags=["connectors"],
              summary="a connector: state, last error, items delivered and waiting (connector.read)")
@@ -164,7 +164,10 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
         need(caller, "connector.read")
         c = mine(caller, connector_id)
         if c.kind == "mqtt":
-            return _public(c) | mqtt_status(store, c)
+            got = store.mqtt_connector(c.id)  # the row again with its link's state, as of one moment
+            if got is None:
+                raise ApiError(404, f"no connector {connector_id} here")  # deleted meanwhile
+            return _public(got[0]) | mqtt_status(*got)
         return _public(c, store.outbox_depth(c.id))
 
     @app.delete("/v1/connectors/{connector_id}", tags=["connectors"], status_code=204,

@@ -20,7 +20,7 @@ from cloud.api.errors import ApiError
 from cloud.hooks import targets
 from cloud.mqttconn import link, messages
 from cloud.mqttconn.errors import TargetRefusedError
-from cloud.store import ConnectorRow, Store
+from cloud.store import ConnectorRow, MqttState
 
 MAX_PEM = 16 * 1024
 QUEUE_BYTES = (64 * 1024, 1024**3)
@@ -97,9 +97,9 @@ def mqtt_config(body: MqttFields, auth: str, username: str, password: str, point
     return config, sealed
 
 
-def mqtt_status(store: Store, c: ConnectorRow) -> dict[str, object]:
-    """What GET shows of an MQTT connector beyond its row: link, queue, commands."""
-    s = store.mqtt_state(c.id)
+def mqtt_status(c: ConnectorRow, s: MqttState | None) -> dict[str, object]:
+    """What GET shows of an MQTT connector beyond its row: link, queue, commands (`Store.mqtt_connector`
+    reads both as of one moment)."""
     if s is None:
         return {"link": "connecting", "queue": {"messages": 0, "bytes": 0, "evicted": 0}}
     return {"link": s.link, "link_since": s.since,

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
-from cloud.store._connectors import connectors
+from cloud.store._base import BIGINT, ROW_ID, SECONDS, AnyRow, StoreBase, metadata
+from cloud.store._connectors import ConnectorRow, connectors
 from cloud.store._dialect import Upsert
 
 mqtt_items = sa.Table(
@@ -55,6 +55,11 @@ class MqttState:
     evicted: int
     commands: int
     refused: int
+
+
+def _state_of(r: AnyRow) -> MqttState:
+    return MqttState(r.link, float(r.since), int(r.queued), int(r.bytes), int(r.evicted), int(r.commands),
+                     int(r.refused))
 
 
 @dataclass(frozen=True)
@@ -163,10 +168,24 @@ class MqttQueues(StoreBase):
     def mqtt_state(self, connector_id: int) -> MqttState | None:
         with self._read() as db:
             r = db.execute(sa.select(mqtt_state).where(mqtt_state.c.connector_id == connector_id)).first()
+        return None if r is None else _state_of(r)
+
+    def mqtt_connector(self, connector_id: int) -> tuple[ConnectorRow, MqttState | None] | None:
+        """A connector's row and its link's state as of one moment: one statement, so that what a reader
+        sees (a link "down" and the error that took it down) was written together, on either engine (two
+        reads could fall on each side of the link's write, even in one PostgreSQL transaction)."""
+        s = mqtt_state.c
+        query = (sa.select(connectors, s.link, s.since, s.queued, s.bytes.label("state_bytes"),
+                           s.evicted.label("state_evicted"), s.commands, s.refused)
+                 .outerjoin(mqtt_state, s.connector_id == connectors.c.id).where(connectors.c.id == connector_id))
+        with self._read() as db:
+            r = db.execute(query).first()
         if r is None:
             return None
-        return MqttState(r.link, float(r.since), int(r.queued), int(r.bytes), int(r.evicted), int(r.commands),
-                         int(r.refused))
+        if r.link is None:
+            return ConnectorRow.of(r), None
+        return ConnectorRow.of(r), MqttState(r.link, float(r.since), int(r.queued), int(r.state_bytes),
+                                             int(r.state_evicted), int(r.commands), int(r.refused))
 
     def mqtt_forget(self, connector_id: int) -> None:
         """A deleted connector's queue and state."""

@@ -118,6 +118,12 @@ def env(tmp_path_factory: pytest.TempPathFactory, mosquitto_available: None) -> 
             broker.stop()
 
 
+@pytest.fixture(autouse=True)
+def _broker_back(env: Env) -> Iterator[None]:
+    yield
+    env.broker.revive()
+
+
 def _firsts(msgs: list[tuple[str, Any]]) -> tuple[dict[tuple[str, str], list[int]], int, int]:
     """Per (Box, point): the batches' sequence numbers in the order they first came; samples; duplicates."""
     seen: set[tuple[str, str, str]] = set()

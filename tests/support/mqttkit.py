@@ -86,6 +86,15 @@ class CustomerBroker:
         self.proc.wait(15)
         self.proc = None
 
+    def revive(self) -> None:
+        """Running again, whatever a test left it (stopped, killed, frozen): one test's failure must not
+        fail the next ones for a broker it did not bring back."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            self.start()
+        else:
+            self.proc.send_signal(signal.SIGCONT)
+
     def saved_after(self, t: float) -> bool:
         """Whether the broker saved its sessions (every second) after the time `t` (time.time())."""
         db = self.dir / "mosquitto.db"

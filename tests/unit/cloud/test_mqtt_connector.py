@@ -4,6 +4,8 @@ and its durable queue in the store (the byte cap evicting the oldest, counted; d
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import pytest
 
@@ -11,6 +13,7 @@ from cloud.mqttconn import Backoff, messages
 from cloud.store import Store
 from proto import wire
 from proto.points import PointInfo
+from tests.support.storedb import both_engines
 
 TABLE = [PointInfo("ahu1.temp", "degC", "float32"), PointInfo("ahu1.fan", "", "bool")]
 
@@ -138,3 +141,36 @@ def test_an_id_is_never_given_again_even_after_the_queue_was_empty(store: Store)
     store.mqtt_acked(cid, [first])
     store.mqtt_queue(cid, 1, 2, [("b", b"2")], cap=10**6)
     assert [m.topic for m in store.mqtt_next(cid, first, 10)] == ["b"]  # a link sends "after the last id it sent"
+
+
+@both_engines
+def test_a_link_and_the_error_that_took_it_down_are_read_together(store: Store) -> None:
+    """What GET /v1/connectors/<id> shows: a link "down" with the error that took it down, never with the
+    error of a moment before (stop 27's CI: "down" with no error, the row and the state read apart)."""
+    cid = _mqtt(store)
+    store.mqtt_link(cid, "connected", "")
+    stop = threading.Event()
+
+    def flip() -> None:  # the link thread: down with its reason, connected again (which clears it)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            store.mqtt_link(cid, "down", f"broker.customer.example: gone {i}")
+            store.mqtt_link(cid, "connected", "")
+
+    writer = threading.Thread(target=flip, daemon=True)
+    writer.start()
+    try:
+        seen = {"down": 0, "connected": 0}
+        deadline = time.monotonic() + 60
+        while min(seen.values()) < 200 and time.monotonic() < deadline:
+            got = store.mqtt_connector(cid)
+            assert got is not None and got[1] is not None
+            row, state = got
+            assert (state.link == "down") == (row.last_error != ""), (state.link, row.last_error)
+            seen[state.link] += 1
+        assert min(seen.values()) >= 200, seen  # both states were read, many times
+    finally:
+        stop.set()
+        writer.join(10)
+    assert store.mqtt_connector(cid + 1) is None
