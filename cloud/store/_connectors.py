@@ -396,15 +396,15 @@ class Connectors(StoreBase):
         """Items waiting (not grouped, or in a pending delivery), dead letters, the bytes they hold,
         and the items the cap evicted (ever, and since when it is evicting)."""
         c, d = connectors.c, hook_deliveries.c
-        with self._read() as db:
-            row = db.execute(sa.select(c.outbox_items, c.outbox_bytes, c.evicted, c.evicting_since)
-                             .where(c.id == connector_id)).first()
-            dead = db.execute(sa.select(sa.func.coalesce(sa.func.sum(d.n_items), 0)).where(
-                d.connector_id == connector_id, d.state == "dead")).scalar() or 0
+        dead = (sa.select(sa.func.coalesce(sa.func.sum(d.n_items), 0))
+                .where(d.connector_id == connector_id, d.state == "dead").scalar_subquery())
+        with self._read() as db:  # one statement: the counters and the dead letters as of one moment
+            row = db.execute(sa.select(c.outbox_items, c.outbox_bytes, c.evicted, c.evicting_since,
+                                       dead.label("dead")).where(c.id == connector_id)).first()
         if row is None:
             return {"waiting": 0, "dead": 0, "bytes": 0, "evicted": 0, "evicting_since": None}
-        return {"waiting": int(row.outbox_items) - int(dead), "dead": int(dead), "bytes": int(row.outbox_bytes),
-                "evicted": int(row.evicted), "evicting_since": row.evicting_since}
+        return {"waiting": int(row.outbox_items) - int(row.dead), "dead": int(row.dead),
+                "bytes": int(row.outbox_bytes), "evicted": int(row.evicted), "evicting_since": row.evicting_since}
 
 
 def _delivery(r: AnyRow, bodies: tuple[str, ...] = ()) -> DeliveryRow:
