@@ -165,8 +165,9 @@ def test_a_link_and_the_error_that_took_it_down_are_read_together(store: Store) 
         deadline = time.monotonic() + 60
         while min(seen.values()) < 200 and time.monotonic() < deadline:
             got = store.mqtt_connector(cid)
-            assert got is not None and got[1] is not None
+            assert got is not None
             row, state = got
+            assert state is not None
             assert (state.link == "down") == (row.last_error != ""), (state.link, row.last_error)
             seen[state.link] += 1
         assert min(seen.values()) >= 200, seen  # both states were read, many times
