@@ -157,7 +157,8 @@ class Vm:
         """Power on (the disk is prepared on the first start)."""
         if not (self.workdir / "vars.fd").exists():
             self.prepare()
-        self.console_file.unlink(missing_ok=True)
+        if self.console_file.exists():  # each power-on's console is its own; the earlier ones kept to read
+            self.console_file.rename(self.workdir / f"console.{len(list(self.workdir.glob('console.*.log'))) + 1}.log")
         self._seen.clear()
         self.started = time.monotonic()
         self.resets = 0
