@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from cloud.store._base import BIGINT, ROW_ID, SECONDS, AnyRow, StoreBase, metadata
+from cloud.store._base import BIGINT, ROW_ID, SECONDS, StoreBase, metadata
 from cloud.store._connectors import ConnectorRow, connectors
 from cloud.store._dialect import Upsert
 
@@ -55,11 +55,6 @@ class MqttState:
     evicted: int
     commands: int
     refused: int
-
-
-def _state_of(r: AnyRow) -> MqttState:
-    return MqttState(r.link, float(r.since), int(r.queued), int(r.bytes), int(r.evicted), int(r.commands),
-                     int(r.refused))
 
 
 @dataclass(frozen=True)
@@ -168,7 +163,10 @@ class MqttQueues(StoreBase):
     def mqtt_state(self, connector_id: int) -> MqttState | None:
         with self._read() as db:
             r = db.execute(sa.select(mqtt_state).where(mqtt_state.c.connector_id == connector_id)).first()
-        return None if r is None else _state_of(r)
+        if r is None:
+            return None
+        return MqttState(r.link, float(r.since), int(r.queued), int(r.bytes), int(r.evicted), int(r.commands),
+                         int(r.refused))
 
     def mqtt_connector(self, connector_id: int) -> tuple[ConnectorRow, MqttState | None] | None:
         """A connector's row and its link's state as of one moment: one statement, so that what a reader
