@@ -146,16 +146,22 @@ def test_an_endpoint_that_does_not_answer_its_token_in_the_first_4_kib_stays_unc
     env.owner.delete(f"{env.api.url}/v1/connectors/{c['id']}")
 
 
+def _failed(env: Env, cid: int, n: int) -> None:
+    """Wait until the endpoint has answered `n` attempts 503 and the platform has recorded the n-th (its
+    breaker counts n): only then may a test move the platform's clock, which the worker reads after the
+    answer to date the failure (moved before, a retry's wait or a day of failures is counted from the
+    time after the move: stop 28 saw the fourth failure given up as a day's)."""
+    wait_for(lambda: len([e for e in env.got(cid) if e["status"] == 503]) >= n
+             and env.state(cid)["breaker"]["failures"] >= n, what=f"failure {n} recorded", timeout=30)
+
+
 def test_an_outage_and_a_restart_mid_delivery_lose_nothing_and_repeat_only_what_the_id_drops(env: Env) -> None:
     c = env.connector()
     env.confirm(c["id"])
     env.rig.receiver.command("mode fail")
     sent = env.batches("BOX-A", 40)
-    def failures() -> int:
-        return len([e for e in env.got(c["id"]) if e["status"] == 503])
-
     for n in (1, 2, 3):  # three failed attempts, each retry's wait skipped with the clock
-        wait_for(lambda: failures() >= n, what=f"failure {n}", timeout=30)  # noqa: B023 - waited here
+        _failed(env, c["id"], n)
         env.clock.offset += 7200
     env.rig.receiver.command("mode hang")
     env.clock.offset += 7200  # past every backoff so far
@@ -348,7 +354,7 @@ def test_the_circuit_breaker_stays_open_across_a_restart_of_the_platform(env: En
         return len([e for e in env.got(c["id"]) if e["status"] == 503])
 
     for n in range(1, 6):  # five failures in a row open it; the fifth gives up (a dead letter)
-        wait_for(lambda: failures() >= n, what=f"failure {n}", timeout=30)  # noqa: B023 - waited here
+        _failed(env, c["id"], n)
         env.clock.offset += 7200 if n < 4 else 90_000 if n == 4 else 0
     breaker = wait_for(lambda: (b := env.state(c["id"])["breaker"])["failures"] == 5 and b, what="tripped")
     assert breaker["state"] == "open"
