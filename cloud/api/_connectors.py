@@ -92,11 +92,14 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
     def need(caller: Caller, permission: str) -> None:
         ctx.need(caller, permission)
 
-    def mine(caller: Caller, cid: int) -> ConnectorRow:
-        c = store.connector(cid)
+    def owned(caller: Caller, cid: int, c: ConnectorRow | None) -> ConnectorRow:
+        """`c`, the connector `cid` as read, if it is the caller's account's; else a 404."""
         if c is None or c.account_id != caller.account_id:
             raise ApiError(404, f"no connector {cid} here")
         return c
+
+    def mine(caller: Caller, cid: int) -> ConnectorRow:
+        return owned(caller, cid, store.connector(cid))
 
     def checked(url: str, what: str) -> str:
         try:
@@ -162,12 +165,10 @@ def add_routes(app: FastAPI, ctx: Ctx) -> None:  # noqa: PLR0915 - one route aft
              summary="a connector: state, last error, items delivered and waiting (connector.read)")
     def get_connector(caller: Auth, connector_id: PathId) -> dict[str, object]:
         need(caller, "connector.read")
-        c = mine(caller, connector_id)
+        row, link = store.mqtt_connector(connector_id) or (None, None)  # with its link's state, as of one moment
+        c = owned(caller, connector_id, row)
         if c.kind == "mqtt":
-            got = store.mqtt_connector(c.id)  # the row again with its link's state, as of one moment
-            if got is None:
-                raise ApiError(404, f"no connector {connector_id} here")  # deleted meanwhile
-            return _public(got[0]) | mqtt_status(*got)
+            return _public(c) | mqtt_status(c, link)
         return _public(c, store.outbox_depth(c.id))
 
     @app.delete("/v1/connectors/{connector_id}", tags=["connectors"], status_code=204,
